@@ -1,0 +1,158 @@
+"""Evaluate one trace: load it, select rubrics, build the case, score, write records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from arq import Retry
+
+from judges.rubric import Rubric
+from judges.scorers import run_scorer
+from judges.types import EvalCase, Score
+
+from .cases import CaseBuildError, build_case
+from .models import EvalRecord
+from .runtime import Runtime
+from .sampling import Reason, Signals, decide, hash_point
+from .traces import Trace
+
+log = logging.getLogger("evaluator.pipeline")
+
+
+def trace_signals(trace: Trace) -> Signals:
+    return Signals(
+        error=trace.is_error,
+        cost_usd=trace.cost_usd,
+        latency_ms=trace.latency_ms,
+        feedback=trace.feedback,
+    )
+
+
+def select_rubrics(
+    runtime: Runtime, trace_id: str, signals: Signals, labels: dict[str, str] | None
+) -> list[tuple[Rubric, Reason]]:
+    """Rubrics that evaluate this trace, with the reason; `labels=None` skips applies_to."""
+    point = hash_point(trace_id)
+    chosen = []
+    for rubric in runtime.rubrics.rubrics:
+        if labels is not None and not rubric.applies_to.matches(labels):
+            continue
+        reason = decide(point, runtime.rate(rubric.sampling.rate), signals, runtime.tail_rules)
+        if reason is not Reason.NOT_SAMPLED:
+            chosen.append((rubric, reason))
+    return chosen
+
+
+def to_record(
+    trace_id: str,
+    span_id: str,
+    rubric: Rubric,
+    score: Score,
+    labels: dict[str, str],
+    *,
+    reason: Reason,
+    latency_ms: float,
+) -> EvalRecord:
+    details = dict(score.details)
+    details["sampled_by"] = reason.value
+    return EvalRecord(
+        trace_id=trace_id,
+        span_id=span_id,
+        rubric=rubric.name,
+        rubric_version=rubric.version,
+        scorer=rubric.scorer,
+        method=score.method or rubric.resolved_method,
+        status=score.status.value,
+        score=score.value,
+        label=score.label,
+        passed=score.passed,
+        explanation=score.explanation,
+        details=details,
+        judge_model=score.judge_model,
+        judge_calls=score.usage.calls,
+        judge_input_tokens=score.usage.input_tokens,
+        judge_output_tokens=score.usage.output_tokens,
+        judge_cost_usd=score.usage.cost_usd,
+        latency_ms=latency_ms,
+        prompt_version=labels.get("prompt_version"),
+        model=labels.get("model"),
+        feature=labels.get("feature"),
+        tenant=labels.get("tenant"),
+    )
+
+
+async def _score(runtime: Runtime, case: EvalCase, rubric: Rubric) -> tuple[Score, float]:
+    started = time.perf_counter()
+    try:
+        score = await run_scorer(case, rubric, runtime.clients)
+    except Exception as exc:  # a scorer bug must not lose the other rubrics' results
+        log.exception("scorer %s crashed on trace %s", rubric.name, case.trace_id)
+        score = Score.error(
+            f"scorer crashed: {type(exc).__name__}: {exc}", method=rubric.resolved_method
+        )
+    return score, (time.perf_counter() - started) * 1000
+
+
+async def _write(runtime: Runtime, records: list[EvalRecord]) -> int:
+    def write_all() -> int:
+        return sum(runtime.store.upsert_record(r) for r in records)
+
+    return await asyncio.to_thread(write_all)
+
+
+def _errors_for(
+    trace_id: str, selected: list[tuple[Rubric, Reason]], cause: str, labels: dict[str, str]
+) -> list[EvalRecord]:
+    return [
+        to_record(trace_id, "", rubric, Score.error(cause), labels, reason=reason, latency_ms=0.0)
+        for rubric, reason in selected
+    ]
+
+
+async def evaluate_trace(
+    runtime: Runtime, trace_id: str, wire_signals: dict[str, Any], *, job_try: int
+) -> dict[str, Any]:
+    """The body of the arq job. Raises arq.Retry while the trace is not ingested yet."""
+    signals = Signals.from_wire(wire_signals or {})
+    trace = await asyncio.to_thread(runtime.store.get_trace, trace_id)
+    if trace is None:
+        tries = runtime.settings.worker.trace_not_found_tries
+        if job_try < tries:
+            raise Retry(defer=runtime.settings.worker.trace_not_found_delay_s * job_try)
+        selected = select_rubrics(runtime, trace_id, signals, labels=None)
+        cause = f"trace {trace_id!r} not found in the store after {tries} tries (was it ingested?)"
+        written = await _write(runtime, _errors_for(trace_id, selected, cause, {}))
+        return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
+
+    signals = signals.merged(trace_signals(trace))
+    try:
+        case = build_case(trace)
+    except CaseBuildError as exc:
+        labels = {
+            k: v
+            for k, v in {
+                "prompt_version": trace.prompt_version,
+                "feature": trace.feature,
+                "tenant": trace.tenant,
+            }.items()
+            if v is not None
+        }
+        selected = select_rubrics(runtime, trace_id, signals, labels)
+        written = await _write(runtime, _errors_for(trace_id, selected, str(exc), labels))
+        return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
+
+    selected = select_rubrics(runtime, trace_id, signals, case.labels)
+    results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
+    records = [
+        to_record(
+            trace_id, case.span_id, rubric, score, case.labels, reason=reason, latency_ms=latency
+        )
+        for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
+    ]
+    written = await _write(runtime, records)
+    statuses = Counter(r.status for r in records)
+    return {"trace_id": trace_id, "written": written, "statuses": dict(statuses)}

@@ -1,0 +1,87 @@
+"""Load rubric TOML files from a directory and validate them, naming file, key and fix."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from judges.rubric import Rubric
+
+
+class RubricError(Exception):
+    """One or more rubric files are invalid; `problems` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class RubricSet:
+    rubrics: tuple[Rubric, ...]
+    directory: Path
+
+    def by_name(self, name: str) -> Rubric | None:
+        return next((r for r in self.rubrics if r.name == name), None)
+
+
+def _explain(path: Path, exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(file)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; see the rubric reference in README.md for the allowed keys"
+        elif err["type"] == "missing":
+            msg = "required key is missing; add it"
+        got = err.get("input")
+        shown = f" (got {got!r})" if err["type"] != "missing" and not isinstance(got, dict) else ""
+        problems.append(f"{path}: key '{key}': {msg}{shown}")
+    return problems
+
+
+def parse_rubric(text: str, *, source: Path) -> Rubric:
+    """Parse one rubric document; raise RubricError naming `source`, the key and the fix."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RubricError([f"{source}: invalid TOML: {exc}"]) from None
+    try:
+        return Rubric.model_validate(data)
+    except ValidationError as exc:
+        raise RubricError(_explain(source, exc)) from None
+
+
+def load_rubrics(directory: Path) -> RubricSet:
+    """Every *.toml in `directory`; all problems are collected before raising."""
+    if not directory.is_dir():
+        raise RubricError([f"{directory}: rubrics directory does not exist"])
+    rubrics: list[Rubric] = []
+    problems: list[str] = []
+    seen: dict[str, Path] = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            text = path.read_text(encoding="utf-8")
+            rubric = parse_rubric(text, source=path)
+        except UnicodeDecodeError:
+            problems.append(f"{path}: not valid UTF-8 text")
+            continue
+        except RubricError as exc:
+            problems.extend(exc.problems)
+            continue
+        if rubric.name in seen:
+            problems.append(
+                f"{path}: key 'name': {rubric.name!r} is already defined in {seen[rubric.name]}; "
+                "rubric names must be unique"
+            )
+            continue
+        seen[rubric.name] = path
+        rubrics.append(rubric)
+    if problems:
+        raise RubricError(problems)
+    if not rubrics:
+        raise RubricError([f"{directory}: no *.toml rubric files found"])
+    return RubricSet(rubrics=tuple(rubrics), directory=directory)

@@ -1,0 +1,127 @@
+"""The per-process runtime: settings, store, rubrics and clients, built once at start-up."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+
+from judges.client import JudgeClient
+from judges.scorers import Clients
+
+from .intake import SamplingConfig
+from .rubrics import RubricSet, load_rubrics
+from .sampling import TailRules
+from .settings import Settings
+from .store import Store
+
+log = logging.getLogger("evaluator.runtime")
+
+
+def tail_rules(settings: Settings) -> TailRules:
+    s = settings.sampling
+    return TailRules(
+        on_error=s.always_on_error,
+        on_negative_feedback=s.always_on_negative_feedback,
+        cost_above_usd=s.cost_above_usd,
+        latency_above_ms=s.latency_above_ms,
+    )
+
+
+def sampling_config(settings: Settings, rubrics: RubricSet) -> SamplingConfig:
+    """Intake only needs the widest rate: the job re-decides per rubric."""
+    default = settings.sampling.default_rate
+    rates = [default if r.sampling.rate is None else r.sampling.rate for r in rubrics.rubrics]
+    return SamplingConfig(max_rate=max(rates, default=0.0), rules=tail_rules(settings))
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    rubrics: RubricSet
+    clients: Clients
+
+    @property
+    def tail_rules(self) -> TailRules:
+        return tail_rules(self.settings)
+
+    def rate(self, rubric_rate: float | None) -> float:
+        return self.settings.sampling.default_rate if rubric_rate is None else rubric_rate
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return sampling_config(self.settings, self.rubrics)
+
+    async def close(self) -> None:
+        if self.clients.judge is not None:
+            await self.clients.judge.close()
+        if self.clients.generator is not None:
+            await self.clients.generator.close()
+        self.store.close()
+
+
+def make_judge(settings: Settings) -> JudgeClient | None:
+    j = settings.judge
+    if not j.configured:
+        return None
+    return JudgeClient(
+        base_url=j.base_url,
+        model=j.model,
+        api_key=j.api_key(),
+        timeout_s=j.timeout_s,
+        max_retries=j.max_retries,
+        max_concurrency=j.max_concurrency,
+        response_format=j.response_format,
+        temperature=j.temperature,
+        max_output_tokens=j.max_output_tokens,
+        price=settings.cost_usd,
+    )
+
+
+def make_generator(settings: Settings):  # type: ignore[no-untyped-def]
+    g = settings.generator
+    base_url = g.base_url or settings.judge.base_url
+    if not base_url:
+        return None
+    from judges.generator import Generator
+
+    return Generator(
+        base_url=base_url,
+        api_key=settings.judge.api_key() if not g.base_url else _key(g.api_key_env),
+        timeout_s=g.timeout_s,
+        max_retries=settings.judge.max_retries,
+        temperature=g.temperature,
+        price=settings.cost_usd,
+    )
+
+
+def _key(env: str) -> str:
+    import os
+
+    return os.environ.get(env, "") or "not-needed"
+
+
+def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
+    """An embedder only when a rubric can use one and the optional extra is installed."""
+    wants = any(r.resolved_method in {"embeddings", "local", "cascade"} for r in rubrics.rubrics)
+    if not wants or importlib.util.find_spec("sentence_transformers") is None:
+        return None
+    from judges.embedder import Embedder
+
+    return Embedder()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    rubrics = load_rubrics(settings.rubrics.path)
+    clients = Clients(
+        judge=make_judge(settings),
+        generator=make_generator(settings),
+        embedder=make_embedder(rubrics),
+    )
+    return Runtime(
+        settings=settings,
+        store=Store(settings.database.url, echo=settings.database.echo),
+        rubrics=rubrics,
+        clients=clients,
+    )

@@ -1,0 +1,106 @@
+"""Sampling decisions (pure): which traces a rubric evaluates.
+
+Rate sampling hashes the trace ID into [0, 1): a trace is in when its point is below the rate.
+The same trace is always in or out, and a lower rate's sample is a subset of a higher
+rate's. Tail rules override the rate for the traces that matter most.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    RATE = "rate"
+    ERROR = "tail_error"
+    COST = "tail_cost"
+    LATENCY = "tail_latency"
+    FEEDBACK = "tail_feedback"
+    NOT_SAMPLED = "not_sampled"
+
+
+@dataclass(frozen=True, slots=True)
+class TailRules:
+    on_error: bool = True
+    on_negative_feedback: bool = True
+    cost_above_usd: float = 0.0  # 0 disables
+    latency_above_ms: float = 0.0  # 0 disables
+
+
+@dataclass(frozen=True, slots=True)
+class Signals:
+    """What the app (or the stored trace) says about a finished request."""
+
+    error: bool = False
+    cost_usd: float | None = None
+    latency_ms: float | None = None
+    feedback: float | None = None
+
+    def to_wire(self) -> dict[str, float | bool]:
+        out: dict[str, float | bool] = {}
+        if self.error:
+            out["e"] = True
+        if self.cost_usd is not None:
+            out["c"] = self.cost_usd
+        if self.latency_ms is not None:
+            out["l"] = self.latency_ms
+        if self.feedback is not None:
+            out["f"] = self.feedback
+        return out
+
+    @classmethod
+    def from_wire(cls, data: dict[str, object]) -> Signals:
+        def num(key: str) -> float | None:
+            value = data.get(key)
+            return (
+                float(value)
+                if isinstance(value, int | float) and not isinstance(value, bool)
+                else None
+            )
+
+        return cls(
+            error=data.get("e") is True, cost_usd=num("c"), latency_ms=num("l"), feedback=num("f")
+        )
+
+    def merged(self, other: Signals) -> Signals:
+        return Signals(
+            error=self.error or other.error,
+            cost_usd=self.cost_usd if self.cost_usd is not None else other.cost_usd,
+            latency_ms=self.latency_ms if self.latency_ms is not None else other.latency_ms,
+            feedback=self.feedback if self.feedback is not None else other.feedback,
+        )
+
+
+def hash_point(trace_id: str) -> float:
+    """A stable point in [0, 1) for the trace ID (first 8 bytes of blake2b)."""
+    digest = hashlib.blake2b(trace_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def tail_reason(signals: Signals, rules: TailRules) -> Reason | None:
+    if rules.on_error and signals.error:
+        return Reason.ERROR
+    if rules.on_negative_feedback and signals.feedback is not None and signals.feedback < 0:
+        return Reason.FEEDBACK
+    if (
+        rules.cost_above_usd > 0
+        and signals.cost_usd is not None
+        and signals.cost_usd > rules.cost_above_usd
+    ):
+        return Reason.COST
+    if (
+        rules.latency_above_ms > 0
+        and signals.latency_ms is not None
+        and signals.latency_ms > rules.latency_above_ms
+    ):
+        return Reason.LATENCY
+    return None
+
+
+def decide(point: float, rate: float, signals: Signals, rules: TailRules) -> Reason:
+    """Why the trace is evaluated at `rate`, or Reason.NOT_SAMPLED."""
+    if point < rate:
+        return Reason.RATE
+    return tail_reason(signals, rules) or Reason.NOT_SAMPLED

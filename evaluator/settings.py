@@ -1,0 +1,227 @@
+"""One typed settings object, built once at start-up from TOML + environment.
+
+Precedence (lowest first): the packaged `settings.toml`, the file named by `--settings` or
+EVALUATOR_SETTINGS, then EVALUATOR_<SECTION>__<KEY> environment variables. Values from the
+environment are parsed as TOML literals when they look like one (numbers, booleans), else
+taken as strings. Validation errors name the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "EVALUATOR_"
+DEFAULTS_FILE = Path(__file__).with_name("settings.toml")
+SHIPPED_RUBRICS_DIR = Path(__file__).with_name("rubrics")
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded or are invalid; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("evaluator", min_length=1)
+    queue_name: str = Field("evaluator:queue", min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///evaluator.db"
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _sql_scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite:", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return v
+
+
+class JudgeSettings(_Section):
+    base_url: str = ""
+    model: str = Field("gpt-4o-mini", min_length=1)
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    max_concurrency: int = Field(8, ge=1, le=1024)
+    response_format: Literal["json_schema", "json_object"] = "json_schema"
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_output_tokens: int = Field(1024, ge=16)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url)
+
+    def api_key(self) -> str:
+        # Local servers (vLLM, llama.cpp) accept any key; the SDK insists on a non-empty one.
+        return os.environ.get(self.api_key_env, "") or "not-needed"
+
+    def worst_case_call_s(self) -> float:
+        """Upper bound of one call with the SDK's retries (its back-off is capped at 8 s)."""
+        return self.timeout_s * (self.max_retries + 1) + 8.0 * self.max_retries
+
+
+class GeneratorSettings(_Section):
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(60.0, gt=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    samples: int = Field(3, ge=1, le=20)
+
+
+class WorkerSettingsModel(_Section):
+    max_jobs: int = Field(16, ge=1, le=10_000)
+    job_timeout_s: int = Field(300, ge=1)
+    max_tries: int = Field(5, ge=1, le=100)
+    trace_not_found_tries: int = Field(4, ge=1, le=100)
+    trace_not_found_delay_s: float = Field(5.0, ge=0)
+    intake_batch: int = Field(2000, ge=1, le=100_000)
+    intake_idle_sleep_s: float = Field(0.05, ge=0.001, le=10)
+
+
+class IntakeSettings(_Section):
+    batch_size: int = Field(500, ge=1, le=100_000)
+    linger_ms: float = Field(20, ge=0, le=60_000)
+    buffer_max: int = Field(100_000, ge=1)
+
+
+class SamplingSettings(_Section):
+    default_rate: float = Field(0.1, ge=0, le=1)
+    always_on_error: bool = True
+    always_on_negative_feedback: bool = True
+    cost_above_usd: float = Field(0.05, ge=0)
+    latency_above_ms: float = Field(15000, ge=0)
+
+
+class RubricsSettings(_Section):
+    dir: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir).expanduser() if self.dir else SHIPPED_RUBRICS_DIR
+
+
+class Price(_Section):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class Settings(_Section):
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    judge: JudgeSettings = JudgeSettings()
+    generator: GeneratorSettings = GeneratorSettings()
+    worker: WorkerSettingsModel = WorkerSettingsModel()
+    intake: IntakeSettings = IntakeSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    rubrics: RubricsSettings = RubricsSettings()
+    pricing: dict[str, Price] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _job_fits_judge(self) -> Settings:
+        # A scorer may make a call plus one re-ask in sequence; both must fit in one job.
+        needed = 2 * self.judge.worst_case_call_s()
+        if self.judge.configured and self.worker.job_timeout_s < needed:
+            raise ValueError(
+                f"worker.job_timeout_s={self.worker.job_timeout_s} is shorter than the judge's "
+                f"worst case ({needed:.0f} s = 2 calls x (judge.timeout_s x (judge.max_retries+1)"
+                " + back-off)); raise worker.job_timeout_s or lower judge.timeout_s/max_retries"
+            )
+        return self
+
+    def cost_usd(self, model: str | None, input_tokens: int, output_tokens: int) -> float:
+        price = self.pricing.get(model or "")
+        if price is None:
+            return 0.0
+        return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """EVALUATOR_JUDGE__BASE_URL=x → {"judge": {"base_url": "x"}}."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"settings file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid settings ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against the packaged settings.toml"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | os._Environ[str] | None = None
+) -> Settings:
+    """Build the settings: packaged defaults, then `path` (or $EVALUATOR_SETTINGS), then env."""
+    environ = os.environ if environ is None else environ
+    data = _read_toml(DEFAULTS_FILE)
+    chosen = path or environ.get("EVALUATOR_SETTINGS")
+    sources = ["defaults"]
+    if chosen:
+        data = _deep_merge(data, _read_toml(Path(chosen)))
+        sources.append(str(chosen))
+    overrides = env_overrides(environ)
+    if overrides:
+        data = _deep_merge(data, overrides)
+        sources.append("environment EVALUATOR_*")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, " + ".join(sources))) from None

@@ -1,0 +1,51 @@
+"""The judge library's exceptions.
+
+EvalError
+├── JudgeError                 a call to the judge/generator failed
+│   ├── JudgeTransientError    timeouts, 429, 5xx after the client's retries
+│   └── JudgeOutputError       the reply could not be parsed/validated (keeps raw output)
+└── ScorerConfigError          a rubric asks a scorer for something it cannot do
+"""
+
+from __future__ import annotations
+
+from .types import Usage
+
+
+class EvalError(Exception):
+    """Base of every error raised by `judges`."""
+
+
+class JudgeError(EvalError):
+    """A judge or generator call did not produce a usable reply.
+
+    `usage` is what the failed attempts still cost, so that error records carry it too.
+    """
+
+    usage: Usage
+
+    def __init__(self, message: str, *, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.usage = usage or Usage()
+
+
+class JudgeTransientError(JudgeError):
+    """The endpoint failed in a way that may succeed later (timeout, 429, 5xx)."""
+
+    def __init__(
+        self, message: str, *, retry_after_s: float | None = None, usage: Usage | None = None
+    ) -> None:
+        super().__init__(message, usage=usage)
+        self.retry_after_s = retry_after_s
+
+
+class JudgeOutputError(JudgeError):
+    """The reply was not valid for the requested schema, even after one re-ask."""
+
+    def __init__(self, message: str, *, raw_output: str | None, usage: Usage | None = None) -> None:
+        super().__init__(message, usage=usage)
+        self.raw_output = raw_output
+
+
+class ScorerConfigError(EvalError):
+    """The rubric's scorer settings are invalid for this scorer."""

@@ -1,0 +1,115 @@
+"""Value objects a scorer works with: what it sees (`EvalCase`) and what it returns (`Score`).
+
+They are frozen dataclasses with no I/O so that scorers stay pure functions of their input
+plus their clients, and can be used as a library without the service around them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """One retrieved document the answer may be grounded in."""
+
+    id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class EvalCase:
+    """Everything a scorer may look at for one evaluated span.
+
+    `messages` and `generation` are the original request, kept so that self-consistency
+    scorers can re-sample the generator; `samples` are extra answers the trace already carries.
+    `labels` are what scores are grouped by (prompt_version, model, feature, tenant).
+    """
+
+    trace_id: str
+    span_id: str
+    question: str
+    answer: str
+    contexts: tuple[Context, ...] = ()
+    messages: tuple[dict[str, Any], ...] = ()
+    model: str | None = None
+    generation: dict[str, Any] = field(default_factory=dict)
+    samples: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Status(StrEnum):
+    OK = "ok"
+    ERROR = "error"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens and money a scorer spent on judge/generator calls."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            calls=self.calls + other.calls,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cost_usd=self.cost_usd + other.cost_usd,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Score:
+    """The outcome of one scorer on one case.
+
+    `value` is normalised to [0, 1] with higher = better, so trends are comparable across
+    rubrics; the rubric's raw scale value (if any) lives in `details["raw_score"]`.
+    A score with status ERROR or SKIPPED has `value=None` and says why in `explanation`:
+    a scorer never invents a number it did not compute.
+    """
+
+    status: Status
+    value: float | None = None
+    label: str | None = None
+    passed: bool | None = None
+    explanation: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+    method: str = ""
+    judge_model: str | None = None
+    usage: Usage = field(default_factory=Usage)
+
+    def __post_init__(self) -> None:
+        if self.status is Status.OK:
+            if self.value is None or not (0.0 <= self.value <= 1.0):
+                raise ValueError(f"an ok score needs a value in [0, 1], got {self.value!r}")
+        elif self.value is not None:
+            raise ValueError(f"a {self.status.value} score carries no value")
+
+    @classmethod
+    def skipped(cls, reason: str, *, method: str = "") -> Score:
+        return cls(status=Status.SKIPPED, explanation=reason, method=method)
+
+    @classmethod
+    def error(
+        cls,
+        cause: str,
+        *,
+        method: str = "",
+        details: dict[str, Any] | None = None,
+        judge_model: str | None = None,
+        usage: Usage | None = None,
+    ) -> Score:
+        return cls(
+            status=Status.ERROR,
+            explanation=cause,
+            method=method,
+            details=details or {},
+            judge_model=judge_model,
+            usage=usage or Usage(),
+        )
