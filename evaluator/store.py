@@ -130,9 +130,9 @@ class Store:
             set_={name: stmt.excluded[name] for name in _MUTABLE},
             where=table.c.status != "ok",
         )
+        # RETURNING, not rowcount: drivers disagree on rowcount for a skipped upsert.
         with self.engine.begin() as conn:
-            result = conn.execute(stmt)
-            return bool(result.rowcount)
+            return conn.execute(stmt.returning(table.c.id)).first() is not None
 
     def records(
         self,

@@ -89,7 +89,9 @@ def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, 
         "max_tries": w.max_tries,
         "job_serializer": serialize,
         "job_deserializer": deserialize,
-        "keep_result": 3600,
+        # Idempotency lives in SQL (unique record); a kept arq result would only block a
+        # legitimate re-evaluation (new database, replayed error) for its lifetime.
+        "keep_result": 0,
         "poll_delay": 0.1,
         "handle_signals": True,
     }

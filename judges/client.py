@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 import httpx
 import openai
 from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from .errors import JudgeError, JudgeOutputError, JudgeTransientError
@@ -189,6 +190,13 @@ class JudgeClient:
             raise JudgeOutputError(
                 f"judge reply unreadable: {exc}", raw_output=None, usage=usage_so_far
             ) from exc
+        if not isinstance(response, ChatCompletion):
+            # A 200 whose body is not JSON (a proxy's HTML page): the SDK hands back text.
+            raise JudgeOutputError(
+                "judge reply is not a chat completion",
+                raw_output=str(response)[:2000],
+                usage=usage_so_far,
+            )
         tokens_in = response.usage.prompt_tokens if response.usage else 0
         tokens_out = response.usage.completion_tokens if response.usage else 0
         used = Usage(

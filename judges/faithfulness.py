@@ -1,0 +1,400 @@
+"""Faithfulness: share of the answer's atomic claims that the retrieved documents support.
+
+Methods (rubric.method):
+
+- ``judge`` (default): ONE call extracts the claims and verifies each against the fenced,
+  numbered documents; the reply lists ``{claim, context_ids, reason, verdict}`` per claim.
+- ``two_step``: call 1 extracts claims, call 2 verifies all of them at once (closer to the
+  ragas recipe; costs a second call, helps small judges that mix the two tasks up).
+- ``local``: no LLM, delegated to ``judges.local_grounding``.
+- ``cascade``: local first; the judge is asked only when the local score is below the pass
+  threshold or within ``options.cascade_margin`` (default 0.1) above it.
+
+score = supported / total claims. An answer with no factual claim (a refusal, a greeting) is
+reported explicitly, never as NaN: by default ok with value 1.0 and label ``no_claims``
+(nothing it said is unsupported; whether it *answered* is answer relevance's job), or
+``skipped`` with ``options.no_claims = "skip"`` for teams that do not want it in the mean.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, create_model, model_validator
+
+from .client import JudgeClient, JudgeReply
+from .errors import JudgeError, ScorerConfigError
+from .prompts import DATA_RULES, fence, numbered
+from .rubric import Rubric
+from .scorers import Clients
+from .types import Context, EvalCase, Score, Status, Usage
+
+Verdict = Literal["supported", "contradicted", "not_found"]
+_NO_CLAIMS_POLICIES = ("pass", "skip")
+
+# --- reply schemas ---------------------------------------------------------------------
+
+
+class ClaimCheck(BaseModel):
+    claim: str = Field(min_length=1)
+    context_ids: list[int] = Field(
+        default_factory=list, description="numbers of the documents used"
+    )
+    reason: str = Field("", description="a few words")
+    verdict: Verdict
+
+
+class _ClaimsOrNone(BaseModel):
+    no_factual_claims: bool = False
+
+    @model_validator(mode="after")
+    def _claims_or_flag(self) -> _ClaimsOrNone:
+        # An empty list is only credible when the judge says so: otherwise it is a lazy reply
+        # and the client re-asks, instead of us scoring an answer nobody read.
+        if not getattr(self, "claims", None) and not self.no_factual_claims:
+            raise ValueError(
+                "claims is empty: list the answer's claims, or set no_factual_claims to true"
+            )
+        return self
+
+
+class FaithfulnessReply(_ClaimsOrNone):
+    claims: list[ClaimCheck] = Field(default_factory=list)
+
+
+class ClaimList(_ClaimsOrNone):
+    claims: list[str] = Field(default_factory=list)
+
+
+class _Check(BaseModel):
+    context_ids: list[int] = Field(default_factory=list)
+    reason: str = ""
+    verdict: Verdict
+
+
+def verification_schema(n_claims: int) -> type[BaseModel]:
+    """Step-2 reply: exactly one check per claim, in order (a short list is re-asked)."""
+    return create_model(
+        "ClaimVerdicts",
+        checks=(list[_Check], Field(min_length=n_claims, max_length=n_claims)),
+    )
+
+
+# --- prompts (pure) --------------------------------------------------------------------
+
+_VERDICTS = (
+    "Verdicts, using the documents only (not your own knowledge): supported = a document "
+    "states or directly implies it; contradicted = a document says otherwise; not_found = "
+    "the documents do not settle it."
+)
+_CLAIMS = (
+    "Claims: the answer's atomic factual statements, each self-contained (resolve pronouns), "
+    "one fact each; skip greetings, questions, opinions and offers of help."
+)
+
+
+def render_documents(contexts: Sequence[Context]) -> str:
+    """Documents fenced and numbered 1..n; numbers are shorter and safer than trace ids."""
+    return "\n".join(fence("context", c.text, ident=str(i)) for i, c in enumerate(contexts, 1))
+
+
+def render_judge(case: EvalCase) -> list[dict[str, str]]:
+    system = (
+        "You check whether an AI answer is grounded in retrieved documents.\n"
+        f"{DATA_RULES}\n{_CLAIMS}\n{_VERDICTS}\n"
+        'Reply with JSON: {"claims": [{"claim": str, "context_ids": [document numbers], '
+        '"reason": str, "verdict": "supported"|"contradicted"|"not_found"}], '
+        '"no_factual_claims": bool}. If the answer makes no factual claim, give an empty '
+        "list and no_factual_claims true."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": _inputs(case)}]
+
+
+def render_extract(case: EvalCase) -> list[dict[str, str]]:
+    system = (
+        "You split an AI answer into claims.\n"
+        f"{DATA_RULES}\n{_CLAIMS}\n"
+        'Reply with JSON: {"claims": [str], "no_factual_claims": bool}. If the answer makes '
+        "no factual claim, give an empty list and no_factual_claims true."
+    )
+    user = (
+        "Question:\n"
+        + fence("question", case.question)
+        + "\n\nAnswer:\n"
+        + fence("answer", case.answer)
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def render_verify(case: EvalCase, claims: Sequence[str]) -> list[dict[str, str]]:
+    system = (
+        "You verify claims against retrieved documents.\n"
+        f"{DATA_RULES}\n{_VERDICTS}\n"
+        'Reply with JSON: {"checks": [{"context_ids": [document numbers], "reason": str, '
+        '"verdict": ...}]}: one check per claim, in the order given.'
+    )
+    user = (
+        "Documents:\n"
+        + render_documents(case.contexts)
+        + "\n\nClaims:\n"
+        + fence("claims", numbered(claims))
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def _inputs(case: EvalCase) -> str:
+    return (
+        "Question:\n"
+        + fence("question", case.question)
+        + "\n\nDocuments:\n"
+        + render_documents(case.contexts)
+        + "\n\nAnswer:\n"
+        + fence("answer", case.answer)
+    )
+
+
+# --- arithmetic (pure) -----------------------------------------------------------------
+
+
+def faithfulness_value(verdicts: Sequence[str]) -> float | None:
+    """supported / total, or None when there is nothing to divide (never NaN)."""
+    return sum(v == "supported" for v in verdicts) / len(verdicts) if verdicts else None
+
+
+def claim_details(
+    checks: Sequence[ClaimCheck], contexts: Sequence[Context]
+) -> list[dict[str, Any]]:
+    """Per-claim verdicts with document numbers mapped back to the trace's document ids."""
+    out = []
+    for check in checks:
+        known = [i for i in check.context_ids if 1 <= i <= len(contexts)]
+        row: dict[str, Any] = {
+            "claim": check.claim,
+            "verdict": check.verdict,
+            "context_ids": [contexts[i - 1].id for i in known],
+            "reason": check.reason,
+        }
+        if len(known) != len(check.context_ids):
+            row["unknown_refs"] = [i for i in check.context_ids if i not in known]
+        out.append(row)
+    return out
+
+
+def build_score(
+    checks: Sequence[ClaimCheck],
+    case: EvalCase,
+    rubric: Rubric,
+    *,
+    method: str,
+    judge_model: str,
+    usage: Usage,
+) -> Score:
+    """The Score for a list of verified claims (pure)."""
+    details: dict[str, Any] = {"claims": claim_details(checks, case.contexts)}
+    common: dict[str, Any] = {"method": method, "judge_model": judge_model, "usage": usage}
+    value = faithfulness_value([c.verdict for c in checks])
+    if value is None:
+        if no_claims_policy(rubric) == "skip":
+            return Score(
+                Status.SKIPPED,
+                explanation="the answer makes no factual claim",
+                details=details,
+                **common,
+            )
+        return Score(
+            Status.OK,
+            1.0,
+            "no_claims",
+            True,
+            details=details,
+            **common,
+            explanation="the answer makes no factual claim, so none is unsupported",
+        )
+    counts = Counter(c.verdict for c in checks)
+    details["counts"] = {v: counts.get(v, 0) for v in ("supported", "contradicted", "not_found")}
+    passed = value >= rubric.pass_threshold
+    return Score(
+        Status.OK, value, "pass" if passed else "fail", passed, explain(checks), details, **common
+    )
+
+
+def explain(checks: Sequence[ClaimCheck], limit: int = 3) -> str:
+    supported = sum(c.verdict == "supported" for c in checks)
+    text = f"{supported} of {len(checks)} claims supported"
+    bad = [c for c in checks if c.verdict != "supported"][:limit]
+    if bad:
+        text += "; " + "; ".join(f"{c.verdict}: {c.claim!r}" for c in bad)
+    return text
+
+
+def no_claims_policy(rubric: Rubric) -> str:
+    policy = rubric.options.get("no_claims", "pass")
+    if policy not in _NO_CLAIMS_POLICIES:
+        raise ScorerConfigError(
+            f"options.no_claims must be one of {_NO_CLAIMS_POLICIES}, got {policy!r}"
+        )
+    return str(policy)
+
+
+def cascade_margin(rubric: Rubric) -> float:
+    margin = rubric.options.get("cascade_margin", 0.1)
+    if not isinstance(margin, int | float) or not 0 <= margin <= 1:
+        raise ScorerConfigError(
+            f"options.cascade_margin must be a number in [0, 1], got {margin!r}"
+        )
+    return float(margin)
+
+
+def escalation(local: Score, threshold: float, margin: float) -> str | None:
+    """Why the cascade must ask the judge, or None when the local score can stand."""
+    if local.status is not Status.OK or local.value is None:
+        return f"local scorer gave no score ({local.status.value}: {local.explanation})"
+    if local.value < threshold:
+        return f"local score {local.value:.3f} is below the pass threshold {threshold}"
+    if local.value < threshold + margin:
+        return f"local score {local.value:.3f} is within {margin} of the pass threshold {threshold}"
+    return None
+
+
+# --- calls -----------------------------------------------------------------------------
+
+
+async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    """Score `case` with the method the rubric asks for. Never raises for judge failures."""
+    method = rubric.resolved_method
+    try:
+        no_claims_policy(rubric)
+        if method == "local":
+            return await _local(case, rubric, clients)
+        if method == "cascade":
+            return await _cascade(case, rubric, clients)
+        if clients.judge is None:
+            return Score.skipped(
+                f"method {method!r} needs a judge and none is configured", method=method
+            )
+        if method == "two_step":
+            return await _two_step(case, rubric, clients.judge)
+        if method == "judge":
+            return await _judge(case, rubric, clients.judge)
+    except ScorerConfigError as exc:
+        return Score.error(str(exc), method=method)
+    return Score.error(f"faithfulness has no method {method!r}", method=method)
+
+
+async def _judge(
+    case: EvalCase, rubric: Rubric, judge: JudgeClient, method: str = "judge"
+) -> Score:
+    try:
+        reply: JudgeReply[FaithfulnessReply] = await judge.complete(
+            render_judge(case),
+            FaithfulnessReply,
+            model=rubric.judge.model,
+            temperature=rubric.judge.temperature,
+        )
+    except JudgeError as exc:
+        return _error(exc, method, rubric.judge.model or judge.model)
+    return build_score(
+        reply.parsed.claims, case, rubric, method=method, judge_model=reply.model, usage=reply.usage
+    )
+
+
+async def _two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
+    model, temperature = rubric.judge.model, rubric.judge.temperature
+    try:
+        extracted: JudgeReply[ClaimList] = await judge.complete(
+            render_extract(case), ClaimList, model=model, temperature=temperature
+        )
+    except JudgeError as exc:
+        return _error(exc, "two_step", model or judge.model, step="extract")
+    claims = [c for c in extracted.parsed.claims if c.strip()]
+    if not claims:
+        return build_score(
+            [], case, rubric, method="two_step", judge_model=extracted.model, usage=extracted.usage
+        )
+    try:
+        verified = await judge.complete(
+            render_verify(case, claims),
+            verification_schema(len(claims)),
+            model=model,
+            temperature=temperature,
+        )
+    except JudgeError as exc:
+        return _error(
+            exc, "two_step", model or judge.model, step="verify", usage=extracted.usage + exc.usage
+        )
+    checks = [
+        ClaimCheck(claim=claim, context_ids=c.context_ids, reason=c.reason, verdict=c.verdict)
+        for claim, c in zip(claims, verified.parsed.checks, strict=True)  # type: ignore[attr-defined]
+    ]
+    return build_score(
+        checks,
+        case,
+        rubric,
+        method="two_step",
+        judge_model=verified.model,
+        usage=extracted.usage + verified.usage,
+    )
+
+
+async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from .local_grounding import score_faithfulness_local
+
+    # Embedding a case is CPU-bound: keep it off the event loop that serves other jobs.
+    return await asyncio.to_thread(
+        score_faithfulness_local, case, clients.embedder, threshold=rubric.pass_threshold
+    )
+
+
+async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    margin = cascade_margin(rubric)
+    local = await _local(case, rubric, clients)
+    reason = escalation(local, rubric.pass_threshold, margin)
+    trail: dict[str, Any] = {
+        "local_value": local.value,
+        "local_status": local.status.value,
+        "pass_threshold": rubric.pass_threshold,
+        "margin": margin,
+    }
+    if reason is None:
+        trail |= {
+            "decided_by": "local",
+            "reason": f"local score {local.value:.3f} clears the threshold by ≥ {margin}",
+        }
+        return dataclasses.replace(
+            local, method="cascade", details={**local.details, "cascade": trail}
+        )
+    if clients.judge is None:
+        # The local verdict is a real, computed score; say that it was not confirmed.
+        trail |= {"decided_by": "local", "reason": f"{reason}; no judge configured to escalate to"}
+        if local.status is not Status.OK:
+            return local
+        return dataclasses.replace(
+            local, method="cascade", details={**local.details, "cascade": trail}
+        )
+    trail |= {"decided_by": "judge", "reason": reason}
+    judged = await _judge(case, rubric, clients.judge, method="cascade")
+    trail["local_details"] = local.details
+    return dataclasses.replace(
+        judged, details={**judged.details, "cascade": trail}, usage=local.usage + judged.usage
+    )
+
+
+def _error(
+    exc: JudgeError,
+    method: str,
+    judge_model: str,
+    *,
+    step: str | None = None,
+    usage: Usage | None = None,
+) -> Score:
+    raw = getattr(exc, "raw_output", None)
+    details: dict[str, Any] = {"raw_output": raw} if raw is not None else {}
+    if step:
+        details["step"] = step
+    return Score.error(
+        str(exc), method=method, details=details, judge_model=judge_model, usage=usage or exc.usage
+    )

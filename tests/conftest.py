@@ -1,0 +1,200 @@
+"""Shared fixtures: a real Redis (one db, flushed per test), real SQLite, real PostgreSQL.
+
+Override the servers with EVALUATOR_TEST_REDIS_URL / EVALUATOR_TEST_POSTGRES_URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from evaluator.settings import SHIPPED_RUBRICS_DIR, Settings, load_settings
+
+REDIS_URL = os.environ.get("EVALUATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
+POSTGRES_URL = os.environ.get(
+    "EVALUATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+JUDGE_URL = "http://judge.test/v1"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"tests need a real Redis at {REDIS_URL}: {exc}")
+    client.flushdb()
+    yield REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh schema per test on the real PostgreSQL server."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(POSTGRES_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # pragma: no cover - environment problem
+        pytest.fail(f"tests need PostgreSQL at {POSTGRES_URL}: {exc}")
+    sep = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+def write_rubric(directory: Path, name: str, body: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.toml"
+    path.write_text(body)
+    return path
+
+
+TONE_RUBRIC = """
+name = "tone"
+version = "1"
+scorer = "llm_rubric"
+pass_threshold = 0.75
+[sampling]
+rate = 1.0
+[scale]
+min = 1
+max = 5
+[llm_rubric]
+criteria = "Is the answer polite and direct?"
+steps = ["Read the answer.", "Score it."]
+inputs = ["question", "answer"]
+"""
+
+
+def make_settings(tmp_path: Path, redis_url: str, **sections: dict[str, Any]) -> Settings:
+    """Settings isolated per test: own SQLite file, own key prefix and queue."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    base: dict[str, dict[str, Any]] = {
+        "redis": {"url": redis_url, "key_prefix": prefix, "queue_name": f"{prefix}:queue"},
+        "database": {"url": f"sqlite:///{tmp_path / 'evals.db'}"},
+        "worker": {"trace_not_found_tries": 2, "trace_not_found_delay_s": 0.0},
+        "rubrics": {"dir": str(tmp_path / "rubrics")},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text(_to_toml(base))
+    return load_settings(settings_file, environ={})
+
+
+def _to_toml(tree: dict[str, dict[str, Any]]) -> str:
+    lines = []
+    for section, values in tree.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            lines.append(f"{key} = {json.dumps(value)}")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def shipped_rubrics(tmp_path: Path) -> Path:
+    target = tmp_path / "rubrics"
+    shutil.copytree(SHIPPED_RUBRICS_DIR, target)
+    return target
+
+
+def chat_completion(
+    content: str | None,
+    *,
+    prompt_tokens: int = 120,
+    completion_tokens: int = 30,
+    finish_reason: str = "stop",
+    refusal: str | None = None,
+) -> dict[str, Any]:
+    """The body of an OpenAI-compatible /chat/completions reply."""
+    return {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "judge-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
+                "finish_reason": finish_reason,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+def rag_trace(
+    trace_id: str,
+    *,
+    answer: str = "Paris is the capital of France.",
+    question: str = "What is the capital of France?",
+    documents: list[str] | None = None,
+    prompt_version: str = "v1",
+    status: str = "ok",
+    **attributes: Any,
+) -> dict[str, Any]:
+    documents = ["France's capital is Paris."] if documents is None else documents
+    return {
+        "trace_id": trace_id,
+        "attributes": {
+            "prompt.version": prompt_version,
+            "feature": "qa",
+            "tenant": "acme",
+            **attributes,
+        },
+        "spans": [
+            {
+                "span_id": f"{trace_id}-r",
+                "name": "retrieve",
+                "status": "ok",
+                "start_time": "2026-01-01T00:00:00Z",
+                "end_time": "2026-01-01T00:00:00.100Z",
+                "attributes": {
+                    "gen_ai.operation.name": "retrieval",
+                    "gen_ai.retrieval.documents": [
+                        {"id": f"d{i}", "content": d} for i, d in enumerate(documents)
+                    ],
+                },
+            },
+            {
+                "span_id": f"{trace_id}-c",
+                "name": "chat",
+                "status": status,
+                "start_time": "2026-01-01T00:00:00.100Z",
+                "end_time": "2026-01-01T00:00:01.100Z",
+                "attributes": {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.request.model": "gpt-4o-mini",
+                    "gen_ai.input.messages": [
+                        {"role": "user", "parts": [{"type": "text", "content": question}]}
+                    ],
+                    "gen_ai.output.messages": [
+                        {
+                            "role": "assistant",
+                            "parts": [{"type": "text", "content": answer}],
+                            "finish_reason": "stop",
+                        }
+                    ],
+                },
+            },
+        ],
+    }

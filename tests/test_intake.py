@@ -1,0 +1,70 @@
+"""Worker-side intake against a real Redis: batched drain, sampling, bulk arq jobs."""
+
+from __future__ import annotations
+
+import redis
+from redis.asyncio import Redis
+
+from evaluator.enqueue import intake_key
+from evaluator.intake import EVALUATE_JOB, Intake, SamplingConfig, job_id_for, stats_key
+from evaluator.sampling import Reason, Signals, TailRules, hash_point
+from evaluator.serialization import deserialize
+from evaluator.wire import encode
+
+RULES = TailRules(on_error=True, on_negative_feedback=True, cost_above_usd=0.05, latency_above_ms=0)
+
+
+def _push(url: str, entries: list[str]) -> None:
+    client = redis.Redis.from_url(url)
+    client.rpush(intake_key("app"), *entries)
+    client.close()
+
+
+async def test_drain_samples_by_rate_and_tail_rules_and_counts(redis_url: str) -> None:
+    ids = [f"trace-{i}" for i in range(2000)]
+    expected_rate = {t for t in ids if hash_point(t) < 0.25}
+    errors = [t for t in ids if t not in expected_rate][:5]
+    entries = [encode(t, Signals(error=True) if t in errors else None) for t in ids]
+    _push(redis_url, [*entries, "\x1f{}", " bad id "])  # two invalid entries
+
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q", sampling=SamplingConfig(0.25, RULES))
+    result = await intake.drain_all(batch=300)
+
+    assert result.popped == 2002 and result.invalid == 2
+    assert result.reasons[Reason.RATE.value] == len(expected_rate)
+    assert result.reasons[Reason.ERROR.value] == 5
+    assert result.sampled == len(expected_rate) + 5 == result.jobs_created
+    assert result.reasons[Reason.NOT_SAMPLED.value] == 2000 - result.sampled
+    assert await client.zcard("q") == result.sampled
+    # The job is arq's format, JSON-serialised, under an ID that says what it is.
+    job_id = job_id_for(errors[0], Reason.ERROR)
+    job = deserialize(await client.get(f"arq:job:{job_id}"))
+    assert job["f"] == EVALUATE_JOB and job["a"] == [errors[0], {"e": True}]
+    stats = await intake.stats()
+    assert (
+        stats["received"] == 2002
+        and stats["invalid"] == 2
+        and stats["jobs_created"] == result.sampled
+    )
+    assert await intake.pending() == 0
+    await client.aclose()
+
+
+async def test_same_trace_enqueued_many_times_makes_one_job(redis_url: str) -> None:
+    _push(redis_url, ["dup"] * 100)
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q", sampling=SamplingConfig(1.0, RULES))
+    result = await intake.drain_all(batch=1000)
+    assert result.sampled == 100 and result.jobs_created == 1
+    assert await client.zcard("q") == 1
+    assert int((await client.hgetall(stats_key("app")))[b"jobs_created"]) == 1
+    await client.aclose()
+
+
+async def test_empty_intake_is_cheap_and_safe(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q", sampling=SamplingConfig(1.0, RULES))
+    result = await intake.drain_once(batch=100)
+    assert result.popped == 0 and result.jobs_created == 0
+    await client.aclose()

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+
+from judges.local_grounding import (
+    score_answer_relevance_local,
+    score_faithfulness_local,
+)
+from judges.types import Context, EvalCase, Status
+
+CONTEXT = (
+    "The Acme Pro plan costs $50,000 per year and includes 24/7 support. "
+    "It was launched in March 2021 by Jane Doe, the head of sales at Acme. "
+    "The plan does not include on-site training."
+)
+
+
+def case(answer: str, contexts: tuple[Context, ...] | None = None, question: str = "") -> EvalCase:
+    return EvalCase(
+        trace_id="t1",
+        span_id="s1",
+        question=question or "How much does the Acme Pro plan cost?",
+        answer=answer,
+        contexts=(Context("doc1", CONTEXT),) if contexts is None else contexts,
+    )
+
+
+def test_verbatim_answer_is_grounded() -> None:
+    score = score_faithfulness_local(case("The Acme Pro plan costs $50,000 per year."))
+    assert score.status is Status.OK and score.method == "local"
+    assert score.passed and score.label == "grounded"
+    sent = score.details["sentences"][0]
+    assert sent["best_context_id"] == "doc1" and sent["unsupported_numbers"] == []
+
+
+def test_changed_number_is_flagged_and_scores_lower() -> None:
+    good = score_faithfulness_local(case("The Acme Pro plan costs $50,000 per year."))
+    bad = score_faithfulness_local(case("The Acme Pro plan costs $5,000 per year."))
+    assert bad.details["sentences"][0]["unsupported_numbers"] == ["5000"]
+    assert bad.value is not None and good.value is not None and bad.value < good.value
+    # Another spelling of the same amount is not a hallucination.
+    same = score_faithfulness_local(case("The Acme Pro plan costs 50k per year."))
+    assert same.details["sentences"][0]["unsupported_numbers"] == []
+
+
+def test_invented_content_is_hallucinated() -> None:
+    answer = (
+        "The Acme Pro plan costs $50,000 per year. "
+        "Customers also receive a free Tesla Model 3 and unlimited massages in Zurich every Friday."
+    )
+    score = score_faithfulness_local(case(answer))
+    assert score.passed is False and score.label == "hallucinated"
+    invented = score.details["sentences"][1]
+    assert {"tesla model", "zurich"} & set(invented["unsupported_entities"])
+    assert invented["support"] < score.details["sentences"][0]["support"]
+
+
+def test_attribution_and_lead_ins_are_not_claims_about_the_world() -> None:
+    plain = score_faithfulness_local(case("The Acme Pro plan costs $50,000 per year."))
+    cited = score_faithfulness_local(
+        case("Based on the given passages, the Acme Pro plan costs $50,000 per year (Passage 1).")
+    )
+    assert cited.value == pytest.approx(plain.value)
+
+
+def test_empty_contexts_are_skipped() -> None:
+    for contexts in ((), (Context("d", "   "),)):
+        score = score_faithfulness_local(case("Anything.", contexts=contexts))
+        assert score.status is Status.SKIPPED and score.value is None
+
+
+def test_answer_without_claims_scores_one_with_a_note() -> None:
+    for answer in ("", "Yes.", "I cannot answer that based on the passages."):
+        score = score_faithfulness_local(case(answer))
+        assert score.status is Status.OK and score.value == 1.0
+        assert score.details["note"] == "no factual claims"
+
+
+def test_threshold_controls_passed() -> None:
+    answer = "The plan costs $5,000 and was launched in 2019 by John Smith."
+    value = score_faithfulness_local(case(answer)).value
+    assert value is not None
+    assert score_faithfulness_local(case(answer), threshold=value).passed is True
+    assert score_faithfulness_local(case(answer), threshold=min(1.0, value + 1e-3)).passed is False
+
+
+def test_relevance_rewards_on_topic_and_penalises_evasion() -> None:
+    on_topic = score_answer_relevance_local(case("The Acme Pro plan costs $50,000 per year."))
+    off_topic = score_answer_relevance_local(case("Bananas are rich in potassium."))
+    evasive = score_answer_relevance_local(
+        case("The passages do not provide the cost of the Acme Pro plan.")
+    )
+    assert on_topic.value is not None and off_topic.value is not None
+    assert on_topic.value > off_topic.value and on_topic.passed
+    assert evasive.details["evasive"] and evasive.value is not None and evasive.value <= 0.25
+    assert score_answer_relevance_local(case("   ")).status is Status.SKIPPED
+
+
+def test_embeddings_keep_verdicts_and_report_similarity() -> None:
+    pytest.importorskip("sentence_transformers")
+    from judges.embedder import Embedder
+
+    emb = Embedder()
+    good = score_faithfulness_local(case("The Acme Pro plan costs $50,000 per year."), emb)
+    bad = score_faithfulness_local(case("The Acme Pro plan costs $5,000 per year."), emb)
+    assert good.details["embeddings"] is True
+    assert good.details["sentences"][0]["similarity"] > 0.7
+    assert good.value is not None and bad.value is not None and bad.value < good.value
+    rel = score_answer_relevance_local(case("The Acme Pro plan costs $50,000 per year."), emb)
+    assert rel.passed and rel.details["similarity"] > 0.5
+    vectors = emb.encode(["a", "b", "a"])
+    assert vectors.shape == (3, 384)
+    assert abs(float(vectors[0] @ vectors[0]) - 1.0) < 1e-4

@@ -1,0 +1,72 @@
+"""The store against real SQLite and real PostgreSQL: upserts and concurrency differ."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from evaluator.models import EvalRecord
+from evaluator.store import Store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    s = Store(url)
+    yield s
+    s.close()
+
+
+def record(status: str = "ok", score: float | None = 0.9, **kw: object) -> EvalRecord:
+    values: dict[str, object] = {
+        "trace_id": "t1",
+        "span_id": "s1",
+        "rubric": "faithfulness",
+        "rubric_version": "1",
+        "scorer": "faithfulness",
+        "method": "judge",
+        "status": status,
+        "score": score,
+        "explanation": f"{status} record",
+        "details": {"claims": [{"claim": "x", "verdict": "supported"}]},
+        "judge_input_tokens": 100,
+        "judge_output_tokens": 20,
+        "judge_cost_usd": 0.0001,
+    }
+    values.update(kw)
+    return EvalRecord(**values)  # type: ignore[arg-type]
+
+
+def test_second_write_of_the_same_evaluation_writes_nothing(store: Store) -> None:
+    assert store.upsert_record(record()) is True
+    assert store.upsert_record(record(score=0.1, explanation="late duplicate")) is False
+    rows = store.records(trace_id="t1")
+    assert len(rows) == 1
+    assert rows[0].score == 0.9 and rows[0].details["claims"][0]["verdict"] == "supported"
+    assert rows[0].created_at.tzinfo is not None
+
+
+def test_error_record_is_replaced_by_a_later_success(store: Store) -> None:
+    assert store.upsert_record(record(status="error", score=None, explanation="judge 500"))
+    assert store.upsert_record(record(status="ok", score=0.5))
+    (row,) = store.records(trace_id="t1")
+    assert (row.status, row.score) == ("ok", 0.5)
+
+
+def test_new_rubric_version_is_a_new_record(store: Store) -> None:
+    store.upsert_record(record())
+    store.upsert_record(record(rubric_version="2"))
+    assert len(store.records(trace_id="t1")) == 2
+    assert store.status_counts() == {"ok": 2}
+
+
+def test_concurrent_writers_leave_exactly_one_row(store: Store) -> None:
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        inserted = list(pool.map(lambda i: store.upsert_record(record(score=i / 100)), range(40)))
+    assert sum(inserted) == 1
+    assert len(store.records(trace_id="t1")) == 1
