@@ -10,6 +10,7 @@ from typing import Any
 
 from arq import Retry
 
+from judges.redact import redact_case
 from judges.rubric import Rubric
 from judges.scorers import run_scorer
 from judges.types import EvalCase, Score
@@ -145,6 +146,8 @@ async def evaluate_trace(
         written = await _write(runtime, _errors_for(trace_id, selected, str(exc), labels))
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
+    if runtime.settings.redaction.enabled:
+        case = redact_case(case, runtime.settings.redaction.kinds)
     selected = select_rubrics(runtime, trace_id, signals, case.labels)
     results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
     records = [

@@ -109,6 +109,21 @@ class SamplingSettings(_Section):
     latency_above_ms: float = Field(15000, ge=0)
 
 
+class RedactionSettings(_Section):
+    enabled: bool = True
+    kinds: tuple[str, ...] = ("JWT", "API_KEY", "AWS_SECRET", "EMAIL", "CARD", "PHONE")
+
+    @field_validator("kinds")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from judges.redact import KINDS
+
+        unknown = sorted(set(v) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; allowed: {', '.join(KINDS)}")
+        return v
+
+
 class RubricsSettings(_Section):
     dir: str = ""
 
@@ -131,6 +146,7 @@ class Settings(_Section):
     intake: IntakeSettings = IntakeSettings()
     sampling: SamplingSettings = SamplingSettings()
     rubrics: RubricsSettings = RubricsSettings()
+    redaction: RedactionSettings = RedactionSettings()
     pricing: dict[str, Price] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -269,3 +269,27 @@ async def test_thousand_traces_are_all_accounted_for(
     assert statuses["error"] == sampled_bad
     assert statuses["ok"] == len(rows) - sampled_bad == route.call_count
     assert 0.2 * N_TRACES < len(rows) < 0.4 * N_TRACES  # a 0.3 rate over hashed IDs
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_secrets_and_pii_never_reach_the_judge_or_the_records(
+    respx_mock: respx.MockRouter, tone_settings: Settings
+) -> None:
+    route = respx_mock.post("/chat/completions").mock(return_value=verdict(4))
+    secrets = [
+        "jane.doe@example.com",
+        "+44 20 7946 0958",
+        "4111-1111-1111-1111",
+        "sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX",
+        "AKIAIOSFODNN7EXAMPLE",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1c2VyIn0.c2lnbmF0dXJlLXZhbHVl",
+    ]
+    text = "Reach me at " + ", ".join(secrets) + "."
+    await evaluate(tone_settings, [rag_trace("pii", answer=text, question=text, documents=[text])])
+    assert route.call_count == 1
+    sent = route.calls[0].request.content.decode()
+    (row,) = records(tone_settings)
+    stored = json.dumps(row.details) + row.explanation
+    for secret in secrets:
+        assert secret not in sent and secret not in stored
+    assert "[EMAIL_1]" in sent and "[CARD_1]" in sent

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from judges.redact import Redactor, redact_case
+from judges.types import Context, EvalCase
+
+SECRETS = {
+    "EMAIL": "jane.doe+billing@example.co.uk",
+    "PHONE": "+1 (415) 555-0132",
+    "CARD": "4111 1111 1111 1111",
+    "API_KEY": "sk-proj-Abcdefghijklmnopqrstuvwx1234",
+    "JWT": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+}
+
+
+@pytest.mark.parametrize(("kind", "secret"), list(SECRETS.items()))
+def test_each_kind_is_replaced(kind: str, secret: str) -> None:
+    out = Redactor().text(f"Contact: {secret} today.")
+    assert secret not in out
+    assert f"[{kind}_1]" in out
+
+
+def test_aws_keys_are_redacted() -> None:
+    out = Redactor().text("AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    assert "AKIAIOSFODNN7EXAMPLE" not in out and "wJalrXUtnFEMI" not in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The enterprise plan costs $50,000 per year.",
+        "Revenue grew 12.5% in 2023-2024 to 1,554 units.",
+        "Call order 123456789012 is not a card (fails Luhn).",
+        "Population: 8 336 817 in 2022.",
+    ],
+)
+def test_ordinary_numbers_survive(text: str) -> None:
+    assert Redactor().text(text) == text
+
+
+def test_same_value_gets_the_same_placeholder_across_the_case() -> None:
+    email = SECRETS["EMAIL"]
+    case = EvalCase(
+        trace_id="t", span_id="s", question=f"What is {email}?", answer=f"It is {email}.",
+        contexts=(Context(id="d", text=f"Owner: {email}; other: bob@example.com"),),
+        messages=({"role": "user", "parts": [{"type": "text", "content": f"mail {email}"}]},),
+        samples=(f"maybe {email}",),
+    )
+    red = redact_case(case)
+    blob = repr(red)
+    assert email not in blob and "bob@example.com" not in blob
+    assert red.answer == "It is [EMAIL_1]."
+    assert "[EMAIL_1]" in red.contexts[0].text and "[EMAIL_2]" in red.contexts[0].text
+    assert red.messages[0]["parts"][0]["content"] == "mail [EMAIL_1]"
+
+
+@given(st.text(max_size=200))
+def test_redaction_is_idempotent(text: str) -> None:
+    once = Redactor().text(text)
+    assert Redactor().text(once) == once
