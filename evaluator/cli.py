@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .cli_analytics import register as register_analytics
 from .rubrics import RubricError, load_rubrics
 from .settings import SettingsError, load_settings
 
@@ -179,6 +180,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings_path=args.settings, db=args.db, traces=args.traces, keep_going=False)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .calibration import calibrate, load_labelled, render
+    from .runtime import build_runtime
+
+    settings = _settings(args)
+    runtime = build_runtime(settings)
+    rubric = runtime.rubrics.by_name(args.rubric)
+    if rubric is None:
+        names = ", ".join(r.name for r in runtime.rubrics.rubrics)
+        print(f"no rubric named {args.rubric!r}; known: {names}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cases = load_labelled(args.data, limit=args.limit)
+    except (OSError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run():  # type: ignore[no-untyped-def]
+        try:
+            return await calibrate(runtime, rubric, cases, concurrency=args.concurrency)
+        finally:
+            await runtime.close()
+
+    report = asyncio.run(run())
+    print(json.dumps(report.to_json(), indent=2) if args.json else render(report))
+    return EXIT_OK
+
+
 def cmd_convert_ragtruth(args: argparse.Namespace) -> int:
     from .ragtruth import record_to_traces
 
@@ -254,12 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--traces", type=Path, help="JSONL traces to use (default: the packaged sample)")
     p.set_defaults(fn=cmd_demo)
 
+    p = sub.add_parser(
+        "calibrate", help="score labelled data with a rubric; report AUROC, F1, kappa"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="RAGTruth QA JSONL, or trace JSONL with a boolean ragtruth.hallucinated",
+    )
+    p.add_argument("--rubric", required=True, help="rubric name (see `evaluator rubrics check`)")
+    p.add_argument("--limit", type=int, help="only the first N labelled answers")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_calibrate)
+
     p = sub.add_parser("convert-ragtruth", help="turn RAGTruth QA JSONL into trace JSONL")
     p.add_argument("source", type=Path)
     p.add_argument("output", type=Path)
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--prompt-version", default="v1")
     p.set_defaults(fn=cmd_convert_ragtruth)
+    register_analytics(sub)  # trends, alerts, serve
     return parser
 
 

@@ -104,7 +104,12 @@ def _key(env: str) -> str:
 
 def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
     """An embedder only when a rubric can use one and the optional extra is installed."""
-    wants = any(r.resolved_method in {"embeddings", "local", "cascade"} for r in rubrics.rubrics)
+    wants = any(
+        r.resolved_method == "embeddings"
+        or (r.resolved_method in {"local", "cascade"} and r.options.get("local_embeddings") is True)
+        or (r.scorer in {"answer_relevance", "context_relevance"} and r.resolved_method == "local")
+        for r in rubrics.rubrics
+    )
     if not wants or importlib.util.find_spec("sentence_transformers") is None:
         return None
     from judges.embedder import Embedder
