@@ -6,10 +6,13 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 
+from redis.asyncio import Redis
+
 from judges.client import JudgeClient
 from judges.scorers import Clients
 
 from .intake import SamplingConfig
+from .judge_limits import RedisRateLimiter, RedisReplyCache
 from .rubrics import RubricSet, load_rubrics
 from .sampling import TailRules
 from .settings import Settings
@@ -41,6 +44,7 @@ class Runtime:
     store: Store
     rubrics: RubricSet
     clients: Clients
+    redis: Redis | None = None
 
     @property
     def tail_rules(self) -> TailRules:
@@ -59,12 +63,21 @@ class Runtime:
         if self.clients.generator is not None:
             await self.clients.generator.close()
         self.store.close()
+        if self.redis is not None:
+            await self.redis.aclose()
 
 
-def make_judge(settings: Settings) -> JudgeClient | None:
+def make_judge(settings: Settings, redis: Redis | None = None) -> JudgeClient | None:
     j = settings.judge
     if not j.configured:
         return None
+    prefix = f"{settings.redis.key_prefix}:judge"
+    limiter = None
+    if redis is not None and (j.rpm_limit or j.tpm_limit):
+        limiter = RedisRateLimiter(redis, name=f"{prefix}:limit", rpm=j.rpm_limit, tpm=j.tpm_limit)
+    cache = None
+    if redis is not None and j.cache_ttl_s:
+        cache = RedisReplyCache(redis, prefix=f"{prefix}:cache", ttl_s=j.cache_ttl_s)
     return JudgeClient(
         base_url=j.base_url,
         model=j.model,
@@ -76,6 +89,9 @@ def make_judge(settings: Settings) -> JudgeClient | None:
         temperature=j.temperature,
         max_output_tokens=j.max_output_tokens,
         price=settings.cost_usd,
+        rate_limiter=limiter,
+        cache=cache,
+        max_wait_s=j.max_wait_s,
     )
 
 
@@ -119,8 +135,9 @@ def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
 
 def build_runtime(settings: Settings) -> Runtime:
     rubrics = load_rubrics(settings.rubrics.path)
+    redis = Redis.from_url(settings.redis.url)
     clients = Clients(
-        judge=make_judge(settings),
+        judge=make_judge(settings, redis),
         generator=make_generator(settings),
         embedder=make_embedder(rubrics),
     )
@@ -129,4 +146,5 @@ def build_runtime(settings: Settings) -> Runtime:
         store=Store(settings.database.url, echo=settings.database.echo),
         rubrics=rubrics,
         clients=clients,
+        redis=redis,
     )

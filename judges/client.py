@@ -1,17 +1,21 @@
 """JudgeClient: structured-output calls to any OpenAI-compatible endpoint.
 
-One layer owns HTTP retries: the `openai` SDK (timeouts, 429 with Retry-After, 5xx), sized by
-the caller. This client adds what the SDK does not: a JSON-schema reply validated against a
-Pydantic model, one re-ask that quotes the validation error, token/cost accounting for every
-attempt, and a concurrency limit.
+One layer owns HTTP retries: this client (the SDK's own retries are switched off), so it sees
+every 429, honours Retry-After, and shrinks its concurrency while the endpoint is saturated.
+It also validates the JSON-schema reply against a Pydantic model with one re-ask that quotes
+the validation error, accounts tokens and cost for every attempt, waits on a shared rate
+limiter, and serves repeated prompts from a reply cache (re-evaluating costs nothing).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -21,6 +25,7 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
 from .errors import JudgeError, JudgeOutputError, JudgeTransientError
+from .limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache, backoff_s
 from .types import Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -38,6 +43,7 @@ class JudgeReply(Generic[T]):
     raw: str
     model: str
     usage: Usage
+    cached: bool = False
 
 
 def _no_price(_model: str, _in: int, _out: int) -> float:
@@ -74,18 +80,25 @@ class JudgeClient:
         max_output_tokens: int = 1024,
         price: PriceFn = _no_price,
         http_client: httpx.AsyncClient | None = None,
+        rate_limiter: RateLimiter | None = None,
+        cache: ReplyCache | None = None,
+        max_wait_s: float = 60.0,
     ) -> None:
         self.model = model
         self.response_format = response_format
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
         self._price = price
-        self._limit = asyncio.Semaphore(max_concurrency)
+        self.max_retries = max_retries
+        self.max_wait_s = max_wait_s
+        self.concurrency = AdaptiveConcurrency(max_concurrency)
+        self._rate = rate_limiter or NoRateLimit()
+        self._cache = cache
         self._sdk = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
             timeout=timeout_s,
-            max_retries=max_retries,
+            max_retries=0,  # retries are ours: see the module docstring
             http_client=http_client,
         )
 
@@ -110,13 +123,25 @@ class JudgeClient:
     ) -> JudgeReply[T]:
         """One call, plus one re-ask if the reply does not validate. Raises JudgeError."""
         model = model or self.model
+        temp = self.temperature if temperature is None else temperature
+        key = self._cache_key(messages, schema, model, temp)
+        cached = await self._cache.get(key) if self._cache is not None else None
+        if cached is not None:
+            try:
+                parsed = schema.model_validate_json(cached)
+            except ValidationError:
+                pass  # a stale entry from an older schema: ask again
+            else:
+                return JudgeReply(
+                    parsed=parsed, raw=cached, model=model, usage=Usage(), cached=True
+                )
         usage = Usage()
         conversation = list(messages)
         problem = ""
         raw: str | None = None
         for attempt in range(2):
-            raw, finish, refusal, used = await self._call(
-                conversation, schema, model, temperature, usage
+            raw, finish, refusal, used = await self._call_with_retries(
+                conversation, schema, model, temp, usage
             )
             usage = usage + used
             problem = self._problem(raw, finish, refusal)
@@ -126,6 +151,8 @@ class JudgeClient:
                 except ValidationError as exc:
                     problem = f"it did not match the schema: {_first_errors(exc)}"
                 else:
+                    if self._cache is not None:
+                        await self._cache.set(key, _strip_fences(raw or ""))
                     return JudgeReply(parsed=parsed, raw=raw or "", model=model, usage=usage)
             if attempt == 0:
                 conversation = [
@@ -151,34 +178,78 @@ class JudgeClient:
             return f"it was not valid JSON ({exc.msg} at position {exc.pos})"
         return ""
 
+    def _cache_key(
+        self, messages: list[dict[str, str]], schema: type[BaseModel], model: str, temp: float
+    ) -> str:
+        blob = json.dumps(
+            [model, temp, self.max_output_tokens, messages, schema.model_json_schema()],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+    async def _call_with_retries(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[BaseModel],
+        model: str,
+        temperature: float,
+        usage_so_far: Usage,
+    ) -> tuple[str | None, str | None, str | None, Usage]:
+        estimate = sum(len(m.get("content") or "") for m in messages) // 4 + self.max_output_tokens
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._rate.acquire(estimate)
+            try:
+                result = await self._call(messages, schema, model, temperature, usage_so_far)
+            except JudgeTransientError as exc:
+                if exc.rate_limited:
+                    self.concurrency.on_rate_limited()
+                wait = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempt)
+                if attempt > self.max_retries or wait > self.max_wait_s:
+                    # Out of attempts, or told to wait longer than a job should: hand it back
+                    # (the caller records the cause, or defers the job by retry_after_s).
+                    raise JudgeTransientError(
+                        f"{exc} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        retry_after_s=exc.retry_after_s,
+                        rate_limited=exc.rate_limited,
+                        usage=exc.usage,
+                    ) from exc
+                await asyncio.sleep(wait)
+                continue
+            self.concurrency.on_success()
+            return result
+
     async def _call(
         self,
         messages: list[dict[str, str]],
         schema: type[BaseModel],
         model: str,
-        temperature: float | None,
+        temperature: float,
         usage_so_far: Usage,
     ) -> tuple[str | None, str | None, str | None, Usage]:
         try:
-            async with self._limit:
+            async with self.concurrency:
                 response = await self._sdk.chat.completions.create(
                     model=model,
                     messages=messages,  # type: ignore[arg-type]
                     response_format=self._format(schema),  # type: ignore[arg-type]
-                    temperature=self.temperature if temperature is None else temperature,
+                    temperature=temperature,
                     max_tokens=self.max_output_tokens,
                 )
         except (openai.APITimeoutError, openai.APIConnectionError) as exc:
             raise JudgeTransientError(f"judge unreachable: {exc}", usage=usage_so_far) from exc
         except openai.RateLimitError as exc:
             raise JudgeTransientError(
-                f"judge rate limit (HTTP 429) after retries: {_body(exc)}",
+                f"judge rate limit (HTTP 429): {_body(exc)}",
                 retry_after_s=_retry_after(exc.response),
+                rate_limited=True,
                 usage=usage_so_far,
             ) from exc
         except openai.InternalServerError as exc:
             raise JudgeTransientError(
-                f"judge server error (HTTP {exc.status_code}) after retries: {_body(exc)}",
+                f"judge server error (HTTP {exc.status_code}): {_body(exc)}",
                 usage=usage_so_far,
             ) from exc
         except openai.APIStatusError as exc:
@@ -228,10 +299,20 @@ def _body(exc: openai.APIStatusError) -> str:
 
 
 def _retry_after(response: httpx.Response | None) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
     if response is None:
         return None
-    value = response.headers.get("retry-after")
+    headers = response.headers
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        if "retry-after-ms" in headers:
+            return max(0.0, float(headers["retry-after-ms"]) / 1000)
+        value = headers.get("retry-after")
+        if value is None:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            when = email.utils.parsedate_to_datetime(value)
+            return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    except (ValueError, TypeError):
         return None

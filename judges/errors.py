@@ -33,10 +33,16 @@ class JudgeTransientError(JudgeError):
     """The endpoint failed in a way that may succeed later (timeout, 429, 5xx)."""
 
     def __init__(
-        self, message: str, *, retry_after_s: float | None = None, usage: Usage | None = None
+        self,
+        message: str,
+        *,
+        retry_after_s: float | None = None,
+        rate_limited: bool = False,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(message, usage=usage)
         self.retry_after_s = retry_after_s
+        self.rate_limited = rate_limited
 
 
 class JudgeOutputError(JudgeError):

@@ -253,7 +253,8 @@ async def test_thousand_traces_are_all_accounted_for(
     route = respx_mock.post("/chat/completions").mock(return_value=verdict(4))
     write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC.replace("rate = 1.0", "rate = 0.3"))
     settings = make_settings(tmp_path, redis_url, judge=JUDGE, worker={"max_jobs": 50})
-    docs = [rag_trace(f"trace-{i:04d}") for i in range(N_TRACES)]
+    # Distinct answers: identical prompts would be served from the judge reply cache.
+    docs = [rag_trace(f"trace-{i:04d}", answer=f"Answer {i}.") for i in range(N_TRACES)]
     for doc in docs[:10]:
         doc["spans"] = doc["spans"][:1]  # no answer span: must end as an error record
     result = await evaluate(settings, docs)

@@ -1,0 +1,83 @@
+"""Redis-backed flow control for the judge client, shared by every worker process.
+
+- `RedisRateLimiter`: token buckets for requests/minute and tokens/minute, refilled
+  continuously, checked and debited atomically in one Lua call. A caller that is refused is
+  told how long to wait and sleeps that long (no busy polling).
+- `RedisReplyCache`: judge replies by a hash of (model, temperature, prompt, schema), so
+  re-evaluating the same content costs no judge call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from redis.asyncio import Redis
+
+# KEYS[1] rpm bucket, KEYS[2] tpm bucket; ARGV: now_s, rpm, tpm, tokens.
+# Returns 0 when admitted, else the seconds (as a string) to wait before trying again.
+_BUCKETS_LUA = """
+local now = tonumber(ARGV[1])
+local function level(key, rate)
+  if rate <= 0 then return nil end
+  local state = redis.call('HMGET', key, 'level', 'ts')
+  local lvl = tonumber(state[1]) or rate
+  local ts = tonumber(state[2]) or now
+  lvl = math.min(rate, lvl + (now - ts) * rate / 60.0)
+  return lvl
+end
+local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local r = level(KEYS[1], rpm)
+local t = level(KEYS[2], tpm)
+local wait = 0
+if r and r < 1 then wait = math.max(wait, (1 - r) * 60.0 / rpm) end
+if t then
+  local need = math.min(tokens, tpm)
+  if t < need then wait = math.max(wait, (need - t) * 60.0 / tpm) end
+end
+if wait > 0 then return tostring(wait) end
+if r then
+  redis.call('HSET', KEYS[1], 'level', r - 1, 'ts', now)
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+if t then
+  redis.call('HSET', KEYS[2], 'level', t - math.min(tokens, tpm), 'ts', now)
+  redis.call('EXPIRE', KEYS[2], 120)
+end
+return 0
+"""
+
+
+class RedisRateLimiter:
+    def __init__(self, redis: Redis, *, name: str, rpm: int, tpm: int) -> None:
+        self._redis = redis
+        self._keys = [f"{name}:rpm", f"{name}:tpm"]
+        self.rpm = rpm
+        self.tpm = tpm
+        self._script = redis.register_script(_BUCKETS_LUA)
+
+    async def acquire(self, tokens: int) -> None:
+        while True:
+            # Redis server time would be better across hosts; wall clock is enough when the
+            # workers' clocks are NTP-synced, which a 60-second bucket tolerates.
+            wait = await self._script(
+                keys=self._keys, args=[time.time(), self.rpm, self.tpm, tokens]
+            )
+            seconds = float(wait)
+            if seconds <= 0:
+                return
+            await asyncio.sleep(min(seconds, 5.0))
+
+
+class RedisReplyCache:
+    def __init__(self, redis: Redis, *, prefix: str, ttl_s: int) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._ttl = ttl_s
+
+    async def get(self, key: str) -> str | None:
+        value = await self._redis.get(f"{self._prefix}:{key}")
+        return None if value is None else value.decode()
+
+    async def set(self, key: str, value: str) -> None:
+        await self._redis.set(f"{self._prefix}:{key}", value, ex=self._ttl)

@@ -1,0 +1,135 @@
+"""JudgeClient flow control: Retry-After, bounded retries, adaptive concurrency, shared
+rate limits (real Redis) and the reply cache (real Redis). Judge HTTP mocked with respx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+import respx
+from pydantic import BaseModel
+from redis.asyncio import Redis
+
+from evaluator.judge_limits import RedisRateLimiter, RedisReplyCache
+from judges.client import JudgeClient
+from judges.errors import JudgeTransientError
+from judges.limits import AdaptiveConcurrency
+
+from .conftest import JUDGE_URL, chat_completion
+
+MESSAGES = [{"role": "user", "content": "grade this"}]
+
+
+class Verdict(BaseModel):
+    score: int
+
+
+def ok() -> httpx.Response:
+    return httpx.Response(200, json=chat_completion(json.dumps({"score": 3})))
+
+
+def client(**kw: object) -> JudgeClient:
+    return JudgeClient(base_url=JUDGE_URL, model="m", **kw)  # type: ignore[arg-type]
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_429_with_retry_after_is_waited_out_then_succeeds(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("/chat/completions").mock(
+        side_effect=[httpx.Response(429, headers={"retry-after": "0.3"}, json={"error": {}}), ok()]
+    )
+    judge = client(max_retries=2, max_concurrency=4)
+    started = time.monotonic()
+    reply = await judge.complete(MESSAGES, Verdict)
+    assert reply.parsed.score == 3
+    assert route.call_count == 2
+    assert time.monotonic() - started >= 0.3  # the server's wait was honoured
+    assert judge.concurrency.limit == 2  # halved on the 429
+    await judge.close()
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_retry_after_longer_than_a_job_may_wait_is_handed_back(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "120"}, json={"error": {}})
+    )
+    judge = client(max_retries=5, max_wait_s=10)
+    with pytest.raises(JudgeTransientError) as err:
+        await judge.complete(MESSAGES, Verdict)
+    assert route.call_count == 1  # not spun
+    assert err.value.retry_after_s == 120 and err.value.rate_limited
+    await judge.close()
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_server_errors_are_retried_a_bounded_number_of_times(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(503, json={"error": {}})
+    )
+    judge = client(max_retries=2)
+    with pytest.raises(JudgeTransientError, match=r"HTTP 503.*gave up after 3 attempts"):
+        await judge.complete(MESSAGES, Verdict)
+    assert route.call_count == 3
+    await judge.close()
+
+
+async def test_adaptive_concurrency_halves_and_recovers() -> None:
+    limit = AdaptiveConcurrency(8, grow_after=2)
+    limit.on_rate_limited()
+    limit.on_rate_limited()
+    assert limit.limit == 2
+    for _ in range(4):
+        limit.on_success()
+    assert limit.limit == 4
+    in_flight = 0
+    peak = 0
+
+    async def work() -> None:
+        nonlocal in_flight, peak
+        async with limit:
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.01)
+            in_flight -= 1
+
+    await asyncio.gather(*(work() for _ in range(20)))
+    assert peak == 4
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_reply_cache_makes_re_evaluation_free(
+    respx_mock: respx.MockRouter, redis_url: str
+) -> None:
+    route = respx_mock.post("/chat/completions").mock(return_value=ok())
+    redis = Redis.from_url(redis_url)
+    judge = client(cache=RedisReplyCache(redis, prefix="c", ttl_s=60))
+    first = await judge.complete(MESSAGES, Verdict)
+    second = await judge.complete(MESSAGES, Verdict)
+    other = await judge.complete([{"role": "user", "content": "another"}], Verdict)
+    assert route.call_count == 2
+    assert (first.cached, second.cached, other.cached) == (False, True, False)
+    assert second.usage.calls == 0 and second.parsed == first.parsed
+    await judge.close()
+    await redis.aclose()
+
+
+async def test_shared_rate_limit_is_enforced_across_clients(redis_url: str) -> None:
+    a, b = Redis.from_url(redis_url), Redis.from_url(redis_url)
+    # Two limiters = two worker processes sharing one bucket of 120 requests/minute (2/s).
+    la = RedisRateLimiter(a, name="judge", rpm=120, tpm=0)
+    lb = RedisRateLimiter(b, name="judge", rpm=120, tpm=0)
+    for i in range(120):  # the full bucket, spent at once
+        await (la if i % 2 else lb).acquire(100)
+    started = time.monotonic()
+    await asyncio.gather(la.acquire(100), lb.acquire(100), la.acquire(100))
+    assert time.monotonic() - started >= 1.0  # 3 more requests need ~1.5 s of refill
+    await a.aclose()
+    await b.aclose()
