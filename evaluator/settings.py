@@ -63,6 +63,13 @@ class JudgeSettings(_Section):
     response_format: Literal["json_schema", "json_object"] = "json_schema"
     temperature: float = Field(0.0, ge=0, le=2)
     max_output_tokens: int = Field(1024, ge=16)
+    # Shared by all worker processes through Redis; 0 = no limit.
+    rpm_limit: int = Field(0, ge=0)
+    tpm_limit: int = Field(0, ge=0)
+    # Replies cached by (model, prompt, schema); 0 disables the cache.
+    cache_ttl_s: int = Field(7 * 86400, ge=0)
+    # A Retry-After longer than this is not waited out inside the job.
+    max_wait_s: float = Field(20.0, ge=0)
 
     @property
     def configured(self) -> bool:
@@ -73,8 +80,10 @@ class JudgeSettings(_Section):
         return os.environ.get(self.api_key_env, "") or "not-needed"
 
     def worst_case_call_s(self) -> float:
-        """Upper bound of one call with the SDK's retries (its back-off is capped at 8 s)."""
-        return self.timeout_s * (self.max_retries + 1) + 8.0 * self.max_retries
+        """Upper bound of one call with the client's retries (each wait ≤ max(8 s, max_wait_s))."""
+        return (
+            self.timeout_s * (self.max_retries + 1) + max(8.0, self.max_wait_s) * self.max_retries
+        )
 
 
 class GeneratorSettings(_Section):
