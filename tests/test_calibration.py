@@ -64,9 +64,9 @@ def test_calibrate_cli_reports_agreement(
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["n"] == 60 and report["scored"] == 60
+    assert report["n"] == 40 and report["scored"] == 40
     cm = report["metrics"]["confusion"]
-    assert sum(cm.values()) == 60
+    assert sum(cm.values()) == 40
     assert 0.5 < report["metrics"]["auroc"] <= 1.0
     assert (
         main(["--settings", str(settings), "calibrate", "--data", str(data), "--rubric", "nope"])
