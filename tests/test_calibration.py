@@ -58,7 +58,7 @@ def test_calibrate_cli_reports_agreement(
             "--rubric",
             "faithfulness",
             "--limit",
-            "60",
+            "40",
             "--json",
         ]
     )
