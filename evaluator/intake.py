@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,10 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
+from sqlalchemy.engine import Engine
 
 from .enqueue import intake_key
+from .outbox import Intent, record_intents
 from .sampling import Reason, Signals, TailRules, decide, hash_point
 from .serialization import serialize
 from .wire import WireError, decode
@@ -48,11 +51,62 @@ def stats_key(prefix: str) -> str:
     return f"{prefix}:stats"
 
 
-def job_id_for(trace_id: str, reason: Reason) -> str:
-    # Rate-sampled and tail-sampled runs get distinct IDs: a later negative-feedback enqueue
+def kind_of(reason: Reason) -> str:
+    # Rate-sampled and tail-sampled runs are distinct: a later negative-feedback enqueue
     # must still evaluate a trace whose first, rate-only run did not cover every rubric.
-    kind = "rate" if reason is Reason.RATE else "tail"
+    return "rate" if reason is Reason.RATE else "tail"
+
+
+def job_id_for(trace_id: str, reason: Reason | str) -> str:
+    kind = reason if isinstance(reason, str) else kind_of(reason)
     return f"evaluate:{kind}:{trace_id}"
+
+
+def processing_prefix(prefix: str) -> str:
+    return f"{prefix}:intake:processing:"
+
+
+def alive_prefix(prefix: str) -> str:
+    return f"{prefix}:intake:alive:"
+
+
+PROCESSING_TTL_S = 120
+
+# Pop up to ARGV[1] entries and park them in this worker's processing list, atomically.
+_POP_TO_PROCESSING_LUA = """
+local items = redis.call('LPOP', KEYS[1], ARGV[1])
+if not items then return {} end
+for i = 1, #items, 1000 do
+  redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
+end
+redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
+return items
+"""
+
+# Give an abandoned processing list (its worker's heartbeat expired) back to the intake list.
+_RECOVER_LUA = """
+if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local items = redis.call('LRANGE', KEYS[2], 0, -1)
+for i = 1, #items, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
+end
+redis.call('DEL', KEYS[2])
+return #items
+"""
+
+
+async def recover_abandoned(redis: Redis, key_prefix: str) -> int:
+    """Return entries parked by dead workers to the intake list; how many were returned."""
+    script = redis.register_script(_RECOVER_LUA)
+    returned = 0
+    async for key in redis.scan_iter(match=f"{processing_prefix(key_prefix)}*"):
+        worker_id = key.decode().rsplit(":", 1)[-1]
+        returned += int(
+            await script(
+                keys=[intake_key(key_prefix), key, f"{alive_prefix(key_prefix)}{worker_id}"]
+            )
+        )
+    return returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,24 +126,51 @@ class DrainResult:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
+def job_payload(trace_id: str, wire_signals: dict[str, Any], kind: str, now_ms: int) -> bytes:
+    return serialize_job(
+        EVALUATE_JOB, (trace_id, wire_signals, kind), {}, None, now_ms, serializer=serialize
+    )
+
+
 class Intake:
+    """Drains one intake list. With an `engine`, sampled traces are recorded as durable
+    intents (evaluator.outbox) before their jobs exist, and a popped batch is parked in this
+    worker's processing list until then, so a crash mid-batch loses nothing."""
+
     def __init__(
-        self, redis: Redis, *, key_prefix: str, queue_name: str, sampling: SamplingConfig
+        self,
+        redis: Redis,
+        *,
+        key_prefix: str,
+        queue_name: str,
+        sampling: SamplingConfig,
+        engine: Engine | None = None,
     ) -> None:
         self.redis = redis
         self.queue_name = queue_name
         self.sampling = sampling
+        self.engine = engine
+        self.worker_id = uuid.uuid4().hex[:12]
         self._key = intake_key(key_prefix)
+        self._processing = f"{processing_prefix(key_prefix)}{self.worker_id}"
+        self._alive = f"{alive_prefix(key_prefix)}{self.worker_id}"
         self._stats_key = stats_key(key_prefix)
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
+        self._pop_script = redis.register_script(_POP_TO_PROCESSING_LUA)
 
     async def drain_once(self, batch: int) -> DrainResult:
-        entries: list[bytes] | None = await self.redis.lpop(self._key, batch)  # type: ignore[assignment]
         result = DrainResult()
+        if self.engine is None:
+            entries: list[bytes] | None = await self.redis.lpop(self._key, batch)  # type: ignore[assignment]
+        else:
+            entries = await self._pop_script(
+                keys=[self._key, self._processing, self._alive], args=[batch, PROCESSING_TTL_S]
+            )
         if not entries:
             return result
         result.popped = len(entries)
         jobs: list[tuple[str, bytes]] = []
+        intents: list[Intent] = []
         now = timestamp_ms()
         for entry in entries:
             try:
@@ -109,14 +190,23 @@ class Intake:
                 continue
             result.sampled += 1
             wire_signals = signals.to_wire() if signals else {}
-            payload = serialize_job(
-                EVALUATE_JOB, (trace_id, wire_signals), {}, None, now, serializer=serialize
+            kind = kind_of(reason)
+            jobs.append(
+                (job_id_for(trace_id, reason), job_payload(trace_id, wire_signals, kind, now))
             )
-            jobs.append((job_id_for(trace_id, reason), payload))
+            intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
+        if intents and self.engine is not None:
+            await asyncio.to_thread(record_intents, self.engine, intents)
         if jobs:
             result.jobs_created = await self._create_jobs(jobs, now)
+        if self.engine is not None:
+            await self.redis.delete(self._processing)
         await self._count(result)
         return result
+
+    async def create_jobs(self, jobs: list[tuple[str, bytes]]) -> int:
+        """Create arq jobs (job_id, payload) unless they exist; used by the sweeper too."""
+        return await self._create_jobs(jobs, timestamp_ms()) if jobs else 0
 
     async def _create_jobs(self, jobs: list[tuple[str, bytes]], now_ms: int) -> int:
         args: list[Any] = [

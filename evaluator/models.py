@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -73,3 +73,85 @@ class EvalRecord(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+class AlertRecord(SQLModel, table=True):
+    """A regression alert for one group and kind ("drop" in place, "version" vs replaced).
+
+    At most one open alert per `group_key` (a partial unique index, so two workers racing
+    to open the same alert cannot both succeed).
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index(
+            "uq_alert_open",
+            "group_key",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_alert_rubric_opened", "rubric", "opened_at"),
+    )
+
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
+    group_key: str = Field(max_length=1024)
+    kind: str = Field(max_length=16)  # drop | version
+    rubric: str = Field(max_length=128)
+    labels: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="open", max_length=16)  # open | resolved
+    test: str = Field(default="", max_length=64)
+    p_value: float = 1.0
+    e_value: float | None = None
+    baseline_mean: float = 0.0
+    current_mean: float = 0.0
+    baseline_n: int = 0
+    current_n: int = 0
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    changed: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    worst_traces: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    resolution: str = Field(default="", sa_column=Column(Text, nullable=False))
+    deliveries: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False)
+    )
+    opened_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    resolved_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class EvalRollup(SQLModel, table=True):
+    """Hourly sufficient statistics of ok eval records per rubric and label group.
+
+    Trends read these instead of scanning raw records; `hist` holds counts of scores rounded
+    to 0.01 for percentiles (JSON [bin, count, ...], bin = round(score * 100)). Missing labels
+    are stored as ''.
+    """
+
+    __tablename__ = "eval_rollups"
+    __table_args__ = (
+        UniqueConstraint(
+            "rubric", "bucket", "prompt_version", "model", "feature", name="uq_rollup_group"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rubric: str = Field(max_length=128)
+    bucket: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    prompt_version: str = Field(default="", max_length=256)
+    model: str = Field(default="", max_length=256)
+    feature: str = Field(default="", max_length=256)
+    n: int = 0
+    total: float = 0.0
+    total_sq: float = 0.0
+    passes: int = 0
+    pass_known: int = 0
+    hist: str = Field(default="{}", sa_column=Column(Text, nullable=False))

@@ -100,8 +100,14 @@ class WorkerSettingsModel(_Section):
     max_tries: int = Field(5, ge=1, le=100)
     trace_not_found_tries: int = Field(4, ge=1, le=100)
     trace_not_found_delay_s: float = Field(5.0, ge=0)
-    intake_batch: int = Field(2000, ge=1, le=100_000)
+    intake_batch: int = Field(2000, ge=1, le=20_000)
     intake_idle_sleep_s: float = Field(0.05, ge=0.001, le=10)
+    # Outbox: a pending intent older than job_timeout_s + sweep_grace_s gets its job again;
+    # after dead_letter_after runs it is parked as dead (see `evaluator retry`).
+    sweep_grace_s: float = Field(60.0, ge=0)
+    dead_letter_after: int = Field(10, ge=1, le=1000)
+    # On SIGTERM, running jobs get this long to finish before they are cancelled.
+    shutdown_grace_s: int = Field(30, ge=0, le=3600)
 
 
 class IntakeSettings(_Section):
@@ -141,6 +147,55 @@ class RubricsSettings(_Section):
         return Path(self.dir).expanduser() if self.dir else SHIPPED_RUBRICS_DIR
 
 
+class AlertsSettings(_Section):
+    """Regression check and alert sinks. URLs are checked here (scheme, allowlist, literal
+    internal addresses) and again at send time after resolving the host."""
+
+    enabled: bool = True
+    interval_minutes: int = Field(5, ge=1, le=60)
+    group_by: tuple[Literal["prompt_version", "model", "feature", "tenant"], ...] = (
+        "prompt_version",
+        "model",
+        "feature",
+    )
+    cool_down_minutes: float = Field(360, ge=0)
+    webhook_urls: tuple[str, ...] = ()
+    slack_webhook_url: str = ""
+    hmac_secret_env: str = "EVALUATOR_WEBHOOK_SECRET"
+    allowlist: tuple[str, ...] = ("hooks.slack.com",)
+    allow_private: bool = False
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    max_attempts: int = Field(4, ge=1, le=10)
+    backoff_s: float = Field(1.0, ge=0, le=60)
+    # Default regression policy; a rubric's [regression] table overrides any key.
+    policy: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("interval_minutes")
+    @classmethod
+    def _divides_hour(cls, v: int) -> int:
+        if 60 % v:
+            raise ValueError("must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+        return v
+
+    @model_validator(mode="after")
+    def _targets(self) -> AlertsSettings:
+        from .sinks import UnsafeURL, check_url_static
+
+        slack = [self.slack_webhook_url] if self.slack_webhook_url else []
+        for url in (*self.webhook_urls, *slack):
+            try:
+                check_url_static(url, self.allowlist, allow_private=self.allow_private)
+            except UnsafeURL as exc:
+                raise ValueError(f"webhook URL refused: {exc}") from None
+        from .alerts import parse_policy
+
+        try:
+            parse_policy(self.policy)
+        except ValueError as exc:
+            raise ValueError(f"alerts.policy: {exc}") from None
+        return self
+
+
 class Price(_Section):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
@@ -156,6 +211,7 @@ class Settings(_Section):
     sampling: SamplingSettings = SamplingSettings()
     rubrics: RubricsSettings = RubricsSettings()
     redaction: RedactionSettings = RedactionSettings()
+    alerts: AlertsSettings = AlertsSettings()
     pricing: dict[str, Price] = Field(default_factory=dict)
 
     @model_validator(mode="after")

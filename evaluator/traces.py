@@ -14,7 +14,8 @@ A trace is a list of spans. The spans the service reads are marked by `gen_ai.op
   (unknown operations are data, not errors).
 
 Trace-level ``attributes`` carry the app's labels: ``prompt.version``, ``feature``, ``tenant``,
-``session.id``; ``feedback`` is the user's rating (negative = bad). See README.md, "The trace format".
+``session.id``; ``feedback`` is the user's rating (negative = bad).
+See README.md, "The trace format".
 """
 
 from __future__ import annotations

@@ -7,24 +7,49 @@ import contextlib
 import logging
 from typing import Any
 
-from arq import Worker, func
+from arq import Retry, Worker, cron, func
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
 
+from . import outbox
 from .intake import EVALUATE_JOB, Intake
 from .pipeline import evaluate_trace
+from .regression_job import regression_check_job
 from .rubrics import load_rubrics
 from .runtime import build_runtime, sampling_config
 from .serialization import deserialize, serialize
 from .settings import Settings
+from .store import Store
+from .sweeper import sweep_job
 
 log = logging.getLogger("evaluator.worker")
 
 
 async def evaluate_trace_job(
-    ctx: dict[str, Any], trace_id: str, signals: dict[str, Any]
+    ctx: dict[str, Any], trace_id: str, signals: dict[str, Any], kind: str = "rate"
 ) -> dict[str, Any]:
-    return await evaluate_trace(ctx["runtime"], trace_id, signals, job_try=ctx["job_try"])
+    """Evaluate one trace and settle its durable intent (evaluator.outbox).
+
+    A database error is retried with back-off by arq (the intent stays pending, so the
+    sweeper re-creates the job even if arq gives up); the unique record makes re-runs safe.
+    """
+    runtime = ctx["runtime"]
+    engine = runtime.store.engine
+    intent_id = f"{kind}:{trace_id}"
+    job_try = ctx["job_try"]
+    try:
+        await asyncio.to_thread(outbox.start_attempt, engine, intent_id)
+        result = await evaluate_trace(runtime, trace_id, signals, job_try=job_try)
+        await asyncio.to_thread(outbox.finish, engine, intent_id)
+        return result
+    except SQLAlchemyError as exc:
+        log.warning("trace %s: database error (try %d): %s", trace_id, job_try, exc)
+        with contextlib.suppress(SQLAlchemyError):
+            await asyncio.to_thread(outbox.note_failure, engine, intent_id, f"database: {exc}")
+        if job_try < runtime.settings.worker.max_tries:
+            raise Retry(defer=min(60.0, 2.0**job_try)) from exc
+        raise
 
 
 def make_intake(ctx: dict[str, Any]) -> Intake:
@@ -34,6 +59,7 @@ def make_intake(ctx: dict[str, Any]) -> Intake:
         key_prefix=runtime.settings.redis.key_prefix,
         queue_name=runtime.settings.redis.queue_name,
         sampling=runtime.sampling,
+        engine=runtime.store.engine,
     )
 
 
@@ -67,6 +93,28 @@ def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
     return on_startup, on_shutdown
 
 
+def cron_jobs(settings: Settings) -> list[Any]:
+    """arq's unique cron job id (name + run time) enqueues each once per period however many
+    workers run; the regression job also claims its period in Redis."""
+    jobs = [
+        # The outbox sweeper, once a minute.
+        cron(sweep_job, name="evaluator:sweep", second=31, unique=True, timeout=120, max_tries=1)
+    ]
+    if settings.alerts.enabled:
+        jobs.append(
+            cron(
+                regression_check_job,
+                name="evaluator:regression_check",
+                minute=set(range(0, 60, settings.alerts.interval_minutes)),
+                second=7,
+                unique=True,
+                timeout=settings.worker.job_timeout_s,
+                max_tries=1,
+            )
+        )
+    return jobs
+
+
 def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, Any]:
     """Keyword arguments for arq.Worker (also the attributes of worker.WorkerSettings)."""
     w = settings.worker
@@ -80,6 +128,7 @@ def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, 
                 max_tries=w.max_tries,
             )
         ],
+        "cron_jobs": cron_jobs(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis.url),
@@ -94,6 +143,7 @@ def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, 
         "keep_result": 0,
         "poll_delay": 0.1,
         "handle_signals": True,
+        "job_completion_wait": w.shutdown_grace_s,
     }
 
 
@@ -110,13 +160,16 @@ async def run_burst(settings: Settings) -> dict[str, Any]:
     # arq runs on_startup inside main(); drain with a short-lived intake of our own first.
     redis = Redis.from_url(settings.redis.url)
     try:
+        store = Store(settings.database.url)
         intake = Intake(
             redis,
             key_prefix=settings.redis.key_prefix,
             queue_name=settings.redis.queue_name,
             sampling=sampling_config(settings, load_rubrics(settings.rubrics.path)),
+            engine=store.engine,
         )
         drained = await intake.drain_all(settings.worker.intake_batch)
+        store.close()
     finally:
         await redis.aclose()
     try:

@@ -40,7 +40,7 @@ async def test_drain_samples_by_rate_and_tail_rules_and_counts(redis_url: str) -
     # The job is arq's format, JSON-serialised, under an ID that says what it is.
     job_id = job_id_for(errors[0], Reason.ERROR)
     job = deserialize(await client.get(f"arq:job:{job_id}"))
-    assert job["f"] == EVALUATE_JOB and job["a"] == [errors[0], {"e": True}]
+    assert job["f"] == EVALUATE_JOB and job["a"] == [errors[0], {"e": True}, "tail"]
     stats = await intake.stats()
     assert (
         stats["received"] == 2002

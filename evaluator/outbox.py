@@ -1,0 +1,165 @@
+"""Durable intent: "trace X must be evaluated" is recorded in SQL when it is sampled.
+
+Redis keeps nothing on disk here, so the arq queue is a cache of work, not its record. Each
+sampled (trace, kind) gets an `EvalIntent` row before its job is created; the job marks it
+done; a sweeper re-creates jobs for intents that should have finished and did not (a worker
+killed mid-job, Redis restarted or flushed). An intent that keeps failing goes to the dead
+letter state with its cause, and `evaluator retry` replays it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Index, Text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Engine
+from sqlmodel import JSON, Field, Session, SQLModel, col, select
+
+from .models import utcnow
+
+PENDING, DONE, DEAD = "pending", "done", "dead"
+
+
+class EvalIntent(SQLModel, table=True):
+    __tablename__ = "eval_intents"
+    __table_args__ = (Index("ix_intent_due", "status", "enqueued_at"),)
+
+    id: str = Field(primary_key=True, max_length=300)  # "{kind}:{trace_id}"
+    trace_id: str = Field(index=True, max_length=256)
+    kind: str = Field(max_length=16)  # rate | tail
+    signals: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=PENDING, max_length=16)
+    attempts: int = 0
+    last_error: str = Field(default="", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    enqueued_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    trace_id: str
+    kind: str
+    signals: dict[str, Any]
+
+    @property
+    def id(self) -> str:
+        return f"{self.kind}:{self.trace_id}"
+
+
+def _insert(engine: Engine):  # type: ignore[no-untyped-def]
+    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
+
+
+def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
+    """Insert pending intents; an existing one (pending, done or dead) is left as it is."""
+    if not intents:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "id": i.id,
+            "trace_id": i.trace_id,
+            "kind": i.kind,
+            "signals": i.signals,
+            "status": PENDING,
+            "attempts": 0,
+            "last_error": "",
+            "created_at": now,
+            "enqueued_at": now,
+        }
+        for i in {i.id: i for i in intents}.values()
+    ]
+    stmt = (
+        _insert(engine)(EvalIntent.__table__)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def start_attempt(engine: Engine, intent_id: str) -> int:
+    """Count one more run of the intent's job; returns the attempt number (0 if unknown)."""
+    table = EvalIntent.__table__
+    stmt = (
+        update(table)
+        .where(table.c.id == intent_id, table.c.status == PENDING)
+        .values(attempts=table.c.attempts + 1)
+        .returning(table.c.attempts)
+    )
+    with engine.begin() as conn:
+        row = conn.execute(stmt).first()
+    return int(row[0]) if row else 0
+
+
+def finish(engine: Engine, intent_id: str, *, status: str = DONE, error: str = "") -> None:
+    table = EvalIntent.__table__
+    with engine.begin() as conn:
+        conn.execute(
+            update(table)
+            .where(table.c.id == intent_id)
+            .values(status=status, last_error=error[:4000])
+        )
+
+
+def note_failure(engine: Engine, intent_id: str, error: str) -> None:
+    table = EvalIntent.__table__
+    with engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == intent_id).values(last_error=error[:4000]))
+
+
+def due(engine: Engine, *, stale_after: timedelta, limit: int = 5000) -> list[EvalIntent]:
+    """Pending intents whose job should have finished by now."""
+    cutoff = utcnow() - stale_after
+    query = (
+        select(EvalIntent)
+        .where(EvalIntent.status == PENDING, col(EvalIntent.enqueued_at) <= cutoff)
+        .order_by(col(EvalIntent.enqueued_at))
+        .limit(limit)
+    )
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def mark_enqueued(engine: Engine, ids: Sequence[str]) -> None:
+    if not ids:
+        return
+    table = EvalIntent.__table__
+    with engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id.in_(list(ids))).values(enqueued_at=utcnow()))
+
+
+def list_intents(
+    engine: Engine, *, status: str | None = None, limit: int = 100
+) -> list[EvalIntent]:
+    query = select(EvalIntent).order_by(col(EvalIntent.created_at).desc()).limit(limit)
+    if status is not None:
+        query = query.where(EvalIntent.status == status)
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
+def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[EvalIntent]:
+    """Dead intents (all, or these traces') back to pending with a fresh attempt budget."""
+    table = EvalIntent.__table__
+    cond = [table.c.status == DEAD]
+    if trace_ids:
+        cond.append(table.c.trace_id.in_(list(trace_ids)))
+    with engine.begin() as conn:
+        conn.execute(
+            update(table).where(*cond).values(status=PENDING, attempts=0, enqueued_at=utcnow())
+        )
+    with Session(engine) as session:
+        query = select(EvalIntent).where(EvalIntent.status == PENDING)
+        if trace_ids:
+            query = query.where(col(EvalIntent.trace_id).in_(list(trace_ids)))
+        return list(session.exec(query).all())

@@ -1,0 +1,187 @@
+"""`evaluator serve`: a read-only HTTP view of trends and alerts (standard library only).
+
+    GET /                  the trends page (static/index.html + app.js, no external assets)
+    GET /api/rubrics       {"rubrics": [names]}
+    GET /api/trends        ?rubric=&by=&since=&bucket=   the `evaluator trends --json` document
+    GET /api/alerts        ?open=1&rubric=     {"alerts": [...]}, as `evaluator alerts --json`
+    GET /api/worst         ?rubric=&by=&key=&start=&end=  {"traces": [...]} lowest scores of a cell
+
+Binds 127.0.0.1 by default: trace IDs and judge explanations are internal data.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import datetime
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from sqlmodel import Session, col, select
+
+from .alerts import alert_to_json, list_alerts
+from .models import EvalRollup
+from .settings import Settings
+from .store import Store, as_utc
+from .trends import BY, TrendQuery, refresh_rollups, trend, worst_traces
+
+log = logging.getLogger("evaluator.server")
+STATIC = Path(__file__).with_name("static")
+_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _one(qs: dict[str, list[str]], name: str, default: str | None = None) -> str:
+    value = qs.get(name, [default])[0]
+    if value is None:
+        raise BadRequest(f"missing query parameter {name!r}")
+    return value
+
+
+def _time(raw: str) -> datetime:
+    try:
+        return as_utc(datetime.fromisoformat(raw))
+    except ValueError:
+        raise BadRequest(f"not an ISO 8601 time: {raw!r}") from None
+
+
+class Api:
+    """The endpoints as plain methods: (status, JSON-able body)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def rubrics(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        refresh_rollups(self.store)  # the rollup knows every rubric without a full scan
+        with Session(self.store.engine) as session:
+            names = session.exec(
+                select(EvalRollup.rubric).distinct().order_by(col(EvalRollup.rubric))
+            )
+            return {"rubrics": list(names.all())}
+
+    def trends(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        try:
+            q = TrendQuery.parse(
+                _one(qs, "rubric"),
+                _one(qs, "by", "prompt_version"),
+                _one(qs, "since", "7d"),
+                _one(qs, "bucket", "1d"),
+            )
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        return trend(self.store, q)
+
+    def alerts(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        rows = list_alerts(
+            self.store,
+            open_only=_one(qs, "open", "0") in ("1", "true"),
+            rubric=qs.get("rubric", [None])[0],
+        )
+        return {"alerts": [alert_to_json(a) for a in rows]}
+
+    def worst(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        by = _one(qs, "by", "prompt_version")
+        if by not in BY:
+            raise BadRequest(f"by must be one of {', '.join(BY)}")
+        key = qs.get("key", [None])[0] or None
+        start, end = _time(_one(qs, "start")), _time(_one(qs, "end"))
+        return {
+            "traces": worst_traces(
+                self.store,
+                _one(qs, "rubric"),
+                by,
+                key,
+                start,
+                end,
+                k=min(50, int(_one(qs, "k", "5"))),
+            )
+        }
+
+
+def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
+    routes = {
+        "/api/rubrics": api.rubrics,
+        "/api/trends": api.trends,
+        "/api/alerts": api.alerts,
+        "/api/worst": api.worst,
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "llm-evaluator"
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            if url.path in _FILES:
+                name, ctype = _FILES[url.path]
+                self._send(HTTPStatus.OK, (STATIC / name).read_bytes(), ctype)
+                return
+            handler = routes.get(url.path)
+            if handler is None:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path}"})
+                return
+            try:
+                body = handler(parse_qs(url.query))
+            except BadRequest as exc:
+                self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+                return
+            except Exception:
+                log.exception("GET %s failed", self.path)
+                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
+                return
+            self._json(HTTPStatus.OK, body)
+
+        def _json(self, status: HTTPStatus, body: Any) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: HTTPStatus, data: bytes, ctype: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header(
+                "Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'"
+            )
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            log.debug("%s " + format, self.address_string(), *args)
+
+    return Handler
+
+
+def make_server(store: Store, host: str = "127.0.0.1", port: int = 8700) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(Api(store)))
+    server.daemon_threads = True
+    return server
+
+
+def start_in_thread(store: Store, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+    """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
+    server = make_server(store, host, port)
+    threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
+    return server
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> None:
+    store = Store(settings.database.url)
+    server = make_server(store, host, port)
+    print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        store.close()

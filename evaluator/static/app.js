@@ -1,0 +1,141 @@
+// Trends page: one line per group with its confidence band, alerts on the timeline,
+// click a point to list the worst traces of that bucket. Text from the API only ever goes
+// into textContent (trace IDs and explanations are untrusted).
+"use strict";
+const NS = "http://www.w3.org/2000/svg";
+const COLORS = ["#0969da", "#1a7f37", "#8250df", "#bf8700", "#cf222e", "#1b7c83", "#6e7781"];
+const $ = (id) => document.getElementById(id);
+const W = 960, H = 380, M = { l: 48, r: 16, t: 16, b: 36 };
+
+function el(name, attrs, parent) {
+  const node = document.createElementNS(NS, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+async function getJSON(path, params) {
+  const url = path + "?" + new URLSearchParams(params);
+  const resp = await fetch(url);
+  const body = await resp.json();
+  if (!resp.ok) throw new Error(body.error || resp.statusText);
+  return body;
+}
+
+function params() {
+  return { rubric: $("rubric").value, by: $("by").value, since: $("since").value, bucket: $("bucket").value };
+}
+
+async function load() {
+  const p = params();
+  if (!p.rubric) { $("status").textContent = "no rubrics with scores yet"; return; }
+  $("status").textContent = "loading…";
+  try {
+    const [doc, alerts] = await Promise.all([
+      getJSON("api/trends", p), getJSON("api/alerts", { rubric: p.rubric }),
+    ]);
+    draw(doc, alerts.alerts);
+    document.body.dataset.ready = "1";
+  } catch (err) {
+    $("status").textContent = "error: " + err.message;
+  }
+}
+
+function draw(doc, alerts) {
+  const svg = $("chart");
+  svg.replaceChildren();
+  $("legend").replaceChildren();
+  const t0 = Date.parse(doc.since), t1 = Date.parse(doc.until);
+  const step = doc.bucket_seconds * 1000;
+  const pts = doc.groups.flatMap((g) => g.buckets);
+  $("status").textContent = `${doc.rubric} by ${doc.by}: ${pts.reduce((a, b) => a + b.count, 0)} scores in ${doc.groups.length} group(s), ${doc.bucket} buckets, 95% CI bands`;
+  let lo = Math.min(...pts.map((b) => b.ci_low), 1), hi = Math.max(...pts.map((b) => b.ci_high), 0);
+  if (!pts.length) { lo = 0; hi = 1; }
+  const pad = Math.max(0.02, (hi - lo) * 0.1);
+  lo = Math.max(0, lo - pad); hi = Math.min(1, hi + pad);
+  const x = (t) => M.l + ((t + step / 2 - t0) / (t1 - t0 + step)) * (W - M.l - M.r);
+  const y = (v) => H - M.b - ((v - lo) / (hi - lo || 1)) * (H - M.t - M.b);
+  // axes and grid
+  for (let i = 0; i <= 5; i++) {
+    const v = lo + ((hi - lo) * i) / 5;
+    el("line", { x1: M.l, x2: W - M.r, y1: y(v), y2: y(v), stroke: "#eaeef2" }, svg);
+    el("text", { x: M.l - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#57606a" }, svg).textContent = v.toFixed(2);
+  }
+  const nTicks = Math.min(8, Math.max(1, Math.round((t1 - t0) / step)));
+  for (let i = 0; i <= nTicks; i++) {
+    const t = t0 + ((t1 - t0) * i) / nTicks;
+    el("text", { x: x(t - step / 2), y: H - 12, "text-anchor": "middle", "font-size": 11, fill: "#57606a" }, svg)
+      .textContent = new Date(t).toISOString().slice(5, 16).replace("T", " ");
+  }
+  // alerts: a dashed line at the time they opened
+  for (const a of alerts) {
+    const t = Date.parse(a.opened_at);
+    if (t < t0 || t > t1 + step) continue;
+    const ax = x(t - step / 2);
+    el("line", { x1: ax, x2: ax, y1: M.t, y2: H - M.b, stroke: "#cf222e", "stroke-dasharray": "4 3" }, svg);
+    const mark = el("path", { d: `M${ax - 6},${M.t} L${ax + 6},${M.t} L${ax},${M.t + 10} Z`, fill: "#cf222e", class: "alert-mark" }, svg);
+    el("title", {}, mark).textContent = a.message;
+  }
+  doc.groups.forEach((g, i) => {
+    const c = COLORS[i % COLORS.length];
+    const label = g.key === null ? "(none)" : g.key;
+    const item = document.createElement("span");
+    item.style.setProperty("--c", c);
+    item.textContent = `${label} — mean ${g.total.mean.toFixed(3)} (n=${g.total.count})`;
+    $("legend").appendChild(item);
+    const bs = g.buckets.map((b) => ({ ...b, t: Date.parse(b.start) }));
+    const band = bs.map((b) => `${x(b.t)},${y(b.ci_high)}`).concat(bs.slice().reverse().map((b) => `${x(b.t)},${y(b.ci_low)}`));
+    el("polygon", { points: band.join(" "), fill: c, "fill-opacity": 0.15, stroke: "none", class: "band" }, svg);
+    el("polyline", { points: bs.map((b) => `${x(b.t)},${y(b.mean)}`).join(" "), fill: "none", stroke: c, "stroke-width": 2, class: "line" }, svg);
+    for (const b of bs) {
+      const dot = el("circle", { cx: x(b.t), cy: y(b.mean), r: 5, fill: c, class: "point", style: "cursor:pointer" }, svg);
+      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}], n=${b.count}`;
+      dot.addEventListener("click", () => worst(doc, g.key, b.t, step));
+    }
+  });
+  const list = $("alerts");
+  list.replaceChildren();
+  if (!alerts.length) list.textContent = "none in range";
+  for (const a of alerts) {
+    const div = document.createElement("div");
+    div.className = a.status === "open" ? "alert" : "muted";
+    div.textContent = `[${a.status}] ${a.opened_at.slice(0, 16)} ${a.message}`;
+    list.appendChild(div);
+  }
+}
+
+async function worst(doc, key, t, step) {
+  const q = { rubric: doc.rubric, by: doc.by, start: new Date(t).toISOString(), end: new Date(t + step).toISOString() };
+  if (key !== null) q.key = key;
+  $("cell").textContent = `${key === null ? "(none)" : key}, ${q.start.slice(0, 16)} – ${q.end.slice(0, 16)}`;
+  const body = await getJSON("api/worst", q);
+  const tbody = $("worst").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const tr of body.traces) {
+    const row = document.createElement("tr");
+    for (const v of [tr.trace_id, tr.span_id, tr.score.toFixed(3), tr.created_at.slice(0, 19), tr.explanation]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      row.appendChild(td);
+    }
+    tbody.appendChild(row);
+  }
+}
+
+async function init() {
+  const qs = new URLSearchParams(location.search);
+  const { rubrics } = await getJSON("api/rubrics", {});
+  for (const name of rubrics) {
+    const opt = document.createElement("option");
+    opt.textContent = name;
+    $("rubric").appendChild(opt);
+  }
+  for (const k of ["rubric", "by", "since", "bucket"]) if (qs.get(k)) $(k).value = qs.get(k);
+  $("controls").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+  await load();
+  if (qs.get("click") === "1") {  // for screenshots: open the last point's worst traces
+    const points = document.querySelectorAll("circle.point");
+    points[points.length - 1]?.dispatchEvent(new MouseEvent("click"));
+  }
+}
+init();

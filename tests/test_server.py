@@ -1,0 +1,154 @@
+"""`evaluator serve`: the JSON API through a real HTTP client against the running server,
+and the page rendered by headless Chromium (Debian's `chromium`) to a screenshot."""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlmodel import Session
+
+from evaluator.models import AlertRecord, EvalRecord
+from evaluator.server import start_in_thread
+from evaluator.store import Store
+
+NOW = datetime.now(UTC)
+
+
+def seed(store: Store) -> None:
+    rows = []
+    for day in range(7):
+        for i in range(40):
+            at = NOW - timedelta(days=day, minutes=7 * i + 5)
+            for pv, base in (("v17", 0.93), ("v18", 0.93 - (0.25 if day < 2 else 0))):
+                if pv == "v18" and day > 3:
+                    continue
+                score = max(0.0, min(1.0, base + ((i * 37) % 11 - 5) / 40))
+                rows.append(
+                    EvalRecord(
+                        trace_id=f"{pv}-{day}-{i}-{uuid.uuid4().hex[:6]}",
+                        rubric="faith",
+                        rubric_version="1",
+                        scorer="faithfulness",
+                        status="ok",
+                        score=score,
+                        passed=score >= 0.7,
+                        prompt_version=pv,
+                        model="gpt-4o",
+                        feature="qa",
+                        explanation=f"<b>claim {i}</b> unsupported",
+                        created_at=at,
+                    )
+                )
+    alert = AlertRecord(
+        group_key="version|faith|v18",
+        kind="version",
+        rubric="faith",
+        labels={"prompt_version": "v18"},
+        test="e-process",
+        p_value=1e-5,
+        message="faith [prompt_version=v18]: new version worse",
+        opened_at=NOW - timedelta(days=1, hours=12),
+    )
+    with Session(store.engine) as session:
+        session.add_all([*rows, alert])
+        session.commit()
+
+
+@pytest.fixture
+def server_url(tmp_path: Path) -> Iterator[str]:
+    store = Store(f"sqlite:///{tmp_path / 'srv.db'}")
+    seed(store)
+    server = start_in_thread(store, "127.0.0.1", 0)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    store.close()
+
+
+def test_api_serves_trends_alerts_and_worst_traces(server_url: str) -> None:
+    with httpx.Client(base_url=server_url, timeout=10) as client:
+        assert client.get("/api/rubrics").json() == {"rubrics": ["faith"]}
+        doc = client.get("/api/trends", params={"rubric": "faith", "since": "7d"}).json()
+        assert [g["key"] for g in doc["groups"]] == ["v17", "v18"]
+        v18 = doc["groups"][1]
+        assert v18["buckets"][-1]["mean"] < doc["groups"][0]["buckets"][-1]["mean"] - 0.1
+        alerts = client.get("/api/alerts", params={"open": "1"}).json()["alerts"]
+        assert [a["kind"] for a in alerts] == ["version"]
+        last = v18["buckets"][-1]
+        end = (datetime.fromisoformat(last["start"]) + timedelta(days=1)).isoformat()
+        worst = client.get(
+            "/api/worst",
+            params={
+                "rubric": "faith",
+                "by": "prompt_version",
+                "key": "v18",
+                "start": last["start"],
+                "end": end,
+            },
+        ).json()["traces"]
+        assert len(worst) == 5 and all(t["trace_id"].startswith("v18-") for t in worst)
+        assert worst == sorted(worst, key=lambda t: t["score"])
+        bad = client.get("/api/trends", params={"rubric": "faith", "bucket": "10m"})
+        assert bad.status_code == 400 and "whole number of hours" in bad.json()["error"]
+        assert client.get("/api/trends").status_code == 400
+        assert client.get("/nope").status_code == 404
+        page = client.get("/")
+        assert page.status_code == 200 and "app.js" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="headless Chromium not installed (Debian: apt-get install -y chromium)",
+)
+def test_page_renders_lines_bands_and_alerts_in_headless_chromium(
+    server_url: str, tmp_path: Path
+) -> None:
+    shot, profile = tmp_path / "trends.png", tmp_path / "profile"
+    base = [
+        _chromium() or "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+    ]
+    url = f"{server_url}/?rubric=faith&since=7d&bucket=1d&click=1"
+    dom = subprocess.run([*base, "--dump-dom", url], capture_output=True, text=True, timeout=90)
+    html = dom.stdout
+    assert 'data-ready="1"' in html, dom.stderr[-2000:]
+    assert html.count('class="line"') == 2 and html.count('class="band"') == 2
+    assert 'class="alert-mark"' in html
+    assert "v18-" in html  # the click-through listed the worst traces
+    assert "<b>claim" not in html and "&lt;b&gt;claim" in html  # untrusted text stays text
+    run = subprocess.run(
+        [*base, "--window-size=1000,900", f"--screenshot={shot}", url],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert shot.exists(), run.stderr[-2000:]
+    assert _png_size(shot) == (1000, 900)
+    # A blank page compresses to a few KB; lines, bands and text do not.
+    assert shot.stat().st_size > 20_000
