@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli_analytics import register as register_analytics
+from .cli_ops import register as register_ops
 from .rubrics import RubricError, load_rubrics
 from .settings import SettingsError, load_settings
 
@@ -305,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-version", default="v1")
     p.set_defaults(fn=cmd_convert_ragtruth)
     register_analytics(sub)  # trends, alerts, serve
+    register_ops(sub)  # retry, health
     return parser
 
 

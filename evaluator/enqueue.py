@@ -120,6 +120,7 @@ class TraceEnqueuer:
         self._linger = max(linger_ms / 1000, 0.001)
         self._retry_delay = retry_delay_s
         self._buffer = _Buffer(max_size=buffer_max)
+        self._push_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -164,6 +165,12 @@ class TraceEnqueuer:
                 await asyncio.sleep(self._retry_delay)
 
     async def _push_once(self) -> bool:
+        # One pusher at a time: flush() must wait for a batch the flusher task has in flight,
+        # or it would report an empty buffer while IDs are still on their way.
+        async with self._push_lock:
+            return await self._push_all()
+
+    async def _push_all(self) -> bool:
         while self._buffer.items:
             batch = self._buffer.take(self._batch)
             try:

@@ -98,7 +98,15 @@ def cron_jobs(settings: Settings) -> list[Any]:
     workers run; the regression job also claims its period in Redis."""
     jobs = [
         # The outbox sweeper, once a minute.
-        cron(sweep_job, name="evaluator:sweep", second=31, unique=True, timeout=120, max_tries=1)
+        cron(
+            sweep_job,
+            name="evaluator:sweep",
+            second=31,
+            unique=True,
+            # arq holds a killed job for max(function timeouts) + 10 s: keep this one short.
+            timeout=min(120, settings.worker.job_timeout_s),
+            max_tries=1,
+        )
     ]
     if settings.alerts.enabled:
         jobs.append(

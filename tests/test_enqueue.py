@@ -97,3 +97,15 @@ def test_sync_enqueuer_with_redis_down_returns_immediately() -> None:
     enq.close()
     assert enq.stats.pushed == 0
     assert enq.stats.dropped >= 5
+
+
+async def test_flush_waits_for_the_batch_the_flusher_has_in_flight(redis_url: str) -> None:
+    enq = TraceEnqueuer(redis_url, key_prefix="app", batch_size=500, linger_ms=1)
+    for i in range(20_000):
+        enq.enqueue(f"t{i}")
+        if i % 1000 == 0:
+            await asyncio.sleep(0.002)  # let the background flusher start pushing
+    assert await enq.flush() is True
+    assert enq.stats.pushed == 20_000
+    assert redis.Redis.from_url(redis_url).llen(intake_key("app")) == 20_000
+    await enq.close()

@@ -24,7 +24,9 @@ def test_each_kind_is_replaced(kind: str, secret: str) -> None:
 
 
 def test_aws_keys_are_redacted() -> None:
-    out = Redactor().text("AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    out = Redactor().text(
+        "AKIAIOSFODNN7EXAMPLE aws_secret_access_key=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    )
     assert "AKIAIOSFODNN7EXAMPLE" not in out and "wJalrXUtnFEMI" not in out
 
 
@@ -44,7 +46,10 @@ def test_ordinary_numbers_survive(text: str) -> None:
 def test_same_value_gets_the_same_placeholder_across_the_case() -> None:
     email = SECRETS["EMAIL"]
     case = EvalCase(
-        trace_id="t", span_id="s", question=f"What is {email}?", answer=f"It is {email}.",
+        trace_id="t",
+        span_id="s",
+        question=f"What is {email}?",
+        answer=f"It is {email}.",
         contexts=(Context(id="d", text=f"Owner: {email}; other: bob@example.com"),),
         messages=({"role": "user", "parts": [{"type": "text", "content": f"mail {email}"}]},),
         samples=(f"maybe {email}",),
