@@ -24,7 +24,7 @@ from .enqueue import intake_key
 from .outbox import Intent, record_intents
 from .sampling import Reason, Signals, TailRules, decide, hash_point
 from .serialization import serialize
-from .wire import WireError, decode
+from .wire import SEPARATOR, WireError, check_trace_id, decode
 
 log = logging.getLogger("evaluator.intake")
 
@@ -49,6 +49,9 @@ return queued
 
 def stats_key(prefix: str) -> str:
     return f"{prefix}:stats"
+
+
+_SEPARATOR = SEPARATOR.encode()
 
 
 def kind_of(reason: Reason) -> str:
@@ -172,19 +175,23 @@ class Intake:
         jobs: list[tuple[str, bytes]] = []
         intents: list[Intent] = []
         now = timestamp_ms()
+        rate = self.sampling.max_rate
+        no_signals = Signals()
+        not_sampled = 0
         for entry in entries:
+            # Hot path: a bare ID (no signals) needs only a hash against the rate.
+            if _SEPARATOR not in entry:
+                trace_id = entry.decode("utf-8", "replace")
+                if check_trace_id(trace_id) is None and hash_point(trace_id) >= rate:
+                    not_sampled += 1
+                    continue
             try:
                 trace_id, signals = decode(entry)
             except WireError as exc:
                 result.invalid += 1
                 log.warning("intake: dropped invalid entry %r: %s", entry[:80], exc)
                 continue
-            reason = decide(
-                hash_point(trace_id),
-                self.sampling.max_rate,
-                signals or Signals(),
-                self.sampling.rules,
-            )
+            reason = decide(hash_point(trace_id), rate, signals or no_signals, self.sampling.rules)
             result.reasons[reason.value] += 1
             if reason is Reason.NOT_SAMPLED:
                 continue
@@ -195,6 +202,8 @@ class Intake:
                 (job_id_for(trace_id, reason), job_payload(trace_id, wire_signals, kind, now))
             )
             intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
+        if not_sampled:
+            result.reasons[Reason.NOT_SAMPLED.value] += not_sampled
         if intents and self.engine is not None:
             await asyncio.to_thread(record_intents, self.engine, intents)
         if jobs:

@@ -100,7 +100,7 @@ class WorkerSettingsModel(_Section):
     max_tries: int = Field(5, ge=1, le=100)
     trace_not_found_tries: int = Field(4, ge=1, le=100)
     trace_not_found_delay_s: float = Field(5.0, ge=0)
-    intake_batch: int = Field(2000, ge=1, le=20_000)
+    intake_batch: int = Field(10_000, ge=1, le=50_000)
     intake_idle_sleep_s: float = Field(0.05, ge=0.001, le=10)
     # Outbox: a pending intent older than job_timeout_s + sweep_grace_s gets its job again;
     # after dead_letter_after runs it is parked as dead (see `evaluator retry`).
