@@ -99,10 +99,26 @@ async def _score(runtime: Runtime, case: EvalCase, rubric: Rubric) -> tuple[Scor
 
 
 async def _write(runtime: Runtime, records: list[EvalRecord]) -> int:
-    def write_all() -> int:
-        return sum(runtime.store.upsert_record(r) for r in records)
+    """Upsert the records, then tell metrics (all of them: work done) and the export sinks
+    (only those written: a re-run must not send an event or a score twice)."""
 
-    return await asyncio.to_thread(write_all)
+    def write_all() -> list[EvalRecord]:
+        return [r for r in records if runtime.store.upsert_record(r)]
+
+    written = await asyncio.to_thread(write_all)
+    if runtime.recorder is not None:
+        try:
+            await runtime.recorder.observe(records)
+        except Exception:
+            log.warning("metrics: could not record %d evaluations", len(records), exc_info=True)
+    if written and runtime.otel is not None:
+        await runtime.otel.export(written)  # logs and swallows its own failures
+    if written and runtime.langfuse is not None:
+        try:
+            await runtime.langfuse.send(written)
+        except Exception as exc:  # the record is stored; the copy in Langfuse is best effort
+            log.warning("langfuse: could not send %d scores: %s", len(written), exc)
+    return len(written)
 
 
 def _errors_for(
@@ -119,7 +135,7 @@ async def evaluate_trace(
 ) -> dict[str, Any]:
     """The body of the arq job. Raises arq.Retry while the trace is not ingested yet."""
     signals = Signals.from_wire(wire_signals or {})
-    trace = await asyncio.to_thread(runtime.store.get_trace, trace_id)
+    trace = await asyncio.to_thread(runtime.traces.get_trace, trace_id)
     if trace is None:
         tries = runtime.settings.worker.trace_not_found_tries
         if job_try < tries:

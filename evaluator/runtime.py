@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -13,10 +14,14 @@ from judges.scorers import Clients
 
 from .intake import SamplingConfig
 from .judge_limits import RedisRateLimiter, RedisReplyCache
+from .langfuse import LangfuseScoreSink, LangfuseTraceSource
+from .metrics import MetricsRecorder
+from .otel_export import EvaluationExporter
 from .rubrics import RubricSet, load_rubrics
 from .sampling import TailRules
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .store import Store
+from .traces import Trace
 
 log = logging.getLogger("evaluator.runtime")
 
@@ -38,6 +43,10 @@ def sampling_config(settings: Settings, rubrics: RubricSet) -> SamplingConfig:
     return SamplingConfig(max_rate=max(rates, default=0.0), rules=tail_rules(settings))
 
 
+class TraceSource(Protocol):
+    def get_trace(self, trace_id: str) -> Trace | None: ...
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -45,6 +54,15 @@ class Runtime:
     rubrics: RubricSet
     clients: Clients
     redis: Redis | None = None
+    # Where traces are read from: the service's own table, or e.g. a Langfuse project.
+    source: TraceSource | None = None
+    recorder: MetricsRecorder | None = None
+    otel: EvaluationExporter | None = None
+    langfuse: LangfuseScoreSink | None = None
+
+    @property
+    def traces(self) -> TraceSource:
+        return self.source or self.store
 
     @property
     def tail_rules(self) -> TailRules:
@@ -62,12 +80,20 @@ class Runtime:
             await self.clients.judge.close()
         if self.clients.generator is not None:
             await self.clients.generator.close()
+        if self.otel is not None:
+            await self.otel.aclose()
+        if self.langfuse is not None:
+            await self.langfuse.aclose()
+        if self.source is not None and hasattr(self.source, "close"):
+            self.source.close()
         self.store.close()
         if self.redis is not None:
             await self.redis.aclose()
 
 
-def make_judge(settings: Settings, redis: Redis | None = None) -> JudgeClient | None:
+def make_judge(
+    settings: Settings, redis: Redis | None = None, recorder: MetricsRecorder | None = None
+) -> JudgeClient | None:
     j = settings.judge
     if not j.configured:
         return None
@@ -92,6 +118,7 @@ def make_judge(settings: Settings, redis: Redis | None = None) -> JudgeClient | 
         rate_limiter=limiter,
         cache=cache,
         max_wait_s=j.max_wait_s,
+        on_event=recorder.judge_event if recorder is not None else None,
     )
 
 
@@ -136,8 +163,9 @@ def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
 def build_runtime(settings: Settings) -> Runtime:
     rubrics = load_rubrics(settings.rubrics.path)
     redis = Redis.from_url(settings.redis.url)
+    recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix)
     clients = Clients(
-        judge=make_judge(settings, redis),
+        judge=make_judge(settings, redis, recorder),
         generator=make_generator(settings),
         embedder=make_embedder(rubrics),
     )
@@ -147,4 +175,27 @@ def build_runtime(settings: Settings) -> Runtime:
         rubrics=rubrics,
         clients=clients,
         redis=redis,
+        recorder=recorder,
+        **_integrations(settings),
     )
+
+
+def _integrations(settings: Settings) -> dict[str, Any]:
+    """Optional third-party ends: OTLP export of records, Langfuse as source and sink."""
+    out: dict[str, Any] = {}
+    e = settings.otel_export
+    if e.endpoint:
+        out["otel"] = EvaluationExporter(e.endpoint, headers=e.headers, timeout_s=e.timeout_s)
+    lf = settings.langfuse
+    if lf.base_url:
+        public, secret = lf.keys()
+        if not public or not secret:
+            raise SettingsError(
+                f"langfuse.base_url is set but {lf.public_key_env} / {lf.secret_key_env} "
+                "are not both in the environment"
+            )
+        if lf.trace_source:
+            out["source"] = LangfuseTraceSource(lf.base_url, public, secret)
+        if lf.write_scores:
+            out["langfuse"] = LangfuseScoreSink(lf.base_url, public, secret)
+    return out

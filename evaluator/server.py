@@ -5,6 +5,9 @@
     GET /api/trends        ?rubric=&by=&since=&bucket=   the `evaluator trends --json` document
     GET /api/alerts        ?open=1&rubric=     {"alerts": [...]}, as `evaluator alerts --json`
     GET /api/worst         ?rubric=&by=&key=&start=&end=  {"traces": [...]} lowest scores of a cell
+    GET /metrics           Prometheus exposition (intake, sampling, evaluations, judge, scores)
+    POST /v1/traces        OTLP/HTTP trace export (protobuf or JSON, gzip): GenAI spans in,
+                           completed traces ingested and enqueued for evaluation
 
 Binds 127.0.0.1 by default: trace IDs and judge explanations are internal data.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,10 +25,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import redis
 from sqlmodel import Session, col, select
 
 from .alerts import alert_to_json, list_alerts
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import render_metrics
 from .models import EvalRollup
+from .otlp import OtlpConfig
+from .otlp_assembly import SpanAssembler, handle_otlp_traces, start_sweeper
 from .settings import Settings
 from .store import Store, as_utc
 from .trends import BY, TrendQuery, refresh_rollups, trend, worst_traces
@@ -108,7 +117,11 @@ class Api:
         }
 
 
-def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    api: Api,
+    assembler: SpanAssembler | None = None,
+    metrics: Callable[[], bytes] | None = None,
+) -> type[BaseHTTPRequestHandler]:
     routes = {
         "/api/rubrics": api.rubrics,
         "/api/trends": api.trends,
@@ -119,8 +132,31 @@ def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "llm-evaluator"
 
+        def do_POST(self) -> None:
+            if urlsplit(self.path).path != "/v1/traces" or assembler is None:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > assembler.config.max_body_bytes:
+                self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+                return
+            status, data, ctype = handle_otlp_traces(
+                self.rfile.read(length),
+                self.headers.get("Content-Type", ""),
+                self.headers.get("Content-Encoding"),
+                assembler=assembler,
+            )
+            self._send(HTTPStatus(status), data, ctype)
+
         def do_GET(self) -> None:
             url = urlsplit(self.path)
+            if url.path == "/metrics" and metrics is not None:
+                try:
+                    self._send(HTTPStatus.OK, metrics(), METRICS_CONTENT_TYPE)
+                except Exception:
+                    log.exception("GET /metrics failed")
+                    self._json(HTTPStatus.SERVICE_UNAVAILABLE, {"error": "metrics unavailable"})
+                return
             if url.path in _FILES:
                 name, ctype = _FILES[url.path]
                 self._send(HTTPStatus.OK, (STATIC / name).read_bytes(), ctype)
@@ -161,27 +197,64 @@ def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(store: Store, host: str = "127.0.0.1", port: int = 8700) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(Api(store)))
+def make_server(
+    store: Store,
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    *,
+    assembler: SpanAssembler | None = None,
+    metrics: Callable[[], bytes] | None = None,
+) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer((host, port), make_handler(Api(store), assembler, metrics))
     server.daemon_threads = True
     return server
 
 
-def start_in_thread(store: Store, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
+def start_in_thread(
+    store: Store,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    assembler: SpanAssembler | None = None,
+    metrics: Callable[[], bytes] | None = None,
+) -> ThreadingHTTPServer:
     """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
-    server = make_server(store, host, port)
+    server = make_server(store, host, port, assembler=assembler, metrics=metrics)
     threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
     return server
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> None:
+    """Trends page and API, OTLP/HTTP receiver (POST /v1/traces) and /metrics."""
     store = Store(settings.database.url)
-    server = make_server(store, host, port)
+    rsync = redis.Redis.from_url(settings.redis.url)
+    o = settings.otlp
+    assembler = SpanAssembler(
+        store,
+        rsync,
+        key_prefix=settings.redis.key_prefix,
+        config=OtlpConfig(
+            prompt_version_attribute=o.prompt_version_attribute,
+            max_body_bytes=o.max_body_mib << 20,
+        ),
+        grace_s=o.grace_s,
+        orphan_s=o.orphan_s,
+    )
+    _thread, stop = start_sweeper(assembler, o.sweep_interval_s)
+
+    def metrics() -> bytes:
+        return render_metrics(
+            rsync, store, key_prefix=settings.redis.key_prefix, queue_name=settings.redis.queue_name
+        )
+
+    server = make_server(store, host, port, assembler=assembler, metrics=metrics)
     print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
+        stop.set()
         server.server_close()
+        rsync.close()
         store.close()

@@ -196,6 +196,39 @@ class AlertsSettings(_Section):
         return self
 
 
+class OtlpSettings(_Section):
+    """`evaluator serve` receives OTLP/HTTP spans at POST /v1/traces."""
+
+    prompt_version_attribute: str = Field("prompt.version", min_length=1)
+    # A trace is complete when its root span has arrived and nothing came for grace_s, or
+    # after orphan_s of silence when the root lives in another service.
+    grace_s: float = Field(5.0, ge=0, le=600)
+    orphan_s: float = Field(120.0, gt=0)
+    sweep_interval_s: float = Field(1.0, gt=0, le=60)
+    max_body_mib: int = Field(16, ge=1, le=256)
+
+
+class OtelExportSettings(_Section):
+    """Export eval records as gen_ai.evaluation.result events (OTLP/HTTP logs)."""
+
+    endpoint: str = ""  # e.g. http://otel-collector:4318; empty = off
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class LangfuseSettings(_Section):
+    base_url: str = ""  # empty = off
+    public_key_env: str = "LANGFUSE_PUBLIC_KEY"
+    secret_key_env: str = "LANGFUSE_SECRET_KEY"
+    # Read traces from Langfuse instead of the service's own table.
+    trace_source: bool = False
+    # Write ok records back to Langfuse as scores.
+    write_scores: bool = False
+
+    def keys(self) -> tuple[str, str]:
+        return os.environ.get(self.public_key_env, ""), os.environ.get(self.secret_key_env, "")
+
+
 class Price(_Section):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
@@ -212,6 +245,9 @@ class Settings(_Section):
     rubrics: RubricsSettings = RubricsSettings()
     redaction: RedactionSettings = RedactionSettings()
     alerts: AlertsSettings = AlertsSettings()
+    otlp: OtlpSettings = OtlpSettings()
+    otel_export: OtelExportSettings = OtelExportSettings()
+    langfuse: LangfuseSettings = LangfuseSettings()
     pricing: dict[str, Price] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import outbox
 from .intake import EVALUATE_JOB, Intake
+from .langfuse import LangfuseError
 from .pipeline import evaluate_trace
 from .regression_job import regression_check_job
 from .rubrics import load_rubrics
@@ -43,10 +44,12 @@ async def evaluate_trace_job(
         result = await evaluate_trace(runtime, trace_id, signals, job_try=job_try)
         await asyncio.to_thread(outbox.finish, engine, intent_id)
         return result
-    except SQLAlchemyError as exc:
-        log.warning("trace %s: database error (try %d): %s", trace_id, job_try, exc)
+    except (SQLAlchemyError, LangfuseError) as exc:
+        log.warning("trace %s: store/source error (try %d): %s", trace_id, job_try, exc)
         with contextlib.suppress(SQLAlchemyError):
-            await asyncio.to_thread(outbox.note_failure, engine, intent_id, f"database: {exc}")
+            await asyncio.to_thread(
+                outbox.note_failure, engine, intent_id, f"{type(exc).__name__}: {exc}"
+            )
         if job_try < runtime.settings.worker.max_tries:
             raise Retry(defer=min(60.0, 2.0**job_try)) from exc
         raise

@@ -14,7 +14,8 @@ import email.utils
 import functools
 import hashlib
 import json
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -90,6 +91,7 @@ class JudgeClient:
         rate_limiter: RateLimiter | None = None,
         cache: ReplyCache | None = None,
         max_wait_s: float = 60.0,
+        on_event: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.model = model
         self.response_format = response_format
@@ -101,6 +103,8 @@ class JudgeClient:
         self.concurrency = AdaptiveConcurrency(max_concurrency)
         self._rate = rate_limiter or NoRateLimit()
         self._cache = cache
+        # Told "rate_limited" on each 429 and "retries" before each retry (for metrics).
+        self._on_event = on_event
         self._sdk = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
@@ -213,6 +217,7 @@ class JudgeClient:
             except JudgeTransientError as exc:
                 if exc.rate_limited:
                     self.concurrency.on_rate_limited()
+                    await self._event("rate_limited")
                 wait = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempt)
                 if attempt > self.max_retries or wait > self.max_wait_s:
                     # Out of attempts, or told to wait longer than a job should: hand it back
@@ -223,10 +228,19 @@ class JudgeClient:
                         rate_limited=exc.rate_limited,
                         usage=exc.usage,
                     ) from exc
+                await self._event("retries")
                 await asyncio.sleep(wait)
                 continue
             self.concurrency.on_success()
             return result
+
+    async def _event(self, kind: str) -> None:
+        if self._on_event is None:
+            return
+        try:
+            await self._on_event(kind)
+        except Exception:  # metrics must never fail a judge call
+            logging.getLogger("judges.client").debug("on_event(%s) failed", kind, exc_info=True)
 
     async def _call(
         self,

@@ -1,0 +1,138 @@
+"""/metrics: counters shared by several workers through Redis, gauges from Redis and SQL,
+parsed back with prometheus_client's own text parser."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+
+from evaluator.enqueue import intake_key
+from evaluator.intake import Intake, SamplingConfig
+from evaluator.metrics import MetricsRecorder, render_metrics
+from evaluator.models import AlertRecord, EvalRecord, utcnow
+from evaluator.sampling import Signals, TailRules
+from evaluator.store import Store
+from evaluator.wire import encode
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def rec(rubric: str, status: str, **kw: Any) -> EvalRecord:
+    base: dict[str, Any] = {
+        "trace_id": uuid.uuid4().hex,
+        "rubric": rubric,
+        "rubric_version": "1",
+        "scorer": rubric,
+        "status": status,
+        "score": None,
+        "latency_ms": 800.0,
+    }
+    return EvalRecord(**(base | kw))
+
+
+async def test_metrics_from_two_workers_redis_and_sql(redis_url: str, tmp_path: Path) -> None:
+    prefix, queue = f"t{uuid.uuid4().hex[:8]}", "q-metrics"
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    sync = redis.Redis.from_url(redis_url)
+    worker_a, worker_b = Redis.from_url(redis_url), Redis.from_url(redis_url)
+    try:
+        # Intake: 10 IDs, one of them an error; rate 0 so only the tail rule samples.
+        entries = [encode(f"trace-{i}", Signals(error=i == 3)) for i in range(10)]
+        sync.rpush(intake_key(prefix), *entries, "bad id \n")
+        intake = Intake(
+            worker_a,
+            key_prefix=prefix,
+            queue_name=queue,
+            sampling=SamplingConfig(max_rate=0.0, rules=TailRules()),
+        )
+        await intake.drain_all(100)
+        sync.rpush(intake_key(prefix), "trace-late")  # still waiting
+
+        # Two workers count into the same hash.
+        ok = rec("faithfulness", "ok", score=0.9, judge_calls=1, judge_input_tokens=800,
+                 judge_output_tokens=60, judge_cost_usd=0.0003, latency_ms=1800.0)  # fmt: skip
+        await MetricsRecorder(worker_a, key_prefix=prefix).observe(
+            [ok, rec("faithfulness", "error")]
+        )
+        recorder_b = MetricsRecorder(worker_b, key_prefix=prefix)
+        await recorder_b.observe([rec("faithfulness", "ok", score=0.5, latency_ms=40.0)])
+        await recorder_b.judge_event("rate_limited", 2)
+        await recorder_b.judge_event("retries", 3)
+
+        # SQL: stored records (one outside the score window) and alerts.
+        for r in (
+            rec("faithfulness", "ok", score=0.9, prompt_version="v18"),
+            rec("faithfulness", "ok", score=0.7, prompt_version="v18"),
+            rec(
+                "faithfulness",
+                "ok",
+                score=0.2,
+                prompt_version="v18",
+                created_at=utcnow() - timedelta(days=3),
+            ),
+            rec("faithfulness", "ok", score=1.0, prompt_version="v17"),
+            rec("helpfulness", "skipped"),
+        ):
+            store.upsert_record(r)
+        from sqlmodel import Session
+
+        with Session(store.engine) as session:
+            session.add(AlertRecord(group_key="g1", kind="drop", rubric="faithfulness"))
+            session.add(AlertRecord(group_key="g2", kind="drop", rubric="faithfulness",
+                                    status="resolved"))  # fmt: skip
+            session.commit()
+
+        text = render_metrics(sync, store, key_prefix=prefix, queue_name=queue).decode()
+    finally:
+        store.close()
+        sync.close()
+        await worker_a.aclose()
+        await worker_b.aclose()
+
+    m = samples(text)
+    assert m[("evaluator_intake_received_total", ())] == 11
+    assert m[("evaluator_intake_invalid_total", ())] == 1
+    assert m[("evaluator_sampling_decisions_total", (("reason", "tail_error"),))] == 1
+    assert m[("evaluator_sampling_decisions_total", (("reason", "not_sampled"),))] == 9
+    assert m[("evaluator_jobs_created_total", ())] == 1
+    assert m[("evaluator_queue_depth", ())] == 1
+    assert m[("evaluator_intake_pending", ())] == 1
+
+    f = (("rubric", "faithfulness"),)
+    assert m[("evaluator_evaluations_total", (("rubric", "faithfulness"), ("status", "ok")))] == 2
+    assert (
+        m[("evaluator_evaluations_total", (("rubric", "faithfulness"), ("status", "error")))] == 1
+    )
+    assert m[("evaluator_judge_tokens_total", (("direction", "input"), *f))] == 800
+    assert m[("evaluator_judge_cost_usd_total", f)] == 0.0003
+    assert m[("evaluator_judge_calls_total", f)] == 1
+    assert m[("evaluator_judge_rate_limited_total", ())] == 2
+    assert m[("evaluator_judge_retries_total", ())] == 3
+    hist = "evaluator_evaluation_duration_seconds"
+    assert m[(f"{hist}_bucket", (("le", "0.05"), *f))] == 1
+    assert m[(f"{hist}_bucket", (("le", "1.0"), *f))] == 2
+    assert m[(f"{hist}_bucket", (("le", "2.5"), *f))] == 3
+    assert m[(f"{hist}_bucket", (("le", "+Inf"), *f))] == 3
+    assert m[(f"{hist}_count", f)] == 3
+    assert abs(m[(f"{hist}_sum", f)] - 2.64) < 1e-9
+
+    v18 = (("prompt_version", "v18"), *f)
+    assert abs(m[("evaluator_score", v18)] - 0.8) < 1e-9  # the 3-day-old 0.2 is outside
+    assert m[("evaluator_score_samples", v18)] == 2
+    assert m[("evaluator_score", (("prompt_version", "v17"), *f))] == 1.0
+    assert m[("evaluator_records", (("status", "ok"),))] == 4
+    assert m[("evaluator_records", (("status", "skipped"),))] == 1
+    assert m[("evaluator_alerts_open", f)] == 1
+    assert "# TYPE evaluator_evaluations_total counter" in text
