@@ -68,3 +68,34 @@ async def test_empty_intake_is_cheap_and_safe(redis_url: str) -> None:
     result = await intake.drain_once(batch=100)
     assert result.popped == 0 and result.jobs_created == 0
     await client.aclose()
+
+
+async def test_batch_parked_by_a_dead_worker_returns_to_the_intake(redis_url: str) -> None:
+    from evaluator.intake import alive_prefix, processing_prefix, recover_abandoned
+
+    client = Redis.from_url(redis_url)
+    await client.rpush(processing_prefix("app") + "dead1", "a", "b", "c")
+    await client.rpush(processing_prefix("app") + "live1", "x")
+    await client.set(alive_prefix("app") + "live1", "1", ex=60)
+    assert await recover_abandoned(client, "app") == 3
+    assert await client.lrange(intake_key("app"), 0, -1) == [b"a", b"b", b"c"]
+    assert await client.llen(processing_prefix("app") + "live1") == 1  # its worker is alive
+    await client.aclose()
+
+
+async def test_durable_drain_parks_nothing_after_it_commits(redis_url: str, tmp_path) -> None:
+    from evaluator.intake import processing_prefix
+    from evaluator.outbox import list_intents
+    from evaluator.store import Store
+
+    _push(redis_url, [f"id-{i}" for i in range(500)])
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q", sampling=SamplingConfig(0.2, RULES),
+                    engine=store.engine)  # fmt: skip
+    result = await intake.drain_all(batch=100)
+    intents = list_intents(store.engine, limit=10_000)
+    assert len(intents) == result.sampled == await client.zcard("q")
+    assert [k async for k in client.scan_iter(match=processing_prefix("app") + "*")] == []
+    await client.aclose()
+    store.close()
