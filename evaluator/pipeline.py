@@ -10,6 +10,7 @@ from typing import Any
 
 from arq import Retry
 
+from judges.errors import JudgeDeferred
 from judges.redact import redact_case
 from judges.rubric import Rubric
 from judges.scorers import run_scorer
@@ -86,10 +87,14 @@ def to_record(
     )
 
 
-async def _score(runtime: Runtime, case: EvalCase, rubric: Rubric) -> tuple[Score, float]:
+async def _score(
+    runtime: Runtime, case: EvalCase, rubric: Rubric
+) -> tuple[Score | JudgeDeferred, float]:
     started = time.perf_counter()
     try:
-        score = await run_scorer(case, rubric, runtime.clients)
+        score: Score | JudgeDeferred = await run_scorer(case, rubric, runtime.clients)
+    except JudgeDeferred as exc:
+        score = exc  # the job decides: defer, or record the cause on its last try
     except Exception as exc:  # a scorer bug must not lose the other rubrics' results
         log.exception("scorer %s crashed on trace %s", rubric.name, case.trace_id)
         score = Score.error(
@@ -119,6 +124,12 @@ async def _write(runtime: Runtime, records: list[EvalRecord]) -> int:
         except Exception as exc:  # the record is stored; the copy in Langfuse is best effort
             log.warning("langfuse: could not send %d scores: %s", len(written), exc)
     return len(written)
+
+
+def _settle(score: Score | JudgeDeferred, job_try: int) -> Score:
+    if isinstance(score, JudgeDeferred):
+        return Score.error(f"{score}; still deferred after {job_try} tries", usage=score.usage)
+    return score
 
 
 def _errors_for(
@@ -166,12 +177,25 @@ async def evaluate_trace(
         case = redact_case(case, runtime.settings.redaction.kinds)
     selected = select_rubrics(runtime, trace_id, signals, case.labels)
     results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
+    deferred = [s for s, _ in results if isinstance(s, JudgeDeferred)]
+    last_try = job_try >= runtime.settings.worker.max_tries
     records = [
         to_record(
-            trace_id, case.span_id, rubric, score, case.labels, reason=reason, latency_ms=latency
+            trace_id,
+            case.span_id,
+            rubric,
+            _settle(score, job_try),
+            case.labels,
+            reason=reason,
+            latency_ms=latency,
         )
         for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
+        if last_try or not isinstance(score, JudgeDeferred)
     ]
     written = await _write(runtime, records)
+    if deferred and not last_try:
+        # What finished is stored (final records are not redone); the rest comes back later,
+        # its finished judge calls served from the reply cache.
+        raise Retry(defer=max(d.retry_after_s for d in deferred))
     statuses = Counter(r.status for r in records)
     return {"trace_id": trace_id, "written": written, "statuses": dict(statuses)}

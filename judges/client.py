@@ -26,7 +26,7 @@ from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ValidationError
 
-from .errors import JudgeError, JudgeOutputError, JudgeTransientError
+from .errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
 from .limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache, backoff_s
 from .types import Usage
 
@@ -219,6 +219,14 @@ class JudgeClient:
                     self.concurrency.on_rate_limited()
                     await self._event("rate_limited")
                 wait = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempt)
+                if exc.retry_after_s is not None and wait > self.max_wait_s:
+                    # The server named a time beyond what a job should sleep: defer the job.
+                    raise JudgeDeferred(
+                        f"judge asked to retry after {wait:.0f} s (> judge.max_wait_s "
+                        f"{self.max_wait_s:.0f} s): {exc}",
+                        retry_after_s=wait,
+                        usage=exc.usage,
+                    ) from exc
                 if attempt > self.max_retries or wait > self.max_wait_s:
                     # Out of attempts, or told to wait longer than a job should: hand it back
                     # (the caller records the cause, or defers the job by retry_after_s).

@@ -1,6 +1,7 @@
 """The judge library's exceptions.
 
 EvalError
+├── JudgeDeferred              the judge said to come back later than a job may wait
 ├── JudgeError                 a call to the judge/generator failed
 │   ├── JudgeTransientError    timeouts, 429, 5xx after the client's retries
 │   └── JudgeOutputError       the reply could not be parsed/validated (keeps raw output)
@@ -51,6 +52,19 @@ class JudgeOutputError(JudgeError):
     def __init__(self, message: str, *, raw_output: str | None, usage: Usage | None = None) -> None:
         super().__init__(message, usage=usage)
         self.raw_output = raw_output
+
+
+class JudgeDeferred(EvalError):
+    """The endpoint said to retry after longer than a job may wait (`Retry-After`).
+
+    Deliberately not a JudgeError: scorers let it through, so the job can be deferred by
+    `retry_after_s` instead of recording an error or sleeping inside the job.
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float, usage: Usage | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.usage = usage or Usage()
 
 
 class ScorerConfigError(EvalError):

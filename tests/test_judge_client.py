@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from evaluator.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.client import JudgeClient
-from judges.errors import JudgeTransientError
+from judges.errors import JudgeDeferred, JudgeTransientError
 from judges.limits import AdaptiveConcurrency
 
 from .conftest import JUDGE_URL, chat_completion
@@ -60,10 +60,10 @@ async def test_retry_after_longer_than_a_job_may_wait_is_handed_back(
         return_value=httpx.Response(429, headers={"retry-after": "120"}, json={"error": {}})
     )
     judge = client(max_retries=5, max_wait_s=10)
-    with pytest.raises(JudgeTransientError) as err:
+    with pytest.raises(JudgeDeferred) as err:
         await judge.complete(MESSAGES, Verdict)
     assert route.call_count == 1  # not spun
-    assert err.value.retry_after_s == 120 and err.value.rate_limited
+    assert err.value.retry_after_s == 120
     await judge.close()
 
 

@@ -294,3 +294,34 @@ async def test_secrets_and_pii_never_reach_the_judge_or_the_records(
     for secret in secrets:
         assert secret not in sent and secret not in stored
     assert "[EMAIL_1]" in sent and "[CARD_1]" in sent
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_long_retry_after_defers_the_job_instead_of_spinning(
+    respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str
+) -> None:
+    from arq import Retry
+
+    route = respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "90"}, json={"error": {}})
+    )
+    write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+    settings = make_settings(
+        tmp_path,
+        redis_url,
+        judge={**JUDGE, "max_retries": 3, "max_wait_s": 5},
+        worker={"max_tries": 3},
+    )
+    store = Store(settings.database.url)
+    ingest_traces(store, [rag_trace("busy")])
+    runtime = build_runtime(settings)
+    with pytest.raises(Retry) as deferred:
+        await evaluate_trace(runtime, "busy", {}, job_try=1)
+    assert deferred.value.defer_score == 90_000  # ms: the server's Retry-After
+    assert route.call_count == 1 and records(settings) == []
+    # On the job's last try the cause is recorded instead.
+    await evaluate_trace(runtime, "busy", {}, job_try=3)
+    (row,) = records(settings)
+    assert row.status == "error" and "retry after 90 s" in row.explanation
+    await runtime.close()
+    store.close()
