@@ -52,6 +52,25 @@ def _with(settings: Settings, **sections: dict[str, Any]) -> Settings:
     return settings.model_copy(update=update)
 
 
+def _against_labels(store: Store, records: list[Any]) -> list[str]:
+    """How the faithfulness verdicts compare with the sample's human hallucination labels."""
+    pairs = []
+    for r in records:
+        trace = store.get_trace(r.trace_id)
+        label = trace.attributes.get("ragtruth.hallucinated") if trace else None
+        if r.status == "ok" and isinstance(label, bool):
+            pairs.append((label, bool(r.passed)))
+    if not pairs:
+        return []
+    bad = [passed for label, passed in pairs if label]
+    good = [passed for label, passed in pairs if not label]
+    return [
+        "\nFaithfulness against the human labels of these answers (RAGTruth):",
+        f"  hallucinated answers flagged: {sum(not p for p in bad)} of {len(bad)}; "
+        f"clean answers passed: {sum(good)} of {len(good)}",
+    ]
+
+
 def _summary(store: Store, trace_ids: list[str], settings: Settings) -> str:
     wanted = set(trace_ids)
     records = [r for r in store.records(limit=1_000_000) if r.trace_id in wanted]
@@ -73,6 +92,7 @@ def _summary(store: Store, trace_ids: list[str], settings: Settings) -> str:
     for rubric, causes in sorted(reasons.items()):
         for cause, n in causes.most_common(3):
             lines.append(f"  {rubric}: {n} x {cause}")
+    lines += _against_labels(store, [r for r in records if r.rubric == "faithfulness"])
     lines.append(
         f"\nJudge: {settings.judge.base_url or 'not configured (set EVALUATOR_JUDGE__BASE_URL)'}"
     )

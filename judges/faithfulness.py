@@ -240,6 +240,17 @@ def no_claims_policy(rubric: Rubric) -> str:
     return str(policy)
 
 
+def local_threshold(rubric: Rubric) -> float:
+    """Pass mark of the local score (1 - P(hallucinated)), which is not on the judge's
+    supported-claims scale: options.local_threshold, else the rubric's pass_threshold."""
+    value = rubric.options.get("local_threshold", rubric.pass_threshold)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ScorerConfigError(
+            f"options.local_threshold must be a number in [0, 1], got {value!r}"
+        )
+    return float(value)
+
+
 def cascade_margin(rubric: Rubric) -> float:
     margin = rubric.options.get("cascade_margin", 0.1)
     if not isinstance(margin, int | float) or not 0 <= margin <= 1:
@@ -348,18 +359,18 @@ async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     embedder = clients.embedder if rubric.options.get("local_embeddings") is True else None
     # CPU-bound: keep it off the event loop that serves other jobs.
     return await asyncio.to_thread(
-        score_faithfulness_local, case, embedder, threshold=rubric.pass_threshold
+        score_faithfulness_local, case, embedder, threshold=local_threshold(rubric)
     )
 
 
 async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     margin = cascade_margin(rubric)
     local = await _local(case, rubric, clients)
-    reason = escalation(local, rubric.pass_threshold, margin)
+    reason = escalation(local, local_threshold(rubric), margin)
     trail: dict[str, Any] = {
         "local_value": local.value,
         "local_status": local.status.value,
-        "pass_threshold": rubric.pass_threshold,
+        "local_threshold": local_threshold(rubric),
         "margin": margin,
     }
     if reason is None:
