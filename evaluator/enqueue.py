@@ -192,7 +192,9 @@ class TraceEnqueuer:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            # Cancel only between pushes, so no batch is both sent and put back (a duplicate).
+            async with self._push_lock:
+                self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None

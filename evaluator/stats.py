@@ -193,7 +193,9 @@ def welch_lower_p(baseline: GroupStats, current: GroupStats) -> float:
     diff = current.mean - baseline.mean
     if vb + vc == 0.0:  # both constant: a drop is certain, no drop is no evidence
         return 0.0 if diff < 0 else 1.0
-    df = (vb + vc) ** 2 / (vb * vb / (baseline.n - 1) + vc * vc / (current.n - 1))
+    den = vb * vb / (baseline.n - 1) + vc * vc / (current.n - 1)
+    # Tiny variances square to 0.0 (underflow): fall back to the pooled degrees of freedom.
+    df = (vb + vc) ** 2 / den if den > 0 else float(baseline.n + current.n - 2)
     return t_cdf(diff / math.sqrt(vb + vc), df)
 
 
