@@ -34,7 +34,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
 from .enqueue import intake_key
-from .otlp import JSON_TYPE, OtlpConfig, OtlpError, OtlpSpan, decode_request, normalize_genai
+from .otlp import JSON_TYPE, OtlpConfig, OtlpError, OtlpSpan, decode_request
+from .otlp_genai import normalize_genai
 from .sampling import Signals
 from .store import Store
 from .traces import Trace, TraceFormatError, parse_trace
