@@ -21,13 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from .alerts import (
     CheckConfig,
@@ -40,7 +38,7 @@ from .alerts import (
     save,
     try_open,
 )
-from .models import AlertRecord, EvalRecord, utcnow
+from .models import AlertRecord, utcnow
 from .regression import (
     Verdict,
     adjust_verdicts,
@@ -51,15 +49,23 @@ from .regression import (
     window_bounds,
 )
 from .rubrics import RubricSet
+from .score_queries import (
+    VERSION_LABELS,
+    Key,
+    aggregates,
+    first_seen,
+    match_labels,
+    predecessor,
+    scores_in_order,
+    what_changed,
+    worst_traces,
+)
 from .settings import AlertsSettings
 from .sinks import AlertSinks, build_sinks
 from .stats import GroupStats
-from .store import Store, as_utc
+from .store import Store
 
 log = logging.getLogger("evaluator.alerts")
-Key = tuple[str | None, ...]
-_VERSION_LABELS = ("prompt_version", "model")
-_MAX_STREAM = 20_000  # scores folded per group per run; enough evidence long before this
 
 
 @dataclass(frozen=True)
@@ -97,165 +103,6 @@ class CheckReport:
 # --- SQL ------------------------------------------------------------------------------------
 
 
-def _cols(labels: Sequence[str]) -> list[Any]:
-    return [getattr(EvalRecord, name) for name in labels]
-
-
-def _match(labels: Sequence[str], key: Key) -> list[ColumnElement[bool]]:
-    return [c.is_(None) if v is None else c == v for c, v in zip(_cols(labels), key, strict=True)]
-
-
-def _ok(rubric: str, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
-    return [
-        EvalRecord.rubric == rubric,
-        EvalRecord.status == "ok",
-        col(EvalRecord.score).is_not(None),
-        col(EvalRecord.created_at) >= lo,
-        col(EvalRecord.created_at) < hi,
-    ]
-
-
-def aggregates(
-    session: Session,
-    rubric: str,
-    labels: Sequence[str],
-    lo: datetime,
-    hi: datetime,
-    where: Sequence[ColumnElement[bool]] = (),
-) -> dict[Key, GroupStats]:
-    """Sufficient statistics per group over [lo, hi), straight from SQL."""
-    score = col(EvalRecord.score)
-    passed = col(EvalRecord.passed)
-    query = (
-        select(
-            *_cols(labels),
-            func.count(score),
-            func.sum(score),
-            func.sum(score * score),
-            func.sum(case((passed.is_(True), 1), else_=0)),
-            func.count(passed),
-        )
-        .where(*_ok(rubric, lo, hi), *where)
-        .group_by(*_cols(labels))
-    )
-    out: dict[Key, GroupStats] = {}
-    for row in session.exec(query).all():
-        *key, n, total, total_sq, passes, known = row
-        out[tuple(key)] = GroupStats(
-            int(n),
-            float(total or 0),
-            float(total_sq or 0),
-            int(passes or 0) if known == n else None,
-        )
-    return out
-
-
-def scores_in_order(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, lo: datetime, hi: datetime
-) -> list[float]:
-    query = select(EvalRecord.score).where(*_ok(rubric, lo, hi), *_match(labels, key))
-    query = query.order_by(col(EvalRecord.created_at), col(EvalRecord.id)).limit(_MAX_STREAM)
-    return [float(s) for s in session.exec(query).all() if s is not None]
-
-
-def worst_traces(
-    session: Session,
-    rubric: str,
-    labels: Sequence[str],
-    key: Key,
-    lo: datetime,
-    hi: datetime,
-    k: int = 5,
-) -> list[dict[str, Any]]:
-    query = select(
-        EvalRecord.trace_id, EvalRecord.span_id, EvalRecord.score, EvalRecord.created_at
-    ).where(*_ok(rubric, lo, hi), *_match(labels, key))
-    query = query.order_by(col(EvalRecord.score), col(EvalRecord.created_at).desc()).limit(k)
-    return [
-        {"trace_id": t, "span_id": s, "score": sc, "created_at": as_utc(at).isoformat()}
-        for t, s, sc, at in session.exec(query).all()
-    ]
-
-
-def _first_seen(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, since: datetime
-) -> datetime | None:
-    """When the group first scored, if that was after `since` (a new group), else None."""
-    match = _match(labels, key)
-    older = select(EvalRecord.id).where(
-        EvalRecord.rubric == rubric, *match, col(EvalRecord.created_at) < since
-    )
-    if session.exec(older.limit(1)).first() is not None:
-        return None
-    first = select(func.min(EvalRecord.created_at)).where(EvalRecord.rubric == rubric, *match)
-    value = session.exec(first).one()
-    return None if value is None else as_utc(value)
-
-
-def _predecessor(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, before: datetime
-) -> Key | None:
-    """The group that served the same scope (labels other than version/model) last before."""
-    scope = [(n, v) for n, v in zip(labels, key, strict=True) if n not in _VERSION_LABELS]
-    match = _match([n for n, _ in scope], tuple(v for _, v in scope))
-    query = (
-        select(*_cols(labels))
-        .where(
-            EvalRecord.rubric == rubric,
-            EvalRecord.status == "ok",
-            *match,
-            col(EvalRecord.created_at) < before,
-        )
-        .order_by(col(EvalRecord.created_at).desc())
-        .limit(1)
-    )
-    row = session.exec(query).first()
-    return None if row is None else tuple(row)
-
-
-def _label_sets(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, lo: datetime, hi: datetime
-) -> dict[str, set[str | None]]:
-    names = [n for n in (*_VERSION_LABELS, "rubric_version") if n not in labels]
-    out: dict[str, set[str | None]] = {n: set() for n in names}
-    if names:
-        query = (
-            select(*[getattr(EvalRecord, n) for n in names])
-            .where(*_ok(rubric, lo, hi), *_match(labels, key))
-            .distinct()
-        )
-        for row in session.exec(query).all():
-            for n, v in zip(names, row, strict=True):
-                out[n].add(v)
-    return out
-
-
-def what_changed(
-    session: Session,
-    rubric: str,
-    labels: Sequence[str],
-    key: Key,
-    base: tuple[datetime, datetime],
-    cur: tuple[datetime, datetime],
-) -> dict[str, Any]:
-    """Labels outside the group (model, prompt or rubric version) that differ between the
-    baseline and the window: the first thing to look at after an in-place drop."""
-    before = _label_sets(session, rubric, labels, key, *base)
-    after = _label_sets(session, rubric, labels, key, *cur)
-    diffs = {
-        n: {"from": sorted(map(str, before[n])), "to": sorted(map(str, after[n]))}
-        for n in before
-        if after[n] - before[n]
-    }
-    text = "; ".join(
-        f"{n} {', '.join(d['from'])} -> {', '.join(d['to'])}" for n, d in diffs.items()
-    )
-    return {"labels": diffs, "text": text or "no version change inside the group"}
-
-
-# --- detection --------------------------------------------------------------------------------
-
-
 def check_rubric(
     session: Session, rubric: str, cfg: CheckConfig, pass_threshold: float | None, now: datetime
 ) -> tuple[list[Finding], dict[Key, GroupStats]]:
@@ -282,13 +129,15 @@ def check_rubric(
                 seq if state.alarm_at is not None or cfg.detector == "sequential" else fixed[key]
             )
             findings.append(Finding("drop", names, verdict, alarm, stats, {}, win_lo, fixed[key]))
-        new_at = _first_seen(session, rubric, labels, key, now - p.baseline)
-        if new_at is None or not set(_VERSION_LABELS) & set(labels):
+        new_at = first_seen(session, rubric, labels, key, now - p.baseline)
+        if new_at is None or not set(VERSION_LABELS) & set(labels):
             continue
-        pred = _predecessor(session, rubric, labels, key, new_at)
+        pred = predecessor(session, rubric, labels, key, new_at)
         if pred is None:
             continue
-        ref = aggregates(session, rubric, labels, new_at - p.baseline, new_at, _match(labels, pred))
+        ref = aggregates(
+            session, rubric, labels, new_at - p.baseline, new_at, match_labels(labels, pred)
+        )
         ref_stats = ref.get(pred, GroupStats())
         if ref_stats.n < p.min_samples:
             continue
