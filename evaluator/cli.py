@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .cli_analytics import register as register_analytics
+from .cli_db import register as register_db
 from .cli_ops import register as register_ops
+from .logs import LogFormatError, configure_logging, resolve_format
 from .rubrics import RubricError, load_rubrics
 from .settings import SettingsError, load_settings
 
@@ -238,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text (default) or json: one JSON object per line (or EVALUATOR_LOG__FORMAT)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("ingest", help="store traces from JSONL files (one trace per line)")
@@ -307,12 +313,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_convert_ragtruth)
     register_analytics(sub)  # trends, alerts, serve
     register_ops(sub)  # retry, health
+    register_db(sub)  # db upgrade|current, backfill
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        default_format = load_settings(args.settings).log.format
+    except SettingsError:
+        default_format = "text"  # the command itself reports the settings error
+    try:
+        configure_logging(args.log_level, resolve_format(args.log_format, default=default_format))
+    except LogFormatError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
     try:
         return int(args.fn(args))
     except SettingsError as exc:

@@ -18,6 +18,7 @@ class TraceRecord(SQLModel, table=True):
     """One ingested trace; `payload` is the validated trace document."""
 
     __tablename__ = "traces"
+    __table_args__ = (Index("ix_traces_ingested_at", "ingested_at"),)  # backfill windows
 
     trace_id: str = Field(primary_key=True, max_length=256)
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

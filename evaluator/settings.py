@@ -229,6 +229,11 @@ class LangfuseSettings(_Section):
         return os.environ.get(self.public_key_env, ""), os.environ.get(self.secret_key_env, "")
 
 
+class LogSettings(_Section):
+    # `evaluator --log-format` overrides it; see evaluator.logs.
+    format: Literal["text", "json"] = "text"
+
+
 class Price(_Section):
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
@@ -248,6 +253,7 @@ class Settings(_Section):
     otlp: OtlpSettings = OtlpSettings()
     otel_export: OtelExportSettings = OtelExportSettings()
     langfuse: LangfuseSettings = LangfuseSettings()
+    log: LogSettings = LogSettings()
     pricing: dict[str, Price] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -14,9 +14,10 @@ from sqlalchemy import event, func
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, create_engine, select
+from sqlmodel import Session, create_engine, select
 
 from .models import EvalRecord, TraceRecord, utcnow
+from .schema import upgrade
 from .traces import Trace
 
 # Columns an upsert may overwrite when the stored record is not final (status != "ok").
@@ -62,7 +63,7 @@ class Store:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo)
-        SQLModel.metadata.create_all(self.engine)
+        upgrade(self.engine)  # Alembic migrations; adopts a database made before them
 
     def close(self) -> None:
         self.engine.dispose()

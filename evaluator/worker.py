@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from . import outbox
 from .intake import EVALUATE_JOB, Intake
 from .langfuse import LangfuseError
+from .logs import log_context
 from .pipeline import evaluate_trace
 from .regression_job import regression_check_job
 from .rubrics import load_rubrics
@@ -40,9 +41,10 @@ async def evaluate_trace_job(
     intent_id = f"{kind}:{trace_id}"
     job_try = ctx["job_try"]
     try:
-        await asyncio.to_thread(outbox.start_attempt, engine, intent_id)
-        result = await evaluate_trace(runtime, trace_id, signals, job_try=job_try)
-        await asyncio.to_thread(outbox.finish, engine, intent_id)
+        with log_context(trace_id=trace_id):
+            await asyncio.to_thread(outbox.start_attempt, engine, intent_id)
+            result = await evaluate_trace(runtime, trace_id, signals, job_try=job_try)
+            await asyncio.to_thread(outbox.finish, engine, intent_id)
         return result
     except (SQLAlchemyError, LangfuseError) as exc:
         log.warning("trace %s: store/source error (try %d): %s", trace_id, job_try, exc)

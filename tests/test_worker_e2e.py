@@ -98,7 +98,9 @@ async def test_llm_rubric_scores_are_written_linked_to_trace_and_span(
         "acme",
     )
 
-    body = json.loads(route.calls[0].request.content)
+    # Jobs run concurrently: find the request for t0 rather than assume the order.
+    bodies = [json.loads(call.request.content) for call in route.calls]
+    body = next(b for b in bodies if "Answer 0." in b["messages"][1]["content"])
     assert body["model"] == "gpt-4o-mini" and body["temperature"] == 0.0
     schema = body["response_format"]["json_schema"]["schema"]
     assert (
