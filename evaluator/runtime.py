@@ -151,6 +151,7 @@ def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
         r.resolved_method == "embeddings"
         or (r.resolved_method in {"local", "cascade"} and r.options.get("local_embeddings") is True)
         or (r.scorer in {"answer_relevance", "context_relevance"} and r.resolved_method == "local")
+        or (r.scorer == "answer_relevance" and r.resolved_method == "ragas")
         for r in rubrics.rubrics
     )
     if not wants or importlib.util.find_spec("sentence_transformers") is None:

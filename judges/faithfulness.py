@@ -287,6 +287,10 @@ async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
             return Score.skipped(
                 f"method {method!r} needs a judge and none is configured", method=method
             )
+        if method == "ragas":
+            from .ragas_method import score_faithfulness_ragas
+
+            return await score_faithfulness_ragas(case, rubric, clients)
         if method == "two_step":
             return await _two_step(case, rubric, clients.judge)
         if method == "judge":

@@ -152,6 +152,10 @@ async def score_answer(case: EvalCase, rubric: Rubric, clients: Clients) -> Scor
         return await asyncio.to_thread(
             score_answer_relevance_local, case, clients.embedder, threshold=rubric.pass_threshold
         )
+    if method == "ragas":
+        from .ragas_method import score_answer_relevance_ragas
+
+        return await score_answer_relevance_ragas(case, rubric, clients)
     if method != "judge":
         return Score.error(f"answer relevance has no method {method!r}", method=method)
     judge = clients.judge
