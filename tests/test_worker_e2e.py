@@ -276,8 +276,9 @@ async def test_thousand_traces_are_all_accounted_for(
 
 @respx.mock(base_url=JUDGE_URL)
 async def test_secrets_and_pii_never_reach_the_judge_or_the_records(
-    respx_mock: respx.MockRouter, tone_settings: Settings
+    respx_mock: respx.MockRouter, tone_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level("DEBUG")
     route = respx_mock.post("/chat/completions").mock(return_value=verdict(4))
     secrets = [
         "jane.doe@example.com",
@@ -294,7 +295,7 @@ async def test_secrets_and_pii_never_reach_the_judge_or_the_records(
     (row,) = records(tone_settings)
     stored = json.dumps(row.details) + row.explanation
     for secret in secrets:
-        assert secret not in sent and secret not in stored
+        assert secret not in sent and secret not in stored and secret not in caplog.text
     assert "[EMAIL_1]" in sent and "[CARD_1]" in sent
 
 
