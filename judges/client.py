@@ -218,6 +218,8 @@ class JudgeClient:
                 if exc.rate_limited:
                     self.concurrency.on_rate_limited()
                     await self._event("rate_limited")
+                    if exc.retry_after_s:
+                        await self._rate.pause(exc.retry_after_s)
                 wait = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempt)
                 if exc.retry_after_s is not None and wait > self.max_wait_s:
                     # The server named a time beyond what a job should sleep: defer the job.

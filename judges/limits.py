@@ -17,6 +17,9 @@ class RateLimiter(Protocol):
     async def acquire(self, tokens: int) -> None:
         """Wait until one request of about `tokens` tokens may be sent."""
 
+    async def pause(self, seconds: float) -> None:
+        """The endpoint answered 429 with Retry-After: hold every sender that long."""
+
 
 class ReplyCache(Protocol):
     async def get(self, key: str) -> str | None: ...
@@ -26,6 +29,9 @@ class ReplyCache(Protocol):
 
 class NoRateLimit:
     async def acquire(self, tokens: int) -> None:
+        return None
+
+    async def pause(self, seconds: float) -> None:
         return None
 
 

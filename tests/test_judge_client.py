@@ -123,13 +123,19 @@ async def test_reply_cache_makes_re_evaluation_free(
 
 async def test_shared_rate_limit_is_enforced_across_clients(redis_url: str) -> None:
     a, b = Redis.from_url(redis_url), Redis.from_url(redis_url)
-    # Two limiters = two worker processes sharing one bucket of 120 requests/minute (2/s).
-    la = RedisRateLimiter(a, name="judge", rpm=120, tpm=0)
-    lb = RedisRateLimiter(b, name="judge", rpm=120, tpm=0)
-    for i in range(120):  # the full bucket, spent at once
-        await (la if i % 2 else lb).acquire(100)
+    # Two limiters = two worker processes sharing one bucket of 120 requests/minute (2/s),
+    # which holds at most 2 s of burst (4 requests).
+    la = RedisRateLimiter(a, name="judge", rpm=120, tpm=0, burst_s=2.0)
+    lb = RedisRateLimiter(b, name="judge", rpm=120, tpm=0, burst_s=2.0)
     started = time.monotonic()
-    await asyncio.gather(la.acquire(100), lb.acquire(100), la.acquire(100))
-    assert time.monotonic() - started >= 1.0  # 3 more requests need ~1.5 s of refill
+    for i in range(10):
+        await (la if i % 2 else lb).acquire(100)
+    # 4 from the burst, 6 more at 2/s: ~3 s. A full-minute bucket would have let all 10 through.
+    assert time.monotonic() - started >= 2.5
+    # A 429's Retry-After seen by one process holds the other one too.
+    await la.pause(1.0)
+    held = time.monotonic()
+    await lb.acquire(100)
+    assert time.monotonic() - held >= 0.8
     await a.aclose()
     await b.aclose()
