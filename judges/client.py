@@ -135,7 +135,8 @@ class JudgeClient:
         """One call, plus one re-ask if the reply does not validate. Raises JudgeError."""
         model = model or self.model
         temp = self.temperature if temperature is None else temperature
-        key = self._cache_key(messages, schema, model, temp)
+        # Hashing the prompt costs ~0.2 ms: only when there is a cache to ask.
+        key = self._cache_key(messages, schema, model, temp) if self._cache is not None else ""
         cached = await self._cache.get(key) if self._cache is not None else None
         if cached is not None:
             try:
