@@ -113,6 +113,27 @@ class JudgeClient:
             http_client=http_client,
         )
 
+    # Read-only views for other clients of the same endpoint (e.g. the ragas method).
+    @property
+    def base_url(self) -> str:
+        return str(self._sdk.base_url)
+
+    @property
+    def api_key(self) -> str:
+        return str(self._sdk.api_key)
+
+    @property
+    def timeout(self) -> Any:
+        return self._sdk.timeout
+
+    @property
+    def price(self) -> PriceFn:
+        return self._price
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self._rate
+
     async def close(self) -> None:
         await self._sdk.close()
 

@@ -114,21 +114,18 @@ class Endpoint:
 
 
 def endpoint_of(judge: JudgeClient, rubric: Rubric) -> Endpoint:
-    # JudgeClient keeps the URL, key, price table and rate limiter private (on its SDK client
-    # and underscored attributes); this is the only place that reads them.
-    sdk = judge._sdk
     return Endpoint(
-        base_url=str(sdk.base_url),
-        api_key=str(sdk.api_key),
-        timeout=sdk.timeout,
+        base_url=judge.base_url,
+        api_key=judge.api_key,
+        timeout=judge.timeout,
         max_retries=judge.max_retries,
         model=rubric.judge.model or judge.model,
         temperature=(
             judge.temperature if rubric.judge.temperature is None else rubric.judge.temperature
         ),
         max_tokens=judge.max_output_tokens,
-        price=judge._price,
-        rate=judge._rate,
+        price=judge.price,
+        rate=judge.rate_limiter,
         concurrency=judge.concurrency,
     )
 
