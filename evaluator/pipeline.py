@@ -108,7 +108,8 @@ async def _write(runtime: Runtime, records: list[EvalRecord]) -> int:
     (only those written: a re-run must not send an event or a score twice)."""
 
     def write_all() -> list[EvalRecord]:
-        return [r for r in records if runtime.store.upsert_record(r)]
+        inserted = runtime.store.upsert_records(records)
+        return [r for r, new in zip(records, inserted, strict=True) if new]
 
     written = await asyncio.to_thread(write_all)
     if runtime.recorder is not None:

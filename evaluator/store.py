@@ -114,26 +114,33 @@ class Store:
 
     # --- eval records ---------------------------------------------------------------------
 
-    def upsert_record(self, record: EvalRecord) -> bool:
-        """Write the record unless a final ("ok") one exists for its identity.
-
-        Returns True when a row was inserted or a non-final row was replaced. Safe under
-        concurrent workers: the unique constraint decides, not a read-then-write.
-        """
+    def _upsert_statement(self, record: EvalRecord) -> Any:
         values = {c.name: getattr(record, c.name) for c in EvalRecord.__table__.columns}
         table = EvalRecord.__table__
-        if self.engine.dialect.name == "postgresql":
-            stmt = pg_insert(table).values(**values)
-        else:
-            stmt = sqlite_insert(table).values(**values)
+        insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(table).values(**values)
         stmt = stmt.on_conflict_do_update(
             index_elements=["trace_id", "span_id", "rubric", "rubric_version"],
             set_={name: stmt.excluded[name] for name in _MUTABLE},
             where=table.c.status != "ok",
         )
         # RETURNING, not rowcount: drivers disagree on rowcount for a skipped upsert.
+        return stmt.returning(table.c.id)
+
+    def upsert_record(self, record: EvalRecord) -> bool:
+        """Write the record unless a final ("ok") one exists for its identity.
+
+        Returns True when a row was inserted or a non-final row was replaced. Safe under
+        concurrent workers: the unique constraint decides, not a read-then-write.
+        """
+        return self.upsert_records([record])[0]
+
+    def upsert_records(self, records: Sequence[EvalRecord]) -> list[bool]:
+        """`upsert_record` for a job's records in one transaction (one commit, not N)."""
         with self.engine.begin() as conn:
-            return conn.execute(stmt.returning(table.c.id)).first() is not None
+            return [
+                conn.execute(self._upsert_statement(r)).first() is not None for r in records
+            ]
 
     def records(
         self,
