@@ -70,7 +70,10 @@ def parse_policy(data: Mapping[str, Any], group_by: Sequence[str] = LABELS[:3]) 
     try:
         for key in ("window", "baseline"):
             if key in data:
-                kw[key] = parse_duration(data[key])
+                try:
+                    kw[key] = parse_duration(data[key])
+                except ValueError as exc:
+                    raise ValueError(f"{key}: {exc}") from None
         if "min_samples" in data:
             kw["min_samples"] = int(data["min_samples"])
         for key in _FLOAT_KEYS:
@@ -97,6 +100,17 @@ def policy_for(rubric: Rubric, alerts: AlertsSettings) -> CheckConfig:
         return parse_policy({**alerts.policy, **rubric.regression}, alerts.group_by)
     except ValueError as exc:
         raise ValueError(f"rubric {rubric.name!r}: key 'regression': {exc}") from None
+
+
+def regression_problems(rubrics: Sequence[Rubric], alerts: AlertsSettings) -> list[str]:
+    """One message per rubric whose [regression] table is invalid (checked at start-up)."""
+    problems = []
+    for rubric in rubrics:
+        try:
+            policy_for(rubric, alerts)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def group_key(kind: str, rubric: str, labels: Mapping[str, str | None]) -> str:

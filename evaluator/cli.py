@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .alerts import regression_problems
 from .cli_analytics import register as register_analytics
 from .cli_db import register as register_db
 from .cli_ops import register as register_ops
@@ -169,6 +170,11 @@ def cmd_rubrics_check(args: argparse.Namespace) -> int:
     except RubricError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return EXIT_FAIL
+    problems = regression_problems(found.rubrics, _settings(args).alerts)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
         return EXIT_FAIL
     for r in found.rubrics:
         rate = "default" if r.sampling.rate is None else r.sampling.rate

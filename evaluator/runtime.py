@@ -12,12 +12,13 @@ from redis.asyncio import Redis
 from judges.client import JudgeClient
 from judges.scorers import Clients
 
+from .alerts import regression_problems
 from .intake import SamplingConfig
 from .judge_limits import RedisRateLimiter, RedisReplyCache
 from .langfuse import LangfuseScoreSink, LangfuseTraceSource
 from .metrics import MetricsRecorder
 from .otel_export import EvaluationExporter
-from .rubrics import RubricSet, load_rubrics
+from .rubrics import RubricError, RubricSet, load_rubrics
 from .sampling import TailRules
 from .settings import Settings, SettingsError
 from .store import Store
@@ -163,6 +164,9 @@ def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
 
 def build_runtime(settings: Settings) -> Runtime:
     rubrics = load_rubrics(settings.rubrics.path)
+    problems = regression_problems(rubrics.rubrics, settings.alerts)
+    if problems:  # refuse at start-up, not at the first cron run
+        raise RubricError(problems)
     redis = Redis.from_url(settings.redis.url)
     recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix)
     clients = Clients(

@@ -88,3 +88,12 @@ def test_loader_never_crashes_on_arbitrary_text(text: str) -> None:
         parse_rubric(text, source=Path("fuzz.toml"))
     except RubricError as exc:
         assert all(p.startswith("fuzz.toml") for p in exc.problems)
+
+
+def test_bad_regression_table_is_refused_by_rubrics_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_rubric(tmp_path, "tone", TONE_RUBRIC + '[regression]\nwindow = "often"\n')
+    assert main(["rubrics", "check", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "rubric 'tone': key 'regression'" in err and "window" in err
