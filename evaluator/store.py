@@ -138,9 +138,7 @@ class Store:
     def upsert_records(self, records: Sequence[EvalRecord]) -> list[bool]:
         """`upsert_record` for a job's records in one transaction (one commit, not N)."""
         with self.engine.begin() as conn:
-            return [
-                conn.execute(self._upsert_statement(r)).first() is not None for r in records
-            ]
+            return [conn.execute(self._upsert_statement(r)).first() is not None for r in records]
 
     def records(
         self,
