@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, create_model, model_validator
 
 from .client import JudgeClient, JudgeReply
 from .errors import JudgeError, ScorerConfigError
-from .prompts import DATA_RULES, fence, numbered
+from .prompts import DATA_RULES, case_blocks, chat, fence, numbered, render_documents
 from .rubric import Rubric
 from .scorers import Clients
 from .types import Context, EvalCase, Score, Status, Usage
@@ -97,11 +97,6 @@ _CLAIMS = (
 )
 
 
-def render_documents(contexts: Sequence[Context]) -> str:
-    """Documents fenced and numbered 1..n; numbers are shorter and safer than trace ids."""
-    return "\n".join(fence("context", c.text, ident=str(i)) for i, c in enumerate(contexts, 1))
-
-
 def render_judge(case: EvalCase) -> list[dict[str, str]]:
     system = (
         "You check whether an AI answer is grounded in retrieved documents.\n"
@@ -121,13 +116,7 @@ def render_extract(case: EvalCase) -> list[dict[str, str]]:
         'Reply with JSON: {"claims": [str], "no_factual_claims": bool}. If the answer makes '
         "no factual claim, give an empty list and no_factual_claims true."
     )
-    user = (
-        "Question:\n"
-        + fence("question", case.question)
-        + "\n\nAnswer:\n"
-        + fence("answer", case.answer)
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return chat(system, case_blocks(case, question=True, answer=True))
 
 
 def render_verify(case: EvalCase, claims: Sequence[str]) -> list[dict[str, str]]:
@@ -147,14 +136,7 @@ def render_verify(case: EvalCase, claims: Sequence[str]) -> list[dict[str, str]]
 
 
 def _inputs(case: EvalCase) -> str:
-    return (
-        "Question:\n"
-        + fence("question", case.question)
-        + "\n\nDocuments:\n"
-        + render_documents(case.contexts)
-        + "\n\nAnswer:\n"
-        + fence("answer", case.answer)
-    )
+    return case_blocks(case, question=True, documents=True, answer=True)
 
 
 # --- arithmetic (pure) -----------------------------------------------------------------

@@ -23,8 +23,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 
 from .client import JudgeReply
 from .errors import JudgeError, ScorerConfigError
-from .faithfulness import render_documents
-from .prompts import DATA_RULES, fence
+from .prompts import DATA_RULES, case_blocks, chat
 from .rubric import Rubric
 from .scorers import Clients
 from .text import content_words, split_sentences
@@ -90,13 +89,7 @@ def render_answer(case: EvalCase) -> list[dict[str, str]]:
         "off_topic = about something else.\n"
         'Reply with JSON: {"reason": str, "verdict": "direct"|"partial"|"evasive"|"off_topic"}.'
     )
-    user = (
-        "Question:\n"
-        + fence("question", case.question)
-        + "\n\nAnswer:\n"
-        + fence("answer", case.answer)
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return chat(system, case_blocks(case, question=True, answer=True))
 
 
 def render_contexts_check(case: EvalCase) -> list[dict[str, str]]:
@@ -106,13 +99,7 @@ def render_contexts_check(case: EvalCase) -> list[dict[str, str]]:
         'Reply with JSON: {"documents": [{"id": document number, "reason": str, '
         '"relevant": bool}]}, one entry per document.'
     )
-    user = (
-        "Question:\n"
-        + fence("question", case.question)
-        + "\n\nDocuments:\n"
-        + render_documents(case.contexts)
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return chat(system, case_blocks(case, question=True, documents=True))
 
 
 # --- arithmetic (pure) -----------------------------------------------------------------
