@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -286,12 +287,13 @@ class SyncTraceEnqueuer:
 
 # --- module-level convenience: one default enqueuer per process, built from settings ------
 
+_settings: Settings | None = None
 _default_async: TraceEnqueuer | None = None
 _default_sync: SyncTraceEnqueuer | None = None
 _default_lock = threading.Lock()
 
 
-def _intake_kwargs(settings: Settings) -> dict[str, object]:
+def _intake_kwargs(settings: Settings) -> dict[str, Any]:
     return {
         "key_prefix": settings.redis.key_prefix,
         "batch_size": settings.intake.batch_size,
@@ -302,32 +304,35 @@ def _intake_kwargs(settings: Settings) -> dict[str, object]:
 
 def configure(settings: Settings | None = None) -> None:
     """Set the settings the module-level functions use (default: load_settings())."""
-    global _default_async, _default_sync
-    settings = settings or load_settings()
+    global _settings, _default_async, _default_sync
     with _default_lock:
-        _default_async = TraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))  # type: ignore[arg-type]
+        _settings = settings or load_settings()
+        _default_async = None
         _default_sync = None
-        _settings_holder[0] = settings
 
 
-_settings_holder: list[Settings | None] = [None]
+def _current_settings() -> Settings:
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
 
 
 def _get_async() -> TraceEnqueuer:
     global _default_async
-    if _default_async is None:
-        configure(_settings_holder[0])
-    assert _default_async is not None
-    return _default_async
+    with _default_lock:
+        if _default_async is None:
+            settings = _current_settings()
+            _default_async = TraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))
+        return _default_async
 
 
 def _get_sync() -> SyncTraceEnqueuer:
     global _default_sync
     with _default_lock:
         if _default_sync is None:
-            settings = _settings_holder[0] or load_settings()
-            _settings_holder[0] = settings
-            _default_sync = SyncTraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))  # type: ignore[arg-type]
+            settings = _current_settings()
+            _default_sync = SyncTraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))
         return _default_sync
 
 

@@ -153,6 +153,7 @@ class Intake:
         self.queue_name = queue_name
         self.sampling = sampling
         self.engine = engine
+        self.key_prefix = key_prefix
         self.worker_id = uuid.uuid4().hex[:12]
         self._key = intake_key(key_prefix)
         self._processing = f"{processing_prefix(key_prefix)}{self.worker_id}"

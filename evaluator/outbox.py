@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text, update
+from sqlalchemy import Column, DateTime, Index, Text, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -158,6 +158,12 @@ def mark_enqueued(engine: Engine, ids: Sequence[str]) -> None:
     table = EvalIntent.__table__
     with engine.begin() as conn:
         conn.execute(update(table).where(table.c.id.in_(list(ids))).values(enqueued_at=utcnow()))
+
+
+def count_intents(engine: Engine, status: str) -> int:
+    query = select(func.count()).select_from(EvalIntent).where(EvalIntent.status == status)
+    with Session(engine) as session:
+        return int(session.exec(query).one())
 
 
 def list_intents(

@@ -132,18 +132,12 @@ def make_generator(settings: Settings):  # type: ignore[no-untyped-def]
 
     return Generator(
         base_url=base_url,
-        api_key=settings.judge.api_key() if not g.base_url else _key(g.api_key_env),
+        api_key=g.api_key() if g.base_url else settings.judge.api_key(),
         timeout_s=g.timeout_s,
         max_retries=settings.judge.max_retries,
         temperature=g.temperature,
         price=settings.cost_usd,
     )
-
-
-def _key(env: str) -> str:
-    import os
-
-    return os.environ.get(env, "") or "not-needed"
 
 
 def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]

@@ -93,6 +93,9 @@ class GeneratorSettings(_Section):
     temperature: float = Field(1.0, ge=0, le=2)
     samples: int = Field(3, ge=1, le=20)
 
+    def api_key(self) -> str:
+        return os.environ.get(self.api_key_env, "") or "not-needed"
+
 
 class WorkerSettingsModel(_Section):
     max_jobs: int = Field(16, ge=1, le=10_000)

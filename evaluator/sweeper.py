@@ -44,8 +44,7 @@ async def sweep(
     intake: Intake, engine: Engine, *, stale_after: timedelta, dead_after_attempts: int
 ) -> SweepResult:
     result = SweepResult()
-    prefix = intake._key.rsplit(":intake", 1)[0]
-    result.recovered_intake = await recover_abandoned(intake.redis, prefix)
+    result.recovered_intake = await recover_abandoned(intake.redis, intake.key_prefix)
     due = await asyncio.to_thread(outbox.due, engine, stale_after=stale_after)
     alive = []
     for intent in due:

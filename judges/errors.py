@@ -10,7 +10,9 @@ EvalError
 
 from __future__ import annotations
 
-from .types import Usage
+from typing import Any
+
+from .types import Score, Usage
 
 
 class EvalError(Exception):
@@ -69,3 +71,21 @@ class JudgeDeferred(EvalError):
 
 class ScorerConfigError(EvalError):
     """The rubric's scorer settings are invalid for this scorer."""
+
+
+def judge_failure(
+    exc: JudgeError,
+    *,
+    method: str,
+    judge_model: str | None,
+    details: dict[str, Any] | None = None,
+    usage: Usage | None = None,
+) -> Score:
+    """The error Score for a failed judge call: its cause, raw output and what it cost."""
+    details = dict(details or {})
+    raw = getattr(exc, "raw_output", None)
+    if raw is not None:
+        details["raw_output"] = raw
+    return Score.error(
+        str(exc), method=method, details=details, judge_model=judge_model, usage=usage or exc.usage
+    )

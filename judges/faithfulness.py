@@ -27,7 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, create_model, model_validator
 
 from .client import JudgeClient, JudgeReply
-from .errors import JudgeError, ScorerConfigError
+from .errors import JudgeError, ScorerConfigError, judge_failure
 from .prompts import DATA_RULES, case_blocks, chat, fence, numbered, render_documents
 from .rubric import Rubric
 from .scorers import Clients
@@ -391,10 +391,5 @@ def _error(
     step: str | None = None,
     usage: Usage | None = None,
 ) -> Score:
-    raw = getattr(exc, "raw_output", None)
-    details: dict[str, Any] = {"raw_output": raw} if raw is not None else {}
-    if step:
-        details["step"] = step
-    return Score.error(
-        str(exc), method=method, details=details, judge_model=judge_model, usage=usage or exc.usage
-    )
+    details = {"step": step} if step else {}
+    return judge_failure(exc, method=method, judge_model=judge_model, details=details, usage=usage)

@@ -7,7 +7,7 @@ from functools import cache
 from pydantic import BaseModel, Field, create_model
 
 from .client import JudgeClient
-from .errors import JudgeError
+from .errors import JudgeError, judge_failure
 from .prompts import DATA_RULES, fence, numbered, render_contexts
 from .rubric import Rubric, Scale
 from .types import EvalCase, Score, Status
@@ -54,14 +54,7 @@ async def score_llm_rubric(case: EvalCase, rubric: Rubric, judge: JudgeClient) -
             temperature=rubric.judge.temperature,
         )
     except JudgeError as exc:
-        raw = getattr(exc, "raw_output", None)
-        return Score.error(
-            str(exc),
-            method="judge",
-            details={"raw_output": raw} if raw is not None else {},
-            judge_model=rubric.judge.model or judge.model,
-            usage=exc.usage,
-        )
+        return judge_failure(exc, method="judge", judge_model=rubric.judge.model or judge.model)
     raw_score = reply.parsed.score  # type: ignore[attr-defined]
     value = rubric.scale.normalise(raw_score)
     passed = value >= rubric.pass_threshold

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, Field, create_model, field_validator
 
 from .client import JudgeReply
-from .errors import JudgeError, ScorerConfigError
+from .errors import JudgeError, ScorerConfigError, judge_failure
 from .prompts import DATA_RULES, case_blocks, chat
 from .rubric import Rubric
 from .scorers import Clients
@@ -263,11 +263,4 @@ def _contexts_score(
 
 
 def _error(exc: JudgeError, method: str, judge_model: str) -> Score:
-    raw = getattr(exc, "raw_output", None)
-    return Score.error(
-        str(exc),
-        method=method,
-        details={"raw_output": raw} if raw is not None else {},
-        judge_model=judge_model,
-        usage=exc.usage,
-    )
+    return judge_failure(exc, method=method, judge_model=judge_model)
