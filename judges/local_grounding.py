@@ -239,12 +239,23 @@ def score_faithfulness_local(
     probs = [unsupported_probability(ev) for ev in evidence]
     value = round(1.0 - aggregate(probs), 6)
     flagged = [ev for ev, p in zip(evidence, probs, strict=True) if p >= 0.5]
-    explanation = (
-        f"{len(flagged)} of {len(evidence)} sentences look unsupported; "
-        f"first: {flagged[0].sentence[:120]!r}"
-        if flagged
-        else f"all {len(evidence)} sentences find support in the contexts"
-    )
+    passed = value >= threshold
+    if flagged:
+        explanation = (
+            f"{len(flagged)} of {len(evidence)} sentences look unsupported; "
+            f"first: {flagged[0].sentence[:120]!r}"
+        )
+    elif passed:
+        explanation = f"all {len(evidence)} sentences find support in the contexts"
+    else:
+        # No single sentence is clearly unsupported, but the doubts add up across them: say so
+        # rather than claim full support next to a failing score.
+        weakest = max(zip(probs, evidence, strict=True), key=lambda pe: pe[0])[1]
+        explanation = (
+            f"no sentence is clearly unsupported, but across {len(evidence)} sentences the "
+            f"chance that one is ({1 - value:.2f}) is too high; weakest: "
+            f"{weakest.sentence[:120]!r}"
+        )
     details = {
         "claims": len(evidence),
         "embeddings": embedder is not None,
@@ -253,7 +264,6 @@ def score_faithfulness_local(
             for ev, p in zip(evidence, probs, strict=True)
         ],
     }
-    passed = value >= threshold
     label = "grounded" if passed else "hallucinated"
     return Score(Status.OK, value, label, passed, explanation, details, METHOD)
 
