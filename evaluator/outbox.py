@@ -9,6 +9,7 @@ letter state with its cause, and `evaluator retry` replays it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any
 from sqlalchemy import Column, DateTime, Index, Text, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import JSON, Field, Session, SQLModel, col, select
 
 from .models import utcnow
@@ -109,7 +110,12 @@ def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
             conn.execute(stmt, rows)
 
 
-def start_attempt(engine: Engine, intent_id: str) -> int:
+def _transaction(target: Engine | Connection) -> contextlib.AbstractContextManager[Connection]:
+    # An engine gets a transaction of its own; a connection is the caller's transaction.
+    return target.begin() if isinstance(target, Engine) else contextlib.nullcontext(target)
+
+
+def start_attempt(target: Engine | Connection, intent_id: str) -> int:
     """Count one more run of the intent's job; returns the attempt number (0 if unknown)."""
     table = EvalIntent.__table__
     stmt = (
@@ -118,14 +124,18 @@ def start_attempt(engine: Engine, intent_id: str) -> int:
         .values(attempts=table.c.attempts + 1)
         .returning(table.c.attempts)
     )
-    with engine.begin() as conn:
+    with _transaction(target) as conn:
         row = conn.execute(stmt).first()
     return int(row[0]) if row else 0
 
 
-def finish(engine: Engine, intent_id: str, *, status: str = DONE, error: str = "") -> None:
+def finish(
+    target: Engine | Connection, intent_id: str, *, status: str = DONE, error: str = ""
+) -> None:
+    """Settle the intent; pass the connection that writes the job's records to settle it in
+    the same transaction (records and "done" commit together or not at all)."""
     table = EvalIntent.__table__
-    with engine.begin() as conn:
+    with _transaction(target) as conn:
         conn.execute(
             update(table)
             .where(table.c.id == intent_id)

@@ -16,6 +16,7 @@ from judges.rubric import Rubric
 from judges.scorers import run_scorer
 from judges.types import EvalCase, Score
 
+from . import outbox
 from .cases import CaseBuildError, build_case
 from .models import EvalRecord
 from .runtime import Runtime
@@ -103,12 +104,16 @@ async def _score(
     return score, (time.perf_counter() - started) * 1000
 
 
-async def _write(runtime: Runtime, records: list[EvalRecord]) -> int:
-    """Upsert the records, then tell metrics (all of them: work done) and the export sinks
-    (only those written: a re-run must not send an event or a score twice)."""
+async def _write(runtime: Runtime, records: list[EvalRecord], *, settle: str | None = None) -> int:
+    """Upsert the records (and settle the intent `settle` in the same transaction), then
+    tell metrics (all of them: work done) and the export sinks (only those written: a re-run
+    must not send an event or a score twice)."""
 
     def write_all() -> list[EvalRecord]:
-        inserted = runtime.store.upsert_records(records)
+        with runtime.store.engine.begin() as conn:
+            inserted = runtime.store.upsert_records(records, conn=conn)
+            if settle is not None:
+                outbox.finish(conn, settle)
         return [r for r, new in zip(records, inserted, strict=True) if new]
 
     written = await asyncio.to_thread(write_all)
@@ -143,18 +148,34 @@ def _errors_for(
 
 
 async def evaluate_trace(
-    runtime: Runtime, trace_id: str, wire_signals: dict[str, Any], *, job_try: int
+    runtime: Runtime,
+    trace_id: str,
+    wire_signals: dict[str, Any],
+    *,
+    job_try: int,
+    intent_id: str | None = None,
 ) -> dict[str, Any]:
-    """The body of the arq job. Raises arq.Retry while the trace is not ingested yet."""
+    """The body of the arq job. Raises arq.Retry while the trace is not ingested yet.
+
+    With `intent_id`, the durable intent (evaluator.outbox) counts this attempt before any
+    work and is marked done in the transaction that writes the records.
+    """
     signals = Signals.from_wire(wire_signals or {})
-    trace = await asyncio.to_thread(runtime.traces.get_trace, trace_id)
+
+    def begin() -> Trace | None:  # one thread hop for both
+        if intent_id is not None:
+            outbox.start_attempt(runtime.store.engine, intent_id)
+        return runtime.traces.get_trace(trace_id)
+
+    trace = await asyncio.to_thread(begin)
     if trace is None:
         tries = runtime.settings.worker.trace_not_found_tries
         if job_try < tries:
             raise Retry(defer=runtime.settings.worker.trace_not_found_delay_s * job_try)
         selected = select_rubrics(runtime, trace_id, signals, labels=None)
         cause = f"trace {trace_id!r} not found in the store after {tries} tries (was it ingested?)"
-        written = await _write(runtime, _errors_for(trace_id, selected, cause, {}))
+        errors = _errors_for(trace_id, selected, cause, {})
+        written = await _write(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
     signals = signals.merged(trace_signals(trace))
@@ -171,7 +192,8 @@ async def evaluate_trace(
             if v is not None
         }
         selected = select_rubrics(runtime, trace_id, signals, labels)
-        written = await _write(runtime, _errors_for(trace_id, selected, str(exc), labels))
+        errors = _errors_for(trace_id, selected, str(exc), labels)
+        written = await _write(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
     if runtime.settings.redaction.enabled:
@@ -193,8 +215,9 @@ async def evaluate_trace(
         for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
         if last_try or not isinstance(score, JudgeDeferred)
     ]
-    written = await _write(runtime, records)
-    if deferred and not last_try:
+    retry = bool(deferred) and not last_try
+    written = await _write(runtime, records, settle=None if retry else intent_id)
+    if retry:
         # What finished is stored (final records are not redone); the rest comes back later,
         # its finished judge calls served from the reply cache.
         raise Retry(defer=max(d.retry_after_s for d in deferred))

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from judges.client import JudgeClient
+from judges.client import JudgeClient, sdk_http_client
 from judges.scorers import Clients
 
 from .alerts import regression_problems
@@ -120,6 +120,7 @@ def make_judge(
         cache=cache,
         max_wait_s=j.max_wait_s,
         on_event=recorder.judge_event if recorder is not None else None,
+        http_client=sdk_http_client(j.http_transport),
     )
 
 
@@ -137,6 +138,7 @@ def make_generator(settings: Settings):  # type: ignore[no-untyped-def]
         max_retries=settings.judge.max_retries,
         temperature=g.temperature,
         price=settings.cost_usd,
+        http_client=sdk_http_client(g.http_transport),
     )
 
 

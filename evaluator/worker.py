@@ -42,10 +42,9 @@ async def evaluate_trace_job(
     job_try = ctx["job_try"]
     try:
         with log_context(trace_id=trace_id):
-            await asyncio.to_thread(outbox.start_attempt, engine, intent_id)
-            result = await evaluate_trace(runtime, trace_id, signals, job_try=job_try)
-            await asyncio.to_thread(outbox.finish, engine, intent_id)
-        return result
+            return await evaluate_trace(
+                runtime, trace_id, signals, job_try=job_try, intent_id=intent_id
+            )
     except (SQLAlchemyError, LangfuseError) as exc:
         log.warning("trace %s: store/source error (try %d): %s", trace_id, job_try, exc)
         with contextlib.suppress(SQLAlchemyError):

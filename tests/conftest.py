@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+import respx.mocks
 from sqlalchemy import create_engine, text
 
 from evaluator.settings import SHIPPED_RUBRICS_DIR, Settings, load_settings
@@ -24,6 +25,11 @@ POSTGRES_URL = os.environ.get(
     "EVALUATOR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 JUDGE_URL = "http://judge.test/v1"
+
+# respx intercepts at httpx's client level (which transport to send through), not inside
+# httpcore: the judge's default transport is aiohttp under httpx's interface, which the
+# httpcore-level mock would never see. Same requests and responses, mocked at the HTTP layer.
+respx.mocks.DEFAULT_MOCKER = "httpx"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from evaluator.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.client import JudgeClient
-from judges.errors import JudgeDeferred, JudgeTransientError
+from judges.errors import JudgeDeferred, JudgeOutputError, JudgeTransientError
 from judges.limits import AdaptiveConcurrency
 
 from .conftest import JUDGE_URL, chat_completion
@@ -139,3 +139,43 @@ async def test_shared_rate_limit_is_enforced_across_clients(redis_url: str) -> N
     assert time.monotonic() - held >= 0.8
     await a.aclose()
     await b.aclose()
+
+
+@pytest.mark.parametrize(
+    ("body", "cause"),
+    [
+        (b"<html>gateway</html>", "not JSON"),
+        (b"[1, 2]", "JSON list, not an object"),
+        (b'{"id": "x"}', "no 'choices'"),
+        (b'{"choices": {"0": 1}}', "'choices' is not a list"),
+        (b'{"choices": [{"finish_reason": "stop"}]}', "no 'message' object"),
+        (b'{"choices": [{"message": {"content": 7}}]}', "content is a int"),
+        (b'{"choices": [], "usage": {"prompt_tokens": -1}}', "usage.prompt_tokens is -1"),
+    ],
+)
+@respx.mock(base_url=JUDGE_URL)
+async def test_a_200_that_is_not_a_completion_is_an_output_error_naming_why(
+    respx_mock: respx.MockRouter, body: bytes, cause: str
+) -> None:
+    respx_mock.post("/chat/completions").mock(return_value=httpx.Response(200, content=body))
+    with pytest.raises(JudgeOutputError) as caught:
+        await client(max_retries=0).complete(MESSAGES, Verdict)
+    assert "not a chat completion" in str(caught.value)
+    assert cause in str(caught.value)
+    assert caught.value.raw_output == body.decode()
+    assert respx_mock.calls.call_count == 1  # a broken body is not retried as if transient
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_request_body_and_usage_round_trip(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(
+            200, json=chat_completion(json.dumps({"score": 4}), prompt_tokens=11)
+        )
+    )
+    reply = await client(max_output_tokens=99).complete(MESSAGES, Verdict)
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["model"] == "m" and sent["messages"] == MESSAGES and sent["max_tokens"] == 99
+    assert sent["response_format"]["json_schema"]["schema"] == Verdict.model_json_schema()
+    assert route.calls.last.request.headers["authorization"] == "Bearer not-needed"
+    assert reply.parsed.score == 4 and reply.usage.calls == 1 and reply.usage.input_tokens == 11
