@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text, func, update
+from sqlalchemy import Column, DateTime, Index, Text, bindparam, func, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -110,6 +110,21 @@ def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
             conn.execute(stmt, rows)
 
 
+# Built once, run once per job (a statement built per call cost ~0.2 ms of CPU).
+_INTENTS = EvalIntent.__table__
+_START_ATTEMPT = (
+    update(_INTENTS)
+    .where(_INTENTS.c.id == bindparam("intent_id"), _INTENTS.c.status == PENDING)
+    .values(attempts=_INTENTS.c.attempts + 1)
+    .returning(_INTENTS.c.attempts)
+)
+_FINISH = (
+    update(_INTENTS)
+    .where(_INTENTS.c.id == bindparam("intent_id"))
+    .values(status=bindparam("status"), last_error=bindparam("last_error"))
+)
+
+
 def _transaction(target: Engine | Connection) -> contextlib.AbstractContextManager[Connection]:
     # An engine gets a transaction of its own; a connection is the caller's transaction.
     return target.begin() if isinstance(target, Engine) else contextlib.nullcontext(target)
@@ -117,15 +132,8 @@ def _transaction(target: Engine | Connection) -> contextlib.AbstractContextManag
 
 def start_attempt(target: Engine | Connection, intent_id: str) -> int:
     """Count one more run of the intent's job; returns the attempt number (0 if unknown)."""
-    table = EvalIntent.__table__
-    stmt = (
-        update(table)
-        .where(table.c.id == intent_id, table.c.status == PENDING)
-        .values(attempts=table.c.attempts + 1)
-        .returning(table.c.attempts)
-    )
     with _transaction(target) as conn:
-        row = conn.execute(stmt).first()
+        row = conn.execute(_START_ATTEMPT, {"intent_id": intent_id}).first()
     return int(row[0]) if row else 0
 
 
@@ -134,12 +142,9 @@ def finish(
 ) -> None:
     """Settle the intent; pass the connection that writes the job's records to settle it in
     the same transaction (records and "done" commit together or not at all)."""
-    table = EvalIntent.__table__
     with _transaction(target) as conn:
         conn.execute(
-            update(table)
-            .where(table.c.id == intent_id)
-            .values(status=status, last_error=error[:4000])
+            _FINISH, {"intent_id": intent_id, "status": status, "last_error": error[:4000]}
         )
 
 

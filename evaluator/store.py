@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import event, func
+from sqlalchemy import bindparam, event, func
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -29,6 +30,9 @@ _MUTABLE = [
 ]
 
 
+_TRACE_PAYLOAD = sa_select(TraceRecord.__table__.c.payload).where(
+    TraceRecord.__table__.c.trace_id == bindparam("trace_id")
+)
 _INSERTED = [c.name for c in EvalRecord.__table__.columns if c.name != "id"]
 
 
@@ -112,9 +116,10 @@ class Store:
         return IngestResult(inserted=inserted, replaced=replaced)
 
     def get_trace(self, trace_id: str) -> Trace | None:
-        with Session(self.engine) as session:
-            row = session.get(TraceRecord, trace_id)
-            return None if row is None else Trace.model_validate(row.payload)
+        # Core, one prepared statement: the ORM session cost ~0.5 ms per job for one column.
+        with self.engine.connect() as conn:
+            payload = conn.execute(_TRACE_PAYLOAD, {"trace_id": trace_id}).scalar()
+        return None if payload is None else Trace.model_validate(payload)
 
     def count_traces(self) -> int:
         with Session(self.engine) as session:

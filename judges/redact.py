@@ -31,6 +31,17 @@ PATTERNS: dict[str, re.Pattern[str]] = {
 }
 KINDS = tuple(PATTERNS)
 
+# A literal every match of the kind contains: `in` scans a text far faster than the regex,
+# and most texts hold no secret at all. None = no such literal (run the regex).
+_MUST_CONTAIN: dict[str, tuple[str, ...] | None] = {
+    "JWT": ("eyJ",),
+    "API_KEY": ("sk-", "AKIA", "ASIA", "gh", "xox", "AIza"),
+    "AWS_SECRET": None,  # matched case-insensitively
+    "EMAIL": ("@",),
+    "CARD": None,
+    "PHONE": None,
+}
+
 
 def _luhn_ok(digits: str) -> bool:
     total = 0
@@ -69,6 +80,9 @@ class Redactor:
 
     def text(self, text: str) -> str:
         for kind in self.kinds:
+            needles = _MUST_CONTAIN[kind]
+            if needles is not None and not any(n in text for n in needles):
+                continue
             pattern = PATTERNS[kind]
 
             def swap(match: re.Match[str], kind: str = kind) -> str:
