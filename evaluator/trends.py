@@ -25,6 +25,8 @@ from functools import lru_cache
 from statistics import NormalDist
 from typing import Any
 
+import numpy as np
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, func, select
@@ -118,6 +120,18 @@ class Acc:
             "p50": self.percentile(0.50),
             "p90": self.percentile(0.90),
         }
+
+
+def merged_hist(flats: Iterable[str]) -> Counter[int]:
+    """Sum histograms stored as flat JSON lists `[bin, count, bin, count, ...]`."""
+    body = ",".join(h[1:-1] for h in flats if len(h) > 2)  # drop each "[...]" and "[]"
+    if not body:
+        return Counter()
+    # numpy parses the numbers straight from the text: 4-5x faster than json + np.array.
+    pairs = np.fromstring(body, dtype=np.int64, sep=",").reshape(-1, 2)
+    low = int(pairs[:, 0].min())
+    sums = np.bincount(pairs[:, 0] - low, weights=pairs[:, 1])
+    return Counter({int(i) + low: int(sums[i]) for i in np.flatnonzero(sums)})
 
 
 # --- rollup -----------------------------------------------------------------------------------
@@ -238,43 +252,56 @@ def trend(
     if refresh:
         refresh_rollups(store, now, only_if_stale=True)
     start, hour_now = floor_time(now - q.since, q.bucket), floor_time(now, HOUR)
-    groups: dict[str, dict[datetime, Acc]] = {}
-    floors: dict[datetime, datetime] = {}
     pick = (
         (lambda pv, m, f: "")
         if q.by == "none"
         else (lambda pv, m, f: {"prompt_version": pv, "model": m, "feature": f}[q.by] or "")
     )
 
-    def cell(label: str, at: datetime) -> Acc:
-        b = floors.get(at)
-        if b is None:
-            b = floors[at] = floor_time(at, q.bucket)
-        return groups.setdefault(label, {}).setdefault(b, Acc())
-
-    r = EvalRollup
-    rolled = select(
-        r.bucket,
-        r.prompt_version,
-        r.model,
-        r.feature,
-        r.n,
-        r.total,
-        r.total_sq,
-        r.passes,
-        r.pass_known,
-        r.hist,
-    ).where(r.rubric == q.rubric, col(r.bucket) >= start, col(r.bucket) < hour_now)
-    with Session(store.engine) as session:
-        for at, pv, m, f, n, tot, sq, passes, known, hist in session.exec(rolled).all():
-            cell(pick(pv, m, f), at).merge(n, tot, sq, passes, known, json.loads(hist))
+    # Rollup rows are summed per (label, bucket) first and their histograms merged once per
+    # cell (one JSON parse and one bincount), not row by row: a 30-day trend reads ~4,000
+    # hourly rows, and per-row merging was most of its time.
+    parts: dict[tuple[str, datetime], list[Any]] = {}
+    floors: dict[datetime, datetime] = {}
+    r = EvalRollup.__table__  # type: ignore[attr-defined]
+    rolled = sa_select(
+        r.c.bucket,
+        r.c.prompt_version,
+        r.c.model,
+        r.c.feature,
+        r.c.n,
+        r.c.total,
+        r.c.total_sq,
+        r.c.passes,
+        r.c.pass_known,
+        r.c.hist,
+    ).where(r.c.rubric == q.rubric, r.c.bucket >= start, r.c.bucket < hour_now)
+    with store.engine.connect() as conn:
+        for at, pv, m, f, n, tot, sq, passes, known, hist in conn.execute(rolled).all():
+            b = floors.get(at)
+            if b is None:
+                b = floors[at] = floor_time(at, q.bucket)
+            part = parts.get((pick(pv, m, f), b))
+            if part is None:
+                parts[(pick(pv, m, f), b)] = [n, tot, sq, passes, known, [hist]]
+            else:
+                part[0] += n
+                part[1] += tot
+                part[2] += sq
+                part[3] += passes
+                part[4] += known
+                part[5].append(hist)
         # The live hour by time only: with a rubric filter SQLite picks the (rubric, ...)
         # index and walks every record of the rubric; one hour of rows is cheap to filter.
         live = _ok_rows(max(hour_now, start), now + timedelta(microseconds=1))
-        for rubric, pv, m, f, at, score, passed in session.exec(live).all():
-            if rubric != q.rubric:
-                continue
-            cell(pick(pv, m, f), at).add(float(score), passed)
+        live_rows = [row for row in conn.execute(live) if row[0] == q.rubric]
+    groups: dict[str, dict[datetime, Acc]] = {}
+    for (label, b), (n, tot, sq, passes, known, hists) in parts.items():
+        groups.setdefault(label, {})[b] = Acc(n, tot, sq, passes, known, merged_hist(hists))
+    for _rubric, pv, m, f, at, score, passed in live_rows:
+        label = pick(pv, m, f)
+        acc = groups.setdefault(label, {}).setdefault(floor_time(at, q.bucket), Acc())
+        acc.add(float(score), passed)
     totals: dict[str, Acc] = {}
     for label, cells in groups.items():
         total = totals[label] = Acc()

@@ -5,17 +5,27 @@ from __future__ import annotations
 import json
 import statistics
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlmodel import Session
 
 from evaluator.cli import main
 from evaluator.models import EvalRecord
 from evaluator.store import Store
-from evaluator.trends import TrendQuery, refresh_rollups, sparkline, trend, trends_table
+from evaluator.trends import (
+    TrendQuery,
+    merged_hist,
+    refresh_rollups,
+    sparkline,
+    trend,
+    trends_table,
+)
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
@@ -153,3 +163,16 @@ def test_trends_command_prints_table_with_sparklines_and_stable_json(
         "p90",
     }
     assert "no ok eval records" in trends_table({**doc, "groups": []})
+
+
+@given(
+    st.lists(
+        st.dictionaries(st.integers(-300, 300), st.integers(1, 10**6), max_size=20), max_size=30
+    )
+)
+def test_merged_hist_sums_stored_histograms_like_counters(hists: list[dict[int, int]]) -> None:
+    stored = [json.dumps([x for item in sorted(h.items()) for x in item]) for h in hists]
+    expected: Counter[int] = Counter()
+    for h in hists:
+        expected.update(h)
+    assert merged_hist(stored) == expected
