@@ -5,7 +5,7 @@
 
 One real `python -m evaluator.cli --settings FILE worker` process on PostgreSQL and Redis
 db 13 (bench.multiworker), judge latency 0 ms, the faithfulness (judge) + answer relevance
-rubrics of bench/throughput.py, shipped max_jobs 16 / judge.max_concurrency 8, reply cache
+rubrics of bench/throughput.py, shipped worker.max_jobs / judge.max_concurrency, reply cache
 off. First `--plain` unprofiled runs give the worker's CPU ms per evaluation (utime+stime
 from /proc over first enqueue → all intents done); then py-spy attaches to the ready worker
 (`py-spy record --pid … --format raw --gil`: only the thread holding the GIL is sampled,
@@ -29,6 +29,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from evaluator.settings import Settings
+
 from .multiworker import DEFAULT_PG, DEFAULT_REDIS, Judge, WorkerRun, pg_database
 from .report import Summary, command_line, fmt, machine, table
 from .throughput import load_traces
@@ -36,7 +38,10 @@ from .throughput import load_traces
 # Components, first match wins for "exclusive" attribution of a leaf; inclusive counts any.
 COMPONENTS: list[tuple[str, str]] = [
     ("openai SDK (request build, transform, response parse)", r"^openai/"),
-    ("httpx / httpcore (HTTP client)", r"^(httpx|httpcore|h11|anyio)/"),
+    (
+        "HTTP client (httpx, aiohttp, httpcore)",
+        r"^(httpx|httpcore|h11|anyio|aiohttp|httpx_aiohttp|yarl|multidict)/",
+    ),
     ("pydantic (validation, schema, serialisation)", r"^(pydantic|pydantic_core)/"),
     ("SQLAlchemy / SQLModel", r"^(sqlalchemy|sqlmodel)/"),
     ("psycopg (PostgreSQL driver)", r"^psycopg"),
@@ -118,8 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cases", type=int, default=600)
     p.add_argument("--plain", type=int, default=2, help="unprofiled runs for the CPU baseline")
     p.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
-    p.add_argument("--jobs", type=int, default=16)
-    p.add_argument("--judge-concurrency", type=int, default=8)
+    p.add_argument("--jobs", type=int, default=Settings().worker.max_jobs)
+    p.add_argument("--judge-concurrency", type=int, default=Settings().judge.max_concurrency)
     p.add_argument("--redis-url", default=DEFAULT_REDIS)
     p.add_argument("--pg-url", default=DEFAULT_PG)
     p.add_argument(

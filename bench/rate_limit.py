@@ -11,7 +11,7 @@ call in the window ages out. Latency 300 ms.
 
 Per run: a fresh PostgreSQL database, Redis db 13 flushed, cases ingested, two real
 `python -m evaluator.cli --settings FILE worker` processes (not burst; shipped
-worker.max_jobs 16 and judge.max_concurrency 8 each, shipped max_retries 2 and max_wait_s 20,
+the shipped worker.max_jobs and judge.max_concurrency each, shipped max_retries 2 and max_wait_s 20,
 reply cache off), all IDs enqueued, polled until every intent is done, SIGTERM.
 
 - limiter:  judge.rpm_limit = R — the token bucket in Redis shared by both processes
@@ -33,6 +33,8 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from evaluator.settings import Settings
 
 from .multiworker import DEFAULT_PG, DEFAULT_REDIS, Judge, WorkerRun, pg_database
 from .report import Summary, command_line, fmt, machine, table
@@ -198,8 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--cases", type=int, default=660)
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--jobs", type=int, default=16)
-    p.add_argument("--judge-concurrency", type=int, default=8)
+    p.add_argument("--jobs", type=int, default=Settings().worker.max_jobs)
+    p.add_argument("--judge-concurrency", type=int, default=Settings().judge.max_concurrency)
     p.add_argument("--latency", default="300")
     p.add_argument("--modes", nargs="+", default=["limiter", "none"])
     p.add_argument("--timeout", type=float, default=600.0, help="per run, s")

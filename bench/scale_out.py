@@ -18,7 +18,7 @@ calls = 2 × cases (no evaluation ran twice). Worker CPU = utime+stime of the wo
 processes over the timed interval (from /proc).
 
 Configurations (`--configs`, worker.max_jobs/judge.max_concurrency per process):
-"16/8" = the shipped defaults; "32/32" = opened up.
+"32/32" = the shipped defaults; "16/8" = the defaults before 2026-11-22; "128/128" = opened up.
 Order of worker counts is rotated every round (interleaved rounds on a noisy machine).
 """
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--configs",
         nargs="+",
-        default=["16/8", "32/32"],
+        default=["32/32", "128/128"],
         help="max_jobs/judge.max_concurrency per worker process",
     )
     p.add_argument("--latency", default="300", help="judge latency spec, ms")

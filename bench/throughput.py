@@ -362,9 +362,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--latencies", nargs="+", default=["0", "300"], help="judge latency specs, ms")
     p.add_argument("--redis-url", default=DEFAULT_REDIS)
-    p.add_argument("--jobs", type=int, default=16, help="our worker.max_jobs (shipped default 16)")
+    shipped = Settings()
     p.add_argument(
-        "--judge-concurrency", type=int, default=8, help="our judge.max_concurrency (default 8)"
+        "--jobs",
+        type=int,
+        default=shipped.worker.max_jobs,
+        help=f"our worker.max_jobs (shipped default {shipped.worker.max_jobs})",
+    )
+    p.add_argument(
+        "--judge-concurrency",
+        type=int,
+        default=shipped.judge.max_concurrency,
+        help=f"our judge.max_concurrency (shipped default {shipped.judge.max_concurrency})",
     )
     p.add_argument("--ragas-concurrency", type=int, default=16, help="cases in flight, 0 = all")
     p.add_argument("--no-ragas", action="store_true")

@@ -59,7 +59,7 @@ class JudgeSettings(_Section):
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
-    max_concurrency: int = Field(8, ge=1, le=1024)
+    max_concurrency: int = Field(32, ge=1, le=1024)
     response_format: Literal["json_schema", "json_object"] = "json_schema"
     temperature: float = Field(0.0, ge=0, le=2)
     max_output_tokens: int = Field(1024, ge=16)
@@ -102,7 +102,7 @@ class GeneratorSettings(_Section):
 
 
 class WorkerSettingsModel(_Section):
-    max_jobs: int = Field(16, ge=1, le=10_000)
+    max_jobs: int = Field(32, ge=1, le=10_000)
     job_timeout_s: int = Field(300, ge=1)
     max_tries: int = Field(5, ge=1, le=100)
     trace_not_found_tries: int = Field(4, ge=1, le=100)
