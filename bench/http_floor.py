@@ -12,7 +12,10 @@ clients round by round:
 - `openai SDK post (raw)`: the same client's `post(..., cast_to=httpx.Response)`, which skips
   the SDK's request-body transform and response model;
 - `httpx post`: a bare `httpx.AsyncClient.post` of pre-encoded JSON;
-- `JudgeClient.complete`: our client end to end (schema, validation, usage), as shipped.
+- `openai SDK post (raw), aiohttp transport`: the same through `DefaultAioHttpClient`;
+- `JudgeClient.complete`: our client end to end (schema, validation, usage), with the
+  aiohttp transport the worker ships with (`judge.http_transport`) and with httpx;
+- a raw asyncio socket speaking HTTP/1.1 keep-alive: the floor, not a client.
 
 CPU = `time.process_time()` over the requests of one round (all threads of this process),
 divided by the requests; the judge server's CPU is its own process and not counted.
@@ -30,7 +33,7 @@ import httpx
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import BaseModel
 
-from judges.client import JudgeClient
+from judges.client import JudgeClient, sdk_http_client
 
 from .multiworker import Judge
 from .report import Summary, command_line, fmt, machine, table
@@ -71,7 +74,14 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
         base_url=url, api_key="x", max_retries=0, http_client=DefaultAioHttpClient()
     )
     raw = httpx.AsyncClient(base_url=url, limits=limits, headers={"authorization": "Bearer x"})
-    judge = JudgeClient(base_url=url, api_key="x", model="judge", max_concurrency=concurrency)
+    judge = JudgeClient(
+        base_url=url,
+        api_key="x",
+        model="judge",
+        max_concurrency=concurrency,
+        http_client=sdk_http_client("aiohttp"),
+    )
+    judge_httpx = JudgeClient(base_url=url, api_key="x", model="judge", max_concurrency=concurrency)
     body = {"model": "judge", "messages": MESSAGES, "response_format": SCHEMA, "max_tokens": 300}
     encoded = json.dumps(body).encode()
 
@@ -100,12 +110,42 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
     async def judge_complete() -> object:
         return await judge.complete(MESSAGES, Verdict)
 
+    async def judge_complete_httpx() -> object:
+        return await judge_httpx.complete(MESSAGES, Verdict)
+
+    # The floor under any client: HTTP/1.1 keep-alive on raw asyncio streams, one connection
+    # per slot, the reply's JSON parsed. Not a usable client (no TLS, chunking, errors).
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: {host}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(encoded)}\r\n\r\n"
+    ).encode()
+    sockets: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(concurrency):
+        sockets.put_nowait(await asyncio.open_connection(host, int(port)))
+
+    async def raw_socket() -> object:
+        reader, writer = await sockets.get()
+        try:
+            writer.write(head + encoded)
+            headers = await reader.readuntil(b"\r\n\r\n")
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in headers.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            return json.loads(await reader.readexactly(length))
+        finally:
+            sockets.put_nowait((reader, writer))
+
     clients = {
         "openai SDK create": sdk_create,
         "openai SDK post (raw)": sdk_post,
         "openai SDK post (raw), aiohttp transport": sdk_post_aiohttp,
         "httpx post": httpx_post,
-        "JudgeClient.complete": judge_complete,
+        "JudgeClient.complete, aiohttp (as the worker runs it)": judge_complete,
+        "JudgeClient.complete, httpx": judge_complete_httpx,
+        "raw asyncio socket (the floor; not a client)": raw_socket,
     }
     for send in clients.values():  # warm connections and caches
         await _run(send, concurrency * 2, concurrency)
@@ -117,6 +157,9 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
     await sdk_aio.close()
     await raw.aclose()
     await judge.close()
+    await judge_httpx.close()
+    while not sockets.empty():
+        sockets.get_nowait()[1].close()
     return results
 
 
