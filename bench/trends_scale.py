@@ -26,8 +26,9 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from evaluator.rollups import refresh_rollups
 from evaluator.store import Store
-from evaluator.trends import TrendQuery, refresh_rollups, trend
+from evaluator.trends import TrendQuery, trend
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 COLUMNS = (

@@ -35,6 +35,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
+from judges.completions import retry_after_s
+
 from .models import EvalRecord
 
 log = logging.getLogger("evaluator.otel_export")
@@ -192,7 +194,8 @@ class EvaluationExporter:
                 problem = f"HTTP {reply.status_code}: {reply.text[:200]}"
                 if reply.status_code not in _RETRY_STATUS:
                     break
-                wait = _retry_after(reply)
+                wait = retry_after_s(reply.headers)
+                wait = None if wait is None else min(30.0, wait)
             if attempt < self.max_attempts:
                 await asyncio.sleep(
                     wait if wait is not None else self.backoff_s * 2 ** (attempt - 1)
@@ -204,13 +207,6 @@ class EvaluationExporter:
 
     async def aclose(self) -> None:
         await self._client.aclose()
-
-
-def _retry_after(reply: httpx.Response) -> float | None:
-    try:
-        return min(30.0, max(0.0, float(reply.headers["retry-after"])))
-    except (KeyError, ValueError):
-        return None
 
 
 def decode_events(body: bytes) -> list[dict[str, Any]]:

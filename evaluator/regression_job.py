@@ -310,7 +310,7 @@ async def regression_check_job(ctx: dict[str, Any]) -> dict[str, Any]:
     claim = f"{settings.redis.key_prefix}:regression:{period.astimezone(UTC):%Y%m%dT%H%M}"
     if not await ctx["redis"].set(claim, "1", nx=True, ex=minutes * 120):
         return {"skipped": "already run for this period"}
-    from .trends import refresh_rollups
+    from .rollups import refresh_rollups
 
     await asyncio.to_thread(refresh_rollups, runtime.store, now)
     sinks = build_sinks(settings.alerts, os.environ)

@@ -34,9 +34,10 @@ from .metrics import render_metrics
 from .models import EvalRollup
 from .otlp import OtlpConfig
 from .otlp_assembly import SpanAssembler, handle_otlp_traces, start_sweeper
+from .rollups import refresh_rollups
 from .settings import Settings
 from .store import Store, as_utc
-from .trends import BY, TrendQuery, refresh_rollups, trend, worst_traces
+from .trends import BY, TrendQuery, trend, worst_traces
 
 log = logging.getLogger("evaluator.server")
 STATIC = Path(__file__).with_name("static")

@@ -28,6 +28,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from judges.completions import retry_after_s
+
 if TYPE_CHECKING:
     from .settings import AlertsSettings
 
@@ -216,7 +218,7 @@ class WebhookSender:
                 error = f"HTTP {status}"
                 if status != 429 and status < 500:
                     break  # the receiver rejects this body; sending it again will not help
-                retry_after = _retry_after(resp.headers.get("Retry-After"))
+                retry_after = retry_after_s(resp.headers)
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             if attempt < self.max_attempts:
@@ -229,13 +231,6 @@ class WebhookSender:
 def _host_header(url: str) -> str:
     parts = urlsplit(url)
     return parts.netloc.rsplit("@", 1)[-1]
-
-
-def _retry_after(raw: str | None) -> float | None:
-    try:
-        return max(0.0, float(raw)) if raw else None
-    except ValueError:
-        return None
 
 
 def slack_message(alert: dict[str, Any]) -> dict[str, Any]:

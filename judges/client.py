@@ -10,14 +10,12 @@ limiter, and serves repeated prompts from a reply cache (re-evaluating costs not
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import functools
 import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import httpx
@@ -25,6 +23,7 @@ import openai
 from openai import AsyncOpenAI
 from pydantic import BaseModel, ValidationError
 
+from .completions import read_completion, retry_after_s, strip_fences
 from .errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
 from .limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache, backoff_s
 from .types import Usage
@@ -70,15 +69,6 @@ def sdk_http_client(transport: str) -> httpx.AsyncClient | None:
 
 def _no_price(_model: str, _in: int, _out: int) -> float:
     return 0.0
-
-
-def _strip_fences(text: str) -> str:
-    # Some servers in json_object mode still wrap the object in ``` fences.
-    text = text.strip()
-    if text.startswith("```"):
-        text = text.split("\n", 1)[1] if "\n" in text else ""
-        text = text.rsplit("```", 1)[0]
-    return text.strip()
 
 
 class JudgeClient:
@@ -194,12 +184,12 @@ class JudgeClient:
             problem = self._problem(raw, finish, refusal)
             if not problem:
                 try:
-                    parsed = schema.model_validate_json(_strip_fences(raw or ""))
+                    parsed = schema.model_validate_json(strip_fences(raw or ""))
                 except ValidationError as exc:
                     problem = f"it did not match the schema: {_first_errors(exc)}"
                 else:
                     if self._cache is not None:
-                        await self._cache.set(key, _strip_fences(raw or ""))
+                        await self._cache.set(key, strip_fences(raw or ""))
                     return JudgeReply(parsed=parsed, raw=raw or "", model=model, usage=usage)
             if attempt == 0:
                 conversation = [
@@ -220,7 +210,7 @@ class JudgeClient:
         if not raw or not raw.strip():
             return "it was empty"
         try:
-            json.loads(_strip_fences(raw))
+            json.loads(strip_fences(raw))
         except json.JSONDecodeError as exc:
             return f"it was not valid JSON ({exc.msg} at position {exc.pos})"
         return ""
@@ -316,7 +306,7 @@ class JudgeClient:
         except openai.RateLimitError as exc:
             raise JudgeTransientError(
                 f"judge rate limit (HTTP 429): {_body(exc)}",
-                retry_after_s=_retry_after(exc.response),
+                retry_after_s=retry_after_s(exc.response.headers),
                 rate_limited=True,
                 usage=usage_so_far,
             ) from exc
@@ -352,58 +342,6 @@ class JudgeClient:
         return completion.content, completion.finish_reason, completion.refusal, used
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """The fields of a chat completion the judge reads (the first choice only)."""
-
-    content: str | None
-    finish_reason: str | None
-    refusal: str | None
-    input_tokens: int
-    output_tokens: int
-
-
-def read_completion(body: bytes) -> Completion:
-    """Parse an OpenAI chat-completion body; ValueError names what is missing or wrong."""
-    try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"body is not JSON ({exc})") from exc
-    if not isinstance(payload, dict):
-        raise ValueError(f"body is a JSON {type(payload).__name__}, not an object")
-    if "choices" not in payload:
-        raise ValueError("body has no 'choices'")
-    usage = payload.get("usage") or {}
-    if not isinstance(usage, dict):
-        raise ValueError("'usage' is not an object")
-    tokens_in = _count(usage.get("prompt_tokens"), "usage.prompt_tokens")
-    tokens_out = _count(usage.get("completion_tokens"), "usage.completion_tokens")
-    choices = payload["choices"]
-    if not isinstance(choices, list):
-        raise ValueError("'choices' is not a list")
-    if not choices:
-        return Completion(None, None, None, tokens_in, tokens_out)
-    choice = choices[0]
-    message = choice.get("message") if isinstance(choice, dict) else None
-    if not isinstance(message, dict):
-        raise ValueError("choices[0] has no 'message' object")
-    content = message.get("content")
-    refusal = message.get("refusal")
-    finish = choice.get("finish_reason")
-    for name, value in (("content", content), ("refusal", refusal), ("finish_reason", finish)):
-        if value is not None and not isinstance(value, str):
-            raise ValueError(f"choices[0] {name} is a {type(value).__name__}, not a string")
-    return Completion(content, finish, refusal, tokens_in, tokens_out)
-
-
-def _count(value: Any, name: str) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} is {value!r}, not a token count")
-    return value
-
-
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
     parts = []
     for err in exc.errors()[:limit]:
@@ -417,23 +355,3 @@ def _body(exc: openai.APIStatusError) -> str:
         return exc.response.text[:300]
     except Exception:  # the body may be a stream that is already closed
         return str(exc)[:300]
-
-
-def _retry_after(response: httpx.Response | None) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
-    if response is None:
-        return None
-    headers = response.headers
-    try:
-        if "retry-after-ms" in headers:
-            return max(0.0, float(headers["retry-after-ms"]) / 1000)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            when = email.utils.parsedate_to_datetime(value)
-            return max(0.0, (when - datetime.now(UTC)).total_seconds())
-    except (ValueError, TypeError):
-        return None

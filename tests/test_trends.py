@@ -17,15 +17,9 @@ from sqlmodel import Session
 
 from evaluator.cli import main
 from evaluator.models import EvalRecord
+from evaluator.rollups import merged_hist, refresh_rollups
 from evaluator.store import Store
-from evaluator.trends import (
-    TrendQuery,
-    merged_hist,
-    refresh_rollups,
-    sparkline,
-    trend,
-    trends_table,
-)
+from evaluator.trends import TrendQuery, sparkline, trend, trends_table
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
