@@ -239,13 +239,22 @@ def fmt(delays: list[int | None], cap: int) -> str:
 
 
 def main() -> None:
+    global POLICY
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="seeded runs per delay cell")
     parser.add_argument("--days", type=int, default=30, help="stationary days per replicate")
     parser.add_argument("--replicates", type=int, default=3, help="stationary replicates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--arl",
+        type=float,
+        default=POLICY.arl,
+        help="e-detector's evaluations per false alert, at least (alerts.policy.arl); "
+        f"shipped {POLICY.arl:g}",
+    )
     args = parser.parse_args()
+    POLICY = RegressionPolicy(arl=args.arl)  # read by the forked pool workers
     print("$ /work/venv/bin/python bench/regression_sim.py " + " ".join(sys.argv[1:]))
     started = time.perf_counter()
     pools = load_pools(DATA)

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import redis
 import respx
 from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
 
 from evaluator import outbox
 from evaluator.enqueue import SyncTraceEnqueuer, TraceEnqueuer
@@ -178,6 +180,44 @@ async def test_rerun_after_commit_writes_nothing_new(
     # The flush also emptied the reply cache, so the judge was asked again (and said 5),
     # but the stored record is still the first one: the re-run wrote nothing.
     assert route.call_count == 2
+    await client.aclose()
+    store.close()
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_records_and_intent_done_commit_together_or_not_at_all(
+    respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str
+) -> None:
+    respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(
+            200, json=chat_completion(json.dumps({"reasoning": "r", "score": 4}))
+        )
+    )
+    settings = _settings(tmp_path, redis_url, JUDGE_URL)
+    _ingest_and_enqueue(settings, ["t"])
+    store = Store(settings.database.url)
+    client = Redis.from_url(redis_url)
+    intake = make_intake(client, settings, store.engine,
+                         sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
+    await intake.drain_all(100)
+    # A real fault in the database: marking the intent done fails after the records' upsert
+    # ran in the same transaction.
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse_done BEFORE UPDATE OF status ON eval_intents "
+            "WHEN NEW.status = 'done' BEGIN SELECT RAISE(ABORT, 'disk said no'); END"
+        )
+    runtime = build_runtime(settings)
+    with pytest.raises(SQLAlchemyError, match="disk said no"):
+        await evaluate_trace(runtime, "t", {}, job_try=1, intent_id="rate:t")
+    assert _records(settings) == []  # rolled back with the failed "done"
+    assert _intents(settings) == {"rate:t": "pending"}  # the sweeper will run it again
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TRIGGER refuse_done")
+    result = await evaluate_trace(runtime, "t", {}, job_try=2, intent_id="rate:t")
+    await runtime.close()
+    assert result["written"] == 1 and len(_records(settings)) == 1
+    assert _intents(settings) == {"rate:t": "done"}
     await client.aclose()
     store.close()
 
