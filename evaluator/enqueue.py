@@ -22,10 +22,11 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 import redis
 import redis.asyncio as aioredis
+from typing_extensions import Unpack
 
 from .sampling import Signals
 from .settings import Settings, load_settings
@@ -100,12 +101,21 @@ def _signals(
     return Signals(error=error, cost_usd=cost_usd, latency_ms=latency_ms, feedback=feedback)
 
 
-class TraceEnqueuer:
-    """Async enqueuer: `enqueue()` is synchronous and O(1); a task flushes in batches."""
+class EnqueuerOptions(TypedDict, total=False):
+    """Keyword options of both enqueuers (defaults in `_Enqueuer.__init__`)."""
+
+    key_prefix: str
+    batch_size: int
+    linger_ms: float
+    buffer_max: int
+    retry_delay_s: float
+
+
+class _Enqueuer:
+    """What both enqueuers share: where IDs go, how they are batched, the bounded buffer."""
 
     def __init__(
         self,
-        redis_url: str,
         *,
         key_prefix: str = "evaluator",
         batch_size: int = 500,
@@ -113,16 +123,11 @@ class TraceEnqueuer:
         buffer_max: int = 100_000,
         retry_delay_s: float = 1.0,
     ) -> None:
-        self._redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
         self._key = intake_key(key_prefix)
         self._batch = batch_size
         self._linger = max(linger_ms / 1000, 0.001)
         self._retry_delay = retry_delay_s
         self._buffer = _Buffer(max_size=buffer_max)
-        self._push_lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def stats(self) -> EnqueueStats:
@@ -142,13 +147,31 @@ class TraceEnqueuer:
         feedback: float | None = None,
     ) -> bool:
         """Buffer one trace ID; returns False (and counts) if the ID is invalid."""
-        ok = self._buffer.add(trace_id, _signals(error, cost_usd, latency_ms, feedback))
+        return self._add(trace_id, _signals(error, cost_usd, latency_ms, feedback))
+
+    def enqueue_many(self, trace_ids: Iterable[str]) -> int:
+        return sum(self._add(t, None) for t in trace_ids)
+
+    def _add(self, trace_id: str, signals: Signals | None) -> bool:
+        raise NotImplementedError
+
+
+class TraceEnqueuer(_Enqueuer):
+    """Async enqueuer: `enqueue()` is synchronous and O(1); a task flushes in batches."""
+
+    def __init__(self, redis_url: str, **options: Unpack[EnqueuerOptions]) -> None:
+        super().__init__(**options)
+        self._redis = aioredis.Redis.from_url(
+            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        self._push_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+
+    def _add(self, trace_id: str, signals: Signals | None) -> bool:
+        ok = self._buffer.add(trace_id, signals)
         if self._task is None:
             self._start()
         return ok
-
-    def enqueue_many(self, trace_ids: Iterable[str]) -> int:
-        return sum(self.enqueue(t) for t in trace_ids)
 
     def _start(self) -> None:
         try:
@@ -203,27 +226,14 @@ class TraceEnqueuer:
         await self._redis.aclose()
 
 
-class SyncTraceEnqueuer:
+class SyncTraceEnqueuer(_Enqueuer):
     """Thread-safe enqueuer for sync code: a daemon thread flushes in batches."""
 
-    def __init__(
-        self,
-        redis_url: str,
-        *,
-        key_prefix: str = "evaluator",
-        batch_size: int = 500,
-        linger_ms: float = 20,
-        buffer_max: int = 100_000,
-        retry_delay_s: float = 1.0,
-    ) -> None:
+    def __init__(self, redis_url: str, **options: Unpack[EnqueuerOptions]) -> None:
+        super().__init__(**options)
         self._redis = redis.Redis.from_url(
             redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
-        self._key = intake_key(key_prefix)
-        self._batch = batch_size
-        self._linger = linger_ms / 1000
-        self._retry_delay = retry_delay_s
-        self._buffer = _Buffer(max_size=buffer_max)
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._stop = threading.Event()
@@ -232,28 +242,13 @@ class SyncTraceEnqueuer:
         )
         self._thread.start()
 
-    @property
-    def stats(self) -> EnqueueStats:
-        return self._buffer.stats
-
-    def enqueue(
-        self,
-        trace_id: str,
-        *,
-        error: bool = False,
-        cost_usd: float | None = None,
-        latency_ms: float | None = None,
-        feedback: float | None = None,
-    ) -> bool:
+    def _add(self, trace_id: str, signals: Signals | None) -> bool:
         with self._lock:
-            ok = self._buffer.add(trace_id, _signals(error, cost_usd, latency_ms, feedback))
+            ok = self._buffer.add(trace_id, signals)
             full = len(self._buffer.items) >= self._batch
         if full:
             self._wakeup.set()
         return ok
-
-    def enqueue_many(self, trace_ids: Iterable[str]) -> int:
-        return sum(self.enqueue(t) for t in trace_ids)
 
     def _run(self) -> None:
         while not self._stop.is_set():
