@@ -203,13 +203,15 @@ def test_version_table_lands_in_the_connection_schema(postgres_url: str) -> None
         upgrade(eng)
         with eng.connect() as conn:
             schema = conn.execute(text("SELECT current_schema()")).scalar_one()
-            where = conn.execute(
+            # Other schemas (other test runs on the same database) may hold theirs: ask
+            # where the unqualified name resolves, the way Alembic and the app see it.
+            resolved = conn.execute(
                 text(
-                    "SELECT table_schema FROM information_schema.tables "
-                    "WHERE table_name = 'alembic_version'"
+                    "SELECT n.nspname FROM pg_class c JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE c.oid = to_regclass('alembic_version')"
                 )
-            ).scalars()
-            assert list(where) == [schema]
+            ).scalar_one()
+            assert resolved == schema
             assert schema.startswith("t_")
     finally:
         eng.dispose()
