@@ -33,6 +33,7 @@ class ScriptedJudge:
     def __init__(self, script: list[tuple[int, dict[str, str], bytes, float]]) -> None:
         self.script = script
         self.bodies: list[dict[str, Any]] = []
+        self.paths: list[str] = []
         judge = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -42,6 +43,7 @@ class ScriptedJudge:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 judge.bodies.append(json.loads(body))
+                judge.paths.append(self.path)
                 n = min(len(judge.bodies), len(judge.script)) - 1
                 status, headers, reply, delay = judge.script[n]
                 time.sleep(delay)
@@ -160,6 +162,25 @@ async def test_an_html_page_with_200_is_an_output_error(transport: str, scripted
         await client.close()
     assert caught.value.raw_output == "<html>proxy login</html>"
     assert len(server.bodies) == 1
+
+
+async def test_http_proxy_from_the_environment_is_used(
+    transport: str, scripted: list, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = ScriptedJudge([OK])  # a forward proxy sees the absolute URL in the request line
+    scripted.append(proxy)
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
+    client = JudgeClient(
+        base_url="http://judge.invalid/v1", model="m", http_client=sdk_http_client(transport)
+    )
+    try:
+        reply = await client.complete(MESSAGES, Verdict)
+    finally:
+        await client.close()
+    assert reply.parsed.score == 5
+    assert proxy.paths == ["http://judge.invalid/v1/chat/completions"]
 
 
 def test_an_unknown_transport_is_refused_by_name() -> None:
