@@ -163,8 +163,13 @@ async def evaluate_trace(
     signals = Signals.from_wire(wire_signals or {})
 
     def begin() -> Trace | None:  # one thread hop for both
-        if intent_id is not None:
-            outbox.start_attempt(runtime.store.engine, intent_id)
+        if intent_id is None:
+            return runtime.traces.get_trace(trace_id)
+        if runtime.source is None:  # traces live in our store: one transaction for both
+            with runtime.store.engine.begin() as conn:
+                outbox.start_attempt(conn, intent_id)
+                return runtime.store.get_trace(trace_id, conn=conn)
+        outbox.start_attempt(runtime.store.engine, intent_id)
         return runtime.traces.get_trace(trace_id)
 
     trace = await asyncio.to_thread(begin)

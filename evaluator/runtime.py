@@ -77,6 +77,11 @@ class Runtime:
         return sampling_config(self.settings, self.rubrics)
 
     async def close(self) -> None:
+        if self.recorder is not None:
+            try:
+                await self.recorder.flush()
+            except Exception:  # Redis gone at shut-down: the counts are lost, nothing else
+                log.warning("metrics: could not write the last counts", exc_info=True)
         if self.clients.judge is not None:
             await self.clients.judge.close()
         if self.clients.generator is not None:
@@ -164,7 +169,9 @@ def build_runtime(settings: Settings) -> Runtime:
     if problems:  # refuse at start-up, not at the first cron run
         raise RubricError(problems)
     redis = Redis.from_url(settings.redis.url)
-    recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix)
+    # Counts reach Redis once a second per process, not once per job (Prometheus scrapes
+    # every 15 s or so); close() writes the rest.
+    recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix, flush_interval_s=1.0)
     clients = Clients(
         judge=make_judge(settings, redis, recorder),
         generator=make_generator(settings),

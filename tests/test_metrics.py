@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
@@ -136,3 +137,41 @@ async def test_metrics_from_two_workers_redis_and_sql(redis_url: str, tmp_path: 
     assert m[("evaluator_records", (("status", "skipped"),))] == 1
     assert m[("evaluator_alerts_open", f)] == 1
     assert "# TYPE evaluator_evaluations_total counter" in text
+
+
+async def test_a_batching_recorder_writes_the_same_counts_once_flushed(redis_url: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(redis_url)
+    try:
+        batching = MetricsRecorder(client, key_prefix=prefix, flush_interval_s=3600)
+        immediate = MetricsRecorder(client, key_prefix=prefix + "x")
+        batches = [
+            [
+                rec(
+                    "faithfulness",
+                    "ok",
+                    score=0.9,
+                    judge_calls=1,
+                    judge_input_tokens=800,
+                    judge_output_tokens=60,
+                    judge_cost_usd=0.0003,
+                    latency_ms=1800.0,
+                )
+            ],
+            [rec("faithfulness", "error"), rec("relevance", "ok", score=0.4, latency_ms=40.0)],
+        ]
+        for records in batches:
+            await batching.observe(records)
+            await immediate.observe(records)
+        key = f"{prefix}:metrics"
+        assert await client.hgetall(key) == {}  # held in the process until the interval
+        await batching.flush()
+        written = await client.hgetall(key)
+        expected = await client.hgetall(f"{prefix}x:metrics")
+        assert written.keys() == expected.keys() and len(written) == 12
+        for field, value in expected.items():
+            assert float(written[field]) == pytest.approx(float(value))
+        await batching.flush()  # nothing new: writes nothing
+        assert await client.hgetall(key) == written
+    finally:
+        await client.aclose()
