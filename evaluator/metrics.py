@@ -27,7 +27,9 @@ alerts). Any process that can reach both can serve the same numbers.
 
 from __future__ import annotations
 
-import time
+import asyncio
+import contextlib
+import logging
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 
@@ -52,6 +54,7 @@ from .store import Store
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds; judge calls take 0.5–30 s, local scorers milliseconds.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+log = logging.getLogger("evaluator.metrics")
 SEP = "\x1f"  # field separator inside the Redis hash; never in rubric names or statuses
 _REASONS = frozenset(r.value for r in Reason)
 
@@ -72,9 +75,10 @@ class MetricsRecorder:
     await recorder.judge_event("rate_limited")
     await recorder.flush()                   # at shut-down
 
-    With `flush_interval_s` > 0 the counts are summed in the process and written at most
-    that often (one pipeline of a few HINCRBYs instead of ~7 per record per job); a process
-    killed with SIGKILL loses at most that interval of counts. 0 writes on every call.
+    With `flush_interval_s` > 0 the counts are summed in the process and written every
+    interval by a background task (one pipeline of a few HINCRBYs instead of ~7 per record
+    per job); `aclose()` writes the rest. A process killed with SIGKILL loses at most one
+    interval of counts. 0 writes on every call.
     """
 
     def __init__(
@@ -85,7 +89,7 @@ class MetricsRecorder:
         self._interval = flush_interval_s
         self._counts: dict[str, int] = {}
         self._sums: dict[str, float] = {}
-        self._last_flush = time.monotonic()
+        self._timer: asyncio.Task[None] | None = None
 
     async def observe(self, records: Iterable[EvalRecord]) -> None:
         counts, sums = self._counts, self._sums
@@ -108,8 +112,29 @@ class MetricsRecorder:
                     counts[field] = counts.get(field, 0) + n
                 cost = f"cost{SEP}{r.rubric}"
                 sums[cost] = sums.get(cost, 0.0) + r.judge_cost_usd
-        if time.monotonic() - self._last_flush >= self._interval:
+        if self._interval <= 0:
             await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().create_task(
+                self._flush_every(), name="evaluator-metrics-flush"
+            )
+
+    async def _flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:  # Redis away for a moment: the counts wait for the next tick
+                log.warning("metrics: flush to Redis failed; kept for the next one", exc_info=True)
+
+    async def aclose(self) -> None:
+        """Stop the background flush and write what is left."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        await self.flush()
 
     async def judge_event(self, kind: str, n: int = 1) -> None:
         """`rate_limited` (an HTTP 429) or `retries` (a retried call): written at once."""
@@ -117,7 +142,6 @@ class MetricsRecorder:
 
     async def flush(self) -> None:
         """Write the counts summed since the last flush; kept for the next one on failure."""
-        self._last_flush = time.monotonic()
         counts, sums = self._counts, self._sums
         if not counts and not sums:
             return

@@ -121,7 +121,10 @@ async def _write(runtime: Runtime, records: list[EvalRecord], *, settle: str | N
         try:
             await runtime.recorder.observe(records)
         except Exception:
-            log.warning("metrics: could not record %d evaluations", len(records), exc_info=True)
+            log.warning(
+                "metrics: flush to Redis failed; the counts are kept for the next one",
+                exc_info=True,
+            )
     if written and runtime.otel is not None:
         await runtime.otel.export(written)  # logs and swallows its own failures
     if written and runtime.langfuse is not None:
@@ -163,13 +166,11 @@ async def evaluate_trace(
     signals = Signals.from_wire(wire_signals or {})
 
     def begin() -> Trace | None:  # one thread hop for both
-        if intent_id is None:
-            return runtime.traces.get_trace(trace_id)
-        if runtime.source is None:  # traces live in our store: one transaction for both
-            with runtime.store.engine.begin() as conn:
-                outbox.start_attempt(conn, intent_id)
-                return runtime.store.get_trace(trace_id, conn=conn)
-        outbox.start_attempt(runtime.store.engine, intent_id)
+        if intent_id is not None:
+            # Committed on its own, before the read: a trace that fails to load (a stored
+            # payload that no longer validates, a database error) must still count towards
+            # the dead letter, or the sweeper would re-run it forever.
+            outbox.start_attempt(runtime.store.engine, intent_id)
         return runtime.traces.get_trace(trace_id)
 
     trace = await asyncio.to_thread(begin)

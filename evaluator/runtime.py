@@ -79,7 +79,7 @@ class Runtime:
     async def close(self) -> None:
         if self.recorder is not None:
             try:
-                await self.recorder.flush()
+                await self.recorder.aclose()
             except Exception:  # Redis gone at shut-down: the counts are lost, nothing else
                 log.warning("metrics: could not write the last counts", exc_info=True)
         if self.clients.judge is not None:

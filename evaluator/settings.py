@@ -71,8 +71,8 @@ class JudgeSettings(_Section):
     # A Retry-After longer than this is not waited out inside the job.
     max_wait_s: float = Field(20.0, ge=0)
     # The openai SDK's HTTP transport: "aiohttp" costs ~2.4x less CPU per call than
-    # "httpx" (bench/http_floor.py). Both honour HTTP(S)_PROXY; "httpx" adds HTTP/2 and is
-    # the SDK's own default, for servers or proxies aiohttp does not get along with.
+    # "httpx" (bench/http_floor.py). Both honour HTTP(S)_PROXY; "httpx" is the SDK's own
+    # default, for servers or proxies aiohttp does not get along with.
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     @property

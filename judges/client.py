@@ -109,6 +109,7 @@ class JudgeClient:
         self._cache = cache
         # Told "rate_limited" on each 429 and "retries" before each retry (for metrics).
         self._on_event = on_event
+        self._warned_usage = False
         self._sdk = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
@@ -333,6 +334,11 @@ class JudgeClient:
                 raw_output=response.text[:2000],
                 usage=usage_so_far,
             ) from exc
+        if completion.usage_problem and not self._warned_usage:
+            self._warned_usage = True  # once per client: a server that does it, does it always
+            logging.getLogger("judges.client").warning(
+                "judge reply usage unreadable, tokens counted as 0: %s", completion.usage_problem
+            )
         used = Usage(
             calls=1,
             input_tokens=completion.input_tokens,

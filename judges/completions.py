@@ -20,6 +20,8 @@ class Completion:
     refusal: str | None
     input_tokens: int
     output_tokens: int
+    # A usage block that could not be read: the verdict stands, its tokens count as 0.
+    usage_problem: str | None = None
 
 
 def read_completion(body: bytes) -> Completion:
@@ -33,15 +35,18 @@ def read_completion(body: bytes) -> Completion:
     if "choices" not in payload:
         raise ValueError("body has no 'choices'")
     usage = payload.get("usage") or {}
+    problems: list[str] = []
     if not isinstance(usage, dict):
-        raise ValueError("'usage' is not an object")
-    tokens_in = _count(usage.get("prompt_tokens"), "usage.prompt_tokens")
-    tokens_out = _count(usage.get("completion_tokens"), "usage.completion_tokens")
+        problems.append(f"'usage' is a {type(usage).__name__}, not an object")
+        usage = {}
+    tokens_in = _count(usage.get("prompt_tokens"), "usage.prompt_tokens", problems)
+    tokens_out = _count(usage.get("completion_tokens"), "usage.completion_tokens", problems)
+    problem = "; ".join(problems) or None
     choices = payload["choices"]
     if not isinstance(choices, list):
         raise ValueError("'choices' is not a list")
     if not choices:
-        return Completion(None, None, None, tokens_in, tokens_out)
+        return Completion(None, None, None, tokens_in, tokens_out, problem)
     choice = choices[0]
     message = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(message, dict):
@@ -52,15 +57,19 @@ def read_completion(body: bytes) -> Completion:
     for name, value in (("content", content), ("refusal", refusal), ("finish_reason", finish)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"choices[0] {name} is a {type(value).__name__}, not a string")
-    return Completion(content, finish, refusal, tokens_in, tokens_out)
+    return Completion(content, finish, refusal, tokens_in, tokens_out, problem)
 
 
-def _count(value: Any, name: str) -> int:
+def _count(value: Any, name: str, problems: list[str]) -> int:
+    # Some servers send 12.0 for 12; anything else is noted and counted as 0.
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} is {value!r}, not a token count")
-    return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
+    problems.append(f"{name} is {value!r}, not a token count")
+    return 0
 
 
 def strip_fences(text: str) -> str:

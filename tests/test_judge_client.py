@@ -150,7 +150,6 @@ async def test_shared_rate_limit_is_enforced_across_clients(redis_url: str) -> N
         (b'{"choices": {"0": 1}}', "'choices' is not a list"),
         (b'{"choices": [{"finish_reason": "stop"}]}', "no 'message' object"),
         (b'{"choices": [{"message": {"content": 7}}]}', "content is a int"),
-        (b'{"choices": [], "usage": {"prompt_tokens": -1}}', "usage.prompt_tokens is -1"),
     ],
 )
 @respx.mock(base_url=JUDGE_URL)
@@ -179,3 +178,20 @@ async def test_request_body_and_usage_round_trip(respx_mock: respx.MockRouter) -
     assert sent["response_format"]["json_schema"]["schema"] == Verdict.model_json_schema()
     assert route.calls.last.request.headers["authorization"] == "Bearer not-needed"
     assert reply.parsed.score == 4 and reply.usage.calls == 1 and reply.usage.input_tokens == 11
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_unreadable_usage_keeps_the_verdict_and_counts_no_tokens(
+    respx_mock: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = chat_completion(json.dumps({"score": 2}))
+    body["usage"] = {"prompt_tokens": -1, "completion_tokens": 7.0}
+    respx_mock.post("/chat/completions").mock(return_value=httpx.Response(200, json=body))
+    judge = client()
+    reply = await judge.complete(MESSAGES, Verdict)
+    assert reply.parsed.score == 2
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (0, 7)
+    assert "usage.prompt_tokens is -1" in caplog.text
+    caplog.clear()
+    await judge.complete(MESSAGES, Verdict)
+    assert "usage" not in caplog.text  # said once per client

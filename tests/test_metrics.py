@@ -3,6 +3,7 @@ parsed back with prometheus_client's own text parser."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -173,5 +174,26 @@ async def test_a_batching_recorder_writes_the_same_counts_once_flushed(redis_url
             assert float(written[field]) == pytest.approx(float(value))
         await batching.flush()  # nothing new: writes nothing
         assert await client.hgetall(key) == written
+        await batching.aclose()
+    finally:
+        await client.aclose()
+
+
+async def test_a_batching_recorder_flushes_on_its_own_when_the_worker_goes_idle(
+    redis_url: str,
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    client = Redis.from_url(redis_url)
+    recorder = MetricsRecorder(client, key_prefix=prefix, flush_interval_s=0.05)
+    try:
+        await recorder.observe([rec("faithfulness", "error")])  # then no more traffic
+        for _ in range(100):
+            if await client.hget(f"{prefix}:metrics", "evals\x1ffaithfulness\x1ferror"):
+                break
+            await asyncio.sleep(0.02)
+        assert await client.hget(f"{prefix}:metrics", "evals\x1ffaithfulness\x1ferror") == b"1"
+        await recorder.observe([rec("faithfulness", "error")])
+        await recorder.aclose()  # what is left is written at shut-down
+        assert await client.hget(f"{prefix}:metrics", "evals\x1ffaithfulness\x1ferror") == b"2"
     finally:
         await client.aclose()

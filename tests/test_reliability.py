@@ -222,6 +222,30 @@ async def test_records_and_intent_done_commit_together_or_not_at_all(
     store.close()
 
 
+async def test_a_stored_trace_that_no_longer_loads_still_counts_its_attempts(
+    tmp_path: Path, redis_url: str
+) -> None:
+    settings = _settings(tmp_path, redis_url, JUDGE_URL)
+    _ingest_and_enqueue(settings, ["t"])
+    store = Store(settings.database.url)
+    client = Redis.from_url(redis_url)
+    intake = make_intake(client, settings, store.engine,
+                         sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
+    await intake.drain_all(100)
+    with store.engine.begin() as conn:  # e.g. written by an older, incompatible version
+        conn.exec_driver_sql("UPDATE traces SET payload = '{\"spans\": 7}'")
+    runtime = build_runtime(settings)
+    for attempt in (1, 2, 3):
+        with pytest.raises(ValueError, match="trace_id"):
+            await evaluate_trace(runtime, "t", {}, job_try=attempt, intent_id="rate:t")
+    await runtime.close()
+    with store.engine.connect() as conn:
+        attempts = conn.exec_driver_sql("SELECT attempts FROM eval_intents").scalar_one()
+    assert attempts == 3  # so the sweeper dead-letters it instead of re-running it forever
+    await client.aclose()
+    store.close()
+
+
 @respx.mock(base_url=JUDGE_URL)
 async def test_hundred_concurrent_enqueues_of_one_trace_evaluate_once(
     respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str

@@ -58,6 +58,19 @@ def test_error_record_is_replaced_by_a_later_success(store: Store) -> None:
     assert (row.status, row.score) == ("ok", 0.5)
 
 
+def test_a_written_record_carries_the_id_it_is_stored_under(store: Store) -> None:
+    # Sinks (OTLP export, Langfuse) publish record.id: it must name the stored row.
+    first = record(status="error", score=None)
+    store.upsert_record(first)
+    (row,) = store.records(trace_id="t1")
+    assert first.id == row.id
+    replacement = record(status="ok", score=0.5)
+    assert replacement.id != row.id
+    store.upsert_record(replacement)  # replaces the error row, which keeps its id
+    (row,) = store.records(trace_id="t1")
+    assert (row.status, replacement.id) == ("ok", row.id)
+
+
 def test_new_rubric_version_is_a_new_record(store: Store) -> None:
     store.upsert_record(record())
     store.upsert_record(record(rubric_version="2"))
