@@ -29,7 +29,9 @@ local function level(key, rate, floor)
   if rate <= 0 then return nil, nil end
   local cap = math.max(floor, rate * burst / 60.0)
   local state = redis.call('HMGET', key, 'level', 'ts')
-  local lvl = tonumber(state[1]) or cap
+  -- A new bucket starts with one request's worth, not full: a full one let the first
+  -- minute through R + burst calls, which a per-minute server limit answers with 429s.
+  local lvl = tonumber(state[1]) or floor
   local ts = tonumber(state[2]) or now
   lvl = math.min(cap, lvl + (now - ts) * rate / 60.0)
   return lvl, cap
