@@ -14,7 +14,7 @@ from bench import intake as intake_bench
 from bench.judge_server import JudgeServer, ServerConfig
 from bench.schema_instance import instance, schema_in_text
 from judges.client import JudgeClient
-from judges.faithfulness import FaithfulnessReply, verification_schema
+from judges.faithfulness_prompts import FaithfulnessReply, verification_schema
 from judges.relevance import AnswerRelevanceReply, documents_schema
 
 
