@@ -269,7 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_enqueue)
 
     p = sub.add_parser("worker", help="run the worker (intake + arq jobs)")
-    p.add_argument("--burst", action="store_true", help="drain intake, run queued jobs, then exit")
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        help="drain intake, run queued jobs, then exit (no sweeper or regression cron)",
+    )
     p.set_defaults(fn=cmd_worker)
 
     p = sub.add_parser("scores", help="list eval records (newest first)")

@@ -19,7 +19,7 @@ from evaluator.pipeline import evaluate_trace
 from evaluator.runtime import build_runtime
 from evaluator.settings import Settings
 from evaluator.store import Store
-from evaluator.worker import run_burst
+from evaluator.worker import make_worker, run_burst
 
 from .conftest import (
     JUDGE_URL,
@@ -328,3 +328,14 @@ async def test_long_retry_after_defers_the_job_instead_of_spinning(
     assert row.status == "error" and "retry after 90 s" in row.explanation
     await runtime.close()
     store.close()
+
+
+def test_a_burst_worker_runs_no_cron_jobs_but_a_long_running_one_does(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # A burst that spans second 31 of a minute would otherwise also run the sweeper (and
+    # count it as a completed job): behaviour by the clock, not by the command.
+    settings = make_settings(tmp_path, redis_url, judge=JUDGE)
+    assert make_worker(settings, burst=True).cron_jobs == []
+    names = {job.name for job in make_worker(settings).cron_jobs}
+    assert names == {"evaluator:sweep", "evaluator:regression_check"}
