@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from evaluator import outbox
 from evaluator.enqueue import SyncTraceEnqueuer, TraceEnqueuer
 from evaluator.ingest import ingest_traces
+from evaluator.intake import DrainResult, Intake
 from evaluator.pipeline import evaluate_trace
 from evaluator.rubrics import load_rubrics
 from evaluator.runtime import build_runtime, sampling_config
@@ -69,6 +70,18 @@ def _worker(settings_file: Path, *extra: str) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "evaluator.cli", "--log-level", "INFO", "--settings", str(settings_file), "worker", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
+
+
+async def _enqueue_and_drain(
+    settings: Settings, redis_url: str, ids: list[str]
+) -> tuple[Store, Redis, Intake, DrainResult]:
+    """Ingest and enqueue `ids`, then drain the intake as a worker would (intents written)."""
+    _ingest_and_enqueue(settings, ids)
+    store = Store(settings.database.url)
+    client = Redis.from_url(redis_url)
+    rubrics = load_rubrics(settings.rubrics.path)
+    intake = make_intake(client, settings, store.engine, sampling_config(settings, rubrics))
+    return store, client, intake, await intake.drain_all(1000)
 
 
 def _records(settings: Settings) -> list[Any]:
@@ -132,12 +145,7 @@ async def test_redis_flushed_mid_run_then_sweeper_recovers_everything(
     )
     settings = _settings(tmp_path, redis_url, JUDGE_URL)
     ids = [f"t{i}" for i in range(50)]
-    _ingest_and_enqueue(settings, ids)
-    store = Store(settings.database.url)
-    client = Redis.from_url(redis_url)
-    intake = make_intake(client, settings, store.engine,
-                         sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
-    drained = await intake.drain_all(1000)
+    store, client, intake, drained = await _enqueue_and_drain(settings, redis_url, ids)
     assert drained.jobs_created == 50
     await client.flushdb()  # the queue is gone; the intents are in SQL
     result = await sweep(intake, store.engine, stale_after=timedelta(0), dead_after_attempts=10)
@@ -160,12 +168,7 @@ async def test_rerun_after_commit_writes_nothing_new(
         ]
     )
     settings = _settings(tmp_path, redis_url, JUDGE_URL)
-    _ingest_and_enqueue(settings, ["t"])
-    store = Store(settings.database.url)
-    client = Redis.from_url(redis_url)
-    intake = make_intake(client, settings, store.engine,
-                         sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
-    await intake.drain_all(100)
+    store, client, intake, _ = await _enqueue_and_drain(settings, redis_url, ["t"])
     # The job's work commits, then the process "dies" before arq or the outbox hear of it.
     runtime = build_runtime(settings)
     first = await evaluate_trace(runtime, "t", {}, job_try=1)
@@ -194,12 +197,7 @@ async def test_records_and_intent_done_commit_together_or_not_at_all(
         )
     )
     settings = _settings(tmp_path, redis_url, JUDGE_URL)
-    _ingest_and_enqueue(settings, ["t"])
-    store = Store(settings.database.url)
-    client = Redis.from_url(redis_url)
-    intake = make_intake(client, settings, store.engine,
-                         sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
-    await intake.drain_all(100)
+    store, client, _, _ = await _enqueue_and_drain(settings, redis_url, ["t"])
     # A real fault in the database: marking the intent done fails after the records' upsert
     # ran in the same transaction.
     with store.engine.begin() as conn:
@@ -226,12 +224,7 @@ async def test_a_stored_trace_that_no_longer_loads_still_counts_its_attempts(
     tmp_path: Path, redis_url: str
 ) -> None:
     settings = _settings(tmp_path, redis_url, JUDGE_URL)
-    _ingest_and_enqueue(settings, ["t"])
-    store = Store(settings.database.url)
-    client = Redis.from_url(redis_url)
-    intake = make_intake(client, settings, store.engine,
-                         sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
-    await intake.drain_all(100)
+    store, client, _, _ = await _enqueue_and_drain(settings, redis_url, ["t"])
     with store.engine.begin() as conn:  # e.g. written by an older, incompatible version
         conn.exec_driver_sql("UPDATE traces SET payload = '{\"spans\": 7}'")
     runtime = build_runtime(settings)
