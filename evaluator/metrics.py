@@ -73,7 +73,7 @@ class MetricsRecorder:
     recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix)
     await recorder.observe(records)          # after the pipeline wrote them
     await recorder.judge_event("rate_limited")
-    await recorder.flush()                   # at shut-down
+    await recorder.aclose()                  # at shut-down: writes what is left
 
     With `flush_interval_s` > 0 the counts are summed in the process and written every
     interval by a background task (one pipeline of a few HINCRBYs instead of ~7 per record
@@ -94,24 +94,24 @@ class MetricsRecorder:
     async def observe(self, records: Iterable[EvalRecord]) -> None:
         counts, sums = self._counts, self._sums
         for r in records:
-            for field, n in (
+            seconds = r.latency_ms / 1000
+            fields: list[tuple[str, int]] = [
                 (f"evals{SEP}{r.rubric}{SEP}{r.status}", 1),
                 # Non-cumulative bucket counts; the scrape side makes them cumulative.
-                (f"lat{SEP}{r.rubric}{SEP}{_bucket(r.latency_ms / 1000)}", 1),
-            ):
-                counts[field] = counts.get(field, 0) + n
-            sums[f"latsum{SEP}{r.rubric}"] = (
-                sums.get(f"latsum{SEP}{r.rubric}", 0.0) + r.latency_ms / 1000
-            )
+                (f"lat{SEP}{r.rubric}{SEP}{_bucket(seconds)}", 1),
+            ]
+            totals: list[tuple[str, float]] = [(f"latsum{SEP}{r.rubric}", seconds)]
             if r.judge_calls:
-                for field, n in (
+                fields += [
                     (f"calls{SEP}{r.rubric}", r.judge_calls),
                     (f"tok{SEP}{r.rubric}{SEP}input", r.judge_input_tokens),
                     (f"tok{SEP}{r.rubric}{SEP}output", r.judge_output_tokens),
-                ):
-                    counts[field] = counts.get(field, 0) + n
-                cost = f"cost{SEP}{r.rubric}"
-                sums[cost] = sums.get(cost, 0.0) + r.judge_cost_usd
+                ]
+                totals.append((f"cost{SEP}{r.rubric}", r.judge_cost_usd))
+            for field, n in fields:
+                counts[field] = counts.get(field, 0) + n
+            for field, x in totals:
+                sums[field] = sums.get(field, 0.0) + x
         if self._interval <= 0:
             await self.flush()
         elif self._timer is None:

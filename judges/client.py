@@ -56,8 +56,8 @@ def sdk_http_client(transport: str) -> httpx.AsyncClient | None:
     """The HTTP client to hand the openai SDK: None = the SDK's own httpx client.
 
     "aiohttp" is the SDK's `DefaultAioHttpClient` (httpx's interface over aiohttp's
-    connection handling): ~0.65 ms of CPU per judge request against ~1.6 ms for httpx's
-    own transport (bench/http_floor.py). Its session is created lazily inside the running
+    connection handling): about 2.4x less CPU per judge request than httpx's own transport
+    (bench/http_floor.py, BENCHMARKS.md §5b). Its session is created lazily inside the running
     event loop, so a client may be built outside one.
     """
     if transport == "httpx":
