@@ -5,8 +5,8 @@ Only wiring: settings are read once here (settings.toml + EVALUATOR_* environmen
 
 from __future__ import annotations
 
-from evaluator.settings import load_settings
-from evaluator.worker import worker_options
+from evaluator.config.settings import load_settings
+from evaluator.worker.app import worker_options
 
 _options = worker_options(load_settings())
 

@@ -33,7 +33,7 @@ import httpx
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import BaseModel
 
-from judges.client import JudgeClient, sdk_http_client
+from judges.llm.client import JudgeClient, sdk_http_client
 
 from .multiworker import Judge
 from .report import Summary, command_line, fmt, machine, table

@@ -37,10 +37,10 @@ from arq import Worker, create_pool, func
 from arq.connections import RedisSettings
 from redis.asyncio import Redis as AsyncRedis
 
-from evaluator.enqueue import SyncTraceEnqueuer, TraceEnqueuer, intake_key
-from evaluator.intake import Intake, SamplingConfig
-from evaluator.sampling import TailRules
-from evaluator.store import Store
+from evaluator.intake.drain import Intake, SamplingConfig
+from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer, intake_key
+from evaluator.intake.sampling import TailRules
+from evaluator.store.store import Store
 
 from .report import Summary, command_line, fmt, machine, table
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from judges import local_grounding as lg
 from judges.agreement import auroc, balanced_accuracy, best_threshold, f1, predict
+from judges.scorers import local as lg
 from judges.types import Context, EvalCase
 
 DATA = Path("/work/shared/data/ragtruth_qa/ragtruth_qa.jsonl")

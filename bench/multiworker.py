@@ -4,7 +4,7 @@
   monotonic time and status of every chat call, served at `GET /timeline`; run it as
   `python -m bench.multiworker judge --rpm R --latency MS` (prints its URL like the server).
 - `pg_database()`: a fresh PostgreSQL database for one run, dropped afterwards.
-- `WorkerRun`: traces ingested into that database, N `python -m evaluator.cli --settings FILE
+- `WorkerRun`: traces ingested into that database, N `python -m evaluator.cli.main --settings FILE
   worker` processes (not burst) started and waited for, IDs enqueued through the real
   `TraceEnqueuer`, then polled until every sampled trace's intent is done, then SIGTERM.
 
@@ -294,9 +294,9 @@ class WorkerRun:
 
     def run(self, on_started: Any = None, on_done: Any = None) -> RunResult:
         """`on_started(pids)` after the workers are ready, `on_done(pids)` before they stop."""
-        from evaluator import outbox  # noqa: F401  (its table joins the metadata)
-        from evaluator.ingest import ingest_traces
-        from evaluator.store import Store
+        from evaluator.sources.ingest import ingest_traces
+        from evaluator.store import outbox  # noqa: F401  (its table joins the metadata)
+        from evaluator.store.store import Store
 
         flush_redis(self.redis_url)
         with tempfile.TemporaryDirectory(prefix="bench-mw-") as tmp:
@@ -355,7 +355,7 @@ class WorkerRun:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         for i in range(self.workers):
             log = tmp / f"worker{i}.log"
-            cmd = [sys.executable, "-m", "evaluator.cli", "--settings", str(settings_file)]
+            cmd = [sys.executable, "-m", "evaluator.cli.main", "--settings", str(settings_file)]
             cmd += ["--log-level", "INFO", "worker"]
             if self.wrap:
                 cmd = [*self.wrap, *cmd]
@@ -392,8 +392,8 @@ class WorkerRun:
         raise RuntimeError("workers not ready within 60 s")
 
     async def _enqueue(self, settings_file: Path) -> None:
-        from evaluator.enqueue import TraceEnqueuer
-        from evaluator.settings import load_settings
+        from evaluator.config.settings import load_settings
+        from evaluator.intake.enqueue import TraceEnqueuer
 
         settings = load_settings(settings_file, environ={})
         enq = TraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix)
@@ -434,7 +434,7 @@ class WorkerRun:
         """Delete this run's keys (its prefix, and arq's keys of its job IDs) from Redis."""
         import redis
 
-        from evaluator.settings import load_settings
+        from evaluator.config.settings import load_settings
 
         prefix = load_settings(settings_file, environ={}).redis.key_prefix
         client = redis.Redis.from_url(self.redis_url)

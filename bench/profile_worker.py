@@ -3,7 +3,7 @@
     python -m bench.profile_worker                  # 600 cases, judge latency 0 ms, 1 worker
     python -m bench.profile_worker --raw bench/results/profile_worker.txt
 
-One real `python -m evaluator.cli --settings FILE worker` process on PostgreSQL and Redis
+One real `python -m evaluator.cli.main --settings FILE worker` process on PostgreSQL and Redis
 db 13 (bench.multiworker), judge latency 0 ms, the faithfulness (judge) + answer relevance
 rubrics of bench/throughput.py, shipped worker.max_jobs / judge.max_concurrency, reply cache
 off. First `--plain` unprofiled runs give the worker's CPU ms per evaluation (utime+stime
@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from evaluator.settings import Settings
+from evaluator.config.settings import Settings
 
 from .multiworker import DEFAULT_PG, DEFAULT_REDIS, Judge, WorkerRun, pg_database
 from .report import Summary, command_line, fmt, machine, table

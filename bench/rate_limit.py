@@ -10,7 +10,7 @@ chat calls, a call beyond R answered 429 with Retry-After / retry-after-ms = whe
 call in the window ages out. Latency 300 ms.
 
 Per run: a fresh PostgreSQL database, Redis db 13 flushed, cases ingested, two real
-`python -m evaluator.cli --settings FILE worker` processes (not burst; shipped
+`python -m evaluator.cli.main --settings FILE worker` processes (not burst; shipped
 the shipped worker.max_jobs and judge.max_concurrency each, shipped max_retries 2 and max_wait_s 20,
 reply cache off), all IDs enqueued, polled until every intent is done, SIGTERM.
 
@@ -34,7 +34,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from evaluator.settings import Settings
+from evaluator.config.settings import Settings
 
 from .multiworker import DEFAULT_PG, DEFAULT_REDIS, Judge, WorkerRun, pg_database
 from .report import Summary, command_line, fmt, machine, table

@@ -40,7 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluator.regression import (
+from evaluator.analytics.regression import (
     RegressionPolicy,
     SequentialState,
     adjust_verdicts,
@@ -49,7 +49,7 @@ from evaluator.regression import (
     rebase,
     start_sequential,
 )
-from evaluator.stats import GroupStats
+from evaluator.analytics.stats import GroupStats
 
 DATA = Path("/work/shared/data/ragtruth_qa/ragtruth_qa.jsonl")
 PER_HOUR = 200

@@ -5,7 +5,7 @@ PostgreSQL database, judge latency 300 ms.
     python -m bench.scale_out --cases 40 --reps 1 --workers 1 2   # smoke
 
 Each run: a fresh PostgreSQL database (dropped after), Redis db 13 flushed, the RAGTruth QA
-cases of bench/throughput.py ingested, N real `python -m evaluator.cli --settings FILE worker`
+cases of bench/throughput.py ingested, N real `python -m evaluator.cli.main --settings FILE worker`
 processes (not burst) started and waited for (start-up is not timed), then every trace ID
 enqueued through `TraceEnqueuer`; timed from the first enqueue until every sampled trace's
 intent is done (polled in PostgreSQL every 20 ms). One evaluation = faithfulness (method

@@ -5,7 +5,7 @@
     python -m bench.throughput --jobs 64 --judge-concurrency 64   # our worker, wider
 
 Cases: RAGTruth QA answers (/work/shared/data/ragtruth_qa) turned into traces by
-`evaluator.ragtruth.record_to_traces`. One *evaluation* = one case scored for faithfulness
+`evaluator.sources.ragtruth.record_to_traces`. One *evaluation* = one case scored for faithfulness
 AND answer relevance (ours: two eval records; ragas: two metric results).
 
 Ours: the real worker — traces ingested into a fresh SQLite file, IDs enqueued through
@@ -38,14 +38,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from evaluator.cases import build_case
-from evaluator.enqueue import TraceEnqueuer
-from evaluator.ingest import ingest_traces
-from evaluator.ragtruth import record_to_traces
-from evaluator.settings import Settings, load_settings
-from evaluator.store import Store
-from evaluator.traces import parse_trace
-from evaluator.worker import run_burst
+from evaluator.config.settings import Settings, load_settings
+from evaluator.intake.enqueue import TraceEnqueuer
+from evaluator.sources.ingest import ingest_traces
+from evaluator.sources.ragtruth import record_to_traces
+from evaluator.store.store import Store
+from evaluator.traces.cases import build_case
+from evaluator.traces.model import parse_trace
+from evaluator.worker.app import run_burst
 
 from .report import Summary, command_line, fmt, machine, table
 

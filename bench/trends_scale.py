@@ -26,9 +26,9 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evaluator.rollups import refresh_rollups
-from evaluator.store import Store
-from evaluator.trends import TrendQuery, trend
+from evaluator.analytics.rollups import refresh_rollups
+from evaluator.analytics.trends import TrendQuery, trend
+from evaluator.store.store import Store
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 COLUMNS = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .types import Score, Usage
+from judges.types import Score, Usage
 
 
 class EvalError(Exception):

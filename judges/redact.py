@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from .types import Context, EvalCase
+from judges.types import Context, EvalCase
 
 # Order matters: specific token formats before the generic number patterns.
 PATTERNS: dict[str, re.Pattern[str]] = {

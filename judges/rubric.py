@@ -1,6 +1,6 @@
 """Rubrics are data: a frozen, validated description of what to score and how.
 
-Parsed from TOML by the service (evaluator.rubrics); usable directly as a library:
+Parsed from TOML by the service (evaluator.config.rubrics); usable directly as a library:
 
     Rubric.model_validate({"name": "tone", "version": "1", "scorer": "llm_rubric",
                            "llm_rubric": {"criteria": "Is the answer polite?"}})

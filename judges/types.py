@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from judges.llm.client import JudgeClient
+    from judges.llm.embedder import Embedder
+    from judges.llm.generator import Generator
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +118,12 @@ class Score:
             judge_model=judge_model,
             usage=usage or Usage(),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Clients:
+    """What scorers may call. Any of them may be absent; scorers that need one skip."""
+
+    judge: JudgeClient | None = None
+    generator: Generator | None = None
+    embedder: Embedder | None = None

@@ -18,7 +18,7 @@ import redis
 import respx.mocks
 from sqlalchemy import create_engine, text
 
-from evaluator.settings import SHIPPED_RUBRICS_DIR, Settings, load_settings
+from evaluator.config.settings import SHIPPED_RUBRICS_DIR, Settings, load_settings
 
 REDIS_URL = os.environ.get("EVALUATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 POSTGRES_URL = os.environ.get(

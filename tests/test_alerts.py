@@ -13,15 +13,15 @@ import httpx
 import pytest
 import respx
 
-from evaluator.alerts import list_alerts, parse_policy, policy_for
-from evaluator.cli import main
-from evaluator.models import EvalRecord
-from evaluator.regression_job import decide, regression_check_job, run_check
-from evaluator.rubrics import RubricSet, parse_rubric
-from evaluator.runtime import build_runtime
-from evaluator.settings import AlertsSettings
-from evaluator.sinks import build_sinks
-from evaluator.store import Store
+from evaluator.analytics.alerts import list_alerts, parse_policy, policy_for
+from evaluator.analytics.check_job import decide, regression_check_job, run_check
+from evaluator.cli.main import main
+from evaluator.config.rubrics import RubricSet, parse_rubric
+from evaluator.config.settings import AlertsSettings
+from evaluator.outputs.webhooks import build_sinks
+from evaluator.store.models import EvalRecord
+from evaluator.store.store import Store
+from evaluator.worker.runtime import build_runtime
 from tests.conftest import make_settings, write_rubric
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -126,7 +126,7 @@ def test_cool_down_suppresses_a_second_alert_after_resolution(store: Store, tmp_
     decide(store, rubrics(tmp_path), ALERTS, NOW)
     (alert,) = list_alerts(store)
     alert.status, alert.resolved_at = "resolved", NOW
-    from evaluator.alerts import save
+    from evaluator.analytics.alerts import save
 
     save(store, alert)
     report, _ = decide(store, rubrics(tmp_path), ALERTS, NOW + timedelta(minutes=10))
@@ -217,7 +217,7 @@ async def test_cron_body_runs_once_per_period_across_workers(
 
 
 def test_worker_registers_a_unique_cron_job(tmp_path: Path) -> None:
-    from evaluator.worker import worker_options
+    from evaluator.worker.app import worker_options
 
     opts = worker_options(make_settings(tmp_path, "redis://127.0.0.1:6379/9",
                                         alerts={"interval_minutes": 15}))  # fmt: skip

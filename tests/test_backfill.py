@@ -18,15 +18,15 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from evaluator import backfill as bf
-from evaluator import outbox
-from evaluator.cli_db import register, render_bar
-from evaluator.ingest import ingest_traces
-from evaluator.models import EvalRecord, TraceRecord, utcnow
-from evaluator.rubrics import load_rubrics
-from evaluator.settings import Settings
-from evaluator.store import Store
-from evaluator.worker import run_burst
+from evaluator.cli.db import register, render_bar
+from evaluator.config.rubrics import load_rubrics
+from evaluator.config.settings import Settings
+from evaluator.sources.ingest import ingest_traces
+from evaluator.store import outbox
+from evaluator.store.models import EvalRecord, TraceRecord, utcnow
+from evaluator.store.store import Store
+from evaluator.worker import backfill as bf
+from evaluator.worker.app import run_burst
 
 from .conftest import JUDGE_URL, TONE_RUBRIC, make_settings, rag_trace, write_rubric
 
@@ -43,7 +43,7 @@ PRICING = {"gpt-4o-mini": {"input_per_mtok": 0.15, "output_per_mtok": 0.6}}
 
 
 def run_cli(settings_file: Path, *argv: str) -> int:
-    """`evaluator --settings FILE ARGV` for the commands of evaluator.cli_db."""
+    """`evaluator --settings FILE ARGV` for the commands of evaluator.cli.db."""
     parser = argparse.ArgumentParser(prog="evaluator")
     parser.add_argument("--settings", type=Path)
     register(parser.add_subparsers(dest="command", required=True))

@@ -13,9 +13,9 @@ import pytest
 from bench import intake as intake_bench
 from bench.judge_server import JudgeServer, ServerConfig
 from bench.schema_instance import instance, schema_in_text
-from judges.client import JudgeClient
-from judges.faithfulness_prompts import FaithfulnessReply, verification_schema
-from judges.relevance import AnswerRelevanceReply, documents_schema
+from judges.llm.client import JudgeClient
+from judges.scorers.faithfulness_prompts import FaithfulnessReply, verification_schema
+from judges.scorers.relevance import AnswerRelevanceReply, documents_schema
 
 
 async def test_intake_bench_runs_every_step(redis_url: str) -> None:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.calibration import agreement, load_labelled
-from evaluator.cli import main
+from evaluator.cli.main import main
+from evaluator.worker.calibration import agreement, load_labelled
 from judges.types import Score, Status
 
 from .conftest import write_rubric

@@ -9,8 +9,8 @@ import socket
 import pytest
 import redis
 
-from evaluator.enqueue import SyncTraceEnqueuer, TraceEnqueuer, intake_key
-from evaluator.wire import decode
+from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer, intake_key
+from evaluator.intake.wire import decode
 
 
 def _dead_redis_url() -> str:
@@ -42,7 +42,7 @@ async def test_redis_down_never_raises_and_keeps_a_bounded_buffer(
     enq = TraceEnqueuer(
         _dead_redis_url(), batch_size=10, linger_ms=1, buffer_max=50, retry_delay_s=0.01
     )
-    with caplog.at_level(logging.WARNING, logger="evaluator.enqueue"):
+    with caplog.at_level(logging.WARNING, logger="evaluator.intake.enqueue"):
         for i in range(80):
             enq.enqueue(f"t{i}")
         await asyncio.sleep(0.1)

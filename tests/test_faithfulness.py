@@ -10,12 +10,12 @@ import httpx
 import pytest
 import respx
 
-from judges.client import JudgeClient
-from judges.faithfulness import faithfulness_value, score
+from judges.llm.client import JudgeClient
 from judges.prompts import DATA_RULES
 from judges.rubric import Rubric
-from judges.scorers import Clients, run_scorer
-from judges.types import Context, EvalCase, Status
+from judges.scorers.faithfulness import faithfulness_value, score
+from judges.scorers.registry import run_scorer
+from judges.types import Clients, Context, EvalCase, Status
 from tests.conftest import FIXTURES, JUDGE_URL, chat_completion
 
 FIXTURE = json.loads((FIXTURES / "faithfulness_case.json").read_text())
@@ -234,7 +234,7 @@ INVENTED = EvalCase(
 
 
 async def test_local_needs_no_judge() -> None:
-    pytest.importorskip("judges.local_grounding")
+    pytest.importorskip("judges.scorers.local")
     result = await score(GROUNDED, rubric("local"), Clients())
     assert result.status is Status.OK and result.value is not None
 
@@ -242,7 +242,7 @@ async def test_local_needs_no_judge() -> None:
 async def test_cascade_keeps_a_confident_local_score_without_calling_the_judge(
     judge: JudgeClient, api: respx.MockRouter
 ) -> None:
-    pytest.importorskip("judges.local_grounding")
+    pytest.importorskip("judges.scorers.local")
     route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
     result = await score(GROUNDED, rubric("cascade", cascade_margin=0.1), Clients(judge=judge))
     assert route.call_count == 0
@@ -253,7 +253,7 @@ async def test_cascade_keeps_a_confident_local_score_without_calling_the_judge(
 async def test_cascade_escalates_a_low_local_score_to_the_judge(
     judge: JudgeClient, api: respx.MockRouter
 ) -> None:
-    pytest.importorskip("judges.local_grounding")
+    pytest.importorskip("judges.scorers.local")
     route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
     result = await score(INVENTED, rubric("cascade"), Clients(judge=judge))
     assert route.call_count == 1

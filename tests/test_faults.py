@@ -15,12 +15,12 @@ import respx
 from arq import Retry
 from sqlmodel import create_engine
 
-from evaluator import outbox
-from evaluator.enqueue import TraceEnqueuer
-from evaluator.ingest import ingest_jsonl, ingest_traces
-from evaluator.runtime import build_runtime
-from evaluator.store import Store
-from evaluator.worker import evaluate_trace_job, run_burst
+from evaluator.intake.enqueue import TraceEnqueuer
+from evaluator.sources.ingest import ingest_jsonl, ingest_traces
+from evaluator.store import outbox
+from evaluator.store.store import Store
+from evaluator.worker.app import evaluate_trace_job, run_burst
+from evaluator.worker.runtime import build_runtime
 
 from .conftest import (
     JUDGE_URL,

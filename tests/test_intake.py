@@ -5,11 +5,11 @@ from __future__ import annotations
 import redis
 from redis.asyncio import Redis
 
-from evaluator.enqueue import intake_key
-from evaluator.intake import EVALUATE_JOB, Intake, SamplingConfig, job_id_for, stats_key
-from evaluator.sampling import Reason, Signals, TailRules, hash_point
-from evaluator.serialization import deserialize
-from evaluator.wire import encode
+from evaluator.intake.drain import EVALUATE_JOB, Intake, SamplingConfig, job_id_for, stats_key
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import Reason, Signals, TailRules, hash_point
+from evaluator.intake.serialization import deserialize
+from evaluator.intake.wire import encode
 
 RULES = TailRules(on_error=True, on_negative_feedback=True, cost_above_usd=0.05, latency_above_ms=0)
 
@@ -71,7 +71,7 @@ async def test_empty_intake_is_cheap_and_safe(redis_url: str) -> None:
 
 
 async def test_batch_parked_by_a_dead_worker_returns_to_the_intake(redis_url: str) -> None:
-    from evaluator.intake import alive_prefix, processing_prefix, recover_abandoned
+    from evaluator.intake.drain import alive_prefix, processing_prefix, recover_abandoned
 
     client = Redis.from_url(redis_url)
     await client.rpush(processing_prefix("app") + "dead1", "a", "b", "c")
@@ -84,9 +84,9 @@ async def test_batch_parked_by_a_dead_worker_returns_to_the_intake(redis_url: st
 
 
 async def test_durable_drain_parks_nothing_after_it_commits(redis_url: str, tmp_path) -> None:
-    from evaluator.intake import processing_prefix
-    from evaluator.outbox import list_intents
-    from evaluator.store import Store
+    from evaluator.intake.drain import processing_prefix
+    from evaluator.store.outbox import list_intents
+    from evaluator.store.store import Store
 
     _push(redis_url, [f"id-{i}" for i in range(500)])
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")

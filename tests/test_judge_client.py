@@ -13,10 +13,10 @@ import respx
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from evaluator.judge_limits import RedisRateLimiter, RedisReplyCache
-from judges.client import JudgeClient
+from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.errors import JudgeDeferred, JudgeOutputError, JudgeTransientError
-from judges.limits import AdaptiveConcurrency
+from judges.llm.client import JudgeClient
+from judges.llm.limits import AdaptiveConcurrency
 
 from .conftest import JUDGE_URL, chat_completion
 

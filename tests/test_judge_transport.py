@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from judges.client import JudgeClient, sdk_http_client
 from judges.errors import JudgeOutputError, JudgeTransientError
+from judges.llm.client import JudgeClient, sdk_http_client
 
 from .conftest import chat_completion
 

@@ -10,9 +10,14 @@ import httpx
 import pytest
 import respx
 
-from evaluator.cases import build_case
-from evaluator.langfuse import LangfuseError, LangfuseScoreSink, LangfuseTraceSource, score_id
-from evaluator.models import EvalRecord
+from evaluator.sources.langfuse import (
+    LangfuseError,
+    LangfuseScoreSink,
+    LangfuseTraceSource,
+    score_id,
+)
+from evaluator.store.models import EvalRecord
+from evaluator.traces.cases import build_case
 
 BASE = "https://langfuse.test"
 AUTH = "Basic " + base64.b64encode(b"pk-lf-1:sk-lf-1").decode()

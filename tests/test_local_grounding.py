@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from judges.local_grounding import (
+from judges.scorers.local import (
     score_answer_relevance_local,
     score_faithfulness_local,
 )
@@ -98,7 +98,7 @@ def test_relevance_rewards_on_topic_and_penalises_evasion() -> None:
 
 def test_embeddings_keep_verdicts_and_report_similarity() -> None:
     pytest.importorskip("sentence_transformers")
-    from judges.embedder import Embedder
+    from judges.llm.embedder import Embedder
 
     emb = Embedder()
     good = score_faithfulness_local(case("The Acme Pro plan costs $50,000 per year."), emb)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from evaluator.logs import (
+from evaluator.config.logs import (
     REDACTED,
     LogFormatError,
     configure_logging,
@@ -36,14 +36,14 @@ def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
 
 def test_json_lines_with_fixed_keys_and_extra_fields(stream: io.StringIO) -> None:
     configure_logging("INFO", "json", stream=stream)
-    log = logging.getLogger("evaluator.pipeline")
+    log = logging.getLogger("evaluator.worker.pipeline")
 
     log.info("scored %d rubrics", 3, extra={"trace_id": "4bf9", "rubric": "tone", "n": 2})
     log.debug("not shown at INFO")
 
     [entry] = lines(stream)
     assert entry["level"] == "INFO"
-    assert entry["logger"] == "evaluator.pipeline"
+    assert entry["logger"] == "evaluator.worker.pipeline"
     assert entry["message"] == "scored 3 rubrics"
     assert (entry["trace_id"], entry["rubric"], entry["n"]) == ("4bf9", "tone", 2)
     assert entry["ts"].endswith("Z") and "T" in entry["ts"]
@@ -66,7 +66,7 @@ def test_trace_content_in_extra_fields_is_never_written(stream: io.StringIO) -> 
 
 def test_log_context_adds_trace_id_across_threads(stream: io.StringIO) -> None:
     configure_logging("INFO", "json", stream=stream)
-    log = logging.getLogger("evaluator.worker")
+    log = logging.getLogger("evaluator.worker.app")
 
     async def job() -> None:
         with log_context(trace_id="t-42", job="evaluate"):
@@ -106,9 +106,9 @@ def test_unserialisable_extra_values_become_strings(stream: io.StringIO) -> None
 
 def test_text_format_is_the_default(stream: io.StringIO) -> None:
     configure_logging("WARNING", resolve_format(None, environ={}), stream=stream)
-    logging.getLogger("evaluator.intake").warning("slow", extra={"trace_id": "t1"})
+    logging.getLogger("evaluator.intake.drain").warning("slow", extra={"trace_id": "t1"})
 
-    assert stream.getvalue() == "WARNING evaluator.intake: slow\n"
+    assert stream.getvalue() == "WARNING evaluator.intake.drain: slow\n"
 
 
 def test_format_from_flag_then_environment() -> None:

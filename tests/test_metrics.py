@@ -14,13 +14,13 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from evaluator.enqueue import intake_key
-from evaluator.intake import Intake, SamplingConfig
-from evaluator.metrics import MetricsRecorder, render_metrics
-from evaluator.models import AlertRecord, EvalRecord, utcnow
-from evaluator.sampling import Signals, TailRules
-from evaluator.store import Store
-from evaluator.wire import encode
+from evaluator.intake.drain import Intake, SamplingConfig
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import Signals, TailRules
+from evaluator.intake.wire import encode
+from evaluator.outputs.metrics import MetricsRecorder, render_metrics
+from evaluator.store.models import AlertRecord, EvalRecord, utcnow
+from evaluator.store.store import Store
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -16,11 +16,11 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from evaluator import outbox
-from evaluator.cli_db import register
-from evaluator.models import AlertRecord, EvalRecord, TraceRecord
-from evaluator.otlp_assembly import PendingSpan
-from evaluator.schema import (
+from evaluator.cli.db import register
+from evaluator.sources.otlp.assembly import PendingSpan
+from evaluator.store import outbox
+from evaluator.store.models import AlertRecord, EvalRecord, TraceRecord
+from evaluator.store.schema import (
     BASELINE,
     SchemaError,
     alembic_config,
@@ -29,7 +29,7 @@ from evaluator.schema import (
     model_metadata,
     upgrade,
 )
-from evaluator.store import make_engine
+from evaluator.store.store import make_engine
 
 from .conftest import make_settings
 
@@ -54,7 +54,7 @@ def engine(db_url: str) -> Iterator[Engine]:
 
 
 def run_cli(argv: list[str]) -> int:
-    """`evaluator ARGV` for the commands of evaluator.cli_db (cli.py registers the same)."""
+    """`evaluator ARGV` for the commands of evaluator.cli.db (cli.py registers the same)."""
     parser = argparse.ArgumentParser(prog="evaluator")
     parser.add_argument("--settings", type=Path)
     register(parser.add_subparsers(dest="command", required=True))

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from evaluator.models import EvalRecord
-from evaluator.otel_export import EVENT_NAME, EvaluationExporter, decode_events, otel_ids
-from evaluator.store import Store
+from evaluator.outputs.otel import EVENT_NAME, EvaluationExporter, decode_events, otel_ids
+from evaluator.store.models import EvalRecord
+from evaluator.store.store import Store
 
 
 class LogsReceiver:

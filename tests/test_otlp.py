@@ -24,11 +24,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
-from evaluator.cases import build_case
-from evaluator.otlp import OtlpConfig
-from evaluator.otlp_assembly import SpanAssembler, handle_otlp_traces
-from evaluator.store import Store
-from evaluator.wire import decode
+from evaluator.intake.wire import decode
+from evaluator.sources.otlp.assembly import SpanAssembler, handle_otlp_traces
+from evaluator.sources.otlp.decode import OtlpConfig
+from evaluator.store.store import Store
+from evaluator.traces.cases import build_case
 
 LATER = 10_000.0  # seconds: a `now` past every grace period
 

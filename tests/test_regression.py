@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluator.regression import (
+from evaluator.analytics.regression import (
     RegressionPolicy,
     SequentialState,
     adjust_verdicts,
@@ -22,7 +22,13 @@ from evaluator.regression import (
     start_sequential,
     window_bounds,
 )
-from evaluator.stats import GroupStats, adjust_pvalues, fisher_lower_p, welch_lower_p, wilson_ci
+from evaluator.analytics.stats import (
+    GroupStats,
+    adjust_pvalues,
+    fisher_lower_p,
+    welch_lower_p,
+    wilson_ci,
+)
 
 POLICY = RegressionPolicy()
 scores = st.lists(st.floats(0.0, 1.0), min_size=2, max_size=60)

@@ -10,12 +10,12 @@ import httpx
 import pytest
 import respx
 
-from judges.client import JudgeClient
+from judges.llm.client import JudgeClient
 from judges.prompts import DATA_RULES
-from judges.relevance import lexical_overlap, score_answer, score_contexts
 from judges.rubric import Rubric
-from judges.scorers import Clients, run_scorer
-from judges.types import Context, EvalCase, Status
+from judges.scorers.registry import run_scorer
+from judges.scorers.relevance import lexical_overlap, score_answer, score_contexts
+from judges.types import Clients, Context, EvalCase, Status
 from tests.conftest import JUDGE_URL, chat_completion
 
 CONTEXTS = (
@@ -114,7 +114,7 @@ async def test_unknown_verdict_is_reasked_then_an_error(
 
 
 async def test_answer_local_delegates_to_local_grounding() -> None:
-    pytest.importorskip("judges.local_grounding")
+    pytest.importorskip("judges.scorers.local")
     result = await score_answer(CASE, rubric("answer_relevance", "local"), Clients())
     assert result.status in (Status.OK, Status.SKIPPED)
 
@@ -178,7 +178,7 @@ async def test_context_local_lexical_without_embedder() -> None:
 
 async def test_context_local_with_embeddings() -> None:
     pytest.importorskip("sentence_transformers")
-    from judges.embedder import Embedder
+    from judges.llm.embedder import Embedder
 
     result = await score_contexts(
         CASE, rubric("context_relevance", "local"), Clients(embedder=Embedder())

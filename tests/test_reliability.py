@@ -20,19 +20,19 @@ import respx
 from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from evaluator import outbox
-from evaluator.enqueue import SyncTraceEnqueuer, TraceEnqueuer
-from evaluator.ingest import ingest_traces
-from evaluator.intake import DrainResult, Intake
-from evaluator.pipeline import evaluate_trace
-from evaluator.rubrics import load_rubrics
-from evaluator.runtime import build_runtime, sampling_config
-from evaluator.settings import Settings
-from evaluator.store import Store
-from evaluator.sweeper import make_intake, sweep
-from evaluator.worker import run_burst
-from judges.llm_rubric import render
+from evaluator.config.rubrics import load_rubrics
+from evaluator.config.settings import Settings
+from evaluator.intake.drain import DrainResult, Intake
+from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer
+from evaluator.intake.sweeper import make_intake, sweep
+from evaluator.sources.ingest import ingest_traces
+from evaluator.store import outbox
+from evaluator.store.store import Store
+from evaluator.worker.app import run_burst
+from evaluator.worker.pipeline import evaluate_trace
+from evaluator.worker.runtime import build_runtime, sampling_config
 from judges.prompts import fence
+from judges.scorers.llm_rubric import render
 
 from .conftest import (
     JUDGE_URL,
@@ -67,7 +67,7 @@ def _ingest_and_enqueue(settings: Settings, ids: list[str]) -> None:
 def _worker(settings_file: Path, *extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "evaluator.cli", "--log-level", "INFO", "--settings", str(settings_file), "worker", *extra],
+        [sys.executable, "-m", "evaluator.cli.main", "--log-level", "INFO", "--settings", str(settings_file), "worker", *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -287,7 +287,7 @@ def test_dead_letter_and_retry(tmp_path: Path, redis_url: str) -> None:
     assert swept.dead == 1
     (dead,) = outbox.list_intents(store.engine, status=outbox.DEAD)
     assert "connection refused" in dead.last_error and "3 attempts" in dead.last_error
-    from evaluator.cli import main
+    from evaluator.cli.main import main
 
     assert main(["--settings", str(tmp_path / "settings.toml"), "retry", "--trace", "stuck"]) == 0
     assert _intents(settings) == {"rate:stuck": "pending"}

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluator.cli import main
-from evaluator.rubrics import RubricError, load_rubrics, parse_rubric
-from evaluator.settings import SHIPPED_RUBRICS_DIR
+from evaluator.cli.main import main
+from evaluator.config.rubrics import RubricError, load_rubrics, parse_rubric
+from evaluator.config.settings import SHIPPED_RUBRICS_DIR
 
 from .conftest import TONE_RUBRIC, write_rubric
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evaluator.sampling import Reason, Signals, TailRules, decide, hash_point
+from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
 
 RULES = TailRules(
     on_error=True, on_negative_feedback=True, cost_above_usd=0.05, latency_above_ms=10_000

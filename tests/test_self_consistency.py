@@ -10,12 +10,12 @@ import httpx
 import pytest
 import respx
 
-from judges.client import JudgeClient
-from judges.generator import Generator, chat_messages
+from judges.llm.client import JudgeClient
+from judges.llm.generator import Generator, chat_messages
 from judges.rubric import Rubric
-from judges.scorers import Clients, run_scorer
-from judges.self_consistency import judge_support, score
-from judges.types import EvalCase, Status
+from judges.scorers.registry import run_scorer
+from judges.scorers.self_consistency import judge_support, score
+from judges.types import Clients, EvalCase, Status
 from tests.conftest import JUDGE_URL, chat_completion
 
 GENERATOR_URL = "http://generator.test/v1"
@@ -215,7 +215,7 @@ async def test_embeddings_without_embedder_names_the_extra() -> None:
 
 async def test_embeddings_method_ranks_the_invented_sentence_lowest() -> None:
     pytest.importorskip("sentence_transformers")
-    from judges.embedder import Embedder
+    from judges.llm.embedder import Embedder
 
     case = EvalCase(**{**_state(CASE), "samples": SAMPLES})
     result = await score(case, rubric("embeddings"), Clients(embedder=Embedder()))

@@ -14,12 +14,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
-from evaluator.enqueue import intake_key
-from evaluator.metrics import render_metrics
-from evaluator.otlp_assembly import SpanAssembler
-from evaluator.server import start_in_thread
-from evaluator.store import Store
-from evaluator.wire import decode
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.wire import decode
+from evaluator.outputs.metrics import render_metrics
+from evaluator.sources.otlp.assembly import SpanAssembler
+from evaluator.store.store import Store
+from evaluator.web.server import start_in_thread
 
 
 def test_sdk_spans_through_the_server_are_ingested_and_counted(

@@ -15,9 +15,9 @@ import httpx
 import pytest
 from sqlmodel import Session
 
-from evaluator.models import AlertRecord, EvalRecord
-from evaluator.server import start_in_thread
-from evaluator.store import Store
+from evaluator.store.models import AlertRecord, EvalRecord
+from evaluator.store.store import Store
+from evaluator.web.server import start_in_thread
 
 NOW = datetime.now(UTC)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.settings import SettingsError, env_overrides, load_settings
+from evaluator.config.settings import SettingsError, env_overrides, load_settings
 
 
 def test_defaults_load_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

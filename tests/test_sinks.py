@@ -13,8 +13,8 @@ import httpx
 import pytest
 import respx
 
-from evaluator.settings import SettingsError
-from evaluator.sinks import (
+from evaluator.config.settings import SettingsError
+from evaluator.outputs.webhooks import (
     SIGNATURE_HEADER,
     UnsafeURL,
     WebhookSender,

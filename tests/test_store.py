@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.models import EvalRecord
-from evaluator.store import Store
+from evaluator.store.models import EvalRecord
+from evaluator.store.store import Store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

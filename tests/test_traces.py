@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evaluator.cases import CaseBuildError, build_case
-from evaluator.ingest import ingest_jsonl, ingest_traces
-from evaluator.ragtruth import record_to_traces, split_passages
-from evaluator.store import Store
-from evaluator.traces import TraceFormatError, parse_trace, parse_trace_json
+from evaluator.sources.ingest import ingest_jsonl, ingest_traces
+from evaluator.sources.ragtruth import record_to_traces, split_passages
+from evaluator.store.store import Store
+from evaluator.traces.cases import CaseBuildError, build_case
+from evaluator.traces.model import TraceFormatError, parse_trace, parse_trace_json
 
 from .conftest import rag_trace
 

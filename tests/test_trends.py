@@ -15,11 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlmodel import Session
 
-from evaluator.cli import main
-from evaluator.models import EvalRecord
-from evaluator.rollups import merged_hist, refresh_rollups
-from evaluator.store import Store
-from evaluator.trends import TrendQuery, sparkline, trend, trends_table
+from evaluator.analytics.rollups import merged_hist, refresh_rollups
+from evaluator.analytics.trends import TrendQuery, sparkline, trend, trends_table
+from evaluator.cli.main import main
+from evaluator.store.models import EvalRecord
+from evaluator.store.store import Store
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)

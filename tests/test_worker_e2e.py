@@ -13,13 +13,13 @@ import httpx
 import pytest
 import respx
 
-from evaluator.enqueue import TraceEnqueuer
-from evaluator.ingest import ingest_traces
-from evaluator.pipeline import evaluate_trace
-from evaluator.runtime import build_runtime
-from evaluator.settings import Settings
-from evaluator.store import Store
-from evaluator.worker import make_worker, run_burst
+from evaluator.config.settings import Settings
+from evaluator.intake.enqueue import TraceEnqueuer
+from evaluator.sources.ingest import ingest_traces
+from evaluator.store.store import Store
+from evaluator.worker.app import make_worker, run_burst
+from evaluator.worker.pipeline import evaluate_trace
+from evaluator.worker.runtime import build_runtime
 
 from .conftest import (
     JUDGE_URL,

@@ -1,0 +1,1 @@
+"""Score statistics: rollups, trends, regression detection, alerts and the check job."""

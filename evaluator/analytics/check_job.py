@@ -1,0 +1,321 @@
+"""The regression cron job: read group statistics from SQL, decide, open/resolve alerts.
+
+Per rubric and group (rubric × `group_by` labels), two kinds of check:
+
+* `drop` — the recent window against the rolling baseline before it. What pages is the
+  sequential e-detector folded over the window's scores (recomputed each run, so no state
+  to keep: a detector restarted later never holds more evidence than one that ran all
+  along, so recomputing cannot add false alerts); the fixed-window test, corrected across
+  the run's groups with `adjust_verdicts`, is reported next to it (`detector = "window"`
+  or `"both"` lets it page too).
+* `version` — a group first seen within the baseline period (a new prompt version or
+  model) against the (prompt version, model) that served the same scope just before it,
+  with an e-process from the new group's first score (valid however often it is re-run).
+
+Statistics come from SQL aggregates (COUNT, SUM, SUM of squares, SUM(passed)); raw scores
+are read only for the window of groups that have enough samples, in time order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session
+
+from evaluator.analytics.alerts import (
+    CheckConfig,
+    alert_to_json,
+    describe,
+    group_key,
+    in_cool_down,
+    open_alerts,
+    policy_for,
+    save,
+    try_open,
+)
+from evaluator.analytics.queries import (
+    VERSION_LABELS,
+    Key,
+    aggregates,
+    first_seen,
+    match_labels,
+    predecessor,
+    scores_in_order,
+    what_changed,
+    worst_traces,
+)
+from evaluator.analytics.regression import (
+    Verdict,
+    adjust_verdicts,
+    advance,
+    compare_stats,
+    sequential_verdict,
+    start_sequential,
+    window_bounds,
+)
+from evaluator.analytics.stats import GroupStats
+from evaluator.config.rubrics import RubricSet
+from evaluator.config.settings import AlertsSettings
+from evaluator.outputs.webhooks import AlertSinks, build_sinks
+from evaluator.store.models import AlertRecord, utcnow
+from evaluator.store.store import Store
+
+log = logging.getLogger("evaluator.analytics.alerts")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One group's outcome for one kind of check in one run."""
+
+    kind: str
+    labels: dict[str, str | None]
+    verdict: Verdict
+    alarm: bool
+    window_stats: GroupStats  # the group's scores in the recent window (for recovery)
+    changed: dict[str, Any] = field(default_factory=dict)
+    window_start: datetime | None = None
+    fixed: Verdict | None = None
+
+
+@dataclass
+class CheckReport:
+    opened: list[AlertRecord] = field(default_factory=list)
+    resolved: list[AlertRecord] = field(default_factory=list)
+    suppressed: int = 0  # alarms inside a cool-down
+    groups: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "opened": len(self.opened),
+            "resolved": len(self.resolved),
+            "suppressed": self.suppressed,
+            "groups": self.groups,
+            "errors": self.errors,
+        }
+
+
+# --- SQL ------------------------------------------------------------------------------------
+
+
+def check_rubric(
+    session: Session, rubric: str, cfg: CheckConfig, pass_threshold: float | None, now: datetime
+) -> tuple[list[Finding], dict[Key, GroupStats]]:
+    """Findings of both kinds, and every group's window statistics (for recovery)."""
+    p, labels = cfg.policy, cfg.group_by
+    base_lo, win_lo = window_bounds(now, p)
+    base, cur = (
+        aggregates(session, rubric, labels, base_lo, win_lo),
+        aggregates(session, rubric, labels, win_lo, now),
+    )
+    fixed = adjust_verdicts(
+        {k: compare_stats(base.get(k, GroupStats()), s, p) for k, s in cur.items()}, p
+    )
+    findings: list[Finding] = []
+    for key, stats in cur.items():
+        names = dict(zip(labels, key, strict=True))
+        b = base.get(key, GroupStats())
+        if b.n >= p.min_samples and stats.n >= p.min_samples:
+            state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold)
+            state = advance(state, scores_in_order(session, rubric, labels, key, win_lo, now), p)
+            seq = sequential_verdict(state, p)
+            alarm = _pages(cfg.detector, state.alarm_at is not None, fixed[key].regression)
+            verdict = (
+                seq if state.alarm_at is not None or cfg.detector == "sequential" else fixed[key]
+            )
+            findings.append(Finding("drop", names, verdict, alarm, stats, {}, win_lo, fixed[key]))
+        new_at = first_seen(session, rubric, labels, key, now - p.baseline)
+        if new_at is None or not set(VERSION_LABELS) & set(labels):
+            continue
+        pred = predecessor(session, rubric, labels, key, new_at)
+        if pred is None:
+            continue
+        ref = aggregates(
+            session, rubric, labels, new_at - p.baseline, new_at, match_labels(labels, pred)
+        )
+        ref_stats = ref.get(pred, GroupStats())
+        if ref_stats.n < p.min_samples:
+            continue
+        stream = scores_in_order(session, rubric, labels, key, new_at, now)
+        state = advance(
+            start_sequential(ref_stats, p, known_start=True, pass_threshold=pass_threshold),
+            stream,
+            p,
+        )
+        everything = GroupStats.from_scores(stream, pass_threshold)
+        fixed_v = compare_stats(ref_stats, everything, p)
+        seq = sequential_verdict(state, p)
+        alarm = _pages(cfg.detector, state.alarm_at is not None, fixed_v.regression)
+        changes = {
+            n: {"from": [str(a)], "to": [str(b)]}
+            for n, a, b in zip(labels, pred, key, strict=True)
+            if a != b
+        }
+        text = "; ".join(f"{n} {d['from'][0]} -> {d['to'][0]}" for n, d in changes.items())
+        findings.append(
+            Finding(
+                "version",
+                names,
+                seq if cfg.detector != "window" else fixed_v,
+                alarm,
+                stats,
+                {"labels": changes, "text": text, "first_seen": new_at.isoformat()},
+                new_at,
+                fixed_v,
+            )
+        )
+    return findings, cur
+
+
+def _pages(detector: str, sequential: bool, window: bool) -> bool:
+    return {"sequential": sequential, "window": window, "both": sequential or window}[detector]
+
+
+def recovered(alert: AlertRecord, current: GroupStats | None, cfg: CheckConfig) -> str | None:
+    """Why `alert` can close, or None: the window's mean is back within the effect bound of
+    the baseline the alert was raised against (not today's baseline, which by now may hold
+    the bad scores themselves), or the group stopped scoring."""
+    if current is None or current.n == 0:
+        return "no scores in the recent window (group inactive or rolled back)"
+    if current.n < cfg.policy.min_samples:
+        return None
+    if alert.baseline_mean - current.mean < cfg.policy.min_effect_mean:
+        return (
+            f"recovered: window mean {current.mean:.3f} (n={current.n}) "
+            f"vs baseline {alert.baseline_mean:.3f}"
+        )
+    return None
+
+
+def decide(
+    store: Store, rubrics: RubricSet, alerts: AlertsSettings, now: datetime
+) -> tuple[CheckReport, list[tuple[str, AlertRecord]]]:
+    """Run every rubric's checks and write alert transitions; return what to deliver."""
+    report, events = CheckReport(), []
+    cool = timedelta(minutes=alerts.cool_down_minutes)
+    for rubric in rubrics.rubrics:
+        try:
+            cfg = policy_for(rubric, alerts)
+        except ValueError as exc:
+            report.errors.append(str(exc))
+            log.error("%s", exc)
+            continue
+        with Session(store.engine) as session:
+            findings, cur = check_rubric(session, rubric.name, cfg, rubric.pass_threshold, now)
+            report.groups += len(cur)
+            by_key = {group_key(f.kind, rubric.name, f.labels): f for f in findings}
+            current = {tuple(zip(cfg.group_by, k, strict=True)): s for k, s in cur.items()}
+            opened = {a.group_key: a for a in open_alerts(store, rubric.name)}
+            for key, f in by_key.items():
+                if not f.alarm or key in opened:
+                    continue
+                if in_cool_down(store, key, now, cool):
+                    report.suppressed += 1
+                    continue
+                alert = _new_alert(session, rubric.name, key, f, cfg, now)
+                # A version's e-process stays latched after its alarm; do not reopen a
+                # version that has since recovered. (A drop's whole-window mean can still
+                # look fine while the detector sees the drop at the window's end.)
+                latched_but_fine = f.kind == "version" and recovered(alert, f.window_stats, cfg)
+                if not latched_but_fine and try_open(store, alert):
+                    report.opened.append(alert)
+                    events.append(("alert.opened", alert))
+            for alert in opened.values():
+                why = recovered(alert, current.get(tuple(alert.labels.items())), cfg)
+                if why is not None:
+                    alert = replace_status(alert, why, now)
+                    save(store, alert)
+                    report.resolved.append(alert)
+                    events.append(("alert.resolved", alert))
+    return report, events
+
+
+def replace_status(alert: AlertRecord, why: str, now: datetime) -> AlertRecord:
+    alert.status, alert.resolution, alert.resolved_at, alert.updated_at = "resolved", why, now, now
+    return alert
+
+
+def _new_alert(
+    session: Session, rubric: str, key: str, f: Finding, cfg: CheckConfig, now: datetime
+) -> AlertRecord:
+    labels = list(f.labels)
+    k = tuple(f.labels.values())
+    lo = f.window_start or now - cfg.policy.window
+    worst = worst_traces(session, rubric, labels, k, lo, now)
+    changed = f.changed
+    if f.kind == "drop":
+        base_lo, win_lo = window_bounds(now, cfg.policy)
+        changed = what_changed(session, rubric, labels, k, (base_lo, win_lo), (win_lo, now))
+    summary = f.verdict.summary(cfg.policy.confidence)
+    if f.fixed is not None:
+        summary["window_test"] = f.fixed.summary(cfg.policy.confidence)
+    message = describe(f.kind, rubric, f.labels, summary, changed.get("text", ""), worst)
+    v = f.verdict
+    return AlertRecord(
+        group_key=key,
+        kind=f.kind,
+        rubric=rubric,
+        labels=f.labels,
+        test=v.test,
+        p_value=v.p_value,
+        e_value=v.e_value,
+        baseline_mean=v.baseline.mean,
+        current_mean=v.current.mean,
+        baseline_n=v.baseline.n,
+        current_n=v.current.n,
+        summary=summary,
+        changed=changed,
+        worst_traces=worst,
+        message=message,
+        opened_at=now,
+        updated_at=now,
+    )
+
+
+async def run_check(
+    store: Store,
+    rubrics: RubricSet,
+    alerts: AlertsSettings,
+    sinks: AlertSinks,
+    now: datetime | None = None,
+) -> CheckReport:
+    """Decide in a thread (SQL is synchronous), then deliver and record the deliveries."""
+    now = now or utcnow()
+    report, events = await asyncio.to_thread(decide, store, rubrics, alerts, now)
+    for event, alert in events:
+        results = await sinks.deliver(event, alert_to_json(alert))
+        alert.deliveries = [
+            *alert.deliveries,
+            *({"event": event, "at": utcnow().isoformat(), **r.to_dict()} for r in results),
+        ]
+        await asyncio.to_thread(save, store, alert)
+    return report
+
+
+async def regression_check_job(ctx: dict[str, Any]) -> dict[str, Any]:
+    """arq cron body. arq's unique job id already runs it once per period; the Redis claim
+    also covers workers whose clocks disagree by more than the job takes."""
+    runtime = ctx["runtime"]
+    settings = runtime.settings
+    if not settings.alerts.enabled:
+        return {"skipped": "alerts.enabled is false"}
+    now = utcnow()
+    minutes = settings.alerts.interval_minutes
+    period = now.replace(minute=now.minute - now.minute % minutes, second=0, microsecond=0)
+    claim = f"{settings.redis.key_prefix}:regression:{period.astimezone(UTC):%Y%m%dT%H%M}"
+    if not await ctx["redis"].set(claim, "1", nx=True, ex=minutes * 120):
+        return {"skipped": "already run for this period"}
+    from evaluator.analytics.rollups import refresh_rollups
+
+    await asyncio.to_thread(refresh_rollups, runtime.store, now)
+    sinks = build_sinks(settings.alerts, os.environ)
+    try:
+        report = await run_check(runtime.store, runtime.rubrics, settings.alerts, sinks, now)
+    finally:
+        await sinks.close()
+    return report.to_dict()

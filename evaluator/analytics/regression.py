@@ -1,0 +1,348 @@
+"""Regression verdicts: is a group's recent score worse than its baseline?
+
+A group is rubric × prompt version × model × feature. Two checks, one `Verdict` out:
+
+* **fixed window** — `compare_stats` / `compare_window`: the last `policy.window` against
+  the `policy.baseline` before it. Pass/fail scores get Fisher's exact test on pass rates,
+  continuous scores Welch's t-test on means (plus Fisher on pass rates when a pass
+  threshold applies). `adjust_verdicts` then corrects for the many groups of one cron run.
+* **sequential** — `start_sequential` / `advance`: a betting e-process that is checked
+  after every score and stays valid however often it is looked at. With
+  `known_start=True` it tests a new prompt version or model against the one it replaced
+  from its first score (false-alert chance ≤ alpha per comparison); with
+  `known_start=False` it is a CUSUM-style e-detector on a running group, with on average
+  at least `policy.arl` evaluations between false alerts. Its state is a small frozen
+  value (`to_dict`/`from_dict`), or is recomputed by folding `advance` over stored scores
+  in time order.
+
+Every path alerts only with at least `min_samples` scores *and* a drop of at least
+`min_effect_mean` (mean) or `min_effect_pass_rate` (pass rate), so noise does not page.
+
+    >>> policy = RegressionPolicy()
+    >>> v = compare_window([1.0] * 95 + [0.0] * 5, [1.0] * 14 + [0.0] * 6, policy)
+    >>> v.regression, round(v.mean_drop, 2), v.test
+    (True, 0.25, 'fisher-exact')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+from evaluator.analytics.stats import (
+    AdjustMethod,
+    GroupStats,
+    adjust_pvalues,
+    fisher_lower_p,
+    welch_lower_p,
+    wilson_ci,
+)
+
+K = TypeVar("K")
+# Bets of the sequential check, largest first, halving: one bet per size of drop, from
+# "almost everything fails now" down to a few points; mixing them costs only log(7).
+_BETS = 7
+_MAX_BET = 100.0
+
+
+@dataclass(frozen=True)
+class RegressionPolicy:
+    window: timedelta = timedelta(hours=6)
+    baseline: timedelta = timedelta(days=7)
+    min_samples: int = 10
+    min_effect_mean: float = 0.05
+    min_effect_pass_rate: float = 0.05
+    alpha: float = 0.01
+    method: AdjustMethod = "bh"
+    arl: float = 2_000_000.0  # e-detector: evaluations per false alert, at least, per group
+    confidence: float = 0.95  # of the intervals reported in alerts
+
+    def __post_init__(self) -> None:
+        if self.window <= timedelta(0) or self.baseline <= timedelta(0):
+            raise ValueError("window and baseline must be positive durations")
+        if self.min_samples < 2:
+            raise ValueError(f"min_samples must be >= 2, got {self.min_samples}")
+        if not (0 < self.alpha < 1 and 0 < self.confidence < 1):
+            raise ValueError("alpha and confidence must lie strictly between 0 and 1")
+        if self.min_effect_mean < 0 or self.min_effect_pass_rate < 0:
+            raise ValueError("effect-size bounds must be >= 0")
+        if self.method not in ("bh", "bonferroni", "none"):
+            raise ValueError(f"method must be 'bh', 'bonferroni' or 'none', got {self.method!r}")
+        if self.arl <= 1:
+            raise ValueError(f"arl must be > 1, got {self.arl}")
+
+
+def window_bounds(now: datetime, policy: RegressionPolicy) -> tuple[datetime, datetime]:
+    """(baseline_start, window_start): baseline is [baseline_start, window_start), window is
+    [window_start, now). The baseline ends where the window starts, so a drop inside the
+    window never dilutes the baseline it is measured against."""
+    window_start = now - policy.window
+    return window_start - policy.baseline, window_start
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One group's comparison; `regression` is what pages someone."""
+
+    baseline: GroupStats
+    current: GroupStats
+    mean_drop: float
+    pass_rate_drop: float | None
+    p_value: float  # one-sided, this group alone (sequential: 1 / e-value, anytime-valid)
+    adjusted_p: float  # after `adjust_verdicts`; equal to p_value until then
+    alpha: float
+    effect_ok: bool
+    enough_samples: bool
+    test: str  # fisher-exact | welch-t | welch-t+fisher-exact | e-process | e-detector
+    e_value: float | None = None
+
+    @property
+    def significant(self) -> bool:
+        return self.adjusted_p <= self.alpha
+
+    @property
+    def regression(self) -> bool:
+        return self.enough_samples and self.effect_ok and self.significant
+
+    @property
+    def reason(self) -> str:
+        if not self.enough_samples:
+            return "too few samples"
+        if not self.effect_ok:
+            return "drop below the effect-size bound"
+        return "regression" if self.significant else "drop not significant"
+
+    def summary(self, confidence: float = 0.95) -> dict[str, Any]:
+        """Plain numbers for the alert record / webhook: both sides with CIs, drop, p."""
+        return {
+            "baseline": self.baseline.summary(confidence),
+            "current": self.current.summary(confidence),
+            "mean_drop": self.mean_drop,
+            "pass_rate_drop": self.pass_rate_drop,
+            "p_value": self.p_value,
+            "adjusted_p": self.adjusted_p,
+            "alpha": self.alpha,
+            "test": self.test,
+            "e_value": self.e_value,
+            "regression": self.regression,
+            "reason": self.reason,
+        }
+
+
+def _drops(
+    baseline: GroupStats, current: GroupStats, policy: RegressionPolicy
+) -> tuple[float, float | None, bool]:
+    base, cur = baseline.with_passes(), current.with_passes()
+    mean_drop = base.mean - cur.mean if base.n and cur.n else 0.0
+    pr_b, pr_c = base.pass_rate, cur.pass_rate
+    pass_drop = pr_b - pr_c if pr_b is not None and pr_c is not None else None
+    effect_ok = mean_drop >= policy.min_effect_mean or (
+        pass_drop is not None and pass_drop >= policy.min_effect_pass_rate
+    )
+    return mean_drop, pass_drop, effect_ok
+
+
+def compare_stats(baseline: GroupStats, current: GroupStats, policy: RegressionPolicy) -> Verdict:
+    """Fixed-sample check of `current` (the window) against `baseline`."""
+    base, cur = baseline.with_passes(), current.with_passes()
+    mean_drop, pass_drop, effect_ok = _drops(base, cur, policy)
+    if (base.binary and cur.binary) or cur.n == 0 or base.n == 0:
+        test, p = "fisher-exact", fisher_lower_p(base, cur)
+    else:
+        # Continuous: the mean is the primary metric; with a pass threshold the pass rate
+        # is a second one, so the smaller p of the metrics whose drop is big enough pays
+        # a Bonferroni factor of 2.
+        tests = [(welch_lower_p(base, cur), mean_drop >= policy.min_effect_mean)]
+        if pass_drop is not None:
+            tests.append((fisher_lower_p(base, cur), pass_drop >= policy.min_effect_pass_rate))
+        relevant = [pv for pv, ok in tests if ok] or [pv for pv, _ in tests]
+        test = "welch-t" if len(tests) == 1 else "welch-t+fisher-exact"
+        p = min(1.0, len(tests) * min(relevant))
+    enough = base.n >= policy.min_samples and cur.n >= policy.min_samples
+    return Verdict(base, cur, mean_drop, pass_drop, p, p, policy.alpha, effect_ok, enough, test)
+
+
+def compare_window(
+    baseline: Sequence[float],
+    current: Sequence[float],
+    policy: RegressionPolicy,
+    pass_threshold: float | None = None,
+) -> Verdict:
+    """`compare_stats` on raw scores (each in [0, 1])."""
+    return compare_stats(
+        GroupStats.from_scores(baseline, pass_threshold),
+        GroupStats.from_scores(current, pass_threshold),
+        policy,
+    )
+
+
+def adjust_verdicts(verdicts: Mapping[K, Verdict], policy: RegressionPolicy) -> dict[K, Verdict]:
+    """Correct the p-values of all groups checked in one run (BH or Bonferroni).
+
+    Only groups with enough samples form the family: the others cannot alert, and
+    counting them would only make the correction stricter for no reason.
+    """
+    family = [key for key, v in verdicts.items() if v.enough_samples and v.e_value is None]
+    adjusted = dict(
+        zip(
+            family,
+            adjust_pvalues([verdicts[k].p_value for k in family], policy.method),
+            strict=True,
+        )
+    )
+    return {
+        key: replace(v, adjusted_p=adjusted.get(key, v.adjusted_p)) for key, v in verdicts.items()
+    }
+
+
+@dataclass(frozen=True)
+class SequentialState:
+    """Running state of one group's sequential check: store it (`to_dict`), or rebuild it by
+    folding `advance` over the group's stored scores in time order."""
+
+    baseline: GroupStats
+    reference: float  # the mean the stream is tested against: a lower bound of baseline's
+    lambdas: tuple[float, ...]  # bet sizes, one e-process each; the check uses their mean
+    log_threshold: float
+    restart: bool  # True: e-detector (unknown change time); False: e-process from a known start
+    pass_threshold: float | None
+    log_wealth: tuple[float, ...]
+    seen: GroupStats  # every score fed so far
+    starts: tuple[GroupStats, ...]  # `seen` when each bet last restarted from scratch
+    alarm_at: int | None = None  # scores seen at the first alarm; latched until a new start
+    alarm_log_e: float | None = None
+    alarm_segment: GroupStats | None = None
+
+    @property
+    def n(self) -> int:
+        return self.seen.n
+
+    @property
+    def log_e(self) -> float:
+        """log of the mixture e-value (mean wealth over the bets)."""
+        if not self.log_wealth:
+            return 0.0
+        top = max(self.log_wealth)
+        mean = sum(math.exp(w - top) for w in self.log_wealth) / len(self.log_wealth)
+        return top + math.log(mean)
+
+    @property
+    def segment(self) -> GroupStats:
+        """The scores behind the strongest bet: since it last restarted (CUSUM), else all."""
+        if not self.log_wealth:
+            return self.seen
+        best = max(range(len(self.log_wealth)), key=self.log_wealth.__getitem__)
+        return self.seen - self.starts[best]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SequentialState:
+        d = dict(data)
+        for key in ("baseline", "seen", "alarm_segment"):
+            d[key] = GroupStats(**d[key]) if d.get(key) is not None else None
+        d["starts"] = tuple(GroupStats(**s) for s in d["starts"])
+        d["lambdas"], d["log_wealth"] = tuple(d["lambdas"]), tuple(d["log_wealth"])
+        return cls(**d)
+
+
+def start_sequential(
+    baseline: GroupStats,
+    policy: RegressionPolicy,
+    *,
+    known_start: bool,
+    n_groups: int = 1,
+    pass_threshold: float | None = None,
+) -> SequentialState:
+    """Begin a sequential check of a stream against `baseline`.
+
+    known_start=True: "is v18 worse than v17?" from v18's first score; the false-alert
+    chance per comparison is ≤ alpha / n_groups (Bonferroni over comparisons run together).
+    known_start=False: watch a running group; ≥ policy.arl evaluations per false alert.
+    """
+    if pass_threshold is None and baseline.binary:
+        pass_threshold = 0.5
+    # Bet against a lower confidence bound of the baseline mean, not the estimate, so an
+    # unlucky baseline does not turn into a false alert; a [0, 1] score's variance is at
+    # most m(1 - m), which makes the Wilson bound safe for continuous scores too.
+    lcb = wilson_ci(baseline.total, baseline.n, 1 - 2 * policy.alpha)[0] if baseline.n else 0.0
+    top = min(_MAX_BET, 0.9 / (1.0 - lcb))  # 0.9: a perfect score may cost 90 % of wealth
+    lambdas = tuple(top / 2**j for j in range(_BETS)) if lcb > 0 else ()  # 0 cannot drop
+    threshold = policy.arl if not known_start else n_groups / policy.alpha
+    seen = GroupStats(passes=0 if pass_threshold is not None else None)
+    return SequentialState(
+        baseline.with_passes(), lcb, lambdas, math.log(threshold), not known_start,
+        pass_threshold, (0.0,) * len(lambdas), seen, (seen,) * len(lambdas),
+    )  # fmt: skip
+
+
+def rebase(
+    state: SequentialState, baseline: GroupStats, policy: RegressionPolicy
+) -> SequentialState:
+    """Move a running check onto a fresher baseline, keeping the evidence gathered so far.
+
+    Valid because a bet only needs its reference fixed before the score it is applied to.
+    """
+    fresh = start_sequential(baseline, policy, known_start=not state.restart,
+                             pass_threshold=state.pass_threshold)  # fmt: skip
+    if len(fresh.lambdas) != len(state.lambdas):
+        return fresh  # the baseline fell to 0: nothing left to bet on
+    return replace(state, baseline=fresh.baseline, reference=fresh.reference,
+                   lambdas=fresh.lambdas)  # fmt: skip
+
+
+def advance(
+    state: SequentialState, scores: Iterable[float], policy: RegressionPolicy
+) -> SequentialState:
+    """Feed scores in time order; returns the new state (the old one is untouched).
+
+    Each bet multiplies its wealth by 1 + λ(reference − score): ≥ 0 for scores in [0, 1],
+    and ≤ 1 in expectation while the true mean is ≥ reference, so by Ville's inequality the
+    mean wealth reaches 1/alpha with chance ≤ alpha. The detector restarts a bet at 1 when
+    it falls below (CUSUM); that keeps ≥ arl evaluations between false alarms on average.
+    For 0/1 scores each bet is exactly a likelihood ratio (a Bernoulli CUSUM / SPRT).
+    """
+    lams, m0, thr, cut = state.lambdas, state.reference, state.log_threshold, state.pass_threshold
+    wealth, starts = list(state.log_wealth), list(state.starts)
+    n, tot, sq, passes = state.seen.n, state.seen.total, state.seen.total_sq, state.seen.passes
+    alarm = (state.alarm_at, state.alarm_log_e, state.alarm_segment)
+    for x in scores:
+        if not 0.0 <= x <= 1.0:
+            raise ValueError(f"scores must lie in [0, 1], got {x}")
+        if state.restart:
+            for k, w in enumerate(wealth):
+                if w <= 0.0:  # no evidence left in this bet: its suspect segment starts here
+                    wealth[k], starts[k] = 0.0, GroupStats(n, tot, sq, passes)
+        wealth = [w + math.log1p(lam * (m0 - x)) for w, lam in zip(wealth, lams, strict=True)]
+        n, tot, sq = n + 1, tot + x, sq + x * x
+        if cut is not None and passes is not None:
+            passes += x >= cut
+        if alarm[0] is None and wealth and max(wealth) >= thr:  # mean ≤ max: cheap pre-check
+            now = replace(state, log_wealth=tuple(wealth), starts=tuple(starts),
+                          seen=GroupStats(n, tot, sq, passes))  # fmt: skip
+            seg = now.segment
+            effect_ok = seg.n >= policy.min_samples and _drops(state.baseline, seg, policy)[2]
+            if effect_ok and now.log_e >= thr:
+                alarm = (n, now.log_e, seg)
+    return replace(state, log_wealth=tuple(wealth), starts=tuple(starts),
+                   seen=GroupStats(n, tot, sq, passes), alarm_at=alarm[0],
+                   alarm_log_e=alarm[1], alarm_segment=alarm[2])  # fmt: skip
+
+
+def sequential_verdict(state: SequentialState, policy: RegressionPolicy) -> Verdict:
+    """The verdict at the first alarm if there was one (the numbers that fired), else now.
+
+    p_value is 1/e-value: anytime-valid from a known start; for the detector compare the
+    e-value with the arl threshold (the verdict's alpha is 1/arl)."""
+    seg = state.alarm_segment if state.alarm_segment is not None else state.segment
+    log_e = state.alarm_log_e if state.alarm_log_e is not None else state.log_e
+    mean_drop, pass_drop, effect_ok = _drops(state.baseline, seg, policy)
+    p = min(1.0, math.exp(-log_e))
+    test = "e-detector" if state.restart else "e-process"
+    return Verdict(state.baseline, seg, mean_drop, pass_drop, p, p,
+                   math.exp(-state.log_threshold), effect_ok, seg.n >= policy.min_samples,
+                   test, math.exp(log_e))  # fmt: skip

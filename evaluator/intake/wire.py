@@ -1,0 +1,53 @@
+"""The intake wire format, shared by the app-side enqueuer and the worker's drain (pure).
+
+An entry of the intake list is the bare trace ID, or the ID, a unit separator (0x1F) and a
+compact JSON object of signals (error, cost, latency, feedback) for the tail rules.
+"""
+
+from __future__ import annotations
+
+import json
+
+from evaluator.intake.sampling import Signals
+
+SEPARATOR = "\x1f"
+MAX_ID_LENGTH = 256
+
+
+class WireError(ValueError):
+    """An intake entry could not be decoded."""
+
+
+def check_trace_id(trace_id: object) -> str | None:
+    """Why `trace_id` cannot be enqueued, or None when it is fine."""
+    if not isinstance(trace_id, str):
+        return f"trace_id must be a str, got {type(trace_id).__name__}"
+    if not trace_id or len(trace_id) > MAX_ID_LENGTH:
+        return f"trace_id must be 1..{MAX_ID_LENGTH} characters, got {len(trace_id)}"
+    if not trace_id.isprintable() or trace_id != trace_id.strip():
+        return "trace_id must be printable with no surrounding whitespace"
+    return None
+
+
+def encode(trace_id: str, signals: Signals | None = None) -> str:
+    wire = signals.to_wire() if signals is not None else None
+    if not wire:
+        return trace_id
+    return trace_id + SEPARATOR + json.dumps(wire, separators=(",", ":"))
+
+
+def decode(entry: bytes | str) -> tuple[str, Signals | None]:
+    text = entry.decode("utf-8", "replace") if isinstance(entry, bytes) else entry
+    trace_id, sep, tail = text.partition(SEPARATOR)
+    problem = check_trace_id(trace_id)
+    if problem:
+        raise WireError(problem)
+    if not sep:
+        return trace_id, None
+    try:
+        data = json.loads(tail)
+    except json.JSONDecodeError as exc:
+        raise WireError(f"signals of {trace_id!r} are not JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise WireError(f"signals of {trace_id!r} must be a JSON object")
+    return trace_id, Signals.from_wire(data)

@@ -1,0 +1,1 @@
+"""Where results go: webhooks and Slack, OpenTelemetry export, Prometheus metrics."""

@@ -1,0 +1,307 @@
+"""Prometheus metrics for `GET /metrics`, computed from shared state only.
+
+Several workers on several hosts serve the same queue, so nothing here lives in process
+memory: counters are Redis hash fields that every worker increments (`MetricsRecorder`),
+gauges are read at scrape time from Redis (queue depth) and SQL (current scores, open
+alerts). Any process that can reach both can serve the same numbers.
+
+    evaluator_intake_received_total                  IDs popped from the intake list
+    evaluator_intake_invalid_total                   entries that could not be decoded
+    evaluator_sampling_decisions_total{reason}       rate / tail_* / not_sampled
+    evaluator_jobs_created_total                     arq jobs created by intake
+    evaluator_intake_pending                         IDs waiting in the intake list
+    evaluator_queue_depth                            arq jobs queued
+    evaluator_evaluations_total{rubric,status}       rubric runs, ok / error / skipped
+    evaluator_evaluation_duration_seconds{rubric}    scoring time per rubric run (histogram;
+                                                     judge calls dominate it)
+    evaluator_judge_calls_total{rubric}
+    evaluator_judge_tokens_total{rubric,direction}   direction = input | output
+    evaluator_judge_cost_usd_total{rubric}
+    evaluator_judge_rate_limited_total               HTTP 429 answers from the judge
+    evaluator_judge_retries_total                    retried judge calls
+    evaluator_score{rubric,prompt_version}           mean score of ok records, last window
+    evaluator_score_samples{rubric,prompt_version}   how many records that mean is over
+    evaluator_records{status}                        stored eval records
+    evaluator_alerts_open{rubric}                    open regression alerts
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+
+import redis
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from redis.asyncio import Redis as AsyncRedis
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from evaluator.intake.drain import stats_key
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import Reason
+from evaluator.store.models import AlertRecord, EvalRecord, utcnow
+from evaluator.store.store import Store
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Seconds; judge calls take 0.5–30 s, local scorers milliseconds.
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+log = logging.getLogger("evaluator.outputs.metrics")
+SEP = "\x1f"  # field separator inside the Redis hash; never in rubric names or statuses
+_REASONS = frozenset(r.value for r in Reason)
+
+
+def metrics_key(prefix: str) -> str:
+    return f"{prefix}:metrics"
+
+
+def _bucket(seconds: float) -> str:
+    return next((str(b) for b in BUCKETS if seconds <= b), "+Inf")
+
+
+class MetricsRecorder:
+    """Counts what workers did, in one Redis hash shared by all of them.
+
+    recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix)
+    await recorder.observe(records)          # after the pipeline wrote them
+    await recorder.judge_event("rate_limited")
+    await recorder.aclose()                  # at shut-down: writes what is left
+
+    With `flush_interval_s` > 0 the counts are summed in the process and written every
+    interval by a background task (one pipeline of a few HINCRBYs instead of ~7 per record
+    per job); `aclose()` writes the rest. A process killed with SIGKILL loses at most one
+    interval of counts. 0 writes on every call.
+    """
+
+    def __init__(
+        self, redis_client: AsyncRedis, *, key_prefix: str, flush_interval_s: float = 0.0
+    ) -> None:
+        self._redis = redis_client
+        self._key = metrics_key(key_prefix)
+        self._interval = flush_interval_s
+        self._counts: dict[str, int] = {}
+        self._sums: dict[str, float] = {}
+        self._timer: asyncio.Task[None] | None = None
+
+    async def observe(self, records: Iterable[EvalRecord]) -> None:
+        counts, sums = self._counts, self._sums
+        for r in records:
+            seconds = r.latency_ms / 1000
+            fields: list[tuple[str, int]] = [
+                (f"evals{SEP}{r.rubric}{SEP}{r.status}", 1),
+                # Non-cumulative bucket counts; the scrape side makes them cumulative.
+                (f"lat{SEP}{r.rubric}{SEP}{_bucket(seconds)}", 1),
+            ]
+            totals: list[tuple[str, float]] = [(f"latsum{SEP}{r.rubric}", seconds)]
+            if r.judge_calls:
+                fields += [
+                    (f"calls{SEP}{r.rubric}", r.judge_calls),
+                    (f"tok{SEP}{r.rubric}{SEP}input", r.judge_input_tokens),
+                    (f"tok{SEP}{r.rubric}{SEP}output", r.judge_output_tokens),
+                ]
+                totals.append((f"cost{SEP}{r.rubric}", r.judge_cost_usd))
+            for field, n in fields:
+                counts[field] = counts.get(field, 0) + n
+            for field, x in totals:
+                sums[field] = sums.get(field, 0.0) + x
+        if self._interval <= 0:
+            await self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().create_task(
+                self._flush_every(), name="evaluator-metrics-flush"
+            )
+
+    async def _flush_every(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.flush()
+            except Exception:  # Redis away for a moment: the counts wait for the next tick
+                log.warning("metrics: flush to Redis failed; kept for the next one", exc_info=True)
+
+    async def aclose(self) -> None:
+        """Stop the background flush and write what is left."""
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
+        await self.flush()
+
+    async def judge_event(self, kind: str, n: int = 1) -> None:
+        """`rate_limited` (an HTTP 429) or `retries` (a retried call): written at once."""
+        await self._redis.hincrby(self._key, f"judge{SEP}{kind}", n)  # type: ignore[misc]
+
+    async def flush(self) -> None:
+        """Write the counts summed since the last flush; kept for the next one on failure."""
+        counts, sums = self._counts, self._sums
+        if not counts and not sums:
+            return
+        self._counts, self._sums = {}, {}
+        pipe = self._redis.pipeline(transaction=False)
+        for field, n in counts.items():
+            pipe.hincrby(self._key, field, n)
+        for field, x in sums.items():
+            pipe.hincrbyfloat(self._key, field, x)
+        try:
+            await pipe.execute()
+        except BaseException:
+            # Not written (or not known to be): count them again next time rather than lose
+            # them. A pipeline that half-applied would double-count; metrics accept that.
+            for field, n in counts.items():
+                self._counts[field] = self._counts.get(field, 0) + n
+            for field, x in sums.items():
+                self._sums[field] = self._sums.get(field, 0.0) + x
+            raise
+
+
+def _redis_families(
+    counters: dict[str, float], intake: dict[str, float], pending: int, queued: int
+) -> Iterator[Metric]:
+    for field, name, doc in (
+        ("received", "evaluator_intake_received", "Trace IDs popped from the intake list."),
+        ("invalid", "evaluator_intake_invalid", "Intake entries that could not be decoded."),
+        ("jobs_created", "evaluator_jobs_created", "Evaluation jobs created by intake."),
+    ):
+        yield CounterMetricFamily(name, doc, value=intake.get(field, 0))
+    decisions = CounterMetricFamily(
+        "evaluator_sampling_decisions", "Sampling decisions by reason.", labels=["reason"]
+    )
+    for reason, n in sorted(intake.items()):
+        if reason in _REASONS:  # the hash holds other counters too
+            decisions.add_metric([reason], n)
+    yield decisions
+    yield GaugeMetricFamily("evaluator_intake_pending", "IDs in the intake list.", value=pending)
+    yield GaugeMetricFamily("evaluator_queue_depth", "Evaluation jobs queued.", value=queued)
+
+    evals = CounterMetricFamily(
+        "evaluator_evaluations", "Rubric runs by outcome.", labels=["rubric", "status"]
+    )
+    calls = CounterMetricFamily("evaluator_judge_calls", "Judge calls.", labels=["rubric"])
+    tokens = CounterMetricFamily(
+        "evaluator_judge_tokens", "Judge tokens.", labels=["rubric", "direction"]
+    )
+    cost = CounterMetricFamily("evaluator_judge_cost_usd", "Judge cost in USD.", labels=["rubric"])
+    buckets: dict[str, dict[str, float]] = {}
+    sums: dict[str, float] = {}
+    for field, value in sorted(counters.items()):
+        kind, *labels = field.split(SEP)
+        if kind == "evals":
+            evals.add_metric(labels, value)
+        elif kind == "calls":
+            calls.add_metric(labels, value)
+        elif kind == "tok":
+            tokens.add_metric(labels, value)
+        elif kind == "cost":
+            cost.add_metric(labels, value)
+        elif kind == "lat":
+            buckets.setdefault(labels[0], {})[labels[1]] = value
+        elif kind == "latsum":
+            sums[labels[0]] = value
+    yield from (evals, calls, tokens, cost)
+    histogram = HistogramMetricFamily(
+        "evaluator_evaluation_duration_seconds",
+        "Time to score one trace with one rubric (judge calls included).",
+        labels=["rubric"],
+    )
+    for rubric, counts in sorted(buckets.items()):
+        running, cumulative = 0.0, []
+        for bound in [*(str(b) for b in BUCKETS), "+Inf"]:
+            running += counts.get(bound, 0)
+            cumulative.append((bound, running))
+        histogram.add_metric([rubric], cumulative, sum_value=sums.get(rubric, 0.0))
+    yield histogram
+    for kind, doc in (
+        ("rate_limited", "Judge answers with HTTP 429."),
+        ("retries", "Judge calls retried."),
+    ):
+        value = counters.get(f"judge{SEP}{kind}", 0)
+        yield CounterMetricFamily(f"evaluator_judge_{kind}", doc, value=value)
+
+
+def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
+    since = utcnow() - window
+    score = GaugeMetricFamily(
+        "evaluator_score",
+        f"Mean normalised score of ok records in the last {window}.",
+        labels=["rubric", "prompt_version"],
+    )
+    samples = GaugeMetricFamily(
+        "evaluator_score_samples",
+        "Records behind evaluator_score.",
+        labels=["rubric", "prompt_version"],
+    )
+    records = GaugeMetricFamily("evaluator_records", "Stored eval records.", labels=["status"])
+    alerts = GaugeMetricFamily("evaluator_alerts_open", "Open alerts.", labels=["rubric"])
+    with Session(store.engine) as session:
+        rows = session.exec(
+            select(
+                EvalRecord.rubric,
+                EvalRecord.prompt_version,
+                func.avg(EvalRecord.score),
+                func.count(),
+            )
+            .where(EvalRecord.status == "ok", EvalRecord.created_at >= since)  # type: ignore[arg-type]
+            .group_by(EvalRecord.rubric, EvalRecord.prompt_version)  # type: ignore[arg-type]
+        ).all()
+        for rubric, version, mean, n in rows:
+            labels = [rubric, version or ""]
+            score.add_metric(labels, float(mean or 0.0))
+            samples.add_metric(labels, n)
+        for status, n in session.exec(
+            select(EvalRecord.status, func.count()).group_by(EvalRecord.status)
+        ).all():
+            records.add_metric([status], n)
+        for rubric, n in session.exec(
+            select(AlertRecord.rubric, func.count())
+            .where(AlertRecord.status == "open")
+            .group_by(AlertRecord.rubric)
+        ).all():
+            alerts.add_metric([rubric], n)
+    yield from (score, samples, records, alerts)
+
+
+class _Snapshot:
+    """A one-scrape collector over values already read (prometheus_client's interface)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+def _numbers(raw: dict[bytes, bytes]) -> dict[str, float]:
+    return {k.decode(): float(v) for k, v in raw.items()}
+
+
+def render_metrics(
+    redis_client: redis.Redis,
+    store: Store,
+    *,
+    key_prefix: str,
+    queue_name: str,
+    score_window: timedelta = timedelta(hours=24),
+) -> bytes:
+    """The exposition text for one scrape; serve it with `CONTENT_TYPE`."""
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.hgetall(metrics_key(key_prefix))
+    pipe.hgetall(stats_key(key_prefix))
+    pipe.llen(intake_key(key_prefix))
+    pipe.zcard(queue_name)
+    counters, intake, pending, queued = pipe.execute()
+    families = list(
+        _redis_families(_numbers(counters), _numbers(intake), int(pending), int(queued))
+    )
+    families += _sql_families(store, score_window)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families))  # type: ignore[arg-type]
+    return generate_latest(registry)

@@ -1,0 +1,1 @@
+"""OTLP/HTTP spans: decode the request, read GenAI conventions, assemble traces."""

@@ -1,0 +1,1 @@
+"""Persistence: every table, the `Store`, the schema and its Alembic migrations."""

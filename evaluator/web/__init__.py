@@ -1,0 +1,1 @@
+"""The `evaluator serve` HTTP server and its static trends page."""

@@ -1,0 +1,1 @@
+"""The arq worker: runtime wiring, the evaluation pipeline, judge limits, backfill."""

@@ -1,0 +1,204 @@
+"""arq wiring: the job function, start-up/shut-down hooks and the Worker itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from arq import Retry, Worker, cron, func
+from arq.connections import RedisSettings
+from redis.asyncio import Redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from evaluator.analytics.check_job import regression_check_job
+from evaluator.config.logs import log_context
+from evaluator.config.rubrics import load_rubrics
+from evaluator.config.settings import Settings
+from evaluator.intake.drain import EVALUATE_JOB, Intake
+from evaluator.intake.serialization import deserialize, serialize
+from evaluator.intake.sweeper import sweep_job
+from evaluator.sources.langfuse import LangfuseError
+from evaluator.store import outbox
+from evaluator.store.store import Store
+from evaluator.worker.pipeline import evaluate_trace
+from evaluator.worker.runtime import build_runtime, sampling_config
+
+log = logging.getLogger("evaluator.worker.app")
+
+
+async def evaluate_trace_job(
+    ctx: dict[str, Any], trace_id: str, signals: dict[str, Any], kind: str = "rate"
+) -> dict[str, Any]:
+    """Evaluate one trace and settle its durable intent (evaluator.store.outbox).
+
+    A database error is retried with back-off by arq (the intent stays pending, so the
+    sweeper re-creates the job even if arq gives up); the unique record makes re-runs safe.
+    """
+    runtime = ctx["runtime"]
+    engine = runtime.store.engine
+    intent_id = f"{kind}:{trace_id}"
+    job_try = ctx["job_try"]
+    try:
+        with log_context(trace_id=trace_id):
+            return await evaluate_trace(
+                runtime, trace_id, signals, job_try=job_try, intent_id=intent_id
+            )
+    except (SQLAlchemyError, LangfuseError) as exc:
+        log.warning("trace %s: store/source error (try %d): %s", trace_id, job_try, exc)
+        with contextlib.suppress(SQLAlchemyError):
+            await asyncio.to_thread(
+                outbox.note_failure, engine, intent_id, f"{type(exc).__name__}: {exc}"
+            )
+        if job_try < runtime.settings.worker.max_tries:
+            raise Retry(defer=min(60.0, 2.0**job_try)) from exc
+        raise
+
+
+def make_intake(ctx: dict[str, Any]) -> Intake:
+    runtime = ctx["runtime"]
+    return Intake(
+        ctx["redis"],
+        key_prefix=runtime.settings.redis.key_prefix,
+        queue_name=runtime.settings.redis.queue_name,
+        sampling=runtime.sampling,
+        engine=runtime.store.engine,
+    )
+
+
+def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        ctx["runtime"] = await asyncio.to_thread(build_runtime, settings)
+        ctx["intake"] = make_intake(ctx)
+        if run_intake:
+            w = settings.worker
+            ctx["intake_task"] = asyncio.create_task(
+                ctx["intake"].run_forever(w.intake_batch, w.intake_idle_sleep_s),
+                name="evaluator-intake",
+            )
+        log.info(
+            "worker ready: %d rubrics (%s), judge %s",
+            len(ctx["runtime"].rubrics.rubrics),
+            ", ".join(r.name for r in ctx["runtime"].rubrics.rubrics),
+            settings.judge.base_url or "not configured",
+        )
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        task = ctx.pop("intake_task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        runtime = ctx.pop("runtime", None)
+        if runtime is not None:
+            await runtime.close()
+
+    return on_startup, on_shutdown
+
+
+def cron_jobs(settings: Settings) -> list[Any]:
+    """arq's unique cron job id (name + run time) enqueues each once per period however many
+    workers run; the regression job also claims its period in Redis."""
+    jobs = [
+        # The outbox sweeper, once a minute.
+        cron(
+            sweep_job,
+            name="evaluator:sweep",
+            second=31,
+            unique=True,
+            # arq holds a killed job for max(function timeouts) + 10 s: keep this one short.
+            timeout=min(120, settings.worker.job_timeout_s),
+            max_tries=1,
+        )
+    ]
+    if settings.alerts.enabled:
+        jobs.append(
+            cron(
+                regression_check_job,
+                name="evaluator:regression_check",
+                minute=set(range(0, 60, settings.alerts.interval_minutes)),
+                second=7,
+                unique=True,
+                timeout=settings.worker.job_timeout_s,
+                max_tries=1,
+            )
+        )
+    return jobs
+
+
+def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, Any]:
+    """Keyword arguments for arq.Worker (also the attributes of worker.WorkerSettings)."""
+    w = settings.worker
+    on_startup, on_shutdown = _hooks(settings, run_intake=run_intake)
+    return {
+        "functions": [
+            func(
+                evaluate_trace_job,
+                name=EVALUATE_JOB,
+                timeout=w.job_timeout_s,
+                max_tries=w.max_tries,
+            )
+        ],
+        "cron_jobs": cron_jobs(settings),
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "redis_settings": RedisSettings.from_dsn(settings.redis.url),
+        "queue_name": settings.redis.queue_name,
+        "max_jobs": w.max_jobs,
+        "job_timeout": w.job_timeout_s,
+        "max_tries": w.max_tries,
+        "job_serializer": serialize,
+        "job_deserializer": deserialize,
+        # Idempotency lives in SQL (unique record); a kept arq result would only block a
+        # legitimate re-evaluation (new database, replayed error) for its lifetime.
+        "keep_result": 0,
+        "poll_delay": 0.1,
+        "handle_signals": True,
+        "job_completion_wait": w.shutdown_grace_s,
+    }
+
+
+def make_worker(settings: Settings, *, burst: bool = False) -> Worker:
+    options = worker_options(settings, run_intake=not burst)
+    if burst:
+        # No cron jobs: arq would run the sweeper or the regression check only when a burst
+        # happens to span their second of the minute, i.e. at random.
+        options.update(burst=True, poll_delay=0.05, handle_signals=False, cron_jobs=[])
+    return Worker(**options)
+
+
+async def run_burst(settings: Settings) -> dict[str, Any]:
+    """Drain the intake list, then run every queued job to completion; return the counts."""
+    worker = make_worker(settings, burst=True)
+    # arq runs on_startup inside main(); drain with a short-lived intake of our own first.
+    redis = Redis.from_url(settings.redis.url)
+    try:
+        store = Store(settings.database.url)
+        intake = Intake(
+            redis,
+            key_prefix=settings.redis.key_prefix,
+            queue_name=settings.redis.queue_name,
+            sampling=sampling_config(settings, load_rubrics(settings.rubrics.path)),
+            engine=store.engine,
+        )
+        drained = await intake.drain_all(settings.worker.intake_batch)
+        store.close()
+    finally:
+        await redis.aclose()
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    return {
+        "intake": {
+            "popped": drained.popped,
+            "sampled": drained.sampled,
+            "invalid": drained.invalid,
+            "jobs_created": drained.jobs_created,
+            "reasons": dict(drained.reasons),
+        },
+        "jobs_complete": worker.jobs_complete,
+        "jobs_failed": worker.jobs_failed,
+        "jobs_retried": worker.jobs_retried,
+    }

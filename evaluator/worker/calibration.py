@@ -1,0 +1,163 @@
+"""`evaluator calibrate`: score labelled data with a rubric and report agreement.
+
+Reads RAGTruth QA records (the format of ../shared/data/ragtruth_qa, one question with several
+labelled answers per line) or trace JSONL whose traces carry a boolean attribute
+`ragtruth.hallucinated` / `label.hallucinated`. Positive class = hallucinated (fails the rubric).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evaluator.sources.ragtruth import record_to_traces
+from evaluator.traces.cases import build_case
+from evaluator.traces.model import parse_trace
+from evaluator.worker.runtime import Runtime
+from judges.agreement import auroc, balanced_accuracy, cohen_kappa, confusion, f1
+from judges.redact import redact_case
+from judges.rubric import Rubric
+from judges.scorers.registry import run_scorer
+from judges.types import EvalCase, Score, Status
+
+LABEL_KEYS = ("ragtruth.hallucinated", "label.hallucinated")
+
+
+@dataclass
+class LabelledCase:
+    case: EvalCase
+    positive: bool  # hallucinated
+
+
+@dataclass
+class CalibrationReport:
+    rubric: str
+    n: int
+    scored: int
+    statuses: Counter[str] = field(default_factory=Counter)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rubric": self.rubric,
+            "n": self.n,
+            "scored": self.scored,
+            "statuses": dict(self.statuses),
+            "metrics": self.metrics,
+            "per_model": self.per_model,
+        }
+
+
+def load_labelled(path: Path, limit: int | None = None) -> list[LabelledCase]:
+    """Labelled cases from RAGTruth records or labelled traces; bad lines raise ValueError."""
+    out: list[LabelledCase] = []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+                documents = record_to_traces(doc) if "responses" in doc else [doc]
+                for trace_doc in documents:
+                    trace = parse_trace(trace_doc)
+                    label = next(
+                        (trace.attributes[k] for k in LABEL_KEYS if k in trace.attributes), None
+                    )
+                    if not isinstance(label, bool):
+                        raise ValueError(f"no boolean label ({' or '.join(LABEL_KEYS)})")
+                    out.append(LabelledCase(case=build_case(trace), positive=label))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{number}: {exc}") from None
+            if limit is not None and len(out) >= limit:
+                return out[:limit]
+    return out
+
+
+def agreement(labels: list[bool], scores: list[Score], threshold: float) -> dict[str, Any]:
+    """Metrics over the cases that were scored; the score is 'goodness', so risk = 1 - score."""
+    pairs = [(y, s.value) for y, s in zip(labels, scores, strict=True) if s.status is Status.OK]
+    if not pairs:
+        return {"error": "no case was scored"}
+    y = [p[0] for p in pairs]
+    risk = [1.0 - float(p[1]) for p in pairs]  # type: ignore[arg-type]
+    predicted = [float(p[1]) < threshold for p in pairs]  # type: ignore[arg-type]
+    cm = confusion(y, predicted)
+    out: dict[str, Any] = {
+        "threshold": threshold,
+        "positives": sum(y),
+        "balanced_accuracy": balanced_accuracy(y, predicted),
+        "f1": f1(y, predicted),
+        "cohen_kappa": cohen_kappa(y, predicted),
+        "confusion": {"tp": cm.tp, "fp": cm.fp, "tn": cm.tn, "fn": cm.fn},
+    }
+    try:
+        out["auroc"] = auroc(y, risk)
+    except ValueError:
+        out["auroc"] = None  # one class only: undefined, not 0.5
+    return out
+
+
+async def calibrate(
+    runtime: Runtime, rubric: Rubric, cases: list[LabelledCase], concurrency: int = 16
+) -> CalibrationReport:
+    limit = asyncio.Semaphore(concurrency)
+
+    async def one(item: LabelledCase) -> Score:
+        case = item.case
+        if runtime.settings.redaction.enabled:
+            case = redact_case(case, runtime.settings.redaction.kinds)
+        async with limit:
+            return await run_scorer(case, rubric, runtime.clients)
+
+    scores = await asyncio.gather(*(one(c) for c in cases))
+    labels = [c.positive for c in cases]
+    report = CalibrationReport(
+        rubric=rubric.name, n=len(cases), scored=sum(s.status is Status.OK for s in scores)
+    )
+    report.statuses.update(s.status.value for s in scores)
+    report.metrics = agreement(labels, list(scores), rubric.pass_threshold)
+    models = sorted({c.case.model or "?" for c in cases})
+    for model in models:
+        idx = [i for i, c in enumerate(cases) if (c.case.model or "?") == model]
+        report.per_model[model] = {
+            "n": len(idx),
+            **agreement([labels[i] for i in idx], [scores[i] for i in idx], rubric.pass_threshold),
+        }
+    return report
+
+
+def render(report: CalibrationReport) -> str:
+    m = report.metrics
+    lines = [
+        f"rubric {report.rubric}: {report.scored}/{report.n} scored "
+        f"({', '.join(f'{k}={v}' for k, v in sorted(report.statuses.items()))})"
+    ]
+    if "error" in m:
+        return "\n".join([*lines, m["error"]])
+    cm = m["confusion"]
+    auc = "n/a" if m["auroc"] is None else f"{m['auroc']:.3f}"
+    lines += [
+        f"positive class: hallucinated (score < pass_threshold {m['threshold']})",
+        f"AUROC {auc}  balanced accuracy {m['balanced_accuracy']:.3f}  F1 {m['f1']:.3f}  "
+        f"Cohen's kappa {m['cohen_kappa']:.3f}",
+        "confusion:            predicted hallucinated   predicted ok",
+        f"  hallucinated        {cm['tp']:>22} {cm['fn']:>14}",
+        f"  ok                  {cm['fp']:>22} {cm['tn']:>14}",
+        "",
+        f"  {'model':<24} {'n':>4} {'pos':>4} {'AUROC':>6} {'BalAcc':>6} {'F1':>6}",
+    ]
+    for model, pm in report.per_model.items():
+        if "error" in pm:
+            lines.append(f"  {model:<24} {pm['n']:>4}  {pm['error']}")
+            continue
+        pauc = "  n/a" if pm["auroc"] is None else f"{pm['auroc']:.3f}"
+        lines.append(
+            f"  {model:<24} {pm['n']:>4} {pm['positives']:>4} {pauc:>6} "
+            f"{pm['balanced_accuracy']:>6.3f} {pm['f1']:>6.3f}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,230 @@
+"""Evaluate one trace: load it, select rubrics, build the case, score, write records."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from arq import Retry
+
+from evaluator.intake.sampling import Reason, Signals, decide, hash_point
+from evaluator.store import outbox
+from evaluator.store.models import EvalRecord
+from evaluator.traces.cases import CaseBuildError, build_case
+from evaluator.traces.model import Trace
+from evaluator.worker.runtime import Runtime
+from judges.errors import JudgeDeferred
+from judges.redact import redact_case
+from judges.rubric import Rubric
+from judges.scorers.registry import run_scorer
+from judges.types import EvalCase, Score
+
+log = logging.getLogger("evaluator.worker.pipeline")
+
+
+def trace_signals(trace: Trace) -> Signals:
+    return Signals(
+        error=trace.is_error,
+        cost_usd=trace.cost_usd,
+        latency_ms=trace.latency_ms,
+        feedback=trace.feedback,
+    )
+
+
+def select_rubrics(
+    runtime: Runtime, trace_id: str, signals: Signals, labels: dict[str, str] | None
+) -> list[tuple[Rubric, Reason]]:
+    """Rubrics that evaluate this trace, with the reason; `labels=None` skips applies_to."""
+    point = hash_point(trace_id)
+    chosen = []
+    for rubric in runtime.rubrics.rubrics:
+        if labels is not None and not rubric.applies_to.matches(labels):
+            continue
+        reason = decide(point, runtime.rate(rubric.sampling.rate), signals, runtime.tail_rules)
+        if reason is not Reason.NOT_SAMPLED:
+            chosen.append((rubric, reason))
+    return chosen
+
+
+def to_record(
+    trace_id: str,
+    span_id: str,
+    rubric: Rubric,
+    score: Score,
+    labels: dict[str, str],
+    *,
+    reason: Reason,
+    latency_ms: float,
+) -> EvalRecord:
+    details = dict(score.details)
+    details["sampled_by"] = reason.value
+    return EvalRecord(
+        trace_id=trace_id,
+        span_id=span_id,
+        rubric=rubric.name,
+        rubric_version=rubric.version,
+        scorer=rubric.scorer,
+        method=score.method or rubric.resolved_method,
+        status=score.status.value,
+        score=score.value,
+        label=score.label,
+        passed=score.passed,
+        explanation=score.explanation,
+        details=details,
+        judge_model=score.judge_model,
+        judge_calls=score.usage.calls,
+        judge_input_tokens=score.usage.input_tokens,
+        judge_output_tokens=score.usage.output_tokens,
+        judge_cost_usd=score.usage.cost_usd,
+        latency_ms=latency_ms,
+        prompt_version=labels.get("prompt_version"),
+        model=labels.get("model"),
+        feature=labels.get("feature"),
+        tenant=labels.get("tenant"),
+    )
+
+
+async def _score(
+    runtime: Runtime, case: EvalCase, rubric: Rubric
+) -> tuple[Score | JudgeDeferred, float]:
+    started = time.perf_counter()
+    try:
+        score: Score | JudgeDeferred = await run_scorer(case, rubric, runtime.clients)
+    except JudgeDeferred as exc:
+        score = exc  # the job decides: defer, or record the cause on its last try
+    except Exception as exc:  # a scorer bug must not lose the other rubrics' results
+        log.exception("scorer %s crashed on trace %s", rubric.name, case.trace_id)
+        score = Score.error(
+            f"scorer crashed: {type(exc).__name__}: {exc}", method=rubric.resolved_method
+        )
+    return score, (time.perf_counter() - started) * 1000
+
+
+async def _write(runtime: Runtime, records: list[EvalRecord], *, settle: str | None = None) -> int:
+    """Upsert the records (and settle the intent `settle` in the same transaction), then
+    tell metrics (all of them: work done) and the export sinks (only those written: a re-run
+    must not send an event or a score twice)."""
+
+    def write_all() -> list[EvalRecord]:
+        with runtime.store.engine.begin() as conn:
+            inserted = runtime.store.upsert_records(records, conn=conn)
+            if settle is not None:
+                outbox.finish(conn, settle)
+        return [r for r, new in zip(records, inserted, strict=True) if new]
+
+    written = await asyncio.to_thread(write_all)
+    if runtime.recorder is not None:
+        try:
+            await runtime.recorder.observe(records)
+        except Exception:
+            log.warning(
+                "metrics: flush to Redis failed; the counts are kept for the next one",
+                exc_info=True,
+            )
+    if written and runtime.otel is not None:
+        await runtime.otel.export(written)  # logs and swallows its own failures
+    if written and runtime.langfuse is not None:
+        try:
+            await runtime.langfuse.send(written)
+        except Exception as exc:  # the record is stored; the copy in Langfuse is best effort
+            log.warning("langfuse: could not send %d scores: %s", len(written), exc)
+    return len(written)
+
+
+def _settle(score: Score | JudgeDeferred, job_try: int) -> Score:
+    if isinstance(score, JudgeDeferred):
+        return Score.error(f"{score}; still deferred after {job_try} tries", usage=score.usage)
+    return score
+
+
+def _errors_for(
+    trace_id: str, selected: list[tuple[Rubric, Reason]], cause: str, labels: dict[str, str]
+) -> list[EvalRecord]:
+    return [
+        to_record(trace_id, "", rubric, Score.error(cause), labels, reason=reason, latency_ms=0.0)
+        for rubric, reason in selected
+    ]
+
+
+async def evaluate_trace(
+    runtime: Runtime,
+    trace_id: str,
+    wire_signals: dict[str, Any],
+    *,
+    job_try: int,
+    intent_id: str | None = None,
+) -> dict[str, Any]:
+    """The body of the arq job. Raises arq.Retry while the trace is not ingested yet.
+
+    With `intent_id`, the durable intent (evaluator.store.outbox) counts this attempt before any
+    work and is marked done in the transaction that writes the records.
+    """
+    signals = Signals.from_wire(wire_signals or {})
+
+    def begin() -> Trace | None:  # one thread hop for both
+        if intent_id is not None:
+            # Committed on its own, before the read: a trace that fails to load (a stored
+            # payload that no longer validates, a database error) must still count towards
+            # the dead letter, or the sweeper would re-run it forever.
+            outbox.start_attempt(runtime.store.engine, intent_id)
+        return runtime.traces.get_trace(trace_id)
+
+    trace = await asyncio.to_thread(begin)
+    if trace is None:
+        tries = runtime.settings.worker.trace_not_found_tries
+        if job_try < tries:
+            raise Retry(defer=runtime.settings.worker.trace_not_found_delay_s * job_try)
+        selected = select_rubrics(runtime, trace_id, signals, labels=None)
+        cause = f"trace {trace_id!r} not found in the store after {tries} tries (was it ingested?)"
+        errors = _errors_for(trace_id, selected, cause, {})
+        written = await _write(runtime, errors, settle=intent_id)
+        return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
+
+    signals = signals.merged(trace_signals(trace))
+    try:
+        case = build_case(trace)
+    except CaseBuildError as exc:
+        labels = {
+            k: v
+            for k, v in {
+                "prompt_version": trace.prompt_version,
+                "feature": trace.feature,
+                "tenant": trace.tenant,
+            }.items()
+            if v is not None
+        }
+        selected = select_rubrics(runtime, trace_id, signals, labels)
+        errors = _errors_for(trace_id, selected, str(exc), labels)
+        written = await _write(runtime, errors, settle=intent_id)
+        return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
+
+    if runtime.settings.redaction.enabled:
+        case = redact_case(case, runtime.settings.redaction.kinds)
+    selected = select_rubrics(runtime, trace_id, signals, case.labels)
+    results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
+    deferred = [s for s, _ in results if isinstance(s, JudgeDeferred)]
+    last_try = job_try >= runtime.settings.worker.max_tries
+    records = [
+        to_record(
+            trace_id,
+            case.span_id,
+            rubric,
+            _settle(score, job_try),
+            case.labels,
+            reason=reason,
+            latency_ms=latency,
+        )
+        for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
+        if last_try or not isinstance(score, JudgeDeferred)
+    ]
+    retry = bool(deferred) and not last_try
+    written = await _write(runtime, records, settle=None if retry else intent_id)
+    if retry:
+        # What finished is stored (final records are not redone); the rest comes back later,
+        # its finished judge calls served from the reply cache.
+        raise Retry(defer=max(d.retry_after_s for d in deferred))
+    statuses = Counter(r.status for r in records)
+    return {"trace_id": trace_id, "written": written, "statuses": dict(statuses)}

@@ -1,0 +1,208 @@
+"""The per-process runtime: settings, store, rubrics and clients, built once at start-up."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+from evaluator.analytics.alerts import regression_problems
+from evaluator.config.rubrics import RubricError, RubricSet, load_rubrics
+from evaluator.config.settings import Settings, SettingsError
+from evaluator.intake.drain import SamplingConfig
+from evaluator.intake.sampling import TailRules
+from evaluator.outputs.metrics import MetricsRecorder
+from evaluator.outputs.otel import EvaluationExporter
+from evaluator.sources.langfuse import LangfuseScoreSink, LangfuseTraceSource
+from evaluator.store.store import Store
+from evaluator.traces.model import Trace
+from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
+from judges.llm.client import JudgeClient, sdk_http_client
+from judges.types import Clients
+
+log = logging.getLogger("evaluator.worker.runtime")
+
+
+def tail_rules(settings: Settings) -> TailRules:
+    s = settings.sampling
+    return TailRules(
+        on_error=s.always_on_error,
+        on_negative_feedback=s.always_on_negative_feedback,
+        cost_above_usd=s.cost_above_usd,
+        latency_above_ms=s.latency_above_ms,
+    )
+
+
+def sampling_config(settings: Settings, rubrics: RubricSet) -> SamplingConfig:
+    """Intake only needs the widest rate: the job re-decides per rubric."""
+    default = settings.sampling.default_rate
+    rates = [default if r.sampling.rate is None else r.sampling.rate for r in rubrics.rubrics]
+    return SamplingConfig(max_rate=max(rates, default=0.0), rules=tail_rules(settings))
+
+
+class TraceSource(Protocol):
+    def get_trace(self, trace_id: str) -> Trace | None: ...
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    rubrics: RubricSet
+    clients: Clients
+    redis: Redis | None = None
+    # Where traces are read from: the service's own table, or e.g. a Langfuse project.
+    source: TraceSource | None = None
+    recorder: MetricsRecorder | None = None
+    otel: EvaluationExporter | None = None
+    langfuse: LangfuseScoreSink | None = None
+
+    @property
+    def traces(self) -> TraceSource:
+        return self.source or self.store
+
+    @property
+    def tail_rules(self) -> TailRules:
+        return tail_rules(self.settings)
+
+    def rate(self, rubric_rate: float | None) -> float:
+        return self.settings.sampling.default_rate if rubric_rate is None else rubric_rate
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return sampling_config(self.settings, self.rubrics)
+
+    async def close(self) -> None:
+        if self.recorder is not None:
+            try:
+                await self.recorder.aclose()
+            except Exception:  # Redis gone at shut-down: the counts are lost, nothing else
+                log.warning("metrics: could not write the last counts", exc_info=True)
+        if self.clients.judge is not None:
+            await self.clients.judge.close()
+        if self.clients.generator is not None:
+            await self.clients.generator.close()
+        if self.otel is not None:
+            await self.otel.aclose()
+        if self.langfuse is not None:
+            await self.langfuse.aclose()
+        if self.source is not None and hasattr(self.source, "close"):
+            self.source.close()
+        self.store.close()
+        if self.redis is not None:
+            await self.redis.aclose()
+
+
+def make_judge(
+    settings: Settings, redis: Redis | None = None, recorder: MetricsRecorder | None = None
+) -> JudgeClient | None:
+    j = settings.judge
+    if not j.configured:
+        return None
+    prefix = f"{settings.redis.key_prefix}:judge"
+    limiter = None
+    if redis is not None and (j.rpm_limit or j.tpm_limit):
+        limiter = RedisRateLimiter(redis, name=f"{prefix}:limit", rpm=j.rpm_limit, tpm=j.tpm_limit)
+    cache = None
+    if redis is not None and j.cache_ttl_s:
+        cache = RedisReplyCache(redis, prefix=f"{prefix}:cache", ttl_s=j.cache_ttl_s)
+    return JudgeClient(
+        base_url=j.base_url,
+        model=j.model,
+        api_key=j.api_key(),
+        timeout_s=j.timeout_s,
+        max_retries=j.max_retries,
+        max_concurrency=j.max_concurrency,
+        response_format=j.response_format,
+        temperature=j.temperature,
+        max_output_tokens=j.max_output_tokens,
+        price=settings.cost_usd,
+        rate_limiter=limiter,
+        cache=cache,
+        max_wait_s=j.max_wait_s,
+        on_event=recorder.judge_event if recorder is not None else None,
+        http_client=sdk_http_client(j.http_transport),
+    )
+
+
+def make_generator(settings: Settings):  # type: ignore[no-untyped-def]
+    g = settings.generator
+    base_url = g.base_url or settings.judge.base_url
+    if not base_url:
+        return None
+    from judges.llm.generator import Generator
+
+    return Generator(
+        base_url=base_url,
+        api_key=g.api_key() if g.base_url else settings.judge.api_key(),
+        timeout_s=g.timeout_s,
+        max_retries=settings.judge.max_retries,
+        temperature=g.temperature,
+        price=settings.cost_usd,
+        http_client=sdk_http_client(g.http_transport),
+    )
+
+
+def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
+    """An embedder only when a rubric can use one and the optional extra is installed."""
+    wants = any(
+        r.resolved_method == "embeddings"
+        or (r.resolved_method in {"local", "cascade"} and r.options.get("local_embeddings") is True)
+        or (r.scorer in {"answer_relevance", "context_relevance"} and r.resolved_method == "local")
+        or (r.scorer == "answer_relevance" and r.resolved_method == "ragas")
+        for r in rubrics.rubrics
+    )
+    if not wants or importlib.util.find_spec("sentence_transformers") is None:
+        return None
+    from judges.llm.embedder import Embedder
+
+    return Embedder()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    rubrics = load_rubrics(settings.rubrics.path)
+    problems = regression_problems(rubrics.rubrics, settings.alerts)
+    if problems:  # refuse at start-up, not at the first cron run
+        raise RubricError(problems)
+    redis = Redis.from_url(settings.redis.url)
+    # Counts reach Redis once a second per process, not once per job (Prometheus scrapes
+    # every 15 s or so); close() writes the rest.
+    recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix, flush_interval_s=1.0)
+    clients = Clients(
+        judge=make_judge(settings, redis, recorder),
+        generator=make_generator(settings),
+        embedder=make_embedder(rubrics),
+    )
+    return Runtime(
+        settings=settings,
+        store=Store(settings.database.url, echo=settings.database.echo),
+        rubrics=rubrics,
+        clients=clients,
+        redis=redis,
+        recorder=recorder,
+        **_integrations(settings),
+    )
+
+
+def _integrations(settings: Settings) -> dict[str, Any]:
+    """Optional third-party ends: OTLP export of records, Langfuse as source and sink."""
+    out: dict[str, Any] = {}
+    e = settings.otel_export
+    if e.endpoint:
+        out["otel"] = EvaluationExporter(e.endpoint, headers=e.headers, timeout_s=e.timeout_s)
+    lf = settings.langfuse
+    if lf.base_url:
+        public, secret = lf.keys()
+        if not public or not secret:
+            raise SettingsError(
+                f"langfuse.base_url is set but {lf.public_key_env} / {lf.secret_key_env} "
+                "are not both in the environment"
+            )
+        if lf.trace_source:
+            out["source"] = LangfuseTraceSource(lf.base_url, public, secret)
+        if lf.write_scores:
+            out["langfuse"] = LangfuseScoreSink(lf.base_url, public, secret)
+    return out

@@ -1,0 +1,1 @@
+"""Model endpoints: the judge client, reply reading, rate limits, generator, embedder."""

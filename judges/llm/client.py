@@ -1,0 +1,363 @@
+"""JudgeClient: structured-output calls to any OpenAI-compatible endpoint.
+
+One layer owns HTTP retries: this client (the SDK's own retries are switched off), so it sees
+every 429, honours Retry-After, and shrinks its concurrency while the endpoint is saturated.
+It also validates the JSON-schema reply against a Pydantic model with one re-ask that quotes
+the validation error, accounts tokens and cost for every attempt, waits on a shared rate
+limiter, and serves repeated prompts from a reply cache (re-evaluating costs nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import httpx
+import openai
+from openai import AsyncOpenAI
+from pydantic import BaseModel, ValidationError
+
+from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
+from judges.llm.completions import read_completion, retry_after_s, strip_fences
+from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache, backoff_s
+from judges.types import Usage
+
+T = TypeVar("T", bound=BaseModel)
+PriceFn = Callable[[str, int, int], float]
+
+_REASK = (
+    "Your previous reply could not be used: {problem}\n"
+    "Reply again with only a JSON object that matches the schema. No prose, no code fences."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JudgeReply(Generic[T]):
+    parsed: T
+    raw: str
+    model: str
+    usage: Usage
+    cached: bool = False
+
+
+@functools.cache
+def _schema_of(schema: type[BaseModel]) -> dict[str, Any]:
+    # Pydantic rebuilds the JSON schema on every call (~1.5 ms); a reply model never changes.
+    return schema.model_json_schema()
+
+
+def sdk_http_client(transport: str) -> httpx.AsyncClient | None:
+    """The HTTP client to hand the openai SDK: None = the SDK's own httpx client.
+
+    "aiohttp" is the SDK's `DefaultAioHttpClient` (httpx's interface over aiohttp's
+    connection handling): about 2.4x less CPU per judge request than httpx's own transport
+    (bench/http_floor.py, BENCHMARKS.md §5b). Its session is created lazily inside the running
+    event loop, so a client may be built outside one.
+    """
+    if transport == "httpx":
+        return None
+    if transport == "aiohttp":
+        return openai.DefaultAioHttpClient()
+    raise ValueError(f"unknown HTTP transport {transport!r}: expected 'aiohttp' or 'httpx'")
+
+
+def _no_price(_model: str, _in: int, _out: int) -> float:
+    return 0.0
+
+
+class JudgeClient:
+    """Ask a model for a reply that validates against `schema`.
+
+    >>> client = JudgeClient(base_url="http://localhost:8000/v1", model="judge")  # doctest: +SKIP
+    >>> reply = await client.complete(messages, Verdict)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        model: str,
+        api_key: str = "not-needed",
+        timeout_s: float = 30.0,
+        max_retries: int = 2,
+        max_concurrency: int = 8,
+        response_format: str = "json_schema",
+        temperature: float = 0.0,
+        max_output_tokens: int = 1024,
+        price: PriceFn = _no_price,
+        http_client: httpx.AsyncClient | None = None,
+        rate_limiter: RateLimiter | None = None,
+        cache: ReplyCache | None = None,
+        max_wait_s: float = 60.0,
+        on_event: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.model = model
+        self.response_format = response_format
+        self.temperature = temperature
+        self.max_output_tokens = max_output_tokens
+        self._price = price
+        self.max_retries = max_retries
+        self.max_wait_s = max_wait_s
+        self.concurrency = AdaptiveConcurrency(max_concurrency)
+        self._rate = rate_limiter or NoRateLimit()
+        self._cache = cache
+        # Told "rate_limited" on each 429 and "retries" before each retry (for metrics).
+        self._on_event = on_event
+        self._warned_usage = False
+        self._sdk = AsyncOpenAI(
+            base_url=base_url,
+            api_key=api_key,
+            timeout=timeout_s,
+            max_retries=0,  # retries are ours: see the module docstring
+            http_client=http_client,
+        )
+
+    # Read-only views for other clients of the same endpoint (e.g. the ragas method).
+    @property
+    def base_url(self) -> str:
+        return str(self._sdk.base_url)
+
+    @property
+    def api_key(self) -> str:
+        return str(self._sdk.api_key)
+
+    @property
+    def timeout(self) -> Any:
+        return self._sdk.timeout
+
+    @property
+    def price(self) -> PriceFn:
+        return self._price
+
+    @property
+    def rate_limiter(self) -> RateLimiter:
+        return self._rate
+
+    async def close(self) -> None:
+        await self._sdk.close()
+
+    def _format(self, schema: type[BaseModel]) -> dict[str, Any]:
+        if self.response_format == "json_object":
+            return {"type": "json_object"}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": schema.__name__, "schema": _schema_of(schema)},
+        }
+
+    async def complete(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[T],
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+    ) -> JudgeReply[T]:
+        """One call, plus one re-ask if the reply does not validate. Raises JudgeError."""
+        model = model or self.model
+        temp = self.temperature if temperature is None else temperature
+        # Hashing the prompt costs ~0.2 ms: only when there is a cache to ask.
+        key = self._cache_key(messages, schema, model, temp) if self._cache is not None else ""
+        cached = await self._cache.get(key) if self._cache is not None else None
+        if cached is not None:
+            try:
+                parsed = schema.model_validate_json(cached)
+            except ValidationError:
+                pass  # a stale entry from an older schema: ask again
+            else:
+                return JudgeReply(
+                    parsed=parsed, raw=cached, model=model, usage=Usage(), cached=True
+                )
+        usage = Usage()
+        conversation = list(messages)
+        problem = ""
+        raw: str | None = None
+        for attempt in range(2):
+            raw, finish, refusal, used = await self._call_with_retries(
+                conversation, schema, model, temp, usage
+            )
+            usage = usage + used
+            problem = self._problem(raw, finish, refusal)
+            if not problem:
+                try:
+                    parsed = schema.model_validate_json(strip_fences(raw or ""))
+                except ValidationError as exc:
+                    problem = f"it did not match the schema: {_first_errors(exc)}"
+                else:
+                    if self._cache is not None:
+                        await self._cache.set(key, strip_fences(raw or ""))
+                    return JudgeReply(parsed=parsed, raw=raw or "", model=model, usage=usage)
+            if attempt == 0:
+                conversation = [
+                    *messages,
+                    {"role": "assistant", "content": raw or ""},
+                    {"role": "user", "content": _REASK.format(problem=problem)},
+                ]
+        raise JudgeOutputError(
+            f"judge reply unusable after one re-ask: {problem}", raw_output=raw, usage=usage
+        )
+
+    @staticmethod
+    def _problem(raw: str | None, finish: str | None, refusal: str | None) -> str:
+        if refusal:
+            return f"the model refused: {refusal[:200]}"
+        if finish == "length":
+            return "it was cut off (finish_reason=length)"
+        if not raw or not raw.strip():
+            return "it was empty"
+        try:
+            json.loads(strip_fences(raw))
+        except json.JSONDecodeError as exc:
+            return f"it was not valid JSON ({exc.msg} at position {exc.pos})"
+        return ""
+
+    def _cache_key(
+        self, messages: list[dict[str, str]], schema: type[BaseModel], model: str, temp: float
+    ) -> str:
+        blob = json.dumps(
+            [model, temp, self.max_output_tokens, messages, _schema_of(schema)],
+            sort_keys=True,
+            ensure_ascii=False,
+        )
+        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
+
+    async def _call_with_retries(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[BaseModel],
+        model: str,
+        temperature: float,
+        usage_so_far: Usage,
+    ) -> tuple[str | None, str | None, str | None, Usage]:
+        estimate = sum(len(m.get("content") or "") for m in messages) // 4 + self.max_output_tokens
+        attempt = 0
+        while True:
+            attempt += 1
+            await self._rate.acquire(estimate)
+            try:
+                result = await self._call(messages, schema, model, temperature, usage_so_far)
+            except JudgeTransientError as exc:
+                if exc.rate_limited:
+                    self.concurrency.on_rate_limited()
+                    await self._event("rate_limited")
+                    if exc.retry_after_s:
+                        await self._rate.pause(exc.retry_after_s)
+                wait = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempt)
+                if exc.retry_after_s is not None and wait > self.max_wait_s:
+                    # The server named a time beyond what a job should sleep: defer the job.
+                    raise JudgeDeferred(
+                        f"judge asked to retry after {wait:.0f} s (> judge.max_wait_s "
+                        f"{self.max_wait_s:.0f} s): {exc}",
+                        retry_after_s=wait,
+                        usage=exc.usage,
+                    ) from exc
+                if attempt > self.max_retries or wait > self.max_wait_s:
+                    # Out of attempts, or told to wait longer than a job should: hand it back
+                    # (the caller records the cause, or defers the job by retry_after_s).
+                    raise JudgeTransientError(
+                        f"{exc} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        retry_after_s=exc.retry_after_s,
+                        rate_limited=exc.rate_limited,
+                        usage=exc.usage,
+                    ) from exc
+                await self._event("retries")
+                await asyncio.sleep(wait)
+                continue
+            self.concurrency.on_success()
+            return result
+
+    async def _event(self, kind: str) -> None:
+        if self._on_event is None:
+            return
+        try:
+            await self._on_event(kind)
+        except Exception:  # metrics must never fail a judge call
+            logging.getLogger("judges.llm.client").debug("on_event(%s) failed", kind, exc_info=True)
+
+    async def _call(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[BaseModel],
+        model: str,
+        temperature: float,
+        usage_so_far: Usage,
+    ) -> tuple[str | None, str | None, str | None, Usage]:
+        request = {
+            "model": model,
+            "messages": messages,
+            "response_format": self._format(schema),
+            "temperature": temperature,
+            "max_tokens": self.max_output_tokens,
+        }
+        try:
+            async with self.concurrency:
+                # The SDK's low-level post: its auth, base URL, timeouts and status errors,
+                # without the typed request transform and response model, which cost
+                # ~1.5 ms of CPU per call (bench/http_floor.py) for fields we read by hand.
+                response = await self._sdk.post(
+                    "/chat/completions", body=request, cast_to=httpx.Response
+                )
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise JudgeTransientError(f"judge unreachable: {exc}", usage=usage_so_far) from exc
+        except openai.RateLimitError as exc:
+            raise JudgeTransientError(
+                f"judge rate limit (HTTP 429): {_body(exc)}",
+                retry_after_s=retry_after_s(exc.response.headers),
+                rate_limited=True,
+                usage=usage_so_far,
+            ) from exc
+        except openai.InternalServerError as exc:
+            raise JudgeTransientError(
+                f"judge server error (HTTP {exc.status_code}): {_body(exc)}",
+                usage=usage_so_far,
+            ) from exc
+        except openai.APIStatusError as exc:
+            raise JudgeError(
+                f"judge refused the request (HTTP {exc.status_code}): {_body(exc)}",
+                usage=usage_so_far,
+            ) from exc
+        except openai.OpenAIError as exc:
+            raise JudgeOutputError(
+                f"judge reply unreadable: {exc}", raw_output=None, usage=usage_so_far
+            ) from exc
+        try:
+            completion = read_completion(response.content)
+        except ValueError as exc:
+            # A 200 whose body is not a completion (a proxy's HTML page, a truncated body).
+            raise JudgeOutputError(
+                f"judge reply is not a chat completion: {exc}",
+                raw_output=response.text[:2000],
+                usage=usage_so_far,
+            ) from exc
+        if completion.usage_problem and not self._warned_usage:
+            self._warned_usage = True  # once per client: a server that does it, does it always
+            logging.getLogger("judges.llm.client").warning(
+                "judge reply usage unreadable, tokens counted as 0: %s", completion.usage_problem
+            )
+        used = Usage(
+            calls=1,
+            input_tokens=completion.input_tokens,
+            output_tokens=completion.output_tokens,
+            cost_usd=self._price(model, completion.input_tokens, completion.output_tokens),
+        )
+        return completion.content, completion.finish_reason, completion.refusal, used
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def _body(exc: openai.APIStatusError) -> str:
+    try:
+        return exc.response.text[:300]
+    except Exception:  # the body may be a stream that is already closed
+        return str(exc)[:300]

@@ -1,0 +1,1 @@
+"""Scorers: the registry that dispatches a rubric, and one module per scorer/method."""

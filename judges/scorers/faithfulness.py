@@ -1,0 +1,288 @@
+"""Faithfulness: share of the answer's atomic claims that the retrieved documents support.
+
+Methods (rubric.method):
+
+- ``judge`` (default): ONE call extracts the claims and verifies each against the fenced,
+  numbered documents; the reply lists ``{claim, context_ids, reason, verdict}`` per claim.
+- ``two_step``: call 1 extracts claims, call 2 verifies all of them at once (closer to the
+  ragas recipe; costs a second call, helps small judges that mix the two tasks up).
+- ``local``: no LLM, delegated to ``judges.scorers.local``.
+- ``cascade``: local first; the judge is asked only when the local score is below the pass
+  threshold or within ``options.cascade_margin`` (default 0.1) above it.
+
+score = supported / total claims. An answer with no factual claim (a refusal, a greeting) is
+reported explicitly, never as NaN: by default ok with value 1.0 and label ``no_claims``
+(nothing it said is unsupported; whether it *answered* is answer relevance's job), or
+``skipped`` with ``options.no_claims = "skip"`` for teams that do not want it in the mean.
+
+The prompts and reply schemas are in ``judges.scorers.faithfulness_prompts``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from judges.errors import JudgeError, ScorerConfigError, judge_failure
+from judges.llm.client import JudgeClient, JudgeReply
+from judges.rubric import Rubric
+from judges.scorers.faithfulness_prompts import (
+    ClaimCheck,
+    ClaimList,
+    FaithfulnessReply,
+    no_claims_policy,
+    render_extract,
+    render_judge,
+    render_verify,
+    verification_schema,
+)
+from judges.types import Clients, Context, EvalCase, Score, Status, Usage
+
+# --- arithmetic (pure) -----------------------------------------------------------------
+
+
+def faithfulness_value(verdicts: Sequence[str]) -> float | None:
+    """supported / total, or None when there is nothing to divide (never NaN)."""
+    return sum(v == "supported" for v in verdicts) / len(verdicts) if verdicts else None
+
+
+def claim_details(
+    checks: Sequence[ClaimCheck], contexts: Sequence[Context]
+) -> list[dict[str, Any]]:
+    """Per-claim verdicts with document numbers mapped back to the trace's document ids."""
+    out = []
+    for check in checks:
+        known = [i for i in check.context_ids if 1 <= i <= len(contexts)]
+        row: dict[str, Any] = {
+            "claim": check.claim,
+            "verdict": check.verdict,
+            "context_ids": [contexts[i - 1].id for i in known],
+            "reason": check.reason,
+        }
+        if len(known) != len(check.context_ids):
+            row["unknown_refs"] = [i for i in check.context_ids if i not in known]
+        out.append(row)
+    return out
+
+
+def build_score(
+    checks: Sequence[ClaimCheck],
+    case: EvalCase,
+    rubric: Rubric,
+    *,
+    method: str,
+    judge_model: str,
+    usage: Usage,
+) -> Score:
+    """The Score for a list of verified claims (pure)."""
+    details: dict[str, Any] = {"claims": claim_details(checks, case.contexts)}
+    common: dict[str, Any] = {"method": method, "judge_model": judge_model, "usage": usage}
+    value = faithfulness_value([c.verdict for c in checks])
+    if value is None:
+        if no_claims_policy(rubric) == "skip":
+            return Score(
+                Status.SKIPPED,
+                explanation="the answer makes no factual claim",
+                details=details,
+                **common,
+            )
+        return Score(
+            Status.OK,
+            1.0,
+            "no_claims",
+            True,
+            details=details,
+            **common,
+            explanation="the answer makes no factual claim, so none is unsupported",
+        )
+    counts = Counter(c.verdict for c in checks)
+    details["counts"] = {v: counts.get(v, 0) for v in ("supported", "contradicted", "not_found")}
+    passed = value >= rubric.pass_threshold
+    return Score(
+        Status.OK, value, "pass" if passed else "fail", passed, explain(checks), details, **common
+    )
+
+
+def explain(checks: Sequence[ClaimCheck], limit: int = 3) -> str:
+    supported = sum(c.verdict == "supported" for c in checks)
+    text = f"{supported} of {len(checks)} claims supported"
+    bad = [c for c in checks if c.verdict != "supported"][:limit]
+    if bad:
+        text += "; " + "; ".join(f"{c.verdict}: {c.claim!r}" for c in bad)
+    return text
+
+
+def local_threshold(rubric: Rubric) -> float:
+    """Pass mark of the local score (1 - P(hallucinated)), which is not on the judge's
+    supported-claims scale: options.local_threshold, else the rubric's pass_threshold."""
+    value = rubric.options.get("local_threshold", rubric.pass_threshold)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ScorerConfigError(
+            f"options.local_threshold must be a number in [0, 1], got {value!r}"
+        )
+    return float(value)
+
+
+def cascade_margin(rubric: Rubric) -> float:
+    margin = rubric.options.get("cascade_margin", 0.1)
+    if not isinstance(margin, int | float) or not 0 <= margin <= 1:
+        raise ScorerConfigError(
+            f"options.cascade_margin must be a number in [0, 1], got {margin!r}"
+        )
+    return float(margin)
+
+
+def escalation(local: Score, threshold: float, margin: float) -> str | None:
+    """Why the cascade must ask the judge, or None when the local score can stand."""
+    if local.status is not Status.OK or local.value is None:
+        return f"local scorer gave no score ({local.status.value}: {local.explanation})"
+    if local.value < threshold:
+        return f"local score {local.value:.3f} is below the pass threshold {threshold}"
+    if local.value < threshold + margin:
+        return f"local score {local.value:.3f} is within {margin} of the pass threshold {threshold}"
+    return None
+
+
+# --- calls -----------------------------------------------------------------------------
+
+
+async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    """Score `case` with the method the rubric asks for. Never raises for judge failures."""
+    method = rubric.resolved_method
+    try:
+        no_claims_policy(rubric)
+        if method == "local":
+            return await _local(case, rubric, clients)
+        if method == "cascade":
+            return await _cascade(case, rubric, clients)
+        if clients.judge is None:
+            return Score.skipped(
+                f"method {method!r} needs a judge and none is configured", method=method
+            )
+        if method == "ragas":
+            from judges.scorers.ragas_method import score_faithfulness_ragas
+
+            return await score_faithfulness_ragas(case, rubric, clients)
+        if method == "two_step":
+            return await _two_step(case, rubric, clients.judge)
+        if method == "judge":
+            return await _judge(case, rubric, clients.judge)
+    except ScorerConfigError as exc:
+        return Score.error(str(exc), method=method)
+    return Score.error(f"faithfulness has no method {method!r}", method=method)
+
+
+async def _judge(
+    case: EvalCase, rubric: Rubric, judge: JudgeClient, method: str = "judge"
+) -> Score:
+    try:
+        reply: JudgeReply[FaithfulnessReply] = await judge.complete(
+            render_judge(case),
+            FaithfulnessReply,
+            model=rubric.judge.model,
+            temperature=rubric.judge.temperature,
+        )
+    except JudgeError as exc:
+        return _error(exc, method, rubric.judge.model or judge.model)
+    return build_score(
+        reply.parsed.claims, case, rubric, method=method, judge_model=reply.model, usage=reply.usage
+    )
+
+
+async def _two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
+    model, temperature = rubric.judge.model, rubric.judge.temperature
+    try:
+        extracted: JudgeReply[ClaimList] = await judge.complete(
+            render_extract(case), ClaimList, model=model, temperature=temperature
+        )
+    except JudgeError as exc:
+        return _error(exc, "two_step", model or judge.model, step="extract")
+    claims = [c for c in extracted.parsed.claims if c.strip()]
+    if not claims:
+        return build_score(
+            [], case, rubric, method="two_step", judge_model=extracted.model, usage=extracted.usage
+        )
+    try:
+        verified = await judge.complete(
+            render_verify(case, claims),
+            verification_schema(len(claims)),
+            model=model,
+            temperature=temperature,
+        )
+    except JudgeError as exc:
+        return _error(
+            exc, "two_step", model or judge.model, step="verify", usage=extracted.usage + exc.usage
+        )
+    checks = [
+        ClaimCheck(claim=claim, context_ids=c.context_ids, reason=c.reason, verdict=c.verdict)
+        for claim, c in zip(claims, verified.parsed.checks, strict=True)  # type: ignore[attr-defined]
+    ]
+    return build_score(
+        checks,
+        case,
+        rubric,
+        method="two_step",
+        judge_model=verified.model,
+        usage=extracted.usage + verified.usage,
+    )
+
+
+async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers.local import score_faithfulness_local
+
+    # Embeddings are opt-in (options.local_embeddings = true): on RAGTruth QA they moved the
+    # held-out AUROC from 0.850 to 0.849 at 30-100x the CPU (bench/local_faithfulness.py).
+    embedder = clients.embedder if rubric.options.get("local_embeddings") is True else None
+    # CPU-bound: keep it off the event loop that serves other jobs.
+    return await asyncio.to_thread(
+        score_faithfulness_local, case, embedder, threshold=local_threshold(rubric)
+    )
+
+
+async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    margin = cascade_margin(rubric)
+    local = await _local(case, rubric, clients)
+    reason = escalation(local, local_threshold(rubric), margin)
+    trail: dict[str, Any] = {
+        "local_value": local.value,
+        "local_status": local.status.value,
+        "local_threshold": local_threshold(rubric),
+        "margin": margin,
+    }
+    if reason is None:
+        trail |= {
+            "decided_by": "local",
+            "reason": f"local score {local.value:.3f} clears the threshold by ≥ {margin}",
+        }
+        return dataclasses.replace(
+            local, method="cascade", details={**local.details, "cascade": trail}
+        )
+    if clients.judge is None:
+        # The local verdict is a real, computed score; say that it was not confirmed.
+        trail |= {"decided_by": "local", "reason": f"{reason}; no judge configured to escalate to"}
+        if local.status is not Status.OK:
+            return local
+        return dataclasses.replace(
+            local, method="cascade", details={**local.details, "cascade": trail}
+        )
+    trail |= {"decided_by": "judge", "reason": reason}
+    judged = await _judge(case, rubric, clients.judge, method="cascade")
+    trail["local_details"] = local.details
+    return dataclasses.replace(
+        judged, details={**judged.details, "cascade": trail}, usage=local.usage + judged.usage
+    )
+
+
+def _error(
+    exc: JudgeError,
+    method: str,
+    judge_model: str,
+    *,
+    step: str | None = None,
+    usage: Usage | None = None,
+) -> Score:
+    details = {"step": step} if step else {}
+    return judge_failure(exc, method=method, judge_model=judge_model, details=details, usage=usage)

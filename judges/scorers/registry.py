@@ -1,0 +1,78 @@
+"""Dispatch a rubric to its scorer: (scorer kind, method) → coroutine returning a Score.
+
+Checks what every scorer needs up front (an answer, contexts, a judge) so that a case that
+cannot be scored becomes a `skipped`/`error` Score with the reason, not an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from judges.rubric import Rubric
+from judges.types import Clients, EvalCase, Score
+
+ScorerFn = Callable[[EvalCase, Rubric, Clients], Awaitable[Score]]
+_NEEDS_CONTEXTS = frozenset({"faithfulness", "context_relevance"})
+
+
+async def _faithfulness(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers import faithfulness
+
+    return await faithfulness.score(case, rubric, clients)
+
+
+async def _answer_relevance(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers import relevance
+
+    return await relevance.score_answer(case, rubric, clients)
+
+
+async def _context_relevance(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers import relevance
+
+    return await relevance.score_contexts(case, rubric, clients)
+
+
+async def _self_consistency(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers import self_consistency
+
+    return await self_consistency.score(case, rubric, clients)
+
+
+async def _llm_rubric(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers.llm_rubric import score_llm_rubric
+
+    assert clients.judge is not None  # checked in run_scorer
+    return await score_llm_rubric(case, rubric, clients.judge)
+
+
+SCORERS: dict[str, ScorerFn] = {
+    "llm_rubric": _llm_rubric,
+    "faithfulness": _faithfulness,
+    "answer_relevance": _answer_relevance,
+    "context_relevance": _context_relevance,
+    "self_consistency": _self_consistency,
+}
+
+
+def precheck(case: EvalCase, rubric: Rubric, clients: Clients) -> Score | None:
+    """A Score explaining why the case cannot be scored by this rubric, or None."""
+    method = rubric.resolved_method
+    if not case.answer.strip():
+        return Score.error("the evaluated span's answer is empty", method=method)
+    if rubric.scorer in _NEEDS_CONTEXTS and not case.contexts:
+        return Score.skipped(
+            "trace has no retrieval documents (gen_ai.retrieval.documents) to check against",
+            method=method,
+        )
+    if rubric.needs_judge and clients.judge is None:
+        return Score.skipped(
+            f"method {method!r} needs a judge and none is configured "
+            "(set EVALUATOR_JUDGE__BASE_URL)",
+            method=method,
+        )
+    return None
+
+
+async def run_scorer(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    return precheck(case, rubric, clients) or await SCORERS[rubric.scorer](case, rubric, clients)
