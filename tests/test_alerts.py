@@ -13,9 +13,10 @@ import httpx
 import pytest
 import respx
 
-from evaluator.analytics.alerts import list_alerts, parse_policy, policy_for
+from evaluator.analytics.alerts import list_alerts, policy_for
 from evaluator.analytics.check_job import decide, regression_check_job, run_check
 from evaluator.cli.main import main
+from evaluator.config.policy import parse_policy
 from evaluator.config.rubrics import RubricSet, parse_rubric
 from evaluator.config.settings import AlertsSettings
 from evaluator.outputs.webhooks import build_sinks

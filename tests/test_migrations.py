@@ -17,9 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from evaluator.cli.db import register
-from evaluator.sources.otlp.assembly import PendingSpan
 from evaluator.store import outbox
-from evaluator.store.models import AlertRecord, EvalRecord, TraceRecord
+from evaluator.store.models import AlertRecord, EvalRecord, PendingSpan, TraceRecord
 from evaluator.store.schema import (
     BASELINE,
     SchemaError,

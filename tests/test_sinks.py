@@ -14,14 +14,12 @@ import pytest
 import respx
 
 from evaluator.config.settings import SettingsError
+from evaluator.config.urls import UnsafeURL, check_url_static, resolve_safe
 from evaluator.outputs.webhooks import (
     SIGNATURE_HEADER,
-    UnsafeURL,
     WebhookSender,
     WebhookTarget,
     build_sinks,
-    check_url_static,
-    resolve_safe,
     slack_message,
 )
 from tests.conftest import make_settings

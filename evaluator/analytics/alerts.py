@@ -4,93 +4,26 @@ An alert is one row of `alerts` (AlertRecord). At most one is open per group and
 (`drop`: the group's recent window fell against its own rolling baseline; `version`: a
 new prompt version or model scores worse than the one it replaced). A unique partial
 index on open alerts makes "open" race-free across workers; a cool-down keeps a flapping
-group from paging again right after it resolved.
-
-    >>> parse_duration("6h"), parse_duration("7d")
-    (datetime.timedelta(seconds=21600), datetime.timedelta(days=7))
+group from paging again right after it resolved. Policies are parsed in
+`evaluator.config.policy`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from evaluator.analytics.regression import RegressionPolicy
+from evaluator.config.policy import CheckConfig, parse_policy
 from evaluator.store.models import AlertRecord
 from evaluator.store.store import Store, as_utc
 
 if TYPE_CHECKING:
     from evaluator.config.settings import AlertsSettings
     from judges.rubric import Rubric
-
-LABELS = ("prompt_version", "model", "feature", "tenant")
-DETECTORS = ("sequential", "window", "both")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_FLOAT_KEYS = ("min_effect_mean", "min_effect_pass_rate", "alpha", "arl", "confidence")
-POLICY_KEYS = ("window", "baseline", "min_samples", *_FLOAT_KEYS, "method", "detector", "group_by")
-
-
-def parse_duration(text: str | int | float) -> timedelta:
-    """'30m', '6h', '7d', '2w' (or a number of seconds) → timedelta."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        seconds = float(text)
-    else:
-        m = _DURATION.match(str(text))
-        if not m:
-            raise ValueError(f"{text!r} is not a duration; use e.g. 30m, 6h, 7d")
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"{text!r}: a duration must be positive")
-    return timedelta(seconds=seconds)
-
-
-@dataclass(frozen=True)
-class CheckConfig:
-    """How one rubric is checked: the statistics policy, what pages, and the group labels."""
-
-    policy: RegressionPolicy
-    detector: str = "sequential"
-    group_by: tuple[str, ...] = ("prompt_version", "model", "feature")
-
-
-def parse_policy(data: Mapping[str, Any], group_by: Sequence[str] = LABELS[:3]) -> CheckConfig:
-    """Validate a [regression] / [alerts.policy] table; ValueError names the key."""
-    unknown = sorted(set(data) - set(POLICY_KEYS))
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(POLICY_KEYS)}")
-    kw: dict[str, Any] = {}
-    try:
-        for key in ("window", "baseline"):
-            if key in data:
-                try:
-                    kw[key] = parse_duration(data[key])
-                except ValueError as exc:
-                    raise ValueError(f"{key}: {exc}") from None
-        if "min_samples" in data:
-            kw["min_samples"] = int(data["min_samples"])
-        for key in _FLOAT_KEYS:
-            if key in data:
-                kw[key] = float(data[key])
-        if "method" in data:
-            kw["method"] = str(data["method"])
-        policy = RegressionPolicy(**kw)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(str(exc)) from None
-    detector = str(data.get("detector", "sequential"))
-    if detector not in DETECTORS:
-        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
-    labels = tuple(data.get("group_by", group_by))
-    bad = [x for x in labels if x not in LABELS]
-    if bad:
-        raise ValueError(f"group_by: unknown label {bad[0]!r}; use {', '.join(LABELS)}")
-    return CheckConfig(policy, detector, labels)
 
 
 def policy_for(rubric: Rubric, alerts: AlertsSettings) -> CheckConfig:

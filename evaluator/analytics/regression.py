@@ -29,50 +29,23 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 from evaluator.analytics.stats import (
-    AdjustMethod,
     GroupStats,
     adjust_pvalues,
     fisher_lower_p,
     welch_lower_p,
     wilson_ci,
 )
+from evaluator.config.policy import RegressionPolicy
 
 K = TypeVar("K")
 # Bets of the sequential check, largest first, halving: one bet per size of drop, from
 # "almost everything fails now" down to a few points; mixing them costs only log(7).
 _BETS = 7
 _MAX_BET = 100.0
-
-
-@dataclass(frozen=True)
-class RegressionPolicy:
-    window: timedelta = timedelta(hours=6)
-    baseline: timedelta = timedelta(days=7)
-    min_samples: int = 10
-    min_effect_mean: float = 0.05
-    min_effect_pass_rate: float = 0.05
-    alpha: float = 0.01
-    method: AdjustMethod = "bh"
-    arl: float = 2_000_000.0  # e-detector: evaluations per false alert, at least, per group
-    confidence: float = 0.95  # of the intervals reported in alerts
-
-    def __post_init__(self) -> None:
-        if self.window <= timedelta(0) or self.baseline <= timedelta(0):
-            raise ValueError("window and baseline must be positive durations")
-        if self.min_samples < 2:
-            raise ValueError(f"min_samples must be >= 2, got {self.min_samples}")
-        if not (0 < self.alpha < 1 and 0 < self.confidence < 1):
-            raise ValueError("alpha and confidence must lie strictly between 0 and 1")
-        if self.min_effect_mean < 0 or self.min_effect_pass_rate < 0:
-            raise ValueError("effect-size bounds must be >= 0")
-        if self.method not in ("bh", "bonferroni", "none"):
-            raise ValueError(f"method must be 'bh', 'bonferroni' or 'none', got {self.method!r}")
-        if self.arl <= 1:
-            raise ValueError(f"arl must be > 1, got {self.arl}")
 
 
 def window_bounds(now: datetime, policy: RegressionPolicy) -> tuple[datetime, datetime]:

@@ -16,10 +16,10 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+
+from evaluator.config.policy import AdjustMethod
 
 _NORMAL = NormalDist()
-AdjustMethod = Literal["bh", "bonferroni", "none"]
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from evaluator.analytics.alerts import parse_duration
 from evaluator.analytics.rollups import HOUR, Acc, floor_time, merged_hist, ok_rows, refresh_rollups
+from evaluator.config.policy import parse_duration
 from evaluator.store.models import EvalRecord, EvalRollup, utcnow
 from evaluator.store.store import Store, as_utc
 

@@ -6,19 +6,23 @@ import argparse
 import asyncio
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import load_settings
-from evaluator.store.schema import SchemaError, current_revision, head_revision, upgrade
-from evaluator.store.store import Store, make_engine
-from evaluator.worker import backfill as bf
+
+if TYPE_CHECKING:  # the store and the worker load only when a command runs
+    from evaluator.store.store import Store
+    from evaluator.worker import backfill as bf
 
 BAR_WIDTH = 30
 STALL_HINT_S = 60.0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from evaluator.store.schema import SchemaError, upgrade
+    from evaluator.store.store import make_engine
+
     settings = load_settings(args.settings)
     engine = make_engine(settings.database.url)
     try:
@@ -39,6 +43,9 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_current(args: argparse.Namespace) -> int:
+    from evaluator.store.schema import current_revision, head_revision
+    from evaluator.store.store import make_engine
+
     settings = load_settings(args.settings)
     engine = make_engine(settings.database.url)
     try:
@@ -149,6 +156,9 @@ def _confirm(yes: bool) -> bool | None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
+    from evaluator.store.store import Store
+    from evaluator.worker import backfill as bf
+
     settings = load_settings(args.settings)
     rubrics = load_rubrics(settings.rubrics.path)
     try:
@@ -179,6 +189,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _run(settings: Any, store: Store, rubrics: Any, plan: bf.Plan, *, wait: bool) -> int:
+    from evaluator.worker import backfill as bf
+
     kind = bf.new_kind()
     started = bf.utcnow()
     created = asyncio.run(bf.enqueue_backfill(settings, store, rubrics, plan.trace_ids, kind=kind))

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evaluator.analytics.alerts import regression_problems
 from evaluator.cli.analytics import register as register_analytics
 from evaluator.cli.db import register as register_db
 from evaluator.cli.ops import register as register_ops
@@ -164,6 +163,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_rubrics_check(args: argparse.Namespace) -> int:
+    from evaluator.analytics.alerts import regression_problems
+
     directory = args.dir or _settings(args).rubrics.path
     try:
         found = load_rubrics(directory)

@@ -8,18 +8,18 @@ import json
 import sys
 from typing import Any
 
-from redis.asyncio import Redis
-from sqlalchemy import text
-
 from evaluator.config.rubrics import RubricError, load_rubrics
 from evaluator.config.settings import load_settings
-from evaluator.intake.sweeper import make_intake, retry_dead
-from evaluator.store import outbox
-from evaluator.store.store import Store
-from evaluator.worker.runtime import sampling_config
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from evaluator.intake.sweeper import make_intake, retry_dead
+    from evaluator.store import outbox
+    from evaluator.store.store import Store
+    from evaluator.worker.runtime import sampling_config
+
     settings = load_settings(args.settings)
     store = Store(settings.database.url)
     try:
@@ -55,6 +55,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _check_health(settings_path: Any) -> dict[str, Any]:
+    from redis.asyncio import Redis
+    from sqlalchemy import text
+
+    from evaluator.store import outbox
+    from evaluator.store.store import Store
+
     settings = load_settings(settings_path)
     checks: dict[str, Any] = {}
     try:

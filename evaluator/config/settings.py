@@ -15,6 +15,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evaluator.config.policy import parse_policy
+from evaluator.config.urls import UnsafeURL, check_url_static
+from judges.redact import KINDS
+
 ENV_PREFIX = "EVALUATOR_"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = PACKAGE_DIR / "settings.toml"
@@ -140,8 +144,6 @@ class RedactionSettings(_Section):
     @field_validator("kinds")
     @classmethod
     def _known(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        from judges.redact import KINDS
-
         unknown = sorted(set(v) - set(KINDS))
         if unknown:
             raise ValueError(f"unknown kinds {unknown}; allowed: {', '.join(KINDS)}")
@@ -188,16 +190,12 @@ class AlertsSettings(_Section):
 
     @model_validator(mode="after")
     def _targets(self) -> AlertsSettings:
-        from evaluator.outputs.webhooks import UnsafeURL, check_url_static
-
         slack = [self.slack_webhook_url] if self.slack_webhook_url else []
         for url in (*self.webhook_urls, *slack):
             try:
                 check_url_static(url, self.allowlist, allow_private=self.allow_private)
             except UnsafeURL as exc:
                 raise ValueError(f"webhook URL refused: {exc}") from None
-        from evaluator.analytics.alerts import parse_policy
-
         try:
             parse_policy(self.policy)
         except ValueError as exc:

@@ -156,3 +156,20 @@ class EvalRollup(SQLModel, table=True):
     passes: int = 0
     pass_known: int = 0
     hist: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+
+
+class PendingSpan(SQLModel, table=True):
+    """One received span waiting for its trace to complete."""
+
+    __tablename__ = "otlp_pending_spans"
+    __table_args__ = (
+        UniqueConstraint("trace_id", "span_id", name="uq_pending_span"),
+        Index("ix_pending_received", "received_s"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    trace_id: str = Field(max_length=32)
+    span_id: str = Field(max_length=16)
+    is_root: bool = False
+    received_s: float = 0.0  # our clock, not the app's: completion must not trust skew
+    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

@@ -52,7 +52,6 @@ class UpgradeResult:
 
 def model_metadata() -> MetaData:
     """The metadata of every table the service defines (for autogenerate and drift checks)."""
-    from evaluator.sources.otlp import assembly  # noqa: F401
     from evaluator.store import models, outbox  # noqa: F401  (importing registers the tables)
 
     return SQLModel.metadata

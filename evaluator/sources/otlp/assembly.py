@@ -26,41 +26,24 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from sqlalchemy import JSON, Column, Index, UniqueConstraint, and_, case, delete, func, or_
+from sqlalchemy import and_, case, delete, func, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
-from sqlmodel import Field, SQLModel
 
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Signals
 from evaluator.intake.wire import encode
 from evaluator.sources.otlp.decode import JSON_TYPE, OtlpConfig, OtlpError, OtlpSpan, decode_request
 from evaluator.sources.otlp.genai import normalize_genai
+from evaluator.store.models import PendingSpan
 from evaluator.store.store import Store
 from evaluator.traces.model import Trace, TraceFormatError, parse_trace
 
 log = logging.getLogger("evaluator.sources.otlp.decode")
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
 PROTOBUF_RESPONSE_TYPE = "application/x-protobuf"
-
-
-class PendingSpan(SQLModel, table=True):
-    """One received span waiting for its trace to complete."""
-
-    __tablename__ = "otlp_pending_spans"
-    __table_args__ = (
-        UniqueConstraint("trace_id", "span_id", name="uq_pending_span"),
-        Index("ix_pending_received", "received_s"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    trace_id: str = Field(max_length=32)
-    span_id: str = Field(max_length=16)
-    is_root: bool = False
-    received_s: float = 0.0  # our clock, not the app's: completion must not trust skew
-    payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
 
 
 # --- mapping (pure) ------------------------------------------------------------------------
