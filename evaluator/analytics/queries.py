@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, case, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from evaluator.analytics.stats import GroupStats
@@ -33,8 +34,8 @@ def match_labels(labels: Sequence[str], key: Key) -> list[ColumnElement[bool]]:
 
 def _ok(rubric: str, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
     return [
-        EvalRecord.rubric == rubric,
-        EvalRecord.status == "ok",
+        col(EvalRecord.rubric) == rubric,
+        col(EvalRecord.status) == "ok",
         col(EvalRecord.score).is_not(None),
         col(EvalRecord.created_at) >= lo,
         col(EvalRecord.created_at) < hi,
@@ -53,7 +54,7 @@ def aggregates(
     score = col(EvalRecord.score)
     passed = col(EvalRecord.passed)
     query = (
-        select(
+        sa_select(
             *_cols(labels),
             func.count(score),
             func.sum(score),
@@ -65,7 +66,7 @@ def aggregates(
         .group_by(*_cols(labels))
     )
     out: dict[Key, GroupStats] = {}
-    for row in session.exec(query).all():
+    for row in session.connection().execute(query).all():
         *key, n, total, total_sq, passes, known = row
         out[tuple(key)] = GroupStats(
             int(n),

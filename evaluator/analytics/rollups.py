@@ -22,6 +22,7 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, func, select
@@ -139,12 +140,17 @@ def _cells(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], Acc]:
 
 def ok_rows(lo: datetime, hi: datetime, rubric: str | None = None) -> Any:
     r = EvalRecord
-    query = select(
-        r.rubric, r.prompt_version, r.model, r.feature, r.created_at, r.score, r.passed
+    query = sa_select(
+        *(col(c) for c in (r.rubric, r.prompt_version, r.model, r.feature, r.created_at)),
+        col(r.score),
+        col(r.passed),
     ).where(
-        r.status == "ok", col(r.score).is_not(None), col(r.created_at) >= lo, col(r.created_at) < hi
+        col(r.status) == "ok",
+        col(r.score).is_not(None),
+        col(r.created_at) >= lo,
+        col(r.created_at) < hi,
     )
-    return query if rubric is None else query.where(r.rubric == rubric)
+    return query if rubric is None else query.where(col(r.rubric) == rubric)
 
 
 def refresh_rollups(
@@ -172,8 +178,8 @@ def refresh_rollups(
     written = 0
     while lo < hour_now:  # chunks bound memory on the first (backfill) run
         hi = min(hour_now, lo + chunk)
-        with Session(store.engine) as session:
-            cells = _cells(session.exec(ok_rows(lo, hi)).all())
+        with store.engine.connect() as conn:
+            cells = _cells(conn.execute(ok_rows(lo, hi)).all())
         _upsert(store, cells)
         written += len(cells)
         lo = hi

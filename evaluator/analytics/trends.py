@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
+from sqlmodel import col
 
 from evaluator.analytics.rollups import HOUR, Acc, floor_time, merged_hist, ok_rows, refresh_rollups
 from evaluator.config.policy import parse_duration
@@ -138,9 +138,11 @@ def worst_traces(
 ) -> list[dict[str, Any]]:
     """The lowest scores of one trend cell: where to look first."""
     r = EvalRecord
-    query = select(r.trace_id, r.span_id, r.score, r.created_at, r.explanation).where(
-        r.rubric == rubric,
-        r.status == "ok",
+    query = sa_select(
+        col(r.trace_id), col(r.span_id), col(r.score), col(r.created_at), col(r.explanation)
+    ).where(
+        col(r.rubric) == rubric,
+        col(r.status) == "ok",
         col(r.score).is_not(None),
         col(r.created_at) >= start,
         col(r.created_at) < end,
@@ -149,7 +151,7 @@ def worst_traces(
         c = getattr(r, by)
         query = query.where(c.is_(None) if key is None else c == key)
     query = query.order_by(col(r.score), col(r.created_at).desc()).limit(k)
-    with Session(store.engine) as session:
+    with store.engine.connect() as conn:
         return [
             {
                 "trace_id": t,
@@ -158,7 +160,7 @@ def worst_traces(
                 "created_at": as_utc(at).isoformat(),
                 "explanation": ex[:300],
             }
-            for t, s, sc, at, ex in session.exec(query).all()
+            for t, s, sc, at, ex in conn.execute(query).all()
         ]
 
 

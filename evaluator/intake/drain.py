@@ -11,8 +11,9 @@ import asyncio
 import logging
 import uuid
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
@@ -165,7 +166,8 @@ class Intake:
     async def drain_once(self, batch: int) -> DrainResult:
         result = DrainResult()
         if self.engine is None:
-            entries: list[bytes] | None = await self.redis.lpop(self._key, batch)  # type: ignore[assignment]
+            popped = self.redis.lpop(self._key, batch)
+            entries = await cast("Awaitable[list[bytes] | None]", popped)
         else:
             entries = await self._pop_script(
                 keys=[self._key, self._processing, self._alive], args=[batch, PROCESSING_TTL_S]
@@ -270,8 +272,8 @@ class Intake:
                 backoff = min(backoff * 2, 5.0)
 
     async def stats(self) -> dict[str, int]:
-        raw = await self.redis.hgetall(self._stats_key)
+        raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(self._stats_key))
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def pending(self) -> int:
-        return int(await self.redis.llen(self._key))
+        return int(await cast("Awaitable[int]", self.redis.llen(self._key)))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import JSON, Column, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Column, DateTime, Index, Table, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -173,3 +173,8 @@ class PendingSpan(SQLModel, table=True):
     is_root: bool = False
     received_s: float = 0.0  # our clock, not the app's: completion must not trust skew
     payload: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a table model (SQLModel does not declare `__table__` for mypy)."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]

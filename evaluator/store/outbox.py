@@ -22,7 +22,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import JSON, Field, Session, SQLModel, col, select
 
-from evaluator.store.models import utcnow
+from evaluator.store.models import table_of, utcnow
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
 
@@ -104,14 +104,14 @@ def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
                 ],
             )
         else:
-            stmt = _insert(engine)(EvalIntent.__table__).on_conflict_do_nothing(
+            stmt = _insert(engine)(table_of(EvalIntent)).on_conflict_do_nothing(
                 index_elements=["id"]
             )
             conn.execute(stmt, rows)
 
 
 # Built once, run once per job (a statement built per call cost ~0.2 ms of CPU).
-_INTENTS = EvalIntent.__table__
+_INTENTS = table_of(EvalIntent)
 _START_ATTEMPT = (
     update(_INTENTS)
     .where(_INTENTS.c.id == bindparam("intent_id"), _INTENTS.c.status == PENDING)
@@ -149,7 +149,7 @@ def finish(
 
 
 def note_failure(engine: Engine, intent_id: str, error: str) -> None:
-    table = EvalIntent.__table__
+    table = table_of(EvalIntent)
     with engine.begin() as conn:
         conn.execute(update(table).where(table.c.id == intent_id).values(last_error=error[:4000]))
 
@@ -170,7 +170,7 @@ def due(engine: Engine, *, stale_after: timedelta, limit: int = 5000) -> list[Ev
 def mark_enqueued(engine: Engine, ids: Sequence[str]) -> None:
     if not ids:
         return
-    table = EvalIntent.__table__
+    table = table_of(EvalIntent)
     with engine.begin() as conn:
         conn.execute(update(table).where(table.c.id.in_(list(ids))).values(enqueued_at=utcnow()))
 
@@ -193,7 +193,7 @@ def list_intents(
 
 def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[EvalIntent]:
     """Dead intents (all, or these traces') back to pending with a fresh attempt budget."""
-    table = EvalIntent.__table__
+    table = table_of(EvalIntent)
     cond = [table.c.status == DEAD]
     if trace_ids:
         cond.append(table.c.trace_id.in_(list(trace_ids)))

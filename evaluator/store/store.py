@@ -18,22 +18,22 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine, select
 
-from evaluator.store.models import EvalRecord, TraceRecord, utcnow
+from evaluator.store.models import EvalRecord, TraceRecord, table_of, utcnow
 from evaluator.store.schema import upgrade
 from evaluator.traces.model import Trace
 
 # Columns an upsert may overwrite when the stored record is not final (status != "ok").
 _MUTABLE = [
     c.name
-    for c in EvalRecord.__table__.columns
+    for c in table_of(EvalRecord).columns
     if c.name not in {"id", "trace_id", "span_id", "rubric", "rubric_version"}
 ]
 
 
-_TRACE_PAYLOAD = sa_select(TraceRecord.__table__.c.payload).where(
-    TraceRecord.__table__.c.trace_id == bindparam("trace_id")
+_TRACE_PAYLOAD = sa_select(table_of(TraceRecord).c.payload).where(
+    table_of(TraceRecord).c.trace_id == bindparam("trace_id")
 )
-_INSERTED = [c.name for c in EvalRecord.__table__.columns]
+_INSERTED = [c.name for c in table_of(EvalRecord).columns]
 
 
 def _row(record: EvalRecord) -> dict[str, Any]:
@@ -131,7 +131,7 @@ class Store:
     def _upsert(self) -> Any:
         # Built once: only the parameters change from record to record (building and
         # cache-keying a statement with inline values cost ~1 ms of CPU per record).
-        table = EvalRecord.__table__
+        table = table_of(EvalRecord)
         insert = pg_insert if self.engine.dialect.name == "postgresql" else sqlite_insert
         stmt = insert(table)
         stmt = stmt.on_conflict_do_update(

@@ -39,7 +39,7 @@ def select_rubrics(
 ) -> list[tuple[Rubric, Reason]]:
     """Rubrics that evaluate this trace, with the reason; `labels=None` skips applies_to."""
     point = hash_point(trace_id)
-    chosen = []
+    chosen: list[tuple[Rubric, Reason]] = []
     for rubric in runtime.rubrics.rubrics:
         if labels is not None and not rubric.applies_to.matches(labels):
             continue
