@@ -3,44 +3,154 @@
 Each distinct value becomes a typed placeholder such as ``[EMAIL_1]``; the same value gets the
 same placeholder everywhere in one case, so a judge (or the local scorer) still sees that the
 answer repeats the context's e-mail address, without seeing the address.
+
+Redaction runs before every scorer, so a false positive costs accuracy on every case: shapes
+that are cheap to confirm are confirmed (Luhn for cards, mod-97 for IBANs, a country's IBAN
+length), and the ambiguous ones (bare digit runs) need context.
+
+Phones vs. timestamps (the hard case): a bare 10-digit run is a phone only if it has the North
+American shape (area code and exchange start with 2-9) or a phone word (phone, tel, call,
+mobile...) is the nearest context word before it, and never when the nearest context word is
+an identifier or time word (order, invoice, id, timestamp, created...). Every Unix time from
+2001-09-09 to 2033-05-18 starts with "1", which no area code does, so a bare timestamp survives
+unless a phone word stands right before it. Formatted numbers need a phone grouping (3-3-4,
+(3) 3-4, a leading 0 trunk prefix, or +country code), so thousands groups ("1 234 567 890"),
+IP addresses and version strings survive. Missed by design: a bare non-North-American number
+with no phone word ("98765 43210"); over-redacted: a bare North-American-shaped 10-digit
+number with no context word (e.g. 2147483647).
+
+Kinds split out of an older kind stay on under the old name, so existing configurations
+(which list kinds explicitly) get them: API_KEY brings PRIVATE_KEY, AUTH_TOKEN, URL_PASSWORD
+and PASSWORD; CARD brings IBAN.
+
+Every pattern is bounded or anchored on a literal, so a text costs linear time; 1 MB
+adversarial inputs are measured in tests/test_redact_corpus.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
-from judges.types import Context, EvalCase
+from .types import Context, EvalCase
 
-# Order matters: specific token formats before the generic number patterns.
-PATTERNS: dict[str, re.Pattern[str]] = {
-    "JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),
-    "API_KEY": re.compile(
-        r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI / Anthropic style
-        r"|(?:AKIA|ASIA)[A-Z0-9]{16}"  # AWS access key id
-        r"|gh[pousr]_[A-Za-z0-9]{30,}"  # GitHub
-        r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
-        r"|AIza[0-9A-Za-z_-]{35})"  # Google
+# Combining marks are not \w in `re`, but Indic, Thai and accented words need them
+# (अजय@डाटामेल.भारत): the general combining blocks plus the Indic and Thai blocks.
+_MARKS = (
+    "\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0900-\u0dff"
+    "\u0e31-\u0e4e\u1ab0-\u1aff\u1dc0-\u1dff\u200c\u200d\u20d0-\u20ff\ufe20-\ufe2f"
+)
+# Values are never allowed to start with "[": a placeholder is never redacted twice.
+_NOT_PLACEHOLDER = r"(?!\[)"
+
+# Order matters: specific token formats before generic ones, numbers last.
+PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
+    # Headers only: the body is found by _pem_spans (a lazy "up to END" regex is quadratic
+    # on many BEGINs without an END).
+    "PRIVATE_KEY": (re.compile(r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----"),),
+    "JWT": (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),),
+    "API_KEY": (
+        re.compile(
+            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI / Anthropic style
+            r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"  # AWS access key id
+            r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
+            r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
+            r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
+            r"|AIza[0-9A-Za-z_-]{35}"  # Google
+            r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{20,}"  # Stripe
+            r"|hf_[A-Za-z0-9]{30,})"  # Hugging Face
+        ),
     ),
-    "AWS_SECRET": re.compile(r"(?i)(?<=aws_secret_access_key)[\s\"':=]+[A-Za-z0-9/+=]{40}"),
-    "EMAIL": re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),
-    "CARD": re.compile(r"\b(?:\d[ -]?){12,18}\d\b"),
-    "PHONE": re.compile(r"(?<![\w$€£.,])\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{2,4}\)?){2,4}(?![\w%])"),
+    "AWS_SECRET": (
+        # aws_secret_access_key = ..., AWS_SECRET_ACCESS_KEY=..., "SecretAccessKey": "..."
+        re.compile(
+            r"(?i)(?:aws_?)?secret_?access_?key\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
+            r"(?P<v>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
+        ),
+        # STS session tokens travel with the secret key in the same credential documents.
+        re.compile(
+            r"(?i)(?:aws_?)?session_?token\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
+            r"(?P<v>[A-Za-z0-9/+=]{100,})"
+        ),
+    ),
+    "AUTH_TOKEN": (
+        re.compile(r"(?i)\bbearer\s{1,8}" + _NOT_PLACEHOLDER + r"(?P<v>[A-Za-z0-9._~+/-]{16,}=*)"),
+        re.compile(
+            r"(?i)\bauthorization\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?basic\s{1,8}"
+            r"(?P<v>[A-Za-z0-9+/]{8,}={0,2})"
+        ),
+    ),
+    "URL_PASSWORD": (
+        # scheme://user:password@host; the user part may be empty (redis://:pw@host).
+        re.compile(
+            r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/@\[\]]{0,256}:"
+            + _NOT_PLACEHOLDER
+            + r"(?P<v>[^\s/@\[\]]{1,256})@"
+        ),
+    ),
+    "PASSWORD": (
+        # key = value / "key": "value" for names that only ever hold credentials.
+        re.compile(
+            r"(?i)(?<![A-Za-z0-9])(?:password|passwd|pwd|passphrase|client_secret|secret_key"
+            r"|api_?key|access_token|auth_token|refresh_token)\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
+            + _NOT_PLACEHOLDER
+            + r"(?P<v>(?<=\")[^\"\n\\]{1,256}(?=\\?\")|(?<=')[^'\n\\]{1,256}(?=\\?')"
+            r"|[^\s\"',;\[\]]{4,256})"
+        ),
+    ),
+    # Unicode-aware: jürgen@münchen.de, 用户@例子.广告. Bounded parts keep it linear.
+    "EMAIL": (
+        re.compile(
+            rf"(?<![\w{_MARKS}.%+-])(?P<v>[\w{_MARKS}.%+-]{{1,64}}@"
+            rf"(?:[\w{_MARKS}-]{{1,63}}\.){{1,8}}(?:[^\W\d_]|[{_MARKS}]){{2,63}})(?![\w{_MARKS}-])"
+        ),
+    ),
+    "IBAN": (re.compile(r"\b(?P<v>[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b"),),
+    "CARD": (re.compile(r"\b(?P<v>\d{13,19}|\d{4}(?:[ -]\d{2,6}){2,5})\b"),),
+    "PHONE": (
+        re.compile(
+            r"(?<![\w+$€£¥.,/#-])"
+            r"(?P<v>(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,12}(?:[ .-]\d{1,12}){0,6})"
+            r"(?![\w%]|[.,]\d)"
+        ),
+    ),
 }
 KINDS = tuple(PATTERNS)
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Kinds split out of an older, broader kind: configurations written before the split (they
+# list the old names) keep covering what the old name meant.
+_FAMILY: dict[str, tuple[str, ...]] = {
+    "API_KEY": ("PRIVATE_KEY", "AUTH_TOKEN", "URL_PASSWORD", "PASSWORD"),
+    "CARD": ("IBAN",),
+}
+
 # A literal every match of the kind contains: `in` scans a text far faster than the regex,
 # and most texts hold no secret at all. None = no such literal (run the regex).
-_MUST_CONTAIN: dict[str, tuple[str, ...] | None] = {
+_MUST_CONTAIN: dict[str, Collection[str] | None] = {
+    "PRIVATE_KEY": ("PRIVATE KEY",),
     "JWT": ("eyJ",),
-    "API_KEY": ("sk-", "AKIA", "ASIA", "gh", "xox", "AIza"),
+    "API_KEY": _words("sk- AKIA ASIA gh glpat- xox AIza _live_ _test_ whsec_ hf_"),
     "AWS_SECRET": None,  # matched case-insensitively
+    "AUTH_TOKEN": None,
+    "URL_PASSWORD": ("://",),
+    "PASSWORD": None,
     "EMAIL": ("@",),
+    "IBAN": None,
     "CARD": None,
     "PHONE": None,
 }
+
+# --- validators: (text, start, end) -> accepted end (<= end) or None ---------------------
+
+Validator = Callable[[str, int, int], "int | None"]
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -53,21 +163,212 @@ def _luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
-def _is_phone(text: str) -> bool:
-    digits = re.sub(r"\D", "", text)
-    # A phone number has 9-15 digits and some separator or a leading +; a bare run of digits
-    # (an order number, a year range) is left alone.
-    return 9 <= len(digits) <= 15 and (text.startswith("+") or bool(re.search(r"[ .()-]", text)))
+def _shorter(value: str, seps: str) -> Iterator[int]:
+    """Lengths of `value`, longest first, cut at separators: a greedy match may have taken a
+    following number (a year after a card, a count after a phone)."""
+    yield len(value)
+    for i in range(len(value) - 1, 0, -1):
+        if value[i] in seps:
+            yield i
+
+
+def _card(text: str, start: int, end: int) -> int | None:
+    value = text[start:end]
+    for n in _shorter(value, " -"):
+        digits = re.sub(r"\D", "", value[:n])
+        groups = re.split(r"[ -]", value[:n])
+        # Card numbers start with 2-6 (Mastercard 2/5, Amex/Diners/JCB 3, Visa 4, Discover 6);
+        # a formatted one has at least three groups.
+        plausible = len(groups) != 2 and 13 <= len(digits) <= 19 and digits[0] in "23456"
+        if plausible and _luhn_ok(digits):
+            return start + n
+    return None
+
+
+# IBAN length per country (ISO 13616 registry): the country and its length must both fit.
+_IBAN_LENGTHS = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
+    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
+    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
+    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
+    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
+    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
+    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
+    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
+}  # fmt: skip
+
+
+def iban_ok(value: str) -> bool:
+    compact = value.replace(" ", "")
+    if _IBAN_LENGTHS.get(compact[:2]) != len(compact):
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _iban(text: str, start: int, end: int) -> int | None:
+    value = text[start:end]
+    for n in _shorter(value, " "):
+        if iban_ok(value[:n]):
+            return start + n
+    return None
+
+
+_PHONE_WORDS = _words(
+    "phone phones tel telephone mobile cell cellphone call calls calling called callback sms "
+    "whatsapp fax contact dial mob ph telefon telefono teléfono tél handy móvil celular "
+    "电话 手机 電話"
+)
+_NOT_PHONE_WORDS = _words(
+    "order orders invoice id ids ref reference account acct tracking sku ticket case customer "
+    "transaction txn po isbn serial timestamp ts epoch unix time date created updated modified "
+    "expires expiry exp iat nbf seconds secs ms build version rev commit batch job run pid uid "
+    "port row rows count total amount balance price cost zip postcode"
+)
+_PLACEHOLDER = re.compile(r"\[[A-Z_]+_\d+\]")
+_WORD = re.compile(r"[^\W\d_]+")
+_NANP_BARE = re.compile(r"1?[2-9]\d\d[2-9]\d{6}")
+
+
+def _same_cell(window: str, *, before: bool) -> str:
+    # Context ends at a line break or a table cell border: the word "call" on the line above
+    # says nothing about a timestamp on this one.
+    cut = re.split(r"[\n|]", window)
+    return cut[-1] if before else cut[0]
+
+
+def _context(text: str, start: int, end: int) -> str | None:
+    """'phone', 'other' or None: the nearest context word before the number (or after)."""
+    before = _same_cell(_PLACEHOLDER.sub(" ", text[max(0, start - 40) : start]), before=True)
+    for word in reversed(_WORD.findall(before.lower())[-3:]):
+        if word in _PHONE_WORDS:
+            return "phone"
+        if word in _NOT_PHONE_WORDS:
+            return "other"
+    after = _same_cell(_PLACEHOLDER.sub(" ", text[end : end + 24]), before=False).lower()
+    for word in _WORD.findall(after)[:2]:
+        if word in _NOT_PHONE_WORDS:
+            return "other"
+        if word in _PHONE_WORDS:
+            return "phone"
+    return None
+
+
+def _phone_shape_ok(value: str, digits: str, context: Callable[[], str | None]) -> bool:
+    if value.startswith("+"):
+        return 8 <= len(digits) <= 15
+    if not 9 <= len(digits) <= 13:
+        return False
+    groups = re.findall(r"\d+", value)
+    if re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}", value) and all(int(g) <= 255 for g in groups):
+        return False  # an IPv4 address
+    sizes = [len(g) for g in groups]
+    # Shapes only phones have: (415) 555-0132, 415-555-0132, 1.415.555.0132, and national
+    # formats with a trunk 0 (020 7946 0958, 01 23 45 67 89, 030 1234567).
+    if "(" in value or sizes in ([3, 3, 4], [1, 3, 3, 4]):
+        return True
+    if len(groups) > 1 and groups[0].startswith("0") and all(s >= 2 for s in sizes[1:]):
+        return True
+    # Bare runs and other groupings (timestamps, thousands, IDs) depend on the nearest word.
+    where = context()
+    if where == "phone":
+        return True
+    return where is None and len(groups) == 1 and bool(_NANP_BARE.fullmatch(digits))
+
+
+def _phone(text: str, start: int, end: int) -> int | None:
+    value = text[start:end]
+    for n in _shorter(value, " .-"):
+        candidate = value[:n].rstrip(" .-")
+        digits = re.sub(r"\D", "", candidate)
+        if len(digits) < 8:
+            return None  # shorter cuts have fewer digits still
+        if _phone_shape_ok(candidate, digits, functools.partial(_context, text, start, start + n)):
+            return start + n
+    return None
+
+
+_VALIDATORS: dict[str, Validator] = {"CARD": _card, "IBAN": _iban, "PHONE": _phone}
+
+# --- PEM private keys ---------------------------------------------------------------------
+
+_NL = r"(?:\r?\n|\\r?\\n)"  # real newlines or JSON-escaped ones (a key inside a JSON string)
+_PEM_BODY = re.compile(
+    r"(?:" + _NL + r"[ \t]{0,16}(?:[A-Za-z0-9+/=]{1,128}|[A-Za-z-]{1,32}: [^\r\n\\]{0,128})"
+    r"(?=[\r\n\\]|$))*"  # whole lines only: a prose line after a truncated key is kept
+)
+_PEM_END = "-----END "
+
+
+def _pem_spans(text: str) -> list[tuple[int, int]]:
+    """BEGIN ... PRIVATE KEY through its END line; a truncated key to the end of its body."""
+    begins = list(PATTERNS["PRIVATE_KEY"][0].finditer(text))
+    spans: list[tuple[int, int]] = []
+    next_end = -2  # cached position of the next END line at or after the cursor
+    pos = 0
+    for i, m in enumerate(begins):
+        if m.start() < pos:
+            continue
+        if next_end != -1 and next_end < m.end():
+            next_end = text.find(_PEM_END, m.end())
+        stop = None
+        limit = begins[i + 1].start() if i + 1 < len(begins) else len(text)
+        if next_end != -1 and next_end < limit:  # an END before the next BEGIN: ours
+            close = text.find("-----", next_end + len(_PEM_END), next_end + 64)
+            if close != -1 and "PRIVATE KEY" in text[next_end:close]:
+                stop = close + 5
+        if stop is None:
+            body = _PEM_BODY.match(text, m.end())
+            stop = body.end() if body else m.end()
+        spans.append((m.start(), stop))
+        pos = stop
+    return spans
+
+
+# --- driver -------------------------------------------------------------------------------
+
+
+def _spans(kind: str, text: str) -> list[tuple[int, int]]:
+    if kind == "PRIVATE_KEY":
+        return _pem_spans(text)
+    validate = _VALIDATORS.get(kind)
+    spans: list[tuple[int, int]] = []
+    for pattern in PATTERNS[kind]:
+        for m in pattern.finditer(text):
+            start, end = m.span("v") if "v" in pattern.groupindex else m.span()
+            if validate is not None:
+                accepted = validate(text, start, end)
+                if accepted is None:
+                    continue
+                end = accepted
+            spans.append((start, end))
+    if len(PATTERNS[kind]) > 1:  # two patterns of one kind may overlap: keep the first
+        spans.sort()
+        kept: list[tuple[int, int]] = []
+        for s, e in spans:
+            if not kept or s >= kept[-1][1]:
+                kept.append((s, e))
+        spans = kept
+    return spans
+
+
+def expand_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
+    """Configured kinds plus the kinds split out of them, in application order."""
+    chosen = set(kinds)
+    unknown = chosen - set(PATTERNS)
+    if unknown:
+        raise ValueError(f"unknown redaction kinds: {sorted(unknown)}; known: {list(KINDS)}")
+    for kind in list(chosen):
+        chosen.update(_FAMILY.get(kind, ()))
+    return tuple(k for k in PATTERNS if k in chosen)
 
 
 class Redactor:
     """Stateful per case: remembers which placeholder each value got."""
 
     def __init__(self, kinds: Iterable[str] = KINDS) -> None:
-        unknown = set(kinds) - set(PATTERNS)
-        if unknown:
-            raise ValueError(f"unknown redaction kinds: {sorted(unknown)}; known: {list(KINDS)}")
-        self.kinds = tuple(k for k in PATTERNS if k in set(kinds))
+        self.kinds = expand_kinds(kinds)
         self.placeholders: dict[str, str] = {}
         self.counts: dict[str, int] = {}
 
@@ -83,17 +384,16 @@ class Redactor:
             needles = _MUST_CONTAIN[kind]
             if needles is not None and not any(n in text for n in needles):
                 continue
-            pattern = PATTERNS[kind]
-
-            def swap(match: re.Match[str], kind: str = kind) -> str:
-                value = match.group(0)
-                if kind == "CARD" and not _luhn_ok(re.sub(r"\D", "", value)):
-                    return value
-                if kind == "PHONE" and not _is_phone(value):
-                    return value
-                return self._placeholder(kind, value)
-
-            text = pattern.sub(swap, text)
+            spans = _spans(kind, text)
+            if not spans:
+                continue
+            out: list[str] = []
+            pos = 0
+            for start, end in spans:
+                out += [text[pos:start], self._placeholder(kind, text[start:end])]
+                pos = end
+            out.append(text[pos:])
+            text = "".join(out)
         return text
 
     def value(self, value: Any) -> Any:

@@ -1,17 +1,23 @@
-"""Shared fixtures: a real Redis (one db, flushed per test), real SQLite, real PostgreSQL.
+"""Shared fixtures: a real Redis (a db leased per test run, flushed per test), real SQLite,
+real PostgreSQL (a schema per test).
 
-Override the servers with EVALUATOR_TEST_REDIS_URL / EVALUATOR_TEST_POSTGRES_URL.
+Override the servers with EVALUATOR_TEST_REDIS_URL / EVALUATOR_TEST_POSTGRES_URL. Two test
+runs on one machine (or pytest-xdist workers) each lease their own Redis db with `flock`, so
+one run's FLUSHDB never wipes another's keys (arq's own keys ignore our prefix).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -33,15 +39,35 @@ respx.mocks.DEFAULT_MOCKER = "httpx"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.fixture(scope="session")
+def leased_redis_url() -> Iterator[str]:
+    """REDIS_URL with a db number no other live test run holds (db 0 is left to people)."""
+    parts = urlsplit(REDIS_URL)
+    for db in range(1, 16):
+        name = f"evaluator-test-redis-{parts.hostname}-{parts.port}-db{db}.lock"
+        lock = (Path(tempfile.gettempdir()) / name).open("w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        try:  # the kernel releases the lock when this process ends, however it ends
+            yield urlunsplit(parts._replace(path=f"/{db}"))
+        finally:
+            lock.close()
+        return
+    pytest.fail("every Redis db 1-15 is leased by another test run on this machine")
+
+
 @pytest.fixture
-def redis_url() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL)
+def redis_url(leased_redis_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(leased_redis_url)
     try:
         client.ping()
     except redis.ConnectionError as exc:  # pragma: no cover - environment problem
-        pytest.fail(f"tests need a real Redis at {REDIS_URL}: {exc}")
+        pytest.fail(f"tests need a real Redis at {leased_redis_url}: {exc}")
     client.flushdb()
-    yield REDIS_URL
+    yield leased_redis_url
     client.flushdb()
     client.close()
 

@@ -111,7 +111,7 @@ def test_worker_killed_mid_judge_call_loses_nothing_and_scores_once(
                 "the worker never called the judge:\n" + first.communicate()[0].decode()
             )
         first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        first.communicate(timeout=10)  # reaps it and closes its pipe
         assert _records(settings) == []
         # A new worker picks the job up once arq's in-progress mark expires (timeout + 10 s).
         second = _worker(tmp_path / "settings.toml", "--burst")

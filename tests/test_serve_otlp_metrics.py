@@ -66,5 +66,6 @@ def test_sdk_spans_through_the_server_are_ingested_and_counted(
                      headers={"Content-Type": "application/x-protobuf"})  # fmt: skip
     assert bad.status_code == 400
     server.shutdown()
+    server.server_close()
     rsync.close()
     store.close()

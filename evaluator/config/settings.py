@@ -139,7 +139,7 @@ class SamplingSettings(_Section):
 
 class RedactionSettings(_Section):
     enabled: bool = True
-    kinds: tuple[str, ...] = ("JWT", "API_KEY", "AWS_SECRET", "EMAIL", "CARD", "PHONE")
+    kinds: tuple[str, ...] = KINDS
 
     @field_validator("kinds")
     @classmethod
