@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal, TextIO
 
+from evaluator.errors import ConfigError
+
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[str, ...] = ("text", "json")
 ENV_FORMAT = "EVALUATOR_LOG__FORMAT"
@@ -64,7 +66,7 @@ _context: ContextVar[Mapping[str, Any]] = ContextVar(
 )
 
 
-class LogFormatError(ValueError):
+class LogFormatError(ConfigError, ValueError):
     """An unknown log format; the message lists the allowed ones."""
 
 

@@ -8,15 +8,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from evaluator.errors import RubricError
 from judges.rubric import Rubric
-
-
-class RubricError(Exception):
-    """One or more rubric files are invalid; `problems` lists each one."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 @dataclass(frozen=True, slots=True)

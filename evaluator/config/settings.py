@@ -17,16 +17,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evaluator.config.policy import parse_policy
 from evaluator.config.urls import UnsafeURL, check_url_static
+from evaluator.errors import SettingsError
 from judges.redact import KINDS
 
 ENV_PREFIX = "EVALUATOR_"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = PACKAGE_DIR / "settings.toml"
 SHIPPED_RUBRICS_DIR = PACKAGE_DIR / "rubrics"
-
-
-class SettingsError(Exception):
-    """Settings could not be loaded or are invalid; the message names the key and the fix."""
 
 
 class _Section(BaseModel):

@@ -20,6 +20,8 @@ import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
+from evaluator.errors import UnsafeURL
+
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # Cloud metadata endpoints: refused even with allow_private (they hand out credentials).
@@ -55,10 +57,6 @@ _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")  # SIIT, RFC 2765
 _LOCAL_NAMES = ("localhost", "localhost.localdomain", "metadata.google.internal", "metadata")
 # Full-width and ideographic full stops: IDNA maps them to "." before DNS sees the name.
 _DOTS = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
-
-
-class UnsafeURL(ValueError):
-    """A webhook target that must not be called; the message says why."""
 
 
 def _unmapped(ip: IPAddress) -> IPAddress:

@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import json
 
+from evaluator.errors import WireError
 from evaluator.intake.sampling import Signals
 
 SEPARATOR = "\x1f"
 MAX_ID_LENGTH = 256
-
-
-class WireError(ValueError):
-    """An intake entry could not be decoded."""
 
 
 def check_trace_id(trace_id: object) -> str | None:

@@ -28,6 +28,7 @@ from urllib.parse import quote
 
 import httpx
 
+from evaluator.errors import SourceError
 from evaluator.store.models import EvalRecord
 from evaluator.traces.model import Trace, TraceFormatError, parse_trace
 
@@ -43,7 +44,7 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class LangfuseError(RuntimeError):
+class LangfuseError(SourceError):
     """The Langfuse API refused or failed a call; the message says which and why."""
 
 

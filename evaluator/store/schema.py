@@ -31,16 +31,14 @@ from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import SQLModel
 
+from evaluator.errors import SchemaError
+
 log = logging.getLogger("evaluator.store.schema")
 
 SCRIPT_LOCATION = "evaluator.store:migrations"
 BASELINE = "0001_baseline"
 # Any fixed 64-bit number; only other evaluator processes take this lock.
 _PG_LOCK_KEY = 0x6576616C5F6D6967  # "eval_mig"
-
-
-class SchemaError(Exception):
-    """The database cannot be brought to the current schema; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from evaluator.errors import CaseBuildError
 from evaluator.traces.model import Span, Trace
 from judges.types import Context, EvalCase
 
@@ -12,10 +13,6 @@ _GENERATION_PARAMS = {
     "gen_ai.request.top_p": "top_p",
     "gen_ai.request.max_tokens": "max_tokens",
 }
-
-
-class CaseBuildError(ValueError):
-    """The trace lacks what every evaluation needs (an answer to evaluate)."""
 
 
 def message_text(message: Any) -> str:

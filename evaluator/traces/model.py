@@ -26,14 +26,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evaluator.errors import TraceFormatError
+
 MAX_TRACE_BYTES = 8 * 1024 * 1024
 MAX_SPANS = 5_000
 MAX_ID_LENGTH = 256
 GENERATION_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
-
-
-class TraceFormatError(ValueError):
-    """A trace document does not follow the format; the message says where and why."""
 
 
 class Span(BaseModel):

@@ -31,6 +31,7 @@ from sqlmodel import SQLModel
 
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import Settings
+from evaluator.errors import BackfillError
 from evaluator.intake.sweeper import make_intake, requeue
 from evaluator.store import outbox
 from evaluator.store.models import utcnow
@@ -55,10 +56,6 @@ _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 def _table(name: str) -> Table:
     return SQLModel.metadata.tables[name]  # evaluator.store.models and .outbox are imported above
-
-
-class BackfillError(ValueError):
-    """A backfill request that cannot run as asked; the message says how to fix it."""
 
 
 def parse_since(text: str) -> timedelta:

@@ -22,6 +22,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from evaluator.errors import OtlpError
+
 MAX_BODY_BYTES = 16 * 1024 * 1024  # after decompression: a gzip bomb stops here
 PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf")
 JSON_TYPE = "application/json"
@@ -39,14 +41,6 @@ DEFAULT_LABELS = (
     "service.name",
     "deployment.environment",
 )
-
-
-class OtlpError(ValueError):
-    """A request the receiver refuses; `status` is the HTTP status to answer with."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,58 @@
+"""What an app pays to import the service, and what `evaluator --help` loads.
+
+The app-side API (`from evaluator import enqueue_trace`) and the CLI's help must not load
+the judge's SDK, the SQL stack or the migrations: each costs an app seconds at start-up.
+Times are measured in bench/startup.py; this pins which modules load (a fresh process).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("openai", "sqlalchemy", "sqlmodel", "alembic", "aiohttp", "numpy", "arq")
+
+
+def _loaded_after(code: str) -> set[str]:
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    return {name.split(".")[0] for name in json.loads(out.splitlines()[-1])}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "from evaluator import enqueue_trace, enqueue_trace_sync, flush, configure",
+        "import evaluator",
+        "import judges.types, judges.redact",
+    ],
+)
+def test_app_side_imports_load_no_heavy_dependency(code: str) -> None:
+    heavy = _loaded_after(code) & set(HEAVY)
+    assert heavy == set(), f"{code!r} loaded {sorted(heavy)}"
+
+
+def test_cli_help_loads_no_heavy_dependency() -> None:
+    code = (
+        "import sys\nfrom evaluator.cli import main\nsys.argv = ['evaluator', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass"
+    )
+    heavy = _loaded_after(code) & set(HEAVY)
+    assert heavy == set(), f"`evaluator --help` loaded {sorted(heavy)}"
+
+
+def test_public_names_still_resolve() -> None:
+    import evaluator
+    import judges
+
+    for name in evaluator.__all__:
+        assert getattr(evaluator, name) is not None, name
+    for name in judges.__all__:
+        assert getattr(judges, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = evaluator.no_such_name
