@@ -1,0 +1,154 @@
+"""Contexts as evidence: prose sentences or structured-record fields, indexed once per answer.
+
+A context that is a JSON object or list (a data-to-text record, a tool result) is read as
+fields, one evidence unit per field ("stars: 4") plus one per record, so claims are matched
+against field names and values instead of JSON punctuation:
+
+    >>> record_units('{"name": "Hotel Adria", "starRating": 4, "has_pool": false}')[:3]
+    ['name: Hotel Adria', 'star rating: 4', 'has pool: no']
+
+The index is linear in the context size: terms map to the windows that hold them, so a
+claim's best window is found from its terms' postings, never by scanning every window.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+from judges.evidence import Value, context_index
+from judges.text import content_words, split_sentences
+
+# Content words within this distance in a context count as related (a claim's adjacent pair).
+PAIR_SPAN = 3
+
+_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def clean_artifacts(text: str) -> str:
+    """Undo tokenisation artefacts of research data and scraped text (`world\\'s`, ` 's`, UNK)."""
+    text = text.replace("\\'", "'").replace("[UNK]", " ").replace(" UNK ", " ")
+    text = re.sub(r"\s+(['’]s|n't)\b", r"\1", text)
+    return re.sub(r"\s+([,.;:!?%])", r"\1", text)
+
+
+def _humanise(key: str) -> str:
+    return _CAMEL_RE.sub(" ", key).replace("_", " ").replace("-", " ").lower().strip()
+
+
+def _scalar(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def record_units(text: str) -> list[str] | None:
+    """Evidence units of a JSON context (fields, then whole records); None if not JSON."""
+    stripped = text.strip()
+    if not stripped or stripped[0] not in "{[":
+        return None
+    try:
+        data = json.loads(stripped)
+    except ValueError:
+        return None
+    fields: list[str] = []
+    records: list[str] = []
+
+    def walk(node: object, path: tuple[str, ...]) -> None:
+        if isinstance(node, dict):
+            own = []
+            for key, value in node.items():
+                sub = (*path, _humanise(str(key)))
+                if isinstance(value, dict | list):
+                    walk(value, sub)
+                elif (shown := _scalar(value)) is not None:
+                    fields.append(f"{' '.join(sub[-2:])}: {shown}")
+                    own.append(f"{sub[-1]}: {shown}")
+            if len(own) > 1:
+                records.append("; ".join(own))
+        elif isinstance(node, list):
+            scalars = [s for s in map(_scalar, node) if s is not None and not isinstance(s, dict)]
+            if scalars and all(not isinstance(v, dict | list) for v in node):
+                fields.append(f"{' '.join(path[-2:])}: {', '.join(scalars)}")
+            else:
+                for item in node:
+                    walk(item, path)
+        elif (shown := _scalar(node)) is not None:
+            fields.append(f"{' '.join(path[-2:])}: {shown}".strip(": "))
+
+    walk(data, ())
+    return fields + records
+
+
+def context_units(text: str) -> list[str]:
+    """Sentences of a prose context, or fields and records of a JSON one."""
+    units = record_units(text)
+    if units is not None:
+        return units
+    text = clean_artifacts(text)
+    return split_sentences(text) or [text]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextIndex:
+    """Everything a claim is checked against, built once per answer."""
+
+    windows: list[tuple[str, str]]  # (context id, text): units and adjacent pairs of units
+    postings: dict[str, list[int]]  # term → windows holding it
+    window_sizes: list[int]
+    terms: frozenset[str]
+    words: frozenset[str]  # all stemmed tokens, for names
+    pairs: frozenset[tuple[str, str]]  # unordered content-word pairs within PAIR_SPAN
+    values: list[Value]
+    initials: set[str]
+
+    def best_window(self, terms: set[str]) -> tuple[int, int]:
+        """(window, shared terms) of the window sharing most terms; (-1, 0) if none shares any."""
+        hits: dict[int, int] = defaultdict(int)
+        for term in terms:
+            for w in self.postings.get(term, ()):
+                hits[w] += 1
+        if not hits:
+            return -1, 0
+        best = max(hits, key=lambda w: (hits[w], -w))
+        return best, hits[best]
+
+
+def build_index(contexts: list[tuple[str, str]], drop: frozenset[str]) -> ContextIndex:
+    """Index (id, text) contexts; `drop` are terms that never count as content (attribution)."""
+    windows: list[tuple[str, str]] = []
+    pairs: set[tuple[str, str]] = set()
+    all_units: list[str] = []
+    for cid, text in contexts:
+        units = context_units(text)
+        all_units += units
+        for i, unit in enumerate(units):
+            windows.append((cid, unit))
+            if i + 1 < len(units):
+                windows.append((cid, f"{unit} {units[i + 1]}"))
+            seq = [t for t in content_words(unit) if t not in drop]
+            for j, a in enumerate(seq):
+                for b in seq[j + 1 : j + 1 + PAIR_SPAN]:
+                    pairs.add((a, b) if a <= b else (b, a))
+    postings: dict[str, list[int]] = defaultdict(list)
+    sizes = []
+    for w, (_, text) in enumerate(windows):
+        terms = {t for t in content_words(text) if t not in drop}
+        sizes.append(len(terms))
+        for t in terms:
+            postings[t].append(w)
+    values, words, initials = context_index("\n".join(all_units))
+    return ContextIndex(
+        windows=windows,
+        postings=dict(postings),
+        window_sizes=sizes,
+        terms=frozenset(postings),
+        words=frozenset(words),
+        pairs=frozenset(pairs),
+        values=values,
+        initials=initials,
+    )
