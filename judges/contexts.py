@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from judges.evidence import Value, context_index
-from judges.text import content_words, split_sentences
+from judges.text import content_words, split_sentences, stem, tokenize
 
 # Content words within this distance in a context count as related (a claim's adjacent pair).
 PAIR_SPAN = 3
@@ -103,6 +103,7 @@ class ContextIndex:
     terms: frozenset[str]
     words: frozenset[str]  # all stemmed tokens, for names
     pairs: frozenset[tuple[str, str]]  # unordered content-word pairs within PAIR_SPAN
+    trigrams: frozenset[tuple[str, ...]]  # word trigrams (stopwords too): copied phrasing
     values: list[Value]
     initials: set[str]
 
@@ -118,11 +119,17 @@ class ContextIndex:
         return best, hits[best]
 
 
+def trigrams_of(text: str) -> list[tuple[str, ...]]:
+    toks = [stem(t) for t in tokenize(text)]
+    return list(zip(toks, toks[1:], toks[2:], strict=False))
+
+
 def build_index(contexts: list[tuple[str, str]], drop: frozenset[str]) -> ContextIndex:
     """Index (id, text) contexts; `drop` are terms that never count as content (attribution)."""
     windows: list[tuple[str, str]] = []
     pairs: set[tuple[str, str]] = set()
     all_units: list[str] = []
+    trigrams: set[tuple[str, ...]] = set()
     for cid, text in contexts:
         units = context_units(text)
         all_units += units
@@ -130,6 +137,7 @@ def build_index(contexts: list[tuple[str, str]], drop: frozenset[str]) -> Contex
             windows.append((cid, unit))
             if i + 1 < len(units):
                 windows.append((cid, f"{unit} {units[i + 1]}"))
+            trigrams.update(trigrams_of(unit))
             seq = [t for t in content_words(unit) if t not in drop]
             for j, a in enumerate(seq):
                 for b in seq[j + 1 : j + 1 + PAIR_SPAN]:
@@ -149,6 +157,7 @@ def build_index(contexts: list[tuple[str, str]], drop: frozenset[str]) -> Contex
         terms=frozenset(postings),
         words=frozenset(words),
         pairs=frozenset(pairs),
+        trigrams=frozenset(trigrams),
         values=values,
         initials=initials,
     )

@@ -20,7 +20,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from judges.contexts import ContextIndex, build_index, clean_artifacts
+from judges.contexts import ContextIndex, build_index, clean_artifacts, trigrams_of
 from judges.embedder import Embedder
 from judges.evidence import Value, check_values, context_index, extract_values
 from judges.local_model import (
@@ -132,12 +132,14 @@ def _evidence(
     )
     entities = tuple(v.text for v in values if v.kind == "entity" and v.text in bad)
     best_text = index.windows[best][1] if best >= 0 else ""
+    grams = trigrams_of(claim)
     return SentenceEvidence(
         sentence=claim,
         terms=len(terms),
         recall_any=sum(t in index.terms for t in terms) / len(terms),
         recall_best=shared / len(unique),
         pair_recall=_pair_recall(terms, index),
+        trigram_novel=sum(g not in index.trigrams for g in grams) / len(grams) if grams else 0.0,
         unsupported_terms=tuple(surface.get(t, t) for t in unsupported),
         novel_terms=sum(t not in question_terms for t in unsupported),
         unsupported_values=tuple(t for t in missing if t not in entities),
