@@ -23,13 +23,18 @@ from judges.text import content_words, split_sentences, stem, tokenize
 
 # Content words within this distance in a context count as related (a claim's adjacent pair).
 PAIR_SPAN = 3
+# A term in more windows than this is too common to pick candidate windows by.
+COMMON_POSTINGS = 64
 
 _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def clean_artifacts(text: str) -> str:
     """Undo tokenisation artefacts of research data and scraped text (`world\\'s`, ` 's`, UNK)."""
-    text = text.replace("\\'", "'").replace("[UNK]", " ").replace(" UNK ", " ")
+    text = text.replace("\\'", "'").replace("-LRB-", "(").replace("-RRB-", ")")
+    text = re.sub(r"\[UNK\]|\bUNK\b", " ", text)
+    text = re.sub(r"(?<![\d,])(\d{1,3}), (\d{3})\b", r"\1,\2", text)  # "£50, 000"
+    text = re.sub(r"\b(\w) ' (\w)", r"\1'\2", text)  # "O ' Sullivan"
     text = re.sub(r"\s+(['’]s|n't)\b", r"\1", text)
     return re.sub(r"\s+([,.;:!?%])", r"\1", text)
 
@@ -99,7 +104,7 @@ class ContextIndex:
 
     windows: list[tuple[str, str]]  # (context id, text): units and adjacent pairs of units
     postings: dict[str, list[int]]  # term → windows holding it
-    window_sizes: list[int]
+    window_terms: list[frozenset[str]]
     terms: frozenset[str]
     words: frozenset[str]  # all stemmed tokens, for names
     pairs: frozenset[tuple[str, str]]  # unordered content-word pairs within PAIR_SPAN
@@ -108,13 +113,25 @@ class ContextIndex:
     initials: set[str]
 
     def best_window(self, terms: set[str]) -> tuple[int, int]:
-        """(window, shared terms) of the window sharing most terms; (-1, 0) if none shares any."""
-        hits: dict[int, int] = defaultdict(int)
-        for term in terms:
-            for w in self.postings.get(term, ()):
-                hits[w] += 1
-        if not hits:
+        """(window, shared terms) of the window sharing most terms; (-1, 0) if none shares any.
+
+        Candidates come from the claim's rarer terms (postings up to COMMON_POSTINGS long), so
+        a term found in every window ("acme") costs nothing per claim and the search stays
+        linear in the input; common terms still count once a window is a candidate.
+        """
+        found = [t for t in terms if t in self.postings]
+        if not found:
             return -1, 0
+        rare = [t for t in found if len(self.postings[t]) <= COMMON_POSTINGS]
+        common = [t for t in found if len(self.postings[t]) > COMMON_POSTINGS]
+        hits: dict[int, int] = defaultdict(int)
+        for term in rare:
+            for w in self.postings[term]:
+                hits[w] += 1
+        if not hits:  # only common terms: any of their windows will do
+            hits = dict.fromkeys(self.postings[common[0]][:COMMON_POSTINGS], 0)
+        for w in hits:
+            hits[w] += sum(t in self.window_terms[w] for t in common)
         best = max(hits, key=lambda w: (hits[w], -w))
         return best, hits[best]
 
@@ -143,17 +160,17 @@ def build_index(contexts: list[tuple[str, str]], drop: frozenset[str]) -> Contex
                 for b in seq[j + 1 : j + 1 + PAIR_SPAN]:
                     pairs.add((a, b) if a <= b else (b, a))
     postings: dict[str, list[int]] = defaultdict(list)
-    sizes = []
+    window_terms = []
     for w, (_, text) in enumerate(windows):
-        terms = {t for t in content_words(text) if t not in drop}
-        sizes.append(len(terms))
+        terms = frozenset(t for t in content_words(text) if t not in drop)
+        window_terms.append(terms)
         for t in terms:
             postings[t].append(w)
     values, words, initials = context_index("\n".join(all_units))
     return ContextIndex(
         windows=windows,
         postings=dict(postings),
-        window_sizes=sizes,
+        window_terms=window_terms,
         terms=frozenset(postings),
         words=frozenset(words),
         pairs=frozenset(pairs),

@@ -19,6 +19,7 @@ conservative, so the asymmetry errs towards not flagging.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -139,10 +140,12 @@ def _dates(text: str) -> tuple[list[Value], str]:
     """Dates in `text`, and the text with them blanked so their digits are not re-read."""
     found: list[tuple[int, Value]] = []
     taken: list[tuple[int, int]] = []
+    used = bytearray(len(text))  # characters already read as part of a date
 
     def add(m: re.Match[str], value: Value | None) -> None:
-        if value is None or any(a < m.end() and m.start() < b for a, b in taken):
+        if value is None or any(used[m.start() : m.end()]):
             return
+        used[m.start() : m.end()] = b"\x01" * (m.end() - m.start())
         taken.append((m.start(), m.end()))
         found.append((m.start(), value))
 
@@ -157,10 +160,8 @@ def _dates(text: str) -> tuple[list[Value], str]:
         add(m, _date(m[3], _MONTHS[m[2].lower()], m[1], m[0]))
     for m in _DATE_MY.finditer(text):
         add(m, _date(m[2], _MONTHS[m[1].lower()], None, m[0]))
-    blanked = list(text)
-    for a, b in taken:
-        blanked[a:b] = " " * (b - a)
-    return [v for _, v in sorted(found, key=lambda p: p[0])], "".join(blanked)
+    blanked = "".join(" " if u else ch for ch, u in zip(text, used, strict=True))
+    return [v for _, v in sorted(found, key=lambda p: p[0])], blanked
 
 
 def _step(raw: str, scale: float) -> float:
@@ -184,7 +185,11 @@ def _amounts(text: str, liberal: bool) -> list[Value]:
             base = float(digits)
         scale = _SCALES[scale_word.lower()] if scale_word else 1.0
         if scale_word and scale_word.lower() in ("m", "b") and not cur and not suffix:
-            scale = 1.0 if not liberal else scale  # "5 m" may be metres: claims stay literal
+            # "5m" may be 5 metres or 5 million: a claim asserts neither, a context offers both.
+            if liberal:
+                out.append(Value("number", m[0].strip(), base, _step(digits, 1.0)))
+            else:
+                continue
         amount = base * scale
         if suffix == "%" or suffix.startswith("per"):
             out.append(Value("percent", m[0].strip(), amount, _step(digits, scale)))
@@ -264,23 +269,6 @@ def _same_amount(claim: Value, ctx: Value) -> bool:
     return claim.step > 0 and abs(claim.amount - ctx.amount) <= claim.step / 2 + 1e-9
 
 
-def _converted(claim: Value, ctx_values: list[Value]) -> bool:
-    """Whether a number with a unit is a (roughly rounded) conversion of a context number."""
-    if claim.amount is None or claim.unit not in ("temp", *_FACTORS):
-        return False
-    for v in ctx_values:
-        if v.amount is None or v.kind != "number":
-            continue
-        if claim.unit == "temp":
-            cands = [(v.amount - 32) * 5 / 9, v.amount * 9 / 5 + 32]
-        else:
-            cands = [v.amount * f for f in _FACTORS[claim.unit]]
-            cands += [v.amount / f for f in _FACTORS[claim.unit]]
-        if any(abs(claim.amount - c) <= max(1.0, 0.05 * abs(c)) for c in cands):
-            return True
-    return False
-
-
 def _compatible(claim: Value, ctx: Value) -> bool:
     if claim.kind == "number":
         return ctx.kind in ("number", "money", "percent")
@@ -289,17 +277,59 @@ def _compatible(claim: Value, ctx: Value) -> bool:
     return ctx.kind in (claim.kind, "number")
 
 
-def _date_supported(claim: Value, ctx_values: list[Value]) -> bool:
-    assert claim.date is not None
-    y, m, d = claim.date
-    years = {v.amount for v in ctx_values if v.kind == "number"}
-    years |= {float(v.date[0]) for v in ctx_values if v.date and v.date[0]}
-    for v in ctx_values:
-        if v.date is None or v.date[1] != m or (d is not None and v.date[2] != d):
-            continue
-        if y is None or v.date[0] == y or (v.date[0] is None and float(y) in years):
+class ValueIndex:
+    """Context values indexed by amount and by month, so a check costs O(log n), not O(n)."""
+
+    def __init__(self, values: list[Value]) -> None:
+        amounts = sorted((v.amount, i) for i, v in enumerate(values) if v.amount is not None)
+        self.values = values
+        self.keys = [a for a, _ in amounts]
+        self.order = [i for _, i in amounts]
+        self.kinds = {(v.kind, v.unit) for v in values}
+        self.by_month: dict[int | None, list[Value]] = {}
+        for v in values:
+            if v.date is not None:
+                self.by_month.setdefault(v.date[1], []).append(v)
+        self.years = {v.amount for v in values if v.kind == "number"}
+        self.years |= {float(v.date[0]) for v in values if v.date and v.date[0]}
+
+    def near(self, amount: float, tolerance: float) -> list[Value]:
+        lo = bisect.bisect_left(self.keys, amount - tolerance)
+        hi = bisect.bisect_right(self.keys, amount + tolerance)
+        return [self.values[self.order[i]] for i in range(lo, hi)]
+
+    def supports_amount(self, claim: Value) -> bool:
+        assert claim.amount is not None
+        tol = claim.step / 2 + 1e-9 * max(1.0, abs(claim.amount))
+        if any(
+            _compatible(claim, v) and _same_amount(claim, v) for v in self.near(claim.amount, tol)
+        ):
             return True
-    return False
+        return self._converted(claim)
+
+    def _converted(self, claim: Value) -> bool:
+        """Whether a number with a unit is a (roughly rounded) conversion of a context number."""
+        if claim.amount is None or claim.unit not in ("temp", *_FACTORS):
+            return False
+        x = claim.amount
+        if claim.unit == "temp":
+            sources = [x * 9 / 5 + 32, (x - 32) * 5 / 9]  # the context figure it came from
+        else:
+            sources = [x / f for f in _FACTORS[claim.unit]] + [x * f for f in _FACTORS[claim.unit]]
+        return any(
+            v.kind == "number" for src in sources for v in self.near(src, max(2.0, 0.06 * abs(src)))
+        )
+
+    def supports_date(self, claim: Value) -> bool:
+        assert claim.date is not None
+        y, m, d = claim.date
+        for v in self.by_month.get(m, []):
+            assert v.date is not None
+            if d is not None and v.date[2] != d:
+                continue
+            if y is None or v.date[0] == y or (v.date[0] is None and float(y) in self.years):
+                return True
+        return False
 
 
 def _entity_supported(entity: str, ctx_words: set[str], initials: set[str]) -> bool:
@@ -327,11 +357,12 @@ def context_index(text: str) -> tuple[list[Value], set[str], set[str]]:
 
 def check_values(
     claim: list[Value],
-    ctx_values: list[Value],
+    ctx_values: list[Value] | ValueIndex,
     ctx_words: set[str] | None = None,
     initials: set[str] | None = None,
 ) -> tuple[list[str], list[str]]:
     """(missing, contradicted) surface forms of the claim's values, each in claim order."""
+    index = ctx_values if isinstance(ctx_values, ValueIndex) else ValueIndex(ctx_values)
     missing: list[str] = []
     contradicted: list[str] = []
     for value in claim:
@@ -342,12 +373,11 @@ def check_values(
                 missing.append(value.text)
             continue
         if value.kind == "date":
-            ok = _date_supported(value, ctx_values)
-            rivals = any(v.kind == "date" for v in ctx_values)
+            ok = index.supports_date(value)
+            rivals = bool(index.by_month)
         else:
-            ok = any(_compatible(value, v) and _same_amount(value, v) for v in ctx_values)
-            ok = ok or _converted(value, ctx_values)
-            rivals = any(v.kind == value.kind and v.unit == value.unit for v in ctx_values)
+            ok = index.supports_amount(value)
+            rivals = (value.kind, value.unit) in index.kinds
         if not ok:
             (contradicted if rivals else missing).append(value.text)
     return missing, contradicted

@@ -22,7 +22,7 @@ import numpy as np
 
 from judges.contexts import ContextIndex, build_index, clean_artifacts, trigrams_of
 from judges.embedder import Embedder
-from judges.evidence import Value, check_values, context_index, extract_values
+from judges.evidence import ValueIndex, check_values, context_index, extract_values
 from judges.local_model import (
     HARD_FLOOR,
     LOCAL_METHOD_VERSION,
@@ -109,7 +109,7 @@ def _pair_recall(terms: list[str], index: ContextIndex) -> float:
 
 
 # What a claim's values and names are checked against: (values, stemmed words, acronyms).
-_Support = tuple[list[Value], set[str], set[str]]
+_Support = tuple[ValueIndex, set[str], set[str]]
 
 
 def _evidence(
@@ -161,7 +161,11 @@ def collect_evidence(case: EvalCase, embedder: Embedder | None = None) -> list[S
     question_terms = set(_terms(case.question))
     # A value or name the user's question supplies is not the answer's invention.
     q_values, q_words, q_initials = context_index(case.question)
-    support = (index.values + q_values, set(index.words) | q_words, index.initials | q_initials)
+    support = (
+        ValueIndex(index.values + q_values),
+        set(index.words) | q_words,
+        index.initials | q_initials,
+    )
     sims: list[float | None] = [None] * len(claims)
     if embedder is not None:
         # Claims against context units (not pairs): one encode per unit keeps this linear.
