@@ -255,8 +255,8 @@ async def _two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score
 async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     from .local_grounding import score_faithfulness_local
 
-    # Embeddings are opt-in (options.local_embeddings = true): on RAGTruth QA they moved the
-    # held-out AUROC from 0.850 to 0.849 at 30-100x the CPU (bench/local_faithfulness.py).
+    # Embeddings are opt-in (options.local_embeddings = true): v1 measured no gain on RAGTruth
+    # QA at 30-100x the CPU, and v2's similarity weight is not fitted yet (local_model.py).
     embedder = clients.embedder if rubric.options.get("local_embeddings") is True else None
     # CPU-bound: keep it off the event loop that serves other jobs.
     return await asyncio.to_thread(
