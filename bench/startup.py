@@ -42,7 +42,7 @@ def run_once(cmd: list[str]) -> tuple[float, float]:
 
 
 def p90(xs: list[float]) -> float:
-    return sorted(xs)[max(0, int(round(0.9 * len(xs))) - 1)]
+    return sorted(xs)[max(0, round(0.9 * len(xs)) - 1)]
 
 
 def main() -> None:

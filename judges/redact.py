@@ -35,7 +35,7 @@ import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
-from .types import Context, EvalCase
+from judges.types import Context, EvalCase
 
 # Combining marks are not \w in `re`, but Indic, Thai and accented words need them
 # (अजय@डाटामेल.भारत): the general combining blocks plus the Indic and Thai blocks.

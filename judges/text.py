@@ -128,7 +128,8 @@ def split_sentences(text: str) -> list[str]:
 def _is_false_end(line: str, dot: int) -> bool:
     if line[dot] != ".":
         return False
-    word = re.search(r"([\w.]+)$", line[:dot])
+    # Only the token before the dot matters: look at a bounded tail so a long line stays linear.
+    word = re.search(r"([\w.]+)$", line[max(0, dot - 64) : dot])
     if word is None:
         return False
     token = word.group(1).lower()

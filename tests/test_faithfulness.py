@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -244,7 +245,7 @@ async def test_cascade_keeps_a_confident_local_score_without_calling_the_judge(
 ) -> None:
     pytest.importorskip("judges.scorers.local")
     route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
-    result = await score(GROUNDED, rubric("cascade", cascade_margin=0.1), Clients(judge=judge))
+    result = await score(GROUNDED, rubric("cascade", cascade_margin=0.05), Clients(judge=judge))
     assert route.call_count == 0
     assert result.method == "cascade" and result.status is Status.OK
     assert result.details["cascade"]["decided_by"] == "local"
@@ -259,5 +260,63 @@ async def test_cascade_escalates_a_low_local_score_to_the_judge(
     assert route.call_count == 1
     assert result.method == "cascade" and result.value == pytest.approx(0.6)
     trail = result.details["cascade"]
-    assert trail["decided_by"] == "judge" and "below" in trail["reason"]
+    assert trail["decided_by"] == "judge" and "hard evidence" in trail["reason"]
     assert trail["local_value"] < 0.8
+
+
+README_CASE = EvalCase(
+    trace_id="t4",
+    span_id="s4",
+    question="What does the enterprise plan cost?",
+    contexts=(Context("doc-7", "Enterprise: $50,000 per year."),),
+    answer="It costs $5,000 per year.",
+)
+
+
+def shipped_faithfulness() -> Rubric:
+    from evaluator.settings import SHIPPED_RUBRICS_DIR
+
+    from evaluator.rubrics import load_rubrics
+
+    rubric = load_rubrics(SHIPPED_RUBRICS_DIR).by_name("faithfulness")
+    assert rubric is not None and rubric.resolved_method == "cascade"
+    return rubric
+
+
+async def test_shipped_rubric_fails_the_readme_example_without_a_judge() -> None:
+    pytest.importorskip("judges.scorers.local")
+    result = await score(README_CASE, shipped_faithfulness(), Clients())
+    assert result.status is Status.OK and result.passed is False
+    assert result.details["hard_evidence"] is True
+
+
+async def test_cascade_asks_the_judge_when_a_sentence_carries_a_contradicted_value(
+    judge: JudgeClient, api: respx.MockRouter
+) -> None:
+    pytest.importorskip("judges.scorers.local")
+    route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
+    for case in (
+        README_CASE,
+        dataclasses.replace(
+            README_CASE,
+            contexts=(Context("p", "Team plan: $49 per month, up to 10 seats."),),
+            answer="The Team plan is $149 per month and comes with a free iPad.",
+        ),
+    ):
+        result = await score(case, shipped_faithfulness(), Clients(judge=judge))
+        trail = result.details["cascade"]
+        assert trail["decided_by"] == "judge" and trail["reason"].startswith("hard evidence")
+    assert route.call_count == 2
+
+
+async def test_cascade_escalates_an_input_the_local_method_refuses(
+    judge: JudgeClient, api: respx.MockRouter
+) -> None:
+    pytest.importorskip("judges.scorers.local")
+    from judges.scorers.local import MAX_ANSWER_CHARS
+
+    route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
+    big = dataclasses.replace(GROUNDED, answer=GROUNDED.answer * (MAX_ANSWER_CHARS // 100))
+    result = await score(big, shipped_faithfulness(), Clients(judge=judge))
+    assert route.call_count == 1
+    assert "too large" in result.details["cascade"]["reason"]

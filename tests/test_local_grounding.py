@@ -111,3 +111,92 @@ def test_embeddings_keep_verdicts_and_report_similarity() -> None:
     vectors = emb.encode(["a", "b", "a"])
     assert vectors.shape == (3, 384)
     assert abs(float(vectors[0] @ vectors[0]) - 1.0) < 1e-4
+
+
+# --- hard evidence, records, caps, version ------------------------------------------------
+
+
+def shipped_local_threshold() -> float:
+    from evaluator.settings import SHIPPED_RUBRICS_DIR
+
+    from evaluator.rubrics import load_rubrics
+    from judges.scorers.faithfulness import local_threshold
+
+    rubric = load_rubrics(SHIPPED_RUBRICS_DIR).by_name("faithfulness")
+    assert rubric is not None
+    return local_threshold(rubric)
+
+
+def test_readme_example_fails_the_shipped_rubric_locally() -> None:
+    readme = case("It costs $5,000 per year.", (Context("doc-7", "Enterprise: $50,000 per year."),))
+    score = score_faithfulness_local(readme, threshold=shipped_local_threshold())
+    assert score.passed is False and score.details["hard_evidence"] is True
+    sent = score.details["sentences"][0]
+    assert sent["contradicted_values"] == ["$5,000"] and sent["unsupported_numbers"] == ["5000"]
+    assert sent["hard_evidence"] is True and sent["support"] <= 0.1
+
+
+def test_invented_price_and_gift_fail_the_shipped_rubric_locally() -> None:
+    ctx = (Context("pricing", "Team plan: $49 per month, up to 10 seats, email support."),)
+    answer = "The Team plan is $149 per month and comes with a free iPad for every seat."
+    score = score_faithfulness_local(case(answer, ctx), threshold=shipped_local_threshold())
+    assert score.passed is False and score.details["hard_evidence"] is True
+    sent = score.details["sentences"][0]
+    assert sent["contradicted_values"] == ["$149"] and sent["unsupported_entities"] == ["ipad"]
+
+
+def test_restated_values_in_other_spellings_do_not_trip_the_rule() -> None:
+    answer = "The Acme Pro plan costs $50k a year and launched on 2021-03-15 via Jane Doe."
+    ctx = (Context("d", "The Acme Pro plan costs $50,000 per year. It launched on March 15, "
+                        "2021. Jane Doe led the launch."),)  # fmt: skip
+    score = score_faithfulness_local(case(answer, ctx))
+    assert score.details["hard_evidence"] is False
+    assert score.details["local_method_version"]
+
+
+def test_json_record_context_is_matched_field_by_field() -> None:
+    record = (
+        '{"name": "Hotel Adria", "city": "Split", "starRating": 4, "has_pool": true, '
+        '"rooms": [{"type": "double", "price_eur": 120}]}'
+    )
+    ctx = (Context("record", record),)
+    good = score_faithfulness_local(case("Hotel Adria in Split has a star rating of 4.", ctx))
+    bad = score_faithfulness_local(case("Hotel Adria in Split has a star rating of 5.", ctx))
+    invented = score_faithfulness_local(case("Hotel Adria in Zagreb has a star rating of 4.", ctx))
+    assert good.passed and good.details["hard_evidence"] is False
+    assert bad.passed is False and bad.details["sentences"][0]["contradicted_values"] == ["5"]
+    assert invented.passed is False and invented.details["sentences"][0][
+        "unsupported_entities"
+    ] == ["zagreb"]
+    assert good.value is not None and bad.value is not None and good.value > bad.value
+
+
+def test_record_units_flatten_fields_and_records() -> None:
+    from judges.scorers.local_contexts import record_units
+
+    units = record_units('[{"firstName": "Ada", "born": 1815}, {"firstName": "Alan"}]')
+    assert units is not None and "first name: Ada" in units and "born: 1815" in units
+    assert "first name: Ada; born: 1815" in units
+    assert record_units("plain prose") is None and record_units("{broken") is None
+
+
+def test_input_past_the_cap_is_an_error_with_cause_not_a_partial_score() -> None:
+    from judges.scorers.local import MAX_ANSWER_CHARS
+
+    huge = "The Acme Pro plan costs $50,000 per year. " * (MAX_ANSWER_CHARS // 40 + 1)
+    score = score_faithfulness_local(case(huge))
+    assert score.status is Status.ERROR and score.value is None
+    assert score.details["cause"] == "input_too_large" and "cap" in score.explanation
+
+
+def test_time_is_linear_in_the_answer_size() -> None:
+    import time
+
+    def millis(n: int) -> float:
+        answer = " ".join(f"Jane Doe sold {i} widgets to Acme in March 2021." for i in range(n))
+        start = time.perf_counter()
+        score_faithfulness_local(case(answer, (Context("d", CONTEXT * 20),)))
+        return time.perf_counter() - start
+
+    small, large = millis(40), millis(320)
+    assert large < small * 8 * 3  # 8x the input: well under the 64x of a quadratic pass

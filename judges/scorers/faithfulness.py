@@ -7,8 +7,10 @@ Methods (rubric.method):
 - ``two_step``: call 1 extracts claims, call 2 verifies all of them at once (closer to the
   ragas recipe; costs a second call, helps small judges that mix the two tasks up).
 - ``local``: no LLM, delegated to ``judges.scorers.local``.
-- ``cascade``: local first; the judge is asked only when the local score is below the pass
-  threshold or within ``options.cascade_margin`` (default 0.1) above it.
+- ``cascade``: local first; the judge is asked when the local score is below its pass mark
+  (``options.local_threshold``, default 0.5) or within ``options.cascade_margin`` (default
+  0.1) above it, when a sentence asserts a value or name the contexts contradict or lack
+  (``details.hard_evidence``), or when the local method refused the input (too large).
 
 score = supported / total claims. An answer with no factual claim (a refusal, a greeting) is
 reported explicitly, never as NaN: by default ok with value 1.0 and label ``no_claims``
@@ -40,6 +42,9 @@ from judges.scorers.faithfulness_prompts import (
     verification_schema,
 )
 from judges.types import Clients, Context, EvalCase, Score, Status, Usage
+
+# The local method's pass mark: its score is P(faithful) under equal priors (local_model).
+LOCAL_PASS_MARK = 0.5
 
 # --- arithmetic (pure) -----------------------------------------------------------------
 
@@ -116,9 +121,10 @@ def explain(checks: Sequence[ClaimCheck], limit: int = 3) -> str:
 
 
 def local_threshold(rubric: Rubric) -> float:
-    """Pass mark of the local score (1 - P(hallucinated)), which is not on the judge's
-    supported-claims scale: options.local_threshold, else the rubric's pass_threshold."""
-    value = rubric.options.get("local_threshold", rubric.pass_threshold)
+    """Pass mark of the local score (1 - P(hallucinated) under equal priors), which is not on
+    the judge's supported-claims scale: options.local_threshold, else the local method's own
+    documented mark (0.5), never the judge's pass_threshold."""
+    value = rubric.options.get("local_threshold", LOCAL_PASS_MARK)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ScorerConfigError(
             f"options.local_threshold must be a number in [0, 1], got {value!r}"
@@ -136,9 +142,15 @@ def cascade_margin(rubric: Rubric) -> float:
 
 
 def escalation(local: Score, threshold: float, margin: float) -> str | None:
-    """Why the cascade must ask the judge, or None when the local score can stand."""
+    """Why the cascade must ask the judge, or None when the local score can stand.
+
+    The local method decides only what it can defend: a clear pass with no sentence that
+    asserts a value or name the contexts contradict or lack. Everything else goes to the judge.
+    """
     if local.status is not Status.OK or local.value is None:
         return f"local scorer gave no score ({local.status.value}: {local.explanation})"
+    if local.details.get("hard_evidence"):
+        return f"hard evidence: {local.explanation}"
     if local.value < threshold:
         return f"local score {local.value:.3f} is below the pass threshold {threshold}"
     if local.value < threshold + margin:
@@ -233,8 +245,8 @@ async def _two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score
 async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     from judges.scorers.local import score_faithfulness_local
 
-    # Embeddings are opt-in (options.local_embeddings = true): on RAGTruth QA they moved the
-    # held-out AUROC from 0.850 to 0.849 at 30-100x the CPU (bench/local_faithfulness.py).
+    # Embeddings are opt-in (options.local_embeddings = true): v1 measured no gain on RAGTruth
+    # QA at 30-100x the CPU, and v2's similarity weight is not fitted yet (local_model.py).
     embedder = clients.embedder if rubric.options.get("local_embeddings") is True else None
     # CPU-bound: keep it off the event loop that serves other jobs.
     return await asyncio.to_thread(

@@ -1,40 +1,44 @@
 """Local (no-LLM, offline) faithfulness and answer-relevance scorers.
 
 Faithfulness works per answer sentence: find the evidence for it in the contexts (content-word
-recall anywhere and in the best-matching 1–2 sentence window, numbers, names, negation, and
-embedding similarity when an `Embedder` is given), turn that evidence into a probability that
-the sentence is unsupported with a small logistic model, and combine sentences with a
-noisy-OR: the answer is hallucinated if *any* sentence is. Score = 1 − P(hallucinated).
+recall anywhere and in the best 1–2 unit window, co-occurrence of its adjacent term pairs,
+novel terms, hard evidence — numbers, dates, amounts, names — and embedding similarity when
+an `Embedder` is given), pool it into length-normalised answer features and turn them into
+P(hallucinated) with the model in `judges.scorers.local_model`. Score = 1 − P(hallucinated).
 
-The weights were fitted by `bench/local_faithfulness.py --fit` on RAGTruth QA sentence labels
-and checked with cross-validation split by question (see that script for held-out numbers).
-The features are task-agnostic (no QA-specific cue), so the method also applies to
-summaries and data-to-text, though it was only measured on QA.
+Contexts may be prose or JSON records (`judges.scorers.local_contexts`); values are compared after
+normalisation (`judges.evidence`). Work is linear in the input size, and inputs past
+`MAX_ANSWER_CHARS` / `MAX_CONTEXT_CHARS` are refused with an error that names the cause —
+never scored on the part that was read.
 """
 
 from __future__ import annotations
 
-import math
+import itertools
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
+from judges.evidence import ValueIndex, check_values, context_index, extract_values
 from judges.llm.embedder import Embedder
-from judges.text import (
-    content_words,
-    extract_entities,
-    extract_numbers,
-    has_negation,
-    split_sentences,
-    stem,
-    tokenize,
+from judges.scorers.local_contexts import ContextIndex, build_index, clean_artifacts, trigrams_of
+from judges.scorers.local_model import (
+    HARD_FLOOR,
+    LOCAL_METHOD_VERSION,
+    SentenceEvidence,
+    apply_hard_evidence,
+    model_probability,
 )
+from judges.text import content_words, has_negation, split_sentences, stem, tokenize
 from judges.types import EvalCase, Score, Status
 
 METHOD = "local"
-# Score threshold maximising balanced accuracy on RAGTruth QA (0.64 lexical, 0.57 embeddings).
-DEFAULT_THRESHOLD = 0.6
+# P(hallucinated) is fitted under equal priors, so 0.5 is the balanced decision on every task.
+DEFAULT_THRESHOLD = 0.5
+# Beyond these the scorer refuses: the cost is linear, but a partial read would be a lie.
+MAX_ANSWER_CHARS = 20_000
+MAX_CONTEXT_CHARS = 400_000
 
 # Attribution and discourse words: saying *where* a fact comes from ("passage 2 mentions")
 # is not a claim about the world, so these never count as unsupported content.
@@ -67,55 +71,6 @@ _EVASIVE_RE = re.compile(
     re.IGNORECASE,
 )
 
-# Logistic weights on `_features` (see bench/local_faithfulness.py --fit).
-# Negation mismatch and the raw unsupported count were tried and left out: on RAGTruth QA the
-# fitted negation weight came out negative (noise) and the count duplicates `log_novel`.
-_FEATURES = (
-    "recall_any",
-    "recall_best",
-    "log_novel",
-    "numbers",
-    "names",
-    "log_terms",
-    "similarity",
-)
-_WEIGHTS_LEXICAL: dict[str, float] = {
-    "bias": -1.711,
-    "recall_any": 0.906,
-    "recall_best": -2.494,
-    "log_novel": 1.701,
-    "numbers": 1.004,
-    "names": 0.722,
-    "log_terms": -0.816,
-}
-_WEIGHTS_EMBEDDING: dict[str, float] = {
-    "bias": -1.674,
-    "recall_any": 0.952,
-    "recall_best": -2.44,
-    "log_novel": 1.71,
-    "numbers": 1.001,
-    "names": 0.719,
-    "log_terms": -0.8,
-    "similarity": -0.193,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class SentenceEvidence:
-    """What the contexts say about one answer sentence."""
-
-    sentence: str
-    terms: int
-    recall_any: float
-    recall_best: float
-    unsupported_terms: tuple[str, ...]
-    novel_terms: int
-    unsupported_numbers: tuple[str, ...]
-    unsupported_entities: tuple[str, ...]
-    negation_mismatch: bool
-    similarity: float | None
-    best_context_id: str | None
-
 
 def claim_text(sentence: str) -> str:
     """The sentence without lead-ins ("Based on the passages, …") and citations ("(Passage 2)")."""
@@ -133,89 +88,93 @@ def _terms(text: str) -> list[str]:
 
 def claim_sentences(answer: str) -> list[str]:
     """Answer sentences that make a checkable claim (two or more content terms, not evasive)."""
-    claims = (claim_text(s) for s in split_sentences(answer))
+    claims = (claim_text(s) for s in split_sentences(clean_artifacts(answer)))
     return [c for c in claims if len(_terms(c)) >= 2 and not is_evasive(c)]
 
 
-def _windows(case: EvalCase) -> list[tuple[str, str]]:
-    """(context id, text) for every context sentence and every pair of adjacent sentences."""
-    out: list[tuple[str, str]] = []
-    for ctx in case.contexts:
-        sents = split_sentences(ctx.text) or [ctx.text]
-        for i, sent in enumerate(sents):
-            out.append((ctx.id, sent))
-            if i + 1 < len(sents):
-                out.append((ctx.id, f"{sent} {sents[i + 1]}"))
-    return out
+def input_too_large(case: EvalCase) -> str | None:
+    """Why the case is past the local method's size cap, or None."""
+    context_chars = sum(len(c.text) for c in case.contexts)
+    if len(case.answer) > MAX_ANSWER_CHARS:
+        return f"answer has {len(case.answer)} characters, over the cap of {MAX_ANSWER_CHARS}"
+    if context_chars > MAX_CONTEXT_CHARS:
+        return f"contexts have {context_chars} characters, over the cap of {MAX_CONTEXT_CHARS}"
+    return None
+
+
+def _pair_recall(terms: list[str], index: ContextIndex) -> float:
+    pairs = [(a, b) if a <= b else (b, a) for a, b in itertools.pairwise(terms)]
+    pairs = [p for p in pairs if p[0] != p[1]]
+    return sum(p in index.pairs for p in pairs) / len(pairs) if pairs else 1.0
+
+
+# What a claim's values and names are checked against: (values, stemmed words, acronyms).
+_Support = tuple[ValueIndex, set[str], set[str]]
+
+
+def _evidence(
+    claim: str,
+    index: ContextIndex,
+    question_terms: set[str],
+    support: _Support,
+    similarity: float | None,
+) -> SentenceEvidence:
+    surface = {stem(t): t for t in tokenize(claim)}
+    terms = _terms(claim)
+    unique = set(terms)
+    best, shared = index.best_window(unique)
+    unsupported = [t for t in dict.fromkeys(terms) if t not in index.terms]
+    values = extract_values(claim)
+    missing, contradicted = check_values(values, *support)
+    bad = set(missing) | set(contradicted)
+    numbers = sorted(
+        {v.key.rsplit(":", 1)[-1] for v in values if v.text in bad and v.kind != "entity"}
+    )
+    entities = tuple(v.text for v in values if v.kind == "entity" and v.text in bad)
+    best_text = index.windows[best][1] if best >= 0 else ""
+    grams = trigrams_of(claim)
+    return SentenceEvidence(
+        sentence=claim,
+        terms=len(terms),
+        recall_any=sum(t in index.terms for t in terms) / len(terms),
+        recall_best=shared / len(unique),
+        pair_recall=_pair_recall(terms, index),
+        trigram_novel=sum(g not in index.trigrams for g in grams) / len(grams) if grams else 0.0,
+        unsupported_terms=tuple(surface.get(t, t) for t in unsupported),
+        novel_terms=sum(t not in question_terms for t in unsupported),
+        unsupported_values=tuple(t for t in missing if t not in entities),
+        contradicted_values=tuple(contradicted),
+        unsupported_numbers=tuple(numbers),
+        unsupported_entities=entities,
+        negation_mismatch=bool(best_text) and has_negation(claim) != has_negation(best_text),
+        similarity=similarity,
+        best_context_id=index.windows[best][0] if best >= 0 else None,
+    )
 
 
 def collect_evidence(case: EvalCase, embedder: Embedder | None = None) -> list[SentenceEvidence]:
     """Per-claim evidence against the contexts of `case` (empty if there are no claims)."""
     claims = claim_sentences(case.answer)
-    windows = _windows(case)
-    if not claims or not windows:
+    if not claims or not any(c.text.strip() for c in case.contexts):
         return []
-    all_text = " ".join(c.text for c in case.contexts)
-    ctx_terms = set(_terms(all_text))
-    ctx_words = set(tokenize(all_text))
-    ctx_numbers = extract_numbers(all_text)
+    index = build_index([(c.id, c.text) for c in case.contexts], _ATTRIBUTION)
     question_terms = set(_terms(case.question))
-    window_terms = [set(_terms(text)) for _, text in windows]
-    sims: np.ndarray | None = None
+    # A value or name the user's question supplies is not the answer's invention.
+    q_values, q_words, q_initials = context_index(case.question)
+    support = (
+        ValueIndex(index.values + q_values),
+        set(index.words) | q_words,
+        index.initials | q_initials,
+    )
+    sims: list[float | None] = [None] * len(claims)
     if embedder is not None:
-        vectors = embedder.encode([text for _, text in windows] + claims)
-        sims = vectors[len(windows) :] @ vectors[: len(windows)].T
-    evidence = []
-    for i, claim in enumerate(claims):
-        surface = {stem(t): t for t in tokenize(claim)}
-        terms = _terms(claim)
-        unique = set(terms)
-        best = max(range(len(windows)), key=lambda j: len(unique & window_terms[j]))
-        unsupported = [t for t in dict.fromkeys(terms) if t not in ctx_terms]
-        evidence.append(
-            SentenceEvidence(
-                sentence=claim,
-                terms=len(terms),
-                recall_any=sum(t in ctx_terms for t in terms) / len(terms),
-                recall_best=len(unique & window_terms[best]) / len(unique),
-                unsupported_terms=tuple(surface.get(t, t) for t in unsupported),
-                novel_terms=sum(t not in question_terms for t in unsupported),
-                unsupported_numbers=tuple(sorted(extract_numbers(claim) - ctx_numbers)),
-                unsupported_entities=tuple(
-                    sorted(e for e in extract_entities(claim) if not set(tokenize(e)) <= ctx_words)
-                ),
-                negation_mismatch=has_negation(claim) != has_negation(windows[best][1]),
-                similarity=None if sims is None else float(sims[i].max()),
-                best_context_id=windows[best][0],
-            )
-        )
-    return evidence
-
-
-def features(ev: SentenceEvidence) -> dict[str, float]:
-    """The model inputs for one sentence; counts are capped/logged so one outlier can't dominate."""
-    return {
-        "recall_any": ev.recall_any,
-        "recall_best": ev.recall_best,
-        "log_novel": math.log1p(ev.novel_terms),
-        "numbers": float(min(len(ev.unsupported_numbers), 3)),
-        "names": float(min(len(ev.unsupported_entities), 3)),
-        "log_terms": math.log(ev.terms),
-        "similarity": ev.similarity if ev.similarity is not None else 0.0,
-    }
-
-
-def unsupported_probability(ev: SentenceEvidence, weights: dict[str, float] | None = None) -> float:
-    """P(sentence is not supported by the contexts) under the logistic model."""
-    if weights is None:
-        weights = _WEIGHTS_EMBEDDING if ev.similarity is not None else _WEIGHTS_LEXICAL
-    z = weights.get("bias", 0.0) + sum(weights.get(k, 0.0) * v for k, v in features(ev).items())
-    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
-
-
-def aggregate(probabilities: list[float]) -> float:
-    """Noisy-OR: the answer is hallucinated if any sentence is. Returns P(hallucinated)."""
-    return 1.0 - math.prod(1.0 - p for p in probabilities)
+        # Claims against context units (not pairs): one encode per unit keeps this linear.
+        units = [text for _, text in index.windows[::2]] or [""]
+        vectors = embedder.encode(units + claims)
+        sims = [float(row.max()) for row in vectors[len(units) :] @ vectors[: len(units)].T]
+    return [
+        _evidence(c, index, question_terms, support, s) for c, s in zip(claims, sims, strict=True)
+    ]
 
 
 def score_faithfulness_local(
@@ -225,43 +184,59 @@ def score_faithfulness_local(
 
     `value` = 1 − P(hallucinated) in [0, 1]; `passed` = value >= threshold. Answers without a
     checkable claim (e.g. "I don't know") score 1.0: they assert nothing the contexts could
-    contradict; whether they are *useful* is answer relevance's job.
+    contradict; whether they are *useful* is answer relevance's job. `details.hard_evidence`
+    is true when a sentence asserts a value or name the contexts contradict or lack; such an
+    answer fails whatever its overlap, and the cascade always sends it to the judge.
     """
+    version = {"local_method_version": LOCAL_METHOD_VERSION}
     if not any(c.text.strip() for c in case.contexts):
         return Score.skipped("no contexts to check the answer against", method=METHOD)
+    if (cause := input_too_large(case)) is not None:
+        return Score.error(
+            f"input too large for the local method: {cause}",
+            method=METHOD,
+            details={**version, "cause": "input_too_large"},
+        )
     evidence = collect_evidence(case, embedder)
     if not evidence:
-        details = {"sentences": [], "claims": 0, "note": "no factual claims"}
+        details = {**version, "sentences": [], "claims": 0, "note": "no factual claims",
+                   "hard_evidence": False}  # fmt: skip
         passed = threshold <= 1.0
         return Score(
             Status.OK, 1.0, "grounded", passed, "no factual claims to check", details, METHOD
         )
-    probs = [unsupported_probability(ev) for ev in evidence]
-    value = round(1.0 - aggregate(probs), 6)
-    flagged = [ev for ev, p in zip(evidence, probs, strict=True) if p >= 0.5]
+    model_p = model_probability(evidence)
+    p = apply_hard_evidence(model_p, evidence)
+    value = round(1.0 - p, 6)
     passed = value >= threshold
-    if flagged:
+    support = [
+        round(1.0 - apply_hard_evidence(model_probability([ev]), [ev]), 4) for ev in evidence
+    ]
+    hard = [ev for ev in evidence if ev.hard_evidence]
+    if hard:
+        first = hard[0]
+        bad = [*first.contradicted_values, *first.unsupported_values, *first.unsupported_entities]
         explanation = (
-            f"{len(flagged)} of {len(evidence)} sentences look unsupported; "
-            f"first: {flagged[0].sentence[:120]!r}"
+            f"{len(hard)} of {len(evidence)} sentences assert values or names the contexts "
+            f"contradict or lack ({', '.join(bad[:4])}); first: {first.sentence[:120]!r}"
         )
     elif passed:
         explanation = f"all {len(evidence)} sentences find support in the contexts"
     else:
-        # No single sentence is clearly unsupported, but the doubts add up across them: say so
-        # rather than claim full support next to a failing score.
-        weakest = max(zip(probs, evidence, strict=True), key=lambda pe: pe[0])[1]
+        weakest = evidence[min(range(len(evidence)), key=lambda i: support[i])]
         explanation = (
-            f"no sentence is clearly unsupported, but across {len(evidence)} sentences the "
-            f"chance that one is ({1 - value:.2f}) is too high; weakest: "
-            f"{weakest.sentence[:120]!r}"
+            f"the evidence across {len(evidence)} sentences is too weak "
+            f"(P(hallucinated) {p:.2f}); weakest: {weakest.sentence[:120]!r}"
         )
     details = {
+        **version,
         "claims": len(evidence),
         "embeddings": embedder is not None,
+        "hard_evidence": bool(hard),
+        "model_probability": round(model_p, 6),
+        "hard_floor": HARD_FLOOR,
         "sentences": [
-            {**_public(ev), "support": round(1.0 - p, 4)}
-            for ev, p in zip(evidence, probs, strict=True)
+            {**_public(ev), "support": s} for ev, s in zip(evidence, support, strict=True)
         ],
     }
     label = "grounded" if passed else "hallucinated"
@@ -272,6 +247,8 @@ def _public(ev: SentenceEvidence) -> dict[str, object]:
     keys = (
         "sentence",
         "unsupported_terms",
+        "unsupported_values",
+        "contradicted_values",
         "unsupported_numbers",
         "unsupported_entities",
         "negation_mismatch",
@@ -279,7 +256,9 @@ def _public(ev: SentenceEvidence) -> dict[str, object]:
         "best_context_id",
     )
     row = asdict(ev)
-    return {k: list(row[k]) if isinstance(row[k], tuple) else row[k] for k in keys}
+    out = {k: list(row[k]) if isinstance(row[k], tuple) else row[k] for k in keys}
+    out["hard_evidence"] = ev.hard_evidence
+    return out
 
 
 def score_answer_relevance_local(
