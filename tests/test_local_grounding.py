@@ -117,9 +117,9 @@ def test_embeddings_keep_verdicts_and_report_similarity() -> None:
 
 
 def shipped_local_threshold() -> float:
-    from evaluator.settings import SHIPPED_RUBRICS_DIR
+    from evaluator.config.settings import SHIPPED_RUBRICS_DIR
 
-    from evaluator.rubrics import load_rubrics
+    from evaluator.config.rubrics import load_rubrics
     from judges.scorers.faithfulness import local_threshold
 
     rubric = load_rubrics(SHIPPED_RUBRICS_DIR).by_name("faithfulness")
