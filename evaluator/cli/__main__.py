@@ -1,0 +1,7 @@
+"""`python -m evaluator.cli` is `evaluator`."""
+
+from __future__ import annotations
+
+from evaluator.cli.main import main
+
+raise SystemExit(main())
