@@ -38,4 +38,4 @@ def version_scores(
     if tenant is not None:
         query = query.where(col(r.tenant) == tenant)
     with store.engine.connect() as conn:
-        return [float(s) for (s,) in conn.execute(query)]
+        return [float(s) for (s,) in conn.execute(query) if s is not None]
