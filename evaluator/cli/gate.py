@@ -1,5 +1,9 @@
 """`evaluator gate`: exit non-zero when a candidate prompt version is worse than its baseline.
 
+Live canary (default): the production scores of --candidate and --baseline over --since.
+Replay (--replay DATASET): both prompt templates are re-generated on the dataset's items
+with the configured generator and scored under the current judge, then compared pair by pair.
+
 Exit codes: 0 no worse (non-inferior within --margin), 1 worse, 3 not enough data yet,
 2 usage. `--json` prints the numbers for CI.
 """
@@ -10,10 +14,18 @@ import argparse
 import json
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    if args.replay is not None:
+        return cmd_gate_replay(args)
+    if not args.candidate or not args.baseline:
+        print(
+            "evaluator gate: --candidate and --baseline are needed (or --replay)", file=sys.stderr
+        )
+        return 2
     from evaluator.analytics.alerts import policy_for
     from evaluator.analytics.gate import gate
     from evaluator.analytics.gate_data import version_scores
@@ -55,6 +67,64 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_gate_replay(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from evaluator.analytics.alerts import policy_for
+    from evaluator.analytics.gate import paired_gate
+    from evaluator.config.settings import load_settings
+    from evaluator.worker.replay import read_dataset, replay
+    from evaluator.worker.runtime import build_runtime
+
+    if not args.baseline_template or not args.candidate_template:
+        print("evaluator gate --replay: --baseline-template and --candidate-template are needed",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    settings = load_settings(args.settings)
+    templates = (args.baseline_template.read_text(), args.candidate_template.read_text())
+    cases = list(read_dataset(args.replay))[: args.limit or None]
+
+    async def run() -> Any:
+        runtime = build_runtime(settings)
+        try:
+            rubric = runtime.rubrics.by_name(args.rubric)
+            if rubric is None:
+                raise SystemExit(f"evaluator gate: no rubric {args.rubric!r}")
+            outcome = await replay(cases, templates, rubric, runtime.clients, model=args.model)
+            return rubric, outcome
+        finally:
+            await runtime.close()
+
+    rubric, outcome = asyncio.run(run())
+    policy = policy_for(rubric, settings.alerts).policy
+    result = paired_gate(outcome.pairs, policy, margin=args.margin)
+    doc = {
+        "rubric": rubric.name,
+        "mode": "replay",
+        "items": len(cases),
+        "pairs": len(outcome.pairs),
+        "skipped": [{"trace_id": t, "why": w} for t, w in outcome.skipped],
+        "generator_calls": outcome.generator_calls,
+        "judge_calls": outcome.judge_calls,
+        "cost_usd": outcome.cost_usd,
+        **result.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        label = argparse.Namespace(
+            candidate=args.candidate_template.name,
+            baseline=args.baseline_template.name,
+            since="replay",
+        )
+        print(_text(rubric.name, label, result.to_dict()))
+        print(
+            f"  {len(outcome.pairs)} pairs of {len(cases)} items, {len(outcome.skipped)} left "
+            f"out; {outcome.generator_calls} generator and {outcome.judge_calls} judge calls"
+        )
+    return result.exit_code
+
+
 def _text(rubric: str, args: argparse.Namespace, d: dict[str, Any]) -> str:
     b, c = d["baseline"], d["candidate"]
     return (
@@ -79,8 +149,18 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--rubric", required=True, help="rubric name")
-    p.add_argument("--candidate", required=True, help="candidate prompt version, e.g. v19")
-    p.add_argument("--baseline", required=True, help="baseline prompt version, e.g. v18")
+    p.add_argument("--candidate", help="candidate prompt version, e.g. v19 (live canary)")
+    p.add_argument("--baseline", help="baseline prompt version, e.g. v18 (live canary)")
+    p.add_argument(
+        "--replay",
+        type=Path,
+        metavar="DATASET",
+        help="replay this dataset JSONL (e.g. from `evaluator dataset export`)",
+    )
+    p.add_argument("--baseline-template", type=Path, help="replay: the baseline's prompt")
+    p.add_argument("--candidate-template", type=Path, help="replay: the candidate's prompt")
+    p.add_argument("--model", help="replay: the generator model (default: each trace's model)")
+    p.add_argument("--limit", type=int, default=0, help="replay: at most N items")
     p.add_argument("--since", default="24h", help="window both versions are read from (24h)")
     p.add_argument(
         "--margin",

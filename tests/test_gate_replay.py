@@ -1,0 +1,110 @@
+"""`evaluator gate --replay`: both prompt templates re-generated on a dataset by a loopback
+OpenAI-compatible generator (a real HTTP server on 127.0.0.1), scored with the rubric, and
+compared pair by pair: a candidate prompt that invents prices fails the gate, one that
+quotes the documents passes."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evaluator.cli.main import main
+from tests.conftest import chat_completion, make_settings, write_rubric
+
+RUBRIC = """
+name = "faith"
+version = "1"
+scorer = "faithfulness"
+method = "local"
+pass_threshold = 0.5
+[regression]
+min_samples = 20
+"""
+GOOD = "Answer strictly from the documents.\n\nDocuments:\n{contexts}\n\nQuestion: {question}"
+BAD = "Be creative and persuasive.\n\nDocuments:\n{contexts}\n\nQuestion: {question}"
+
+
+class _Generator(BaseHTTPRequestHandler):
+    calls = 0
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        document = prompt.split("Documents:\n", 1)[1].split("\n\nQuestion:", 1)[0]
+        if prompt.startswith("Be creative"):
+            price = int(re.sub(r"\D", "", document.split("$", 1)[1].split(" ", 1)[0]))
+            answer = f"It is only ${price // 7:,} per month, and it comes with a free laptop."
+        else:
+            answer = document
+        type(self).calls += 1
+        reply = json.dumps(chat_completion(answer)).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def generator_url() -> Iterator[str]:
+    _Generator.calls = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Generator)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def _dataset(path: Path, n: int = 30) -> Path:
+    lines = []
+    for i in range(n):
+        doc = f"The Plan-{i} subscription costs ${(i + 2) * 1200:,} per year for {i + 3} seats."
+        trace = {
+            "trace_id": f"item-{i}",
+            "spans": [
+                {"span_id": "r", "name": "retrieve", "attributes": {
+                    "gen_ai.operation.name": "retrieval",
+                    "gen_ai.retrieval.documents": [{"id": "d", "content": doc}]}},
+                {"span_id": "c", "name": "chat", "attributes": {
+                    "gen_ai.operation.name": "chat", "gen_ai.request.model": "gen-model",
+                    "gen_ai.input.messages": [{"role": "user", "content": f"Price of Plan-{i}?"}],
+                    "gen_ai.output.messages": [{"role": "assistant", "content": doc}]}},
+            ],
+        }  # fmt: skip
+        lines.append(json.dumps({"trace": trace, "label": "faithful"}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("candidate", "expected"), [(GOOD, 0), (BAD, 1)], ids=["good", "bad"])
+def test_replay_gate_compares_two_templates_pair_by_pair(
+    tmp_path: Path, redis_url: str, generator_url: str, capsys: pytest.CaptureFixture[str],
+    candidate: str, expected: int,
+) -> None:  # fmt: skip
+    write_rubric(tmp_path / "rubrics", "faith", RUBRIC)
+    make_settings(tmp_path, redis_url, generator={"base_url": generator_url})
+    (tmp_path / "baseline.txt").write_text(GOOD)
+    (tmp_path / "candidate.txt").write_text(candidate)
+    code = main([
+        "--settings", str(tmp_path / "settings.toml"), "gate", "--rubric", "faith",
+        "--replay", str(_dataset(tmp_path / "data.jsonl")),
+        "--baseline-template", str(tmp_path / "baseline.txt"),
+        "--candidate-template", str(tmp_path / "candidate.txt"), "--json",
+    ])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert code == expected, doc
+    assert doc["pairs"] == 30 and doc["skipped"] == []
+    assert doc["generator_calls"] == 60 == _Generator.calls
+    if expected == 1:
+        assert doc["candidate"]["mean"] < doc["baseline"]["mean"] - 0.2
