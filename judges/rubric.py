@@ -13,7 +13,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ScorerKind = Literal[
-    "llm_rubric", "faithfulness", "answer_relevance", "context_relevance", "self_consistency"
+    "llm_rubric",
+    "faithfulness",
+    "answer_relevance",
+    "context_relevance",
+    "self_consistency",
+    "tool_use",
+    "tool_selection",
 ]
 
 # Which methods each scorer supports; the first one is the default.
@@ -23,6 +29,8 @@ METHODS: dict[str, tuple[str, ...]] = {
     "answer_relevance": ("judge", "local", "ragas"),
     "context_relevance": ("judge", "local"),
     "self_consistency": ("embeddings", "judge"),
+    "tool_use": ("local",),
+    "tool_selection": ("judge",),
 }
 
 # cascade runs its local step without a judge and records that it could not escalate.
@@ -79,7 +87,10 @@ class Scale(_Frozen):
 class LLMRubricSpec(_Frozen):
     criteria: str = Field(min_length=1)
     steps: tuple[str, ...] = ()
-    inputs: tuple[Literal["question", "answer", "contexts"], ...] = ("question", "answer")
+    inputs: tuple[Literal["question", "answer", "contexts", "tool_calls"], ...] = (
+        "question",
+        "answer",
+    )
 
 
 class Rubric(_Frozen):

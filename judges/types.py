@@ -25,6 +25,22 @@ class Context:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One `execute_tool` span of an agent run, in start order.
+
+    `arguments` and `result` are the raw strings the span carried (JSON as text, usually);
+    `start_s`/`end_s` are seconds since the epoch when the span had times.
+    """
+
+    name: str
+    arguments: str = ""
+    result: str = ""
+    error: bool = False
+    start_s: float | None = None
+    end_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EvalCase:
     """Everything a scorer may look at for one evaluated span.
 
@@ -43,6 +59,11 @@ class EvalCase:
     generation: dict[str, Any] = field(default_factory=dict)
     samples: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+    # Agent runs: the tool calls in order, the tools the model was offered, and when the
+    # final answer was produced (seconds since the epoch), to spot calls made after it.
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_definitions: tuple[dict[str, Any], ...] = ()
+    answered_at_s: float | None = None
 
 
 class Status(StrEnum):

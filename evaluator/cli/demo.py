@@ -24,7 +24,9 @@ from evaluator.store.store import Store
 from evaluator.worker.app import run_burst
 
 DEMO_PREFIX = "evaluator-demo"
-SAMPLE_TRACES = Path(__file__).resolve().parent.parent / "data" / "ragtruth_sample.jsonl"
+DATA = Path(__file__).resolve().parent.parent / "data"
+SAMPLE_TRACES = DATA / "ragtruth_sample.jsonl"
+AGENT_TRACES = DATA / "agent_sample.jsonl"  # synthetic agent runs for the tool rubrics
 
 
 def _redis_answers(url: str) -> bool:
@@ -129,20 +131,20 @@ def run_demo(
         client.close()
 
         store = Store(settings.database.url)
-        path = traces
-        if path is None:
-            path = SAMPLE_TRACES
-        report = ingest_jsonl(store, path)
-        print(
-            f"Ingested {report.ingested + report.replaced} traces from {path.name} "
-            f"({report.failed} rejected) into {settings.database.url}"
-        )
-        for line, reason in report.errors[:5]:
-            print(f"  line {line}: {reason}", file=sys.stderr)
+        trace_ids: list[str] = []
+        for path in [traces] if traces is not None else [SAMPLE_TRACES, AGENT_TRACES]:
+            report = ingest_jsonl(store, path)
+            trace_ids += report.trace_ids
+            print(
+                f"Ingested {report.ingested + report.replaced} traces from {path.name} "
+                f"({report.failed} rejected) into {settings.database.url}"
+            )
+            for line, reason in report.errors[:5]:
+                print(f"  line {line}: {reason}", file=sys.stderr)
 
         async def enqueue_all() -> int:
             enq = TraceEnqueuer(url, key_prefix=DEMO_PREFIX)
-            for trace_id in report.trace_ids:
+            for trace_id in trace_ids:
                 enq.enqueue(trace_id)
             await enq.flush()
             pushed = enq.stats.pushed
@@ -157,6 +159,6 @@ def run_demo(
             f"({', '.join(f'{k}={v}' for k, v in sorted(intake['reasons'].items()))}); "
             f"jobs: {result['jobs_complete']} complete, {result['jobs_failed']} failed"
         )
-        print(_summary(store, report.trace_ids, settings))
+        print(_summary(store, trace_ids, settings))
         store.close()
     return 0

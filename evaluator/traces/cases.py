@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from evaluator.errors import CaseBuildError
 from evaluator.traces.model import Span, Trace
-from judges.types import Context, EvalCase
+from judges.types import Context, EvalCase, ToolCall
 
 _GENERATION_PARAMS = {
     "gen_ai.request.temperature": "temperature",
@@ -67,6 +68,47 @@ def _contexts(trace: Trace) -> tuple[Context, ...]:
     return tuple(contexts)
 
 
+def _as_text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _seconds(span: Span, attr: str) -> float | None:
+    moment = getattr(span, attr)
+    return moment.timestamp() if moment is not None else None
+
+
+def tool_calls(trace: Trace) -> tuple[ToolCall, ...]:
+    """The trace's `execute_tool` spans as calls, in start order (span order without times)."""
+    spans = [s for s in trace.spans if s.operation == "execute_tool"]
+    spans.sort(key=lambda s: s.start_time.timestamp() if s.start_time else float("-inf"))
+    return tuple(
+        ToolCall(
+            name=_as_text(s.attributes.get("gen_ai.tool.name")) or s.name,
+            arguments=_as_text(s.attributes.get("gen_ai.tool.call.arguments")),
+            result=_as_text(s.attributes.get("gen_ai.tool.call.result")),
+            error=s.status == "error" or "error.type" in s.attributes,
+            start_s=_seconds(s, "start_time"),
+            end_s=_seconds(s, "end_time"),
+        )
+        for s in spans
+    )
+
+
+def _tool_definitions(trace: Trace) -> tuple[dict[str, Any], ...]:
+    for span in trace.spans:
+        defs = span.attributes.get("gen_ai.tool.definitions")
+        if isinstance(defs, str):
+            try:
+                defs = json.loads(defs)
+            except ValueError:
+                continue
+        if isinstance(defs, list):
+            return tuple(d for d in defs if isinstance(d, dict))
+    return ()
+
+
 def build_case(trace: Trace) -> EvalCase:
     """The case for the trace's generation span, or CaseBuildError saying what is missing."""
     span = trace.generation_span()
@@ -108,4 +150,7 @@ def build_case(trace: Trace) -> EvalCase:
         if isinstance(samples, list)
         else (),
         labels=labels,
+        tool_calls=tool_calls(trace),
+        tool_definitions=_tool_definitions(trace),
+        answered_at_s=_seconds(span, "end_time"),
     )

@@ -39,6 +39,10 @@ def render(case: EvalCase, rubric: Rubric) -> list[dict[str, str]]:
         blocks.append("Question:\n" + fence("question", case.question))
     if "contexts" in spec.inputs:
         blocks.append("Retrieved documents:\n" + (render_contexts(case.contexts) or "(none)"))
+    if "tool_calls" in spec.inputs:
+        calls = [f"{c.name}({c.arguments[:2000]}) -> {'ERROR ' if c.error else ''}{c.result[:2000]}"
+                 for c in case.tool_calls]  # fmt: skip
+        blocks.append("Tool calls, in order:\n" + fence("tool_calls", numbered(calls) or "(none)"))
     if "answer" in spec.inputs:
         blocks.append("Answer to evaluate:\n" + fence("answer", case.answer))
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(blocks)}]

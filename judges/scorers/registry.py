@@ -13,6 +13,7 @@ from judges.types import Clients, EvalCase, Score
 
 ScorerFn = Callable[[EvalCase, Rubric, Clients], Awaitable[Score]]
 _NEEDS_CONTEXTS = frozenset({"faithfulness", "context_relevance"})
+_NEEDS_TOOL_CALLS = frozenset({"tool_use", "tool_selection"})
 
 
 async def _faithfulness(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
@@ -46,13 +47,32 @@ async def _llm_rubric(case: EvalCase, rubric: Rubric, clients: Clients) -> Score
     return await score_llm_rubric(case, rubric, clients.judge)
 
 
+async def _tool_use(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers.agent import score_tool_use
+
+    return await score_tool_use(case, rubric, clients)
+
+
+async def _tool_selection(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    from judges.scorers.agent import score_tool_selection
+
+    return await score_tool_selection(case, rubric, clients)
+
+
 SCORERS: dict[str, ScorerFn] = {
     "llm_rubric": _llm_rubric,
     "faithfulness": _faithfulness,
     "answer_relevance": _answer_relevance,
     "context_relevance": _context_relevance,
     "self_consistency": _self_consistency,
+    "tool_use": _tool_use,
+    "tool_selection": _tool_selection,
 }
+
+
+def _needs_tool_calls(rubric: Rubric) -> bool:
+    spec = rubric.llm_rubric
+    return rubric.scorer in _NEEDS_TOOL_CALLS or (spec is not None and "tool_calls" in spec.inputs)
 
 
 def precheck(case: EvalCase, rubric: Rubric, clients: Clients) -> Score | None:
@@ -65,6 +85,8 @@ def precheck(case: EvalCase, rubric: Rubric, clients: Clients) -> Score | None:
             "trace has no retrieval documents (gen_ai.retrieval.documents) to check against",
             method=method,
         )
+    if _needs_tool_calls(rubric) and not case.tool_calls:
+        return Score.skipped("trace has no tool calls (execute_tool spans) to judge", method=method)
     if rubric.needs_judge and clients.judge is None:
         return Score.skipped(
             f"method {method!r} needs a judge and none is configured "
