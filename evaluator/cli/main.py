@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.cli.analytics import register as register_analytics
+from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
 from evaluator.cli.gate import register as register_gate
 from evaluator.cli.ops import register as register_ops
@@ -327,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_ops(sub)  # retry, health
     register_db(sub)  # db upgrade|current, backfill
     register_gate(sub)  # gate
+    register_dataset(sub)  # dataset export
     return parser
 
 

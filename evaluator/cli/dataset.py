@@ -1,0 +1,108 @@
+"""`evaluator dataset export`: production traces to a regression dataset (JSONL + manifest).
+
+    evaluator dataset export OUT.jsonl --alert ALERT_ID [--good 20]
+    evaluator dataset export OUT.jsonl --rubric faithfulness --failed --since 7d \\
+        [--prompt-version v18] [--limit 500]
+
+Text is redacted as for the judge unless --no-redact. OUT.manifest.json records the
+selection, the counts and when the export was made. Replay the file with
+`evaluator gate --replay OUT.jsonl ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evaluator.analytics.datasets import Selection, export_lines, select_trace_ids
+    from evaluator.config.policy import parse_duration
+    from evaluator.config.settings import load_settings
+    from evaluator.store.store import Store
+
+    if (args.alert is None) == (args.rubric is None):
+        print("evaluator dataset export: give exactly one of --alert or --rubric", file=sys.stderr)
+        return 2
+    since = datetime.now(UTC) - parse_duration(args.since) if args.since else None
+    sel = Selection(
+        kind="alert" if args.alert else "query",
+        rubric=args.rubric or "",
+        alert_id=args.alert,
+        failed_only=args.failed,
+        since=since,
+        prompt_version=args.prompt_version,
+        limit=args.limit,
+        good=args.good,
+    )
+    store = Store(load_settings(args.settings).database.url)
+    try:
+        chosen = select_trace_ids(store, sel)
+        if sel.kind == "alert":
+            sel = _with_alert_rubric(store, sel)
+        lines = list(export_lines(store, chosen, sel, redact=not args.no_redact))
+    except (LookupError, ValueError) as exc:
+        print(f"evaluator dataset export: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    args.out.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
+    manifest = {
+        "file": args.out.name,
+        "created_at": datetime.now(UTC).isoformat(),
+        "selection": {
+            k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in sel.__dict__.items()
+        },
+        "redacted": not args.no_redact,
+        "traces": len(lines),
+        "selected": len(chosen),
+        "missing_traces": len(chosen) - len(lines),
+        "by_reason": {
+            r: sum(1 for x in lines if x["selected_by"]["why"] == r)
+            for r in ("worst", "good", "query")
+        },
+    }
+    manifest_path = args.out.with_name(args.out.stem + ".manifest.json")
+    manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    print(f"{len(lines)} traces -> {args.out} (manifest {manifest_path.name})")
+    return 0
+
+
+def _with_alert_rubric(store: Any, sel: Any) -> Any:
+    import dataclasses
+    import uuid
+
+    from sqlmodel import Session
+
+    from evaluator.store.models import AlertRecord
+
+    with Session(store.engine) as session:
+        alert = session.get(AlertRecord, uuid.UUID(str(sel.alert_id)))
+    return (
+        dataclasses.replace(sel, rubric=alert.rubric, labels=dict(alert.labels)) if alert else sel
+    )
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("dataset", help="regression datasets from production traces")
+    dsub = p.add_subparsers(dest="dataset_command", required=True)
+    e = dsub.add_parser(
+        "export",
+        help="write selected traces with their scores to JSONL (+ a manifest)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("out", type=Path, help="output JSONL file")
+    e.add_argument("--alert", help="an alert's worst traces (see `evaluator alerts`)")
+    e.add_argument("--good", type=int, default=20, help="with --alert: N passing traces too")
+    e.add_argument("--rubric", help="select by this rubric's records")
+    e.add_argument("--failed", action="store_true", help="only traces that failed --rubric")
+    e.add_argument("--since", help="only records newer than this (e.g. 7d)")
+    e.add_argument("--prompt-version", help="only this prompt version")
+    e.add_argument("--limit", type=int, default=1000, help="at most N traces (1000)")
+    e.add_argument("--no-redact", action="store_true", help="export raw text (policy permitting)")
+    e.set_defaults(fn=cmd_export)
