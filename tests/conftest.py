@@ -13,8 +13,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -230,3 +232,16 @@ def rag_trace(
             },
         ],
     }
+
+
+@pytest.fixture
+def generator_url() -> Iterator[str]:
+    from tests.loopback_generator import Generator
+
+    Generator.calls = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Generator)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()

@@ -16,7 +16,7 @@ from evaluator.sources.ingest import ingest_traces
 from evaluator.store.models import AlertRecord, EvalRecord
 from evaluator.store.store import Store
 from tests.conftest import make_settings, write_rubric
-from tests.test_gate_replay import BAD, GOOD, RUBRIC, generator_url  # noqa: F401  (fixture)
+from tests.test_gate_replay import BAD, GOOD, RUBRIC
 
 
 def _trace(i: int) -> dict[str, object]:

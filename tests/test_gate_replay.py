@@ -6,17 +6,13 @@ quotes the documents passes."""
 from __future__ import annotations
 
 import json
-import re
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from evaluator.cli.main import main
-from tests.conftest import chat_completion, make_settings, write_rubric
+from tests.conftest import make_settings, write_rubric
+from tests.loopback_generator import Generator
 
 RUBRIC = """
 name = "faith"
@@ -29,41 +25,6 @@ min_samples = 20
 """
 GOOD = "Answer strictly from the documents.\n\nDocuments:\n{contexts}\n\nQuestion: {question}"
 BAD = "Be creative and persuasive.\n\nDocuments:\n{contexts}\n\nQuestion: {question}"
-
-
-class _Generator(BaseHTTPRequestHandler):
-    calls = 0
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][-1]["content"]
-        document = prompt.split("Documents:\n", 1)[1].split("\n\nQuestion:", 1)[0]
-        if prompt.startswith("Be creative"):
-            price = int(re.sub(r"\D", "", document.split("$", 1)[1].split(" ", 1)[0]))
-            answer = f"It is only ${price // 7:,} per month, and it comes with a free laptop."
-        else:
-            answer = document
-        type(self).calls += 1
-        reply = json.dumps(chat_completion(answer)).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def generator_url() -> Iterator[str]:
-    _Generator.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Generator)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
 
 
 def _dataset(path: Path, n: int = 30) -> Path:
@@ -105,6 +66,6 @@ def test_replay_gate_compares_two_templates_pair_by_pair(
     doc = json.loads(capsys.readouterr().out)
     assert code == expected, doc
     assert doc["pairs"] == 30 and doc["skipped"] == []
-    assert doc["generator_calls"] == 60 == _Generator.calls
+    assert doc["generator_calls"] == 60 == Generator.calls
     if expected == 1:
         assert doc["candidate"]["mean"] < doc["baseline"]["mean"] - 0.2
