@@ -152,11 +152,11 @@ def current() -> CallLog | None:
     return _CURRENT.get()
 
 
-def provenance_json(identity: VerdictIdentity, reported_models: list[str]) -> dict[str, Any]:
+def provenance_json(identity: VerdictIdentity, reported_model: str | None) -> dict[str, Any]:
     """The record's `provenance` column: the identity, its epoch, and what the provider
     reported (beside the identity, not in it: a change there is itself a drift signal)."""
     return {
         **identity.to_json(),
         "epoch": identity.epoch(),
-        "judge_model_reported": ", ".join(reported_models) or None,
+        "judge_model_reported": reported_model,
     }

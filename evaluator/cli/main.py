@@ -12,6 +12,7 @@ from typing import Any
 
 from evaluator.cli.analytics import register as register_analytics
 from evaluator.cli.db import register as register_db
+from evaluator.cli.epochs import register as register_epochs
 from evaluator.cli.ops import register as register_ops
 from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
 from evaluator.config.rubrics import RubricError, load_rubrics
@@ -325,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_analytics(sub)  # trends, alerts, serve
     register_ops(sub)  # retry, health
     register_db(sub)  # db upgrade|current, backfill
+    register_epochs(sub)  # epochs
     return parser
 
 
