@@ -249,9 +249,10 @@ class JudgeClient:
             temperature=temperature,
             response_format=self.response_format,
         )
+        # The response format's kind is in the identity; its name and schema are here.
         request = {
             "messages": messages,
-            "response_format": self._format(schema),
+            "schema_name": schema.__name__,
             "schema": _schema_of(schema),
             "max_tokens": self.max_output_tokens,
         }
