@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from judges.provenance import VerdictIdentity
+
 if TYPE_CHECKING:
     from judges.llm.client import JudgeClient
     from judges.llm.embedder import Embedder
@@ -97,7 +99,9 @@ class Score:
     `value` is normalised to [0, 1] with higher = better, so trends are comparable across
     rubrics; the rubric's raw scale value (if any) lives in `details["raw_score"]`.
     A score with status ERROR or SKIPPED has `value=None` and says why in `explanation`:
-    a scorer never invents a number it did not compute.
+    a scorer never invents a number it did not compute. `identity` says what produced it
+    (judges.provenance; set by `run_scorer`), `judge_model_reported` what the provider said
+    it ran.
     """
 
     status: Status
@@ -109,6 +113,8 @@ class Score:
     method: str = ""
     judge_model: str | None = None
     usage: Usage = field(default_factory=Usage)
+    identity: VerdictIdentity | None = None
+    judge_model_reported: str | None = None
 
     def __post_init__(self) -> None:
         if self.status is Status.OK:

@@ -54,12 +54,12 @@ def pattern(n: int, bad_every: int) -> list[float]:
 
 
 def seed(store: Store, scores: list[float], start: datetime, end: datetime, *,
-         prefix: str, **labels: str) -> None:  # fmt: skip
+         prefix: str, epoch: str = "legacy", **labels: str) -> None:  # fmt: skip
     step = (end - start) / len(scores)
     rows = [
         EvalRecord(trace_id=f"{prefix}-{i}", rubric="faith", rubric_version="1",
                    scorer="faithfulness", status="ok", score=s, passed=s >= 0.5,
-                   created_at=start + step * i, **{**LABELS, **labels})
+                   created_at=start + step * i, epoch=epoch, **{**LABELS, **labels})
         for i, s in enumerate(scores)
     ]  # fmt: skip
     from sqlmodel import Session
@@ -85,14 +85,18 @@ def test_a_drop_opens_one_alert_with_numbers_and_worst_traces_then_resolves(
     report, events = decide(store, rubrics(tmp_path), ALERTS, NOW)
     assert len(report.opened) == 1 and [e for e, _ in events] == ["alert.opened"]
     (alert,) = list_alerts(store, open_only=True)
-    assert (alert.kind, alert.rubric, alert.labels) == ("drop", "faith", LABELS)
+    assert (alert.kind, alert.rubric, alert.labels) == (
+        "drop",
+        "faith",
+        {**LABELS, "epoch": "legacy"},
+    )
     assert alert.test == "e-detector" and alert.p_value < 1e-4
     assert alert.baseline_n == 700 and alert.baseline_mean == pytest.approx(0.95)
     assert alert.summary["current"]["mean_ci_high"] < alert.summary["baseline"]["mean_ci_low"]
     assert alert.summary["window_test"]["test"] == "fisher-exact"
     assert len(alert.worst_traces) == 5 and all(t["score"] == 0.0 for t in alert.worst_traces)
     assert all(t["trace_id"].startswith("bad-") for t in alert.worst_traces)
-    assert "faith [prompt_version=v17 model=gpt-4o feature=qa]" in alert.message
+    assert "faith [prompt_version=v17 model=gpt-4o feature=qa epoch=legacy]" in alert.message
     assert alert.changed["text"] == "no version change inside the group"
 
     # Still bad an hour later: deduplicated, nothing new to deliver.
@@ -155,6 +159,35 @@ def test_new_prompt_version_is_compared_with_the_one_it_replaced(
 def test_a_good_new_version_does_not_alert(store: Store, tmp_path: Path) -> None:
     stable_baseline(store)
     seed(store, pattern(200, 25), NOW - timedelta(hours=5), NOW, prefix="v18", prompt_version="v18")
+    report, _ = decide(store, rubrics(tmp_path), ALERTS, NOW)
+    assert report.opened == []
+
+
+def test_an_evaluator_epoch_change_is_a_new_series_not_a_drop(store: Store, tmp_path: Path) -> None:
+    """Same app, same labels; only the evaluator changed (a stricter judge scores lower).
+    Neither kind of check may page: the new epoch has no baseline of its own yet."""
+    stable_baseline(store)  # epoch "legacy", until 6 h ago
+    seed(store, pattern(120, 2), NOW - timedelta(hours=5), NOW, prefix="strict", epoch="e2")
+    report, events = decide(store, rubrics(tmp_path), ALERTS, NOW)
+    assert (report.opened, events) == ([], [])
+    assert report.groups == 1  # only the new epoch scored in the window
+
+    # A day later the new epoch has its own baseline; a real drop inside it still pages.
+    later = NOW + timedelta(days=1)
+    seed(store, pattern(400, 2), NOW, later - timedelta(hours=6), prefix="e2-base", epoch="e2")
+    seed(store, [0.0] * 60, later - timedelta(hours=5), later, prefix="e2-bad", epoch="e2")
+    report, _ = decide(store, rubrics(tmp_path), ALERTS, later)
+    (alert,) = report.opened
+    assert (alert.kind, alert.labels["epoch"]) == ("drop", "e2")
+    assert alert.baseline_mean == pytest.approx(0.5, abs=0.01)  # e2's own, not legacy's 0.95
+
+
+def test_a_new_prompt_version_in_a_new_epoch_is_not_compared_across_evaluators(
+    store: Store, tmp_path: Path
+) -> None:
+    stable_baseline(store)
+    seed(store, pattern(30, 2), NOW - timedelta(hours=2), NOW, prefix="v18",
+         prompt_version="v18", epoch="e2")  # fmt: skip
     report, _ = decide(store, rubrics(tmp_path), ALERTS, NOW)
     assert report.opened == []
 

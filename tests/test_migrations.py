@@ -238,3 +238,74 @@ def test_cli_db_current_and_upgrade(
     assert f"up to date at {head_revision()}" in capsys.readouterr().out
     assert_records_survived(eng)
     eng.dispose()
+
+
+def test_epochs_upgrade_an_existing_database_and_keep_its_records(
+    engine: Engine, db_url: str
+) -> None:
+    """0003 on a database written by the previous release: records land in epoch 'legacy',
+    the rollup (derived data) is rebuilt with the epoch in its key and refolds the same
+    numbers, and new records carry their own epoch and provenance."""
+    from datetime import UTC, datetime
+
+    from evaluator.analytics.rollups import refresh_rollups
+    from evaluator.store.models import EvalRollup
+    from evaluator.store.store import Store
+
+    upgrade(engine, "0002_traces_ingested_at")
+    at = datetime(2026, 1, 5, 10, 30, tzinfo=UTC)
+    with engine.begin() as conn:
+        for i, score in enumerate((0.25, 0.75)):
+            conn.execute(
+                text(
+                    "INSERT INTO eval_records (id, trace_id, span_id, rubric, rubric_version, "
+                    "scorer, method, status, score, explanation, details, judge_calls, "
+                    "judge_input_tokens, judge_output_tokens, judge_cost_usd, latency_ms, "
+                    "created_at) VALUES (:id, :t, 's', 'tone', '1', 'llm_rubric', 'judge', "
+                    "'ok', :score, '', '{}', 1, 0, 0, 0, 0, :at)"
+                ),
+                {"id": f"{i:032x}", "t": f"t{i}", "score": score, "at": at},
+            )
+        conn.execute(
+            text(
+                "INSERT INTO eval_rollups (rubric, bucket, prompt_version, model, feature, n, "
+                "total, total_sq, passes, pass_known, hist) VALUES "
+                "('tone', :at, '', '', '', 2, 1.0, 0.625, 0, 0, '[25,1,75,1]')"
+            ),
+            {"at": at.replace(minute=0)},
+        )
+
+    result = upgrade(engine)
+    assert (result.before, result.after) == ("0002_traces_ingested_at", "0003_epochs")
+    assert "epoch" in {c["name"] for c in inspect(engine).get_columns("eval_rollups")}
+    assert "ix_eval_epoch" in {i["name"] for i in inspect(engine).get_indexes("eval_records")}
+    with Session(engine) as session:
+        records = session.exec(select(EvalRecord).order_by(EvalRecord.trace_id)).all()
+        assert [(r.trace_id, r.score, r.epoch, r.provenance) for r in records] == [
+            ("t0", 0.25, "legacy", None),
+            ("t1", 0.75, "legacy", None),
+        ]
+        assert session.exec(select(EvalRollup)).all() == []  # derived: rebuilt below
+        session.add(
+            EvalRecord(trace_id="t2", rubric="tone", rubric_version="2", scorer="llm_rubric",
+                       status="ok", score=1.0, epoch="abc", provenance={"model": "m"},
+                       created_at=at)
+        )  # fmt: skip
+        session.commit()
+    store = Store(db_url)
+    refresh_rollups(store, datetime(2026, 1, 6, tzinfo=UTC))
+    store.close()
+    with Session(engine) as session:
+        cells = {(c.epoch, c.n, c.total) for c in session.exec(select(EvalRollup)).all()}
+    assert cells == {("legacy", 2, 1.0), ("abc", 1, 1.0)}
+    assert drift(engine) == []
+
+
+def test_epochs_revision_downgrades_and_reapplies(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(connection=conn), "0002_traces_ingested_at")
+    assert "epoch" not in {c["name"] for c in inspect(engine).get_columns("eval_records")}
+    assert "epoch" not in {c["name"] for c in inspect(engine).get_columns("eval_rollups")}
+    assert upgrade(engine).before == "0002_traces_ingested_at"
+    assert drift(engine) == []

@@ -79,6 +79,8 @@ def stored_records(tmp_path: Path) -> list[EvalRecord]:
             score=0.5,
             passed=False,
             explanation="1 of 2 claims supported.",
+            epoch="0123456789abcdef",
+            provenance={"implementation": "faithfulness:1", "endpoint": "http://judge/v1"},
             **common,
         ),
         EvalRecord(
@@ -166,6 +168,15 @@ async def test_records_round_trip_as_evaluation_events(
     assert error["span_id"] == ""  # no evaluated span: an event on the trace only
     assert error["trace_id"] == otel_ids("order-8812", "")[0].hex()
     assert "error.type" not in events[OTEL_TRACE]["attributes"]
+    # Who produced the verdict (semantic-conventions-genai PR #359): epoch, version, type.
+    judged = events[OTEL_TRACE]["attributes"]
+    assert judged["gen_ai.evaluation.evaluator.id"] == "0123456789abcdef"
+    assert judged["gen_ai.evaluation.evaluator.version"] == "2+faithfulness:1"
+    assert judged["gen_ai.evaluation.evaluator.type"] == "llm_judge"
+    legacy = events["4bf92f3577b34da6"]["attributes"]  # written before epochs
+    assert legacy["gen_ai.evaluation.evaluator.id"] == "legacy"
+    assert legacy["gen_ai.evaluation.evaluator.version"] == "2"
+    assert legacy["gen_ai.evaluation.evaluator.type"] == "llm_judge"  # it names a judge model
     assert {e["severity_number"] for e in receiver.events} == {9, 13}
 
 

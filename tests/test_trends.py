@@ -138,6 +138,7 @@ def test_trends_command_prints_table_with_sparklines_and_stable_json(
         "bucket",
         "bucket_seconds",
         "confidence",
+        "epochs",
         "groups",
     }
     (g,) = doc["groups"]

@@ -12,6 +12,11 @@ Per rubric and group (rubric × `group_by` labels), two kinds of check:
   model) against the (prompt version, model) that served the same scope just before it,
   with an e-process from the new group's first score (valid however often it is re-run).
 
+Every group is also split by evaluator epoch (judges.provenance): scores of two evaluators
+are never pooled or compared, so an epoch change is never reported as a drop. A new epoch's
+group has no baseline of its own at first (nothing to page on), then builds it from its own
+first scores; a new prompt version is compared with its predecessor within the same epoch.
+
 Statistics come from SQL aggregates (COUNT, SUM, SUM of squares, SUM(passed)); raw scores
 are read only for the window of groups that have enough samples, in time order.
 """
@@ -103,11 +108,16 @@ class CheckReport:
 # --- SQL ------------------------------------------------------------------------------------
 
 
+def grouping(cfg: CheckConfig) -> tuple[str, ...]:
+    """The labels a group is keyed by: the configured ones, then the evaluator epoch."""
+    return cfg.group_by if "epoch" in cfg.group_by else (*cfg.group_by, "epoch")
+
+
 def check_rubric(
     session: Session, rubric: str, cfg: CheckConfig, pass_threshold: float | None, now: datetime
 ) -> tuple[list[Finding], dict[Key, GroupStats]]:
     """Findings of both kinds, and every group's window statistics (for recovery)."""
-    p, labels = cfg.policy, cfg.group_by
+    p, labels = cfg.policy, grouping(cfg)
     base_lo, win_lo = window_bounds(now, p)
     base, cur = (
         aggregates(session, rubric, labels, base_lo, win_lo),
@@ -209,7 +219,7 @@ def decide(
             findings, cur = check_rubric(session, rubric.name, cfg, rubric.pass_threshold, now)
             report.groups += len(cur)
             by_key = {group_key(f.kind, rubric.name, f.labels): f for f in findings}
-            current = {tuple(zip(cfg.group_by, k, strict=True)): s for k, s in cur.items()}
+            current = {tuple(zip(grouping(cfg), k, strict=True)): s for k, s in cur.items()}
             opened = {a.group_key: a for a in open_alerts(store, rubric.name)}
             for key, f in by_key.items():
                 if not f.alarm or key in opened:

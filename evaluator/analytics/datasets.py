@@ -91,13 +91,13 @@ def _scores(store: Store, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]
     r = EvalRecord
     query = select(
         col(r.trace_id), col(r.rubric), col(r.rubric_version), col(r.status),
-        col(r.score), col(r.passed), col(r.details),
+        col(r.score), col(r.passed), col(r.epoch),
     ).where(col(r.trace_id).in_(list(trace_ids)))  # fmt: skip
     with store.engine.connect() as conn:
-        for trace_id, rubric, version, status, score, passed, details in conn.execute(query):
+        for trace_id, rubric, version, status, score, passed, epoch in conn.execute(query):
             out.setdefault(trace_id, {})[rubric] = {
                 "rubric_version": version, "status": status, "score": score, "passed": passed,
-                "epoch": (details or {}).get("epoch"),
+                "epoch": epoch,
             }  # fmt: skip
     return out
 

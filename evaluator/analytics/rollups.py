@@ -33,7 +33,8 @@ from evaluator.store.store import Store, as_utc
 
 HOUR = timedelta(hours=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_ROLLUP_KEY = ["rubric", "bucket", "prompt_version", "model", "feature"]
+# One key for every cell: the epoch is in it, so no cell ever pools two evaluators.
+_ROLLUP_KEY = ["rubric", "bucket", "prompt_version", "model", "feature", "epoch"]
 
 
 @lru_cache(maxsize=4096)
@@ -132,8 +133,8 @@ def merged_hist(flats: Iterable[str]) -> Counter[int]:
 
 def _cells(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], Acc]:
     cells: dict[tuple[Any, ...], Acc] = {}
-    for rubric, pv, model, feature, at, score, passed in rows:
-        key = (rubric, floor_time(at, HOUR), pv or "", model or "", feature or "")
+    for rubric, pv, model, feature, at, score, passed, epoch in rows:
+        key = (rubric, floor_time(at, HOUR), pv or "", model or "", feature or "", epoch)
         cells.setdefault(key, Acc()).add(float(score), passed)
     return cells
 
@@ -144,6 +145,7 @@ def ok_rows(lo: datetime, hi: datetime, rubric: str | None = None) -> Any:
         *(col(c) for c in (r.rubric, r.prompt_version, r.model, r.feature, r.created_at)),
         col(r.score),
         col(r.passed),
+        col(r.epoch),
     ).where(
         col(r.status) == "ok",
         col(r.score).is_not(None),

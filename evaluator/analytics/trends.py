@@ -62,17 +62,20 @@ def trend(
         else (lambda pv, m, f: {"prompt_version": pv, "model": m, "feature": f}[q.by] or "")
     )
 
-    # Rollup rows are summed per (label, bucket) first and their histograms merged once per
-    # cell (one JSON parse and one bincount), not row by row: a 30-day trend reads ~4,000
-    # hourly rows, and per-row merging was most of its time.
-    parts: dict[tuple[str, datetime], list[Any]] = {}
+    # Rollup rows are summed per (label, epoch, bucket) first and their histograms merged
+    # once per cell (one JSON parse and one bincount), not row by row: a 30-day trend reads
+    # ~4,000 hourly rows, and per-row merging was most of its time. The epoch is part of
+    # every key: a new evaluator starts a new series, it never moves an old one.
+    parts: dict[tuple[str, str, datetime], list[Any]] = {}
     floors: dict[datetime, datetime] = {}
+    seen: dict[str, list[Any]] = {}  # epoch -> [first hour, last hour, count]
     r = EvalRollup.__table__  # type: ignore[attr-defined]
     rolled = sa_select(
         r.c.bucket,
         r.c.prompt_version,
         r.c.model,
         r.c.feature,
+        r.c.epoch,
         r.c.n,
         r.c.total,
         r.c.total_sq,
@@ -81,13 +84,14 @@ def trend(
         r.c.hist,
     ).where(r.c.rubric == q.rubric, r.c.bucket >= start, r.c.bucket < hour_now)
     with store.engine.connect() as conn:
-        for at, pv, m, f, n, tot, sq, passes, known, hist in conn.execute(rolled).all():
+        for at, pv, m, f, ep, n, tot, sq, passes, known, hist in conn.execute(rolled).all():
             b = floors.get(at)
             if b is None:
                 b = floors[at] = floor_time(at, q.bucket)
-            part = parts.get((pick(pv, m, f), b))
+            _saw(seen, ep, as_utc(at), n)
+            part = parts.get((pick(pv, m, f), ep, b))
             if part is None:
-                parts[(pick(pv, m, f), b)] = [n, tot, sq, passes, known, [hist]]
+                parts[(pick(pv, m, f), ep, b)] = [n, tot, sq, passes, known, [hist]]
             else:
                 part[0] += n
                 part[1] += tot
@@ -99,18 +103,21 @@ def trend(
         # index and walks every record of the rubric; one hour of rows is cheap to filter.
         live = ok_rows(max(hour_now, start), now + timedelta(microseconds=1))
         live_rows = [row for row in conn.execute(live) if row[0] == q.rubric]
-    groups: dict[str, dict[datetime, Acc]] = {}
-    for (label, b), (n, tot, sq, passes, known, hists) in parts.items():
-        groups.setdefault(label, {})[b] = Acc(n, tot, sq, passes, known, merged_hist(hists))
-    for _rubric, pv, m, f, at, score, passed in live_rows:
-        label = pick(pv, m, f)
-        acc = groups.setdefault(label, {}).setdefault(floor_time(at, q.bucket), Acc())
+    groups: dict[tuple[str, str], dict[datetime, Acc]] = {}
+    for (label, ep, b), (n, tot, sq, passes, known, hists) in parts.items():
+        groups.setdefault((label, ep), {})[b] = Acc(n, tot, sq, passes, known, merged_hist(hists))
+    for _rubric, pv, m, f, at, score, passed, ep in live_rows:
+        _saw(seen, ep, floor_time(at, HOUR), 1)
+        acc = groups.setdefault((pick(pv, m, f), ep), {}).setdefault(
+            floor_time(at, q.bucket), Acc()
+        )
         acc.add(float(score), passed)
-    totals: dict[str, Acc] = {}
-    for label, cells in groups.items():
-        total = totals[label] = Acc()
+    totals: dict[tuple[str, str], Acc] = {}
+    for key, cells in groups.items():
+        total = totals[key] = Acc()
         for acc in cells.values():
             total += acc
+    order = {ep: i for i, ep in enumerate(sorted(seen, key=lambda e: (seen[e][0], e)))}
     return {
         "rubric": q.rubric,
         "by": q.by,
@@ -119,18 +126,38 @@ def trend(
         "bucket": _fmt_duration(q.bucket),
         "bucket_seconds": int(q.bucket.total_seconds()),
         "confidence": 0.95,
+        # Where one evaluator (judges.provenance) gave way to another, in time order; hours
+        # are UTC hour starts. Series of different epochs are never pooled or compared.
+        "epochs": [
+            {
+                "epoch": ep,
+                "first_hour": seen[ep][0].isoformat(),
+                "last_hour": seen[ep][1].isoformat(),
+                "count": seen[ep][2],
+            }
+            for ep in sorted(order, key=order.__getitem__)
+        ],
         "groups": [
             {
                 "key": None if q.by == "none" else (label or None),
-                "total": totals[label].to_json(),
+                "epoch": ep,
+                "total": totals[(label, ep)].to_json(),
                 "buckets": [
                     {"start": b.isoformat(), **acc.to_json()}
-                    for b, acc in sorted(groups[label].items())
+                    for b, acc in sorted(groups[(label, ep)].items())
                 ],
             }
-            for label in sorted(groups)
+            for label, ep in sorted(groups, key=lambda k: (k[0], order[k[1]]))
         ],
     }
+
+
+def _saw(seen: dict[str, list[Any]], epoch: str, hour: datetime, n: int) -> None:
+    got = seen.get(epoch)
+    if got is None:
+        seen[epoch] = [hour, hour, n]
+    else:
+        got[0], got[1], got[2] = min(got[0], hour), max(got[1], hour), got[2] + n
 
 
 def worst_traces(
@@ -175,6 +202,10 @@ def _fmt_duration(d: timedelta) -> str:
 # --- terminal ---------------------------------------------------------------------------------
 
 
+def _epoch_tag(group: dict[str, Any], epochs: list[dict[str, Any]]) -> str:
+    return f" @{group['epoch']}" if len(epochs) > 1 and group.get("epoch") else ""
+
+
 def sparkline(
     values: Sequence[float | None], lo: float | None = None, hi: float | None = None
 ) -> str:
@@ -205,6 +236,12 @@ def trends_table(doc: dict[str, Any]) -> str:
     means = [v["mean"] for g in doc["groups"] for v in g["buckets"]]
     lo, hi = min(means), max(means)
     lines = [head, f"sparklines: mean per bucket, scale {lo:.3f} .. {hi:.3f}"]
+    epochs = doc.get("epochs", [])
+    if len(epochs) > 1:  # an evaluator change: separate series, never a drop
+        lines.append(
+            "evaluator epochs (series are split, not compared): "
+            + ", ".join(f"{e['epoch']} from {e['first_hour'][:13]}h" for e in epochs)
+        )
     for g in doc["groups"]:
         t = g["total"]
         by_start = {b["start"]: b["mean"] for b in g["buckets"]}
@@ -214,7 +251,7 @@ def trends_table(doc: dict[str, Any]) -> str:
         pr = "-" if t["pass_rate"] is None else f"{t['pass_rate']:.1%}"
         lines += [
             "",
-            f"{g['key'] or '(none)'}  n={t['count']}  mean {t['mean']:.3f} "
+            f"{g['key'] or '(none)'}{_epoch_tag(g, epochs)}  n={t['count']}  mean {t['mean']:.3f} "
             f"[{t['ci_low']:.3f}, {t['ci_high']:.3f}]  pass {pr}  {spark}",
             f"  {'bucket':<17}{'n':>7} {'mean':>6} {'95% CI':>16} {'pass':>7} "
             f"{'p10':>5} {'p50':>5} {'p90':>5}",

@@ -27,6 +27,9 @@ DEMO_PREFIX = "evaluator-demo"
 DATA = Path(__file__).resolve().parent.parent / "data"
 SAMPLE_TRACES = DATA / "ragtruth_sample.jsonl"
 AGENT_TRACES = DATA / "agent_sample.jsonl"  # synthetic agent runs for the tool rubrics
+# The demo's judge replies live apart from any service's: a demo run never serves (or is
+# served) a deployment's verdicts. Within it, a repeated run's verdicts are marked cached.
+DEMO_CACHE_NAMESPACE = f"{DEMO_PREFIX}:judge-cache"
 
 
 def _redis_answers(url: str) -> bool:
@@ -98,11 +101,25 @@ def _summary(store: Store, trace_ids: list[str], settings: Settings) -> str:
     lines.append(
         f"\nJudge: {settings.judge.base_url or 'not configured (set EVALUATOR_JUDGE__BASE_URL)'}"
     )
+    lines += _cache_line(records, settings)
     lines.append(
         f"Database: {settings.database.url}  ->  "
         "try `evaluator scores` or `evaluator scores --json`"
     )
     return "\n".join(lines)
+
+
+def _cache_line(records: list[Any], settings: Settings) -> list[str]:
+    """How many judge verdicts came from the reply cache: a cached one cost nothing now."""
+    judged = [r for r in records if r.details.get("judge_cache")]
+    if not judged:
+        return []
+    hits = sum(r.details["judge_cache"] == "hit" for r in judged)
+    return [
+        f"Judge cache: {hits} of {len(judged)} judged records served from the cache "
+        f"(namespace {settings.judge.cache_namespace or 'default'}; "
+        "judge.cache_ttl_s = 0 turns it off)"
+    ]
 
 
 def run_demo(
@@ -124,6 +141,7 @@ def run_demo(
         settings = _with(
             settings,
             redis={"url": url, "key_prefix": DEMO_PREFIX, "queue_name": f"{DEMO_PREFIX}:queue"},
+            judge={"cache_namespace": DEMO_CACHE_NAMESPACE},
             **({"database": {"url": f"sqlite:///{db}"}} if db else {}),
         )
         client = redis.Redis.from_url(url)

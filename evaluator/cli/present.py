@@ -31,6 +31,8 @@ JSON_FIELDS = (
     "model",
     "feature",
     "tenant",
+    "epoch",
+    "provenance",
 )
 
 

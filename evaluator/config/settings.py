@@ -68,8 +68,11 @@ class JudgeSettings(_Section):
     # Shared by all worker processes through Redis; 0 = no limit.
     rpm_limit: int = Field(0, ge=0)
     tpm_limit: int = Field(0, ge=0)
-    # Replies cached by (model, prompt, schema); 0 disables the cache.
+    # Replies cached by everything that can change a verdict (judges.provenance: endpoint,
+    # model, prompt, schema, rubric, scorer version); 0 disables the cache.
     cache_ttl_s: int = Field(7 * 86400, ge=0)
+    # Redis key prefix of the reply cache; "" = "<redis.key_prefix>:judge:cache".
+    cache_namespace: str = ""
     # A Retry-After longer than this is not waited out inside the job.
     max_wait_s: float = Field(20.0, ge=0)
     # The openai SDK's HTTP transport: "aiohttp" costs ~2.4x less CPU per call than

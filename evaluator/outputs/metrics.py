@@ -17,6 +17,8 @@ alerts). Any process that can reach both can serve the same numbers.
     evaluator_judge_calls_total{rubric}
     evaluator_judge_tokens_total{rubric,direction}   direction = input | output
     evaluator_judge_cost_usd_total{rubric}
+    evaluator_judge_cache_total{rubric,result}       judge replies served from the reply cache
+                                                     (hit) or asked of the judge (miss)
     evaluator_judge_rate_limited_total               HTTP 429 answers from the judge
     evaluator_judge_retries_total                    retried judge calls
     evaluator_score{rubric,prompt_version}           mean score of ok records, last window
@@ -108,6 +110,10 @@ class MetricsRecorder:
                     (f"tok{SEP}{r.rubric}{SEP}output", r.judge_output_tokens),
                 ]
                 totals.append((f"cost{SEP}{r.rubric}", r.judge_cost_usd))
+            for result, key in (("hit", "judge_cache_hits"), ("miss", "judge_cache_misses")):
+                n = r.details.get(key)
+                if isinstance(n, int) and n:
+                    fields.append((f"cache{SEP}{r.rubric}{SEP}{result}", n))
             for field, n in fields:
                 counts[field] = counts.get(field, 0) + n
             for field, x in totals:
@@ -190,6 +196,11 @@ def _redis_families(
         "evaluator_judge_tokens", "Judge tokens.", labels=["rubric", "direction"]
     )
     cost = CounterMetricFamily("evaluator_judge_cost_usd", "Judge cost in USD.", labels=["rubric"])
+    cache = CounterMetricFamily(
+        "evaluator_judge_cache",
+        "Judge replies served from the reply cache (hit) or asked of the judge (miss).",
+        labels=["rubric", "result"],
+    )
     buckets: dict[str, dict[str, float]] = {}
     sums: dict[str, float] = {}
     for field, value in sorted(counters.items()):
@@ -202,11 +213,13 @@ def _redis_families(
             tokens.add_metric(labels, value)
         elif kind == "cost":
             cost.add_metric(labels, value)
+        elif kind == "cache":
+            cache.add_metric(labels, value)
         elif kind == "lat":
             buckets.setdefault(labels[0], {})[labels[1]] = value
         elif kind == "latsum":
             sums[labels[0]] = value
-    yield from (evals, calls, tokens, cost)
+    yield from (evals, calls, tokens, cost, cache)
     histogram = HistogramMetricFamily(
         "evaluator_evaluation_duration_seconds",
         "Time to score one trace with one rubric (judge calls included).",

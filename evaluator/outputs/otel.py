@@ -10,7 +10,13 @@ evaluated span in the user's trace backend:
     gen_ai.evaluation.score.label    the judge's label, else "pass" / "fail"
     gen_ai.evaluation.explanation    the judge's reasoning, or the cause of an error
     error.type                       on status "error" only
+    gen_ai.evaluation.evaluator.id       the record's evaluator epoch (judges.provenance)
+    gen_ai.evaluation.evaluator.version  rubric version + scorer implementation version
+    gen_ai.evaluation.evaluator.type     llm_judge | deterministic | human
     evaluator.*                      trace/span IDs as stored, rubric version, scorer, ...
+
+The `gen_ai.evaluation.evaluator.*` attributes follow an open proposal
+(open-telemetry/semantic-conventions-genai PR #359), not yet a released convention.
 
 IDs: OTLP needs a 16-byte trace ID and an 8-byte span ID. Stored IDs that already are hex
 of that size (everything the OTLP receiver stored) are used as they are, so the event lands
@@ -83,6 +89,25 @@ def _attrs(values: Mapping[str, Any]) -> list[KeyValue]:
     return [KeyValue(key=k, value=_any(v)) for k, v in values.items() if v is not None]
 
 
+def evaluator_attributes(record: EvalRecord) -> dict[str, Any]:
+    """Who produced the verdict: id = epoch, version, type (see the module docstring)."""
+    prov = record.provenance or {}
+    impl = prov.get("implementation")
+    if record.method == "human":
+        kind = "human"
+    elif prov:
+        kind = "llm_judge" if prov.get("endpoint") else "deterministic"
+    else:  # a legacy record: a judge model or judge calls say a judge decided
+        kind = "llm_judge" if record.judge_model or record.judge_calls else "deterministic"
+    return {
+        "gen_ai.evaluation.evaluator.id": record.epoch,
+        "gen_ai.evaluation.evaluator.version": (
+            f"{record.rubric_version}+{impl}" if impl else record.rubric_version
+        ),
+        "gen_ai.evaluation.evaluator.type": kind,
+    }
+
+
 def event_attributes(record: EvalRecord) -> dict[str, Any]:
     """The event's attributes for one record (None values are left out)."""
     label = record.label
@@ -96,6 +121,7 @@ def event_attributes(record: EvalRecord) -> dict[str, Any]:
         "gen_ai.evaluation.score.value": record.score,
         "gen_ai.evaluation.score.label": label,
         "gen_ai.evaluation.explanation": record.explanation or None,
+        **evaluator_attributes(record),
         "error.type": error_type,
         "evaluator.trace_id": record.trace_id,
         "evaluator.span_id": record.span_id or None,

@@ -6,8 +6,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, DateTime, Index, Table, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Column, DateTime, Index, String, Table, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+from judges.provenance import LEGACY_EPOCH
 
 
 def utcnow() -> datetime:
@@ -37,6 +39,9 @@ class EvalRecord(SQLModel, table=True):
 
     Unique on (trace_id, span_id, rubric, rubric_version): evaluating twice writes once.
     `score` is normalised to [0, 1] (higher = better) and is NULL unless status is "ok".
+    `epoch` names what produced the verdict (judges.provenance.VerdictIdentity.epoch; not part
+    of the record's identity); `provenance` holds that identity and the model the provider
+    reported. Records written before epochs existed are in epoch 'legacy'.
     """
 
     __tablename__ = "eval_records"
@@ -46,6 +51,7 @@ class EvalRecord(SQLModel, table=True):
         ),
         Index("ix_eval_trend", "rubric", "prompt_version", "created_at"),
         Index("ix_eval_created", "created_at"),
+        Index("ix_eval_epoch", "epoch"),
     )
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
@@ -74,6 +80,11 @@ class EvalRecord(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+    epoch: str = Field(
+        default=LEGACY_EPOCH,
+        sa_column=Column(String(64), nullable=False, server_default=LEGACY_EPOCH),
+    )
+    provenance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
 
 
 class AlertRecord(SQLModel, table=True):
@@ -134,13 +145,19 @@ class EvalRollup(SQLModel, table=True):
 
     Trends read these instead of scanning raw records; `hist` holds counts of scores rounded
     to 0.01 for percentiles (JSON [bin, count, ...], bin = round(score * 100)). Missing labels
-    are stored as ''.
+    are stored as ''. The epoch is part of the key: cells never pool across epochs.
     """
 
     __tablename__ = "eval_rollups"
     __table_args__ = (
         UniqueConstraint(
-            "rubric", "bucket", "prompt_version", "model", "feature", name="uq_rollup_group"
+            "rubric",
+            "bucket",
+            "prompt_version",
+            "model",
+            "feature",
+            "epoch",
+            name="uq_rollup_group_epoch",
         ),
     )
 
@@ -150,6 +167,7 @@ class EvalRollup(SQLModel, table=True):
     prompt_version: str = Field(default="", max_length=256)
     model: str = Field(default="", max_length=256)
     feature: str = Field(default="", max_length=256)
+    epoch: str = Field(default=LEGACY_EPOCH, max_length=64)
     n: int = 0
     total: float = 0.0
     total_sq: float = 0.0

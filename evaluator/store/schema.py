@@ -8,7 +8,7 @@ copied or dropped on the way.
 
     from evaluator.store.schema import upgrade
     result = upgrade(engine)     # idempotent; safe from several processes at once
-    result.after                 # "0002_traces_ingested_at"
+    result.after                 # "0003_epochs"
 
 Alembic is configured in code (no alembic.ini), so this works from any directory after
 `pip install`. Concurrent start-ups serialise on a lock: a PostgreSQL advisory lock, or

@@ -17,6 +17,7 @@ from evaluator.traces.cases import CaseBuildError, build_case
 from evaluator.traces.model import Trace
 from evaluator.worker.runtime import Runtime
 from judges.errors import JudgeDeferred
+from judges.provenance import VerdictIdentity, provenance_json
 from judges.redact import redact_case
 from judges.rubric import Rubric
 from judges.scorers.registry import run_scorer
@@ -58,9 +59,14 @@ def to_record(
     *,
     reason: Reason,
     latency_ms: float,
+    identity: VerdictIdentity | None = None,
 ) -> EvalRecord:
+    """`identity` stands in when the score carries none (a record of a run that never
+    reached a scorer); with neither, the record is in the legacy epoch."""
     details = dict(score.details)
     details["sampled_by"] = reason.value
+    ident = score.identity or identity
+    provenance = None if ident is None else provenance_json(ident, score.judge_model_reported)
     return EvalRecord(
         trace_id=trace_id,
         span_id=span_id,
@@ -84,6 +90,7 @@ def to_record(
         model=labels.get("model"),
         feature=labels.get("feature"),
         tenant=labels.get("tenant"),
+        **({} if provenance is None else {"epoch": provenance["epoch"], "provenance": provenance}),
     )
 
 
@@ -141,10 +148,25 @@ def _settle(score: Score | JudgeDeferred, job_try: int) -> Score:
 
 
 def _errors_for(
-    trace_id: str, selected: list[tuple[Rubric, Reason]], cause: str, labels: dict[str, str]
+    runtime: Runtime,
+    trace_id: str,
+    selected: list[tuple[Rubric, Reason]],
+    cause: str,
+    labels: dict[str, str],
 ) -> list[EvalRecord]:
+    from judges.scorers.identity import identity_for
+
     return [
-        to_record(trace_id, "", rubric, Score.error(cause), labels, reason=reason, latency_ms=0.0)
+        to_record(
+            trace_id,
+            "",
+            rubric,
+            Score.error(cause),
+            labels,
+            reason=reason,
+            latency_ms=0.0,
+            identity=identity_for(rubric, runtime.clients),
+        )
         for rubric, reason in selected
     ]
 
@@ -179,7 +201,7 @@ async def evaluate_trace(
             raise Retry(defer=runtime.settings.worker.trace_not_found_delay_s * job_try)
         selected = select_rubrics(runtime, trace_id, signals, labels=None)
         cause = f"trace {trace_id!r} not found in the store after {tries} tries (was it ingested?)"
-        errors = _errors_for(trace_id, selected, cause, {})
+        errors = _errors_for(runtime, trace_id, selected, cause, {})
         written = await _write(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
@@ -197,7 +219,7 @@ async def evaluate_trace(
             if v is not None
         }
         selected = select_rubrics(runtime, trace_id, signals, labels)
-        errors = _errors_for(trace_id, selected, str(exc), labels)
+        errors = _errors_for(runtime, trace_id, selected, str(exc), labels)
         written = await _write(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 

@@ -108,7 +108,8 @@ def make_judge(
         limiter = RedisRateLimiter(redis, name=f"{prefix}:limit", rpm=j.rpm_limit, tpm=j.tpm_limit)
     cache = None
     if redis is not None and j.cache_ttl_s:
-        cache = RedisReplyCache(redis, prefix=f"{prefix}:cache", ttl_s=j.cache_ttl_s)
+        namespace = j.cache_namespace or f"{prefix}:cache"
+        cache = RedisReplyCache(redis, prefix=namespace, ttl_s=j.cache_ttl_s)
     return JudgeClient(
         base_url=j.base_url,
         model=j.model,

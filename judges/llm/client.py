@@ -5,13 +5,14 @@ every 429, honours Retry-After, and shrinks its concurrency while the endpoint i
 It also validates the JSON-schema reply against a Pydantic model with one re-ask that quotes
 the validation error, accounts tokens and cost for every attempt, waits on a shared rate
 limiter, and serves repeated prompts from a reply cache (re-evaluating costs nothing).
+The cache key is `VerdictIdentity.cache_key` (judges.provenance): endpoint, model, prompt,
+schema, rubric and scorer version, so a reply is never reused where it would not be true.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ValidationError
 from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
 from judges.llm.completions import read_completion, retry_after_s, strip_fences
 from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache, backoff_s
+from judges.provenance import VerdictIdentity, current, endpoint_of
 from judges.types import Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -44,6 +46,7 @@ class JudgeReply(Generic[T]):
     model: str
     usage: Usage
     cached: bool = False
+    reported_model: str | None = None  # the model the provider said it ran
 
 
 @functools.cache
@@ -117,6 +120,12 @@ class JudgeClient:
             max_retries=0,  # retries are ours: see the module docstring
             http_client=http_client,
         )
+        self._endpoint = endpoint_of(str(self._sdk.base_url))
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL without credentials: part of every verdict's identity."""
+        return self._endpoint
 
     # Read-only views for other clients of the same endpoint (e.g. the ragas method).
     @property
@@ -157,31 +166,47 @@ class JudgeClient:
         *,
         model: str | None = None,
         temperature: float | None = None,
+        identity: VerdictIdentity | None = None,
     ) -> JudgeReply[T]:
-        """One call, plus one re-ask if the reply does not validate. Raises JudgeError."""
+        """One call, plus one re-ask if the reply does not validate. Raises JudgeError.
+
+        `identity` (default: the attributed scorer run's, judges.provenance.attributing)
+        keys the reply cache together with the rendered request."""
         model = model or self.model
         temp = self.temperature if temperature is None else temperature
-        # Hashing the prompt costs ~0.2 ms: only when there is a cache to ask.
-        key = self._cache_key(messages, schema, model, temp) if self._cache is not None else ""
-        cached = await self._cache.get(key) if self._cache is not None else None
-        if cached is not None:
-            try:
-                parsed = schema.model_validate_json(cached)
-            except ValidationError:
-                pass  # a stale entry from an older schema: ask again
-            else:
+        calls = current()
+        if identity is None:
+            identity = calls.identity if calls is not None else VerdictIdentity()
+        key = ""
+        if self._cache is not None:  # hashing the prompt costs ~0.2 ms: only with a cache
+            key = self.cache_key(identity, messages, schema, model, temp)
+            hit = _read_entry(await self._cache.get(key), schema)
+            if hit is not None:
+                parsed, stored, stored_model = hit
+                if calls is not None:
+                    calls.hits += 1
+                    calls.reported(stored_model)
                 return JudgeReply(
-                    parsed=parsed, raw=cached, model=model, usage=Usage(), cached=True
+                    parsed=parsed,
+                    raw=stored,
+                    model=model,
+                    usage=Usage(),
+                    cached=True,
+                    reported_model=stored_model,
                 )
+        if calls is not None:
+            calls.misses += 1
         usage = Usage()
         conversation = list(messages)
         problem = ""
         raw: str | None = None
         for attempt in range(2):
-            raw, finish, refusal, used = await self._call_with_retries(
+            raw, finish, refusal, used, reported = await self._call_with_retries(
                 conversation, schema, model, temp, usage
             )
             usage = usage + used
+            if calls is not None:
+                calls.reported(reported)
             problem = self._problem(raw, finish, refusal)
             if not problem:
                 try:
@@ -190,8 +215,15 @@ class JudgeClient:
                     problem = f"it did not match the schema: {_first_errors(exc)}"
                 else:
                     if self._cache is not None:
-                        await self._cache.set(key, strip_fences(raw or ""))
-                    return JudgeReply(parsed=parsed, raw=raw or "", model=model, usage=usage)
+                        entry = {"raw": strip_fences(raw or ""), "model": reported}
+                        await self._cache.set(key, json.dumps(entry, ensure_ascii=False))
+                    return JudgeReply(
+                        parsed=parsed,
+                        raw=raw or "",
+                        model=model,
+                        usage=usage,
+                        reported_model=reported,
+                    )
             if attempt == 0:
                 conversation = [
                     *messages,
@@ -201,6 +233,30 @@ class JudgeClient:
         raise JudgeOutputError(
             f"judge reply unusable after one re-ask: {problem}", raw_output=raw, usage=usage
         )
+
+    def cache_key(
+        self,
+        identity: VerdictIdentity,
+        messages: list[dict[str, str]],
+        schema: type[BaseModel],
+        model: str,
+        temperature: float,
+    ) -> str:
+        """The identity, with this call's endpoint and settings, plus the rendered request."""
+        call = identity.for_call(
+            endpoint=self._endpoint,
+            model=model,
+            temperature=temperature,
+            response_format=self.response_format,
+        )
+        # The response format's kind is in the identity; its name and schema are here.
+        request = {
+            "messages": messages,
+            "schema_name": schema.__name__,
+            "schema": _schema_of(schema),
+            "max_tokens": self.max_output_tokens,
+        }
+        return call.cache_key(request)
 
     @staticmethod
     def _problem(raw: str | None, finish: str | None, refusal: str | None) -> str:
@@ -216,16 +272,6 @@ class JudgeClient:
             return f"it was not valid JSON ({exc.msg} at position {exc.pos})"
         return ""
 
-    def _cache_key(
-        self, messages: list[dict[str, str]], schema: type[BaseModel], model: str, temp: float
-    ) -> str:
-        blob = json.dumps(
-            [model, temp, self.max_output_tokens, messages, _schema_of(schema)],
-            sort_keys=True,
-            ensure_ascii=False,
-        )
-        return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
-
     async def _call_with_retries(
         self,
         messages: list[dict[str, str]],
@@ -233,7 +279,7 @@ class JudgeClient:
         model: str,
         temperature: float,
         usage_so_far: Usage,
-    ) -> tuple[str | None, str | None, str | None, Usage]:
+    ) -> tuple[str | None, str | None, str | None, Usage, str | None]:
         estimate = sum(len(m.get("content") or "") for m in messages) // 4 + self.max_output_tokens
         attempt = 0
         while True:
@@ -286,7 +332,7 @@ class JudgeClient:
         model: str,
         temperature: float,
         usage_so_far: Usage,
-    ) -> tuple[str | None, str | None, str | None, Usage]:
+    ) -> tuple[str | None, str | None, str | None, Usage, str | None]:
         request = {
             "model": model,
             "messages": messages,
@@ -345,7 +391,25 @@ class JudgeClient:
             output_tokens=completion.output_tokens,
             cost_usd=self._price(model, completion.input_tokens, completion.output_tokens),
         )
-        return completion.content, completion.finish_reason, completion.refusal, used
+        return (
+            completion.content,
+            completion.finish_reason,
+            completion.refusal,
+            used,
+            completion.model,
+        )
+
+
+def _read_entry(entry: str | None, schema: type[T]) -> tuple[T, str, str | None] | None:
+    """A cache entry as (parsed, raw, reported model); None when absent or unusable."""
+    if entry is None:
+        return None
+    try:
+        stored = json.loads(entry)
+        raw, reported = str(stored["raw"]), stored.get("model")
+        return schema.model_validate_json(raw), raw, reported if isinstance(reported, str) else None
+    except (ValueError, TypeError, KeyError):  # ValidationError is a ValueError
+        return None  # an entry from an older format or schema: ask again
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:

@@ -22,6 +22,7 @@ class Completion:
     output_tokens: int
     # A usage block that could not be read: the verdict stands, its tokens count as 0.
     usage_problem: str | None = None
+    model: str | None = None  # what the provider reports having run (may differ from asked)
 
 
 def read_completion(body: bytes) -> Completion:
@@ -42,11 +43,12 @@ def read_completion(body: bytes) -> Completion:
     tokens_in = _count(usage.get("prompt_tokens"), "usage.prompt_tokens", problems)
     tokens_out = _count(usage.get("completion_tokens"), "usage.completion_tokens", problems)
     problem = "; ".join(problems) or None
+    reported = payload.get("model") if isinstance(payload.get("model"), str) else None
     choices = payload["choices"]
     if not isinstance(choices, list):
         raise ValueError("'choices' is not a list")
     if not choices:
-        return Completion(None, None, None, tokens_in, tokens_out, problem)
+        return Completion(None, None, None, tokens_in, tokens_out, problem, reported)
     choice = choices[0]
     message = choice.get("message") if isinstance(choice, dict) else None
     if not isinstance(message, dict):
@@ -57,7 +59,7 @@ def read_completion(body: bytes) -> Completion:
     for name, value in (("content", content), ("refusal", refusal), ("finish_reason", finish)):
         if value is not None and not isinstance(value, str):
             raise ValueError(f"choices[0] {name} is a {type(value).__name__}, not a string")
-    return Completion(content, finish, refusal, tokens_in, tokens_out, problem)
+    return Completion(content, finish, refusal, tokens_in, tokens_out, problem, reported)
 
 
 def _count(value: Any, name: str, problems: list[str]) -> int:

@@ -31,6 +31,7 @@ from judges.rubric import Rubric
 from judges.text import content_words
 from judges.types import Clients, EvalCase, Score, Status, ToolCall
 
+IMPLEMENTATION_VERSION = "1"
 ProblemKind = Literal["repeated", "failed", "over_budget", "after_answer"]
 DEFAULT_MAX_CALLS = 20
 _ANSWER_COVERED = 0.9  # share of the answer's content words a tool result must hold

@@ -43,6 +43,9 @@ from judges.scorers.faithfulness_prompts import (
 )
 from judges.types import Clients, Context, EvalCase, Score, Status, Usage
 
+# Bump when a change here or in faithfulness_prompts can change a verdict (a new epoch).
+IMPLEMENTATION_VERSION = "1"
+
 # The local method's pass mark: its score is P(faithful) under equal priors (local_model).
 LOCAL_PASS_MARK = 0.5
 

@@ -12,6 +12,9 @@ from judges.prompts import DATA_RULES, fence, numbered, render_contexts
 from judges.rubric import Rubric, Scale
 from judges.types import EvalCase, Score, Status
 
+# Bump when a change here can change a verdict: it starts a new evaluator epoch.
+IMPLEMENTATION_VERSION = "1"
+
 
 @cache
 def verdict_schema(scale: Scale) -> type[BaseModel]:

@@ -45,6 +45,9 @@ from judges.scorers.ragas_adapters import (
 )
 from judges.types import Clients, EvalCase, Score, Status
 
+# Bump when a change here can change a verdict (the ragas version is in the identity too).
+IMPLEMENTATION_VERSION = "1"
+
 DEFAULT_STRICTNESS = 3  # ragas's default number of generated questions
 
 

@@ -6,8 +6,10 @@ cannot be scored becomes a `skipped`/`error` Score with the reason, not an excep
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 
+from judges.provenance import attributing
 from judges.rubric import Rubric
 from judges.types import Clients, EvalCase, Score
 
@@ -97,4 +99,19 @@ def precheck(case: EvalCase, rubric: Rubric, clients: Clients) -> Score | None:
 
 
 async def run_scorer(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    return precheck(case, rubric, clients) or await SCORERS[rubric.scorer](case, rubric, clients)
+    """Score `case`; the Score carries its identity (the epoch's input) and, when a judge was
+    asked, whether its replies came from the reply cache (`details.judge_cache`)."""
+    from judges.scorers.identity import identity_for
+
+    identity = identity_for(rubric, clients)
+    with attributing(identity) as calls:
+        score = precheck(case, rubric, clients) or await SCORERS[rubric.scorer](
+            case, rubric, clients
+        )
+    cache = calls.cache_details()
+    return dataclasses.replace(
+        score,
+        identity=identity,
+        judge_model_reported=", ".join(calls.reported_models) or None,
+        details={**score.details, **cache} if cache else score.details,
+    )

@@ -28,6 +28,9 @@ from judges.rubric import Rubric
 from judges.text import content_words, split_sentences
 from judges.types import Clients, EvalCase, Score, Status
 
+# Bump when a change here can change a verdict: it starts a new evaluator epoch.
+IMPLEMENTATION_VERSION = "1"
+
 if TYPE_CHECKING:
     from judges.llm.embedder import Embedder
 

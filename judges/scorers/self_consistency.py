@@ -32,6 +32,9 @@ from judges.rubric import Rubric
 from judges.text import split_sentences
 from judges.types import Clients, EvalCase, Score, Status, Usage
 
+# Bump when a change here can change a verdict: it starts a new evaluator epoch.
+IMPLEMENTATION_VERSION = "1"
+
 DEFAULT_SAMPLES = 3
 MAX_SAMPLES = 20
 _SAMPLE_CHARS = 2000  # samples are kept in details as evidence, truncated

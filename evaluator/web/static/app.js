@@ -76,9 +76,15 @@ function draw(doc, alerts) {
     const mark = el("path", { d: `M${ax - 6},${M.t} L${ax + 6},${M.t} L${ax},${M.t + 10} Z`, fill: "#cf222e", class: "alert-mark" }, svg);
     el("title", {}, mark).textContent = a.message;
   }
+  // evaluator epochs: where one evaluator gave way to another (a new series, not a drop)
+  const epochs = doc.epochs || [];
+  for (const e of epochs.slice(1)) {
+    const ex = x(Date.parse(e.first_hour));
+    el("line", { x1: ex, x2: ex, y1: M.t, y2: H - M.b, stroke: "#6e7781", "stroke-dasharray": "2 4", class: "epoch-mark" }, svg);
+  }
   doc.groups.forEach((g, i) => {
     const c = COLORS[i % COLORS.length];
-    const label = g.key === null ? "(none)" : g.key;
+    const label = (g.key === null ? "(none)" : g.key) + (epochs.length > 1 ? ` @${g.epoch}` : "");
     const item = document.createElement("span");
     item.style.setProperty("--c", c);
     item.textContent = `${label} — mean ${g.total.mean.toFixed(3)} (n=${g.total.count})`;
