@@ -8,9 +8,21 @@ Parsed from TOML by the service (evaluator.config.rubrics); usable directly as a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from functools import cached_property
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from judges.options import parse_options
 
 ScorerKind = Literal[
     "llm_rubric",
@@ -37,6 +49,30 @@ METHODS: dict[str, tuple[str, ...]] = {
 NEEDS_JUDGE = frozenset({"judge", "two_step", "ragas"})
 
 
+def _storable(limit: int) -> Callable[[str], str]:
+    """Text the service stores in a column `limit` characters wide (evaluator/store/models.py):
+    NUL breaks every PostgreSQL insert and a lone surrogate cannot be encoded as UTF-8."""
+
+    def check(value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("must not contain a NUL character (\\u0000)")
+        if any("\ud800" <= ch <= "\udfff" for ch in value):
+            raise ValueError("must not contain a lone surrogate (\\ud800-\\udfff)")
+        if any(ord(ch) < 32 for ch in value):
+            raise ValueError("must not contain control characters (tab, newline, ...)")
+        if len(value) > limit:
+            raise ValueError(
+                f"at most {limit} characters (database column width), got {len(value)}"
+            )
+        return value
+
+    return check
+
+
+Version = Annotated[str, AfterValidator(_storable(64))]
+Label = Annotated[str, AfterValidator(_storable(256))]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,10 +80,10 @@ class _Frozen(BaseModel):
 class AppliesTo(_Frozen):
     """Which traces the rubric evaluates; an empty list means any value."""
 
-    features: tuple[str, ...] = ()
-    prompt_versions: tuple[str, ...] = ()
-    models: tuple[str, ...] = ()
-    tenants: tuple[str, ...] = ()
+    features: tuple[Label, ...] = ()
+    prompt_versions: tuple[Label, ...] = ()
+    models: tuple[Label, ...] = ()
+    tenants: tuple[Label, ...] = ()
 
     def matches(self, labels: dict[str, str]) -> bool:
         for allowed, key in (
@@ -66,7 +102,7 @@ class SamplingPolicy(_Frozen):
 
 
 class JudgeOverride(_Frozen):
-    model: str | None = None
+    model: Label | None = None
     temperature: float | None = Field(None, ge=0, le=2)
 
 
@@ -95,7 +131,7 @@ class LLMRubricSpec(_Frozen):
 
 class Rubric(_Frozen):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]{0,63}$")
-    version: str = Field(min_length=1, max_length=64)
+    version: Version = Field(min_length=1)
     scorer: ScorerKind
     method: str | None = None
     description: str = ""
@@ -105,10 +141,19 @@ class Rubric(_Frozen):
     judge: JudgeOverride = JudgeOverride()
     scale: Scale = Scale()
     llm_rubric: LLMRubricSpec | None = None
-    # Scorer-specific knobs (e.g. samples for self_consistency); validated by the scorer.
+    # Scorer-specific knobs, validated against the scorer's model (judges/options.py).
     options: dict[str, Any] = Field(default_factory=dict)
-    # Read by the regression check; kept as data here.
+    # Read by the regression check; validated by evaluator.config.policy when loaded.
     regression: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _typed_options(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        scorer, method = info.data.get("scorer"), info.data.get("method")
+        if scorer is None or (method is not None and method not in METHODS[scorer]):
+            return value  # the scorer or method error is reported on its own key
+        parse_options(scorer, method or METHODS[scorer][0], value)
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> Rubric:
@@ -121,6 +166,11 @@ class Rubric(_Frozen):
         if self.scorer == "llm_rubric" and self.llm_rubric is None:
             raise ValueError("scorer 'llm_rubric' needs an [llm_rubric] table with 'criteria'")
         return self
+
+    @cached_property
+    def typed_options(self) -> Any:
+        """The options as the scorer's model (judges/options.py), defaults filled in."""
+        return parse_options(self.scorer, self.resolved_method, self.options)
 
     @property
     def resolved_method(self) -> str:

@@ -19,6 +19,7 @@ from evaluator.cli.main import main
 from evaluator.config.policy import parse_policy
 from evaluator.config.rubrics import RubricSet, parse_rubric
 from evaluator.config.settings import AlertsSettings
+from evaluator.errors import RubricError
 from evaluator.outputs.webhooks import build_sinks
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
@@ -201,7 +202,12 @@ def test_rubric_regression_table_overrides_defaults_and_bad_keys_are_named(tmp_p
         parse_policy({"windows": "1h"})
     with pytest.raises(ValueError, match="not a duration"):
         parse_policy({"baseline": "a week"})
-    bad = rubrics(tmp_path, RUBRIC + "[regression]\nalpha = 3\n")
+    # Refused when the file is loaded (rubrics check, worker start-up) ...
+    with pytest.raises(RubricError, match="key 'regression': alpha and confidence"):
+        rubrics(tmp_path, RUBRIC + "[regression]\nalpha = 3\n")
+    # ... and by the check itself for a rubric built in code.
+    good = rubrics(tmp_path).rubrics[0]
+    bad = RubricSet((good.model_copy(update={"regression": {"alpha": 3}}),), tmp_path)
     report, _ = decide(Store(f"sqlite:///{tmp_path / 'x.db'}"), bad, ALERTS, NOW)
     assert "rubric 'faith': key 'regression'" in report.errors[0]
 

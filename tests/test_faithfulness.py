@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import ValidationError
 
 from judges.llm.client import JudgeClient
 from judges.prompts import DATA_RULES
@@ -203,9 +204,12 @@ async def test_two_step_error_in_verify_keeps_both_steps_usage(
     assert result.usage.calls == 3
 
 
-async def test_invalid_option_is_an_error_not_a_crash(judge: JudgeClient) -> None:
-    result = await score(CASE, rubric(no_claims="maybe"), Clients(judge=judge))
-    assert result.status is Status.ERROR and "no_claims" in result.explanation
+def test_invalid_option_is_refused_with_the_rubric() -> None:
+    # Validated when the rubric is built (judges/options.py), not at every evaluation.
+    with pytest.raises(
+        ValidationError, match=r"options\.no_claims: must be one of 'pass' or 'skip'"
+    ):
+        rubric(no_claims="maybe")
 
 
 def test_value_arithmetic() -> None:

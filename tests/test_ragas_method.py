@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from pydantic import ValidationError
 
 from judges.llm.client import JudgeClient
 from judges.rubric import Rubric
@@ -309,11 +310,9 @@ async def test_answer_relevancy_without_an_embedder_is_skipped(judge: JudgeClien
     assert result.status is Status.SKIPPED and "embedder" in result.explanation
 
 
-async def test_invalid_strictness_is_an_error(judge: JudgeClient, embedder: Any) -> None:
-    result = await score_answer_relevance_ragas(
-        CASE, rubric("answer_relevance", strictness=0), Clients(judge=judge, embedder=embedder)
-    )
-    assert result.status is Status.ERROR and "options.strictness" in result.explanation
+def test_invalid_strictness_is_refused_with_the_rubric() -> None:
+    with pytest.raises(ValidationError, match=r"options\.strictness: must be an integer from 1"):
+        rubric("answer_relevance", strictness=0)
 
 
 async def test_ragas_telemetry_is_turned_off(

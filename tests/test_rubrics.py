@@ -96,4 +96,4 @@ def test_bad_regression_table_is_refused_by_rubrics_check(
     write_rubric(tmp_path, "tone", TONE_RUBRIC + '[regression]\nwindow = "often"\n')
     assert main(["rubrics", "check", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert "rubric 'tone': key 'regression'" in err and "window" in err
+    assert "tone.toml: key 'regression': window:" in err and "'often'" in err

@@ -1,7 +1,9 @@
-"""`python -m evaluator.cli` is `evaluator`."""
+"""`python -m evaluator.cli`: the same as the `evaluator` console script."""
 
 from __future__ import annotations
 
+import sys
+
 from evaluator.cli.main import main
 
-raise SystemExit(main())
+sys.exit(main())

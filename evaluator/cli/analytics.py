@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
 import sys
 from typing import Any
 
 EXIT_OK, EXIT_USAGE = 0, 2
+
+
+def _known_rubric(store: Any, settings: Any, name: str) -> None:
+    """An unknown rubric is a typo, not an empty result: name the ones that exist."""
+    from evaluator.config.rubrics import load_rubrics
+    from evaluator.errors import InputError, RubricError
+
+    known = set(store.rubric_names())
+    with contextlib.suppress(RubricError):  # `rubrics check` reports those
+        known |= {r.name for r in load_rubrics(settings.rubrics.path).rubrics}
+    if name not in known:
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise InputError(
+            f"no rubric named {name!r}; {hint}known: {', '.join(sorted(known)) or 'none'}"
+        )
 
 
 def cmd_trends(args: argparse.Namespace) -> int:
@@ -20,8 +38,10 @@ def cmd_trends(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    store = Store(load_settings(args.settings).database.url)
+    settings = load_settings(args.settings)
+    store = Store(settings.database.url, migrate=False)
     try:
+        _known_rubric(store, settings, args.rubric)
         doc = trend(store, query)
     finally:
         store.close()
@@ -34,8 +54,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     from evaluator.config.settings import load_settings
     from evaluator.store.store import Store
 
-    store = Store(load_settings(args.settings).database.url)
+    settings = load_settings(args.settings)
+    store = Store(settings.database.url, migrate=False)
     try:
+        if args.rubric is not None:
+            _known_rubric(store, settings, args.rubric)
         rows = list_alerts(store, open_only=args.open, rubric=args.rubric, limit=args.limit)
     finally:
         store.close()

@@ -16,6 +16,7 @@ from typing import Any
 
 import redis
 
+from evaluator.cli.reads import record_demo
 from evaluator.config.settings import Settings, load_settings
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import TraceEnqueuer, intake_key
@@ -149,6 +150,14 @@ def run_demo(
         client.close()
 
         store = Store(settings.database.url)
+        # `evaluator stats` on this database reads the counters under the demo's prefix.
+        record_demo(
+            settings.database.url,
+            redis_url=url,
+            key_prefix=DEMO_PREFIX,
+            queue_name=f"{DEMO_PREFIX}:queue",
+            embedded=url != load_settings(settings_path).redis.url,
+        )
         trace_ids: list[str] = []
         for path in [traces] if traces is not None else [SAMPLE_TRACES, AGENT_TRACES]:
             report = ingest_jsonl(store, path)

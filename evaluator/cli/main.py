@@ -5,22 +5,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from evaluator.cli import exit_codes
 from evaluator.cli.analytics import register as register_analytics
 from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
 from evaluator.cli.epochs import register as register_epochs
 from evaluator.cli.gate import register as register_gate
 from evaluator.cli.ops import register as register_ops
+from evaluator.cli.reads import register as register_reads
 from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
 from evaluator.config.rubrics import RubricError, load_rubrics
 from evaluator.config.settings import SettingsError, load_settings
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = exit_codes.OK, exit_codes.FAIL, exit_codes.USAGE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (and exit 2), naming --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(exit_codes.USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -98,8 +108,13 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     _accepted, ok, stats = asyncio.run(run())
     if not ok:
-        print(f"could not reach Redis at {settings.redis.url}: {stats.last_error}", file=sys.stderr)
-        return EXIT_FAIL
+        where = exit_codes.hide_password(settings.redis.url)
+        print(
+            f"evaluator enqueue: cannot reach Redis at {where}"
+            f": {stats.last_error}; start Redis or fix redis.url (EVALUATOR_REDIS__URL)",
+            file=sys.stderr,
+        )
+        return exit_codes.UNAVAILABLE
     print(f"enqueued {stats.pushed} trace IDs ({stats.rejected} rejected)")
     return EXIT_OK if stats.rejected == 0 else EXIT_FAIL
 
@@ -114,54 +129,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     make_worker(settings).run()
-    return EXIT_OK
-
-
-def cmd_scores(args: argparse.Namespace) -> int:
-    from evaluator.cli.present import record_to_json, records_table
-    from evaluator.store.store import Store
-
-    settings = _settings(args)
-    store = Store(settings.database.url)
-    rows = store.records(
-        trace_id=args.trace, rubric=args.rubric, status=args.status, limit=args.limit
-    )
-    if args.json:
-        print(json.dumps({"records": [record_to_json(r) for r in rows]}, indent=2))
-    else:
-        print(records_table(rows) if rows else "no eval records match")
-    store.close()
-    return EXIT_OK
-
-
-def cmd_stats(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
-    from evaluator.intake.drain import stats_key
-    from evaluator.intake.enqueue import intake_key
-    from evaluator.store.store import Store
-
-    settings = _settings(args)
-
-    async def read() -> dict[str, Any]:
-        redis = Redis.from_url(settings.redis.url)
-        try:
-            raw = await redis.hgetall(stats_key(settings.redis.key_prefix))
-            pending = await redis.llen(intake_key(settings.redis.key_prefix))
-            queued = await redis.zcard(settings.redis.queue_name)
-        finally:
-            await redis.aclose()
-        return {
-            "intake": {k.decode(): int(v) for k, v in raw.items()},
-            "intake_pending": pending,
-            "jobs_queued": queued,
-        }
-
-    out = asyncio.run(read())
-    store = Store(settings.database.url)
-    out["records"] = store.status_counts()
-    store.close()
-    print(json.dumps(out, indent=2))
     return EXIT_OK
 
 
@@ -197,17 +164,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from evaluator.worker.runtime import build_runtime
 
     settings = _settings(args)
-    runtime = build_runtime(settings)
-    rubric = runtime.rubrics.by_name(args.rubric)
+    rubric = load_rubrics(settings.rubrics.path).by_name(args.rubric)
     if rubric is None:
-        names = ", ".join(r.name for r in runtime.rubrics.rubrics)
-        print(f"no rubric named {args.rubric!r}; known: {names}", file=sys.stderr)
+        names = ", ".join(r.name for r in load_rubrics(settings.rubrics.path).rubrics)
+        print(
+            f"evaluator calibrate: no rubric named {args.rubric!r}; known: {names}", file=sys.stderr
+        )
         return EXIT_USAGE
     try:
         cases = load_labelled(args.data, limit=args.limit)
     except (OSError, ValueError) as exc:
-        print(exc, file=sys.stderr)
+        print(f"evaluator calibrate: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    runtime = build_runtime(settings)  # only now: it opens clients that must be closed
 
     async def run():  # type: ignore[no-untyped-def]
         try:
@@ -236,12 +205,13 @@ def cmd_convert_ragtruth(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="evaluator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Online evaluation worker for LLM applications: sample traces, score them "
         "with LLM-as-judge rubrics, store eval records linked to the trace.",
         epilog="Settings: packaged settings.toml, then --settings FILE (or EVALUATOR_SETTINGS), "
-        "then EVALUATOR_<SECTION>__<KEY> environment variables.",
+        "then EVALUATOR_<SECTION>__<KEY> environment variables.\n\n" + exit_codes.EPILOG,
     )
     parser.add_argument(
         "--settings", type=Path, help="settings TOML file (only the keys it changes)"
@@ -280,17 +250,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_worker)
 
-    p = sub.add_parser("scores", help="list eval records (newest first)")
-    p.add_argument("--trace", help="only this trace ID")
-    p.add_argument("--rubric", help="only this rubric")
-    p.add_argument("--status", choices=["ok", "error", "skipped"])
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true", help="stable JSON (see README: JSON output)")
-    p.set_defaults(fn=cmd_scores)
-
-    p = sub.add_parser("stats", help="intake and sampling counters, queue depth, records by status")
-    p.set_defaults(fn=cmd_stats)
-
     p = sub.add_parser("rubrics", help="rubric files")
     rsub = p.add_subparsers(dest="rubrics_command", required=True, metavar="ACTION")
     c = rsub.add_parser("check", help="validate rubric TOML files; exit 1 naming file, key and fix")
@@ -325,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the first N questions")
     p.add_argument("--prompt-version", default="v1")
     p.set_defaults(fn=cmd_convert_ragtruth)
+    register_reads(sub)  # scores, stats
     register_analytics(sub)  # trends, alerts, serve
     register_ops(sub)  # retry, health
     register_db(sub)  # db upgrade|current, backfill
@@ -334,8 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def _urls(args: argparse.Namespace) -> dict[str, str]:
+    """The URLs the failure message names (best effort: settings may be what failed)."""
+    try:
+        settings = load_settings(args.settings)
+    except SettingsError:
+        return {}
+    return {"database_url": settings.database.url, "redis_url": settings.redis.url}
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         default_format = load_settings(args.settings).log.format
     except SettingsError:
@@ -344,17 +312,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(args.log_level, resolve_format(args.log_format, default=default_format))
     except LogFormatError as exc:
         print(exc, file=sys.stderr)
-        return EXIT_USAGE
+        return exit_codes.USAGE
     try:
         return int(args.fn(args))
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return EXIT_USAGE
-    except RubricError as exc:
-        print("\n".join(exc.problems), file=sys.stderr)
-        return EXIT_USAGE
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as exc:  # the one place user-facing failures become one line + a code
+        failure = exit_codes.describe_failure(exc, **_urls(args))
+        if failure is None:
+            raise  # a bug: keep the traceback
+        print(f"evaluator {args.command}: {failure.message}", file=sys.stderr)
+        return failure.code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        code = _run(build_parser().parse_args(argv))
+        sys.stdout.flush()  # a closed pipe shows up here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # `evaluator scores | head`: the reader left. Point stdout at /dev/null so the
+        # interpreter's final flush does not raise again, and stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exit_codes.PIPE
     except KeyboardInterrupt:
-        return 130
+        return exit_codes.INTERRUPTED
 
 
 if __name__ == "__main__":

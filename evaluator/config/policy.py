@@ -11,6 +11,8 @@ without loading the store or the statistics.
 
 from __future__ import annotations
 
+import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -78,34 +80,72 @@ class CheckConfig:
     group_by: tuple[str, ...] = ("prompt_version", "model", "feature")
 
 
-def parse_policy(data: Mapping[str, Any], group_by: Sequence[str] = LABELS[:3]) -> CheckConfig:
-    """Validate a [regression] / [alerts.policy] table; ValueError names the key."""
-    unknown = sorted(set(data) - set(POLICY_KEYS))
-    if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; allowed: {', '.join(POLICY_KEYS)}")
+def _number(key: str, value: Any, *, integer: bool = False) -> float:
+    # TOML gives int/float; a string, a bool or a fractional min_samples is a typo, not data.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{key}: must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if integer and not float(value).is_integer():
+        raise ValueError(f"{key}: must be an integer, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{key}: must be a finite number, got {value!r}")
+    return value
+
+
+def _one_key(key: str, value: Any, kw: dict[str, Any]) -> None:
+    """Check one key, storing its parsed value in `kw`; ValueError names key and allowed values."""
+    if key in ("window", "baseline"):
+        try:
+            kw[key] = parse_duration(value)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    elif key == "min_samples":
+        kw[key] = int(_number(key, value, integer=True))
+    elif key in _FLOAT_KEYS:
+        kw[key] = float(_number(key, value))
+    elif key == "method":
+        if value not in ("bh", "bonferroni", "none"):
+            raise ValueError(f"method: must be one of bh, bonferroni, none, got {value!r}")
+        kw[key] = value
+    elif key == "detector":
+        if value not in DETECTORS:
+            raise ValueError(f"detector: must be one of {', '.join(DETECTORS)}, got {value!r}")
+    elif key == "group_by":
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise ValueError(f"group_by: must be a list of labels ({', '.join(LABELS)})")
+        bad = [x for x in value if x not in LABELS]
+        if bad:
+            raise ValueError(f"group_by: unknown label {bad[0]!r}; use {', '.join(LABELS)}")
+
+
+def policy_problems(data: Mapping[str, Any]) -> list[str]:
+    """Every problem of a [regression] / [alerts.policy] table, one message each (key first)."""
+    problems: list[str] = []
     kw: dict[str, Any] = {}
-    try:
-        for key in ("window", "baseline"):
-            if key in data:
-                try:
-                    kw[key] = parse_duration(data[key])
-                except ValueError as exc:
-                    raise ValueError(f"{key}: {exc}") from None
-        if "min_samples" in data:
-            kw["min_samples"] = int(data["min_samples"])
-        for key in _FLOAT_KEYS:
-            if key in data:
-                kw[key] = float(data[key])
-        if "method" in data:
-            kw["method"] = str(data["method"])
-        policy = RegressionPolicy(**kw)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(str(exc)) from None
+    for key in data:
+        if key not in POLICY_KEYS:
+            close = difflib.get_close_matches(str(key), POLICY_KEYS, n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            problems.append(f"unknown key {key!r}; {hint}allowed: {', '.join(POLICY_KEYS)}")
+            continue
+        try:
+            _one_key(key, data[key], kw)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if not problems:
+        try:
+            RegressionPolicy(**kw)  # the rules between keys (and any left)
+        except ValueError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def parse_policy(data: Mapping[str, Any], group_by: Sequence[str] = LABELS[:3]) -> CheckConfig:
+    """Validate a [regression] / [alerts.policy] table; ValueError names every bad key."""
+    problems = policy_problems(data)
+    if problems:
+        raise ValueError("; ".join(problems))
+    kw: dict[str, Any] = {}
+    for key in data:
+        _one_key(key, data[key], kw)
     detector = str(data.get("detector", "sequential"))
-    if detector not in DETECTORS:
-        raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
-    labels = tuple(data.get("group_by", group_by))
-    bad = [x for x in labels if x not in LABELS]
-    if bad:
-        raise ValueError(f"group_by: unknown label {bad[0]!r}; use {', '.join(LABELS)}")
-    return CheckConfig(policy, detector, labels)
+    return CheckConfig(RegressionPolicy(**kw), detector, tuple(data.get("group_by", group_by)))

@@ -5,11 +5,14 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
+from evaluator.config.policy import policy_problems
 from evaluator.errors import RubricError
-from judges.rubric import Rubric
+from judges.options import options_problems
+from judges.rubric import METHODS, Rubric
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +24,9 @@ class RubricSet:
         return next((r for r in self.rubrics if r.name == name), None)
 
 
-def _explain(path: Path, exc: ValidationError) -> list[str]:
+def _explain(path: Path, errors: list[Any]) -> list[str]:
     problems = []
-    for err in exc.errors():
+    for err in errors:
         key = ".".join(str(p) for p in err["loc"]) or "(file)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
@@ -36,16 +39,40 @@ def _explain(path: Path, exc: ValidationError) -> list[str]:
     return problems
 
 
+def _table_problems(source: Path, data: dict[str, Any]) -> list[str]:
+    """[options] checked against the scorer's model and [regression] against the policy, key
+    by key, so every problem is listed (the Rubric model reports each table as one error)."""
+    problems = []
+    scorer, method, options = data.get("scorer"), data.get("method"), data.get("options", {})
+    if scorer in METHODS and isinstance(options, dict):
+        method = method if method is not None else METHODS[scorer][0]
+        if method in METHODS[scorer]:
+            problems += [
+                f"{source}: key 'options.{key}': {msg}"
+                for key, msg in options_problems(scorer, method, options)
+            ]
+    regression = data.get("regression", {})
+    if isinstance(regression, dict):
+        problems += [f"{source}: key 'regression': {msg}" for msg in policy_problems(regression)]
+    return problems
+
+
 def parse_rubric(text: str, *, source: Path) -> Rubric:
-    """Parse one rubric document; raise RubricError naming `source`, the key and the fix."""
+    """Parse one rubric document; raise RubricError naming `source`, every bad key and the fix."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RubricError([f"{source}: invalid TOML: {exc}"]) from None
+    problems = _table_problems(source, data)
     try:
-        return Rubric.model_validate(data)
+        rubric = Rubric.model_validate(data)
     except ValidationError as exc:
-        raise RubricError(_explain(source, exc)) from None
+        detailed = {"options"} if any("'options." in p for p in problems) else set()
+        kept = [e for e in exc.errors() if not (e["loc"] and e["loc"][0] in detailed)]
+        problems = _explain(source, kept) + problems
+    if problems:
+        raise RubricError(problems)
+    return rubric
 
 
 def load_rubrics(directory: Path) -> RubricSet:

@@ -155,6 +155,6 @@ def check_current(engine: Engine) -> None:
     current, head = current_revision(engine), head_revision()
     if current != head:
         raise SchemaError(
-            f"database schema is at {current or 'no revision'}, this release needs {head}; "
-            "run `evaluator db upgrade`"
+            f"database schema is at {current or 'no revision (empty or pre-migration)'}, "
+            f"this version needs {head}: run `evaluator db upgrade`"
         )

@@ -6,20 +6,23 @@ All methods are synchronous (SQLAlchemy); async callers run them in a thread.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, event, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session, create_engine, select
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlmodel import Session, col, create_engine, select
 
+from evaluator.errors import SchemaError
 from evaluator.store.models import EvalRecord, TraceRecord, table_of, utcnow
-from evaluator.store.schema import upgrade
+from evaluator.store.schema import check_current, upgrade
 from evaluator.traces.model import Trace
 
 # Columns an upsert may overwrite when the stored record is not final (status != "ok").
@@ -64,6 +67,18 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
     return create_engine(url, echo=echo, pool_pre_ping=True)
 
 
+def _refuse_missing_sqlite_file(url: str) -> None:
+    # Connecting would create an empty file: a reader must not leave one behind.
+    parsed = make_url(url)
+    path = parsed.database
+    on_disk = parsed.get_backend_name() == "sqlite" and path and path != ":memory:"
+    if on_disk and not Path(str(path)).exists():
+        raise SchemaError(
+            f"no database at {path}: run a command that writes (`evaluator ingest`, "
+            "`evaluator worker`, `evaluator demo`) or `evaluator db upgrade` first"
+        )
+
+
 def as_utc(value: datetime) -> datetime:
     # SQLite hands timestamps back naive; they were written in UTC.
     return value if value.tzinfo else value.replace(tzinfo=UTC)
@@ -72,10 +87,21 @@ def as_utc(value: datetime) -> datetime:
 class Store:
     """Repository over one engine. Create once per process and pass it down."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, migrate: bool = True) -> None:
+        """`migrate=False` is for readers: they never create or alter tables, and refuse
+        (SchemaError) a database that is missing or behind instead of migrating it."""
         self.url = url
+        if not migrate:
+            _refuse_missing_sqlite_file(url)
         self.engine = make_engine(url, echo=echo)
-        upgrade(self.engine)  # Alembic migrations; adopts a database made before them
+        if migrate:
+            upgrade(self.engine)  # Alembic migrations; adopts a database made before them
+        else:
+            try:
+                check_current(self.engine)
+            except SchemaError:
+                self.engine.dispose()
+                raise
 
     def close(self) -> None:
         self.engine.dispose()
@@ -192,3 +218,43 @@ class Store:
         query = select(EvalRecord.status, func.count()).group_by(EvalRecord.status)
         with Session(self.engine) as session:
             return {status: n for status, n in session.exec(query).all()}
+
+    def records_page(
+        self,
+        *,
+        trace_id: str | None = None,
+        rubric: str | None = None,
+        status: str | None = None,
+        limit: int | None = 50,
+        after: tuple[datetime, str] | None = None,
+    ) -> tuple[list[EvalRecord], int]:
+        """Newest first, by (created_at, id) so a page boundary is stable; `after` is the
+        last (created_at, id) of the previous page. Returns the page and the total matching
+        the filters (all pages), so a reader can say what it did not show."""
+        created, rid = col(EvalRecord.created_at), col(EvalRecord.id)
+        filters = [
+            cond
+            for value, cond in (
+                (trace_id, EvalRecord.trace_id == trace_id),
+                (rubric, EvalRecord.rubric == rubric),
+                (status, EvalRecord.status == status),
+            )
+            if value is not None
+        ]
+        query = select(EvalRecord).where(*filters).order_by(created.desc(), rid.desc())
+        if after is not None:
+            at, last = after[0], uuid.UUID(after[1])
+            query = query.where((created < at) | ((created == at) & (rid < last)))
+        if limit is not None:
+            query = query.limit(limit)
+        with Session(self.engine) as session:
+            total = session.exec(select(func.count()).select_from(EvalRecord).where(*filters)).one()
+            rows = list(session.exec(query).all())
+        for row in rows:
+            row.created_at = as_utc(row.created_at)
+        return rows, int(total)
+
+    def rubric_names(self) -> list[str]:
+        """Rubrics that have records (for "no such rubric" messages)."""
+        with Session(self.engine) as session:
+            return sorted(session.exec(select(EvalRecord.rubric).distinct()).all())

@@ -80,14 +80,20 @@ def load_labelled(path: Path, limit: int | None = None) -> list[LabelledCase]:
 
 def agreement(labels: list[bool], scores: list[Score], threshold: float) -> dict[str, Any]:
     """Metrics over the cases that were scored; the score is 'goodness', so risk = 1 - score."""
-    pairs = [(y, s.value) for y, s in zip(labels, scores, strict=True) if s.status is Status.OK]
-    if not pairs:
+    ok = [(y, s) for y, s in zip(labels, scores, strict=True) if s.status is Status.OK]
+    if not ok:
         return {"error": "no case was scored"}
-    y = [p[0] for p in pairs]
-    risk = [1.0 - float(p[1]) for p in pairs]  # type: ignore[arg-type]
-    predicted = [float(p[1]) < threshold for p in pairs]  # type: ignore[arg-type]
+    y = [p[0] for p in ok]
+    risk = [1.0 - float(s.value) for _, s in ok]  # type: ignore[arg-type]
+    # The scorer's own verdict (a local score passes at local_threshold, not at the rubric's
+    # pass_threshold); the threshold only for a score that carries no verdict.
+    predicted = [
+        (not s.passed) if s.passed is not None else float(s.value) < threshold  # type: ignore[arg-type]
+        for _, s in ok
+    ]
     cm = confusion(y, predicted)
     out: dict[str, Any] = {
+        "decision": "the scorer's pass/fail (Score.passed)",
         "threshold": threshold,
         "positives": sum(y),
         "balanced_accuracy": balanced_accuracy(y, predicted),
@@ -142,7 +148,8 @@ def render(report: CalibrationReport) -> str:
     cm = m["confusion"]
     auc = "n/a" if m["auroc"] is None else f"{m['auroc']:.3f}"
     lines += [
-        f"positive class: hallucinated (score < pass_threshold {m['threshold']})",
+        "positive class: hallucinated (the scorer's own fail verdict; pass_threshold "
+        f"{m['threshold']} only for scores without one)",
         f"AUROC {auc}  balanced accuracy {m['balanced_accuracy']:.3f}  F1 {m['f1']:.3f}  "
         f"Cohen's kappa {m['cohen_kappa']:.3f}",
         "confusion:            predicted hallucinated   predicted ok",

@@ -33,7 +33,6 @@ from judges.types import Clients, EvalCase, Score, Status, ToolCall
 
 IMPLEMENTATION_VERSION = "1"
 ProblemKind = Literal["repeated", "failed", "over_budget", "after_answer"]
-DEFAULT_MAX_CALLS = 20
 _ANSWER_COVERED = 0.9  # share of the answer's content words a tool result must hold
 
 
@@ -88,7 +87,7 @@ def tool_problems(
 
 
 async def score_tool_use(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    max_calls = int(rubric.options.get("max_calls", DEFAULT_MAX_CALLS))
+    max_calls: int = rubric.typed_options.max_calls
     calls = case.tool_calls
     problems = tool_problems(
         calls, answer=case.answer, answered_at_s=case.answered_at_s, max_calls=max_calls

@@ -127,21 +127,12 @@ def local_threshold(rubric: Rubric) -> float:
     """Pass mark of the local score (1 - P(hallucinated) under equal priors), which is not on
     the judge's supported-claims scale: options.local_threshold, else the local method's own
     documented mark (0.5), never the judge's pass_threshold."""
-    value = rubric.options.get("local_threshold", LOCAL_PASS_MARK)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ScorerConfigError(
-            f"options.local_threshold must be a number in [0, 1], got {value!r}"
-        )
-    return float(value)
+    value = rubric.typed_options.local_threshold  # validated with the rubric (judges/options.py)
+    return LOCAL_PASS_MARK if value is None else float(value)
 
 
 def cascade_margin(rubric: Rubric) -> float:
-    margin = rubric.options.get("cascade_margin", 0.1)
-    if not isinstance(margin, int | float) or not 0 <= margin <= 1:
-        raise ScorerConfigError(
-            f"options.cascade_margin must be a number in [0, 1], got {margin!r}"
-        )
-    return float(margin)
+    return float(rubric.typed_options.cascade_margin)
 
 
 def escalation(local: Score, threshold: float, margin: float) -> str | None:

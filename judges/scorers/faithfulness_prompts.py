@@ -12,7 +12,6 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
-from judges.errors import ScorerConfigError
 from judges.prompts import DATA_RULES, case_blocks, chat, fence, numbered, render_documents
 from judges.rubric import Rubric
 from judges.types import EvalCase
@@ -122,13 +121,5 @@ def _inputs(case: EvalCase) -> str:
     return case_blocks(case, question=True, documents=True, answer=True)
 
 
-_NO_CLAIMS_POLICIES = ("pass", "skip")
-
-
 def no_claims_policy(rubric: Rubric) -> str:
-    policy = rubric.options.get("no_claims", "pass")
-    if policy not in _NO_CLAIMS_POLICIES:
-        raise ScorerConfigError(
-            f"options.no_claims must be one of {_NO_CLAIMS_POLICIES}, got {policy!r}"
-        )
-    return str(policy)
+    return str(rubric.typed_options.no_claims)  # validated with the rubric (judges/options.py)

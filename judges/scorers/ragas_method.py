@@ -244,10 +244,7 @@ def relevancy_score(
 
 
 def _strictness(rubric: Rubric) -> int:
-    n = rubric.options.get("strictness", DEFAULT_STRICTNESS)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
-        raise ScorerConfigError(f"options.strictness must be an integer in [1, 10], got {n!r}")
-    return n
+    return int(rubric.typed_options.strictness)  # validated with the rubric (judges/options.py)
 
 
 def _cosine(a: list[float] | None, b: list[float] | None) -> float | None:

@@ -231,11 +231,9 @@ def _contexts_local(case: EvalCase, rubric: Rubric, embedder: Embedder | None) -
     else:
         basis, default = "lexical", LEXICAL_THRESHOLD
         similarities = [lexical_overlap(case.question, c.text) for c in case.contexts]
-    threshold = rubric.options.get("relevance_threshold", default)
-    if not isinstance(threshold, int | float) or not -1 <= threshold <= 1:
-        raise ScorerConfigError(
-            f"options.relevance_threshold must be in [-1, 1], got {threshold!r}"
-        )
+    threshold = rubric.typed_options.relevance_threshold  # validated with the rubric
+    if threshold is None:
+        threshold = default
     relevant = [s >= threshold for s in similarities]
     documents = [
         {"id": c.id, "relevant": r, "similarity": round(s, 4)}

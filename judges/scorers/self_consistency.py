@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, create_model, field_validator
 
 from judges.errors import JudgeError
 from judges.llm.client import JudgeClient
+from judges.options import MAX_SAMPLES as OPTIONS_MAX_SAMPLES
 from judges.prompts import DATA_RULES, fence, numbered
 from judges.rubric import Rubric
 from judges.text import split_sentences
@@ -36,7 +37,7 @@ from judges.types import Clients, EvalCase, Score, Status, Usage
 IMPLEMENTATION_VERSION = "1"
 
 DEFAULT_SAMPLES = 3
-MAX_SAMPLES = 20
+MAX_SAMPLES = OPTIONS_MAX_SAMPLES  # bounds options.samples (judges/options.py)
 _SAMPLE_CHARS = 2000  # samples are kept in details as evidence, truncated
 
 
@@ -68,10 +69,7 @@ def verdicts_schema(n_sentences: int) -> type[BaseModel]:
 
 
 def sample_count(rubric: Rubric) -> int:
-    n = rubric.options.get("samples", DEFAULT_SAMPLES)
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= MAX_SAMPLES:
-        raise ValueError(f"options.samples must be an integer in 1..{MAX_SAMPLES}, got {n!r}")
-    return n
+    return int(rubric.typed_options.samples)  # validated with the rubric (judges/options.py)
 
 
 def answer_sentences(answer: str) -> list[str]:

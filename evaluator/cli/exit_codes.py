@@ -1,0 +1,93 @@
+"""The CLI's exit codes, and the one place that turns an error into one line and a code.
+
+Every command returns one of these; `describe_failure` maps what escaped a command (the
+evaluator.errors tree, Redis and SQL connection errors, OS errors) to a line that says the
+cause and the fix. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+OK = 0  # done
+FAIL = 1  # ran, and the answer is "no": unhealthy, rejected lines, invalid rubrics
+USAGE = 2  # fix the command line, a file it names, the settings or a rubric
+UNAVAILABLE = 3  # Redis, the database or the judge cannot be reached
+SCHEMA = 4  # the database schema is behind this version: run `evaluator db upgrade`
+PIPE = 141  # stdout closed early (`| head`): stop quietly, as a SIGPIPE'd tool would
+INTERRUPTED = 130  # Ctrl-C
+
+EPILOG = """\
+exit codes:
+  0    ok
+  1    the command ran and found a failure (unhealthy, rejected input, invalid rubrics)
+  2    usage: a bad flag or value, a missing file, invalid settings or rubrics
+  3    unavailable: Redis, the database or the judge cannot be reached
+  4    the database schema is behind this version: run `evaluator db upgrade`
+  130  interrupted (Ctrl-C)
+  141  the output pipe was closed early (`| head`)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    code: int
+    message: str
+
+
+_PASSWORD = re.compile(r"(//[^:/@\s]*:)[^@/\s]+@")
+
+
+def hide_password(url: str) -> str:
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return hide_password(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def describe_failure(
+    exc: BaseException, *, database_url: str = "", redis_url: str = ""
+) -> Failure | None:
+    """One line (cause, then the fix) and an exit code; None for a bug (keep the traceback)."""
+    from evaluator import errors
+
+    db, rd = hide_password(database_url), hide_password(redis_url)
+    if isinstance(exc, errors.RubricError):
+        return Failure(USAGE, "\n".join(exc.problems))  # one line per problem, every one
+    if isinstance(exc, errors.SettingsError):  # a header, then one indented line per key
+        head, *keys = str(exc).splitlines()
+        return Failure(USAGE, " ".join([head, "; ".join(k.strip() for k in keys)]).strip())
+    if isinstance(exc, errors.SchemaError):
+        return Failure(SCHEMA, _first_line(exc))
+    if isinstance(exc, errors.ConfigError | errors.InputError | errors.BackfillError):
+        return Failure(USAGE, _first_line(exc))
+    if isinstance(exc, errors.StoreError | errors.SourceError):
+        return Failure(UNAVAILABLE, _first_line(exc))
+    if isinstance(exc, errors.EvaluatorError):
+        return Failure(FAIL, _first_line(exc))
+    kind = f"{type(exc).__module__}.{type(exc).__name__}"
+    if kind.startswith("redis.") or type(exc).__module__.startswith("redis"):
+        return Failure(
+            UNAVAILABLE,
+            f"cannot reach Redis at {rd or 'redis.url'}: {_first_line(exc)}; start Redis or "
+            "fix redis.url (EVALUATOR_REDIS__URL)",
+        )
+    if type(exc).__module__.startswith("sqlalchemy"):
+        name = type(exc).__name__
+        code = USAGE if name in ("ArgumentError", "NoSuchModuleError") else UNAVAILABLE
+        return Failure(
+            code,
+            f"cannot open the database {db or 'database.url'}: {_first_line(exc)}; check "
+            "database.url (EVALUATOR_DATABASE__URL) and that the server is running",
+        )
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError):
+        return Failure(USAGE, f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+    if isinstance(exc, PermissionError):
+        return Failure(USAGE, f"{exc.filename or ''}: permission denied".lstrip(": "))
+    if isinstance(exc, UnicodeDecodeError):
+        return Failure(USAGE, f"input is not UTF-8 text: {exc.reason}")
+    if isinstance(exc, OSError):
+        return Failure(UNAVAILABLE, f"{_first_line(exc)}; is the service it names running?")
+    return None

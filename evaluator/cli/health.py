@@ -1,0 +1,192 @@
+"""`evaluator health`: is each dependency usable, and if not, what exactly is wrong.
+
+Checks rubrics, the database (read-only: never migrates; says when the schema is behind),
+Redis (with its persistence: a Redis that keeps nothing on restart loses queued work) and
+the judge endpoint (one cheap GET /models with a short timeout, when a rubric needs it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from typing import Any
+
+from evaluator.cli import exit_codes
+from evaluator.config.rubrics import RubricError, load_rubrics
+from evaluator.config.settings import Settings, load_settings
+
+JUDGE_TIMEOUT_S = 3.0
+
+
+def _check_database(settings: Settings) -> dict[str, Any]:
+    from evaluator.cli.exit_codes import describe_failure
+    from evaluator.store import outbox
+    from evaluator.store.store import Store
+
+    try:
+        store = Store(settings.database.url, migrate=False)
+    except Exception as exc:  # reported, not raised: health lists every problem
+        failure = describe_failure(exc, database_url=settings.database.url)
+        return {"ok": False, "error": failure.message if failure else repr(exc)}
+    try:
+        pending = outbox.count_intents(store.engine, outbox.PENDING)
+        dead = outbox.count_intents(store.engine, outbox.DEAD)
+    finally:
+        store.close()
+    return {"ok": True, "pending_intents": pending, "dead_intents": dead}
+
+
+async def redis_persistence(redis: Any) -> dict[str, Any]:
+    """Whether Redis keeps data across a restart (AOF and/or RDB snapshots). Managed Redis
+    often disables CONFIG: then it is unknown, not wrong."""
+    try:
+        aof = await redis.config_get("appendonly")
+        rdb = await redis.config_get("save")
+    except Exception as exc:
+        return {"persistence": "unknown", "why": str(exc).splitlines()[0]}
+    on_aof = aof.get("appendonly") in ("yes", b"yes")
+    on_rdb = bool(rdb.get("save"))
+    kind = "aof" if on_aof else "rdb snapshots" if on_rdb else "off"
+    out: dict[str, Any] = {"persistence": kind}
+    if not on_aof:
+        out["warning"] = (
+            "appendonly is off: queued intake and jobs since the last snapshot are lost if "
+            "Redis restarts (CONFIG SET appendonly yes)"
+        )
+    return out
+
+
+async def _check_redis(settings: Settings) -> dict[str, Any]:
+    from redis.asyncio import Redis
+
+    redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await redis.ping()
+        # arq writes "<queue>:health-check" from every running worker.
+        beat = await redis.get(f"{settings.redis.queue_name}:health-check")
+        return {
+            "ok": True,
+            "worker_heartbeat": beat.decode() if beat else None,
+            **(await redis_persistence(redis)),
+        }
+    except Exception as exc:
+        cause = str(exc).splitlines()[0]
+        if "Error 111" in cause or isinstance(exc.__cause__, ConnectionRefusedError):
+            cause = "connection refused (is redis-server running there?)"
+        return {"ok": False, "error": f"{settings.redis.url}: {cause}"}
+    finally:
+        await redis.aclose()
+
+
+async def _check_judge(settings: Settings, needed_by: list[str]) -> dict[str, Any]:
+    import httpx
+
+    judge = settings.judge
+    if not needed_by:
+        return {"ok": True, "needed": False}
+    if not judge.configured:
+        return {
+            "ok": False,
+            "error": f"rubrics {', '.join(needed_by)} need a judge; set judge.base_url "
+            "(EVALUATOR_JUDGE__BASE_URL)",
+        }
+    url = judge.base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {judge.api_key()}"}
+    try:
+        async with httpx.AsyncClient(timeout=JUDGE_TIMEOUT_S) as client:
+            reply = await client.get(url, headers=headers)
+    except httpx.ConnectTimeout:
+        return {"ok": False, "error": f"{url}: connection timed out after {JUDGE_TIMEOUT_S}s"}
+    except httpx.TimeoutException:
+        return {"ok": False, "error": f"{url}: no reply within {JUDGE_TIMEOUT_S}s"}
+    except httpx.ConnectError as exc:
+        cause = str(exc) or "connection failed"
+        if _refused(exc):
+            cause = "connection refused (nothing listens there; is the judge server running?)"
+        return {"ok": False, "error": f"{url}: {cause}"}
+    except httpx.HTTPError as exc:
+        return {"ok": False, "error": f"{url}: {type(exc).__name__}: {exc}"}
+    if reply.status_code in (401, 403):
+        return {
+            "ok": False,
+            "error": f"{url}: HTTP {reply.status_code}: the judge refused the API key "
+            f"(${judge.api_key_env})",
+        }
+    if reply.status_code >= 500:
+        return {"ok": False, "error": f"{url}: HTTP {reply.status_code} from the judge"}
+    # 404: some OpenAI-compatible servers have no /models; the server still answered.
+    return {"ok": True, "needed": True, "url": url, "http_status": reply.status_code}
+
+
+def _refused(exc: BaseException) -> bool:
+    """httpx wraps the socket error ("All connection attempts failed"): look down the chain."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, ConnectionRefusedError) or getattr(seen, "errno", None) == 111:
+            return True
+        if "refused" in str(seen).lower() or "Connect call failed" in str(seen):
+            return True
+        nested = getattr(seen, "exceptions", None)  # an ExceptionGroup from happy eyeballs
+        if nested and any(_refused(e) for e in nested):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def check_health(settings_path: Any) -> dict[str, Any]:
+    settings = load_settings(settings_path)
+    checks: dict[str, Any] = {}
+    needed_by: list[str] = []
+    try:
+        rubrics = load_rubrics(settings.rubrics.path)
+        checks["rubrics"] = {"ok": True, "count": len(rubrics.rubrics)}
+        needed_by = [r.name for r in rubrics.rubrics if r.needs_judge]
+    except RubricError as exc:
+        checks["rubrics"] = {"ok": False, "error": "; ".join(exc.problems)}
+    checks["database"] = _check_database(settings)
+
+    async def remote() -> tuple[dict[str, Any], dict[str, Any]]:
+        return await asyncio.gather(_check_redis(settings), _check_judge(settings, needed_by))
+
+    checks["redis"], checks["judge"] = asyncio.run(remote())
+    checks["ok"] = all(c["ok"] for c in checks.values() if isinstance(c, dict))
+    return checks
+
+
+def health_table(checks: dict[str, Any]) -> str:
+    lines = []
+    for name in ("rubrics", "database", "redis", "judge"):
+        c = checks[name]
+        facts = ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("ok", "error", "warning"))
+        state = "ok  " if c["ok"] else "FAIL"
+        lines.append(f"{state}  {name:<9} {c.get('error') or facts}")
+        if c.get("warning"):
+            lines.append(f"      {'':<9} warning: {c['warning']}")
+    lines.append("healthy" if checks["ok"] else "unhealthy: see FAIL lines")
+    return "\n".join(lines)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    checks = check_health(args.settings)
+    redis = checks["redis"]
+    if args.require_worker and redis.get("ok") and not redis.get("worker_heartbeat"):
+        redis.update(ok=False, error="no worker heartbeat in Redis (is `evaluator worker` up?)")
+        checks["ok"] = False
+    print(json.dumps(checks, indent=2) if args.json else health_table(checks))
+    return exit_codes.OK if checks["ok"] else exit_codes.FAIL
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "health", help="check rubrics, database, Redis and the judge; exit 1 if unhealthy"
+    )
+    p.add_argument(
+        "--require-worker",
+        action="store_true",
+        help="also require a running worker's heartbeat (for supervisors)",
+    )
+    p.add_argument("--json", action="store_true", help="JSON for scripts and supervisors")
+    p.set_defaults(fn=cmd_health)

@@ -1,0 +1,173 @@
+"""`evaluator scores` and `evaluator stats`: read-only views that say what they did not show.
+
+Neither migrates the database (Store(migrate=False)): a database that is missing or behind
+is reported with the fix instead. `scores` pages by a cursor and names the total; `stats`
+names the Redis key prefix it reads, which is the last demo's when `evaluator demo` left a
+marker next to the database it used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from evaluator.cli import exit_codes
+from evaluator.config.settings import load_settings
+
+MARKER_SUFFIX = ".demo.json"
+
+
+def demo_marker(database_url: str) -> Path | None:
+    """Where `evaluator demo` records the Redis it used: next to its SQLite file."""
+    from sqlalchemy.engine import make_url  # not at import: `evaluator --help` stays light
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    db = Path(url.database)
+    return db.with_name(db.name + MARKER_SUFFIX)
+
+
+def record_demo(
+    database_url: str, *, redis_url: str, key_prefix: str, queue_name: str, embedded: bool
+) -> None:
+    path = demo_marker(database_url)
+    if path is not None:
+        doc = {"redis_url": redis_url, "key_prefix": key_prefix, "queue_name": queue_name,
+               "embedded_redis": embedded}  # fmt: skip
+        path.write_text(json.dumps(doc) + "\n")
+
+
+def cmd_scores(args: argparse.Namespace) -> int:
+    from evaluator.cli.present import decode_cursor, encode_cursor, record_to_json, records_table
+    from evaluator.store.store import Store
+
+    settings = load_settings(args.settings)
+    limit = None if args.all else args.limit
+    after = decode_cursor(args.after) if args.after else None
+    store = Store(settings.database.url, migrate=False)
+    try:
+        rows, total = store.records_page(
+            trace_id=args.trace, rubric=args.rubric, status=args.status, limit=limit, after=after
+        )
+    finally:
+        store.close()
+    more = limit is not None and len(rows) == limit
+    cursor = encode_cursor(rows[-1]) if rows and more else None
+    if args.json:
+        doc = {"records": [record_to_json(r) for r in rows], "total": total, "next": cursor}
+        print(json.dumps(doc, indent=2))
+        return exit_codes.OK
+    print(records_table(rows, wide=args.wide) if rows else "no eval records match")
+    if len(rows) < total:
+        nxt = f", or --after {cursor} for the next page" if cursor else ""
+        print(
+            f"showing {len(rows)} of {total} (use --limit N or --all{nxt})",
+            file=sys.stderr,
+        )
+    return exit_codes.OK
+
+
+def _prefix(args: argparse.Namespace, settings: Any) -> tuple[str, str, str]:
+    """(key prefix, queue name, where that choice came from)."""
+    if args.prefix:
+        return args.prefix, settings.redis.queue_name, "--prefix"
+    marker = demo_marker(settings.database.url)
+    if marker is not None and marker.is_file():
+        doc = json.loads(marker.read_text())
+        note = f"recorded by `evaluator demo` in {marker}"
+        if doc.get("embedded_redis"):
+            note += "; its embedded Valkey stopped with the demo, so counters may be gone"
+        prefix = str(doc["key_prefix"])
+        return prefix, str(doc.get("queue_name", f"{prefix}:queue")), note
+    return settings.redis.key_prefix, settings.redis.queue_name, "settings redis.key_prefix"
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from evaluator.intake.drain import stats_key
+    from evaluator.intake.enqueue import intake_key
+    from evaluator.store.store import Store
+
+    settings = load_settings(args.settings)
+    prefix, queue, source = _prefix(args, settings)
+
+    async def read() -> dict[str, Any]:
+        redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2)
+        try:
+            raw = await redis.hgetall(stats_key(prefix))
+            pending = await redis.llen(intake_key(prefix))
+            queued = await redis.zcard(queue)
+        finally:
+            await redis.aclose()
+        counters = {k.decode(): int(v) for k, v in sorted(raw.items())}
+        return {"intake": counters, "intake_pending": pending, "jobs_queued": queued}
+
+    out: dict[str, Any] = {"key_prefix": prefix, "key_prefix_source": source}
+    out.update(asyncio.run(read()))
+    store = Store(settings.database.url, migrate=False)
+    try:
+        out["records"] = store.status_counts()
+    finally:
+        store.close()
+    print(json.dumps(out, indent=2) if args.json else stats_table(out))
+    return exit_codes.OK
+
+
+def stats_table(out: dict[str, Any]) -> str:
+    lines = [f"Redis key prefix: {out['key_prefix']}  ({out['key_prefix_source']})", ""]
+    lines.append("intake counters")
+    if out["intake"]:
+        lines += [f"  {k:<24}{v:>10}" for k, v in out["intake"].items()]
+    else:
+        lines.append(
+            f"  none under {out['key_prefix']}:stats (no intake under this prefix yet; "
+            "--prefix P to read another)"
+        )
+    lines += [
+        f"  {'pending (not drained)':<24}{out['intake_pending']:>10}",
+        f"  {'jobs queued':<24}{out['jobs_queued']:>10}",
+        "",
+        "eval records",
+    ]
+    records = out["records"]
+    lines += [f"  {k:<24}{v:>10}" for k, v in sorted(records.items())] or ["  none"]
+    if records:
+        lines.append(f"  {'total':<24}{sum(records.values()):>10}")
+    return "\n".join(lines)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("scores", help="list eval records (newest first)")
+    p.add_argument("--trace", help="only this trace ID")
+    p.add_argument("--rubric", help="only this rubric")
+    p.add_argument("--status", choices=["ok", "error", "skipped"])
+    p.add_argument("--limit", type=_positive, default=50, help="records per page (default 50)")
+    p.add_argument("--all", action="store_true", help="every matching record (no paging)")
+    p.add_argument("--after", metavar="CURSOR", help="the next page: the cursor a page printed")
+    p.add_argument("--wide", action="store_true", help="do not shorten any column")
+    p.add_argument("--json", action="store_true", help="stable JSON (see README: JSON output)")
+    p.set_defaults(fn=cmd_scores)
+
+    p = sub.add_parser("stats", help="intake and sampling counters, queue depth, records by status")
+    p.add_argument(
+        "--prefix", help="Redis key prefix to read (default: the last demo's, else settings)"
+    )
+    p.add_argument("--json", action="store_true", help="JSON for scripts")
+    p.set_defaults(fn=cmd_stats)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
