@@ -1,13 +1,17 @@
-"""Convert RAGTruth QA records (vectara/FaithJudge packaging) into traces (pure).
+"""Convert RAGTruth records (vectara/FaithJudge packaging) into traces (pure).
 
-One record = one question with its passages and several answers; each answer becomes one
-trace: a retrieval span with the passages as documents and a chat span with the answer.
+One record = one source with several labelled responses; each response becomes one trace: a
+retrieval span with the source as documents and a chat span with the response. The source is
+a question with passages (QA), an article as a plain string (summaries; FRANK has the same
+shape), or a structured record without a question (data-to-text: the record's JSON is the
+document, so field checks see fields and values).
 The human label travels along as `ragtruth.hallucinated` for calibration and benchmarks.
 RAGTruth data: MIT licence, Copyright (c) 2023 Particle Media.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,26 +34,41 @@ def split_passages(passages: str) -> list[str]:
     return texts
 
 
+def _task(source: Any, source_id: str) -> tuple[str, str, list[dict[str, Any]]]:
+    """(feature, question, documents) for a QA, summary or data-to-text source."""
+    if isinstance(source, str):
+        doc = [{"id": f"{source_id}-doc", "content": source}]
+        return "summary", "Summarize the following text.", doc
+    if not isinstance(source, dict):
+        raise ValueError(f"source must be a string or an object, got {type(source).__name__}")
+    if isinstance(source.get("question"), str) and isinstance(source.get("passages"), str):
+        docs = [
+            {"id": f"{source_id}-p{i}", "content": text}
+            for i, text in enumerate(split_passages(source["passages"]), 1)
+        ]
+        return "qa", source["question"], docs
+    record = json.dumps(source, ensure_ascii=False, sort_keys=True)
+    doc = [{"id": f"{source_id}-record", "content": record}]
+    return "data2text", "Write an overview of this record from its fields.", doc
+
+
 def record_to_traces(record: dict[str, Any], *, prompt_version: str = "v1") -> list[dict[str, Any]]:
-    source_id = record["source_id"]
-    question = record["source"]["question"]
-    documents = [
-        {"id": f"{source_id}-p{i}", "content": text}
-        for i, text in enumerate(split_passages(record["source"]["passages"]), 1)
-    ]
+    source_id = str(record["source_id"])
+    feature, question, documents = _task(record["source"], source_id)
     system_prompt = "Answer the question using only these passages.\n\n" + "\n\n".join(
         f"passage {i}: {d['content']}" for i, d in enumerate(documents, 1)
     )
     traces = []
     for index, response in enumerate(record["responses"]):
-        start = _EPOCH + timedelta(minutes=int(source_id) % 100_000, seconds=index)
+        offset = int(source_id) if source_id.isdigit() else sum(map(ord, source_id))
+        start = _EPOCH + timedelta(minutes=offset % 100_000, seconds=index)
         model = response["model"]
         traces.append(
             {
                 "trace_id": f"ragtruth-{source_id}-{index}",
                 "attributes": {
                     "prompt.version": prompt_version,
-                    "feature": "ragtruth-qa",
+                    "feature": f"ragtruth-{feature}",
                     "tenant": "demo",
                     "session.id": f"ragtruth-{source_id}",
                     "ragtruth.hallucinated": bool(response["labels"]),

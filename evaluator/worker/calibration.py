@@ -1,30 +1,27 @@
 """`evaluator calibrate`: score labelled data with a rubric and report agreement.
 
-Reads RAGTruth QA records (the format of ../shared/data/ragtruth_qa, one question with several
-labelled answers per line) or trace JSONL whose traces carry a boolean attribute
-`ragtruth.hallucinated` / `label.hallucinated`. Positive class = hallucinated (fails the rubric).
+Reads labelled JSONL (docs/labelled-jsonl.md, via evaluator.sources.labelled): labelled
+traces, RAGTruth-style records (QA, summary and data-to-text sources) or traces carrying the
+boolean `ragtruth.hallucinated`. Positive class = the human says the answer fails the rubric.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evaluator.sources.ragtruth import record_to_traces
+from evaluator.errors import InputError
+from evaluator.sources.labelled import read_labelled
 from evaluator.traces.cases import build_case
-from evaluator.traces.model import parse_trace
 from evaluator.worker.runtime import Runtime
 from judges.agreement import auroc, balanced_accuracy, cohen_kappa, confusion, f1
 from judges.redact import redact_case
 from judges.rubric import Rubric
 from judges.scorers.registry import run_scorer
 from judges.types import EvalCase, Score, Status
-
-LABEL_KEYS = ("ragtruth.hallucinated", "label.hallucinated")
 
 
 @dataclass
@@ -54,27 +51,16 @@ class CalibrationReport:
 
 
 def load_labelled(path: Path, limit: int | None = None) -> list[LabelledCase]:
-    """Labelled cases from RAGTruth records or labelled traces; bad lines raise ValueError."""
+    """Labelled cases of a labelled JSONL file; a bad line raises InputError naming it."""
     out: list[LabelledCase] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                doc = json.loads(line)
-                documents = record_to_traces(doc) if "responses" in doc else [doc]
-                for trace_doc in documents:
-                    trace = parse_trace(trace_doc)
-                    label = next(
-                        (trace.attributes[k] for k in LABEL_KEYS if k in trace.attributes), None
-                    )
-                    if not isinstance(label, bool):
-                        raise ValueError(f"no boolean label ({' or '.join(LABEL_KEYS)})")
-                    out.append(LabelledCase(case=build_case(trace), positive=label))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{number}: {exc}") from None
-            if limit is not None and len(out) >= limit:
-                return out[:limit]
+    for item in read_labelled(path, limit):
+        if item.passed is None:
+            raise InputError(f"{path}: trace {item.trace.trace_id} has a human_score but no label")
+        try:
+            case = build_case(item.trace)
+        except ValueError as exc:
+            raise InputError(f"{path}: trace {item.trace.trace_id}: {exc}") from None
+        out.append(LabelledCase(case=case, positive=not item.passed))
     return out
 
 
