@@ -37,7 +37,7 @@ def test_labelled_traces_are_read_and_unlabelled_ones_refused(tmp_path: Path) ->
     doc = json.loads(SAMPLE.read_text().splitlines()[0])
     del doc["attributes"]["ragtruth.hallucinated"]
     bad.write_text(json.dumps(doc) + "\n")
-    with pytest.raises(ValueError, match=r"bad\.jsonl:1: no boolean label"):
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: no .trace. and no boolean"):
         load_labelled(bad)
 
 
