@@ -16,6 +16,8 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, create_engine, select
 
 from evaluator.store.models import EvalRecord, TraceRecord, table_of, utcnow
@@ -62,6 +64,14 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def is_input_fault(exc: BaseException) -> bool:
+    """True when the database refused the *data* (a value, a constraint), not when it was
+    unreachable: the caller then retries item by item instead of failing the batch."""
+    if not isinstance(exc, SQLAlchemyError):
+        return isinstance(exc, ValueError)  # e.g. an encoding error before the driver
+    return not isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def as_utc(value: datetime) -> datetime:

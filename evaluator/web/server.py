@@ -34,8 +34,9 @@ from evaluator.analytics.trends import BY, TrendQuery, trend, worst_traces
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from evaluator.outputs.metrics import render_metrics
-from evaluator.sources.otlp.assembly import SpanAssembler, handle_otlp_traces, start_sweeper
+from evaluator.sources.otlp.assembly import SpanAssembler, start_sweeper
 from evaluator.sources.otlp.decode import OtlpConfig
+from evaluator.sources.otlp.receive import handle_otlp_traces
 from evaluator.store.models import EvalRollup
 from evaluator.store.store import Store, as_utc
 
