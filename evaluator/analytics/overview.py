@@ -70,7 +70,7 @@ def overview(
             )
         costs = {rubric: float(total or 0.0) for rubric, total in conn.execute(cost)}
         firsts = {rubric: as_utc(at) for rubric, at in conn.execute(first)}
-        open_alerts = dict(conn.execute(alerts).tuples().all())
+        open_alerts = {rubric: n for rubric, n in conn.execute(alerts)}
     per_day = timedelta(days=1) / window
     rows = [
         {

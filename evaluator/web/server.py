@@ -81,7 +81,9 @@ def make_handler(
         "/api/alerts": api.alerts,
         "/api/worst": api.worst,
     }
-    limit = assembler.config.max_body_bytes if assembler is not None else options.max_body_bytes
+    limit = options.max_body_bytes  # on the wire; decoding limits the decompressed size
+    if assembler is not None:
+        limit = min(limit, assembler.config.max_body_bytes)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "llm-evaluator"
