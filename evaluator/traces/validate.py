@@ -35,6 +35,7 @@ LABELS = ("prompt.version", "feature", "tenant")  # the trace attributes stored 
 MODEL_ATTRIBUTES = ("gen_ai.response.model", "gen_ai.request.model")
 MAX_UNIX_NANOS = 2**64 - 1  # OTLP fixed64; anything outside is not a time
 # Why an item was refused; a small closed set so it can label a metric.
+_PLAIN = frozenset({int, bool, type(None)})
 CAUSES = ("nan_inf", "nul", "surrogate", "depth", "oversize", "timestamp", "format", "refused")
 
 
@@ -78,15 +79,18 @@ def json_problem(value: Any, where: str = "") -> Problem | None:
     stack: list[tuple[Any, int, tuple[Any, ...] | None]] = [(value, 1, root)]
     while stack:
         item, depth, path = stack.pop()
-        if isinstance(item, str):
+        kind = type(item)
+        if kind in _PLAIN:  # the common leaves, by exact type: isinstance on ABCs is slow
+            continue
+        if kind is str or isinstance(item, str):
             found = text_problem(item)
             if found:
                 return Problem(_path(path) or "(value)", found[0], found[1])
-        elif isinstance(item, float):
+        elif kind is float or isinstance(item, float):
             if not math.isfinite(item):
                 what = "NaN" if math.isnan(item) else "Infinity"
                 return Problem(_path(path) or "(value)", f"{what} is not a JSON number", "nan_inf")
-        elif isinstance(item, Mapping | list | tuple):
+        elif kind is dict or kind is list or isinstance(item, Mapping | list | tuple):
             if depth > MAX_DEPTH:
                 return Problem(
                     _path(path) or "(value)", f"nested deeper than {MAX_DEPTH} levels", "depth"
