@@ -57,7 +57,12 @@ class InputError(EvaluatorError, ValueError):
 
 
 class TraceFormatError(InputError):
-    """A trace document does not match the trace format."""
+    """A trace document does not match the trace format; `cause` is one of
+    evaluator.traces.validate.CAUSES (what a quarantine metric counts it under)."""
+
+    def __init__(self, message: str, *, cause: str = "format") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class CaseBuildError(InputError):

@@ -25,8 +25,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.trace import Status, StatusCode
 
 from evaluator.intake.wire import decode
-from evaluator.sources.otlp.assembly import SpanAssembler, handle_otlp_traces
+from evaluator.sources.otlp.assembly import SpanAssembler
 from evaluator.sources.otlp.decode import OtlpConfig
+from evaluator.sources.otlp.receive import handle_otlp_traces
 from evaluator.store.store import Store
 from evaluator.traces.cases import build_case
 

@@ -1,6 +1,8 @@
 """Score trends per rubric × label × time bucket: the document behind `evaluator trends`,
-the HTTP endpoint and the page. A trend reads the hourly rollup (evaluator.analytics.rollups) plus
-the raw rows of the current hour.
+the HTTP endpoint and the page. A trend reads the hourly rollup (evaluator.analytics.rollups) up
+to the last hour it holds, and the raw rows after it (at least the open hour, more when the
+worker's cron has not rolled up recent hours yet). With `refresh=False` (the HTTP server)
+it only reads: rollups are the cron's job, and a GET must write nothing.
 
     >>> sparkline([0.9, None, 0.5, 1.0])
     '▇ ▁█'
@@ -13,10 +15,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
-from evaluator.analytics.rollups import HOUR, Acc, floor_time, merged_hist, ok_rows, refresh_rollups
+from evaluator.analytics.rollups import (
+    EPOCH,
+    HOUR,
+    Acc,
+    floor_time,
+    merged_hist,
+    ok_rows,
+    refresh_rollups,
+)
 from evaluator.config.policy import parse_duration
 from evaluator.store.models import EvalRecord, EvalRollup, utcnow
 from evaluator.store.store import Store, as_utc
@@ -56,6 +67,7 @@ def trend(
     if refresh:
         refresh_rollups(store, now, only_if_stale=True)
     start, hour_now = floor_time(now - q.since, q.bucket), floor_time(now, HOUR)
+    rolled_until = min(hour_now, rolled_through(store))
     pick = (
         (lambda pv, m, f: "")
         if q.by == "none"
@@ -82,7 +94,7 @@ def trend(
         r.c.passes,
         r.c.pass_known,
         r.c.hist,
-    ).where(r.c.rubric == q.rubric, r.c.bucket >= start, r.c.bucket < hour_now)
+    ).where(r.c.rubric == q.rubric, r.c.bucket >= start, r.c.bucket < rolled_until)
     with store.engine.connect() as conn:
         for at, pv, m, f, ep, n, tot, sq, passes, known, hist in conn.execute(rolled).all():
             b = floors.get(at)
@@ -101,7 +113,7 @@ def trend(
                 part[5].append(hist)
         # The live hour by time only: with a rubric filter SQLite picks the (rubric, ...)
         # index and walks every record of the rubric; one hour of rows is cheap to filter.
-        live = ok_rows(max(hour_now, start), now + timedelta(microseconds=1))
+        live = ok_rows(max(rolled_until, start), now + timedelta(microseconds=1))
         live_rows = [row for row in conn.execute(live) if row[0] == q.rubric]
     groups: dict[tuple[str, str], dict[datetime, Acc]] = {}
     for (label, ep, b), (n, tot, sq, passes, known, hists) in parts.items():
@@ -158,6 +170,26 @@ def _saw(seen: dict[str, list[Any]], epoch: str, hour: datetime, n: int) -> None
         seen[epoch] = [hour, hour, n]
     else:
         got[0], got[1], got[2] = min(got[0], hour), max(got[1], hour), got[2] + n
+
+
+def rolled_through(store: Store) -> datetime:
+    """The end of the last hour the rollup holds (EPOCH when empty): rows after it are live."""
+    with store.engine.connect() as conn:
+        last = conn.execute(sa_select(func.max(col(EvalRollup.bucket)))).scalar()
+    return EPOCH if last is None else as_utc(last) + HOUR
+
+
+def rubric_names(store: Store) -> list[str]:
+    """Every rubric with ok scores: from the rollup, plus records not rolled up yet."""
+    since = rolled_through(store)
+    with store.engine.connect() as conn:
+        rolled = conn.execute(sa_select(col(EvalRollup.rubric)).distinct()).scalars().all()
+        live = conn.execute(
+            sa_select(col(EvalRecord.rubric))
+            .where(col(EvalRecord.created_at) >= since, col(EvalRecord.status) == "ok")
+            .distinct()
+        ).scalars()
+        return sorted(set(rolled) | set(live))
 
 
 def worst_traces(

@@ -215,6 +215,23 @@ class OtlpSettings(_Section):
     max_body_mib: int = Field(16, ge=1, le=256)
 
 
+class ServerSettings(_Section):
+    """`evaluator serve`: the page, /api/*, /metrics and POST /v1/traces on one port."""
+
+    # When this environment variable is set, /v1/traces, /api/* and /metrics need
+    # `Authorization: Bearer <its value>`; unset = no token (loopback use).
+    token_env: str = Field("EVALUATOR_API_TOKEN", min_length=1)
+    # Host headers accepted (DNS rebinding). Empty: localhost names only when bound to
+    # loopback, any host otherwise (list your names when exposed).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    read_timeout_s: float = Field(10.0, gt=0, le=300)  # silence on a socket
+    request_timeout_s: float = Field(30.0, gt=0, le=600)  # a whole request (slowloris)
+    max_connections: int = Field(64, ge=1, le=4096)
+
+    def token(self) -> str | None:
+        return os.environ.get(self.token_env) or None
+
+
 class OtelExportSettings(_Section):
     """Export eval records as gen_ai.evaluation.result events (OTLP/HTTP logs)."""
 
@@ -258,6 +275,7 @@ class Settings(_Section):
     redaction: RedactionSettings = RedactionSettings()
     alerts: AlertsSettings = AlertsSettings()
     otlp: OtlpSettings = OtlpSettings()
+    server: ServerSettings = ServerSettings()
     otel_export: OtelExportSettings = OtelExportSettings()
     langfuse: LangfuseSettings = LangfuseSettings()
     log: LogSettings = LogSettings()

@@ -25,6 +25,8 @@ alerts). Any process that can reach both can serve the same numbers.
     evaluator_score_samples{rubric,prompt_version}   how many records that mean is over
     evaluator_records{status}                        stored eval records
     evaluator_alerts_open{rubric}                    open regression alerts
+    evaluator_quarantined_total{source,cause}        traces/spans refused at an entry point
+                                                     (evaluator.sources.quarantine)
 """
 
 from __future__ import annotations
@@ -185,6 +187,16 @@ def _redis_families(
         if reason in _REASONS:  # the hash holds other counters too
             decisions.add_metric([reason], n)
     yield decisions
+    quarantined = CounterMetricFamily(
+        "evaluator_quarantined",
+        "Traces or spans refused at an entry point, by cause.",
+        labels=["source", "cause"],
+    )
+    for field, n in sorted(intake.items()):
+        kind, _, rest = field.partition(":")
+        if kind == "quarantined" and rest.count(":") == 1:  # quarantined:{source}:{cause}
+            quarantined.add_metric(rest.split(":"), n)
+    yield quarantined
     yield GaugeMetricFamily("evaluator_intake_pending", "IDs in the intake list.", value=pending)
     yield GaugeMetricFamily("evaluator_queue_depth", "Evaluation jobs queued.", value=queued)
 

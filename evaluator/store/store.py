@@ -18,6 +18,8 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, col, create_engine, select
 
 from evaluator.errors import SchemaError
@@ -77,6 +79,14 @@ def _refuse_missing_sqlite_file(url: str) -> None:
             f"no database at {path}: run a command that writes (`evaluator ingest`, "
             "`evaluator worker`, `evaluator demo`) or `evaluator db upgrade` first"
         )
+
+
+def is_input_fault(exc: BaseException) -> bool:
+    """True when the database refused the *data* (a value, a constraint), not when it was
+    unreachable: the caller then retries item by item instead of failing the batch."""
+    if not isinstance(exc, SQLAlchemyError):
+        return isinstance(exc, ValueError)  # e.g. an encoding error before the driver
+    return not isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def as_utc(value: datetime) -> datetime:

@@ -27,10 +27,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from evaluator.errors import TraceFormatError
+from evaluator.traces.validate import MAX_LABEL_CHARS, trace_document_problem
 
 MAX_TRACE_BYTES = 8 * 1024 * 1024
 MAX_SPANS = 5_000
-MAX_ID_LENGTH = 256
+MAX_ID_LENGTH = MAX_LABEL_CHARS
 GENERATION_OPERATIONS = frozenset({"chat", "text_completion", "generate_content"})
 
 
@@ -147,6 +148,9 @@ def parse_trace(document: Any) -> Trace:
     """Validate a decoded JSON object as a Trace, or raise TraceFormatError naming the field."""
     if not isinstance(document, dict):
         raise TraceFormatError(f"a trace must be a JSON object, got {type(document).__name__}")
+    problem = trace_document_problem(document)  # before pydantic: depth, NaN, NUL, widths
+    if problem is not None:
+        raise TraceFormatError(str(problem), cause=problem.cause)
     try:
         trace = Trace.model_validate(document)
     except ValidationError as exc:
@@ -174,5 +178,5 @@ def parse_trace_json(line: str | bytes) -> Trace:
             f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         ) from None
     except RecursionError:
-        raise TraceFormatError("JSON nested too deeply") from None
+        raise TraceFormatError("JSON nested too deeply", cause="depth") from None
     return parse_trace(document)

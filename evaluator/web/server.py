@@ -1,43 +1,60 @@
-"""`evaluator serve`: a read-only HTTP view of trends and alerts (standard library only).
+"""`evaluator serve`: the trends page, a read-only JSON API, /metrics and the OTLP receiver.
 
     GET /                  the trends page (static/index.html + app.js, no external assets)
-    GET /api/rubrics       {"rubrics": [names]}
+    GET /api/rubrics       {"rubrics": [names]} (rolled-up hours and records not rolled up yet)
+    GET /api/overview      one row per rubric: mean and pass rate per prompt version (24 h),
+                           open alerts, judge cost per day
     GET /api/trends        ?rubric=&by=&since=&bucket=   the `evaluator trends --json` document
     GET /api/alerts        ?open=1&rubric=     {"alerts": [...]}, as `evaluator alerts --json`
-    GET /api/worst         ?rubric=&by=&key=&start=&end=  {"traces": [...]} lowest scores of a cell
-    GET /metrics           Prometheus exposition (intake, sampling, evaluations, judge, scores)
-    POST /v1/traces        OTLP/HTTP trace export (protobuf or JSON, gzip): GenAI spans in,
-                           completed traces ingested and enqueued for evaluation
+    GET /api/worst         ?rubric=&by=&key=&start=&end=&k=  lowest scores of a trend cell
+    GET /metrics           Prometheus exposition
+    POST /v1/traces        OTLP/HTTP trace export (evaluator.sources.otlp.receive)
+
+Facing a network (README, "Serving on a network"). The standard library's threading server
+is kept: it adds no dependency to a package that installs it anyway, and each guard below is
+a few explicit lines rather than a framework's defaults to audit. It answers one request per
+connection (HTTP/1.0), so a connection's deadline is its request's deadline.
+
+- connections: at most `max_connections` at once; one more gets 503 without a thread;
+- time: `read_timeout_s` of silence or `request_timeout_s` in all ends the connection
+  (a slowloris client sending a byte every few seconds meets the second);
+- bodies: Content-Length must be one non-negative integer (400), is required unless the body
+  is chunked (411) and is held to the size limit before a byte is read (413);
+- auth: with a token configured, /v1/traces, /api/* and /metrics need it (401), compared in
+  constant time; the page itself carries no data;
+- Host: only configured names, or localhost names when bound to loopback (403), so a
+  DNS-rebinding page cannot read the API through the user's browser.
 
 Binds 127.0.0.1 by default: trace IDs and judge explanations are internal data.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import json
 import logging
+import re
+import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis
-from sqlmodel import Session, col, select
 
-from evaluator.analytics.alerts import alert_to_json, list_alerts
-from evaluator.analytics.rollups import refresh_rollups
-from evaluator.analytics.trends import BY, TrendQuery, trend, worst_traces
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from evaluator.outputs.metrics import render_metrics
-from evaluator.sources.otlp.assembly import SpanAssembler, handle_otlp_traces, start_sweeper
+from evaluator.sources.otlp.assembly import SpanAssembler, start_sweeper
 from evaluator.sources.otlp.decode import OtlpConfig
-from evaluator.store.models import EvalRollup
-from evaluator.store.store import Store, as_utc
+from evaluator.sources.otlp.receive import handle_otlp_traces
+from evaluator.store.store import Store
+from evaluator.web.api import Api, BadRequest
+from evaluator.web.guards import BoundedServer, HttpError, ServerOptions, host_allowed, is_loopback
 
 log = logging.getLogger("evaluator.web.server")
 STATIC = Path(__file__).with_name("static")
@@ -45,104 +62,121 @@ _FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
 }
-
-
-class BadRequest(ValueError):
-    pass
-
-
-def _one(qs: dict[str, list[str]], name: str, default: str | None = None) -> str:
-    value = qs.get(name, [default])[0]
-    if value is None:
-        raise BadRequest(f"missing query parameter {name!r}")
-    return value
-
-
-def _time(raw: str) -> datetime:
-    try:
-        return as_utc(datetime.fromisoformat(raw))
-    except ValueError:
-        raise BadRequest(f"not an ISO 8601 time: {raw!r}") from None
-
-
-class Api:
-    """The endpoints as plain methods: (status, JSON-able body)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def rubrics(self, qs: dict[str, list[str]]) -> dict[str, Any]:
-        refresh_rollups(self.store)  # the rollup knows every rubric without a full scan
-        with Session(self.store.engine) as session:
-            names = session.exec(
-                select(EvalRollup.rubric).distinct().order_by(col(EvalRollup.rubric))
-            )
-            return {"rubrics": list(names.all())}
-
-    def trends(self, qs: dict[str, list[str]]) -> dict[str, Any]:
-        try:
-            q = TrendQuery.parse(
-                _one(qs, "rubric"),
-                _one(qs, "by", "prompt_version"),
-                _one(qs, "since", "7d"),
-                _one(qs, "bucket", "1d"),
-            )
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from None
-        return trend(self.store, q)
-
-    def alerts(self, qs: dict[str, list[str]]) -> dict[str, Any]:
-        rows = list_alerts(
-            self.store,
-            open_only=_one(qs, "open", "0") in ("1", "true"),
-            rubric=qs.get("rubric", [None])[0],
-        )
-        return {"alerts": [alert_to_json(a) for a in rows]}
-
-    def worst(self, qs: dict[str, list[str]]) -> dict[str, Any]:
-        by = _one(qs, "by", "prompt_version")
-        if by not in BY:
-            raise BadRequest(f"by must be one of {', '.join(BY)}")
-        key = qs.get("key", [None])[0] or None
-        start, end = _time(_one(qs, "start")), _time(_one(qs, "end"))
-        return {
-            "traces": worst_traces(
-                self.store,
-                _one(qs, "rubric"),
-                by,
-                key,
-                start,
-                end,
-                k=min(50, int(_one(qs, "k", "5"))),
-            )
-        }
+DEFAULT_OPTIONS = ServerOptions()
+_LENGTH = re.compile(r"[0-9]{1,19}")
+_CHUNK = re.compile(rb"[0-9a-fA-F]{1,8}")
 
 
 def make_handler(
     api: Api,
     assembler: SpanAssembler | None = None,
     metrics: Callable[[], bytes] | None = None,
+    options: ServerOptions = DEFAULT_OPTIONS,
+    bound_loopback: bool = True,
 ) -> type[BaseHTTPRequestHandler]:
     routes = {
         "/api/rubrics": api.rubrics,
+        "/api/overview": api.overview,
         "/api/trends": api.trends,
         "/api/alerts": api.alerts,
         "/api/worst": api.worst,
     }
+    limit = options.max_body_bytes  # on the wire; decoding limits the decompressed size
+    if assembler is not None:
+        limit = min(limit, assembler.config.max_body_bytes)
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "llm-evaluator"
+        timeout = options.read_timeout_s  # socket timeout: silence ends the connection
+        _deadline: threading.Timer
+
+        def setup(self) -> None:
+            super().setup()
+            self._deadline = threading.Timer(options.request_timeout_s, self._expire)
+            self._deadline.daemon = True
+            self._deadline.start()
+
+        def _expire(self) -> None:
+            # Wakes a read blocked on a trickling client; the handler then ends.
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+        def finish(self) -> None:
+            self._deadline.cancel()
+            super().finish()
+
+        def _guard(self, path: str) -> bool:
+            if not host_allowed(self.headers.get("Host"), options.allowed_hosts, bound_loopback):
+                self._json(HTTPStatus.FORBIDDEN, {"error": "Host not allowed"})
+                return False
+            protected = path == "/v1/traces" or path == "/metrics" or path.startswith("/api/")
+            if options.token and protected:
+                scheme, _, given = (self.headers.get("Authorization") or "").partition(" ")
+                ok = scheme.lower() == "bearer" and hmac.compare_digest(
+                    given.strip().encode(), options.token.encode()
+                )
+                if not ok:
+                    self._json(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong token"},
+                               extra={"WWW-Authenticate": "Bearer"})  # fmt: skip
+                    return False
+            return True
+
+        def _body(self) -> bytes:
+            coding = self.headers.get("Transfer-Encoding")
+            lengths = self.headers.get_all("Content-Length") or []
+            if coding is not None:
+                if coding.strip().lower() != "chunked" or lengths:
+                    raise HttpError(HTTPStatus.BAD_REQUEST, "only chunked, without Content-Length")
+                return self._chunked()
+            if not lengths:
+                raise HttpError(HTTPStatus.LENGTH_REQUIRED, "Content-Length required")
+            if len(lengths) > 1 or not _LENGTH.fullmatch(lengths[0].strip()):
+                raise HttpError(HTTPStatus.BAD_REQUEST, "Content-Length must be one integer >= 0")
+            length = int(lengths[0])
+            if length > limit:
+                raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {limit} bytes")
+            return self._exactly(length)
+
+        def _exactly(self, n: int) -> bytes:
+            data = self.rfile.read(n)
+            if len(data) < n:
+                raise HttpError(HTTPStatus.BAD_REQUEST, "body shorter than announced")
+            return data
+
+        def _chunked(self) -> bytes:
+            out = bytearray()
+            while True:
+                size = self.rfile.readline(1026).split(b";", 1)[0].strip()
+                if not _CHUNK.fullmatch(size):
+                    raise HttpError(HTTPStatus.BAD_REQUEST, "malformed chunk size")
+                n = int(size, 16)
+                if n == 0:
+                    for _ in range(64):  # trailers, up to the blank line
+                        if self.rfile.readline(1026) in (b"\r\n", b"\n", b""):
+                            return bytes(out)
+                    raise HttpError(HTTPStatus.BAD_REQUEST, "too many trailers")
+                if len(out) + n > limit:
+                    raise HttpError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"body over {limit} bytes")
+                out += self._exactly(n)
+                self.rfile.readline(3)
 
         def do_POST(self) -> None:
-            if urlsplit(self.path).path != "/v1/traces" or assembler is None:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path}"})
+            path = urlsplit(self.path).path
+            if not self._guard(path):
                 return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > assembler.config.max_body_bytes:
-                self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+            if path != "/v1/traces" or assembler is None:
+                self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}"})
+                return
+            try:
+                body = self._body()
+            except HttpError as exc:
+                self._json(exc.status, {"error": str(exc)})
+                return
+            except (TimeoutError, OSError):
+                self.close_connection = True  # too slow, or gone: nothing to answer
                 return
             status, data, ctype = handle_otlp_traces(
-                self.rfile.read(length),
+                body,
                 self.headers.get("Content-Type", ""),
                 self.headers.get("Content-Encoding"),
                 assembler=assembler,
@@ -151,6 +185,8 @@ def make_handler(
 
         def do_GET(self) -> None:
             url = urlsplit(self.path)
+            if not self._guard(url.path):
+                return
             if url.path == "/metrics" and metrics is not None:
                 try:
                     self._send(HTTPStatus.OK, metrics(), METRICS_CONTENT_TYPE)
@@ -167,7 +203,7 @@ def make_handler(
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {url.path}"})
                 return
             try:
-                body = handler(parse_qs(url.query))
+                body = handler(parse_qs(url.query, keep_blank_values=True))
             except BadRequest as exc:
                 self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
                 return
@@ -177,10 +213,12 @@ def make_handler(
                 return
             self._json(HTTPStatus.OK, body)
 
-        def _json(self, status: HTTPStatus, body: Any) -> None:
-            self._send(status, json.dumps(body).encode(), "application/json")
+        def _json(self, status: HTTPStatus, body: Any, extra: dict[str, str] | None = None) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json", extra)
 
-        def _send(self, status: HTTPStatus, data: bytes, ctype: str) -> None:
+        def _send(
+            self, status: HTTPStatus, data: bytes, ctype: str, extra: dict[str, str] | None = None
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(data)))
@@ -189,6 +227,8 @@ def make_handler(
             self.send_header(
                 "Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'"
             )
+            for name, value in (extra or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
 
@@ -205,10 +245,10 @@ def make_server(
     *,
     assembler: SpanAssembler | None = None,
     metrics: Callable[[], bytes] | None = None,
-) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(Api(store), assembler, metrics))
-    server.daemon_threads = True
-    return server
+    options: ServerOptions = DEFAULT_OPTIONS,
+) -> BoundedServer:
+    handler = make_handler(Api(store), assembler, metrics, options, is_loopback(host))
+    return BoundedServer((host, port), handler, options.max_connections)
 
 
 def start_in_thread(
@@ -218,9 +258,10 @@ def start_in_thread(
     *,
     assembler: SpanAssembler | None = None,
     metrics: Callable[[], bytes] | None = None,
-) -> ThreadingHTTPServer:
+    options: ServerOptions = DEFAULT_OPTIONS,
+) -> BoundedServer:
     """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
-    server = make_server(store, host, port, assembler=assembler, metrics=metrics)
+    server = make_server(store, host, port, assembler=assembler, metrics=metrics, options=options)
     threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
     return server
 
@@ -248,7 +289,8 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
             rsync, store, key_prefix=settings.redis.key_prefix, queue_name=settings.redis.queue_name
         )
 
-    server = make_server(store, host, port, assembler=assembler, metrics=metrics)
+    options = ServerOptions.from_settings(settings.server, max_body_bytes=o.max_body_mib << 20)
+    server = make_server(store, host, port, assembler=assembler, metrics=metrics, options=options)
     print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
     try:
         server.serve_forever()

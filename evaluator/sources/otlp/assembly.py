@@ -11,6 +11,13 @@ and deletes the buffered rows — in that order, so a crash repeats work but los
 (saving is idempotent, job IDs dedupe). Spans arriving after their trace was flushed merge
 into the stored trace without a second enqueue.
 
+Isolation: each span is checked on receipt (`screen_spans`, evaluator.traces.validate) and a
+refused one never reaches the buffer; each completed trace is checked again as a whole
+(`parse_trace`). A refused trace is quarantined (counted, its cause kept: see
+evaluator.sources.quarantine) and its rows deleted, so it cannot block the sweep. A trace is
+pushed to intake at most once per `PUSH_MARK_S` (a Redis marker set with the push, in one
+script), so a save that keeps failing never refills the intake list.
+
     assembler = SpanAssembler(store, redis.Redis.from_url(url), key_prefix="evaluator")
     status, body, ctype = handle_otlp_traces(body, ctype, encoding, assembler=assembler)
     assembler.complete()      # from a sweeper thread (`start_sweeper`) or a cron job
@@ -18,11 +25,9 @@ into the stored trace without a second enqueue.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -30,101 +35,34 @@ from sqlalchemy import and_, case, delete, func, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import SQLAlchemyError
 
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Signals
 from evaluator.intake.wire import encode
-from evaluator.sources.otlp.decode import JSON_TYPE, OtlpConfig, OtlpError, OtlpSpan, decode_request
-from evaluator.sources.otlp.genai import normalize_genai
+from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan
+from evaluator.sources.otlp.mapping import (
+    merge_into,
+    screen_spans,
+    trace_document,
+    trace_signals,
+)
+from evaluator.sources.quarantine import Refusal, record_refusals
 from evaluator.store.models import PendingSpan
-from evaluator.store.store import Store
+from evaluator.store.store import Store, is_input_fault
 from evaluator.traces.model import Trace, TraceFormatError, parse_trace
 
 log = logging.getLogger("evaluator.sources.otlp.decode")
-_STATUS = {0: "unset", 1: "ok", 2: "error"}
-PROTOBUF_RESPONSE_TYPE = "application/x-protobuf"
-
-
-# --- mapping (pure) ------------------------------------------------------------------------
-
-
-def _iso(ns: int) -> str | None:
-    if ns <= 0:
-        return None
-    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat().replace("+00:00", "Z")
-
-
-def span_labels(span: OtlpSpan, config: OtlpConfig) -> dict[str, Any]:
-    """Trace-level labels this span carries (its resource first, then its own attributes)."""
-    labels: dict[str, Any] = {}
-    wanted = {config.prompt_version_attribute: "prompt.version"}
-    wanted |= {k: k for k in config.label_attributes}
-    for source in (span.resource, span.attributes):
-        for attr, label in wanted.items():
-            value = source.get(attr)
-            if value is not None and not isinstance(value, list | dict):
-                labels[label] = value
-    cost = span.attributes.get("gen_ai.usage.cost")  # OpenLIT's per-call cost
-    if isinstance(cost, int | float) and not isinstance(cost, bool):
-        labels["gen_ai.usage.cost"] = float(cost)
-    return labels
-
-
-def span_document(span: OtlpSpan) -> dict[str, Any]:
-    """One span in the trace format, with its GenAI attributes normalised."""
-    attributes = normalize_genai(span.attributes, span.events)
-    if span.status_message and span.status_code == 2:
-        attributes.setdefault("error.message", span.status_message)
-    return {
-        "span_id": span.span_id,
-        "parent_span_id": span.parent_span_id,
-        "name": span.name,
-        "status": _STATUS.get(span.status_code, "unset"),
-        "start_time": _iso(span.start_ns),
-        "end_time": _iso(span.end_ns),
-        "attributes": attributes,
-    }
-
-
-def trace_document(
-    trace_id: str, entries: list[tuple[dict[str, Any], dict[str, Any]]]
-) -> dict[str, Any]:
-    """Join (span document, labels) pairs of one trace into a trace document.
-
-    Spans are ordered by start time (the evaluated span is the last model call); the root
-    span's labels override its children's; OpenLIT-style per-call costs add up to
-    `cost_usd` unless the app set `cost_usd` itself.
-    """
-    ordered = sorted(entries, key=lambda e: (e[0].get("start_time") or "", e[0]["span_id"]))
-    attributes: dict[str, Any] = {}
-    cost = 0.0
-    for _doc, labels in sorted(ordered, key=lambda e: e[0].get("parent_span_id") is None):
-        cost += labels.get("gen_ai.usage.cost", 0.0)
-        attributes.update({k: v for k, v in labels.items() if k != "gen_ai.usage.cost"})
-    if cost and "cost_usd" not in attributes:
-        attributes["cost_usd"] = round(cost, 8)
-    return {"trace_id": trace_id, "attributes": attributes, "spans": [e[0] for e in ordered]}
-
-
-def merge_into(stored: Trace | None, document: dict[str, Any]) -> dict[str, Any]:
-    """Late spans join the stored trace: union by span_id (newer wins), labels overlaid."""
-    if stored is None:
-        return document
-    old = stored.model_dump(mode="json")
-    new_ids = {s["span_id"] for s in document["spans"]}
-    spans = [s for s in old["spans"] if s["span_id"] not in new_ids] + document["spans"]
-    spans.sort(key=lambda s: (s.get("start_time") or "", s["span_id"]))
-    return {**document, "attributes": old["attributes"] | document["attributes"], "spans": spans}
-
-
-def trace_signals(trace: Trace) -> Signals:
-    return Signals(
-        error=trace.is_error,
-        cost_usd=trace.cost_usd,
-        latency_ms=trace.latency_ms,
-        feedback=trace.feedback,
-    )
+PUSH_MARK_S = 3600
+# Push each trace whose marker is new; KEYS = markers, ARGV = [ttl, intake key, entries...].
+_PUSH_ONCE = """
+local pushed = 0
+for i = 1, #KEYS do
+  if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
+    redis.call('RPUSH', ARGV[2], ARGV[i + 2])
+    pushed = pushed + 1
+  end
+end
+return pushed
+"""
 
 
 # --- the buffer (SQL) and the hand-off (Redis) ------------------------------------------------
@@ -152,13 +90,16 @@ class SpanAssembler:
         self.config = config or OtlpConfig()
         self.grace_s = grace_s
         self.orphan_s = orphan_s
+        self.key_prefix = self._prefix = key_prefix
         self._intake_key = intake_key(key_prefix)
         PendingSpan.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
 
-    def add(self, spans: list[OtlpSpan], *, now: float | None = None) -> int:
-        """Buffer spans (a re-sent span replaces its earlier copy); returns the count."""
-        if not spans:
-            return 0
+    def add(self, spans: list[OtlpSpan], *, now: float | None = None) -> list[Refusal]:
+        """Buffer the spans that pass `screen_spans` (a re-sent span replaces its earlier
+        copy); returns the refused ones. Raises SQLAlchemyError when the database is away."""
+        accepted, refused = screen_spans(spans, self.config)
+        if not accepted:
+            return refused
         received = time.time() if now is None else now
         rows = [
             {
@@ -166,9 +107,9 @@ class SpanAssembler:
                 "span_id": s.span_id,
                 "is_root": s.is_root,
                 "received_s": received,
-                "payload": {"span": span_document(s), "labels": span_labels(s, self.config)},
+                "payload": payload,
             }
-            for s in spans
+            for s, payload in accepted
         ]
         table = PendingSpan.__table__  # type: ignore[attr-defined]
         insert = pg_insert if self.store.engine.dialect.name == "postgresql" else sqlite_insert
@@ -177,9 +118,22 @@ class SpanAssembler:
             index_elements=["trace_id", "span_id"],
             set_={c: stmt.excluded[c] for c in ("is_root", "received_s", "payload")},
         )
-        with self.store.engine.begin() as conn:
-            conn.execute(stmt, rows)
-        return len(rows)
+        try:
+            with self.store.engine.begin() as conn:
+                conn.execute(stmt, rows)
+        except Exception as exc:
+            if not is_input_fault(exc):
+                raise
+            for row in rows:  # the database refused a value the checks let through: isolate
+                try:
+                    with self.store.engine.begin() as conn:
+                        conn.execute(stmt, [row])
+                except Exception as one:
+                    if not is_input_fault(one):
+                        raise
+                    item = f"span {row['trace_id']}/{row['span_id']}"
+                    refused.append(Refusal(item, "refused", str(one).splitlines()[0][:300]))
+        return refused
 
     def pending_traces(self) -> int:
         table = PendingSpan.__table__  # type: ignore[attr-defined]
@@ -223,12 +177,13 @@ class SpanAssembler:
             grouped.setdefault(trace_id, []).append((payload["span"], payload["labels"]))
         traces: list[Trace] = []
         new: list[Trace] = []
+        refused: list[Refusal] = []
         for trace_id, entries in grouped.items():
             stored = self.store.get_trace(trace_id)
             try:
                 trace = parse_trace(merge_into(stored, trace_document(trace_id, entries)))
-            except TraceFormatError as exc:  # e.g. over the span limit: drop, say why
-                log.warning("otlp: trace %s dropped: %s", trace_id, exc)
+            except TraceFormatError as exc:  # e.g. over the span limit: quarantine, say why
+                refused.append(Refusal(f"trace {trace_id}", exc.cause, str(exc)))
                 continue
             traces.append(trace)
             if stored is None:
@@ -236,12 +191,40 @@ class SpanAssembler:
         if new and self.redis is not None:
             # Before saving: a failed push leaves the rows for the next sweep. A job that
             # runs before the save below is retried by the worker (trace not found yet).
-            self.redis.rpush(self._intake_key, *(encode(x.trace_id, trace_signals(x)) for x in new))
-        if traces:
-            self.store.save_traces(traces)
+            # The marker makes a repeated sweep (the save failing) push nothing twice.
+            self.redis.eval(
+                _PUSH_ONCE,
+                len(new),
+                *(f"{self._prefix}:otlp:pushed:{x.trace_id}" for x in new),
+                str(PUSH_MARK_S),
+                self._intake_key,
+                *(encode(x.trace_id, trace_signals(x)) for x in new),
+            )
+        saved = self._save(traces, refused)
         with self.store.engine.begin() as conn:
             conn.execute(delete(t).where(t.c.id.in_([r[0] for r in rows])))
-        return [x.trace_id for x in traces]
+        record_refusals(self.redis, self._prefix, "otlp", refused)
+        return saved
+
+    def _save(self, traces: list[Trace], refused: list[Refusal]) -> list[str]:
+        """Save the traces; one the database refuses is quarantined, the rest are saved."""
+        try:
+            self.store.save_traces(traces)
+            return [x.trace_id for x in traces]
+        except Exception as exc:
+            if not is_input_fault(exc):
+                raise  # the database is away: rows stay for the next sweep
+        saved = []
+        for trace in traces:
+            try:
+                self.store.save_traces([trace])
+                saved.append(trace.trace_id)
+            except Exception as exc:
+                if not is_input_fault(exc):
+                    raise
+                reason = f"refused by the database: {str(exc).splitlines()[0][:300]}"
+                refused.append(Refusal(f"trace {trace.trace_id}", "refused", reason))
+        return saved
 
 
 def start_sweeper(
@@ -261,58 +244,3 @@ def start_sweeper(
     thread = threading.Thread(target=run, name="evaluator-otlp-sweeper", daemon=True)
     thread.start()
     return thread, stop
-
-
-# --- the HTTP handler ---------------------------------------------------------------------------
-
-
-def _rpc_status(code: int, message: str) -> bytes:
-    """google.rpc.Status {code = 1, message = 2} in protobuf wire format (two fields)."""
-    text = message.encode()
-    out = bytearray([0x08]) + _varint(code) + bytearray([0x12]) + _varint(len(text))
-    return bytes(out + text)
-
-
-def _varint(n: int) -> bytearray:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return out
-
-
-def handle_otlp_traces(
-    body: bytes,
-    content_type: str,
-    content_encoding: str | None,
-    *,
-    assembler: SpanAssembler,
-) -> tuple[int, bytes, str]:
-    """POST /v1/traces: (HTTP status, response body, response content type).
-
-    Success is 200 with an empty ExportTraceServiceResponse in the request's encoding;
-    errors carry a google.rpc.Status whose message names what is wrong (400 bad body,
-    413 too large, 415 unsupported type/encoding, 503 database unavailable: retry).
-    """
-    is_json = content_type.split(";", 1)[0].strip().lower() == JSON_TYPE
-    reply_type = JSON_TYPE if is_json else PROTOBUF_RESPONSE_TYPE
-
-    def error(status: int, message: str) -> tuple[int, bytes, str]:
-        code = 14 if status == 503 else 3  # UNAVAILABLE (retryable) / INVALID_ARGUMENT
-        if is_json:
-            return status, json.dumps({"code": code, "message": message}).encode(), reply_type
-        return status, _rpc_status(code, message), reply_type
-
-    try:
-        spans = decode_request(
-            body, content_type, content_encoding, max_bytes=assembler.config.max_body_bytes
-        )
-    except OtlpError as exc:
-        return error(exc.status, str(exc))
-    try:
-        assembler.add(spans)
-    except SQLAlchemyError as exc:
-        log.exception("otlp: buffering %d spans failed", len(spans))
-        return error(503, f"span buffer unavailable: {type(exc).__name__}")
-    return 200, (b"{}" if is_json else b""), reply_type

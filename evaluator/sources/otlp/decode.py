@@ -281,6 +281,8 @@ def _from_json(document: Any) -> list[OtlpSpan]:
                             resource=resource,
                         )
                     )
+    except RecursionError:  # kvlistValue inside kvlistValue, hundreds deep
+        raise OtlpError(400, "malformed OTLP JSON: attribute values nested too deeply") from None
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         if isinstance(exc, OtlpError):
             raise

@@ -1,6 +1,8 @@
-// Trends page: one line per group with its confidence band, alerts on the timeline,
-// click a point to list the worst traces of that bucket. Text from the API only ever goes
-// into textContent (trace IDs and explanations are untrusted).
+// Trends page: an overview row per rubric, one line per group with its confidence band,
+// alerts on the timeline, click a point to list the worst traces of that bucket. Text from
+// the API only ever goes into textContent (trace IDs and explanations are untrusted).
+// A server with a token: open the page as /#token=... (the fragment never reaches a server
+// log); the token is kept in sessionStorage and sent as a bearer header.
 "use strict";
 const NS = "http://www.w3.org/2000/svg";
 const COLORS = ["#0969da", "#1a7f37", "#8250df", "#bf8700", "#cf222e", "#1b7c83", "#6e7781"];
@@ -14,9 +16,21 @@ function el(name, attrs, parent) {
   return node;
 }
 
+const HOUR = 3600e3, DAY = 24 * HOUR;
+
+function token() {
+  const m = /(?:^#|&)token=([^&]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem("evaluator-token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  return sessionStorage.getItem("evaluator-token");
+}
+
 async function getJSON(path, params) {
   const url = path + "?" + new URLSearchParams(params);
-  const resp = await fetch(url);
+  const t = token();
+  const resp = await fetch(url, t ? { headers: { Authorization: "Bearer " + t } } : {});
   const body = await resp.json();
   if (!resp.ok) throw new Error(body.error || resp.statusText);
   return body;
@@ -41,6 +55,48 @@ async function load() {
   }
 }
 
+// Round steps in UTC: hours on a 1-day chart, days on a week, a week on months.
+const STEPS = [HOUR, 2 * HOUR, 3 * HOUR, 6 * HOUR, 12 * HOUR, DAY, 2 * DAY, 7 * DAY, 14 * DAY, 30 * DAY];
+
+function ticks(t0, t1) {
+  const step = STEPS.find((s) => (t1 - t0) / s <= 8) || STEPS[STEPS.length - 1];
+  const out = [];
+  for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) out.push(t);
+  return out;
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+function tickLabel(t, span) {
+  const d = new Date(t);
+  const day = `${MONTHS[d.getUTCMonth()]} ${d.getUTCDate()}`;
+  if (span > 3 * DAY) return day;
+  const hm = d.toISOString().slice(11, 16);
+  return hm === "00:00" ? day : hm;
+}
+
+function pct(v) { return v === null ? "–" : `${Math.round(v * 100)}%`; }
+
+function overviewRows(doc) {
+  const tbody = $("overview").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const r of doc.rubrics) {
+    const row = document.createElement("tr");
+    row.className = "overview-row";
+    row.dataset.rubric = r.rubric;
+    const versions = r.versions.length
+      ? r.versions.map((v) => `${v.prompt_version ?? "(none)"}: mean ${v.mean.toFixed(3)}, pass ${pct(v.pass_rate)} (n=${v.count})`).join(" · ")
+      : "no scores in the last 24 h";
+    const cells = [r.rubric, versions, String(r.open_alerts), `$${r.judge_cost_usd_per_day.toFixed(4)}/day`];
+    for (const v of cells) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      row.appendChild(td);
+    }
+    tbody.appendChild(row);
+  }
+}
+
 function draw(doc, alerts) {
   const svg = $("chart");
   svg.replaceChildren();
@@ -61,11 +117,10 @@ function draw(doc, alerts) {
     el("line", { x1: M.l, x2: W - M.r, y1: y(v), y2: y(v), stroke: "#eaeef2" }, svg);
     el("text", { x: M.l - 6, y: y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#57606a" }, svg).textContent = v.toFixed(2);
   }
-  const nTicks = Math.min(8, Math.max(1, Math.round((t1 - t0) / step)));
-  for (let i = 0; i <= nTicks; i++) {
-    const t = t0 + ((t1 - t0) * i) / nTicks;
+  for (const t of ticks(t0, t1 + step)) {
+    el("line", { x1: x(t - step / 2), x2: x(t - step / 2), y1: H - M.b, y2: H - M.b + 4, stroke: "#8c959f" }, svg);
     el("text", { x: x(t - step / 2), y: H - 12, "text-anchor": "middle", "font-size": 11, fill: "#57606a" }, svg)
-      .textContent = new Date(t).toISOString().slice(5, 16).replace("T", " ");
+      .textContent = tickLabel(t, t1 - t0);
   }
   // alerts: a dashed line at the time they opened
   for (const a of alerts) {
@@ -90,9 +145,14 @@ function draw(doc, alerts) {
     item.textContent = `${label} — mean ${g.total.mean.toFixed(3)} (n=${g.total.count})`;
     $("legend").appendChild(item);
     const bs = g.buckets.map((b) => ({ ...b, t: Date.parse(b.start) }));
-    const band = bs.map((b) => `${x(b.t)},${y(b.ci_high)}`).concat(bs.slice().reverse().map((b) => `${x(b.t)},${y(b.ci_low)}`));
-    el("polygon", { points: band.join(" "), fill: c, "fill-opacity": 0.15, stroke: "none", class: "band" }, svg);
-    el("polyline", { points: bs.map((b) => `${x(b.t)},${y(b.mean)}`).join(" "), fill: "none", stroke: c, "stroke-width": 2, class: "line" }, svg);
+    // One bucket is drawn across its width, so a lone hour still reads as a line and band.
+    const xs = bs.length === 1 ? [bs[0].t - step / 2, bs[0].t + step / 2] : null;
+    const pts = xs ? xs.map((t) => ({ ...bs[0], t })) : bs;
+    const up = pts.map((b) => `${x(b.t).toFixed(1)},${y(b.ci_high).toFixed(1)}`);
+    const down = pts.slice().reverse().map((b) => `${x(b.t).toFixed(1)},${y(b.ci_low).toFixed(1)}`);
+    el("path", { d: `M${up.concat(down).join(" L")} Z`, fill: c, "fill-opacity": 0.15, stroke: "none", class: "band" }, svg);
+    const line = pts.map((b) => `${x(b.t).toFixed(1)},${y(b.mean).toFixed(1)}`).join(" L");
+    el("path", { d: `M${line}`, fill: "none", stroke: c, "stroke-width": 2, class: "line", "data-points": pts.length }, svg);
     for (const b of bs) {
       const dot = el("circle", { cx: x(b.t), cy: y(b.mean), r: 5, fill: c, class: "point", style: "cursor:pointer" }, svg);
       el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}], n=${b.count}`;
@@ -130,13 +190,22 @@ async function worst(doc, key, t, step) {
 
 async function init() {
   const qs = new URLSearchParams(location.search);
-  const { rubrics } = await getJSON("api/rubrics", {});
-  for (const name of rubrics) {
+  const [{ rubrics }, over] = await Promise.all([getJSON("api/rubrics", {}), getJSON("api/overview", {})]);
+  const wanted = qs.get("rubric");
+  const names = wanted && !rubrics.includes(wanted) ? [wanted, ...rubrics] : rubrics;
+  for (const name of names) {
     const opt = document.createElement("option");
     opt.textContent = name;
     $("rubric").appendChild(opt);
   }
+  overviewRows(over);
   for (const k of ["rubric", "by", "since", "bucket"]) if (qs.get(k)) $(k).value = qs.get(k);
+  // Less than a day of data: hourly buckets over the last day, so the line has points.
+  const first = over.rubrics.find((r) => r.rubric === $("rubric").value)?.first_record_at;
+  if (first && !qs.get("bucket") && Date.parse(over.until) - Date.parse(first) < DAY) {
+    $("bucket").value = "1h";
+    if (!qs.get("since")) $("since").value = "1d";
+  }
   $("controls").addEventListener("submit", (e) => { e.preventDefault(); load(); });
   await load();
   if (qs.get("click") === "1") {  // for screenshots: open the last point's worst traces
@@ -144,4 +213,4 @@ async function init() {
     points[points.length - 1]?.dispatchEvent(new MouseEvent("click"));
   }
 }
-init();
+init().catch((err) => { $("status").textContent = "error: " + err.message; });

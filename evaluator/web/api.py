@@ -1,0 +1,114 @@
+"""The JSON endpoints of `evaluator serve` as plain methods: query string in, document out.
+
+Every endpoint only reads (rollups are refreshed by the worker's cron, never by a GET).
+Query parameters are checked before any query runs: an unknown, repeated, over-long or
+malformed one is a `BadRequest` (HTTP 400 with {"error": ...}), never a 500.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from evaluator.analytics.alerts import alert_to_json, list_alerts
+from evaluator.analytics.overview import overview
+from evaluator.analytics.trends import BY, TrendQuery, rubric_names, trend, worst_traces
+from evaluator.store.store import Store, as_utc
+from evaluator.traces.validate import MAX_LABEL_CHARS, text_problem
+
+MAX_WORST = 50
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def params(qs: dict[str, list[str]], allowed: tuple[str, ...]) -> dict[str, str]:
+    """One value per known name, each printable text within a label's width."""
+    unknown = sorted(set(qs) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown query parameter {unknown[0]!r}; allowed: {', '.join(allowed)}")
+    out: dict[str, str] = {}
+    for name, values in qs.items():
+        if len(values) != 1:
+            raise BadRequest(f"query parameter {name!r} given {len(values)} times")
+        value = values[0]
+        if len(value) > MAX_LABEL_CHARS:
+            raise BadRequest(f"query parameter {name!r} is longer than {MAX_LABEL_CHARS}")
+        problem = text_problem(value)
+        if problem or not value.isprintable():
+            raise BadRequest(f"query parameter {name!r} contains a control character")
+        out[name] = value
+    return out
+
+
+def _required(p: dict[str, str], name: str) -> str:
+    if not p.get(name):
+        raise BadRequest(f"missing query parameter {name!r}")
+    return p[name]
+
+
+def _time(p: dict[str, str], name: str) -> datetime:
+    raw = _required(p, name)
+    try:
+        return as_utc(datetime.fromisoformat(raw))
+    except ValueError:
+        raise BadRequest(f"{name}: not an ISO 8601 time: {raw!r}") from None
+
+
+def _flag(p: dict[str, str], name: str) -> bool:
+    raw = p.get(name, "0").lower()
+    if raw not in ("0", "1", "true", "false"):
+        raise BadRequest(f"{name} must be 0, 1, true or false, got {raw!r}")
+    return raw in ("1", "true")
+
+
+def _count(p: dict[str, str], name: str, default: int, top: int) -> int:
+    raw = p.get(name, str(default))
+    if not raw.isdigit() or not 1 <= int(raw) <= top:
+        raise BadRequest(f"{name} must be a whole number from 1 to {top}, got {raw!r}")
+    return int(raw)
+
+
+class Api:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def rubrics(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        params(qs, ())
+        return {"rubrics": rubric_names(self.store)}
+
+    def trends(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        p = params(qs, ("rubric", "by", "since", "bucket"))
+        try:
+            q = TrendQuery.parse(
+                _required(p, "rubric"),
+                p.get("by", "prompt_version"),
+                p.get("since", "7d"),
+                p.get("bucket", "1d"),
+            )
+        except (ValueError, OverflowError) as exc:
+            raise BadRequest(str(exc)) from None
+        return trend(self.store, q, refresh=False)
+
+    def alerts(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        p = params(qs, ("open", "rubric"))
+        rows = list_alerts(self.store, open_only=_flag(p, "open"), rubric=p.get("rubric") or None)
+        return {"alerts": [alert_to_json(a) for a in rows]}
+
+    def worst(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        p = params(qs, ("rubric", "by", "key", "start", "end", "k"))
+        by = p.get("by", "prompt_version")
+        if by not in BY:
+            raise BadRequest(f"by must be one of {', '.join(BY)}, got {by!r}")
+        start, end = _time(p, "start"), _time(p, "end")
+        if end <= start:
+            raise BadRequest("end must be after start")
+        k = _count(p, "k", 5, MAX_WORST)
+        rubric = _required(p, "rubric")
+        traces = worst_traces(self.store, rubric, by, p.get("key") or None, start, end, k=k)
+        return {"traces": traces}
+
+    def overview(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        params(qs, ())
+        return overview(self.store)
