@@ -13,7 +13,7 @@ import httpx
 import pytest
 import respx
 
-from evaluator.analytics.alerts import list_alerts, policy_for
+from evaluator.analytics.alerts import alert_to_json, list_alerts, policy_for
 from evaluator.analytics.check_job import decide, regression_check_job, run_check
 from evaluator.cli.main import main
 from evaluator.config.policy import parse_policy
@@ -155,6 +155,9 @@ def test_new_prompt_version_is_compared_with_the_one_it_replaced(
     assert alert.changed["labels"] == {"prompt_version": {"from": ["v17"], "to": ["v18"]}}
     assert "prompt_version v17 -> v18" in alert.message
     assert all(t["trace_id"].startswith("v18-") for t in alert.worst_traces)
+    # Both counts, plainly: 30 scores stored, the e-process decided after 10.
+    assert "30 scores in the window, the test decided after the first 10" in alert.message
+    assert alert_to_json(alert)["export_command"].endswith(f"--alert {alert.id}")
 
 
 def test_a_good_new_version_does_not_alert(store: Store, tmp_path: Path) -> None:

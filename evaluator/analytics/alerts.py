@@ -80,11 +80,24 @@ def describe(
     if b.get("pass_rate") is not None and c.get("pass_rate") is not None:
         text += f", pass rate {b['pass_rate']:.1%} -> {c['pass_rate']:.1%}"
     text += f"; p={summary['p_value']:.2g} ({summary['test']})"
+    window_n = summary.get("window_n")
+    if window_n is not None and window_n != c.get("n"):
+        # The sequential test stops at the score where it became sure; say so, or "n=20"
+        # beside 150 stored records reads as data loss.
+        text += (
+            f"; {window_n} scores in the window, the test decided after the first "
+            f"{c.get('n', 0)} of them"
+        )
     if changed_text:
         text += f"; changed: {changed_text}"
     if worst:
         text += "; worst traces: " + ", ".join(str(w["trace_id"]) for w in worst)
     return text
+
+
+def export_command(alert_id: object) -> str:
+    """The command that turns an alert's traces into a regression dataset."""
+    return f"evaluator dataset export alert-{str(alert_id)[:8]}.jsonl --alert {alert_id}"
 
 
 def alert_to_json(alert: AlertRecord) -> dict[str, Any]:
@@ -111,6 +124,7 @@ def alert_to_json(alert: AlertRecord) -> dict[str, Any]:
         "changed": alert.changed,
         "worst_traces": alert.worst_traces,
         "message": alert.message,
+        "export_command": export_command(alert.id),
         "resolution": alert.resolution,
         "deliveries": alert.deliveries,
         "opened_at": iso(alert.opened_at),
@@ -196,6 +210,8 @@ def alerts_table(alerts: Sequence[AlertRecord]) -> str:
             f"{a.rubric[:17]:<18}{a.p_value:>8.2g}  {where}"
         )
         lines.append(f"{'':<9}{a.message}")
+        if a.status == "open":
+            lines.append(f"{'':<9}dataset: {export_command(a.id)}")
         if a.status == "resolved" and a.resolution:
             lines.append(f"{'':<9}resolved: {a.resolution}")
     return "\n".join(lines)

@@ -262,6 +262,7 @@ def _new_alert(
         base_lo, win_lo = window_bounds(now, cfg.policy)
         changed = what_changed(session, rubric, labels, k, (base_lo, win_lo), (win_lo, now))
     summary = f.verdict.summary(cfg.policy.confidence)
+    summary["window_n"] = f.window_stats.n  # every score in the window, beside the test's n
     if f.fixed is not None:
         summary["window_test"] = f.fixed.summary(cfg.policy.confidence)
     message = describe(f.kind, rubric, f.labels, summary, changed.get("text", ""), worst)
