@@ -28,7 +28,38 @@ def _known_rubric(store: Any, settings: Any, name: str) -> None:
         )
 
 
+def cmd_cost_per_pass(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from evaluator.analytics.cost import cost_per_pass, cost_table
+    from evaluator.config.policy import parse_duration
+    from evaluator.config.settings import load_settings
+    from evaluator.store.store import Store
+
+    settings = load_settings(args.settings)
+    end = datetime.now(UTC)
+    store = Store(settings.database.url, migrate=False)
+    try:
+        doc = cost_per_pass(
+            store, settings.cost_usd, end - parse_duration(args.since), end, args.by
+        )
+    finally:
+        store.close()
+    print(json.dumps(doc, indent=2) if args.json else cost_table(doc))
+    return EXIT_OK
+
+
 def cmd_trends(args: argparse.Namespace) -> int:
+    if args.metric == "cost_per_pass":
+        return cmd_cost_per_pass(args)
+    if args.rubric is None:
+        print("evaluator trends: --rubric is needed for --metric score", file=sys.stderr)
+        return EXIT_USAGE
+    if args.by == "tenant":
+        print("evaluator trends: --by tenant is available for --metric cost_per_pass; score "
+              "trends read hourly rollups kept per prompt version, model and feature",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_USAGE
     from evaluator.analytics.trends import TrendQuery, trend, trends_table
     from evaluator.config.settings import load_settings
     from evaluator.store.store import Store
@@ -80,9 +111,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Add the analytics commands to the `evaluator` sub-parsers."""
     p = sub.add_parser("trends", help="score trends per prompt version (or model, feature)")
-    p.add_argument("--rubric", required=True, help="rubric name")
+    p.add_argument("--rubric", help="rubric name (needed for --metric score)")
+    p.add_argument(
+        "--metric",
+        default="score",
+        choices=["score", "cost_per_pass"],
+        help="score (default) or cost_per_pass: judge + generator USD per answer that "
+        "passed all of its rubrics",
+    )
     p.add_argument("--by", default="prompt_version",
-                   choices=["prompt_version", "model", "feature", "none"])  # fmt: skip
+                   choices=["prompt_version", "model", "feature", "tenant", "none"])  # fmt: skip
     p.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d, 30d (default 7d)")
     p.add_argument("--bucket", default="1d", help="bucket size in whole hours, e.g. 1h, 6h, 1d")
     p.add_argument("--json", action="store_true", help="stable JSON (see README: Trends JSON)")
