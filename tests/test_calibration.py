@@ -72,3 +72,14 @@ def test_calibrate_cli_reports_agreement(
         main(["--settings", str(settings), "calibrate", "--data", str(data), "--rubric", "nope"])
         == 2
     )
+
+
+def test_judge_hygiene_warns_about_self_preference_and_verbosity() -> None:
+    from judges.hygiene import hygiene_warnings
+
+    lengths = [100, 200, 300, 400, 500, 600]
+    longer_scores_higher = [0.1, 0.2, 0.4, 0.5, 0.7, 0.9]
+    warnings = hygiene_warnings("gpt-4o", ["gpt-4o-mini"], lengths, longer_scores_higher)
+    assert len(warnings) == 2
+    assert "own model or family" in warnings[0] and "verbosity" in warnings[1]
+    assert hygiene_warnings("claude-3-5-sonnet", ["gpt-4o"], lengths, [0.5] * 6) == []

@@ -18,6 +18,7 @@ from evaluator.sources.labelled import read_labelled
 from evaluator.traces.cases import build_case
 from evaluator.worker.runtime import Runtime
 from judges.agreement import auroc, balanced_accuracy, cohen_kappa, confusion, f1
+from judges.hygiene import hygiene_warnings, spearman
 from judges.redact import redact_case
 from judges.rubric import Rubric
 from judges.scorers.registry import run_scorer
@@ -38,6 +39,7 @@ class CalibrationReport:
     statuses: Counter[str] = field(default_factory=Counter)
     metrics: dict[str, Any] = field(default_factory=dict)
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # judge hygiene (judges/hygiene.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class CalibrationReport:
             "statuses": dict(self.statuses),
             "metrics": self.metrics,
             "per_model": self.per_model,
+            "warnings": self.warnings,
         }
 
 
@@ -113,6 +116,16 @@ async def calibrate(
     )
     report.statuses.update(s.status.value for s in scores)
     report.metrics = agreement(labels, list(scores), rubric.pass_threshold)
+    ok = [(c.case, s) for c, s in zip(cases, scores, strict=True) if s.value is not None]
+    judge = runtime.clients.judge
+    judge_model = rubric.judge.model or (judge.model if judge is not None else None)
+    lengths = [len(case.answer) for case, _ in ok]
+    values = [float(s.value) for _, s in ok if s.value is not None]
+    report.metrics["length_spearman"] = spearman(lengths, values)
+    report.warnings = hygiene_warnings(
+        judge_model if rubric.needs_judge or rubric.resolved_method == "cascade" else None,
+        [c.case.model for c in cases if c.case.model], lengths, values,
+    )  # fmt: skip
     models = sorted({c.case.model or "?" for c in cases})
     for model in models:
         idx = [i for i, c in enumerate(cases) if (c.case.model or "?") == model]
@@ -153,4 +166,5 @@ def render(report: CalibrationReport) -> str:
             f"  {model:<24} {pm['n']:>4} {pm['positives']:>4} {pauc:>6} "
             f"{pm['balanced_accuracy']:>6.3f} {pm['f1']:>6.3f}"
         )
+    lines += [f"warning: {w}" for w in report.warnings]
     return "\n".join(lines)
