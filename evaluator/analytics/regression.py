@@ -12,7 +12,7 @@ A group is rubric × prompt version × model × feature. Two checks, one `Verdic
   from its first score (false-alert chance ≤ alpha per comparison); with
   `known_start=False` it is a CUSUM-style e-detector on a running group, with on average
   at least `policy.arl` evaluations between false alerts. Its state is a small frozen
-  value (`to_dict`/`from_dict`), or is recomputed by folding `advance` over stored scores
+  value, recomputed by folding `advance` over stored scores
   in time order.
 
 Every path alerts only with at least `min_samples` scores *and* a drop of at least
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -173,8 +173,8 @@ def adjust_verdicts(verdicts: Mapping[K, Verdict], policy: RegressionPolicy) -> 
 
 @dataclass(frozen=True)
 class SequentialState:
-    """Running state of one group's sequential check: store it (`to_dict`), or rebuild it by
-    folding `advance` over the group's stored scores in time order."""
+    """Running state of one group's sequential check, rebuilt by folding `advance` over the
+    group's stored scores in time order (the check job and `evaluator gate` both do)."""
 
     baseline: GroupStats
     reference: float  # the mean the stream is tested against: a lower bound of baseline's
@@ -209,18 +209,6 @@ class SequentialState:
             return self.seen
         best = max(range(len(self.log_wealth)), key=self.log_wealth.__getitem__)
         return self.seen - self.starts[best]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> SequentialState:
-        d = dict(data)
-        for key in ("baseline", "seen", "alarm_segment"):
-            d[key] = GroupStats(**d[key]) if d.get(key) is not None else None
-        d["starts"] = tuple(GroupStats(**s) for s in d["starts"])
-        d["lambdas"], d["log_wealth"] = tuple(d["lambdas"]), tuple(d["log_wealth"])
-        return cls(**d)
 
 
 def start_sequential(
