@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from judges.memo import SharedCalls
+
 if TYPE_CHECKING:
     from judges.llm.client import JudgeClient
     from judges.llm.embedder import Embedder
@@ -148,3 +150,5 @@ class Clients:
     judge: JudgeClient | None = None
     generator: Generator | None = None
     embedder: Embedder | None = None
+    # Calls several scorers of one case share (the combined RAG method): see judges.memo.
+    shared: SharedCalls = field(default_factory=SharedCalls)
