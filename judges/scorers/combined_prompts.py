@@ -10,6 +10,7 @@ vLLM's automatic prefix caching reuse the system part across traces.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
@@ -60,6 +61,24 @@ class CombinedReply(_DocumentVerdicts):
     @model_validator(mode="after")
     def _claims_or_flag(self) -> CombinedReply:
         return claims_or_flag(self)
+
+    @classmethod
+    def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        # Titles only restate property names: ~100 billed prompt tokens per call for nothing.
+        return untitled(super().model_json_schema(*args, **kwargs))
+
+
+def untitled(schema: Any, *, in_properties: bool = False) -> Any:
+    """`schema` without its "title" keywords (a property that is named "title" stays)."""
+    if isinstance(schema, list):
+        return [untitled(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        key: untitled(value, in_properties=key in ("properties", "$defs") and not in_properties)
+        for key, value in schema.items()
+        if in_properties or key != "title"
+    }
 
 
 @functools.lru_cache(maxsize=64)  # one class per document count: the schema cache hits
