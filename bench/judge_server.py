@@ -18,7 +18,9 @@ re-asks because of the server:
 latency distribution, requests-per-minute limit answered with 429 + Retry-After (sliding
 60 s window over chat calls), injected 500s, hangs (no reply until the client gives up)
 and malformed (non-JSON) content. `GET /stats` counts calls, statuses and tokens;
-`POST /stats/reset` zeroes them.
+`POST /stats/reset` zeroes them. `--labels FILE` (RAGTruth QA) makes faithfulness verdicts
+agree with the human labels with probability `--p-correct`, optionally switching to
+`--p-after` at request `--drift-at`: see bench/labelled_judge.py.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .labelled_judge import LabelledVerdicts, load_labels
 from .schema_instance import instance, schema_in_text
 
 _REASONS = {200: "OK", 404: "Not Found", 400: "Bad Request", 429: "Too Many Requests"}
@@ -61,6 +64,10 @@ class ServerConfig:
     string_words: int = 6
     embedding_dim: int = 384
     seed: int = 0
+    labels: str = ""  # RAGTruth QA jsonl: label-aware faithfulness verdicts (labelled_judge)
+    p_correct: float = 1.0
+    drift_at: int = 0  # chat request number from which p_after applies; 0 = never
+    p_after: float = 1.0
 
 
 @dataclass
@@ -78,6 +85,8 @@ class Stats:
     malformed: int = 0
     bad_requests: int = 0
     in_flight: int = 0
+    labelled: int = 0  # replies whose verdicts were set from a label
+    unlabelled: int = 0  # verdict replies whose answer the labels file lacks
     max_in_flight: int = 0
     started_at: float = field(default_factory=time.time)
 
@@ -132,6 +141,13 @@ class JudgeServer:
         self._latency = latency_sampler(config.latency, self._rng)
         self._window: deque[float] = deque()
         self._server: asyncio.base_events.Server | None = None
+        self._labelled = (
+            LabelledVerdicts(
+                load_labels(config.labels), config.p_correct, config.drift_at, config.p_after
+            )
+            if config.labels
+            else None
+        )
         self.port = 0
 
     @property
@@ -294,7 +310,13 @@ class JudgeServer:
 
     def _content(self, fmt: dict[str, Any], prompt: str) -> str:
         if fmt.get("type") == "json_schema":
-            return json.dumps(self._instance(fmt.get("json_schema", {}).get("schema", {})))
+            reply = self._instance(fmt.get("json_schema", {}).get("schema", {}))
+            if self._labelled is not None:
+                label = self._labelled.apply(reply, prompt, self.stats.chat_calls + 1, self._rng)
+                if label is None and isinstance(reply, dict) and "claims" in reply:
+                    self.stats.unlabelled += 1
+                self.stats.labelled += label is not None
+            return json.dumps(reply)
         schema = schema_in_text(prompt)
         if schema is not None:
             return json.dumps(self._instance(schema))
@@ -372,6 +394,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--string-words", type=int, default=d.string_words, help="words per string")
     p.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--labels", default=d.labels, help="RAGTruth QA jsonl: label-aware verdicts")
+    p.add_argument("--p-correct", type=float, default=d.p_correct, help="P(verdict = label)")
+    p.add_argument("--drift-at", type=int, default=d.drift_at, help="request no. for --p-after")
+    p.add_argument("--p-after", type=float, default=d.p_after)
     args = p.parse_args(argv)
     config = ServerConfig(**{k: v for k, v in vars(args).items()})
     with contextlib.suppress(KeyboardInterrupt):

@@ -2,6 +2,7 @@
 
     python -m bench.profile_worker                  # 600 cases, judge latency 0 ms, 1 worker
     python -m bench.profile_worker --raw bench/results/profile_worker.txt
+    python -m bench.profile_worker --rubrics combined3   # the three RAG rubrics, one call
 
 One real `python -m evaluator.cli.main --settings FILE worker` process on PostgreSQL and Redis
 db 13 (bench.multiworker), judge latency 0 ms, the faithfulness (judge) + answer relevance
@@ -33,7 +34,26 @@ from evaluator.config.settings import Settings
 
 from .multiworker import DEFAULT_PG, DEFAULT_REDIS, Judge, WorkerRun, pg_database
 from .report import Summary, command_line, fmt, machine, table
-from .throughput import load_traces
+from .throughput import RUBRICS, load_traces
+
+# --rubrics: the evaluated rubric set (a trace = all of them); "judge2" is §2's.
+_RAG = ("faithfulness", "answer_relevance", "context_relevance")
+RUBRIC_SETS = {
+    "judge2": {s: "judge" for s in _RAG[:2]},
+    "judge3": {s: "judge" for s in _RAG},
+    "combined3": {s: "combined" for s in _RAG},
+}
+
+
+def use_rubric_set(name: str) -> None:
+    """Rewrite bench.throughput.RUBRICS in place (bench.multiworker writes it per run)."""
+    RUBRICS.clear()
+    for scorer, method in RUBRIC_SETS[name].items():
+        RUBRICS[scorer] = (
+            f'name = "{scorer}"\nversion = "bench"\nscorer = "{scorer}"\nmethod = "{method}"\n'
+            "pass_threshold = 0.6\n[sampling]\nrate = 1.0\n"
+        )
+
 
 # Components, first match wins for "exclusive" attribution of a leaf; inclusive counts any.
 COMPONENTS: list[tuple[str, str]] = [
@@ -135,7 +155,9 @@ def main(argv: list[str] | None = None) -> None:
         "then counts threads blocked in psycopg/queue waits as busy)",
     )
     p.add_argument("--raw", type=Path, help="keep py-spy's raw (collapsed) stacks here")
+    p.add_argument("--rubrics", choices=sorted(RUBRIC_SETS), default="judge2")
     args = p.parse_args(argv)
+    use_rubric_set(args.rubrics)
     logging.basicConfig(level=logging.WARNING)
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(pyspy).exists():

@@ -37,16 +37,16 @@ ScorerKind = Literal[
 # Which methods each scorer supports; the first one is the default.
 METHODS: dict[str, tuple[str, ...]] = {
     "llm_rubric": ("judge",),
-    "faithfulness": ("judge", "local", "cascade", "two_step", "ragas"),
-    "answer_relevance": ("judge", "local", "ragas"),
-    "context_relevance": ("judge", "local"),
+    "faithfulness": ("judge", "local", "cascade", "two_step", "ragas", "combined"),
+    "answer_relevance": ("judge", "local", "ragas", "combined"),
+    "context_relevance": ("judge", "local", "combined"),
     "self_consistency": ("embeddings", "judge"),
     "tool_use": ("local",),
     "tool_selection": ("judge",),
 }
 
 # cascade runs its local step without a judge and records that it could not escalate.
-NEEDS_JUDGE = frozenset({"judge", "two_step", "ragas"})
+NEEDS_JUDGE = frozenset({"judge", "two_step", "ragas", "combined"})
 
 
 def _storable(limit: int) -> Callable[[str], str]:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from judges.memo import SharedCalls
 from judges.provenance import VerdictIdentity
 
 if TYPE_CHECKING:
@@ -154,3 +155,5 @@ class Clients:
     judge: JudgeClient | None = None
     generator: Generator | None = None
     embedder: Embedder | None = None
+    # Calls several scorers of one case share (the combined RAG method): see judges.memo.
+    shared: SharedCalls = field(default_factory=SharedCalls)

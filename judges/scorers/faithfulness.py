@@ -176,6 +176,10 @@ async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
             return await _two_step(case, rubric, clients.judge)
         if method == "judge":
             return await _judge(case, rubric, clients.judge)
+        if method == "combined":
+            from judges.scorers.combined import score_faithfulness_combined
+
+            return await score_faithfulness_combined(case, rubric, clients)
     except ScorerConfigError as exc:
         return Score.error(str(exc), method=method)
     return Score.error(f"faithfulness has no method {method!r}", method=method)

@@ -7,8 +7,9 @@ pydantic schemas each reply is validated against. Sending them and scoring the v
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, Field, create_model, model_validator
 
@@ -35,13 +36,20 @@ class _ClaimsOrNone(BaseModel):
 
     @model_validator(mode="after")
     def _claims_or_flag(self) -> _ClaimsOrNone:
-        # An empty list is only credible when the judge says so: otherwise it is a lazy reply
-        # and the client re-asks, instead of us scoring an answer nobody read.
-        if not getattr(self, "claims", None) and not self.no_factual_claims:
-            raise ValueError(
-                "claims is empty: list the answer's claims, or set no_factual_claims to true"
-            )
-        return self
+        return claims_or_flag(self)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def claims_or_flag(reply: _M) -> _M:
+    # An empty list is only credible when the judge says so: otherwise it is a lazy reply
+    # and the client re-asks, instead of us scoring an answer nobody read.
+    if not getattr(reply, "claims", None) and not getattr(reply, "no_factual_claims", False):
+        raise ValueError(
+            "claims is empty: list the answer's claims, or set no_factual_claims to true"
+        )
+    return reply
 
 
 class FaithfulnessReply(_ClaimsOrNone):
@@ -58,6 +66,7 @@ class _Check(BaseModel):
     verdict: Verdict
 
 
+@functools.lru_cache(maxsize=64)  # one class per length, so the client's schema cache hits
 def verification_schema(n_claims: int) -> type[BaseModel]:
     """Step-2 reply: exactly one check per claim, in order (a short list is re-asked)."""
     return create_model(
@@ -68,12 +77,12 @@ def verification_schema(n_claims: int) -> type[BaseModel]:
 
 # --- prompts (pure) --------------------------------------------------------------------
 
-_VERDICTS = (
+VERDICT_RULES = (
     "Verdicts, using the documents only (not your own knowledge): supported = a document "
     "states or directly implies it; contradicted = a document says otherwise; not_found = "
     "the documents do not settle it."
 )
-_CLAIMS = (
+CLAIM_RULES = (
     "Claims: the answer's atomic factual statements, each self-contained (resolve pronouns), "
     "one fact each; skip greetings, questions, opinions and offers of help."
 )
@@ -82,7 +91,7 @@ _CLAIMS = (
 def render_judge(case: EvalCase) -> list[dict[str, str]]:
     system = (
         "You check whether an AI answer is grounded in retrieved documents.\n"
-        f"{DATA_RULES}\n{_CLAIMS}\n{_VERDICTS}\n"
+        f"{DATA_RULES}\n{CLAIM_RULES}\n{VERDICT_RULES}\n"
         'Reply with JSON: {"claims": [{"claim": str, "context_ids": [document numbers], '
         '"reason": str, "verdict": "supported"|"contradicted"|"not_found"}], '
         '"no_factual_claims": bool}. If the answer makes no factual claim, give an empty '
@@ -94,7 +103,7 @@ def render_judge(case: EvalCase) -> list[dict[str, str]]:
 def render_extract(case: EvalCase) -> list[dict[str, str]]:
     system = (
         "You split an AI answer into claims.\n"
-        f"{DATA_RULES}\n{_CLAIMS}\n"
+        f"{DATA_RULES}\n{CLAIM_RULES}\n"
         'Reply with JSON: {"claims": [str], "no_factual_claims": bool}. If the answer makes '
         "no factual claim, give an empty list and no_factual_claims true."
     )
@@ -104,7 +113,7 @@ def render_extract(case: EvalCase) -> list[dict[str, str]]:
 def render_verify(case: EvalCase, claims: Sequence[str]) -> list[dict[str, str]]:
     system = (
         "You verify claims against retrieved documents.\n"
-        f"{DATA_RULES}\n{_VERDICTS}\n"
+        f"{DATA_RULES}\n{VERDICT_RULES}\n"
         'Reply with JSON: {"checks": [{"context_ids": [document numbers], "reason": str, '
         '"verdict": ...}]}: one check per claim, in the order given.'
     )

@@ -15,6 +15,7 @@ content words the document contains. The local thresholds are options, not calib
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -70,8 +71,12 @@ class _DocumentVerdicts(BaseModel):
         return sorted(docs, key=lambda d: d.id)
 
 
+@functools.lru_cache(maxsize=64)
 def documents_schema(n_documents: int) -> type[BaseModel]:
-    """One verdict per document, no more, no fewer (a short list is re-asked)."""
+    """One verdict per document, no more, no fewer (a short list is re-asked).
+
+    Cached: a new class per call would miss the client's schema cache every time (and grow it).
+    """
     return create_model(
         "DocumentVerdicts",
         __base__=_DocumentVerdicts,
@@ -81,14 +86,18 @@ def documents_schema(n_documents: int) -> type[BaseModel]:
 
 # --- prompts (pure) --------------------------------------------------------------------
 
+ANSWER_VERDICT_RULES = (
+    "Verdicts: direct = answers what was asked; partial = answers only part of it or mostly "
+    "something else; evasive = refuses, hedges or stays noncommittal instead of answering; "
+    "off_topic = about something else."
+)
+
 
 def render_answer(case: EvalCase) -> list[dict[str, str]]:
     system = (
         "You rate whether an AI answer addresses the user's question. Judge relevance only, "
         f"not correctness.\n{DATA_RULES}\n"
-        "Verdicts: direct = answers what was asked; partial = answers only part of it or mostly "
-        "something else; evasive = refuses, hedges or stays noncommittal instead of answering; "
-        "off_topic = about something else.\n"
+        f"{ANSWER_VERDICT_RULES}\n"
         'Reply with JSON: {"reason": str, "verdict": "direct"|"partial"|"evasive"|"off_topic"}.'
     )
     return chat(system, case_blocks(case, question=True, answer=True))
@@ -145,6 +154,10 @@ async def score_answer(case: EvalCase, rubric: Rubric, clients: Clients) -> Scor
         from judges.scorers.ragas_method import score_answer_relevance_ragas
 
         return await score_answer_relevance_ragas(case, rubric, clients)
+    if method == "combined":
+        from judges.scorers.combined import score_answer_combined
+
+        return await score_answer_combined(case, rubric, clients)
     if method != "judge":
         return Score.error(f"answer relevance has no method {method!r}", method=method)
     judge = clients.judge
@@ -159,19 +172,22 @@ async def score_answer(case: EvalCase, rubric: Rubric, clients: Clients) -> Scor
         )
     except JudgeError as exc:
         return _error(exc, method, rubric.judge.model or judge.model)
-    verdict = reply.parsed.verdict
-    value = ANSWER_VERDICTS[verdict]
+    return answer_score(reply.parsed, rubric, method, judge_model=reply.model, usage=reply.usage)
+
+
+def answer_score(parsed: AnswerRelevanceReply, rubric: Rubric, method: str, **extra: Any) -> Score:
+    """The Score for a judge's answer-relevance verdict (pure)."""
+    value = ANSWER_VERDICTS[parsed.verdict]
     passed, _ = _passed(value, rubric)
     return Score(
         status=Status.OK,
         value=value,
-        label=verdict,
+        label=parsed.verdict,
         passed=passed,
-        explanation=reply.parsed.reason,
-        details={"verdict": verdict},
+        explanation=parsed.reason,
+        details={"verdict": parsed.verdict},
         method=method,
-        judge_model=reply.model,
-        usage=reply.usage,
+        **extra,
     )
 
 
@@ -188,6 +204,10 @@ async def score_contexts(case: EvalCase, rubric: Rubric, clients: Clients) -> Sc
             return await asyncio.to_thread(_contexts_local, case, rubric, clients.embedder)
         except ScorerConfigError as exc:
             return Score.error(str(exc), method=method)
+    if method == "combined":
+        from judges.scorers.combined import score_contexts_combined
+
+        return await score_contexts_combined(case, rubric, clients)
     if method != "judge":
         return Score.error(f"context relevance has no method {method!r}", method=method)
     judge = clients.judge
@@ -203,18 +223,20 @@ async def score_contexts(case: EvalCase, rubric: Rubric, clients: Clients) -> Sc
     except JudgeError as exc:
         return _error(exc, method, rubric.judge.model or judge.model)
     verdicts: list[DocumentVerdict] = reply.parsed.documents  # type: ignore[attr-defined]
+    return judged_contexts_score(
+        verdicts, case, rubric, method, judge_model=reply.model, usage=reply.usage
+    )
+
+
+def judged_contexts_score(
+    verdicts: Sequence[DocumentVerdict], case: EvalCase, rubric: Rubric, method: str, **extra: Any
+) -> Score:
+    """The Score for one judge verdict per document, in document order (pure)."""
     documents = [
         {"id": ctx.id, "relevant": v.relevant, "reason": v.reason}
         for ctx, v in zip(case.contexts, verdicts, strict=True)
     ]
-    return _contexts_score(
-        [v.relevant for v in verdicts],
-        documents,
-        rubric,
-        method,
-        judge_model=reply.model,
-        usage=reply.usage,
-    )
+    return _contexts_score([v.relevant for v in verdicts], documents, rubric, method, **extra)
 
 
 def _contexts_local(case: EvalCase, rubric: Rubric, embedder: Embedder | None) -> Score:
