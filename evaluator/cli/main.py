@@ -102,7 +102,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from evaluator.worker.app import make_worker, run_burst
+    from evaluator.worker.app import run_burst
+    from evaluator.worker.supervise import serve
 
     settings = _settings(args)
     load_rubrics(settings.rubrics.path)  # refuse to start on a bad rubric, with the reason
@@ -110,7 +111,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         result = asyncio.run(run_burst(settings))
         print(json.dumps(result, indent=2))
         return EXIT_OK
-    make_worker(settings).run()
+    asyncio.run(serve(settings))
     return EXIT_OK
 
 

@@ -15,7 +15,8 @@ from evaluator.config.settings import load_settings
 def cmd_retry(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
-    from evaluator.intake.sweeper import make_intake, retry_dead
+    from evaluator.intake.drain import build_intake
+    from evaluator.intake.sweeper import retry_dead
     from evaluator.store import outbox
     from evaluator.store.store import Store
     from evaluator.worker.runtime import sampling_config
@@ -40,9 +41,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
             redis = Redis.from_url(settings.redis.url)
             try:
                 rubrics = load_rubrics(settings.rubrics.path)
-                intake = make_intake(
-                    redis, settings, store.engine, sampling_config(settings, rubrics)
-                )
+                sampling = sampling_config(settings, rubrics)
+                intake = build_intake(redis, settings, sampling=sampling, engine=store.engine)
                 return await retry_dead(intake, store.engine, None if args.all else args.trace)
             finally:
                 await redis.aclose()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, func
+from sqlalchemy import and_, bindparam, delete, event, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, create_engine, select
 
 from evaluator.store.models import EvalRecord, TraceRecord, table_of, utcnow
+from evaluator.store.sanitize import clean
 from evaluator.store.schema import upgrade
 from evaluator.traces.model import Trace
 
@@ -37,7 +38,21 @@ _INSERTED = [c.name for c in table_of(EvalRecord).columns]
 
 
 def _row(record: EvalRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in _INSERTED}
+    return {name: clean(getattr(record, name)) for name in _INSERTED}
+
+
+_RECORDS = table_of(EvalRecord)
+_SAME_EVALUATION = and_(
+    _RECORDS.c.trace_id == bindparam("trace_id"),
+    _RECORDS.c.rubric == bindparam("rubric"),
+    _RECORDS.c.rubric_version == bindparam("rubric_version"),
+)
+# An error written before the trace (so its span) was known has span_id "": the real
+# evaluation of that (trace, rubric, version) replaces it instead of adding a second row.
+_DROP_SPANLESS_ERROR = delete(_RECORDS).where(
+    _SAME_EVALUATION, _RECORDS.c.span_id == "", _RECORDS.c.status != "ok"
+)
+_HAS_SPAN_RECORD = sa_select(_RECORDS.c.id).where(_SAME_EVALUATION, _RECORDS.c.span_id != "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +104,7 @@ class Store:
             for trace in traces:
                 row = TraceRecord(
                     trace_id=trace.trace_id,
-                    payload=trace.model_dump(mode="json"),
+                    payload=clean(trace.model_dump(mode="json")),
                     prompt_version=trace.prompt_version,
                     model=trace.model,
                     feature=trace.feature,
@@ -160,6 +175,16 @@ class Store:
                 return self.upsert_records(records, conn=own)
         written = []
         for record in records:
+            key = {
+                "trace_id": record.trace_id,
+                "rubric": record.rubric,
+                "rubric_version": record.rubric_version,
+            }
+            if record.span_id:
+                conn.execute(_DROP_SPANLESS_ERROR, key)
+            elif conn.execute(_HAS_SPAN_RECORD, key).first() is not None:
+                written.append(False)  # the trace was evaluated with its span already
+                continue
             row = conn.execute(self._upsert, _row(record)).first()
             if row is not None:
                 # A replaced non-final row keeps its id: the caller exports the stored one.

@@ -24,8 +24,9 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ValidationError
 
 from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
+from judges.llm.backoff import backoff_s
 from judges.llm.completions import read_completion, retry_after_s, strip_fences
-from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache, backoff_s
+from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache
 from judges.types import Usage
 
 T = TypeVar("T", bound=BaseModel)

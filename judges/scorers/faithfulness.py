@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from judges.errors import JudgeError, ScorerConfigError, judge_failure
+from judges.errors import JudgeError, ScorerConfigError, config_failure, judge_failure
 from judges.llm.client import JudgeClient, JudgeReply
 from judges.rubric import Rubric
 from judges.scorers.faithfulness_prompts import (
@@ -183,7 +183,7 @@ async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
         if method == "judge":
             return await _judge(case, rubric, clients.judge)
     except ScorerConfigError as exc:
-        return Score.error(str(exc), method=method)
+        return config_failure(exc, method=method)
     return Score.error(f"faithfulness has no method {method!r}", method=method)
 
 

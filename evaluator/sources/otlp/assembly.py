@@ -33,7 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Signals
+from evaluator.intake.sampling import trace_signals
 from evaluator.intake.wire import encode
 from evaluator.sources.otlp.decode import JSON_TYPE, OtlpConfig, OtlpError, OtlpSpan, decode_request
 from evaluator.sources.otlp.genai import normalize_genai
@@ -116,15 +116,6 @@ def merge_into(stored: Trace | None, document: dict[str, Any]) -> dict[str, Any]
     spans = [s for s in old["spans"] if s["span_id"] not in new_ids] + document["spans"]
     spans.sort(key=lambda s: (s.get("start_time") or "", s["span_id"]))
     return {**document, "attributes": old["attributes"] | document["attributes"], "spans": spans}
-
-
-def trace_signals(trace: Trace) -> Signals:
-    return Signals(
-        error=trace.is_error,
-        cost_usd=trace.cost_usd,
-        latency_ms=trace.latency_ms,
-        feedback=trace.feedback,
-    )
 
 
 # --- the buffer (SQL) and the hand-off (Redis) ------------------------------------------------
