@@ -85,7 +85,11 @@ def _check_health(settings_path: Any) -> dict[str, Any]:
             await redis.ping()
             # arq writes "<queue>:health-check" from every running worker.
             beat = await redis.get(f"{settings.redis.queue_name}:health-check")
-            return {"ok": True, "worker_heartbeat": beat.decode() if beat else None}
+            return {
+                "ok": True,
+                "worker_heartbeat": beat.decode() if beat else None,
+                **await _persistence(redis),
+            }
         except Exception as exc:
             return {"ok": False, "error": str(exc)}
         finally:
@@ -94,6 +98,22 @@ def _check_health(settings_path: Any) -> dict[str, Any]:
     checks["redis"] = asyncio.run(redis_check())
     checks["ok"] = all(c["ok"] for c in checks.values() if isinstance(c, dict))
     return checks
+
+
+async def _persistence(redis: Any) -> dict[str, Any]:
+    """Warn when Redis keeps the intake list in memory only (lost with a restart)."""
+    try:
+        aof = (await redis.config_get("appendonly")).get("appendonly", b"no")
+        save = (await redis.config_get("save")).get("save", b"")
+    except Exception as exc:  # managed Redis often refuses CONFIG: say so, do not fail
+        warning = f"CONFIG GET refused ({exc}); make sure appendonly is on"
+        return {"persistence": "unknown", "warning": warning}
+    aof_on = (aof.decode() if isinstance(aof, bytes) else str(aof)) == "yes"
+    rdb = (save.decode() if isinstance(save, bytes) else str(save)).strip()
+    if aof_on:
+        return {"persistence": "aof"}
+    warning = "appendonly is off: IDs in the intake list not yet drained are lost with a restart"
+    return {"persistence": "rdb" if rdb else "none", "warning": warning}
 
 
 def cmd_health(args: argparse.Namespace) -> int:
