@@ -189,3 +189,29 @@ def test_backoff_grows_with_jitter_up_to_its_cap() -> None:
     assert max(b.next() for _ in range(10)) <= 2.0
     b.reset()
     assert b.next() <= 0.5
+
+
+def test_retry_reruns_error_records_by_rubric_kind_and_time(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evaluator.cli.main import main
+
+    from .conftest import TONE_RUBRIC, write_rubric
+
+    write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+    settings = make_settings(tmp_path, redis_url)
+    store = Store(settings.database.url)
+    for trace, kind in (("down", "judge_unavailable"), ("bad", "input")):
+        store.upsert_record(EvalRecord(trace_id=trace, span_id="s", rubric="tone",
+                                       rubric_version="1", scorer="llm_rubric", status="error",
+                                       details={"error_kind": kind}))  # fmt: skip
+    argv = ["--settings", str(tmp_path / "settings.toml"), "retry", "--errors", "--rubric", "tone"]
+    assert main([*argv, "--kind", "judge_unavailable", "--since", "2000-01-01"]) == 0
+    assert main([*argv, "--until", "2000-01-01"]) == 0  # nothing that old
+    assert "re-enqueued 1 error" in capsys.readouterr().out
+    pending = outbox.list_intents(store.engine, status=outbox.PENDING)
+    assert [i.trace_id for i in pending] == ["down"]
+    client = redis.Redis.from_url(redis_url)
+    assert client.zcard(settings.redis.queue_name) == 1
+    client.close()
+    store.close()

@@ -87,3 +87,12 @@ async def retry_dead(intake: Intake, engine: Engine, trace_ids: list[str] | None
     if revived:
         await requeue(intake, engine, revived)
     return len(revived)
+
+
+async def retry_errors(intake: Intake, engine: Engine, trace_ids: list[str]) -> int:
+    """`evaluator retry --errors`: re-run these traces' evaluations (their error records are
+    replaced by the new run: records that are not `ok` are overwritten)."""
+    intents = await asyncio.to_thread(outbox.reopen, engine, trace_ids)
+    if intents:
+        await requeue(intake, engine, intents)
+    return len(intents)

@@ -240,3 +240,22 @@ def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[Ev
         if trace_ids:
             query = query.where(col(EvalIntent.trace_id).in_(list(trace_ids)))
         return list(session.exec(query).all())
+
+
+def reopen(engine: Engine, trace_ids: Sequence[str]) -> list[EvalIntent]:
+    """Intents of these traces (created when missing) back to pending with a fresh budget,
+    whatever their state: `evaluator retry --errors` re-runs their evaluations."""
+    if not trace_ids:
+        return []
+    record_intents(engine, [Intent(trace_id=t, kind="rate", signals={}) for t in trace_ids])
+    table = table_of(EvalIntent)
+    ids = list(trace_ids)
+    with engine.begin() as conn:
+        conn.execute(
+            update(table)
+            .where(table.c.trace_id.in_(ids))
+            .values(status=PENDING, attempts=0, enqueued_at=utcnow())
+        )
+    with Session(engine) as session:
+        query = select(EvalIntent).where(col(EvalIntent.trace_id).in_(ids))
+        return list(session.exec(query).all())

@@ -213,6 +213,28 @@ class Store:
                 row.created_at = as_utc(row.created_at)
             return rows
 
+    def error_trace_ids(
+        self,
+        *,
+        rubric: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[str]:
+        """Traces with an error record matching rubric, `details.error_kind` and time range."""
+        query = select(EvalRecord).where(EvalRecord.status == "error")
+        if rubric is not None:
+            query = query.where(EvalRecord.rubric == rubric)
+        if since is not None:
+            query = query.where(EvalRecord.created_at >= since)  # type: ignore[operator]
+        if until is not None:
+            query = query.where(EvalRecord.created_at < until)  # type: ignore[operator]
+        with Session(self.engine) as session:
+            rows = session.exec(query).all()
+            return sorted(
+                {r.trace_id for r in rows if kind is None or r.details.get("error_kind") == kind}
+            )
+
     def status_counts(self) -> dict[str, int]:
         query = select(EvalRecord.status, func.count()).group_by(EvalRecord.status)
         with Session(self.engine) as session:
