@@ -55,12 +55,14 @@ OUTAGE_S = 20.0 if LARGE else 10.0
 pytestmark = pytest.mark.slow
 
 
-def _settings(tmp_path: Path, redis_url: str, db_url: str, judge_url: str) -> Settings:
+def _settings(
+    tmp_path: Path, redis_url: str, db_url: str, judge_url: str, **judge: Any
+) -> Settings:
     write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
     return make_settings(
         tmp_path, redis_url, database={"url": db_url},
         judge={"model": "gpt-4o-mini", "base_url": judge_url, "max_retries": 0, "timeout_s": 2.0,
-               "max_wait_s": 0.0, "cache_ttl_s": 0},
+               "max_wait_s": 0.0, "cache_ttl_s": 0, **judge},
         worker={"job_timeout_s": 10, "max_jobs": 8, "max_tries": 12, "sweep_grace_s": 0,
                 "intake_idle_sleep_s": 0.05},
         intake={"linger_ms": 5},
@@ -219,7 +221,9 @@ def test_redis_killed_and_restarted_workers_survive(
     first, second = [f"a{i}" for i in range(N)], [f"b{i}" for i in range(N)]
     with JudgeStub() as judge:
         db = f"sqlite:///{tmp_path / 'evals.db'}"
-        settings = _settings(tmp_path, private_redis.url, db, judge.url)
+        # The shared RPM limiter lives in Redis: judge calls meet the dead Redis too (this
+        # once became a permanent "scorer crashed: ConnectionError" record).
+        settings = _settings(tmp_path, private_redis.url, db, judge.url, rpm_limit=100_000)
         _ingest(settings, first + second)
         pool = [workers("w1"), workers("w2")]
         _enqueue_at(settings, first, 50)

@@ -5,11 +5,12 @@ Real Redis, real SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -214,4 +215,52 @@ def test_retry_reruns_error_records_by_rubric_kind_and_time(
     client = redis.Redis.from_url(redis_url)
     assert client.zcard(settings.redis.queue_name) == 1
     client.close()
+    store.close()
+
+
+async def test_a_judge_outage_past_the_jobs_tries_is_postponed_not_recorded(
+    tmp_path: Path, redis_url: str
+) -> None:
+    import httpx
+    import respx
+
+    from evaluator.config.rubrics import load_rubrics
+    from evaluator.intake.drain import build_intake
+    from evaluator.intake.enqueue import TraceEnqueuer
+    from evaluator.intake.sweeper import sweep
+    from evaluator.sources.ingest import ingest_traces
+    from evaluator.worker.app import run_burst
+    from evaluator.worker.runtime import sampling_config
+
+    from .conftest import JUDGE_URL, TONE_RUBRIC, rag_trace, write_rubric
+    from .test_worker_e2e import JUDGE, verdict
+
+    write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+    settings = make_settings(tmp_path, redis_url, judge={**JUDGE, "cache_ttl_s": 0},
+                             worker={"max_tries": 1, "job_timeout_s": 5})  # fmt: skip
+    store = Store(settings.database.url)
+    ingest_traces(store, [rag_trace("t")])
+    enq = TraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix)
+    enq.enqueue("t")
+    await enq.aclose()
+    with respx.mock(base_url=JUDGE_URL) as mock:
+        mock.post("/chat/completions").mock(side_effect=httpx.ConnectError("refused"))
+        await run_burst(settings)
+    (intent,) = outbox.list_intents(store.engine)
+    assert intent.status == outbox.PENDING and intent.attempts == 0  # not towards dead letter
+    assert "unreachable" in intent.last_error and store.records() == []
+    # The judge is back: the sweeper re-creates the job once the postponement (1-2 s) is over.
+    client = Redis.from_url(redis_url)
+    intake = build_intake(client, settings, engine=store.engine,
+                          sampling=sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
+    deadline = asyncio.get_running_loop().time() + 15
+    while not (await sweep(intake, store.engine, stale_after=timedelta(0),
+                           dead_after_attempts=10)).reenqueued:  # fmt: skip
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.2)
+    await client.aclose()
+    with respx.mock(base_url=JUDGE_URL) as mock:
+        mock.post("/chat/completions").mock(return_value=verdict(4))
+        await run_burst(settings)
+    assert [(r.trace_id, r.status) for r in store.records()] == [("t", "ok")]
     store.close()

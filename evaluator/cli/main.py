@@ -90,7 +90,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
         ok = await enq.flush()
         stats = enq.stats
-        await enq.close()
+        await enq.aclose()
         return accepted, ok, stats
 
     _accepted, ok, stats = asyncio.run(run())
@@ -211,7 +211,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             return await calibrate(runtime, rubric, cases, concurrency=args.concurrency)
         finally:
-            await runtime.close()
+            await runtime.aclose()
 
     report = asyncio.run(run())
     print(json.dumps(report.to_json(), indent=2) if args.json else render(report))

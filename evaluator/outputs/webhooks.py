@@ -78,8 +78,10 @@ class WebhookSender:
         self.max_attempts, self.backoff_s, self.resolver = max_attempts, backoff_s, resolver
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._client.aclose()
+
+    close = aclose  # the older name
 
     async def send(
         self, target: WebhookTarget, payload: dict[str, Any], headers: dict[str, str]
@@ -186,9 +188,11 @@ class AlertSinks:
             results.append(await self.sender.send(target, payload, headers))
         return results
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self.sender is not None:
-            await self.sender.close()
+            await self.sender.aclose()
+
+    close = aclose  # the older name
 
 
 def build_sinks(

@@ -85,7 +85,7 @@ def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
                 await task
         runtime = ctx.pop("runtime", None)
         if runtime is not None:
-            await runtime.close()
+            await runtime.aclose()
 
     return on_startup, on_shutdown
 

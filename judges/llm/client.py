@@ -140,8 +140,10 @@ class JudgeClient:
     def rate_limiter(self) -> RateLimiter:
         return self._rate
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._sdk.close()
+
+    close = aclose  # the older name
 
     def _format(self, schema: type[BaseModel]) -> dict[str, Any]:
         if self.response_format == "json_object":

@@ -99,8 +99,10 @@ class Generator:
             http_client=http_client,
         )
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._sdk.close()
+
+    close = aclose  # the older name
 
     async def sample(
         self,
