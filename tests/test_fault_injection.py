@@ -313,3 +313,22 @@ def _pending(settings: Settings) -> list[outbox.EvalIntent]:
         return outbox.list_intents(store.engine, status=outbox.PENDING, limit=100_000)
     finally:
         store.close()
+
+
+def test_a_worker_started_while_postgres_is_down_waits_and_then_serves(
+    tmp_path: Path, private_postgres: PostgresCluster, redis_url: str, workers: Any
+) -> None:
+    ids = [f"late{i}" for i in range(N)]
+    with JudgeStub() as judge:
+        settings = _settings(tmp_path, redis_url, private_postgres.url, judge.url)
+        _ingest(settings, ids)
+        private_postgres.stop("fast")
+        worker = workers()
+        _enqueue_at(settings, ids, 100)
+        end = time.monotonic() + 60
+        while "reconnecting" not in worker.output():  # start-up failed on the database
+            assert worker.proc.poll() is None and time.monotonic() < end, worker.output()
+            time.sleep(0.2)
+        private_postgres.start()
+        state = _wait_for_records(settings, ids, worker)
+    _assert_invariant(state, ids)

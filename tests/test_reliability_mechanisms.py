@@ -74,6 +74,13 @@ async def test_back_pressure_holds_jobs_back_as_pending_intents(
     result = await intake.drain_all(10)
     assert await client.zcard("q") == 10 and result.held_back == 20
     assert outbox.count_intents(store.engine, outbox.PENDING) == 30  # the sweeper's work
+    from evaluator.outputs.metrics import render_metrics
+
+    sync = redis.Redis.from_url(redis_url)
+    text = render_metrics(sync, store, key_prefix="app", queue_name="q").decode()
+    sync.close()
+    assert "evaluator_intents_pending 30.0" in text
+    assert "evaluator_intake_held_back_total 20.0" in text
     store.close()
     await client.aclose()
 
