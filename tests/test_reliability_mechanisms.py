@@ -271,3 +271,28 @@ async def test_a_judge_outage_past_the_jobs_tries_is_postponed_not_recorded(
         await run_burst(settings)
     assert [(r.trace_id, r.status) for r in store.records()] == [("t", "ok")]
     store.close()
+
+
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+async def test_enqueued_before_ingest_then_again_leaves_one_record_each(
+    db: str, tmp_path: Path, redis_url: str, postgres_url: str
+) -> None:
+    import respx
+
+    from .conftest import JUDGE_URL, TONE_RUBRIC, rag_trace, write_rubric
+    from .test_worker_e2e import JUDGE, evaluate, records, verdict
+
+    write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}" if db == "sqlite" else postgres_url
+    settings = make_settings(tmp_path, redis_url, judge=JUDGE, database={"url": url})
+    ids = [f"early{i}" for i in range(5)]
+    with respx.mock(base_url=JUDGE_URL) as mock:
+        # The judge's reasoning carries a NUL, which PostgreSQL refuses in text and JSON.
+        mock.post("/chat/completions").mock(return_value=verdict(4, "fine\x00 and polite"))
+        await evaluate(settings, [], ids=ids)  # not ingested yet: "not found" errors
+        assert {(r.span_id, r.status) for r in records(settings)} == {("", "error")}
+        await evaluate(settings, [rag_trace(t) for t in ids])  # ingested, enqueued again
+    rows = records(settings)
+    assert sorted(r.trace_id for r in rows) == ids  # 5 rows, not 10 (or 25)
+    assert {r.status for r in rows} == {"ok"} and all(r.span_id for r in rows)
+    assert all("\x00" not in (r.explanation or "") for r in rows)
