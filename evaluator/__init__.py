@@ -24,14 +24,14 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "SyncTraceEnqueuer": "evaluator.intake.enqueue",
     "TraceEnqueuer": "evaluator.intake.enqueue",
-    "configure": "evaluator.intake.enqueue",
-    "enqueue_trace": "evaluator.intake.enqueue",
-    "enqueue_trace_sync": "evaluator.intake.enqueue",
-    "enqueue_traces": "evaluator.intake.enqueue",
-    "enqueue_traces_sync": "evaluator.intake.enqueue",
-    "flush": "evaluator.intake.enqueue",
-    "flush_sync": "evaluator.intake.enqueue",
-    "close_sync": "evaluator.intake.enqueue",
+    "configure": "evaluator.intake.default",
+    "enqueue_trace": "evaluator.intake.default",
+    "enqueue_trace_sync": "evaluator.intake.default",
+    "enqueue_traces": "evaluator.intake.default",
+    "enqueue_traces_sync": "evaluator.intake.default",
+    "flush": "evaluator.intake.default",
+    "flush_sync": "evaluator.intake.default",
+    "close_sync": "evaluator.intake.default",
     "ingest_jsonl": "evaluator.sources.ingest",
     "ingest_traces": "evaluator.sources.ingest",
     "Settings": "evaluator.config.settings",
@@ -59,9 +59,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from evaluator.config.settings import Settings, load_settings
-    from evaluator.intake.enqueue import (
-        SyncTraceEnqueuer,
-        TraceEnqueuer,
+    from evaluator.intake.default import (
         close_sync,
         configure,
         enqueue_trace,
@@ -71,6 +69,7 @@ if TYPE_CHECKING:
         flush,
         flush_sync,
     )
+    from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer
     from evaluator.sources.ingest import ingest_jsonl, ingest_traces
     from evaluator.store.store import Store
 
