@@ -7,6 +7,7 @@ The app-side API is small:
     await enqueue_trace(trace_id)                 # after a request finishes; never raises
     enqueue_trace_sync(trace_id, error=True)      # sync code; tail rules see the signals
     await evaluator.flush()                       # before an async app exits
+    evaluator.flush_sync()                        # sync apps (also done at exit)
 
 Traces themselves are ingested with `ingest_traces(store, documents)` or
 `evaluator ingest FILE.jsonl`.
@@ -23,12 +24,14 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "SyncTraceEnqueuer": "evaluator.intake.enqueue",
     "TraceEnqueuer": "evaluator.intake.enqueue",
-    "configure": "evaluator.intake.enqueue",
-    "enqueue_trace": "evaluator.intake.enqueue",
-    "enqueue_trace_sync": "evaluator.intake.enqueue",
-    "enqueue_traces": "evaluator.intake.enqueue",
-    "enqueue_traces_sync": "evaluator.intake.enqueue",
-    "flush": "evaluator.intake.enqueue",
+    "configure": "evaluator.intake.default",
+    "enqueue_trace": "evaluator.intake.default",
+    "enqueue_trace_sync": "evaluator.intake.default",
+    "enqueue_traces": "evaluator.intake.default",
+    "enqueue_traces_sync": "evaluator.intake.default",
+    "flush": "evaluator.intake.default",
+    "flush_sync": "evaluator.intake.default",
+    "close_sync": "evaluator.intake.default",
     "ingest_jsonl": "evaluator.sources.ingest",
     "ingest_traces": "evaluator.sources.ingest",
     "Settings": "evaluator.config.settings",
@@ -41,12 +44,14 @@ __all__ = [
     "Store",
     "SyncTraceEnqueuer",
     "TraceEnqueuer",
+    "close_sync",
     "configure",
     "enqueue_trace",
     "enqueue_trace_sync",
     "enqueue_traces",
     "enqueue_traces_sync",
     "flush",
+    "flush_sync",
     "ingest_jsonl",
     "ingest_traces",
     "load_settings",
@@ -54,16 +59,17 @@ __all__ = [
 
 if TYPE_CHECKING:
     from evaluator.config.settings import Settings, load_settings
-    from evaluator.intake.enqueue import (
-        SyncTraceEnqueuer,
-        TraceEnqueuer,
+    from evaluator.intake.default import (
+        close_sync,
         configure,
         enqueue_trace,
         enqueue_trace_sync,
         enqueue_traces,
         enqueue_traces_sync,
         flush,
+        flush_sync,
     )
+    from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer
     from evaluator.sources.ingest import ingest_jsonl, ingest_traces
     from evaluator.store.store import Store
 

@@ -73,6 +73,26 @@ class ScorerConfigError(EvalError):
     """The rubric's scorer settings are invalid for this scorer."""
 
 
+# `details.error_kind` of error records (the service's ErrorKind values): what a failure
+# means for a retry. judges cannot import the service, so the strings are the contract.
+KIND_JUDGE_UNAVAILABLE = "judge_unavailable"
+KIND_JUDGE_OUTPUT = "judge_output"
+KIND_CONFIG = "config"
+
+
+def error_kind(exc: EvalError) -> str:
+    if isinstance(exc, JudgeTransientError | JudgeDeferred):
+        return KIND_JUDGE_UNAVAILABLE
+    if isinstance(exc, ScorerConfigError):
+        return KIND_CONFIG
+    return KIND_JUDGE_OUTPUT
+
+
+def config_failure(exc: ScorerConfigError, *, method: str) -> Score:
+    """The error Score for a rubric that asks the scorer for something it cannot do."""
+    return Score.error(str(exc), method=method, details={"error_kind": KIND_CONFIG})
+
+
 def judge_failure(
     exc: JudgeError,
     *,
@@ -83,6 +103,7 @@ def judge_failure(
 ) -> Score:
     """The error Score for a failed judge call: its cause, raw output and what it cost."""
     details = dict(details or {})
+    details["error_kind"] = error_kind(exc)
     raw = getattr(exc, "raw_output", None)
     if raw is not None:
         details["raw_output"] = raw

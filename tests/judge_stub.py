@@ -14,7 +14,9 @@ from .conftest import chat_completion
 
 
 class JudgeStub:
-    def __init__(self, *, hang_first: int = 0, hang_s: float = 0.0, score: int = 4) -> None:
+    def __init__(
+        self, *, hang_first: int = 0, hang_s: float = 0.0, score: int = 4, port: int = 0
+    ) -> None:
         self.calls = 0
         self.hang_first = hang_first
         self.hang_s = hang_s
@@ -47,7 +49,7 @@ class JudgeStub:
                 except OSError:
                     pass  # the client (a killed worker) is gone
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

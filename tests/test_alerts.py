@@ -260,13 +260,12 @@ async def test_cron_body_runs_once_per_period_across_workers(
 
 
 def test_worker_registers_a_unique_cron_job(tmp_path: Path) -> None:
-    from evaluator.worker.app import worker_options
+    from evaluator.worker.app import cron_name, worker_options
 
-    opts = worker_options(make_settings(tmp_path, "redis://127.0.0.1:6379/9",
-                                        alerts={"interval_minutes": 15}))  # fmt: skip
-    sweep, job = opts["cron_jobs"]
-    assert sweep.unique and sweep.name == "evaluator:sweep"
-    assert job.unique and job.name == "evaluator:regression_check"
+    settings = make_settings(tmp_path, "redis://127.0.0.1:6379/9", alerts={"interval_minutes": 15})
+    sweep, job = worker_options(settings)["cron_jobs"]
+    assert sweep.unique and sweep.name == cron_name(settings, "sweep")
+    assert job.unique and job.name == cron_name(settings, "regression_check")
     assert job.minute == {0, 15, 30, 45}
 
 

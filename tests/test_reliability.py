@@ -22,9 +22,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
-from evaluator.intake.drain import DrainResult, Intake
+from evaluator.intake.drain import DrainResult, Intake, build_intake
 from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer
-from evaluator.intake.sweeper import make_intake, sweep
+from evaluator.intake.sweeper import sweep
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store import outbox
 from evaluator.store.store import Store
@@ -80,7 +80,9 @@ async def _enqueue_and_drain(
     store = Store(settings.database.url)
     client = Redis.from_url(redis_url)
     rubrics = load_rubrics(settings.rubrics.path)
-    intake = make_intake(client, settings, store.engine, sampling_config(settings, rubrics))
+    intake = build_intake(
+        client, settings, sampling=sampling_config(settings, rubrics), engine=store.engine
+    )
     return store, client, intake, await intake.drain_all(1000)
 
 
@@ -277,8 +279,8 @@ def test_dead_letter_and_retry(tmp_path: Path, redis_url: str) -> None:
     client = Redis.from_url(redis_url)
 
     async def run() -> Any:
-        intake = make_intake(client, settings, store.engine,
-                             sampling_config(settings, load_rubrics(settings.rubrics.path)))  # fmt: skip
+        sampling = sampling_config(settings, load_rubrics(settings.rubrics.path))
+        intake = build_intake(client, settings, sampling=sampling, engine=store.engine)
         swept = await sweep(intake, store.engine, stale_after=timedelta(0), dead_after_attempts=3)
         await client.aclose()
         return swept

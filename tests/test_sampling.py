@@ -3,7 +3,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
+from evaluator.intake.sampling import (
+    SIGNAL_RANGES,
+    Reason,
+    Signals,
+    TailRules,
+    decide,
+    hash_point,
+)
 
 RULES = TailRules(
     on_error=True, on_negative_feedback=True, cost_above_usd=0.05, latency_above_ms=10_000
@@ -52,13 +59,23 @@ def test_disabled_tail_rules_do_not_fire() -> None:
     assert decide(hash_point("x"), 0.0, signals, off) is Reason.NOT_SAMPLED
 
 
-@given(
-    st.booleans(),
-    st.none() | st.floats(allow_nan=False, allow_infinity=False),
-    st.none() | st.floats(allow_nan=False, allow_infinity=False),
-)
+def _in_range(name: str) -> st.SearchStrategy[float | None]:
+    low, high = SIGNAL_RANGES[name]
+    return st.none() | st.floats(min_value=low, max_value=high)
+
+
+@given(st.booleans(), _in_range("cost_usd"), _in_range("feedback"))
 def test_signals_round_trip_through_the_wire(
     error: bool, cost: float | None, fb: float | None
 ) -> None:
     signals = Signals(error=error, cost_usd=cost, feedback=fb)
     assert Signals.from_wire(signals.to_wire()) == signals
+
+
+@given(st.floats(), st.floats(), st.floats())
+def test_values_outside_their_range_never_reach_a_signal(c: float, lat: float, fb: float) -> None:
+    signals = Signals.from_wire({"c": c, "l": lat, "f": fb})
+    for name, value in (("cost_usd", c), ("latency_ms", lat), ("feedback", fb)):
+        low, high = SIGNAL_RANGES[name]
+        kept = getattr(signals, name)
+        assert kept == (value if low <= value <= high else None)  # NaN fails both tests

@@ -151,18 +151,25 @@ async def test_reask_that_succeeds_gives_a_score(
 
 
 @pytest.mark.parametrize(
-    ("reply", "cause"),
+    ("reply", "cause", "kind"),
     [
-        (httpx.Response(500, json={"error": {"message": "boom"}}), "HTTP 500"),
-        (httpx.ReadTimeout("slow judge"), "unreachable"),
-        (httpx.Response(200, json=chat_completion(None, refusal="I can't grade that")), "refused"),
-        (httpx.Response(200, text="<html>gateway</html>"), "not a chat completion"),
-        (httpx.Response(401, json={"error": {"message": "bad key"}}), "HTTP 401"),
+        (httpx.Response(500, json={"error": {"message": "boom"}}), "HTTP 500", "judge_unavailable"),
+        (httpx.ReadTimeout("slow judge"), "unreachable", "judge_unavailable"),
+        (httpx.Response(200, json=chat_completion(None, refusal="I can't grade that")), "refused",
+         "judge_output"),
+        (httpx.Response(200, text="<html>gateway</html>"), "not a chat completion", "judge_output"),
+        (httpx.Response(401, json={"error": {"message": "bad key"}}), "HTTP 401", "judge_output"),
     ],
-)
+)  # fmt: skip
 async def test_judge_failures_become_error_records_and_the_rest_is_scored(
-    tone_settings: Settings, reply: Any, cause: str
+    tmp_path: Path, redis_url: str, reply: Any, cause: str, kind: str
 ) -> None:
+    # An outage is deferred up to judge_outage_max_age_s (test_fault_injection.py); at 0 the
+    # job's one try records the cause at once.
+    write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+    tone_settings = make_settings(
+        tmp_path, redis_url, judge=JUDGE, worker={"max_tries": 1, "judge_outage_max_age_s": 0}
+    )
     with respx.mock(base_url=JUDGE_URL) as mock:
 
         def judge(request: httpx.Request) -> httpx.Response:
@@ -182,6 +189,7 @@ async def test_judge_failures_become_error_records_and_the_rest_is_scored(
     bad = by_trace["poisoned"]
     assert bad.status == "error" and bad.score is None
     assert cause in bad.explanation
+    assert bad.details["error_kind"] == kind
 
 
 async def test_unknown_trace_is_retried_then_recorded_as_error(tone_settings: Settings) -> None:
@@ -335,7 +343,9 @@ def test_a_burst_worker_runs_no_cron_jobs_but_a_long_running_one_does(
 ) -> None:
     # A burst that spans second 31 of a minute would otherwise also run the sweeper (and
     # count it as a completed job): behaviour by the clock, not by the command.
+    from evaluator.worker.app import cron_name
+
     settings = make_settings(tmp_path, redis_url, judge=JUDGE)
     assert make_worker(settings, burst=True).cron_jobs == []
     names = {job.name for job in make_worker(settings).cron_jobs}
-    assert names == {"evaluator:sweep", "evaluator:regression_check"}
+    assert names == {cron_name(settings, "sweep"), cron_name(settings, "regression_check")}

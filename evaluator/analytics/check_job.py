@@ -328,5 +328,5 @@ async def regression_check_job(ctx: dict[str, Any]) -> dict[str, Any]:
     try:
         report = await run_check(runtime.store, runtime.rubrics, settings.alerts, sinks, now)
     finally:
-        await sinks.close()
+        await sinks.aclose()
     return report.to_dict()

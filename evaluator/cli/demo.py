@@ -175,7 +175,7 @@ def run_demo(
                 enq.enqueue(trace_id)
             await enq.flush()
             pushed = enq.stats.pushed
-            await enq.close()
+            await enq.aclose()
             return pushed
 
         print(f"Enqueued {asyncio.run(enqueue_all())} trace IDs; running a burst worker…")

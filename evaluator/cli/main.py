@@ -103,7 +103,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         )
         ok = await enq.flush()
         stats = enq.stats
-        await enq.close()
+        await enq.aclose()
         return accepted, ok, stats
 
     _accepted, ok, stats = asyncio.run(run())
@@ -120,7 +120,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from evaluator.worker.app import make_worker, run_burst
+    from evaluator.worker.app import run_burst
+    from evaluator.worker.supervise import serve
 
     settings = _settings(args)
     load_rubrics(settings.rubrics.path)  # refuse to start on a bad rubric, with the reason
@@ -128,7 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         result = asyncio.run(run_burst(settings))
         print(json.dumps(result, indent=2))
         return EXIT_OK
-    make_worker(settings).run()
+    asyncio.run(serve(settings))
     return EXIT_OK
 
 
@@ -182,7 +183,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         try:
             return await calibrate(runtime, rubric, cases, concurrency=args.concurrency)
         finally:
-            await runtime.close()
+            await runtime.aclose()
 
     report = asyncio.run(run())
     print(json.dumps(report.to_json(), indent=2) if args.json else render(report))

@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from evaluator.cli.health import register as register_health
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import load_settings
+from evaluator.errors import ErrorKind
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
     from redis.asyncio import Redis
 
-    from evaluator.intake.sweeper import make_intake, retry_dead
+    from evaluator.intake.drain import build_intake
+    from evaluator.intake.sweeper import retry_dead, retry_errors
     from evaluator.store import outbox
     from evaluator.store.store import Store
     from evaluator.worker.runtime import sampling_config
@@ -32,26 +35,37 @@ def cmd_retry(args: argparse.Namespace) -> int:
             if not dead:
                 print("no dead intents")
             return 0
-        if not args.all and not args.trace:
-            print("say which: --trace ID [--trace ID ...], --all, or --list", file=sys.stderr)
+        errors = None
+        if args.errors:
+            errors = store.error_trace_ids(
+                rubric=args.rubric, kind=args.kind, since=args.since, until=args.until
+            )
+        elif not args.all and not args.trace:
+            print("say which: --trace ID, --all, --errors or --list", file=sys.stderr)
             return 2
 
         async def run() -> int:
             redis = Redis.from_url(settings.redis.url)
             try:
                 rubrics = load_rubrics(settings.rubrics.path)
-                intake = make_intake(
-                    redis, settings, store.engine, sampling_config(settings, rubrics)
-                )
+                sampling = sampling_config(settings, rubrics)
+                intake = build_intake(redis, settings, sampling=sampling, engine=store.engine)
+                if errors is not None:
+                    return await retry_errors(intake, store.engine, errors)
                 return await retry_dead(intake, store.engine, None if args.all else args.trace)
             finally:
                 await redis.aclose()
 
         revived = asyncio.run(run())
-        print(f"re-enqueued {revived} dead intent(s)")
+        print(f"re-enqueued {revived} {'error' if args.errors else 'dead'} intent(s)")
         return 0
     finally:
         store.close()
+
+
+def _when(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def register(sub: Any) -> None:
@@ -60,6 +74,11 @@ def register(sub: Any) -> None:
     p.add_argument("--all", action="store_true", help="every dead intent")
     p.add_argument("--list", action="store_true", help="list dead intents with their cause")
     p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--errors", action="store_true", help="re-run traces with error records")
+    p.add_argument("--rubric", help="with --errors: only this rubric's error records")
+    p.add_argument("--kind", choices=[k.value for k in ErrorKind], help="with --errors: cause")
+    p.add_argument("--since", type=_when, help="with --errors: recorded at/after (ISO 8601)")
+    p.add_argument("--until", type=_when, help="with --errors: recorded before (ISO 8601)")
     p.set_defaults(fn=cmd_retry)
 
     register_health(sub)  # evaluator/cli/health.py

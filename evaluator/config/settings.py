@@ -121,6 +121,12 @@ class WorkerSettingsModel(_Section):
     dead_letter_after: int = Field(10, ge=1, le=1000)
     # On SIGTERM, running jobs get this long to finish before they are cancelled.
     shutdown_grace_s: int = Field(30, ge=0, le=3600)
+    # Back-pressure: intake stops creating jobs while this many are queued (0: no bound);
+    # sampled traces wait as pending intents and the sweeper creates their jobs later.
+    max_queue_depth: int = Field(50_000, ge=0)
+    # A judge outage (refused, 5xx, timeouts) defers evaluations with growing delays; only
+    # an intent older than this gets a final `judge_unavailable` error record.
+    judge_outage_max_age_s: float = Field(86_400.0, ge=0)
 
 
 class IntakeSettings(_Section):

@@ -3,6 +3,11 @@
 The hot path is one LPOP of up to `batch` entries, a hash per ID, and, for the sampled few,
 one Lua call that creates arq-compatible jobs in bulk (arq's own `enqueue_job` costs a
 WATCH/MULTI round trip per job). Every decision is counted in a Redis hash.
+
+A popped batch is parked in the worker's processing list and deleted only after its intents
+are committed; a drain that fails (database down) leaves it there and the next drain of the
+same worker processes that batch again before popping anything new. An entry that cannot be
+decoded or stored is moved to `{prefix}:intake:quarantine` (counted), never its batch.
 """
 
 from __future__ import annotations
@@ -21,13 +26,26 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
+from evaluator.config.settings import Settings
 from evaluator.intake.enqueue import intake_key
+from evaluator.intake.parking import (
+    POP_TO_PROCESSING_LUA,
+    PROCESSING_TTL_S,
+    alive_prefix,
+    processing_prefix,
+    quarantine,
+    record_tolerantly,
+    recover_abandoned,
+)
 from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
 from evaluator.intake.serialization import serialize
-from evaluator.intake.wire import SEPARATOR, WireError, check_trace_id, decode
-from evaluator.store.outbox import Intent, record_intents
+from evaluator.intake.wire import SEPARATOR, check_trace_id, decode
+from evaluator.store.outbox import Intent
+from judges.llm.backoff import Backoff
 
 log = logging.getLogger("evaluator.intake.drain")
+
+__all__ = ["alive_prefix", "processing_prefix", "recover_abandoned"]  # moved to parking
 
 EVALUATE_JOB = "evaluate_trace"  # the registered job name: a contract with every enqueuer
 JOB_EXPIRES_MS = 86_400_000
@@ -66,53 +84,6 @@ def job_id_for(trace_id: str, reason: Reason | str) -> str:
     return f"evaluate:{kind}:{trace_id}"
 
 
-def processing_prefix(prefix: str) -> str:
-    return f"{prefix}:intake:processing:"
-
-
-def alive_prefix(prefix: str) -> str:
-    return f"{prefix}:intake:alive:"
-
-
-PROCESSING_TTL_S = 120
-
-# Pop up to ARGV[1] entries and park them in this worker's processing list, atomically.
-_POP_TO_PROCESSING_LUA = """
-local items = redis.call('LPOP', KEYS[1], ARGV[1])
-if not items then return {} end
-for i = 1, #items, 1000 do
-  redis.call('RPUSH', KEYS[2], unpack(items, i, math.min(i + 999, #items)))
-end
-redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])
-return items
-"""
-
-# Give an abandoned processing list (its worker's heartbeat expired) back to the intake list.
-_RECOVER_LUA = """
-if redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
-local items = redis.call('LRANGE', KEYS[2], 0, -1)
-for i = 1, #items, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(items, i, math.min(i + 999, #items)))
-end
-redis.call('DEL', KEYS[2])
-return #items
-"""
-
-
-async def recover_abandoned(redis: Redis, key_prefix: str) -> int:
-    """Return entries parked by dead workers to the intake list; how many were returned."""
-    script = redis.register_script(_RECOVER_LUA)
-    returned = 0
-    async for key in redis.scan_iter(match=f"{processing_prefix(key_prefix)}*"):
-        worker_id = key.decode().rsplit(":", 1)[-1]
-        returned += int(
-            await script(
-                keys=[intake_key(key_prefix), key, f"{alive_prefix(key_prefix)}{worker_id}"]
-            )
-        )
-    return returned
-
-
 @dataclass(frozen=True, slots=True)
 class SamplingConfig:
     """The widest rate over all rubrics decides whether a trace becomes a job at all."""
@@ -127,6 +98,8 @@ class DrainResult:
     invalid: int = 0
     sampled: int = 0
     jobs_created: int = 0
+    # Sampled, intent recorded, job not created: the queue is at worker.max_queue_depth.
+    held_back: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
 
@@ -149,8 +122,10 @@ class Intake:
         queue_name: str,
         sampling: SamplingConfig,
         engine: Engine | None = None,
+        max_queue_depth: int = 0,
     ) -> None:
         self.redis = redis
+        self.max_queue_depth = max_queue_depth
         self.queue_name = queue_name
         self.sampling = sampling
         self.engine = engine
@@ -161,7 +136,7 @@ class Intake:
         self._alive = f"{alive_prefix(key_prefix)}{self.worker_id}"
         self._stats_key = stats_key(key_prefix)
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
-        self._pop_script = redis.register_script(_POP_TO_PROCESSING_LUA)
+        self._pop_script = redis.register_script(POP_TO_PROCESSING_LUA)
 
     async def drain_once(self, batch: int) -> DrainResult:
         result = DrainResult()
@@ -169,6 +144,7 @@ class Intake:
             popped = self.redis.lpop(self._key, batch)
             entries = await cast("Awaitable[list[bytes] | None]", popped)
         else:
+            # Returns this worker's parked batch first if a previous drain of it failed.
             entries = await self._pop_script(
                 keys=[self._key, self._processing, self._alive], args=[batch, PROCESSING_TTL_S]
             )
@@ -181,6 +157,7 @@ class Intake:
         rate = self.sampling.max_rate
         no_signals = Signals()
         not_sampled = 0
+        bad: list[bytes] = []
         for entry in entries:
             # Hot path: a bare ID (no signals) needs only a hash against the rate.
             if _SEPARATOR not in entry:
@@ -190,9 +167,9 @@ class Intake:
                     continue
             try:
                 trace_id, signals = decode(entry)
-            except WireError as exc:
-                result.invalid += 1
-                log.warning("intake: dropped invalid entry %r: %s", entry[:80], exc)
+            except Exception as exc:  # any bytes may be in the list: one entry, not the batch
+                bad.append(entry)
+                log.warning("intake: quarantined invalid entry %r: %s", entry[:80], exc)
                 continue
             reason = decide(hash_point(trace_id), rate, signals or no_signals, self.sampling.rules)
             result.reasons[reason.value] += 1
@@ -208,13 +185,32 @@ class Intake:
         if not_sampled:
             result.reasons[Reason.NOT_SAMPLED.value] += not_sampled
         if intents and self.engine is not None:
-            await asyncio.to_thread(record_intents, self.engine, intents)
+            refused = await asyncio.to_thread(record_tolerantly, self.engine, intents)
+            if refused:
+                refused_ids = {i.trace_id for i in refused}
+                jobs = [j for j, i in zip(jobs, intents, strict=True) if i not in refused]
+                bad.extend(e for e in entries if _trace_id_of(e) in refused_ids)
         if jobs:
-            result.jobs_created = await self._create_jobs(jobs, now)
+            if await self.room() < len(jobs) and self.engine is not None:
+                # Back-pressure: the intents are pending in SQL; the sweeper makes the jobs.
+                result.held_back = len(jobs)
+            else:
+                result.jobs_created = await self._create_jobs(jobs, now)
+        if bad:
+            result.invalid += len(bad)
+            await quarantine(self.redis, self.key_prefix, bad)
         if self.engine is not None:
+            # Only now: every entry of the batch is an intent, a non-sample or quarantined.
             await self.redis.delete(self._processing)
         await self._count(result)
         return result
+
+    async def room(self) -> int:
+        """How many more jobs the queue takes before `max_queue_depth` (0: no bound)."""
+        if self.max_queue_depth <= 0:
+            return 1 << 62
+        depth = int(await cast("Awaitable[int]", self.redis.zcard(self.queue_name)))
+        return max(0, self.max_queue_depth - depth)
 
     async def create_jobs(self, jobs: list[tuple[str, bytes]]) -> int:
         """Create arq jobs (job_id, payload) unless they exist; used by the sweeper too."""
@@ -237,6 +233,8 @@ class Intake:
         pipe.hincrby(self._stats_key, "received", result.popped)
         if result.invalid:
             pipe.hincrby(self._stats_key, "invalid", result.invalid)
+        if result.held_back:
+            pipe.hincrby(self._stats_key, "held_back", result.held_back)
         for reason, n in result.reasons.items():
             pipe.hincrby(self._stats_key, reason, n)
         pipe.hincrby(self._stats_key, "jobs_created", result.jobs_created)
@@ -253,23 +251,25 @@ class Intake:
             total.invalid += part.invalid
             total.sampled += part.sampled
             total.jobs_created += part.jobs_created
+            total.held_back += part.held_back
             total.reasons.update(part.reasons)
 
     async def run_forever(self, batch: int, idle_sleep_s: float) -> None:
-        """The worker's background loop; survives Redis errors with a back-off."""
-        backoff = idle_sleep_s
+        """The worker's background loop; survives Redis and database errors with a back-off
+        (a failed batch stays parked and is retried first)."""
+        backoff = Backoff(base=max(idle_sleep_s, 0.1), cap=5.0)
         while True:
             try:
                 result = await self.drain_once(batch)
-                backoff = idle_sleep_s
+                backoff.reset()
                 if result.popped < batch:
                     await asyncio.sleep(idle_sleep_s)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("intake: drain failed; retrying in %.1fs", backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception as exc:
+                delay = backoff.next()
+                log.warning("intake: drain failed (%r); batch kept, retry in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
 
     async def stats(self) -> dict[str, int]:
         raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(self._stats_key))
@@ -277,3 +277,21 @@ class Intake:
 
     async def pending(self) -> int:
         return int(await cast("Awaitable[int]", self.redis.llen(self._key)))
+
+
+def _trace_id_of(entry: bytes) -> str:
+    return entry.decode("utf-8", "replace").partition(SEPARATOR)[0]
+
+
+def build_intake(
+    redis: Redis, settings: Settings, *, sampling: SamplingConfig, engine: Engine | None
+) -> Intake:
+    """The one way to build the intake (worker, burst runs, sweeper, `evaluator retry`)."""
+    return Intake(
+        redis,
+        key_prefix=settings.redis.key_prefix,
+        queue_name=settings.redis.queue_name,
+        sampling=sampling,
+        engine=engine,
+        max_queue_depth=settings.worker.max_queue_depth,
+    )

@@ -10,17 +10,25 @@ counted. Nothing here raises into the caller's request path.
 
     from evaluator import enqueue_trace_sync      # in sync code (a thread flushes)
     enqueue_trace_sync(trace_id)
+
+Shutdown: the sync enqueuer flushes at interpreter exit (atexit) and has `flush()`/`close()`
+(module level: `flush_sync()`, `close_sync()`). The async one flushes when `asyncio.run()`
+shuts its loop down; elsewhere call `await evaluator.flush()` before the loop ends. What is
+still buffered when the process is killed (SIGKILL, os._exit) is lost: at most one linger
+period (`intake.linger_ms`) of IDs, or the whole buffer while Redis is unreachable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -28,9 +36,9 @@ import redis
 import redis.asyncio as aioredis
 from typing_extensions import Unpack
 
-from evaluator.config.settings import Settings, load_settings
 from evaluator.intake.sampling import Signals
 from evaluator.intake.wire import check_trace_id, encode
+from judges.llm.backoff import Backoff
 
 log = logging.getLogger("evaluator.intake.enqueue")
 
@@ -45,6 +53,8 @@ class EnqueueStats:
     pushed: int = 0
     rejected: int = 0
     dropped: int = 0
+    # Signal values refused (NaN, ±Inf, out of range); their trace IDs were still accepted.
+    values_refused: int = 0
     push_failures: int = 0
     last_error: str | None = None
 
@@ -94,11 +104,23 @@ class _Buffer:
 
 
 def _signals(
-    error: bool, cost_usd: float | None, latency_ms: float | None, feedback: float | None
+    buffer: _Buffer,
+    trace_id: str,
+    error: bool,
+    cost_usd: float | None,
+    latency_ms: float | None,
+    feedback: float | None,
 ) -> Signals | None:
     if not error and cost_usd is None and latency_ms is None and feedback is None:
         return None
-    return Signals(error=error, cost_usd=cost_usd, latency_ms=latency_ms, feedback=feedback)
+    signals, refused = Signals.checked(
+        error=error, cost_usd=cost_usd, latency_ms=latency_ms, feedback=feedback
+    )
+    if refused:
+        # A NaN must not reach the worker (PostgreSQL's JSON refuses it); the ID still goes.
+        buffer.stats.values_refused += len(refused)
+        buffer._warn(f"enqueue {trace_id!r}: refused invalid signal value(s) {refused}")
+    return signals
 
 
 class EnqueuerOptions(TypedDict, total=False):
@@ -147,7 +169,8 @@ class _Enqueuer:
         feedback: float | None = None,
     ) -> bool:
         """Buffer one trace ID; returns False (and counts) if the ID is invalid."""
-        return self._add(trace_id, _signals(error, cost_usd, latency_ms, feedback))
+        signals = _signals(self._buffer, trace_id, error, cost_usd, latency_ms, feedback)
+        return self._add(trace_id, signals)
 
     def enqueue_many(self, trace_ids: Iterable[str]) -> int:
         return sum(self._add(t, None) for t in trace_ids)
@@ -166,6 +189,8 @@ class TraceEnqueuer(_Enqueuer):
         )
         self._push_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
+        self._shutdown_hook: AsyncGenerator[None, None] | None = None
+        self._hook_started: asyncio.Task[None] | None = None
 
     def _add(self, trace_id: str, signals: Signals | None) -> bool:
         ok = self._buffer.add(trace_id, signals)
@@ -179,14 +204,31 @@ class TraceEnqueuer(_Enqueuer):
         except RuntimeError:
             return  # no loop yet: the IDs wait in the buffer until flush() or a later enqueue
         self._task = loop.create_task(self._run(), name="evaluator-enqueue-flusher")
+        # asyncio.run() finalises async generators after cancelling tasks and before closing
+        # the loop: this one's `finally` is the loop's shutdown hook (it pushes the rest).
+        self._shutdown_hook = self._flush_at_loop_end()
+        self._hook_started = loop.create_task(
+            anext(self._shutdown_hook), name="evaluator-enqueue-shutdown-hook"
+        )
+
+    async def _flush_at_loop_end(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if self._buffer.items:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._push_all(), timeout=5.0)
 
     async def _run(self) -> None:
         # A plain sleep, not wait_for(event): on 3.11 wait_for can hang a cancelled task, and
         # at one push per linger period a 500-ID batch already covers 25,000 IDs/s.
+        backoff = Backoff(base=self._retry_delay, cap=max(self._retry_delay, 30.0))
         while True:
             await asyncio.sleep(self._linger)
-            if not await self._push_once():
-                await asyncio.sleep(self._retry_delay)
+            if await self._push_once():
+                backoff.reset()
+            else:
+                await asyncio.sleep(backoff.next())
 
     async def _push_once(self) -> bool:
         # One pusher at a time: flush() must wait for a batch the flusher task has in flight,
@@ -214,6 +256,9 @@ class TraceEnqueuer(_Enqueuer):
         """Push everything buffered now; True if the buffer is empty afterwards."""
         return await self._push_once()
 
+    async def aclose(self) -> None:
+        await self.close()
+
     async def close(self) -> None:
         if self._task is not None:
             # Cancel only between pushes, so no batch is both sent and put back (a duplicate).
@@ -237,10 +282,15 @@ class SyncTraceEnqueuer(_Enqueuer):
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._stop = threading.Event()
+        self._closed = False
         self._thread = threading.Thread(
             target=self._run, name="evaluator-enqueue-flusher", daemon=True
         )
         self._thread.start()
+        # The flusher is a daemon thread (it must not keep the app alive), so push what is
+        # left when the interpreter exits; weak, so a dropped enqueuer can be collected.
+        ref = weakref.ref(self)
+        atexit.register(_close_at_exit, ref)
 
     def _add(self, trace_id: str, signals: Signals | None) -> bool:
         with self._lock:
@@ -251,13 +301,17 @@ class SyncTraceEnqueuer(_Enqueuer):
         return ok
 
     def _run(self) -> None:
+        backoff = Backoff(base=self._retry_delay, cap=max(self._retry_delay, 30.0))
         while not self._stop.is_set():
             self._wakeup.wait(self._linger)
             self._wakeup.clear()
-            if not self.flush():
-                self._stop.wait(self._retry_delay)
+            if self.flush():
+                backoff.reset()
+            else:
+                self._stop.wait(backoff.next())
 
     def flush(self) -> bool:
+        """Push everything buffered now; True if the buffer is empty afterwards."""
         while True:
             with self._lock:
                 batch = self._buffer.take(self._batch)
@@ -273,6 +327,10 @@ class SyncTraceEnqueuer(_Enqueuer):
                 self._buffer.stats.pushed += len(batch)
 
     def close(self) -> None:
+        """Stop the flusher and push the rest (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         self._wakeup.set()
         self._thread.join(timeout=5)
@@ -280,110 +338,26 @@ class SyncTraceEnqueuer(_Enqueuer):
         self._redis.close()
 
 
-# --- module-level convenience: one default enqueuer per process, built from settings ------
-
-_settings: Settings | None = None
-_default_async: TraceEnqueuer | None = None
-_default_sync: SyncTraceEnqueuer | None = None
-_default_lock = threading.Lock()
-
-
-def _intake_kwargs(settings: Settings) -> dict[str, Any]:
-    return {
-        "key_prefix": settings.redis.key_prefix,
-        "batch_size": settings.intake.batch_size,
-        "linger_ms": settings.intake.linger_ms,
-        "buffer_max": settings.intake.buffer_max,
-    }
-
-
-def configure(settings: Settings | None = None) -> None:
-    """Set the settings the module-level functions use (default: load_settings())."""
-    global _settings, _default_async, _default_sync
-    with _default_lock:
-        _settings = settings or load_settings()
-        _default_async = None
-        _default_sync = None
-
-
-def _current_settings() -> Settings:
-    global _settings
-    if _settings is None:
-        _settings = load_settings()
-    return _settings
-
-
-def _get_async() -> TraceEnqueuer:
-    global _default_async
-    with _default_lock:
-        if _default_async is None:
-            settings = _current_settings()
-            _default_async = TraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))
-        return _default_async
-
-
-def _get_sync() -> SyncTraceEnqueuer:
-    global _default_sync
-    with _default_lock:
-        if _default_sync is None:
-            settings = _current_settings()
-            _default_sync = SyncTraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))
-        return _default_sync
-
-
-async def enqueue_trace(
-    trace_id: str,
-    *,
-    error: bool = False,
-    cost_usd: float | None = None,
-    latency_ms: float | None = None,
-    feedback: float | None = None,
-) -> bool:
-    """Queue one finished trace for evaluation. Never raises; False if the ID was invalid."""
+def _close_at_exit(ref: weakref.ReferenceType[SyncTraceEnqueuer]) -> None:
+    enqueuer = ref()
+    if enqueuer is None:
+        return
     try:
-        return _get_async().enqueue(
-            trace_id, error=error, cost_usd=cost_usd, latency_ms=latency_ms, feedback=feedback
-        )
-    except Exception:  # the request path must never see our failure
-        log.exception("enqueue_trace failed")
-        return False
+        enqueuer.close()
+    except Exception:  # at exit there is no caller left to tell; the log says what was lost
+        log.exception("evaluator: could not push %d buffered trace IDs at exit", enqueuer.buffered)
 
 
-async def enqueue_traces(trace_ids: Iterable[str]) -> int:
-    """Queue many trace IDs; returns how many were accepted. Never raises."""
-    try:
-        return _get_async().enqueue_many(trace_ids)
-    except Exception:
-        log.exception("enqueue_traces failed")
-        return 0
+_MOVED = frozenset(
+    {"configure", "enqueue_trace", "enqueue_trace_sync", "enqueue_traces", "enqueue_traces_sync",
+     "flush", "flush_sync", "close_sync"}
+)  # fmt: skip
 
 
-def enqueue_trace_sync(
-    trace_id: str,
-    *,
-    error: bool = False,
-    cost_usd: float | None = None,
-    latency_ms: float | None = None,
-    feedback: float | None = None,
-) -> bool:
-    """Sync form of enqueue_trace, for threads and sync web frameworks. Never raises."""
-    try:
-        return _get_sync().enqueue(
-            trace_id, error=error, cost_usd=cost_usd, latency_ms=latency_ms, feedback=feedback
-        )
-    except Exception:
-        log.exception("enqueue_trace_sync failed")
-        return False
+def __getattr__(name: str) -> Any:
+    # The module-level functions live in evaluator.intake.default now; old imports still work.
+    if name in _MOVED:
+        import importlib
 
-
-def enqueue_traces_sync(trace_ids: Iterable[str]) -> int:
-    try:
-        return _get_sync().enqueue_many(trace_ids)
-    except Exception:
-        log.exception("enqueue_traces_sync failed")
-        return 0
-
-
-async def flush() -> bool:
-    """Push what the default async enqueuer holds (call at shutdown)."""
-    return await _get_async().flush() if _default_async is not None else True
+        return getattr(importlib.import_module("evaluator.intake.default"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,8 +8,30 @@ rate's. Tail rules override the rate for the traces that matter most.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only read for attributes; the app-side import stays light
+    from evaluator.traces.model import Trace
+
+# The range each numeric signal may take; anything else (NaN, ±Inf, negative cost) is a bug
+# in the caller. The value is dropped (and counted by the enqueuer), the trace ID still goes.
+SIGNAL_RANGES: dict[str, tuple[float, float]] = {
+    "cost_usd": (0.0, 1e6),
+    "latency_ms": (0.0, 1e10),
+    "feedback": (-1e6, 1e6),
+}
+
+
+def checked_value(name: str, value: object) -> float | None:
+    """`value` as a float when it is a finite number in the signal's range, else None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    low, high = SIGNAL_RANGES[name]
+    return number if math.isfinite(number) and low <= number <= high else None
 
 
 class Reason(StrEnum):
@@ -51,18 +73,30 @@ class Signals:
         return out
 
     @classmethod
-    def from_wire(cls, data: dict[str, object]) -> Signals:
-        def num(key: str) -> float | None:
-            value = data.get(key)
-            return (
-                float(value)
-                if isinstance(value, int | float) and not isinstance(value, bool)
-                else None
-            )
+    def checked(
+        cls,
+        *,
+        error: bool = False,
+        cost_usd: object = None,
+        latency_ms: object = None,
+        feedback: object = None,
+    ) -> tuple[Signals, list[str]]:
+        """Signals keeping only valid values, and the names of the values refused."""
+        given = {"cost_usd": cost_usd, "latency_ms": latency_ms, "feedback": feedback}
+        kept = {name: checked_value(name, value) for name, value in given.items()}
+        refused = [n for n, v in given.items() if v is not None and kept[n] is None]
+        return cls(error=error is True, **kept), refused
 
-        return cls(
-            error=data.get("e") is True, cost_usd=num("c"), latency_ms=num("l"), feedback=num("f")
+    @classmethod
+    def from_wire(cls, data: dict[str, object]) -> Signals:
+        # Entries written by older apps may carry NaN/Infinity (json.dumps allows them).
+        signals, _ = cls.checked(
+            error=data.get("e") is True,
+            cost_usd=data.get("c"),
+            latency_ms=data.get("l"),
+            feedback=data.get("f"),
         )
+        return signals
 
     def merged(self, other: Signals) -> Signals:
         return Signals(
@@ -104,3 +138,14 @@ def decide(point: float, rate: float, signals: Signals, rules: TailRules) -> Rea
     if point < rate:
         return Reason.RATE
     return tail_reason(signals, rules) or Reason.NOT_SAMPLED
+
+
+def trace_signals(trace: Trace) -> Signals:
+    """What a stored trace says about itself (a stored value out of range is ignored)."""
+    signals, _ = Signals.checked(
+        error=trace.is_error,
+        cost_usd=trace.cost_usd,
+        latency_ms=trace.latency_ms,
+        feedback=trace.feedback,
+    )
+    return signals

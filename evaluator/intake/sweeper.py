@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
 from evaluator.intake.drain import Intake, job_id_for, job_payload, recover_abandoned
@@ -59,6 +58,8 @@ async def sweep(
             result.dead += 1
         else:
             alive.append(intent)
+    # Back-pressure: no more jobs than the queue's bound takes; the rest wait for later sweeps.
+    alive = alive[: await intake.room()]
     if alive:
         result.jobs_created = await requeue(intake, engine, alive)
         result.reenqueued = len(alive)
@@ -88,11 +89,10 @@ async def retry_dead(intake: Intake, engine: Engine, trace_ids: list[str] | None
     return len(revived)
 
 
-def make_intake(redis: Redis, settings: Any, engine: Engine, sampling: Any) -> Intake:
-    return Intake(
-        redis,
-        key_prefix=settings.redis.key_prefix,
-        queue_name=settings.redis.queue_name,
-        sampling=sampling,
-        engine=engine,
-    )
+async def retry_errors(intake: Intake, engine: Engine, trace_ids: list[str]) -> int:
+    """`evaluator retry --errors`: re-run these traces' evaluations (their error records are
+    replaced by the new run: records that are not `ok` are overwritten)."""
+    intents = await asyncio.to_thread(outbox.reopen, engine, trace_ids)
+    if intents:
+        await requeue(intake, engine, intents)
+    return len(intents)

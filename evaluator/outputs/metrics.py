@@ -11,6 +11,10 @@ alerts). Any process that can reach both can serve the same numbers.
     evaluator_jobs_created_total                     arq jobs created by intake
     evaluator_intake_pending                         IDs waiting in the intake list
     evaluator_queue_depth                            arq jobs queued
+    evaluator_intake_held_back_total                 sampled traces whose job waited for room
+                                                     in the queue (worker.max_queue_depth)
+    evaluator_intents_pending                        sampled traces not evaluated yet (SQL):
+                                                     the backlog while the judge is slow/down
     evaluator_evaluations_total{rubric,status}       rubric runs, ok / error / skipped
     evaluator_evaluation_duration_seconds{rubric}    scoring time per rubric run (histogram;
                                                      judge calls dominate it)
@@ -52,6 +56,7 @@ from sqlmodel import Session, select
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Reason
+from evaluator.store import outbox
 from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
 
@@ -178,6 +183,7 @@ def _redis_families(
         ("received", "evaluator_intake_received", "Trace IDs popped from the intake list."),
         ("invalid", "evaluator_intake_invalid", "Intake entries that could not be decoded."),
         ("jobs_created", "evaluator_jobs_created", "Evaluation jobs created by intake."),
+        ("held_back", "evaluator_intake_held_back", "Jobs held back: the queue was full."),
     ):
         yield CounterMetricFamily(name, doc, value=intake.get(field, 0))
     decisions = CounterMetricFamily(
@@ -291,7 +297,12 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
             .group_by(AlertRecord.rubric)
         ).all():
             alerts.add_metric([rubric], n)
-    yield from (score, samples, records, alerts)
+    pending = GaugeMetricFamily(
+        "evaluator_intents_pending",
+        "Sampled traces not evaluated yet: the backlog while the judge is slow or down.",
+        value=outbox.count_intents(store.engine, outbox.PENDING),
+    )
+    yield from (score, samples, records, alerts, pending)
 
 
 class _Snapshot:

@@ -42,6 +42,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from evaluator.store.models import EvalRecord
+from judges.llm.backoff import wait_s
 from judges.llm.completions import retry_after_s
 
 log = logging.getLogger("evaluator.outputs.otel")
@@ -222,9 +223,7 @@ class EvaluationExporter:
                 wait = retry_after_s(reply.headers)
                 wait = None if wait is None else min(30.0, wait)
             if attempt < self.max_attempts:
-                await asyncio.sleep(
-                    wait if wait is not None else self.backoff_s * 2 ** (attempt - 1)
-                )
+                await asyncio.sleep(wait_s(attempt, wait, base=self.backoff_s, cap=30.0))
         log.warning(
             "otel export of %d evaluation events to %s failed: %s", count, self.url, problem
         )

@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import json
 import logging
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from evaluator.config.urls import Resolver, UnsafeURL, resolve_safe, system_resolver
+from judges.llm.backoff import wait_s
 from judges.llm.completions import retry_after_s
 
 if TYPE_CHECKING:
@@ -78,8 +78,10 @@ class WebhookSender:
         self.max_attempts, self.backoff_s, self.resolver = max_attempts, backoff_s, resolver
         self._client = client or httpx.AsyncClient(timeout=timeout_s, follow_redirects=False)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._client.aclose()
+
+    close = aclose  # the older name
 
     async def send(
         self, target: WebhookTarget, payload: dict[str, Any], headers: dict[str, str]
@@ -119,8 +121,9 @@ class WebhookSender:
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
             if attempt < self.max_attempts:
-                delay = self.backoff_s * 2 ** (attempt - 1) * (0.5 + random.random() / 2)
-                await asyncio.sleep(min(30.0, retry_after if retry_after is not None else delay))
+                await asyncio.sleep(
+                    min(30.0, wait_s(attempt, retry_after, base=self.backoff_s, cap=30.0))
+                )
         log.error("alert %s delivery failed after %d attempts: %s", target.name, attempt, error)
         return DeliveryResult(target.name, False, attempt, status, error)
 
@@ -185,9 +188,11 @@ class AlertSinks:
             results.append(await self.sender.send(target, payload, headers))
         return results
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self.sender is not None:
-            await self.sender.close()
+            await self.sender.aclose()
+
+    close = aclose  # the older name
 
 
 def build_sinks(

@@ -13,16 +13,18 @@ import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, Text, bindparam, func, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import JSON, Field, Session, SQLModel, col, select
 
 from evaluator.store.models import table_of, utcnow
+from evaluator.store.sanitize import clean, clean_text
 
 PENDING, DONE, DEAD = "pending", "done", "dead"
 
@@ -68,10 +70,10 @@ def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
     now = utcnow()
     rows = [
         {
-            "id": i.id,
-            "trace_id": i.trace_id,
+            "id": clean_text(i.id),
+            "trace_id": clean_text(i.trace_id),
             "kind": i.kind,
-            "signals": i.signals,
+            "signals": clean(i.signals),
             "status": PENDING,
             "attempts": 0,
             "last_error": "",
@@ -144,14 +146,46 @@ def finish(
     the same transaction (records and "done" commit together or not at all)."""
     with _transaction(target) as conn:
         conn.execute(
-            _FINISH, {"intent_id": intent_id, "status": status, "last_error": error[:4000]}
+            _FINISH,
+            {"intent_id": intent_id, "status": status, "last_error": clean_text(error[:4000])},
         )
 
 
 def note_failure(engine: Engine, intent_id: str, error: str) -> None:
     table = table_of(EvalIntent)
     with engine.begin() as conn:
-        conn.execute(update(table).where(table.c.id == intent_id).values(last_error=error[:4000]))
+        conn.execute(
+            update(table).where(table.c.id == intent_id).values(last_error=clean_text(error[:4000]))
+        )
+
+
+def postpone(engine: Engine, intent_id: str, delay_s: float, cause: str) -> None:
+    """Hand the intent back to the sweeper in `delay_s` (plus its grace) without counting the
+    run towards the dead letter: the cause (a judge outage) is not the evaluation's."""
+    table = table_of(EvalIntent)
+    with engine.begin() as conn:
+        conn.execute(
+            update(table)
+            .where(table.c.id == intent_id, table.c.status == PENDING)
+            .values(
+                enqueued_at=utcnow() + timedelta(seconds=delay_s),
+                attempts=0,
+                last_error=clean_text(cause[:4000]),
+            )
+        )
+
+
+def age_s(engine: Engine, intent_id: str) -> float:
+    """Seconds since the intent was first recorded (0 when unknown)."""
+    table = table_of(EvalIntent)
+    with engine.connect() as conn:
+        created = conn.execute(
+            sa_select(table.c.created_at).where(table.c.id == intent_id)
+        ).scalar()
+    if created is None:
+        return 0.0
+    created = created if created.tzinfo else created.replace(tzinfo=UTC)
+    return max(0.0, (utcnow() - created).total_seconds())
 
 
 def due(engine: Engine, *, stale_after: timedelta, limit: int = 5000) -> list[EvalIntent]:
@@ -205,4 +239,23 @@ def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[Ev
         query = select(EvalIntent).where(EvalIntent.status == PENDING)
         if trace_ids:
             query = query.where(col(EvalIntent.trace_id).in_(list(trace_ids)))
+        return list(session.exec(query).all())
+
+
+def reopen(engine: Engine, trace_ids: Sequence[str]) -> list[EvalIntent]:
+    """Intents of these traces (created when missing) back to pending with a fresh budget,
+    whatever their state: `evaluator retry --errors` re-runs their evaluations."""
+    if not trace_ids:
+        return []
+    record_intents(engine, [Intent(trace_id=t, kind="rate", signals={}) for t in trace_ids])
+    table = table_of(EvalIntent)
+    ids = list(trace_ids)
+    with engine.begin() as conn:
+        conn.execute(
+            update(table)
+            .where(table.c.trace_id.in_(ids))
+            .values(status=PENDING, attempts=0, enqueued_at=utcnow())
+        )
+    with Session(engine) as session:
+        query = select(EvalIntent).where(col(EvalIntent.trace_id).in_(ids))
         return list(session.exec(query).all())

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, event, func
+from sqlalchemy import and_, bindparam, delete, event, func
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -24,6 +24,7 @@ from sqlmodel import Session, col, create_engine, select
 
 from evaluator.errors import SchemaError
 from evaluator.store.models import EvalRecord, TraceRecord, table_of, utcnow
+from evaluator.store.sanitize import clean
 from evaluator.store.schema import check_current, upgrade
 from evaluator.traces.model import Trace
 
@@ -42,7 +43,21 @@ _INSERTED = [c.name for c in table_of(EvalRecord).columns]
 
 
 def _row(record: EvalRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in _INSERTED}
+    return {name: clean(getattr(record, name)) for name in _INSERTED}
+
+
+_RECORDS = table_of(EvalRecord)
+_SAME_EVALUATION = and_(
+    _RECORDS.c.trace_id == bindparam("trace_id"),
+    _RECORDS.c.rubric == bindparam("rubric"),
+    _RECORDS.c.rubric_version == bindparam("rubric_version"),
+)
+# An error written before the trace (so its span) was known has span_id "": the real
+# evaluation of that (trace, rubric, version) replaces it instead of adding a second row.
+_DROP_SPANLESS_ERROR = delete(_RECORDS).where(
+    _SAME_EVALUATION, _RECORDS.c.span_id == "", _RECORDS.c.status != "ok"
+)
+_HAS_SPAN_RECORD = sa_select(_RECORDS.c.id).where(_SAME_EVALUATION, _RECORDS.c.span_id != "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +140,7 @@ class Store:
             for trace in traces:
                 row = TraceRecord(
                     trace_id=trace.trace_id,
-                    payload=trace.model_dump(mode="json"),
+                    payload=clean(trace.model_dump(mode="json")),
                     prompt_version=trace.prompt_version,
                     model=trace.model,
                     feature=trace.feature,
@@ -196,6 +211,16 @@ class Store:
                 return self.upsert_records(records, conn=own)
         written = []
         for record in records:
+            key = {
+                "trace_id": record.trace_id,
+                "rubric": record.rubric,
+                "rubric_version": record.rubric_version,
+            }
+            if record.span_id:
+                conn.execute(_DROP_SPANLESS_ERROR, key)
+            elif conn.execute(_HAS_SPAN_RECORD, key).first() is not None:
+                written.append(False)  # the trace was evaluated with its span already
+                continue
             row = conn.execute(self._upsert, _row(record)).first()
             if row is not None:
                 # A replaced non-final row keeps its id: the caller exports the stored one.
@@ -223,6 +248,28 @@ class Store:
             for row in rows:
                 row.created_at = as_utc(row.created_at)
             return rows
+
+    def error_trace_ids(
+        self,
+        *,
+        rubric: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[str]:
+        """Traces with an error record matching rubric, `details.error_kind` and time range."""
+        query = select(EvalRecord).where(EvalRecord.status == "error")
+        if rubric is not None:
+            query = query.where(EvalRecord.rubric == rubric)
+        if since is not None:
+            query = query.where(EvalRecord.created_at >= since)  # type: ignore[operator]
+        if until is not None:
+            query = query.where(EvalRecord.created_at < until)  # type: ignore[operator]
+        with Session(self.engine) as session:
+            rows = session.exec(query).all()
+            return sorted(
+                {r.trace_id for r in rows if kind is None or r.details.get("error_kind") == kind}
+            )
 
     def status_counts(self) -> dict[str, int]:
         query = select(EvalRecord.status, func.count()).group_by(EvalRecord.status)

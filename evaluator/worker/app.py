@@ -10,20 +10,20 @@ from typing import Any
 from arq import Retry, Worker, cron, func
 from arq.connections import RedisSettings
 from redis.asyncio import Redis
-from sqlalchemy.exc import SQLAlchemyError
 
 from evaluator.analytics.check_job import regression_check_job
 from evaluator.config.logs import log_context
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
-from evaluator.intake.drain import EVALUATE_JOB, Intake
+from evaluator.intake.drain import EVALUATE_JOB, build_intake
 from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.sweeper import sweep_job
-from evaluator.sources.langfuse import LangfuseError
 from evaluator.store import outbox
 from evaluator.store.store import Store
+from evaluator.worker.faults import INFRASTRUCTURE
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime, sampling_config
+from judges.llm.backoff import backoff_s
 
 log = logging.getLogger("evaluator.worker.app")
 
@@ -33,8 +33,9 @@ async def evaluate_trace_job(
 ) -> dict[str, Any]:
     """Evaluate one trace and settle its durable intent (evaluator.store.outbox).
 
-    A database error is retried with back-off by arq (the intent stays pending, so the
-    sweeper re-creates the job even if arq gives up); the unique record makes re-runs safe.
+    An infrastructure error (Redis, database, DNS, the trace source) is retried with back-off
+    by arq, never recorded (the intent stays pending, so the sweeper re-creates the job even
+    if arq gives up); the unique record makes re-runs safe.
     """
     runtime = ctx["runtime"]
     engine = runtime.store.engine
@@ -45,32 +46,24 @@ async def evaluate_trace_job(
             return await evaluate_trace(
                 runtime, trace_id, signals, job_try=job_try, intent_id=intent_id
             )
-    except (SQLAlchemyError, LangfuseError) as exc:
-        log.warning("trace %s: store/source error (try %d): %s", trace_id, job_try, exc)
-        with contextlib.suppress(SQLAlchemyError):
+    except INFRASTRUCTURE as exc:
+        log.warning("trace %s: infrastructure error (try %d): %r", trace_id, job_try, exc)
+        with contextlib.suppress(Exception):
             await asyncio.to_thread(
                 outbox.note_failure, engine, intent_id, f"{type(exc).__name__}: {exc}"
             )
         if job_try < runtime.settings.worker.max_tries:
-            raise Retry(defer=min(60.0, 2.0**job_try)) from exc
+            raise Retry(defer=backoff_s(job_try, base=1.0, cap=60.0)) from exc
         raise
-
-
-def make_intake(ctx: dict[str, Any]) -> Intake:
-    runtime = ctx["runtime"]
-    return Intake(
-        ctx["redis"],
-        key_prefix=runtime.settings.redis.key_prefix,
-        queue_name=runtime.settings.redis.queue_name,
-        sampling=runtime.sampling,
-        engine=runtime.store.engine,
-    )
 
 
 def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = await asyncio.to_thread(build_runtime, settings)
-        ctx["intake"] = make_intake(ctx)
+        runtime = ctx["runtime"]
+        ctx["intake"] = build_intake(
+            ctx["redis"], settings, sampling=runtime.sampling, engine=runtime.store.engine
+        )
         if run_intake:
             w = settings.worker
             ctx["intake_task"] = asyncio.create_task(
@@ -92,19 +85,25 @@ def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
                 await task
         runtime = ctx.pop("runtime", None)
         if runtime is not None:
-            await runtime.close()
+            await runtime.aclose()
 
     return on_startup, on_shutdown
 
 
+def cron_name(settings: Settings, job: str) -> str:
+    """arq keys cron jobs by name and run time alone (`arq:job:<name>:<time>`, whatever the
+    queue), so the name carries the deployment: two deployments on one Redis each run theirs."""
+    return f"evaluator:{settings.redis.key_prefix}:{settings.redis.queue_name}:{job}"
+
+
 def cron_jobs(settings: Settings) -> list[Any]:
     """arq's unique cron job id (name + run time) enqueues each once per period however many
-    workers run; the regression job also claims its period in Redis."""
+    workers of the deployment run; the regression job also claims its period in Redis."""
     jobs = [
         # The outbox sweeper, once a minute.
         cron(
             sweep_job,
-            name="evaluator:sweep",
+            name=cron_name(settings, "sweep"),
             second=31,
             unique=True,
             # arq holds a killed job for max(function timeouts) + 10 s: keep this one short.
@@ -116,7 +115,7 @@ def cron_jobs(settings: Settings) -> list[Any]:
         jobs.append(
             cron(
                 regression_check_job,
-                name="evaluator:regression_check",
+                name=cron_name(settings, "regression_check"),
                 minute=set(range(0, 60, settings.alerts.interval_minutes)),
                 second=7,
                 unique=True,
@@ -175,13 +174,8 @@ async def run_burst(settings: Settings) -> dict[str, Any]:
     redis = Redis.from_url(settings.redis.url)
     try:
         store = Store(settings.database.url)
-        intake = Intake(
-            redis,
-            key_prefix=settings.redis.key_prefix,
-            queue_name=settings.redis.queue_name,
-            sampling=sampling_config(settings, load_rubrics(settings.rubrics.path)),
-            engine=store.engine,
-        )
+        sampling = sampling_config(settings, load_rubrics(settings.rubrics.path))
+        intake = build_intake(redis, settings, sampling=sampling, engine=store.engine)
         drained = await intake.drain_all(settings.worker.intake_batch)
         store.close()
     finally:

@@ -32,13 +32,15 @@ from sqlmodel import SQLModel
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import Settings
 from evaluator.errors import BackfillError
-from evaluator.intake.sweeper import make_intake, requeue
+from evaluator.intake.drain import build_intake
+from evaluator.intake.sampling import trace_signals
+from evaluator.intake.sweeper import requeue
 from evaluator.store import outbox
 from evaluator.store.models import utcnow
 from evaluator.store.store import Store
 from evaluator.traces.cases import CaseBuildError, build_case
 from evaluator.traces.model import Trace
-from evaluator.worker.pipeline import select_rubrics, trace_signals
+from evaluator.worker.pipeline import select_rubrics
 from evaluator.worker.runtime import Runtime, sampling_config
 from judges.rubric import Rubric
 from judges.types import Clients
@@ -259,7 +261,8 @@ async def enqueue_backfill(
     redis = Redis.from_url(settings.redis.url)
     created = 0
     try:
-        intake = make_intake(redis, settings, store.engine, sampling_config(settings, rubrics))
+        sampling = sampling_config(settings, rubrics)
+        intake = build_intake(redis, settings, sampling=sampling, engine=store.engine)
         for start in range(0, len(intents), _BATCH):
             part = intents[start : start + _BATCH]
             await asyncio.to_thread(outbox.record_intents, store.engine, part)

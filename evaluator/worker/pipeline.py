@@ -10,11 +10,19 @@ from typing import Any
 
 from arq import Retry
 
-from evaluator.intake.sampling import Reason, Signals, decide, hash_point
+from evaluator.errors import ErrorKind
+from evaluator.intake.sampling import Reason, Signals, decide, hash_point, trace_signals
 from evaluator.store import outbox
 from evaluator.store.models import EvalRecord
 from evaluator.traces.cases import CaseBuildError, build_case
 from evaluator.traces.model import Trace
+from evaluator.worker.faults import (
+    is_infrastructure,
+    judge_unavailable,
+    kind_of,
+    outage_delay_s,
+    postpone_delay_s,
+)
 from evaluator.worker.runtime import Runtime
 from judges.errors import JudgeDeferred
 from judges.provenance import VerdictIdentity, provenance_json
@@ -24,15 +32,6 @@ from judges.scorers.registry import run_scorer
 from judges.types import EvalCase, Score
 
 log = logging.getLogger("evaluator.worker.pipeline")
-
-
-def trace_signals(trace: Trace) -> Signals:
-    return Signals(
-        error=trace.is_error,
-        cost_usd=trace.cost_usd,
-        latency_ms=trace.latency_ms,
-        feedback=trace.feedback,
-    )
 
 
 def select_rubrics(
@@ -67,6 +66,9 @@ def to_record(
     details["sampled_by"] = reason.value
     ident = score.identity or identity
     provenance = None if ident is None else provenance_json(ident, score.judge_model_reported)
+    kind = kind_of(score)
+    if kind is not None:
+        details["error_kind"] = kind
     return EvalRecord(
         trace_id=trace_id,
         span_id=span_id,
@@ -103,9 +105,13 @@ async def _score(
     except JudgeDeferred as exc:
         score = exc  # the job decides: defer, or record the cause on its last try
     except Exception as exc:  # a scorer bug must not lose the other rubrics' results
+        if is_infrastructure(exc):
+            raise  # Redis/DB/DNS under the scorer (limiter, cache): the job is retried
         log.exception("scorer %s crashed on trace %s", rubric.name, case.trace_id)
         score = Score.error(
-            f"scorer crashed: {type(exc).__name__}: {exc}", method=rubric.resolved_method
+            f"scorer crashed: {type(exc).__name__}: {exc}",
+            method=rubric.resolved_method,
+            details={"error_kind": ErrorKind.SCORER.value},
         )
     return score, (time.perf_counter() - started) * 1000
 
@@ -143,8 +149,16 @@ async def _write(runtime: Runtime, records: list[EvalRecord], *, settle: str | N
 
 def _settle(score: Score | JudgeDeferred, job_try: int) -> Score:
     if isinstance(score, JudgeDeferred):
-        return Score.error(f"{score}; still deferred after {job_try} tries", usage=score.usage)
+        return Score.error(
+            f"{score}; still deferred after {job_try} tries",
+            usage=score.usage,
+            details={"error_kind": ErrorKind.JUDGE_UNAVAILABLE.value},
+        )
     return score
+
+
+def _unavailable(score: Score | JudgeDeferred) -> bool:
+    return isinstance(score, JudgeDeferred) or judge_unavailable(score)
 
 
 def _errors_for(
@@ -156,12 +170,13 @@ def _errors_for(
 ) -> list[EvalRecord]:
     from judges.scorers.identity import identity_for
 
+    score = Score.error(cause, details={"error_kind": ErrorKind.INPUT.value})
     return [
         to_record(
             trace_id,
             "",
             rubric,
-            Score.error(cause),
+            score,
             labels,
             reason=reason,
             latency_ms=0.0,
@@ -227,8 +242,12 @@ async def evaluate_trace(
         case = redact_case(case, runtime.settings.redaction.kinds)
     selected = select_rubrics(runtime, trace_id, signals, case.labels)
     results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
-    deferred = [s for s, _ in results if isinstance(s, JudgeDeferred)]
+    deferred = [s for s, _ in results if _unavailable(s)]
     last_try = job_try >= runtime.settings.worker.max_tries
+    if deferred and last_try and intent_id is not None:
+        # Out of this job's tries while the judge is down: hand the intent to the sweeper
+        # with a growing delay, until the outage is older than judge_outage_max_age_s.
+        last_try = not await _postpone(runtime, intent_id, _cause(deferred[0]))
     records = [
         to_record(
             trace_id,
@@ -240,13 +259,37 @@ async def evaluate_trace(
             latency_ms=latency,
         )
         for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
-        if last_try or not isinstance(score, JudgeDeferred)
+        if last_try or not _unavailable(score)
     ]
     retry = bool(deferred) and not last_try
     written = await _write(runtime, records, settle=None if retry else intent_id)
-    if retry:
+    if retry and job_try < runtime.settings.worker.max_tries:
         # What finished is stored (final records are not redone); the rest comes back later,
         # its finished judge calls served from the reply cache.
-        raise Retry(defer=max(d.retry_after_s for d in deferred))
+        raise Retry(defer=max(_retry_after(d, job_try) for d in deferred))
     statuses = Counter(r.status for r in records)
+    if retry:
+        statuses["postponed"] = len(deferred)
     return {"trace_id": trace_id, "written": written, "statuses": dict(statuses)}
+
+
+def _cause(deferred: Score | JudgeDeferred) -> str:
+    return deferred.explanation or "" if isinstance(deferred, Score) else str(deferred)
+
+
+def _retry_after(deferred: Score | JudgeDeferred, job_try: int) -> float:
+    if isinstance(deferred, JudgeDeferred):
+        return deferred.retry_after_s
+    return outage_delay_s(job_try)
+
+
+async def _postpone(runtime: Runtime, intent_id: str, cause: str) -> bool:
+    """Postpone the intent unless the outage has lasted too long; True when postponed."""
+    engine = runtime.store.engine
+    age = await asyncio.to_thread(outbox.age_s, engine, intent_id)
+    if age >= runtime.settings.worker.judge_outage_max_age_s:
+        return False
+    delay = postpone_delay_s(age)
+    log.warning("intent %s: judge unavailable, postponed %.0f s: %s", intent_id, delay, cause)
+    await asyncio.to_thread(outbox.postpone, engine, intent_id, delay, cause)
+    return True

@@ -75,16 +75,16 @@ class Runtime:
     def sampling(self) -> SamplingConfig:
         return sampling_config(self.settings, self.rubrics)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         if self.recorder is not None:
             try:
                 await self.recorder.aclose()
             except Exception:  # Redis gone at shut-down: the counts are lost, nothing else
                 log.warning("metrics: could not write the last counts", exc_info=True)
         if self.clients.judge is not None:
-            await self.clients.judge.close()
+            await self.clients.judge.aclose()
         if self.clients.generator is not None:
-            await self.clients.generator.close()
+            await self.clients.generator.aclose()
         if self.otel is not None:
             await self.otel.aclose()
         if self.langfuse is not None:
@@ -94,6 +94,8 @@ class Runtime:
         self.store.close()
         if self.redis is not None:
             await self.redis.aclose()
+
+    close = aclose  # the older name
 
 
 def make_judge(

@@ -25,8 +25,9 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ValidationError
 
 from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
+from judges.llm.backoff import backoff_s
 from judges.llm.completions import read_completion, retry_after_s, strip_fences
-from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache, backoff_s
+from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache
 from judges.provenance import VerdictIdentity, current, endpoint_of
 from judges.types import Usage
 
@@ -148,8 +149,10 @@ class JudgeClient:
     def rate_limiter(self) -> RateLimiter:
         return self._rate
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._sdk.close()
+
+    close = aclose  # the older name
 
     def _format(self, schema: type[BaseModel]) -> dict[str, Any]:
         if self.response_format == "json_object":

@@ -20,6 +20,7 @@ import openai
 from openai import AsyncOpenAI
 
 from judges.errors import JudgeError, JudgeTransientError
+from judges.llm.completions import retry_after_s
 from judges.types import Usage
 
 PriceFn = Callable[[str, int, int], float]
@@ -98,8 +99,10 @@ class Generator:
             http_client=http_client,
         )
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._sdk.close()
+
+    close = aclose  # the older name
 
     async def sample(
         self,
@@ -179,14 +182,9 @@ def translate(exc: openai.OpenAIError, usage: Usage) -> JudgeError:
     if isinstance(exc, openai.APITimeoutError | openai.APIConnectionError):
         return JudgeTransientError(f"generator unreachable: {exc}", usage=usage)
     if isinstance(exc, openai.RateLimitError | openai.InternalServerError):
-        retry = exc.response.headers.get("retry-after")
-        try:
-            retry_after = float(retry) if retry is not None else None
-        except ValueError:
-            retry_after = None
         return JudgeTransientError(
             f"generator HTTP {exc.status_code} after retries",
-            retry_after_s=retry_after,
+            retry_after_s=retry_after_s(exc.response.headers),
             usage=usage,
         )
     if isinstance(exc, openai.APIStatusError):

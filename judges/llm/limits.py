@@ -9,8 +9,11 @@ limits across worker processes and the reply cache live behind small protocols s
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Protocol
+
+from judges.llm.backoff import backoff_s
+
+__all__ = ["backoff_s"]  # kept here for callers of the old location
 
 
 class RateLimiter(Protocol):
@@ -33,14 +36,6 @@ class NoRateLimit:
 
     async def pause(self, seconds: float) -> None:
         return None
-
-
-def backoff_s(
-    attempt: int, *, base: float = 0.5, cap: float = 8.0, rng: random.Random | None = None
-) -> float:
-    """Full-jitter exponential back-off for retry `attempt` (1-based)."""
-    high = min(cap, base * 2 ** (attempt - 1))
-    return (rng or random).uniform(high / 2, high)
 
 
 class AdaptiveConcurrency:

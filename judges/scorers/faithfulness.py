@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from judges.errors import JudgeError, ScorerConfigError, judge_failure
+from judges.errors import JudgeError, ScorerConfigError, config_failure, judge_failure
 from judges.llm.client import JudgeClient, JudgeReply
 from judges.rubric import Rubric
 from judges.scorers.faithfulness_prompts import (
@@ -181,7 +181,7 @@ async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
 
             return await score_faithfulness_combined(case, rubric, clients)
     except ScorerConfigError as exc:
-        return Score.error(str(exc), method=method)
+        return config_failure(exc, method=method)
     return Score.error(f"faithfulness has no method {method!r}", method=method)
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from judges.errors import ScorerConfigError
+from judges.errors import ScorerConfigError, config_failure
 from judges.rubric import Rubric
 from judges.scorers.faithfulness_prompts import no_claims_policy
 from judges.scorers.ragas_adapters import (
@@ -61,7 +61,7 @@ async def score_faithfulness_ragas(case: EvalCase, rubric: Rubric, clients: Clie
     try:
         no_claims_policy(rubric)
     except ScorerConfigError as exc:
-        return Score.error(str(exc), method=METHOD)
+        return config_failure(exc, method=METHOD)
     version = await ragas_version()
     if isinstance(version, Score):
         return version
@@ -157,7 +157,7 @@ async def score_answer_relevance_ragas(case: EvalCase, rubric: Rubric, clients: 
     try:
         strictness = _strictness(rubric)
     except ScorerConfigError as exc:
-        return Score.error(str(exc), method=METHOD)
+        return config_failure(exc, method=METHOD)
     version = await ragas_version()
     if isinstance(version, Score):
         return version

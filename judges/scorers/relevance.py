@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, create_model, field_validator
 
-from judges.errors import JudgeError, ScorerConfigError, judge_failure
+from judges.errors import JudgeError, ScorerConfigError, config_failure, judge_failure
 from judges.llm.client import JudgeReply
 from judges.prompts import DATA_RULES, case_blocks, chat
 from judges.rubric import Rubric
@@ -203,7 +203,7 @@ async def score_contexts(case: EvalCase, rubric: Rubric, clients: Clients) -> Sc
         try:
             return await asyncio.to_thread(_contexts_local, case, rubric, clients.embedder)
         except ScorerConfigError as exc:
-            return Score.error(str(exc), method=method)
+            return config_failure(exc, method=method)
     if method == "combined":
         from judges.scorers.combined import score_contexts_combined
 

@@ -37,13 +37,13 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import trace_signals
 from evaluator.intake.wire import encode
 from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan
 from evaluator.sources.otlp.mapping import (
     merge_into,
     screen_spans,
     trace_document,
-    trace_signals,
 )
 from evaluator.sources.quarantine import Refusal, record_refusals
 from evaluator.store.models import PendingSpan

@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from evaluator.intake.sampling import Signals
 from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan
 from evaluator.sources.otlp.genai import normalize_genai
 from evaluator.sources.quarantine import Refusal
@@ -132,12 +131,3 @@ def merge_into(stored: Trace | None, document: dict[str, Any]) -> dict[str, Any]
     spans = [s for s in old["spans"] if s["span_id"] not in new_ids] + document["spans"]
     spans.sort(key=lambda s: (s.get("start_time") or "", s["span_id"]))
     return {**document, "attributes": old["attributes"] | document["attributes"], "spans": spans}
-
-
-def trace_signals(trace: Trace) -> Signals:
-    return Signals(
-        error=trace.is_error,
-        cost_usd=trace.cost_usd,
-        latency_ms=trace.latency_ms,
-        feedback=trace.feedback,
-    )
