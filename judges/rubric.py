@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from judges.anchors import AnchorSpec
+
 ScorerKind = Literal[
     "llm_rubric",
     "faithfulness",
@@ -109,6 +111,7 @@ class Rubric(_Frozen):
     options: dict[str, Any] = Field(default_factory=dict)
     # Read by the regression check; kept as data here.
     regression: dict[str, Any] = Field(default_factory=dict)
+    anchors: AnchorSpec | None = None  # labelled anchor set re-scored for drift (judges.anchors)
 
     @model_validator(mode="after")
     def _consistent(self) -> Rubric:

@@ -157,13 +157,17 @@ class JudgeClient:
         *,
         model: str | None = None,
         temperature: float | None = None,
+        use_cache: bool = True,
     ) -> JudgeReply[T]:
-        """One call, plus one re-ask if the reply does not validate. Raises JudgeError."""
+        """One call, plus one re-ask if the reply does not validate. Raises JudgeError.
+
+        `use_cache=False` neither reads nor writes the reply cache (anchor re-scoring)."""
         model = model or self.model
         temp = self.temperature if temperature is None else temperature
+        cache = self._cache if use_cache else None
         # Hashing the prompt costs ~0.2 ms: only when there is a cache to ask.
-        key = self._cache_key(messages, schema, model, temp) if self._cache is not None else ""
-        cached = await self._cache.get(key) if self._cache is not None else None
+        key = self._cache_key(messages, schema, model, temp) if cache is not None else ""
+        cached = await cache.get(key) if cache is not None else None
         if cached is not None:
             try:
                 parsed = schema.model_validate_json(cached)
@@ -189,8 +193,8 @@ class JudgeClient:
                 except ValidationError as exc:
                     problem = f"it did not match the schema: {_first_errors(exc)}"
                 else:
-                    if self._cache is not None:
-                        await self._cache.set(key, strip_fences(raw or ""))
+                    if cache is not None:
+                        await cache.set(key, strip_fences(raw or ""))
                     return JudgeReply(parsed=parsed, raw=raw or "", model=model, usage=usage)
             if attempt == 0:
                 conversation = [
