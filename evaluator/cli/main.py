@@ -13,6 +13,7 @@ from typing import Any
 from evaluator.cli.analytics import register as register_analytics
 from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
+from evaluator.cli.feedback import register as register_feedback
 from evaluator.cli.gate import register as register_gate
 from evaluator.cli.ops import register as register_ops
 from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
@@ -329,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_db(sub)  # db upgrade|current, backfill
     register_gate(sub)  # gate
     register_dataset(sub)  # dataset export
+    register_feedback(sub)  # feedback import|agreement, review next
     return parser
 
 
