@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from judges.anchors import AnchorSpec
 from judges.options import parse_options
 
 ScorerKind = Literal[
@@ -145,6 +146,7 @@ class Rubric(_Frozen):
     options: dict[str, Any] = Field(default_factory=dict)
     # Read by the regression check; validated by evaluator.config.policy when loaded.
     regression: dict[str, Any] = Field(default_factory=dict)
+    anchors: AnchorSpec | None = None  # labelled anchor set re-scored for drift (judges.anchors)
 
     @field_validator("options")
     @classmethod

@@ -20,7 +20,7 @@ from arq.connections import RedisSettings, create_pool
 from redis.asyncio import Redis
 from sqlalchemy import create_engine
 
-from evaluator.cli.ops import _persistence
+from evaluator.cli.health import redis_persistence
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.parking import processing_prefix
@@ -179,9 +179,9 @@ def test_signal_values_out_of_range_are_refused_and_named() -> None:
 async def test_health_reports_redis_persistence(
     private_redis: RedisServer, private_redis_aof: RedisServer
 ) -> None:
-    for server, expected in ((private_redis, "none"), (private_redis_aof, "aof")):
+    for server, expected in ((private_redis, "off"), (private_redis_aof, "aof")):
         client = Redis.from_url(server.url)
-        report = await _persistence(client)
+        report = await redis_persistence(client)
         await client.aclose()
         assert report["persistence"] == expected
         assert ("warning" in report) == (expected != "aof")

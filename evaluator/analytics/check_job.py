@@ -220,7 +220,11 @@ def decide(
             report.groups += len(cur)
             by_key = {group_key(f.kind, rubric.name, f.labels): f for f in findings}
             current = {tuple(zip(grouping(cfg), k, strict=True)): s for k, s in cur.items()}
-            opened = {a.group_key: a for a in open_alerts(store, rubric.name)}
+            opened = {
+                a.group_key: a
+                for a in open_alerts(store, rubric.name)
+                if a.kind in ("drop", "version")  # judge_drift alerts are the anchors' own
+            }
             for key, f in by_key.items():
                 if not f.alarm or key in opened:
                     continue

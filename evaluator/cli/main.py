@@ -16,6 +16,7 @@ from evaluator.cli.analytics import register as register_analytics
 from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
 from evaluator.cli.epochs import register as register_epochs
+from evaluator.cli.feedback import register as register_feedback
 from evaluator.cli.gate import register as register_gate
 from evaluator.cli.ops import register as register_ops
 from evaluator.cli.reads import register as register_reads
@@ -292,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gate(sub)  # gate
     register_dataset(sub)  # dataset export
     register_epochs(sub)  # epochs
+    register_feedback(sub)  # feedback import|agreement, review next
     return parser
 
 

@@ -31,9 +31,11 @@ from evaluator.errors import InputError
 from evaluator.sources.ragtruth import record_to_traces
 from evaluator.traces.model import Trace, parse_trace
 
-PASS = frozenset({"pass", "passed", "faithful", "supported", "good", "correct", "true", "1"})
+PASS = frozenset(
+    {"pass", "passed", "faithful", "supported", "good", "ok", "yes", "correct", "true", "1"}
+)
 FAIL = frozenset(
-    {"fail", "failed", "hallucinated", "unsupported", "bad", "incorrect", "false", "0"}
+    {"fail", "failed", "hallucinated", "unsupported", "bad", "no", "incorrect", "false", "0"}
 )
 LEGACY_KEYS = ("ragtruth.hallucinated", "label.hallucinated")
 _FIELDS = {"trace", "label", "human_score", "rubric", "span_id", "note", "id", "source", "scores",

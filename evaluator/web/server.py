@@ -1,4 +1,5 @@
-"""`evaluator serve`: the trends page, a read-only JSON API, /metrics and the OTLP receiver.
+"""`evaluator serve`: the trends page, a read-only JSON API (plus POST /api/feedback),
+/metrics and the OTLP receiver.
 
     GET /                  the trends page (static/index.html + app.js, no external assets)
     GET /api/rubrics       {"rubrics": [names]} (rolled-up hours and records not rolled up yet)
@@ -9,6 +10,7 @@
     GET /api/worst         ?rubric=&by=&key=&start=&end=&k=  lowest scores of a trend cell
     GET /metrics           Prometheus exposition
     POST /v1/traces        OTLP/HTTP trace export (evaluator.sources.otlp.receive)
+    POST /api/feedback     human feedback: one item or a list (evaluator.sources.feedback)
 
 Facing a network (README, "Serving on a network"). The standard library's threading server
 is kept: it adds no dependency to a package that installs it anyway, and each guard below is
@@ -49,6 +51,7 @@ import redis
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from evaluator.outputs.metrics import render_metrics
+from evaluator.sources.feedback import handle_feedback
 from evaluator.sources.otlp.assembly import SpanAssembler, start_sweeper
 from evaluator.sources.otlp.decode import OtlpConfig
 from evaluator.sources.otlp.receive import handle_otlp_traces
@@ -164,7 +167,8 @@ def make_handler(
             path = urlsplit(self.path).path
             if not self._guard(path):
                 return
-            if path != "/v1/traces" or assembler is None:
+            feedback = path == "/api/feedback"
+            if not feedback and (path != "/v1/traces" or assembler is None):
                 self._json(HTTPStatus.NOT_FOUND, {"error": f"no such path {path}"})
                 return
             try:
@@ -175,6 +179,11 @@ def make_handler(
             except (TimeoutError, OSError):
                 self.close_connection = True  # too slow, or gone: nothing to answer
                 return
+            if feedback:  # human labels, scores and thumbs (evaluator.sources.feedback)
+                code, payload = handle_feedback(api.store, body)
+                self._json(HTTPStatus(code), payload)
+                return
+            assert assembler is not None
             status, data, ctype = handle_otlp_traces(
                 body,
                 self.headers.get("Content-Type", ""),

@@ -20,6 +20,7 @@ from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.sweeper import sweep_job
 from evaluator.store import outbox
 from evaluator.store.store import Store
+from evaluator.worker.anchors import anchors_job
 from evaluator.worker.faults import INFRASTRUCTURE
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime, sampling_config
@@ -111,6 +112,18 @@ def cron_jobs(settings: Settings) -> list[Any]:
             max_tries=1,
         )
     ]
+    # Anchor sets: hourly; each rubric decides whether its epoch changed or `every` elapsed.
+    jobs.append(
+        cron(
+            anchors_job,
+            name=cron_name(settings, "anchors"),
+            minute={17},
+            second=43,
+            unique=True,
+            timeout=3600,
+            max_tries=1,
+        )
+    )
     if settings.alerts.enabled:
         jobs.append(
             cron(

@@ -170,20 +170,23 @@ class JudgeClient:
         model: str | None = None,
         temperature: float | None = None,
         identity: VerdictIdentity | None = None,
+        use_cache: bool = True,
     ) -> JudgeReply[T]:
         """One call, plus one re-ask if the reply does not validate. Raises JudgeError.
 
         `identity` (default: the attributed scorer run's, judges.provenance.attributing)
-        keys the reply cache together with the rendered request."""
+        keys the reply cache together with the rendered request. `use_cache=False` neither
+        reads nor writes it (anchor runs: the provider may have changed the model)."""
+        cache = self._cache if use_cache else None
         model = model or self.model
         temp = self.temperature if temperature is None else temperature
         calls = current()
         if identity is None:
             identity = calls.identity if calls is not None else VerdictIdentity()
         key = ""
-        if self._cache is not None:  # hashing the prompt costs ~0.2 ms: only with a cache
+        if cache is not None:  # hashing the prompt costs ~0.2 ms: only with a cache
             key = self.cache_key(identity, messages, schema, model, temp)
-            hit = _read_entry(await self._cache.get(key), schema)
+            hit = _read_entry(await cache.get(key), schema)
             if hit is not None:
                 parsed, stored, stored_model = hit
                 if calls is not None:
@@ -217,9 +220,9 @@ class JudgeClient:
                 except ValidationError as exc:
                     problem = f"it did not match the schema: {_first_errors(exc)}"
                 else:
-                    if self._cache is not None:
+                    if cache is not None:
                         entry = {"raw": strip_fences(raw or ""), "model": reported}
-                        await self._cache.set(key, json.dumps(entry, ensure_ascii=False))
+                        await cache.set(key, json.dumps(entry, ensure_ascii=False))
                     return JudgeReply(
                         parsed=parsed,
                         raw=raw or "",

@@ -1,0 +1,147 @@
+"""Anchor runs in the store, the JUDGE-DRIFT alert they raise, and the run-to-run comparison.
+
+An alert is an `alerts` row of kind "judge_drift", one open per rubric (the partial unique
+index on open alerts dedupes racing workers), not reopened within the cool-down after it
+opened or resolved. It resolves when a later run's balanced accuracy is back within
+`min_drop` of the accuracy the alert was raised against.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from evaluator.analytics.alerts import group_key, in_cool_down, open_alerts, save, try_open
+from evaluator.store.models import AlertRecord
+from evaluator.store.store import Store, as_utc
+from evaluator.store.trust_models import AnchorRun
+from judges.drift import DriftResult, drift_test
+
+KIND = "judge_drift"
+# Paired when most of the items were in both runs (the same anchor sample, re-scored).
+PAIRED_MIN_OVERLAP = 0.8
+
+
+def latest_run(store: Store, rubric: str) -> AnchorRun | None:
+    query = (
+        select(AnchorRun)
+        .where(AnchorRun.rubric == rubric)
+        .order_by(col(AnchorRun.started_at).desc(), col(AnchorRun.id).desc())
+    )
+    with Session(store.engine) as session:
+        run = session.exec(query.limit(1)).first()
+        if run is not None:
+            run.started_at = as_utc(run.started_at)
+        return run
+
+
+def list_runs(store: Store, rubric: str | None = None, limit: int = 50) -> list[AnchorRun]:
+    query = select(AnchorRun).order_by(col(AnchorRun.started_at).desc(), col(AnchorRun.id).desc())
+    if rubric is not None:
+        query = query.where(AnchorRun.rubric == rubric)
+    with Session(store.engine) as session:
+        return list(session.exec(query.limit(limit)).all())
+
+
+def count_runs(store: Store, rubric: str) -> int:
+    with Session(store.engine) as session:
+        return len(session.exec(select(AnchorRun.id).where(AnchorRun.rubric == rubric)).all())
+
+
+def save_run(store: Store, run: AnchorRun) -> AnchorRun:
+    with Session(store.engine) as session:
+        session.add(run)
+        session.commit()
+        session.refresh(run)
+    return run
+
+
+def compare_runs(
+    previous: dict[str, Any], current: dict[str, Any], *, alpha: float, min_drop: float
+) -> DriftResult | None:
+    """Drift between two runs' outcomes ({key: [positive, predicted, risk]}); None if empty."""
+    if not previous or not current:
+        return None
+    common = sorted(set(previous) & set(current))
+    if len(common) >= PAIRED_MIN_OVERLAP * min(len(previous), len(current)) and all(
+        bool(previous[k][0]) == bool(current[k][0]) for k in common
+    ):
+        y = [bool(current[k][0]) for k in common]
+        before = [bool(previous[k][1]) for k in common]
+        after = [bool(current[k][1]) for k in common]
+        return drift_test(y, before, y, after, paired=True, alpha=alpha, min_drop=min_drop)
+    prev_keys, cur_keys = sorted(previous), sorted(current)
+    return drift_test(
+        [bool(previous[k][0]) for k in prev_keys],
+        [bool(previous[k][1]) for k in prev_keys],
+        [bool(current[k][0]) for k in cur_keys],
+        [bool(current[k][1]) for k in cur_keys],
+        paired=False,
+        alpha=alpha,
+        min_drop=min_drop,
+    )
+
+
+def _message(rubric: str, drift: DriftResult, epoch: str) -> str:
+    return (
+        f"{rubric}: JUDGE DRIFT: anchor-set balanced accuracy {drift.before:.3f} -> "
+        f"{drift.after:.3f} (drop {drift.drop:.3f}, n={drift.n_after}, epoch {epoch}); "
+        f"p={drift.p_value:.2g} ({drift.test}, one-sided, alpha {drift.alpha}). The judge "
+        "agrees less with the human labels than it did: check the judge model/endpoint and "
+        "recalibrate before trusting new verdicts."
+    )
+
+
+def raise_or_resolve(
+    store: Store,
+    rubric: str,
+    drift: DriftResult | None,
+    run: AnchorRun,
+    now: datetime,
+    cool_down: timedelta,
+) -> tuple[str, AlertRecord | None]:
+    """Open a judge-drift alert on an alarm, resolve an open one that recovered.
+
+    Returns ("opened" | "resolved" | "suppressed" | "already_open" | "none", alert).
+    """
+    key = group_key(KIND, rubric, {})
+    current = next((a for a in open_alerts(store, rubric) if a.group_key == key), None)
+    ba = ((run.metrics or {}).get("balanced_accuracy") or {}).get("value")
+    if current is not None:
+        if ba is not None and current.baseline_mean - ba < drift_min_drop(current):
+            current.status, current.resolved_at, current.updated_at = "resolved", now, now
+            current.resolution = (
+                f"recovered: anchor run {run.id} balanced accuracy {ba:.3f} "
+                f"vs {current.baseline_mean:.3f} before the drift"
+            )
+            save(store, current)
+            return "resolved", current
+        return "already_open", current
+    if drift is None or not drift.alarm:
+        return "none", None
+    if in_cool_down(store, key, now, cool_down):
+        return "suppressed", None
+    alert = AlertRecord(
+        group_key=key,
+        kind=KIND,
+        rubric=rubric,
+        labels={},
+        test=drift.test,
+        p_value=drift.p_value,
+        baseline_mean=drift.before,
+        current_mean=drift.after,
+        baseline_n=drift.n_before,
+        current_n=drift.n_after,
+        summary={"drift": drift.to_json(), "anchor_run": run.id, "epoch": run.epoch},
+        changed={"epoch": run.epoch},
+        message=_message(rubric, drift, run.epoch),
+        opened_at=now,
+        updated_at=now,
+    )
+    return ("opened", alert) if try_open(store, alert) else ("already_open", None)
+
+
+def drift_min_drop(alert: AlertRecord) -> float:
+    return float(((alert.summary or {}).get("drift") or {}).get("min_drop", 0.05))

@@ -1,0 +1,133 @@
+"""`evaluator feedback import|agreement` and `evaluator review next`.
+
+evaluator feedback import labels.jsonl [--source S] [--json]
+evaluator feedback agreement --rubric faithfulness [--json]
+evaluator review next [--rubric R] [-n 20] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from evaluator.config.settings import load_settings
+    from evaluator.store.store import Store
+
+    return Store(load_settings(args.settings).database.url)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from evaluator.sources.feedback import import_feedback
+
+    if not args.file.is_file():
+        print(f"{args.file}: no such file", file=sys.stderr)
+        return 2
+    store = _store(args)
+    try:
+        report = import_feedback(store, args.file, source=args.source)
+    finally:
+        store.close()
+    for line, reason in report.errors:
+        print(f"{args.file}:{line}: {reason}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({k: v for k, v in report.to_json().items() if k != "ids"}, indent=2))
+    else:
+        print(
+            f"{args.file}: {report.inserted} new, {report.duplicates} already there, "
+            f"{len(report.errors)} rejected ({report.traces} new traces)"
+        )
+    return 1 if report.errors else 0
+
+
+def _fmt(metric: dict[str, Any]) -> str:
+    if metric.get("value") is None:
+        return "   n/a"
+    if metric.get("ci_low") is None:
+        return f"{metric['value']:.3f}"
+    return f"{metric['value']:.3f} [{metric['ci_low']:.2f}, {metric['ci_high']:.2f}]"
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from evaluator.analytics.human_feedback import agreement_by_epoch
+
+    store = _store(args)
+    try:
+        rows = agreement_by_epoch(store, args.rubric)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"rubric": args.rubric, "epochs": rows}, indent=2))
+        return 0
+    if not rows:
+        print(f"no eval record of {args.rubric} has human feedback yet")
+        return 0
+    print(f"judge-human agreement, rubric {args.rubric} (positive = fails; 95% bootstrap CI)")
+    print(f"{'epoch':<28}{'first seen':<12}{'n':>5}  {'BalAcc':<22}{'kappa':<22}AUROC")
+    for r in rows:
+        print(
+            f"{r['epoch'][:27]:<28}{r['first_seen'][:10]:<12}{r['n']:>5}  "
+            f"{_fmt(r['balanced_accuracy']):<22}{_fmt(r['cohen_kappa']):<22}{_fmt(r['auroc'])}"
+        )
+    return 0
+
+
+def cmd_review_next(args: argparse.Namespace) -> int:
+    from evaluator.analytics.human_feedback import review_queue
+    from evaluator.config.rubrics import RubricError, load_rubrics
+    from evaluator.config.settings import load_settings
+
+    settings = load_settings(args.settings)
+    try:
+        thresholds = {r.name: r.pass_threshold for r in load_rubrics(settings.rubrics.path).rubrics}
+    except RubricError:
+        thresholds = {}  # unknown rubrics fall back to 0.5
+    store = _store(args)
+    try:
+        items = review_queue(store, thresholds, rubric=args.rubric, n=args.n)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps({"queue": [i.to_json() for i in items]}, indent=2))
+        return 0
+    if not items:
+        print("nothing to review: no uncertain, disputed or alerted trace without a label")
+        return 0
+    print(f"{'#':>3} {'priority':>8}  {'trace':<36}{'rubric':<18}{'score':>6}  why")
+    for n, item in enumerate(items, 1):
+        score = "" if item.score is None else f"{item.score:.2f}"
+        print(
+            f"{n:>3} {item.priority:>8.2f}  {item.trace_id[:35]:<36}{item.rubric[:17]:<18}"
+            f"{score:>6}  {'; '.join(item.reasons)}"
+        )
+    print("label one: evaluator feedback import FILE  (or POST /api/feedback)")
+    return 0
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("feedback", help="human feedback: import it, track judge-human agreement")
+    fsub = p.add_subparsers(dest="feedback_command", required=True)
+    imp = fsub.add_parser(
+        "import",
+        help="import labelled JSONL or compact {trace_id, value|label} lines (idempotent)",
+    )
+    imp.add_argument("file", type=Path)
+    imp.add_argument("--source", help="recorded as the feedback's source (import:FILE)")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(fn=cmd_import)
+    agr = fsub.add_parser("agreement", help="judge-human agreement per epoch, with intervals")
+    agr.add_argument("--rubric", required=True)
+    agr.add_argument("--json", action="store_true")
+    agr.set_defaults(fn=cmd_agreement)
+
+    r = sub.add_parser("review", help="traces whose human label would teach the most")
+    rsub = r.add_subparsers(dest="review_command", required=True)
+    nxt = rsub.add_parser("next", help="print the review queue")
+    nxt.add_argument("--rubric")
+    nxt.add_argument("-n", type=int, default=20, help="queue length (20)")
+    nxt.add_argument("--json", action="store_true")
+    nxt.set_defaults(fn=cmd_review_next)

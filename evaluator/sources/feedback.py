@@ -1,0 +1,192 @@
+"""Human feedback as a signal: thumbs, scores, corrections and labels per trace (and span).
+
+Three doors, one writer (`record_feedback`):
+
+    record_feedback(store, trace_id="t1", value="down", note="wrong refund date")
+    import_feedback(store, Path("labels.jsonl"))      # `evaluator feedback import FILE`
+    handle_feedback(store, body)                      # POST /api/feedback -> (status, json)
+
+Lines / bodies are the labelled-JSONL format ({"trace", "label", "human_score", "rubric",
+"note"}: the trace is stored too) or the compact form {"trace_id", "value" | "label",
+"span_id"?, "rubric"?, "kind"?, "note"?, "id"?}. Writing is idempotent on `id` (the
+client's, else a hash of the content), so a re-import or a retried POST writes once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from evaluator.sources.labelled import parse_item, parse_label
+from evaluator.store.models import table_of, utcnow
+from evaluator.store.store import Store
+from evaluator.store.trust_models import FeedbackRecord
+
+KINDS = ("thumbs", "score", "label", "correction")
+MAX_ITEMS_PER_REQUEST = 1000
+_THUMBS = {"up": 1.0, "down": 0.0, "👍": 1.0, "👎": 0.0}
+
+
+def _value_and_kind(value: Any, label: Any, kind: str | None) -> tuple[float | None, str]:
+    if isinstance(value, bool):
+        return (1.0 if value else 0.0), kind or "thumbs"
+    if isinstance(value, str):
+        if value.strip().lower() not in _THUMBS:
+            raise ValueError(f"value {value!r} is not 'up', 'down' or a number in [0, 1]")
+        return _THUMBS[value.strip().lower()], kind or "thumbs"
+    if isinstance(value, int | float):
+        if kind == "thumbs" and value in (-1, 1):
+            return (1.0 if value > 0 else 0.0), kind
+        if not 0 <= value <= 1:
+            raise ValueError(f"value {value!r} is outside [0, 1] (1 = good)")
+        return float(value), kind or "score"
+    if value is not None:
+        raise ValueError(f"value {value!r} is not a number, a boolean, 'up' or 'down'")
+    if label is not None:
+        return (1.0 if parse_label(label) else 0.0), kind or "label"
+    return None, kind or "correction"
+
+
+def _label_text(label: Any) -> str | None:
+    if label is None:
+        return None
+    parse_label(label)  # refuses what it cannot read
+    if isinstance(label, str):
+        return label.strip().lower()
+    return "pass" if bool(label) else "fail"
+
+
+def record_feedback(
+    store: Store,
+    *,
+    trace_id: str,
+    value: Any = None,
+    label: Any = None,
+    kind: str | None = None,
+    span_id: str = "",
+    rubric: str | None = None,
+    note: str = "",
+    source: str = "api",
+    id: str | None = None,
+    created_at: datetime | None = None,
+) -> tuple[str, bool]:
+    """Store one piece of feedback; returns (id, inserted). ValueError on a bad item."""
+    if not isinstance(trace_id, str) or not trace_id or len(trace_id) > 256:
+        raise ValueError("trace_id must be a non-empty string of at most 256 characters")
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    number, kind = _value_and_kind(value, label, kind)
+    label_text = _label_text(label)
+    if number is None and label_text is None and not note:
+        raise ValueError("feedback needs a value, a label or a note")
+    if id is None:
+        blob = json.dumps([trace_id, span_id, rubric, kind, number, label_text, note, source])
+        id = "h:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+    key = str(id)[:256]
+    row: dict[str, Any] = {
+        "id": key,
+        "trace_id": trace_id,
+        "span_id": span_id or "",
+        "rubric": rubric,
+        "kind": kind,
+        "value": number,
+        "label": label_text,
+        "note": str(note or ""),
+        "source": str(source)[:128],
+        "created_at": created_at or utcnow(),
+    }
+    table = table_of(FeedbackRecord)
+    insert = pg_insert if store.engine.dialect.name == "postgresql" else sqlite_insert
+    stmt = insert(table).values(row).on_conflict_do_nothing(index_elements=["id"])
+    with store.engine.begin() as conn:
+        inserted = conn.execute(stmt.returning(table.c.id)).first() is not None
+    return key, inserted
+
+
+@dataclass
+class FeedbackReport:
+    inserted: int = 0
+    duplicates: int = 0
+    traces: int = 0
+    ids: list[str] = field(default_factory=list)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "inserted": self.inserted,
+            "duplicates": self.duplicates,
+            "traces": self.traces,
+            "ids": self.ids,
+            "errors": [{"item": n, "error": e} for n, e in self.errors],
+        }
+
+
+def record_item(store: Store, doc: Any, source: str, report: FeedbackReport, number: int) -> None:
+    """One labelled-JSONL or compact item into `report` (its error, if any, too)."""
+    try:
+        if not isinstance(doc, dict):
+            raise ValueError("an item must be a JSON object")
+        if "trace" in doc:
+            line = parse_item(doc)
+            trace = line.trace
+            report.traces += store.save_traces([trace]).inserted
+            value = line.human_score
+            result = record_feedback(
+                store, trace_id=trace.trace_id, label=doc.get("label"), value=value,
+                kind="label", rubric=line.rubric, note=line.note, source=source,
+                id=doc.get("id"),
+            )  # fmt: skip
+        else:
+            allowed = {"trace_id", "value", "label", "kind", "span_id", "rubric", "note", "id"}
+            unknown = set(doc) - allowed - {"source", "created_at"}
+            if unknown:
+                raise ValueError(f"unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
+            args = {k: doc[k] for k in allowed if k in doc}
+            result = record_feedback(store, source=str(doc.get("source") or source), **args)
+    except (ValueError, TypeError) as exc:
+        report.errors.append((number, str(exc)))
+        return
+    report.ids.append(result[0])
+    if result[1]:
+        report.inserted += 1
+    else:
+        report.duplicates += 1
+
+
+def import_feedback(store: Store, path: Path, *, source: str | None = None) -> FeedbackReport:
+    report = FeedbackReport()
+    src = source or f"import:{path.name}"
+    with path.open(encoding="utf-8") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                doc = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                report.errors.append((number, f"not JSON: {exc.msg}"))
+                continue
+            record_item(store, doc, src, report, number)
+    return report
+
+
+def handle_feedback(store: Store, body: bytes) -> tuple[int, dict[str, Any]]:
+    """POST /api/feedback: one item or a list of items. 200 when all were written (or were
+    already there), 400 with every item's error otherwise (the valid ones are kept)."""
+    try:
+        doc = json.loads(body or b"null")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return 400, {"error": f"body is not JSON: {exc}"}
+    items = doc if isinstance(doc, list) else [doc]
+    if not items or len(items) > MAX_ITEMS_PER_REQUEST:
+        return 400, {"error": f"send 1 to {MAX_ITEMS_PER_REQUEST} feedback items"}
+    report = FeedbackReport()
+    for number, item in enumerate(items):
+        record_item(store, item, "api", report, number)
+    return (400 if report.errors else 200), report.to_json()
