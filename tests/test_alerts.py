@@ -263,8 +263,9 @@ def test_worker_registers_a_unique_cron_job(tmp_path: Path) -> None:
     from evaluator.worker.app import cron_name, worker_options
 
     settings = make_settings(tmp_path, "redis://127.0.0.1:6379/9", alerts={"interval_minutes": 15})
-    sweep, job = worker_options(settings)["cron_jobs"]
+    sweep, anchors, job = worker_options(settings)["cron_jobs"]
     assert sweep.unique and sweep.name == cron_name(settings, "sweep")
+    assert anchors.unique and anchors.name == cron_name(settings, "anchors")
     assert job.unique and job.name == cron_name(settings, "regression_check")
     assert job.minute == {0, 15, 30, 45}
 

@@ -13,7 +13,8 @@ needed. Two other shapes are read too: RAGTruth-style records (`source` + `respo
 span `labels`; QA, summary and data-to-text sources alike; FRANK has the same shape) and
 bare traces carrying the boolean `ragtruth.hallucinated` / `label.hallucinated`.
 
-    >>> item = parse_item({"trace": {"trace_id": "t", "spans": []}, "label": "hallucinated"})
+    >>> span = {"span_id": "c", "attributes": {}}
+    >>> item = parse_item({"trace": {"trace_id": "t", "spans": [span]}, "label": "hallucinated"})
     >>> item.passed, item.human_score
     (False, None)
 """

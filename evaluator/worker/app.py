@@ -120,7 +120,8 @@ def cron_jobs(settings: Settings) -> list[Any]:
             minute={17},
             second=43,
             unique=True,
-            timeout=3600,
+            # arq holds any killed job for max(function timeouts) + 10 s: no longer than jobs.
+            timeout=settings.worker.job_timeout_s,
             max_tries=1,
         )
     )
