@@ -274,9 +274,8 @@ README_CASE = EvalCase(
 
 
 def shipped_faithfulness() -> Rubric:
-    from evaluator.config.settings import SHIPPED_RUBRICS_DIR
-
     from evaluator.config.rubrics import load_rubrics
+    from evaluator.config.settings import SHIPPED_RUBRICS_DIR
 
     rubric = load_rubrics(SHIPPED_RUBRICS_DIR).by_name("faithfulness")
     assert rubric is not None and rubric.resolved_method == "cascade"

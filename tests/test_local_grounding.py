@@ -117,9 +117,8 @@ def test_embeddings_keep_verdicts_and_report_similarity() -> None:
 
 
 def shipped_local_threshold() -> float:
-    from evaluator.config.settings import SHIPPED_RUBRICS_DIR
-
     from evaluator.config.rubrics import load_rubrics
+    from evaluator.config.settings import SHIPPED_RUBRICS_DIR
     from judges.scorers.faithfulness import local_threshold
 
     rubric = load_rubrics(SHIPPED_RUBRICS_DIR).by_name("faithfulness")
