@@ -186,6 +186,11 @@ def ablations(items: list[Item], names: tuple[str, ...]) -> None:
         report(items, p_of, f"Ablation: {title}", by_model=False)
 
 
+def names_for(embedder: Embedder | None) -> tuple[str, ...]:
+    """The features fitted: all of them with embeddings, all but similarity without."""
+    return lm.FEATURES if embedder else tuple(f for f in lm.FEATURES if f != "similarity")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--embeddings", action="store_true")
@@ -194,7 +199,7 @@ def main() -> None:
     args = parser.parse_args()
     items = load_ragtruth() + load_frank()
     embedder = Embedder() if args.embeddings else None
-    names = lm.FEATURES if embedder else tuple(f for f in lm.FEATURES if f != "similarity")
+    names = names_for(embedder)
     collect(items, embedder)
     stage = "lexical+embeddings" if embedder else "lexical"
     print(f"## Local faithfulness ({stage}), method version {lm.LOCAL_METHOD_VERSION}")
