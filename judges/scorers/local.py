@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import asdict
+from functools import lru_cache
 
 import numpy as np
 
@@ -117,7 +118,13 @@ def _alignment(tokens: list[str], window: str) -> float:
     if not tokens:
         return 1.0
     claim = tokens[:ALIGN_CAP]
-    return lcs_length(claim, [stem(t) for t in tokenize(window)][: 3 * ALIGN_CAP]) / len(claim)
+    return lcs_length(claim, list(_stems(window)[: 3 * ALIGN_CAP])) / len(claim)
+
+
+@lru_cache(maxsize=4096)
+def _stems(text: str) -> tuple[str, ...]:
+    # A context window is the best window of many claims (and answers to one question).
+    return tuple(stem(t) for t in tokenize(text))
 
 
 # What a claim's values and names are checked against: (values, stemmed words, acronyms).
