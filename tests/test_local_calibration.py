@@ -100,3 +100,9 @@ def test_bit_parallel_lcs_matches_dynamic_programming() -> None:
         assert lcs_length(a, b) == _lcs_dp(a, b)
     assert lcs_length(["a", "b"], []) == 0
     assert lcs_length(["the", "cat", "sat"], ["the", "black", "cat", "sat", "down"]) == 3
+
+
+def test_news_captions_are_not_dialogue_turns() -> None:
+    article = "Injured: the driver was taken to hospital.\n" + ARTICLE + "\nTragic: a photo.\n"
+    article += "Aftermath: the road was closed.\n" + "\n".join([ARTICLE] * 3)
+    assert detect_task("", [article], 3) == "summary"
