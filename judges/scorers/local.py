@@ -4,7 +4,8 @@ Faithfulness works per answer sentence: find the evidence for it in the contexts
 recall anywhere and in the best 1–2 unit window, co-occurrence of its adjacent term pairs,
 novel terms, hard evidence — numbers, dates, amounts, names — and embedding similarity when
 an `Embedder` is given), pool it into length-normalised answer features and turn them into
-P(hallucinated) with the model in `judges.scorers.local_model`. Score = 1 − P(hallucinated).
+P(hallucinated) with the model in `judges.scorers.local_model`, calibrated for the task type the
+input's structure shows (`judges.scorers.local_calibration`). Score = 1 − P(hallucinated).
 
 Contexts may be prose or JSON records (`judges.scorers.local_contexts`); values are compared after
 normalisation (`judges.evidence`). Work is linear in the input size, and inputs past
@@ -36,7 +37,7 @@ from judges.text import content_words, has_negation, lcs_length, split_sentences
 from judges.types import EvalCase, Score, Status
 
 METHOD = "local"
-# P(hallucinated) is fitted under equal priors, so 0.5 is the balanced decision on every task.
+# P(hallucinated) is calibrated per task under equal priors: 0.5 is each task's balanced decision.
 DEFAULT_THRESHOLD = 0.5
 # Beyond these the scorer refuses: the cost is linear, but a partial read would be a lie.
 MAX_ANSWER_CHARS = 20_000
