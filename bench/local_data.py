@@ -33,6 +33,7 @@ class Item:
     case: EvalCase
     evidence: list[lm.SentenceEvidence] = dataclasses.field(default_factory=list)
     millis: float = 0.0
+    task: str = "other"
 
     @property
     def fold(self) -> int:
@@ -132,7 +133,10 @@ def fit_logistic(
 
 
 # Features that may only lower P(hallucinated): support. All others may only raise it.
-SUPPORT = frozenset({"recall", "best_min", "best_mean", "pair_mean", "pair_min", "similarity"})
+SUPPORT = frozenset(
+    {"recall", "best_min", "best_mean", "pair_mean", "pair_min", "similarity", "align_min",
+     "align_mean"}
+)  # fmt: skip
 
 
 def fit(items: list[Item], names: tuple[str, ...]) -> dict[str, float]:
@@ -156,14 +160,44 @@ def fit(items: list[Item], names: tuple[str, ...]) -> dict[str, float]:
         kept.remove(max(wrong, key=lambda n: abs(weights[n])))
 
 
-def probabilities(items: list[Item], weights: dict[str, float], hard: bool = True) -> list[float]:
-    """P(hallucinated) per answer; answers without claims get 0 (they assert nothing)."""
+def logits(items: list[Item], weights: dict[str, float]) -> list[float]:
+    """The model's raw logit per answer; answers without claims get -30 (they assert nothing)."""
+    return [lm.model_logit(it.evidence, weights) if it.evidence else -30.0 for it in items]
+
+
+def fit_calibration(items: list[Item], weights: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """Per-task Platt maps (slope, intercept) on the logits of `weights`, plus the pooled one.
+
+    Each map is fitted on the answers of its task type, each (set, class) cell weighted equally,
+    so 0.5 is the balanced decision point of that task; answers without claims are left out.
+    """
+    table: dict[str, tuple[float, float]] = {}
+    groups = {task: [it for it in items if it.task == task and it.evidence]
+              for task in ("qa", "summary", "extreme_summary")}  # fmt: skip
+    groups["pooled"] = [it for it in items if it.evidence]
+    for task, group in groups.items():
+        if len({it.hallucinated for it in group}) < 2:
+            continue
+        x = np.column_stack([np.ones(len(group)), logits(group, weights)])
+        y = np.array([it.hallucinated for it in group], dtype=float)
+        bias, slope = fit_logistic(x, y, balanced_weights(group), l2=1e-3)
+        table[task] = (float(slope), float(bias))
+    return table
+
+
+def probabilities(
+    items: list[Item],
+    weights: dict[str, float],
+    table: dict[str, tuple[float, float]] | None = None,
+    hard: bool = True,
+) -> list[float]:
+    """Calibrated P(hallucinated) per answer; answers without claims get 0."""
     out = []
     for it in items:
         if not it.evidence:
             out.append(0.0)
             continue
-        p = lm.model_probability(it.evidence, weights)
+        p = lm.model_probability(it.evidence, weights, it.task, table)
         out.append(lm.apply_hard_evidence(p, it.evidence) if hard else p)
     return out
 

@@ -173,6 +173,23 @@ def stem(word: str) -> str:
     return word
 
 
+def lcs_length(a: list[str], b: list[str]) -> int:
+    """Length of the longest common subsequence of two token lists.
+
+    Bit-parallel (one big-int operation per token of `a`, Hyyrö's formulation), so a claim
+    against a long window costs len(a) integer operations instead of len(a)·len(b) steps.
+    """
+    masks: dict[str, int] = {}
+    for i, token in enumerate(b):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(b)) - 1
+    v = full
+    for token in a:
+        u = v & masks.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(b) - v.bit_count()
+
+
 def content_words(text: str) -> list[str]:
     """Stemmed tokens that carry meaning (no stopwords, no 1-letter tokens)."""
     return [stem(t) for t in tokenize(text) if t not in STOPWORDS and len(t) > 1]

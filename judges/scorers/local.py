@@ -4,7 +4,8 @@ Faithfulness works per answer sentence: find the evidence for it in the contexts
 recall anywhere and in the best 1–2 unit window, co-occurrence of its adjacent term pairs,
 novel terms, hard evidence — numbers, dates, amounts, names — and embedding similarity when
 an `Embedder` is given), pool it into length-normalised answer features and turn them into
-P(hallucinated) with the model in `judges.scorers.local_model`. Score = 1 − P(hallucinated).
+P(hallucinated) with the model in `judges.scorers.local_model`, calibrated for the task type the
+input's structure shows (`judges.scorers.local_calibration`). Score = 1 − P(hallucinated).
 
 Contexts may be prose or JSON records (`judges.scorers.local_contexts`); values are compared after
 normalisation (`judges.evidence`). Work is linear in the input size, and inputs past
@@ -17,11 +18,13 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import asdict
+from functools import lru_cache
 
 import numpy as np
 
 from judges.evidence import ValueIndex, check_values, context_index, extract_values
 from judges.llm.embedder import Embedder
+from judges.scorers.local_calibration import calibration_key, detect_task
 from judges.scorers.local_contexts import ContextIndex, build_index, clean_artifacts, trigrams_of
 from judges.scorers.local_model import (
     HARD_FLOOR,
@@ -30,15 +33,17 @@ from judges.scorers.local_model import (
     apply_hard_evidence,
     model_probability,
 )
-from judges.text import content_words, has_negation, split_sentences, stem, tokenize
+from judges.text import content_words, has_negation, lcs_length, split_sentences, stem, tokenize
 from judges.types import EvalCase, Score, Status
 
 METHOD = "local"
-# P(hallucinated) is fitted under equal priors, so 0.5 is the balanced decision on every task.
+# P(hallucinated) is calibrated per task under equal priors: 0.5 is each task's balanced decision.
 DEFAULT_THRESHOLD = 0.5
 # Beyond these the scorer refuses: the cost is linear, but a partial read would be a lie.
 MAX_ANSWER_CHARS = 20_000
 MAX_CONTEXT_CHARS = 400_000
+# Claim tokens aligned with their best window (LCS); the window gets three times as many.
+ALIGN_CAP = 80
 
 # Attribution and discourse words: saying *where* a fact comes from ("passage 2 mentions")
 # is not a claim about the world, so these never count as unsupported content.
@@ -108,6 +113,21 @@ def _pair_recall(terms: list[str], index: ContextIndex) -> float:
     return sum(p in index.pairs for p in pairs) / len(pairs) if pairs else 1.0
 
 
+def _alignment(tokens: list[str], window: str) -> float:
+    """Share of the claim's tokens that the window holds in the same order (LCS). Capped so
+    one sentence costs at most ALIGN_CAP² steps, which keeps the scorer linear."""
+    if not tokens:
+        return 1.0
+    claim = tokens[:ALIGN_CAP]
+    return lcs_length(claim, list(_stems(window)[: 3 * ALIGN_CAP])) / len(claim)
+
+
+@lru_cache(maxsize=4096)
+def _stems(text: str) -> tuple[str, ...]:
+    # A context window is the best window of many claims (and answers to one question).
+    return tuple(stem(t) for t in tokenize(text))
+
+
 # What a claim's values and names are checked against: (values, stemmed words, acronyms).
 _Support = tuple[ValueIndex, set[str], set[str]]
 
@@ -133,6 +153,7 @@ def _evidence(
     entities = tuple(v.text for v in values if v.kind == "entity" and v.text in bad)
     best_text = index.windows[best][1] if best >= 0 else ""
     grams = trigrams_of(claim)
+    tokens = [stem(t) for t in tokenize(claim)]
     return SentenceEvidence(
         sentence=claim,
         terms=len(terms),
@@ -149,6 +170,7 @@ def _evidence(
         negation_mismatch=bool(best_text) and has_negation(claim) != has_negation(best_text),
         similarity=similarity,
         best_context_id=index.windows[best][0] if best >= 0 else None,
+        alignment=_alignment(tokens, best_text),
     )
 
 
@@ -175,6 +197,11 @@ def collect_evidence(case: EvalCase, embedder: Embedder | None = None) -> list[S
     return [
         _evidence(c, index, question_terms, support, s) for c, s in zip(claims, sims, strict=True)
     ]
+
+
+def task_of(case: EvalCase, claims: int) -> str:
+    """The case's task type (`judges.scorers.local_calibration.detect_task`)."""
+    return detect_task(case.question, [c.text for c in case.contexts], claims)
 
 
 def score_faithfulness_local(
@@ -205,12 +232,14 @@ def score_faithfulness_local(
         return Score(
             Status.OK, 1.0, "grounded", passed, "no factual claims to check", details, METHOD
         )
-    model_p = model_probability(evidence)
+    task = task_of(case, len(evidence))
+    model_p = model_probability(evidence, task=task)
     p = apply_hard_evidence(model_p, evidence)
     value = round(1.0 - p, 6)
     passed = value >= threshold
     support = [
-        round(1.0 - apply_hard_evidence(model_probability([ev]), [ev]), 4) for ev in evidence
+        round(1.0 - apply_hard_evidence(model_probability([ev], task=task), [ev]), 4)
+        for ev in evidence
     ]
     hard = [ev for ev in evidence if ev.hard_evidence]
     if hard:
@@ -233,6 +262,8 @@ def score_faithfulness_local(
         "claims": len(evidence),
         "embeddings": embedder is not None,
         "hard_evidence": bool(hard),
+        "task": task,
+        "calibration": calibration_key(task),
         "model_probability": round(model_p, 6),
         "hard_floor": HARD_FLOOR,
         "sentences": [
