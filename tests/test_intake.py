@@ -99,3 +99,35 @@ async def test_durable_drain_parks_nothing_after_it_commits(redis_url: str, tmp_
     assert [k async for k in client.scan_iter(match=processing_prefix("app") + "*")] == []
     await client.aclose()
     store.close()
+
+
+async def test_tail_rules_see_the_stored_trace_of_a_bare_id(redis_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An ID enqueued with no signals is still evaluated when the stored trace has an error,
+    negative feedback or a latency past the bound; an ordinary stored trace is not."""
+    from evaluator.sources.ingest import ingest_traces
+    from evaluator.store.store import Store
+
+    def trace(tid: str, **attrs: object) -> dict[str, object]:
+        span = {"span_id": "c", "name": "chat", "status": attrs.pop("status", "ok"),
+                "start_time": "2026-01-01T00:00:00Z",
+                "end_time": attrs.pop("end", "2026-01-01T00:00:01Z"), "attributes": {}}  # fmt: skip
+        return {"trace_id": tid, "attributes": attrs, "spans": [span]}
+
+    store = Store(f"sqlite:///{tmp_path / 't.db'}")
+    ingest_traces(store, [
+        trace("fb", feedback=-1), trace("err", status="error"),
+        trace("slow", end="2026-01-01T00:00:30Z"), trace("plain"),
+    ])  # fmt: skip
+    rules = TailRules(latency_above_ms=15_000)
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q",
+                    sampling=SamplingConfig(0.0, rules), engine=store.engine)  # fmt: skip
+    _push(redis_url, ["fb", "err", "slow", "plain", "never-ingested"])
+    result = await intake.drain_once(100)
+    await client.aclose()
+    store.close()
+    assert result.sampled == 3
+    assert result.reasons[Reason.FEEDBACK.value] == 1
+    assert result.reasons[Reason.ERROR.value] == 1
+    assert result.reasons[Reason.LATENCY.value] == 1
+    assert result.reasons[Reason.NOT_SAMPLED.value] == 2

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from arq.constants import job_key_prefix, result_key_prefix
@@ -41,6 +42,7 @@ from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_p
 from evaluator.intake.serialization import serialize
 from evaluator.intake.wire import SEPARATOR, check_trace_id, decode
 from evaluator.store.outbox import Intent
+from evaluator.store.tail import tail_traces_since
 from judges.llm.backoff import Backoff
 
 log = logging.getLogger("evaluator.intake.drain")
@@ -49,6 +51,11 @@ __all__ = ["alive_prefix", "processing_prefix", "recover_abandoned"]  # moved to
 
 EVALUATE_JOB = "evaluate_trace"  # the registered job name: a contract with every enqueuer
 JOB_EXPIRES_MS = 86_400_000
+# Tail rules on stored traces: a worker remembers tail-worthy traces ingested in the last
+# TAIL_LOOKBACK (read when it starts, then incrementally), at most TAIL_CACHE_MAX of them.
+TAIL_LOOKBACK = timedelta(days=1)
+TAIL_OVERLAP = timedelta(minutes=1)
+TAIL_CACHE_MAX = 500_000
 
 # Create each job unless it (or its result) exists, like arq's enqueue_job, for many at once.
 _ENQUEUE_LUA = """
@@ -137,6 +144,9 @@ class Intake:
         self._stats_key = stats_key(key_prefix)
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
         self._pop_script = redis.register_script(POP_TO_PROCESSING_LUA)
+        # Stored traces that may trip a tail rule, by trace id (oldest evicted first).
+        self._tails: OrderedDict[str, Signals] = OrderedDict()
+        self._tail_since = datetime.now(UTC) - TAIL_LOOKBACK
 
     async def drain_once(self, batch: int) -> DrainResult:
         result = DrainResult()
@@ -158,12 +168,14 @@ class Intake:
         no_signals = Signals()
         not_sampled = 0
         bad: list[bytes] = []
+        unsignalled: list[str] = []  # not sampled and no signals: the stored trace may have some
         for entry in entries:
             # Hot path: a bare ID (no signals) needs only a hash against the rate.
             if _SEPARATOR not in entry:
                 trace_id = entry.decode("utf-8", "replace")
                 if check_trace_id(trace_id) is None and hash_point(trace_id) >= rate:
                     not_sampled += 1
+                    unsignalled.append(trace_id)
                     continue
             try:
                 trace_id, signals = decode(entry)
@@ -174,6 +186,8 @@ class Intake:
             reason = decide(hash_point(trace_id), rate, signals or no_signals, self.sampling.rules)
             result.reasons[reason.value] += 1
             if reason is Reason.NOT_SAMPLED:
+                if signals is None:
+                    unsignalled.append(trace_id)
                 continue
             result.sampled += 1
             wire_signals = signals.to_wire() if signals else {}
@@ -184,6 +198,21 @@ class Intake:
             intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
         if not_sampled:
             result.reasons[Reason.NOT_SAMPLED.value] += not_sampled
+        if unsignalled and self.engine is not None:
+            # Tail rules see the stored trace too, however the ID arrived (README, Sampling).
+            for trace_id, signals in (await self._stored_tails(unsignalled)).items():
+                reason = decide(hash_point(trace_id), rate, signals, self.sampling.rules)
+                if reason is Reason.NOT_SAMPLED:
+                    continue
+                result.reasons[Reason.NOT_SAMPLED.value] -= 1
+                result.reasons[reason.value] += 1
+                result.sampled += 1
+                wire_signals = signals.to_wire()
+                kind = kind_of(reason)
+                jobs.append(
+                    (job_id_for(trace_id, reason), job_payload(trace_id, wire_signals, kind, now))
+                )
+                intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
         if intents and self.engine is not None:
             refused = await asyncio.to_thread(record_tolerantly, self.engine, intents)
             if refused:
@@ -204,6 +233,34 @@ class Intake:
             await self.redis.delete(self._processing)
         await self._count(result)
         return result
+
+    async def _stored_tails(self, trace_ids: list[str]) -> dict[str, Signals]:
+        """Tail signals of stored traces among `trace_ids` (from the incremental cache)."""
+        assert self.engine is not None
+        rules = self.sampling.rules
+        # Re-read a margin before the high-water mark: a transaction may commit an older
+        # ingested_at after a newer one was read.
+        since = self._tail_since - TAIL_OVERLAP
+        rows = await asyncio.to_thread(
+            tail_traces_since,
+            self.engine,
+            since,
+            on_error=rules.on_error,
+            on_negative_feedback=rules.on_negative_feedback,
+            cost_above_usd=rules.cost_above_usd,
+            latency_above_ms=rules.latency_above_ms,
+        )
+        for row in rows:
+            signals, _ = Signals.checked(
+                error=row.error, cost_usd=row.cost_usd, latency_ms=row.latency_ms,
+                feedback=row.feedback,
+            )  # fmt: skip
+            self._tails[row.trace_id] = signals
+            self._tails.move_to_end(row.trace_id)
+            self._tail_since = max(self._tail_since, row.ingested_at)
+        while len(self._tails) > TAIL_CACHE_MAX:
+            self._tails.popitem(last=False)
+        return {t: self._tails[t] for t in trace_ids if t in self._tails}
 
     async def room(self) -> int:
         """How many more jobs the queue takes before `max_queue_depth` (0: no bound)."""

@@ -29,6 +29,10 @@ class TraceRecord(SQLModel, table=True):
     feature: str | None = Field(default=None, max_length=256)
     tenant: str | None = Field(default=None, max_length=256)
     is_error: bool = False
+    # Tail-rule signals (migration 0005): the intake reads them for IDs enqueued bare.
+    feedback: float | None = None
+    cost_usd: float | None = None
+    latency_ms: float | None = None
     ingested_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

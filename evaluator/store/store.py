@@ -146,6 +146,9 @@ class Store:
                     feature=trace.feature,
                     tenant=trace.tenant,
                     is_error=trace.is_error,
+                    feedback=trace.feedback,
+                    cost_usd=trace.cost_usd,
+                    latency_ms=trace.latency_ms,
                 )
                 existing = session.get(TraceRecord, trace.trace_id)
                 if existing is None:
@@ -159,6 +162,9 @@ class Store:
                         "feature",
                         "tenant",
                         "is_error",
+                        "feedback",
+                        "cost_usd",
+                        "latency_ms",
                     ):
                         setattr(existing, name, getattr(row, name))
                     existing.ingested_at = utcnow()
