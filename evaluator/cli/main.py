@@ -12,6 +12,7 @@ from typing import Any
 
 from evaluator.cli.analytics import register as register_analytics
 from evaluator.cli.db import register as register_db
+from evaluator.cli.erase import register as register_erase
 from evaluator.cli.gate import register as register_gate
 from evaluator.cli.ops import register as register_ops
 from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
@@ -74,7 +75,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     async def run() -> tuple[int, bool, Any]:
         enq = TraceEnqueuer(
-            settings.redis.url,
+            settings.redis,
             key_prefix=settings.redis.key_prefix,
             batch_size=settings.intake.batch_size,
             buffer_max=max(len(ids), 1),
@@ -133,8 +134,7 @@ def cmd_scores(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
+    from evaluator.config.redis_clients import async_redis
     from evaluator.intake.drain import stats_key
     from evaluator.intake.enqueue import intake_key
     from evaluator.store.store import Store
@@ -142,7 +142,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     settings = _settings(args)
 
     async def read() -> dict[str, Any]:
-        redis = Redis.from_url(settings.redis.url)
+        redis = async_redis(settings)
         try:
             raw = await redis.hgetall(stats_key(settings.redis.key_prefix))
             pending = await redis.llen(intake_key(settings.redis.key_prefix))
@@ -327,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_ops(sub)  # retry, health
     register_db(sub)  # db upgrade|current, backfill
     register_gate(sub)  # gate
+    register_erase(sub)  # erase
     return parser
 
 

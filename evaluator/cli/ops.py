@@ -13,8 +13,7 @@ from evaluator.config.settings import load_settings
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
-
+    from evaluator.config.redis_clients import async_redis
     from evaluator.intake.sweeper import make_intake, retry_dead
     from evaluator.store import outbox
     from evaluator.store.store import Store
@@ -37,7 +36,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             return 2
 
         async def run() -> int:
-            redis = Redis.from_url(settings.redis.url)
+            redis = async_redis(settings)
             try:
                 rubrics = load_rubrics(settings.rubrics.path)
                 intake = make_intake(
@@ -55,9 +54,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _check_health(settings_path: Any) -> dict[str, Any]:
-    from redis.asyncio import Redis
     from sqlalchemy import text
 
+    from evaluator.config.redis_clients import async_redis
     from evaluator.store import outbox
     from evaluator.store.store import Store
 
@@ -80,7 +79,7 @@ def _check_health(settings_path: Any) -> dict[str, Any]:
         checks["database"] = {"ok": False, "error": str(exc).splitlines()[0]}
 
     async def redis_check() -> dict[str, Any]:
-        redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2)
+        redis = async_redis(settings, socket_connect_timeout=2, socket_timeout=2)
         try:
             await redis.ping()
             # arq writes "<queue>:health-check" from every running worker.

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import redis
-import redis.asyncio as aioredis
 from typing_extensions import Unpack
 
-from evaluator.config.settings import Settings, load_settings
+from evaluator.config.redis_clients import async_redis, sync_redis
+from evaluator.config.settings import RedisSettings, Settings, load_settings
 from evaluator.intake.sampling import Signals
 from evaluator.intake.wire import check_trace_id, encode
 
@@ -159,11 +159,9 @@ class _Enqueuer:
 class TraceEnqueuer(_Enqueuer):
     """Async enqueuer: `enqueue()` is synchronous and O(1); a task flushes in batches."""
 
-    def __init__(self, redis_url: str, **options: Unpack[EnqueuerOptions]) -> None:
+    def __init__(self, redis_url: str | RedisSettings, **options: Unpack[EnqueuerOptions]) -> None:
         super().__init__(**options)
-        self._redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        self._redis = async_redis(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._push_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -229,11 +227,9 @@ class TraceEnqueuer(_Enqueuer):
 class SyncTraceEnqueuer(_Enqueuer):
     """Thread-safe enqueuer for sync code: a daemon thread flushes in batches."""
 
-    def __init__(self, redis_url: str, **options: Unpack[EnqueuerOptions]) -> None:
+    def __init__(self, redis_url: str | RedisSettings, **options: Unpack[EnqueuerOptions]) -> None:
         super().__init__(**options)
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        self._redis = sync_redis(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._stop = threading.Event()
@@ -318,7 +314,7 @@ def _get_async() -> TraceEnqueuer:
     with _default_lock:
         if _default_async is None:
             settings = _current_settings()
-            _default_async = TraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))
+            _default_async = TraceEnqueuer(settings.redis, **_intake_kwargs(settings))
         return _default_async
 
 
@@ -327,7 +323,7 @@ def _get_sync() -> SyncTraceEnqueuer:
     with _default_lock:
         if _default_sync is None:
             settings = _current_settings()
-            _default_sync = SyncTraceEnqueuer(settings.redis.url, **_intake_kwargs(settings))
+            _default_sync = SyncTraceEnqueuer(settings.redis, **_intake_kwargs(settings))
         return _default_sync
 
 

@@ -25,12 +25,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import redis
 from sqlmodel import Session, col, select
 
 from evaluator.analytics.alerts import alert_to_json, list_alerts
 from evaluator.analytics.rollups import refresh_rollups
 from evaluator.analytics.trends import BY, TrendQuery, trend, worst_traces
+from evaluator.config.redis_clients import sync_redis
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from evaluator.outputs.metrics import render_metrics
@@ -228,7 +228,7 @@ def start_in_thread(
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> None:
     """Trends page and API, OTLP/HTTP receiver (POST /v1/traces) and /metrics."""
     store = Store(settings.database.url)
-    rsync = redis.Redis.from_url(settings.redis.url)
+    rsync = sync_redis(settings)
     o = settings.otlp
     assembler = SpanAssembler(
         store,

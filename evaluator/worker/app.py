@@ -8,12 +8,11 @@ import logging
 from typing import Any
 
 from arq import Retry, Worker, cron, func
-from arq.connections import RedisSettings
-from redis.asyncio import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
 from evaluator.analytics.check_job import regression_check_job
 from evaluator.config.logs import log_context
+from evaluator.config.redis_clients import arq_redis_settings, async_redis
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
 from evaluator.intake.drain import EVALUATE_JOB, Intake
@@ -143,7 +142,7 @@ def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, 
         "cron_jobs": cron_jobs(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
-        "redis_settings": RedisSettings.from_dsn(settings.redis.url),
+        "redis_settings": arq_redis_settings(settings),
         "queue_name": settings.redis.queue_name,
         "max_jobs": w.max_jobs,
         "job_timeout": w.job_timeout_s,
@@ -172,7 +171,7 @@ async def run_burst(settings: Settings) -> dict[str, Any]:
     """Drain the intake list, then run every queued job to completion; return the counts."""
     worker = make_worker(settings, burst=True)
     # arq runs on_startup inside main(); drain with a short-lived intake of our own first.
-    redis = Redis.from_url(settings.redis.url)
+    redis = async_redis(settings)
     try:
         store = Store(settings.database.url)
         intake = Intake(
