@@ -180,3 +180,15 @@ def test_erase_cli_dry_run_then_yes(tmp_path: Path) -> None:
         assert _count(store, TraceRecord) == 0 and _count(store, EvalRecord) == 0
     finally:
         store.close()
+
+
+def test_a_spent_budget_starts_no_batch(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'r.db'}"
+    settings = _settings(tmp_path, db_url, records_days=1, traces_days=1)
+    store = Store(db_url)
+    try:
+        _fill(store, [60, 90])
+        assert sum(apply_retention(store, settings, NOW, budget_s=0).deleted.values()) == 0
+        assert apply_retention(store, settings, NOW).deleted["traces"] == 2
+    finally:
+        store.close()

@@ -17,17 +17,19 @@ different slots (docs/scaling.md).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 import redis.asyncio as aioredis
-from arq.connections import RedisSettings as ArqRedisSettings
 from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.sentinel import Sentinel as SyncSentinel
 
 from evaluator.config.settings import RedisSettings, Settings
 from evaluator.errors import SettingsError
+
+if TYPE_CHECKING:  # arq stays out of the app-side import (tests/test_layers.py)
+    from arq.connections import RedisSettings as ArqRedisSettings
 
 Source = Settings | RedisSettings | str
 
@@ -128,6 +130,8 @@ def async_redis(source: Source, **kwargs: Any) -> Any:
 
 def arq_redis_settings(source: Source) -> ArqRedisSettings:
     """arq's connection settings: the same server, user, TLS and db as the clients above."""
+    from arq.connections import RedisSettings as ArqRedisSettings
+
     section = _section(source)
     parts = urlsplit(section.url)
     query = {k: v[0] for k, v in parse_qs(parts.query).items() if v}

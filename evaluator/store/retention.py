@@ -83,16 +83,20 @@ _BATCHES = {
 }
 
 
-def delete_in_batches(engine: Engine, table: str, cutoff: Any, batch_rows: int) -> int:
-    """Delete rows older than `cutoff`, one committed batch at a time; returns the count."""
+def delete_in_batches(
+    engine: Engine, table: str, cutoff: Any, batch_rows: int, deadline: float = float("inf")
+) -> int:
+    """Delete rows older than `cutoff`, one committed batch at a time; returns the count.
+    Stops after the batch that passes `deadline` (time.monotonic()): the next run goes on."""
     statement = text(_BATCHES[table])
     total = 0
-    while True:
+    while time.monotonic() < deadline:
         with engine.begin() as conn:
             deleted = conn.execute(statement, {"cutoff": cutoff, "n": batch_rows}).rowcount
         total += deleted
         if deleted < batch_rows:
-            return total
+            break
+    return total
 
 
 def _stamp(engine: Engine, when: datetime) -> Any:
@@ -106,9 +110,13 @@ def _has_table(engine: Engine, name: str) -> bool:
     return inspect(engine).has_table(name)
 
 
-def apply_retention(store: Store, settings: Settings, now: datetime) -> RetentionResult:
-    """One retention pass as configured; `now` is timezone-aware UTC."""
+def apply_retention(
+    store: Store, settings: Settings, now: datetime, *, budget_s: float | None = None
+) -> RetentionResult:
+    """One retention pass as configured; `now` is timezone-aware UTC. With `budget_s`, no
+    batch starts after that many seconds (committed batches stay deleted)."""
     t0 = time.perf_counter()
+    deadline = float("inf") if budget_s is None else time.monotonic() + budget_s
     r = settings.database.retention
     engine = store.engine
     result = RetentionResult()
@@ -124,14 +132,14 @@ def apply_retention(store: Store, settings: Settings, now: datetime) -> Retentio
         cutoff = now - keep
         result.cutoffs[table] = cutoff.isoformat()
         result.deleted[table] = delete_in_batches(
-            engine, table, _stamp(engine, cutoff), r.batch_rows
+            engine, table, _stamp(engine, cutoff), r.batch_rows, deadline
         )
     # Created on first use by `evaluator serve`; received_s is epoch seconds.
     if r.pending_spans_days > 0 and _has_table(engine, "otlp_pending_spans"):
         cutoff_s = now.timestamp() - r.pending_spans_days * 86400
         result.cutoffs["otlp_pending_spans"] = str(cutoff_s)
         result.deleted["otlp_pending_spans"] = delete_in_batches(
-            engine, "otlp_pending_spans", cutoff_s, r.batch_rows
+            engine, "otlp_pending_spans", cutoff_s, r.batch_rows, deadline
         )
     result.seconds = time.perf_counter() - t0
     if any(result.deleted.values()):
@@ -139,8 +147,15 @@ def apply_retention(store: Store, settings: Settings, now: datetime) -> Retentio
     return result
 
 
+# A cancelled to_thread keeps running: bound the pass itself, well inside the cron timeout.
+JOB_BUDGET_S = 240.0
+
+
 async def retention_job(ctx: dict[str, Any]) -> dict[str, int]:
-    """arq cron body: one pass in a thread (the deletes are synchronous SQL)."""
+    """arq cron body: one bounded pass in a thread (the deletes are synchronous SQL); what
+    is left over goes in the next run."""
     runtime = ctx["runtime"]
-    result = await asyncio.to_thread(apply_retention, runtime.store, runtime.settings, utcnow())
+    result = await asyncio.to_thread(
+        apply_retention, runtime.store, runtime.settings, utcnow(), budget_s=JOB_BUDGET_S
+    )
     return result.deleted
