@@ -58,9 +58,9 @@ async def redis_persistence(redis: Any) -> dict[str, Any]:
 
 
 async def _check_redis(settings: Settings) -> dict[str, Any]:
-    from redis.asyncio import Redis
+    from evaluator.config.redis_clients import async_redis
 
-    redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2)
+    redis = async_redis(settings, socket_connect_timeout=2, socket_timeout=2)
     try:
         await redis.ping()
         # arq writes "<queue>:health-check" from every running worker.

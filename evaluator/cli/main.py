@@ -16,6 +16,7 @@ from evaluator.cli.analytics import register as register_analytics
 from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
 from evaluator.cli.epochs import register as register_epochs
+from evaluator.cli.erase import register as register_erase
 from evaluator.cli.feedback import register as register_feedback
 from evaluator.cli.gate import register as register_gate
 from evaluator.cli.ops import register as register_ops
@@ -87,7 +88,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
 
     async def run() -> tuple[int, bool, Any]:
         enq = TraceEnqueuer(
-            settings.redis.url,
+            settings.redis,
             key_prefix=settings.redis.key_prefix,
             batch_size=settings.intake.batch_size,
             buffer_max=max(len(ids), 1),
@@ -294,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_dataset(sub)  # dataset export
     register_epochs(sub)  # epochs
     register_feedback(sub)  # feedback import|agreement, review next
+    register_erase(sub)  # erase
     return parser
 
 

@@ -15,8 +15,8 @@ from evaluator.errors import ErrorKind
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from redis.asyncio import Redis
 
+    from evaluator.config.redis_clients import async_redis
     from evaluator.intake.drain import build_intake
     from evaluator.intake.sweeper import retry_dead, retry_errors
     from evaluator.store import outbox
@@ -45,7 +45,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             return 2
 
         async def run() -> int:
-            redis = Redis.from_url(settings.redis.url)
+            redis = async_redis(settings)
             try:
                 rubrics = load_rubrics(settings.rubrics.path)
                 sampling = sampling_config(settings, rubrics)

@@ -89,8 +89,7 @@ def _prefix(args: argparse.Namespace, settings: Any) -> tuple[str, str, str]:
 def cmd_stats(args: argparse.Namespace) -> int:
     import asyncio
 
-    from redis.asyncio import Redis
-
+    from evaluator.config.redis_clients import async_redis
     from evaluator.intake.drain import stats_key
     from evaluator.intake.enqueue import intake_key
     from evaluator.store.store import Store
@@ -99,7 +98,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
     prefix, queue, source = _prefix(args, settings)
 
     async def read() -> dict[str, Any]:
-        redis = Redis.from_url(settings.redis.url, socket_connect_timeout=2, socket_timeout=2)
+        redis = async_redis(settings, socket_connect_timeout=2, socket_timeout=2)
         try:
             raw = await redis.hgetall(stats_key(prefix))
             pending = await redis.llen(intake_key(prefix))

@@ -34,6 +34,11 @@ class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = Field("evaluator", min_length=1)
     queue_name: str = Field("evaluator:queue", min_length=1)
+    # High availability (evaluator.config.redis_clients): with sentinels set, `url` gives only
+    # db, user, password and TLS (rediss://) of the master, found through these "host:port".
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str = Field("mymaster", min_length=1)
+    sentinel_password_env: str = ""
 
     @field_validator("url")
     @classmethod
@@ -42,10 +47,30 @@ class RedisSettings(_Section):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
 
+    @field_validator("sentinels")
+    @classmethod
+    def _host_ports(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in v:
+            host, _, port = entry.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f'{entry!r}: each sentinel must be "host:port"')
+        return v
+
+
+class RetentionSettings(_Section):
+    """Days kept per table; 0 = forever (evaluator.store.retention)."""
+
+    traces_days: int = Field(0, ge=0)
+    records_days: int = Field(0, ge=0)
+    pending_spans_days: int = Field(0, ge=0)
+    intents_days: int = Field(0, ge=0)  # done and dead intents only
+    batch_rows: int = Field(5000, ge=1, le=1_000_000)
+
 
 class DatabaseSettings(_Section):
     url: str = "sqlite:///evaluator.db"
     echo: bool = False
+    retention: RetentionSettings = RetentionSettings()
 
     @field_validator("url")
     @classmethod

@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 import redis
-import redis.asyncio as aioredis
 from typing_extensions import Unpack
 
+from evaluator.config.redis_clients import async_redis, sync_redis
+from evaluator.config.settings import RedisSettings
 from evaluator.intake.sampling import Signals
 from evaluator.intake.wire import check_trace_id, encode
 from judges.llm.backoff import Backoff
@@ -182,11 +183,9 @@ class _Enqueuer:
 class TraceEnqueuer(_Enqueuer):
     """Async enqueuer: `enqueue()` is synchronous and O(1); a task flushes in batches."""
 
-    def __init__(self, redis_url: str, **options: Unpack[EnqueuerOptions]) -> None:
+    def __init__(self, redis_url: str | RedisSettings, **options: Unpack[EnqueuerOptions]) -> None:
         super().__init__(**options)
-        self._redis = aioredis.Redis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        self._redis = async_redis(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._push_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._shutdown_hook: AsyncGenerator[None, None] | None = None
@@ -274,11 +273,9 @@ class TraceEnqueuer(_Enqueuer):
 class SyncTraceEnqueuer(_Enqueuer):
     """Thread-safe enqueuer for sync code: a daemon thread flushes in batches."""
 
-    def __init__(self, redis_url: str, **options: Unpack[EnqueuerOptions]) -> None:
+    def __init__(self, redis_url: str | RedisSettings, **options: Unpack[EnqueuerOptions]) -> None:
         super().__init__(**options)
-        self._redis = redis.Redis.from_url(
-            redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        self._redis = sync_redis(redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._lock = threading.Lock()
         self._wakeup = threading.Event()
         self._stop = threading.Event()

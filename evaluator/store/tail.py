@@ -59,7 +59,7 @@ def tail_traces_since(
             col(t.cost_usd),
             col(t.latency_ms),
             col(t.feedback),
-        )  # fmt: skip
+        )
         .where(col(t.ingested_at) >= since, or_(*conditions))
         .order_by(col(t.ingested_at))
         .limit(limit)

@@ -46,8 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import redis
-
+from evaluator.config.redis_clients import sync_redis
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from evaluator.outputs.metrics import render_metrics
@@ -278,7 +277,7 @@ def start_in_thread(
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> None:
     """Trends page and API, OTLP/HTTP receiver (POST /v1/traces) and /metrics."""
     store = Store(settings.database.url)
-    rsync = redis.Redis.from_url(settings.redis.url)
+    rsync = sync_redis(settings)
     o = settings.otlp
     assembler = SpanAssembler(
         store,

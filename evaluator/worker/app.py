@@ -8,17 +8,17 @@ import logging
 from typing import Any
 
 from arq import Retry, Worker, cron, func
-from arq.connections import RedisSettings
-from redis.asyncio import Redis
 
 from evaluator.analytics.check_job import regression_check_job
 from evaluator.config.logs import log_context
+from evaluator.config.redis_clients import arq_redis_settings, async_redis
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
 from evaluator.intake.drain import EVALUATE_JOB, build_intake
 from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.sweeper import sweep_job
 from evaluator.store import outbox
+from evaluator.store.retention import retention_job
 from evaluator.store.store import Store
 from evaluator.worker.anchors import anchors_job
 from evaluator.worker.faults import INFRASTRUCTURE
@@ -125,6 +125,19 @@ def cron_jobs(settings: Settings) -> list[Any]:
             max_tries=1,
         )
     )
+    r = settings.database.retention
+    if any((r.traces_days, r.records_days, r.pending_spans_days, r.intents_days)):
+        jobs.append(
+            cron(
+                retention_job,
+                name=cron_name(settings, "retention"),
+                minute={47},
+                second=13,
+                unique=True,
+                timeout=min(300, settings.worker.job_timeout_s),
+                max_tries=1,
+            )
+        )
     if settings.alerts.enabled:
         jobs.append(
             cron(
@@ -156,7 +169,7 @@ def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, 
         "cron_jobs": cron_jobs(settings),
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
-        "redis_settings": RedisSettings.from_dsn(settings.redis.url),
+        "redis_settings": arq_redis_settings(settings),
         "queue_name": settings.redis.queue_name,
         "max_jobs": w.max_jobs,
         "job_timeout": w.job_timeout_s,
@@ -185,7 +198,7 @@ async def run_burst(settings: Settings) -> dict[str, Any]:
     """Drain the intake list, then run every queued job to completion; return the counts."""
     worker = make_worker(settings, burst=True)
     # arq runs on_startup inside main(); drain with a short-lived intake of our own first.
-    redis = Redis.from_url(settings.redis.url)
+    redis = async_redis(settings)
     try:
         store = Store(settings.database.url)
         sampling = sampling_config(settings, load_rubrics(settings.rubrics.path))

@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy import Table, func, select
 from sqlalchemy.engine import Engine
 from sqlmodel import SQLModel
 
+from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import Settings
 from evaluator.errors import BackfillError
@@ -258,7 +258,7 @@ async def enqueue_backfill(
     """Record intents, then create their jobs (as the sweeper does); returns jobs created."""
     # Empty signals: the job merges the stored trace's own (error, cost, latency, feedback).
     intents = [outbox.Intent(trace_id=t, kind=kind, signals={}) for t in trace_ids]
-    redis = Redis.from_url(settings.redis.url)
+    redis = async_redis(settings)
     created = 0
     try:
         sampling = sampling_config(settings, rubrics)

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from evaluator.analytics.alerts import regression_problems
+from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricError, RubricSet, load_rubrics
 from evaluator.config.settings import Settings, SettingsError
 from evaluator.intake.drain import SamplingConfig
@@ -170,7 +171,7 @@ def build_runtime(settings: Settings) -> Runtime:
     problems = regression_problems(rubrics.rubrics, settings.alerts)
     if problems:  # refuse at start-up, not at the first cron run
         raise RubricError(problems)
-    redis = Redis.from_url(settings.redis.url)
+    redis = async_redis(settings)
     # Counts reach Redis once a second per process, not once per job (Prometheus scrapes
     # every 15 s or so); close() writes the rest.
     recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix, flush_interval_s=1.0)
