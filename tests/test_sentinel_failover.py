@@ -24,8 +24,9 @@ import redis
 from evaluator.config.redis_clients import arq_redis_settings, async_redis, sync_redis
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
+from evaluator.intake.drain import build_intake
 from evaluator.intake.enqueue import SyncTraceEnqueuer, intake_key
-from evaluator.intake.sweeper import make_intake, sweep
+from evaluator.intake.sweeper import sweep
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store import outbox
 from evaluator.store.store import Store
@@ -92,11 +93,11 @@ async def _sweep_now(settings: Settings) -> int:
     client = async_redis(settings)
     store = Store(settings.database.url)
     try:
-        intake = make_intake(
+        intake = build_intake(
             client,
             settings,
-            store.engine,
-            sampling_config(settings, load_rubrics(settings.rubrics.path)),
+            sampling=sampling_config(settings, load_rubrics(settings.rubrics.path)),
+            engine=store.engine,
         )
         result = await sweep(intake, store.engine, stale_after=timedelta(0), dead_after_attempts=10)
         return result.jobs_created
