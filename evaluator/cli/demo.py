@@ -86,10 +86,14 @@ def _summary(store: Store, trace_ids: list[str], settings: Settings) -> str:
     for r in records:
         by_rubric[r.rubric][r.status] += 1
         if r.status != "ok":
-            reasons[r.rubric][r.explanation.splitlines()[0][:110]] += 1
+            reasons[r.rubric][_first_line(r.explanation)] += 1
         elif r.score is not None:
             means[r.rubric].append(r.score)
-    lines = [f"\n{len(records)} eval records for {len(trace_ids)} traces:"]
+    evaluated = len({r.trace_id for r in records})
+    lines = [
+        f"\n{len(records)} eval records for the {evaluated} sampled traces "
+        f"(of {len(trace_ids)} enqueued; one record per rubric that applies):"
+    ]
     lines.append(f"  {'rubric':<18} {'ok':>4} {'skipped':>8} {'error':>6}  mean score")
     for rubric in sorted(by_rubric):
         c = by_rubric[rubric]
@@ -102,12 +106,24 @@ def _summary(store: Store, trace_ids: list[str], settings: Settings) -> str:
     lines.append(
         f"\nJudge: {settings.judge.base_url or 'not configured (set EVALUATOR_JUDGE__BASE_URL)'}"
     )
+    calls = sum(r.judge_calls for r in records)
+    cost = sum(r.judge_cost_usd for r in records)
+    if calls:
+        lines.append(f"Judge calls: {calls}, cost ${cost:.4f} (pricing from [pricing])")
     lines += _cache_line(records, settings)
     lines.append(
         f"Database: {settings.database.url}  ->  "
         "try `evaluator scores` or `evaluator scores --json`"
     )
     return "\n".join(lines)
+
+
+def _first_line(text: str, width: int = 160) -> str:
+    """A reason's first line, cut at a word (never mid-command) when it is long."""
+    line = text.splitlines()[0] if text else ""
+    if len(line) <= width:
+        return line
+    return line[:width].rsplit(" ", 1)[0] + " …"
 
 
 def _cache_line(records: list[Any], settings: Settings) -> list[str]:

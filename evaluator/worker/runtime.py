@@ -171,6 +171,16 @@ def build_runtime(settings: Settings) -> Runtime:
     problems = regression_problems(rubrics.rubrics, settings.alerts)
     if problems:  # refuse at start-up, not at the first cron run
         raise RubricError(problems)
+    if not settings.judge.configured:
+        for rubric in rubrics.rubrics:
+            if rubric.needs_judge:  # say it once at start, not only in every skipped record
+                log.warning(
+                    "rubric %s uses method %r, which needs a judge, and none is configured: "
+                    "every trace it samples will be recorded as skipped "
+                    "(set EVALUATOR_JUDGE__BASE_URL, or use a local method)",
+                    rubric.name,
+                    rubric.resolved_method,
+                )
     redis = async_redis(settings)
     # Counts reach Redis once a second per process, not once per job (Prometheus scrapes
     # every 15 s or so); close() writes the rest.
