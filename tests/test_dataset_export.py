@@ -107,3 +107,19 @@ def test_alert_export_then_replay_through_the_gate(
                  "--candidate-template", str(tmp_path / "c.txt"), "--json"])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
     assert code == 1 and doc["decision"] == "worse" and doc["pairs"] == 23, doc
+
+
+def test_labelled_export_carries_the_human_verdicts(tmp_path: Path, seeded: Path) -> None:
+    from evaluator.config.settings import load_settings
+    from evaluator.sources.feedback import record_feedback
+    from evaluator.sources.labelled import read_labelled
+
+    store = Store(load_settings(seeded).database.url)
+    record_feedback(store, trace_id="t005", label="hallucinated", rubric="faith")
+    record_feedback(store, trace_id="t006", value="up")
+    store.close()
+    out = tmp_path / "labelled.jsonl"
+    assert main(["--settings", str(seeded), "dataset", "export", str(out), "--labelled",
+                 "--rubric", "faith"]) == 0  # fmt: skip
+    items = list(read_labelled(out))  # the export reads back as labelled JSONL
+    assert [(i.trace.trace_id, i.passed) for i in items] == [("t005", False), ("t006", True)]

@@ -135,12 +135,16 @@ def test_erase_trace_and_tenant(tmp_path: Path, db_url: str) -> None:
             s.add(AlertRecord(group_key="g", kind="drop", rubric="tone",
                               worst_traces=[{"trace_id": "acme-1-0"}, {"trace_id": "globex-1-0"}]))  # fmt: skip
             s.commit()
+        from evaluator.sources.feedback import record_feedback
+
+        record_feedback(store, trace_id="acme-1-0", value="down", note="my phone is 555 0100")
         one = erase_traces(store.engine, ["acme-1-0"])
         assert one.deleted == {
             "traces": 1,
             "eval_records": 1,
             "eval_intents": 1,
             "otlp_pending_spans": 0,
+            "feedback": 1,
         }
         assert one.alerts_scrubbed == 1
         report = erase_tenant(store.engine, "acme")

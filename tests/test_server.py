@@ -197,4 +197,9 @@ def test_page_right_after_a_demo_shows_the_rubric_its_line_and_overview(tmp_path
     text = re.sub(r"<[^>]+>", "|", row.group(1))
     assert "v1: mean" in text and "v2: mean" in text and "pass" in text
     assert "$0.0240/day" in text  # 12 records x $0.002 in the last 24 h
+    # Quality x cost: per prompt version, judge $ per answer that passed all its rubrics.
+    cost = re.findall(r'<tr class="cost-row">(.*?)</tr>', html)
+    cells = [re.findall(r"<td>([^<]*)</td>", row) for row in cost]
+    assert [c[0] for c in cells] == ["v1", "v2"], cells
+    assert all(c[5].startswith("$") for c in cells)  # both versions have passing answers
     assert "1h buckets" in html  # under a day of data: hourly

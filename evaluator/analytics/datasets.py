@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlmodel import col
 
 from evaluator.store.models import AlertRecord, EvalRecord, TraceRecord
 from evaluator.store.store import Store
+from evaluator.store.trust_models import FeedbackRecord
 from judges.redact import Redactor
 
 
@@ -29,7 +30,7 @@ from judges.redact import Redactor
 class Selection:
     """What an export asks for; kept in the manifest."""
 
-    kind: str  # "alert" | "query"
+    kind: str  # "alert" | "query" | "labelled" (traces with human feedback)
     rubric: str
     alert_id: str | None = None
     failed_only: bool = False
@@ -48,6 +49,16 @@ def select_trace_ids(store: Store, sel: Selection) -> list[tuple[str, str]]:
     """(trace id, why) in the export, deduplicated; `why` is "worst", "good" or "query"."""
     if sel.kind == "alert":
         return _alert_ids(store, sel)
+    if sel.kind == "labelled":
+        f = FeedbackRecord
+        query = select(col(f.trace_id)).distinct()
+        if sel.rubric:
+            query = query.where(or_(col(f.rubric) == sel.rubric, col(f.rubric).is_(None)))
+        if sel.since is not None:
+            query = query.where(col(f.created_at) >= sel.since)
+        with store.engine.connect() as conn:
+            ids = sorted({t for (t,) in conn.execute(query)}, key=_stable)[: sel.limit]
+        return [(t, "labelled") for t in sorted(ids)]
     r = EvalRecord
     query = select(col(r.trace_id)).where(col(r.rubric) == sel.rubric, col(r.status) == "ok")
     if sel.failed_only:
@@ -102,6 +113,33 @@ def _scores(store: Store, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]
     return out
 
 
+def _human(store: Store, trace_ids: Sequence[str], rubric: str) -> dict[str, dict[str, Any]]:
+    """The newest human verdict per trace (for `rubric`, or for any rubric), as labelled-JSONL
+    fields: a label when the human gave one or thumbs, a human_score when they scored."""
+    f = FeedbackRecord
+    query = (
+        select(col(f.trace_id), col(f.kind), col(f.value), col(f.label), col(f.note))
+        .where(col(f.trace_id).in_(list(trace_ids)))
+        .order_by(col(f.created_at))
+    )
+    if rubric:
+        query = query.where(or_(col(f.rubric) == rubric, col(f.rubric).is_(None)))
+    out: dict[str, dict[str, Any]] = {}
+    with store.engine.connect() as conn:
+        for trace_id, kind, value, label, note in conn.execute(query):
+            fields: dict[str, Any] = {}
+            if value is not None:
+                fields["human_score"] = float(value)
+                if kind in ("thumbs", "label"):
+                    fields["label"] = "pass" if value >= 0.5 else "fail"
+            if label:
+                fields["label"] = label
+            if note:
+                fields["note"] = note
+            out[trace_id] = fields  # the newest wins: rows come oldest first
+    return out
+
+
 def export_lines(
     store: Store, chosen: Sequence[tuple[str, str]], sel: Selection, *, redact: bool
 ) -> Iterable[dict[str, Any]]:
@@ -109,6 +147,7 @@ def export_lines(
     ids = [t for t, _ in chosen]
     why = dict(chosen)
     scores = _scores(store, ids)
+    human = _human(store, ids, sel.rubric)
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(col(TraceRecord.trace_id), col(TraceRecord.payload)).where(
@@ -123,6 +162,7 @@ def export_lines(
             "selected_by": {"kind": sel.kind, "why": why[trace_id], "rubric": sel.rubric,
                             **({"alert_id": sel.alert_id} if sel.alert_id else {})},
         }  # fmt: skip
-        # No "label": labels are human judgements (feedback, review); the service's own
-        # verdicts travel in "scores" so a replay can never mistake them for ground truth.
+        # Labels are human judgements only (feedback, review); the service's own verdicts
+        # travel in "scores" so a replay can never mistake them for ground truth.
+        line.update(human.get(trace_id, {}))
         yield line

@@ -3,6 +3,7 @@
     evaluator dataset export OUT.jsonl --alert ALERT_ID [--good 20]
     evaluator dataset export OUT.jsonl --rubric faithfulness --failed --since 7d \\
         [--prompt-version v18] [--limit 500]
+    evaluator dataset export OUT.jsonl --labelled [--rubric faithfulness]
 
 Text is redacted as for the judge unless --no-redact. OUT.manifest.json records the
 selection, the counts and when the export was made. Replay the file with
@@ -25,12 +26,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from evaluator.config.settings import load_settings
     from evaluator.store.store import Store
 
-    if (args.alert is None) == (args.rubric is None):
-        print("evaluator dataset export: give exactly one of --alert or --rubric", file=sys.stderr)
+    if args.alert is not None and (args.rubric is not None or args.labelled):
+        print("evaluator dataset export: --alert selects on its own", file=sys.stderr)
+        return 2
+    if args.alert is None and args.rubric is None and not args.labelled:
+        print("evaluator dataset export: give --alert, --rubric or --labelled", file=sys.stderr)
         return 2
     since = datetime.now(UTC) - parse_duration(args.since) if args.since else None
     sel = Selection(
-        kind="alert" if args.alert else "query",
+        kind="alert" if args.alert else "labelled" if args.labelled else "query",
         rubric=args.rubric or "",
         alert_id=args.alert,
         failed_only=args.failed,
@@ -63,7 +67,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "missing_traces": len(chosen) - len(lines),
         "by_reason": {
             r: sum(1 for x in lines if x["selected_by"]["why"] == r)
-            for r in ("worst", "good", "query")
+            for r in ("worst", "good", "query", "labelled")
         },
     }
     manifest_path = args.out.with_name(args.out.stem + ".manifest.json")
@@ -104,5 +108,10 @@ def register(sub: Any) -> None:
     e.add_argument("--since", help="only records newer than this (e.g. 7d)")
     e.add_argument("--prompt-version", help="only this prompt version")
     e.add_argument("--limit", type=int, default=1000, help="at most N traces (1000)")
+    e.add_argument(
+        "--labelled",
+        action="store_true",
+        help="traces with human feedback (the review queue's labels), carried as labels",
+    )
     e.add_argument("--no-redact", action="store_true", help="export raw text (policy permitting)")
     e.set_defaults(fn=cmd_export)

@@ -4,6 +4,7 @@ What is found and deleted, in one transaction per call:
 * traces (the payload: prompts, answers, documents), by id or by their `tenant` column;
 * eval records (scores, explanations, details quoting the trace), by trace id or tenant;
 * evaluation intents (outbox rows) and spans still waiting for their trace (OTLP);
+* human feedback about the trace (labels, scores, notes);
 * mentions of the trace ids in alerts' `worst_traces` lists (the alert itself stays).
 
 What holds no trace id and so needs nothing: the hourly rollups (counts and sums per label
@@ -21,9 +22,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from evaluator.store.models import AlertRecord, EvalRecord, PendingSpan, TraceRecord, table_of
 from evaluator.store.outbox import EvalIntent
+from evaluator.store.trust_models import FeedbackRecord
 
 _TRACES, _RECORDS = table_of(TraceRecord), table_of(EvalRecord)
 _INTENTS, _SPANS, _ALERTS = table_of(EvalIntent), table_of(PendingSpan), table_of(AlertRecord)
+_FEEDBACK = table_of(FeedbackRecord)
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 
 
@@ -58,12 +61,15 @@ def erase_traces(engine: Engine, trace_ids: Sequence[str]) -> ErasureReport:
     report = ErasureReport()
     ids = sorted(set(trace_ids))
     has_spans = inspect(engine).has_table(_SPANS.name)
+    has_feedback = inspect(engine).has_table(_FEEDBACK.name)
     with engine.begin() as conn:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
             targets = [(_TRACES, "traces"), (_RECORDS, "eval_records"), (_INTENTS, "eval_intents")]
             if has_spans:
                 targets.append((_SPANS, "otlp_pending_spans"))
+            if has_feedback:
+                targets.append((_FEEDBACK, "feedback"))
             for table, name in targets:
                 stmt = delete(table).where(table.c.trace_id.in_(bindparam("ids", expanding=True)))
                 report.add(name, conn.execute(stmt, {"ids": chunk}).rowcount)

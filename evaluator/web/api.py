@@ -7,12 +7,14 @@ malformed one is a `BadRequest` (HTTP 400 with {"error": ...}), never a 500.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from evaluator.analytics.alerts import alert_to_json, list_alerts
+from evaluator.analytics.cost import PriceFn, cost_per_pass
 from evaluator.analytics.overview import overview
 from evaluator.analytics.trends import BY, TrendQuery, rubric_names, trend, worst_traces
+from evaluator.config.policy import parse_duration
 from evaluator.store.store import Store, as_utc
 from evaluator.traces.validate import MAX_LABEL_CHARS, text_problem
 
@@ -70,9 +72,14 @@ def _count(p: dict[str, str], name: str, default: int, top: int) -> int:
     return int(raw)
 
 
+def _no_price(_model: str | None, _tokens_in: int, _tokens_out: int) -> float:
+    return 0.0
+
+
 class Api:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, price: PriceFn = _no_price) -> None:
         self.store = store
+        self.price = price  # settings.cost_usd: generator tokens at [pricing]
 
     def rubrics(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         params(qs, ())
@@ -108,6 +115,21 @@ class Api:
         rubric = _required(p, "rubric")
         traces = worst_traces(self.store, rubric, by, p.get("key") or None, start, end, k=k)
         return {"traces": traces}
+
+    def cost(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        """Judge + generator USD per answer that passed all of its rubrics, per label."""
+        p = params(qs, ("by", "since"))
+        by = p.get("by", "prompt_version")
+        if by not in ("prompt_version", "model", "feature", "tenant", "none"):
+            raise BadRequest(
+                f"by must be prompt_version, model, feature, tenant or none, got {by!r}"
+            )
+        try:
+            window = parse_duration(p.get("since", "7d"))
+        except ValueError as exc:
+            raise BadRequest(f"since: {exc}") from None
+        end = datetime.now(UTC)
+        return cost_per_pass(self.store, self.price, end - window, end, by)  # type: ignore[arg-type]
 
     def overview(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         params(qs, ())

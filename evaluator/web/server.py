@@ -5,6 +5,7 @@
     GET /api/rubrics       {"rubrics": [names]} (rolled-up hours and records not rolled up yet)
     GET /api/overview      one row per rubric: mean and pass rate per prompt version (24 h),
                            open alerts, judge cost per day
+    GET /api/cost          ?by=&since=   USD per answer that passed all of its rubrics
     GET /api/trends        ?rubric=&by=&since=&bucket=   the `evaluator trends --json` document
     GET /api/alerts        ?open=1&rubric=     {"alerts": [...]}, as `evaluator alerts --json`
     GET /api/worst         ?rubric=&by=&key=&start=&end=&k=  lowest scores of a trend cell
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from evaluator.analytics.cost import PriceFn
 from evaluator.config.redis_clients import sync_redis
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -79,6 +81,7 @@ def make_handler(
     routes = {
         "/api/rubrics": api.rubrics,
         "/api/overview": api.overview,
+        "/api/cost": api.cost,
         "/api/trends": api.trends,
         "/api/alerts": api.alerts,
         "/api/worst": api.worst,
@@ -254,8 +257,10 @@ def make_server(
     assembler: SpanAssembler | None = None,
     metrics: Callable[[], bytes] | None = None,
     options: ServerOptions = DEFAULT_OPTIONS,
+    price: PriceFn | None = None,
 ) -> BoundedServer:
-    handler = make_handler(Api(store), assembler, metrics, options, is_loopback(host))
+    api = Api(store) if price is None else Api(store, price)
+    handler = make_handler(api, assembler, metrics, options, is_loopback(host))
     return BoundedServer((host, port), handler, options.max_connections)
 
 
@@ -298,7 +303,10 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
         )
 
     options = ServerOptions.from_settings(settings.server, max_body_bytes=o.max_body_mib << 20)
-    server = make_server(store, host, port, assembler=assembler, metrics=metrics, options=options)
+    server = make_server(
+        store, host, port, assembler=assembler, metrics=metrics, options=options,
+        price=settings.cost_usd,
+    )  # fmt: skip
     print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
     try:
         server.serve_forever()

@@ -97,6 +97,25 @@ function overviewRows(doc) {
   }
 }
 
+function costRows(doc) {
+  // Quality x cost: what each answer that passed all of its rubrics cost (judge + generator).
+  const tbody = $("cost").querySelector("tbody");
+  tbody.replaceChildren();
+  for (const g of doc.groups) {
+    const row = document.createElement("tr");
+    row.className = "cost-row";
+    const cpp = g.cost_per_pass_usd === null ? "–" : `$${g.cost_per_pass_usd.toFixed(4)}`;
+    const cells = [g.key, String(g.answers), String(g.passes), `$${g.judge_usd.toFixed(4)}`,
+      `$${g.generator_usd.toFixed(4)}`, cpp];
+    for (const v of cells) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      row.appendChild(td);
+    }
+    tbody.appendChild(row);
+  }
+}
+
 function draw(doc, alerts) {
   const svg = $("chart");
   svg.replaceChildren();
@@ -199,6 +218,7 @@ async function init() {
     $("rubric").appendChild(opt);
   }
   overviewRows(over);
+  costRows(await getJSON("api/cost", { since: qs.get("since") || "7d" }));
   for (const k of ["rubric", "by", "since", "bucket"]) if (qs.get(k)) $(k).value = qs.get(k);
   // Less than a day of data: hourly buckets over the last day, so the line has points.
   const first = over.rubrics.find((r) => r.rubric === $("rubric").value)?.first_record_at;
