@@ -158,6 +158,7 @@ def test_new_prompt_version_is_compared_with_the_one_it_replaced(
     # Both counts, plainly: 30 scores stored, the e-process decided after 10.
     assert "30 scores in the window, the test decided after the first 10" in alert.message
     assert alert_to_json(alert)["export_command"].endswith(f"--alert {alert.id}")
+    assert alert_to_json(alert)["alert_class"] == "page"  # a judge's verdict pages
 
 
 def test_a_good_new_version_does_not_alert(store: Store, tmp_path: Path) -> None:
@@ -285,3 +286,14 @@ def test_alerts_command_lists_open_alerts_as_json(
     assert alert["status"] == "open" and alert["kind"] == "drop" and alert["p_value"] < 0.01
     assert main(["--settings", str(tmp_path / "settings.toml"), "alerts"]) == 0
     assert "faith [prompt_version=v17" in capsys.readouterr().out
+
+
+def test_a_local_only_rubric_raises_an_advisory_alert(store: Store, tmp_path: Path) -> None:
+    """A local score follows writing style too: its alerts say so and are a weaker class."""
+    stable_baseline(store)
+    seed(store, pattern(30, 2), NOW - timedelta(hours=2), NOW, prefix="v18", prompt_version="v18")
+    local = RUBRIC + 'method = "local"\n'
+    report, _ = decide(store, rubrics(tmp_path, local), ALERTS, NOW)
+    (alert,) = report.opened
+    assert alert.message.startswith("advisory: a local (no-judge) score moved")
+    assert alert_to_json(alert)["alert_class"] == "advisory"

@@ -125,6 +125,7 @@ def alert_to_json(alert: AlertRecord) -> dict[str, Any]:
         "worst_traces": alert.worst_traces,
         "message": alert.message,
         "export_command": export_command(alert.id),
+        "alert_class": alert.summary.get("alert_class", "page"),
         "resolution": alert.resolution,
         "deliveries": alert.deliveries,
         "opened_at": iso(alert.opened_at),

@@ -232,6 +232,8 @@ def decide(
                     report.suppressed += 1
                     continue
                 alert = _new_alert(session, rubric.name, key, f, cfg, now)
+                if not rubric.needs_judge and rubric.resolved_method != "cascade":
+                    mark_advisory(alert)
                 # A version's e-process stays latched after its alarm; do not reopen a
                 # version that has since recovered. (A drop's whole-window mean can still
                 # look fine while the detector sees the drop at the window's end.)
@@ -247,6 +249,20 @@ def decide(
                     report.resolved.append(alert)
                     events.append(("alert.resolved", alert))
     return report, events
+
+
+ADVISORY = (
+    "advisory: a local (no-judge) score moved; on summaries and across generators it follows "
+    "writing style as well as hallucination (BENCHMARKS.md §8), so confirm with a judge on "
+    "the worst traces before acting: "
+)
+
+
+def mark_advisory(alert: AlertRecord) -> None:
+    """A local-only rubric's alert is a weaker class: say so instead of paging as if a judge
+    had found it (bench/regression_local.py measured style swaps alerting every time)."""
+    alert.summary = {**alert.summary, "alert_class": "advisory"}
+    alert.message = ADVISORY + alert.message
 
 
 def replace_status(alert: AlertRecord, why: str, now: datetime) -> AlertRecord:
