@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
 from evaluator.cli.main import main
-from tests.conftest import make_settings, write_rubric
+from tests.conftest import JUDGE_URL, chat_completion, make_settings, write_rubric
 from tests.loopback_generator import Generator
 
 RUBRIC = """
@@ -69,3 +71,51 @@ def test_replay_gate_compares_two_templates_pair_by_pair(
     assert doc["generator_calls"] == 60 == Generator.calls
     if expected == 1:
         assert doc["candidate"]["mean"] < doc["baseline"]["mean"] - 0.2
+
+
+JUDGED = """
+name = "faith"
+version = "1"
+scorer = "faithfulness"
+method = "judge"
+pass_threshold = 0.8
+[regression]
+min_samples = 20
+"""
+
+
+def _judge_reply(request: httpx.Request) -> httpx.Response:
+    """A judge that marks invented offers unsupported and quoted documents supported."""
+    prompt = json.loads(request.content)["messages"][-1]["content"]
+    invented = "free laptop" in prompt
+    claims = [
+        {"claim": "the price", "context_ids": [1], "reason": "document",
+         "verdict": "not_found" if invented else "supported"},
+        {"claim": "the seats", "context_ids": [1], "reason": "document", "verdict": "supported"},
+    ]  # fmt: skip
+    return httpx.Response(200, json=chat_completion(json.dumps({"claims": claims})))
+
+
+@pytest.mark.parametrize(("candidate", "expected"), [(GOOD, 0), (BAD, 1)], ids=["good", "bad"])
+def test_replay_gate_with_the_generator_and_a_judge(
+    tmp_path: Path, redis_url: str, generator_url: str, capsys: pytest.CaptureFixture[str],
+    candidate: str, expected: int,
+) -> None:  # fmt: skip
+    write_rubric(tmp_path / "rubrics", "faith", JUDGED)
+    make_settings(tmp_path, redis_url, generator={"base_url": generator_url},
+                  judge={"base_url": JUDGE_URL, "cache_ttl_s": 0})  # fmt: skip
+    (tmp_path / "baseline.txt").write_text(GOOD)
+    (tmp_path / "candidate.txt").write_text(candidate)
+    with respx.mock(assert_all_called=True) as http:
+        http.route(host="127.0.0.1").pass_through()  # the loopback generator is a real server
+        route = http.post(f"{JUDGE_URL}/chat/completions").mock(side_effect=_judge_reply)
+        code = main([
+            "--settings", str(tmp_path / "settings.toml"), "gate", "--rubric", "faith",
+            "--replay", str(_dataset(tmp_path / "data.jsonl", 24)),
+            "--baseline-template", str(tmp_path / "baseline.txt"),
+            "--candidate-template", str(tmp_path / "candidate.txt"), "--json",
+        ])  # fmt: skip
+    doc = json.loads(capsys.readouterr().out)
+    assert code == expected, doc
+    assert route.call_count == 48 == doc["judge_calls"]  # one judge call per generated answer
+    assert doc["pairs"] == 24 and doc["generator_calls"] == 48
