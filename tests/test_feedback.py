@@ -168,3 +168,27 @@ def test_post_api_feedback_through_the_server(tmp_path: Path) -> None:
     assert ok.status_code == 200, ok.text
     assert again.status_code == 200 and again.json()["duplicates"] == 1
     assert bad.status_code == 400 and "outside [0, 1]" in bad.text
+
+
+def test_feedback_agreement_and_review_next_commands(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from evaluator.cli.main import main
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, redis_url)
+    s = Store(settings.database.url)
+    for i in range(12):
+        record_feedback(s, trace_id=f"t{i}", label="hallucinated" if i % 2 else "faithful")
+        s.upsert_record(_record(f"t{i}", 0.2 if i % 2 else 0.9, epoch="e1"))
+    s.upsert_record(_record("unsure", 0.52))
+    s.close()
+    args = ["--settings", str(tmp_path / "settings.toml")]
+    assert main([*args, "feedback", "agreement", "--rubric", "faith", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    rows = rows["epochs"] if isinstance(rows, dict) else rows
+    assert rows[0]["n"] == 12 and rows[0]["balanced_accuracy"]["value"] == 1.0
+    assert main([*args, "review", "next", "--rubric", "faith", "-n", "5", "--json"]) == 0
+    queue = json.loads(capsys.readouterr().out)
+    queue = queue["queue"] if isinstance(queue, dict) else queue
+    assert queue[0]["trace_id"] == "unsure"  # the judge was least sure there

@@ -37,6 +37,11 @@ RUN_BY = {
     "convert-ragtruth": "test_calibration.py",
     "dataset export": "test_dataset_export.py",
     "gate": "test_gate.py, test_gate_replay.py, test_dataset_export.py",
+    "epochs": "test_epochs.py",
+    "feedback import": "test_feedback.py",
+    "feedback agreement": "test_feedback.py",
+    "review next": "test_feedback.py",
+    "erase": "test_retention.py",
 }
 NOT_RUNNABLE = {
     "yaml": "a CI provider's workflow file: no GitHub Actions runner on this machine",
@@ -54,7 +59,7 @@ def _invocations() -> list[tuple[str, list[str]]]:
                 continue
             words = words[words.index("evaluator") + 1 :]
             path = [w for w in words[:2] if re.fullmatch(r"[a-z][a-z-]*", w)]
-            grouped = bool(path) and path[0] in {"db", "rubrics", "dataset"}
+            grouped = bool(path) and path[0] in {"db", "rubrics", "dataset", "feedback", "review"}
             path = path[:2] if grouped else path[:1]
             flags = {w.split("=")[0] for w in words if w.startswith("--")}
             out.append((" ".join(path), flags))
