@@ -11,6 +11,7 @@ Pure functions over plain sequences. Convention: `y_true` holds booleans where T
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -39,6 +40,33 @@ def _check(y_true: Sequence[bool], other: Sequence[object]) -> None:
         raise ValueError(f"length mismatch: {len(y_true)} labels vs {len(other)} predictions")
 
 
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing the mean rank of their group (Mann-Whitney, Spearman)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(order)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Spearman's rank correlation; 0.0 when either side is constant or too short."""
+    if len(xs) != len(ys) or len(xs) < 3:
+        return 0.0
+    rx, ry = average_ranks(xs), average_ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    vx = sum((a - mx) ** 2 for a in rx)
+    vy = sum((b - my) ** 2 for b in ry)
+    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else 0.0
+
+
 def auroc(y_true: Sequence[bool], y_score: Sequence[float]) -> float:
     """Area under the ROC curve via the Mann–Whitney U statistic; ties count one half.
 
@@ -49,17 +77,7 @@ def auroc(y_true: Sequence[bool], y_score: Sequence[float]) -> float:
     n_neg = len(y_true) - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUROC needs both positive and negative labels")
-    order = sorted(range(len(y_score)), key=lambda i: y_score[i])
-    ranks = [0.0] * len(order)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and y_score[order[j + 1]] == y_score[order[i]]:
-            j += 1
-        mid_rank = (i + j) / 2 + 1  # average 1-based rank of the tie group
-        for k in range(i, j + 1):
-            ranks[order[k]] = mid_rank
-        i = j + 1
+    ranks = average_ranks(y_score)
     rank_sum = sum(r for r, y in zip(ranks, y_true, strict=True) if y)
     return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 

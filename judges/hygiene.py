@@ -15,9 +15,10 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
+
+from judges.agreement import spearman
 
 # Ordered: the first match names the family ("gpt-4o" before a bare "o" series).
 _FAMILIES = (
@@ -52,32 +53,6 @@ def same_family(judge: str | None, generator: str | None) -> bool:
         return True
     fj, fg = model_family(judge), model_family(generator)
     return fj is not None and fj == fg
-
-
-def _ranks(values: Sequence[float]) -> list[float]:
-    order = sorted(range(len(values)), key=values.__getitem__)
-    ranks = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):  # ties share their mean rank
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Spearman's rank correlation; 0.0 when either side is constant or too short."""
-    if len(xs) != len(ys) or len(xs) < 3:
-        return 0.0
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    vx = sum((a - mx) ** 2 for a in rx)
-    vy = sum((b - my) ** 2 for b in ry)
-    return cov / math.sqrt(vx * vy) if vx > 0 and vy > 0 else 0.0
 
 
 def hygiene_warnings(

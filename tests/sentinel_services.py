@@ -18,8 +18,6 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import redis
 
@@ -27,6 +25,7 @@ from tests.services import (
     _LIVE,
     HOST,
     REDIS_SERVER,
+    Service,
     ServiceError,
     _make_service_dir,
     _tail,
@@ -99,7 +98,7 @@ class _Node:
         return redis.Redis(host=HOST, port=self.port, socket_timeout=1, socket_connect_timeout=1)
 
 
-class SentinelDeployment:
+class SentinelDeployment(Service):
     """Master + replica + `sentinels` sentinels (quorum 2), failover within seconds."""
 
     def __init__(self, *, sentinels: int = 3, down_after_ms: int = 1000) -> None:
@@ -236,19 +235,3 @@ class SentinelDeployment:
             self.dir = None
         if self in _LIVE:
             _LIVE.remove(self)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -163,6 +163,33 @@ def _terminate(pid: int) -> None:
             time.sleep(0.02)
 
 
+class Service:
+    """A server a test starts and must stop: `with` starts it, and stops it on any exit
+    (a failed start included)."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class ServiceError(RuntimeError):
     """A private server failed to start or stop; the message carries its log tail."""
 
@@ -172,7 +199,7 @@ class ServiceError(RuntimeError):
 # --------------------------------------------------------------------------------------
 
 
-class RedisServer:
+class RedisServer(Service):
     """A redis-server of our own on a free loopback port, in its own temp dir.
 
     persistence="aof": appendonly yes + appendfsync everysec, i.e. what production uses, so a
@@ -332,22 +359,6 @@ class RedisServer:
             if self in _LIVE:
                 _LIVE.remove(self)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 # --------------------------------------------------------------------------------------
 # PostgreSQL
@@ -383,7 +394,7 @@ def find_pg_bindir() -> Path:
     )
 
 
-class PostgresCluster:
+class PostgresCluster(Service):
     """A PostgreSQL cluster of our own: initdb into a temp dir, a free loopback port.
 
     Tuned for tests: fsync=off (the OS page cache survives a postgres crash, so an
@@ -585,22 +596,6 @@ class PostgresCluster:
             self.dir = None
             if self in _LIVE:
                 _LIVE.remove(self)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------------------

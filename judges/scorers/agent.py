@@ -26,7 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from judges.errors import JudgeError, judge_failure
-from judges.prompts import DATA_RULES, fence, numbered
+from judges.prompts import DATA_RULES, fence, numbered, render_tool_calls
 from judges.rubric import Rubric
 from judges.text import content_words
 from judges.types import Clients, EvalCase, Score, Status, ToolCall
@@ -124,14 +124,6 @@ class SelectionReply(BaseModel):
     calls: list[CallVerdict]
 
 
-def _render_calls(calls: Sequence[ToolCall]) -> str:
-    return numbered([
-        f"{c.name}({c.arguments[:2000]}) -> "
-        + ("ERROR " if c.error else "") + c.result[:2000]
-        for c in calls
-    ])  # fmt: skip
-
-
 def render_selection(case: EvalCase) -> list[dict[str, str]]:
     system = (
         "You review the tool calls an AI agent made for one user request.\n"
@@ -146,7 +138,7 @@ def render_selection(case: EvalCase) -> list[dict[str, str]]:
     user = "\n\n".join([
         "User request:\n" + fence("question", case.question),
         "Tools offered:\n" + fence("tools", tools),
-        "Tool calls, in order:\n" + fence("tool_calls", _render_calls(case.tool_calls)),
+        "Tool calls, in order:\n" + fence("tool_calls", render_tool_calls(case.tool_calls)),
         "Final answer:\n" + fence("answer", case.answer),
     ])  # fmt: skip
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

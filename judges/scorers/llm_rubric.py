@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, create_model
 
 from judges.errors import JudgeError, judge_failure
 from judges.llm.client import JudgeClient
-from judges.prompts import DATA_RULES, fence, numbered, render_contexts
+from judges.prompts import DATA_RULES, fence, numbered, render_contexts, render_tool_calls
 from judges.rubric import Rubric, Scale
 from judges.types import EvalCase, Score, Status
 
@@ -43,9 +43,8 @@ def render(case: EvalCase, rubric: Rubric) -> list[dict[str, str]]:
     if "contexts" in spec.inputs:
         blocks.append("Retrieved documents:\n" + (render_contexts(case.contexts) or "(none)"))
     if "tool_calls" in spec.inputs:
-        calls = [f"{c.name}({c.arguments[:2000]}) -> {'ERROR ' if c.error else ''}{c.result[:2000]}"
-                 for c in case.tool_calls]  # fmt: skip
-        blocks.append("Tool calls, in order:\n" + fence("tool_calls", numbered(calls) or "(none)"))
+        calls = render_tool_calls(case.tool_calls) or "(none)"
+        blocks.append("Tool calls, in order:\n" + fence("tool_calls", calls))
     if "answer" in spec.inputs:
         blocks.append("Answer to evaluate:\n" + fence("answer", case.answer))
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(blocks)}]
