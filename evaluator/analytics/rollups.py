@@ -169,7 +169,6 @@ class Acc:
             "p90": self.percentile(0.90),
         }
 
-
     def _weighted_json(self, confidence: float) -> dict[str, Any]:
         """Hájek mean and intervals with the ESS (evaluator.analytics.weights); the
         percentiles stay those of the evaluated records (the histogram is unweighted)."""

@@ -15,7 +15,7 @@ The decision compares the trace's hash point with the probability, so it is the 
 given trace and allocation state. The probability is stored with every record; trends weight
 records by its inverse (evaluator.analytics.weights).
 
-    >>> base_probability(0.5, room=100, arrivals=1000, reserved=20, floor=0.01)
+    >>> base_probability(0.5, room=100, arrivals=1020, reserved=20, floor=0.01)
     0.08
     >>> base_probability(0.5, room=None, arrivals=1000, reserved=20, floor=0.01)
     0.5
@@ -110,9 +110,9 @@ def base_probability(
 ) -> float:
     """The rate for traces that are neither tail nor new: what the room leaves after the
     tail and boosted evaluations (`reserved`), spread over the other `arrivals`."""
-    others = arrivals - reserved
-    if room is None or others <= 0:
-        return rate
+    if room is None or arrivals <= 0:
+        return rate  # no cap, or nothing known yet (the first minute): the cap still holds
+    others = max(1, arrivals - reserved)
     return max(min(floor, rate), min(rate, (room - reserved) / others))
 
 

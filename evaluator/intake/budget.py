@@ -173,7 +173,7 @@ class BudgetGate:
                 p = inclusion_probability(
                     rates[rubric.name], tail=tail is not None, new_stratum=new, plan=plan
                 )
-                if p >= 1.0 or new:
+                if tail is not None or new:
                     reserved[rubric.name] += 1
                 if point < p:
                     chosen[rubric.name] = p
@@ -181,11 +181,13 @@ class BudgetGate:
                 drawn.append((index, tail is not None, chosen))
             else:
                 result.not_sampled += 1
-        drawn.sort(key=lambda d: not d[1])  # stable: tail first, then intake order
+        # Offered to the cap tail first, then new strata (the highest probability), then in
+        # intake order (a stable sort).
+        drawn.sort(key=lambda d: (not d[1], -max(d[2].values())))
         waits = await self._admit_groups(drawn, now_s)
-        for (index, tail, chosen), wait in zip(drawn, waits, strict=True):
+        for (index, by_tail, chosen), wait in zip(drawn, waits, strict=True):
             c = candidates[index]
-            if tail:
+            if by_tail:
                 if wait:
                     result.deferred.append((c.entry, wait))
                     result.reasons["budget_deferred"] += 1

@@ -29,6 +29,8 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
 from evaluator.config.settings import Settings
+from evaluator.intake.allocation import BudgetPlan
+from evaluator.intake.budget import BudgetGate, Candidate
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.parking import (
     POP_TO_PROCESSING_LUA,
@@ -39,8 +41,6 @@ from evaluator.intake.parking import (
     record_tolerantly,
     recover_abandoned,
 )
-from evaluator.intake.allocation import BudgetPlan
-from evaluator.intake.budget import BudgetGate, Candidate
 from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
 from evaluator.intake.serialization import serialize
 from evaluator.intake.wire import SEPARATOR, check_trace_id, decode, decode_entry

@@ -29,7 +29,7 @@ def check_trace_id(trace_id: object) -> str | None:
 
 
 def encode(trace_id: str, signals: Signals | None = None, labels: Labels | None = None) -> str:
-    wire: dict[str, object] = signals.to_wire() if signals is not None else {}
+    wire: dict[str, object] = dict(signals.to_wire()) if signals is not None else {}
     if labels:
         wire.update(labels.to_wire())
     if not wire:
