@@ -102,6 +102,14 @@ class SamplingPolicy(_Frozen):
     rate: float | None = Field(None, ge=0, le=1)
 
 
+class RubricBudget(_Frozen):
+    """This rubric's own cap on evaluations (the worker's [budget] keeps the other knobs);
+    0 = no cap of its own."""
+
+    usd_per_day: float = Field(0.0, ge=0)
+    calls_per_minute: int = Field(0, ge=0)
+
+
 class JudgeOverride(_Frozen):
     model: Label | None = None
     temperature: float | None = Field(None, ge=0, le=2)
@@ -139,6 +147,7 @@ class Rubric(_Frozen):
     pass_threshold: float = Field(0.7, ge=0, le=1)
     applies_to: AppliesTo = AppliesTo()
     sampling: SamplingPolicy = SamplingPolicy()
+    budget: RubricBudget = RubricBudget()
     judge: JudgeOverride = JudgeOverride()
     scale: Scale = Scale()
     llm_rubric: LLMRubricSpec | None = None

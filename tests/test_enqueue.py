@@ -109,3 +109,24 @@ async def test_flush_waits_for_the_batch_the_flusher_has_in_flight(redis_url: st
     assert enq.stats.pushed == 20_000
     assert redis.Redis.from_url(redis_url).llen(intake_key("app")) == 20_000
     await enq.close()
+
+
+async def test_labels_travel_on_the_wire_with_both_enqueuers(redis_url: str) -> None:
+    from evaluator.intake.sampling import Labels
+    from evaluator.intake.wire import decode_entry
+
+    enq = TraceEnqueuer(redis_url, key_prefix="app", linger_ms=5)
+    assert enq.enqueue("a1", feature="search", tenant="acme", prompt_version="v7")
+    assert enq.enqueue("a2", prompt_version="x" * 300, error=True)  # label refused, ID kept
+    await enq.close()
+    sync = SyncTraceEnqueuer(redis_url, key_prefix="app", linger_ms=5)
+    assert sync.enqueue("s1", tenant="beta")
+    sync.close()
+    entries = redis.Redis.from_url(redis_url).lrange(intake_key("app"), 0, -1)
+    decoded = [decode_entry(e) for e in entries]
+    assert decoded[0][0] == "a1" and decoded[0][2] == Labels("search", "acme", "v7")
+    assert decoded[1][2] is None and decoded[1][1] is not None and decoded[1][1].error
+    assert decoded[2][2] == Labels(tenant="beta") and decoded[2][1] is not None
+    assert enq.stats.values_refused == 1
+    # An old reader's view: the labelled entry still decodes to the ID and no signals.
+    assert decode(entries[2]) == ("s1", decoded[2][1]) and not decoded[2][1].error

@@ -146,6 +146,7 @@ def test_trends_command_prints_table_with_sparklines_and_stable_json(
     assert set(g["buckets"][0]) == {
         "start",
         "count",
+        "ess",
         "mean",
         "std",
         "ci_low",

@@ -28,6 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, func, select
 
 from evaluator.analytics.stats import GroupStats, t_quantile
+from evaluator.analytics.weights import WeightedStats, weight_of
 from evaluator.store.models import EvalRecord, EvalRollup, utcnow
 from evaluator.store.store import Store, as_utc
 
@@ -57,8 +58,16 @@ class Acc:
     passes: int = 0
     pass_known: int = 0
     hist: Counter[int] = field(default_factory=Counter)
+    # Inverse-probability weights (evaluator.analytics.weights); None = every weight 1.
+    w_sum: float | None = None
+    w_total: float = 0.0
+    w_total_sq: float = 0.0
+    w_sq_sum: float = 0.0
+    w_passes: float = 0.0
 
-    def add(self, score: float, passed: bool | None) -> None:
+    def add(self, score: float, passed: bool | None, probability: float | None = None) -> None:
+        w = weight_of(probability)
+        self._unit_weights()
         self.n += 1
         self.total += score
         self.total_sq += score * score
@@ -66,6 +75,43 @@ class Acc:
             self.pass_known += 1
             self.passes += bool(passed)
         self.hist[round(score * 100)] += 1
+        self.w_sum = (self.w_sum or 0.0) + w
+        self.w_total += w * score
+        self.w_total_sq += w * score * score
+        self.w_sq_sum += w * w
+        self.w_passes += w * bool(passed)
+
+    def _unit_weights(self) -> None:
+        # A cell without weights (folded before 0007) has every weight 1: spell them out
+        # before adding weighted records to it.
+        if self.w_sum is None:
+            self.w_sum, self.w_total, self.w_total_sq = float(self.n), self.total, self.total_sq
+            self.w_sq_sum, self.w_passes = float(self.n), float(self.passes)
+
+    def add_weights(self, w_sum: float | None, w_total: float | None, w_total_sq: float | None,
+                    w_sq_sum: float | None, w_passes: float | None, *, n: int, total: float,
+                    total_sq: float, passes: int) -> None:  # fmt: skip
+        """Fold a stored cell's weighted sums (NULL: that cell's weights are all 1)."""
+        self._unit_weights()
+        if w_sum is None:
+            w_sum, w_total, w_total_sq, w_sq_sum, w_passes = n, total, total_sq, n, passes
+        self.w_sum = (self.w_sum or 0.0) + w_sum
+        self.w_total += w_total or 0.0
+        self.w_total_sq += w_total_sq or 0.0
+        self.w_sq_sum += w_sq_sum or 0.0
+        self.w_passes += w_passes or 0.0
+
+    @property
+    def unit_weights(self) -> bool:
+        """Every weight 1: the weighted numbers are the unweighted ones, computed as before."""
+        return self.w_sum is None or (self.w_sum == self.n and self.w_sq_sum == self.n)
+
+    def weighted(self) -> WeightedStats:
+        self._unit_weights()
+        return WeightedStats(
+            self.n, self.w_sum or 0.0, self.w_total, self.w_total_sq, self.w_sq_sum,
+            self.w_passes if self.pass_known == self.n and self.n else None,
+        )  # fmt: skip
 
     def merge(
         self, n: int, total: float, total_sq: float, passes: int, known: int, flat: Sequence[int]
@@ -77,6 +123,11 @@ class Acc:
             hist[b] = hist.get(b, 0) + c
 
     def __iadd__(self, other: Acc) -> Acc:
+        if self.w_sum is not None or other.w_sum is not None:
+            self.add_weights(
+                other.w_sum, other.w_total, other.w_total_sq, other.w_sq_sum, other.w_passes,
+                n=other.n, total=other.total, total_sq=other.total_sq, passes=other.passes,
+            )  # fmt: skip
         flat = [x for item in other.hist.items() for x in item]
         self.merge(other.n, other.total, other.total_sq, other.passes, other.pass_known, flat)
         return self
@@ -93,6 +144,8 @@ class Acc:
         return max(self.hist) / 100
 
     def to_json(self, confidence: float = 0.95) -> dict[str, Any]:
+        if not self.unit_weights:
+            return self._weighted_json(confidence)
         known = self.pass_known == self.n and self.n > 0
         stats = GroupStats(self.n, self.total, self.total_sq, self.passes if known else None)
         if stats.binary or stats.n < 2:
@@ -103,11 +156,33 @@ class Acc:
         pr = stats.pass_rate_ci(confidence) if known else None
         return {
             "count": self.n,
+            "ess": float(self.n),
             "mean": stats.mean if self.n else None,
             "std": stats.std if self.n else None,
             "ci_low": lo if self.n else None,
             "ci_high": hi if self.n else None,
             "pass_rate": stats.pass_rate,
+            "pass_rate_ci_low": pr[0] if pr else None,
+            "pass_rate_ci_high": pr[1] if pr else None,
+            "p10": self.percentile(0.10),
+            "p50": self.percentile(0.50),
+            "p90": self.percentile(0.90),
+        }
+
+    def _weighted_json(self, confidence: float) -> dict[str, Any]:
+        """Hájek mean and intervals with the ESS (evaluator.analytics.weights); the
+        percentiles stay those of the evaluated records (the histogram is unweighted)."""
+        w = self.weighted()
+        lo, hi = w.mean_ci(confidence)
+        pr = w.pass_rate_ci(confidence)
+        return {
+            "count": self.n,
+            "ess": w.ess,
+            "mean": w.mean,
+            "std": w.std,
+            "ci_low": lo,
+            "ci_high": hi,
+            "pass_rate": w.pass_rate,
             "pass_rate_ci_low": pr[0] if pr else None,
             "pass_rate_ci_high": pr[1] if pr else None,
             "p10": self.percentile(0.10),
@@ -133,24 +208,35 @@ def merged_hist(flats: Iterable[str]) -> Counter[int]:
 
 def _cells(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], Acc]:
     cells: dict[tuple[Any, ...], Acc] = {}
-    for rubric, pv, model, feature, at, score, passed, epoch in rows:
+    for rubric, pv, model, feature, at, score, passed, epoch, p in rows:
         key = (rubric, floor_time(at, HOUR), pv or "", model or "", feature or "", epoch)
-        cells.setdefault(key, Acc()).add(float(score), passed)
+        cells.setdefault(key, Acc()).add(float(score), passed, p)
     return cells
 
 
+def bucket_time() -> Any:
+    """When a record counts: its trace's time, else (older rows) when it was written."""
+    return func.coalesce(col(EvalRecord.trace_at), col(EvalRecord.created_at))
+
+
 def ok_rows(lo: datetime, hi: datetime, rubric: str | None = None) -> Any:
+    """Ok records whose trace happened in [lo, hi). The trace time is never after the write
+    (the pipeline clamps it), so `created_at >= lo` narrows the scan by its index."""
     r = EvalRecord
+    at = bucket_time()
     query = sa_select(
-        *(col(c) for c in (r.rubric, r.prompt_version, r.model, r.feature, r.created_at)),
+        *(col(c) for c in (r.rubric, r.prompt_version, r.model, r.feature)),
+        at,
         col(r.score),
         col(r.passed),
         col(r.epoch),
+        col(r.inclusion_probability),
     ).where(
         col(r.status) == "ok",
         col(r.score).is_not(None),
         col(r.created_at) >= lo,
-        col(r.created_at) < hi,
+        at >= lo,
+        at < hi,
     )
     return query if rubric is None else query.where(col(r.rubric) == rubric)
 
@@ -170,13 +256,22 @@ def refresh_rollups(
             return 0  # up to date; the cron job's refresh re-folds late rows
         if last is None:
             first = session.exec(
-                select(func.min(EvalRecord.created_at)).where(EvalRecord.status == "ok")
+                select(func.min(bucket_time())).where(EvalRecord.status == "ok")
             ).one()
             if first is None:
                 return 0
             lo = floor_time(first, HOUR)
         else:
             lo = as_utc(last) - HOUR  # re-fold: a record may commit just after its hour
+            # A record written since then for an older trace (deferred by the budget, a batch
+            # result) re-folds its trace's hour: cells are recomputed whole, never patched.
+            late = session.exec(
+                select(func.min(bucket_time())).where(
+                    EvalRecord.status == "ok", col(EvalRecord.created_at) >= lo
+                )
+            ).one()
+            if late is not None:
+                lo = min(lo, floor_time(late, HOUR))
     written = 0
     while lo < hour_now:  # chunks bound memory on the first (backfill) run
         hi = min(hour_now, lo + chunk)
@@ -186,6 +281,17 @@ def refresh_rollups(
         written += len(cells)
         lo = hi
     return written
+
+
+WEIGHTS = ("w_sum", "w_total", "w_total_sq", "w_sq_sum", "w_passes")
+
+
+def _weight_columns(a: Acc) -> dict[str, float | None]:
+    # A cell whose weights are all 1 keeps NULLs: readers take NULL as "all weights 1".
+    if a.unit_weights:
+        return dict.fromkeys(WEIGHTS)
+    return {"w_sum": a.w_sum, "w_total": a.w_total, "w_total_sq": a.w_total_sq,
+            "w_sq_sum": a.w_sq_sum, "w_passes": a.w_passes}  # fmt: skip
 
 
 def _upsert(store: Store, cells: dict[tuple[Any, ...], Acc]) -> None:
@@ -201,6 +307,7 @@ def _upsert(store: Store, cells: dict[tuple[Any, ...], Acc]) -> None:
             passes=a.passes,
             pass_known=a.pass_known,
             hist=json.dumps([x for item in sorted(a.hist.items()) for x in item]),
+            **_weight_columns(a),
         )
         for key, a in cells.items()
     ]
@@ -212,7 +319,7 @@ def _upsert(store: Store, cells: dict[tuple[Any, ...], Acc]) -> None:
                 index_elements=_ROLLUP_KEY,
                 set_={
                     c: stmt.excluded[c]
-                    for c in ("n", "total", "total_sq", "passes", "pass_known", "hist")
+                    for c in ("n", "total", "total_sq", "passes", "pass_known", "hist", *WEIGHTS)
                 },
             )
             conn.execute(stmt)

@@ -124,8 +124,9 @@ class GroupStats:
         }
 
 
-def wilson_ci(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval: sane at 0 % and 100 %, unlike the Wald interval."""
+def wilson_ci(successes: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval: sane at 0 % and 100 %, unlike the Wald interval. `n` may be an
+    effective sample size (weighted records)."""
     if n == 0:
         return (0.0, 1.0)
     z = _NORMAL.inv_cdf(0.5 + confidence / 2)

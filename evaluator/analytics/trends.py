@@ -22,6 +22,7 @@ from sqlmodel import col
 from evaluator.analytics.rollups import (
     EPOCH,
     HOUR,
+    WEIGHTS,
     Acc,
     floor_time,
     merged_hist,
@@ -94,16 +95,19 @@ def trend(
         r.c.passes,
         r.c.pass_known,
         r.c.hist,
+        *(r.c[w] for w in WEIGHTS),
     ).where(r.c.rubric == q.rubric, r.c.bucket >= start, r.c.bucket < rolled_until)
     with store.engine.connect() as conn:
-        for at, pv, m, f, ep, n, tot, sq, passes, known, hist in conn.execute(rolled).all():
+        for at, pv, m, f, ep, n, tot, sq, passes, known, hist, *ws in conn.execute(rolled).all():
             b = floors.get(at)
             if b is None:
                 b = floors[at] = floor_time(at, q.bucket)
             _saw(seen, ep, as_utc(at), n)
+            # NULL weights: a cell whose weights are all 1.
+            w = ws if ws[0] is not None else [n, tot, sq, n, passes]
             part = parts.get((pick(pv, m, f), ep, b))
             if part is None:
-                parts[(pick(pv, m, f), ep, b)] = [n, tot, sq, passes, known, [hist]]
+                parts[(pick(pv, m, f), ep, b)] = [n, tot, sq, passes, known, [hist], list(w)]
             else:
                 part[0] += n
                 part[1] += tot
@@ -111,19 +115,22 @@ def trend(
                 part[3] += passes
                 part[4] += known
                 part[5].append(hist)
+                part[6] = [a + x for a, x in zip(part[6], w, strict=True)]
         # The live hour by time only: with a rubric filter SQLite picks the (rubric, ...)
         # index and walks every record of the rubric; one hour of rows is cheap to filter.
         live = ok_rows(max(rolled_until, start), now + timedelta(microseconds=1))
         live_rows = [row for row in conn.execute(live) if row[0] == q.rubric]
     groups: dict[tuple[str, str], dict[datetime, Acc]] = {}
-    for (label, ep, b), (n, tot, sq, passes, known, hists) in parts.items():
-        groups.setdefault((label, ep), {})[b] = Acc(n, tot, sq, passes, known, merged_hist(hists))
-    for _rubric, pv, m, f, at, score, passed, ep in live_rows:
+    for (label, ep, b), (n, tot, sq, passes, known, hists, w) in parts.items():
+        groups.setdefault((label, ep), {})[b] = Acc(
+            n, tot, sq, passes, known, merged_hist(hists), *w
+        )
+    for _rubric, pv, m, f, at, score, passed, ep, p in live_rows:
         _saw(seen, ep, floor_time(at, HOUR), 1)
         acc = groups.setdefault((pick(pv, m, f), ep), {}).setdefault(
             floor_time(at, q.bucket), Acc()
         )
-        acc.add(float(score), passed)
+        acc.add(float(score), passed, p)
     totals: dict[tuple[str, str], Acc] = {}
     for key, cells in groups.items():
         total = totals[key] = Acc()

@@ -168,6 +168,24 @@ class SamplingSettings(_Section):
     latency_above_ms: float = Field(15000, ge=0)
 
 
+class BudgetSettings(_Section):
+    """The judge budget (README, Judge budget). All caps 0 = no budget: sampling is the
+    fixed rate per rubric exactly as without this table. A rubric's own [budget] table caps
+    that rubric; this one caps all rubrics' evaluations together."""
+
+    usd_per_day: float = Field(0.0, ge=0)  # 0 = no daily cap
+    calls_per_minute: int = Field(0, ge=0)  # evaluations admitted per minute; 0 = no cap
+    # What one evaluation is taken to cost: turns usd_per_day into evaluations per day.
+    usd_per_evaluation: float = Field(0.001, gt=0)
+    # A new stratum (rubric x feature x tenant x prompt version) is sampled at boost_rate for
+    # its first boost_first_traces traces or its first boost_hours hours, whichever is longer.
+    boost_rate: float = Field(1.0, ge=0, le=1)
+    boost_first_traces: int = Field(200, ge=0)
+    boost_hours: float = Field(1.0, ge=0)
+    # The base rate never drops below this (unless the rubric's rate is lower).
+    min_rate: float = Field(0.01, ge=0, le=1)
+
+
 class RedactionSettings(_Section):
     enabled: bool = True
     kinds: tuple[str, ...] = KINDS
@@ -302,6 +320,7 @@ class Settings(_Section):
     worker: WorkerSettingsModel = WorkerSettingsModel()
     intake: IntakeSettings = IntakeSettings()
     sampling: SamplingSettings = SamplingSettings()
+    budget: BudgetSettings = BudgetSettings()
     rubrics: RubricsSettings = RubricsSettings()
     redaction: RedactionSettings = RedactionSettings()
     alerts: AlertsSettings = AlertsSettings()

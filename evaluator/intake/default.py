@@ -73,11 +73,24 @@ async def enqueue_trace(
     cost_usd: float | None = None,
     latency_ms: float | None = None,
     feedback: float | None = None,
+    feature: str | None = None,
+    tenant: str | None = None,
+    prompt_version: str | None = None,
 ) -> bool:
-    """Queue one finished trace for evaluation. Never raises; False if the ID was invalid."""
+    """Queue one finished trace for evaluation. Never raises; False if the ID was invalid.
+
+    `feature`, `tenant` and `prompt_version` name the trace's stratum for a judge budget
+    (README, Judge budget); without them the trace is allocated by rubric alone."""
     try:
         return _get_async().enqueue(
-            trace_id, error=error, cost_usd=cost_usd, latency_ms=latency_ms, feedback=feedback
+            trace_id,
+            error=error,
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+            feedback=feedback,
+            feature=feature,
+            tenant=tenant,
+            prompt_version=prompt_version,
         )
     except Exception:  # the request path must never see our failure
         log.exception("enqueue_trace failed")
@@ -100,11 +113,21 @@ def enqueue_trace_sync(
     cost_usd: float | None = None,
     latency_ms: float | None = None,
     feedback: float | None = None,
+    feature: str | None = None,
+    tenant: str | None = None,
+    prompt_version: str | None = None,
 ) -> bool:
     """Sync form of enqueue_trace, for threads and sync web frameworks. Never raises."""
     try:
         return _get_sync().enqueue(
-            trace_id, error=error, cost_usd=cost_usd, latency_ms=latency_ms, feedback=feedback
+            trace_id,
+            error=error,
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+            feedback=feedback,
+            feature=feature,
+            tenant=tenant,
+            prompt_version=prompt_version,
         )
     except Exception:
         log.exception("enqueue_trace_sync failed")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable
@@ -28,6 +29,8 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
 from evaluator.config.settings import Settings
+from evaluator.intake.allocation import BudgetPlan
+from evaluator.intake.budget import BudgetGate, Candidate
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.parking import (
     POP_TO_PROCESSING_LUA,
@@ -40,7 +43,7 @@ from evaluator.intake.parking import (
 )
 from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
 from evaluator.intake.serialization import serialize
-from evaluator.intake.wire import SEPARATOR, check_trace_id, decode
+from evaluator.intake.wire import SEPARATOR, check_trace_id, decode, decode_entry
 from evaluator.store.outbox import Intent
 from evaluator.store.tail import tail_traces_since
 from judges.llm.backoff import Backoff
@@ -97,6 +100,8 @@ class SamplingConfig:
 
     max_rate: float
     rules: TailRules
+    # With a judge budget the intake allocates per rubric (evaluator.intake.allocation).
+    budget: BudgetPlan | None = None
 
 
 @dataclass
@@ -107,6 +112,8 @@ class DrainResult:
     jobs_created: int = 0
     # Sampled, intent recorded, job not created: the queue is at worker.max_queue_depth.
     held_back: int = 0
+    # With a budget: (trace, rubric) evaluations the cap refused (their traces may be in).
+    budget_refused: int = 0
     reasons: Counter[str] = field(default_factory=Counter)
 
 
@@ -147,9 +154,14 @@ class Intake:
         # Stored traces that may trip a tail rule, by trace id (oldest evicted first).
         self._tails: OrderedDict[str, Signals] = OrderedDict()
         self._tail_since = datetime.now(UTC) - TAIL_LOOKBACK
+        plan = sampling.budget
+        self.budget = None if plan is None else BudgetGate(redis, key_prefix=key_prefix, plan=plan)
 
-    async def drain_once(self, batch: int) -> DrainResult:
+    async def drain_once(self, batch: int, *, now_s: float | None = None) -> DrainResult:
+        """One batch. `now_s` (epoch seconds) stands for the clock in budget tests."""
         result = DrainResult()
+        if self.budget is not None:
+            await self.budget.release_due(time.time() if now_s is None else now_s)
         if self.engine is None:
             popped = self.redis.lpop(self._key, batch)
             entries = await cast("Awaitable[list[bytes] | None]", popped)
@@ -164,6 +176,10 @@ class Intake:
         jobs: list[tuple[str, bytes]] = []
         intents: list[Intent] = []
         now = timestamp_ms()
+        if self.budget is not None:
+            return await self._drain_budgeted(
+                entries, result, time.time() if now_s is None else now_s
+            )
         rate = self.sampling.max_rate
         no_signals = Signals()
         not_sampled = 0
@@ -213,6 +229,18 @@ class Intake:
                     (job_id_for(trace_id, reason), job_payload(trace_id, wire_signals, kind, now))
                 )
                 intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
+        return await self._finish(entries, result, jobs, intents, bad, now)
+
+    async def _finish(
+        self,
+        entries: list[bytes],
+        result: DrainResult,
+        jobs: list[tuple[str, bytes]],
+        intents: list[Intent],
+        bad: list[bytes],
+        now: int,
+    ) -> DrainResult:
+        """Record the intents, create the jobs, quarantine the bad entries, count."""
         if intents and self.engine is not None:
             refused = await asyncio.to_thread(record_tolerantly, self.engine, intents)
             if refused:
@@ -233,6 +261,50 @@ class Intake:
             await self.redis.delete(self._processing)
         await self._count(result)
         return result
+
+    async def _drain_budgeted(
+        self, entries: list[bytes], result: DrainResult, now_s: float
+    ) -> DrainResult:
+        """The batch under a judge budget: every entry decoded (labels name the stratum),
+        the allocation draws per rubric and the cap admits; jobs carry {rubric: p}."""
+        assert self.budget is not None
+        bad: list[bytes] = []
+        candidates: list[Candidate] = []
+        for entry in entries:
+            try:
+                trace_id, signals, labels = decode_entry(entry)
+            except Exception as exc:  # any bytes may be in the list: one entry, not the batch
+                bad.append(entry)
+                log.warning("intake: quarantined invalid entry %r: %s", entry[:80], exc)
+                continue
+            candidates.append(Candidate(entry, trace_id, signals or Signals(), labels))
+        if self.engine is not None:
+            # Tail rules see the stored trace too, however the ID arrived (README, Sampling).
+            bare = [c.trace_id for c in candidates if c.signals == Signals()]
+            stored = await self._stored_tails(bare) if bare else {}
+            candidates = [
+                Candidate(c.entry, c.trace_id, stored[c.trace_id], c.labels)
+                if c.trace_id in stored
+                else c
+                for c in candidates
+            ]
+        allocation = await self.budget.allocate(candidates, self.sampling.rules, now_s)
+        jobs: list[tuple[str, bytes]] = []
+        intents: list[Intent] = []
+        now = timestamp_ms()
+        for index, tail, chosen in allocation.admitted:
+            c = candidates[index]
+            wire_signals: dict[str, Any] = {**c.signals.to_wire(), "pi": chosen}
+            kind = "tail" if tail else "rate"
+            jobs.append(
+                (job_id_for(c.trace_id, kind), job_payload(c.trace_id, wire_signals, kind, now))
+            )
+            intents.append(Intent(trace_id=c.trace_id, kind=kind, signals=wire_signals))
+        result.sampled = len(jobs)
+        result.reasons.update(allocation.reasons)
+        result.budget_refused = allocation.refused_evaluations
+        await self.budget.defer(allocation.deferred)
+        return await self._finish(entries, result, jobs, intents, bad, now)
 
     async def _stored_tails(self, trace_ids: list[str]) -> dict[str, Signals]:
         """Tail signals of stored traces among `trace_ids` (from the incremental cache)."""
@@ -292,16 +364,18 @@ class Intake:
             pipe.hincrby(self._stats_key, "invalid", result.invalid)
         if result.held_back:
             pipe.hincrby(self._stats_key, "held_back", result.held_back)
+        if result.budget_refused:
+            pipe.hincrby(self._stats_key, "budget_refused_evaluations", result.budget_refused)
         for reason, n in result.reasons.items():
             pipe.hincrby(self._stats_key, reason, n)
         pipe.hincrby(self._stats_key, "jobs_created", result.jobs_created)
         await pipe.execute()
 
-    async def drain_all(self, batch: int) -> DrainResult:
+    async def drain_all(self, batch: int, *, now_s: float | None = None) -> DrainResult:
         """Drain until the list is empty (burst mode, CLI); returns the totals."""
         total = DrainResult()
         while True:
-            part = await self.drain_once(batch)
+            part = await self.drain_once(batch, now_s=now_s)
             if not part.popped:
                 return total
             total.popped += part.popped
@@ -309,6 +383,7 @@ class Intake:
             total.sampled += part.sampled
             total.jobs_created += part.jobs_created
             total.held_back += part.held_back
+            total.budget_refused += part.budget_refused
             total.reasons.update(part.reasons)
 
     async def run_forever(self, batch: int, idle_sleep_s: float) -> None:

@@ -37,7 +37,7 @@ from typing_extensions import Unpack
 
 from evaluator.config.redis_clients import async_redis, sync_redis
 from evaluator.config.settings import RedisSettings
-from evaluator.intake.sampling import Signals
+from evaluator.intake.sampling import Labels, Signals
 from evaluator.intake.wire import check_trace_id, encode
 from judges.llm.backoff import Backoff
 
@@ -69,7 +69,7 @@ class _Buffer:
     stats: EnqueueStats = field(default_factory=EnqueueStats)
     _last_log: float = 0.0
 
-    def add(self, trace_id: str, signals: Signals | None) -> bool:
+    def add(self, trace_id: str, signals: Signals | None, labels: Labels | None = None) -> bool:
         problem = check_trace_id(trace_id)
         if problem:
             self.stats.rejected += 1
@@ -78,7 +78,7 @@ class _Buffer:
         if len(self.items) >= self.max_size:
             self.items.popleft()
             self.stats.dropped += 1
-        self.items.append(encode(trace_id, signals))
+        self.items.append(encode(trace_id, signals, labels))
         self.stats.accepted += 1
         return True
 
@@ -122,6 +122,23 @@ def _signals(
         buffer.stats.values_refused += len(refused)
         buffer._warn(f"enqueue {trace_id!r}: refused invalid signal value(s) {refused}")
     return signals
+
+
+def _labels(
+    buffer: _Buffer,
+    trace_id: str,
+    feature: str | None,
+    tenant: str | None,
+    prompt_version: str | None,
+) -> Labels | None:
+    if feature is None and tenant is None and prompt_version is None:
+        return None
+    labels, refused = Labels.checked(feature=feature, tenant=tenant, prompt_version=prompt_version)
+    if refused:
+        # Not a str of 1..256 printable characters: the stratum falls back to the rubric alone.
+        buffer.stats.values_refused += len(refused)
+        buffer._warn(f"enqueue {trace_id!r}: refused invalid label(s) {refused}")
+    return labels or None
 
 
 class EnqueuerOptions(TypedDict, total=False):
@@ -168,15 +185,20 @@ class _Enqueuer:
         cost_usd: float | None = None,
         latency_ms: float | None = None,
         feedback: float | None = None,
+        feature: str | None = None,
+        tenant: str | None = None,
+        prompt_version: str | None = None,
     ) -> bool:
-        """Buffer one trace ID; returns False (and counts) if the ID is invalid."""
+        """Buffer one trace ID; returns False (and counts) if the ID is invalid. The labels
+        name the trace's stratum for a budgeted allocation (README, Judge budget)."""
         signals = _signals(self._buffer, trace_id, error, cost_usd, latency_ms, feedback)
-        return self._add(trace_id, signals)
+        labels = _labels(self._buffer, trace_id, feature, tenant, prompt_version)
+        return self._add(trace_id, signals, labels)
 
     def enqueue_many(self, trace_ids: Iterable[str]) -> int:
-        return sum(self._add(t, None) for t in trace_ids)
+        return sum(self._add(t, None, None) for t in trace_ids)
 
-    def _add(self, trace_id: str, signals: Signals | None) -> bool:
+    def _add(self, trace_id: str, signals: Signals | None, labels: Labels | None) -> bool:
         raise NotImplementedError
 
 
@@ -191,8 +213,8 @@ class TraceEnqueuer(_Enqueuer):
         self._shutdown_hook: AsyncGenerator[None, None] | None = None
         self._hook_started: asyncio.Task[None] | None = None
 
-    def _add(self, trace_id: str, signals: Signals | None) -> bool:
-        ok = self._buffer.add(trace_id, signals)
+    def _add(self, trace_id: str, signals: Signals | None, labels: Labels | None) -> bool:
+        ok = self._buffer.add(trace_id, signals, labels)
         if self._task is None:
             self._start()
         return ok
@@ -289,9 +311,9 @@ class SyncTraceEnqueuer(_Enqueuer):
         ref = weakref.ref(self)
         atexit.register(_close_at_exit, ref)
 
-    def _add(self, trace_id: str, signals: Signals | None) -> bool:
+    def _add(self, trace_id: str, signals: Signals | None, labels: Labels | None) -> bool:
         with self._lock:
-            ok = self._buffer.add(trace_id, signals)
+            ok = self._buffer.add(trace_id, signals, labels)
             full = len(self._buffer.items) >= self._batch
         if full:
             self._wakeup.set()

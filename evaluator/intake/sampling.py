@@ -41,6 +41,10 @@ class Reason(StrEnum):
     LATENCY = "tail_latency"
     FEEDBACK = "tail_feedback"
     NOT_SAMPLED = "not_sampled"
+    # With a [budget]: sampled but over the window's hard cap (counted, not evaluated), and
+    # tail-rule traces over the cap, held for the next window (evaluated then, never dropped).
+    NOT_SAMPLED_BUDGET = "not_sampled_budget"
+    BUDGET_DEFERRED = "budget_deferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,49 @@ class Signals:
         )
 
 
+LABEL_MAX = 256  # the width of the label columns
+
+
+def checked_label(value: object) -> str | None:
+    """`value` when it is a usable stratum label (a printable str of 1..256 chars), else None."""
+    if not isinstance(value, str) or not value or len(value) > LABEL_MAX:
+        return None
+    return value if value.isprintable() else None
+
+
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """The stratum labels an app may send with a trace ID (budgeted allocation uses them)."""
+
+    feature: str | None = None
+    tenant: str | None = None
+    prompt_version: str | None = None
+
+    def __bool__(self) -> bool:
+        return not (self.feature is None and self.tenant is None and self.prompt_version is None)
+
+    def to_wire(self) -> dict[str, str]:
+        out = {"ft": self.feature, "tn": self.tenant, "pv": self.prompt_version}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def checked(
+        cls, *, feature: object = None, tenant: object = None, prompt_version: object = None
+    ) -> tuple[Labels, list[str]]:
+        """Labels keeping only valid values, and the names of the values refused."""
+        given = {"feature": feature, "tenant": tenant, "prompt_version": prompt_version}
+        kept = {name: checked_label(value) for name, value in given.items()}
+        refused = [n for n, v in given.items() if v is not None and kept[n] is None]
+        return cls(**kept), refused
+
+    @classmethod
+    def from_wire(cls, data: dict[str, object]) -> Labels:
+        labels, _ = cls.checked(
+            feature=data.get("ft"), tenant=data.get("tn"), prompt_version=data.get("pv")
+        )
+        return labels
+
+
 def hash_point(trace_id: str) -> float:
     """A stable point in [0, 1) for the trace ID (first 8 bytes of blake2b)."""
     digest = hashlib.blake2b(trace_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -149,3 +196,11 @@ def trace_signals(trace: Trace) -> Signals:
         feedback=trace.feedback,
     )
     return signals
+
+
+def trace_labels(trace: Trace) -> Labels:
+    """The stratum labels a stored trace carries (a label out of shape is left out)."""
+    labels, _ = Labels.checked(
+        feature=trace.feature, tenant=trace.tenant, prompt_version=trace.prompt_version
+    )
+    return labels

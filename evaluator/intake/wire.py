@@ -1,7 +1,9 @@
 """The intake wire format, shared by the app-side enqueuer and the worker's drain (pure).
 
 An entry of the intake list is the bare trace ID, or the ID, a unit separator (0x1F) and a
-compact JSON object of signals (error, cost, latency, feedback) for the tail rules.
+compact JSON object of signals (error, cost, latency, feedback: "e", "c", "l", "f") for the
+tail rules and stratum labels (feature, tenant, prompt version: "ft", "tn", "pv") for a
+budgeted allocation. Readers ignore keys they do not know, so old and new entries mix freely.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import json
 
 from evaluator.errors import WireError
-from evaluator.intake.sampling import Signals
+from evaluator.intake.sampling import Labels, Signals
 
 SEPARATOR = "\x1f"
 MAX_ID_LENGTH = 256
@@ -26,25 +28,34 @@ def check_trace_id(trace_id: object) -> str | None:
     return None
 
 
-def encode(trace_id: str, signals: Signals | None = None) -> str:
-    wire = signals.to_wire() if signals is not None else None
+def encode(trace_id: str, signals: Signals | None = None, labels: Labels | None = None) -> str:
+    wire: dict[str, object] = dict(signals.to_wire()) if signals is not None else {}
+    if labels:
+        wire.update(labels.to_wire())
     if not wire:
         return trace_id
     return trace_id + SEPARATOR + json.dumps(wire, separators=(",", ":"))
 
 
 def decode(entry: bytes | str) -> tuple[str, Signals | None]:
+    trace_id, signals, _ = decode_entry(entry)
+    return trace_id, signals
+
+
+def decode_entry(entry: bytes | str) -> tuple[str, Signals | None, Labels | None]:
+    """The trace ID, its signals (None when the entry is the bare ID) and labels (None: none)."""
     text = entry.decode("utf-8", "replace") if isinstance(entry, bytes) else entry
     trace_id, sep, tail = text.partition(SEPARATOR)
     problem = check_trace_id(trace_id)
     if problem:
         raise WireError(problem)
     if not sep:
-        return trace_id, None
+        return trace_id, None, None
     try:
         data = json.loads(tail)
     except json.JSONDecodeError as exc:
         raise WireError(f"signals of {trace_id!r} are not JSON: {exc.msg}") from None
     if not isinstance(data, dict):
         raise WireError(f"signals of {trace_id!r} must be a JSON object")
-    return trace_id, Signals.from_wire(data)
+    labels = Labels.from_wire(data)
+    return trace_id, Signals.from_wire(data), labels or None

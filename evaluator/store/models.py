@@ -89,6 +89,14 @@ class EvalRecord(SQLModel, table=True):
         sa_column=Column(String(64), nullable=False, server_default=LEGACY_EPOCH),
     )
     provenance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    # The probability the trace had of being sampled for this rubric (migration 0007);
+    # NULL (older rows) counts as 1. Trends weight each record by its inverse.
+    inclusion_probability: float | None = None
+    # When the trace happened: trends bucket by it (NULL: by created_at), so a record written
+    # late (deferred by the budget, a batch result) lands in the trace's hour.
+    trace_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class AlertRecord(SQLModel, table=True):
@@ -178,6 +186,13 @@ class EvalRollup(SQLModel, table=True):
     passes: int = 0
     pass_known: int = 0
     hist: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    # Inverse-probability weights (migration 0007): sum of w, of w*score, of w*score^2, of
+    # w^2 and of w over passed records; NULL in cells folded before 0007 (all weights 1).
+    w_sum: float | None = None
+    w_total: float | None = None
+    w_total_sq: float | None = None
+    w_sq_sum: float | None = None
+    w_passes: float | None = None
 
 
 class PendingSpan(SQLModel, table=True):

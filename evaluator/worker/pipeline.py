@@ -6,12 +6,20 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
 
 from evaluator.errors import ErrorKind
-from evaluator.intake.sampling import Reason, Signals, decide, hash_point, trace_signals
+from evaluator.intake.sampling import (
+    Reason,
+    Signals,
+    decide,
+    hash_point,
+    tail_reason,
+    trace_signals,
+)
 from evaluator.store import outbox
 from evaluator.store.models import EvalRecord
 from evaluator.traces.cases import CaseBuildError, build_case
@@ -35,18 +43,63 @@ log = logging.getLogger("evaluator.worker.pipeline")
 
 
 def select_rubrics(
-    runtime: Runtime, trace_id: str, signals: Signals, labels: dict[str, str] | None
+    runtime: Runtime,
+    trace_id: str,
+    signals: Signals,
+    labels: dict[str, str] | None,
+    allocated: dict[str, float] | None = None,
 ) -> list[tuple[Rubric, Reason]]:
-    """Rubrics that evaluate this trace, with the reason; `labels=None` skips applies_to."""
+    """Rubrics that evaluate this trace, with the reason; `labels=None` skips applies_to.
+    `allocated` ({rubric: p}, from a budgeted intake) names the rubrics the budget admitted."""
     point = hash_point(trace_id)
     chosen: list[tuple[Rubric, Reason]] = []
     for rubric in runtime.rubrics.rubrics:
         if labels is not None and not rubric.applies_to.matches(labels):
             continue
+        if allocated is not None:
+            if rubric.name in allocated:
+                chosen.append((rubric, tail_reason(signals, runtime.tail_rules) or Reason.RATE))
+            continue
         reason = decide(point, runtime.rate(rubric.sampling.rate), signals, runtime.tail_rules)
         if reason is not Reason.NOT_SAMPLED:
             chosen.append((rubric, reason))
     return chosen
+
+
+def inclusion_probability(
+    runtime: Runtime, rubric: Rubric, signals: Signals, allocated: dict[str, float] | None
+) -> float:
+    """The probability the trace had of being evaluated by `rubric`: what the budget's
+    allocation drew it with, else 1 for a trace a tail rule always takes, else the rate."""
+    if allocated is not None and rubric.name in allocated:
+        return allocated[rubric.name]
+    if tail_reason(signals, runtime.tail_rules) is not None:
+        return 1.0
+    return runtime.rate(rubric.sampling.rate)
+
+
+def allocated_of(wire_signals: dict[str, Any]) -> dict[str, float] | None:
+    """The {rubric: p} a budgeted intake put on the job (None: no budget, or an old job)."""
+    raw = wire_signals.get("pi")
+    if not isinstance(raw, dict):
+        return None
+    return {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
+    }
+
+
+def trace_time(trace: Trace) -> datetime | None:
+    """When the trace happened (its earliest span start, never after now: an app clock ahead
+    of ours must not put a record in the future): trends bucket by it."""
+    starts = [s.start_time for s in trace.spans if s.start_time is not None]
+    if not starts:
+        return None
+    first = min(starts)
+    if first.tzinfo is None:
+        first = first.replace(tzinfo=UTC)
+    return min(first, datetime.now(UTC))
 
 
 def to_record(
@@ -59,6 +112,8 @@ def to_record(
     reason: Reason,
     latency_ms: float,
     identity: VerdictIdentity | None = None,
+    inclusion_probability: float | None = None,
+    trace_at: datetime | None = None,
 ) -> EvalRecord:
     """`identity` stands in when the score carries none (a record of a run that never
     reached a scorer); with neither, the record is in the legacy epoch."""
@@ -92,6 +147,8 @@ def to_record(
         model=labels.get("model"),
         feature=labels.get("feature"),
         tenant=labels.get("tenant"),
+        inclusion_probability=inclusion_probability,
+        trace_at=trace_at,
         **({} if provenance is None else {"epoch": provenance["epoch"], "provenance": provenance}),
     )
 
@@ -167,6 +224,7 @@ def _errors_for(
     selected: list[tuple[Rubric, Reason]],
     cause: str,
     labels: dict[str, str],
+    probability: dict[str, float],
 ) -> list[EvalRecord]:
     from judges.scorers.identity import identity_for
 
@@ -181,6 +239,7 @@ def _errors_for(
             reason=reason,
             latency_ms=0.0,
             identity=identity_for(rubric, runtime.clients),
+            inclusion_probability=probability.get(rubric.name),
         )
         for rubric, reason in selected
     ]
@@ -200,6 +259,7 @@ async def evaluate_trace(
     work and is marked done in the transaction that writes the records.
     """
     signals = Signals.from_wire(wire_signals or {})
+    allocated = allocated_of(wire_signals or {})
 
     def begin() -> Trace | None:  # one thread hop for both
         if intent_id is not None:
@@ -214,9 +274,10 @@ async def evaluate_trace(
         tries = runtime.settings.worker.trace_not_found_tries
         if job_try < tries:
             raise Retry(defer=runtime.settings.worker.trace_not_found_delay_s * job_try)
-        selected = select_rubrics(runtime, trace_id, signals, labels=None)
+        selected = select_rubrics(runtime, trace_id, signals, None, allocated)
         cause = f"trace {trace_id!r} not found in the store after {tries} tries (was it ingested?)"
-        errors = _errors_for(runtime, trace_id, selected, cause, {})
+        probability = _probabilities(runtime, selected, signals, allocated)
+        errors = _errors_for(runtime, trace_id, selected, cause, {}, probability)
         written = await _write(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
@@ -233,14 +294,17 @@ async def evaluate_trace(
             }.items()
             if v is not None
         }
-        selected = select_rubrics(runtime, trace_id, signals, labels)
-        errors = _errors_for(runtime, trace_id, selected, str(exc), labels)
+        selected = select_rubrics(runtime, trace_id, signals, labels, allocated)
+        probability = _probabilities(runtime, selected, signals, allocated)
+        errors = _errors_for(runtime, trace_id, selected, str(exc), labels, probability)
         written = await _write(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
     if runtime.settings.redaction.enabled:
         case = redact_case(case, runtime.settings.redaction.kinds)
-    selected = select_rubrics(runtime, trace_id, signals, case.labels)
+    selected = select_rubrics(runtime, trace_id, signals, case.labels, allocated)
+    probability = _probabilities(runtime, selected, signals, allocated)
+    happened = trace_time(trace)
     results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
     deferred = [s for s, _ in results if _unavailable(s)]
     last_try = job_try >= runtime.settings.worker.max_tries
@@ -257,6 +321,8 @@ async def evaluate_trace(
             case.labels,
             reason=reason,
             latency_ms=latency,
+            inclusion_probability=probability[rubric.name],
+            trace_at=happened,
         )
         for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
         if last_try or not _unavailable(score)
@@ -271,6 +337,18 @@ async def evaluate_trace(
     if retry:
         statuses["postponed"] = len(deferred)
     return {"trace_id": trace_id, "written": written, "statuses": dict(statuses)}
+
+
+def _probabilities(
+    runtime: Runtime,
+    selected: list[tuple[Rubric, Reason]],
+    signals: Signals,
+    allocated: dict[str, float] | None,
+) -> dict[str, float]:
+    return {
+        rubric.name: inclusion_probability(runtime, rubric, signals, allocated)
+        for rubric, _ in selected
+    }
 
 
 def _cause(deferred: Score | JudgeDeferred) -> str:

@@ -13,6 +13,7 @@ from evaluator.analytics.alerts import regression_problems
 from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricError, RubricSet, load_rubrics
 from evaluator.config.settings import Settings, SettingsError
+from evaluator.intake.allocation import BudgetPlan, RubricPlan, cap_from
 from evaluator.intake.drain import SamplingConfig
 from evaluator.intake.sampling import TailRules
 from evaluator.outputs.metrics import MetricsRecorder
@@ -38,10 +39,48 @@ def tail_rules(settings: Settings) -> TailRules:
 
 
 def sampling_config(settings: Settings, rubrics: RubricSet) -> SamplingConfig:
-    """Intake only needs the widest rate: the job re-decides per rubric."""
+    """Without a budget intake only needs the widest rate: the job re-decides per rubric.
+    With one, intake allocates per rubric and the job evaluates what it was given."""
     default = settings.sampling.default_rate
     rates = [default if r.sampling.rate is None else r.sampling.rate for r in rubrics.rubrics]
-    return SamplingConfig(max_rate=max(rates, default=0.0), rules=tail_rules(settings))
+    return SamplingConfig(
+        max_rate=max(rates, default=0.0),
+        rules=tail_rules(settings),
+        budget=budget_plan(settings, rubrics),
+    )
+
+
+def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
+    """The allocation's configuration; None when no cap is set anywhere (no budget)."""
+    b = settings.budget
+    shared = cap_from(b.calls_per_minute, b.usd_per_day, b.usd_per_evaluation)
+    plans = tuple(
+        RubricPlan(
+            name=r.name,
+            rate=settings.sampling.default_rate if r.sampling.rate is None else r.sampling.rate,
+            cap=cap_from(r.budget.calls_per_minute, r.budget.usd_per_day, b.usd_per_evaluation),
+            applies=tuple(
+                (label, allowed)
+                for label, allowed in (
+                    ("feature", r.applies_to.features),
+                    ("tenant", r.applies_to.tenants),
+                    ("prompt_version", r.applies_to.prompt_versions),
+                )
+                if allowed
+            ),
+        )
+        for r in rubrics.rubrics
+    )
+    if not shared.any and not any(p.cap.any for p in plans):
+        return None
+    return BudgetPlan(
+        rubrics=plans,
+        shared=shared,
+        boost_rate=b.boost_rate,
+        boost_first_traces=b.boost_first_traces,
+        boost_hours=b.boost_hours,
+        min_rate=b.min_rate,
+    )
 
 
 class TraceSource(Protocol):

@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import trace_signals
+from evaluator.intake.sampling import trace_labels, trace_signals
 from evaluator.intake.wire import encode
 from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan
 from evaluator.sources.otlp.mapping import (
@@ -198,7 +198,7 @@ class SpanAssembler:
                 *(f"{self._prefix}:otlp:pushed:{x.trace_id}" for x in new),
                 str(PUSH_MARK_S),
                 self._intake_key,
-                *(encode(x.trace_id, trace_signals(x)) for x in new),
+                *(encode(x.trace_id, trace_signals(x), trace_labels(x)) for x in new),
             )
         saved = self._save(traces, refused)
         with self.store.engine.begin() as conn:

@@ -1,0 +1,166 @@
+"""Budgeted allocation (pure): each rubric's inclusion probability for one trace.
+
+With a judge budget, sampling is an allocation of evaluations:
+
+- tail rules first: a trace that trips one is in with probability 1 (if the window's hard cap
+  is spent it waits for the next window, see evaluator.intake.budget);
+- a *new* stratum (rubric × feature × tenant × prompt version) is boosted to `boost_rate`
+  for its first `boost_first_traces` traces or its first `boost_hours` hours, whichever lasts
+  longer: a new prompt version or model is where a regression is most likely;
+- every other trace gets the rubric's base rate, lowered so that the expected spend of a
+  minute fits the room the caps leave (the previous minute's arrivals estimate this
+  minute's), never below `min_rate`.
+
+The decision compares the trace's hash point with the probability, so it is the same for a
+given trace and allocation state. The probability is stored with every record; trends weight
+records by its inverse (evaluator.analytics.weights).
+
+    >>> base_probability(0.5, room=100, arrivals=1020, reserved=20, floor=0.01)
+    0.08
+    >>> base_probability(0.5, room=None, arrivals=1000, reserved=20, floor=0.01)
+    0.5
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from evaluator.intake.sampling import Labels
+
+DAY_S = 86_400.0
+MINUTE_S = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """A hard cap on admitted evaluations; 0 = none. USD per day becomes evaluations per day
+    through the stated cost of one evaluation (`usd_per_evaluation`)."""
+
+    per_minute: int = 0
+    per_day: int = 0
+
+    @property
+    def any(self) -> bool:
+        return self.per_minute > 0 or self.per_day > 0
+
+
+def cap_from(calls_per_minute: int, usd_per_day: float, usd_per_evaluation: float) -> Cap:
+    per_day = int(usd_per_day / usd_per_evaluation) if usd_per_day > 0 else 0
+    return Cap(per_minute=calls_per_minute, per_day=max(per_day, 1) if usd_per_day > 0 else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class RubricPlan:
+    name: str
+    rate: float  # the rubric's sampling rate: the most it is sampled at, budget or not
+    cap: Cap = Cap()
+    # applies_to as label → allowed values; only labels the entry carries are checked here
+    # (the job checks the rest against the stored trace).
+    applies: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPlan:
+    rubrics: tuple[RubricPlan, ...]
+    shared: Cap = Cap()  # the [budget] of settings: all rubrics' evaluations together
+    boost_rate: float = 1.0
+    boost_first_traces: int = 200
+    boost_hours: float = 1.0
+    min_rate: float = 0.01
+
+
+def stratum_key(rubric: str, labels: Labels | None) -> str:
+    """One Redis hash field per stratum; an entry without labels is the rubric alone."""
+    if not labels:
+        return rubric
+    parts = (labels.feature or "", labels.tenant or "", labels.prompt_version or "")
+    return "\x1f".join((rubric, *parts))
+
+
+def applies(plan: RubricPlan, labels: Labels | None) -> bool:
+    if labels is None:
+        return True
+    known = {"feature": labels.feature, "tenant": labels.tenant,
+             "prompt_version": labels.prompt_version}  # fmt: skip
+    return all(known.get(k) is None or known[k] in allowed for k, allowed in plan.applies)
+
+
+def is_new(seen_before: int, first_seen_s: float | None, now_s: float, plan: BudgetPlan) -> bool:
+    """A stratum is new for its first N traces or its first H hours."""
+    if seen_before < plan.boost_first_traces:
+        return True
+    return first_seen_s is not None and now_s - first_seen_s < plan.boost_hours * 3600
+
+
+def minute_room(cap: Cap, used_today: int, now_s: float) -> float | None:
+    """Evaluations one minute may spend under `cap` (None: no cap): the per-minute cap, and a
+    day's remainder spread evenly over the minutes left in the UTC day."""
+    rooms: list[float] = []
+    if cap.per_minute:
+        rooms.append(float(cap.per_minute))
+    if cap.per_day:
+        minutes_left = max(1.0, (DAY_S - now_s % DAY_S) / MINUTE_S)
+        rooms.append(max(0.0, cap.per_day - used_today) / minutes_left)
+    return min(rooms) if rooms else None
+
+
+def base_probability(
+    rate: float, *, room: float | None, arrivals: int, reserved: int, floor: float
+) -> float:
+    """The rate for traces that are neither tail nor new: what the room leaves after the
+    tail and boosted evaluations (`reserved`), spread over the other `arrivals`."""
+    if room is None or arrivals <= 0:
+        return rate  # no cap, or nothing known yet (the first minute): the cap still holds
+    others = max(1, arrivals - reserved)
+    return max(min(floor, rate), min(rate, (room - reserved) / others))
+
+
+@dataclass(frozen=True, slots=True)
+class RubricState:
+    """What the allocation reads per rubric, once per batch: last minute's arrivals and the
+    tail/boosted evaluations it admitted, and the evaluations used today (rubric and shared)."""
+
+    arrivals: int = 0
+    reserved: int = 0
+    used_today: int = 0
+    shared_used_today: int = 0
+
+
+def rubric_rates(
+    plan: BudgetPlan, states: Mapping[str, RubricState], now_s: float
+) -> dict[str, float]:
+    """Each rubric's base probability this batch. The shared cap's room is split evenly
+    among the rubrics (each gets its share of the global minute)."""
+    share = len(plan.rubrics) or 1
+    rates = {}
+    for rubric in plan.rubrics:
+        state = states.get(rubric.name, RubricState())
+        rooms = [
+            minute_room(rubric.cap, state.used_today, now_s),
+            _divided(minute_room(plan.shared, state.shared_used_today, now_s), share),
+        ]
+        known = [r for r in rooms if r is not None]
+        rates[rubric.name] = base_probability(
+            rubric.rate,
+            room=min(known) if known else None,
+            arrivals=state.arrivals,
+            reserved=state.reserved,
+            floor=plan.min_rate,
+        )
+    return rates
+
+
+def _divided(room: float | None, parts: int) -> float | None:
+    return None if room is None else room / parts
+
+
+def inclusion_probability(base: float, *, tail: bool, new_stratum: bool, plan: BudgetPlan) -> float:
+    """The probability this rubric evaluates the trace: 1 for a tail trace, at least the
+    boost for a new stratum (above the rubric's rate: that is what the boost is for), else
+    the base."""
+    if tail:
+        return 1.0
+    if new_stratum:
+        return max(base, plan.boost_rate)
+    return base
