@@ -37,6 +37,8 @@ def parked_requests(
     runtime: Runtime, case: EvalCase, chosen: Sequence[tuple[Rubric, Reason]]
 ) -> list[dict[str, Any]]:
     """The rows to park for these rubrics: the body `score_llm_rubric` would send online."""
+    if not chosen:
+        return []
     judge = runtime.clients.judge
     assert judge is not None  # checked by waits_for_batch
     return [
