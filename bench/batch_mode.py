@@ -6,9 +6,9 @@ latency from enqueue to the last record, against the loopback Batch API (bench/b
 Both modes run the real worker path in this process: ingest, enqueue, a burst worker
 (evaluate_trace), and in batch mode the batch cron job (`run_batches`) every `--poll-s`
 seconds (the deployed worker runs it once a minute: add up to two minutes to the batch
-latency, one to submit and one to collect). Redis is the real one (db 0, a fresh key prefix per run), the
-database a temporary SQLite file. The server answers online calls after `--latency` ms and a
-batch `--batch-delay` s after it was created.
+latency, one to submit and one to collect). Redis is the real one (db 0, a fresh key prefix
+per run), the database a temporary SQLite file. The server answers online calls after
+`--latency` ms and a batch `--batch-delay` s after it was created.
 """
 
 from __future__ import annotations

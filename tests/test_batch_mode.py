@@ -168,7 +168,9 @@ async def test_failed_lines_become_error_records_with_the_cause(
     rows = records(settings)
     errors = [r for r in rows if r.status == "error"]
     assert len(errors) == 3 and sum(r.status == "ok" for r in rows) == 6
-    assert all("HTTP 400" in r.explanation and "injected line error" in r.explanation for r in errors)
+    assert all(
+        "HTTP 400" in r.explanation and "injected line error" in r.explanation for r in errors
+    )
     assert all(r.score is None and r.details["error_kind"] for r in errors)
 
 
@@ -176,9 +178,7 @@ async def test_expired_batch_sends_unanswered_requests_again_then_gives_up(
     tmp_path: Path, redis_url: str, server: BatchJudgeServer
 ) -> None:
     server.behaviour = BatchBehaviour(outcome="expired", answered_share=0.5)
-    settings = batch_settings(
-        tmp_path, redis_url, server, judge={"batch_max_submissions": 2}
-    )
+    settings = batch_settings(tmp_path, redis_url, server, judge={"batch_max_submissions": 2})
     await evaluate(settings, [f"t{i}" for i in range(4)])
     await cron_run(settings)
     # Collects the 2 answered lines and sends the 2 others in a second batch (which expires
