@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import respx
 
 from bench.batch_server import BatchBehaviour, BatchJudgeServer
 from bench.judge_server import ServerConfig
@@ -25,9 +27,22 @@ from evaluator.store.store import Store
 from evaluator.worker.app import cron_jobs, run_burst
 from evaluator.worker.batch import run_batches
 from evaluator.worker.runtime import build_runtime
+from judges.errors import JudgeOutputError
+from judges.llm.batch import jsonl, read_results, reply_of
+from judges.llm.client import JudgeClient
+from judges.scorers import llm_rubric
 from judges.scorers.identity import identity_for
+from judges.scorers.llm_rubric import score_llm_rubric
+from judges.types import EvalCase
 
-from .conftest import TONE_RUBRIC, make_settings, rag_trace, write_rubric
+from .conftest import (
+    JUDGE_URL,
+    TONE_RUBRIC,
+    chat_completion,
+    make_settings,
+    rag_trace,
+    write_rubric,
+)
 
 # TOML: top-level keys must come before the first table.
 BATCH_TONE = 'mode = "batch"\n' + TONE_RUBRIC
@@ -216,3 +231,49 @@ def test_batch_mode_is_offered_to_single_call_rubrics_and_runs_as_a_cron_job(
         )
     settings = make_settings(tmp_path, redis_url)
     assert any(job.name.endswith(":batches") for job in cron_jobs(settings))
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_a_batch_line_is_the_online_request_and_its_reply_is_judged_the_same_way(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """The body parked for the batch is the body an online call sends; an unusable batch
+    reply is an error with the raw output (no re-ask), a usable one the same verdict."""
+    rubric = parse_rubric(BATCH_TONE, source=Path("tone.toml"))
+    case = EvalCase(trace_id="t", span_id="s", question="Why?", answer="Because.")
+    judge = JudgeClient(base_url=JUDGE_URL, model="gpt-4o-mini", max_retries=0)
+    reply = chat_completion(json.dumps({"reasoning": "Fine.", "score": 4}))
+    route = respx_mock.post("/chat/completions").mock(return_value=httpx.Response(200, json=reply))
+    try:
+        online = await score_llm_rubric(case, rubric, judge)
+        assert json.loads(route.calls[0].request.content) == llm_rubric.batch_request(
+            case, rubric, judge
+        )
+    finally:
+        await judge.aclose()
+
+    def price(_model: str, tokens_in: int, tokens_out: int) -> float:
+        return tokens_in * 1e-6 + tokens_out * 2e-6
+
+    schema = llm_rubric.verdict_schema(rubric.scale)
+    lines = [
+        {"custom_id": "ok", "response": {"status_code": 200, "body": reply}, "error": None},
+        {
+            "custom_id": "bad",
+            "response": {"status_code": 200, "body": chat_completion("Sure! {")},
+            "error": None,
+        },
+    ]
+    good, bad = read_results(jsonl(lines))
+    batched = llm_rubric.score_from_reply(
+        rubric, reply_of(good, schema, model="gpt-4o-mini", price=price)
+    )
+    assert (batched.value, batched.label, batched.explanation) == (
+        online.value,
+        online.label,
+        online.explanation,
+    )
+    assert batched.usage.cost_usd == pytest.approx((120 * 1e-6 + 30 * 2e-6) / 2)
+    with pytest.raises(JudgeOutputError, match="not valid JSON") as caught:
+        reply_of(bad, schema, model="gpt-4o-mini", price=price)
+    assert caught.value.raw_output == "Sure! {"
