@@ -46,6 +46,9 @@ METHODS: dict[str, tuple[str, ...]] = {
     "tool_selection": ("judge",),
 }
 
+# Scorers whose verdict is one judge call, so it can wait in a Batch API file.
+BATCHABLE = frozenset({"llm_rubric"})
+
 # cascade runs its local step without a judge and records that it could not escalate.
 NEEDS_JUDGE = frozenset({"judge", "two_step", "ragas", "combined"})
 
@@ -156,6 +159,9 @@ class Rubric(_Frozen):
     # Read by the regression check; validated by evaluator.config.policy when loaded.
     regression: dict[str, Any] = Field(default_factory=dict)
     anchors: AnchorSpec | None = None  # labelled anchor set re-scored for drift (judges.anchors)
+    # "batch": the judge call goes through the provider's Batch API (half the price, results
+    # within the completion window) instead of inside the job. Same prompt, same verdict.
+    mode: Literal["online", "batch"] = "online"
 
     @field_validator("options")
     @classmethod
@@ -173,6 +179,11 @@ class Rubric(_Frozen):
             raise ValueError(
                 f"method {self.method!r} is not available for scorer {self.scorer!r}; "
                 f"use one of {', '.join(allowed)}"
+            )
+        if self.mode == "batch" and self.scorer not in BATCHABLE:
+            raise ValueError(
+                f"mode 'batch' is available for scorer {', '.join(sorted(BATCHABLE))} only "
+                f"(one judge call per trace); scorer {self.scorer!r} makes dependent calls"
             )
         if self.scorer == "llm_rubric" and self.llm_rubric is None:
             raise ValueError("scorer 'llm_rubric' needs an [llm_rubric] table with 'criteria'")

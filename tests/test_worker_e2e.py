@@ -348,4 +348,6 @@ def test_a_burst_worker_runs_no_cron_jobs_but_a_long_running_one_does(
     settings = make_settings(tmp_path, redis_url, judge=JUDGE)
     assert make_worker(settings, burst=True).cron_jobs == []
     names = {job.name for job in make_worker(settings).cron_jobs}
-    assert names == {cron_name(settings, n) for n in ("sweep", "anchors", "regression_check")}
+    assert names == {
+        cron_name(settings, n) for n in ("sweep", "batches", "anchors", "regression_check")
+    }

@@ -20,8 +20,10 @@ JUDGE_TIMEOUT_S = 3.0
 
 
 def _check_database(settings: Settings) -> dict[str, Any]:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from evaluator.cli.exit_codes import describe_failure
-    from evaluator.store import outbox
+    from evaluator.store import batches, outbox
     from evaluator.store.store import Store
 
     try:
@@ -32,9 +34,13 @@ def _check_database(settings: Settings) -> dict[str, Any]:
     try:
         pending = outbox.count_intents(store.engine, outbox.PENDING)
         dead = outbox.count_intents(store.engine, outbox.DEAD)
+        try:  # batch mode's waiting judge calls (absent before migration 0008)
+            waiting = batches.counts(store.engine)
+        except SQLAlchemyError:
+            waiting = {}
     finally:
         store.close()
-    return {"ok": True, "pending_intents": pending, "dead_intents": dead}
+    return {"ok": True, "pending_intents": pending, "dead_intents": dead, **waiting}
 
 
 async def redis_persistence(redis: Any) -> dict[str, Any]:

@@ -104,6 +104,11 @@ class JudgeSettings(_Section):
     # "httpx" (bench/http_floor.py). Both honour HTTP(S)_PROXY; "httpx" is the SDK's own
     # default, for servers or proxies aiohttp does not get along with.
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    # Batch mode (rubric `mode = "batch"`): requests per Batch API file (OpenAI allows 50,000),
+    # and how often an expired or cancelled batch's requests are sent again before each
+    # becomes an error record.
+    batch_max_requests: int = Field(50_000, ge=1, le=50_000)
+    batch_max_submissions: int = Field(3, ge=1, le=20)
 
     @property
     def configured(self) -> bool:

@@ -21,6 +21,7 @@ from evaluator.store import outbox
 from evaluator.store.retention import retention_job
 from evaluator.store.store import Store
 from evaluator.worker.anchors import anchors_job
+from evaluator.worker.batch import batch_job
 from evaluator.worker.faults import INFRASTRUCTURE
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime, sampling_config
@@ -112,6 +113,18 @@ def cron_jobs(settings: Settings) -> list[Any]:
             max_tries=1,
         )
     ]
+    # Batch mode: collect finished Batch API batches, then submit pending requests. A run
+    # with nothing parked costs two indexed queries.
+    jobs.append(
+        cron(
+            batch_job,
+            name=cron_name(settings, "batches"),
+            second=53,
+            unique=True,
+            timeout=settings.worker.job_timeout_s,
+            max_tries=1,
+        )
+    )
     # Anchor sets: hourly; each rubric decides whether its epoch changed or `every` elapsed.
     jobs.append(
         cron(

@@ -6,10 +6,12 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from arq import Retry
+from sqlalchemy.engine import Connection
 
 from evaluator.errors import ErrorKind
 from evaluator.intake.sampling import (
@@ -20,10 +22,11 @@ from evaluator.intake.sampling import (
     tail_reason,
     trace_signals,
 )
-from evaluator.store import outbox
+from evaluator.store import batches, outbox
 from evaluator.store.models import EvalRecord
 from evaluator.traces.cases import CaseBuildError, build_case
 from evaluator.traces.model import Trace
+from evaluator.worker.batch_requests import parked_requests, waits_for_batch
 from evaluator.worker.faults import (
     is_infrastructure,
     judge_unavailable,
@@ -173,16 +176,24 @@ async def _score(
     return score, (time.perf_counter() - started) * 1000
 
 
-async def _write(runtime: Runtime, records: list[EvalRecord], *, settle: str | None = None) -> int:
-    """Upsert the records (and settle the intent `settle` in the same transaction), then
-    tell metrics (all of them: work done) and the export sinks (only those written: a re-run
-    must not send an event or a score twice)."""
+async def write_records(
+    runtime: Runtime,
+    records: list[EvalRecord],
+    *,
+    settle: str | None = None,
+    then: Callable[[Connection], None] | None = None,
+) -> int:
+    """Upsert the records (and settle the intent `settle`, and run `then`, in the same
+    transaction), then tell metrics (all of them: work done) and the export sinks (only
+    those written: a re-run must not send an event or a score twice)."""
 
     def write_all() -> list[EvalRecord]:
         with runtime.store.engine.begin() as conn:
             inserted = runtime.store.upsert_records(records, conn=conn)
             if settle is not None:
                 outbox.finish(conn, settle)
+            if then is not None:
+                then(conn)
         return [r for r, new in zip(records, inserted, strict=True) if new]
 
     written = await asyncio.to_thread(write_all)
@@ -278,7 +289,7 @@ async def evaluate_trace(
         cause = f"trace {trace_id!r} not found in the store after {tries} tries (was it ingested?)"
         probability = _probabilities(runtime, selected, signals, allocated)
         errors = _errors_for(runtime, trace_id, selected, cause, {}, probability)
-        written = await _write(runtime, errors, settle=intent_id)
+        written = await write_records(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
     signals = signals.merged(trace_signals(trace))
@@ -297,14 +308,24 @@ async def evaluate_trace(
         selected = select_rubrics(runtime, trace_id, signals, labels, allocated)
         probability = _probabilities(runtime, selected, signals, allocated)
         errors = _errors_for(runtime, trace_id, selected, str(exc), labels, probability)
-        written = await _write(runtime, errors, settle=intent_id)
+        written = await write_records(runtime, errors, settle=intent_id)
         return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
 
     if runtime.settings.redaction.enabled:
         case = redact_case(case, runtime.settings.redaction.kinds)
-    selected = select_rubrics(runtime, trace_id, signals, case.labels, allocated)
-    probability = _probabilities(runtime, selected, signals, allocated)
+    chosen = select_rubrics(runtime, trace_id, signals, case.labels, allocated)
+    probability = _probabilities(runtime, chosen, signals, allocated)
     happened = trace_time(trace)
+    # Batch-mode rubrics park their judge call for the Batch API (written with the records).
+    parked = parked_requests(
+        runtime,
+        case,
+        [c for c in chosen if waits_for_batch(runtime, case, c[0])],
+        probability,
+        happened,
+    )
+    waiting = {row["rubric"] for row in parked}
+    selected = [c for c in chosen if c[0].name not in waiting]
     results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
     deferred = [s for s, _ in results if _unavailable(s)]
     last_try = job_try >= runtime.settings.worker.max_tries
@@ -328,12 +349,19 @@ async def evaluate_trace(
         if last_try or not _unavailable(score)
     ]
     retry = bool(deferred) and not last_try
-    written = await _write(runtime, records, settle=None if retry else intent_id)
+    written = await write_records(
+        runtime,
+        records,
+        settle=None if retry else intent_id,
+        then=(lambda conn: batches.park(conn, parked)) if parked else None,
+    )
     if retry and job_try < runtime.settings.worker.max_tries:
         # What finished is stored (final records are not redone); the rest comes back later,
         # its finished judge calls served from the reply cache.
         raise Retry(defer=max(_retry_after(d, job_try) for d in deferred))
     statuses = Counter(r.status for r in records)
+    if parked:
+        statuses["batched"] = len(parked)
     if retry:
         statuses["postponed"] = len(deferred)
     return {"trace_id": trace_id, "written": written, "statuses": dict(statuses)}

@@ -162,6 +162,23 @@ class JudgeClient:
             "json_schema": {"name": schema.__name__, "schema": _schema_of(schema)},
         }
 
+    def request_body(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[BaseModel],
+        *,
+        model: str | None = None,
+        temperature: float | None = None,
+    ) -> dict[str, Any]:
+        """The /chat/completions body of one call: sent online, or as one Batch API line."""
+        return {
+            "model": model or self.model,
+            "messages": messages,
+            "response_format": self._format(schema),
+            "temperature": self.temperature if temperature is None else temperature,
+            "max_tokens": self.max_output_tokens,
+        }
+
     async def complete(
         self,
         messages: list[dict[str, str]],
@@ -213,23 +230,18 @@ class JudgeClient:
             usage = usage + used
             if calls is not None:
                 calls.reported(reported)
-            problem = self._problem(raw, finish, refusal)
-            if not problem:
-                try:
-                    parsed = schema.model_validate_json(strip_fences(raw or ""))
-                except ValidationError as exc:
-                    problem = f"it did not match the schema: {_first_errors(exc)}"
-                else:
-                    if cache is not None:
-                        entry = {"raw": strip_fences(raw or ""), "model": reported}
-                        await cache.set(key, json.dumps(entry, ensure_ascii=False))
-                    return JudgeReply(
-                        parsed=parsed,
-                        raw=raw or "",
-                        model=model,
-                        usage=usage,
-                        reported_model=reported,
-                    )
+            valid, problem = parse_reply(raw, finish, refusal, schema)
+            if valid is not None:
+                if cache is not None:
+                    entry = {"raw": strip_fences(raw or ""), "model": reported}
+                    await cache.set(key, json.dumps(entry, ensure_ascii=False))
+                return JudgeReply(
+                    parsed=valid,
+                    raw=raw or "",
+                    model=model,
+                    usage=usage,
+                    reported_model=reported,
+                )
             if attempt == 0:
                 conversation = [
                     *messages,
@@ -263,20 +275,6 @@ class JudgeClient:
             "max_tokens": self.max_output_tokens,
         }
         return call.cache_key(request)
-
-    @staticmethod
-    def _problem(raw: str | None, finish: str | None, refusal: str | None) -> str:
-        if refusal:
-            return f"the model refused: {refusal[:200]}"
-        if finish == "length":
-            return "it was cut off (finish_reason=length)"
-        if not raw or not raw.strip():
-            return "it was empty"
-        try:
-            json.loads(strip_fences(raw))
-        except json.JSONDecodeError as exc:
-            return f"it was not valid JSON ({exc.msg} at position {exc.pos})"
-        return ""
 
     async def _call_with_retries(
         self,
@@ -339,13 +337,7 @@ class JudgeClient:
         temperature: float,
         usage_so_far: Usage,
     ) -> tuple[str | None, str | None, str | None, Usage, str | None]:
-        request = {
-            "model": model,
-            "messages": messages,
-            "response_format": self._format(schema),
-            "temperature": temperature,
-            "max_tokens": self.max_output_tokens,
-        }
+        request = self.request_body(messages, schema, model=model, temperature=temperature)
         try:
             async with self.concurrency:
                 # The SDK's low-level post: its auth, base URL, timeouts and status errors,
@@ -404,6 +396,34 @@ class JudgeClient:
             used,
             completion.model,
         )
+
+
+def _problem(raw: str | None, finish: str | None, refusal: str | None) -> str:
+    if refusal:
+        return f"the model refused: {refusal[:200]}"
+    if finish == "length":
+        return "it was cut off (finish_reason=length)"
+    if not raw or not raw.strip():
+        return "it was empty"
+    try:
+        json.loads(strip_fences(raw))
+    except json.JSONDecodeError as exc:
+        return f"it was not valid JSON ({exc.msg} at position {exc.pos})"
+    return ""
+
+
+def parse_reply(
+    raw: str | None, finish: str | None, refusal: str | None, schema: type[T]
+) -> tuple[T | None, str]:
+    """(the validated reply, "") or (None, what is wrong with it): online and batch replies
+    are judged by this one function."""
+    problem = _problem(raw, finish, refusal)
+    if problem:
+        return None, problem
+    try:
+        return schema.model_validate_json(strip_fences(raw or "")), ""
+    except ValidationError as exc:
+        return None, f"it did not match the schema: {_first_errors(exc)}"
 
 
 def _read_entry(entry: str | None, schema: type[T]) -> tuple[T, str, str | None] | None:

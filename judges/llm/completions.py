@@ -31,6 +31,11 @@ def read_completion(body: bytes) -> Completion:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"body is not JSON ({exc})") from exc
+    return completion_of(payload)
+
+
+def completion_of(payload: Any) -> Completion:
+    """Read a decoded chat-completion body (a Batch API output line carries one)."""
     if not isinstance(payload, dict):
         raise ValueError(f"body is a JSON {type(payload).__name__}, not an object")
     if "choices" not in payload:

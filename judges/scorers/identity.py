@@ -27,7 +27,8 @@ _PROBE = EvalCase(
 )
 # Rubric fields that only decide which traces are scored or how alerts page, not a verdict:
 # changing them must not start a new epoch.
-_NOT_VERDICT = {"description", "applies_to", "sampling", "regression"}
+# "mode" (online or batch) sends the same request: the same verdict.
+_NOT_VERDICT = {"description", "applies_to", "sampling", "regression", "mode"}
 # Methods that ask the judge (cascade only when its local step is unsure).
 _JUDGED = {
     ("llm_rubric", "judge"),

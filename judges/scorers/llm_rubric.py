@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from pydantic import BaseModel, Field, create_model
 
 from judges.errors import JudgeError, judge_failure
-from judges.llm.client import JudgeClient
+from judges.llm.client import JudgeClient, JudgeReply
 from judges.prompts import DATA_RULES, fence, numbered, render_contexts, render_tool_calls
 from judges.rubric import Rubric, Scale
 from judges.types import EvalCase, Score, Status
@@ -51,17 +52,31 @@ def render(case: EvalCase, rubric: Rubric) -> list[dict[str, str]]:
 
 
 async def score_llm_rubric(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
-    schema = verdict_schema(rubric.scale)
     try:
         reply = await judge.complete(
             render(case, rubric),
-            schema,
+            verdict_schema(rubric.scale),
             model=rubric.judge.model,
             temperature=rubric.judge.temperature,
         )
     except JudgeError as exc:
         return judge_failure(exc, method="judge", judge_model=rubric.judge.model or judge.model)
-    raw_score = reply.parsed.score  # type: ignore[attr-defined]
+    return score_from_reply(rubric, reply)
+
+
+def batch_request(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> dict[str, Any]:
+    """The same call as `score_llm_rubric`'s, as a /chat/completions body to send in a batch."""
+    return judge.request_body(
+        render(case, rubric),
+        verdict_schema(rubric.scale),
+        model=rubric.judge.model,
+        temperature=rubric.judge.temperature,
+    )
+
+
+def score_from_reply(rubric: Rubric, reply: JudgeReply[Any]) -> Score:
+    """The Score of a validated judge reply, whether it came online or from a batch."""
+    raw_score = reply.parsed.score
     value = rubric.scale.normalise(raw_score)
     passed = value >= rubric.pass_threshold
     return Score(
@@ -69,7 +84,7 @@ async def score_llm_rubric(case: EvalCase, rubric: Rubric, judge: JudgeClient) -
         value=value,
         label="pass" if passed else "fail",
         passed=passed,
-        explanation=reply.parsed.reasoning,  # type: ignore[attr-defined]
+        explanation=reply.parsed.reasoning,
         details={"raw_score": raw_score, "scale": [rubric.scale.min, rubric.scale.max]},
         method="judge",
         judge_model=reply.model,

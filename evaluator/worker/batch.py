@@ -1,0 +1,230 @@
+"""Batch mode: park a rubric's judge call in SQL, send the parked calls to the provider's
+Batch API once a minute, and write the records when a batch completes.
+
+The job that evaluates a trace parks the request (`parked_requests`, stored in the same
+transaction as the trace's other records); `batch_job` (an arq cron job) first collects every
+open batch that has finished, then submits what is pending. Records go through the pipeline's
+`to_record` and `write_records`, keyed by the same unique identity as online mode, so a result read
+twice (a duplicated output line, a batch collected again after a crash) writes once.
+
+What happens to a request whose batch ends without an answer for it:
+- `expired` or `cancelled`: it returns to pending and goes out in the next batch, up to
+  `judge.batch_max_submissions` submissions; then it is an error record naming the cause;
+- `failed` (the provider rejected the file): an error record with the provider's errors at
+  once: sending the same file again would fail the same way;
+- `completed` without a line for it: an error record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from evaluator.errors import ErrorKind
+from evaluator.intake.sampling import Reason
+from evaluator.store import batches
+from evaluator.store.batches import BatchRequest
+from evaluator.store.models import EvalRecord, utcnow
+from evaluator.worker.pipeline import to_record, write_records
+from evaluator.worker.runtime import Runtime
+from judges.errors import JudgeError, judge_failure
+from judges.llm.batch import (
+    BatchClient,
+    BatchResult,
+    BatchStatus,
+    batch_line,
+    read_results,
+    reply_of,
+)
+from judges.rubric import Rubric
+from judges.scorers import llm_rubric
+from judges.scorers.identity import identity_for
+from judges.types import Score
+
+log = logging.getLogger("evaluator.worker.batch")
+
+_UNANSWERED_ON = frozenset({"expired", "cancelled"})
+
+
+async def batch_job(ctx: dict[str, Any]) -> dict[str, Any]:
+    """The cron job: collect finished batches, then submit pending requests."""
+    return await run_batches(ctx["runtime"])
+
+
+async def run_batches(runtime: Runtime) -> dict[str, Any]:
+    judge = runtime.clients.judge
+    if judge is None:
+        return {"collected": 0, "written": 0, "submitted": 0}
+    client = BatchClient.for_judge(judge)
+    try:
+        collected, written = await collect(runtime, client)
+        submitted = await submit(runtime, client)
+    finally:
+        await client.aclose()
+    return {"collected": collected, "written": written, "submitted": submitted}
+
+
+async def submit(runtime: Runtime, client: BatchClient) -> int:
+    """Send the oldest pending requests as one batch; returns how many went out."""
+    engine = runtime.store.engine
+    limit = runtime.settings.judge.batch_max_requests
+    waiting = await asyncio.to_thread(batches.pending, engine, limit)
+    if not waiting:
+        return 0
+    lines = [batch_line(r.custom_id, r.body) for r in waiting]
+    status = await client.submit(lines, name=runtime.settings.redis.key_prefix)
+    taken = await asyncio.to_thread(
+        lambda: batches.record_submission(
+            engine,
+            batch_id=status.id,
+            status=status.status,
+            input_file_id=status.input_file_id,
+            custom_ids=[r.custom_id for r in waiting],
+        )
+    )
+    log.info("batch %s: submitted %d judge requests", status.id, taken)
+    return taken
+
+
+async def collect(runtime: Runtime, client: BatchClient) -> tuple[int, int]:
+    """Read every open batch; write the records of those that ended. Returns (batches
+    settled, records written)."""
+    engine = runtime.store.engine
+    settled = written = 0
+    for batch_id in await asyncio.to_thread(batches.open_batches, engine):
+        status = await client.retrieve(batch_id)
+        if not status.terminal:
+            await asyncio.to_thread(batches.note_status, engine, batch_id, status.status)
+            continue
+        results: list[BatchResult] = []
+        for file_id in (status.output_file_id, status.error_file_id):
+            if file_id:
+                results += read_results(await client.content(file_id))
+        requests = await asyncio.to_thread(batches.submitted_in, engine, batch_id)
+        written += await _settle(runtime, status, requests, results)
+        settled += 1
+    return settled, written
+
+
+async def _settle(
+    runtime: Runtime,
+    status: BatchStatus,
+    requests: list[BatchRequest],
+    results: list[BatchResult],
+) -> int:
+    answers: dict[str, BatchResult] = {}
+    for result in results:
+        answers.setdefault(result.custom_id, result)  # a duplicated line counts once
+    limit = runtime.settings.judge.batch_max_submissions
+    records: list[EvalRecord] = []
+    done: list[str] = []
+    released: list[str] = []
+    for request in requests:
+        rubric = runtime.rubrics.by_name(request.rubric)
+        answer = answers.get(request.custom_id)
+        if rubric is None or rubric.version != request.rubric_version:
+            # The rubric changed while the batch ran: the reply answers a prompt that is no
+            # longer the rubric's. The trace's next evaluation parks the new version.
+            log.warning(
+                "batch %s: rubric %s %s is no longer loaded; its result is dropped",
+                status.id,
+                request.rubric,
+                request.rubric_version,
+            )
+            done.append(request.custom_id)
+            continue
+        if answer is None and status.status in _UNANSWERED_ON and request.submissions < limit:
+            released.append(request.custom_id)
+            continue
+        score = _score(rubric, request, answer, status, runtime)
+        records.append(_record(runtime, rubric, request, score, status.id))
+        done.append(request.custom_id)
+    error = status.errors or (f"batch {status.id} {status.status}" if released else "")
+
+    def close(conn: Connection) -> None:
+        batches.settle(
+            conn, status.id, status=status.status, done=done, released=released, error=error
+        )
+
+    written = await write_records(runtime, records, then=close)
+    log.info(
+        "batch %s %s: %d records written, %d requests sent again",
+        status.id,
+        status.status,
+        written,
+        len(released),
+    )
+    return written
+
+
+def _score(
+    rubric: Rubric,
+    request: BatchRequest,
+    answer: BatchResult | None,
+    status: BatchStatus,
+    runtime: Runtime,
+) -> Score:
+    judge = runtime.clients.judge
+    model = str(request.body.get("model") or (judge.model if judge else ""))
+    if answer is None:
+        if status.status == "completed":
+            cause = f"batch {status.id} completed without a result for this request"
+        elif status.status == "failed":
+            cause = f"batch {status.id} failed: {status.errors or 'no reason given'}"
+        else:
+            cause = (
+                f"batch {status.id} {status.status} without a result for this request after "
+                f"{request.submissions} submissions"
+            )
+        return Score.error(
+            cause,
+            method="judge",
+            judge_model=model,
+            details={"error_kind": ErrorKind.JUDGE_UNAVAILABLE.value},
+        )
+    price = judge.price if judge is not None else None
+    try:
+        reply = reply_of(
+            answer, llm_rubric.verdict_schema(rubric.scale), model=model, price=price or _free
+        )
+    except JudgeError as exc:
+        return judge_failure(exc, method="judge", judge_model=model)
+    score = llm_rubric.score_from_reply(rubric, reply)
+    return dataclasses.replace(score, judge_model_reported=reply.reported_model)
+
+
+def _free(_model: str, _in: int, _out: int) -> float:
+    return 0.0
+
+
+def _record(
+    runtime: Runtime, rubric: Rubric, request: BatchRequest, score: Score, batch_id: str
+) -> EvalRecord:
+    waited_ms = (utcnow() - _aware(request.created_at)).total_seconds() * 1000
+    score = dataclasses.replace(
+        score,
+        identity=identity_for(rubric, runtime.clients),
+        details={**score.details, "judge_mode": "batch", "batch_id": batch_id},
+    )
+    return to_record(
+        request.trace_id,
+        request.span_id,
+        rubric,
+        score,
+        dict(request.labels),
+        reason=Reason(request.sampled_by),
+        latency_ms=waited_ms,
+        inclusion_probability=request.inclusion_probability,
+        trace_at=_aware(request.trace_at) if request.trace_at is not None else None,
+    )
+
+
+def _aware(when: Any) -> Any:
+    # SQLite hands timezone-aware columns back naive (in UTC).
+    from datetime import UTC
+
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -1,0 +1,283 @@
+"""Batch mode end to end: the evaluation job parks the judge call, the batch cron job submits
+it to a loopback Batch API (bench/batch_server.py), collects the result and writes the record.
+
+Real Redis, real SQLite and PostgreSQL; the judge is the loopback server over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from bench.batch_server import BatchBehaviour, BatchJudgeServer
+from bench.judge_server import ServerConfig
+from evaluator.cli.health import _check_database
+from evaluator.config.rubrics import RubricError, parse_rubric
+from evaluator.config.settings import Settings
+from evaluator.intake.enqueue import TraceEnqueuer
+from evaluator.sources.ingest import ingest_traces
+from evaluator.store.store import Store
+from evaluator.worker.app import cron_jobs, run_burst
+from evaluator.worker.batch import run_batches
+from evaluator.worker.runtime import build_runtime
+from judges.errors import JudgeOutputError
+from judges.llm.batch import jsonl, read_results, reply_of
+from judges.llm.client import JudgeClient
+from judges.scorers import llm_rubric
+from judges.scorers.identity import identity_for
+from judges.scorers.llm_rubric import score_llm_rubric
+from judges.types import EvalCase
+
+from .conftest import (
+    JUDGE_URL,
+    TONE_RUBRIC,
+    chat_completion,
+    make_settings,
+    rag_trace,
+    write_rubric,
+)
+
+# TOML: top-level keys must come before the first table.
+BATCH_TONE = 'mode = "batch"\n' + TONE_RUBRIC
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[BatchJudgeServer]:
+    judge = BatchJudgeServer(ServerConfig())
+    await judge.start()
+    yield judge
+    await judge.close()
+
+
+def batch_settings(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer, **sections: dict[str, Any]
+) -> Settings:
+    write_rubric(tmp_path / "rubrics", "tone", BATCH_TONE)
+    judge = {"base_url": server.url, "model": "gpt-4o-mini", "max_retries": 0}
+    judge.update(sections.pop("judge", {}))
+    return make_settings(tmp_path, redis_url, judge=judge, **sections)
+
+
+async def evaluate(settings: Settings, trace_ids: list[str], *, ingest: bool = True) -> Any:
+    if ingest:
+        store = Store(settings.database.url)
+        ingest_traces(store, [rag_trace(t, answer=f"Answer {t}.") for t in trace_ids])
+        store.close()
+    enq = TraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix)
+    for trace_id in trace_ids:
+        enq.enqueue(trace_id)
+    assert await enq.flush()
+    await enq.close()
+    return await run_burst(settings)
+
+
+async def cron_run(settings: Settings) -> dict[str, Any]:
+    """One run of the batch cron job in a freshly started worker runtime (as after a
+    restart: nothing carried over in memory)."""
+    runtime = await asyncio.to_thread(build_runtime, settings)
+    try:
+        return await run_batches(runtime)
+    finally:
+        await runtime.aclose()
+
+
+def records(settings: Settings) -> list[Any]:
+    store = Store(settings.database.url)
+    rows = list(store.records(limit=100_000))
+    store.close()
+    return rows
+
+
+async def test_batch_mode_writes_one_record_per_trace_and_rubric_at_half_price(
+    tmp_path: Path, redis_url: str, postgres_url: str, server: BatchJudgeServer
+) -> None:
+    settings = batch_settings(tmp_path, redis_url, server, database={"url": postgres_url})
+    ids = [f"t{i}" for i in range(20)]
+
+    burst = await evaluate(settings, ids)
+    assert burst["jobs_complete"] == 20 and burst["jobs_failed"] == 0
+    assert records(settings) == []  # parked, not judged in the job
+    assert server.stats.chat_calls == 0
+    assert _check_database(settings)["batch_requests_pending"] == 20
+
+    first = await cron_run(settings)
+    assert first == {"collected": 0, "written": 0, "submitted": 20}
+    assert _check_database(settings)["batches_open"] == 1
+    second = await cron_run(settings)
+    assert second == {"collected": 1, "written": 20, "submitted": 0}
+
+    rows = records(settings)
+    assert sorted(r.trace_id for r in rows) == sorted(ids)
+    assert {(r.rubric, r.rubric_version, r.status) for r in rows} == {("tone", "1", "ok")}
+    assert server.stats.chat_calls == 20 and server.batch_stats.batches_created == 1
+    row = rows[0]
+    assert row.span_id == f"{row.trace_id}-c" and row.judge_calls == 1
+    assert row.details["judge_mode"] == "batch" and row.details["sampled_by"] == "rate"
+    assert row.judge_input_tokens > 0
+    # The weight and the trace's time travel with the parked request (trends weigh and bucket
+    # batch records like online ones).
+    assert {r.inclusion_probability for r in rows} == {1.0}
+    assert all(r.trace_at is not None for r in rows)
+    online_price = settings.cost_usd("gpt-4o-mini", row.judge_input_tokens, row.judge_output_tokens)
+    assert row.judge_cost_usd == pytest.approx(online_price / 2)
+    # Same epoch as the rubric in online mode: the mode does not change the verdict's identity.
+    rubric = parse_rubric(BATCH_TONE, source=Path("tone.toml"))
+    online = rubric.model_copy(update={"mode": "online"})
+    runtime = await asyncio.to_thread(build_runtime, settings)
+    try:
+        assert identity_for(online, runtime.clients).epoch() == row.epoch
+    finally:
+        await runtime.aclose()
+
+    # Nothing left to do; re-evaluating the same traces parks nothing and writes nothing.
+    assert await cron_run(settings) == {"collected": 0, "written": 0, "submitted": 0}
+    await evaluate(settings, ids, ingest=False)
+    assert await cron_run(settings) == {"collected": 0, "written": 0, "submitted": 0}
+    assert len(records(settings)) == 20 and server.batch_stats.batches_created == 1
+    health = _check_database(settings)
+    assert (health["batch_requests_pending"], health["batches_open"]) == (0, 0)
+
+
+async def test_pending_batch_survives_a_worker_restart(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    server.behaviour = BatchBehaviour(delay_s=0.6)
+    settings = batch_settings(tmp_path, redis_url, server)
+    await evaluate(settings, ["a", "b", "c"])
+    assert (await cron_run(settings))["submitted"] == 3  # this runtime is then closed
+
+    early = await cron_run(settings)  # a new runtime: the batch is still in progress
+    assert early == {"collected": 0, "written": 0, "submitted": 0}
+    assert records(settings) == [] and server.batch_stats.polls == 1
+    await asyncio.sleep(0.7)
+    assert (await cron_run(settings))["written"] == 3
+    assert sorted(r.trace_id for r in records(settings)) == ["a", "b", "c"]
+    assert server.batch_stats.batches_created == 1  # never submitted twice
+
+
+async def test_a_duplicated_output_line_writes_once(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    server.behaviour = BatchBehaviour(duplicate_lines=True)
+    settings = batch_settings(tmp_path, redis_url, server)
+    await evaluate(settings, ["a", "b"])
+    await cron_run(settings)
+    assert (await cron_run(settings))["written"] == 2
+    out = server.files[server.batches["batch_000001"].body["output_file_id"]]
+    custom_ids = [json.loads(line)["custom_id"] for line in out.splitlines()]
+    assert len(custom_ids) == 4 and len(set(custom_ids)) == 2  # each result delivered twice
+    assert len(records(settings)) == 2
+
+
+async def test_failed_lines_become_error_records_with_the_cause(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    server.behaviour = BatchBehaviour(error_every=3)
+    settings = batch_settings(tmp_path, redis_url, server)
+    await evaluate(settings, [f"t{i}" for i in range(9)])
+    await cron_run(settings)
+    assert (await cron_run(settings))["written"] == 9
+    rows = records(settings)
+    errors = [r for r in rows if r.status == "error"]
+    assert len(errors) == 3 and sum(r.status == "ok" for r in rows) == 6
+    assert all(
+        "HTTP 400" in r.explanation and "injected line error" in r.explanation for r in errors
+    )
+    assert all(r.score is None and r.details["error_kind"] for r in errors)
+
+
+async def test_expired_batch_sends_unanswered_requests_again_then_gives_up(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    server.behaviour = BatchBehaviour(outcome="expired", answered_share=0.5)
+    settings = batch_settings(tmp_path, redis_url, server, judge={"batch_max_submissions": 2})
+    await evaluate(settings, [f"t{i}" for i in range(4)])
+    await cron_run(settings)
+    # Collects the 2 answered lines and sends the 2 others in a second batch (which expires
+    # too, answering 1 of them).
+    assert await cron_run(settings) == {"collected": 1, "written": 2, "submitted": 2}
+    assert await cron_run(settings) == {"collected": 1, "written": 2, "submitted": 0}
+    rows = records(settings)
+    assert len(rows) == 4 and server.batch_stats.batches_created == 2
+    errors = [r for r in rows if r.status == "error"]
+    assert len(errors) == 1  # unanswered after batch_max_submissions = 2
+    assert "expired" in errors[0].explanation and "2 submissions" in errors[0].explanation
+
+
+async def test_failed_batch_records_its_errors(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    server.behaviour = BatchBehaviour(outcome="failed")
+    settings = batch_settings(tmp_path, redis_url, server)
+    await evaluate(settings, ["a", "b"])
+    await cron_run(settings)
+    assert await cron_run(settings) == {"collected": 1, "written": 2, "submitted": 0}
+    rows = records(settings)
+    assert {r.status for r in rows} == {"error"}
+    assert all("injected batch failure" in r.explanation for r in rows)
+    assert server.batch_stats.batches_created == 1  # a rejected file is not sent again
+
+
+def test_batch_mode_is_offered_to_single_call_rubrics_and_runs_as_a_cron_job(
+    tmp_path: Path, redis_url: str
+) -> None:
+    with pytest.raises(RubricError, match="mode 'batch' is available for scorer llm_rubric"):
+        parse_rubric(
+            'name = "f"\nversion = "1"\nscorer = "faithfulness"\nmode = "batch"\n',
+            source=Path("f.toml"),
+        )
+    settings = make_settings(tmp_path, redis_url)
+    assert any(job.name.endswith(":batches") for job in cron_jobs(settings))
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_a_batch_line_is_the_online_request_and_its_reply_is_judged_the_same_way(
+    respx_mock: respx.MockRouter,
+) -> None:
+    """The body parked for the batch is the body an online call sends; an unusable batch
+    reply is an error with the raw output (no re-ask), a usable one the same verdict."""
+    rubric = parse_rubric(BATCH_TONE, source=Path("tone.toml"))
+    case = EvalCase(trace_id="t", span_id="s", question="Why?", answer="Because.")
+    judge = JudgeClient(base_url=JUDGE_URL, model="gpt-4o-mini", max_retries=0)
+    reply = chat_completion(json.dumps({"reasoning": "Fine.", "score": 4}))
+    route = respx_mock.post("/chat/completions").mock(return_value=httpx.Response(200, json=reply))
+    try:
+        online = await score_llm_rubric(case, rubric, judge)
+        assert json.loads(route.calls[0].request.content) == llm_rubric.batch_request(
+            case, rubric, judge
+        )
+    finally:
+        await judge.aclose()
+
+    def price(_model: str, tokens_in: int, tokens_out: int) -> float:
+        return tokens_in * 1e-6 + tokens_out * 2e-6
+
+    schema = llm_rubric.verdict_schema(rubric.scale)
+    lines = [
+        {"custom_id": "ok", "response": {"status_code": 200, "body": reply}, "error": None},
+        {
+            "custom_id": "bad",
+            "response": {"status_code": 200, "body": chat_completion("Sure! {")},
+            "error": None,
+        },
+    ]
+    good, bad = read_results(jsonl(lines))
+    batched = llm_rubric.score_from_reply(
+        rubric, reply_of(good, schema, model="gpt-4o-mini", price=price)
+    )
+    assert (batched.value, batched.label, batched.explanation) == (
+        online.value,
+        online.label,
+        online.explanation,
+    )
+    assert batched.usage.cost_usd == pytest.approx((120 * 1e-6 + 30 * 2e-6) / 2)
+    with pytest.raises(JudgeOutputError, match="not valid JSON") as caught:
+        reply_of(bad, schema, model="gpt-4o-mini", price=price)
+    assert caught.value.raw_output == "Sure! {"
