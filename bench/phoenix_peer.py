@@ -11,12 +11,17 @@ joined — context relevance). phoenix-evals 3.x ships no answer-relevance metri
 differs from ours and ragas's; the table says so. Its `LLM(provider="openai")` wrapper builds
 an AsyncOpenAI client (its own max_retries=0) pointed at the loopback judge; classification
 goes through structured output (json_schema) with a tool-call fallback.
+Its LLM wrapper also puts a client-side adaptive rate limiter in front of the client, starting
+at 5 requests/s and rising slowly while no rate-limit error comes back: that, not CPU, bounds
+its evaluations/s with defaults. PHOENIX_PEER_RATE=N sets `initial_per_second_request_rate`
+(for a second, lifted run); unset = phoenix's default, what the side-by-side table uses.
 Telemetry: phoenix-evals sends none of its own; spans go to OpenTelemetry's global tracer,
 which is a no-op unless an app installs one; OTEL_SDK_DISABLED=true is set all the same.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,7 +32,9 @@ def make_scorer(base_url: str) -> tuple[ScoreCase, Callable[[], Awaitable[None]]
     from phoenix.evals import LLM
     from phoenix.evals.metrics import FaithfulnessEvaluator, RetrievalRelevanceEvaluator
 
-    llm = LLM(provider="openai", model="gpt-4o-mini", base_url=base_url, api_key="bench")
+    rate = os.environ.get("PHOENIX_PEER_RATE")
+    limiter = {"initial_per_second_request_rate": float(rate)} if rate else {}
+    llm = LLM(provider="openai", model="gpt-4o-mini", base_url=base_url, api_key="bench", **limiter)
     faithfulness = FaithfulnessEvaluator(llm=llm)
     relevance = RetrievalRelevanceEvaluator(llm=llm)
 
@@ -60,9 +67,10 @@ def main() -> None:
     import phoenix.evals
     import phoenix.evals.metrics
 
+    rate = os.environ.get("PHOENIX_PEER_RATE")
     serve(
         {
-            "version": phoenix.evals.__version__,
+            "version": phoenix.evals.__version__ + (f" (limiter from {rate}/s)" if rate else ""),
             "metrics": ["FaithfulnessEvaluator", "RetrievalRelevanceEvaluator"],
         },
         make_scorer,
