@@ -30,11 +30,13 @@ MakeScorer = Callable[[str], tuple[ScoreCase, Callable[[], Awaitable[None]]]]
 
 def guard_attempts() -> list[dict[str, Any]]:
     """Non-loopback attempts refused so far; fails if the loopback guard is not installed."""
-    import sitecustomize  # bench/peer_guard on PYTHONPATH
-
-    if not getattr(sitecustomize, "INSTALLED", False):
+    try:
+        import loopback_guard  # bench/peer_guard on PYTHONPATH; its sitecustomize installs it
+    except ImportError:
+        loopback_guard = None
+    if loopback_guard is None or not loopback_guard.INSTALLED:
         raise SystemExit("loopback guard missing: put bench/peer_guard on PYTHONPATH")
-    return list(sitecustomize.ATTEMPTS)
+    return list(loopback_guard.ATTEMPTS)
 
 
 async def run_round(
