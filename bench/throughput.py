@@ -1,7 +1,9 @@
-"""Throughput and judge cost (issue 7 §3, §4): our worker vs ragas 0.4.3, same cases, one run.
+"""Throughput and judge cost (issue 7 §3, §4; issue 16 §4): our worker beside ragas,
+phoenix-evals and deepeval, same cases, same loopback judge, one run.
 
     python -m bench.throughput                          # 60 cases, 0 and 300 ms, 3 rounds
     python -m bench.throughput --cases 20 --reps 1      # quicker
+    python -m bench.throughput --peers ragas            # one peer only (--peers alone: none)
     python -m bench.throughput --jobs 64 --judge-concurrency 64   # our worker, wider
 
 Cases: RAGTruth QA answers (/work/shared/data/ragtruth_qa) turned into traces by
@@ -15,10 +17,16 @@ one call) and answer_relevance, both at rate 1.0. Timed: `run_burst` only. Worke
 this process's CPU time (all threads) during `run_burst`; the judge server and Redis run
 in other processes.
 
-Peer: ragas 0.4.3 collections metrics (Faithfulness; AnswerRelevancy, strictness 3) in
-/work/venv-ragas, driven by bench/ragas_peer.py, against the same judge server, with
-`--ragas-concurrency` cases in flight (default 16 = ragas's own RunConfig.max_workers).
-Judge calls and tokens per evaluation come from the judge server's /stats for both sides.
+Peers, each in its own venv (they pin SDKs this project cannot share; see PEERS for the
+install commands) and driven by bench/NAME_peer.py over bench/peer_protocol.py: ragas 0.4.3
+(Faithfulness; AnswerRelevancy, strictness 3), phoenix-evals (FaithfulnessEvaluator;
+RetrievalRelevanceEvaluator — it has no answer relevance) and deepeval (FaithfulnessMetric;
+AnswerRelevancyMetric), with `--peer-concurrency` cases in flight (default 16 = ragas's
+RunConfig.max_workers). A peer whose venv is missing, or that fails to start, is skipped with
+the reason in the report. Telemetry is switched off by each peer's own setting AND checked:
+bench/peer_guard/sitecustomize.py refuses and records every non-loopback connection or name
+lookup; the table reports the count. Judge calls and tokens per evaluation come from the
+judge server's /stats for every side. Not part of CI (the venvs are installed by hand).
 """
 
 from __future__ import annotations
@@ -28,13 +36,14 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +59,6 @@ from evaluator.worker.app import run_burst
 from .report import Summary, command_line, fmt, machine, table
 
 DATA = Path("/work/shared/data/ragtruth_qa/ragtruth_qa.jsonl")
-RAGAS_PYTHON = Path("/work/venv-ragas/bin/python")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 
@@ -87,7 +95,7 @@ def load_traces(n: int) -> list[dict[str, Any]]:
 
 
 def peer_cases(traces: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The same question/answer/contexts our scorers see, for ragas."""
+    """The same question/answer/contexts our scorers see, for the peers."""
     out = []
     for doc in traces:
         case = build_case(parse_trace(doc))
@@ -129,24 +137,90 @@ def judge_stats(url: str, *, reset: bool = False) -> dict[str, Any]:
         return json.loads(r.read())
 
 
-class RagasPeer:
-    def __init__(self, cases_file: Path) -> None:
+@dataclass(frozen=True)
+class PeerSpec:
+    """A peer framework: where its venv is, how to install it, how to switch telemetry off."""
+
+    label: str
+    python: Path
+    install: str
+    telemetry_off: dict[str, str] = field(default_factory=dict)
+    drop_env: tuple[str, ...] = ()  # credentials that would make a peer upload results
+
+
+PEERS = {
+    "ragas": PeerSpec(
+        "ragas",
+        Path("/work/venv-ragas/bin/python"),
+        "python3 -m venv /work/venv-ragas && /work/venv-ragas/bin/pip install "
+        "'ragas==0.4.3' 'langchain-community<0.4' 'openai<2'",
+        {"RAGAS_DO_NOT_TRACK": "true"},
+    ),
+    "phoenix": PeerSpec(
+        "phoenix-evals",
+        Path("/work/venv-phoenix/bin/python"),
+        "python3 -m venv /work/venv-phoenix && /work/venv-phoenix/bin/pip install "
+        "arize-phoenix-evals openai",
+        {"OTEL_SDK_DISABLED": "true", "PHOENIX_COLLECTOR_ENDPOINT": "http://127.0.0.1:9"},
+        ("PHOENIX_API_KEY", "OTEL_EXPORTER_OTLP_ENDPOINT"),
+    ),
+    "deepeval": PeerSpec(
+        "deepeval",
+        Path("/work/venv-deepeval/bin/python"),
+        "python3 -m venv /work/venv-deepeval && /work/venv-deepeval/bin/pip install deepeval",
+        {"DEEPEVAL_TELEMETRY_OPT_OUT": "1", "DEEPEVAL_UPDATE_WARNING_OPT_IN": "0"},
+        ("CONFIDENT_API_KEY", "OPENAI_API_KEY"),
+    ),
+}
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer that cannot run here: its venv is missing or its script failed to start."""
+
+
+class Peer:
+    """One peer process for the whole run (imported once, rounds interleave with ours)."""
+
+    def __init__(self, name: str, cases_file: Path, workdir: Path) -> None:
+        spec = PEERS[name]
+        if not spec.python.exists():
+            raise PeerUnavailable(f"{spec.python} missing; install: {spec.install}")
+        self.name, self.spec = name, spec
+        self.guard_log = workdir / f"{name}-guard.jsonl"
+        self.stderr_path = workdir / f"{name}-stderr.txt"
+        env = {k: v for k, v in os.environ.items() if k not in spec.drop_env}
+        env |= spec.telemetry_off
+        # The guard only: the peer imports nothing from this project.
+        env |= {
+            "PYTHONPATH": str(REPO / "bench" / "peer_guard"),
+            "PEER_GUARD_LOG": str(self.guard_log),
+        }
+        self._stderr = self.stderr_path.open("w")
         self.proc = subprocess.Popen(
-            [str(RAGAS_PYTHON), str(REPO / "bench" / "ragas_peer.py"), str(cases_file)],
+            [str(spec.python), str(REPO / "bench" / f"{name}_peer.py"), str(cases_file)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
-            # ragas sends usage analytics by default; off, or each round waits on the network.
-            env={**os.environ, "RAGAS_DO_NOT_TRACK": "true"},
+            env=env,
         )
-        ready = self._read()
-        self.version = ready.get("ragas", "?")
+        try:
+            ready = self._read()
+        except RuntimeError as exc:
+            self.close()
+            raise PeerUnavailable(str(exc)) from None
+        self.version = ready.get("version", "?")
+        self.metrics: list[str] = ready.get("metrics", [])
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError("ragas peer exited (see its stderr above)")
+            self.proc.wait(timeout=10)
+            tail = self.stderr_path.read_text().strip().splitlines()[-3:]
+            raise RuntimeError(
+                f"{self.name} peer exited {self.proc.returncode}: {' | '.join(tail)}"
+            )
         return json.loads(line)
 
     def run(self, base_url: str, concurrency: int) -> dict[str, Any]:
@@ -158,7 +232,17 @@ class RagasPeer:
     def close(self) -> None:
         if self.proc.stdin:
             self.proc.stdin.close()
-        self.proc.wait(timeout=10)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._stderr.close()
+
+    def blocked(self) -> list[dict[str, Any]]:
+        """Non-loopback attempts the guard refused, exit-time ones included (after close)."""
+        if not self.guard_log.exists():
+            return []
+        return [json.loads(line) for line in self.guard_log.read_text().splitlines() if line]
 
 
 # --- our side -------------------------------------------------------------------------
@@ -227,12 +311,15 @@ async def ours_round(
     }
 
 
-def ragas_round(peer: RagasPeer, judge_url: str, n: int, concurrency: int) -> dict[str, float]:
+def peer_round(peer: Peer, judge_url: str, n: int, concurrency: int) -> dict[str, float]:
     judge_stats(judge_url, reset=True)
     out = peer.run(judge_url, concurrency)
     stats = judge_stats(judge_url)
     if out["error_count"]:
-        print(f"  ragas: {out['error_count']} errors, e.g. {out['errors'][:2]}", file=sys.stderr)
+        print(
+            f"  {peer.name}: {out['error_count']} errors, e.g. {out['errors'][:2]}",
+            file=sys.stderr,
+        )
     return {
         "evals_per_s": n / out["elapsed_s"],
         "cpu_ms": out["cpu_s"] / n * 1000,
@@ -247,18 +334,33 @@ def ragas_round(peer: RagasPeer, judge_url: str, n: int, concurrency: int) -> di
 # --- driver ---------------------------------------------------------------------------
 
 
-def run(args: argparse.Namespace) -> dict[str, dict[str, Summary]]:
+OURS_METRICS = ["faithfulness (judge, 1 call)", "answer_relevance"]
+
+
+def run(
+    args: argparse.Namespace,
+) -> tuple[dict[str, dict[str, Summary]], dict[str, dict[str, Any]]]:
+    """Summaries per `side@latency`, and per peer: version, metrics, guard count or skip."""
     traces = load_traces(args.cases)
     results: dict[str, dict[str, list[float]]] = {}
+    info: dict[str, dict[str, Any]] = {}
     judges = {lat: start_judge(lat) for lat in args.latencies}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(peer_cases(traces), f)
-    peer = RagasPeer(Path(f.name)) if not args.no_ragas else None
+    workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
+    cases_file = workdir / "cases.json"
+    cases_file.write_text(json.dumps(peer_cases(traces)))
+    peers: dict[str, Peer] = {}
+    for name in args.peers:
+        try:
+            peers[name] = Peer(name, cases_file, workdir)
+        except PeerUnavailable as exc:
+            info[name] = {"label": PEERS[name].label, "skipped": str(exc)}
+            print(f"  {name}: skipped — {exc}", file=sys.stderr)
     try:
         for rep in range(args.reps):
             for lat, (_proc, url) in judges.items():
-                # Alternate who goes first, so drift on a noisy machine hits both sides.
-                sides = ["ours", "ragas"] if rep % 2 == 0 else ["ragas", "ours"]
+                # Rotate who goes first, so drift on a noisy machine hits every side.
+                sides = ["ours", *peers]
+                sides = sides[rep % len(sides) :] + sides[: rep % len(sides)]
                 for side in sides:
                     if side == "ours":
                         r = asyncio.run(
@@ -266,28 +368,39 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, Summary]]:
                                 traces, args.redis_url, url, args.jobs, args.judge_concurrency
                             )
                         )
-                    elif peer is not None:
-                        r = ragas_round(peer, url, len(traces), args.ragas_concurrency)
                     else:
-                        continue
+                        r = peer_round(peers[side], url, len(traces), args.peer_concurrency)
                     bucket = results.setdefault(f"{side}@{lat}", {})
                     for key, value in r.items():
                         bucket.setdefault(key, []).append(value)
                     print(
-                        f"  round {rep + 1} {side:5s} @ {lat:>4s} ms: "
+                        f"  round {rep + 1} {side:8s} @ {lat:>4s} ms: "
                         f"{fmt(r['evals_per_s'])} evals/s",
                         file=sys.stderr,
                     )
     finally:
-        if peer is not None:
+        for name, peer in peers.items():
             peer.close()
+            blocked = peer.blocked()
+            info[name] = {
+                "label": peer.spec.label,
+                "version": peer.version,
+                "metrics": peer.metrics,
+                "blocked": len(blocked),
+                "blocked_targets": sorted({b["target"] for b in blocked}),
+            }
         for proc, _url in judges.values():
             proc.terminate()
-        os.unlink(f.name)
-    return {k: {m: Summary.of(v) for m, v in d.items()} for k, d in results.items()}
+        shutil.rmtree(workdir, ignore_errors=True)
+    summaries = {k: {m: Summary.of(v) for m, v in d.items()} for k, d in results.items()}
+    return summaries, info
 
 
-def render(res: dict[str, dict[str, Summary]], args: argparse.Namespace) -> str:
+def render(
+    res: dict[str, dict[str, Summary]], info: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> str:
+    ran = [name for name in args.peers if "skipped" not in info.get(name, {"skipped": ""})]
+
     def med(key: str, metric: str) -> float | None:
         s = res.get(key, {}).get(metric)
         return s.median if s else None
@@ -296,64 +409,67 @@ def render(res: dict[str, dict[str, Summary]], args: argparse.Namespace) -> str:
         s = res.get(key, {}).get(metric)
         return f"{fmt(s.median)} ({fmt(s.low)}–{fmt(s.high)})" if s else "—"
 
-    def ratio(a: float | None, b: float | None, *, pct: bool = False) -> str:
-        if a is None or not b:
-            return "—"
-        return f"{a / b:.0%}" if pct else f"{a / b:.2f}×"
+    def ratios(metric: str, lat: str, *, pct: bool = False) -> str:
+        ours = med(f"ours@{lat}", metric)
+        out = []
+        for name in ran:
+            peer = med(f"{name}@{lat}", metric)
+            out.append(
+                "—"
+                if ours is None or not peer
+                else f"{ours / peer:.0%}"
+                if pct
+                else f"{ours / peer:.2f}×"
+            )
+        return " / ".join(out)
 
-    rows = []
-    for lat in args.latencies:
-        o, r = f"ours@{lat}", f"ragas@{lat}"
-        rows.append(
-            [
-                f"evaluations/s, judge latency {lat} ms",
-                cell(o, "evals_per_s"),
-                cell(r, "evals_per_s"),
-                ratio(med(o, "evals_per_s"), med(r, "evals_per_s")),
-                "≥ 30× at 300 ms" if lat == "300" else "",
-            ]
-        )
+    def row(label: str, metric: str, lat: str, target: str = "", *, pct: bool = False) -> list[str]:
+        cells = [cell(f"{side}@{lat}", metric) for side in ["ours", *ran]]
+        return [label, *cells, ratios(metric, lat, pct=pct), target]
+
     lat0 = args.latencies[0]
-    o, r = f"ours@{lat0}", f"ragas@{lat0}"
-    rows += [
-        [
-            f"process CPU ms / evaluation ({lat0} ms)",
-            cell(o, "cpu_ms"),
-            cell(r, "cpu_ms"),
-            ratio(med(o, "cpu_ms"), med(r, "cpu_ms"), pct=True),
-            "ours ≤ 1 ms",
-        ],
-        [
-            "judge chat calls / evaluation",
-            cell(o, "calls"),
-            cell(r, "calls"),
-            ratio(med(o, "calls"), med(r, "calls"), pct=True),
-            "≤ 2",
-        ],
-        ["embedding calls / evaluation", "0", cell(r, "embedding_calls"), "", ""],
-        [
-            "prompt tokens / evaluation",
-            cell(o, "prompt_tokens"),
-            cell(r, "prompt_tokens"),
-            ratio(med(o, "prompt_tokens"), med(r, "prompt_tokens"), pct=True),
-            "≤ 50 %",
-        ],
-        [
-            "completion tokens / evaluation",
-            cell(o, "completion_tokens"),
-            cell(r, "completion_tokens"),
-            ratio(med(o, "completion_tokens"), med(r, "completion_tokens"), pct=True),
-            "",
-        ],
-        ["results ok (share of 2 per case)", cell(o, "ok_share"), cell(r, "ok_share"), "", ""],
+    rows = [
+        ["metrics scored per trace", " + ".join(OURS_METRICS)]
+        + [" + ".join(info[name]["metrics"]) for name in ran]
+        + ["", ""]
     ]
-    head = ["measure (median, min–max)", "ours", "ragas 0.4.3", "ours ÷ ragas", "target"]
+    for lat in args.latencies:
+        target = "≥ 10× ragas at 300 ms" if lat == "300" else ""
+        rows.append(row(f"evaluations/s, judge latency {lat} ms", "evals_per_s", lat, target))
+    rows += [
+        row(
+            f"process CPU ms / evaluated trace ({lat0} ms)", "cpu_ms", lat0, "ours ≤ 4 ms", pct=True
+        ),
+        row("judge chat calls / evaluated trace", "calls", lat0, "", pct=True),
+        ["embedding calls / evaluated trace", "0"]
+        + [cell(f"{name}@{lat0}", "embedding_calls") for name in ran]
+        + ["", ""],
+        row("prompt tokens / evaluated trace", "prompt_tokens", lat0, "", pct=True),
+        row("completion tokens / evaluated trace", "completion_tokens", lat0, "", pct=True),
+        row("results ok (share of 2 per trace)", "ok_share", lat0),
+        ["non-loopback connections refused", "(not guarded)"]
+        + [str(info[name]["blocked"]) for name in ran]
+        + ["", "0"],
+    ]
+    head = ["measure (median, min–max)", "ours"]
+    head += [f"{info[name]['label']} {info[name]['version']}" for name in ran]
+    head += ["ours ÷ " + " / ".join(ran) if ran else "ratio", "target"]
     note = (
-        f"{args.cases} cases × {args.reps} rounds; ours: max_jobs {args.jobs}, "
-        f"judge.max_concurrency {args.judge_concurrency}; ragas: {args.ragas_concurrency or 'all'} "
-        "cases in flight, each running both metrics concurrently"
+        f"{args.cases} traces × {args.reps} rounds; ours: max_jobs {args.jobs}, "
+        f"judge.max_concurrency {args.judge_concurrency}; peers: "
+        f"{args.peer_concurrency or 'all'} traces in flight, each running its metrics concurrently"
     )
-    return table(head, rows) + "\n\n" + note
+    skipped = [
+        f"- {info[name]['label']}: skipped — {info[name]['skipped']}"
+        for name in args.peers
+        if name not in ran
+    ]
+    refused = [
+        f"- {info[name]['label']}: refused {', '.join(info[name]['blocked_targets'])}"
+        for name in ran
+        if info[name]["blocked"]
+    ]
+    return "\n".join([table(head, rows), "", note, *skipped, *refused])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -375,26 +491,32 @@ def main(argv: list[str] | None = None) -> None:
         default=shipped.judge.max_concurrency,
         help=f"our judge.max_concurrency (shipped default {shipped.judge.max_concurrency})",
     )
-    p.add_argument("--ragas-concurrency", type=int, default=16, help="cases in flight, 0 = all")
-    p.add_argument("--no-ragas", action="store_true")
+    p.add_argument(
+        "--peers",
+        nargs="*",
+        choices=sorted(PEERS),
+        default=list(PEERS),
+        help="peers to run beside ours (default all; none with --peers alone)",
+    )
+    p.add_argument(
+        "--peer-concurrency",
+        "--ragas-concurrency",
+        type=int,
+        default=16,
+        help="traces in flight per peer, 0 = all",
+    )
     p.add_argument("--json", help="write the summaries to this file")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("arq").setLevel(logging.WARNING)
-    if not args.no_ragas and not RAGAS_PYTHON.exists():
-        p.error(
-            f"{RAGAS_PYTHON} missing: python3 -m venv /work/venv-ragas && "
-            "/work/venv-ragas/bin/pip install 'ragas==0.4.3' 'langchain-community<0.4' 'openai<2'"
-        )
     print(f"$ {command_line()}")
     print(f"machine: {machine()}\n")
-    res = run(args)
-    print(render(res, args))
+    res, info = run(args)
+    print(render(res, info, args))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {k: {m: asdict(s) for m, s in d.items()} for k, d in res.items()}, f, indent=2
-            )
+            summaries = {k: {m: asdict(s) for m, s in d.items()} for k, d in res.items()}
+            json.dump({**summaries, "peers": info}, f, indent=2)
 
 
 if __name__ == "__main__":

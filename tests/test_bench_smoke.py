@@ -95,3 +95,38 @@ def test_schema_instance_respects_enums_bounds_and_min_items() -> None:
     assert value["verdict"] == "yes" and value["score"] == 3
     assert value["items"] == [False, False] and len(value["name"]) >= 80
     assert schema_in_text("Reply per this schema: " + json.dumps(schema) + " thanks") == schema
+
+
+def test_peer_loopback_guard_tells_loopback_from_the_rest() -> None:
+    # The peers' "no traffic left loopback" rests on this test (bench/peer_guard).
+    from bench.peer_guard.loopback_guard import is_loopback
+
+    for host in ("127.0.0.1", "127.8.9.10", "::1", "localhost", b"127.0.0.1", None, ""):
+        assert is_loopback(host), host
+    for host in ("8.8.8.8", "10.0.0.1", "192.168.1.1", "::ffff:8.8.8.8", "us.i.posthog.com"):
+        assert not is_loopback(host), host
+
+
+def test_peer_guard_installs_at_interpreter_start_and_refuses_before_any_lookup() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    guard_dir = Path(__file__).resolve().parent.parent / "bench" / "peer_guard"
+    # A numeric TEST-NET address: even an unguarded getaddrinfo resolves it without traffic.
+    probe = (
+        "import socket, loopback_guard\n"
+        "assert loopback_guard.INSTALLED\n"
+        "try:\n    socket.getaddrinfo('192.0.2.1', 443)\n"
+        "except PermissionError:\n    pass\n"
+        "print(len(loopback_guard.ATTEMPTS), loopback_guard.ATTEMPTS[0]['kind'])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": str(guard_dir)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert out.stdout.split() == ["1", "getaddrinfo"]
