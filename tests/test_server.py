@@ -176,6 +176,8 @@ def test_page_right_after_a_demo_shows_the_rubric_its_line_and_overview(tmp_path
             session.add(EvalRecord(trace_id=f"demo-{i}", rubric="faithfulness", rubric_version="1",
                                    scorer="faithfulness", status="ok", score=0.5 + i / 40,
                                    passed=i % 3 != 0, prompt_version=pv, judge_cost_usd=0.002,
+                                   # v1 mixes rates (1 and 0.25): its ESS is below its n
+                                   inclusion_probability=0.25 if i % 4 == 1 else 1.0,
                                    created_at=datetime.now(UTC) - timedelta(minutes=i)))  # fmt: skip
         session.commit()
     server = start_in_thread(store, "127.0.0.1", 0)
@@ -192,6 +194,11 @@ def test_page_right_after_a_demo_shows_the_rubric_its_line_and_overview(tmp_path
     lines = re.findall(r'<path d="M([^"]+)"[^>]*class="line" data-points="(\d+)"', html)
     assert len(lines) == 2 and all(int(n) >= 2 and " L" in d for d, n in lines)
     assert html.count('class="band"') == 2
+    # The effective sample size beside n: on each group (legend) and each point (tooltip).
+    # v1 holds i = 1, 3, …, 11: weights 4, 1, 4, 1, 4, 1 → ESS 15² / 51 = 4.4 of n = 6.
+    assert "v1 — mean" in html and "(n=6, ESS=4.4)" in html and "(n=6, ESS=6.0)" in html
+    points = re.findall(r"<title>(v1 [^<]*)</title>", html)
+    assert points and all(re.search(r"n=\d+, ESS=\d+\.\d", t) for t in points), points
     row = re.search(r'<tr class="overview-row" data-rubric="faithfulness">(.*?)</tr>', html)
     assert row is not None
     text = re.sub(r"<[^>]+>", "|", row.group(1))

@@ -138,9 +138,11 @@ def test_trends_command_prints_table_with_sparklines_and_stable_json(
         "bucket",
         "bucket_seconds",
         "confidence",
+        "percentiles",
         "epochs",
         "groups",
     }
+    assert doc["percentiles"] == "unweighted"
     (g,) = doc["groups"]
     assert g["key"] is None and g["total"]["count"] == 18
     assert set(g["buckets"][0]) == {

@@ -17,8 +17,12 @@ are never pooled or compared, so an epoch change is never reported as a drop. A 
 group has no baseline of its own at first (nothing to page on), then builds it from its own
 first scores; a new prompt version is compared with its predecessor within the same epoch.
 
-Statistics come from SQL aggregates (COUNT, SUM, SUM of squares, SUM(passed)); raw scores
-are read only for the window of groups that have enough samples, in time order.
+Statistics come from SQL aggregates (COUNT, SUM, SUM of squares, SUM(passed), and the same
+sums weighted by 1/inclusion probability); raw scores are read only for the window of groups
+that have enough samples, in the order their traces happened. Records are weighted by 1/p
+(evaluator.analytics.weights): the tests see the Hájek mean and pass rate with ⌊ESS⌋ in
+place of n, the e-detector bets Horvitz–Thompson style (`regression.advance`); with every
+p = 1 all of it is the unweighted check.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ from evaluator.analytics.regression import (
     window_bounds,
 )
 from evaluator.analytics.stats import GroupStats
+from evaluator.analytics.weights import WeightedStats
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import AlertsSettings
 from evaluator.outputs.webhooks import AlertSinks, build_sinks
@@ -132,7 +137,8 @@ def check_rubric(
         b = base.get(key, GroupStats())
         if b.n >= p.min_samples and stats.n >= p.min_samples:
             state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold)
-            state = advance(state, scores_in_order(session, rubric, labels, key, win_lo, now), p)
+            window = scores_in_order(session, rubric, labels, key, win_lo, now)
+            state = advance(state, [x for x, _ in window], p, [q for _, q in window])
             seq = sequential_verdict(state, p)
             alarm = _pages(cfg.detector, state.alarm_at is not None, fixed[key].regression)
             verdict = (
@@ -152,12 +158,16 @@ def check_rubric(
         if ref_stats.n < p.min_samples:
             continue
         stream = scores_in_order(session, rubric, labels, key, new_at, now)
+        xs, probabilities = [x for x, _ in stream], [q for _, q in stream]
         state = advance(
             start_sequential(ref_stats, p, known_start=True, pass_threshold=pass_threshold),
-            stream,
+            xs,
             p,
+            probabilities,
         )
-        everything = GroupStats.from_scores(stream, pass_threshold)
+        everything = WeightedStats.from_scores(stream, pass_threshold).effective(
+            GroupStats.from_scores(xs, pass_threshold)
+        )
         fixed_v = compare_stats(ref_stats, everything, p)
         seq = sequential_verdict(state, p)
         alarm = _pages(cfg.detector, state.alarm_at is not None, fixed_v.regression)

@@ -15,7 +15,9 @@ from sqlalchemy import ColumnElement, case, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from evaluator.analytics.rollups import bucket_time
 from evaluator.analytics.stats import GroupStats
+from evaluator.analytics.weights import WeightedStats
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import as_utc
 
@@ -33,13 +35,24 @@ def match_labels(labels: Sequence[str], key: Key) -> list[ColumnElement[bool]]:
 
 
 def _ok(rubric: str, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
+    """Ok records of `rubric` whose trace happened in [lo, hi), as trends bucket them (a
+    deferred or batch record counts where its trace happened). The trace time is never after
+    the write, so `created_at >= lo` narrows the scan by its index."""
+    at = bucket_time()
     return [
         col(EvalRecord.rubric) == rubric,
         col(EvalRecord.status) == "ok",
         col(EvalRecord.score).is_not(None),
         col(EvalRecord.created_at) >= lo,
-        col(EvalRecord.created_at) < hi,
+        at >= lo,
+        at < hi,
     ]
+
+
+def _weight() -> Any:
+    """1 / inclusion probability in SQL (evaluator.analytics.weights.weight_of)."""
+    p = col(EvalRecord.inclusion_probability)
+    return case((p > 0, 1.0 / p), else_=1.0)
 
 
 def aggregates(
@@ -50,9 +63,12 @@ def aggregates(
     hi: datetime,
     where: Sequence[ColumnElement[bool]] = (),
 ) -> dict[Key, GroupStats]:
-    """Sufficient statistics per group over [lo, hi), straight from SQL."""
+    """Sufficient statistics per group over [lo, hi), straight from SQL, weighted by 1/p:
+    the plain sums when every weight is 1, else `WeightedStats.effective` (Hájek mean and
+    pass rate, ⌊ESS⌋ for n)."""
     score = col(EvalRecord.score)
     passed = col(EvalRecord.passed)
+    w = _weight()
     query = (
         sa_select(
             *_cols(labels),
@@ -61,28 +77,41 @@ def aggregates(
             func.sum(score * score),
             func.sum(case((passed.is_(True), 1), else_=0)),
             func.count(passed),
+            func.sum(w),
+            func.sum(w * score),
+            func.sum(w * score * score),
+            func.sum(w * w),
+            func.sum(case((passed.is_(True), w), else_=0.0)),
         )
         .where(*_ok(rubric, lo, hi), *where)
         .group_by(*_cols(labels))
     )
     out: dict[Key, GroupStats] = {}
     for row in session.connection().execute(query).all():
-        *key, n, total, total_sq, passes, known = row
-        out[tuple(key)] = GroupStats(
+        *key, n, total, total_sq, passes, known, ws, wt, wq, w2, wp = row
+        plain = GroupStats(
             int(n),
             float(total or 0),
             float(total_sq or 0),
             int(passes or 0) if known == n else None,
         )
+        weighted = WeightedStats(
+            int(n), float(ws or 0), float(wt or 0), float(wq or 0), float(w2 or 0), float(wp or 0)
+        )
+        out[tuple(key)] = weighted.effective(plain)
     return out
 
 
 def scores_in_order(
     session: Session, rubric: str, labels: Sequence[str], key: Key, lo: datetime, hi: datetime
-) -> list[float]:
-    query = select(EvalRecord.score).where(*_ok(rubric, lo, hi), *match_labels(labels, key))
-    query = query.order_by(col(EvalRecord.created_at), col(EvalRecord.id)).limit(MAX_STREAM)
-    return [float(s) for s in session.exec(query).all() if s is not None]
+) -> list[tuple[float, float | None]]:
+    """(score, inclusion probability) in trace-time order, for the sequential check."""
+    query = sa_select(col(EvalRecord.score), col(EvalRecord.inclusion_probability)).where(
+        *_ok(rubric, lo, hi), *match_labels(labels, key)
+    )
+    query = query.order_by(bucket_time(), col(EvalRecord.id)).limit(MAX_STREAM)
+    rows = session.connection().execute(query).all()
+    return [(float(s), p) for s, p in rows if s is not None]
 
 
 def worst_traces(

@@ -15,6 +15,10 @@ A group is rubric × prompt version × model × feature. Two checks, one `Verdic
   value, recomputed by folding `advance` over stored scores
   in time order.
 
+Under a judge budget records carry inclusion probabilities p; `GroupStats` then holds the
+effective (Hájek, ⌊ESS⌋) statistics (`WeightedStats.effective`) and `advance` weights each
+bet by 1/p (Horvitz–Thompson), so a rate change alone is not a drop. All p = 1 is unweighted.
+
 Every path alerts only with at least `min_samples` scores *and* a drop of at least
 `min_effect_mean` (mean) or `min_effect_pass_rate` (pass rate), so noise does not page.
 
@@ -28,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -39,6 +43,7 @@ from evaluator.analytics.stats import (
     welch_lower_p,
     wilson_ci,
 )
+from evaluator.analytics.weights import WeightedStats, weight_of
 from evaluator.config.policy import RegressionPolicy
 
 K = TypeVar("K")
@@ -188,6 +193,9 @@ class SequentialState:
     alarm_at: int | None = None  # scores seen at the first alarm; latched until a new start
     alarm_log_e: float | None = None
     alarm_segment: GroupStats | None = None
+    # The same records weighted by 1/p (evaluator.analytics.weights); all 1 without a budget.
+    seen_w: WeightedStats = field(default_factory=WeightedStats)
+    starts_w: tuple[WeightedStats, ...] = ()
 
     @property
     def n(self) -> int:
@@ -204,11 +212,12 @@ class SequentialState:
 
     @property
     def segment(self) -> GroupStats:
-        """The scores behind the strongest bet: since it last restarted (CUSUM), else all."""
+        """The scores behind the strongest bet: since it last restarted (CUSUM), else all;
+        weighted (Hájek mean, ⌊ESS⌋ for n) when the inclusion probabilities differ."""
         if not self.log_wealth:
-            return self.seen
+            return self.seen_w.effective(self.seen)
         best = max(range(len(self.log_wealth)), key=self.log_wealth.__getitem__)
-        return self.seen - self.starts[best]
+        return (self.seen_w - self.starts_w[best]).effective(self.seen - self.starts[best])
 
 
 def start_sequential(
@@ -235,9 +244,11 @@ def start_sequential(
     lambdas = tuple(top / 2**j for j in range(_BETS)) if lcb > 0 else ()  # 0 cannot drop
     threshold = policy.arl if not known_start else n_groups / policy.alpha
     seen = GroupStats(passes=0 if pass_threshold is not None else None)
+    seen_w = WeightedStats(w_passes=0.0 if pass_threshold is not None else None)
     return SequentialState(
         baseline.with_passes(), lcb, lambdas, math.log(threshold), not known_start,
         pass_threshold, (0.0,) * len(lambdas), seen, (seen,) * len(lambdas),
+        seen_w=seen_w, starts_w=(seen_w,) * len(lambdas),
     )  # fmt: skip
 
 
@@ -257,7 +268,10 @@ def rebase(
 
 
 def advance(
-    state: SequentialState, scores: Iterable[float], policy: RegressionPolicy
+    state: SequentialState,
+    scores: Iterable[float],
+    policy: RegressionPolicy,
+    probabilities: Sequence[float | None] | None = None,
 ) -> SequentialState:
     """Feed scores in time order; returns the new state (the old one is untouched).
 
@@ -266,32 +280,57 @@ def advance(
     mean wealth reaches 1/alpha with chance ≤ alpha. The detector restarts a bet at 1 when
     it falls below (CUSUM); that keeps ≥ arl evaluations between false alarms on average.
     For 0/1 scores each bet is exactly a likelihood ratio (a Bernoulli CUSUM / SPRT).
+
+    With `probabilities` (each score's inclusion probability p) the bet on a score is
+    λ·(w/w_max)(reference − score), w = 1/p, w_max the largest weight of this call: the
+    Horvitz–Thompson form of the same bet over every trace, sampled or not (an unsampled
+    trace bets 0), scaled by 1/w_max so that it stays ≥ 0. Its expectation over the draw is
+    λ·p_min·(reference − score) for every trace, so the wealth is a test supermartingale
+    for the mean of *all* traces, not of the evaluated ones: a rate change (a tail rule
+    taking every error, a budget tightening) is not a drop. All p = 1 is the plain bet.
     """
     lams, m0, thr, cut = state.lambdas, state.reference, state.log_threshold, state.pass_threshold
-    wealth, starts = list(state.log_wealth), list(state.starts)
+    wealth, starts, starts_w = list(state.log_wealth), list(state.starts), list(state.starts_w)
     n, tot, sq, passes = state.seen.n, state.seen.total, state.seen.total_sq, state.seen.passes
+    sw = state.seen_w
+    ws, wt, wq, w2, wp = sw.w_sum, sw.w_total, sw.w_total_sq, sw.w_sq_sum, sw.w_passes
     alarm = (state.alarm_at, state.alarm_log_e, state.alarm_segment)
-    for x in scores:
+    xs = list(scores)
+    weights = [1.0] * len(xs) if probabilities is None else [weight_of(p) for p in probabilities]
+    if len(weights) != len(xs):
+        raise ValueError("one inclusion probability per score")
+    w_max = max(weights, default=1.0)
+    for x, w in zip(xs, weights, strict=True):
         if not 0.0 <= x <= 1.0:
             raise ValueError(f"scores must lie in [0, 1], got {x}")
         if state.restart:
-            for k, w in enumerate(wealth):
-                if w <= 0.0:  # no evidence left in this bet: its suspect segment starts here
+            for k, lw in enumerate(wealth):
+                if lw <= 0.0:  # no evidence left in this bet: its suspect segment starts here
                     wealth[k], starts[k] = 0.0, GroupStats(n, tot, sq, passes)
-        wealth = [w + math.log1p(lam * (m0 - x)) for w, lam in zip(wealth, lams, strict=True)]
+                    starts_w[k] = WeightedStats(n, ws, wt, wq, w2, wp)
+        scale = w / w_max
+        wealth = [
+            lw + math.log1p(lam * scale * (m0 - x)) for lw, lam in zip(wealth, lams, strict=True)
+        ]
         n, tot, sq = n + 1, tot + x, sq + x * x
+        ws, wt, wq, w2 = ws + w, wt + w * x, wq + w * x * x, w2 + w * w
         if cut is not None and passes is not None:
             passes += x >= cut
+            wp = None if wp is None else wp + w * (x >= cut)
         if alarm[0] is None and wealth and max(wealth) >= thr:  # mean ≤ max: cheap pre-check
             now = replace(state, log_wealth=tuple(wealth), starts=tuple(starts),
-                          seen=GroupStats(n, tot, sq, passes))  # fmt: skip
+                          seen=GroupStats(n, tot, sq, passes),
+                          seen_w=WeightedStats(n, ws, wt, wq, w2, wp),
+                          starts_w=tuple(starts_w))  # fmt: skip
             seg = now.segment
             effect_ok = seg.n >= policy.min_samples and _drops(state.baseline, seg, policy)[2]
             if effect_ok and now.log_e >= thr:
                 alarm = (n, now.log_e, seg)
     return replace(state, log_wealth=tuple(wealth), starts=tuple(starts),
                    seen=GroupStats(n, tot, sq, passes), alarm_at=alarm[0],
-                   alarm_log_e=alarm[1], alarm_segment=alarm[2])  # fmt: skip
+                   alarm_log_e=alarm[1], alarm_segment=alarm[2],
+                   seen_w=WeightedStats(n, ws, wt, wq, w2, wp),
+                   starts_w=tuple(starts_w))  # fmt: skip
 
 
 def sequential_verdict(state: SequentialState, policy: RegressionPolicy) -> Verdict:

@@ -145,6 +145,9 @@ def trend(
         "bucket": _fmt_duration(q.bucket),
         "bucket_seconds": int(q.bucket.total_seconds()),
         "confidence": 0.95,
+        # mean, intervals and pass rate weight records by 1/p; p10/p50/p90 come from the
+        # rollups' histograms, which count evaluated records: they are unweighted.
+        "percentiles": "unweighted",
         # Where one evaluator (judges.provenance) gave way to another, in time order; hours
         # are UTC hour starts. Series of different epochs are never pooled or compared.
         "epochs": [

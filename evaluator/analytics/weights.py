@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from evaluator.analytics.stats import t_quantile, wilson_ci
+from evaluator.analytics.stats import GroupStats, t_quantile, wilson_ci
 
 
 def weight_of(probability: float | None) -> float:
@@ -39,13 +39,54 @@ class WeightedStats:
     w_passes: float | None = None
 
     @classmethod
-    def from_scores(cls, pairs: Iterable[tuple[float, float]]) -> WeightedStats:
+    def from_scores(
+        cls, pairs: Iterable[tuple[float, float | None]], pass_threshold: float | None = None
+    ) -> WeightedStats:
         """From (score, probability) pairs."""
-        n, ws, wt, wq, w2 = 0, 0.0, 0.0, 0.0, 0.0
+        n, ws, wt, wq, w2, wp = 0, 0.0, 0.0, 0.0, 0.0, 0.0
         for score, p in pairs:
             w = weight_of(p)
             n, ws, wt, wq, w2 = n + 1, ws + w, wt + w * score, wq + w * score * score, w2 + w * w
-        return cls(n, ws, wt, wq, w2)
+            if pass_threshold is not None and score >= pass_threshold:
+                wp += w
+        return cls(n, ws, wt, wq, w2, wp if pass_threshold is not None else None)
+
+    def __add__(self, other: WeightedStats) -> WeightedStats:
+        sides = [s for s in (self, other) if s.n]  # an empty side must not erase passes
+        passes = None if any(s.w_passes is None for s in sides) else sum(
+            s.w_passes or 0.0 for s in sides)  # fmt: skip
+        return WeightedStats(self.n + other.n, self.w_sum + other.w_sum,
+                             self.w_total + other.w_total, self.w_total_sq + other.w_total_sq,
+                             self.w_sq_sum + other.w_sq_sum, passes)  # fmt: skip
+
+    def __sub__(self, earlier: WeightedStats) -> WeightedStats:
+        """The records added since `earlier`, a prefix of the same stream."""
+        both = self.w_passes is not None and earlier.w_passes is not None
+        passes = (self.w_passes or 0.0) - (earlier.w_passes or 0.0) if both else None
+        return WeightedStats(self.n - earlier.n, self.w_sum - earlier.w_sum,
+                             self.w_total - earlier.w_total, self.w_total_sq - earlier.w_total_sq,
+                             self.w_sq_sum - earlier.w_sq_sum, passes)  # fmt: skip
+
+    @property
+    def unit(self) -> bool:
+        """Every weight 1 (one rate of 1, or records older than 0007)."""
+        return self.w_sum == self.n and self.w_sq_sum == self.n
+
+    def effective(self, plain: GroupStats) -> GroupStats:
+        """What the regression tests take: `plain` (the unweighted sums of the same records)
+        when every weight is 1, so p = 1 gives today's verdicts exactly; otherwise the equally
+        weighted group with the same Hájek mean, weighted variance and weighted pass rate and
+        n = ⌊ESS⌋ (Kish). Welch's t then uses the ESS for n, Fisher's exact test the
+        effective pass count round(pass rate × ⌊ESS⌋) of ⌊ESS⌋."""
+        if self.unit:
+            return plain
+        m = math.floor(self.ess + 1e-9)
+        passes = self.w_passes if plain.passes is not None else None
+        if m == 0 or self.w_sum <= 0:
+            return GroupStats(passes=None if passes is None else 0)
+        second = self.w_total_sq / self.w_sum
+        rate = None if passes is None else round(passes / self.w_sum * m)
+        return GroupStats(m, self.mean * m, second * m, rate)
 
     @property
     def ess(self) -> float:

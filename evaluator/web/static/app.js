@@ -161,7 +161,8 @@ function draw(doc, alerts) {
     const label = (g.key === null ? "(none)" : g.key) + (epochs.length > 1 ? ` @${g.epoch}` : "");
     const item = document.createElement("span");
     item.style.setProperty("--c", c);
-    item.textContent = `${label} — mean ${g.total.mean.toFixed(3)} (n=${g.total.count})`;
+    // ESS: the effective sample size of the 1/p-weighted mean (= n when every p is 1).
+    item.textContent = `${label} — mean ${g.total.mean.toFixed(3)} (n=${g.total.count}, ESS=${g.total.ess.toFixed(1)})`;
     $("legend").appendChild(item);
     const bs = g.buckets.map((b) => ({ ...b, t: Date.parse(b.start) }));
     // One bucket is drawn across its width, so a lone hour still reads as a line and band.
@@ -174,7 +175,7 @@ function draw(doc, alerts) {
     el("path", { d: `M${line}`, fill: "none", stroke: c, "stroke-width": 2, class: "line", "data-points": pts.length }, svg);
     for (const b of bs) {
       const dot = el("circle", { cx: x(b.t), cy: y(b.mean), r: 5, fill: c, class: "point", style: "cursor:pointer" }, svg);
-      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}], n=${b.count}`;
+      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}], n=${b.count}, ESS=${b.ess.toFixed(1)}`;
       dot.addEventListener("click", () => worst(doc, g.key, b.t, step));
     }
   });
