@@ -264,11 +264,11 @@ def test_worker_registers_a_unique_cron_job(tmp_path: Path) -> None:
     from evaluator.worker.app import cron_name, worker_options
 
     settings = make_settings(tmp_path, "redis://127.0.0.1:6379/9", alerts={"interval_minutes": 15})
-    sweep, anchors, job = worker_options(settings)["cron_jobs"]
-    assert sweep.unique and sweep.name == cron_name(settings, "sweep")
-    assert anchors.unique and anchors.name == cron_name(settings, "anchors")
-    assert job.unique and job.name == cron_name(settings, "regression_check")
-    assert job.minute == {0, 15, 30, 45}
+    jobs = {j.name: j for j in worker_options(settings)["cron_jobs"]}
+    # Retention is off by default; every other cron job is registered once, unique.
+    names = {cron_name(settings, n) for n in ("sweep", "batches", "anchors", "regression_check")}
+    assert set(jobs) == names and all(j.unique for j in jobs.values())
+    assert jobs[cron_name(settings, "regression_check")].minute == {0, 15, 30, 45}
 
 
 def test_alerts_command_lists_open_alerts_as_json(
