@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -71,6 +72,9 @@ def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
                 ctx["intake"].run_forever(w.intake_batch, w.intake_idle_sleep_s),
                 name="evaluator-intake",
             )
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which otherwise walk it again and again under load.
+        gc.freeze()
         log.info(
             "worker ready: %d rubrics (%s), judge %s",
             len(ctx["runtime"].rubrics.rubrics),

@@ -22,6 +22,7 @@ from evaluator.store.store import Store
 from evaluator.traces.model import Trace
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.llm.client import JudgeClient, sdk_http_client
+from judges.scorers.identity import identity_for
 from judges.types import Clients
 
 log = logging.getLogger("evaluator.worker.runtime")
@@ -190,6 +191,10 @@ def build_runtime(settings: Settings) -> Runtime:
         generator=make_generator(settings),
         embedder=make_embedder(rubrics),
     )
+    for rubric in rubrics.rubrics:
+        # Imports each scorer's module and renders its probe prompts now, not in the first
+        # jobs (~0.3 s of CPU that would otherwise land on live traffic).
+        identity_for(rubric, clients)
     return Runtime(
         settings=settings,
         store=Store(settings.database.url, echo=settings.database.echo),
