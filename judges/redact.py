@@ -180,6 +180,7 @@ def _may_contain(kind: str, text: str, lowered: str | None) -> bool:
     gate = _GATE.get(kind)
     return gate is None or gate.search(text) is not None
 
+
 # --- validators: (text, start, end) -> accepted end (<= end) or None ---------------------
 
 Validator = Callable[[str, int, int], "int | None"]

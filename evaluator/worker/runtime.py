@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from evaluator.outputs.otel import EvaluationExporter
 from evaluator.sources.langfuse import LangfuseScoreSink, LangfuseTraceSource
 from evaluator.store.store import Store
 from evaluator.traces.model import Trace
+from evaluator.worker.group_commit import GroupCommit
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.llm.client import JudgeClient, sdk_http_client
 from judges.scorers.identity import identity_for
@@ -61,6 +63,10 @@ class Runtime:
     recorder: MetricsRecorder | None = None
     otel: EvaluationExporter | None = None
     langfuse: LangfuseScoreSink | None = None
+
+    @functools.cached_property
+    def group_commit(self) -> GroupCommit:
+        return GroupCommit(self.store)
 
     @property
     def traces(self) -> TraceSource:
