@@ -137,8 +137,11 @@ _FAMILY: dict[str, tuple[str, ...]] = {
 _MUST_CONTAIN: dict[str, Collection[str] | None] = {
     "PRIVATE_KEY": ("PRIVATE KEY",),
     "JWT": ("eyJ",),
-    "API_KEY": _words("sk- AKIA ASIA gh glpat- xox AIza _live_ _test_ whsec_ hf_"),
-    "AWS_SECRET": None,  # matched case-insensitively
+    "API_KEY": _words(
+        "sk- AKIA ASIA ghp_ gho_ ghu_ ghs_ ghr_ github_pat_ glpat- xox AIza _live_ _test_ whsec_ "
+        "hf_"
+    ),
+    "AWS_SECRET": None,  # matched case-insensitively: _MUST_CONTAIN_ANY_CASE
     "AUTH_TOKEN": None,
     "URL_PASSWORD": ("://",),
     "PASSWORD": None,
@@ -147,6 +150,36 @@ _MUST_CONTAIN: dict[str, Collection[str] | None] = {
     "CARD": None,
     "PHONE": None,
 }
+# The same for the case-insensitive kinds, checked on the lower-cased text of ASCII texts
+# only: `re`'s IGNORECASE also folds a few non-ASCII letters onto ASCII ones (the long s,
+# the Kelvin sign, dotted I), which str.lower does not, so other texts run the regex.
+_MUST_CONTAIN_ANY_CASE: dict[str, Collection[str]] = {
+    "AWS_SECRET": ("secret", "session"),
+    "AUTH_TOKEN": ("bearer", "authorization"),
+    "PASSWORD": ("passw", "passphrase", "pwd", "secret", "apikey", "api_key", "token"),
+}
+# A cheap regex every match of the kind also matches, for the kinds without a literal:
+# most texts have no digit run long enough for a card or a phone, and no IBAN prefix.
+_GATE: dict[str, re.Pattern[str]] = {
+    "IBAN": re.compile(r"[A-Z]{2}\d{2}"),
+    "CARD": re.compile(r"\d{4}"),
+    # A phone needs 8 digits (see _phone) with only its separators between the first and last.
+    "PHONE": re.compile(r"\d[\d .()+-]{6,}\d"),
+}
+
+
+def _may_contain(kind: str, text: str, lowered: str | None) -> bool:
+    """False only when no match of `kind` can be in `text` (`lowered`: its lower-cased form
+    when it is ASCII, else None)."""
+    needles = _MUST_CONTAIN[kind]
+    if needles is not None:
+        return any(n in text for n in needles)
+    any_case = _MUST_CONTAIN_ANY_CASE.get(kind)
+    if any_case is not None:
+        return lowered is None or any(n in lowered for n in any_case)
+    gate = _GATE.get(kind)
+    return gate is None or gate.search(text) is not None
+
 
 # --- validators: (text, start, end) -> accepted end (<= end) or None ---------------------
 
@@ -380,9 +413,9 @@ class Redactor:
         return self.placeholders[key]
 
     def text(self, text: str) -> str:
+        lowered = text.lower() if text.isascii() else None
         for kind in self.kinds:
-            needles = _MUST_CONTAIN[kind]
-            if needles is not None and not any(n in text for n in needles):
+            if not _may_contain(kind, text, lowered):
                 continue
             spans = _spans(kind, text)
             if not spans:
@@ -394,6 +427,8 @@ class Redactor:
                 pos = end
             out.append(text[pos:])
             text = "".join(out)
+            if lowered is not None:
+                lowered = text.lower()  # placeholders are ASCII: the text still is
         return text
 
     def value(self, value: Any) -> Any:

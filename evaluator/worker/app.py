@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from typing import Any
 
@@ -59,7 +60,7 @@ async def evaluate_trace_job(
         raise
 
 
-def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
+def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[Any, Any]:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = await asyncio.to_thread(build_runtime, settings)
         runtime = ctx["runtime"]
@@ -72,6 +73,11 @@ def _hooks(settings: Settings, *, run_intake: bool) -> tuple[Any, Any]:
                 ctx["intake"].run_forever(w.intake_batch, w.intake_idle_sleep_s),
                 name="evaluator-intake",
             )
+        if freeze_gc:
+            # Everything built so far lives as long as the process: keep it out of the
+            # cyclic collector's full passes, which otherwise walk it again and again under
+            # load. Only for a worker process of its own (`serve`), not one inside a test run.
+            gc.freeze()
         log.info(
             "worker ready: %d rubrics (%s), judge %s",
             len(ctx["runtime"].rubrics.rubrics),
@@ -166,10 +172,12 @@ def cron_jobs(settings: Settings) -> list[Any]:
     return jobs
 
 
-def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, Any]:
+def worker_options(
+    settings: Settings, *, run_intake: bool = True, freeze_gc: bool = False
+) -> dict[str, Any]:
     """Keyword arguments for arq.Worker (also the attributes of worker.WorkerSettings)."""
     w = settings.worker
-    on_startup, on_shutdown = _hooks(settings, run_intake=run_intake)
+    on_startup, on_shutdown = _hooks(settings, run_intake=run_intake, freeze_gc=freeze_gc)
     return {
         "functions": [
             func(
@@ -198,8 +206,8 @@ def worker_options(settings: Settings, *, run_intake: bool = True) -> dict[str, 
     }
 
 
-def make_worker(settings: Settings, *, burst: bool = False) -> Worker:
-    options = worker_options(settings, run_intake=not burst)
+def make_worker(settings: Settings, *, burst: bool = False, freeze_gc: bool = False) -> Worker:
+    options = worker_options(settings, run_intake=not burst, freeze_gc=freeze_gc)
     if burst:
         # No cron jobs: arq would run the sweeper or the regression check only when a burst
         # happens to span their second of the minute, i.e. at random.

@@ -187,16 +187,9 @@ async def write_records(
     transaction), then tell metrics (all of them: work done) and the export sinks (only
     those written: a re-run must not send an event or a score twice)."""
 
-    def write_all() -> list[EvalRecord]:
-        with runtime.store.engine.begin() as conn:
-            inserted = runtime.store.upsert_records(records, conn=conn)
-            if settle is not None:
-                outbox.finish(conn, settle)
-            if then is not None:
-                then(conn)
-        return [r for r, new in zip(records, inserted, strict=True) if new]
-
-    written = await asyncio.to_thread(write_all)
+    # With other jobs' writes in one transaction (evaluator.worker.group_commit).
+    inserted = await runtime.group_commit.write(records, settle, then)
+    written = [r for r, new in zip(records, inserted, strict=True) if new]
     if runtime.recorder is not None:
         try:
             await runtime.recorder.observe(records)
@@ -272,12 +265,16 @@ async def evaluate_trace(
     signals = Signals.from_wire(wire_signals or {})
     allocated = allocated_of(wire_signals or {})
 
-    def begin() -> Trace | None:  # one thread hop for both
-        if intent_id is not None:
-            # Committed on its own, before the read: a trace that fails to load (a stored
-            # payload that no longer validates, a database error) must still count towards
-            # the dead letter, or the sweeper would re-run it forever.
-            outbox.start_attempt(runtime.store.engine, intent_id)
+    def begin() -> Trace | None:  # one thread hop and one pool checkout for both
+        with runtime.store.engine.connect() as conn:
+            if intent_id is not None:
+                # Committed on its own, before the read: a trace that fails to load (a stored
+                # payload that no longer validates, a database error) must still count towards
+                # the dead letter, or the sweeper would re-run it forever.
+                with conn.begin():
+                    outbox.start_attempt(conn, intent_id)
+            if runtime.source is None:
+                return runtime.store.get_trace(trace_id, conn=conn)
         return runtime.traces.get_trace(trace_id)
 
     trace = await asyncio.to_thread(begin)

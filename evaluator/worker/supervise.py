@@ -53,7 +53,7 @@ async def serve(settings: Settings) -> None:
 
     backoff = Backoff(base=0.5, cap=30.0)
     while not stop.is_set():
-        worker = make_worker(settings)
+        worker = make_worker(settings, freeze_gc=True)
         for sig in (signal.SIGINT, signal.SIGTERM):  # replaces arq's own handlers
             loop.add_signal_handler(sig, on_signal, sig)
         current[:] = [worker]
