@@ -145,10 +145,10 @@ def base_probability(
     rate: float, *, room: float | None, arrivals: int, reserved: float, floor: float
 ) -> float:
     """The rate for traces that are neither tail nor new: what the room leaves after the
-    tail and boosted evaluations (`reserved`), spread over the other `arrivals`."""
+    tail and boosted evaluations expected (`reserved`), spread over the other `arrivals`."""
     if room is None or arrivals <= 0:
         return rate  # no cap, or nothing known yet (the first minute): the cap still holds
-    others = max(1, arrivals - reserved)
+    others = max(1.0, arrivals - reserved)
     return max(min(floor, rate), min(rate, (room - reserved) / others))
 
 
@@ -203,11 +203,11 @@ def rubric_rates(
         boost = boost_probability(
             plan.boost_rate, share=plan.boost_share, room=room, new_arrivals=state.new
         )
-        # Tail traces take p = 1; new strata the boost: what is left is the others'.
-        reserved = (state.reserved - state.new) + boost * state.new
+        # Tail traces take p = 1, new strata the boost: what is left is the others'. (A new
+        # trace the boost does not draw counts among the others: its p is at least the base.)
         base = base_probability(
-            rubric.rate, room=room, arrivals=state.arrivals, reserved=reserved,
-            floor=plan.min_rate,
+            rubric.rate, room=room, arrivals=state.arrivals,
+            reserved=state.reserved - state.new + boost * state.new, floor=plan.min_rate,
         )  # fmt: skip
         rates[rubric.name] = RubricRate(base=base, boost=boost)
     return rates
