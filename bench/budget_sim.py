@@ -1,21 +1,21 @@
 """A simulated day: a judge budget equal to 10 % uniform sampling, a regression in one stratum.
 
-    python -m bench.budget_sim [--seeds 20] [--per-minute 100] [--carry] [--boost-share 0.5]
+    python -m bench.budget_sim [--seeds 20] [--per-minute 100] [--no-carry] [--boost-share 0.5]
 
 Traffic: `per-minute` traces a minute for 24 h over 4 features (one rubric). At 12:00 the
 feature f0 ships prompt version v2 and its scores drop by 0.15 (the injected regression).
 Two arms see the same traces and the same score draws:
 
 - uniform: every trace sampled with p = 0.10 (no cap; today's fixed rate);
-- budgeted: the allocation of evaluator.intake.allocation (rubric rate 1, a per-minute cap of
-  10 % of the traffic, a new stratum boosted to p = 1 for its first 200 traces or hour, the
-  base rate fitted to the room the previous minute left), the cap applied per minute as the
-  Redis script does (tests/test_budget.py checks the real script under concurrent workers).
-  Two variants the shipped intake does not do yet (BENCHMARKS.md §15): `--carry`, a token
-  bucket — a minute may spend what earlier minutes of the day left unspent, and the cap
-  counted is "evaluations so far ≤ cap × minutes so far"; `--boost-share S`, new strata get
-  at most S of a minute's room (their p lowered to fit, from the previous minute's new-stratum
-  arrivals), so the cap seldom refuses a trace drawn in at a p that then overstates it.
+- budgeted: the shipped allocation of evaluator.intake.allocation (rubric rate 1, a
+  per-minute cap of 10 % of the traffic, a new stratum boosted for its first 200 traces or
+  hour, the base rate fitted to the room the previous minute left), the cap applied as the
+  Redis script of evaluator.intake.budget does (tests/test_budget.py checks the real script
+  under concurrent workers). The defaults are the shipped settings: `carry` (the per-minute
+  cap is cumulative within the UTC day: evaluations so far ≤ cap × minutes so far) and
+  `boost_share` 0.5 (new strata's expected evaluations take at most half a minute's room).
+  `--no-carry` (each minute alone) and `--boost-share 0` (boost p = 1 regardless of room)
+  give the earlier intake (BENCHMARKS.md §15).
 
 Reported (median over seeds): detection delay of the regression (minutes from 12:00 until a
 one-sided Welch test of f0@v2 against f0@v1's morning, with the ESS in place of n, gives
@@ -38,7 +38,7 @@ from evaluator.intake.allocation import (
     Cap,
     RubricPlan,
     RubricState,
-    base_probability,
+    cumulative_cap,
     inclusion_probability,
     is_new,
     rubric_rates,
@@ -65,11 +65,11 @@ def score_of(rng: random.Random, feature: str, version: str) -> float:
 
 
 def run_day(
-    seed: int, per_minute: int, *, carry: bool = False, boost_share: float | None = None
+    seed: int, per_minute: int, *, carry: bool = True, boost_share: float = 0.5
 ) -> dict[str, float]:
-    """carry: a token bucket (unspent minute budget carries forward within the day);
-    boost_share: new strata get at most this share of a minute's room (their probability
-    lowered to fit), so the cap rarely truncates and the stored p stays the real one."""
+    """One simulated day; `carry` and `boost_share` as in BudgetPlan (the shipped defaults).
+    The allocation state is what the intake reads from Redis at the start of each minute
+    (one batch a minute): last minute's flow and today's use."""
     rng = random.Random(seed)
     cap = max(1, round(per_minute * 0.10))
     plan = BudgetPlan(
@@ -79,32 +79,26 @@ def run_day(
         boost_first_traces=200,
         boost_hours=1.0,
         min_rate=0.01,
+        carry=carry,
+        boost_share=boost_share,
     )
     uniform, budgeted = Arm("uniform", []), Arm("budgeted", [])
     strata: dict[tuple[str, str], list[float]] = {}  # (feature, version) -> [count, first s]
     previous = RubricState()
     scores_all: list[float] = []
-    tokens = 0.0  # carry: budget not spent in earlier minutes of the day
     spent_total = 0
     for minute in range(24 * 60):
-        now_s = minute * 60.0
-        limit = cap + int(tokens) if carry else cap  # the hard cap of this minute
-        # Spread a carried surplus over the next 10 minutes instead of one burst.
-        room = cap + tokens / 10 if carry else float(cap)
-        boost = plan.boost_rate
-        if boost_share is not None and previous.reserved:
-            boost = min(plan.boost_rate, boost_share * room / previous.reserved)
-        expected_boosted = boost * previous.reserved
-        if carry or boost_share is not None:
-            rate = base_probability(
-                1.0,
-                room=room,
-                arrivals=previous.arrivals,
-                reserved=round(expected_boosted),
-                floor=plan.min_rate,
-            )
-        else:
-            rate = rubric_rates(plan, {"faith": previous}, now_s)["faith"]
+        now_s = minute * 60.0  # the epoch's first day: minute of the UTC day = minute
+        state = RubricState(
+            arrivals=previous.arrivals,
+            reserved=previous.reserved,
+            new=previous.new,
+            used_today=spent_total,
+            shared_used_today=spent_total,
+        )
+        rate = rubric_rates(plan, {"faith": state}, now_s)["faith"]
+        # The hard cap of this minute, as the Lua script checks it.
+        limit = cumulative_cap(cap, now_s) - spent_total if carry else cap
         arrivals = reserved = used = 0
         offered: list[tuple[float, str, str, float, float]] = []
         for _ in range(per_minute):
@@ -119,9 +113,7 @@ def run_day(
             count, first = strata.setdefault((feature, version), [0, now_s])
             new = is_new(int(count), first, now_s, plan)
             strata[(feature, version)][0] += 1
-            p = inclusion_probability(rate, tail=False, new_stratum=new, plan=plan)
-            if new and boost_share is not None:
-                p = max(rate, boost)
+            p = inclusion_probability(rate, tail=False, new_stratum=new)
             arrivals += 1
             reserved += new
             if point < p:
@@ -137,12 +129,11 @@ def run_day(
                 budgeted.truncated += 1
         budgeted.evaluations += used
         spent_total += used
-        # The cap: a minute's own (no carry), or everything spent so far within what the
-        # minutes so far allowed (carry).
-        budgeted.minutes_over_cap += (spent_total > cap * (minute + 1)) if carry else used > cap
-        if carry:
-            tokens = tokens + cap - used
-        previous = RubricState(arrivals=arrivals, reserved=reserved)
+        # The cap: everything spent so far within what the minutes so far allowed (carry),
+        # or a minute's own.
+        over = spent_total > cumulative_cap(cap, now_s) if carry else used > cap
+        budgeted.minutes_over_cap += over
+        previous = RubricState(arrivals=arrivals, reserved=reserved, new=reserved)
     truth = statistics.fmean(scores_all)
     out: dict[str, float] = {"truth": truth}
     for arm in (uniform, budgeted):
@@ -183,11 +174,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--per-minute", type=int, default=100)
-    parser.add_argument("--carry", action="store_true", help="token bucket within the day")
-    parser.add_argument("--boost-share", type=float, default=None,
-                        help="new strata get at most this share of a minute's room")  # fmt: skip
+    parser.add_argument(
+        "--no-carry",
+        action="store_true",
+        help="each minute's cap alone (the shipped default carries within the day)",
+    )
+    parser.add_argument(
+        "--boost-share",
+        type=float,
+        default=0.5,
+        help="new strata get at most this share of a minute's room; 0 = none",
+    )
     args = parser.parse_args()
-    runs = [run_day(seed, args.per_minute, carry=args.carry, boost_share=args.boost_share)
+    runs = [run_day(seed, args.per_minute, carry=not args.no_carry, boost_share=args.boost_share)
             for seed in range(args.seeds)]  # fmt: skip
 
     def med(key: str) -> float:

@@ -1,5 +1,7 @@
 """The judge budget against a real Redis: the cap holds across workers, tail traces over it
-wait for the next window, refusals are counted, decisions are deterministic."""
+wait for the next window, refusals are counted, decisions are deterministic; unspent budget
+carries forward within the day up to the cumulative cap, and the boost of new strata takes
+at most its share of the room."""
 
 from __future__ import annotations
 
@@ -8,16 +10,25 @@ import asyncio
 import redis
 from redis.asyncio import Redis
 
-from evaluator.intake.allocation import BudgetPlan, Cap, RubricPlan
-from evaluator.intake.budget import deferred_key
+from evaluator.intake.allocation import (
+    DAY_S,
+    BudgetPlan,
+    Cap,
+    RubricPlan,
+    RubricState,
+    cumulative_cap,
+    rubric_rates,
+)
+from evaluator.intake.budget import SHARED, deferred_key
 from evaluator.intake.drain import Intake, SamplingConfig, stats_key
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Labels, Reason, Signals, TailRules
+from evaluator.intake.sampling import Labels, Reason, Signals, TailRules, hash_point
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
 
 RULES = TailRules(on_error=True, on_negative_feedback=True)
-T0 = 1_800_000_000.0 - 1_800_000_000.0 % 60  # the start of a minute
+# The start of a UTC day: with carry (the default) minute m's cumulative cap is cap × (m + 1).
+T0 = 1_800_000_000.0 - 1_800_000_000.0 % DAY_S
 
 
 def _plan(per_minute: int, rate: float = 1.0, **kw: object) -> BudgetPlan:
@@ -36,12 +47,21 @@ def _intake(client: Redis, plan: BudgetPlan) -> Intake:
     return Intake(client, key_prefix="app", queue_name="q", sampling=config)
 
 
-async def _admitted_evaluations(client: Redis) -> int:
-    total = 0
+async def _allocated(client: Redis) -> dict[str, dict[str, float]]:
+    """{trace id: {rubric: p}} of every job the intake created."""
+    out = {}
     for key in await client.zrange("q", 0, -1):
         job = deserialize(await client.get(f"arq:job:{key.decode()}"))
-        total += len(job["a"][1]["pi"])
-    return total
+        out[key.decode().split(":")[-1]] = job["a"][1]["pi"]
+    return out
+
+
+async def _admitted_evaluations(client: Redis) -> int:
+    return sum(len(pi) for pi in (await _allocated(client)).values())
+
+
+async def _used_today(client: Redis, now_s: float) -> int:
+    return int(await client.get(f"app:budget:used:{SHARED}:d:{int(now_s // DAY_S)}") or 0)
 
 
 async def test_cap_never_exceeded_by_concurrent_workers(redis_url: str) -> None:
@@ -63,8 +83,97 @@ async def test_cap_never_exceeded_by_concurrent_workers(redis_url: str) -> None:
     )
     assert stats[Reason.NOT_SAMPLED_BUDGET.value] >= 3000 - 500  # traces with nothing admitted
     assert stats["budget_refused_evaluations"] == refused
+    # Two minutes later (minute 1 spent nothing): the cumulative cap is 3 × 500 and the
+    # workers spend exactly what is left of it, carried forward, and not one more.
+    _push(redis_url, [encode(f"u{i}", labels=Labels(feature=f"f{i % 7}")) for i in range(3000)])
+    later = T0 + 2 * 60 + 5
+    await asyncio.gather(*(_intake(c, plan).drain_all(batch=89, now_s=later) for c in clients))
+    assert await _admitted_evaluations(clients[0]) == cumulative_cap(500, later) == 1500
+    assert await _used_today(clients[0], later) == 1500
     for c in clients:
         await c.aclose()
+
+
+async def test_carry_forward_spends_unspent_budget_up_to_the_cumulative_cap(
+    redis_url: str,
+) -> None:
+    no_boost = {"boost_first_traces": 0, "boost_hours": 0}
+    client = Redis.from_url(redis_url)
+    # Minutes 0-3 quiet; in minute 4, 200 traces × 2 rubrics want 400 evaluations.
+    _push(redis_url, [f"a{i}" for i in range(200)])
+    minute4 = T0 + 4 * 60 + 1
+    first = await _intake(client, _plan(per_minute=10, **no_boost)).drain_all(
+        batch=1000, now_s=minute4
+    )
+    assert await _admitted_evaluations(client) == 50  # 5 minutes' budget, not 1 minute's
+    assert first.budget_refused == 400 - 50
+    # The same minute again: the cumulative cap is reached, everything refused and counted.
+    _push(redis_url, [f"b{i}" for i in range(50)])
+    again = await _intake(client, _plan(per_minute=10, **no_boost)).drain_all(
+        batch=1000, now_s=minute4 + 30
+    )
+    assert again.jobs_created == 0 and again.budget_refused == 100
+    assert again.reasons[Reason.NOT_SAMPLED_BUDGET.value] == 50
+    # Minute 6: minute 5's unspent 10 carried over, plus minute 6's own 10.
+    _push(redis_url, [f"c{i}" for i in range(100)])
+    minute6 = T0 + 6 * 60 + 1
+    await _intake(client, _plan(per_minute=10, **no_boost)).drain_all(batch=1000, now_s=minute6)
+    assert await _used_today(client, minute6) == cumulative_cap(10, minute6) == 70
+    assert await _admitted_evaluations(client) == 70
+    # Without carry, minute 4 alone gets its own 10.
+    await client.flushdb()
+    _push(redis_url, [f"a{i}" for i in range(200)])
+    alone = _plan(per_minute=10, carry=False, **no_boost)
+    await _intake(client, alone).drain_all(batch=1000, now_s=minute4)
+    assert await _admitted_evaluations(client) == 10
+    await client.aclose()
+
+
+async def test_boost_share_bounds_the_new_strata(redis_url: str) -> None:
+    def plan(share: float) -> BudgetPlan:
+        return BudgetPlan(
+            rubrics=(RubricPlan("faith", 1.0),), shared=Cap(per_minute=10),
+            boost_first_traces=10_000, boost_hours=0, boost_share=share,
+        )  # fmt: skip
+
+    v2 = Labels(prompt_version="v2")
+    later = [f"m1-{i}" for i in range(100)]
+    for share in (0.5, 0.0):
+        client = Redis.from_url(redis_url)
+        await client.flushdb()
+        # Minute 0: 100 traces of a new stratum, nothing known yet: the boost (p = 1) fills
+        # the cap of 10 and the flow records 100 new-stratum arrivals.
+        _push(redis_url, [encode(f"a{i}", labels=v2) for i in range(100)])
+        await _intake(client, plan(share)).drain_all(batch=1000, now_s=T0 + 1)
+        assert await _admitted_evaluations(client) == 10
+        # Minute 1: the boost is lowered so that 100 arrivals fit half the room of 10 (p =
+        # 0.05); the base for the rest, (10 - 5) / (100 - 5), is a new trace's floor.
+        _push(redis_url, [encode(t, labels=v2) for t in later])
+        await _intake(client, plan(share)).drain_all(batch=1000, now_s=T0 + 61)
+        minute1 = {t: pi for t, pi in (await _allocated(client)).items() if t.startswith("m1-")}
+        if share:
+            p = max(0.5 * 10 / 100, 5 / 95)
+            assert {pi["faith"] for pi in minute1.values()} == {p}
+            # The draws are the hash's: exactly the traces whose point is below p.
+            assert set(minute1) == {t for t in later if hash_point(t) < p}
+            assert 0 < len(minute1) <= 10
+        else:  # unbounded: p = 1 again, and the cap truncates what the boost drew
+            assert len(minute1) == 10 and {pi["faith"] for pi in minute1.values()} == {1.0}
+        await client.aclose()
+
+
+def test_rates_with_carry_and_boost_share() -> None:
+    plan = BudgetPlan(rubrics=(RubricPlan("faith", 1.0),), shared=Cap(per_minute=10))
+    quiet_morning = RubricState(arrivals=100, reserved=40, new=20)
+    # Minute 10, nothing spent yet: the room is 10 + 100 carried × 0.1 = 20; the new strata
+    # (20 last minute) get half of it, p = 0.5; the 20 tail traces take p = 1 and the 60
+    # others share what is left: 20 - 20 - 0.5 × 20 < 0, so the floor.
+    rate = rubric_rates(plan, {"faith": quiet_morning}, 600.0)["faith"]
+    assert rate.boost == 0.5 and rate.base == plan.min_rate
+    # Every minute spent: no carry, the room is 10; the boost 0.5 × 10 / 20 = 0.25.
+    spent = RubricState(arrivals=100, reserved=20, new=20, used_today=100, shared_used_today=100)
+    rate = rubric_rates(plan, {"faith": spent}, 600.0)["faith"]
+    assert rate.boost == 0.25 and rate.base == (10 - 0.25 * 20) / (100 - 0.25 * 20)
 
 
 async def test_tail_traces_over_the_cap_wait_for_the_next_window(redis_url: str) -> None:

@@ -189,6 +189,12 @@ class BudgetSettings(_Section):
     boost_hours: float = Field(1.0, ge=0)
     # The base rate never drops below this (unless the rubric's rate is lower).
     min_rate: float = Field(0.01, ge=0, le=1)
+    # calls_per_minute caps are cumulative within the UTC day: evaluations so far today
+    # <= cap x minutes elapsed today (unspent budget carries forward). false = each minute alone.
+    carry: bool = True
+    # New strata's expected evaluations take at most this share of a minute's room (their
+    # boost lowered to fit); 0 = the boost rate regardless of room.
+    boost_share: float = Field(0.5, ge=0, le=1)
 
 
 class RedactionSettings(_Section):

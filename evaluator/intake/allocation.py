@@ -6,10 +6,17 @@ With a judge budget, sampling is an allocation of evaluations:
   is spent it waits for the next window, see evaluator.intake.budget);
 - a *new* stratum (rubric × feature × tenant × prompt version) is boosted to `boost_rate`
   for its first `boost_first_traces` traces or its first `boost_hours` hours, whichever lasts
-  longer: a new prompt version or model is where a regression is most likely;
+  longer: a new prompt version or model is where a regression is most likely. With
+  `boost_share` the boost is lowered so that the new strata's expected evaluations take at
+  most that share of a minute's room (a boost the cap then refuses would store a p that
+  overstates the real inclusion, and starve the other strata);
 - every other trace gets the rubric's base rate, lowered so that the expected spend of a
   minute fits the room the caps leave (the previous minute's arrivals estimate this
   minute's), never below `min_rate`.
+
+With `carry` the per-minute cap is cumulative within the UTC day: the evaluations so far
+today may reach the cap × the minutes elapsed today, so a quiet minute's budget is spent
+later (the room adds a tenth of what earlier minutes left, to spread it, not burst it).
 
 The decision compares the trace's hash point with the probability, so it is the same for a
 given trace and allocation state. The probability is stored with every record; trends weight
@@ -19,6 +26,8 @@ records by its inverse (evaluator.analytics.weights).
     0.08
     >>> base_probability(0.5, room=None, arrivals=1000, reserved=20, floor=0.01)
     0.5
+    >>> boost_probability(1.0, share=0.5, room=10, new_arrivals=100)
+    0.05
 """
 
 from __future__ import annotations
@@ -30,6 +39,9 @@ from evaluator.intake.sampling import Labels
 
 DAY_S = 86_400.0
 MINUTE_S = 60.0
+# With carry, a minute's room adds this fraction of what earlier minutes left unspent: the
+# surplus is spread over about ten minutes rather than spent in one burst.
+CARRY_SPREAD = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +80,10 @@ class BudgetPlan:
     boost_first_traces: int = 200
     boost_hours: float = 1.0
     min_rate: float = 0.01
+    # The per-minute caps are cumulative within the UTC day (unspent budget carries forward).
+    carry: bool = True
+    # New strata's expected evaluations take at most this share of a minute's room; 0 = none.
+    boost_share: float = 0.5
 
 
 def stratum_key(rubric: str, labels: Labels | None) -> str:
@@ -93,12 +109,32 @@ def is_new(seen_before: int, first_seen_s: float | None, now_s: float, plan: Bud
     return first_seen_s is not None and now_s - first_seen_s < plan.boost_hours * 3600
 
 
-def minute_room(cap: Cap, used_today: int, now_s: float) -> float | None:
-    """Evaluations one minute may spend under `cap` (None: no cap): the per-minute cap, and a
-    day's remainder spread evenly over the minutes left in the UTC day."""
+def minute_of_day(now_s: float) -> int:
+    return int(now_s % DAY_S // MINUTE_S)
+
+
+def cumulative_cap(per_minute: int, now_s: float) -> int:
+    """With carry, what today's evaluations may total by the end of this minute."""
+    return per_minute * (minute_of_day(now_s) + 1)
+
+
+def minute_room(
+    cap: Cap, used_today: int, now_s: float, *, carry: bool = False, used_this_minute: int = 0
+) -> float | None:
+    """Evaluations one minute may spend under `cap` (None: no cap): the per-minute cap (with
+    `carry`, plus a share of what earlier minutes of the day left unspent), and a day's
+    remainder spread evenly over the minutes left in the UTC day.
+
+        >>> minute_room(Cap(per_minute=10), 0, 300.0, carry=True)
+        15.0
+    """
     rooms: list[float] = []
     if cap.per_minute:
-        rooms.append(float(cap.per_minute))
+        carried = 0.0
+        if carry:
+            before = used_today - used_this_minute  # spent in earlier minutes of the day
+            carried = max(0, cap.per_minute * minute_of_day(now_s) - before) * CARRY_SPREAD
+        rooms.append(cap.per_minute + carried)
     if cap.per_day:
         minutes_left = max(1.0, (DAY_S - now_s % DAY_S) / MINUTE_S)
         rooms.append(max(0.0, cap.per_day - used_today) / minutes_left)
@@ -106,48 +142,74 @@ def minute_room(cap: Cap, used_today: int, now_s: float) -> float | None:
 
 
 def base_probability(
-    rate: float, *, room: float | None, arrivals: int, reserved: int, floor: float
+    rate: float, *, room: float | None, arrivals: int, reserved: float, floor: float
 ) -> float:
     """The rate for traces that are neither tail nor new: what the room leaves after the
-    tail and boosted evaluations (`reserved`), spread over the other `arrivals`."""
+    tail and boosted evaluations expected (`reserved`), spread over the other `arrivals`."""
     if room is None or arrivals <= 0:
         return rate  # no cap, or nothing known yet (the first minute): the cap still holds
-    others = max(1, arrivals - reserved)
+    others = max(1.0, arrivals - reserved)
     return max(min(floor, rate), min(rate, (room - reserved) / others))
+
+
+def boost_probability(
+    boost: float, *, share: float, room: float | None, new_arrivals: int
+) -> float:
+    """The new strata's probability: the boost, lowered so that their expected evaluations
+    (last minute's new-stratum arrivals estimate this minute's) fit `share` of the room."""
+    if share <= 0 or room is None or new_arrivals <= 0:
+        return boost
+    return min(boost, share * room / new_arrivals)
 
 
 @dataclass(frozen=True, slots=True)
 class RubricState:
-    """What the allocation reads per rubric, once per batch: last minute's arrivals and the
-    tail/boosted evaluations it admitted, and the evaluations used today (rubric and shared)."""
+    """What the allocation reads per rubric, once per batch: last minute's arrivals, the
+    tail/boosted evaluations it reserved (`reserved`, of which `new` from new strata and not
+    tail), and the evaluations used today and this minute (rubric and shared)."""
 
     arrivals: int = 0
     reserved: int = 0
+    new: int = 0
     used_today: int = 0
     shared_used_today: int = 0
+    used_this_minute: int = 0
+    shared_used_this_minute: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RubricRate:
+    base: float  # for traces neither tail nor new
+    boost: float  # for a new stratum's traces (at least `base`, see inclusion_probability)
 
 
 def rubric_rates(
     plan: BudgetPlan, states: Mapping[str, RubricState], now_s: float
-) -> dict[str, float]:
-    """Each rubric's base probability this batch. The shared cap's room is split evenly
+) -> dict[str, RubricRate]:
+    """Each rubric's probabilities this batch. The shared cap's room is split evenly
     among the rubrics (each gets its share of the global minute)."""
     share = len(plan.rubrics) or 1
     rates = {}
     for rubric in plan.rubrics:
         state = states.get(rubric.name, RubricState())
         rooms = [
-            minute_room(rubric.cap, state.used_today, now_s),
-            _divided(minute_room(plan.shared, state.shared_used_today, now_s), share),
-        ]
+            minute_room(rubric.cap, state.used_today, now_s, carry=plan.carry,
+                        used_this_minute=state.used_this_minute),
+            _divided(minute_room(plan.shared, state.shared_used_today, now_s, carry=plan.carry,
+                                 used_this_minute=state.shared_used_this_minute), share),
+        ]  # fmt: skip
         known = [r for r in rooms if r is not None]
-        rates[rubric.name] = base_probability(
-            rubric.rate,
-            room=min(known) if known else None,
-            arrivals=state.arrivals,
-            reserved=state.reserved,
-            floor=plan.min_rate,
+        room = min(known) if known else None
+        boost = boost_probability(
+            plan.boost_rate, share=plan.boost_share, room=room, new_arrivals=state.new
         )
+        # Tail traces take p = 1, new strata the boost: what is left is the others'. (A new
+        # trace the boost does not draw counts among the others: its p is at least the base.)
+        base = base_probability(
+            rubric.rate, room=room, arrivals=state.arrivals,
+            reserved=state.reserved - state.new + boost * state.new, floor=plan.min_rate,
+        )  # fmt: skip
+        rates[rubric.name] = RubricRate(base=base, boost=boost)
     return rates
 
 
@@ -155,12 +217,12 @@ def _divided(room: float | None, parts: int) -> float | None:
     return None if room is None else room / parts
 
 
-def inclusion_probability(base: float, *, tail: bool, new_stratum: bool, plan: BudgetPlan) -> float:
+def inclusion_probability(rate: RubricRate, *, tail: bool, new_stratum: bool) -> float:
     """The probability this rubric evaluates the trace: 1 for a tail trace, at least the
     boost for a new stratum (above the rubric's rate: that is what the boost is for), else
     the base."""
     if tail:
         return 1.0
     if new_stratum:
-        return max(base, plan.boost_rate)
-    return base
+        return max(rate.base, rate.boost)
+    return rate.base

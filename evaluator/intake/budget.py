@@ -4,7 +4,10 @@ One batch of the intake costs three round trips: a pipelined read of the allocat
 (last minute's arrivals per rubric, today's use, the strata's counts and first sighting), one
 Lua call that admits evaluations against every cap at once, and a pipelined write of this
 minute's flow. The Lua call is atomic, so the caps hold across any number of workers: a
-request that does not fit is refused whole, never admitted in part.
+request that does not fit is refused whole, never admitted in part. With carry (the default)
+a per-minute cap is checked as "today's evaluations ≤ cap × minutes elapsed today" against
+the day's counter, so budget a quiet minute left is spent later and the total never exceeds
+what the minutes so far allowed.
 
 Tail-rule traces the cap refuses wait in `{prefix}:budget:deferred` (a sorted set scored by
 the end of the window that refused them) and go back on the intake list when it ends;
@@ -29,6 +32,7 @@ from evaluator.intake.allocation import (
     Cap,
     RubricState,
     applies,
+    cumulative_cap,
     inclusion_probability,
     is_new,
     rubric_rates,
@@ -38,9 +42,11 @@ from evaluator.intake.sampling import Labels, Signals, TailRules, hash_point, ta
 
 SHARED = "*"  # the scope of the settings' [budget]: every rubric's evaluations together
 
-# ARGV: nscopes, per scope (minute key, minute cap, minute end, day key, day cap, day end),
-# ngroups, per group (m, m scope indexes). Returns per group 0 (admitted) or the end of the
-# latest window that refused it (epoch seconds): a group is admitted whole or not at all.
+# ARGV: nscopes, per scope (minute key, minute cap, minute end, day key, day cap, day end,
+# cumulative cap: today's evaluations by the end of this minute, 0 = none; refused until the
+# minute ends), ngroups, per group (m, m scope indexes). Returns per group 0 (admitted) or
+# the end of the latest window that refused it (epoch seconds): a group is admitted whole or
+# not at all.
 _ADMIT_LUA = """
 local ns = tonumber(ARGV[1])
 local scopes = {}
@@ -48,9 +54,10 @@ local i = 2
 for s = 1, ns do
   scopes[s] = {mk = ARGV[i], mc = tonumber(ARGV[i + 1]), me = tonumber(ARGV[i + 2]),
                dk = ARGV[i + 3], dc = tonumber(ARGV[i + 4]), de = tonumber(ARGV[i + 5]),
+               cc = tonumber(ARGV[i + 6]),
                mu = tonumber(redis.call('GET', ARGV[i]) or '0'),
                du = tonumber(redis.call('GET', ARGV[i + 3]) or '0'), n = 0}
-  i = i + 6
+  i = i + 7
 end
 local ng = tonumber(ARGV[i])
 i = i + 1
@@ -69,6 +76,7 @@ for g = 1, ng do
     local sc = scopes[s]
     if sc.mc > 0 and sc.mu + n > sc.mc then wait = math.max(wait, sc.me) end
     if sc.dc > 0 and sc.du + n > sc.dc then wait = math.max(wait, sc.de) end
+    if sc.cc > 0 and sc.du + n > sc.cc then wait = math.max(wait, sc.me) end
   end
   if wait == 0 then
     for s, n in pairs(need) do
@@ -155,6 +163,7 @@ class BudgetGate:
         seen: Counter[str] = Counter()  # strata seen earlier in this batch
         arrivals: Counter[str] = Counter()
         reserved: Counter[str] = Counter()
+        boosted: Counter[str] = Counter()  # new-stratum arrivals that no tail rule took
         # (candidate index, tail, {rubric: p}); tail traces are offered to the cap first.
         drawn: list[tuple[int, bool, dict[str, float]]] = []
         result = Allocation()
@@ -171,10 +180,12 @@ class BudgetGate:
                 seen[key] += 1
                 arrivals[rubric.name] += 1
                 p = inclusion_probability(
-                    rates[rubric.name], tail=tail is not None, new_stratum=new, plan=plan
+                    rates[rubric.name], tail=tail is not None, new_stratum=new
                 )
                 if tail is not None or new:
                     reserved[rubric.name] += 1
+                if tail is None and new:
+                    boosted[rubric.name] += 1
                 if point < p:
                     chosen[rubric.name] = p
             if chosen:
@@ -204,7 +215,7 @@ class BudgetGate:
                 result.refused_traces += 1
                 result.reasons["not_sampled_budget"] += 1
         result.reasons["not_sampled"] += result.not_sampled
-        await self._write_flow(minute, arrivals, reserved, seen, now_s)
+        await self._write_flow(minute, arrivals, reserved, boosted, seen, now_s)
         return result
 
     async def _admit_groups(
@@ -248,13 +259,16 @@ class BudgetGate:
     def _scope_args(self, scope: str, now_s: float) -> list[Any]:
         cap = self._cap(scope)
         minute, day = int(now_s // MINUTE_S), int(now_s // DAY_S)
+        # With carry the minute's cap is checked cumulatively (against the day's counter).
+        carry = self.plan.carry and cap.per_minute > 0
         return [
             f"{self.prefix}:used:{scope}:m:{minute}",
-            cap.per_minute,
+            0 if carry else cap.per_minute,
             math.ceil((minute + 1) * MINUTE_S),
             f"{self.prefix}:used:{scope}:d:{day}",
             cap.per_day,
             math.ceil((day + 1) * DAY_S),
+            cumulative_cap(cap.per_minute, now_s) if carry else 0,
         ]
 
     async def _read_state(
@@ -267,18 +281,22 @@ class BudgetGate:
         pipe = self.redis.pipeline(transaction=False)
         names = [r.name for r in self.plan.rubrics]
         flow = f"{self.prefix}:flow:{minute - 1}"
-        pipe.hmget(flow, [f"a:{n}" for n in names] + [f"r:{n}" for n in names])
+        pipe.hmget(flow, [f"{kind}:{n}" for kind in ("a", "r", "n") for n in names])
         pipe.mget([f"{self.prefix}:used:{s}:d:{day}" for s in (SHARED, *names)])
+        pipe.mget([f"{self.prefix}:used:{s}:m:{minute}" for s in (SHARED, *names)])
         pipe.hmget(f"{self.prefix}:strata", keys or ["-"])
         pipe.hmget(f"{self.prefix}:strata:first", keys or ["-"])
-        flows, used, counts, firsts = await pipe.execute()
-        shared_used = int(used[0] or 0)
+        flows, used, used_minute, counts, firsts = await pipe.execute()
+        k = len(names)
         states = {
             n: RubricState(
                 arrivals=int(flows[i] or 0),
-                reserved=int(flows[len(names) + i] or 0),
+                reserved=int(flows[k + i] or 0),
+                new=int(flows[2 * k + i] or 0),
                 used_today=int(used[i + 1] or 0),
-                shared_used_today=shared_used,
+                shared_used_today=int(used[0] or 0),
+                used_this_minute=int(used_minute[i + 1] or 0),
+                shared_used_this_minute=int(used_minute[0] or 0),
             )
             for i, n in enumerate(names)
         }
@@ -293,6 +311,7 @@ class BudgetGate:
         minute: int,
         arrivals: Counter[str],
         reserved: Counter[str],
+        boosted: Counter[str],
         seen: Counter[str],
         now_s: float,
     ) -> None:
@@ -302,6 +321,8 @@ class BudgetGate:
             pipe.hincrby(flow, f"a:{name}", n)
         for name, n in reserved.items():
             pipe.hincrby(flow, f"r:{name}", n)
+        for name, n in boosted.items():
+            pipe.hincrby(flow, f"n:{name}", n)
         pipe.expire(flow, 180)
         for key, n in seen.items():
             pipe.hincrby(f"{self.prefix}:strata", key, n)

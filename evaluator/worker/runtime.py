@@ -83,6 +83,8 @@ def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
         boost_first_traces=b.boost_first_traces,
         boost_hours=b.boost_hours,
         min_rate=b.min_rate,
+        carry=b.carry,
+        boost_share=b.boost_share,
     )
 
 
