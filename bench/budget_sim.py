@@ -1,6 +1,7 @@
 """A simulated day: a judge budget equal to 10 % uniform sampling, a regression in one stratum.
 
     python -m bench.budget_sim [--seeds 20] [--per-minute 100] [--no-carry] [--boost-share 0.5]
+        [--burst 2]
 
 Traffic: `per-minute` traces a minute for 24 h over 4 features (one rubric). At 12:00 the
 feature f0 ships prompt version v2 and its scores drop by 0.15 (the injected regression).
@@ -27,6 +28,7 @@ which the budgeted arm exceeded its cap (must be 0). Pure Python; no Redis or da
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 from dataclasses import dataclass
@@ -65,7 +67,12 @@ def score_of(rng: random.Random, feature: str, version: str) -> float:
 
 
 def run_day(
-    seed: int, per_minute: int, *, carry: bool = True, boost_share: float = 0.5
+    seed: int,
+    per_minute: int,
+    *,
+    carry: bool = True,
+    boost_share: float = 0.5,
+    burst: float = 2.0,
 ) -> dict[str, float]:
     """One simulated day; `carry` and `boost_share` as in BudgetPlan (the shipped defaults).
     The allocation state is what the intake reads from Redis at the start of each minute
@@ -81,6 +88,7 @@ def run_day(
         min_rate=0.01,
         carry=carry,
         boost_share=boost_share,
+        burst=burst,
     )
     uniform, budgeted = Arm("uniform", []), Arm("budgeted", [])
     strata: dict[tuple[str, str], list[float]] = {}  # (feature, version) -> [count, first s]
@@ -99,6 +107,8 @@ def run_day(
         rate = rubric_rates(plan, {"faith": state}, now_s)["faith"]
         # The hard cap of this minute, as the Lua script checks it.
         limit = cumulative_cap(cap, now_s) - spent_total if carry else cap
+        if carry and burst > 0:
+            limit = min(limit, max(cap, math.floor(cap * burst)))
         arrivals = reserved = used = 0
         offered: list[tuple[float, str, str, float, float]] = []
         for _ in range(per_minute):
@@ -185,8 +195,15 @@ def main() -> None:
         default=0.5,
         help="new strata get at most this share of a minute's room; 0 = none",
     )
+    parser.add_argument(
+        "--burst",
+        type=float,
+        default=2.0,
+        help="with carry, the most a minute spends in multiples of its cap; 0 = no bound",
+    )
     args = parser.parse_args()
-    runs = [run_day(seed, args.per_minute, carry=not args.no_carry, boost_share=args.boost_share)
+    runs = [run_day(seed, args.per_minute, carry=not args.no_carry, boost_share=args.boost_share,
+                    burst=args.burst)
             for seed in range(args.seeds)]  # fmt: skip
 
     def med(key: str) -> float:

@@ -97,7 +97,8 @@ async def test_cap_never_exceeded_by_concurrent_workers(redis_url: str) -> None:
 async def test_carry_forward_spends_unspent_budget_up_to_the_cumulative_cap(
     redis_url: str,
 ) -> None:
-    no_boost = {"boost_first_traces": 0, "boost_hours": 0}
+    # burst 0: the cumulative cap alone (the burst bound is tested below).
+    no_boost = {"boost_first_traces": 0, "boost_hours": 0, "burst": 0}
     client = Redis.from_url(redis_url)
     # Minutes 0-3 quiet; in minute 4, 200 traces × 2 rubrics want 400 evaluations.
     _push(redis_url, [f"a{i}" for i in range(200)])
@@ -126,6 +127,17 @@ async def test_carry_forward_spends_unspent_budget_up_to_the_cumulative_cap(
     alone = _plan(per_minute=10, carry=False, **no_boost)
     await _intake(client, alone).drain_all(batch=1000, now_s=minute4)
     assert await _admitted_evaluations(client) == 10
+    # With the default burst (2): minute 4 spends 2 × 10 of the 50 it may carry, not all 50;
+    # minute 5 may spend at most another 20 (the allocation draws fewer: its rate fits the room).
+    await client.flushdb()
+    _push(redis_url, [f"a{i}" for i in range(200)])
+    bounded = _plan(per_minute=10, boost_first_traces=0, boost_hours=0)
+    assert bounded.burst == 2.0
+    await _intake(client, bounded).drain_all(batch=1000, now_s=minute4)
+    assert await _admitted_evaluations(client) == 20
+    _push(redis_url, [f"b{i}" for i in range(200)])
+    await _intake(client, bounded).drain_all(batch=1000, now_s=minute4 + 60)
+    assert 20 < await _used_today(client, minute4 + 60) <= 40
     await client.aclose()
 
 

@@ -192,6 +192,9 @@ class BudgetSettings(_Section):
     # calls_per_minute caps are cumulative within the UTC day: evaluations so far today
     # <= cap x minutes elapsed today (unspent budget carries forward). false = each minute alone.
     carry: bool = True
+    # With carry, one minute still spends at most burst x its calls_per_minute cap, so a
+    # morning's surplus cannot land on the judge in one minute; 0 = no per-minute bound.
+    burst: float = Field(2.0, ge=0)
     # New strata's expected evaluations take at most this share of a minute's room (their
     # boost lowered to fit); 0 = the boost rate regardless of room.
     boost_share: float = Field(0.5, ge=0, le=1)

@@ -82,6 +82,8 @@ class BudgetPlan:
     min_rate: float = 0.01
     # The per-minute caps are cumulative within the UTC day (unspent budget carries forward).
     carry: bool = True
+    # With carry, a minute spends at most burst x its per-minute cap; 0 = unbounded.
+    burst: float = 2.0
     # New strata's expected evaluations take at most this share of a minute's room; 0 = none.
     boost_share: float = 0.5
 

@@ -7,7 +7,7 @@ minute's flow. The Lua call is atomic, so the caps hold across any number of wor
 request that does not fit is refused whole, never admitted in part. With carry (the default)
 a per-minute cap is checked as "today's evaluations ≤ cap × minutes elapsed today" against
 the day's counter, so budget a quiet minute left is spent later and the total never exceeds
-what the minutes so far allowed.
+what the minutes so far allowed; one minute still spends at most `burst` x its cap.
 
 Tail-rule traces the cap refuses wait in `{prefix}:budget:deferred` (a sorted set scored by
 the end of the window that refused them) and go back on the intake list when it ends;
@@ -263,7 +263,7 @@ class BudgetGate:
         carry = self.plan.carry and cap.per_minute > 0
         return [
             f"{self.prefix}:used:{scope}:m:{minute}",
-            0 if carry else cap.per_minute,
+            _minute_bound(cap.per_minute, self.plan.burst) if carry else cap.per_minute,
             math.ceil((minute + 1) * MINUTE_S),
             f"{self.prefix}:used:{scope}:d:{day}",
             cap.per_day,
@@ -336,3 +336,8 @@ class BudgetGate:
     async def defer(self, entries: Sequence[tuple[bytes, int]]) -> None:
         if entries:
             await self.redis.zadd(f"{self.prefix}:deferred", {e: w for e, w in entries})
+
+
+def _minute_bound(per_minute: int, burst: float) -> int:
+    """The most one minute may spend when unspent budget carries forward (0 = no bound)."""
+    return max(per_minute, math.floor(per_minute * burst)) if burst > 0 else 0

@@ -84,6 +84,7 @@ def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
         boost_hours=b.boost_hours,
         min_rate=b.min_rate,
         carry=b.carry,
+        burst=b.burst,
         boost_share=b.boost_share,
     )
 
