@@ -123,7 +123,7 @@ function draw(doc, alerts) {
   const t0 = Date.parse(doc.since), t1 = Date.parse(doc.until);
   const step = doc.bucket_seconds * 1000;
   const pts = doc.groups.flatMap((g) => g.buckets);
-  $("status").textContent = `${doc.rubric} by ${doc.by}: ${pts.reduce((a, b) => a + b.count, 0)} scores in ${doc.groups.length} group(s), ${doc.bucket} buckets, 95% CI bands`;
+  $("status").textContent = `${doc.rubric} by ${doc.by}: ${pts.reduce((a, b) => a + b.count, 0)} scores in ${doc.groups.length} group(s), ${doc.bucket} buckets, ${Math.round((doc.confidence ?? 0.95) * 100)}% CI bands`;
   let lo = Math.min(...pts.map((b) => b.ci_low), 1), hi = Math.max(...pts.map((b) => b.ci_high), 0);
   if (!pts.length) { lo = 0; hi = 1; }
   const pad = Math.max(0.02, (hi - lo) * 0.1);
@@ -174,7 +174,7 @@ function draw(doc, alerts) {
     el("path", { d: `M${line}`, fill: "none", stroke: c, "stroke-width": 2, class: "line", "data-points": pts.length }, svg);
     for (const b of bs) {
       const dot = el("circle", { cx: x(b.t), cy: y(b.mean), r: 5, fill: c, class: "point", style: "cursor:pointer" }, svg);
-      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}], n=${b.count}`;
+      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}] (${Math.round((b.ci_level ?? 0.95) * 100)}% CI), n=${b.count}`;
       dot.addEventListener("click", () => worst(doc, g.key, b.t, step));
     }
   });
