@@ -49,6 +49,7 @@ async function load() {
       getJSON("api/trends", p), getJSON("api/alerts", { rubric: p.rubric }),
     ]);
     draw(doc, alerts.alerts);
+    await reviewRows(p.rubric);
     document.body.dataset.ready = "1";
   } catch (err) {
     $("status").textContent = "error: " + err.message;
@@ -199,6 +200,33 @@ async function worst(doc, key, t, step) {
   for (const tr of body.traces) {
     const row = document.createElement("tr");
     for (const v of [tr.trace_id, tr.span_id, tr.score.toFixed(3), tr.created_at.slice(0, 19), tr.explanation]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      row.appendChild(td);
+    }
+    tbody.appendChild(row);
+  }
+}
+
+// The review queue (GET api/review, the function behind `evaluator review next`).
+async function reviewRows(rubric) {
+  const body = await getJSON("api/review", rubric ? { rubric, n: 20 } : { n: 20 });
+  const tbody = $("review").querySelector("tbody");
+  tbody.replaceChildren();
+  if (!body.queue.length) {
+    const row = document.createElement("tr"), td = document.createElement("td");
+    td.colSpan = 5;
+    td.className = "muted";
+    td.textContent = "nothing to review: no uncertain, disputed or alerted trace without a label";
+    row.appendChild(td);
+    tbody.appendChild(row);
+  }
+  for (const item of body.queue) {
+    const row = document.createElement("tr");
+    row.className = "review-row";
+    row.dataset.trace = item.trace_id;
+    const score = item.score === null ? "–" : item.score.toFixed(3);
+    for (const v of [item.trace_id, item.rubric, score, item.priority.toFixed(2), item.reasons.join("; ")]) {
       const td = document.createElement("td");
       td.textContent = v;
       row.appendChild(td);
