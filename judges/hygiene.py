@@ -55,18 +55,27 @@ def same_family(judge: str | None, generator: str | None) -> bool:
     return fj is not None and fj == fg
 
 
+def self_preference_warnings(judge_model: str | None, generator_models: Sequence[str]) -> list[str]:
+    """One warning per generator model that is the judge's own model or family.
+
+    >>> self_preference_warnings("gpt-4o-mini", ["gpt-4o", "claude-3-haiku"])[0][:42]
+    "the judge 'gpt-4o-mini' is the generator's"
+    """
+    return [
+        f"the judge {judge_model!r} is the generator's own model or family ({gen!r}): "
+        "judges tend to prefer their own family's answers; use another family's judge"
+        for gen in sorted(set(generator_models))
+        if same_family(judge_model, gen)
+    ]
+
+
 def hygiene_warnings(
     judge_model: str | None, generator_models: Sequence[str], lengths: Sequence[int],
     scores: Sequence[float],
 ) -> list[str]:  # fmt: skip
-    """Plain-language warnings for `evaluator calibrate` and worker start-up."""
-    out = []
-    for gen in sorted(set(generator_models)):
-        if same_family(judge_model, gen):
-            out.append(
-                f"the judge {judge_model!r} is the generator's own model or family ({gen!r}): "
-                "judges tend to prefer their own family's answers; use another family's judge"
-            )
+    """Plain-language warnings for `evaluator calibrate` (worker start-up uses the first
+    half, `self_preference_warnings`: it has no labelled scores to correlate)."""
+    out = self_preference_warnings(judge_model, generator_models)
     rho = spearman([float(n) for n in lengths], list(scores))
     if abs(rho) > VERBOSITY_RHO:
         out.append(

@@ -297,3 +297,39 @@ def test_a_local_only_rubric_raises_an_advisory_alert(store: Store, tmp_path: Pa
     (alert,) = report.opened
     assert alert.message.startswith("advisory: a local (no-judge) score moved")
     assert alert_to_json(alert)["alert_class"] == "advisory"
+
+
+async def test_opened_alert_is_exported_to_otel_with_its_intervals(
+    store: Store, tmp_path: Path
+) -> None:
+    """The alert event parses with opentelemetry-proto and carries each mean's interval and
+    level; the same interval and level are in the alert's JSON (`alerts --json`, webhooks)."""
+    from evaluator.outputs.otel import ALERT_EVENT_NAME, EvaluationExporter, decode_events
+    from tests.test_otel_export import LogsReceiver
+
+    stable_baseline(store)
+    seed(store, pattern(60, 2), NOW - timedelta(hours=5), NOW, prefix="bad")
+    receiver = LogsReceiver()
+    exporter = EvaluationExporter(receiver.endpoint)
+    try:
+        sinks = build_sinks(AlertsSettings(), {})
+        report = await run_check(store, rubrics(tmp_path), ALERTS, sinks, NOW, otel=exporter)
+        await sinks.close()
+    finally:
+        await exporter.aclose()
+        receiver.close()
+    assert len(report.opened) == 1 and receiver.requests == 1
+    (event,) = decode_events(receiver.bodies[0], ALERT_EVENT_NAME)
+    a = event["attributes"]
+    (alert,) = list_alerts(store)
+    assert a["evaluator.alert.id"] == str(alert.id) and a["gen_ai.evaluation.name"] == "faith"
+    assert a["evaluator.alert.event"] == "alert.opened" and event["severity_number"] == 13
+    for side in ("evaluator.score", "evaluator.baseline"):
+        assert a[f"{side}.ci.lower"] <= a[f"{side}.mean"] <= a[f"{side}.ci.upper"]
+        assert a[f"{side}.ci.level"] == 0.95  # the policy's default confidence
+    assert a["evaluator.score.mean"] == pytest.approx(alert.current_mean)
+    assert a["evaluator.score.ci.upper"] < a["evaluator.baseline.ci.lower"]  # a real drop
+    assert a["evaluator.label.prompt_version"] == "v17"
+    current = alert_to_json(alert)["summary"]["current"]
+    assert current["ci_level"] == a["evaluator.score.ci.level"]
+    assert current["mean_ci_low"] == pytest.approx(a["evaluator.score.ci.lower"])

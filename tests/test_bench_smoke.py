@@ -130,3 +130,19 @@ def test_peer_guard_installs_at_interpreter_start_and_refuses_before_any_lookup(
         check=True,
     )
     assert out.stdout.split() == ["1", "getaddrinfo"]
+
+
+def test_epoch_swap_bench_separates_a_judge_swap_from_a_real_drop() -> None:
+    """One seed of bench/epoch_swap.py, coarse: the swap pages only when epochs are pooled;
+    the real drop after it pages with epochs."""
+    import argparse
+
+    from bench.epoch_swap import one_seed
+
+    args = argparse.Namespace(
+        rate_per_hour=40.0, accuracy=0.85, scale_shift=0.2, good=0.85, bad=0.4,
+        before_days=7.5, drop_after_h=24.0, tail_h=12.0, check_every_min=180,
+    )  # fmt: skip
+    out = one_seed(args, seed=1)
+    assert out["epochs"]["false_alerts"] == 0 and out["epochs"]["drop_caught"]
+    assert out["pooled"]["false_alerts"] >= 1  # without epochs the swap reads as a drop

@@ -22,6 +22,7 @@ class LogsReceiver:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.bodies: list[bytes] = []
         self.requests = 0
         self.statuses: list[int] = []
         outer = self
@@ -30,6 +31,7 @@ class LogsReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests += 1
+                outer.bodies.append(body)
                 status = outer.statuses.pop(0) if outer.statuses else 200
                 if status == 200:
                     assert self.path == "/v1/logs"

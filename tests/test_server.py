@@ -17,11 +17,13 @@ import httpx
 import pytest
 from sqlmodel import Session
 
+from evaluator.analytics.human_feedback import review_queue
 from evaluator.store.models import AlertRecord, EvalRecord
 from evaluator.store.store import Store
 from evaluator.web.server import start_in_thread
 
 NOW = datetime.now(UTC)
+THRESHOLDS = {"faith": 0.7}  # the seeded records pass at 0.7
 
 
 def seed(store: Store) -> None:
@@ -49,8 +51,10 @@ def seed(store: Store) -> None:
                         created_at=at,
                     )
                 )
+    alerted = next(r.trace_id for r in rows if r.trace_id.startswith("v18-0-"))
     alert = AlertRecord(
         group_key="version|faith|v18",
+        worst_traces=[{"trace_id": alerted, "score": 0.5}],
         kind="version",
         rubric="faith",
         labels={"prompt_version": "v18"},
@@ -68,7 +72,7 @@ def seed(store: Store) -> None:
 def server_url(tmp_path: Path) -> Iterator[str]:
     store = Store(f"sqlite:///{tmp_path / 'srv.db'}")
     seed(store)
-    server = start_in_thread(store, "127.0.0.1", 0)
+    server = start_in_thread(store, "127.0.0.1", 0, thresholds=THRESHOLDS)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
@@ -105,6 +109,32 @@ def test_api_serves_trends_alerts_and_worst_traces(server_url: str) -> None:
         page = client.get("/")
         assert page.status_code == 200 and "app.js" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_review_queue_is_served_as_the_cli_computes_it_and_writes_nothing(
+    server_url: str, tmp_path: Path
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'srv.db'}")
+
+    def counts() -> tuple[int, ...]:
+        with store.engine.connect() as conn:
+            tables = ("eval_records", "alerts", "feedback", "eval_rollups")
+            return tuple(
+                conn.exec_driver_sql(f"SELECT count(*) FROM {t}").scalar_one() for t in tables
+            )
+
+    before = counts()
+    with httpx.Client(base_url=server_url, timeout=10) as client:
+        queue = client.get("/api/review", params={"rubric": "faith", "n": "30"}).json()["queue"]
+        assert client.get("/api/review", params={"n": "0"}).status_code == 400
+        assert client.get("/api/review", params={"rubric": "faith", "x": "1"}).status_code == 400
+    expected = [i.to_json() for i in review_queue(store, THRESHOLDS, rubric="faith", n=30)]
+    assert queue == expected and len(queue) == 30
+    assert all(item["reasons"] for item in queue)  # each proposal says why
+    assert queue[0]["reasons"][-1] == "in an open alert's worst traces"
+    assert all("uncertain: score" in r for i in queue[1:] for r in i["reasons"])
+    assert counts() == before
+    store.close()
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -154,6 +184,10 @@ def test_page_renders_lines_bands_and_alerts_in_headless_chromium(
     assert html.count('class="line"') == 2 and html.count('class="band"') == 2
     assert 'class="alert-mark"' in html
     assert "v18-" in html  # the click-through listed the worst traces
+    review = re.findall(r'<tr class="review-row" data-trace="([^"]+)">(.*?)</tr>', html)
+    assert len(review) == 20, html[-3000:]  # the review queue, with a reason per trace
+    assert "in an open alert's worst traces" in review[0][1]
+    assert all("uncertain: score" in row or "alert" in row for _trace, row in review)
     assert "<b>claim" not in html and "&lt;b&gt;claim" in html  # untrusted text stays text
     run = subprocess.run(
         [*base, "--window-size=1000,900", f"--screenshot={shot}", url],

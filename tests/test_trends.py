@@ -145,6 +145,7 @@ def test_trends_command_prints_table_with_sparklines_and_stable_json(
     assert doc["percentiles"] == "unweighted"
     (g,) = doc["groups"]
     assert g["key"] is None and g["total"]["count"] == 18
+    assert g["total"]["ci_level"] == doc["confidence"] == 0.95  # each interval says its level
     assert set(g["buckets"][0]) == {
         "start",
         "count",
@@ -156,6 +157,7 @@ def test_trends_command_prints_table_with_sparklines_and_stable_json(
         "pass_rate",
         "pass_rate_ci_low",
         "pass_rate_ci_high",
+        "ci_level",
         "p10",
         "p50",
         "p90",

@@ -71,6 +71,7 @@ from evaluator.analytics.stats import GroupStats
 from evaluator.analytics.weights import WeightedStats
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import AlertsSettings
+from evaluator.outputs.otel import EvaluationExporter
 from evaluator.outputs.webhooks import AlertSinks, build_sinks
 from evaluator.store.models import AlertRecord, utcnow
 from evaluator.store.store import Store
@@ -324,10 +325,14 @@ async def run_check(
     alerts: AlertsSettings,
     sinks: AlertSinks,
     now: datetime | None = None,
+    otel: EvaluationExporter | None = None,
 ) -> CheckReport:
-    """Decide in a thread (SQL is synchronous), then deliver and record the deliveries."""
+    """Decide in a thread (SQL is synchronous), then deliver and record the deliveries.
+    With `otel`, the alerts also go out as OpenTelemetry events (with their intervals)."""
     now = now or utcnow()
     report, events = await asyncio.to_thread(decide, store, rubrics, alerts, now)
+    if otel is not None and events:
+        await otel.export_alerts([(e, alert_to_json(a)) for e, a in events])  # never raises
     for event, alert in events:
         results = await sinks.deliver(event, alert_to_json(alert))
         alert.deliveries = [
@@ -356,7 +361,9 @@ async def regression_check_job(ctx: dict[str, Any]) -> dict[str, Any]:
     await asyncio.to_thread(refresh_rollups, runtime.store, now)
     sinks = build_sinks(settings.alerts, os.environ)
     try:
-        report = await run_check(runtime.store, runtime.rubrics, settings.alerts, sinks, now)
+        report = await run_check(
+            runtime.store, runtime.rubrics, settings.alerts, sinks, now, otel=runtime.otel
+        )
     finally:
         await sinks.aclose()
     return report.to_dict()

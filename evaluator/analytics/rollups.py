@@ -164,6 +164,7 @@ class Acc:
             "pass_rate": stats.pass_rate,
             "pass_rate_ci_low": pr[0] if pr else None,
             "pass_rate_ci_high": pr[1] if pr else None,
+            "ci_level": confidence,
             "p10": self.percentile(0.10),
             "p50": self.percentile(0.50),
             "p90": self.percentile(0.90),

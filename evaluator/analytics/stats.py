@@ -121,6 +121,7 @@ class GroupStats:
             "pass_rate": self.pass_rate,
             "pass_rate_ci_low": pr_ci[0] if pr_ci else None,
             "pass_rate_ci_high": pr_ci[1] if pr_ci else None,
+            "ci_level": confidence,  # the level of both intervals above
         }
 
 

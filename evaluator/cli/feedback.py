@@ -78,14 +78,11 @@ def cmd_agreement(args: argparse.Namespace) -> int:
 
 def cmd_review_next(args: argparse.Namespace) -> int:
     from evaluator.analytics.human_feedback import review_queue
-    from evaluator.config.rubrics import RubricError, load_rubrics
+    from evaluator.config.rubrics import pass_thresholds
     from evaluator.config.settings import load_settings
 
     settings = load_settings(args.settings)
-    try:
-        thresholds = {r.name: r.pass_threshold for r in load_rubrics(settings.rubrics.path).rubrics}
-    except RubricError:
-        thresholds = {}  # unknown rubrics fall back to 0.5
+    thresholds = pass_thresholds(settings.rubrics.path)
     store = _store(args)
     try:
         items = review_queue(store, thresholds, rubric=args.rubric, n=args.n)

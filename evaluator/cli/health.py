@@ -19,6 +19,27 @@ from evaluator.config.settings import Settings, load_settings
 JUDGE_TIMEOUT_S = 3.0
 
 
+def _check_hygiene(settings: Settings, rubrics: Any) -> dict[str, Any]:
+    """The worker's start-up judge hygiene check (evaluator.worker.hygiene): warnings only."""
+    from evaluator.store.store import Store
+    from evaluator.worker.hygiene import RECENT_TRACES, self_preference
+
+    try:
+        store = Store(settings.database.url, migrate=False)
+        try:
+            models = store.recent_models(RECENT_TRACES)
+        finally:
+            store.close()
+    except Exception as exc:  # the database check reports why
+        return {"ok": True, "checked": False, "why": str(exc).splitlines()[0][:200]}
+    found = self_preference(rubrics, settings.judge.model, models)
+    out: dict[str, Any] = {"ok": True, "checked": True, "generator_models": len(models)}
+    if found:
+        out["warnings"] = found
+        out["warning"] = "; ".join(f"{name}: {w}" for name, ws in found.items() for w in ws)
+    return out
+
+
 def _check_database(settings: Settings) -> dict[str, Any]:
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -153,6 +174,8 @@ def check_health(settings_path: Any) -> dict[str, Any]:
     except RubricError as exc:
         checks["rubrics"] = {"ok": False, "error": "; ".join(exc.problems)}
     checks["database"] = _check_database(settings)
+    if checks["rubrics"]["ok"]:
+        checks["judge_hygiene"] = _check_hygiene(settings, rubrics)
 
     async def remote() -> tuple[dict[str, Any], dict[str, Any]]:
         return await asyncio.gather(_check_redis(settings), _check_judge(settings, needed_by))
@@ -164,9 +187,12 @@ def check_health(settings_path: Any) -> dict[str, Any]:
 
 def health_table(checks: dict[str, Any]) -> str:
     lines = []
-    for name in ("rubrics", "database", "redis", "judge"):
+    for name in ("rubrics", "database", "redis", "judge", "judge_hygiene"):
+        if name not in checks:
+            continue
         c = checks[name]
-        facts = ", ".join(f"{k}={v}" for k, v in c.items() if k not in ("ok", "error", "warning"))
+        hidden = ("ok", "error", "warning", "warnings")
+        facts = ", ".join(f"{k}={v}" for k, v in c.items() if k not in hidden)
         state = "ok  " if c["ok"] else "FAIL"
         lines.append(f"{state}  {name:<9} {c.get('error') or facts}")
         if c.get("warning"):

@@ -105,3 +105,12 @@ def load_rubrics(directory: Path) -> RubricSet:
     if not rubrics:
         raise RubricError([f"{directory}: no *.toml rubric files found"])
     return RubricSet(rubrics=tuple(rubrics), directory=directory)
+
+
+def pass_thresholds(directory: Path) -> dict[str, float]:
+    """{rubric: pass_threshold} for the review queue; {} when the rubrics do not load (an
+    unknown rubric then counts as 0.5): reading scores must not need valid rubric files."""
+    try:
+        return {r.name: r.pass_threshold for r in load_rubrics(directory).rubrics}
+    except RubricError:
+        return {}

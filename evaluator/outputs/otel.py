@@ -15,6 +15,17 @@ evaluated span in the user's trace backend:
     gen_ai.evaluation.evaluator.type     llm_judge | deterministic | human
     evaluator.*                      trace/span IDs as stored, rubric version, scorer, ...
 
+Regression alerts (opened and resolved) go out the same way as `evaluator.regression.alert`
+events (`build_alert_request`), not parented to a span. An alert is an aggregate, so each
+mean travels with its interval and level, under our own namespace until the conventions
+name them (semantic-conventions-genai issue #43):
+
+    evaluator.score.mean / .n              the current window's mean score and size
+    evaluator.score.ci.lower / .upper      its interval
+    evaluator.score.ci.level               the interval's confidence level (alerts.confidence)
+    evaluator.baseline.mean / .n / .ci.lower / .ci.upper   the same for the baseline
+    evaluator.alert.id / .kind / .event / .p_value, gen_ai.evaluation.name, evaluator.label.*
+
 The `gen_ai.evaluation.evaluator.*` attributes follow an open proposal
 (open-telemetry/semantic-conventions-genai PR #359), not yet a released convention.
 
@@ -48,6 +59,7 @@ from judges.llm.completions import retry_after_s
 log = logging.getLogger("evaluator.outputs.otel")
 
 EVENT_NAME = "gen_ai.evaluation.result"
+ALERT_EVENT_NAME = "evaluator.regression.alert"
 _HEX = frozenset("0123456789abcdef")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})  # the OTLP spec's retryable codes
 SEVERITY_INFO, SEVERITY_WARN = 9, 13
@@ -162,6 +174,60 @@ def build_request(
                 attributes=_attrs(event_attributes(record)),
             )
         )
+    return _wrap(out, service_name)
+
+
+def alert_attributes(event: str, alert: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes of one alert event (alert = evaluator.analytics.alerts.alert_to_json)."""
+    summary = alert.get("summary") or {}
+    level = summary.get("ci_level") or summary.get("current", {}).get("ci_level")
+    out: dict[str, Any] = {
+        "gen_ai.evaluation.name": alert.get("rubric"),
+        "evaluator.alert.id": alert.get("id"),
+        "evaluator.alert.kind": alert.get("kind"),
+        "evaluator.alert.event": event,
+        "evaluator.alert.status": alert.get("status"),
+        "evaluator.alert.p_value": alert.get("p_value"),
+    }
+    for side, prefix in (("current", "evaluator.score"), ("baseline", "evaluator.baseline")):
+        stats = summary.get(side) or {}
+        out |= {
+            f"{prefix}.mean": stats.get("mean"),
+            f"{prefix}.n": stats.get("n"),
+            f"{prefix}.ci.lower": stats.get("mean_ci_low"),
+            f"{prefix}.ci.upper": stats.get("mean_ci_high"),
+            f"{prefix}.ci.level": stats.get("ci_level", level),
+        }
+    for key, value in (alert.get("labels") or {}).items():
+        out[f"evaluator.label.{key}"] = None if value is None else str(value)
+    return out
+
+
+def build_alert_request(
+    events: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    service_name: str = "llm-evaluator",
+    now: datetime | None = None,
+) -> ExportLogsServiceRequest:
+    """One ExportLogsServiceRequest with an `evaluator.regression.alert` event per
+    (event, alert JSON) pair (pure). Severity WARN for alert.opened, INFO otherwise."""
+    at = now or datetime.now(UTC)
+    nanos = (at - _EPOCH) // timedelta(microseconds=1) * 1000
+    out = [
+        LogRecord(
+            time_unix_nano=nanos,
+            observed_time_unix_nano=nanos,
+            severity_number=SEVERITY_WARN if event.endswith("opened") else SEVERITY_INFO,  # type: ignore[arg-type]
+            severity_text="WARN" if event.endswith("opened") else "INFO",
+            event_name=ALERT_EVENT_NAME,
+            attributes=_attrs(alert_attributes(event, alert)),
+        )
+        for event, alert in events
+    ]
+    return _wrap(out, service_name)
+
+
+def _wrap(out: list[LogRecord], service_name: str) -> ExportLogsServiceRequest:
     resource = ResourceLogs(scope_logs=[ScopeLogs(log_records=out)])
     resource.resource.attributes.extend(_attrs({"service.name": service_name}))
     resource.scope_logs[0].scope.name = "llm-evaluator"
@@ -204,7 +270,13 @@ class EvaluationExporter:
 
     async def export(self, records: Iterable[EvalRecord]) -> int:
         """Send the records' events; returns how many were accepted (0 on failure)."""
-        request = build_request(records, service_name=self.service_name)
+        return await self._send(build_request(records, service_name=self.service_name))
+
+    async def export_alerts(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
+        """Send alert events ((event, alert JSON) pairs); the same retries and silence."""
+        return await self._send(build_alert_request(events, service_name=self.service_name))
+
+    async def _send(self, request: ExportLogsServiceRequest) -> int:
         count = sum(len(s.log_records) for r in request.resource_logs for s in r.scope_logs)
         if not count:
             return 0
@@ -233,8 +305,8 @@ class EvaluationExporter:
         await self._client.aclose()
 
 
-def decode_events(body: bytes) -> list[dict[str, Any]]:
-    """An ExportLogsServiceRequest's evaluation events as dicts (for receivers and tests):
+def decode_events(body: bytes, name: str = EVENT_NAME) -> list[dict[str, Any]]:
+    """An ExportLogsServiceRequest's events called `name` as dicts (for receivers and tests):
     {"trace_id": hex, "span_id": hex, "time_unix_nano": int, "attributes": {...}}."""
     request = ExportLogsServiceRequest()
     request.ParseFromString(body)
@@ -242,7 +314,7 @@ def decode_events(body: bytes) -> list[dict[str, Any]]:
     for rl in request.resource_logs:
         for sl in rl.scope_logs:
             for rec in sl.log_records:
-                if rec.event_name != EVENT_NAME:
+                if rec.event_name != name:
                     continue
                 attrs = {
                     kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in rec.attributes

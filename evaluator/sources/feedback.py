@@ -1,10 +1,11 @@
 """Human feedback as a signal: thumbs, scores, corrections and labels per trace (and span).
 
-Three doors, one writer (`record_feedback`):
+Four doors, one writer (`record_feedback` = `feedback_row` + `write_feedback`):
 
     record_feedback(store, trace_id="t1", value="down", note="wrong refund date")
     import_feedback(store, Path("labels.jsonl"))      # `evaluator feedback import FILE`
     handle_feedback(store, body)                      # POST /api/feedback -> (status, json)
+    # OTLP spans with evaluator.feedback.* attributes: evaluator.sources.otlp.feedback
 
 Lines / bodies are the labelled-JSONL format ({"trace", "label", "human_score", "rubric",
 "note"}: the trace is stored too) or the compact form {"trace_id", "value" | "label",
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,9 +30,11 @@ from evaluator.sources.labelled import parse_item, parse_label
 from evaluator.store.models import table_of, utcnow
 from evaluator.store.store import Store
 from evaluator.store.trust_models import FeedbackRecord
+from evaluator.traces.validate import text_problem
 
 KINDS = ("thumbs", "score", "label", "correction")
 MAX_ITEMS_PER_REQUEST = 1000
+MAX_NOTE_CHARS = 10_000  # a comment or correction; longer is refused, not cut
 _THUMBS = {"up": 1.0, "down": 0.0, "👍": 1.0, "👎": 0.0}
 
 
@@ -63,8 +67,26 @@ def _label_text(label: Any) -> str | None:
     return "pass" if bool(label) else "fail"
 
 
-def record_feedback(
-    store: Store,
+class FeedbackValueError(ValueError):
+    """A field no database can store; `cause` is one of evaluator.traces.validate.CAUSES."""
+
+    def __init__(self, message: str, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+def _text(value: Any, name: str, limit: int) -> str:
+    """A stored text field: refused (never trimmed) when too long or not storable."""
+    text = str(value)
+    if len(text) > limit:
+        raise FeedbackValueError(f"{name} is {len(text)} characters; at most {limit}", "oversize")
+    problem = text_problem(text)
+    if problem is not None:
+        raise FeedbackValueError(f"{name} {problem[0]}", problem[1])
+    return text
+
+
+def feedback_row(
     *,
     trace_id: str,
     value: Any = None,
@@ -76,38 +98,60 @@ def record_feedback(
     source: str = "api",
     id: str | None = None,
     created_at: datetime | None = None,
-) -> tuple[str, bool]:
-    """Store one piece of feedback; returns (id, inserted). ValueError on a bad item."""
+) -> dict[str, Any]:
+    """The feedback table row for one item (pure). ValueError names what is wrong.
+
+    Every door (POST, import, OTLP spans, the Python API) builds its rows here, so one
+    set of rules decides what a piece of feedback may be.
+    """
     if not isinstance(trace_id, str) or not trace_id or len(trace_id) > 256:
         raise ValueError("trace_id must be a non-empty string of at most 256 characters")
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(KINDS)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise FeedbackValueError(f"value {value!r} is not a finite number", "nan_inf")
     number, kind = _value_and_kind(value, label, kind)
     label_text = _label_text(label)
+    note = _text(note or "", "note", MAX_NOTE_CHARS)
+    source = _text(str(source)[:128], "source", 128)  # a long import file name is cut
+    if rubric is not None:
+        rubric = _text(rubric, "rubric", 128)
     if number is None and label_text is None and not note:
         raise ValueError("feedback needs a value, a label or a note")
     if id is None:
         blob = json.dumps([trace_id, span_id, rubric, kind, number, label_text, note, source])
         id = "h:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
-    key = str(id)[:256]
-    row: dict[str, Any] = {
-        "id": key,
-        "trace_id": trace_id,
-        "span_id": span_id or "",
+    return {
+        "id": _text(id, "id", 256),
+        "trace_id": _text(trace_id, "trace_id", 256),
+        "span_id": _text(span_id or "", "span_id", 256),
         "rubric": rubric,
         "kind": kind,
         "value": number,
         "label": label_text,
-        "note": str(note or ""),
-        "source": str(source)[:128],
+        "note": note,
+        "source": source,
         "created_at": created_at or utcnow(),
     }
+
+
+def write_feedback(store: Store, row: dict[str, Any]) -> bool:
+    """Insert one row from `feedback_row`; False when its id was already stored."""
     table = table_of(FeedbackRecord)
     insert = pg_insert if store.engine.dialect.name == "postgresql" else sqlite_insert
     stmt = insert(table).values(row).on_conflict_do_nothing(index_elements=["id"])
     with store.engine.begin() as conn:
-        inserted = conn.execute(stmt.returning(table.c.id)).first() is not None
-    return key, inserted
+        return conn.execute(stmt.returning(table.c.id)).first() is not None
+
+
+def record_feedback(store: Store, **item: Any) -> tuple[str, bool]:
+    """Store one piece of feedback; returns (id, inserted). ValueError on a bad item.
+
+    Keyword arguments are those of `feedback_row` (trace_id, value, label, kind, span_id,
+    rubric, note, source, id, created_at).
+    """
+    row = feedback_row(**item)
+    return row["id"], write_feedback(store, row)
 
 
 @dataclass

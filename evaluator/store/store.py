@@ -181,6 +181,19 @@ class Store:
         payload = conn.execute(_TRACE_PAYLOAD, {"trace_id": trace_id}).scalar()
         return None if payload is None else Trace.model_validate(payload)
 
+    def recent_models(self, limit: int = 1000) -> list[str]:
+        """The distinct generator models of the `limit` most recently ingested traces (one
+        bounded query on the ingested_at index: cheap at worker start whatever the size)."""
+        recent = (
+            sa_select(TraceRecord.model)  # type: ignore[call-overload]
+            .order_by(col(TraceRecord.ingested_at).desc())
+            .limit(limit)
+            .subquery()
+        )
+        query = sa_select(func.distinct(recent.c.model)).where(recent.c.model.is_not(None))
+        with self.engine.connect() as conn:
+            return sorted(str(m) for (m,) in conn.execute(query))
+
     def count_traces(self) -> int:
         with Session(self.engine) as session:
             return session.exec(select(func.count()).select_from(TraceRecord)).one()

@@ -7,11 +7,13 @@ malformed one is a `BadRequest` (HTTP 400 with {"error": ...}), never a 500.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from evaluator.analytics.alerts import alert_to_json, list_alerts
 from evaluator.analytics.cost import PriceFn, cost_per_pass
+from evaluator.analytics.human_feedback import review_queue
 from evaluator.analytics.overview import overview
 from evaluator.analytics.trends import BY, TrendQuery, rubric_names, trend, worst_traces
 from evaluator.config.policy import parse_duration
@@ -19,6 +21,7 @@ from evaluator.store.store import Store, as_utc
 from evaluator.traces.validate import MAX_LABEL_CHARS, text_problem
 
 MAX_WORST = 50
+MAX_REVIEW = 200
 
 
 class BadRequest(ValueError):
@@ -77,9 +80,15 @@ def _no_price(_model: str | None, _tokens_in: int, _tokens_out: int) -> float:
 
 
 class Api:
-    def __init__(self, store: Store, price: PriceFn = _no_price) -> None:
+    def __init__(
+        self,
+        store: Store,
+        price: PriceFn = _no_price,
+        thresholds: Mapping[str, float] | None = None,
+    ) -> None:
         self.store = store
         self.price = price  # settings.cost_usd: generator tokens at [pricing]
+        self.thresholds = dict(thresholds or {})  # rubric pass thresholds, for the review queue
 
     def rubrics(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         params(qs, ())
@@ -130,6 +139,13 @@ class Api:
             raise BadRequest(f"since: {exc}") from None
         end = datetime.now(UTC)
         return cost_per_pass(self.store, self.price, end - window, end, by)  # type: ignore[arg-type]
+
+    def review(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        """`evaluator review next --json`: the traces whose human label would teach most."""
+        p = params(qs, ("rubric", "n"))
+        n = _count(p, "n", 20, MAX_REVIEW)
+        items = review_queue(self.store, self.thresholds, rubric=p.get("rubric") or None, n=n)
+        return {"queue": [i.to_json() for i in items]}
 
     def overview(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         params(qs, ())

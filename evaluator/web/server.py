@@ -9,6 +9,7 @@
     GET /api/trends        ?rubric=&by=&since=&bucket=   the `evaluator trends --json` document
     GET /api/alerts        ?open=1&rubric=     {"alerts": [...]}, as `evaluator alerts --json`
     GET /api/worst         ?rubric=&by=&key=&start=&end=&k=  lowest scores of a trend cell
+    GET /api/review        ?rubric=&n=   the review queue, as `evaluator review next --json`
     GET /metrics           Prometheus exposition
     POST /v1/traces        OTLP/HTTP trace export (evaluator.sources.otlp.receive)
     POST /api/feedback     human feedback: one item or a list (evaluator.sources.feedback)
@@ -40,7 +41,7 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -49,6 +50,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from evaluator.analytics.cost import PriceFn
 from evaluator.config.redis_clients import sync_redis
+from evaluator.config.rubrics import pass_thresholds
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from evaluator.outputs.metrics import render_metrics
@@ -85,6 +87,7 @@ def make_handler(
         "/api/trends": api.trends,
         "/api/alerts": api.alerts,
         "/api/worst": api.worst,
+        "/api/review": api.review,
     }
     limit = options.max_body_bytes  # on the wire; decoding limits the decompressed size
     if assembler is not None:
@@ -258,8 +261,9 @@ def make_server(
     metrics: Callable[[], bytes] | None = None,
     options: ServerOptions = DEFAULT_OPTIONS,
     price: PriceFn | None = None,
+    thresholds: Mapping[str, float] | None = None,
 ) -> BoundedServer:
-    api = Api(store) if price is None else Api(store, price)
+    api = Api(store, thresholds=thresholds) if price is None else Api(store, price, thresholds)
     handler = make_handler(api, assembler, metrics, options, is_loopback(host))
     return BoundedServer((host, port), handler, options.max_connections)
 
@@ -272,9 +276,13 @@ def start_in_thread(
     assembler: SpanAssembler | None = None,
     metrics: Callable[[], bytes] | None = None,
     options: ServerOptions = DEFAULT_OPTIONS,
+    thresholds: Mapping[str, float] | None = None,
 ) -> BoundedServer:
     """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
-    server = make_server(store, host, port, assembler=assembler, metrics=metrics, options=options)
+    server = make_server(
+        store, host, port, assembler=assembler, metrics=metrics, options=options,
+        thresholds=thresholds,
+    )  # fmt: skip
     threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
     return server
 
@@ -305,7 +313,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
     options = ServerOptions.from_settings(settings.server, max_body_bytes=o.max_body_mib << 20)
     server = make_server(
         store, host, port, assembler=assembler, metrics=metrics, options=options,
-        price=settings.cost_usd,
+        price=settings.cost_usd, thresholds=pass_thresholds(settings.rubrics.path),
     )  # fmt: skip
     print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
     try:

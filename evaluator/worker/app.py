@@ -24,6 +24,7 @@ from evaluator.store.store import Store
 from evaluator.worker.anchors import anchors_job
 from evaluator.worker.batch import batch_job
 from evaluator.worker.faults import INFRASTRUCTURE
+from evaluator.worker.hygiene import check_judge_hygiene
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime, sampling_config
 from judges.llm.backoff import backoff_s
@@ -73,6 +74,12 @@ def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[An
                 ctx["intake"].run_forever(w.intake_batch, w.intake_idle_sleep_s),
                 name="evaluator-intake",
             )
+        try:  # a warning, never a reason not to start (evaluator.worker.hygiene)
+            await asyncio.to_thread(
+                check_judge_hygiene, runtime.store, runtime.rubrics, settings.judge.model
+            )
+        except Exception:
+            log.exception("judge hygiene check failed; starting anyway")
         if freeze_gc:
             # Everything built so far lives as long as the process: keep it out of the
             # cyclic collector's full passes, which otherwise walk it again and again under

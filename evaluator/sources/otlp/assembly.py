@@ -39,6 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import trace_labels, trace_signals
 from evaluator.intake.wire import encode
+from evaluator.sources.feedback import write_feedback
 from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan
 from evaluator.sources.otlp.mapping import (
     merge_into,
@@ -96,8 +97,11 @@ class SpanAssembler:
 
     def add(self, spans: list[OtlpSpan], *, now: float | None = None) -> list[Refusal]:
         """Buffer the spans that pass `screen_spans` (a re-sent span replaces its earlier
-        copy); returns the refused ones. Raises SQLAlchemyError when the database is away."""
-        accepted, refused = screen_spans(spans, self.config)
+        copy) and store the feedback they carry; returns the refused ones. Raises
+        SQLAlchemyError when the database is away (the exporter retries; both writes are
+        idempotent)."""
+        screened = screen_spans(spans, self.config)
+        accepted, refused = screened.accepted, screened.refused
         if not accepted:
             return refused
         received = time.time() if now is None else now
@@ -133,7 +137,22 @@ class SpanAssembler:
                         raise
                     item = f"span {row['trace_id']}/{row['span_id']}"
                     refused.append(Refusal(item, "refused", str(one).splitlines()[0][:300]))
+        self._store_feedback(screened.feedback, refused)
         return refused
+
+    def _store_feedback(self, rows: list[dict[str, Any]], refused: list[Refusal]) -> None:
+        """Feedback rows through the one writer POST /api/feedback and import use."""
+        done = {r.item for r in refused}
+        for row in rows:
+            item = f"span {row['trace_id']}/{row['span_id']}"
+            if item in done:  # its span was refused by the database: so is its feedback
+                continue
+            try:
+                write_feedback(self.store, row)
+            except Exception as exc:
+                if not is_input_fault(exc):
+                    raise
+                refused.append(Refusal(item, "refused", str(exc).splitlines()[0][:300]))
 
     def pending_traces(self) -> int:
         table = PendingSpan.__table__  # type: ignore[attr-defined]

@@ -2,16 +2,19 @@
 
 `span_payload` maps one span (its GenAI attributes normalised, its trace-level labels);
 `screen_spans` refuses, span by span, what evaluator.traces.validate refuses in a trace
-(NaN/Inf, NUL, lone surrogates, deep nesting, oversize labels) plus impossible times;
+(NaN/Inf, NUL, lone surrogates, deep nesting, oversize labels) plus impossible times and
+feedback attributes the feedback rules refuse;
 `trace_document` / `merge_into` join buffered spans into one trace.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan
+from evaluator.sources.otlp.feedback import span_feedback
 from evaluator.sources.otlp.genai import normalize_genai
 from evaluator.sources.quarantine import Refusal
 from evaluator.traces.model import Trace
@@ -81,12 +84,20 @@ def span_problem(span: OtlpSpan, payload: dict[str, Any]) -> Problem | None:
     )
 
 
-def screen_spans(
-    spans: list[OtlpSpan], config: OtlpConfig
-) -> tuple[list[tuple[OtlpSpan, dict[str, Any]]], list[Refusal]]:
-    """Split spans into (span, payload) pairs to buffer and refusals naming span and field."""
-    accepted: list[tuple[OtlpSpan, dict[str, Any]]] = []
-    refused: list[Refusal] = []
+@dataclass
+class Screened:
+    """`screen_spans`' verdict: spans to buffer, feedback rows they carry, refusals."""
+
+    accepted: list[tuple[OtlpSpan, dict[str, Any]]] = field(default_factory=list)
+    feedback: list[dict[str, Any]] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+
+def screen_spans(spans: list[OtlpSpan], config: OtlpConfig) -> Screened:
+    """Split spans into (span, payload) pairs to buffer, the feedback rows they carry
+    (evaluator.sources.otlp.feedback) and refusals naming span and field."""
+    out = Screened()
+    accepted, refused = out.accepted, out.refused
     for span in spans:
         item = f"span {span.trace_id}/{span.span_id}"
         if not (0 <= span.start_ns <= MAX_UNIX_NANOS and 0 <= span.end_ns <= MAX_UNIX_NANOS):
@@ -95,11 +106,16 @@ def screen_spans(
             continue
         payload = span_payload(span, config)
         problem = span_problem(span, payload)
-        if problem is None:
-            accepted.append((span, payload))
-        else:
+        feedback = span_feedback(span) if problem is None else None
+        if isinstance(feedback, Problem):
+            problem, feedback = feedback, None
+        if problem is not None:
             refused.append(Refusal(item, problem.cause, str(problem)))
-    return accepted, refused
+            continue
+        accepted.append((span, payload))
+        if feedback is not None:
+            out.feedback.append(feedback)
+    return out
 
 
 def trace_document(

@@ -49,6 +49,7 @@ async function load() {
       getJSON("api/trends", p), getJSON("api/alerts", { rubric: p.rubric }),
     ]);
     draw(doc, alerts.alerts);
+    await reviewRows(p.rubric);
     document.body.dataset.ready = "1";
   } catch (err) {
     $("status").textContent = "error: " + err.message;
@@ -123,7 +124,7 @@ function draw(doc, alerts) {
   const t0 = Date.parse(doc.since), t1 = Date.parse(doc.until);
   const step = doc.bucket_seconds * 1000;
   const pts = doc.groups.flatMap((g) => g.buckets);
-  $("status").textContent = `${doc.rubric} by ${doc.by}: ${pts.reduce((a, b) => a + b.count, 0)} scores in ${doc.groups.length} group(s), ${doc.bucket} buckets, 95% CI bands`;
+  $("status").textContent = `${doc.rubric} by ${doc.by}: ${pts.reduce((a, b) => a + b.count, 0)} scores in ${doc.groups.length} group(s), ${doc.bucket} buckets, ${Math.round((doc.confidence ?? 0.95) * 100)}% CI bands`;
   let lo = Math.min(...pts.map((b) => b.ci_low), 1), hi = Math.max(...pts.map((b) => b.ci_high), 0);
   if (!pts.length) { lo = 0; hi = 1; }
   const pad = Math.max(0.02, (hi - lo) * 0.1);
@@ -175,7 +176,7 @@ function draw(doc, alerts) {
     el("path", { d: `M${line}`, fill: "none", stroke: c, "stroke-width": 2, class: "line", "data-points": pts.length }, svg);
     for (const b of bs) {
       const dot = el("circle", { cx: x(b.t), cy: y(b.mean), r: 5, fill: c, class: "point", style: "cursor:pointer" }, svg);
-      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}], n=${b.count}, ESS=${b.ess.toFixed(1)}`;
+      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}] (${Math.round((b.ci_level ?? 0.95) * 100)}% CI), n=${b.count}, ESS=${b.ess.toFixed(1)}`;
       dot.addEventListener("click", () => worst(doc, g.key, b.t, step));
     }
   });
@@ -200,6 +201,33 @@ async function worst(doc, key, t, step) {
   for (const tr of body.traces) {
     const row = document.createElement("tr");
     for (const v of [tr.trace_id, tr.span_id, tr.score.toFixed(3), tr.created_at.slice(0, 19), tr.explanation]) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      row.appendChild(td);
+    }
+    tbody.appendChild(row);
+  }
+}
+
+// The review queue (GET api/review, the function behind `evaluator review next`).
+async function reviewRows(rubric) {
+  const body = await getJSON("api/review", rubric ? { rubric, n: 20 } : { n: 20 });
+  const tbody = $("review").querySelector("tbody");
+  tbody.replaceChildren();
+  if (!body.queue.length) {
+    const row = document.createElement("tr"), td = document.createElement("td");
+    td.colSpan = 5;
+    td.className = "muted";
+    td.textContent = "nothing to review: no uncertain, disputed or alerted trace without a label";
+    row.appendChild(td);
+    tbody.appendChild(row);
+  }
+  for (const item of body.queue) {
+    const row = document.createElement("tr");
+    row.className = "review-row";
+    row.dataset.trace = item.trace_id;
+    const score = item.score === null ? "–" : item.score.toFixed(3);
+    for (const v of [item.trace_id, item.rubric, score, item.priority.toFixed(2), item.reasons.join("; ")]) {
       const td = document.createElement("td");
       td.textContent = v;
       row.appendChild(td);
