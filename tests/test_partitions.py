@@ -136,6 +136,12 @@ def test_upgrade_partitions_an_existing_database_and_downgrade_restores_it(
     assert primary_key(engine, "eval_records") == "PRIMARY KEY (id, trace_id)"
     assert primary_key(engine, "traces") == "PRIMARY KEY (trace_id)"
 
+    # A later revision's new column (0007 adds some): the conversion reads the table's
+    # shape, so the column and its values travel both ways.
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE eval_records ADD COLUMN later int NOT NULL DEFAULT 7"))
+        conn.execute(text("UPDATE eval_records SET later = 8 WHERE trace_id = 'tr-5'"))
+
     downgrade(engine, BEFORE)
 
     assert current_revision(engine) == BEFORE
@@ -149,6 +155,9 @@ def test_upgrade_partitions_an_existing_database_and_downgrade_restores_it(
     assert fingerprint(engine) == before
     assert upgrade(engine).before == BEFORE  # and it converts again
     assert fingerprint(engine) == before
+    with engine.connect() as conn:
+        later = conn.execute(text("SELECT later, count(*) FROM eval_records GROUP BY 1"))
+        assert sorted(later.all()) == [(7, 598), (8, 2)]
 
 
 def _record(trace_id: str, rubric: str, *, status: str, score: float | None) -> EvalRecord:
