@@ -86,9 +86,11 @@ def measure_retention(store: Store, *, batch: int, records_days: int = 30) -> di
     stop = threading.Event()
     th = threading.Thread(target=insert_latencies, args=(store, stop, during))
     th.start()
-    result = apply_retention(store, settings, utcnow() + timedelta(seconds=1))
-    stop.set()
-    th.join()
+    try:
+        result = apply_retention(store, settings, utcnow() + timedelta(seconds=1))
+    finally:
+        stop.set()
+        th.join()
     deleted = result.deleted["eval_records"]
     return {
         "batch_rows": batch,
