@@ -62,6 +62,55 @@ def insert_latencies(store: Store, stop: threading.Event, out: list[float]) -> N
         time.sleep(0.002)  # ~400 inserts/s: a busy worker fleet's write rate
 
 
+def measure_retention(store: Store, *, batch: int, records_days: int = 30) -> dict[str, object]:
+    """One retention pass over the records (keep `records_days`) timed, with single-record
+    inserts running 3 s before it and throughout it; the report's insert latencies say what
+    the delete does to the writers."""
+    settings = Settings.model_validate(
+        {
+            "database": {
+                "url": store.url,
+                "retention": {"records_days": records_days, "batch_rows": batch},
+            },
+            "alerts": {"policy": {"window": "6h", "baseline": "7d"}},
+        }
+    )
+    before: list[float] = []
+    stop = threading.Event()
+    th = threading.Thread(target=insert_latencies, args=(store, stop, before))
+    th.start()
+    time.sleep(3)
+    stop.set()
+    th.join()
+    during: list[float] = []
+    stop = threading.Event()
+    th = threading.Thread(target=insert_latencies, args=(store, stop, during))
+    th.start()
+    try:
+        result = apply_retention(store, settings, utcnow() + timedelta(seconds=1))
+    finally:
+        stop.set()
+        th.join()
+    deleted = result.deleted["eval_records"]
+    return {
+        "batch_rows": batch,
+        "deleted": deleted,
+        "delete_s": round(result.seconds, 2),
+        "rows_per_s": round(deleted / result.seconds),
+        "insert_ms_before": {
+            "n": len(before),
+            "p50": round(statistics.median(before), 2),
+            "p99": round(percentile(before, 0.99), 2),
+        },
+        "insert_ms_during": {
+            "n": len(during),
+            "p50": round(statistics.median(during), 2),
+            "p99": round(percentile(during, 0.99), 2),
+            "max": round(max(during), 2),
+        },
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -69,58 +118,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000)
     args = ap.parse_args()
     with PostgresCluster() as pg:
-        url = pg.url
-        store = Store(url)
+        store = Store(pg.url)
         t0 = time.perf_counter()
         with store.engine.begin() as conn:
             conn.execute(text(FILL), {"rows": args.rows, "days": str(args.days)})
         with store.engine.begin() as conn:
             conn.execute(text("ANALYZE eval_records"))
         fill_s = time.perf_counter() - t0
-        settings = Settings.model_validate(
-            {
-                "database": {
-                    "url": url,
-                    "retention": {"records_days": 30, "batch_rows": args.batch},
-                },
-                "alerts": {"policy": {"window": "6h", "baseline": "7d"}},
-            }
-        )
-        # Before: inserts alone for 3 s.
-        before: list[float] = []
-        stop = threading.Event()
-        th = threading.Thread(target=insert_latencies, args=(store, stop, before))
-        th.start()
-        time.sleep(3)
-        stop.set()
-        th.join()
-        during: list[float] = []
-        stop = threading.Event()
-        th = threading.Thread(target=insert_latencies, args=(store, stop, during))
-        th.start()
-        result = apply_retention(store, settings, utcnow() + timedelta(seconds=1))
-        stop.set()
-        th.join()
-        deleted = result.deleted["eval_records"]
-        report = {
-            "rows": args.rows,
-            "fill_s": round(fill_s, 1),
-            "batch_rows": args.batch,
-            "deleted": deleted,
-            "delete_s": round(result.seconds, 2),
-            "rows_per_s": round(deleted / result.seconds),
-            "insert_ms_before": {
-                "n": len(before),
-                "p50": round(statistics.median(before), 2),
-                "p99": round(percentile(before, 0.99), 2),
-            },
-            "insert_ms_during": {
-                "n": len(during),
-                "p50": round(statistics.median(during), 2),
-                "p99": round(percentile(during, 0.99), 2),
-                "max": round(max(during), 2),
-            },
-        }
+        report = {"rows": args.rows, "fill_s": round(fill_s, 1)}
+        report |= measure_retention(store, batch=args.batch)
         store.close()
     print(json.dumps(report, indent=2))
 

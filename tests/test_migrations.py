@@ -25,6 +25,7 @@ from evaluator.store.schema import (
     alembic_config,
     current_revision,
     head_revision,
+    include_name,
     model_metadata,
     upgrade,
 )
@@ -102,7 +103,8 @@ def assert_records_survived(engine: Engine) -> None:
 
 def drift(engine: Engine) -> list[object]:
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {"compare_type": True, "include_name": include_name}
+        ctx = MigrationContext.configure(conn, opts=opts)
         diffs = compare_metadata(ctx, model_metadata())
     model_has_index = INGESTED_INDEX in {i.name for i in model_metadata().tables["traces"].indexes}
     if not model_has_index:  # until TraceRecord declares it

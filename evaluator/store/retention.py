@@ -83,12 +83,30 @@ _BATCHES = {
 }
 
 
+# PostgreSQL: `= ANY(ARRAY(...))` rather than `IN (...)` for the partitioned tables
+# (migration 0006). There the planner turns IN into a hash join over every partition — a
+# scan of the whole table per batch (measured: ~1.5 k rows/s at 10 M records); the array
+# is computed once and each partition probes its own index with it.
+_PG_BATCHES = {
+    "eval_records": (
+        "DELETE FROM eval_records WHERE id = ANY(ARRAY(SELECT id FROM eval_records "
+        "WHERE created_at < :cutoff LIMIT :n))"
+    ),
+    "traces": (
+        "DELETE FROM traces WHERE trace_id = ANY(ARRAY(SELECT t.trace_id FROM traces t "
+        "WHERE t.ingested_at < :cutoff AND NOT EXISTS (SELECT 1 FROM eval_intents i "
+        "WHERE i.trace_id = t.trace_id AND i.status = 'pending') LIMIT :n))"
+    ),
+}
+
+
 def delete_in_batches(
     engine: Engine, table: str, cutoff: Any, batch_rows: int, deadline: float = float("inf")
 ) -> int:
     """Delete rows older than `cutoff`, one committed batch at a time; returns the count.
     Stops after the batch that passes `deadline` (time.monotonic()): the next run goes on."""
-    statement = text(_BATCHES[table])
+    pg = engine.dialect.name == "postgresql"
+    statement = text(_PG_BATCHES[table] if pg and table in _PG_BATCHES else _BATCHES[table])
     total = 0
     while time.monotonic() < deadline:
         with engine.begin() as conn:

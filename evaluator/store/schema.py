@@ -18,6 +18,7 @@ SQLite's write lock (BEGIN IMMEDIATE), held for the whole upgrade.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ log = logging.getLogger("evaluator.store.schema")
 
 SCRIPT_LOCATION = "evaluator.store:migrations"
 BASELINE = "0001_baseline"
+# Hash partitions of these tables (migration 0006, PostgreSQL): no model describes them.
+_PARTITION = re.compile(r"^(traces|eval_records)_p\d+$")
 # Any fixed 64-bit number; only other evaluator processes take this lock.
 _PG_LOCK_KEY = 0x6576616C5F6D6967  # "eval_mig"
 
@@ -53,6 +56,12 @@ def model_metadata() -> MetaData:
     from evaluator.store import batches, models, outbox, trust_models  # noqa: F401  (tables)
 
     return SQLModel.metadata
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic `include_name` hook: compare the models with the tables, not the partitions
+    (the partitioned parent carries the columns, constraints and indexes)."""
+    return not (type_ == "table" and name is not None and _PARTITION.match(name))
 
 
 def alembic_config(*, connection: Connection | None = None, url: str | None = None) -> Config:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from evaluator.store.schema import model_metadata
+from evaluator.store.schema import include_name, model_metadata
 
 config = context.config
 target_metadata = model_metadata()
@@ -34,6 +34,7 @@ def run_online() -> None:
         # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()
