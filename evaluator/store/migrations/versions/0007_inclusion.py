@@ -7,7 +7,7 @@ gains the weighted sums (w = 1/p): Σw, Σw·score, Σw·score², Σw² and Σw 
 NULL in cells folded before this revision (all weights 1, which the readers assume).
 
 Revision ID: 0007_inclusion
-Revises: 0005_trace_signals
+Revises: 0006_partitions
 Create Date: 2026-12-02
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007_inclusion"
-down_revision: str | None = "0005_trace_signals"
+down_revision: str | None = "0006_partitions"
 branch_labels: str | None = None
 depends_on: str | None = None
 
