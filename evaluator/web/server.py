@@ -268,9 +268,12 @@ def make_server(
     options: ServerOptions = DEFAULT_OPTIONS,
     price: PriceFn | None = None,
     thresholds: Mapping[str, float] | None = None,
+    feedback_intake: FeedbackIntake | None = None,
 ) -> BoundedServer:
     api = Api(store, thresholds=thresholds) if price is None else Api(store, price, thresholds)
-    handler = make_handler(api, assembler, metrics, options, is_loopback(host))
+    handler = make_handler(
+        api, assembler, metrics, options, is_loopback(host), feedback_intake=feedback_intake
+    )
     return BoundedServer((host, port), handler, options.max_connections)
 
 
@@ -283,11 +286,12 @@ def start_in_thread(
     metrics: Callable[[], bytes] | None = None,
     options: ServerOptions = DEFAULT_OPTIONS,
     thresholds: Mapping[str, float] | None = None,
+    feedback_intake: FeedbackIntake | None = None,
 ) -> BoundedServer:
     """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
     server = make_server(
         store, host, port, assembler=assembler, metrics=metrics, options=options,
-        thresholds=thresholds,
+        thresholds=thresholds, feedback_intake=feedback_intake,
     )  # fmt: skip
     threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
     return server
