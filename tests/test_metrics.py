@@ -21,6 +21,7 @@ from evaluator.intake.wire import encode
 from evaluator.outputs.metrics import MetricsRecorder, render_metrics
 from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
+from judges.intervals import GroupStats
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -85,6 +86,10 @@ async def test_metrics_from_two_workers_redis_and_sql(redis_url: str, tmp_path: 
                 created_at=utcnow() - timedelta(days=3),
             ),
             rec("faithfulness", "ok", score=1.0, prompt_version="v17"),
+            # The same rubric and prompt under a new judge: a series of its own, not a drop.
+            rec("faithfulness", "ok", score=0.3, prompt_version="v18", epoch="e-new"),
+            rec("faithfulness", "ok", score=0.5, prompt_version="v18", epoch="e-new"),
+            rec("faithfulness", "ok", score=0.4, prompt_version="v18", epoch="e-new"),
             rec("helpfulness", "skipped"),
         ):
             store.upsert_record(r)
@@ -130,11 +135,23 @@ async def test_metrics_from_two_workers_redis_and_sql(redis_url: str, tmp_path: 
     assert m[(f"{hist}_count", f)] == 3
     assert abs(m[(f"{hist}_sum", f)] - 2.64) < 1e-9
 
-    v18 = (("prompt_version", "v18"), *f)
+    v18 = (("epoch", "legacy"), ("prompt_version", "v18"), *f)
     assert abs(m[("evaluator_score", v18)] - 0.8) < 1e-9  # the 3-day-old 0.2 is outside
     assert m[("evaluator_score_samples", v18)] == 2
-    assert m[("evaluator_score", (("prompt_version", "v17"), *f))] == 1.0
-    assert m[("evaluator_records", (("status", "ok"),))] == 4
+    assert m[("evaluator_score", (("epoch", "legacy"), ("prompt_version", "v17"), *f))] == 1.0
+    # Epochs never pool: the new judge's 0.4 does not pull the old series down.
+    new = (("epoch", "e-new"), ("prompt_version", "v18"), *f)
+    assert abs(m[("evaluator_score", new)] - 0.4) < 1e-9
+    assert m[("evaluator_score_samples", new)] == 3
+    # The interval from SQL sums equals the one from the raw scores (judges.intervals).
+    for labels, scores in ((v18, [0.9, 0.7]), (new, [0.3, 0.5, 0.4])):
+        lo, hi = GroupStats.from_scores(scores).mean_ci(0.95)
+        assert abs(m[("evaluator_score_ci_lower", labels)] - lo) < 1e-9
+        assert abs(m[("evaluator_score_ci_upper", labels)] - hi) < 1e-9
+        assert lo < m[("evaluator_score", labels)] < hi
+    assert m[("evaluator_score_ci_lower", new)] > 0.0  # a real interval, not the [0, 1] fallback
+    assert "95% interval" in text
+    assert m[("evaluator_records", (("status", "ok"),))] == 7
     assert m[("evaluator_records", (("status", "skipped"),))] == 1
     assert m[("evaluator_alerts_open", f)] == 1
     assert "# TYPE evaluator_evaluations_total counter" in text

@@ -17,6 +17,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from evaluator.analytics.alerts import open_alerts
+from evaluator.sources.feedback_tail import BAD_BELOW
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store, as_utc
 from evaluator.store.trust_models import FeedbackRecord
@@ -31,7 +32,7 @@ def human_fails(fb: FeedbackRecord) -> bool | None:
     if fb.label is not None:
         return fb.label in _FAIL_LABELS
     if fb.value is not None:
-        return fb.value < 0.5
+        return fb.value < BAD_BELOW
     return None
 
 

@@ -1,6 +1,6 @@
 """`evaluator feedback import|agreement` and `evaluator review next`.
 
-evaluator feedback import labels.jsonl [--source S] [--json]
+evaluator feedback import labels.jsonl [--source S] [--no-enqueue] [--json]
 evaluator feedback agreement --rubric faithfulness [--json]
 evaluator review next [--rubric R] [-n 20] [--json]
 """
@@ -13,6 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+_NOT_ENQUEUED = {
+    "no_redis": "--no-enqueue",
+    "rule_off": "sampling.always_on_negative_feedback is off",
+    "redis_error": "Redis unreachable",
+}
+
 
 def _store(args: argparse.Namespace) -> Any:
     from evaluator.config.settings import load_settings
@@ -22,16 +28,29 @@ def _store(args: argparse.Namespace) -> Any:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from evaluator.config.redis_clients import sync_redis
+    from evaluator.config.settings import load_settings
     from evaluator.sources.feedback import import_feedback
+    from evaluator.sources.feedback_tail import FeedbackIntake
 
     if not args.file.is_file():
         print(f"{args.file}: no such file", file=sys.stderr)
         return 2
+    settings = load_settings(args.settings)
     store = _store(args)
+    # Negative feedback on a stored trace enqueues it for the tail rules; without Redis
+    # (--no-enqueue, or unreachable) only the trace's stored signal turns negative.
+    rclient = None if args.no_enqueue else sync_redis(settings, socket_connect_timeout=2.0,
+                                                      socket_timeout=2.0)  # fmt: skip
+    intake = None if rclient is None else FeedbackIntake(
+        rclient, settings.redis.key_prefix, settings.sampling.always_on_negative_feedback
+    )  # fmt: skip
     try:
-        report = import_feedback(store, args.file, source=args.source)
+        report = import_feedback(store, args.file, source=args.source, intake=intake)
     finally:
         store.close()
+        if rclient is not None:
+            rclient.close()
     for line, reason in report.errors:
         print(f"{args.file}:{line}: {reason}", file=sys.stderr)
     if args.json:
@@ -41,6 +60,13 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{args.file}: {report.inserted} new, {report.duplicates} already there, "
             f"{len(report.errors)} rejected ({report.traces} new traces)"
         )
+        tail = report.tail
+        if tail.marked:
+            why = _NOT_ENQUEUED.get(tail.skipped or "", "")
+            print(
+                f"{len(tail.marked)} stored traces turned negative: {tail.enqueued} enqueued"
+                + (f" (not enqueued: {why}; their stored signal is set)" if why else "")
+            )
     return 1 if report.errors else 0
 
 
@@ -114,6 +140,12 @@ def register(sub: Any) -> None:
     )
     imp.add_argument("file", type=Path)
     imp.add_argument("--source", help="recorded as the feedback's source (import:FILE)")
+    imp.add_argument(
+        "--no-enqueue",
+        action="store_true",
+        help="do not enqueue stored traces that negative feedback turns negative (the tail "
+        "rule); only set their stored signal",
+    )
     imp.add_argument("--json", action="store_true")
     imp.set_defaults(fn=cmd_import)
     agr = fsub.add_parser("agreement", help="judge-human agreement per epoch, with intervals")

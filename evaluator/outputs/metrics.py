@@ -5,6 +5,11 @@ memory: counters are Redis hash fields that every worker increments (`MetricsRec
 gauges are read at scrape time from Redis (queue depth) and SQL (current scores, open
 alerts). Any process that can reach both can serve the same numbers.
 
+The score gauges carry the evaluator epoch (judges.provenance) as a label, so a judge swap
+starts a new series instead of showing as a drop of the old one. Its cardinality stays low:
+a rubric has a handful of epochs over its life (one per judge model, prompt or scorer
+change), and only epochs with ok records inside the window are exported.
+
     evaluator_intake_received_total                  IDs popped from the intake list
     evaluator_intake_invalid_total                   entries that could not be decoded
     evaluator_sampling_decisions_total{reason}       rate / tail_* / not_sampled
@@ -25,8 +30,13 @@ alerts). Any process that can reach both can serve the same numbers.
                                                      (hit) or asked of the judge (miss)
     evaluator_judge_rate_limited_total               HTTP 429 answers from the judge
     evaluator_judge_retries_total                    retried judge calls
-    evaluator_score{rubric,prompt_version}           mean score of ok records, last window
-    evaluator_score_samples{rubric,prompt_version}   how many records that mean is over
+    evaluator_score{rubric,prompt_version,epoch}     mean score of ok records, last window
+    evaluator_score_samples{rubric,prompt_version,epoch}
+                                                     how many records that mean is over
+    evaluator_score_ci_lower{rubric,prompt_version,epoch}
+    evaluator_score_ci_upper{rubric,prompt_version,epoch}
+                                                     its 95 % interval (judges.intervals:
+                                                     Wilson for 0/1 scores, Student t else)
     evaluator_records{status}                        stored eval records
     evaluator_alerts_open{rubric}                    open regression alerts
     evaluator_quarantined_total{source,cause}        traces/spans refused at an entry point
@@ -51,7 +61,8 @@ from prometheus_client.core import (
 )
 from redis.asyncio import Redis as AsyncRedis
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
 
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
@@ -59,8 +70,10 @@ from evaluator.intake.sampling import Reason
 from evaluator.store import outbox
 from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
+from judges.intervals import GroupStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+SCORE_CI_LEVEL = 0.95  # the level trends and the page use too
 # Seconds; judge calls take 0.5–30 s, local scorers milliseconds.
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 log = logging.getLogger("evaluator.outputs.metrics")
@@ -258,35 +271,59 @@ def _redis_families(
         yield CounterMetricFamily(f"evaluator_judge_{kind}", doc, value=value)
 
 
+def _score_families(
+    rows: Iterable[tuple[str, str | None, str, int, float | None, float | None]], window: timedelta
+) -> Iterator[Metric]:
+    """Mean, count and interval per (rubric, prompt version, epoch) from SQL sums (pure)."""
+    labels = ["rubric", "prompt_version", "epoch"]
+    where = f"ok records in the last {window}, per evaluator epoch (never pooled across judges)"
+    level = f"{SCORE_CI_LEVEL:.0%}"
+    score = GaugeMetricFamily(
+        "evaluator_score", f"Mean normalised score of {where}.", labels=labels
+    )
+    samples = GaugeMetricFamily("evaluator_score_samples", "Records behind evaluator_score.",
+                                labels=labels)  # fmt: skip
+    lower, upper = (
+        GaugeMetricFamily(
+            f"evaluator_score_ci_{side}",
+            f"{side.capitalize()} bound of the {level} interval of evaluator_score "
+            "(Wilson for 0/1 scores, Student t otherwise).",
+            labels=labels,
+        )
+        for side in ("lower", "upper")
+    )
+    for rubric, version, epoch, n, total, total_sq in rows:
+        stats = GroupStats(int(n), float(total or 0.0), float(total_sq or 0.0))
+        values = [rubric, version or "", epoch]
+        score.add_metric(values, stats.mean if n else 0.0)
+        samples.add_metric(values, n)
+        lo, hi = stats.mean_ci(SCORE_CI_LEVEL)
+        lower.add_metric(values, lo)
+        upper.add_metric(values, hi)
+    yield from (score, samples, lower, upper)
+
+
 def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
     since = utcnow() - window
-    score = GaugeMetricFamily(
-        "evaluator_score",
-        f"Mean normalised score of ok records in the last {window}.",
-        labels=["rubric", "prompt_version"],
-    )
-    samples = GaugeMetricFamily(
-        "evaluator_score_samples",
-        "Records behind evaluator_score.",
-        labels=["rubric", "prompt_version"],
-    )
     records = GaugeMetricFamily("evaluator_records", "Stored eval records.", labels=["status"])
     alerts = GaugeMetricFamily("evaluator_alerts_open", "Open alerts.", labels=["rubric"])
+    score = col(EvalRecord.score)
+    # More columns than sqlmodel's select() types: the SQLAlchemy core form.
+    sums = (
+        sa_select(
+            col(EvalRecord.rubric),
+            col(EvalRecord.prompt_version),
+            col(EvalRecord.epoch),
+            func.count(score),
+            func.sum(score),
+            func.sum(score * score),
+        )
+        .where(col(EvalRecord.status) == "ok", col(EvalRecord.created_at) >= since)
+        .group_by(col(EvalRecord.rubric), col(EvalRecord.prompt_version), col(EvalRecord.epoch))
+    )
     with Session(store.engine) as session:
-        rows = session.exec(
-            select(
-                EvalRecord.rubric,
-                EvalRecord.prompt_version,
-                func.avg(EvalRecord.score),
-                func.count(),
-            )
-            .where(EvalRecord.status == "ok", EvalRecord.created_at >= since)  # type: ignore[arg-type]
-            .group_by(EvalRecord.rubric, EvalRecord.prompt_version)  # type: ignore[arg-type]
-        ).all()
-        for rubric, version, mean, n in rows:
-            labels = [rubric, version or ""]
-            score.add_metric(labels, float(mean or 0.0))
-            samples.add_metric(labels, n)
+        rows = session.connection().execute(sums).all()
+        families = list(_score_families(rows, window))
         for status, n in session.exec(
             select(EvalRecord.status, func.count()).group_by(EvalRecord.status)
         ).all():
@@ -302,7 +339,7 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
         "Sampled traces not evaluated yet: the backlog while the judge is slow or down.",
         value=outbox.count_intents(store.engine, outbox.PENDING),
     )
-    yield from (score, samples, records, alerts, pending)
+    yield from (*families, records, alerts, pending)
 
 
 class _Snapshot:

@@ -7,6 +7,10 @@ Four doors, one writer (`record_feedback` = `feedback_row` + `write_feedback`):
     handle_feedback(store, body)                      # POST /api/feedback -> (status, json)
     # OTLP spans with evaluator.feedback.* attributes: evaluator.sources.otlp.feedback
 
+Negative feedback on a stored trace feeds the tail rules (evaluator.sources.feedback_tail):
+pass `intake=FeedbackIntake(...)` and such a trace is enqueued to be evaluated; without it
+only the trace's stored signal turns negative.
+
 Lines / bodies are the labelled-JSONL format ({"trace", "label", "human_score", "rubric",
 "note"}: the trace is stored too) or the compact form {"trace_id", "value" | "label",
 "span_id"?, "rubric"?, "kind"?, "note"?, "id"?}. Writing is idempotent on `id` (the
@@ -26,6 +30,12 @@ from typing import Any
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from evaluator.sources.feedback_tail import (
+    FeedbackIntake,
+    TailOutcome,
+    feed_tail_rules,
+    is_negative,
+)
 from evaluator.sources.labelled import parse_item, parse_label
 from evaluator.store.models import table_of, utcnow
 from evaluator.store.store import Store
@@ -144,14 +154,29 @@ def write_feedback(store: Store, row: dict[str, Any]) -> bool:
         return conn.execute(stmt.returning(table.c.id)).first() is not None
 
 
-def record_feedback(store: Store, **item: Any) -> tuple[str, bool]:
+def record_feedback(
+    store: Store, *, intake: FeedbackIntake | None = None, **item: Any
+) -> tuple[str, bool]:
     """Store one piece of feedback; returns (id, inserted). ValueError on a bad item.
 
     Keyword arguments are those of `feedback_row` (trace_id, value, label, kind, span_id,
-    rubric, note, source, id, created_at).
+    rubric, note, source, id, created_at). A new negative row feeds the tail rules
+    (`feed_tail_rules`; enqueued through `intake` when given).
     """
     row = feedback_row(**item)
-    return row["id"], write_feedback(store, row)
+    inserted = write_feedback(store, row)
+    if inserted and is_negative(row):
+        feed_tail_rules(store, [row["trace_id"]], intake)
+    return row["id"], inserted
+
+
+def _write(store: Store, report: FeedbackReport, **item: Any) -> tuple[str, bool]:
+    """One row written; a new negative one is noted for `FeedbackReport.feed_tail_rules`."""
+    row = feedback_row(**item)
+    inserted = write_feedback(store, row)
+    if inserted and is_negative(row):
+        report.negative.append(row["trace_id"])
+    return row["id"], inserted
 
 
 @dataclass
@@ -161,6 +186,12 @@ class FeedbackReport:
     traces: int = 0
     ids: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    negative: list[str] = field(default_factory=list)  # traces of new negative rows
+    tail: TailOutcome = field(default_factory=TailOutcome)
+
+    def feed_tail_rules(self, store: Store, intake: FeedbackIntake | None) -> None:
+        """Once per request or file: one UPDATE and at most one RPUSH for all its rows."""
+        self.tail = feed_tail_rules(store, self.negative, intake)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -169,6 +200,7 @@ class FeedbackReport:
             "traces": self.traces,
             "ids": self.ids,
             "errors": [{"item": n, "error": e} for n, e in self.errors],
+            "tail": self.tail.to_json(),
         }
 
 
@@ -182,8 +214,8 @@ def record_item(store: Store, doc: Any, source: str, report: FeedbackReport, num
             trace = line.trace
             report.traces += store.save_traces([trace]).inserted
             value = line.human_score
-            result = record_feedback(
-                store, trace_id=trace.trace_id, label=doc.get("label"), value=value,
+            result = _write(
+                store, report, trace_id=trace.trace_id, label=doc.get("label"), value=value,
                 kind="label", rubric=line.rubric, note=line.note, source=source,
                 id=doc.get("id"),
             )  # fmt: skip
@@ -193,7 +225,7 @@ def record_item(store: Store, doc: Any, source: str, report: FeedbackReport, num
             if unknown:
                 raise ValueError(f"unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
             args = {k: doc[k] for k in allowed if k in doc}
-            result = record_feedback(store, source=str(doc.get("source") or source), **args)
+            result = _write(store, report, source=str(doc.get("source") or source), **args)
     except (ValueError, TypeError) as exc:
         report.errors.append((number, str(exc)))
         return
@@ -204,7 +236,10 @@ def record_item(store: Store, doc: Any, source: str, report: FeedbackReport, num
         report.duplicates += 1
 
 
-def import_feedback(store: Store, path: Path, *, source: str | None = None) -> FeedbackReport:
+def import_feedback(
+    store: Store, path: Path, *, source: str | None = None, intake: FeedbackIntake | None = None
+) -> FeedbackReport:
+    """`evaluator feedback import FILE`; new negative rows feed the tail rules at the end."""
     report = FeedbackReport()
     src = source or f"import:{path.name}"
     with path.open(encoding="utf-8") as fh:
@@ -217,12 +252,16 @@ def import_feedback(store: Store, path: Path, *, source: str | None = None) -> F
                 report.errors.append((number, f"not JSON: {exc.msg}"))
                 continue
             record_item(store, doc, src, report, number)
+    report.feed_tail_rules(store, intake)
     return report
 
 
-def handle_feedback(store: Store, body: bytes) -> tuple[int, dict[str, Any]]:
+def handle_feedback(
+    store: Store, body: bytes, intake: FeedbackIntake | None = None
+) -> tuple[int, dict[str, Any]]:
     """POST /api/feedback: one item or a list of items. 200 when all were written (or were
-    already there), 400 with every item's error otherwise (the valid ones are kept)."""
+    already there), 400 with every item's error otherwise (the valid ones are kept). New
+    negative rows on stored traces feed the tail rules (`tail` in the answer)."""
     try:
         doc = json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -233,4 +272,5 @@ def handle_feedback(store: Store, body: bytes) -> tuple[int, dict[str, Any]]:
     report = FeedbackReport()
     for number, item in enumerate(items):
         record_item(store, item, "api", report, number)
+    report.feed_tail_rules(store, intake)
     return (400 if report.errors else 200), report.to_json()

@@ -1,4 +1,5 @@
-"""Stored traces that could trip a tail rule, read incrementally by ingestion time.
+"""Stored traces that could trip a tail rule: read incrementally by ingestion time, and
+marked when negative feedback arrives after the trace (`mark_negative_feedback`).
 
 The intake keeps what this returns in memory and looks bare IDs up there: one indexed range
 query per drained batch (usually empty) instead of a probe per ID, so applying the tail rules
@@ -10,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
@@ -69,3 +70,23 @@ def tail_traces_since(
             StoredTail(tid, as_utc(at), bool(err), cost, latency, feedback)
             for tid, at, err, cost, latency, feedback in conn.execute(query)
         ]
+
+
+def mark_negative_feedback(engine: Engine, trace_ids: list[str], signal: float) -> list[str]:
+    """Set the stored feedback signal of these traces to `signal` (< 0) where it was not
+    negative yet; returns the stored traces that turned negative now (each at most once, so
+    the caller enqueues a trace once however many thumbs-down it gets)."""
+    if not trace_ids:
+        return []
+    t = TraceRecord
+    query = (
+        update(t)
+        .where(
+            col(t.trace_id).in_(sorted(set(trace_ids))),
+            or_(col(t.feedback).is_(None), col(t.feedback) >= 0),
+        )
+        .values(feedback=signal)
+        .returning(col(t.trace_id))
+    )
+    with engine.begin() as conn:
+        return sorted(row[0] for row in conn.execute(query))

@@ -55,6 +55,7 @@ from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from evaluator.outputs.metrics import render_metrics
 from evaluator.sources.feedback import handle_feedback
+from evaluator.sources.feedback_tail import FeedbackIntake
 from evaluator.sources.otlp.assembly import SpanAssembler, start_sweeper
 from evaluator.sources.otlp.decode import OtlpConfig
 from evaluator.sources.otlp.receive import handle_otlp_traces
@@ -79,7 +80,12 @@ def make_handler(
     metrics: Callable[[], bytes] | None = None,
     options: ServerOptions = DEFAULT_OPTIONS,
     bound_loopback: bool = True,
+    feedback_intake: FeedbackIntake | None = None,
 ) -> type[BaseHTTPRequestHandler]:
+    # Late negative feedback enqueues its trace (evaluator.sources.feedback_tail); the OTLP
+    # receiver's intake serves POST /api/feedback too unless another is given.
+    if feedback_intake is None and assembler is not None:
+        feedback_intake = assembler.feedback_intake
     routes = {
         "/api/rubrics": api.rubrics,
         "/api/overview": api.overview,
@@ -185,7 +191,7 @@ def make_handler(
                 self.close_connection = True  # too slow, or gone: nothing to answer
                 return
             if feedback:  # human labels, scores and thumbs (evaluator.sources.feedback)
-                code, payload = handle_feedback(api.store, body)
+                code, payload = handle_feedback(api.store, body, feedback_intake)
                 self._json(HTTPStatus(code), payload)
                 return
             assert assembler is not None
@@ -262,9 +268,12 @@ def make_server(
     options: ServerOptions = DEFAULT_OPTIONS,
     price: PriceFn | None = None,
     thresholds: Mapping[str, float] | None = None,
+    feedback_intake: FeedbackIntake | None = None,
 ) -> BoundedServer:
     api = Api(store, thresholds=thresholds) if price is None else Api(store, price, thresholds)
-    handler = make_handler(api, assembler, metrics, options, is_loopback(host))
+    handler = make_handler(
+        api, assembler, metrics, options, is_loopback(host), feedback_intake=feedback_intake
+    )
     return BoundedServer((host, port), handler, options.max_connections)
 
 
@@ -277,11 +286,12 @@ def start_in_thread(
     metrics: Callable[[], bytes] | None = None,
     options: ServerOptions = DEFAULT_OPTIONS,
     thresholds: Mapping[str, float] | None = None,
+    feedback_intake: FeedbackIntake | None = None,
 ) -> BoundedServer:
     """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
     server = make_server(
         store, host, port, assembler=assembler, metrics=metrics, options=options,
-        thresholds=thresholds,
+        thresholds=thresholds, feedback_intake=feedback_intake,
     )  # fmt: skip
     threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
     return server
@@ -302,6 +312,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
         ),
         grace_s=o.grace_s,
         orphan_s=o.orphan_s,
+        on_negative_feedback=settings.sampling.always_on_negative_feedback,
     )
     _thread, stop = start_sweeper(assembler, o.sweep_interval_s)
 

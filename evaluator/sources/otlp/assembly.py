@@ -40,6 +40,7 @@ from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import trace_labels, trace_signals
 from evaluator.intake.wire import encode
 from evaluator.sources.feedback import write_feedback
+from evaluator.sources.feedback_tail import FeedbackIntake, feed_tail_rules, is_negative
 from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan
 from evaluator.sources.otlp.mapping import (
     merge_into,
@@ -85,6 +86,7 @@ class SpanAssembler:
         config: OtlpConfig | None = None,
         grace_s: float = 5.0,
         orphan_s: float = 120.0,
+        on_negative_feedback: bool = True,
     ) -> None:
         self.store = store
         self.redis = redis_client
@@ -93,6 +95,12 @@ class SpanAssembler:
         self.orphan_s = orphan_s
         self.key_prefix = self._prefix = key_prefix
         self._intake_key = intake_key(key_prefix)
+        # Late negative feedback on a stored trace enqueues it (evaluator.sources.feedback_tail).
+        self.feedback_intake = (
+            None
+            if redis_client is None
+            else FeedbackIntake(redis_client, key_prefix, on_negative_feedback)
+        )
         PendingSpan.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
 
     def add(self, spans: list[OtlpSpan], *, now: float | None = None) -> list[Refusal]:
@@ -143,16 +151,20 @@ class SpanAssembler:
     def _store_feedback(self, rows: list[dict[str, Any]], refused: list[Refusal]) -> None:
         """Feedback rows through the one writer POST /api/feedback and import use."""
         done = {r.item for r in refused}
+        negative: list[str] = []
         for row in rows:
             item = f"span {row['trace_id']}/{row['span_id']}"
             if item in done:  # its span was refused by the database: so is its feedback
                 continue
             try:
-                write_feedback(self.store, row)
+                if write_feedback(self.store, row) and is_negative(row):
+                    negative.append(row["trace_id"])
             except Exception as exc:
                 if not is_input_fault(exc):
                     raise
                 refused.append(Refusal(item, "refused", str(exc).splitlines()[0][:300]))
+        if negative:
+            feed_tail_rules(self.store, negative, self.feedback_intake)
 
     def pending_traces(self) -> int:
         table = PendingSpan.__table__  # type: ignore[attr-defined]

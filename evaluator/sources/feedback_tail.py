@@ -1,0 +1,105 @@
+"""Negative feedback that arrives after its trace feeds the tail rules.
+
+The app's enqueue-time `feedback=` signal and a span's plain `feedback` attribute reach the
+negative-feedback tail rule on their way in. A thumbs-down that comes later — POST
+/api/feedback, `evaluator feedback import`, `evaluator.feedback.*` on an OTLP span — goes
+through here once its rows are written:
+
+1. the stored trace's signal (`traces.feedback`) turns negative (`NEGATIVE_SIGNAL`), so the
+   intake's stored-trace lookup sees it from now on;
+2. when the deployment samples on negative feedback (`sampling.always_on_negative_feedback`)
+   and the writer has Redis, each trace that *turned* negative is pushed on the intake list
+   in the app's wire format with the feedback signal set: the worker's drain samples it as
+   `tail_feedback` and evaluates it like any other tail trace.
+
+Idempotent at every step: only a newly inserted row counts (a re-sent feedback id writes
+nothing), only a trace whose signal was not negative yet is pushed (a second thumbs-down
+pushes nothing), the drain's job id `evaluate:tail:{trace}` dedupes, and a record is unique
+per trace, span, rubric and version, so a trace already evaluated is never written twice.
+Feedback about a trace not stored yet only stores the feedback row.
+
+    intake = FeedbackIntake(redis_client, key_prefix="evaluator", on_negative_feedback=True)
+    feed_tail_rules(store, ["t1", "t2"], intake)     # -> TailOutcome(marked=[...], enqueued=n)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import Signals
+from evaluator.intake.wire import encode
+from evaluator.store.store import Store
+from evaluator.store.tail import mark_negative_feedback
+
+log = logging.getLogger("evaluator.sources.feedback_tail")
+
+BAD_BELOW = 0.5  # a feedback value (goodness in [0, 1]) under this is a negative verdict
+NEGATIVE_SIGNAL = -1.0  # the tail-rule signal stored and sent for it (negative = bad)
+
+
+def is_negative(row: Mapping[str, Any]) -> bool:
+    """A feedback row (evaluator.sources.feedback.feedback_row) that says the answer was bad:
+    thumbs down, a score or a label below the bad mark. A bare note says nothing."""
+    value = row.get("value")
+    return value is not None and value < BAD_BELOW
+
+
+@dataclass(frozen=True)
+class FeedbackIntake:
+    """Where a trace turned negative by late feedback is enqueued, and whether it is."""
+
+    redis: redis.Redis
+    key_prefix: str
+    on_negative_feedback: bool = True
+
+
+@dataclass
+class TailOutcome:
+    marked: list[str] = field(default_factory=list)  # stored traces whose signal turned negative
+    enqueued: int = 0
+    # Why marked traces were not enqueued: "no_redis", "rule_off" or "redis_error".
+    skipped: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"marked": len(self.marked), "enqueued": self.enqueued, "skipped": self.skipped}
+
+
+def feed_tail_rules(
+    store: Store, trace_ids: Iterable[str], intake: FeedbackIntake | None
+) -> TailOutcome:
+    """Mark the stored traces negative and enqueue those that turned negative now.
+
+    `trace_ids` are the traces of newly written negative rows. Without `intake` (no Redis:
+    e.g. a CLI import) only the stored signal changes. A failed push is logged, not raised:
+    the feedback and the signal are stored, and the write must not fail over an enqueue.
+    """
+    outcome = TailOutcome(marked=mark_negative_feedback(store.engine, list(trace_ids),
+                                                        NEGATIVE_SIGNAL))  # fmt: skip
+    if not outcome.marked:
+        return outcome
+    if intake is None:
+        outcome.skipped = "no_redis"
+        return outcome
+    if not intake.on_negative_feedback:
+        outcome.skipped = "rule_off"
+        return outcome
+    signals = Signals(feedback=NEGATIVE_SIGNAL)
+    entries = [encode(trace_id, signals) for trace_id in outcome.marked]
+    try:
+        intake.redis.rpush(intake_key(intake.key_prefix), *entries)
+    except (redis.RedisError, OSError) as exc:
+        outcome.skipped = "redis_error"
+        log.warning(
+            "feedback: %d traces turned negative but could not be enqueued: %s",
+            len(entries),
+            exc,
+        )
+        return outcome
+    outcome.enqueued = len(entries)
+    return outcome
