@@ -19,14 +19,17 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from evaluator.config.settings import Settings
-from evaluator.sources.feedback_tail import FeedbackIntake
+from evaluator.sources.feedback_tail import FeedbackIntake, feed_tail_rules
+from evaluator.sources.ingest import ingest_traces
 from evaluator.sources.otlp.assembly import SpanAssembler
 from evaluator.store.models import TraceRecord
 from evaluator.store.store import Store
+from evaluator.store.tail import mark_negative_feedback
 from evaluator.web.server import start_in_thread
 from evaluator.worker.app import run_burst
 
 from .conftest import JUDGE_URL, TONE_RUBRIC, make_settings, rag_trace, write_rubric
+from .services import free_port
 from .test_worker_e2e import JUDGE, evaluate, records, verdict
 
 SAMPLED = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED)  # the SDK drops unsampled
@@ -166,3 +169,26 @@ async def test_a_thumbs_down_on_an_otlp_span_gets_the_stored_trace_evaluated(
     rows = records(settings)
     assert [(r.trace_id, r.details["sampled_by"]) for r in rows] == [(IDS[0], "tail_feedback")]
     assert judge.call_count == 1
+
+
+def test_a_failed_push_leaves_the_signal_unmarked_and_the_next_thumbs_down_enqueues(
+    tmp_path: Path, redis_url: str
+) -> None:
+
+    settings = _settings(tmp_path, redis_url, rate=0.0)
+    store = Store(settings.database.url)
+    ingest_traces(store, [rag_trace("t-down")])
+    # A real client to a port nothing listens on: the push fails as in a Redis outage.
+    dead = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    out = feed_tail_rules(store, ["t-down"], FeedbackIntake(dead, "x", True))
+    assert out.to_json() == {"marked": 0, "enqueued": 0, "skipped": "redis_error"}
+    assert _stored_signal(settings, "t-down") is None  # rolled back with the failed push
+    live = redis.Redis.from_url(settings.redis.url)
+    prefix = settings.redis.key_prefix
+    again = feed_tail_rules(store, ["t-down"], FeedbackIntake(live, prefix, True))
+    assert again.to_json() == {"marked": 1, "enqueued": 1, "skipped": None}
+    assert _stored_signal(settings, "t-down") == -1.0
+    assert mark_negative_feedback(store.engine, ["t-down"], -1.0) == []  # already negative
+    live.close()
+    dead.close()
+    store.close()

@@ -76,30 +76,24 @@ def feed_tail_rules(
     """Mark the stored traces negative and enqueue those that turned negative now.
 
     `trace_ids` are the traces of newly written negative rows. Without `intake` (no Redis:
-    e.g. a CLI import) only the stored signal changes. A failed push is logged, not raised:
-    the feedback and the signal are stored, and the write must not fail over an enqueue.
+    e.g. a CLI import) only the stored signal changes. The push happens inside the marking
+    transaction: a failed push (logged, not raised — the feedback rows are stored and the
+    write must not fail over an enqueue) leaves the signal unmarked, so the next thumbs-down
+    on that trace tries again instead of finding it "already negative" and never enqueued.
     """
-    outcome = TailOutcome(marked=mark_negative_feedback(store.engine, list(trace_ids),
-                                                        NEGATIVE_SIGNAL))  # fmt: skip
-    if not outcome.marked:
-        return outcome
-    if intake is None:
-        outcome.skipped = "no_redis"
-        return outcome
-    if not intake.on_negative_feedback:
-        outcome.skipped = "rule_off"
-        return outcome
-    signals = Signals(feedback=NEGATIVE_SIGNAL)
-    entries = [encode(trace_id, signals) for trace_id in outcome.marked]
+    ids = list(trace_ids)
+    if intake is None or not intake.on_negative_feedback:
+        marked = mark_negative_feedback(store.engine, ids, NEGATIVE_SIGNAL)
+        skipped = "no_redis" if intake is None else "rule_off"
+        return TailOutcome(marked=marked, skipped=skipped if marked else None)
+
+    def push(marked: list[str]) -> None:
+        signals = Signals(feedback=NEGATIVE_SIGNAL)
+        intake.redis.rpush(intake_key(intake.key_prefix), *(encode(t, signals) for t in marked))
+
     try:
-        intake.redis.rpush(intake_key(intake.key_prefix), *entries)
+        marked = mark_negative_feedback(store.engine, ids, NEGATIVE_SIGNAL, then=push)
     except (redis.RedisError, OSError) as exc:
-        outcome.skipped = "redis_error"
-        log.warning(
-            "feedback: %d traces turned negative but could not be enqueued: %s",
-            len(entries),
-            exc,
-        )
-        return outcome
-    outcome.enqueued = len(entries)
-    return outcome
+        log.warning("feedback: traces not enqueued (their signal stays unmarked): %s", exc)
+        return TailOutcome(skipped="redis_error")
+    return TailOutcome(marked=marked, enqueued=len(marked))

@@ -8,6 +8,7 @@ to stored traces costs the hot path a dict lookup per ID.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -72,10 +73,16 @@ def tail_traces_since(
         ]
 
 
-def mark_negative_feedback(engine: Engine, trace_ids: list[str], signal: float) -> list[str]:
+def mark_negative_feedback(
+    engine: Engine,
+    trace_ids: list[str],
+    signal: float,
+    then: Callable[[list[str]], None] | None = None,
+) -> list[str]:
     """Set the stored feedback signal of these traces to `signal` (< 0) where it was not
     negative yet; returns the stored traces that turned negative now (each at most once, so
-    the caller enqueues a trace once however many thumbs-down it gets)."""
+    the caller enqueues a trace once however many thumbs-down it gets). `then` runs on them
+    before the commit: if it raises, nothing is marked and a later thumbs-down tries again."""
     if not trace_ids:
         return []
     t = TraceRecord
@@ -89,4 +96,7 @@ def mark_negative_feedback(engine: Engine, trace_ids: list[str], signal: float) 
         .returning(col(t.trace_id))
     )
     with engine.begin() as conn:
-        return sorted(row[0] for row in conn.execute(query))
+        marked = sorted(row[0] for row in conn.execute(query))
+        if then is not None and marked:
+            then(marked)
+    return marked
