@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from evaluator.config.settings import Settings
+from evaluator.sources.feedback import record_feedback
 from evaluator.sources.feedback_tail import FeedbackIntake, feed_tail_rules
 from evaluator.sources.ingest import ingest_traces
 from evaluator.sources.otlp.assembly import SpanAssembler
@@ -185,9 +186,18 @@ def test_a_failed_push_leaves_the_signal_unmarked_and_the_next_thumbs_down_enque
     assert _stored_signal(settings, "t-down") is None  # rolled back with the failed push
     live = redis.Redis.from_url(settings.redis.url)
     prefix = settings.redis.key_prefix
-    again = feed_tail_rules(store, ["t-down"], FeedbackIntake(live, prefix, True))
-    assert again.to_json() == {"marked": 1, "enqueued": 1, "skipped": None}
+    # The same feedback sent again (its row already stored) retries the push.
+    item = {"trace_id": "t-down", "value": "down", "id": "fb-1"}
+    assert record_feedback(store, intake=FeedbackIntake(dead, "x", True), **item)[1]
+    assert _stored_signal(settings, "t-down") is None
+    assert record_feedback(store, intake=FeedbackIntake(live, prefix, True), **item) == (
+        "fb-1",
+        False,
+    )
     assert _stored_signal(settings, "t-down") == -1.0
+    assert live.llen(f"{prefix}:intake") == 1
+    again = feed_tail_rules(store, ["t-down"], FeedbackIntake(live, prefix, True))
+    assert again.to_json() == {"marked": 0, "enqueued": 0, "skipped": None}
     assert mark_negative_feedback(store.engine, ["t-down"], -1.0) == []  # already negative
     live.close()
     dead.close()

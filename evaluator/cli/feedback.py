@@ -38,8 +38,8 @@ def cmd_import(args: argparse.Namespace) -> int:
         return 2
     settings = load_settings(args.settings)
     store = _store(args)
-    # Negative feedback on a stored trace enqueues it for the tail rules; without Redis
-    # (--no-enqueue, or unreachable) only the trace's stored signal turns negative.
+    # Negative feedback on a stored trace enqueues it for the tail rules; with --no-enqueue
+    # only the trace's stored signal turns negative; Redis unreachable changes nothing (retry).
     rclient = None if args.no_enqueue else sync_redis(settings, socket_connect_timeout=2.0,
                                                       socket_timeout=2.0)  # fmt: skip
     intake = None if rclient is None else FeedbackIntake(
@@ -61,7 +61,13 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{len(report.errors)} rejected ({report.traces} new traces)"
         )
         tail = report.tail
-        if tail.marked:
+        if tail.skipped == "redis_error":
+            print(
+                "negative feedback not enqueued (Redis unreachable); the traces' signals are "
+                "left unmarked: import the file again to retry",
+                file=sys.stderr,
+            )
+        elif tail.marked:
             why = _NOT_ENQUEUED.get(tail.skipped or "", "")
             print(
                 f"{len(tail.marked)} stored traces turned negative: {tail.enqueued} enqueued"

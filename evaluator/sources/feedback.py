@@ -165,16 +165,17 @@ def record_feedback(
     """
     row = feedback_row(**item)
     inserted = write_feedback(store, row)
-    if inserted and is_negative(row):
+    if is_negative(row):  # a re-sent row too: the trace's signal dedupes, and retries a failed push
         feed_tail_rules(store, [row["trace_id"]], intake)
     return row["id"], inserted
 
 
 def _write(store: Store, report: FeedbackReport, **item: Any) -> tuple[str, bool]:
-    """One row written; a new negative one is noted for `FeedbackReport.feed_tail_rules`."""
+    """One row written; a negative one (new or re-sent) is noted for
+    `FeedbackReport.feed_tail_rules`."""
     row = feedback_row(**item)
     inserted = write_feedback(store, row)
-    if inserted and is_negative(row):
+    if is_negative(row):  # re-sent too (see record_feedback)
         report.negative.append(row["trace_id"])
     return row["id"], inserted
 
@@ -186,7 +187,7 @@ class FeedbackReport:
     traces: int = 0
     ids: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
-    negative: list[str] = field(default_factory=list)  # traces of new negative rows
+    negative: list[str] = field(default_factory=list)  # traces of negative rows (new or re-sent)
     tail: TailOutcome = field(default_factory=TailOutcome)
 
     def feed_tail_rules(self, store: Store, intake: FeedbackIntake | None) -> None:

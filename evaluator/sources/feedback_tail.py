@@ -12,10 +12,11 @@ through here once its rows are written:
    in the app's wire format with the feedback signal set: the worker's drain samples it as
    `tail_feedback` and evaluates it like any other tail trace.
 
-Idempotent at every step: only a newly inserted row counts (a re-sent feedback id writes
-nothing), only a trace whose signal was not negative yet is pushed (a second thumbs-down
-pushes nothing), the drain's job id `evaluate:tail:{trace}` dedupes, and a record is unique
-per trace, span, rubric and version, so a trace already evaluated is never written twice.
+Idempotent at every step: only a trace whose signal was not negative yet is pushed (a
+second thumbs-down, or the same feedback re-sent, pushes nothing; re-sending it after a
+failed push, which leaves the signal unmarked, retries the push), the drain's job id
+`evaluate:tail:{trace}` dedupes, and a record is unique per trace, span, rubric and version,
+so a trace already evaluated is never written twice.
 Feedback about a trace not stored yet only stores the feedback row.
 
     intake = FeedbackIntake(redis_client, key_prefix="evaluator", on_negative_feedback=True)

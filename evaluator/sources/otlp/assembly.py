@@ -157,7 +157,8 @@ class SpanAssembler:
             if item in done:  # its span was refused by the database: so is its feedback
                 continue
             try:
-                if write_feedback(self.store, row) and is_negative(row):
+                write_feedback(self.store, row)
+                if is_negative(row):  # re-sent too: the trace's signal dedupes
                     negative.append(row["trace_id"])
             except Exception as exc:
                 if not is_input_fault(exc):
