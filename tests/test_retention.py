@@ -138,6 +138,13 @@ def test_erase_trace_and_tenant(tmp_path: Path, db_url: str) -> None:
         from evaluator.sources.feedback import record_feedback
 
         record_feedback(store, trace_id="acme-1-0", value="down", note="my phone is 555 0100")
+        from evaluator.store import batches
+
+        parked = {"trace_id": "acme-1-0", "rubric": "tone", "rubric_version": "1", "labels": {},
+                  "body": {"messages": [{"role": "user", "content": "the trace's answer"}]}}  # fmt: skip
+        with store.engine.begin() as conn:
+            batches.park(conn, [{**parked, "custom_id": "eval-1"}])
+            batches.park(conn, [{**parked, "custom_id": "eval-2", "trace_id": "globex-1-0"}])
         one = erase_traces(store.engine, ["acme-1-0"])
         assert one.deleted == {
             "traces": 1,
@@ -145,7 +152,9 @@ def test_erase_trace_and_tenant(tmp_path: Path, db_url: str) -> None:
             "eval_intents": 1,
             "otlp_pending_spans": 0,
             "feedback": 1,
+            "batch_requests": 1,  # the parked judge request quotes the trace
         }
+        assert [r.trace_id for r in batches.pending(store.engine, 10)] == ["globex-1-0"]
         assert one.alerts_scrubbed == 1
         report = erase_tenant(store.engine, "acme")
         assert report.deleted["traces"] == 2 and report.deleted["eval_records"] == 2

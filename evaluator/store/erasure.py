@@ -5,6 +5,8 @@ What is found and deleted, in one transaction per call:
 * eval records (scores, explanations, details quoting the trace), by trace id or tenant;
 * evaluation intents (outbox rows) and spans still waiting for their trace (OTLP);
 * human feedback about the trace (labels, scores, notes);
+* judge requests parked for the Batch API (their bodies quote the trace); a batch file
+  already uploaded lives at the provider until its batch ends (delete it there if needed);
 * mentions of the trace ids in alerts' `worst_traces` lists (the alert itself stays).
 
 What holds no trace id and so needs nothing: the hourly rollups (counts and sums per label
@@ -20,13 +22,14 @@ from dataclasses import dataclass, field
 from sqlalchemy import bindparam, delete, inspect, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from evaluator.store.batches import BatchRequest
 from evaluator.store.models import AlertRecord, EvalRecord, PendingSpan, TraceRecord, table_of
 from evaluator.store.outbox import EvalIntent
 from evaluator.store.trust_models import FeedbackRecord
 
 _TRACES, _RECORDS = table_of(TraceRecord), table_of(EvalRecord)
 _INTENTS, _SPANS, _ALERTS = table_of(EvalIntent), table_of(PendingSpan), table_of(AlertRecord)
-_FEEDBACK = table_of(FeedbackRecord)
+_FEEDBACK, _BATCHED = table_of(FeedbackRecord), table_of(BatchRequest)
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's bound-parameter limit
 
 
@@ -62,6 +65,7 @@ def erase_traces(engine: Engine, trace_ids: Sequence[str]) -> ErasureReport:
     ids = sorted(set(trace_ids))
     has_spans = inspect(engine).has_table(_SPANS.name)
     has_feedback = inspect(engine).has_table(_FEEDBACK.name)
+    has_batched = inspect(engine).has_table(_BATCHED.name)
     with engine.begin() as conn:
         for start in range(0, len(ids), _CHUNK):
             chunk = ids[start : start + _CHUNK]
@@ -70,6 +74,8 @@ def erase_traces(engine: Engine, trace_ids: Sequence[str]) -> ErasureReport:
                 targets.append((_SPANS, "otlp_pending_spans"))
             if has_feedback:
                 targets.append((_FEEDBACK, "feedback"))
+            if has_batched:
+                targets.append((_BATCHED, "batch_requests"))
             for table, name in targets:
                 stmt = delete(table).where(table.c.trace_id.in_(bindparam("ids", expanding=True)))
                 report.add(name, conn.execute(stmt, {"ids": chunk}).rowcount)
