@@ -27,6 +27,7 @@ import json
 import shutil
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     print(render(res, info, args))
     if args.json:
         with open(args.json, "w") as f:
-            out = {k: {m: vars(s) for m, s in d.items()} for k, d in res.items()}
+            out = {k: {m: asdict(s) for m, s in d.items()} for k, d in res.items()}
             json.dump({**out, "peers": info}, f, indent=2)
 
 
