@@ -3,8 +3,11 @@
 Stdlib only: the peer scripts (ragas_peer.py, phoenix_peer.py, deepeval_peer.py) import it
 from their own folder, in interpreters that cannot import this project.
 
-    PEER_PYTHON bench/NAME_peer.py CASES.json
+    PEER_PYTHON bench/NAME_peer.py CASES.json [SET]
 
+SET picks the metrics (default `pair`): `pair` = faithfulness + answer relevance, the two
+metrics of BENCHMARKS.md §2a; `rag3` = those plus context relevance, the three RAG rubrics
+our combined call scores (§11). A peer without one of them says so in its ready line.
 The peer prints one ready line, `{"ready": true, "version": ..., "metrics": [...]}`, then
 answers each stdin command `{"base_url": ..., "concurrency": 16}` with one result line,
 `{"cases": n, "elapsed_s": ..., "cpu_s": ..., "scores": ..., "errors": [...], ...}`.
@@ -26,6 +29,17 @@ from typing import Any
 ScoreCase = Callable[[dict[str, Any]], list[Awaitable[float]]]
 # base_url → (score_case, close): built once per round, so a round owns its clients.
 MakeScorer = Callable[[str], tuple[ScoreCase, Callable[[], Awaitable[None]]]]
+
+
+METRIC_SETS = ("pair", "rag3")
+
+
+def metric_set() -> str:
+    """The metric set named on the peer's command line (argv[2]), `pair` when absent."""
+    name = sys.argv[2] if len(sys.argv) > 2 else "pair"
+    if name not in METRIC_SETS:
+        raise SystemExit(f"unknown metric set {name!r}; one of {', '.join(METRIC_SETS)}")
+    return name
 
 
 def guard_attempts() -> list[dict[str, Any]]:

@@ -1,14 +1,18 @@
-"""The phoenix-evals side of bench/throughput.py; runs in its own venv (/work/venv-phoenix).
+"""The phoenix-evals side of bench/throughput.py and bench/rag3_cost.py; runs in its own venv
+(/work/venv-phoenix).
 
     python3 -m venv /work/venv-phoenix &&
         /work/venv-phoenix/bin/pip install arize-phoenix-evals openai
-    PYTHONPATH=bench/peer_guard /work/venv-phoenix/bin/python bench/phoenix_peer.py CASES.json
+    PYTHONPATH=bench/peer_guard /work/venv-phoenix/bin/python bench/phoenix_peer.py CASES.json [SET]
 
 Line protocol and loopback guard: bench/peer_protocol.py. Imports nothing from this project.
 Each case is scored with phoenix-evals' own RAG metrics, both at once: FaithfulnessEvaluator
 (question, answer, contexts joined) and RetrievalRelevanceEvaluator (question, contexts
 joined — context relevance). phoenix-evals 3.x ships no answer-relevance metric, so its pair
-differs from ours and ragas's; the table says so. Its `LLM(provider="openai")` wrapper builds
+differs from ours and ragas's; the table says so. Both metric sets of peer_protocol.py
+(`pair`, `rag3`) score these two: its set for the three RAG rubrics lacks answer relevance
+(its other evaluators — correctness, completeness of a conversation's requests, conciseness —
+judge different things), and the ready line says so. Its `LLM(provider="openai")` wrapper builds
 an AsyncOpenAI client (its own max_retries=0) pointed at the loopback judge; classification
 goes through structured output (json_schema) with a tool-call fallback.
 Its LLM wrapper also puts a client-side adaptive rate limiter in front of the client, starting
@@ -25,7 +29,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from peer_protocol import ScoreCase, serve
+from peer_protocol import ScoreCase, metric_set, serve
 
 
 def make_scorer(base_url: str) -> tuple[ScoreCase, Callable[[], Awaitable[None]]]:
@@ -72,6 +76,7 @@ def main() -> None:
         {
             "version": phoenix.evals.__version__ + (f" (limiter from {rate}/s)" if rate else ""),
             "metrics": ["FaithfulnessEvaluator", "RetrievalRelevanceEvaluator"],
+            "missing": ["answer relevance"] if metric_set() == "rag3" else [],
         },
         make_scorer,
     )

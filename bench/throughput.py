@@ -181,7 +181,9 @@ class PeerUnavailable(RuntimeError):
 class Peer:
     """One peer process for the whole run (imported once, rounds interleave with ours)."""
 
-    def __init__(self, name: str, cases_file: Path, workdir: Path) -> None:
+    def __init__(
+        self, name: str, cases_file: Path, workdir: Path, metric_set: str = "pair"
+    ) -> None:
         spec = PEERS[name]
         if not spec.python.exists():
             raise PeerUnavailable(f"{spec.python} missing; install: {spec.install}")
@@ -197,7 +199,12 @@ class Peer:
         }
         self._stderr = self.stderr_path.open("w")
         self.proc = subprocess.Popen(
-            [str(spec.python), str(REPO / "bench" / f"{name}_peer.py"), str(cases_file)],
+            [
+                str(spec.python),
+                str(REPO / "bench" / f"{name}_peer.py"),
+                str(cases_file),
+                metric_set,
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
@@ -211,6 +218,7 @@ class Peer:
             raise PeerUnavailable(str(exc)) from None
         self.version = ready.get("version", "?")
         self.metrics: list[str] = ready.get("metrics", [])
+        self.missing: list[str] = ready.get("missing", [])  # metrics of the set it lacks
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -327,7 +335,8 @@ def peer_round(peer: Peer, judge_url: str, n: int, concurrency: int) -> dict[str
         "embedding_calls": stats["embedding_calls"] / n,
         "prompt_tokens": stats["prompt_tokens"] / n,
         "completion_tokens": stats["completion_tokens"] / n,
-        "ok_share": out["scores"] / (2 * n),
+        "ok_share": out["scores"] / (len(peer.metrics) * n),
+        "nan_share": out["nan_scores"] / (len(peer.metrics) * n),
     }
 
 
