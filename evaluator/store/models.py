@@ -6,8 +6,19 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Table, Text, UniqueConstraint, text
-from sqlmodel import Field, SQLModel
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    case,
+    text,
+)
+from sqlmodel import Field, SQLModel, col
 
 from judges.provenance import LEGACY_EPOCH
 
@@ -163,6 +174,13 @@ class AlertRecord(SQLModel, table=True):
     resolved_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+def record_weight() -> Any:
+    """1 / inclusion probability in SQL (judges.weights.weight_of): NULL (a record older than
+    0007) and a non-positive value count as 1."""
+    p = col(EvalRecord.inclusion_probability)
+    return case((p > 0, 1.0 / p), else_=1.0)
 
 
 class EvalRollup(SQLModel, table=True):
