@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,17 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from sqlmodel import Session
 
+from evaluator.analytics.rollups import refresh_rollups
+from evaluator.analytics.trends import TrendQuery, trend
 from evaluator.config.settings import Settings
 from evaluator.sources.feedback import record_feedback
 from evaluator.sources.feedback_tail import FeedbackIntake, feed_tail_rules
 from evaluator.sources.ingest import ingest_traces
 from evaluator.sources.otlp.assembly import SpanAssembler
-from evaluator.store.models import TraceRecord
-from evaluator.store.store import Store
+from evaluator.store.models import EvalRecord, TraceRecord
+from evaluator.store.store import Store, as_utc
 from evaluator.store.tail import mark_negative_feedback
 from evaluator.web.server import start_in_thread
 from evaluator.worker.app import run_burst
@@ -202,3 +207,48 @@ def test_a_failed_push_leaves_the_signal_unmarked_and_the_next_thumbs_down_enque
     live.close()
     dead.close()
     store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = (
+        f"sqlite:///{tmp_path / 't.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    s = Store(url)
+    yield s
+    s.close()
+
+
+def test_a_thumbs_down_makes_the_traces_records_certain_and_refolds_their_hour(
+    any_store: Store,
+) -> None:
+    """The negative-feedback rule takes every negative trace: its inclusion probability is
+    1, so a record the rate sampled at p = 0.1 must weigh 1 in trends once it is marked."""
+    store = any_store
+    now = datetime.now(UTC)
+    then = now - timedelta(hours=3)
+    ingest_traces(store, [rag_trace(t) for t in ("t-bad", "t-ok1", "t-ok2")])
+    with Session(store.engine) as session:
+        session.add_all(
+            EvalRecord(trace_id=t, rubric="tone", rubric_version="1", scorer="llm_rubric",
+                       status="ok", score=s, passed=s >= 0.75, prompt_version="v1",
+                       created_at=then, trace_at=then, inclusion_probability=p)
+            for t, s, p in (("t-bad", 0.0, 0.1), ("t-ok1", 1.0, 1.0), ("t-ok2", 1.0, None))
+        )  # fmt: skip
+        session.commit()
+    q = TrendQuery.parse("tone", by="none", since="1d", bucket="1h")
+    refresh_rollups(store, now)
+    before = trend(store, q, now=now, refresh=False)["groups"][0]["total"]
+    assert before["mean"] == pytest.approx(2 / 12)  # Hájek: weights 10, 1, 1
+    assert before["ess"] == pytest.approx(144 / 102)
+
+    assert feed_tail_rules(store, ["t-bad"], None).marked == ["t-bad"]
+    (row,) = [r for r in store.records(limit=10) if r.trace_id == "t-bad"]
+    assert row.inclusion_probability == 1.0
+    assert as_utc(row.trace_at) == then  # still counted in its trace's hour
+    refresh_rollups(store, now + timedelta(minutes=1))  # the cron's next pass
+    after = trend(store, q, now=now, refresh=False)["groups"][0]["total"]
+    assert after["mean"] == pytest.approx(2 / 3) and after["ess"] == pytest.approx(3.0)
+    assert after["count"] == before["count"] == 3

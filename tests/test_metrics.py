@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from evaluator.outputs.metrics import MetricsRecorder, render_metrics
 from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
 from judges.intervals import GroupStats
+from judges.weights import WeightedStats
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -143,6 +145,7 @@ async def test_metrics_from_two_workers_redis_and_sql(redis_url: str, tmp_path: 
     new = (("epoch", "e-new"), ("prompt_version", "v18"), *f)
     assert abs(m[("evaluator_score", new)] - 0.4) < 1e-9
     assert m[("evaluator_score_samples", new)] == 3
+    assert m[("evaluator_score_ess", new)] == 3  # no inclusion probabilities: ESS = n
     # The interval from SQL sums equals the one from the raw scores (judges.intervals).
     for labels, scores in ((v18, [0.9, 0.7]), (new, [0.3, 0.5, 0.4])):
         lo, hi = GroupStats.from_scores(scores).mean_ci(0.95)
@@ -214,3 +217,51 @@ async def test_a_batching_recorder_flushes_on_its_own_when_the_worker_goes_idle(
         assert await client.hget(f"{prefix}:metrics", "evals\x1ffaithfulness\x1ferror") == b"2"
     finally:
         await client.aclose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    url = (
+        f"sqlite:///{tmp_path / 'm.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("postgres_url")
+    )
+    s = Store(url)
+    yield s
+    s.close()
+
+
+def test_the_score_gauge_is_the_hajek_mean_with_an_ess_interval(
+    any_store: Store, redis_url: str
+) -> None:
+    """Mixed inclusion probabilities: the gauge is Σ(score/p)/Σ(1/p), its interval uses the
+    ESS, as trends do; with every p = 1 it is the plain mean and interval as before."""
+    mixed = [(0.9, 1.0), (0.8, 1.0), (0.2, 0.1), (0.3, 0.25), (0.6, None)]
+    certain = [(0.9, 1.0), (0.5, 1.0), (0.7, 1.0)]
+    for version, rows in (("mixed", mixed), ("certain", certain)):
+        for score, p in rows:
+            any_store.upsert_record(rec("faithfulness", "ok", score=score, prompt_version=version,
+                                        inclusion_probability=p))  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    try:
+        text = render_metrics(client, any_store, key_prefix=f"t{uuid.uuid4().hex[:8]}",
+                              queue_name="q-w").decode()  # fmt: skip
+    finally:
+        client.close()
+    m = samples(text)
+    labels = {v: (("epoch", "legacy"), ("prompt_version", v), ("rubric", "faithfulness"))
+              for v in ("mixed", "certain")}  # fmt: skip
+    w = WeightedStats.from_scores(mixed)
+    assert m[("evaluator_score", labels["mixed"])] == pytest.approx(w.mean, rel=1e-9)
+    assert w.mean < sum(s for s, _ in mixed) / len(mixed) - 0.1  # far from the plain mean
+    assert m[("evaluator_score_ess", labels["mixed"])] == pytest.approx(w.ess, rel=1e-9)
+    assert m[("evaluator_score_samples", labels["mixed"])] == 5
+    lo, hi = w.mean_ci(0.95)
+    assert m[("evaluator_score_ci_lower", labels["mixed"])] == pytest.approx(lo, rel=1e-9)
+    assert m[("evaluator_score_ci_upper", labels["mixed"])] == pytest.approx(hi, rel=1e-9)
+    plain = GroupStats.from_scores([s for s, _ in certain])
+    assert m[("evaluator_score", labels["certain"])] == pytest.approx(plain.mean, rel=1e-12)
+    assert m[("evaluator_score_ess", labels["certain"])] == 3
+    lo, hi = plain.mean_ci(0.95)
+    assert m[("evaluator_score_ci_lower", labels["certain"])] == pytest.approx(lo, rel=1e-12)
+    assert m[("evaluator_score_ci_upper", labels["certain"])] == pytest.approx(hi, rel=1e-12)

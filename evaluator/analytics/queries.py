@@ -18,7 +18,7 @@ from sqlmodel import Session, col, select
 from evaluator.analytics.rollups import bucket_time
 from evaluator.analytics.stats import GroupStats
 from evaluator.analytics.weights import WeightedStats
-from evaluator.store.models import EvalRecord
+from evaluator.store.models import EvalRecord, record_weight
 from evaluator.store.store import as_utc
 
 Key = tuple[str | None, ...]
@@ -49,12 +49,6 @@ def _ok(rubric: str, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
     ]
 
 
-def _weight() -> Any:
-    """1 / inclusion probability in SQL (evaluator.analytics.weights.weight_of)."""
-    p = col(EvalRecord.inclusion_probability)
-    return case((p > 0, 1.0 / p), else_=1.0)
-
-
 def aggregates(
     session: Session,
     rubric: str,
@@ -68,7 +62,7 @@ def aggregates(
     pass rate, ⌊ESS⌋ for n)."""
     score = col(EvalRecord.score)
     passed = col(EvalRecord.passed)
-    w = _weight()
+    w = record_weight()
     query = (
         sa_select(
             *_cols(labels),

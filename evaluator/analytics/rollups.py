@@ -29,7 +29,7 @@ from sqlmodel import Session, col, func, select
 
 from evaluator.analytics.stats import GroupStats, t_quantile
 from evaluator.analytics.weights import WeightedStats, weight_of
-from evaluator.store.models import EvalRecord, EvalRollup, utcnow
+from evaluator.store.models import ROLLUP_REFOLD_MAX, EvalRecord, EvalRollup, utcnow
 from evaluator.store.store import Store, as_utc
 
 HOUR = timedelta(hours=1)
@@ -272,7 +272,11 @@ def refresh_rollups(
                 )
             ).one()
             if late is not None:
-                lo = min(lo, floor_time(late, HOUR))
+                # Never further back than ROLLUP_REFOLD_MAX (retention keeps every record
+                # that young): a record claiming an older hour (a 1970 span written before
+                # the pipeline clamped trace times) must not re-fold decades, nor overwrite
+                # hours whose records retention deleted. Its own hour keeps its rollup.
+                lo = min(lo, max(floor_time(late, HOUR), hour_now - ROLLUP_REFOLD_MAX))
     written = 0
     while lo < hour_now:  # chunks bound memory on the first (backfill) run
         hi = min(hour_now, lo + chunk)

@@ -68,9 +68,10 @@ from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Reason
 from evaluator.store import outbox
-from evaluator.store.models import AlertRecord, EvalRecord, utcnow
+from evaluator.store.models import AlertRecord, EvalRecord, record_weight, utcnow
 from evaluator.store.store import Store
 from judges.intervals import GroupStats
+from judges.weights import WeightedStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SCORE_CI_LEVEL = 0.95  # the level trends and the page use too
@@ -271,36 +272,52 @@ def _redis_families(
         yield CounterMetricFamily(f"evaluator_judge_{kind}", doc, value=value)
 
 
-def _score_families(
-    rows: Iterable[tuple[str, str | None, str, int, float | None, float | None]], window: timedelta
-) -> Iterator[Metric]:
-    """Mean, count and interval per (rubric, prompt version, epoch) from SQL sums (pure)."""
+ScoreSums = tuple[str, str | None, str, int, float | None, float | None, float | None,
+                  float | None, float | None, float | None]  # fmt: skip
+
+
+def _score_families(rows: Iterable[ScoreSums], window: timedelta) -> Iterator[Metric]:
+    """Mean, count, interval and ESS per (rubric, prompt version, epoch) from SQL sums
+    (pure). Records weigh 1/p as in trends and the regression check (judges.weights): the
+    Hájek mean, its interval with the ESS for n; every p = 1 gives the plain numbers."""
     labels = ["rubric", "prompt_version", "epoch"]
     where = f"ok records in the last {window}, per evaluator epoch (never pooled across judges)"
     level = f"{SCORE_CI_LEVEL:.0%}"
     score = GaugeMetricFamily(
-        "evaluator_score", f"Mean normalised score of {where}.", labels=labels
+        "evaluator_score",
+        f"Mean normalised score of {where}, each record weighted by 1/inclusion probability.",
+        labels=labels,
     )
     samples = GaugeMetricFamily("evaluator_score_samples", "Records behind evaluator_score.",
                                 labels=labels)  # fmt: skip
+    ess = GaugeMetricFamily(
+        "evaluator_score_ess",
+        "Effective sample size (sum w)^2 / sum w^2 behind evaluator_score (= samples when "
+        "every inclusion probability is 1).",
+        labels=labels,
+    )
     lower, upper = (
         GaugeMetricFamily(
             f"evaluator_score_ci_{side}",
             f"{side.capitalize()} bound of the {level} interval of evaluator_score "
-            "(Wilson for 0/1 scores, Student t otherwise).",
+            "(Wilson for 0/1 scores, Student t otherwise; the ESS in place of n).",
             labels=labels,
         )
         for side in ("lower", "upper")
     )
-    for rubric, version, epoch, n, total, total_sq in rows:
-        stats = GroupStats(int(n), float(total or 0.0), float(total_sq or 0.0))
+    for rubric, version, epoch, n, total, total_sq, w_sum, w_total, w_total_sq, w_sq in rows:
+        plain = GroupStats(int(n), float(total or 0.0), float(total_sq or 0.0))
+        w = WeightedStats(int(n), float(w_sum or 0.0), float(w_total or 0.0),
+                          float(w_total_sq or 0.0), float(w_sq or 0.0))  # fmt: skip
+        stats: GroupStats | WeightedStats = plain if w.unit else w
         values = [rubric, version or "", epoch]
         score.add_metric(values, stats.mean if n else 0.0)
         samples.add_metric(values, n)
+        ess.add_metric(values, float(n) if w.unit else w.ess)
         lo, hi = stats.mean_ci(SCORE_CI_LEVEL)
         lower.add_metric(values, lo)
         upper.add_metric(values, hi)
-    yield from (score, samples, lower, upper)
+    yield from (score, samples, lower, upper, ess)
 
 
 def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
@@ -308,6 +325,7 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
     records = GaugeMetricFamily("evaluator_records", "Stored eval records.", labels=["status"])
     alerts = GaugeMetricFamily("evaluator_alerts_open", "Open alerts.", labels=["rubric"])
     score = col(EvalRecord.score)
+    w = record_weight()
     # More columns than sqlmodel's select() types: the SQLAlchemy core form.
     sums = (
         sa_select(
@@ -317,6 +335,10 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
             func.count(score),
             func.sum(score),
             func.sum(score * score),
+            func.sum(w),
+            func.sum(w * score),
+            func.sum(w * score * score),
+            func.sum(w * w),
         )
         .where(col(EvalRecord.status) == "ok", col(EvalRecord.created_at) >= since)
         .group_by(col(EvalRecord.rubric), col(EvalRecord.prompt_version), col(EvalRecord.epoch))

@@ -6,7 +6,8 @@ negative-feedback tail rule on their way in. A thumbs-down that comes later — 
 through here once its rows are written:
 
 1. the stored trace's signal (`traces.feedback`) turns negative (`NEGATIVE_SIGNAL`), so the
-   intake's stored-trace lookup sees it from now on;
+   intake's stored-trace lookup sees it from now on, and — unless the rule is off — its
+   records' inclusion probability becomes 1 (the rule takes every negative trace);
 2. when the deployment samples on negative feedback (`sampling.always_on_negative_feedback`)
    and the writer has Redis, each trace that *turned* negative is pushed on the intake list
    in the app's wire format with the feedback signal set: the worker's drain samples it as
@@ -84,7 +85,9 @@ def feed_tail_rules(
     """
     ids = list(trace_ids)
     if intake is None or not intake.on_negative_feedback:
-        marked = mark_negative_feedback(store.engine, ids, NEGATIVE_SIGNAL)
+        # Without an intake the rule's setting is unknown here: taken as on (the default).
+        certain = intake is None or intake.on_negative_feedback
+        marked = mark_negative_feedback(store.engine, ids, NEGATIVE_SIGNAL, certain=certain)
         skipped = "no_redis" if intake is None else "rule_off"
         return TailOutcome(marked=marked, skipped=skipped if marked else None)
 

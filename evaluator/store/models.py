@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import JSON, Column, DateTime, Index, String, Table, Text, UniqueConstraint, text
-from sqlmodel import Field, SQLModel
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Index,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    case,
+    text,
+)
+from sqlmodel import Field, SQLModel, col
 
 from judges.provenance import LEGACY_EPOCH
 
@@ -36,6 +47,19 @@ class TraceRecord(SQLModel, table=True):
     ingested_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+
+
+# How far before its evaluation a trace may claim to have happened. A record's `trace_at`
+# is clamped into [evaluated − TRACE_AT_MAX_LAG, evaluated]: a hostile or broken span time
+# (OTLP start_time_unix_nano=1 is 1970) or a re-ingested old trace must not drag the rollup
+# refold back decades. 2 days covers the longest honest wait before an evaluation runs (a
+# judge outage defers it up to worker.judge_outage_max_age_s = 1 day) with a day to spare.
+TRACE_AT_MAX_LAG = timedelta(days=2)
+# How far back a late record (written after its hour was rolled up) may make the rollup
+# re-fold: TRACE_AT_MAX_LAG plus the Batch API's wait (24 h per submission, up to 3
+# submissions), with slack. Retention never deletes records younger than this, so a re-fold
+# never overwrites an hour whose raw records were partly deleted.
+ROLLUP_REFOLD_MAX = timedelta(days=7)
 
 
 class EvalRecord(SQLModel, table=True):
@@ -150,6 +174,13 @@ class AlertRecord(SQLModel, table=True):
     resolved_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
+
+
+def record_weight() -> Any:
+    """1 / inclusion probability in SQL (judges.weights.weight_of): NULL (a record older than
+    0007) and a non-positive value count as 1."""
+    p = col(EvalRecord.inclusion_probability)
+    return case((p > 0, 1.0 / p), else_=1.0)
 
 
 class EvalRollup(SQLModel, table=True):

@@ -8,7 +8,8 @@ and concurrent inserts wait at most one batch (BENCH-scale.md measures it).
 Two floors the settings cannot lower:
 * eval records younger than the longest regression horizon (window + baseline over the
   default policy and every rubric's [regression]) stay: deleting them would empty the
-  baseline the regression check compares against and fake a drop or hide one;
+  baseline the regression check compares against and fake a drop or hide one; nor younger
+  than ROLLUP_REFOLD_MAX (7 days), how far back a late record re-folds a rollup hour;
 * a trace with a pending evaluation intent stays until that evaluation has run.
 
 Rollups (eval_rollups) hold aggregates per hour and label group, not trace ids: they are
@@ -31,7 +32,7 @@ from evaluator.config.policy import parse_policy
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
 from evaluator.errors import RubricError
-from evaluator.store.models import utcnow
+from evaluator.store.models import ROLLUP_REFOLD_MAX, utcnow
 from evaluator.store.store import Store
 
 log = logging.getLogger("evaluator.store.retention")
@@ -139,7 +140,8 @@ def apply_retention(
     engine = store.engine
     result = RetentionResult()
     plan: list[tuple[str, int, timedelta]] = [
-        ("eval_records", r.records_days, regression_horizon(settings)),
+        # Rollups re-fold a late record's hour up to ROLLUP_REFOLD_MAX back: keep those.
+        ("eval_records", r.records_days, max(regression_horizon(settings), ROLLUP_REFOLD_MAX)),
         ("traces", r.traces_days, timedelta(0)),
         ("eval_intents", r.intents_days, timedelta(0)),
     ]

@@ -1,5 +1,6 @@
 """Stored traces that could trip a tail rule: read incrementally by ingestion time, and
-marked when negative feedback arrives after the trace (`mark_negative_feedback`).
+marked when negative feedback arrives after the trace (`mark_negative_feedback`, which also
+sets their records' inclusion probability to 1).
 
 The intake keeps what this returns in memory and looks bare IDs up there: one indexed range
 query per drained batch (usually empty) instead of a probe per ID, so applying the tail rules
@@ -12,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, Update, func, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 
-from evaluator.store.models import TraceRecord
+from evaluator.store.models import EvalRecord, TraceRecord, utcnow
 from evaluator.store.store import as_utc
 
 
@@ -78,11 +79,19 @@ def mark_negative_feedback(
     trace_ids: list[str],
     signal: float,
     then: Callable[[list[str]], None] | None = None,
+    *,
+    certain: bool = True,
 ) -> list[str]:
     """Set the stored feedback signal of these traces to `signal` (< 0) where it was not
     negative yet; returns the stored traces that turned negative now (each at most once, so
     the caller enqueues a trace once however many thumbs-down it gets). `then` runs on them
-    before the commit: if it raises, nothing is marked and a later thumbs-down tries again."""
+    before the commit: if it raises, nothing is marked and a later thumbs-down tries again.
+
+    With `certain` (the negative-feedback rule is on), in the same transaction their
+    existing records get inclusion probability 1: the
+    negative-feedback tail rule takes every negative trace, so that is the probability such a
+    trace had of being evaluated; keeping the rate's p would weigh it 1/p in trends and the
+    regression check while the tail-evaluated ones weigh 1."""
     if not trace_ids:
         return []
     t = TraceRecord
@@ -97,6 +106,25 @@ def mark_negative_feedback(
     )
     with engine.begin() as conn:
         marked = sorted(row[0] for row in conn.execute(query))
+        if marked and certain:
+            conn.execute(_certain_inclusion(marked))
         if then is not None and marked:
             then(marked)
     return marked
+
+
+def _certain_inclusion(trace_ids: list[str]) -> Update:
+    """Records of these traces with p < 1 get p = 1 and count as written now, so the
+    rollup's late-record re-fold (created_at since its last hour, evaluator.analytics.rollups)
+    recomputes their hours; `trace_at` keeps them in their trace's hour (a row written before
+    trace_at existed takes its old created_at)."""
+    r = EvalRecord
+    return (
+        update(r)
+        .where(col(r.trace_id).in_(trace_ids), col(r.inclusion_probability) < 1)
+        .values(
+            inclusion_probability=1.0,
+            trace_at=func.coalesce(col(r.trace_at), col(r.created_at)),
+            created_at=utcnow(),
+        )
+    )

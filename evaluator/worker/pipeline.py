@@ -23,7 +23,7 @@ from evaluator.intake.sampling import (
     trace_signals,
 )
 from evaluator.store import batches, outbox
-from evaluator.store.models import EvalRecord
+from evaluator.store.models import TRACE_AT_MAX_LAG, EvalRecord
 from evaluator.traces.cases import CaseBuildError, build_case
 from evaluator.traces.model import Trace
 from evaluator.worker.batch_requests import parked_requests, waits_for_batch
@@ -93,16 +93,22 @@ def allocated_of(wire_signals: dict[str, Any]) -> dict[str, float] | None:
     }
 
 
-def trace_time(trace: Trace) -> datetime | None:
-    """When the trace happened (its earliest span start, never after now: an app clock ahead
-    of ours must not put a record in the future): trends bucket by it."""
+def trace_time(
+    trace: Trace, now: datetime | None = None
+) -> tuple[datetime | None, datetime | None]:
+    """When the trace happened — its earliest span start, clamped into [now −
+    TRACE_AT_MAX_LAG, now] — and the time its spans claimed when the clamp changed it (else
+    None). Trends bucket by it: an app clock ahead of ours must not put a record in the
+    future, nor a span starting in 1970 (or an old trace sent again) one decades back."""
     starts = [s.start_time for s in trace.spans if s.start_time is not None]
     if not starts:
-        return None
-    first = min(starts)
-    if first.tzinfo is None:
-        first = first.replace(tzinfo=UTC)
-    return min(first, datetime.now(UTC))
+        return None, None
+    claimed = min(starts)
+    if claimed.tzinfo is None:
+        claimed = claimed.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    at = min(max(claimed, now - TRACE_AT_MAX_LAG), now)
+    return at, (claimed if at != claimed else None)
 
 
 def to_record(
@@ -117,11 +123,15 @@ def to_record(
     identity: VerdictIdentity | None = None,
     inclusion_probability: float | None = None,
     trace_at: datetime | None = None,
+    trace_at_claimed: datetime | None = None,
 ) -> EvalRecord:
     """`identity` stands in when the score carries none (a record of a run that never
-    reached a scorer); with neither, the record is in the legacy epoch."""
+    reached a scorer); with neither, the record is in the legacy epoch. `trace_at_claimed`:
+    the trace's own time when trace_time clamped it (kept in details, for the record)."""
     details = dict(score.details)
     details["sampled_by"] = reason.value
+    if trace_at_claimed is not None:
+        details["trace_at_claimed"] = trace_at_claimed.isoformat()
     ident = score.identity or identity
     provenance = None if ident is None else provenance_json(ident, score.judge_model_reported)
     kind = kind_of(score)
@@ -312,7 +322,7 @@ async def evaluate_trace(
         case = redact_case(case, runtime.settings.redaction.kinds)
     chosen = select_rubrics(runtime, trace_id, signals, case.labels, allocated)
     probability = _probabilities(runtime, chosen, signals, allocated)
-    happened = trace_time(trace)
+    happened, claimed = trace_time(trace)
     # Batch-mode rubrics park their judge call for the Batch API (written with the records).
     parked = parked_requests(
         runtime,
@@ -341,6 +351,7 @@ async def evaluate_trace(
             latency_ms=latency,
             inclusion_probability=probability[rubric.name],
             trace_at=happened,
+            trace_at_claimed=claimed,
         )
         for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
         if last_try or not _unavailable(score)
