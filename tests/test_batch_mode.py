@@ -108,10 +108,10 @@ async def test_batch_mode_writes_one_record_per_trace_and_rubric_at_half_price(
     assert _check_database(settings)["batch_requests_pending"] == 20
 
     first = await cron_run(settings)
-    assert first == {"collected": 0, "written": 0, "submitted": 20}
+    assert first == {"collected": 0, "written": 0, "submitted": 20, "rubric_changed": 0}
     assert _check_database(settings)["batches_open"] == 1
     second = await cron_run(settings)
-    assert second == {"collected": 1, "written": 20, "submitted": 0}
+    assert second == {"collected": 1, "written": 20, "submitted": 0, "rubric_changed": 0}
 
     rows = records(settings)
     assert sorted(r.trace_id for r in rows) == sorted(ids)
@@ -137,9 +137,19 @@ async def test_batch_mode_writes_one_record_per_trace_and_rubric_at_half_price(
         await runtime.aclose()
 
     # Nothing left to do; re-evaluating the same traces parks nothing and writes nothing.
-    assert await cron_run(settings) == {"collected": 0, "written": 0, "submitted": 0}
+    assert await cron_run(settings) == {
+        "collected": 0,
+        "written": 0,
+        "submitted": 0,
+        "rubric_changed": 0,
+    }
     await evaluate(settings, ids, ingest=False)
-    assert await cron_run(settings) == {"collected": 0, "written": 0, "submitted": 0}
+    assert await cron_run(settings) == {
+        "collected": 0,
+        "written": 0,
+        "submitted": 0,
+        "rubric_changed": 0,
+    }
     assert len(records(settings)) == 20 and server.batch_stats.batches_created == 1
     health = _check_database(settings)
     assert (health["batch_requests_pending"], health["batches_open"]) == (0, 0)
@@ -154,7 +164,7 @@ async def test_pending_batch_survives_a_worker_restart(
     assert (await cron_run(settings))["submitted"] == 3  # this runtime is then closed
 
     early = await cron_run(settings)  # a new runtime: the batch is still in progress
-    assert early == {"collected": 0, "written": 0, "submitted": 0}
+    assert early == {"collected": 0, "written": 0, "submitted": 0, "rubric_changed": 0}
     assert records(settings) == [] and server.batch_stats.polls == 1
     await asyncio.sleep(0.7)
     assert (await cron_run(settings))["written"] == 3
@@ -192,6 +202,19 @@ async def test_failed_lines_become_error_records_with_the_cause(
     )
     assert all(r.score is None and r.details["error_kind"] for r in errors)
 
+    # `retry --errors` sends the failed requests again (as online mode re-runs an error
+    # record); the answered ones are not re-sent, and each trace keeps one record.
+    from evaluator.cli.main import main
+
+    server.behaviour = BatchBehaviour()
+    argv = ["--settings", str(tmp_path / "settings.toml"), "retry", "--errors"]
+    assert await asyncio.to_thread(main, argv) == 0
+    await run_burst(settings)
+    assert (await cron_run(settings))["submitted"] == 3
+    assert (await cron_run(settings))["written"] == 3
+    rows = records(settings)
+    assert len(rows) == 9 and {r.status for r in rows} == {"ok"}
+
 
 async def test_expired_batch_sends_unanswered_requests_again_then_gives_up(
     tmp_path: Path, redis_url: str, server: BatchJudgeServer
@@ -202,8 +225,18 @@ async def test_expired_batch_sends_unanswered_requests_again_then_gives_up(
     await cron_run(settings)
     # Collects the 2 answered lines and sends the 2 others in a second batch (which expires
     # too, answering 1 of them).
-    assert await cron_run(settings) == {"collected": 1, "written": 2, "submitted": 2}
-    assert await cron_run(settings) == {"collected": 1, "written": 2, "submitted": 0}
+    assert await cron_run(settings) == {
+        "collected": 1,
+        "written": 2,
+        "submitted": 2,
+        "rubric_changed": 0,
+    }
+    assert await cron_run(settings) == {
+        "collected": 1,
+        "written": 2,
+        "submitted": 0,
+        "rubric_changed": 0,
+    }
     rows = records(settings)
     assert len(rows) == 4 and server.batch_stats.batches_created == 2
     errors = [r for r in rows if r.status == "error"]
@@ -218,11 +251,55 @@ async def test_failed_batch_records_its_errors(
     settings = batch_settings(tmp_path, redis_url, server)
     await evaluate(settings, ["a", "b"])
     await cron_run(settings)
-    assert await cron_run(settings) == {"collected": 1, "written": 2, "submitted": 0}
+    assert await cron_run(settings) == {
+        "collected": 1,
+        "written": 2,
+        "submitted": 0,
+        "rubric_changed": 0,
+    }
     rows = records(settings)
     assert {r.status for r in rows} == {"error"}
     assert all("injected batch failure" in r.explanation for r in rows)
     assert server.batch_stats.batches_created == 1  # a rejected file is not sent again
+
+
+async def test_a_rubric_changed_while_batched_ends_in_an_error_record_that_retry_reruns(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    """A request whose rubric version is no longer loaded is never closed without a record:
+    a submitted one becomes an error record of its version when its batch is collected, a
+    pending one at submit time (not sent, not paid); `retry --errors` then evaluates the
+    traces under the loaded version."""
+    from evaluator.cli.main import main
+
+    settings = batch_settings(tmp_path, redis_url, server)
+    await evaluate(settings, ["a", "b", "c"])
+    assert (await cron_run(settings))["submitted"] == 3
+    await evaluate(settings, ["d"])  # parked while version 1 is loaded, not yet sent
+    write_rubric(tmp_path / "rubrics", "tone", BATCH_TONE.replace('version = "1"', 'version = "2"'))
+
+    run = await cron_run(settings)
+    assert run == {"collected": 1, "written": 4, "submitted": 0, "rubric_changed": 4}
+    assert server.batch_stats.batches_created == 1 and server.batch_stats.lines_submitted == 3
+    rows = records(settings)
+    assert sorted(r.trace_id for r in rows) == ["a", "b", "c", "d"]
+    assert {(r.rubric_version, r.status) for r in rows} == {("1", "error")}
+    assert {r.details["error_kind"] for r in rows} == {"rubric_changed"}
+    assert all("is now version 2" in r.explanation for r in rows)
+    assert all("evaluator retry --errors" in r.explanation for r in rows)
+    health = _check_database(settings)
+    assert (health["batch_requests_pending"], health["batch_requests_error"]) == (0, 4)
+
+    argv = ["--settings", str(tmp_path / "settings.toml"), "retry", "--errors"]
+    assert await asyncio.to_thread(main, [*argv, "--kind", "rubric_changed"]) == 0
+    assert (await run_burst(settings))["jobs_complete"] == 4
+    assert (await cron_run(settings))["submitted"] == 4
+    assert (await cron_run(settings))["written"] == 4
+    rows = records(settings)
+    # One record per trace and rubric version: version 1's error stays, version 2 is judged.
+    assert sorted((r.trace_id, r.rubric_version, r.status) for r in rows) == sorted(
+        [(t, "1", "error") for t in "abcd"] + [(t, "2", "ok") for t in "abcd"]
+    )
 
 
 def test_batch_mode_is_offered_to_single_call_rubrics_and_runs_as_a_cron_job(
