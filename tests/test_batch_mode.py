@@ -216,21 +216,41 @@ async def test_failed_lines_become_error_records_with_the_cause(
     assert len(rows) == 9 and {r.status for r in rows} == {"ok"}
 
 
+@pytest.mark.parametrize(
+    ("outcome", "omit_unanswered"),
+    [("expired", False), ("cancelled", False), ("expired", True)],
+    ids=["expired-error-file", "cancelled-error-file", "expired-lines-omitted"],
+)
 async def test_expired_batch_sends_unanswered_requests_again_then_gives_up(
-    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+    tmp_path: Path,
+    redis_url: str,
+    server: BatchJudgeServer,
+    outcome: str,
+    omit_unanswered: bool,
 ) -> None:
-    server.behaviour = BatchBehaviour(outcome="expired", answered_share=0.5)
+    """OpenAI writes the requests an expired or cancelled batch never ran into its error file
+    (code batch_expired / batch_cancelled); a provider may also leave them out. Either way they
+    are sent again, not recorded as errors, until batch_max_submissions."""
+    server.behaviour = BatchBehaviour(
+        outcome=outcome, answered_share=0.5, omit_unanswered=omit_unanswered
+    )
     settings = batch_settings(tmp_path, redis_url, server, judge={"batch_max_submissions": 2})
     await evaluate(settings, [f"t{i}" for i in range(4)])
     await cron_run(settings)
-    # Collects the 2 answered lines and sends the 2 others in a second batch (which expires
-    # too, answering 1 of them).
+    # Collects the 2 answered lines and sends the 2 others in a second batch (which ends the
+    # same way, answering 1 of them).
     assert await cron_run(settings) == {
         "collected": 1,
         "written": 2,
         "submitted": 2,
         "rubric_changed": 0,
     }
+    first = server.batches["batch_000001"].body  # read by the run above
+    if omit_unanswered:
+        assert first["error_file_id"] is None
+    else:
+        lines = read_results(server.files[first["error_file_id"]])
+        assert [r.code for r in lines] == [f"batch_{outcome}"] * 2
     assert await cron_run(settings) == {
         "collected": 1,
         "written": 2,
@@ -241,7 +261,8 @@ async def test_expired_batch_sends_unanswered_requests_again_then_gives_up(
     assert len(rows) == 4 and server.batch_stats.batches_created == 2
     errors = [r for r in rows if r.status == "error"]
     assert len(errors) == 1  # unanswered after batch_max_submissions = 2
-    assert "expired" in errors[0].explanation and "2 submissions" in errors[0].explanation
+    assert outcome in errors[0].explanation and "2 submissions" in errors[0].explanation
+    assert errors[0].details["error_kind"] == "judge_unavailable"
 
 
 async def test_failed_batch_records_its_errors(

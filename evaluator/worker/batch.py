@@ -9,7 +9,9 @@ twice (a duplicated output line, a batch collected again after a crash) writes o
 
 What happens to a request whose batch ends without an answer for it:
 - `expired` or `cancelled`: it returns to pending and goes out in the next batch, up to
-  `judge.batch_max_submissions` submissions; then it is an error record naming the cause;
+  `judge.batch_max_submissions` submissions; then it is an error record naming the cause.
+  OpenAI writes each such request into the batch's error file with code `batch_expired` /
+  `batch_cancelled`; a provider that leaves it out of both files is treated the same;
 - `failed` (the provider rejected the file): an error record with the provider's errors at
   once: sending the same file again would fail the same way;
 - `completed` without a line for it: an error record;
@@ -180,9 +182,16 @@ async def _settle(
             failed.append(request.custom_id)
             stale += 1
             continue
-        if answer is None and status.status in _UNANSWERED_ON and request.submissions < limit:
+        # Unanswered: no line (a provider that omits them) or a batch_expired /
+        # batch_cancelled line in the error file (OpenAI's way).
+        unanswered = (answer is None and status.status in _UNANSWERED_ON) or (
+            answer is not None and answer.not_run
+        )
+        if unanswered and request.submissions < limit:
             released.append(request.custom_id)
             continue
+        if answer is not None and answer.not_run:
+            answer = None  # out of submissions: recorded as never answered, with the cause
         score = _score(rubric, request, answer, status, runtime)
         records.append(_record(runtime, rubric, request, score, status.id))
         (failed if score.status is Status.ERROR else done).append(request.custom_id)

@@ -42,6 +42,9 @@ COMPLETION_WINDOW: Literal["24h"] = "24h"
 PRICE_FACTOR = 0.5
 # Statuses after which a batch never changes again.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# Error codes of a line the batch never ran: an expired or cancelled batch writes one such
+# line per unfinished request into its error file. Not an answer: send it again.
+NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,12 @@ class BatchResult:
     custom_id: str
     body: dict[str, Any] | None  # a chat completion when the line succeeded
     error: str | None = None
+    code: str | None = None  # the line's `error.code` (batch_expired, ...), when it has one
+
+    @property
+    def not_run(self) -> bool:
+        """The batch ended before running this request (no answer, nothing judged)."""
+        return self.code in NOT_RUN
 
 
 def batch_line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -101,7 +110,12 @@ def _result(line: dict[str, Any]) -> BatchResult:
     if error:
         message = error.get("message") if isinstance(error, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        return BatchResult(custom_id, None, f"batch line failed ({code}): {message or error}")
+        return BatchResult(
+            custom_id,
+            None,
+            f"batch line failed ({code}): {message or error}",
+            code=code if isinstance(code, str) else None,
+        )
     response = line.get("response")
     if not isinstance(response, dict):
         return BatchResult(custom_id, None, "batch line has neither a response nor an error")
