@@ -172,6 +172,37 @@ async def test_pending_batch_survives_a_worker_restart(
     assert server.batch_stats.batches_created == 1  # never submitted twice
 
 
+async def test_a_batch_file_stays_under_the_byte_cap(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    """Each uploaded file is at most judge.batch_max_bytes; what does not fit waits for the
+    next run, and every request is still sent once."""
+    probe = batch_settings(tmp_path, redis_url, server)  # one request parked, to measure it
+    await evaluate(probe, ["p"])
+    line_bytes = len(jsonl([{"custom_id": "x" * 37, "method": "POST", "url": "/v1/chat/completions",
+                             "body": (await _parked_body(probe))}]))  # fmt: skip
+    cap = int(line_bytes * 2.5)  # two requests per file
+    settings = batch_settings(tmp_path / "capped", redis_url, server,
+                              judge={"batch_max_bytes": cap})  # fmt: skip
+    ids = [f"t{i}" for i in range(5)]
+    await evaluate(settings, ids)
+    sent = [(await cron_run(settings))["submitted"] for _ in range(4)]
+    assert sent == [2, 2, 1, 0]
+    inputs = [server.files[b.body["input_file_id"]] for b in server.batches.values()]
+    assert len(inputs) == 3 and all(len(c) <= cap for c in inputs)
+    assert sorted(r.trace_id for r in records(settings)) == ids  # the last run collected
+
+
+async def _parked_body(settings: Settings) -> dict[str, Any]:
+    from evaluator.store.batches import pending
+
+    store = Store(settings.database.url)
+    try:
+        return pending(store.engine, 1)[0].body
+    finally:
+        store.close()
+
+
 async def test_a_duplicated_output_line_writes_once(
     tmp_path: Path, redis_url: str, server: BatchJudgeServer
 ) -> None:

@@ -46,6 +46,7 @@ from judges.llm.batch import (
     BatchResult,
     BatchStatus,
     batch_line,
+    fitting,
     read_results,
     reply_of,
 )
@@ -100,7 +101,8 @@ def stale_cause(runtime: Runtime, request: BatchRequest) -> str | None:
 
 
 async def submit(runtime: Runtime, client: BatchClient) -> tuple[int, int, int]:
-    """Send the oldest pending requests as one batch. Returns (requests sent, records
+    """Send the oldest pending requests as one batch (at most `judge.batch_max_requests`
+    requests and `judge.batch_max_bytes` bytes). Returns (requests sent, records
     written, of which rubric_changed): a pending request whose rubric version is no longer
     loaded is not sent but recorded as an error at once."""
     engine = runtime.store.engine
@@ -120,6 +122,9 @@ async def submit(runtime: Runtime, client: BatchClient) -> tuple[int, int, int]:
     if not waiting:
         return 0, written, len(stale)
     lines = [batch_line(r.custom_id, r.body) for r in waiting]
+    # The provider refuses an input file over 200 MB: the rest waits for the next run.
+    sent = fitting(lines, runtime.settings.judge.batch_max_bytes)
+    waiting, lines = waiting[:sent], lines[:sent]
     status = await client.submit(lines, name=runtime.settings.redis.key_prefix)
     taken = await asyncio.to_thread(
         lambda: batches.record_submission(

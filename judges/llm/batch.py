@@ -87,6 +87,18 @@ def jsonl(lines: Sequence[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
 
 
+def fitting(lines: Sequence[dict[str, Any]], max_bytes: int) -> int:
+    """How many leading lines fit in one input file of at most `max_bytes` (as `jsonl`
+    encodes them); at least one, so an oversized request is sent (and refused) on its own
+    rather than blocking every request behind it."""
+    total = 0
+    for n, line in enumerate(lines):
+        total += len(json.dumps(line, ensure_ascii=False).encode()) + 1
+        if total > max_bytes:
+            return max(n, 1)
+    return len(lines)
+
+
 def read_results(content: bytes) -> list[BatchResult]:
     """Every line of an output or error file; a line that is not one is skipped (it names
     no request to blame), a line with a non-200 response or an `error` is an error result."""
