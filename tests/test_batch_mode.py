@@ -354,6 +354,41 @@ async def test_a_rubric_changed_while_batched_ends_in_an_error_record_that_retry
     )
 
 
+async def test_overlapping_batch_runs_submit_once(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer
+) -> None:
+    """Two workers running the batch job at once (a run longer than the minute overlaps the
+    next): one holds the Redis lock and submits, the other skips; one paid batch."""
+    from redis.asyncio import Redis
+
+    from evaluator.worker.batch import batch_job
+
+    settings = batch_settings(tmp_path, redis_url, server)
+    await evaluate(settings, [f"t{i}" for i in range(5)])
+    runtimes = [await asyncio.to_thread(build_runtime, settings) for _ in range(2)]
+    redis = Redis.from_url(redis_url)
+    lock = f"{settings.redis.key_prefix}:batches:lock"
+    try:
+        runs = await asyncio.gather(
+            *(batch_job({"runtime": rt, "redis": redis}) for rt in runtimes)
+        )
+        assert sorted(r.get("submitted", 0) for r in runs) == [0, 5]
+        assert sum("skipped" in r for r in runs) == 1
+        assert server.batch_stats.batches_created == 1
+        assert await redis.exists(lock) == 0  # released by the run that held it
+        # A lock held by someone else (another token) is neither taken nor deleted.
+        await redis.set(lock, "other-run", px=60_000)
+        assert "skipped" in await batch_job({"runtime": runtimes[0], "redis": redis})
+        assert await redis.get(lock) == b"other-run"
+        assert 0 < await redis.pttl(lock) <= 60_000
+        await redis.delete(lock)
+        assert (await batch_job({"runtime": runtimes[0], "redis": redis}))["written"] == 5
+    finally:
+        for rt in runtimes:
+            await rt.aclose()
+        await redis.aclose()
+
+
 def test_batch_mode_is_offered_to_single_call_rubrics_and_runs_as_a_cron_job(
     tmp_path: Path, redis_url: str
 ) -> None:

@@ -22,6 +22,14 @@ What happens to a request whose batch ends without an answer for it:
   instead of being paid for.
 
 Each request ends in exactly one record for its (trace, span, rubric, rubric version).
+
+One run at a time across workers (a Redis lock, evaluator.worker.run_lock). One window is left
+open: a crash (or a lost database) after the provider created a batch and before the
+transaction that records it leaves that batch untracked; its requests are still pending and go
+out again in the next run. The cost is paid twice, the records are written once (the untracked
+batch's results are never read). Such batches carry `metadata.source = "evaluator"` and
+`metadata.name = <redis.key_prefix>`, and are absent from `judge_batches`: cancel them at the
+provider.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ from evaluator.store import batches
 from evaluator.store.batches import BatchRequest
 from evaluator.store.models import EvalRecord, utcnow
 from evaluator.worker.pipeline import to_record, write_records
+from evaluator.worker.run_lock import held
 from evaluator.worker.runtime import Runtime
 from judges.errors import JudgeError, judge_failure
 from judges.llm.batch import (
@@ -61,8 +70,18 @@ _UNANSWERED_ON = frozenset({"expired", "cancelled"})
 
 
 async def batch_job(ctx: dict[str, Any]) -> dict[str, Any]:
-    """The cron job: collect finished batches, then submit pending requests."""
-    return await run_batches(ctx["runtime"])
+    """The cron job: collect finished batches, then submit pending requests. One run at a
+    time across workers: a run longer than the minute would otherwise overlap the next, and
+    both would send the same pending requests (two paid batches)."""
+    runtime = ctx["runtime"]
+    settings = runtime.settings
+    key = f"{settings.redis.key_prefix}:batches:lock"
+    # Longer than the job's timeout, so it lapses only after a run that died holding it.
+    ttl_s = settings.worker.job_timeout_s + 60
+    async with held(ctx["redis"], key, ttl_s=ttl_s) as mine:
+        if not mine:
+            return {"skipped": "another batch run is in progress"}
+        return await run_batches(runtime)
 
 
 async def run_batches(runtime: Runtime) -> dict[str, Any]:
