@@ -88,6 +88,22 @@ async def cron_run(settings: Settings) -> dict[str, Any]:
         await runtime.aclose()
 
 
+def parked(settings: Settings) -> list[tuple[str, bool]]:
+    """(status, has a body) of every parked request."""
+    from sqlalchemy import select
+
+    from evaluator.store.batches import BatchRequest
+    from evaluator.store.models import table_of
+
+    t = table_of(BatchRequest)
+    store = Store(settings.database.url)
+    try:
+        with store.engine.connect() as conn:
+            return [(row.status, bool(row.body)) for row in conn.execute(select(t))]
+    finally:
+        store.close()
+
+
 def records(settings: Settings) -> list[Any]:
     store = Store(settings.database.url)
     rows = list(store.records(limit=100_000))
@@ -106,6 +122,7 @@ async def test_batch_mode_writes_one_record_per_trace_and_rubric_at_half_price(
     assert records(settings) == []  # parked, not judged in the job
     assert server.stats.chat_calls == 0
     assert _check_database(settings)["batch_requests_pending"] == 20
+    assert set(parked(settings)) == {("pending", True)}
 
     first = await cron_run(settings)
     assert first == {"collected": 0, "written": 0, "submitted": 20, "rubric_changed": 0}
@@ -116,6 +133,8 @@ async def test_batch_mode_writes_one_record_per_trace_and_rubric_at_half_price(
     rows = records(settings)
     assert sorted(r.trace_id for r in rows) == sorted(ids)
     assert {(r.rubric, r.rubric_version, r.status) for r in rows} == {("tone", "1", "ok")}
+    # A settled request keeps no prompt (it quotes the trace): the record is what stays.
+    assert set(parked(settings)) == {("done", False)}
     assert server.stats.chat_calls == 20 and server.batch_stats.batches_created == 1
     row = rows[0]
     assert row.span_id == f"{row.trace_id}-c" and row.judge_calls == 1
@@ -232,6 +251,7 @@ async def test_failed_lines_become_error_records_with_the_cause(
         "HTTP 400" in r.explanation and "injected line error" in r.explanation for r in errors
     )
     assert all(r.score is None and r.details["error_kind"] for r in errors)
+    assert sorted(parked(settings)) == [("done", False)] * 6 + [("error", False)] * 3
 
     # `retry --errors` sends the failed requests again (as online mode re-runs an error
     # record); the answered ones are not re-sent, and each trace keeps one record.
