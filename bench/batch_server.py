@@ -6,6 +6,7 @@
     POST /v1/files                  multipart: purpose=batch, file=<JSONL of requests>
     GET  /v1/files/{id}/content     the uploaded file, or a batch's output / error file
     POST /v1/batches                {input_file_id, endpoint, completion_window}
+    GET  /v1/batches                the batches, most recent first (one page, at most 100)
     GET  /v1/batches/{id}           in_progress until --batch-delay seconds have passed, then
                                     the outcome (completed | failed | expired | cancelled)
     GET  /batch-stats               files, batches, lines answered, polls, downloads
@@ -54,6 +55,7 @@ class BatchStats:
     lines_answered: int = 0
     lines_failed: int = 0
     polls: int = 0
+    lists: int = 0
     downloads: int = 0
     started_at: float = field(default_factory=time.time)
 
@@ -91,6 +93,12 @@ class BatchJudgeServer(JudgeServer):
             return 200, {}, self.files[file_id]
         if method == "POST" and route == "/batches":
             return self._create(body)
+        if method == "GET" and route == "/batches":
+            self.batch_stats.lists += 1
+            data = [b.body for b in reversed(self.batches.values())][:100]
+            page = {"object": "list", "data": data, "has_more": len(self.batches) > 100}
+            return _ok({**page, "first_id": data[0]["id"] if data else None,
+                        "last_id": data[-1]["id"] if data else None})  # fmt: skip
         if method == "GET" and route.startswith("/batches/"):
             return self._retrieve(route.removeprefix("/batches/"))
         return await super()._dispatch(method, path, body, reader)

@@ -409,6 +409,40 @@ async def test_overlapping_batch_runs_submit_once(
         await redis.aclose()
 
 
+async def test_a_batch_created_but_never_recorded_is_adopted_not_sent_again(
+    tmp_path: Path, redis_url: str, server: BatchJudgeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The run dies after the provider created the batch and before it was recorded (here:
+    the database write fails). The next run finds the batch by its metadata, records it with
+    its requests and sends only what it did not hold; each trace gets one record."""
+    from sqlalchemy.exc import OperationalError
+
+    from evaluator.store import batches
+
+    settings = batch_settings(tmp_path, redis_url, server)
+    await evaluate(settings, ["a", "b", "c"])
+    recorded = batches.record_submission
+
+    def lost(*_args: Any, **_kwargs: Any) -> int:
+        raise OperationalError("INSERT INTO judge_batches", {}, Exception("connection lost"))
+
+    monkeypatch.setattr(batches, "record_submission", lost)
+    with pytest.raises(OperationalError):
+        await cron_run(settings)
+    monkeypatch.setattr(batches, "record_submission", recorded)
+    assert server.batch_stats.batches_created == 1
+    assert _check_database(settings)["batches_open"] == 0  # unrecorded: an orphan
+
+    await evaluate(settings, ["d"])  # parked meanwhile
+    assert (await cron_run(settings))["submitted"] == 1  # d alone; a, b, c are adopted
+    assert server.batch_stats.batches_created == 2
+    second = server.files[server.batches["batch_000002"].body["input_file_id"]]
+    assert len(second.splitlines()) == 1
+    assert (await cron_run(settings))["written"] == 4
+    assert sorted(r.trace_id for r in records(settings)) == ["a", "b", "c", "d"]
+    assert server.batch_stats.lines_submitted == 4  # nothing sent twice
+
+
 def test_batch_mode_is_offered_to_single_call_rubrics_and_runs_as_a_cron_job(
     tmp_path: Path, redis_url: str
 ) -> None:

@@ -143,6 +143,15 @@ def record_submission(
         return int(taken.rowcount)
 
 
+def known(engine: Engine, batch_ids: Sequence[str]) -> set[str]:
+    """Which of these provider batches are recorded in `judge_batches`."""
+    if not batch_ids:
+        return set()
+    query = select(_BATCHES.c.id).where(_BATCHES.c.id.in_(list(batch_ids)))
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(query)}
+
+
 def open_batches(engine: Engine) -> list[str]:
     query = (
         select(_BATCHES.c.id).where(_BATCHES.c.settled_at.is_(None)).order_by(_BATCHES.c.created_at)

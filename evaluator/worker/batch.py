@@ -23,19 +23,21 @@ What happens to a request whose batch ends without an answer for it:
 
 Each request ends in exactly one record for its (trace, span, rubric, rubric version).
 
-One run at a time across workers (a Redis lock, evaluator.worker.run_lock). One window is left
-open: a crash (or a lost database) after the provider created a batch and before the
-transaction that records it leaves that batch untracked; its requests are still pending and go
-out again in the next run. The cost is paid twice, the records are written once (the untracked
-batch's results are never read). Such batches carry `metadata.source = "evaluator"` and
-`metadata.name = <redis.key_prefix>`, and are absent from `judge_batches`: cancel them at the
-provider.
+One run at a time across workers (a Redis lock, evaluator.worker.run_lock). A run that dies
+between the provider creating a batch and the transaction that records it leaves that batch
+unrecorded while its requests are still pending: before it submits, the next run lists the
+account's recent batches, finds the ones marked as this deployment's (`metadata.source =
+"evaluator"`, `metadata.name = <redis.key_prefix>`) that `judge_batches` lacks, and records
+them with their requests (`adopt`), so they are neither sent twice nor lost. Left open: such a
+batch beyond the 100 most recent of the account, whose requests then go out again (paid
+twice, written once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from typing import Any
 
@@ -55,7 +57,9 @@ from judges.llm.batch import (
     BatchResult,
     BatchStatus,
     batch_line,
+    custom_ids_of,
     fitting,
+    metadata_for,
     read_results,
     reply_of,
 )
@@ -140,10 +144,18 @@ async def submit(runtime: Runtime, client: BatchClient) -> tuple[int, int, int]:
         waiting = [r for r in waiting if r.custom_id not in gone]
     if not waiting:
         return 0, written, len(stale)
+    if await adopt(runtime, client):
+        # Requests an earlier run did send are with that batch now: read what is left.
+        waiting = await asyncio.to_thread(batches.pending, engine, limit)
+        waiting = [r for r in waiting if stale_cause(runtime, r) is None]
+        if not waiting:
+            return 0, written, len(stale)
     lines = [batch_line(r.custom_id, r.body) for r in waiting]
     # The provider refuses an input file over 200 MB: the rest waits for the next run.
     sent = fitting(lines, runtime.settings.judge.batch_max_bytes)
     waiting, lines = waiting[:sent], lines[:sent]
+    # A crash from here until record_submission commits leaves the batch unrecorded; the
+    # next submission adopts it (`adopt`) instead of sending its requests again.
     status = await client.submit(lines, name=runtime.settings.redis.key_prefix)
     taken = await asyncio.to_thread(
         lambda: batches.record_submission(
@@ -156,6 +168,34 @@ async def submit(runtime: Runtime, client: BatchClient) -> tuple[int, int, int]:
     )
     log.info("batch %s: submitted %d judge requests", status.id, taken)
     return taken, written, len(stale)
+
+
+async def adopt(runtime: Runtime, client: BatchClient) -> int:
+    """Record this deployment's batches that the provider holds and `judge_batches` does not
+    (a run that died between creating a batch and recording it), with the requests of their
+    input file that are still pending; returns how many requests it took. Run before a
+    submission, so those requests are not sent (and paid for) again. Looks at the account's
+    100 most recent batches."""
+    engine = runtime.store.engine
+    mark = metadata_for(runtime.settings.redis.key_prefix)
+    ours = [b for b in await client.recent() if b.metadata.items() >= mark.items()]
+    recorded = await asyncio.to_thread(batches.known, engine, [b.id for b in ours])
+    taken = 0
+    for orphan in (b for b in ours if b.id not in recorded):
+        ids = custom_ids_of(await client.content(orphan.input_file_id))
+        n = await asyncio.to_thread(
+            functools.partial(
+                batches.record_submission,
+                engine,
+                batch_id=orphan.id,
+                status=orphan.status,
+                input_file_id=orphan.input_file_id,
+                custom_ids=ids,
+            )
+        )
+        log.warning("batch %s: found unrecorded at the provider, took %d requests", orphan.id, n)
+        taken += n
+    return taken
 
 
 async def collect(runtime: Runtime, client: BatchClient) -> tuple[int, int, int]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -57,6 +57,7 @@ class BatchStatus:
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: str = ""  # the batch's own errors (a failed validation), joined
+    metadata: dict[str, str] = field(default_factory=dict)  # as given at creation
 
     @property
     def terminal(self) -> bool:
@@ -78,6 +79,11 @@ class BatchResult:
         return self.code in NOT_RUN
 
 
+def metadata_for(name: str) -> dict[str, str]:
+    """What marks a batch as this deployment's at the provider (`name`: its key prefix)."""
+    return {"source": "evaluator", "name": name[:500]}
+
+
 def batch_line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
     """One request of the input file."""
     return {"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body}
@@ -97,6 +103,19 @@ def fitting(lines: Sequence[dict[str, Any]], max_bytes: int) -> int:
         if total > max_bytes:
             return max(n, 1)
     return len(lines)
+
+
+def custom_ids_of(content: bytes) -> list[str]:
+    """The custom_ids of an input file's requests (lines that name none are skipped)."""
+    ids = []
+    for raw in content.splitlines():
+        try:
+            line = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+            ids.append(line["custom_id"])
+    return ids
 
 
 def read_results(content: bytes) -> list[BatchResult]:
@@ -218,9 +237,15 @@ class BatchClient:
                 input_file_id=uploaded.id,
                 endpoint=ENDPOINT,
                 completion_window=COMPLETION_WINDOW,
-                metadata={"source": "evaluator", "name": name[:500]},
+                metadata=metadata_for(name),
             )
         return _status(batch)
+
+    async def recent(self, limit: int = 100) -> list[BatchStatus]:
+        """The account's most recent batches (one page, newest first)."""
+        async with _errors("list batches"):
+            page = await self._sdk.batches.list(limit=limit)
+            return [_status(batch) for batch in page.data]
 
     async def retrieve(self, batch_id: str) -> BatchStatus:
         async with _errors(f"read batch {batch_id}"):
@@ -241,6 +266,7 @@ def _status(batch: Any) -> BatchStatus:
         output_file_id=batch.output_file_id,
         error_file_id=batch.error_file_id,
         errors="; ".join(f"{e.code}: {e.message}" for e in errors),
+        metadata={str(k): str(v) for k, v in (getattr(batch, "metadata", None) or {}).items()},
     )
 
 
