@@ -121,9 +121,9 @@ async def one_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         await server.close()
     b = server.batch_stats
     # JudgeServer counts every HTTP request it routes itself; the batch routes are counted
-    # in batch_stats (uploads, creates, polls, downloads).
+    # in batch_stats (uploads, lists, creates, polls, downloads).
     http = server.stats.requests - requests_before
-    http += b.files_uploaded + b.batches_created + b.polls + b.downloads
+    http += b.files_uploaded + b.lists + b.batches_created + b.polls + b.downloads
     return {
         "mode": mode,
         "records": written,

@@ -6,6 +6,7 @@
     POST /v1/files                  multipart: purpose=batch, file=<JSONL of requests>
     GET  /v1/files/{id}/content     the uploaded file, or a batch's output / error file
     POST /v1/batches                {input_file_id, endpoint, completion_window}
+    GET  /v1/batches                the batches, most recent first (one page, at most 100)
     GET  /v1/batches/{id}           in_progress until --batch-delay seconds have passed, then
                                     the outcome (completed | failed | expired | cancelled)
     GET  /batch-stats               files, batches, lines answered, polls, downloads
@@ -15,7 +16,8 @@ and `/stats` as online calls), when the batch is first read after its delay. Fau
 server (tests change `server.behaviour` between batches): every k-th line an error (HTTP 400 in
 the error file), each output line written twice (a re-delivered result), a failed batch (no
 output, the provider's errors), an expired or cancelled one answering only the first
-`answered_share` of its lines.
+`answered_share` of its lines (the others in its error file with code batch_expired /
+batch_cancelled, as OpenAI writes them, or left out of both files with `omit_unanswered`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ class BatchBehaviour:
     error_every: int = 0  # every k-th line of a batch fails (0 = none)
     duplicate_lines: bool = False  # every output line twice
     answered_share: float = 1.0  # share of lines answered by an expired/cancelled batch
+    # The unanswered lines of an expired/cancelled batch go to its error file with code
+    # batch_expired / batch_cancelled, as OpenAI does; True leaves them out of both files.
+    omit_unanswered: bool = False
 
 
 @dataclass
@@ -50,6 +55,7 @@ class BatchStats:
     lines_answered: int = 0
     lines_failed: int = 0
     polls: int = 0
+    lists: int = 0
     downloads: int = 0
     started_at: float = field(default_factory=time.time)
 
@@ -87,6 +93,12 @@ class BatchJudgeServer(JudgeServer):
             return 200, {}, self.files[file_id]
         if method == "POST" and route == "/batches":
             return self._create(body)
+        if method == "GET" and route == "/batches":
+            self.batch_stats.lists += 1
+            data = [b.body for b in reversed(self.batches.values())][:100]
+            page = {"object": "list", "data": data, "has_more": len(self.batches) > 100}
+            return _ok({**page, "first_id": data[0]["id"] if data else None,
+                        "last_id": data[-1]["id"] if data else None})  # fmt: skip
         if method == "GET" and route.startswith("/batches/"):
             return self._retrieve(route.removeprefix("/batches/"))
         return await super()._dispatch(method, path, body, reader)
@@ -160,10 +172,13 @@ class BatchJudgeServer(JudgeServer):
                 "data": [{"code": "invalid_request", "message": "injected batch failure"}],
             }
             return
-        if b.outcome in ("expired", "cancelled"):
-            lines = lines[: int(len(lines) * b.answered_share)]
         out: list[dict[str, Any]] = []
         failed: list[dict[str, Any]] = []
+        if b.outcome in ("expired", "cancelled"):
+            ran = int(len(lines) * b.answered_share)
+            if not b.omit_unanswered:
+                failed += [_not_run(line["custom_id"], b.outcome) for line in lines[ran:]]
+            lines = lines[:ran]
         for n, line in enumerate(lines, start=1):
             if b.error_every and n % b.error_every == 0:
                 failed.append(_line(line["custom_id"], 400, _error_body("injected line error")))
@@ -172,6 +187,7 @@ class BatchJudgeServer(JudgeServer):
             out.append(_line(line["custom_id"], 200, completion))
         self.batch_stats.lines_answered += len(out)
         self.batch_stats.lines_failed += len(failed)
+        not_run = sum(1 for line in failed if line["response"] is None)
         if b.duplicate_lines:
             out = [line for line in out for _ in range(2)]
         if out:
@@ -181,7 +197,7 @@ class BatchJudgeServer(JudgeServer):
         body["status"] = b.outcome
         body["request_counts"] = {
             "total": body["request_counts"]["total"],
-            "completed": len(lines) - len(failed),
+            "completed": len(lines) - (len(failed) - not_run),
             "failed": len(failed),
         }
 
@@ -211,6 +227,21 @@ def _line(custom_id: str, status: int, body: dict[str, Any]) -> dict[str, Any]:
         "custom_id": custom_id,
         "response": {"status_code": status, "request_id": f"req_{custom_id}", "body": body},
         "error": None,
+    }
+
+
+def _not_run(custom_id: str, outcome: str) -> dict[str, Any]:
+    """The error-file line of a request an expired or cancelled batch never ran (OpenAI's
+    BatchRequestOutput with `response: null` and code batch_expired / batch_cancelled)."""
+    message = {
+        "expired": "This request could not be executed before the completion window expired.",
+        "cancelled": "The batch was cancelled before this request was executed.",
+    }[outcome]
+    return {
+        "id": f"batch_req_{custom_id}",
+        "custom_id": custom_id,
+        "response": None,
+        "error": {"code": f"batch_{outcome}", "message": message},
     }
 
 
@@ -271,6 +302,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--error-every", type=int, default=b.error_every, help="k: every k-th line")
     p.add_argument("--duplicate-lines", action="store_true")
     p.add_argument("--answered-share", type=float, default=b.answered_share)
+    p.add_argument(
+        "--omit-unanswered",
+        action="store_true",
+        help="leave an expired/cancelled batch's unrun lines out of its error file",
+    )
     args = p.parse_args(argv)
     config = ServerConfig(host=args.host, port=args.port, latency=args.latency)
     behaviour = BatchBehaviour(
@@ -279,6 +315,7 @@ def main(argv: list[str] | None = None) -> None:
         error_every=args.error_every,
         duplicate_lines=args.duplicate_lines,
         answered_share=args.answered_share,
+        omit_unanswered=args.omit_unanswered,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(config, behaviour))

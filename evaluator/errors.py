@@ -106,3 +106,6 @@ class ErrorKind(StrEnum):
     JUDGE_UNAVAILABLE = "judge_unavailable"  # connection, timeout, 5xx after retries
     INFRASTRUCTURE = "infrastructure"  # Redis, database, DNS: the job is retried
     SCORER = "scorer"  # a bug: the scorer raised something unexpected
+    # A batched request whose rubric version is no longer loaded (changed or removed while it
+    # waited): re-run with `evaluator retry --errors --kind rubric_changed`.
+    RUBRIC_CHANGED = "rubric_changed"

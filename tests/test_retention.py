@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from evaluator.config.settings import Settings
 from evaluator.store import outbox
+from evaluator.store.batches import BatchRequest
 from evaluator.store.erasure import erase_tenant, erase_traces
 from evaluator.store.models import AlertRecord, EvalRecord, PendingSpan, TraceRecord, table_of
 from evaluator.store.retention import apply_retention, regression_horizon
@@ -111,6 +112,31 @@ def test_retention_deletes_in_batches_but_keeps_baseline_and_pending(
         assert result.deleted["otlp_pending_spans"] == 1
         again = apply_retention(store, settings, NOW)
         assert sum(again.deleted.values()) == 0
+    finally:
+        store.close()
+
+
+def test_settled_batch_requests_go_with_the_records_cutoff(tmp_path: Path, db_url: str) -> None:
+    """Settled batch-mode requests older than the records' cutoff are deleted; pending and
+    submitted ones (work in progress) stay whatever their age."""
+    settings = _settings(tmp_path, db_url, records_days=5)
+    store = Store(db_url)
+    try:
+        ages = {"done": [30, 30, 10], "error": [30], "pending": [30], "submitted": [30]}
+        with Session(store.engine) as s:
+            for status, days in ages.items():
+                for i, age in enumerate(days):
+                    s.add(BatchRequest(custom_id=f"{status}-{i}", trace_id=f"t-{status}-{i}",
+                                       rubric="tone", rubric_version="1", status=status,
+                                       created_at=NOW - timedelta(days=age, hours=1)))  # fmt: skip
+            s.commit()
+        result = apply_retention(store, settings, NOW)
+        # The 21-day regression horizon is the records' cutoff: the 30-day-old settled go.
+        assert result.deleted["batch_requests"] == 3
+        with store.engine.connect() as conn:
+            left = conn.execute(select(table_of(BatchRequest).c.custom_id)).scalars().all()
+        assert sorted(left) == ["done-2", "pending-0", "submitted-0"]
+        assert apply_retention(store, settings, NOW).deleted["batch_requests"] == 0
     finally:
         store.close()
 

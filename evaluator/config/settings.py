@@ -108,6 +108,9 @@ class JudgeSettings(_Section):
     # and how often an expired or cancelled batch's requests are sent again before each
     # becomes an error record.
     batch_max_requests: int = Field(50_000, ge=1, le=50_000)
+    # Bytes per Batch API input file: OpenAI refuses files over 200 MB; the default keeps a
+    # margin under it.
+    batch_max_bytes: int = Field(190_000_000, ge=1, le=200_000_000)
     batch_max_submissions: int = Field(3, ge=1, le=20)
 
     @property

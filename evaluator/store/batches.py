@@ -3,8 +3,11 @@
 A `BatchRequest` is one rubric's pending judge call for one trace, keyed by a `custom_id`
 derived from the record's identity (trace, span, rubric, rubric version): parking the same
 evaluation twice stores it once, and its result is written through the same unique record.
-Its life: pending → submitted (in a `JudgeBatch`) → done; a batch that expires or is cancelled
-returns its unanswered requests to pending.
+Its life: pending → submitted (in a `JudgeBatch`) → done (an ok record) or error (an error
+record); a batch that expires or is cancelled returns its unanswered requests to pending. A
+settled request keeps no `body` (the prompt quotes the trace): the record holds the verdict.
+Parking an evaluation whose request ended in `error` again (`evaluator retry --errors` re-runs
+the trace) sends it again, as online mode overwrites an error record.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from sqlmodel import JSON, Field, SQLModel
 
 from evaluator.store.models import table_of, utcnow
 
-PENDING, SUBMITTED, DONE = "pending", "submitted", "done"
+PENDING, SUBMITTED, DONE, ERROR = "pending", "submitted", "done", "error"
+SETTLED = (DONE, ERROR)
 
 
 class BatchRequest(SQLModel, table=True):
@@ -77,8 +81,8 @@ _BATCHES = table_of(JudgeBatch)
 
 
 def park(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """Store pending requests inside the caller's transaction; a custom_id already stored
-    (pending, submitted or done) is left as it is."""
+    """Store pending requests inside the caller's transaction; a custom_id already pending,
+    submitted or done is left as it is, one that ended in an error record is pending again."""
     if not rows:
         return
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
@@ -87,7 +91,20 @@ def park(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         {"status": PENDING, "submissions": 0, "last_error": "", "created_at": now, **r}
         for r in rows
     ]
-    conn.execute(insert(_REQUESTS).on_conflict_do_nothing(index_elements=["custom_id"]), values)
+    statement = insert(_REQUESTS)
+    again = {
+        "status": PENDING,
+        "body": statement.excluded.body,
+        "batch_id": None,
+        "submissions": 0,
+        "created_at": now,
+    }
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["custom_id"], set_=again, where=_REQUESTS.c.status == ERROR
+        ),
+        values,
+    )
 
 
 def pending(engine: Engine, limit: int) -> list[BatchRequest]:
@@ -126,6 +143,15 @@ def record_submission(
         return int(taken.rowcount)
 
 
+def known(engine: Engine, batch_ids: Sequence[str]) -> set[str]:
+    """Which of these provider batches are recorded in `judge_batches`."""
+    if not batch_ids:
+        return set()
+    query = select(_BATCHES.c.id).where(_BATCHES.c.id.in_(list(batch_ids)))
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(query)}
+
+
 def open_batches(engine: Engine) -> list[str]:
     query = (
         select(_BATCHES.c.id).where(_BATCHES.c.settled_at.is_(None)).order_by(_BATCHES.c.created_at)
@@ -147,19 +173,31 @@ def submitted_in(engine: Engine, batch_id: str) -> list[BatchRequest]:
         return [BatchRequest(**row._mapping) for row in conn.execute(query)]
 
 
+def finish(conn: Connection, *, done: Sequence[str] = (), failed: Sequence[str] = ()) -> None:
+    """Requests whose record is written (in the caller's transaction): `done` with an ok
+    record, `failed` with an error record. Their bodies go: the record is what is kept."""
+    for ids, state in ((done, DONE), (failed, ERROR)):
+        if ids:
+            conn.execute(
+                update(_REQUESTS)
+                .where(_REQUESTS.c.custom_id.in_(list(ids)))
+                .values(status=state, body={})
+            )
+
+
 def settle(
     conn: Connection,
     batch_id: str,
     *,
     status: str,
     done: Sequence[str],
+    failed: Sequence[str],
     released: Sequence[str],
     error: str = "",
 ) -> None:
     """Close the batch inside the transaction that writes its records: answered requests are
-    done, `released` ones go back to pending for the next batch."""
-    if done:
-        conn.execute(update(_REQUESTS).where(_REQUESTS.c.custom_id.in_(done)).values(status=DONE))
+    done (or error), `released` ones go back to pending for the next batch."""
+    finish(conn, done=done, failed=failed)
     if released:
         conn.execute(
             update(_REQUESTS)
@@ -187,5 +225,6 @@ def counts(engine: Engine) -> dict[str, int]:
     return {
         "batch_requests_pending": int(by_status.get(PENDING, 0)),
         "batch_requests_submitted": int(by_status.get(SUBMITTED, 0)),
+        "batch_requests_error": int(by_status.get(ERROR, 0)),
         "batches_open": int(open_n),
     }

@@ -12,6 +12,9 @@ Two floors the settings cannot lower:
   than ROLLUP_REFOLD_MAX (7 days), how far back a late record re-folds a rollup hour;
 * a trace with a pending evaluation intent stays until that evaluation has run.
 
+Settled batch-mode requests (batch_requests done or error: the judge call a record came
+from) follow the records' cutoff; pending and submitted ones are work in progress and stay.
+
 Rollups (eval_rollups) hold aggregates per hour and label group, not trace ids: they are
 kept (they are what trends read after raw records are gone).
 """
@@ -80,6 +83,10 @@ _BATCHES = {
     "otlp_pending_spans": (
         "DELETE FROM otlp_pending_spans WHERE id IN (SELECT id FROM otlp_pending_spans "
         "WHERE received_s < :cutoff LIMIT :n)"
+    ),
+    "batch_requests": (
+        "DELETE FROM batch_requests WHERE custom_id IN (SELECT custom_id FROM batch_requests "
+        "WHERE created_at < :cutoff AND status IN ('done', 'error') LIMIT :n)"
     ),
 }
 
@@ -154,6 +161,12 @@ def apply_retention(
         result.deleted[table] = delete_in_batches(
             engine, table, _stamp(engine, cutoff), r.batch_rows, deadline
         )
+        if table == "eval_records" and _has_table(engine, "batch_requests"):
+            # A settled batch request goes with the records of its age.
+            result.cutoffs["batch_requests"] = cutoff.isoformat()
+            result.deleted["batch_requests"] = delete_in_batches(
+                engine, "batch_requests", _stamp(engine, cutoff), r.batch_rows, deadline
+            )
     # Created on first use by `evaluator serve`; received_s is epoch seconds.
     if r.pending_spans_days > 0 and _has_table(engine, "otlp_pending_spans"):
         cutoff_s = now.timestamp() - r.pending_spans_days * 86400

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import httpx
@@ -42,6 +42,9 @@ COMPLETION_WINDOW: Literal["24h"] = "24h"
 PRICE_FACTOR = 0.5
 # Statuses after which a batch never changes again.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+# Error codes of a line the batch never ran: an expired or cancelled batch writes one such
+# line per unfinished request into its error file. Not an answer: send it again.
+NOT_RUN = frozenset({"batch_expired", "batch_cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,7 @@ class BatchStatus:
     output_file_id: str | None = None
     error_file_id: str | None = None
     errors: str = ""  # the batch's own errors (a failed validation), joined
+    metadata: dict[str, str] = field(default_factory=dict)  # as given at creation
 
     @property
     def terminal(self) -> bool:
@@ -67,6 +71,17 @@ class BatchResult:
     custom_id: str
     body: dict[str, Any] | None  # a chat completion when the line succeeded
     error: str | None = None
+    code: str | None = None  # the line's `error.code` (batch_expired, ...), when it has one
+
+    @property
+    def not_run(self) -> bool:
+        """The batch ended before running this request (no answer, nothing judged)."""
+        return self.code in NOT_RUN
+
+
+def metadata_for(name: str) -> dict[str, str]:
+    """What marks a batch as this deployment's at the provider (`name`: its key prefix)."""
+    return {"source": "evaluator", "name": name[:500]}
 
 
 def batch_line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -76,6 +91,31 @@ def batch_line(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
 
 def jsonl(lines: Sequence[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines).encode()
+
+
+def fitting(lines: Sequence[dict[str, Any]], max_bytes: int) -> int:
+    """How many leading lines fit in one input file of at most `max_bytes` (as `jsonl`
+    encodes them); at least one, so an oversized request is sent (and refused) on its own
+    rather than blocking every request behind it."""
+    total = 0
+    for n, line in enumerate(lines):
+        total += len(json.dumps(line, ensure_ascii=False).encode()) + 1
+        if total > max_bytes:
+            return max(n, 1)
+    return len(lines)
+
+
+def custom_ids_of(content: bytes) -> list[str]:
+    """The custom_ids of an input file's requests (lines that name none are skipped)."""
+    ids = []
+    for raw in content.splitlines():
+        try:
+            line = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(line, dict) and isinstance(line.get("custom_id"), str):
+            ids.append(line["custom_id"])
+    return ids
 
 
 def read_results(content: bytes) -> list[BatchResult]:
@@ -101,7 +141,12 @@ def _result(line: dict[str, Any]) -> BatchResult:
     if error:
         message = error.get("message") if isinstance(error, dict) else None
         code = error.get("code") if isinstance(error, dict) else None
-        return BatchResult(custom_id, None, f"batch line failed ({code}): {message or error}")
+        return BatchResult(
+            custom_id,
+            None,
+            f"batch line failed ({code}): {message or error}",
+            code=code if isinstance(code, str) else None,
+        )
     response = line.get("response")
     if not isinstance(response, dict):
         return BatchResult(custom_id, None, "batch line has neither a response nor an error")
@@ -192,9 +237,15 @@ class BatchClient:
                 input_file_id=uploaded.id,
                 endpoint=ENDPOINT,
                 completion_window=COMPLETION_WINDOW,
-                metadata={"source": "evaluator", "name": name[:500]},
+                metadata=metadata_for(name),
             )
         return _status(batch)
+
+    async def recent(self, limit: int = 100) -> list[BatchStatus]:
+        """The account's most recent batches (one page, newest first)."""
+        async with _errors("list batches"):
+            page = await self._sdk.batches.list(limit=limit)
+            return [_status(batch) for batch in page.data]
 
     async def retrieve(self, batch_id: str) -> BatchStatus:
         async with _errors(f"read batch {batch_id}"):
@@ -215,6 +266,7 @@ def _status(batch: Any) -> BatchStatus:
         output_file_id=batch.output_file_id,
         error_file_id=batch.error_file_id,
         errors="; ".join(f"{e.code}: {e.message}" for e in errors),
+        metadata={str(k): str(v) for k, v in (getattr(batch, "metadata", None) or {}).items()},
     )
 
 
