@@ -189,13 +189,24 @@ def test_input_past_the_cap_is_an_error_with_cause_not_a_partial_score() -> None
 
 
 def test_time_is_linear_in_the_answer_size() -> None:
+    import gc
     import time
 
-    def millis(n: int) -> float:
+    def seconds(n: int) -> float:
         answer = " ".join(f"Jane Doe sold {i} widgets to Acme in March 2021." for i in range(n))
-        start = time.perf_counter()
-        score_faithfulness_local(case(answer, (Context("d", CONTEXT * 20),)))
-        return time.perf_counter() - start
+        best = float("inf")
+        for _ in range(3):  # the fastest of three: a shared machine's pauses only add time
+            start = time.process_time()
+            score_faithfulness_local(case(answer, (Context("d", CONTEXT * 20),)))
+            best = min(best, time.process_time() - start)
+        return best
 
-    small, large = millis(40), millis(320)
+    # With the collector off: in a full suite's heap its passes, not the scorer, dominated
+    # (one run measured 0.79 s for what takes 0.09 s alone).
+    gc.collect()
+    gc.disable()
+    try:
+        small, large = seconds(40), seconds(320)
+    finally:
+        gc.enable()
     assert large < small * 8 * 3  # 8x the input: well under the 64x of a quadratic pass
