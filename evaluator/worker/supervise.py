@@ -29,8 +29,10 @@ async def _close(worker: Worker) -> None:
         await worker.close()
     except Exception as exc:  # Redis gone: close what can be closed without it
         log.debug("worker close incomplete (%r); closing the runtime directly", exc)
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*worker.tasks.values())
+        # Every running job ends before its runtime closes: a plain gather returns at the
+        # first job that failed (as some do when Redis is gone) and leaves the others
+        # running on a closed runtime (they re-armed its metrics flusher, seen in logs).
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
         if worker.on_shutdown is not None:
             with contextlib.suppress(Exception):
                 await worker.on_shutdown(worker.ctx)
