@@ -71,11 +71,21 @@ def _intake_left(settings: Settings) -> int:
 
 
 def _start_worker(tmp_path: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "evaluator.cli", "--settings", str(tmp_path / "settings.toml"), "worker"],
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    # Output to a file, not a pipe read only at the end: a full pipe (64 KiB of warnings during
+    # a failover) would block the worker's event loop and fake a hang.
+    log = (tmp_path / "worker.log").open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "evaluator.cli", "--settings", str(tmp_path / "settings.toml"), "worker"],
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    finally:
+        log.close()  # the child holds its own descriptor
+
+
+def _worker_output(tmp_path: Path) -> str:
+    return (tmp_path / "worker.log").read_bytes().decode(errors="replace")
 
 
 def _state(settings: Settings) -> tuple[list[tuple[str, str, str]], dict[str, int]]:
@@ -136,7 +146,7 @@ def test_failover_mid_run_loses_at_most_the_unreplicated_tail(tmp_path: Path) ->
         ingest_traces(store, [rag_trace(t, answer="Paris is the capital of France.") for t in ids])
         store.close()
         worker = _start_worker(tmp_path)
-        restarts, outputs = 0, []
+        restarts = 0
         enq = SyncTraceEnqueuer(
             settings.redis, key_prefix=settings.redis.key_prefix, batch_size=20, linger_ms=5,
             retry_delay_s=0.2,
@@ -159,7 +169,7 @@ def test_failover_mid_run_loses_at_most_the_unreplicated_tail(tmp_path: Path) ->
                 if worker.poll() is not None:
                     # arq's worker exits when its poll hits a dead master before the sentinels
                     # switched: restart it as a supervisor (systemd, Kubernetes) would.
-                    outputs.append(worker.communicate()[0].decode(errors="replace"))
+                    worker.wait()
                     worker, restarts = _start_worker(tmp_path), restarts + 1
                 records, statuses = _state(settings)
                 if statuses["pending"] == 0 and records and _intake_left(settings) == 0:
@@ -170,8 +180,8 @@ def test_failover_mid_run_loses_at_most_the_unreplicated_tail(tmp_path: Path) ->
             enq.close()
             pushed = enq.stats.pushed
             worker.terminate()
-            outputs.append(worker.communicate(timeout=60)[0].decode(errors="replace"))
-            out = "\n".join(outputs)
+            worker.wait(timeout=60)
+            out = _worker_output(tmp_path)
     records, statuses = _state(settings)
     per_version = Counter(records)
     evaluated = {trace for trace, _, _ in records}

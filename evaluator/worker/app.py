@@ -68,12 +68,6 @@ def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[An
         ctx["intake"] = build_intake(
             ctx["redis"], settings, sampling=runtime.sampling, engine=runtime.store.engine
         )
-        if run_intake:
-            w = settings.worker
-            ctx["intake_task"] = asyncio.create_task(
-                ctx["intake"].run_forever(w.intake_batch, w.intake_idle_sleep_s),
-                name="evaluator-intake",
-            )
         try:  # a warning, never a reason not to start (evaluator.worker.hygiene)
             await asyncio.to_thread(
                 check_judge_hygiene, runtime.store, runtime.rubrics, settings.judge.model
@@ -85,6 +79,14 @@ def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[An
             # cyclic collector's full passes, which otherwise walk it again and again under
             # load. Only for a worker process of its own (`serve`), not one inside a test run.
             gc.freeze()
+        # The intake last: it turns IDs into jobs that only this worker's poll (which starts
+        # after on_startup returns) runs, so nothing before it may hold start-up up.
+        if run_intake:
+            w = settings.worker
+            ctx["intake_task"] = asyncio.create_task(
+                ctx["intake"].run_forever(w.intake_batch, w.intake_idle_sleep_s),
+                name="evaluator-intake",
+            )
         log.info(
             "worker ready: %d rubrics (%s), judge %s",
             len(ctx["runtime"].rubrics.rubrics),
