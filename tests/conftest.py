@@ -27,6 +27,7 @@ import respx.mocks
 from sqlalchemy import create_engine, text
 
 from evaluator.config.settings import SHIPPED_RUBRICS_DIR, Settings, load_settings
+from evaluator.store.store import Store
 
 REDIS_URL = os.environ.get("EVALUATOR_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 POSTGRES_URL = os.environ.get(
@@ -89,6 +90,22 @@ def postgres_url() -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database, once on SQLite and once on PostgreSQL (the test runs on each)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A Store on `db_url`'s database (SQLite, then PostgreSQL)."""
+    s = Store(db_url)
+    yield s
+    s.close()
 
 
 def write_rubric(directory: Path, name: str, body: str) -> Path:

@@ -5,7 +5,6 @@ cron body's once-per-period claim against the real Redis."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -34,15 +33,6 @@ scorer = "faithfulness"
 pass_threshold = 0.5
 """
 LABELS = {"prompt_version": "v17", "model": "gpt-4o", "feature": "qa"}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (f"sqlite:///{tmp_path / 'a.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))  # fmt: skip
-    s = Store(url)
-    yield s
-    s.close()
 
 
 def rubrics(tmp_path: Path, body: str = RUBRIC) -> RubricSet:

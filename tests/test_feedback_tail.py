@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -209,16 +208,9 @@ def test_a_failed_push_leaves_the_signal_unmarked_and_the_next_thumbs_down_enque
     store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path / 't.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    s = Store(url)
-    yield s
-    s.close()
+@pytest.fixture
+def any_store(store: Store) -> Store:
+    return store  # conftest's store, once per database
 
 
 def test_a_thumbs_down_makes_the_traces_records_certain_and_refolds_their_hour(

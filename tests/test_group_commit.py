@@ -4,10 +4,7 @@ jobs share transactions, and each job's records land with its intent's "done" or
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
@@ -15,17 +12,6 @@ from evaluator.store import outbox
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 from evaluator.worker.group_commit import GroupCommit
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    s = Store(url)
-    yield s
-    s.close()
 
 
 def records_of(trace_id: str, *, rubric: str | None = "faithfulness") -> list[EvalRecord]:

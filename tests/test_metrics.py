@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -219,16 +218,9 @@ async def test_a_batching_recorder_flushes_on_its_own_when_the_worker_goes_idle(
         await client.aclose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path / 'm.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    s = Store(url)
-    yield s
-    s.close()
+@pytest.fixture
+def any_store(store: Store) -> Store:
+    return store  # conftest's store, once per database
 
 
 def test_the_score_gauge_is_the_hajek_mean_with_an_ess_interval(

@@ -7,7 +7,6 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -31,13 +30,6 @@ method = "local"
 window = "1d"
 baseline = "20d"
 """
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'r.db'}"
-    return str(request.getfixturevalue("postgres_url"))
 
 
 def _settings(tmp_path: Path, db_url: str, **retention: int) -> Settings:

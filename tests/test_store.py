@@ -3,23 +3,9 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import pytest
 
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    s = Store(url)
-    yield s
-    s.close()
 
 
 def record(status: str = "ok", score: float | None = 0.9, **kw: object) -> EvalRecord:

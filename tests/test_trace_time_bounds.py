@@ -6,7 +6,6 @@ their rollups. Real arq worker + Redis + SQLite; the rollup on SQLite and Postgr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -49,18 +48,6 @@ async def test_a_1970_span_is_clamped_and_the_claim_kept(
     assert old.details["trace_at_claimed"].startswith("1970-01-01")
     assert "trace_at_claimed" not in now.details  # an honest time is kept as it is
     assert as_utc(now.trace_at) <= as_utc(now.created_at)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path / 't.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    s = Store(url)
-    yield s
-    s.close()
 
 
 def _add(store: Store, created: datetime, score: float, trace_at: datetime | None) -> None:

@@ -6,7 +6,6 @@ import json
 import statistics
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,18 +22,6 @@ from evaluator.store.store import Store
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path / 't.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    s = Store(url)
-    yield s
-    s.close()
 
 
 def add(store: Store, rows: list[tuple[str, datetime, float]], rubric: str = "faith") -> None:

@@ -150,15 +150,6 @@ def test_a_real_drop_under_a_changing_rate_is_still_found_weighted() -> None:
 # --- end to end through SQL ----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
-    url = (f"sqlite:///{tmp_path / 'w.db'}" if request.param == "sqlite"
-           else request.getfixturevalue("postgres_url"))  # fmt: skip
-    s = Store(url)
-    request.addfinalizer(s.close)
-    return s
-
-
 def put(store: Store, records: list[Sample], lo: datetime, hi: datetime, prefix: str,
         keep_p: bool) -> None:  # fmt: skip
     step = (hi - lo) / max(len(records), 1)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import random
 import statistics
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlmodel import Session
@@ -20,18 +18,6 @@ from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    url = (
-        f"sqlite:///{tmp_path / 't.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("postgres_url")
-    )
-    s = Store(url)
-    yield s
-    s.close()
 
 
 Row = tuple[datetime, float, float | None, datetime | None]  # created, score, p, trace_at
