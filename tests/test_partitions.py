@@ -148,7 +148,11 @@ def test_upgrade_partitions_an_existing_database_and_downgrade_restores_it(
     assert partitions(engine, "eval_records") == partitions(engine, "traces") == []
     with engine.connect() as conn:
         leftovers = conn.scalars(
-            text("SELECT relname FROM pg_class WHERE relname ~ '_p[0-9]+$|__new$'")
+            # This test's schema only: other runs' schemas on the shared server are not ours.
+            text(
+                "SELECT relname FROM pg_class WHERE relname ~ '_p[0-9]+$|__new$' "
+                "AND relnamespace = current_schema()::regnamespace"
+            )
         ).all()
     assert [n for n in leftovers if n.startswith(("traces", "eval_records"))] == []
     assert primary_key(engine, "eval_records") == "PRIMARY KEY (id)"
