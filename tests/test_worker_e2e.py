@@ -338,11 +338,13 @@ async def test_long_retry_after_defers_the_job_instead_of_spinning(
     store.close()
 
 
-def test_a_burst_worker_runs_no_cron_jobs_but_a_long_running_one_does(
+async def test_a_burst_worker_runs_no_cron_jobs_but_a_long_running_one_does(
     tmp_path: Path, redis_url: str
 ) -> None:
     # A burst that spans second 31 of a minute would otherwise also run the sweeper (and
-    # count it as a completed job): behaviour by the clock, not by the command.
+    # count it as a completed job): behaviour by the clock, not by the command. Async, so
+    # arq's Worker takes the running loop: built in a sync test it made a loop of its own
+    # that nobody closed (a ResourceWarning failing whichever test the collector hit next).
     from evaluator.worker.app import cron_name
 
     settings = make_settings(tmp_path, redis_url, judge=JUDGE)
