@@ -53,6 +53,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
 
 from evaluator.store.models import EvalRecord
+from evaluator.store.store import as_utc
 from judges.llm.backoff import wait_s
 from judges.llm.completions import retry_after_s
 
@@ -158,9 +159,7 @@ def build_request(
         if record.status not in ("ok", "error"):
             continue
         tid, sid = otel_ids(record.trace_id, record.span_id)
-        at = (
-            record.created_at if record.created_at.tzinfo else record.created_at.replace(tzinfo=UTC)
-        )
+        at = as_utc(record.created_at)
         nanos = (at - _EPOCH) // timedelta(microseconds=1) * 1000  # exact, no float
         out.append(
             LogRecord(

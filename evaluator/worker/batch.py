@@ -48,6 +48,7 @@ from evaluator.intake.sampling import Reason
 from evaluator.store import batches
 from evaluator.store.batches import BatchRequest
 from evaluator.store.models import EvalRecord, utcnow
+from evaluator.store.store import as_utc
 from evaluator.worker.pipeline import to_record, write_records
 from evaluator.worker.run_lock import held
 from evaluator.worker.runtime import Runtime
@@ -355,7 +356,7 @@ def _record(
     *,
     identity: bool = True,
 ) -> EvalRecord:
-    waited_ms = (utcnow() - _aware(request.created_at)).total_seconds() * 1000
+    waited_ms = (utcnow() - as_utc(request.created_at)).total_seconds() * 1000
     score = dataclasses.replace(
         score,
         identity=identity_for(rubric, runtime.clients) if identity else None,
@@ -370,12 +371,5 @@ def _record(
         reason=Reason(request.sampled_by),
         latency_ms=waited_ms,
         inclusion_probability=request.inclusion_probability,
-        trace_at=_aware(request.trace_at) if request.trace_at is not None else None,
+        trace_at=as_utc(request.trace_at) if request.trace_at is not None else None,
     )
-
-
-def _aware(when: Any) -> Any:
-    # SQLite hands timezone-aware columns back naive (in UTC).
-    from datetime import UTC
-
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

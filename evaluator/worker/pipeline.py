@@ -24,6 +24,7 @@ from evaluator.intake.sampling import (
 )
 from evaluator.store import batches, outbox
 from evaluator.store.models import TRACE_AT_MAX_LAG, EvalRecord
+from evaluator.store.store import as_utc
 from evaluator.traces.cases import CaseBuildError, build_case
 from evaluator.traces.model import Trace
 from evaluator.worker.batch_requests import parked_requests, waits_for_batch
@@ -103,9 +104,7 @@ def trace_time(
     starts = [s.start_time for s in trace.spans if s.start_time is not None]
     if not starts:
         return None, None
-    claimed = min(starts)
-    if claimed.tzinfo is None:
-        claimed = claimed.replace(tzinfo=UTC)
+    claimed = as_utc(min(starts))
     now = now or datetime.now(UTC)
     at = min(max(claimed, now - TRACE_AT_MAX_LAG), now)
     return at, (claimed if at != claimed else None)
