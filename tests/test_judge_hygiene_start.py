@@ -97,6 +97,19 @@ async def test_no_warning_for_another_family(
     assert not [r for r in caplog.records if r.name == "evaluator.worker.hygiene"]
 
 
+async def test_no_warning_when_no_judge_is_configured(
+    tmp_path: Path, redis_url: str, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The demo's case: no judge endpoint, the default model name unused — nothing to prefer.
+    settings = _setup(tmp_path, redis_url, db_url, "gpt-4o-2024-08-06")
+    settings = settings.model_copy(
+        update={"judge": settings.judge.model_copy(update={"base_url": ""})}
+    )
+    with caplog.at_level(logging.WARNING, logger="evaluator.worker.hygiene"):
+        await _start_and_stop(settings)
+    assert not [r for r in caplog.records if r.name == "evaluator.worker.hygiene"]
+
+
 def test_health_shows_the_same_warning(
     tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

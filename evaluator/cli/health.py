@@ -22,7 +22,7 @@ JUDGE_TIMEOUT_S = 3.0
 def _check_hygiene(settings: Settings, rubrics: Any) -> dict[str, Any]:
     """The worker's start-up judge hygiene check (evaluator.worker.hygiene): warnings only."""
     from evaluator.store.store import Store
-    from evaluator.worker.hygiene import RECENT_TRACES, self_preference
+    from evaluator.worker.hygiene import RECENT_TRACES, configured_judge_model, self_preference
 
     try:
         store = Store(settings.database.url, migrate=False)
@@ -32,7 +32,7 @@ def _check_hygiene(settings: Settings, rubrics: Any) -> dict[str, Any]:
             store.close()
     except Exception as exc:  # the database check reports why
         return {"ok": True, "checked": False, "why": str(exc).splitlines()[0][:200]}
-    found = self_preference(rubrics, settings.judge.model, models)
+    found = self_preference(rubrics, configured_judge_model(settings), models)
     out: dict[str, Any] = {"ok": True, "checked": True, "generator_models": len(models)}
     if found:
         out["warnings"] = found

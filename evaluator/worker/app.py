@@ -24,7 +24,7 @@ from evaluator.store.store import Store
 from evaluator.worker.anchors import anchors_job
 from evaluator.worker.batch import batch_job
 from evaluator.worker.faults import INFRASTRUCTURE
-from evaluator.worker.hygiene import check_judge_hygiene
+from evaluator.worker.hygiene import check_judge_hygiene, configured_judge_model
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime, sampling_config
 from judges.llm.backoff import backoff_s
@@ -70,7 +70,10 @@ def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[An
         )
         try:  # a warning, never a reason not to start (evaluator.worker.hygiene)
             await asyncio.to_thread(
-                check_judge_hygiene, runtime.store, runtime.rubrics, settings.judge.model
+                check_judge_hygiene,
+                runtime.store,
+                runtime.rubrics,
+                configured_judge_model(settings),
             )
         except Exception:
             log.exception("judge hygiene check failed; starting anyway")

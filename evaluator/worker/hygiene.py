@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 
 from evaluator.config.rubrics import RubricSet
+from evaluator.config.settings import Settings
 from evaluator.store.store import Store
 from judges.hygiene import self_preference_warnings
 from judges.rubric import Rubric
@@ -26,15 +27,21 @@ log = logging.getLogger("evaluator.worker.hygiene")
 RECENT_TRACES = 1000  # how far back "the generator's models" looks
 
 
-def judge_model_of(rubric: Rubric, default_model: str) -> str | None:
-    """The model a rubric's judge calls, or None for a rubric that calls no judge."""
-    if not (rubric.needs_judge or rubric.resolved_method == "cascade"):
+def judge_model_of(rubric: Rubric, default_model: str | None) -> str | None:
+    """The model a rubric's judge calls, or None for a rubric that calls no judge
+    (`default_model` None: no judge endpoint is configured, so no rubric calls one)."""
+    if default_model is None or not (rubric.needs_judge or rubric.resolved_method == "cascade"):
         return None
     return rubric.judge.model or default_model
 
 
+def configured_judge_model(settings: Settings) -> str | None:
+    """The judge model the deployment calls, or None when no judge endpoint is set."""
+    return settings.judge.model if settings.judge.base_url else None
+
+
 def self_preference(
-    rubrics: RubricSet, default_model: str, generator_models: list[str]
+    rubrics: RubricSet, default_model: str | None, generator_models: list[str]
 ) -> dict[str, list[str]]:
     """{rubric name: warnings} for the rubrics whose judge shares the generator's family."""
     out: dict[str, list[str]] = {}
@@ -46,9 +53,11 @@ def self_preference(
 
 
 def check_judge_hygiene(
-    store: Store, rubrics: RubricSet, default_model: str
+    store: Store, rubrics: RubricSet, default_model: str | None
 ) -> dict[str, list[str]]:
     """The start-up check: reads recent traces' models, logs and returns the warnings."""
+    if default_model is None:  # no judge configured: nothing to prefer, no query
+        return {}
     found = self_preference(rubrics, default_model, store.recent_models(RECENT_TRACES))
     for name, warnings in found.items():
         for warning in warnings:
