@@ -6,6 +6,8 @@ All methods are synchronous (SQLAlchemy); async callers run them in a thread.
 from __future__ import annotations
 
 import functools
+import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -76,12 +78,26 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             # WAL lets readers (CLI, trends) run while a worker writes.
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _set_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True)
+
+
+def _set_wal(cursor: Any, *, tries: int = 100) -> None:
+    """Switch a new database file to WAL. The switch needs the file to itself and SQLite
+    answers "database is locked" at once (no busy wait) while another connection of a
+    starting process holds it, so wait here; once in WAL the pragma is a no-op read."""
+    for attempt in range(tries):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.05)
 
 
 def _refuse_missing_sqlite_file(url: str) -> None:
