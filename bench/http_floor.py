@@ -29,6 +29,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 import httpx
 from openai import AsyncOpenAI, DefaultAioHttpClient
 from pydantic import BaseModel
@@ -74,6 +75,10 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
         base_url=url, api_key="x", max_retries=0, http_client=DefaultAioHttpClient()
     )
     raw = httpx.AsyncClient(base_url=url, limits=limits, headers={"authorization": "Bearer x"})
+    raw_aio = DefaultAioHttpClient(base_url=url, headers={"authorization": "Bearer x"})
+    session = aiohttp.ClientSession(
+        base_url=url.rstrip("/") + "/", headers={"authorization": "Bearer x"}
+    )
     judge = JudgeClient(
         base_url=url,
         api_key="x",
@@ -106,6 +111,18 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
             "/chat/completions", content=encoded, headers={"content-type": "application/json"}
         )
         return response.json()
+
+    async def httpx_aiohttp_post() -> object:
+        response = await raw_aio.post(
+            "/chat/completions", content=encoded, headers={"content-type": "application/json"}
+        )
+        return response.json()
+
+    async def aiohttp_post() -> object:
+        async with session.post(
+            "chat/completions", data=encoded, headers={"content-type": "application/json"}
+        ) as response:
+            return json.loads(await response.read())
 
     async def judge_complete() -> object:
         return await judge.complete(MESSAGES, Verdict)
@@ -143,6 +160,8 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
         "openai SDK post (raw)": sdk_post,
         "openai SDK post (raw), aiohttp transport": sdk_post_aiohttp,
         "httpx post": httpx_post,
+        "httpx post, aiohttp transport (no SDK)": httpx_aiohttp_post,
+        "aiohttp ClientSession post (no httpx)": aiohttp_post,
         "JudgeClient.complete, aiohttp (as the worker runs it)": judge_complete,
         "JudgeClient.complete, httpx": judge_complete_httpx,
         "raw asyncio socket (the floor; not a client)": raw_socket,
@@ -156,6 +175,8 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
     await sdk.close()
     await sdk_aio.close()
     await raw.aclose()
+    await raw_aio.aclose()
+    await session.close()
     await judge.close()
     await judge_httpx.close()
     while not sockets.empty():

@@ -278,7 +278,9 @@ class WorkerRun:
         wrap: list[str] | None = None,
         timeout_s: float = 600.0,
         log_dir: Path | None = None,
+        repo: Path = REPO,
     ) -> None:
+        self.repo = repo  # the source tree the workers run (a baseline checkout in A/B runs)
         self.traces = traces
         self.workers = workers
         self.redis_url = redis_url
@@ -352,7 +354,7 @@ class WorkerRun:
         self, settings_file: Path, tmp: Path
     ) -> tuple[list[subprocess.Popen[bytes]], list[Path]]:
         procs, logs = [], []
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = {**os.environ, "PYTHONPATH": str(self.repo)}
         for i in range(self.workers):
             log = tmp / f"worker{i}.log"
             cmd = [sys.executable, "-m", "evaluator.cli.main", "--settings", str(settings_file)]
@@ -361,7 +363,9 @@ class WorkerRun:
                 cmd = [*self.wrap, *cmd]
             with log.open("wb") as out:
                 procs.append(
-                    subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=env)
+                    subprocess.Popen(
+                        cmd, cwd=self.repo, stdout=out, stderr=subprocess.STDOUT, env=env
+                    )
                 )
             logs.append(log)
         return procs, logs

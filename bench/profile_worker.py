@@ -25,6 +25,7 @@ import logging
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,7 @@ from pathlib import Path
 
 from evaluator.config.settings import Settings
 
-from .multiworker import DEFAULT_PG, DEFAULT_REDIS, Judge, WorkerRun, pg_database
+from .multiworker import DEFAULT_PG, DEFAULT_REDIS, REPO, Judge, WorkerRun, pg_database
 from .report import Summary, command_line, fmt, machine, table
 from .throughput import RUBRICS, load_traces
 
@@ -138,6 +139,33 @@ def summarise(stacks: list[tuple[list[tuple[str, str]], int]], rate: int, n: int
     return "\n".join(out)
 
 
+def paired(run, baseline: Path, pairs: int, n: int) -> None:  # type: ignore[no-untyped-def]
+    """A/B: the baseline checkout's worker and this tree's take turns (the order flipping
+    each pair), so that the machine's load moves both alike; CPU ms per evaluated trace."""
+    base: list[float] = []
+    new: list[float] = []
+    for i in range(pairs):
+        for side in ("base", "new") if i % 2 == 0 else ("new", "base"):
+            r = run(repo=baseline.resolve() if side == "base" else REPO)
+            (base if side == "base" else new).append(r.worker_cpu_s / n * 1000)
+            print(
+                f"  {side}: {fmt((base if side == 'base' else new)[-1])} CPU ms/trace",
+                file=sys.stderr,
+            )
+    ratios = sorted(b / a for a, b in zip(base, new, strict=True))
+
+    def spread(values: list[float]) -> str:
+        return f"{fmt(statistics.median(values))} ms ({fmt(min(values))}–{fmt(max(values))})"
+
+    print(f"baseline {baseline}: {spread(base)}")
+    print(f"this tree: {spread(new)}")
+    ratio = statistics.median(new) / statistics.median(base)
+    print(
+        f"this ÷ baseline: ratio of medians {ratio:.2f}, "
+        f"median of pair ratios {statistics.median(ratios):.2f} ({pairs} pairs)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", type=int, default=600)
@@ -155,6 +183,12 @@ def main(argv: list[str] | None = None) -> None:
         "then counts threads blocked in psycopg/queue waits as busy)",
     )
     p.add_argument("--raw", type=Path, help="keep py-spy's raw (collapsed) stacks here")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="a checkout to compare with: --plain paired runs, baseline and this tree taking "
+        "turns (ratio of medians and median of per-pair ratios); no py-spy",
+    )
     p.add_argument("--rubrics", choices=sorted(RUBRIC_SETS), default="judge2")
     args = p.parse_args(argv)
     use_rubric_set(args.rubrics)
@@ -169,10 +203,11 @@ def main(argv: list[str] | None = None) -> None:
     n = len(traces)
     judge = Judge.start(latency="0")
 
-    def run(on_started=None, on_done=None):  # type: ignore[no-untyped-def]
+    def run(on_started=None, on_done=None, repo=REPO):  # type: ignore[no-untyped-def]
         with pg_database(args.pg_url, tag="bench_prof") as db_url:
             return WorkerRun(
                 traces,
+                repo=repo,
                 workers=1,
                 redis_url=args.redis_url,
                 db_url=db_url,
@@ -182,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
             ).run(on_started=on_started, on_done=on_done)
 
     try:
+        if args.baseline is not None:
+            paired(run, args.baseline, args.plain, n)
+            return
         plain = []
         for _ in range(args.plain):
             r = run()

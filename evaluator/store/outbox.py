@@ -151,6 +151,14 @@ def finish(
         )
 
 
+def finish_all(conn: Connection, intent_ids: Sequence[str]) -> None:
+    """Mark many intents done in the caller's transaction (one executemany)."""
+    if intent_ids:
+        conn.execute(
+            _FINISH, [{"intent_id": i, "status": DONE, "last_error": ""} for i in intent_ids]
+        )
+
+
 def note_failure(engine: Engine, intent_id: str, error: str) -> None:
     table = table_of(EvalIntent)
     with engine.begin() as conn:

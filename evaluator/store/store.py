@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, event, func
+from sqlalchemy import and_, bindparam, delete, event, func, tuple_
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -48,6 +48,25 @@ def _row(record: EvalRecord) -> dict[str, Any]:
     return {name: clean(getattr(record, name)) for name in _INSERTED}
 
 
+def _identity(record: EvalRecord) -> tuple[str, str, str, str]:
+    return (record.trace_id, record.span_id, record.rubric, record.rubric_version)
+
+
+def _rounds(indexes: list[int], records: Sequence[EvalRecord]) -> list[list[int]]:
+    """`indexes` split so that no round holds an identity twice (the n-th occurrence of
+    an identity in round n), in order."""
+    rounds: list[list[int]] = []
+    seen: dict[tuple[str, str, str, str], int] = {}
+    for i in indexes:
+        key = _identity(records[i])
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append(i)
+    return rounds
+
+
 _RECORDS = table_of(EvalRecord)
 _SAME_EVALUATION = and_(
     _RECORDS.c.trace_id == bindparam("trace_id"),
@@ -56,8 +75,14 @@ _SAME_EVALUATION = and_(
 )
 # An error written before the trace (so its span) was known has span_id "": the real
 # evaluation of that (trace, rubric, version) replaces it instead of adding a second row.
-_DROP_SPANLESS_ERROR = delete(_RECORDS).where(
-    _SAME_EVALUATION, _RECORDS.c.span_id == "", _RECORDS.c.status != "ok"
+_DROP_SPANLESS_ERRORS = delete(_RECORDS).where(
+    # trace_id alone as well: it lets PostgreSQL prune the hash partitions.
+    _RECORDS.c.trace_id.in_(bindparam("trace_ids", expanding=True)),
+    tuple_(_RECORDS.c.trace_id, _RECORDS.c.rubric, _RECORDS.c.rubric_version).in_(
+        bindparam("keys", expanding=True)
+    ),
+    _RECORDS.c.span_id == "",
+    _RECORDS.c.status != "ok",
 )
 _HAS_SPAN_RECORD = sa_select(_RECORDS.c.id).where(_SAME_EVALUATION, _RECORDS.c.span_id != "")
 
@@ -228,8 +253,11 @@ class Store:
             set_={name: stmt.excluded[name] for name in _MUTABLE},
             where=table.c.status != "ok",
         )
-        # RETURNING, not rowcount: drivers disagree on rowcount for a skipped upsert.
-        return stmt.returning(table.c.id)
+        # RETURNING, not rowcount: drivers disagree on rowcount for a skipped upsert. The
+        # identity comes back too: a multi-row upsert returns rows only for those it wrote.
+        return stmt.returning(
+            table.c.id, table.c.trace_id, table.c.span_id, table.c.rubric, table.c.rubric_version
+        )
 
     def upsert_record(self, record: EvalRecord) -> bool:
         """Write the record unless a final ("ok") one exists for its identity.
@@ -242,28 +270,53 @@ class Store:
     def upsert_records(
         self, records: Sequence[EvalRecord], *, conn: Connection | None = None
     ) -> list[bool]:
-        """`upsert_record` for a job's records in one transaction (one commit, not N);
-        inside the caller's transaction when `conn` is given."""
+        """`upsert_record` for many records (a job's, or a group commit's) in one transaction
+        and, for records with a span, two statements in all (a delete of replaced span-less
+        errors and one multi-row upsert) rather than two per record; inside the caller's
+        transaction when `conn` is given. The result is per record, in order."""
         if conn is None:
             with self.engine.begin() as own:
                 return self.upsert_records(records, conn=own)
-        written = []
-        for record in records:
+        written = [False] * len(records)
+        with_span = [i for i, r in enumerate(records) if r.span_id]
+        # One statement may not touch a row twice (PostgreSQL refuses it): the n-th record of
+        # an identity goes in the n-th round, so a later duplicate sees the earlier one, as
+        # if written one by one.
+        for chunk in _rounds(with_span, records):
+            batch = [records[i] for i in chunk]
+            conn.execute(
+                _DROP_SPANLESS_ERRORS,
+                {
+                    "trace_ids": sorted({r.trace_id for r in batch}),
+                    "keys": [(r.trace_id, r.rubric, r.rubric_version) for r in batch],
+                },
+            )
+            ids = {
+                (row.trace_id, row.span_id, row.rubric, row.rubric_version): row.id
+                for row in conn.execute(self._upsert, [_row(r) for r in batch])
+            }
+            for i, record in zip(chunk, batch, strict=True):
+                stored_id = ids.get(_identity(record))
+                if stored_id is not None:
+                    # A replaced non-final row keeps its id: the caller exports the stored one.
+                    record.id = stored_id
+                    written[i] = True
+        # Span-less records (errors written before the trace was known) after the rest: one
+        # that a record with a span of the same evaluation already covers is not written.
+        for i, record in enumerate(records):
+            if record.span_id:
+                continue
             key = {
                 "trace_id": record.trace_id,
                 "rubric": record.rubric,
                 "rubric_version": record.rubric_version,
             }
-            if record.span_id:
-                conn.execute(_DROP_SPANLESS_ERROR, key)
-            elif conn.execute(_HAS_SPAN_RECORD, key).first() is not None:
-                written.append(False)  # the trace was evaluated with its span already
-                continue
+            if conn.execute(_HAS_SPAN_RECORD, key).first() is not None:
+                continue  # the trace was evaluated with its span already
             row = conn.execute(self._upsert, _row(record)).first()
             if row is not None:
-                # A replaced non-final row keeps its id: the caller exports the stored one.
-                record.id = row[0]
-            written.append(row is not None)
+                record.id = row.id
+                written[i] = True
         return written
 
     def records(
