@@ -177,3 +177,48 @@ def test_a_duplicate_identity_in_one_group_commit_is_written_once(store: Store) 
         ("dup2", "a", "faithfulness", "ok", 0.4),
     ]
     assert error_then_ok[1].id == error_then_ok[0].id  # the replaced row keeps its id
+
+
+async def test_concurrent_reads_share_a_hop_and_a_bad_payload_fails_its_job_alone(
+    store: Store,
+) -> None:
+    """GroupRead: the jobs that start together count their attempts and read their traces
+    in one flush; a missing trace reads None; a stored payload that no longer validates
+    fails that job alone, after its attempt was counted (so it can reach the dead letter)."""
+    from sqlalchemy import update
+
+    from evaluator.store.models import TraceRecord, table_of
+    from evaluator.traces.model import Trace
+    from evaluator.worker.group_commit import GroupRead
+    from tests.conftest import rag_trace
+
+    ids = [f"r{i}" for i in range(12)]
+    store.save_traces(Trace.model_validate(rag_trace(t)) for t in ids)
+    traces = table_of(TraceRecord)
+    with store.engine.begin() as conn:  # corrupt one stored payload behind the store's back
+        conn.execute(update(traces).where(traces.c.trace_id == "r3").values(payload={"x": 1}))
+    outbox.record_intents(store.engine, [outbox.Intent(t, "rate", {}) for t in [*ids, "gone"]])
+    reader = GroupRead(store)
+    flushes = 0
+    original = reader._flush
+
+    async def counting(batch):  # type: ignore[no-untyped-def]
+        nonlocal flushes
+        flushes += 1
+        await original(batch)
+
+    reader._flush = counting  # type: ignore[method-assign]
+    results = await asyncio.gather(
+        *(reader.begin(t, f"rate:{t}") for t in [*ids, "gone"]), return_exceptions=True
+    )
+
+    assert flushes == 1
+    by_id = dict(zip([*ids, "gone"], results, strict=True))
+    assert by_id["gone"] is None
+    assert isinstance(by_id["r3"], Exception) and "validation" in str(by_id["r3"]).lower()
+    for t in ids:
+        if t != "r3":
+            assert isinstance(by_id[t], Trace) and by_id[t].trace_id == t
+    with Session(store.engine) as session:
+        attempts = {i.trace_id: i.attempts for i in session.exec(select(outbox.EvalIntent))}
+    assert attempts == {t: 1 for t in [*ids, "gone"]}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
 
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
@@ -69,3 +72,46 @@ def test_concurrent_writers_leave_exactly_one_row(store: Store) -> None:
         inserted = list(pool.map(lambda i: store.upsert_record(record(score=i / 100)), range(40)))
     assert sum(inserted) == 1
     assert len(store.records(trace_id="t1")) == 1
+
+
+def test_a_built_record_is_the_record_init_makes(store: Store) -> None:
+    """EvalRecord.built (the worker's fast constructor) gives what EvalRecord(...) gives:
+    the same fields and defaults, assignable, and storable through an ORM session too."""
+    from datetime import UTC, datetime
+
+    from sqlmodel import Session, select
+
+    from evaluator.store.models import EvalRecord
+
+    values: dict[str, Any] = {
+        "trace_id": "built-1",
+        "span_id": "s",
+        "rubric": "faithfulness",
+        "rubric_version": "1",
+        "scorer": "faithfulness",
+        "method": "judge",
+        "status": "ok",
+        "score": 0.25,
+        "details": {"sampled_by": "rate"},
+        "inclusion_probability": 0.5,
+        "trace_at": datetime(2026, 11, 30, tzinfo=UTC),
+    }
+    made, built = EvalRecord(**values), EvalRecord.built(**values)
+    moving = {"id", "created_at"}  # fresh per instance by their default factories
+    assert built.model_dump(exclude=moving) == made.model_dump(exclude=moving)
+    assert built.model_fields_set == made.model_fields_set
+    assert built.id != made.id and built.created_at >= made.created_at
+    with pytest.raises(TypeError, match="no field"):
+        EvalRecord.built(**values, scroe=1.0)
+    built.score = 0.75  # instrumented assignment works on a built record
+    with Session(store.engine) as session:
+        session.add(built)
+        session.commit()
+    with Session(store.engine) as session:
+        row = session.exec(select(EvalRecord).where(EvalRecord.trace_id == "built-1")).one()
+    assert (row.score, row.details, row.inclusion_probability) == (
+        0.75,
+        {"sampled_by": "rate"},
+        0.5,
+    )
+    assert store.upsert_records([EvalRecord.built(**{**values, "trace_id": "built-2"})]) == [True]

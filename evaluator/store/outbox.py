@@ -120,6 +120,11 @@ _START_ATTEMPT = (
     .values(attempts=_INTENTS.c.attempts + 1)
     .returning(_INTENTS.c.attempts)
 )
+_START_ATTEMPTS = (
+    update(_INTENTS)
+    .where(_INTENTS.c.id == bindparam("intent_id"), _INTENTS.c.status == PENDING)
+    .values(attempts=_INTENTS.c.attempts + 1)
+)
 _FINISH = (
     update(_INTENTS)
     .where(_INTENTS.c.id == bindparam("intent_id"))
@@ -130,6 +135,12 @@ _FINISH = (
 def _transaction(target: Engine | Connection) -> contextlib.AbstractContextManager[Connection]:
     # An engine gets a transaction of its own; a connection is the caller's transaction.
     return target.begin() if isinstance(target, Engine) else contextlib.nullcontext(target)
+
+
+def start_attempts(conn: Connection, intent_ids: Sequence[str]) -> None:
+    """`start_attempt` for many intents in the caller's transaction (one executemany)."""
+    if intent_ids:
+        conn.execute(_START_ATTEMPTS, [{"intent_id": i} for i in intent_ids])
 
 
 def start_attempt(target: Engine | Connection, intent_id: str) -> int:

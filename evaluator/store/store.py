@@ -41,6 +41,9 @@ _MUTABLE = [
 _TRACE_PAYLOAD = sa_select(table_of(TraceRecord).c.payload).where(
     table_of(TraceRecord).c.trace_id == bindparam("trace_id")
 )
+_TRACE_PAYLOADS = sa_select(
+    table_of(TraceRecord).c.trace_id, table_of(TraceRecord).c.payload
+).where(table_of(TraceRecord).c.trace_id.in_(bindparam("trace_ids", expanding=True)))
 _INSERTED = [c.name for c in table_of(EvalRecord).columns]
 
 
@@ -221,6 +224,11 @@ class Store:
                 return self.get_trace(trace_id, conn=own)
         payload = conn.execute(_TRACE_PAYLOAD, {"trace_id": trace_id}).scalar()
         return None if payload is None else Trace.model_validate(payload)
+
+    def trace_payloads(self, trace_ids: Sequence[str], *, conn: Connection) -> dict[str, Any]:
+        """The stored payloads (not yet validated) of those of `trace_ids` that exist."""
+        rows = conn.execute(_TRACE_PAYLOADS, {"trace_ids": sorted(set(trace_ids))})
+        return {trace_id: payload for trace_id, payload in rows}
 
     def recent_models(self, limit: int = 1000) -> list[str]:
         """The distinct generator models of the `limit` most recently ingested traces (one

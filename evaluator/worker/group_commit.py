@@ -1,4 +1,5 @@
-"""Group commit: the records and intent "done" of concurrent jobs in one transaction.
+"""Group commit: the records and intent "done" of concurrent jobs in one transaction; and
+group read: their attempt counts and trace reads in one hop (`GroupRead`).
 
 Each job used to take its own thread hop, pool checkout (with its pre-ping) and commit for
 its two or three rows. Here a job hands its write to the process's `GroupCommit` and waits
@@ -17,12 +18,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from sqlalchemy.engine import Connection
 
 from evaluator.store import outbox
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store, is_input_fault
+from evaluator.traces.model import Trace
+
+_Item = TypeVar("_Item")
 
 
 @dataclass(slots=True)
@@ -33,14 +38,37 @@ class _Write:
     done: asyncio.Future[list[bool]] = field(repr=False)
 
 
-class GroupCommit:
+class _Grouped(Generic[_Item]):
+    """What jobs waiting at once share: one flush (one thread hop, one transaction) serves
+    whatever is pending when it starts; what arrives meanwhile forms the next. No timer."""
+
+    def __init__(self, max_jobs: int) -> None:
+        self.max_jobs = max_jobs  # bounds one transaction's size (and its lock time)
+        self._pending: list[_Item] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def _add(self, item: _Item) -> None:
+        self._pending.append(item)
+        if self._flusher is None or self._flusher.done():
+            # Starts on the next turn of the loop: the jobs that finish in this one join it.
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_all())
+
+    async def _flush_all(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_jobs]
+            del self._pending[: len(batch)]
+            await self._flush(batch)
+
+    async def _flush(self, batch: list[_Item]) -> None:
+        raise NotImplementedError
+
+
+class GroupCommit(_Grouped[_Write]):
     """One per process (the Runtime's); `write` is what a job awaits."""
 
     def __init__(self, store: Store, *, max_jobs: int = 64) -> None:
+        super().__init__(max_jobs)
         self.store = store
-        self.max_jobs = max_jobs  # bounds one transaction's size (and its lock time)
-        self._pending: list[_Write] = []
-        self._flusher: asyncio.Task[None] | None = None
         self.transactions = 0  # for tests and benchmarks: commits made
 
     async def write(
@@ -53,17 +81,8 @@ class GroupCommit:
         transaction with other jobs' writes; returns, per record, whether it was written
         (Store.upsert_records)."""
         done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Write(records, settle, then, done))
-        if self._flusher is None or self._flusher.done():
-            # Starts on the next turn of the loop: the jobs that finish in this one join it.
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_all())
+        self._add(_Write(records, settle, then, done))
         return await done
-
-    async def _flush_all(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.max_jobs]
-            del self._pending[: len(batch)]
-            await self._flush(batch)
 
     async def _flush(self, batch: list[_Write]) -> None:
         try:
@@ -106,11 +125,64 @@ class GroupCommit:
         return out
 
 
+@dataclass(slots=True)
+class _Read:
+    trace_id: str
+    intent_id: str | None
+    done: asyncio.Future[Trace | None] = field(repr=False)
+
+
+class GroupRead(_Grouped[_Read]):
+    """A job's first database work — count the attempt on its intent, read its trace — done
+    with other jobs' in one thread hop: one executemany for the attempts, committed before
+    any read (a trace that no longer loads must still count towards the dead letter), then
+    one SELECT … IN for the payloads. A payload that no longer validates fails its job
+    alone."""
+
+    def __init__(self, store: Store, *, max_jobs: int = 64) -> None:
+        super().__init__(max_jobs)
+        self.store = store
+
+    async def begin(self, trace_id: str, intent_id: str | None) -> Trace | None:
+        done: asyncio.Future[Trace | None] = asyncio.get_running_loop().create_future()
+        self._add(_Read(trace_id, intent_id, done))
+        return await done
+
+    async def _flush(self, batch: list[_Read]) -> None:
+        try:
+            results = await asyncio.to_thread(self._read, batch)
+        except BaseException as exc:  # the database: every job of the batch fails (retried)
+            for r in batch:
+                _fail(r, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for r, result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                _fail(r, result)
+            elif not r.done.done():
+                r.done.set_result(result)
+
+    def _read(self, batch: list[_Read]) -> list[Trace | Exception | None]:
+        with self.store.engine.connect() as conn:
+            with conn.begin():
+                outbox.start_attempts(conn, [r.intent_id for r in batch if r.intent_id])
+            payloads = self.store.trace_payloads([r.trace_id for r in batch], conn=conn)
+        out: list[Trace | Exception | None] = []
+        for r in batch:
+            payload = payloads.get(r.trace_id)
+            try:
+                out.append(None if payload is None else Trace.model_validate(payload))
+            except Exception as exc:
+                out.append(exc)
+        return out
+
+
 def _resolve(w: _Write, result: list[bool]) -> None:
     if not w.done.done():  # the job may have been cancelled (its timeout) meanwhile
         w.done.set_result(result)
 
 
-def _fail(w: _Write, exc: BaseException) -> None:
+def _fail(w: _Write | _Read, exc: BaseException) -> None:
     if not w.done.done():
         w.done.set_exception(exc)

@@ -136,7 +136,7 @@ def to_record(
     kind = kind_of(score)
     if kind is not None:
         details["error_kind"] = kind
-    return EvalRecord(
+    return EvalRecord.built(
         trace_id=trace_id,
         span_id=span_id,
         rubric=rubric.name,
@@ -274,19 +274,18 @@ async def evaluate_trace(
     signals = Signals.from_wire(wire_signals or {})
     allocated = allocated_of(wire_signals or {})
 
-    def begin() -> Trace | None:  # one thread hop and one pool checkout for both
-        with runtime.store.engine.connect() as conn:
-            if intent_id is not None:
-                # Committed on its own, before the read: a trace that fails to load (a stored
-                # payload that no longer validates, a database error) must still count towards
-                # the dead letter, or the sweeper would re-run it forever.
-                with conn.begin():
-                    outbox.start_attempt(conn, intent_id)
-            if runtime.source is None:
-                return runtime.store.get_trace(trace_id, conn=conn)
+    def begin() -> Trace | None:
+        if intent_id is not None:
+            # Committed on its own, before the read: a trace that fails to load must still
+            # count towards the dead letter, or the sweeper would re-run it forever.
+            outbox.start_attempt(runtime.store.engine, intent_id)
         return runtime.traces.get_trace(trace_id)
 
-    trace = await asyncio.to_thread(begin)
+    if runtime.source is None:
+        # The attempt count and the read with other jobs' (evaluator.worker.group_commit).
+        trace = await runtime.group_read.begin(trace_id, intent_id)
+    else:
+        trace = await asyncio.to_thread(begin)
     if trace is None:
         tries = runtime.settings.worker.trace_not_found_tries
         if job_try < tries:

@@ -22,7 +22,7 @@ from evaluator.outputs.otel import EvaluationExporter
 from evaluator.sources.langfuse import LangfuseScoreSink, LangfuseTraceSource
 from evaluator.store.store import Store
 from evaluator.traces.model import Trace
-from evaluator.worker.group_commit import GroupCommit
+from evaluator.worker.group_commit import GroupCommit, GroupRead
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.llm.client import JudgeClient, sdk_http_client
 from judges.scorers.identity import identity_for
@@ -109,6 +109,10 @@ class Runtime:
     @functools.cached_property
     def group_commit(self) -> GroupCommit:
         return GroupCommit(self.store)
+
+    @functools.cached_property
+    def group_read(self) -> GroupRead:
+        return GroupRead(self.store)
 
     @property
     def traces(self) -> TraceSource:
