@@ -269,15 +269,34 @@ class BudgetGate:
 
     async def charge(self, groups: Sequence[Sequence[str]], now_s: float) -> list[int]:
         """Charge evaluations queued outside the intake (`evaluator backfill`, `evaluator
-        retry`) to the same counters, through the same script: per group (one trace's
-        rubrics, a name for each evaluation) 0 when admitted whole, else the end of the
-        window that refused it (nothing of the group is charged then). Not in the ledger:
-        each call is a new run of the judge, never a repeat of an earlier admission."""
+        retry`) to the same counters, through the same script. A group is one trace's
+        evaluations (a rubric name each), admitted whole or not at all; per group 0 when
+        admitted, else the end of the window that refused it (epoch s), or -1 when it is
+        larger than a cap's window and never fits. Not in the ledger: each call is a new
+        run of the judge, never a repeat of an earlier admission."""
+        fitting = [i for i, g in enumerate(groups) if self.fits(g)]
         evaluations = [
-            [("", "1", self._scope_index[r]) for r in group if r in self._scope_index]
-            for group in groups
+            [("", "1", self._scope_index[r]) for r in groups[i] if r in self._scope_index]
+            for i in fitting
         ]
-        return await self._run_admit(evaluations, now_s)
+        waits = [-1] * len(groups)
+        for i, wait in zip(fitting, await self._run_admit(evaluations, now_s), strict=True):
+            waits[i] = wait
+        return waits
+
+    def fits(self, group: Sequence[str]) -> bool:
+        """Whether a group of evaluations fits every cap's window at all (a trace with more
+        rubrics than `calls_per_minute` x `burst` never does)."""
+        need = Counter(r for r in group if r in self._scope_index)
+        need[SHARED] = sum(need.values())
+        for scope, n in need.items():
+            cap = self._cap(scope)
+            per_minute = cap.per_minute
+            if self.plan.carry and per_minute > 0:
+                per_minute = _minute_bound(per_minute, self.plan.burst)
+            if 0 < cap.per_day < n or 0 < per_minute < n:
+                return False
+        return True
 
     async def _admit_groups(
         self,
