@@ -6,6 +6,8 @@ cap has no room for is not queued and the command says so (exit 5)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +148,28 @@ def _error_record(trace_id: str) -> EvalRecord:
         trace_id=trace_id, rubric="grounded", rubric_version="1", scorer="faithfulness",
         status="error", explanation="judge down",
     )  # fmt: skip
+
+
+@pytest.mark.slow  # waits for the next minute's window: up to a minute
+def test_backfill_waits_for_the_next_window_and_queues_the_rest(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings, path = setup(
+        tmp_path, redis_url, LOCAL_FAITHFULNESS.format(version="1"), n=3, budget=BUDGET_5
+    )
+    write_rubric(tmp_path / "rubrics", "r2", SECOND.format(version="1"))
+    codes: list[int] = []
+    cli = threading.Thread(
+        target=lambda: codes.append(run_cli(path, "backfill", "--since", "7d", "--yes"))
+    )
+    cli.start()
+    deadline = time.monotonic() + 120
+    while cli.is_alive() and time.monotonic() < deadline:
+        asyncio.run(run_burst(settings))
+        time.sleep(0.2)
+    cli.join(timeout=10)
+    assert codes == [0]
+    captured = capsys.readouterr()
+    assert "queued 2 traces; 1 wait for the judge budget" in captured.err
+    assert "done: 3 evaluated, 0 dead, 6 records written" in captured.out
+    assert len(records(settings)) == _charged(settings) == 6  # two windows: 4, then 2

@@ -9,6 +9,10 @@ a per-minute cap is checked as "today's evaluations ≤ cap × minutes elapsed t
 the day's counter, so budget a quiet minute left is spent later and the total never exceeds
 what the minutes so far allowed; one minute still spends at most `burst` x its cap.
 
+The script keeps a ledger of the day's admitted evaluations, so a batch processed again (a
+drain whose intents did not commit) is not charged twice; `charge` puts evaluations queued
+outside the intake (`evaluator backfill`, `evaluator retry`) through the same script.
+
 Tail-rule traces the cap refuses wait in `{prefix}:budget:deferred` (a sorted set scored by
 the end of the window that refused them) and go back on the intake list when it ends;
 `release_due` runs before every drain. Nothing here decides probabilities:
@@ -187,19 +191,23 @@ class BudgetGate:
         return int(await self._release(keys=keys, args=[now_s, limit]))
 
     async def allocate(
-        self, candidates: Sequence[Candidate], rules: TailRules, now_s: float
+        self,
+        candidates: Sequence[Candidate],
+        rules: TailRules,
+        now_s: float,
+        *,
+        again: bool = False,
     ) -> Allocation:
+        """Draw and admit one batch. `again`: the batch is one this intake processed before
+        (its intents did not commit): what the ledger says was admitted then is kept, with
+        its probability, rather than drawn anew (one more read, only then)."""
         plan = self.plan
         minute = int(now_s // MINUTE_S)
-        # The ledger key of every evaluation a candidate could get (kind as the job's).
+        # With `again`, the ledger field of every evaluation a candidate could get.
         fields = [
-            {
-                r.name: self._field(
-                    "rate" if tail_reason(c.signals, rules) is None else "tail", c.trace_id, r.name
-                )
-                for r in plan.rubrics
-            }
+            {r.name: self._field(_kind(c, rules), c.trace_id, r.name) for r in plan.rubrics}
             for c in candidates
+            if again
         ]
         states, strata, admitted_before = await self._read_state(candidates, fields, minute, now_s)
         rates = rubric_rates(plan, states, now_s)
@@ -229,7 +237,7 @@ class BudgetGate:
                     reserved[rubric.name] += 1
                 if tail is None and new:
                     boosted[rubric.name] += 1
-                before = admitted_before.get(fields[index][rubric.name])
+                before = admitted_before.get(fields[index][rubric.name]) if again else None
                 if before is not None:
                     # Admitted (and charged) today already, by a drain whose intents did not
                     # commit: that decision stands, with its probability; the script admits
@@ -244,7 +252,7 @@ class BudgetGate:
         # Offered to the cap tail first, then new strata (the highest probability), then in
         # intake order (a stable sort).
         drawn.sort(key=lambda d: (not d[1], -max(d[2].values())))
-        waits = await self._admit_groups(candidates, drawn, fields, now_s)
+        waits = await self._admit_groups(candidates, drawn, rules, now_s)
         for (index, by_tail, chosen), wait in zip(drawn, waits, strict=True):
             c = candidates[index]
             if by_tail:
@@ -302,7 +310,7 @@ class BudgetGate:
         self,
         candidates: Sequence[Candidate],
         drawn: list[tuple[int, bool, dict[str, float]]],
-        fields: list[dict[str, str]],
+        rules: TailRules,
         now_s: float,
     ) -> list[Any]:
         """Per drawn trace: for a tail trace one wait (all rubrics or none), for a rate
@@ -311,8 +319,10 @@ class BudgetGate:
             return []
         groups: list[list[tuple[str, str, int]]] = []
         for index, tail, chosen in drawn:
+            c = candidates[index]
             evaluations = [
-                (fields[index][r], repr(p), self._scope_index[r]) for r, p in chosen.items()
+                (self._field(_kind(c, rules), c.trace_id, r), repr(p), self._scope_index[r])
+                for r, p in chosen.items()
             ]
             if tail:
                 groups.append(evaluations)
@@ -391,8 +401,9 @@ class BudgetGate:
         pipe.hmget(f"{self.prefix}:strata", keys or ["-"])
         pipe.hmget(f"{self.prefix}:strata:first", keys or ["-"])
         wanted = sorted({f for per in fields for f in per.values() if f})
-        pipe.hmget(ledger_key(self.key_prefix, now_s), wanted or ["-"])
-        flows, used, used_minute, counts, firsts, ledger = await pipe.execute()
+        if wanted:
+            pipe.hmget(ledger_key(self.key_prefix, now_s), wanted)
+        flows, used, used_minute, counts, firsts, *ledger = await pipe.execute()
         k = len(names)
         states = {
             n: RubricState(
@@ -410,7 +421,8 @@ class BudgetGate:
             k: (int(cnt or 0), None if first is None else float(first))
             for k, cnt, first in zip(keys, counts, firsts, strict=False)
         }
-        before = {f: float(v) for f, v in zip(wanted, ledger, strict=False) if v is not None}
+        values = ledger[0] if ledger else []
+        before = {f: float(v) for f, v in zip(wanted, values, strict=True) if v is not None}
         return states, strata, before
 
     async def _write_flow(
@@ -443,6 +455,11 @@ class BudgetGate:
     async def defer(self, entries: Sequence[tuple[bytes, int]]) -> None:
         if entries:
             await self.redis.zadd(f"{self.prefix}:deferred", {e: w for e, w in entries})
+
+
+def _kind(c: Candidate, rules: TailRules) -> str:
+    """The job's kind, as the drain names it: a tail rule's trace or a rate draw."""
+    return "rate" if tail_reason(c.signals, rules) is None else "tail"
 
 
 def _minute_bound(per_minute: int, burst: float) -> int:
