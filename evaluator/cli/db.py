@@ -188,20 +188,63 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _at(epoch_s: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch_s))
+
+
 def _run(settings: Any, store: Store, rubrics: Any, plan: bf.Plan, *, wait: bool) -> int:
+    from evaluator.cli.exit_codes import BUDGET
     from evaluator.worker import backfill as bf
 
     kind = bf.new_kind()
     started = bf.utcnow()
-    created = asyncio.run(bf.enqueue_backfill(settings, store, rubrics, plan.trace_ids, kind=kind))
-    total = len(plan.trace_ids)
-    print(f"queued {total} traces as intents {kind}:* ({created} new jobs)")
+    pending, created, queued = plan.trace_ids, 0, 0
+    # Under a judge budget: queue what the cap admits; waiting, queue the rest as windows
+    # open (a trace larger than a window never fits and is left out, with the reason).
+    while True:
+        part = asyncio.run(
+            bf.enqueue_backfill(
+                settings, store, rubrics, pending, kind=kind, rubrics_of=plan.rubrics_of
+            )
+        )
+        created, queued = created + part.created, queued + part.queued
+        never = part.too_large
+        pending = part.waiting
+        if len(pending) == never or not wait:
+            break
+        print(
+            f"queued {queued} traces; {len(pending)} wait for the judge budget "
+            f"(the cap has room again at {_at(part.until)}); Ctrl-C stops, the queued stay queued",
+            file=sys.stderr,
+        )
+        try:
+            time.sleep(max(0.0, part.until - time.time()) + 0.5)
+        except KeyboardInterrupt:
+            print(f"\nstopped; {len(pending)} traces not queued", file=sys.stderr)
+            return 130
+    print(f"queued {queued} traces as intents {kind}:* ({created} new jobs)")
+    if never:
+        print(
+            f"{never} traces need more evaluations at once than the judge budget's cap allows "
+            "in one window (rubrics x 1 > calls_per_minute x burst, or > the daily cap): not "
+            "queued; raise the cap or backfill them with --rubric, one rubric at a time",
+            file=sys.stderr,
+        )
+    if pending and not wait:
+        print(
+            f"{len(pending) - never} traces wait for the judge budget (the cap has room "
+            f"again at {_at(part.until)}); run the backfill again then, once the queued "
+            "ones are evaluated (a trace still queued would be queued again), or leave out "
+            "--no-wait to have it wait",
+            file=sys.stderr,
+        )
+        return BUDGET
     if not wait:
         print(f"not waiting; follow with `evaluator stats`, progress is intents of kind {kind}")
-        return 0
+        return BUDGET if never else 0
     try:
         final = asyncio.run(
-            bf.wait_for(store.engine, kind, total, _BarPrinter(sys.stderr), poll_s=1.0)
+            bf.wait_for(store.engine, kind, queued, _BarPrinter(sys.stderr), poll_s=1.0)
         )
     except KeyboardInterrupt:
         print(f"\nstopped waiting; the rest stays queued (intents {kind}:*)", file=sys.stderr)
@@ -210,7 +253,7 @@ def _run(settings: Any, store: Store, rubrics: Any, plan: bf.Plan, *, wait: bool
     print(f"done: {final.done} evaluated, {final.dead} dead, {written} records written")
     if final.dead:
         print("dead intents keep their cause: `evaluator retry --list`", file=sys.stderr)
-    return 1 if final.dead else 0
+    return 1 if final.dead else (BUDGET if never else 0)
 
 
 def register(sub: Any) -> None:
@@ -235,6 +278,10 @@ def register(sub: Any) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the estimate and exit")
     p.add_argument("--yes", action="store_true", help="start without asking")
     p.add_argument(
-        "--no-wait", action="store_true", help="queue the jobs and return without a progress bar"
+        "--no-wait",
+        action="store_true",
+        help="queue the jobs and return without a progress bar; under a judge budget queue "
+        "only what the cap has room for now (exit 5 when some wait), instead of waiting for "
+        "the next windows",
     )
     p.set_defaults(fn=cmd_backfill)

@@ -15,6 +15,7 @@ FAIL = 1  # ran, and the answer is "no": unhealthy, rejected lines, invalid rubr
 USAGE = 2  # fix the command line, a file it names, the settings or a rubric
 UNAVAILABLE = 3  # Redis, the database or the judge cannot be reached
 SCHEMA = 4  # the database schema is behind this version: run `evaluator db upgrade`
+BUDGET = 5  # done in part: the judge budget's cap has no room for the rest now; run it later
 PIPE = 141  # stdout closed early (`| head`): stop quietly, as a SIGPIPE'd tool would
 INTERRUPTED = 130  # Ctrl-C
 
@@ -25,6 +26,8 @@ exit codes:
   2    usage: a bad flag or value, a missing file, invalid settings or rubrics
   3    unavailable: Redis, the database or the judge cannot be reached
   4    the database schema is behind this version: run `evaluator db upgrade`
+  5    done in part: the judge budget has no room for the rest now (backfill --no-wait,
+       retry); the message says how many wait and until when
   130  interrupted (Ctrl-C)
   141  the output pipe was closed early (`| head`)"""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,9 +17,10 @@ from evaluator.errors import ErrorKind
 
 def cmd_retry(args: argparse.Namespace) -> int:
 
+    from evaluator.cli.exit_codes import BUDGET
     from evaluator.config.redis_clients import async_redis
     from evaluator.intake.drain import build_intake
-    from evaluator.intake.sweeper import retry_dead, retry_errors
+    from evaluator.intake.sweeper import Retried, retry_dead, retry_errors
     from evaluator.store import outbox
     from evaluator.store.store import Store
     from evaluator.worker.runtime import sampling_config
@@ -44,7 +46,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
             print("say which: --trace ID, --all, --errors or --list", file=sys.stderr)
             return 2
 
-        async def run() -> int:
+        async def run() -> Retried:
             redis = async_redis(settings)
             try:
                 rubrics = load_rubrics(settings.rubrics.path)
@@ -56,8 +58,17 @@ def cmd_retry(args: argparse.Namespace) -> int:
             finally:
                 await redis.aclose()
 
-        revived = asyncio.run(run())
-        print(f"re-enqueued {revived} {'error' if args.errors else 'dead'} intent(s)")
+        done = asyncio.run(run())
+        print(f"re-enqueued {done.queued} {'error' if args.errors else 'dead'} intent(s)")
+        if done.waiting:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(done.until))
+            later = f"it has room again at {when}" if done.until else "a trace never fits it"
+            print(
+                f"{done.waiting} trace(s) wait for the judge budget ({later}); they are left "
+                "as they were: run the same `evaluator retry` again then",
+                file=sys.stderr,
+            )
+            return BUDGET
         return 0
     finally:
         store.close()

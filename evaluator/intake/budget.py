@@ -9,6 +9,10 @@ a per-minute cap is checked as "today's evaluations ≤ cap × minutes elapsed t
 the day's counter, so budget a quiet minute left is spent later and the total never exceeds
 what the minutes so far allowed; one minute still spends at most `burst` x its cap.
 
+The script keeps a ledger of the day's admitted evaluations, so a batch processed again (a
+drain whose intents did not commit) is not charged twice; `charge` puts evaluations queued
+outside the intake (`evaluator backfill`, `evaluator retry`) through the same script.
+
 Tail-rule traces the cap refuses wait in `{prefix}:budget:deferred` (a sorted set scored by
 the end of the window that refused them) and go back on the intake list when it ends;
 `release_due` runs before every drain. Nothing here decides probabilities:
@@ -44,9 +48,18 @@ SHARED = "*"  # the scope of the settings' [budget]: every rubric's evaluations 
 
 # ARGV: nscopes, per scope (minute key, minute cap, minute end, day key, day cap, day end,
 # cumulative cap: today's evaluations by the end of this minute, 0 = none; refused until the
-# minute ends), ngroups, per group (m, m scope indexes). Returns per group 0 (admitted) or
-# the end of the latest window that refused it (epoch seconds): a group is admitted whole or
-# not at all.
+# minute ends), the ledger key, ngroups, per group (m, m evaluations: ledger field or '' for
+# none, the value to store there (p), the rubric's scope index; every evaluation also counts
+# against scope 1, the shared one). Returns per group 0 (admitted) or the end of the latest
+# window that refused it (epoch seconds): a group is admitted whole or not at all.
+#
+# The ledger (`{prefix}:budget:ledger:{day}`, a hash) makes admission idempotent within the
+# UTC day: an evaluation whose field is already there was charged by an earlier call (a
+# drain whose intents then failed to commit re-processes its parked batch) and is admitted
+# again for free; only evaluations new to the ledger are checked against the caps, charged
+# and written to it, in this script, with the counters. Its memory is bounded: it holds only
+# admitted evaluations of a capped scope (the caller passes '' for the others), so at most the
+# day's caps, and it expires after two days.
 _ADMIT_LUA = """
 local ns = tonumber(ARGV[1])
 local scopes = {}
@@ -59,17 +72,24 @@ for s = 1, ns do
                du = tonumber(redis.call('GET', ARGV[i + 3]) or '0'), n = 0}
   i = i + 7
 end
-local ng = tonumber(ARGV[i])
-i = i + 1
+local lk = ARGV[i]
+local ng = tonumber(ARGV[i + 1])
+i = i + 2
 local out = {}
+local wrote = false
 for g = 1, ng do
   local m = tonumber(ARGV[i])
   i = i + 1
   local need = {}
+  local fresh = {}
   for k = 1, m do
-    local s = tonumber(ARGV[i])
-    need[s] = (need[s] or 0) + 1
-    i = i + 1
+    local f, s = ARGV[i], tonumber(ARGV[i + 2])
+    if f == '' or redis.call('HEXISTS', lk, f) == 0 then
+      fresh[#fresh + 1] = i
+      need[1] = (need[1] or 0) + 1
+      if s ~= 1 then need[s] = (need[s] or 0) + 1 end
+    end
+    i = i + 3
   end
   local wait = 0
   for s, n in pairs(need) do
@@ -85,6 +105,12 @@ for g = 1, ng do
       sc.du = sc.du + n
       sc.n = sc.n + n
     end
+    for _, at in ipairs(fresh) do
+      if ARGV[at] ~= '' then
+        redis.call('HSET', lk, ARGV[at], ARGV[at + 1])
+        wrote = true
+      end
+    end
   end
   out[g] = wait
 end
@@ -97,6 +123,7 @@ for s = 1, ns do
     redis.call('EXPIRE', sc.dk, 172800)
   end
 end
+if wrote then redis.call('EXPIRE', lk, 172800) end
 return out
 """
 
@@ -113,6 +140,15 @@ return #due
 
 def deferred_key(prefix: str) -> str:
     return f"{prefix}:budget:deferred"
+
+
+def ledger_key(prefix: str, now_s: float) -> str:
+    """The day's admitted evaluations (see _ADMIT_LUA): field kind, trace id, rubric."""
+    return f"{prefix}:budget:ledger:{int(now_s // DAY_S)}"
+
+
+def ledger_field(kind: str, trace_id: str, rubric: str) -> str:
+    return "\x1f".join((kind, trace_id, rubric))
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +178,7 @@ class BudgetGate:
     def __init__(self, redis: Redis, *, key_prefix: str, plan: BudgetPlan) -> None:
         self.redis = redis
         self.plan = plan
+        self.key_prefix = key_prefix
         self.prefix = f"{key_prefix}:budget"
         self.intake_key = f"{key_prefix}:intake"
         self._admit = redis.register_script(_ADMIT_LUA)
@@ -154,11 +191,25 @@ class BudgetGate:
         return int(await self._release(keys=keys, args=[now_s, limit]))
 
     async def allocate(
-        self, candidates: Sequence[Candidate], rules: TailRules, now_s: float
+        self,
+        candidates: Sequence[Candidate],
+        rules: TailRules,
+        now_s: float,
+        *,
+        again: bool = False,
     ) -> Allocation:
+        """Draw and admit one batch. `again`: the batch is one this intake processed before
+        (its intents did not commit): what the ledger says was admitted then is kept, with
+        its probability, rather than drawn anew (one more read, only then)."""
         plan = self.plan
         minute = int(now_s // MINUTE_S)
-        states, strata = await self._read_state(candidates, minute, now_s)
+        # With `again`, the ledger field of every evaluation a candidate could get.
+        fields = [
+            {r.name: self._field(_kind(c, rules), c.trace_id, r.name) for r in plan.rubrics}
+            for c in candidates
+            if again
+        ]
+        states, strata, admitted_before = await self._read_state(candidates, fields, minute, now_s)
         rates = rubric_rates(plan, states, now_s)
         seen: Counter[str] = Counter()  # strata seen earlier in this batch
         arrivals: Counter[str] = Counter()
@@ -186,7 +237,13 @@ class BudgetGate:
                     reserved[rubric.name] += 1
                 if tail is None and new:
                     boosted[rubric.name] += 1
-                if point < p:
+                before = admitted_before.get(fields[index][rubric.name]) if again else None
+                if before is not None:
+                    # Admitted (and charged) today already, by a drain whose intents did not
+                    # commit: that decision stands, with its probability; the script admits
+                    # it again without charging.
+                    chosen[rubric.name] = before
+                elif point < p:
                     chosen[rubric.name] = p
             if chosen:
                 drawn.append((index, tail is not None, chosen))
@@ -195,7 +252,7 @@ class BudgetGate:
         # Offered to the cap tail first, then new strata (the highest probability), then in
         # intake order (a stable sort).
         drawn.sort(key=lambda d: (not d[1], -max(d[2].values())))
-        waits = await self._admit_groups(drawn, now_s)
+        waits = await self._admit_groups(candidates, drawn, rules, now_s)
         for (index, by_tail, chosen), wait in zip(drawn, waits, strict=True):
             c = candidates[index]
             if by_tail:
@@ -218,28 +275,60 @@ class BudgetGate:
         await self._write_flow(minute, arrivals, reserved, boosted, seen, now_s)
         return result
 
+    async def charge(self, groups: Sequence[Sequence[str]], now_s: float) -> list[int]:
+        """Charge evaluations queued outside the intake (`evaluator backfill`, `evaluator
+        retry`) to the same counters, through the same script. A group is one trace's
+        evaluations (a rubric name each), admitted whole or not at all; per group 0 when
+        admitted, else the end of the window that refused it (epoch s), or -1 when it is
+        larger than a cap's window and never fits. Not in the ledger: each call is a new
+        run of the judge, never a repeat of an earlier admission."""
+        fitting = [i for i, g in enumerate(groups) if self.fits(g)]
+        evaluations = [
+            [("", "1", self._scope_index[r]) for r in groups[i] if r in self._scope_index]
+            for i in fitting
+        ]
+        waits = [-1] * len(groups)
+        for i, wait in zip(fitting, await self._run_admit(evaluations, now_s), strict=True):
+            waits[i] = wait
+        return waits
+
+    def fits(self, group: Sequence[str]) -> bool:
+        """Whether a group of evaluations fits every cap's window at all (a trace with more
+        rubrics than `calls_per_minute` x `burst` never does)."""
+        need = Counter(r for r in group if r in self._scope_index)
+        need[SHARED] = sum(need.values())
+        for scope, n in need.items():
+            cap = self._cap(scope)
+            per_minute = cap.per_minute
+            if self.plan.carry and per_minute > 0:
+                per_minute = _minute_bound(per_minute, self.plan.burst)
+            if 0 < cap.per_day < n or 0 < per_minute < n:
+                return False
+        return True
+
     async def _admit_groups(
-        self, drawn: list[tuple[int, bool, dict[str, float]]], now_s: float
+        self,
+        candidates: Sequence[Candidate],
+        drawn: list[tuple[int, bool, dict[str, float]]],
+        rules: TailRules,
+        now_s: float,
     ) -> list[Any]:
         """Per drawn trace: for a tail trace one wait (all rubrics or none), for a rate
         trace one wait per rubric (each evaluation stands alone)."""
         if not drawn:
             return []
-        groups: list[list[int]] = []
-        for _index, tail, chosen in drawn:
-            scopes = [[1, self._scope_index[r]] for r in chosen]
+        groups: list[list[tuple[str, str, int]]] = []
+        for index, tail, chosen in drawn:
+            c = candidates[index]
+            evaluations = [
+                (self._field(_kind(c, rules), c.trace_id, r), repr(p), self._scope_index[r])
+                for r, p in chosen.items()
+            ]
             if tail:
-                groups.append([s for pair in scopes for s in pair])
+                groups.append(evaluations)
             else:
-                groups.extend(scopes)
-        args: list[Any] = [len(self._scope_index)]
-        for scope in self._scope_index:
-            args.extend(self._scope_args(scope, now_s))
-        args.append(len(groups))
-        for group in groups:
-            args.append(len(group))
-            args.extend(group)
-        raw = [int(w) for w in await self._admit(args=args)]
+                groups.extend([e] for e in evaluations)
+        raw = await self._run_admit(groups, now_s)
         waits: list[Any] = []
         at = 0
         for _index, tail, chosen in drawn:
@@ -250,6 +339,27 @@ class BudgetGate:
                 waits.append(raw[at : at + len(chosen)])
                 at += len(chosen)
         return waits
+
+    async def _run_admit(self, groups: list[list[tuple[str, str, int]]], now_s: float) -> list[int]:
+        """One call of _ADMIT_LUA; a group is [(ledger field or '', p, scope index)]."""
+        if not groups:
+            return []
+        args: list[Any] = [len(self._scope_index)]
+        for scope in self._scope_index:
+            args.extend(self._scope_args(scope, now_s))
+        args.append(ledger_key(self.key_prefix, now_s))
+        args.append(len(groups))
+        for group in groups:
+            args.append(len(group))
+            for evaluation in group:
+                args.extend(evaluation)
+        return [int(w) for w in await self._admit(args=args)]
+
+    def _field(self, kind: str, trace_id: str, rubric: str) -> str:
+        """The ledger field, '' for an evaluation no cap applies to (nothing to protect; it
+        keeps the ledger as small as the caps)."""
+        capped = self.plan.shared.any or self._cap(rubric).any
+        return ledger_field(kind, trace_id, rubric) if capped else ""
 
     def _cap(self, scope: str) -> Cap:
         if scope == SHARED:
@@ -272,8 +382,12 @@ class BudgetGate:
         ]
 
     async def _read_state(
-        self, candidates: Sequence[Candidate], minute: int, now_s: float
-    ) -> tuple[dict[str, RubricState], dict[str, tuple[int, float | None]]]:
+        self,
+        candidates: Sequence[Candidate],
+        fields: list[dict[str, str]],
+        minute: int,
+        now_s: float,
+    ) -> tuple[dict[str, RubricState], dict[str, tuple[int, float | None]], dict[str, float]]:
         keys = sorted(
             {stratum_key(r.name, c.labels) for c in candidates for r in self.plan.rubrics}
         )
@@ -286,7 +400,10 @@ class BudgetGate:
         pipe.mget([f"{self.prefix}:used:{s}:m:{minute}" for s in (SHARED, *names)])
         pipe.hmget(f"{self.prefix}:strata", keys or ["-"])
         pipe.hmget(f"{self.prefix}:strata:first", keys or ["-"])
-        flows, used, used_minute, counts, firsts = await pipe.execute()
+        wanted = sorted({f for per in fields for f in per.values() if f})
+        if wanted:
+            pipe.hmget(ledger_key(self.key_prefix, now_s), wanted)
+        flows, used, used_minute, counts, firsts, *ledger = await pipe.execute()
         k = len(names)
         states = {
             n: RubricState(
@@ -304,7 +421,9 @@ class BudgetGate:
             k: (int(cnt or 0), None if first is None else float(first))
             for k, cnt, first in zip(keys, counts, firsts, strict=False)
         }
-        return states, strata
+        values = ledger[0] if ledger else []
+        before = {f: float(v) for f, v in zip(wanted, values, strict=True) if v is not None}
+        return states, strata, before
 
     async def _write_flow(
         self,
@@ -336,6 +455,11 @@ class BudgetGate:
     async def defer(self, entries: Sequence[tuple[bytes, int]]) -> None:
         if entries:
             await self.redis.zadd(f"{self.prefix}:deferred", {e: w for e, w in entries})
+
+
+def _kind(c: Candidate, rules: TailRules) -> str:
+    """The job's kind, as the drain names it: a tail rule's trace or a rate draw."""
+    return "rate" if tail_reason(c.signals, rules) is None else "tail"
 
 
 def _minute_bound(per_minute: int, burst: float) -> int:

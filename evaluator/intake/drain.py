@@ -154,12 +154,15 @@ class Intake:
         # Stored traces that may trip a tail rule, by trace id (oldest evicted first).
         self._tails: OrderedDict[str, Signals] = OrderedDict()
         self._tail_since = datetime.now(UTC) - TAIL_LOOKBACK
+        # A batch popped and not yet finished: the next drain processes it again (parked).
+        self._unfinished = False
         plan = sampling.budget
         self.budget = None if plan is None else BudgetGate(redis, key_prefix=key_prefix, plan=plan)
 
     async def drain_once(self, batch: int, *, now_s: float | None = None) -> DrainResult:
         """One batch. `now_s` (epoch seconds) stands for the clock in budget tests."""
         result = DrainResult()
+        again = self._unfinished  # the parked batch of a drain that failed comes first
         if self.budget is not None:
             await self.budget.release_due(time.time() if now_s is None else now_s)
         if self.engine is None:
@@ -170,6 +173,7 @@ class Intake:
             entries = await self._pop_script(
                 keys=[self._key, self._processing, self._alive], args=[batch, PROCESSING_TTL_S]
             )
+            self._unfinished = bool(entries)
         if not entries:
             return result
         result.popped = len(entries)
@@ -178,7 +182,7 @@ class Intake:
         now = timestamp_ms()
         if self.budget is not None:
             return await self._drain_budgeted(
-                entries, result, time.time() if now_s is None else now_s
+                entries, result, time.time() if now_s is None else now_s, again=again
             )
         rate = self.sampling.max_rate
         no_signals = Signals()
@@ -259,14 +263,17 @@ class Intake:
         if self.engine is not None:
             # Only now: every entry of the batch is an intent, a non-sample or quarantined.
             await self.redis.delete(self._processing)
+            self._unfinished = False
         await self._count(result)
         return result
 
     async def _drain_budgeted(
-        self, entries: list[bytes], result: DrainResult, now_s: float
+        self, entries: list[bytes], result: DrainResult, now_s: float, *, again: bool
     ) -> DrainResult:
         """The batch under a judge budget: every entry decoded (labels name the stratum),
-        the allocation draws per rubric and the cap admits; jobs carry {rubric: p}."""
+        the allocation draws per rubric and the cap admits; jobs carry {rubric: p}. `again`:
+        this intake's previous drain failed, so this is its parked batch: the evaluations it
+        admitted then are admitted again as they were, without a second charge."""
         assert self.budget is not None
         bad: list[bytes] = []
         candidates: list[Candidate] = []
@@ -288,7 +295,7 @@ class Intake:
                 else c
                 for c in candidates
             ]
-        allocation = await self.budget.allocate(candidates, self.sampling.rules, now_s)
+        allocation = await self.budget.allocate(candidates, self.sampling.rules, now_s, again=again)
         jobs: list[tuple[str, bytes]] = []
         intents: list[Intent] = []
         now = timestamp_ms()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -81,18 +82,61 @@ async def sweep_job(ctx: dict[str, Any]) -> dict[str, int]:
     return dict(result.__dict__)
 
 
-async def retry_dead(intake: Intake, engine: Engine, trace_ids: list[str] | None) -> int:
-    """`evaluator retry`: dead intents back to pending, with jobs; returns how many."""
+@dataclass
+class Retried:
+    """What `evaluator retry` queued, and what waits for the judge budget."""
+
+    queued: int = 0  # intents back to pending, with jobs
+    waiting: int = 0  # traces left as they were: the budget's cap has no room for them now
+    until: int = 0  # the end of the earliest window that refused one (epoch s), 0 = none
+
+
+async def retry_dead(intake: Intake, engine: Engine, trace_ids: list[str] | None) -> Retried:
+    """`evaluator retry`: dead intents back to pending, with jobs. Under a judge budget
+    only the traces whose re-run evaluations the cap admits now; the rest stay dead."""
+    result = Retried()
+    if intake.budget is not None:
+        dead = await asyncio.to_thread(outbox.intents_of, engine, trace_ids, status=outbox.DEAD)
+        trace_ids, result = await _charge(intake, dead, sorted({i.trace_id for i in dead}))
+        if not trace_ids:
+            return result
     revived = await asyncio.to_thread(outbox.revive, engine, trace_ids=trace_ids)
     if revived:
         await requeue(intake, engine, revived)
-    return len(revived)
+    result.queued = len(revived)
+    return result
 
 
-async def retry_errors(intake: Intake, engine: Engine, trace_ids: list[str]) -> int:
+async def retry_errors(intake: Intake, engine: Engine, trace_ids: list[str]) -> Retried:
     """`evaluator retry --errors`: re-run these traces' evaluations (their error records are
-    replaced by the new run: records that are not `ok` are overwritten)."""
+    replaced by the new run: records that are not `ok` are overwritten). Under a judge
+    budget only the traces the cap admits now."""
+    result = Retried()
+    if intake.budget is not None and trace_ids:
+        known = await asyncio.to_thread(outbox.intents_of, engine, trace_ids)
+        trace_ids, result = await _charge(intake, known, trace_ids)
     intents = await asyncio.to_thread(outbox.reopen, engine, trace_ids)
     if intents:
         await requeue(intake, engine, intents)
-    return len(intents)
+    result.queued = len(intents)
+    return result
+
+
+async def _charge(
+    intake: Intake, intents: list[outbox.EvalIntent], trace_ids: list[str]
+) -> tuple[list[str], Retried]:
+    """Charge each trace's re-run to the budget, all its evaluations or none: per intent
+    (one job each) the rubrics its {rubric: p} names, else (an intent queued without a
+    budget: the job chooses from the stored trace) every rubric, conservatively. A trace
+    with no intent gets one that runs every rubric. Returns the admitted traces."""
+    assert intake.budget is not None
+    every = [r.name for r in intake.budget.plan.rubrics]
+    wanted: dict[str, list[str]] = {t: [] for t in trace_ids}
+    for intent in intents:
+        pi = intent.signals.get("pi") if isinstance(intent.signals, dict) else None
+        wanted[intent.trace_id].extend(sorted(pi) if isinstance(pi, dict) and pi else every)
+    groups = [wanted[t] or every for t in trace_ids]
+    waits = await intake.budget.charge(groups, time.time())
+    admitted = [t for t, w in zip(trace_ids, waits, strict=True) if not w]
+    until = min((w for w in waits if w > 0), default=0)
+    return admitted, Retried(waiting=len(trace_ids) - len(admitted), until=until)

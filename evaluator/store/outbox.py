@@ -244,6 +244,19 @@ def list_intents(
         return list(session.exec(query).all())
 
 
+def intents_of(
+    engine: Engine, trace_ids: Sequence[str] | None, *, status: str | None = None
+) -> list[EvalIntent]:
+    """The intents of these traces (None: every trace), optionally in one status."""
+    query = select(EvalIntent)
+    if trace_ids is not None:
+        query = query.where(col(EvalIntent.trace_id).in_(list(trace_ids)))
+    if status is not None:
+        query = query.where(EvalIntent.status == status)
+    with Session(engine) as session:
+        return list(session.exec(query).all())
+
+
 def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[EvalIntent]:
     """Dead intents (all, or these traces') back to pending with a fresh attempt budget."""
     table = table_of(EvalIntent)

@@ -12,12 +12,17 @@
 3. `enqueue_backfill` records durable intents (evaluator.store.outbox) and creates the jobs the way
    the sweeper does, under a kind of its own (`bf-…`), so an earlier intent for the same trace
    (done long ago) does not swallow it. `wait_for` polls the intents until done or dead.
+   Under a judge budget each trace's evaluations (the rubrics the plan selected for it) are
+   charged to the budget's counters first (evaluator.intake.budget, the intake's own
+   admission script), all or none per trace: a trace the cap has no room for is not queued
+   and is returned as waiting, with the end of the window that refused it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -98,6 +103,8 @@ class Plan:
     since: datetime
     in_window: int = 0
     trace_ids: list[str] = field(default_factory=list)
+    # Per queued trace, the rubrics its job will run (what a judge budget is charged).
+    rubrics_of: dict[str, tuple[str, ...]] = field(default_factory=dict)
     up_to_date: int = 0  # every selected rubric already has an ok record at its version
     not_selected: int = 0  # no rubric (or not --rubric) selects the trace
     unbuildable: int = 0  # no generation span: the job would only store an error again
@@ -232,6 +239,7 @@ def plan_backfill(
                 plan.up_to_date += 1
             else:
                 plan.trace_ids.append(trace_id)
+                plan.rubrics_of[trace_id] = tuple(r.name for r in selected)
                 for r in selected:
                     rp = plan.rubrics[r.name]
                     if r.name in missing:
@@ -252,27 +260,61 @@ def new_kind() -> str:
     return f"bf-{uuid.uuid4().hex[:8]}"
 
 
+@dataclass
+class Queued:
+    """What one `enqueue_backfill` call queued, and what waits for the judge budget."""
+
+    created: int = 0  # jobs created
+    queued: int = 0  # traces recorded as intents
+    waiting: list[str] = field(default_factory=list)  # traces the budget has no room for now
+    until: int = 0  # the end of the earliest window that refused one (epoch s), 0 = none
+    too_large: int = 0  # of `waiting`: more evaluations than a cap's window ever admits
+
+
 async def enqueue_backfill(
-    settings: Settings, store: Store, rubrics: RubricSet, trace_ids: list[str], *, kind: str
-) -> int:
-    """Record intents, then create their jobs (as the sweeper does); returns jobs created."""
-    # Empty signals: the job merges the stored trace's own (error, cost, latency, feedback).
-    intents = [outbox.Intent(trace_id=t, kind=kind, signals={}) for t in trace_ids]
+    settings: Settings,
+    store: Store,
+    rubrics: RubricSet,
+    trace_ids: list[str],
+    *,
+    kind: str,
+    rubrics_of: dict[str, tuple[str, ...]] | None = None,
+) -> Queued:
+    """Record intents, then create their jobs (as the sweeper does). Under a judge budget
+    only the traces whose evaluations (`rubrics_of[trace]`, else every rubric) the cap
+    admits now; the others are returned as waiting."""
     redis = async_redis(settings)
-    created = 0
+    result = Queued()
     try:
         sampling = sampling_config(settings, rubrics)
         intake = build_intake(redis, settings, sampling=sampling, engine=store.engine)
-        for start in range(0, len(intents), _BATCH):
-            part = intents[start : start + _BATCH]
-            await asyncio.to_thread(outbox.record_intents, store.engine, part)
+        every = tuple(r.name for r in rubrics.rubrics)
+        for start in range(0, len(trace_ids), _BATCH):
+            part = trace_ids[start : start + _BATCH]
+            if intake.budget is not None:
+                groups = [(rubrics_of or {}).get(t, every) for t in part]
+                waits = await intake.budget.charge(groups, time.time())
+                result.waiting.extend(t for t, w in zip(part, waits, strict=True) if w)
+                result.too_large += waits.count(-1)
+                refused = [w for w in waits if w > 0]
+                if refused:
+                    result.until = min(refused + ([result.until] if result.until else []))
+                part = [t for t, w in zip(part, waits, strict=True) if not w]
+            # Empty signals: the job merges the stored trace's own (error, cost, latency,
+            # feedback) and selects its rubrics as the plan did.
+            intents = [outbox.Intent(trace_id=t, kind=kind, signals={}) for t in part]
+            if not intents:
+                continue
+            await asyncio.to_thread(outbox.record_intents, store.engine, intents)
             rows = [
-                outbox.EvalIntent(id=i.id, trace_id=i.trace_id, kind=kind, signals={}) for i in part
+                outbox.EvalIntent(id=i.id, trace_id=i.trace_id, kind=kind, signals={})
+                for i in intents
             ]
-            created += await requeue(intake, store.engine, rows)
+            result.created += await requeue(intake, store.engine, rows)
+            result.queued += len(intents)
     finally:
         await redis.aclose()
-    return created
+    return result
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,141 @@
+"""The judge budget charges an evaluation once per UTC day, however often its batch is
+processed: a drain whose intents cannot be written (PostgreSQL stopped, for real) leaves its
+batch parked, and the drain after recovery admits the same evaluations again without a
+second charge (the admission script's ledger, evaluator.intake.budget)."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from evaluator.intake.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
+from evaluator.intake.budget import SHARED, BudgetGate, Candidate, ledger_key
+from evaluator.intake.drain import Intake, SamplingConfig
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import Labels, Signals, TailRules
+from evaluator.intake.serialization import deserialize
+from evaluator.intake.wire import encode
+from evaluator.store import outbox
+from evaluator.store.store import Store
+from tests.services import PostgresCluster, private_postgres
+
+__all__ = ["private_postgres"]
+
+RULES = TailRules(on_error=True, on_negative_feedback=True)
+T0 = 1_800_000_000.0 - 1_800_000_000.0 % DAY_S  # the start of a UTC day
+PLAN = BudgetPlan(
+    rubrics=(RubricPlan("faith", 1.0), RubricPlan("rel", 1.0)),
+    shared=Cap(per_minute=100),
+    boost_first_traces=0,
+    boost_hours=0,
+)
+
+
+def _entries(n: int) -> list[str]:
+    # Signalled entries (latency, labels): the drain needs no stored-trace read before the
+    # allocation, so the charge happens and the intent write is what meets the dead database.
+    # Every 25th is an error trace: tail groups (all rubrics or none) go through it too; most
+    # of the cap goes to rate draws at p = 1, which the next minute draws at a lower p.
+    return [
+        encode(
+            f"t{i}",
+            Signals(latency_ms=12.0, error=i % 25 == 0),
+            Labels(feature=f"f{i % 3}"),
+        )
+        for i in range(n)
+    ]
+
+
+async def _used_today(client: Redis, now_s: float) -> int:
+    return int(await client.get(f"app:budget:used:{SHARED}:d:{int(now_s // DAY_S)}") or 0)
+
+
+async def _jobs(client: Redis) -> dict[str, dict[str, float]]:
+    """{job id: {rubric: p}} of every job in the queue."""
+    out = {}
+    for key in await client.zrange("q", 0, -1):
+        job = deserialize(await client.get(f"arq:job:{key.decode()}"))
+        out[key.decode()] = job["a"][1]["pi"]
+    return out
+
+
+async def test_failed_drain_then_recovery_charges_each_evaluation_once(
+    private_postgres: PostgresCluster, redis_url: str
+) -> None:
+    store = Store(private_postgres.url)
+    client = Redis.from_url(redis_url)
+    sync = redis.Redis.from_url(redis_url)
+    sync.rpush(intake_key("app"), *_entries(300))  # 600 evaluations wanted, the cap is 100
+    intake = Intake(
+        client,
+        key_prefix="app",
+        queue_name="q",
+        sampling=SamplingConfig(1.0, RULES, budget=PLAN),
+        engine=store.engine,
+    )
+    private_postgres.stop("immediate")
+    with pytest.raises(OperationalError):
+        await intake.drain_once(1000, now_s=T0 + 5)
+    # The allocation ran and charged the cap before the intents met the dead database.
+    assert await _used_today(client, T0 + 5) == 100
+    charged_first = {
+        k.decode() for k in await client.hkeys(ledger_key("app", T0 + 5))
+    }  # kind, trace, rubric
+    assert len(charged_first) == 100 and await client.zcard("q") == 0
+    private_postgres.start()
+    # A minute later: the parked batch again. What the failed drain admitted is admitted
+    # again for free; the minute's new room (cumulative cap 200) is charged for new ones.
+    later = T0 + 65
+    # The rates are lower now (last minute's 300 arrivals per rubric): drawn afresh, most of
+    # the first drain's rate admissions would not be drawn again and their charge would be
+    # lost; the ledger keeps them.
+    result = await intake.drain_all(1000, now_s=later)
+    assert result.popped == 300 and await client.llen(intake_key("app")) == 0
+    jobs = await _jobs(client)
+    admitted = {(job.split(":")[1], job.split(":")[2], r) for job, pi in jobs.items() for r in pi}
+    assert await _used_today(client, later) == len(admitted) > 100
+    assert {tuple(f.split("\x1f")) for f in charged_first} <= admitted
+    assert await client.hlen(ledger_key("app", later)) == len(admitted)
+    # Intents and jobs exactly once, one per admitted (trace, kind), carrying the same {rubric: p}.
+    table = outbox.EvalIntent.__table__  # type: ignore[attr-defined]
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(table.c.trace_id, table.c.kind, table.c.signals)).all()
+        assert conn.execute(select(func.count()).select_from(table)).scalar_one() == len(jobs)
+    assert {f"evaluate:{kind}:{trace}": s["pi"] for trace, kind, s in rows} == jobs
+    # The batch is done: one more drain pops and charges nothing.
+    again = await intake.drain_once(1000, now_s=later)
+    assert again.popped == 0 and await _used_today(client, later) == len(admitted)
+    sync.close()
+    await client.aclose()
+    store.close()
+
+
+async def test_the_same_batch_allocated_twice_charges_once(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    gate = BudgetGate(client, key_prefix="app", plan=PLAN)
+    candidates = [
+        Candidate(e.encode(), f"t{i}", Signals(error=i % 4 == 0), Labels(feature="f"))
+        for i, e in enumerate(_entries(80))
+    ]
+    first = await gate.allocate(candidates, RULES, T0 + 5)
+    used = await _used_today(client, T0 + 5)
+    assert used == sum(len(pi) for _, _, pi in first.admitted) == 100
+    # Again (the drain's parked batch): the same decisions, nothing charged twice.
+    second = await gate.allocate(candidates, RULES, T0 + 30, again=True)
+    assert await _used_today(client, T0 + 30) == used
+    assert sorted(second.admitted) == sorted(first.admitted)  # same traces, rubrics and p
+    # Drawn afresh (another worker recovered the batch): the state moved, so the draws may
+    # differ, but what is drawn again is not charged again and the spent cap admits no more.
+    third = await gate.allocate(candidates, RULES, T0 + 40)
+    assert await _used_today(client, T0 + 40) == used
+    assert {(i, r) for i, _, pi in third.admitted for r in pi} <= {
+        (i, r) for i, _, pi in first.admitted for r in pi
+    }
+    # Outside the intake (backfill, retry) a charge is a new judge run: always counted.
+    assert await gate.charge([["faith"]], T0 + 30) != [0]  # the cap is spent
+    assert await gate.charge([["faith", "rel"]], T0 + 65) == [0]
+    assert await _used_today(client, T0 + 65) == used + 2
+    await client.aclose()
