@@ -227,7 +227,9 @@ def test_the_rate_fitting_divides_the_room_by_the_escalation_share() -> None:
         return rubric_rates(plan, {"faithfulness": state}, 600.0)["faithfulness"].base
 
     assert base(False, 1.0) == base(True, 1.0) == 10 / 100
-    assert base(True, 0.5) == 20 / 100  # half the draws call the judge: twice the draws
+    # Half the draws call the judge: the room / 0.625 (the share with its headroom, 0.5 / 0.8).
+    assert base(True, 0.5) == pytest.approx(10 / 0.625 / 100)
+    assert base(True, 0.9) == base(True, 1.0)  # the headroom never takes the share above 1
     assert base(False, 0.5) == 10 / 100  # a rubric charged at intake is not refitted
     assert base(True, 0.05) == 1.0  # never above the rubric's rate
     # The share is the prior 1 until 50 runs are seen.

@@ -17,7 +17,8 @@ With a judge budget, sampling is an allocation of evaluations:
 A rubric whose method may end without the judge (`escalates`: the faithfulness cascade, whose
 local step decides a confident pass alone) is drawn here but charged only when its judge is
 asked (evaluator.worker.escalation): a drawn trace then costs ε judge calls on average, ε the
-rubric's recent escalation share, so the room it is fitted to is the caps' room / ε.
+rubric's recent escalation share, so the room it is fitted to is the caps' room / ε (ε with
+some headroom, see ESCALATION_HEADROOM).
 
 With `carry` the per-minute cap is cumulative within the UTC day: the evaluations so far
 today may reach the cap × the minutes elapsed today, so a quiet minute's budget is spent
@@ -53,6 +54,12 @@ ESCALATION_MIN_RUNS = 50
 # The smallest share the rate fitting divides by (a cascade that never escalated must not
 # make the room unbounded; the rubric's rate bounds the probability anyway).
 ESCALATION_FLOOR = 0.01
+# The rate is fitted to the measured share / this (at most 1): escalations are the doubtful
+# traces, so one the cap refuses is a drawn trace missing for a reason tied to its score
+# (trends biased upwards). A minute's escalations are Poisson around the fitted room; fitting
+# to 80 % of it made such refusals rare (bench/budget_sim.py --cascade-share 0.5, 60 seeds:
+# 48 a day instead of 662, at 2 % fewer verdicts).
+ESCALATION_HEADROOM = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +238,7 @@ def rubric_rates(
         room = min(known) if known else None
         if room is not None and rubric.escalates:
             # Judge calls → drawn traces: each drawn one costs ε calls on average.
-            room /= max(state.escalation, ESCALATION_FLOOR)
+            room /= max(ESCALATION_FLOOR, min(1.0, state.escalation / ESCALATION_HEADROOM))
         boost = boost_probability(
             plan.boost_rate, share=plan.boost_share, room=room, new_arrivals=state.new
         )

@@ -174,7 +174,7 @@ async def _score(
     try:
         score: Outcome = await run_scorer(case, rubric, clients)
     except (JudgeDeferred, EscalationRefused) as exc:
-        score = exc  # the job decides: defer, or record the cause on its last try; no record
+        score = exc  # the job decides (a refused escalation: evaluator.worker.escalation)
     except Exception as exc:  # a scorer bug must not lose the other rubrics' results
         if is_infrastructure(exc):
             raise  # Redis/DB/DNS under the scorer (limiter, cache): the job is retried
