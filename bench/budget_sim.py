@@ -1,7 +1,7 @@
 """A simulated day: a judge budget equal to 10 % uniform sampling, a regression in one stratum.
 
     python -m bench.budget_sim [--seeds 20] [--per-minute 100] [--no-carry] [--boost-share 0.5]
-        [--burst 2]
+        [--burst 2] [--cascade-share 0.5]
 
 Traffic: `per-minute` traces a minute for 24 h over 4 features (one rubric). At 12:00 the
 feature f0 ships prompt version v2 and its scores drop by 0.15 (the injected regression).
@@ -23,6 +23,13 @@ one-sided Welch test of f0@v2 against f0@v1's morning, with the ESS in place of 
 p < 0.01 with ESS >= 10), the absolute error of the day's mean estimate (Hájek for the
 budgeted arm, the plain mean for uniform: equal weights), evaluations used, and the minutes in
 which the budgeted arm exceeded its cap (must be 0). Pure Python; no Redis or database.
+
+`--cascade-share s`: the rubric is a cascade whose local step passes the highest-scoring
+(1 - s) of traces alone and asks the judge for the rest. A third arm, `escalation`, draws as
+the intake does for an escalating rubric (the rate fitted to the room / the escalation share
+measured over the last 30 minutes, prior 1 until 50 runs) and charges only escalations,
+when they happen; a refused escalation leaves its trace without a verdict. Printed: traces
+with a verdict, evaluations charged, judge calls, refused, delay, error and minutes over cap.
 """
 
 from __future__ import annotations
@@ -31,7 +38,8 @@ import argparse
 import math
 import random
 import statistics
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 from evaluator.analytics.stats import GroupStats, welch_lower_p
 from evaluator.analytics.weights import WeightedStats
@@ -41,6 +49,7 @@ from evaluator.intake.allocation import (
     RubricPlan,
     RubricState,
     cumulative_cap,
+    escalation_share,
     inclusion_probability,
     is_new,
     rubric_rates,
@@ -55,15 +64,44 @@ DROP = 0.15
 class Arm:
     name: str
     kept: list[tuple[str, str, int, float, float]]  # feature, version, minute, score, p
-    evaluations: int = 0
+    evaluations: int = 0  # charged to the cap
     minutes_over_cap: int = 0
     truncated: int = 0  # drawn in, refused by the cap: their stored p overstates inclusion
+    judge_calls: int = 0  # with a cascade: only escalations call the judge
+
+
+@dataclass
+class Budgeted(Arm):
+    """A budgeted arm's allocation state, carried from minute to minute."""
+
+    plan: BudgetPlan = field(default_factory=lambda: BudgetPlan(rubrics=()))
+    previous: RubricState = field(default_factory=RubricState)
+    strata: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # (runs, escalations) of the last minutes, for the escalation share (ESCALATION_WINDOW).
+    runs: deque[tuple[int, int]] = field(default_factory=deque)
+
+
+ESCALATION_WINDOW = 30  # minutes of runs the share is measured on (the intake reads 20-30)
 
 
 def score_of(rng: random.Random, feature: str, version: str) -> float:
     base = {"f0": 0.80, "f1": 0.75, "f2": 0.85, "f3": 0.70}[feature]
     mean = base - (DROP if version == "v2" else 0.0)
     return min(1.0, max(0.0, rng.gauss(mean, 0.15)))
+
+
+def escalation_mark(share: float) -> float:
+    """The score below which a cascade escalates, so that `share` of the day's traces do:
+    the local step passes the confident (high) ones alone and sends the doubtful to the judge
+    (a deterministic function of the trace, as the cascade is)."""
+    if share <= 0:
+        return -1.0
+    rng = random.Random(12345)
+    scores = sorted(
+        score_of(rng, f, "v2" if f == "f0" and rng.random() < 0.5 else "v1")
+        for f in FEATURES * 5000
+    )
+    return scores[min(len(scores) - 1, int(share * len(scores)))]
 
 
 def run_day(
@@ -73,88 +111,137 @@ def run_day(
     carry: bool = True,
     boost_share: float = 0.5,
     burst: float = 2.0,
+    cascade_share: float = 0.0,
 ) -> dict[str, float]:
     """One simulated day; `carry` and `boost_share` as in BudgetPlan (the shipped defaults).
     The allocation state is what the intake reads from Redis at the start of each minute
-    (one batch a minute): last minute's flow and today's use."""
+    (one batch a minute): last minute's flow and today's use. With `cascade_share` the rubric
+    is a cascade that calls the judge for that share of traces (the lower scores): the
+    budgeted arm charges every draw at intake, the `escalation` arm only escalations."""
     rng = random.Random(seed)
     cap = max(1, round(per_minute * 0.10))
-    plan = BudgetPlan(
-        rubrics=(RubricPlan("faith", 1.0),),
-        shared=Cap(per_minute=cap),
-        boost_rate=1.0,
-        boost_first_traces=200,
-        boost_hours=1.0,
-        min_rate=0.01,
-        carry=carry,
-        boost_share=boost_share,
-        burst=burst,
-    )
-    uniform, budgeted = Arm("uniform", []), Arm("budgeted", [])
-    strata: dict[tuple[str, str], list[float]] = {}  # (feature, version) -> [count, first s]
-    previous = RubricState()
+
+    def plan(escalates: bool) -> BudgetPlan:
+        return BudgetPlan(
+            rubrics=(RubricPlan("faith", 1.0, escalates=escalates),),
+            shared=Cap(per_minute=cap),
+            boost_rate=1.0,
+            boost_first_traces=200,
+            boost_hours=1.0,
+            min_rate=0.01,
+            carry=carry,
+            boost_share=boost_share,
+            burst=burst,
+        )
+
+    mark = escalation_mark(cascade_share)
+    uniform = Arm("uniform", [])
+    arms = [Budgeted("budgeted", [], plan=plan(False))]
+    if cascade_share > 0:
+        arms.append(Budgeted("escalation", [], plan=plan(True)))
     scores_all: list[float] = []
-    spent_total = 0
     for minute in range(24 * 60):
         now_s = minute * 60.0  # the epoch's first day: minute of the UTC day = minute
-        state = RubricState(
-            arrivals=previous.arrivals,
-            reserved=previous.reserved,
-            new=previous.new,
-            used_today=spent_total,
-            shared_used_today=spent_total,
-        )
-        rate = rubric_rates(plan, {"faith": state}, now_s)["faith"]
-        # The hard cap of this minute, as the Lua script checks it.
-        limit = cumulative_cap(cap, now_s) - spent_total if carry else cap
-        if carry and burst > 0:
-            limit = min(limit, max(cap, math.floor(cap * burst)))
-        arrivals = reserved = used = 0
-        offered: list[tuple[float, str, str, float, float]] = []
+        traffic = []
         for _ in range(per_minute):
             feature = rng.choice(FEATURES)
             version = "v2" if feature == "f0" and minute >= CHANGE_MIN else "v1"
             score = score_of(rng, feature, version)
             scores_all.append(score)
-            point = rng.random()  # the trace's hash point, shared by both arms
+            point = rng.random()  # the trace's hash point, shared by every arm
             if point < 0.10:
                 uniform.kept.append((feature, version, minute, score, 0.10))
                 uniform.evaluations += 1
-            count, first = strata.setdefault((feature, version), [0, now_s])
-            new = is_new(int(count), first, now_s, plan)
-            strata[(feature, version)][0] += 1
-            p = inclusion_probability(rate, tail=False, new_stratum=new)
-            arrivals += 1
-            reserved += new
-            if point < p:
-                offered.append((point, feature, version, score, p))
-        # The cap, as the gate offers: highest probability first (tail, new strata), then
-        # arrival order.
-        offered.sort(key=lambda o: -o[4])
-        for _point, feature, version, score, p in offered:
-            if used < limit:
-                used += 1
-                budgeted.kept.append((feature, version, minute, score, p))
-            else:
-                budgeted.truncated += 1
-        budgeted.evaluations += used
-        spent_total += used
-        # The cap: everything spent so far within what the minutes so far allowed (carry),
-        # or a minute's own.
-        over = spent_total > cumulative_cap(cap, now_s) if carry else used > cap
-        budgeted.minutes_over_cap += over
-        previous = RubricState(arrivals=arrivals, reserved=reserved, new=reserved)
+                uniform.judge_calls += score < mark if cascade_share > 0 else 1
+            traffic.append((feature, version, score, point, score < mark))
+        for arm in arms:
+            budgeted_minute(
+                arm, minute, now_s, traffic, cap, carry=carry, burst=burst,
+                cascade=cascade_share > 0,
+            )  # fmt: skip
     truth = statistics.fmean(scores_all)
     out: dict[str, float] = {"truth": truth}
-    for arm in (uniform, budgeted):
+    for arm in (uniform, *arms):
         day = WeightedStats.from_scores((s, p) for _f, _v, _m, s, p in arm.kept)
         out[f"{arm.name}_error"] = abs(day.mean - truth)
         out[f"{arm.name}_delay"] = detection_delay(arm)
         out[f"{arm.name}_evaluations"] = arm.evaluations
-    out["minutes_over_cap"] = budgeted.minutes_over_cap
-    out["truncated"] = budgeted.truncated
+        out[f"{arm.name}_verdicts"] = len(arm.kept)
+        out[f"{arm.name}_judge_calls"] = arm.judge_calls
+        out[f"{arm.name}_over"] = arm.minutes_over_cap
+        out[f"{arm.name}_truncated"] = arm.truncated
+    out["minutes_over_cap"] = arms[0].minutes_over_cap
+    out["truncated"] = arms[0].truncated
     out["cap_per_day"] = cap * 24 * 60
     return out
+
+
+def budgeted_minute(
+    arm: Budgeted,
+    minute: int,
+    now_s: float,
+    traffic: list[tuple[str, str, float, float, bool]],
+    cap: int,
+    *,
+    carry: bool,
+    burst: float,
+    cascade: bool,
+) -> None:
+    """One minute of a budgeted arm: the allocation draws, the cap admits in the order the
+    gate offers (highest probability first, then arrival order). An arm whose rubric
+    `escalates` charges only the draws that escalate, when they do (the worker's
+    BudgetGate.charge_escalation); a refused escalation leaves its trace without a verdict."""
+    plan = arm.plan
+    escalates = plan.rubrics[0].escalates
+    runs = sum(r for r, _ in arm.runs)
+    state = RubricState(
+        arrivals=arm.previous.arrivals,
+        reserved=arm.previous.reserved,
+        new=arm.previous.new,
+        used_today=arm.evaluations,
+        shared_used_today=arm.evaluations,
+        escalation=escalation_share(runs, sum(e for _, e in arm.runs)),
+    )
+    rate = rubric_rates(plan, {"faith": state}, now_s)["faith"]
+    # The hard cap of this minute, as the Lua script checks it.
+    limit = cumulative_cap(cap, now_s) - arm.evaluations if carry else cap
+    if carry and burst > 0:
+        limit = min(limit, max(cap, math.floor(cap * burst)))
+    arrivals = reserved = used = 0
+    offered: list[tuple[float, str, str, float, bool]] = []
+    for feature, version, score, point, escalated in traffic:
+        count, first = arm.strata.setdefault((feature, version), [0, now_s])
+        new = is_new(int(count), first, now_s, plan)
+        arm.strata[(feature, version)][0] += 1
+        p = inclusion_probability(rate, tail=False, new_stratum=new)
+        arrivals += 1
+        reserved += new
+        if point < p:
+            offered.append((p, feature, version, score, escalated))
+    offered.sort(key=lambda o: -o[0])
+    ran = asked = 0
+    for p, feature, version, score, escalated in offered:
+        if escalates and not escalated:  # a confident local pass: no judge, no charge
+            ran += 1
+            arm.kept.append((feature, version, minute, score, p))
+            continue
+        ran += 1
+        asked += escalated
+        if used < limit:
+            used += 1
+            arm.judge_calls += escalated if cascade else 1
+            arm.kept.append((feature, version, minute, score, p))
+        else:
+            arm.truncated += 1
+    arm.evaluations += used
+    arm.runs.append((ran, asked))
+    while len(arm.runs) > ESCALATION_WINDOW:
+        arm.runs.popleft()
+    # The cap: everything spent so far within what the minutes so far allowed (carry), or a
+    # minute's own.
+    over = arm.evaluations > cumulative_cap(cap, now_s) if carry else used > cap
+    arm.minutes_over_cap += over
+    arm.previous = RubricState(arrivals=arrivals, reserved=reserved, new=reserved)
 
 
 def detection_delay(arm: Arm) -> float:
@@ -201,9 +288,16 @@ def main() -> None:
         default=2.0,
         help="with carry, the most a minute spends in multiples of its cap; 0 = no bound",
     )
+    parser.add_argument(
+        "--cascade-share",
+        type=float,
+        default=0.0,
+        help="the rubric is a cascade that asks the judge for this share of traces (the lower "
+        "scores); adds the arm charged at escalation; 0 = a judge call per evaluation",
+    )
     args = parser.parse_args()
     runs = [run_day(seed, args.per_minute, carry=not args.no_carry, boost_share=args.boost_share,
-                    burst=args.burst)
+                    burst=args.burst, cascade_share=args.cascade_share)
             for seed in range(args.seeds)]  # fmt: skip
 
     def med(key: str) -> float:
@@ -223,6 +317,18 @@ def main() -> None:
     print(f"budgeted: drawn in but refused by the cap (median/day): {med('truncated'):.0f}")
     mean_err = {a: statistics.fmean(r[f"{a}_error"] for r in runs) for a in ("uniform", "budgeted")}
     print(f"mean |error|: uniform {mean_err['uniform']:.5f}, budgeted {mean_err['budgeted']:.5f}")
+    if args.cascade_share > 0:
+        print(f"\ncascade (judge asked for {args.cascade_share:.0%} of traces, the lower scores), "
+              "charged at intake (budgeted) vs at escalation, medians/day:")  # fmt: skip
+        print(f"{'arm':<12}{'verdicts':>10}{'charged':>10}{'judge calls':>13}{'refused':>9}"
+              f"{'delay':>7}{'|error|':>10}{'mean |error|':>14}{'over cap':>10}")  # fmt: skip
+        for arm in ("uniform", "budgeted", "escalation"):
+            mean = statistics.fmean(r[f"{arm}_error"] for r in runs)
+            over = sum(int(r.get(f"{arm}_over", 0)) for r in runs)
+            print(f"{arm:<12}{med(f'{arm}_verdicts'):>10.0f}{med(f'{arm}_evaluations'):>10.0f}"
+                  f"{med(f'{arm}_judge_calls'):>13.0f}{med(f'{arm}_truncated'):>9.0f}"
+                  f"{med(f'{arm}_delay'):>7.0f}{med(f'{arm}_error'):>10.5f}{mean:>14.5f}"
+                  f"{over:>10}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 EvalError
 ├── JudgeDeferred              the judge said to come back later than a job may wait
+├── EscalationRefused          a judge budget refused the judge call a cascade needed
 ├── JudgeError                 a call to the judge/generator failed
 │   ├── JudgeTransientError    timeouts, 429, 5xx after the client's retries
 │   └── JudgeOutputError       the reply could not be parsed/validated (keeps raw output)
@@ -67,6 +68,13 @@ class JudgeDeferred(EvalError):
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.usage = usage or Usage()
+
+
+class EscalationRefused(EvalError):
+    """`Clients.escalation_gate` refused the judge call a cascade needed (a judge budget's
+    cap). Not a JudgeError: scorers let it through and the caller decides (no record, or
+    wait for the next window); the local score alone is not a verdict the cascade stands by.
+    """
 
 
 class ScorerConfigError(EvalError):

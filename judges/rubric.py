@@ -51,6 +51,9 @@ BATCHABLE = frozenset({"llm_rubric"})
 
 # cascade runs its local step without a judge and records that it could not escalate.
 NEEDS_JUDGE = frozenset({"judge", "two_step", "ragas", "combined"})
+# Methods that ask the judge only when their local step is unsure (a judge budget charges
+# them when they escalate, not when they are drawn).
+ESCALATING = frozenset({"cascade"})
 
 
 def _storable(limit: int) -> Callable[[str], str]:
@@ -201,3 +204,7 @@ class Rubric(_Frozen):
     @property
     def needs_judge(self) -> bool:
         return self.resolved_method in NEEDS_JUDGE
+
+    @property
+    def escalates(self) -> bool:
+        return self.resolved_method in ESCALATING

@@ -6,6 +6,7 @@ plus their clients, and can be used as a library without the service around them
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -157,3 +158,6 @@ class Clients:
     embedder: Embedder | None = None
     # Calls several scorers of one case share (the combined RAG method): see judges.memo.
     shared: SharedCalls = field(default_factory=SharedCalls)
+    # Asked (trace id, rubric name) before a cascade escalates to the judge: False = a judge
+    # budget refused the call, and the scorer raises EscalationRefused. None = always ask.
+    escalation_gate: Callable[[str, str], Awaitable[bool]] | None = None

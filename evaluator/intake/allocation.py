@@ -14,6 +14,12 @@ With a judge budget, sampling is an allocation of evaluations:
   minute fits the room the caps leave (the previous minute's arrivals estimate this
   minute's), never below `min_rate`.
 
+A rubric whose method may end without the judge (`escalates`: the faithfulness cascade, whose
+local step decides a confident pass alone) is drawn here but charged only when its judge is
+asked (evaluator.worker.escalation): a drawn trace then costs ε judge calls on average, ε the
+rubric's recent escalation share, so the room it is fitted to is the caps' room / ε (ε with
+some headroom, see ESCALATION_HEADROOM).
+
 With `carry` the per-minute cap is cumulative within the UTC day: the evaluations so far
 today may reach the cap × the minutes elapsed today, so a quiet minute's budget is spent
 later (the room adds a tenth of what earlier minutes left, to spread it, not burst it).
@@ -42,6 +48,18 @@ MINUTE_S = 60.0
 # With carry, a minute's room adds this fraction of what earlier minutes left unspent: the
 # surplus is spread over about ten minutes rather than spent in one burst.
 CARRY_SPREAD = 0.1
+# An escalation share is measured once this many runs are counted; until then it is 1 (every
+# drawn trace assumed to call the judge, as when charged at intake).
+ESCALATION_MIN_RUNS = 50
+# The smallest share the rate fitting divides by (a cascade that never escalated must not
+# make the room unbounded; the rubric's rate bounds the probability anyway).
+ESCALATION_FLOOR = 0.01
+# The rate is fitted to the measured share / this (at most 1): escalations are the doubtful
+# traces, so one the cap refuses is a drawn trace missing for a reason tied to its score
+# (trends biased upwards). A minute's escalations are Poisson around the fitted room; fitting
+# to 80 % of it made such refusals rare (bench/budget_sim.py --cascade-share 0.5, 60 seeds:
+# 48 a day instead of 662, at 2 % fewer verdicts).
+ESCALATION_HEADROOM = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +88,8 @@ class RubricPlan:
     # applies_to as label → allowed values; only labels the entry carries are checked here
     # (the job checks the rest against the stored trace).
     applies: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The method may end without the judge (cascade): drawn at intake, charged at escalation.
+    escalates: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +163,18 @@ def minute_room(
     return min(rooms) if rooms else None
 
 
+def escalation_share(runs: int, escalated: int, min_runs: int = ESCALATION_MIN_RUNS) -> float:
+    """ε: the judge calls one drawn evaluation costs on average, from the recent runs of an
+    escalating rubric; 1 (the prior: as if charged at intake) until `min_runs` are seen.
+
+        >>> escalation_share(40, 10), escalation_share(200, 50)
+        (1.0, 0.25)
+    """
+    if runs < min_runs:
+        return 1.0
+    return min(1.0, escalated / runs)
+
+
 def base_probability(
     rate: float, *, room: float | None, arrivals: int, reserved: float, floor: float
 ) -> float:
@@ -168,7 +200,8 @@ def boost_probability(
 class RubricState:
     """What the allocation reads per rubric, once per batch: last minute's arrivals, the
     tail/boosted evaluations it reserved (`reserved`, of which `new` from new strata and not
-    tail), and the evaluations used today and this minute (rubric and shared)."""
+    tail), the evaluations used today and this minute (rubric and shared), and for an
+    escalating rubric its escalation share (`escalation_share`)."""
 
     arrivals: int = 0
     reserved: int = 0
@@ -177,6 +210,7 @@ class RubricState:
     shared_used_today: int = 0
     used_this_minute: int = 0
     shared_used_this_minute: int = 0
+    escalation: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +236,9 @@ def rubric_rates(
         ]  # fmt: skip
         known = [r for r in rooms if r is not None]
         room = min(known) if known else None
+        if room is not None and rubric.escalates:
+            # Judge calls → drawn traces: each drawn one costs ε calls on average.
+            room /= max(ESCALATION_FLOOR, min(1.0, state.escalation / ESCALATION_HEADROOM))
         boost = boost_probability(
             plan.boost_rate, share=plan.boost_share, room=room, new_arrivals=state.new
         )

@@ -17,6 +17,11 @@ Tail-rule traces the cap refuses wait in `{prefix}:budget:deferred` (a sorted se
 the end of the window that refused them) and go back on the intake list when it ends;
 `release_due` runs before every drain. Nothing here decides probabilities:
 evaluator.intake.allocation does, purely.
+
+An escalating rubric (the faithfulness cascade) is drawn at intake but not charged there: the
+worker charges its judge call when the cascade escalates (`charge_escalation`, the same
+script), and counts its runs and escalations in `{prefix}:budget:escalation:{bucket}`
+(10-minute hashes; the last three give the escalation share the allocation fits the rate to).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from evaluator.intake.allocation import (
     RubricState,
     applies,
     cumulative_cap,
+    escalation_share,
     inclusion_probability,
     is_new,
     rubric_rates,
@@ -45,6 +51,10 @@ from evaluator.intake.allocation import (
 from evaluator.intake.sampling import Labels, Signals, TailRules, hash_point, tail_reason
 
 SHARED = "*"  # the scope of the settings' [budget]: every rubric's evaluations together
+# Escalating rubrics' runs and escalations are counted in buckets of this many seconds; the
+# allocation reads the current bucket and the two before it (20-30 minutes of runs).
+ESCALATION_BUCKET_S = 600
+ESCALATION_BUCKETS = 3
 
 # ARGV: nscopes, per scope (minute key, minute cap, minute end, day key, day cap, day end,
 # cumulative cap: today's evaluations by the end of this minute, 0 = none; refused until the
@@ -184,6 +194,7 @@ class BudgetGate:
         self._admit = redis.register_script(_ADMIT_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
         self._scope_index = {SHARED: 1} | {r.name: i + 2 for i, r in enumerate(plan.rubrics)}
+        self.escalating = frozenset(r.name for r in plan.rubrics if r.escalates)
 
     async def release_due(self, now_s: float, limit: int = 10_000) -> int:
         """Put deferred tail traces whose window has ended back on the intake list."""
@@ -252,8 +263,13 @@ class BudgetGate:
         # Offered to the cap tail first, then new strata (the highest probability), then in
         # intake order (a stable sort).
         drawn.sort(key=lambda d: (not d[1], -max(d[2].values())))
-        waits = await self._admit_groups(candidates, drawn, rules, now_s)
-        for (index, by_tail, chosen), wait in zip(drawn, waits, strict=True):
+        # Escalating rubrics are drawn, not charged: the worker charges their judge calls.
+        charged = [
+            (i, tail, {r: p for r, p in chosen.items() if r not in self.escalating})
+            for i, tail, chosen in drawn
+        ]
+        waits = await self._admit_groups(candidates, charged, rules, now_s)
+        for (index, by_tail, chosen), (_, _, paid), wait in zip(drawn, charged, waits, strict=True):
             c = candidates[index]
             if by_tail:
                 if wait:
@@ -263,7 +279,8 @@ class BudgetGate:
                     result.admitted.append((index, True, chosen))
                     result.reasons[str(tail_reason(c.signals, rules))] += 1
                 continue
-            kept = {r: p for (r, p), w in zip(chosen.items(), wait, strict=True) if not w}
+            refused = {r for r, w in zip(paid, wait, strict=True) if w}
+            kept = {r: p for r, p in chosen.items() if r not in refused}
             result.refused_evaluations += len(chosen) - len(kept)
             if kept:
                 result.admitted.append((index, False, kept))
@@ -361,6 +378,29 @@ class BudgetGate:
         capped = self.plan.shared.any or self._cap(rubric).any
         return ledger_field(kind, trace_id, rubric) if capped else ""
 
+    async def charge_escalation(self, rubric: str, now_s: float) -> int:
+        """Charge the judge call of an escalating rubric's run (the worker, when the cascade
+        asks its judge): one evaluation against the rubric's and the shared caps, through
+        the script intake admits with. Returns 0 (charged: ask the judge) or the end of the
+        window that refused it (epoch seconds). Every call is charged, a job's retry too:
+        each asks the judge again (no ledger, unlike an intake admission)."""
+        return (await self.charge([[rubric]], now_s))[0]
+
+    async def count_escalations(
+        self, runs: Sequence[str], escalated: Sequence[str], now_s: float
+    ) -> None:
+        """Count one job's runs of escalating rubrics and which of them asked the judge."""
+        if not runs:
+            return
+        key = f"{self.prefix}:escalation:{int(now_s // ESCALATION_BUCKET_S)}"
+        pipe = self.redis.pipeline(transaction=False)
+        for name in runs:
+            pipe.hincrby(key, f"r:{name}", 1)
+        for name in escalated:
+            pipe.hincrby(key, f"e:{name}", 1)
+        pipe.expire(key, ESCALATION_BUCKET_S * (ESCALATION_BUCKETS + 1))
+        await pipe.execute()
+
     def _cap(self, scope: str) -> Cap:
         if scope == SHARED:
             return self.plan.shared
@@ -400,11 +440,18 @@ class BudgetGate:
         pipe.mget([f"{self.prefix}:used:{s}:m:{minute}" for s in (SHARED, *names)])
         pipe.hmget(f"{self.prefix}:strata", keys or ["-"])
         pipe.hmget(f"{self.prefix}:strata:first", keys or ["-"])
+        bucket = int(now_s // ESCALATION_BUCKET_S)
+        for b in range(bucket - ESCALATION_BUCKETS + 1, bucket + 1):
+            pipe.hmget(
+                f"{self.prefix}:escalation:{b}", [f"{kind}:{n}" for kind in "re" for n in names]
+            )
         wanted = sorted({f for per in fields for f in per.values() if f})
         if wanted:
             pipe.hmget(ledger_key(self.key_prefix, now_s), wanted)
-        flows, used, used_minute, counts, firsts, *ledger = await pipe.execute()
+        flows, used, used_minute, counts, firsts, *rest = await pipe.execute()
+        escalations, ledger = rest[:ESCALATION_BUCKETS], rest[ESCALATION_BUCKETS:]
         k = len(names)
+        counted = [sum(int(e[i] or 0) for e in escalations) for i in range(2 * k)]
         states = {
             n: RubricState(
                 arrivals=int(flows[i] or 0),
@@ -414,6 +461,7 @@ class BudgetGate:
                 shared_used_today=int(used[0] or 0),
                 used_this_minute=int(used_minute[i + 1] or 0),
                 shared_used_this_minute=int(used_minute[0] or 0),
+                escalation=escalation_share(counted[i], counted[k + i]),
             )
             for i, n in enumerate(names)
         }

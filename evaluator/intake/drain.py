@@ -271,9 +271,11 @@ class Intake:
         self, entries: list[bytes], result: DrainResult, now_s: float, *, again: bool
     ) -> DrainResult:
         """The batch under a judge budget: every entry decoded (labels name the stratum),
-        the allocation draws per rubric and the cap admits; jobs carry {rubric: p}. `again`:
-        this intake's previous drain failed, so this is its parked batch: the evaluations it
-        admitted then are admitted again as they were, without a second charge."""
+        the allocation draws per rubric and the cap admits; jobs carry {rubric: p}, and the
+        drawn escalating rubrics the job charges itself (evaluator.worker.escalation).
+        `again`: this intake's previous drain failed, so this is its parked batch: the
+        evaluations it admitted then are admitted again as they were, without a second
+        charge."""
         assert self.budget is not None
         bad: list[bytes] = []
         candidates: list[Candidate] = []
@@ -302,6 +304,9 @@ class Intake:
         for index, tail, chosen in allocation.admitted:
             c = candidates[index]
             wire_signals: dict[str, Any] = {**c.signals.to_wire(), "pi": chosen}
+            uncharged = sorted(r for r in chosen if r in self.budget.escalating)
+            if uncharged:  # drawn, not charged: the job charges their judge calls (if any)
+                wire_signals["escalate"] = uncharged
             kind = "tail" if tail else "rate"
             jobs.append(
                 (job_id_for(c.trace_id, kind), job_payload(c.trace_id, wire_signals, kind, now))

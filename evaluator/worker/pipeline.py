@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -28,6 +29,7 @@ from evaluator.store.store import as_utc
 from evaluator.traces.cases import CaseBuildError, build_case
 from evaluator.traces.model import Trace
 from evaluator.worker.batch_requests import parked_requests, waits_for_batch
+from evaluator.worker.escalation import Outcome, escalations_for, settle
 from evaluator.worker.faults import (
     is_infrastructure,
     judge_unavailable,
@@ -36,12 +38,12 @@ from evaluator.worker.faults import (
     postpone_delay_s,
 )
 from evaluator.worker.runtime import Runtime
-from judges.errors import JudgeDeferred
+from judges.errors import EscalationRefused, JudgeDeferred
 from judges.provenance import VerdictIdentity, provenance_json
 from judges.redact import redact_case
 from judges.rubric import Rubric
 from judges.scorers.registry import run_scorer
-from judges.types import EvalCase, Score
+from judges.types import Clients, EvalCase, Score
 
 log = logging.getLogger("evaluator.worker.pipeline")
 
@@ -166,13 +168,13 @@ def to_record(
 
 
 async def _score(
-    runtime: Runtime, case: EvalCase, rubric: Rubric
-) -> tuple[Score | JudgeDeferred, float]:
+    runtime: Runtime, clients: Clients, case: EvalCase, rubric: Rubric
+) -> tuple[Outcome, float]:
     started = time.perf_counter()
     try:
-        score: Score | JudgeDeferred = await run_scorer(case, rubric, runtime.clients)
-    except JudgeDeferred as exc:
-        score = exc  # the job decides: defer, or record the cause on its last try
+        score: Outcome = await run_scorer(case, rubric, clients)
+    except (JudgeDeferred, EscalationRefused) as exc:
+        score = exc  # the job decides (a refused escalation: evaluator.worker.escalation)
     except Exception as exc:  # a scorer bug must not lose the other rubrics' results
         if is_infrastructure(exc):
             raise  # Redis/DB/DNS under the scorer (limiter, cache): the job is retried
@@ -331,7 +333,13 @@ async def evaluate_trace(
     )
     waiting = {row["rubric"] for row in parked}
     selected = [c for c in chosen if c[0].name not in waiting]
-    results = await asyncio.gather(*(_score(runtime, case, rubric) for rubric, _ in selected))
+    # With a judge budget, a cascade's judge call is charged when it escalates.
+    escalations = escalations_for(runtime, wire_signals or {})
+    clients = runtime.clients
+    if escalations is not None:
+        clients = dataclasses.replace(clients, escalation_gate=escalations.ask)
+    scored = await asyncio.gather(*(_score(runtime, clients, case, r) for r, _ in selected))
+    selected, results = await settle(runtime, escalations, selected, scored)
     deferred = [s for s, _ in results if _unavailable(s)]
     last_try = job_try >= runtime.settings.worker.max_tries
     if deferred and last_try and intent_id is not None:

@@ -15,6 +15,7 @@ from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricError, RubricSet, load_rubrics
 from evaluator.config.settings import Settings, SettingsError
 from evaluator.intake.allocation import BudgetPlan, RubricPlan, cap_from
+from evaluator.intake.budget import BudgetGate
 from evaluator.intake.drain import SamplingConfig
 from evaluator.intake.sampling import TailRules
 from evaluator.outputs.metrics import MetricsRecorder
@@ -71,6 +72,7 @@ def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
                 )
                 if allowed
             ),
+            escalates=r.escalates,
         )
         for r in rubrics.rubrics
     )
@@ -105,6 +107,9 @@ class Runtime:
     recorder: MetricsRecorder | None = None
     otel: EvaluationExporter | None = None
     langfuse: LangfuseScoreSink | None = None
+    # With a judge budget: charges the judge calls of escalating rubrics (a cascade that
+    # escalates) when they happen (evaluator.worker.escalation).
+    budget: BudgetGate | None = None
 
     @functools.cached_property
     def group_commit(self) -> GroupCommit:
@@ -238,6 +243,9 @@ def build_runtime(settings: Settings) -> Runtime:
     # Counts reach Redis once a second per process, not once per job (Prometheus scrapes
     # every 15 s or so); close() writes the rest.
     recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix, flush_interval_s=1.0)
+    plan = budget_plan(settings, rubrics)
+    prefix = settings.redis.key_prefix
+    budget = None if plan is None else BudgetGate(redis, key_prefix=prefix, plan=plan)
     clients = Clients(
         judge=make_judge(settings, redis, recorder),
         generator=make_generator(settings),
@@ -254,6 +262,7 @@ def build_runtime(settings: Settings) -> Runtime:
         clients=clients,
         redis=redis,
         recorder=recorder,
+        budget=budget,
         **_integrations(settings),
     )
 

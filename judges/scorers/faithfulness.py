@@ -10,7 +10,9 @@ Methods (rubric.method):
 - ``cascade``: local first; the judge is asked when the local score is below its pass mark
   (``options.local_threshold``, default 0.5) or within ``options.cascade_margin`` (default
   0.1) above it, when a sentence asserts a value or name the contexts contradict or lack
-  (``details.hard_evidence``), or when the local method refused the input (too large).
+  (``details.hard_evidence``), or when the local method refused the input (too large). With
+  ``Clients.escalation_gate`` (a judge budget) the gate is asked first; if it refuses,
+  ``EscalationRefused`` is raised.
 
 score = supported / total claims. An answer with no factual claim (a refusal, a greeting) is
 reported explicitly, never as NaN: by default ok with value 1.0 and label ``no_claims``
@@ -28,7 +30,13 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from judges.errors import JudgeError, ScorerConfigError, config_failure, judge_failure
+from judges.errors import (
+    EscalationRefused,
+    JudgeError,
+    ScorerConfigError,
+    config_failure,
+    judge_failure,
+)
 from judges.llm.client import JudgeClient, JudgeReply
 from judges.rubric import Rubric
 from judges.scorers.faithfulness_prompts import (
@@ -278,6 +286,9 @@ async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
         return dataclasses.replace(
             local, method="cascade", details={**local.details, "cascade": trail}
         )
+    gate = clients.escalation_gate
+    if gate is not None and not await gate(case.trace_id, rubric.name):
+        raise EscalationRefused(f"the judge budget refused the escalation ({reason})")
     trail |= {"decided_by": "judge", "reason": reason}
     judged = await _judge(case, rubric, clients.judge, method="cascade")
     trail["local_details"] = local.details

@@ -1,0 +1,236 @@
+"""The judge budget's second stage: a cascade is drawn at intake and charged only when it
+escalates to the judge. Real Redis, real SQLite, the real local scorer; the judge is respx."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+import respx
+from arq import Retry
+
+from evaluator.config.settings import Settings
+from evaluator.intake.allocation import (
+    DAY_S,
+    BudgetPlan,
+    Cap,
+    RubricPlan,
+    RubricState,
+    escalation_share,
+    rubric_rates,
+)
+from evaluator.intake.budget import ESCALATION_BUCKET_S, SHARED
+from evaluator.intake.drain import build_intake, stats_key
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import Signals
+from evaluator.intake.serialization import deserialize
+from evaluator.intake.wire import encode
+from evaluator.sources.ingest import ingest_traces
+from evaluator.store.store import Store
+from evaluator.worker.pipeline import evaluate_trace
+from evaluator.worker.runtime import Runtime, build_runtime
+from tests.conftest import FIXTURES, JUDGE_URL, chat_completion, make_settings, rag_trace
+
+pytest.importorskip("judges.scorers.local")
+
+FIXTURE = json.loads((FIXTURES / "faithfulness_case.json").read_text())
+DOCS = [c["text"] for c in FIXTURE["contexts"]]
+# The local step passes this one confidently (no judge); it escalates the invented one.
+GROUNDED = (
+    "The Pro plan costs $20 per user per month, billed annually. "
+    "Pro includes unlimited projects, 100 GB of storage and priority email support."
+)
+INVENTED = (
+    "The Pro plan costs $45 per month through Stripe Billing. "
+    "It ships with a dedicated Oracle database cluster in Frankfurt."
+)
+CASCADE = """
+name = "faithfulness"
+version = "1"
+scorer = "faithfulness"
+method = "cascade"
+pass_threshold = 0.8
+[sampling]
+rate = 1.0
+[options]
+cascade_margin = 0.05
+"""
+JUDGE = {"base_url": JUDGE_URL, "model": "judge-model", "max_retries": 0, "timeout_s": 2.0}
+
+
+def settings_with(tmp_path: Path, redis_url: str, per_day: int) -> Settings:
+    rubrics = tmp_path / "rubrics"
+    rubrics.mkdir(parents=True, exist_ok=True)
+    (rubrics / "faithfulness.toml").write_text(CASCADE)
+    # usd_per_evaluation 1: usd_per_day is the day's cap in evaluations.
+    budget = {"usd_per_day": float(per_day), "usd_per_evaluation": 1.0}
+    return make_settings(tmp_path, redis_url, judge=JUDGE, budget=budget)
+
+
+def trace(trace_id: str, answer: str) -> dict[str, Any]:
+    # The trace id in the question: no two judge prompts alike, none served by the reply cache.
+    question = f"{FIXTURE['question']} ({trace_id})"
+    return rag_trace(trace_id, answer=answer, question=question, documents=DOCS)
+
+
+async def drawn_jobs(
+    runtime: Runtime, settings: Settings, entries: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Run the budgeted intake over `entries`; {trace id: its job's wire signals}."""
+    assert runtime.redis is not None
+    await runtime.redis.rpush(intake_key(settings.redis.key_prefix), *entries)
+    intake = build_intake(runtime.redis, settings, sampling=runtime.sampling, engine=None)
+    await intake.drain_all(batch=1000)
+    out = {}
+    for job_id in await runtime.redis.zrange(settings.redis.queue_name, 0, -1):
+        job = deserialize(await runtime.redis.get(f"arq:job:{job_id.decode()}"))
+        out[job["a"][0]] = job["a"][1]
+    return out
+
+
+def used_today(client: redis.Redis, settings: Settings, scope: str = SHARED) -> int:
+    day = int(time.time() // DAY_S)
+    return int(client.get(f"{settings.redis.key_prefix}:budget:used:{scope}:d:{day}") or 0)
+
+
+def counters(client: redis.Redis, settings: Settings) -> dict[str, int]:
+    bucket = int(time.time() // ESCALATION_BUCKET_S)
+    raw = client.hgetall(f"{settings.redis.key_prefix}:budget:escalation:{bucket}")
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def stats(client: redis.Redis, settings: Settings) -> dict[str, int]:
+    raw = client.hgetall(stats_key(settings.redis.key_prefix))
+    return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def records(settings: Settings) -> dict[str, Any]:
+    store = Store(settings.database.url)
+    rows = {r.trace_id: r for r in store.records(limit=1000)}
+    store.close()
+    return rows
+
+
+@pytest.fixture
+def judge_api() -> Any:
+    with respx.mock(base_url=JUDGE_URL, assert_all_called=False) as router:
+        yield router.post("/chat/completions").mock(
+            return_value=httpx.Response(
+                200, json=chat_completion(json.dumps(FIXTURE["judge_reply"]))
+            )
+        )
+
+
+async def test_only_escalated_evaluations_are_charged(
+    tmp_path: Path, redis_url: str, judge_api: respx.Route
+) -> None:
+    settings = settings_with(tmp_path, redis_url, per_day=1000)
+    store = Store(settings.database.url)
+    docs = [trace(f"g{i}", GROUNDED) for i in range(3)] + [
+        trace(f"x{i}", INVENTED) for i in range(3)
+    ]
+    ingest_traces(store, docs)
+    store.close()
+    runtime = build_runtime(settings)
+    client = redis.Redis.from_url(redis_url)
+    jobs = await drawn_jobs(runtime, settings, [d["trace_id"] for d in docs])
+    # Drawn with p = 1 (rate 1, room to spare), and not charged at intake.
+    assert set(jobs) == {d["trace_id"] for d in docs}
+    assert all(w["pi"] == {"faithfulness": 1.0} for w in jobs.values())
+    assert all(w["escalate"] == ["faithfulness"] for w in jobs.values())
+    assert used_today(client, settings) == 0
+    for trace_id, wire in jobs.items():
+        await evaluate_trace(runtime, trace_id, wire, job_try=1)
+    rows = records(settings)
+    # The charge equals the judge calls made: the three escalations, not the six draws.
+    assert judge_api.call_count == 3
+    assert used_today(client, settings) == used_today(client, settings, "faithfulness") == 3
+    for i in range(3):
+        local, judged = rows[f"g{i}"], rows[f"x{i}"]
+        assert local.details["cascade"]["decided_by"] == "local" and local.judge_calls == 0
+        assert judged.details["cascade"]["decided_by"] == "judge" and judged.judge_calls == 1
+        assert local.inclusion_probability == judged.inclusion_probability == 1.0
+    # Every run and every escalation counted, for the rate fitting.
+    assert counters(client, settings) == {"r:faithfulness": 6, "e:faithfulness": 3}
+    client.close()
+    await runtime.close()
+
+
+async def test_a_refused_escalation_of_a_rate_trace_writes_no_record_and_is_counted(
+    tmp_path: Path, redis_url: str, judge_api: respx.Route
+) -> None:
+    settings = settings_with(tmp_path, redis_url, per_day=4)
+    store = Store(settings.database.url)
+    docs = [trace("g0", GROUNDED)] + [trace(f"x{i}", INVENTED) for i in range(10)]
+    ingest_traces(store, docs)
+    store.close()
+    runtime = build_runtime(settings)
+    client = redis.Redis.from_url(redis_url)
+    jobs = await drawn_jobs(runtime, settings, [d["trace_id"] for d in docs])
+    assert len(jobs) == 11  # all drawn: intake charged none of them against the cap of 4
+    # All at once: the ten escalations race for the cap of 4.
+    await asyncio.gather(*(evaluate_trace(runtime, t, w, job_try=1) for t, w in jobs.items()))
+    rows = records(settings)
+    assert judge_api.call_count == 4 == used_today(client, settings)  # the cap, not one more
+    judged = {t for t, r in rows.items() if r.details["cascade"]["decided_by"] == "judge"}
+    assert len(judged) == 4 and set(rows) == judged | {"g0"}  # the refused: no record at all
+    assert rows["g0"].judge_calls == 0  # a confident local pass still costs nothing
+    counted = stats(client, settings)
+    assert counted["budget_refused_evaluations"] == 6
+    assert counted["not_sampled_budget"] == 6
+    client.close()
+    await runtime.close()
+
+
+async def test_a_refused_escalation_of_a_tail_trace_waits_for_the_next_window(
+    tmp_path: Path, redis_url: str, judge_api: respx.Route
+) -> None:
+    settings = settings_with(tmp_path, redis_url, per_day=1)
+    store = Store(settings.database.url)
+    ingest_traces(store, [trace("x0", INVENTED), trace("err", INVENTED)])
+    store.close()
+    runtime = build_runtime(settings)
+    client = redis.Redis.from_url(redis_url)
+    jobs = await drawn_jobs(runtime, settings, ["x0", encode("err", Signals(error=True))])
+    await evaluate_trace(runtime, "x0", jobs["x0"], job_try=1)  # spends the day's cap
+    assert judge_api.call_count == 1
+    with pytest.raises(Retry) as deferred:
+        await evaluate_trace(runtime, "err", jobs["err"], job_try=1)
+    # Retried when the day's window ends, not dropped and not recorded from the local step.
+    day_end = (int(time.time() // DAY_S) + 1) * DAY_S
+    assert deferred.value.defer_score == pytest.approx((day_end - time.time()) * 1000, abs=5000)
+    assert set(records(settings)) == {"x0"} and judge_api.call_count == 1
+    assert used_today(client, settings) == 1
+    # On its last try (no intent to hand to the sweeper) the cause is stored, never a score.
+    await evaluate_trace(runtime, "err", jobs["err"], job_try=settings.worker.max_tries)
+    row = records(settings)["err"]
+    assert row.status == "error" and row.score is None and "budget" in row.explanation
+    assert "not_sampled_budget" not in stats(client, settings)
+    client.close()
+    await runtime.close()
+
+
+def test_the_rate_fitting_divides_the_room_by_the_escalation_share() -> None:
+    def base(escalates: bool, share: float) -> float:
+        plan = BudgetPlan(
+            rubrics=(RubricPlan("faithfulness", 1.0, escalates=escalates),),
+            shared=Cap(per_minute=10),
+            carry=False,
+        )
+        state = RubricState(arrivals=100, escalation=share)
+        return rubric_rates(plan, {"faithfulness": state}, 600.0)["faithfulness"].base
+
+    assert base(False, 1.0) == base(True, 1.0) == 10 / 100
+    # Half the draws call the judge: the room / 0.625 (the share with its headroom, 0.5 / 0.8).
+    assert base(True, 0.5) == pytest.approx(10 / 0.625 / 100)
+    assert base(True, 0.9) == base(True, 1.0)  # the headroom never takes the share above 1
+    assert base(False, 0.5) == 10 / 100  # a rubric charged at intake is not refitted
+    assert base(True, 0.05) == 1.0  # never above the rubric's rate
+    # The share is the prior 1 until 50 runs are seen.
+    assert escalation_share(49, 0) == 1.0 and escalation_share(50, 10) == 0.2
