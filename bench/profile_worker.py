@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(on_started=None, on_done=None, repo=REPO):  # type: ignore[no-untyped-def]
         with pg_database(args.pg_url, tag="bench_prof") as db_url:
-            return WorkerRun(
+            result = WorkerRun(
                 traces,
                 repo=repo,
                 workers=1,
@@ -215,6 +215,15 @@ def main(argv: list[str] | None = None) -> None:
                 max_jobs=args.jobs,
                 judge_concurrency=args.judge_concurrency,
             ).run(on_started=on_started, on_done=on_done)
+        # A run whose jobs failed is cheap and wrong: count it only when every trace has an
+        # ok record for every rubric.
+        expected = n * len(RUBRICS)
+        if result.records != {"ok": expected} or result.record_rows != expected:
+            raise SystemExit(
+                f"{repo}: expected {expected} ok records, got {result.records} "
+                f"({result.record_rows} rows); the worker's log says why"
+            )
+        return result
 
     try:
         if args.baseline is not None:

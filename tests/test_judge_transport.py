@@ -1,5 +1,7 @@
-"""Both SDK transports of the judge (judge.http_transport) against a real HTTP server on
-127.0.0.1, not respx: success with usage, a stalled reply cut by the timeout, a 429 whose
+"""Every transport of the judge against a real HTTP server on 127.0.0.1, not respx: the
+shipped `judge.http_transport = "aiohttp"` (a bare aiohttp session, judges.llm.aio), `httpx`
+(the SDK's own client) and the SDK over its aiohttp client (`sdk_http_client("aiohttp")`,
+what the generator uses): success with usage, a stalled reply cut by the timeout, a 429 whose
 Retry-After is honoured, a 500 retried, a body that is not a completion."""
 
 from __future__ import annotations
@@ -75,9 +77,17 @@ OK = (
 )
 
 
-@pytest.fixture(params=["aiohttp", "httpx"])
+@pytest.fixture(params=["aiohttp", "httpx", "sdk-aiohttp"])
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def client_for(base_url: str, transport: str, **kw: Any) -> JudgeClient:
+    if transport == "sdk-aiohttp":
+        return JudgeClient(
+            base_url=base_url, model="m", http_client=sdk_http_client("aiohttp"), **kw
+        )
+    return JudgeClient(base_url=base_url, model="m", http_transport=transport, **kw)
 
 
 @pytest.fixture
@@ -96,9 +106,7 @@ def judge_for(
 ) -> tuple[ScriptedJudge, JudgeClient]:
     server = ScriptedJudge(script)
     scripted.append(server)
-    client = JudgeClient(
-        base_url=server.url, model="m", http_client=sdk_http_client(transport), **kw
-    )
+    client = client_for(server.url, transport, **kw)
     return server, client
 
 
@@ -172,9 +180,7 @@ async def test_http_proxy_from_the_environment_is_used(
     for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))
-    client = JudgeClient(
-        base_url="http://judge.invalid/v1", model="m", http_client=sdk_http_client(transport)
-    )
+    client = client_for("http://judge.invalid/v1", transport)
     try:
         reply = await client.complete(MESSAGES, Verdict)
     finally:
@@ -186,3 +192,36 @@ async def test_http_proxy_from_the_environment_is_used(
 def test_an_unknown_transport_is_refused_by_name() -> None:
     with pytest.raises(ValueError, match="'curl'"):
         sdk_http_client("curl")
+    with pytest.raises(ValueError, match="'curl'"):
+        JudgeClient(base_url="http://127.0.0.1:9/v1", model="m", http_transport="curl")
+
+
+async def test_the_key_and_errors_go_through_the_bare_session(scripted: list) -> None:
+    """The aiohttp path sends the bearer key; a 400's body is quoted in a JudgeError (not
+    retried); a refused connection is "unreachable" and retried a bounded number of times."""
+    from judges.errors import JudgeError
+
+    bad = (400, {}, b'{"error": {"message": "unknown model m"}}', 0.0)
+    seen: list[str] = []
+    server, client = judge_for(scripted, "aiohttp", [bad], api_key="sk-test")
+    original = server.server.RequestHandlerClass.do_POST
+
+    def capture(handler: Any) -> None:
+        seen.append(handler.headers.get("authorization"))
+        original(handler)
+
+    server.server.RequestHandlerClass.do_POST = capture  # type: ignore[method-assign]
+    try:
+        with pytest.raises(JudgeError, match="HTTP 400.*unknown model m"):
+            await client.complete(MESSAGES, Verdict)
+    finally:
+        await client.close()
+    assert seen == ["Bearer sk-test"] and len(server.bodies) == 1
+    dead = JudgeClient(
+        base_url="http://127.0.0.1:9/v1", model="m", http_transport="aiohttp", max_retries=1
+    )
+    try:
+        with pytest.raises(JudgeTransientError, match="unreachable"):
+            await dead.complete(MESSAGES, Verdict)
+    finally:
+        await dead.close()

@@ -115,3 +115,21 @@ def test_a_built_record_is_the_record_init_makes(store: Store) -> None:
         0.5,
     )
     assert store.upsert_records([EvalRecord.built(**{**values, "trace_id": "built-2"})]) == [True]
+
+
+def test_a_built_record_works_as_the_first_record_of_a_process() -> None:
+    """In a fresh process (a worker) `built` may come before any EvalRecord(...), which is
+    what configures SQLAlchemy's mappers: it must configure them itself."""
+    import subprocess
+    import sys
+
+    code = (
+        "from evaluator.store.models import EvalRecord\n"
+        "r = EvalRecord.built(trace_id='t', span_id='s', rubric='f', rubric_version='1',"
+        " scorer='f', status='ok')\n"
+        "print(r.span_id, r.status, r.epoch)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["s", "ok", "legacy"]

@@ -18,7 +18,7 @@ from sqlalchemy import (
     case,
     text,
 )
-from sqlalchemy.orm import instrumentation
+from sqlalchemy.orm import configure_mappers, instrumentation
 from sqlmodel import Field, SQLModel, col
 
 from judges.provenance import LEGACY_EPOCH
@@ -133,7 +133,11 @@ class EvalRecord(SQLModel, table=True):
         unknown = values.keys() - cls.model_fields.keys()
         if unknown:
             raise TypeError(f"EvalRecord has no field(s) {sorted(unknown)}")
-        record = cast("EvalRecord", instrumentation.manager_of_class(cls).new_instance())
+        manager = instrumentation.manager_of_class(cls)
+        if not manager.mapper.configured:
+            # __init__ configures the mappers on first use; new_instance does not.
+            configure_mappers()
+        record = cast("EvalRecord", manager.new_instance())
         record.__dict__.update(
             {
                 name: values[name] if name in values else f.get_default(call_default_factory=True)

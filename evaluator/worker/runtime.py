@@ -186,7 +186,7 @@ def make_judge(
         cache=cache,
         max_wait_s=j.max_wait_s,
         on_event=recorder.judge_event if recorder is not None else None,
-        http_client=sdk_http_client(j.http_transport),
+        http_transport=j.http_transport,
     )
 
 

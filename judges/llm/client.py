@@ -15,7 +15,7 @@ import asyncio
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -25,6 +25,7 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ValidationError
 
 from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
+from judges.llm.aio import AiohttpPoster, Unreachable
 from judges.llm.backoff import backoff_s
 from judges.llm.completions import read_completion, retry_after_s, strip_fences
 from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache
@@ -96,6 +97,7 @@ class JudgeClient:
         max_output_tokens: int = 1024,
         price: PriceFn = _no_price,
         http_client: httpx.AsyncClient | None = None,
+        http_transport: str | None = None,
         rate_limiter: RateLimiter | None = None,
         cache: ReplyCache | None = None,
         max_wait_s: float = 60.0,
@@ -122,6 +124,22 @@ class JudgeClient:
             http_client=http_client,
         )
         self._endpoint = endpoint_of(str(self._sdk.base_url))
+        # "aiohttp": chat completions on a bare aiohttp session (judges.llm.aio); else
+        # through the SDK's post over `http_client` (None = the SDK's own httpx client).
+        if http_transport not in (None, "aiohttp", "httpx"):
+            raise ValueError(
+                f"unknown HTTP transport {http_transport!r}: expected 'aiohttp' or 'httpx'"
+            )
+        self._aio = (
+            AiohttpPoster(
+                base_url=str(self._sdk.base_url),
+                api_key=api_key,
+                timeout_s=timeout_s,
+                pool=max_concurrency,
+            )
+            if http_transport == "aiohttp"
+            else None
+        )
 
     @property
     def endpoint(self) -> str:
@@ -151,6 +169,8 @@ class JudgeClient:
 
     async def aclose(self) -> None:
         await self._sdk.close()
+        if self._aio is not None:
+            await self._aio.aclose()
 
     close = aclose  # the older name
 
@@ -329,6 +349,28 @@ class JudgeClient:
         except Exception:  # metrics must never fail a judge call
             logging.getLogger("judges.llm.client").debug("on_event(%s) failed", kind, exc_info=True)
 
+    async def _post(self, request: dict[str, Any]) -> tuple[int, Mapping[str, str], bytes]:
+        """POST a chat completion: (status, headers, body); raises Unreachable when no
+        response came back."""
+        if self._aio is not None:
+            return await self._aio.post("/chat/completions", request)
+        try:
+            # The SDK's low-level post: its auth, base URL and timeouts, without the typed
+            # request transform and response model, which cost ~1.5 ms of CPU per call
+            # (bench/http_floor.py) for fields we read by hand.
+            response = await self._sdk.post(
+                "/chat/completions", body=request, cast_to=httpx.Response
+            )
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise Unreachable(str(exc)) from exc
+        except openai.APIStatusError as exc:
+            try:
+                content = exc.response.content
+            except Exception:  # the body may be a stream that is already closed
+                content = str(exc).encode()
+            return exc.status_code, exc.response.headers, content
+        return response.status_code, response.headers, response.content
+
     async def _call(
         self,
         messages: list[dict[str, str]],
@@ -340,42 +382,36 @@ class JudgeClient:
         request = self.request_body(messages, schema, model=model, temperature=temperature)
         try:
             async with self.concurrency:
-                # The SDK's low-level post: its auth, base URL, timeouts and status errors,
-                # without the typed request transform and response model, which cost
-                # ~1.5 ms of CPU per call (bench/http_floor.py) for fields we read by hand.
-                response = await self._sdk.post(
-                    "/chat/completions", body=request, cast_to=httpx.Response
-                )
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+                status, headers, content = await self._post(request)
+        except Unreachable as exc:
             raise JudgeTransientError(f"judge unreachable: {exc}", usage=usage_so_far) from exc
-        except openai.RateLimitError as exc:
-            raise JudgeTransientError(
-                f"judge rate limit (HTTP 429): {_body(exc)}",
-                retry_after_s=retry_after_s(exc.response.headers),
-                rate_limited=True,
-                usage=usage_so_far,
-            ) from exc
-        except openai.InternalServerError as exc:
-            raise JudgeTransientError(
-                f"judge server error (HTTP {exc.status_code}): {_body(exc)}",
-                usage=usage_so_far,
-            ) from exc
-        except openai.APIStatusError as exc:
-            raise JudgeError(
-                f"judge refused the request (HTTP {exc.status_code}): {_body(exc)}",
-                usage=usage_so_far,
-            ) from exc
         except openai.OpenAIError as exc:
             raise JudgeOutputError(
                 f"judge reply unreadable: {exc}", raw_output=None, usage=usage_so_far
             ) from exc
+        if status == 429:
+            raise JudgeTransientError(
+                f"judge rate limit (HTTP 429): {_text(content)}",
+                retry_after_s=retry_after_s(headers),
+                rate_limited=True,
+                usage=usage_so_far,
+            )
+        if status >= 500:
+            raise JudgeTransientError(
+                f"judge server error (HTTP {status}): {_text(content)}", usage=usage_so_far
+            )
+        if status >= 400:
+            raise JudgeError(
+                f"judge refused the request (HTTP {status}): {_text(content)}",
+                usage=usage_so_far,
+            )
         try:
-            completion = read_completion(response.content)
+            completion = read_completion(content)
         except ValueError as exc:
             # A 200 whose body is not a completion (a proxy's HTML page, a truncated body).
             raise JudgeOutputError(
                 f"judge reply is not a chat completion: {exc}",
-                raw_output=response.text[:2000],
+                raw_output=content.decode("utf-8", "replace")[:2000],
                 usage=usage_so_far,
             ) from exc
         if completion.usage_problem and not self._warned_usage:
@@ -446,8 +482,5 @@ def _first_errors(exc: ValidationError, limit: int = 3) -> str:
     return "; ".join(parts)
 
 
-def _body(exc: openai.APIStatusError) -> str:
-    try:
-        return exc.response.text[:300]
-    except Exception:  # the body may be a stream that is already closed
-        return str(exc)[:300]
+def _text(content: bytes) -> str:
+    return content[:1200].decode("utf-8", "replace")[:300]
