@@ -36,8 +36,11 @@ POSTGRES_URL = os.environ.get(
 JUDGE_URL = "http://judge.test/v1"
 
 # respx intercepts at httpx's client level (which transport to send through), not inside
-# httpcore: the judge's default transport is aiohttp under httpx's interface, which the
-# httpcore-level mock would never see. Same requests and responses, mocked at the HTTP layer.
+# httpcore, so the SDK over its aiohttp client (the generator's default) is mocked too. The
+# judge's shipped transport is a bare aiohttp session, which respx cannot see: settings
+# whose judge is the mocked JUDGE_URL use the SDK's httpx transport (make_settings); the
+# aiohttp session itself is tested against real servers (tests/test_judge_transport.py,
+# the scenario tests' loopback judges).
 respx.mocks.DEFAULT_MOCKER = "httpx"
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -143,6 +146,8 @@ def make_settings(tmp_path: Path, redis_url: str, **sections: dict[str, Any]) ->
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
+    if base.get("judge", {}).get("base_url") == JUDGE_URL:  # respx's, see above
+        base["judge"].setdefault("http_transport", "httpx")
     settings_file = tmp_path / "settings.toml"
     settings_file.write_text(_to_toml(base))
     return load_settings(settings_file, environ={})

@@ -212,7 +212,7 @@ async def test_the_key_and_errors_go_through_the_bare_session(scripted: list) ->
 
     server.server.RequestHandlerClass.do_POST = capture  # type: ignore[method-assign]
     try:
-        with pytest.raises(JudgeError, match="HTTP 400.*unknown model m"):
+        with pytest.raises(JudgeError, match=r"HTTP 400.*unknown model m"):
             await client.complete(MESSAGES, Verdict)
     finally:
         await client.close()
