@@ -5,6 +5,8 @@ second charge (the admission script's ledger, evaluator.intake.budget)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 from redis.asyncio import Redis
@@ -127,15 +129,53 @@ async def test_the_same_batch_allocated_twice_charges_once(redis_url: str) -> No
     second = await gate.allocate(candidates, RULES, T0 + 30, again=True)
     assert await _used_today(client, T0 + 30) == used
     assert sorted(second.admitted) == sorted(first.admitted)  # same traces, rubrics and p
-    # Drawn afresh (another worker recovered the batch): the state moved, so the draws may
-    # differ, but what is drawn again is not charged again and the spent cap admits no more.
+    # Drawn afresh (the same IDs enqueued again, or a dead worker's batch recovered to the
+    # intake): a new run of the judge for whatever is drawn, charged again, so the spent
+    # cap admits nothing (a free ride would call the judge past the cap).
     third = await gate.allocate(candidates, RULES, T0 + 40)
     assert await _used_today(client, T0 + 40) == used
-    assert {(i, r) for i, _, pi in third.admitted for r in pi} <= {
-        (i, r) for i, _, pi in first.admitted for r in pi
-    }
+    assert third.admitted == []
+    assert third.refused_evaluations + len(third.deferred) > 0
     # Outside the intake (backfill, retry) a charge is a new judge run: always counted.
     assert await gate.charge([["faith"]], T0 + 30) != [0]  # the cap is spent
     assert await gate.charge([["faith", "rel"]], T0 + 65) == [0]
     assert await _used_today(client, T0 + 65) == used + 2
+    await client.aclose()
+
+
+async def test_an_escalation_is_charged_once_per_trace_and_rubric_a_day(redis_url: str) -> None:
+    """A job retried (a judge outage, a 429 on another rubric) escalates its cascade again:
+    the second ask of the same (trace, rubric) that day is admitted free, another trace's
+    is charged, and the next UTC day starts a new ledger."""
+    client = Redis.from_url(redis_url)
+    gate = BudgetGate(client, key_prefix="app", plan=PLAN)
+    assert await gate.charge_escalation("t1", "faith", T0 + 5) == 0
+    assert await gate.charge_escalation("t1", "faith", T0 + 50) == 0  # the retry
+    assert await _used_today(client, T0 + 50) == 1
+    assert await gate.charge_escalation("t2", "faith", T0 + 50) == 0
+    assert await gate.charge_escalation("t1", "rel", T0 + 50) == 0
+    assert await _used_today(client, T0 + 50) == 3
+    tomorrow = T0 + DAY_S + 5
+    assert await gate.charge_escalation("t1", "faith", tomorrow) == 0
+    assert await _used_today(client, tomorrow) == 1
+    await client.aclose()
+
+
+async def test_retry_leaves_escalating_rubrics_to_their_escalation(redis_url: str) -> None:
+    """`evaluator retry` charges the rubrics an intent's allocation names, except those its
+    job charges itself when the cascade escalates: one charge per judge call, not two."""
+    from evaluator.intake.sweeper import _charge
+
+    client = Redis.from_url(redis_url)
+    sampling = SamplingConfig(max_rate=1.0, rules=RULES, budget=PLAN)
+    intake = Intake(client, key_prefix="app", queue_name="q", sampling=sampling)
+    signals = {"pi": {"faith": 0.5, "rel": 0.5}, "escalate": ["faith"]}
+    intents = [
+        outbox.EvalIntent(id="rate:t1", trace_id="t1", kind="rate", signals=signals),
+        outbox.EvalIntent(id="rate:t2", trace_id="t2", kind="rate", signals={"pi": {"faith": 1}}),
+    ]
+    admitted, retried = await _charge(intake, intents, ["t1", "t2", "t3"])
+    assert admitted == ["t1", "t2", "t3"] and retried.waiting == 0
+    # t1: rel only (faith is charged if it escalates); t2: faith; t3 (no intent): every rubric.
+    assert await _used_today(client, time.time()) == 1 + 1 + 2
     await client.aclose()

@@ -222,3 +222,13 @@ async def test_concurrent_reads_share_a_hop_and_a_bad_payload_fails_its_job_alon
     with Session(store.engine) as session:
         attempts = {i.trace_id: i.attempts for i in session.exec(select(outbox.EvalIntent))}
     assert attempts == {t: 1 for t in [*ids, "gone"]}
+
+
+def test_identities_are_compared_as_stored(store: Store) -> None:
+    """Two records whose trace ids differ only by a NUL (which the store drops) are one
+    identity: they go in separate rounds (PostgreSQL would refuse one statement touching
+    the row twice) and the written one is reported written, with its stored id."""
+    plain = _record("nul-1", "a", "faithfulness", "ok", 0.3)
+    with_nul = _record("nul\x00-1", "a", "faithfulness", "ok", 0.6)
+    assert store.upsert_records([with_nul, plain]) == [True, False]
+    assert _state(store) == [("nul-1", "a", "faithfulness", "ok", 0.6)]

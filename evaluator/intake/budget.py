@@ -58,18 +58,23 @@ ESCALATION_BUCKETS = 3
 
 # ARGV: nscopes, per scope (minute key, minute cap, minute end, day key, day cap, day end,
 # cumulative cap: today's evaluations by the end of this minute, 0 = none; refused until the
-# minute ends), the ledger key, ngroups, per group (m, m evaluations: ledger field or '' for
-# none, the value to store there (p), the rubric's scope index; every evaluation also counts
-# against scope 1, the shared one). Returns per group 0 (admitted) or the end of the latest
-# window that refused it (epoch seconds): a group is admitted whole or not at all.
+# minute ends), the ledger key, whether to honour it (1: an evaluation already in the
+# ledger is admitted free; 0: charged again, the ledger still written), ngroups, per group
+# (m, m evaluations: ledger field or '' for none, the value to store there (p), the
+# rubric's scope index; every evaluation also counts against scope 1, the shared one).
+# Returns per group 0 (admitted) or the end of the latest window that refused it (epoch
+# seconds): a group is admitted whole or not at all.
 #
 # The ledger (`{prefix}:budget:ledger:{day}`, a hash) makes admission idempotent within the
-# UTC day: an evaluation whose field is already there was charged by an earlier call (a
-# drain whose intents then failed to commit re-processes its parked batch) and is admitted
-# again for free; only evaluations new to the ledger are checked against the caps, charged
-# and written to it, in this script, with the counters. Its memory is bounded: it holds only
-# admitted evaluations of a capped scope (the caller passes '' for the others), so at most the
-# day's caps, and it expires after two days.
+# UTC day where the caller asks for it: an evaluation whose field is already there was
+# charged by an earlier call (a drain whose intents then failed to commit re-processes its
+# parked batch; a job's retry escalates again) and is admitted again for free. A batch drawn
+# for the first time does not honour it: the same trace enqueued again later in the day is
+# a new run of the judge, charged again. Only evaluations new to the ledger (or all, when
+# it is not honoured) are checked against the caps, charged and written to it, in this
+# script, with the counters. Its memory is bounded: it holds only admitted evaluations of a
+# capped scope (the caller passes '' for the others), so at most the day's caps, and it
+# expires after two days.
 _ADMIT_LUA = """
 local ns = tonumber(ARGV[1])
 local scopes = {}
@@ -83,8 +88,9 @@ for s = 1, ns do
   i = i + 7
 end
 local lk = ARGV[i]
-local ng = tonumber(ARGV[i + 1])
-i = i + 2
+local honour = ARGV[i + 1] == '1'
+local ng = tonumber(ARGV[i + 2])
+i = i + 3
 local out = {}
 local wrote = false
 for g = 1, ng do
@@ -94,7 +100,7 @@ for g = 1, ng do
   local fresh = {}
   for k = 1, m do
     local f, s = ARGV[i], tonumber(ARGV[i + 2])
-    if f == '' or redis.call('HEXISTS', lk, f) == 0 then
+    if f == '' or not honour or redis.call('HEXISTS', lk, f) == 0 then
       fresh[#fresh + 1] = i
       need[1] = (need[1] or 0) + 1
       if s ~= 1 then need[s] = (need[s] or 0) + 1 end
@@ -268,7 +274,7 @@ class BudgetGate:
             (i, tail, {r: p for r, p in chosen.items() if r not in self.escalating})
             for i, tail, chosen in drawn
         ]
-        waits = await self._admit_groups(candidates, charged, rules, now_s)
+        waits = await self._admit_groups(candidates, charged, rules, now_s, again=again)
         for (index, by_tail, chosen), (_, _, paid), wait in zip(drawn, charged, waits, strict=True):
             c = candidates[index]
             if by_tail:
@@ -305,7 +311,8 @@ class BudgetGate:
             for i in fitting
         ]
         waits = [-1] * len(groups)
-        for i, wait in zip(fitting, await self._run_admit(evaluations, now_s), strict=True):
+        admitted = await self._run_admit(evaluations, now_s, honour_ledger=False)
+        for i, wait in zip(fitting, admitted, strict=True):
             waits[i] = wait
         return waits
 
@@ -329,9 +336,12 @@ class BudgetGate:
         drawn: list[tuple[int, bool, dict[str, float]]],
         rules: TailRules,
         now_s: float,
+        *,
+        again: bool,
     ) -> list[Any]:
         """Per drawn trace: for a tail trace one wait (all rubrics or none), for a rate
-        trace one wait per rubric (each evaluation stands alone)."""
+        trace one wait per rubric (each evaluation stands alone). `again`: a re-processed
+        batch, whose evaluations in the ledger are admitted free."""
         if not drawn:
             return []
         groups: list[list[tuple[str, str, int]]] = []
@@ -345,7 +355,7 @@ class BudgetGate:
                 groups.append(evaluations)
             else:
                 groups.extend([e] for e in evaluations)
-        raw = await self._run_admit(groups, now_s)
+        raw = await self._run_admit(groups, now_s, honour_ledger=again)
         waits: list[Any] = []
         at = 0
         for _index, tail, chosen in drawn:
@@ -357,7 +367,9 @@ class BudgetGate:
                 at += len(chosen)
         return waits
 
-    async def _run_admit(self, groups: list[list[tuple[str, str, int]]], now_s: float) -> list[int]:
+    async def _run_admit(
+        self, groups: list[list[tuple[str, str, int]]], now_s: float, *, honour_ledger: bool
+    ) -> list[int]:
         """One call of _ADMIT_LUA; a group is [(ledger field or '', p, scope index)]."""
         if not groups:
             return []
@@ -365,6 +377,7 @@ class BudgetGate:
         for scope in self._scope_index:
             args.extend(self._scope_args(scope, now_s))
         args.append(ledger_key(self.key_prefix, now_s))
+        args.append(1 if honour_ledger else 0)
         args.append(len(groups))
         for group in groups:
             args.append(len(group))
@@ -378,13 +391,16 @@ class BudgetGate:
         capped = self.plan.shared.any or self._cap(rubric).any
         return ledger_field(kind, trace_id, rubric) if capped else ""
 
-    async def charge_escalation(self, rubric: str, now_s: float) -> int:
+    async def charge_escalation(self, trace_id: str, rubric: str, now_s: float) -> int:
         """Charge the judge call of an escalating rubric's run (the worker, when the cascade
         asks its judge): one evaluation against the rubric's and the shared caps, through
         the script intake admits with. Returns 0 (charged: ask the judge) or the end of the
-        window that refused it (epoch seconds). Every call is charged, a job's retry too:
-        each asks the judge again (no ledger, unlike an intake admission)."""
-        return (await self.charge([[rubric]], now_s))[0]
+        window that refused it (epoch seconds). Once per trace and rubric per UTC day (the
+        ledger, field kind "esc"): a job retried after a judge outage or a 429 on another
+        rubric asks again — mostly answered by the reply cache, or not answered at all — and
+        must not drain the day's budget with charges for calls that cost nothing."""
+        evaluation = (self._field("esc", trace_id, rubric), "1", self._scope_index[rubric])
+        return (await self._run_admit([[evaluation]], now_s, honour_ledger=True))[0]
 
     async def count_escalations(
         self, runs: Sequence[str], escalated: Sequence[str], now_s: float

@@ -132,10 +132,16 @@ async def _charge(
     assert intake.budget is not None
     every = [r.name for r in intake.budget.plan.rubrics]
     wanted: dict[str, list[str]] = {t: [] for t in trace_ids}
+    charged = {i.trace_id for i in intents}  # the rest get an intent that runs every rubric
     for intent in intents:
-        pi = intent.signals.get("pi") if isinstance(intent.signals, dict) else None
-        wanted[intent.trace_id].extend(sorted(pi) if isinstance(pi, dict) and pi else every)
-    groups = [wanted[t] or every for t in trace_ids]
+        signals = intent.signals if isinstance(intent.signals, dict) else {}
+        pi = signals.get("pi")
+        # Rubrics the job charges itself when they escalate (evaluator.worker.escalation).
+        escalating = signals.get("escalate")
+        later = set(escalating) if isinstance(escalating, list) else set()
+        named = sorted(pi) if isinstance(pi, dict) and pi else every
+        wanted[intent.trace_id].extend(r for r in named if r not in later)
+    groups = [wanted[t] if t in charged else every for t in trace_ids]
     waits = await intake.budget.charge(groups, time.time())
     admitted = [t for t, w in zip(trace_ids, waits, strict=True) if not w]
     until = min((w for w in waits if w > 0), default=0)

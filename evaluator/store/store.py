@@ -51,23 +51,26 @@ def _row(record: EvalRecord) -> dict[str, Any]:
     return {name: clean(getattr(record, name)) for name in _INSERTED}
 
 
-def _identity(record: EvalRecord) -> tuple[str, str, str, str]:
-    return (record.trace_id, record.span_id, record.rubric, record.rubric_version)
+def _identity(row: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (row["trace_id"], row["span_id"], row["rubric"], row["rubric_version"])
 
 
-def _rounds(indexes: list[int], records: Sequence[EvalRecord]) -> list[list[int]]:
-    """`indexes` split so that no round holds an identity twice (the n-th occurrence of
-    an identity in round n), in order."""
+def _rounds(rows: dict[int, dict[str, Any]]) -> list[list[int]]:
+    """The record indexes of `rows` split so that no round holds an identity twice (the
+    n-th occurrence of an identity in round n), each round in identity order."""
     rounds: list[list[int]] = []
     seen: dict[tuple[str, str, str, str], int] = {}
-    for i in indexes:
-        key = _identity(records[i])
+    for i, row in rows.items():
+        key = _identity(row)
         n = seen.get(key, 0)
         seen[key] = n + 1
         if n == len(rounds):
             rounds.append([])
         rounds[n].append(i)
-    return rounds
+    # (A missing value — the database refuses the row — sorts first rather than raising.)
+    return [
+        sorted(r, key=lambda i: tuple(str(v or "") for v in _identity(rows[i]))) for r in rounds
+    ]
 
 
 _RECORDS = table_of(EvalRecord)
@@ -286,28 +289,31 @@ class Store:
             with self.engine.begin() as own:
                 return self.upsert_records(records, conn=own)
         written = [False] * len(records)
-        with_span = [i for i, r in enumerate(records) if r.span_id]
+        # Rows as stored (clean() drops NULs and lone surrogates): identities are compared
+        # as the database will see them.
+        rows = {i: _row(r) for i, r in enumerate(records) if r.span_id}
         # One statement may not touch a row twice (PostgreSQL refuses it): the n-th record of
         # an identity goes in the n-th round, so a later duplicate sees the earlier one, as
-        # if written one by one.
-        for chunk in _rounds(with_span, records):
-            batch = [records[i] for i in chunk]
+        # if written one by one. Within a round rows go in identity order, so two processes'
+        # group commits lock shared rows in the same order (no deadlock between them).
+        for chunk in _rounds(rows):
+            batch = [rows[i] for i in chunk]
             conn.execute(
                 _DROP_SPANLESS_ERRORS,
                 {
-                    "trace_ids": sorted({r.trace_id for r in batch}),
-                    "keys": [(r.trace_id, r.rubric, r.rubric_version) for r in batch],
+                    "trace_ids": sorted({r["trace_id"] for r in batch}),
+                    "keys": [(r["trace_id"], r["rubric"], r["rubric_version"]) for r in batch],
                 },
             )
             ids = {
                 (row.trace_id, row.span_id, row.rubric, row.rubric_version): row.id
-                for row in conn.execute(self._upsert, [_row(r) for r in batch])
+                for row in conn.execute(self._upsert, batch)
             }
-            for i, record in zip(chunk, batch, strict=True):
-                stored_id = ids.get(_identity(record))
+            for i, values in zip(chunk, batch, strict=True):
+                stored_id = ids.get(_identity(values))
                 if stored_id is not None:
                     # A replaced non-final row keeps its id: the caller exports the stored one.
-                    record.id = stored_id
+                    records[i].id = stored_id
                     written[i] = True
         # Span-less records (errors written before the trace was known) after the rest: one
         # that a record with a span of the same evaluation already covers is not written.

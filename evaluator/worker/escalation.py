@@ -57,7 +57,7 @@ class Escalations:
         if rubric not in self.uncharged:
             return True  # charged at intake (or a job from before this stage existed)
         self.asked.add(rubric)
-        wait = await self.budget.charge_escalation(rubric, time.time())
+        wait = await self.budget.charge_escalation(trace_id, rubric, time.time())
         if wait:
             self.refused[rubric] = wait
         return not wait
