@@ -13,8 +13,12 @@ clients round by round:
   the SDK's request-body transform and response model;
 - `httpx post`: a bare `httpx.AsyncClient.post` of pre-encoded JSON;
 - `openai SDK post (raw), aiohttp transport`: the same through `DefaultAioHttpClient`;
-- `JudgeClient.complete`: our client end to end (schema, validation, usage), with the
-  aiohttp transport the worker ships with (`judge.http_transport`) and with httpx;
+- `httpx post, aiohttp transport`: `DefaultAioHttpClient.post` without the SDK, and
+  `aiohttp ClientSession post`: aiohttp alone;
+- `JudgeClient.complete`: our client end to end (schema, validation, usage) on the bare
+  aiohttp session the worker ships with (`judge.http_transport = "aiohttp"`,
+  judges/llm/aio.py), through the SDK over aiohttp (the shipped path before 2026-11-30) and
+  through the SDK's httpx (`"httpx"`);
 - a raw asyncio socket speaking HTTP/1.1 keep-alive: the floor, not a client.
 
 CPU = `time.process_time()` over the requests of one round (all threads of this process),
@@ -84,6 +88,13 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
         api_key="x",
         model="judge",
         max_concurrency=concurrency,
+        http_transport="aiohttp",
+    )
+    judge_sdk_aio = JudgeClient(
+        base_url=url,
+        api_key="x",
+        model="judge",
+        max_concurrency=concurrency,
         http_client=sdk_http_client("aiohttp"),
     )
     judge_httpx = JudgeClient(base_url=url, api_key="x", model="judge", max_concurrency=concurrency)
@@ -127,6 +138,9 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
     async def judge_complete() -> object:
         return await judge.complete(MESSAGES, Verdict)
 
+    async def judge_complete_sdk_aiohttp() -> object:
+        return await judge_sdk_aio.complete(MESSAGES, Verdict)
+
     async def judge_complete_httpx() -> object:
         return await judge_httpx.complete(MESSAGES, Verdict)
 
@@ -162,7 +176,8 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
         "httpx post": httpx_post,
         "httpx post, aiohttp transport (no SDK)": httpx_aiohttp_post,
         "aiohttp ClientSession post (no httpx)": aiohttp_post,
-        "JudgeClient.complete, aiohttp (as the worker runs it)": judge_complete,
+        "JudgeClient.complete, bare aiohttp (as the worker runs it)": judge_complete,
+        "JudgeClient.complete, SDK over aiohttp (before 2026-11-30)": judge_complete_sdk_aiohttp,
         "JudgeClient.complete, httpx": judge_complete_httpx,
         "raw asyncio socket (the floor; not a client)": raw_socket,
     }
@@ -178,6 +193,7 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
     await raw_aio.aclose()
     await session.close()
     await judge.close()
+    await judge_sdk_aio.close()
     await judge_httpx.close()
     while not sockets.empty():
         sockets.get_nowait()[1].close()
