@@ -150,9 +150,13 @@ _MUST_CONTAIN: dict[str, Collection[str] | None] = {
     "CARD": None,
     "PHONE": None,
 }
-# The same for the case-insensitive kinds, checked on the lower-cased text of ASCII texts
-# only: `re`'s IGNORECASE also folds a few non-ASCII letters onto ASCII ones (the long s,
-# the Kelvin sign, dotted I), which str.lower does not, so other texts run the regex.
+# The same for the case-insensitive kinds, checked on the lower-cased text. `re`'s
+# IGNORECASE also folds a few non-ASCII letters onto ASCII ones, which str.lower does not (or
+# not to one letter): the long s and the dotless i (its special cases), the Kelvin sign and
+# the dotted capital I (whose simple lower case is ASCII; str.lower gives "i̇" for İ). Those
+# are mapped to their ASCII letter first (_RE_FOLDS), so a text with accents or curly quotes
+# — most real documents — skips the regex as an ASCII one does.
+_RE_FOLDS = {0x17F: "s", 0x131: "i", 0x130: "i", 0x212A: "k"}
 _MUST_CONTAIN_ANY_CASE: dict[str, Collection[str]] = {
     "AWS_SECRET": ("secret", "session"),
     "AUTH_TOKEN": ("bearer", "authorization"),
@@ -170,7 +174,7 @@ _GATE: dict[str, re.Pattern[str]] = {
 
 def _may_contain(kind: str, text: str, lowered: str | None) -> bool:
     """False only when no match of `kind` can be in `text` (`lowered`: its lower-cased form
-    when it is ASCII, else None)."""
+    with `re`'s extra folds applied, or None: run the regex)."""
     needles = _MUST_CONTAIN[kind]
     if needles is not None:
         return any(n in text for n in needles)
@@ -413,7 +417,7 @@ class Redactor:
         return self.placeholders[key]
 
     def text(self, text: str) -> str:
-        lowered = text.lower() if text.isascii() else None
+        lowered = text.lower() if text.isascii() else text.translate(_RE_FOLDS).lower()
         for kind in self.kinds:
             if not _may_contain(kind, text, lowered):
                 continue
@@ -428,7 +432,7 @@ class Redactor:
             out.append(text[pos:])
             text = "".join(out)
             if lowered is not None:
-                lowered = text.lower()  # placeholders are ASCII: the text still is
+                lowered = text.translate(_RE_FOLDS).lower()
         return text
 
     def value(self, value: Any) -> Any:

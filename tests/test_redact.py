@@ -120,3 +120,22 @@ def test_skipping_kinds_by_their_literals_never_changes_the_result(text: str) ->
     finally:
         redact._may_contain = original
     assert shortcut == every_pattern
+
+
+def test_the_case_insensitive_skip_folds_every_letter_re_folds() -> None:
+    """Every character that `re`'s IGNORECASE matches to a letter of a case-insensitive
+    kind's literal becomes exactly that letter once folded (_RE_FOLDS, then lower): so the
+    literal check can skip the regex on non-ASCII texts too without missing a match."""
+    import re
+    import sys
+
+    from judges.redact import _MUST_CONTAIN_ANY_CASE, _RE_FOLDS
+
+    letters = "".join(sorted({c for ns in _MUST_CONTAIN_ANY_CASE.values() for n in ns for c in n}))
+    any_letter = re.compile(f"[{re.escape(letters)}]", re.IGNORECASE)
+    for cp in range(sys.maxunicode + 1):
+        c = chr(cp)
+        if 0xD800 <= cp <= 0xDFFF or not any_letter.fullmatch(c):
+            continue
+        folded = c.translate(_RE_FOLDS).lower()
+        assert re.fullmatch(re.escape(folded), c, re.IGNORECASE) and folded in letters, hex(cp)
