@@ -232,3 +232,13 @@ def test_identities_are_compared_as_stored(store: Store) -> None:
     with_nul = _record("nul\x00-1", "a", "faithfulness", "ok", 0.6)
     assert store.upsert_records([with_nul, plain]) == [True, False]
     assert _state(store) == [("nul-1", "a", "faithfulness", "ok", 0.6)]
+
+
+def test_two_jobs_of_one_intent_in_one_group_count_two_attempts(store: Store) -> None:
+    """The group's one UPDATE … IN counts an intent once per statement: an intent whose two
+    jobs start together (the sweeper re-made one while the first still ran) counts two."""
+    outbox.record_intents(store.engine, [outbox.Intent("twice", "rate", {})])
+    with store.engine.begin() as conn:
+        outbox.start_attempts(conn, ["rate:twice", "rate:twice"])
+    with Session(store.engine) as session:
+        assert [i.attempts for i in session.exec(select(outbox.EvalIntent))] == [2]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -120,10 +121,16 @@ _START_ATTEMPT = (
     .values(attempts=_INTENTS.c.attempts + 1)
     .returning(_INTENTS.c.attempts)
 )
+# The group forms (evaluator.worker.group_commit): one statement for any number of intents.
 _START_ATTEMPTS = (
     update(_INTENTS)
-    .where(_INTENTS.c.id == bindparam("intent_id"), _INTENTS.c.status == PENDING)
+    .where(_INTENTS.c.id.in_(bindparam("intent_ids", expanding=True)), _INTENTS.c.status == PENDING)
     .values(attempts=_INTENTS.c.attempts + 1)
+)
+_FINISH_ALL = (
+    update(_INTENTS)
+    .where(_INTENTS.c.id.in_(bindparam("intent_ids", expanding=True)))
+    .values(status=DONE, last_error="")
 )
 _FINISH = (
     update(_INTENTS)
@@ -138,9 +145,12 @@ def _transaction(target: Engine | Connection) -> contextlib.AbstractContextManag
 
 
 def start_attempts(conn: Connection, intent_ids: Sequence[str]) -> None:
-    """`start_attempt` for many intents in the caller's transaction (one executemany)."""
-    if intent_ids:
-        conn.execute(_START_ATTEMPTS, [{"intent_id": i} for i in intent_ids])
+    """`start_attempt` for many intents in the caller's transaction (one statement; an id
+    given twice — two jobs of one intent — still counts one attempt per job)."""
+    counts = Counter(intent_ids)
+    while counts:
+        conn.execute(_START_ATTEMPTS, {"intent_ids": list(counts)})
+        counts = Counter({i: n - 1 for i, n in counts.items() if n > 1})
 
 
 def start_attempt(target: Engine | Connection, intent_id: str) -> int:
@@ -163,11 +173,9 @@ def finish(
 
 
 def finish_all(conn: Connection, intent_ids: Sequence[str]) -> None:
-    """Mark many intents done in the caller's transaction (one executemany)."""
+    """Mark many intents done in the caller's transaction (one statement)."""
     if intent_ids:
-        conn.execute(
-            _FINISH, [{"intent_id": i, "status": DONE, "last_error": ""} for i in intent_ids]
-        )
+        conn.execute(_FINISH_ALL, {"intent_ids": list(intent_ids)})
 
 
 def note_failure(engine: Engine, intent_id: str, error: str) -> None:
