@@ -99,7 +99,7 @@ def main() -> None:
         before = snapshot()
         # Drain only (no jobs run): intents to SQL, arq jobs created in Redis.
         from evaluator.config.rubrics import load_rubrics
-        from evaluator.intake.sweeper import make_intake
+        from evaluator.intake.drain import build_intake
         from evaluator.worker.runtime import sampling_config
 
         async def drain() -> None:
@@ -107,8 +107,8 @@ def main() -> None:
 
             client = aioredis.Redis.from_url(REDIS)
             s = Store(url)
-            intake = make_intake(client, settings, s.engine,
-                                 sampling_config(settings, load_rubrics(rubrics)))  # fmt: skip
+            sampling = sampling_config(settings, load_rubrics(rubrics))
+            intake = build_intake(client, settings, sampling=sampling, engine=s.engine)
             await intake.drain_all(10_000)
             s.close()
             await client.aclose()
