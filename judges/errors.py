@@ -64,10 +64,20 @@ class JudgeDeferred(EvalError):
     `retry_after_s` instead of recording an error or sleeping inside the job.
     """
 
-    def __init__(self, message: str, *, retry_after_s: float, usage: Usage | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after_s: float,
+        usage: Usage | None = None,
+        budget: bool = False,
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
         self.usage = usage or Usage()
+        # A judge budget's window, not the endpoint: it ends (a UTC day at most), so the
+        # wait is not an outage and never turns into an error record.
+        self.budget = budget
 
 
 class EscalationRefused(EvalError):

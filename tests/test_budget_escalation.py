@@ -216,6 +216,48 @@ async def test_a_refused_escalation_of_a_tail_trace_waits_for_the_next_window(
     await runtime.close()
 
 
+async def test_a_refused_tail_escalation_out_of_tries_waits_for_the_window_however_old(
+    tmp_path: Path, redis_url: str, judge_api: respx.Route
+) -> None:
+    """With an intent, the last try hands the trace to the sweeper until the budget's window
+    ends — not the outage back-off, and not an error record even when the intent is older
+    than judge_outage_max_age_s (a window ends; an outage may not)."""
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import update
+
+    from evaluator.store import outbox
+    from evaluator.store.models import table_of
+
+    settings = settings_with(tmp_path, redis_url, per_day=1)
+    store = Store(settings.database.url)
+    ingest_traces(store, [trace("x0", INVENTED), trace("err", INVENTED)])
+    runtime = build_runtime(settings)
+    jobs = await drawn_jobs(runtime, settings, ["x0", encode("err", Signals(error=True))])
+    await evaluate_trace(runtime, "x0", jobs["x0"], job_try=1)  # spends the day's cap
+    outbox.record_intents(store.engine, [outbox.Intent("err", "tail", jobs["err"])])
+    intents = table_of(outbox.EvalIntent)
+    old = datetime.now(UTC) - timedelta(seconds=settings.worker.judge_outage_max_age_s + 60)
+    with store.engine.begin() as conn:
+        conn.execute(update(intents).where(intents.c.id == "tail:err").values(created_at=old))
+
+    out = await evaluate_trace(
+        runtime, "err", jobs["err"], job_try=settings.worker.max_tries, intent_id="tail:err"
+    )
+
+    assert out["written"] == 0 and "err" not in records(settings)
+    [intent] = [i for i in outbox.list_intents(store.engine) if i.id == "tail:err"]
+    day_end = datetime.fromtimestamp((int(time.time() // DAY_S) + 1) * DAY_S, UTC)
+    due_at = (
+        intent.enqueued_at if intent.enqueued_at.tzinfo else intent.enqueued_at.replace(tzinfo=UTC)
+    )
+    assert intent.status == outbox.PENDING and intent.attempts == 0
+    assert abs((due_at - day_end).total_seconds()) < 5
+    assert "budget" in intent.last_error
+    store.close()
+    await runtime.close()
+
+
 def test_the_rate_fitting_divides_the_room_by_the_escalation_share() -> None:
     def base(escalates: bool, share: float) -> float:
         plan = BudgetPlan(

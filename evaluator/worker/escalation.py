@@ -95,6 +95,7 @@ async def settle(
             wait = JudgeDeferred(
                 f"{outcome}; the trace waits for the next budget window",
                 retry_after_s=max(1.0, ends - now_s),
+                budget=True,
             )
             kept.append((rubric, reason))
             outcomes.append((wait, latency))

@@ -345,7 +345,7 @@ async def evaluate_trace(
     if deferred and last_try and intent_id is not None:
         # Out of this job's tries while the judge is down: hand the intent to the sweeper
         # with a growing delay, until the outage is older than judge_outage_max_age_s.
-        last_try = not await _postpone(runtime, intent_id, _cause(deferred[0]))
+        last_try = not await _postpone(runtime, intent_id, deferred)
     records = [
         to_record(
             trace_id,
@@ -403,9 +403,21 @@ def _retry_after(deferred: Score | JudgeDeferred, job_try: int) -> float:
     return outage_delay_s(job_try)
 
 
-async def _postpone(runtime: Runtime, intent_id: str, cause: str) -> bool:
-    """Postpone the intent unless the outage has lasted too long; True when postponed."""
+async def _postpone(
+    runtime: Runtime, intent_id: str, deferred: list[Score | JudgeDeferred]
+) -> bool:
+    """Postpone the intent unless the outage has lasted too long; True when postponed. A
+    trace that waits only for a judge budget's window is postponed to its end, however old:
+    the window ends, an outage may not."""
     engine = runtime.store.engine
+    cause = _cause(deferred[0])
+    if all(isinstance(d, JudgeDeferred) and d.budget for d in deferred):
+        delay = max(_retry_after(d, 0) for d in deferred)
+        log.info(
+            "intent %s: waits %.0f s for the judge budget's window: %s", intent_id, delay, cause
+        )
+        await asyncio.to_thread(outbox.postpone, engine, intent_id, delay, cause)
+        return True
     age = await asyncio.to_thread(outbox.age_s, engine, intent_id)
     if age >= runtime.settings.worker.judge_outage_max_age_s:
         return False
