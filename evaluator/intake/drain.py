@@ -117,6 +117,25 @@ class DrainResult:
     reasons: Counter[str] = field(default_factory=Counter)
 
 
+def allocated_of(wire_signals: dict[str, Any]) -> dict[str, float] | None:
+    """The {rubric: p} a budgeted intake put on the job (None: no budget, or an old job)."""
+    raw = wire_signals.get("pi")
+    if not isinstance(raw, dict):
+        return None
+    return {
+        str(k): float(v)
+        for k, v in raw.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
+    }
+
+
+def escalating_of(wire_signals: dict[str, Any]) -> frozenset[str]:
+    """The rubrics a budgeted intake drew without charging: the job charges them when they
+    escalate to the judge (evaluator.worker.escalation)."""
+    raw = wire_signals.get("escalate")
+    return frozenset(str(r) for r in raw) if isinstance(raw, list) else frozenset()
+
+
 def job_payload(trace_id: str, wire_signals: dict[str, Any], kind: str, now_ms: int) -> bytes:
     return serialize_job(
         EVALUATE_JOB, (trace_id, wire_signals, kind), {}, None, now_ms, serializer=serialize

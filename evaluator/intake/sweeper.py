@@ -15,7 +15,14 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from evaluator.intake.drain import Intake, job_id_for, job_payload, recover_abandoned
+from evaluator.intake.drain import (
+    Intake,
+    allocated_of,
+    escalating_of,
+    job_id_for,
+    job_payload,
+    recover_abandoned,
+)
 from evaluator.store import outbox
 
 log = logging.getLogger("evaluator.intake.sweeper")
@@ -135,11 +142,10 @@ async def _charge(
     charged = {i.trace_id for i in intents}  # the rest get an intent that runs every rubric
     for intent in intents:
         signals = intent.signals if isinstance(intent.signals, dict) else {}
-        pi = signals.get("pi")
+        allocated = allocated_of(signals)
         # Rubrics the job charges itself when they escalate (evaluator.worker.escalation).
-        escalating = signals.get("escalate")
-        later = set(escalating) if isinstance(escalating, list) else set()
-        named = sorted(pi) if isinstance(pi, dict) and pi else every
+        later = escalating_of(signals)
+        named = sorted(allocated) if allocated else every
         wanted[intent.trace_id].extend(r for r in named if r not in later)
     groups = [wanted[t] if t in charged else every for t in trace_ids]
     waits = await intake.budget.charge(groups, time.time())

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evaluator.intake.budget import BudgetGate
-from evaluator.intake.drain import stats_key
+from evaluator.intake.drain import escalating_of, stats_key
 from evaluator.intake.sampling import Reason
 from evaluator.worker.runtime import Runtime
 from judges.errors import EscalationRefused, JudgeDeferred
@@ -66,10 +66,10 @@ class Escalations:
 def escalations_for(runtime: Runtime, wire_signals: dict[str, Any]) -> Escalations | None:
     """The gate for a job whose intake left escalating rubrics uncharged (None: nothing to
     charge here — no budget, or every rubric was charged at intake)."""
-    raw = wire_signals.get("escalate")
-    if runtime.budget is None or not isinstance(raw, list) or not raw:
+    uncharged = escalating_of(wire_signals)
+    if runtime.budget is None or not uncharged:
         return None
-    return Escalations(runtime.budget, frozenset(str(r) for r in raw))
+    return Escalations(runtime.budget, uncharged)
 
 
 async def settle(

@@ -15,6 +15,7 @@ from arq import Retry
 from sqlalchemy.engine import Connection
 
 from evaluator.errors import ErrorKind
+from evaluator.intake.drain import allocated_of
 from evaluator.intake.sampling import (
     Reason,
     Signals,
@@ -82,18 +83,6 @@ def inclusion_probability(
     if tail_reason(signals, runtime.tail_rules) is not None:
         return 1.0
     return runtime.rate(rubric.sampling.rate)
-
-
-def allocated_of(wire_signals: dict[str, Any]) -> dict[str, float] | None:
-    """The {rubric: p} a budgeted intake put on the job (None: no budget, or an old job)."""
-    raw = wire_signals.get("pi")
-    if not isinstance(raw, dict):
-        return None
-    return {
-        str(k): float(v)
-        for k, v in raw.items()
-        if isinstance(v, int | float) and not isinstance(v, bool) and 0 < v <= 1
-    }
 
 
 def trace_time(
