@@ -267,3 +267,16 @@ def generator_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
     server.server_close()
+
+
+async def queued_members(client: Any, queue: str) -> list[list[Any]]:
+    """The traces in a queue's arq jobs, whether a job carries one or a batch: each
+    [trace_id, signals, kind, ...] as the job function receives it."""
+    from evaluator.intake.drain import EVALUATE_BATCH_JOB
+    from evaluator.intake.serialization import deserialize
+
+    out: list[list[Any]] = []
+    for job_id in await client.zrange(queue, 0, -1):
+        job = deserialize(await client.get(f"arq:job:{job_id.decode()}"))
+        out.extend(job["a"][0] if job["f"] == EVALUATE_BATCH_JOB else [job["a"]])
+    return out

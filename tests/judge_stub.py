@@ -18,6 +18,8 @@ class JudgeStub:
         self, *, hang_first: int = 0, hang_s: float = 0.0, score: int = 4, port: int = 0
     ) -> None:
         self.calls = 0
+        self.in_flight = 0
+        self.max_in_flight = 0  # the most requests it was answering at once
         self.hang_first = hang_first
         self.hang_s = hang_s
         self.score = score
@@ -34,9 +36,13 @@ class JudgeStub:
                 with stub._lock:
                     stub.calls += 1
                     n = stub.calls
+                    stub.in_flight += 1
+                    stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 stub.first_request.set()
                 if n <= stub.hang_first:
                     time.sleep(stub.hang_s)
+                with stub._lock:
+                    stub.in_flight -= 1
                 body = json.dumps(
                     chat_completion(json.dumps({"reasoning": "stub", "score": stub.score}))
                 ).encode()

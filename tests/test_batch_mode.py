@@ -118,7 +118,7 @@ async def test_batch_mode_writes_one_record_per_trace_and_rubric_at_half_price(
     ids = [f"t{i}" for i in range(20)]
 
     burst = await evaluate(settings, ids)
-    assert burst["jobs_complete"] == 20 and burst["jobs_failed"] == 0
+    assert burst["traces_evaluated"] == 20 and burst["jobs_failed"] == 0
     assert records(settings) == []  # parked, not judged in the job
     assert server.stats.chat_calls == 0
     assert _check_database(settings)["batch_requests_pending"] == 20
@@ -364,7 +364,7 @@ async def test_a_rubric_changed_while_batched_ends_in_an_error_record_that_retry
 
     argv = ["--settings", str(tmp_path / "settings.toml"), "retry", "--errors"]
     assert await asyncio.to_thread(main, [*argv, "--kind", "rubric_changed"]) == 0
-    assert (await run_burst(settings))["jobs_complete"] == 4
+    assert (await run_burst(settings))["traces_evaluated"] == 4
     assert (await cron_run(settings))["submitted"] == 4
     assert (await cron_run(settings))["written"] == 4
     rows = records(settings)

@@ -29,13 +29,19 @@ from evaluator.intake.budget import ESCALATION_BUCKET_S, SHARED
 from evaluator.intake.drain import build_intake, stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Signals
-from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store.store import Store
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import Runtime, build_runtime
-from tests.conftest import FIXTURES, JUDGE_URL, chat_completion, make_settings, rag_trace
+from tests.conftest import (
+    FIXTURES,
+    JUDGE_URL,
+    chat_completion,
+    make_settings,
+    queued_members,
+    rag_trace,
+)
 
 pytest.importorskip("judges.scorers.local")
 
@@ -87,11 +93,8 @@ async def drawn_jobs(
     await runtime.redis.rpush(intake_key(settings.redis.key_prefix), *entries)
     intake = build_intake(runtime.redis, settings, sampling=runtime.sampling, engine=None)
     await intake.drain_all(batch=1000)
-    out = {}
-    for job_id in await runtime.redis.zrange(settings.redis.queue_name, 0, -1):
-        job = deserialize(await runtime.redis.get(f"arq:job:{job_id.decode()}"))
-        out[job["a"][0]] = job["a"][1]
-    return out
+    members = await queued_members(runtime.redis, settings.redis.queue_name)
+    return {m[0]: m[1] for m in members}
 
 
 def used_today(client: redis.Redis, settings: Settings, scope: str = SHARED) -> int:

@@ -76,7 +76,7 @@ async def test_llm_rubric_scores_are_written_linked_to_trace_and_span(
         tone_settings, [rag_trace(f"t{i}", answer=f"Answer {i}.") for i in range(3)]
     )
 
-    assert result["jobs_complete"] == 3 and result["jobs_failed"] == 0
+    assert result["traces_evaluated"] == 3 and result["jobs_failed"] == 0
     assert route.call_count == 3
     rows = sorted(records(tone_settings), key=lambda r: r.trace_id)
     assert [(r.trace_id, r.span_id) for r in rows] == [
@@ -273,7 +273,7 @@ async def test_thousand_traces_are_all_accounted_for(
     assert intake["popped"] == N_TRACES
     assert intake["sampled"] + intake["reasons"].get("not_sampled", 0) == N_TRACES
     rows = records(settings)
-    assert len(rows) == intake["sampled"] == result["jobs_complete"]
+    assert len(rows) == intake["sampled"] == result["traces_evaluated"]
     assert len({r.trace_id for r in rows}) == len(rows)  # none twice
     sampled_bad = sum(1 for d in docs[:10] if any(r.trace_id == d["trace_id"] for r in rows))
     statuses = {s: sum(r.status == s for r in rows) for s in ("ok", "error")}

@@ -157,6 +157,9 @@ class WorkerSettingsModel(_Section):
     # Back-pressure: intake stops creating jobs while this many are queued (0: no bound);
     # sampled traces wait as pending intents and the sweeper creates their jobs later.
     max_queue_depth: int = Field(50_000, ge=0)
+    # The intake puts up to this many sampled traces in one arq job (a job's Redis commands
+    # and bookkeeping are paid once for them); at most max_jobs traces run at once either way.
+    traces_per_job: int = Field(8, ge=1, le=1000)
     # A judge outage (refused, 5xx, timeouts) defers evaluations with growing delays; only
     # an intent older than this gets a final `judge_unavailable` error record.
     judge_outage_max_age_s: float = Field(86_400.0, ge=0)

@@ -13,6 +13,7 @@ decoded or stored is moved to `{prefix}:intake:quarantine` (counted), never its 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -53,6 +54,7 @@ log = logging.getLogger("evaluator.intake.drain")
 __all__ = ["alive_prefix", "processing_prefix", "recover_abandoned"]  # moved to parking
 
 EVALUATE_JOB = "evaluate_trace"  # the registered job name: a contract with every enqueuer
+EVALUATE_BATCH_JOB = "evaluate_traces"  # several traces in one job (the intake's batches)
 JOB_EXPIRES_MS = 86_400_000
 # Tail rules on stored traces: a worker remembers tail-worthy traces ingested in the last
 # TAIL_LOOKBACK (read when it starts, then incrementally), at most TAIL_CACHE_MAX of them.
@@ -60,20 +62,81 @@ TAIL_LOOKBACK = timedelta(days=1)
 TAIL_OVERLAP = timedelta(minutes=1)
 TAIL_CACHE_MAX = 500_000
 
-# Create each job unless it (or its result) exists, like arq's enqueue_job, for many at once.
-_ENQUEUE_LUA = """
+# A trace is queued already when its own job (or result) exists, or when its marker names a
+# batch job that still exists (a finished or failed batch job is gone: its marker is stale).
+_QUEUED_FN = """
+local function queued_already(jp, rp, mp, id)
+  if redis.call('EXISTS', jp .. id, rp .. id) > 0 then return true end
+  local batch = redis.call('GET', mp .. id)
+  return batch and redis.call('EXISTS', jp .. batch) == 1
+end
+"""
+
+# One job per trace unless it is queued already (like arq's enqueue_job, for many at once).
+# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, check markers (0/1),
+# then (job id, payload, score) per job. A batch job's own follow-ups skip the marker check
+# (their marker names the batch job that is creating them).
+_ENQUEUE_LUA = (
+    _QUEUED_FN
+    + """
 local queued = 0
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 3 do
   local id = ARGV[i]
-  local job_key = ARGV[2] .. id
-  if redis.call('EXISTS', job_key, ARGV[3] .. id) == 0 then
-    redis.call('PSETEX', job_key, ARGV[4], ARGV[i + 1])
-    redis.call('ZADD', ARGV[1], ARGV[5], id)
+  local taken
+  if ARGV[6] == '1' then
+    taken = queued_already(ARGV[2], ARGV[3], ARGV[5], id)
+  else
+    taken = redis.call('EXISTS', ARGV[2] .. id, ARGV[3] .. id) > 0
+  end
+  if not taken then
+    redis.call('PSETEX', ARGV[2] .. id, ARGV[4], ARGV[i + 1])
+    redis.call('ZADD', ARGV[1], ARGV[i + 2], id)
     queued = queued + 1
   end
 end
 return queued
 """
+)
+
+# Batch jobs: one arq job carrying several traces (arq's per-job Redis commands and Python
+# are paid once per batch). The payload is arq's job format built from each member's JSON
+# arguments, leaving out the members queued already; each member queued gets a marker
+# naming its batch, which the single-trace enqueue above (the sweeper's) checks.
+# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, now ms, function name,
+# then per batch: batch job id, n, n x (member job id, member arguments as JSON).
+_ENQUEUE_BATCHES_LUA = (
+    _QUEUED_FN
+    + """
+local jp, rp, ttl, mp, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local queued = 0
+local i = 8
+while i <= #ARGV do
+  local batch_id, n = ARGV[i], tonumber(ARGV[i + 1])
+  i = i + 2
+  local parts, members = {}, {}
+  if redis.call('EXISTS', jp .. batch_id, rp .. batch_id) == 0 then
+    for j = i, i + 2 * n - 1, 2 do
+      if not queued_already(jp, rp, mp, ARGV[j]) then
+        members[#members + 1] = ARGV[j]
+        parts[#parts + 1] = ARGV[j + 1]
+      end
+    end
+  end
+  i = i + 2 * n
+  if #parts > 0 then
+    local payload = '{"t":null,"f":"' .. ARGV[7] .. '","a":[[' .. table.concat(parts, ',')
+      .. ']],"k":{},"et":' .. now .. '}'
+    redis.call('PSETEX', jp .. batch_id, ttl, payload)
+    redis.call('ZADD', ARGV[1], now, batch_id)
+    for _, id in ipairs(members) do
+      redis.call('PSETEX', mp .. id, ttl, batch_id)
+    end
+    queued = queued + #parts
+  end
+end
+return queued
+"""
+)
 
 
 def stats_key(prefix: str) -> str:
@@ -90,8 +153,40 @@ def kind_of(reason: Reason) -> str:
 
 
 def job_id_for(trace_id: str, reason: Reason | str) -> str:
-    kind = reason if isinstance(reason, str) else kind_of(reason)
+    # Reason is a str enum: test it first (a tail reason's job is the "tail" kind's).
+    kind = kind_of(reason) if isinstance(reason, Reason) else reason
     return f"evaluate:{kind}:{trace_id}"
+
+
+def batch_marker_prefix(key_prefix: str) -> str:
+    """`{prefix}:in-batch:{job id}` -> the batch job that carries that trace."""
+    return f"{key_prefix}:in-batch:"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedTrace:
+    """A trace for an evaluation job: the arguments the job function receives for it."""
+
+    trace_id: str
+    signals: dict[str, Any]
+    kind: str
+    # Tries a batch job spent on it before handing it to a job of its own.
+    tried: int = 0
+
+    @property
+    def job_id(self) -> str:
+        return job_id_for(self.trace_id, self.kind)
+
+    def args(self) -> tuple[Any, ...]:
+        base = (self.trace_id, self.signals, self.kind)
+        return (*base, self.tried) if self.tried else base
+
+
+def batch_job_id(members: list[QueuedTrace]) -> str:
+    """Derived from the members, so a batch created again (a parked intake batch processed
+    again) is the same job and not a second one."""
+    digest = hashlib.sha1("\n".join(m.job_id for m in members).encode(), usedforsecurity=False)
+    return f"evaluate:batch:{digest.hexdigest()[:24]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +204,7 @@ class DrainResult:
     popped: int = 0
     invalid: int = 0
     sampled: int = 0
-    jobs_created: int = 0
+    jobs_created: int = 0  # traces queued in jobs (a job carries up to traces_per_job)
     # Sampled, intent recorded, job not created: the queue is at worker.max_queue_depth.
     held_back: int = 0
     # With a budget: (trace, rubric) evaluations the cap refused (their traces may be in).
@@ -136,10 +231,8 @@ def escalating_of(wire_signals: dict[str, Any]) -> frozenset[str]:
     return frozenset(str(r) for r in raw) if isinstance(raw, list) else frozenset()
 
 
-def job_payload(trace_id: str, wire_signals: dict[str, Any], kind: str, now_ms: int) -> bytes:
-    return serialize_job(
-        EVALUATE_JOB, (trace_id, wire_signals, kind), {}, None, now_ms, serializer=serialize
-    )
+def job_payload(queued: QueuedTrace, now_ms: int) -> bytes:
+    return serialize_job(EVALUATE_JOB, queued.args(), {}, None, now_ms, serializer=serialize)
 
 
 class Intake:
@@ -156,8 +249,10 @@ class Intake:
         sampling: SamplingConfig,
         engine: Engine | None = None,
         max_queue_depth: int = 0,
+        traces_per_job: int = 1,
     ) -> None:
         self.redis = redis
+        self.traces_per_job = traces_per_job
         self.max_queue_depth = max_queue_depth
         self.queue_name = queue_name
         self.sampling = sampling
@@ -169,6 +264,7 @@ class Intake:
         self._alive = f"{alive_prefix(key_prefix)}{self.worker_id}"
         self._stats_key = stats_key(key_prefix)
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
+        self._batch_script = redis.register_script(_ENQUEUE_BATCHES_LUA)
         self._pop_script = redis.register_script(POP_TO_PROCESSING_LUA)
         # Stored traces that may trip a tail rule, by trace id (oldest evicted first).
         self._tails: OrderedDict[str, Signals] = OrderedDict()
@@ -196,7 +292,7 @@ class Intake:
         if not entries:
             return result
         result.popped = len(entries)
-        jobs: list[tuple[str, bytes]] = []
+        jobs: list[QueuedTrace] = []
         intents: list[Intent] = []
         now = timestamp_ms()
         if self.budget is not None:
@@ -231,9 +327,7 @@ class Intake:
             result.sampled += 1
             wire_signals = signals.to_wire() if signals else {}
             kind = kind_of(reason)
-            jobs.append(
-                (job_id_for(trace_id, reason), job_payload(trace_id, wire_signals, kind, now))
-            )
+            jobs.append(QueuedTrace(trace_id, wire_signals, kind))
             intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
         if not_sampled:
             result.reasons[Reason.NOT_SAMPLED.value] += not_sampled
@@ -248,9 +342,7 @@ class Intake:
                 result.sampled += 1
                 wire_signals = signals.to_wire()
                 kind = kind_of(reason)
-                jobs.append(
-                    (job_id_for(trace_id, reason), job_payload(trace_id, wire_signals, kind, now))
-                )
+                jobs.append(QueuedTrace(trace_id, wire_signals, kind))
                 intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
         return await self._finish(entries, result, jobs, intents, bad, now)
 
@@ -258,7 +350,7 @@ class Intake:
         self,
         entries: list[bytes],
         result: DrainResult,
-        jobs: list[tuple[str, bytes]],
+        jobs: list[QueuedTrace],
         intents: list[Intent],
         bad: list[bytes],
         now: int,
@@ -271,11 +363,12 @@ class Intake:
                 jobs = [j for j, i in zip(jobs, intents, strict=True) if i not in refused]
                 bad.extend(e for e in entries if _trace_id_of(e) in refused_ids)
         if jobs:
-            if await self.room() < len(jobs) and self.engine is not None:
+            needed = -(-len(jobs) // self.traces_per_job)  # jobs, each carrying up to that many
+            if await self.room() < needed and self.engine is not None:
                 # Back-pressure: the intents are pending in SQL; the sweeper makes the jobs.
                 result.held_back = len(jobs)
             else:
-                result.jobs_created = await self._create_jobs(jobs, now)
+                result.jobs_created = await self._queue(jobs, now)
         if bad:
             result.invalid += len(bad)
             await quarantine(self.redis, self.key_prefix, bad)
@@ -317,7 +410,7 @@ class Intake:
                 for c in candidates
             ]
         allocation = await self.budget.allocate(candidates, self.sampling.rules, now_s, again=again)
-        jobs: list[tuple[str, bytes]] = []
+        jobs: list[QueuedTrace] = []
         intents: list[Intent] = []
         now = timestamp_ms()
         for index, tail, chosen in allocation.admitted:
@@ -327,9 +420,7 @@ class Intake:
             if uncharged:  # drawn, not charged: the job charges their judge calls (if any)
                 wire_signals["escalate"] = uncharged
             kind = "tail" if tail else "rate"
-            jobs.append(
-                (job_id_for(c.trace_id, kind), job_payload(c.trace_id, wire_signals, kind, now))
-            )
+            jobs.append(QueuedTrace(c.trace_id, wire_signals, kind))
             intents.append(Intent(trace_id=c.trace_id, kind=kind, signals=wire_signals))
         result.sampled = len(jobs)
         result.reasons.update(allocation.reasons)
@@ -372,21 +463,65 @@ class Intake:
         depth = int(await cast("Awaitable[int]", self.redis.zcard(self.queue_name)))
         return max(0, self.max_queue_depth - depth)
 
-    async def create_jobs(self, jobs: list[tuple[str, bytes]]) -> int:
-        """Create arq jobs (job_id, payload) unless they exist; used by the sweeper too."""
-        return await self._create_jobs(jobs, timestamp_ms()) if jobs else 0
+    async def create_jobs(self, jobs: list[QueuedTrace]) -> int:
+        """A job for each trace unless it is queued already, on its own or in a batch job
+        (the sweeper, `evaluator retry`); returns how many were created."""
+        now = timestamp_ms()
+        return await self._create_single([(q, now) for q in jobs], check_batches=True)
 
-    async def _create_jobs(self, jobs: list[tuple[str, bytes]], now_ms: int) -> int:
+    async def follow_up(self, jobs: list[tuple[QueuedTrace, int]]) -> int:
+        """Jobs of their own, each at its time (epoch ms), for members a batch job hands on
+        (a retry, or no room to start before its deadline)."""
+        return await self._create_single(jobs, check_batches=False)
+
+    async def _queue(self, jobs: list[QueuedTrace], now_ms: int) -> int:
+        """The intake's jobs: traces in batch jobs of up to `traces_per_job`, a trace listed
+        twice once; returns the traces queued (not queued already)."""
+        first: dict[str, QueuedTrace] = {}
+        for q in jobs:
+            first.setdefault(q.job_id, q)
+        unique = list(first.values())
+        size = self.traces_per_job
+        chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
+        singles = [(c[0], now_ms) for c in chunks if len(c) == 1]
+        batches = [c for c in chunks if len(c) > 1]
+        queued = await self._create_single(singles, check_batches=True) if singles else 0
+        if batches:
+            queued += await self._create_batches(batches, now_ms)
+        return queued
+
+    async def _create_single(
+        self, jobs: list[tuple[QueuedTrace, int]], *, check_batches: bool
+    ) -> int:
+        if not jobs:
+            return 0
         args: list[Any] = [
             self.queue_name,
             job_key_prefix,
             result_key_prefix,
             JOB_EXPIRES_MS,
-            now_ms,
+            batch_marker_prefix(self.key_prefix),
+            int(check_batches),
         ]
-        for job_id, payload in jobs:
-            args.extend((job_id, payload))
+        for queued, at_ms in jobs:
+            args.extend((queued.job_id, job_payload(queued, at_ms), at_ms))
         return int(await self._enqueue_script(args=args))
+
+    async def _create_batches(self, batches: list[list[QueuedTrace]], now_ms: int) -> int:
+        args: list[Any] = [
+            self.queue_name,
+            job_key_prefix,
+            result_key_prefix,
+            JOB_EXPIRES_MS,
+            batch_marker_prefix(self.key_prefix),
+            now_ms,
+            EVALUATE_BATCH_JOB,
+        ]
+        for members in batches:
+            args.extend((batch_job_id(members), len(members)))
+            for q in members:
+                args.extend((q.job_id, serialize(q.args())))
+        return int(await self._batch_script(args=args))
 
     async def _count(self, result: DrainResult) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -457,4 +592,5 @@ def build_intake(
         sampling=sampling,
         engine=engine,
         max_queue_depth=settings.worker.max_queue_depth,
+        traces_per_job=settings.worker.traces_per_job,
     )

@@ -17,10 +17,9 @@ from sqlalchemy.engine import Engine
 
 from evaluator.intake.drain import (
     Intake,
+    QueuedTrace,
     allocated_of,
     escalating_of,
-    job_id_for,
-    job_payload,
     recover_abandoned,
 )
 from evaluator.store import outbox
@@ -37,12 +36,11 @@ class SweepResult:
 
 
 async def requeue(intake: Intake, engine: Engine, intents: list[outbox.EvalIntent]) -> int:
-    """Create jobs for these intents (an existing job is left alone); returns jobs created."""
-    jobs = [
-        (job_id_for(i.trace_id, i.kind), job_payload(i.trace_id, i.signals, i.kind, 0))
-        for i in intents
-    ]
-    created = await intake.create_jobs(jobs)
+    """Create jobs for these intents (a trace queued already, on its own or in a batch job, is
+    left alone); returns jobs created."""
+    created = await intake.create_jobs(
+        [QueuedTrace(i.trace_id, i.signals, i.kind) for i in intents]
+    )
     await asyncio.to_thread(outbox.mark_enqueued, engine, [i.id for i in intents])
     return created
 

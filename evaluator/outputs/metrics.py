@@ -13,7 +13,7 @@ change), and only epochs with ok records inside the window are exported.
     evaluator_intake_received_total                  IDs popped from the intake list
     evaluator_intake_invalid_total                   entries that could not be decoded
     evaluator_sampling_decisions_total{reason}       rate / tail_* / not_sampled
-    evaluator_jobs_created_total                     arq jobs created by intake
+    evaluator_jobs_created_total                     traces queued in arq jobs by intake
     evaluator_intake_pending                         IDs waiting in the intake list
     evaluator_queue_depth                            arq jobs queued
     evaluator_intake_held_back_total                 sampled traces whose job waited for room
@@ -196,7 +196,7 @@ def _redis_families(
     for field, name, doc in (
         ("received", "evaluator_intake_received", "Trace IDs popped from the intake list."),
         ("invalid", "evaluator_intake_invalid", "Intake entries that could not be decoded."),
-        ("jobs_created", "evaluator_jobs_created", "Evaluation jobs created by intake."),
+        ("jobs_created", "evaluator_jobs_created", "Traces queued in evaluation jobs by intake."),
         ("held_back", "evaluator_intake_held_back", "Jobs held back: the queue was full."),
     ):
         yield CounterMetricFamily(name, doc, value=intake.get(field, 0))

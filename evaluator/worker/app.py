@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
 import logging
-from typing import Any
+import time
+from collections import Counter
+from typing import Any, cast
 
 from arq import Retry, Worker, cron, func
+from arq.utils import timestamp_ms
 
 from evaluator.analytics.check_job import regression_check_job
 from evaluator.config.logs import log_context
 from evaluator.config.redis_clients import arq_redis_settings, async_redis
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
-from evaluator.intake.drain import EVALUATE_JOB, build_intake
+from evaluator.intake.drain import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace, build_intake
 from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.sweeper import sweep_job
 from evaluator.store import outbox
@@ -33,7 +37,76 @@ log = logging.getLogger("evaluator.worker.app")
 
 
 async def evaluate_trace_job(
-    ctx: dict[str, Any], trace_id: str, signals: dict[str, Any], kind: str = "rate"
+    ctx: dict[str, Any],
+    trace_id: str,
+    signals: dict[str, Any],
+    kind: str = "rate",
+    tried: int = 0,
+) -> dict[str, Any]:
+    """A job of one trace (the sweeper's, a retry, a batch member handed on: `tried` = the
+    tries its batch job spent on it)."""
+    async with _trace_slots(ctx):
+        return await _evaluate_one(ctx, trace_id, signals, kind, ctx["job_try"] + tried)
+
+
+async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> dict[str, Any]:
+    """A job of several traces (the intake's batches), evaluated concurrently within the
+    worker's max_jobs traces in flight. A member that asks for a retry, or finds no slot
+    before half the job's timeout, goes on in a job of its own (its intent stays pending
+    meanwhile); one that fails otherwise stays pending for the sweeper, like a failed job."""
+    runtime = ctx["runtime"]
+    job_try = ctx["job_try"]
+    slots = _trace_slots(ctx)
+    start_by = time.monotonic() + runtime.settings.worker.job_timeout_s / 2
+    handed_on: list[tuple[QueuedTrace, int]] = []
+    failed = 0
+
+    async def one(member: list[Any]) -> None:
+        nonlocal failed
+        try:
+            queued = QueuedTrace(str(member[0]), dict(member[1] or {}), str(member[2]))
+        except Exception:  # only a hand-written job can hold one; the rest of it still runs
+            failed += 1
+            log.error("batch job: malformed member %r skipped", member)
+            return
+        try:
+            async with asyncio.timeout(max(0.0, start_by - time.monotonic())):
+                await slots.acquire()
+        except TimeoutError:
+            handed_on.append((dataclasses.replace(queued, tried=job_try - 1), timestamp_ms()))
+            return
+        try:
+            await _evaluate_one(ctx, queued.trace_id, queued.signals, queued.kind, job_try)
+        except Retry as retry:
+            at = timestamp_ms() + (retry.defer_score or 0)
+            handed_on.append((dataclasses.replace(queued, tried=job_try), at))
+        except Exception:
+            failed += 1
+            log.exception(
+                "trace %s failed in a batch job; its intent stays pending", queued.trace_id
+            )
+        finally:
+            slots.release()
+
+    await asyncio.gather(*(one(m) for m in members))
+    if handed_on:
+        # If this fails, arq retries the whole batch (the members done are idempotent).
+        await ctx["intake"].follow_up(handed_on)
+    return {"traces": len(members), "handed_on": len(handed_on), "failed": failed}
+
+
+def _trace_slots(ctx: dict[str, Any]) -> asyncio.Semaphore:
+    """At most worker.max_jobs traces in flight, however they are packed into jobs: the
+    worker's semaphore (on_startup; arq gives each job a copy of its ctx, sharing values),
+    or one of its own for a job function called outside a worker."""
+    slots = ctx.get("trace_slots")
+    if slots is None:
+        return asyncio.Semaphore(ctx["runtime"].settings.worker.max_jobs)
+    return cast("asyncio.Semaphore", slots)
+
+
+async def _evaluate_one(
+    ctx: dict[str, Any], trace_id: str, signals: dict[str, Any], kind: str, job_try: int
 ) -> dict[str, Any]:
     """Evaluate one trace and settle its durable intent (evaluator.store.outbox).
 
@@ -44,12 +117,14 @@ async def evaluate_trace_job(
     runtime = ctx["runtime"]
     engine = runtime.store.engine
     intent_id = f"{kind}:{trace_id}"
-    job_try = ctx["job_try"]
     try:
         with log_context(trace_id=trace_id):
-            return await evaluate_trace(
+            done = await evaluate_trace(
                 runtime, trace_id, signals, job_try=job_try, intent_id=intent_id
             )
+        if "tally" in ctx:  # the worker's, shared by its jobs (run_burst reports it)
+            ctx["tally"]["evaluated"] += 1
+        return done
     except INFRASTRUCTURE as exc:
         log.warning("trace %s: infrastructure error (try %d): %r", trace_id, job_try, exc)
         with contextlib.suppress(Exception):
@@ -64,6 +139,8 @@ async def evaluate_trace_job(
 def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[Any, Any]:
     async def on_startup(ctx: dict[str, Any]) -> None:
         ctx["runtime"] = await asyncio.to_thread(build_runtime, settings)
+        ctx["trace_slots"] = asyncio.Semaphore(settings.worker.max_jobs)
+        ctx["tally"] = Counter[str]()
         runtime = ctx["runtime"]
         ctx["intake"] = build_intake(
             ctx["redis"], settings, sampling=runtime.sampling, engine=runtime.store.engine
@@ -197,7 +274,13 @@ def worker_options(
                 name=EVALUATE_JOB,
                 timeout=w.job_timeout_s,
                 max_tries=w.max_tries,
-            )
+            ),
+            func(
+                evaluate_traces_job,
+                name=EVALUATE_BATCH_JOB,
+                timeout=w.job_timeout_s,
+                max_tries=w.max_tries,
+            ),
         ],
         "cron_jobs": cron_jobs(settings),
         "on_startup": on_startup,
@@ -253,6 +336,8 @@ async def run_burst(settings: Settings) -> dict[str, Any]:
             "reasons": dict(drained.reasons),
         },
         "jobs_complete": worker.jobs_complete,
+        # Traces whose evaluation finished (a job carries up to worker.traces_per_job).
+        "traces_evaluated": worker.ctx.get("tally", Counter())["evaluated"],
         "jobs_failed": worker.jobs_failed,
         "jobs_retried": worker.jobs_retried,
     }

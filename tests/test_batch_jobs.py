@@ -1,0 +1,226 @@
+"""Batch jobs: the intake packs sampled traces into arq jobs of up to worker.traces_per_job.
+Real Redis and SQLite; the judge is respx's mock. The invariant is the usual one: every
+sampled trace ends as one record per rubric version, none lost, none twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import respx
+from redis.asyncio import Redis
+
+from evaluator.config.settings import Settings
+from evaluator.intake.drain import (
+    EVALUATE_BATCH_JOB,
+    EVALUATE_JOB,
+    Intake,
+    QueuedTrace,
+    SamplingConfig,
+    batch_marker_prefix,
+)
+from evaluator.intake.enqueue import SyncTraceEnqueuer
+from evaluator.intake.sampling import TailRules
+from evaluator.intake.serialization import deserialize
+from evaluator.sources.ingest import ingest_traces
+from evaluator.store import outbox
+from evaluator.store.store import Store
+from evaluator.worker.app import evaluate_traces_job, run_burst
+from evaluator.worker.runtime import build_runtime
+
+from .conftest import (
+    JUDGE_URL,
+    TONE_RUBRIC,
+    chat_completion,
+    make_settings,
+    rag_trace,
+    write_rubric,
+)
+
+FAST_JUDGE = {"model": "gpt-4o-mini", "max_retries": 0, "timeout_s": 2.0, "max_wait_s": 0.0}
+
+
+async def _queued(client: Redis, queue: str) -> dict[str, dict[str, Any]]:
+    ids = [i.decode() for i in await client.zrange(queue, 0, -1)]
+    return {i: deserialize(await client.get(f"arq:job:{i}")) for i in ids}
+
+
+async def test_intake_packs_traces_and_no_trace_is_queued_twice(redis_url: str) -> None:
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q",
+                    sampling=SamplingConfig(1.0, TailRules()), traces_per_job=4)  # fmt: skip
+    traces = [QueuedTrace(f"t{i}", {"e": True} if i == 0 else {}, "rate") for i in range(9)]
+    # Listed twice in one drain: queued once.
+    assert await intake._queue([*traces, traces[3]], 1) == 9
+    jobs = await _queued(client, "q")
+    # 9 traces at 4 per job: two batch jobs of 4 and a job of its own for the last one.
+    assert sorted(len(j["a"][0]) for j in jobs.values() if j["f"] == EVALUATE_BATCH_JOB) == [4, 4]
+    assert jobs["evaluate:rate:t8"]["a"] == ["t8", {}, "rate"]
+    members = [m for j in jobs.values() if j["f"] == EVALUATE_BATCH_JOB for m in j["a"][0]]
+    assert ["t0", {"e": True}, "rate"] in members  # each member's own signals
+    assert sorted(m[0] for m in members) == [f"t{i}" for i in range(8)]
+
+    # Enqueued again while queued (in a batch or alone): nothing new, by the drain or the
+    # sweeper; the same batch built again (a parked intake batch processed again) is the
+    # same job.
+    assert await intake._queue(traces[:3] + traces[8:], 2) == 0
+    assert await intake.create_jobs(traces) == 0
+    assert await intake._queue(traces[:4], 3) == 0
+    assert len(await _queued(client, "q")) == 3
+
+    # A batch job that is gone (finished or failed) no longer covers its members: the
+    # sweeper makes each its own job.
+    gone = next(i for i, j in jobs.items() if j["f"] == EVALUATE_BATCH_JOB)
+    gone_members = sorted(m[0] for m in jobs[gone]["a"][0])
+    await client.delete(f"arq:job:{gone}")
+    await client.zrem("q", gone)
+    assert await intake.create_jobs(traces) == 4
+    now = await _queued(client, "q")
+    assert sorted(j["a"][0] for j in now.values() if j["f"] == EVALUATE_JOB)[:4] == gone_members
+    assert await client.get(f"{batch_marker_prefix('app')}evaluate:rate:t0") is not None
+    await client.aclose()
+
+
+def _settings(
+    tmp_path: Path, redis_url: str, judge_timeout_s: float = 2.0, **worker: Any
+) -> Settings:
+    write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+    judge = {**FAST_JUDGE, "base_url": JUDGE_URL, "timeout_s": judge_timeout_s}
+    return make_settings(
+        tmp_path, redis_url, judge=judge,
+        worker={"job_timeout_s": 5, "max_jobs": 4, **worker},
+    )  # fmt: skip
+
+
+def _mock_judge(respx_mock: respx.MockRouter) -> respx.Route:
+    return respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(
+            200, json=chat_completion(json.dumps({"reasoning": "r", "score": 4}))
+        )
+    )
+
+
+def _enqueue(settings: Settings, ids: list[str], ingested: list[str]) -> None:
+    store = Store(settings.database.url)
+    ingest_traces(store, [rag_trace(t, answer=f"answer of {t}") for t in ingested])
+    store.close()
+    enq = SyncTraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix)
+    enq.enqueue_many(ids)
+    enq.close()
+
+
+def _outcome(settings: Settings) -> tuple[list[Any], dict[str, str]]:
+    store = Store(settings.database.url)
+    records = list(store.records(limit=10_000))
+    intents = {i.id: i.status for i in outbox.list_intents(store.engine, limit=10_000)}
+    store.close()
+    return records, intents
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_batched_traces_each_end_as_one_record_and_a_retried_member_goes_on_alone(
+    respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str
+) -> None:
+    route = _mock_judge(respx_mock)
+    settings = _settings(tmp_path, redis_url, traces_per_job=8, trace_not_found_tries=2)
+    ingested = [f"t{i}" for i in range(30)]
+    ids = [*ingested[:13], "missing-a", *ingested[13:], "missing-b"]
+    _enqueue(settings, ids, ingested)
+
+    result = await run_burst(settings)
+
+    # 32 traces in 4 batch jobs; the two not ingested asked for a retry and went on in a job
+    # of their own each (their second and last try: an error record saying why).
+    assert result["jobs_complete"] == 6 and result["jobs_failed"] == 0
+    records, intents = _outcome(settings)
+    by_trace = {r.trace_id: r for r in records}
+    assert len(records) == len(by_trace) == 32  # one record per trace, none twice
+    assert all(by_trace[t].status == "ok" and by_trace[t].score == 0.75 for t in ingested)
+    for t in ("missing-a", "missing-b"):
+        assert by_trace[t].status == "error" and "after 2 tries" in (by_trace[t].explanation or "")
+    assert set(intents.values()) == {"done"} and len(intents) == 32
+    assert route.call_count == 30  # no trace judged twice
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_members_with_no_slot_before_half_the_timeout_are_handed_on(
+    respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str
+) -> None:
+    """Members wait for one of the worker's max_jobs trace slots; one still waiting at half
+    the job's timeout goes to a job of its own rather than letting the batch time out."""
+    _mock_judge(respx_mock)
+    settings = _settings(tmp_path, redis_url, judge_timeout_s=0.5, job_timeout_s=2)
+    _enqueue(settings, ["a", "b"], ["a", "b"])
+    runtime = build_runtime(settings)
+    client = Redis.from_url(redis_url)
+    from evaluator.intake.drain import build_intake
+    from evaluator.worker.runtime import sampling_config
+
+    intake = build_intake(client, settings, sampling=sampling_config(settings, runtime.rubrics),
+                          engine=runtime.store.engine)  # fmt: skip
+    await intake.drain_all(100)  # the intents, and a batch job of both
+    (batch,) = (await _queued(client, settings.redis.queue_name)).values()
+    assert batch["f"] == EVALUATE_BATCH_JOB
+    ctx = {"runtime": runtime, "job_try": 1, "intake": intake, "trace_slots": asyncio.Semaphore(0)}
+
+    out = await evaluate_traces_job(ctx, batch["a"][0])
+
+    assert out == {"traces": 2, "handed_on": 2, "failed": 0}
+    singles = {
+        j["a"][0]: j["a"]
+        for j in (await _queued(client, settings.redis.queue_name)).values()
+        if j["f"] == EVALUATE_JOB
+    }
+    # Not a try spent: the single job's first try is the member's first.
+    assert singles == {"a": ["a", {}, "rate"], "b": ["b", {}, "rate"]}
+    assert set(_outcome(settings)[1].values()) == {"pending"}
+    await runtime.aclose()
+    await client.aclose()
+    await run_burst(settings)
+    records, intents = _outcome(settings)
+    assert sorted(r.trace_id for r in records) == ["a", "b"]
+    assert set(intents.values()) == {"done"}
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_a_malformed_member_of_a_hand_written_batch_job_spoils_only_itself(
+    respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str
+) -> None:
+    _mock_judge(respx_mock)
+    settings = _settings(tmp_path, redis_url)
+    _enqueue(settings, ["ok"], ["ok"])
+    runtime = build_runtime(settings)
+    client = Redis.from_url(redis_url)
+    ctx = {"runtime": runtime, "job_try": 1, "intake": None}
+    members: list[Any] = [["ok", {}, "rate"], ["short"], None, ["x", "not a dict", "rate"]]
+    out = await evaluate_traces_job(ctx, members)
+    assert out == {"traces": 4, "handed_on": 0, "failed": 3}
+    assert [r.trace_id for r in _outcome(settings)[0]] == ["ok"]
+    await runtime.aclose()
+    await client.aclose()
+
+
+async def test_a_worker_runs_at_most_max_jobs_traces_at_once_however_they_are_packed(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """24 traces in 3 batch jobs of 8, max_jobs 3, a judge (a real loopback server) that
+    takes 50 ms: never more than 3 judge requests at once, and all 24 judged once."""
+    from .judge_stub import JudgeStub
+
+    with JudgeStub(hang_first=10_000, hang_s=0.05) as stub:
+        write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+        settings = make_settings(
+            tmp_path, redis_url, judge={**FAST_JUDGE, "base_url": stub.url, "max_concurrency": 32},
+            worker={"max_jobs": 3, "traces_per_job": 8},
+        )  # fmt: skip
+        ids = [f"t{i}" for i in range(24)]
+        _enqueue(settings, ids, ids)
+        result = await run_burst(settings)
+    assert result["traces_evaluated"] == 24 and result["jobs_complete"] == 3
+    assert stub.calls == 24 and stub.max_in_flight == 3
+    records, intents = _outcome(settings)
+    assert sorted(r.trace_id for r in records) == sorted(ids)
+    assert set(intents.values()) == {"done"}
