@@ -168,7 +168,7 @@ async def test_members_with_no_slot_before_half_the_timeout_are_handed_on(
 
     out = await evaluate_traces_job(ctx, batch["a"][0])
 
-    assert out == {"traces": 2, "handed_on": 2, "failed": 0}
+    assert out == {"traces": 2, "done_before": 0, "handed_on": 2, "failed": 0}
     singles = {
         j["a"][0]: j["a"]
         for j in (await _queued(client, settings.redis.queue_name)).values()
@@ -197,7 +197,7 @@ async def test_a_malformed_member_of_a_hand_written_batch_job_spoils_only_itself
     ctx = {"runtime": runtime, "job_try": 1, "intake": None}
     members: list[Any] = [["ok", {}, "rate"], ["short"], None, ["x", "not a dict", "rate"]]
     out = await evaluate_traces_job(ctx, members)
-    assert out == {"traces": 4, "handed_on": 0, "failed": 3}
+    assert out == {"traces": 4, "done_before": 0, "handed_on": 0, "failed": 3}
     assert [r.trace_id for r in _outcome(settings)[0]] == ["ok"]
     await runtime.aclose()
     await client.aclose()

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,37 @@ def test_worker_killed_mid_judge_call_loses_nothing_and_scores_once(
     rows = _records(settings)
     assert [(r.trace_id, r.status) for r in rows] == [("victim", "ok")], out
     assert _intents(settings) == {"rate:victim": "done"}
+
+
+def test_worker_killed_mid_batch_job_loses_nothing_and_judges_no_trace_twice(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """8 traces in one batch job, 4 at a time; the judge hangs on 2 of them. Once the other
+    6 are stored the worker is killed; the next worker runs the batch job again, skips the 6
+    done and judges the 2: 10 judge calls in all (16 if done members were judged again; the
+    reply cache is off, or it would hide that)."""
+    with JudgeStub(hang_first=2, hang_s=60) as judge:
+        write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+        settings = make_settings(
+            tmp_path, redis_url, judge={**FAST_JUDGE, "base_url": judge.url, "cache_ttl_s": 0},
+            worker={"job_timeout_s": 5, "max_jobs": 4, "traces_per_job": 8},
+        )  # fmt: skip
+        ids = [f"b{i}" for i in range(8)]
+        _ingest_and_enqueue(settings, ids)
+        first = _worker(tmp_path / "settings.toml")
+        deadline = time.monotonic() + 60
+        while len(_records(settings)) < 6 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)
+        out = first.communicate(timeout=10)[0].decode()
+        assert len(_records(settings)) == 6 and judge.calls == 8, out
+        second = _worker(tmp_path / "settings.toml", "--burst")
+        out = second.communicate(timeout=90)[0].decode()
+        assert second.returncode == 0, out
+        assert judge.calls == 10, out
+    rows = _records(settings)
+    assert sorted((r.trace_id, r.status) for r in rows) == [(t, "ok") for t in ids], out
+    assert _intents(settings) == {f"rate:{t}": "done" for t in ids}
 
 
 def test_sigterm_lets_the_running_job_finish(tmp_path: Path, redis_url: str) -> None:

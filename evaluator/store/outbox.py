@@ -258,6 +258,15 @@ def intents_of(
         return list(session.exec(query).all())
 
 
+def done_among(engine: Engine, intent_ids: Sequence[str]) -> set[str]:
+    """The intents among these that are done (a batch job run again skips them)."""
+    query = select(EvalIntent.id).where(
+        col(EvalIntent.id).in_(list(intent_ids)), EvalIntent.status == DONE
+    )
+    with Session(engine) as session:
+        return set(session.exec(query).all())
+
+
 def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[EvalIntent]:
     """Dead intents (all, or these traces') back to pending with a fresh attempt budget."""
     table = table_of(EvalIntent)

@@ -60,6 +60,12 @@ async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> 
     start_by = time.monotonic() + runtime.settings.worker.job_timeout_s / 2
     handed_on: list[tuple[QueuedTrace, int]] = []
     failed = 0
+    done: set[str] = set()
+    if job_try > 1:
+        # arq runs the job again (its worker died, it timed out): the members that finished
+        # are not judged again.
+        ids = [f"{m[2]}:{m[0]}" for m in members if isinstance(m, list) and len(m) >= 3]
+        done = await asyncio.to_thread(outbox.done_among, runtime.store.engine, ids)
 
     async def one(member: list[Any]) -> None:
         nonlocal failed
@@ -68,6 +74,8 @@ async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> 
         except Exception:  # only a hand-written job can hold one; the rest of it still runs
             failed += 1
             log.error("batch job: malformed member %r skipped", member)
+            return
+        if f"{queued.kind}:{queued.trace_id}" in done:
             return
         try:
             async with asyncio.timeout(max(0.0, start_by - time.monotonic())):
@@ -92,7 +100,12 @@ async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> 
     if handed_on:
         # If this fails, arq retries the whole batch (the members done are idempotent).
         await ctx["intake"].follow_up(handed_on)
-    return {"traces": len(members), "handed_on": len(handed_on), "failed": failed}
+    return {
+        "traces": len(members),
+        "done_before": len(done),
+        "handed_on": len(handed_on),
+        "failed": failed,
+    }
 
 
 def _trace_slots(ctx: dict[str, Any]) -> asyncio.Semaphore:
