@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         "turns (ratio of medians and median of per-pair ratios); no py-spy",
     )
     p.add_argument("--rubrics", choices=sorted(RUBRIC_SETS), default="judge2")
+    p.add_argument("--latency", default="0", help="judge latency spec, ms (bench/judge_server)")
     args = p.parse_args(argv)
     use_rubric_set(args.rubrics)
     logging.basicConfig(level=logging.WARNING)
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}\n")
     traces = load_traces(args.cases)
     n = len(traces)
-    judge = Judge.start(latency="0")
+    judge = Judge.start(latency=args.latency)
 
     def run(on_started=None, on_done=None, repo=REPO):  # type: ignore[no-untyped-def]
         with pg_database(args.pg_url, tag="bench_prof") as db_url:
@@ -289,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     print(
         f"profiled run (/proc): {fmt(profiled)} CPU ms / evaluation; {n} cases, "
-        f"judge latency 0 ms, max_jobs {args.jobs}, judge.max_concurrency "
+        f"judge latency {args.latency} ms, max_jobs {args.jobs}, judge.max_concurrency "
         f"{args.judge_concurrency}, PostgreSQL\n"
     )
     print(summarise(stacks, args.rate, n))

@@ -37,6 +37,8 @@ JSON_FIELDS = (
     "tenant",
     "epoch",
     "provenance",
+    # The weight trends give the record (1/p, Horvitz-Thompson): shown so they can be checked.
+    "inclusion_probability",
 )
 
 
@@ -44,6 +46,8 @@ def record_to_json(record: EvalRecord) -> dict[str, Any]:
     out = {name: getattr(record, name) for name in JSON_FIELDS}
     out["id"] = str(record.id)
     out["created_at"] = record.created_at.isoformat()
+    # When the trace happened: trends bucket by it, not by created_at.
+    out["trace_at"] = record.trace_at.isoformat() if record.trace_at is not None else None
     return out
 
 
