@@ -65,6 +65,37 @@ async def test_concurrent_jobs_share_transactions_and_each_settles_its_intent(
     assert again == [[False, False]] * len(ids)
 
 
+async def test_jobs_finishing_a_few_ms_apart_share_a_transaction_and_a_lone_one_still_commits(
+    store: Store,
+) -> None:
+    """With a slow judge, jobs finish spread out: the writes of 8 jobs 1 ms apart wait for
+    each other (linger_s) and commit together; a lone write commits after the linger."""
+    ids = [f"s{i}" for i in range(9)]
+    outbox.record_intents(store.engine, [outbox.Intent(t, "rate", {}) for t in ids])
+    writer = GroupCommit(store, linger_s=0.05)
+
+    async def job(i: int, trace_id: str) -> list[bool]:
+        await asyncio.sleep(0.001 * i)
+        return await writer.write(records_of(trace_id), f"rate:{trace_id}")
+
+    assert await asyncio.gather(*(job(i, t) for i, t in enumerate(ids[:8]))) == [[True] * 2] * 8
+    assert writer.transactions == 1
+    assert await writer.write(records_of(ids[8]), f"rate:{ids[8]}") == [True, True]
+    assert writer.transactions == 2
+    assert intent_status(store) == dict.fromkeys(ids, outbox.DONE)
+    # Without the linger the same spread-out jobs commit apart.
+    apart = GroupCommit(store, linger_s=0.0)
+    more = [f"u{i}" for i in range(8)]
+    outbox.record_intents(store.engine, [outbox.Intent(t, "rate", {}) for t in more])
+
+    async def spread(i: int, trace_id: str) -> list[bool]:
+        await asyncio.sleep(0.01 * i)
+        return await apart.write(records_of(trace_id), f"rate:{trace_id}")
+
+    await asyncio.gather(*(spread(i, t) for i, t in enumerate(more)))
+    assert apart.transactions > 1
+
+
 async def test_a_job_the_database_refuses_fails_alone_and_its_intent_stays_pending(
     store: Store,
 ) -> None:
