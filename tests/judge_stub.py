@@ -15,9 +15,16 @@ from .conftest import chat_completion
 
 class JudgeStub:
     def __init__(
-        self, *, hang_first: int = 0, hang_s: float = 0.0, score: int = 4, port: int = 0
+        self,
+        *,
+        hang_first: int = 0,
+        hang_s: float = 0.0,
+        score: int = 4,
+        port: int = 0,
+        delays: tuple[float, ...] = (),
     ) -> None:
         self.calls = 0
+        self.delays = delays  # call n (from 1) waits delays[n % len] (after any hang)
         self.in_flight = 0
         self.max_in_flight = 0  # the most requests it was answering at once
         self.hang_first = hang_first
@@ -41,6 +48,8 @@ class JudgeStub:
                 stub.first_request.set()
                 if n <= stub.hang_first:
                     time.sleep(stub.hang_s)
+                if stub.delays:
+                    time.sleep(stub.delays[n % len(stub.delays)])
                 with stub._lock:
                     stub.in_flight -= 1
                 body = json.dumps(

@@ -39,6 +39,9 @@ from .conftest import (
     rag_trace,
     write_rubric,
 )
+from .services import RedisServer, private_redis
+
+__all__ = ["private_redis"]  # a fixture
 
 FAST_JUDGE = {"model": "gpt-4o-mini", "max_retries": 0, "timeout_s": 2.0, "max_wait_s": 0.0}
 
@@ -224,3 +227,30 @@ async def test_a_worker_runs_at_most_max_jobs_traces_at_once_however_they_are_pa
     records, intents = _outcome(settings)
     assert sorted(r.trace_id for r in records) == sorted(ids)
     assert set(intents.values()) == {"done"}
+
+
+async def test_a_worker_does_not_ask_redis_about_jobs_it_is_running_itself(
+    tmp_path: Path, private_redis: RedisServer
+) -> None:
+    """arq re-reads the queue's head on every poll with a free slot, the jobs running here
+    included, and checks each with WATCH/EXISTS/ZSCORE; the worker skips its own. On a Redis
+    of this test's own, WATCH is called once per job started and no more: 12 jobs of one
+    trace, 4 at a time, held 50-200 ms by the judge (so they finish apart: every poll finds
+    a backlog behind jobs still running)."""
+    from .judge_stub import JudgeStub
+
+    with JudgeStub(delays=(0.05, 0.2, 0.1, 0.15, 0.08)) as stub:
+        write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+        settings = make_settings(
+            tmp_path, private_redis.url, judge={**FAST_JUDGE, "base_url": stub.url},
+            worker={"max_jobs": 4, "traces_per_job": 1},
+        )  # fmt: skip
+        ids = [f"w{i}" for i in range(12)]
+        _enqueue(settings, ids, ids)
+        client = private_redis.client()
+        client.config_resetstat()
+        result = await run_burst(settings)
+        watches = client.info("commandstats").get("cmdstat_watch", {}).get("calls", 0)
+        client.close()
+    assert result["jobs_complete"] == 12 and stub.calls == 12
+    assert watches == 12

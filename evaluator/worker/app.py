@@ -314,13 +314,24 @@ def worker_options(
     }
 
 
+class EvalWorker(Worker):
+    """arq's Worker, minus a per-poll cost: a poll with a free slot re-reads the head of the
+    queue, the jobs this worker is running included (a job leaves the queue when it
+    finishes), and checks each in Redis (WATCH, EXISTS, ZSCORE) only to find it running —
+    with a backlog, dozens of round trips per job started. Jobs running here are skipped
+    without asking; jobs running on other workers are still checked by arq."""
+
+    async def start_jobs(self, job_ids: list[bytes]) -> None:
+        await super().start_jobs([j for j in job_ids if j.decode() not in self.tasks])
+
+
 def make_worker(settings: Settings, *, burst: bool = False, freeze_gc: bool = False) -> Worker:
     options = worker_options(settings, run_intake=not burst, freeze_gc=freeze_gc)
     if burst:
         # No cron jobs: arq would run the sweeper or the regression check only when a burst
         # happens to span their second of the minute, i.e. at random.
         options.update(burst=True, poll_delay=0.05, handle_signals=False, cron_jobs=[])
-    return Worker(**options)
+    return EvalWorker(**options)
 
 
 async def run_burst(settings: Settings) -> dict[str, Any]:
