@@ -44,7 +44,9 @@ COUNTS: dict[str, int] = {"statements": 0, "rows": 0}
 @event.listens_for(Engine, "before_cursor_execute")
 def _count(_c: Any, _cur: Any, _stmt: str, params: Any, _ctx: Any, many: bool) -> None:
     COUNTS["statements"] += 1
-    COUNTS["rows"] += len(params) if many else 1
+    # An executemany's parameters are a list (one entry per row); a multi-row INSERT … VALUES
+    # (the group commit's upsert) arrives as one dict of every row's values: one statement.
+    COUNTS["rows"] += len(params) if many and isinstance(params, list | tuple) else 1
 
 
 def snapshot() -> dict[str, int]:
