@@ -2,7 +2,9 @@
 
 The hot path is one LPOP of up to `batch` entries, a hash per ID, and, for the sampled few,
 one Lua call that creates arq-compatible jobs in bulk (arq's own `enqueue_job` costs a
-WATCH/MULTI round trip per job). Every decision is counted in a Redis hash.
+WATCH/MULTI round trip per job), up to `worker.traces_per_job` traces per job (arq's per-job
+Redis commands on the worker are then paid once per batch). Every decision is counted in a
+Redis hash.
 
 A popped batch is parked in the worker's processing list and deleted only after its intents
 are committed; a drain that fails (database down) leaves it there and the next drain of the

@@ -15,8 +15,9 @@ through here once its rows are written:
 
 Idempotent at every step: only a trace whose signal was not negative yet is pushed (a
 second thumbs-down, or the same feedback re-sent, pushes nothing; re-sending it after a
-failed push, which leaves the signal unmarked, retries the push), the drain's job id
-`evaluate:tail:{trace}` dedupes, and a record is unique per trace, span, rubric and version,
+failed push, which leaves the signal unmarked, retries the push), the drain queues a trace
+once while it is queued (its own job `evaluate:tail:{trace}`, or its marker in a live batch
+job), and a record is unique per trace, span, rubric and version,
 so a trace already evaluated is never written twice.
 Feedback about a trace not stored yet only stores the feedback row.
 
