@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import update
 
 from evaluator.cli.db import register, render_bar
@@ -78,11 +77,21 @@ def records(settings: Settings) -> list[EvalRecord]:
 
 
 def queued(settings: Settings) -> int:
-    client = redis.Redis.from_url(settings.redis.url)
-    try:
-        return int(client.zcard(settings.redis.queue_name))
-    finally:
-        client.close()
+    """Traces in the queue's jobs (a job carries one, or a batch of them)."""
+    import asyncio
+
+    from redis.asyncio import Redis
+
+    from .conftest import queued_members
+
+    async def count() -> int:
+        client = Redis.from_url(settings.redis.url)
+        try:
+            return len(await queued_members(client, settings.redis.queue_name))
+        finally:
+            await client.aclose()
+
+    return asyncio.run(count())
 
 
 def add_history(settings: Settings, n: int) -> None:
@@ -169,7 +178,7 @@ def test_backfill_then_nothing_new_then_version_bump_writes_new_records(
     assert "queued 3 traces" in out and "(3 new jobs)" in out
     assert queued(settings) == 3
     result = asyncio.run(run_burst(settings))
-    assert (result["jobs_complete"], result["jobs_failed"]) == (3, 0)
+    assert (result["traces_evaluated"], result["jobs_failed"]) == (3, 0)
     assert sorted((r.trace_id, r.rubric_version) for r in records(settings)) == [
         ("t0", "1"),
         ("t1", "1"),

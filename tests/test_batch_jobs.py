@@ -36,6 +36,7 @@ from .conftest import (
     TONE_RUBRIC,
     chat_completion,
     make_settings,
+    queued_members,
     rag_trace,
     write_rubric,
 )
@@ -71,19 +72,26 @@ async def test_intake_packs_traces_and_no_trace_is_queued_twice(redis_url: str) 
     # same job.
     assert await intake._queue(traces[:3] + traces[8:], 2) == 0
     assert await intake.create_jobs(traces) == 0
+    assert len(await _queued(client, "q")) == 3
+    markers = [k async for k in client.scan_iter(match=f"{batch_marker_prefix('app')}*")]
+    assert len(markers) == 8
+    await client.delete(*markers)  # only the batch job's own id can stop it now
     assert await intake._queue(traces[:4], 3) == 0
     assert len(await _queued(client, "q")) == 3
 
     # A batch job that is gone (finished or failed) no longer covers its members: the
-    # sweeper makes each its own job.
+    # sweeper queues them again (packed the same way).
     gone = next(i for i, j in jobs.items() if j["f"] == EVALUATE_BATCH_JOB)
     gone_members = sorted(m[0] for m in jobs[gone]["a"][0])
     await client.delete(f"arq:job:{gone}")
     await client.zrem("q", gone)
     assert await intake.create_jobs(traces) == 4
-    now = await _queued(client, "q")
-    assert sorted(j["a"][0] for j in now.values() if j["f"] == EVALUATE_JOB)[:4] == gone_members
-    assert await client.get(f"{batch_marker_prefix('app')}evaluate:rate:t0") is not None
+    members_now = sorted(m[0] for m in await queued_members(client, "q"))
+    assert members_now == sorted(f"t{i}" for i in range(9))
+    assert len(await _queued(client, "q")) == 3  # the gone batch's 4 in a new batch job
+    assert gone_members[0] in members_now
+    for t in gone_members:  # each re-queued member names its new batch
+        assert await client.get(f"{batch_marker_prefix('app')}evaluate:rate:{t}") is not None
     await client.aclose()
 
 
@@ -137,7 +145,10 @@ async def test_batched_traces_each_end_as_one_record_and_a_retried_member_goes_o
 
     # 32 traces in 4 batch jobs; the two not ingested asked for a retry and went on in a job
     # of their own each (their second and last try: an error record saying why).
+    # Not retried: the single jobs carry the try their batch spent (else arq would retry
+    # each once more before the "not found" record).
     assert result["jobs_complete"] == 6 and result["jobs_failed"] == 0
+    assert result["jobs_retried"] == 0
     records, intents = _outcome(settings)
     by_trace = {r.trace_id: r for r in records}
     assert len(records) == len(by_trace) == 32  # one record per trace, none twice
@@ -149,11 +160,12 @@ async def test_batched_traces_each_end_as_one_record_and_a_retried_member_goes_o
 
 
 @respx.mock(base_url=JUDGE_URL)
-async def test_members_with_no_slot_before_half_the_timeout_are_handed_on(
+async def test_members_with_no_slot_in_time_are_handed_on(
     respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str
 ) -> None:
-    """Members wait for one of the worker's max_jobs trace slots; one still waiting at half
-    the job's timeout goes to a job of its own rather than letting the batch time out."""
+    """Members wait for one of the worker's max_jobs trace slots; one still waiting when too
+    little of the job's timeout is left for two worst-case judge calls (here 2 - 2 x 0.5 =
+    1 s) goes to a job of its own rather than letting the batch time out."""
     _mock_judge(respx_mock)
     settings = _settings(tmp_path, redis_url, judge_timeout_s=0.5, job_timeout_s=2)
     _enqueue(settings, ["a", "b"], ["a", "b"])
@@ -171,7 +183,7 @@ async def test_members_with_no_slot_before_half_the_timeout_are_handed_on(
 
     out = await evaluate_traces_job(ctx, batch["a"][0])
 
-    assert out == {"traces": 2, "done_before": 0, "handed_on": 2, "failed": 0}
+    assert out == {"traces": 2, "handed_on": 2, "failed": 0}
     singles = {
         j["a"][0]: j["a"]
         for j in (await _queued(client, settings.redis.queue_name)).values()
@@ -200,7 +212,7 @@ async def test_a_malformed_member_of_a_hand_written_batch_job_spoils_only_itself
     ctx = {"runtime": runtime, "job_try": 1, "intake": None}
     members: list[Any] = [["ok", {}, "rate"], ["short"], None, ["x", "not a dict", "rate"]]
     out = await evaluate_traces_job(ctx, members)
-    assert out == {"traces": 4, "done_before": 0, "handed_on": 0, "failed": 3}
+    assert out == {"traces": 4, "handed_on": 0, "failed": 3}
     assert [r.trace_id for r in _outcome(settings)[0]] == ["ok"]
     await runtime.aclose()
     await client.aclose()
@@ -254,3 +266,52 @@ async def test_a_worker_does_not_ask_redis_about_jobs_it_is_running_itself(
         client.close()
     assert result["jobs_complete"] == 12 and stub.calls == 12
     assert watches == 12
+
+
+@respx.mock(base_url=JUDGE_URL, assert_all_called=False)
+async def test_a_batch_job_run_again_hands_on_only_its_unfinished_members(
+    respx_mock: respx.MockRouter, tmp_path: Path, redis_url: str
+) -> None:
+    """arq runs a batch job again (its worker died, it was cancelled): members whose
+    intents are done are not evaluated again; the rest go on in jobs of their own from
+    their first try, except one that has its own job already."""
+    from evaluator.intake.drain import build_intake
+    from evaluator.worker.runtime import sampling_config
+
+    route = _mock_judge(respx_mock)
+    settings = _settings(tmp_path, redis_url)
+    ids = ["r0", "r1", "r2", "r3"]
+    _enqueue(settings, ids, ids)
+    runtime = build_runtime(settings)
+    client = Redis.from_url(redis_url)
+    intake = build_intake(client, settings, sampling=sampling_config(settings, runtime.rubrics),
+                          engine=runtime.store.engine)  # fmt: skip
+    await intake.drain_all(100)
+    (batch,) = (await _queued(client, settings.redis.queue_name)).values()
+    outbox.finish(runtime.store.engine, "rate:r0", status=outbox.DONE)
+    await intake.follow_up([(QueuedTrace("r3", {}, "rate", tried=1), 1)])  # handed on before
+    ctx = {"runtime": runtime, "job_try": 2, "intake": intake}
+
+    out = await evaluate_traces_job(ctx, batch["a"][0])
+
+    assert out == {"traces": 4, "done_before": 1, "handed_on": 3, "failed": 0}
+    assert route.call_count == 0  # nothing judged in the re-run itself
+    singles = {
+        j["a"][0]: j["a"]
+        for j in (await _queued(client, settings.redis.queue_name)).values()
+        if j["f"] == EVALUATE_JOB
+    }
+    # r1, r2 from their first try; r3 keeps the job it had (with its try).
+    assert singles == {
+        "r1": ["r1", {}, "rate"], "r2": ["r2", {}, "rate"], "r3": ["r3", {}, "rate", 1],
+    }  # fmt: skip
+    await runtime.aclose()
+    await client.aclose()
+
+
+def test_a_worker_claims_about_twice_the_batches_its_slots_take() -> None:
+    from evaluator.worker.app import arq_max_jobs
+
+    assert arq_max_jobs(32, 8) == 8  # 64 traces claimed for 32 slots; the rest stay queued
+    assert arq_max_jobs(32, 1) == 32  # a job per trace: as arq's max_jobs always was
+    assert arq_max_jobs(3, 8) == 2

@@ -59,7 +59,7 @@ def test_backfill_is_charged_and_queues_only_what_the_cap_admits(
     assert "3 traces wait for the judge budget" in captured.err
     assert queued(settings) == 2 and _charged(settings) == 4  # 2 traces x 2 rubrics
     result = asyncio.run(run_burst(settings))
-    assert (result["jobs_complete"], result["jobs_failed"]) == (2, 0)
+    assert (result["traces_evaluated"], result["jobs_failed"]) == (2, 0)
     written = records(settings)
     # The cap is exact: the records are the evaluations charged, a trace whole.
     assert len(written) == _charged(settings) == 4

@@ -129,14 +129,16 @@ def test_worker_killed_mid_batch_job_loses_nothing_and_judges_no_trace_twice(
     tmp_path: Path, redis_url: str
 ) -> None:
     """8 traces in one batch job, 4 at a time; the judge hangs on 2 of them. Once the other
-    6 are stored the worker is killed; the next worker runs the batch job again, skips the 6
-    done and judges the 2: 10 judge calls in all (16 if done members were judged again; the
-    reply cache is off, or it would hide that)."""
+    6 are stored the worker is killed; the next worker runs the batch job again, which hands
+    the 2 unfinished on (the 6 done are not judged again) and they are judged: 10 judge calls
+    in all (16 if done members were judged again; the reply cache is off, or it would hide
+    that)."""
     with JudgeStub(hang_first=2, hang_s=60) as judge:
         write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+        judge_settings = {**FAST_JUDGE, "base_url": judge.url, "cache_ttl_s": 0, "timeout_s": 4}
         settings = make_settings(
-            tmp_path, redis_url, judge={**FAST_JUDGE, "base_url": judge.url, "cache_ttl_s": 0},
-            worker={"job_timeout_s": 5, "max_jobs": 4, "traces_per_job": 8},
+            tmp_path, redis_url, judge=judge_settings,
+            worker={"job_timeout_s": 9, "max_jobs": 4, "traces_per_job": 8},
         )  # fmt: skip
         ids = [f"b{i}" for i in range(8)]
         _ingest_and_enqueue(settings, ids)
@@ -151,6 +153,7 @@ def test_worker_killed_mid_batch_job_loses_nothing_and_judges_no_trace_twice(
         out = second.communicate(timeout=90)[0].decode()
         assert second.returncode == 0, out
         assert judge.calls == 10, out
+        assert "batch job run again (try 2): 6 done, 2 handed on" in out, out
     rows = _records(settings)
     assert sorted((r.trace_id, r.status) for r in rows) == [(t, "ok") for t in ids], out
     assert _intents(settings) == {f"rate:{t}": "done" for t in ids}

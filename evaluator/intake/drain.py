@@ -466,10 +466,10 @@ class Intake:
         return max(0, self.max_queue_depth - depth)
 
     async def create_jobs(self, jobs: list[QueuedTrace]) -> int:
-        """A job for each trace unless it is queued already, on its own or in a batch job
-        (the sweeper, `evaluator retry`); returns how many were created."""
-        now = timestamp_ms()
-        return await self._create_single([(q, now) for q in jobs], check_batches=True)
+        """Jobs for these traces, packed as the intake packs them, leaving out each trace
+        queued already (on its own or in a live batch job): the sweeper, `evaluator retry`.
+        Returns the traces queued."""
+        return await self._queue(jobs, timestamp_ms())
 
     async def follow_up(self, jobs: list[tuple[QueuedTrace, int]]) -> int:
         """Jobs of their own, each at its time (epoch ms), for members a batch job hands on

@@ -43,69 +43,102 @@ async def evaluate_trace_job(
     kind: str = "rate",
     tried: int = 0,
 ) -> dict[str, Any]:
-    """A job of one trace (the sweeper's, a retry, a batch member handed on: `tried` = the
-    tries its batch job spent on it)."""
-    async with _trace_slots(ctx):
+    """A job of one trace (a retry, a batch member handed on: `tried` = the tries its batch
+    job spent on it). With no trace slot free in time to finish before the job's timeout, it
+    goes back to the queue (arq counts that as a try) instead of being cancelled mid-call."""
+    slots = _trace_slots(ctx)
+    try:
+        async with asyncio.timeout(_start_within_s(ctx)):
+            await slots.acquire()
+    except TimeoutError:
+        raise Retry(defer=1.0) from None
+    try:
         return await _evaluate_one(ctx, trace_id, signals, kind, ctx["job_try"] + tried)
+    finally:
+        slots.release()
 
 
 async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> dict[str, Any]:
     """A job of several traces (the intake's batches), evaluated concurrently within the
-    worker's max_jobs traces in flight. A member that asks for a retry, or finds no slot
-    before half the job's timeout, goes on in a job of its own (its intent stays pending
-    meanwhile); one that fails otherwise stays pending for the sweeper, like a failed job."""
-    runtime = ctx["runtime"]
+    worker's max_jobs traces in flight. A member that asks for a retry, or finds no slot in
+    time to finish before the job's timeout, goes on in a job of its own (its intent stays
+    pending meanwhile); one that fails otherwise stays pending for the sweeper, like a
+    failed job. Run again by arq (its worker died, it was cancelled, handing on failed), it
+    only hands its unfinished members on."""
     job_try = ctx["job_try"]
-    slots = _trace_slots(ctx)
-    start_by = time.monotonic() + runtime.settings.worker.job_timeout_s / 2
-    handed_on: list[tuple[QueuedTrace, int]] = []
+    queued: list[QueuedTrace] = []
     failed = 0
-    done: set[str] = set()
-    if job_try > 1:
-        # arq runs the job again (its worker died, it timed out): the members that finished
-        # are not judged again.
-        ids = [f"{m[2]}:{m[0]}" for m in members if isinstance(m, list) and len(m) >= 3]
-        done = await asyncio.to_thread(outbox.done_among, runtime.store.engine, ids)
-
-    async def one(member: list[Any]) -> None:
-        nonlocal failed
+    for member in members:
         try:
-            queued = QueuedTrace(str(member[0]), dict(member[1] or {}), str(member[2]))
+            queued.append(QueuedTrace(str(member[0]), dict(member[1] or {}), str(member[2])))
         except Exception:  # only a hand-written job can hold one; the rest of it still runs
             failed += 1
             log.error("batch job: malformed member %r skipped", member)
-            return
-        if f"{queued.kind}:{queued.trace_id}" in done:
-            return
+    if job_try > 1:
+        return await _hand_on_unfinished(ctx, queued, failed)
+    slots = _trace_slots(ctx)
+    start_by = time.monotonic() + _start_within_s(ctx)
+    handed_on: list[tuple[QueuedTrace, int]] = []
+
+    async def one(member: QueuedTrace) -> None:
+        nonlocal failed
         try:
             async with asyncio.timeout(max(0.0, start_by - time.monotonic())):
                 await slots.acquire()
         except TimeoutError:
-            handed_on.append((dataclasses.replace(queued, tried=job_try - 1), timestamp_ms()))
+            handed_on.append((member, timestamp_ms()))
             return
         try:
-            await _evaluate_one(ctx, queued.trace_id, queued.signals, queued.kind, job_try)
+            await _evaluate_one(ctx, member.trace_id, member.signals, member.kind, job_try)
         except Retry as retry:
             at = timestamp_ms() + (retry.defer_score or 0)
-            handed_on.append((dataclasses.replace(queued, tried=job_try), at))
+            handed_on.append((dataclasses.replace(member, tried=job_try), at))
         except Exception:
             failed += 1
             log.exception(
-                "trace %s failed in a batch job; its intent stays pending", queued.trace_id
+                "trace %s failed in a batch job; its intent stays pending", member.trace_id
             )
         finally:
             slots.release()
 
-    await asyncio.gather(*(one(m) for m in members))
+    await asyncio.gather(*(one(m) for m in queued))
     if handed_on:
-        # If this fails, arq retries the whole batch (the members done are idempotent).
-        await ctx["intake"].follow_up(handed_on)
+        try:
+            await ctx["intake"].follow_up(handed_on)
+        except Exception as exc:  # Redis: arq runs the job again, which hands them on then
+            log.warning("batch job: handing %d traces on failed: %r", len(handed_on), exc)
+            raise Retry(defer=backoff_s(job_try, base=1.0, cap=60.0)) from exc
+    return {"traces": len(members), "handed_on": len(handed_on), "failed": failed}
+
+
+async def _hand_on_unfinished(
+    ctx: dict[str, Any], queued: list[QueuedTrace], failed: int
+) -> dict[str, Any]:
+    """A batch job run again: its members whose intents are done stay done (not judged
+    again); the rest go on in jobs of their own, from their first try (which of them the
+    earlier run had started is not known here; a member handed on before keeps its job)."""
+    runtime = ctx["runtime"]
+    ids = [f"{q.kind}:{q.trace_id}" for q in queued]
+    done = await asyncio.to_thread(outbox.done_among, runtime.store.engine, ids)
+    rest = [q for q in queued if f"{q.kind}:{q.trace_id}" not in done]
+    now = timestamp_ms()
+    await ctx["intake"].follow_up([(q, now) for q in rest])
+    log.info(
+        "batch job run again (try %d): %d done, %d handed on", ctx["job_try"], len(done), len(rest)
+    )
     return {
-        "traces": len(members),
+        "traces": len(queued) + failed,
         "done_before": len(done),
-        "handed_on": len(handed_on),
+        "handed_on": len(rest),
         "failed": failed,
     }
+
+
+def _start_within_s(ctx: dict[str, Any]) -> float:
+    """How long a trace may wait for a slot and still finish before its job's timeout: the
+    settings check that a job fits two worst-case judge calls, so that much must be left."""
+    s = ctx["runtime"].settings
+    return max(0.0, s.worker.job_timeout_s - 2 * s.judge.worst_case_call_s())
 
 
 def _trace_slots(ctx: dict[str, Any]) -> asyncio.Semaphore:
@@ -274,6 +307,14 @@ def cron_jobs(settings: Settings) -> list[Any]:
     return jobs
 
 
+def arq_max_jobs(max_jobs: int, traces_per_job: int) -> int:
+    """Jobs one worker runs at once: enough batches to keep its `max_jobs` trace slots fed
+    twice over, no more (a worker holding 32 batches of 8 would leave other workers idle)."""
+    if traces_per_job <= 1:
+        return max_jobs
+    return max(2, -(-2 * max_jobs // traces_per_job))
+
+
 def worker_options(
     settings: Settings, *, run_intake: bool = True, freeze_gc: bool = False
 ) -> dict[str, Any]:
@@ -300,7 +341,9 @@ def worker_options(
         "on_shutdown": on_shutdown,
         "redis_settings": arq_redis_settings(settings),
         "queue_name": settings.redis.queue_name,
-        "max_jobs": w.max_jobs,
+        # arq counts jobs, not traces: a worker claims about twice the batches its trace
+        # slots take (the rest stay queued for other workers).
+        "max_jobs": arq_max_jobs(w.max_jobs, w.traces_per_job),
         "job_timeout": w.job_timeout_s,
         "max_tries": w.max_tries,
         "job_serializer": serialize,

@@ -31,7 +31,7 @@ from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store, is_input_fault
 from evaluator.traces.model import Trace
 
-_Item = TypeVar("_Item")
+_Item = TypeVar("_Item", "_Write", "_Read")
 
 
 @dataclass(slots=True)
@@ -61,7 +61,13 @@ class _Grouped(Generic[_Item]):
 
     async def _flush_all(self) -> None:
         if self.linger_s and len(self._pending) < self.max_jobs:
-            await asyncio.sleep(self.linger_s)
+            try:
+                await asyncio.sleep(self.linger_s)
+            except asyncio.CancelledError as exc:  # shut-down: nobody may wait forever
+                pending, self._pending = self._pending, []
+                for item in pending:
+                    _fail(item, exc)
+                raise
         while self._pending:
             batch = self._pending[: self.max_jobs]
             del self._pending[: len(batch)]
