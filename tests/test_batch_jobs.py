@@ -58,7 +58,7 @@ async def test_intake_packs_traces_and_no_trace_is_queued_twice(redis_url: str) 
                     sampling=SamplingConfig(1.0, TailRules()), traces_per_job=4)  # fmt: skip
     traces = [QueuedTrace(f"t{i}", {"e": True} if i == 0 else {}, "rate") for i in range(9)]
     # Listed twice in one drain: queued once.
-    assert await intake._queue([*traces, traces[3]], 1) == 9
+    assert len(await intake._queue([*traces, traces[3]], 1)) == 9
     jobs = await _queued(client, "q")
     # 9 traces at 4 per job: two batch jobs of 4 and a job of its own for the last one.
     assert sorted(len(j["a"][0]) for j in jobs.values() if j["f"] == EVALUATE_BATCH_JOB) == [4, 4]
@@ -70,13 +70,13 @@ async def test_intake_packs_traces_and_no_trace_is_queued_twice(redis_url: str) 
     # Enqueued again while queued (in a batch or alone): nothing new, by the drain or the
     # sweeper; the same batch built again (a parked intake batch processed again) is the
     # same job.
-    assert await intake._queue(traces[:3] + traces[8:], 2) == 0
-    assert await intake.create_jobs(traces) == 0
+    assert await intake._queue(traces[:3] + traces[8:], 2) == []
+    assert await intake.create_jobs(traces) == set()
     assert len(await _queued(client, "q")) == 3
     markers = [k async for k in client.scan_iter(match=f"{batch_marker_prefix('app')}*")]
     assert len(markers) == 8
     await client.delete(*markers)  # only the batch job's own id can stop it now
-    assert await intake._queue(traces[:4], 3) == 0
+    assert await intake._queue(traces[:4], 3) == []
     assert len(await _queued(client, "q")) == 3
 
     # A batch job that is gone (finished or failed) no longer covers its members: the
@@ -85,7 +85,7 @@ async def test_intake_packs_traces_and_no_trace_is_queued_twice(redis_url: str) 
     gone_members = sorted(m[0] for m in jobs[gone]["a"][0])
     await client.delete(f"arq:job:{gone}")
     await client.zrem("q", gone)
-    assert await intake.create_jobs(traces) == 4
+    assert await intake.create_jobs(traces) == {f"evaluate:rate:{t}" for t in gone_members}
     members_now = sorted(m[0] for m in await queued_members(client, "q"))
     assert members_now == sorted(f"t{i}" for i in range(9))
     assert len(await _queued(client, "q")) == 3  # the gone batch's 4 in a new batch job
@@ -315,3 +315,33 @@ def test_a_worker_claims_about_twice_the_batches_its_slots_take() -> None:
     assert arq_max_jobs(32, 8) == 8  # 64 traces claimed for 32 slots; the rest stay queued
     assert arq_max_jobs(32, 1) == 32  # a job per trace: as arq's max_jobs always was
     assert arq_max_jobs(3, 8) == 2
+
+
+async def test_the_sweeper_leaves_a_trace_in_a_live_batch_and_its_clock_alone(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A due intent whose trace is in a batch job that still exists is not queued again and
+    its intent's clock is not reset (it is due again at the next sweep); once that job is
+    gone without finishing it, the next sweep queues it."""
+    from evaluator.intake.sweeper import requeue
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q", engine=store.engine,
+                    sampling=SamplingConfig(1.0, TailRules()), traces_per_job=4)  # fmt: skip
+    ids = ["a", "b", "c", "d"]
+    outbox.record_intents(store.engine, [outbox.Intent(t, "rate", {}) for t in ids])
+    assert len(await intake._queue([QueuedTrace(t, {}, "rate") for t in ids], 1)) == 4
+    before = {i.id: i.enqueued_at for i in outbox.intents_of(store.engine, ids)}
+
+    assert await requeue(intake, store.engine, outbox.intents_of(store.engine, ids)) == 0
+    assert {i.id: i.enqueued_at for i in outbox.intents_of(store.engine, ids)} == before
+
+    (batch,) = (await _queued(client, "q")).keys()
+    await client.delete(f"arq:job:{batch}")
+    await client.zrem("q", batch)
+    assert await requeue(intake, store.engine, outbox.intents_of(store.engine, ids)) == 4
+    after = {i.id: i.enqueued_at for i in outbox.intents_of(store.engine, ids)}
+    assert all(after[k] > before[k] for k in before)
+    await client.aclose()
+    store.close()

@@ -81,7 +81,7 @@ end
 _ENQUEUE_LUA = (
     _QUEUED_FN
     + """
-local queued = 0
+local queued = {}
 for i = 7, #ARGV, 3 do
   local id = ARGV[i]
   local taken
@@ -93,7 +93,7 @@ for i = 7, #ARGV, 3 do
   if not taken then
     redis.call('PSETEX', ARGV[2] .. id, ARGV[4], ARGV[i + 1])
     redis.call('ZADD', ARGV[1], ARGV[i + 2], id)
-    queued = queued + 1
+    queued[#queued + 1] = id
   end
 end
 return queued
@@ -110,7 +110,7 @@ _ENQUEUE_BATCHES_LUA = (
     _QUEUED_FN
     + """
 local jp, rp, ttl, mp, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local queued = 0
+local queued = {}
 local i = 8
 while i <= #ARGV do
   local batch_id, n = ARGV[i], tonumber(ARGV[i + 1])
@@ -132,8 +132,8 @@ while i <= #ARGV do
     redis.call('ZADD', ARGV[1], now, batch_id)
     for _, id in ipairs(members) do
       redis.call('PSETEX', mp .. id, ttl, batch_id)
+      queued[#queued + 1] = id
     end
-    queued = queued + #parts
   end
 end
 return queued
@@ -370,7 +370,7 @@ class Intake:
                 # Back-pressure: the intents are pending in SQL; the sweeper makes the jobs.
                 result.held_back = len(jobs)
             else:
-                result.jobs_created = await self._queue(jobs, now)
+                result.jobs_created = len(await self._queue(jobs, now))
         if bad:
             result.invalid += len(bad)
             await quarantine(self.redis, self.key_prefix, bad)
@@ -465,20 +465,20 @@ class Intake:
         depth = int(await cast("Awaitable[int]", self.redis.zcard(self.queue_name)))
         return max(0, self.max_queue_depth - depth)
 
-    async def create_jobs(self, jobs: list[QueuedTrace]) -> int:
+    async def create_jobs(self, jobs: list[QueuedTrace]) -> set[str]:
         """Jobs for these traces, packed as the intake packs them, leaving out each trace
         queued already (on its own or in a live batch job): the sweeper, `evaluator retry`.
-        Returns the traces queued."""
-        return await self._queue(jobs, timestamp_ms())
+        Returns the job ids (QueuedTrace.job_id) of the traces queued."""
+        return set(await self._queue(jobs, timestamp_ms()))
 
     async def follow_up(self, jobs: list[tuple[QueuedTrace, int]]) -> int:
         """Jobs of their own, each at its time (epoch ms), for members a batch job hands on
         (a retry, or no room to start before its deadline)."""
-        return await self._create_single(jobs, check_batches=False)
+        return len(await self._create_single(jobs, check_batches=False))
 
-    async def _queue(self, jobs: list[QueuedTrace], now_ms: int) -> int:
+    async def _queue(self, jobs: list[QueuedTrace], now_ms: int) -> list[str]:
         """The intake's jobs: traces in batch jobs of up to `traces_per_job`, a trace listed
-        twice once; returns the traces queued (not queued already)."""
+        twice once; returns the job ids of the traces queued (not queued already)."""
         first: dict[str, QueuedTrace] = {}
         for q in jobs:
             first.setdefault(q.job_id, q)
@@ -487,16 +487,16 @@ class Intake:
         chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
         singles = [(c[0], now_ms) for c in chunks if len(c) == 1]
         batches = [c for c in chunks if len(c) > 1]
-        queued = await self._create_single(singles, check_batches=True) if singles else 0
+        queued = await self._create_single(singles, check_batches=True) if singles else []
         if batches:
             queued += await self._create_batches(batches, now_ms)
         return queued
 
     async def _create_single(
         self, jobs: list[tuple[QueuedTrace, int]], *, check_batches: bool
-    ) -> int:
+    ) -> list[str]:
         if not jobs:
-            return 0
+            return []
         args: list[Any] = [
             self.queue_name,
             job_key_prefix,
@@ -507,9 +507,9 @@ class Intake:
         ]
         for queued, at_ms in jobs:
             args.extend((queued.job_id, job_payload(queued, at_ms), at_ms))
-        return int(await self._enqueue_script(args=args))
+        return [i.decode() for i in await self._enqueue_script(args=args)]
 
-    async def _create_batches(self, batches: list[list[QueuedTrace]], now_ms: int) -> int:
+    async def _create_batches(self, batches: list[list[QueuedTrace]], now_ms: int) -> list[str]:
         args: list[Any] = [
             self.queue_name,
             job_key_prefix,
@@ -523,7 +523,7 @@ class Intake:
             args.extend((batch_job_id(members), len(members)))
             for q in members:
                 args.extend((q.job_id, serialize(q.args())))
-        return int(await self._batch_script(args=args))
+        return [i.decode() for i in await self._batch_script(args=args)]
 
     async def _count(self, result: DrainResult) -> None:
         pipe = self.redis.pipeline(transaction=False)

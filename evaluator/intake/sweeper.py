@@ -36,13 +36,14 @@ class SweepResult:
 
 
 async def requeue(intake: Intake, engine: Engine, intents: list[outbox.EvalIntent]) -> int:
-    """Create jobs for these intents (a trace queued already, on its own or in a batch job, is
-    left alone); returns jobs created."""
-    created = await intake.create_jobs(
-        [QueuedTrace(i.trace_id, i.signals, i.kind) for i in intents]
-    )
-    await asyncio.to_thread(outbox.mark_enqueued, engine, [i.id for i in intents])
-    return created
+    """Create jobs for these intents; returns the traces queued. A trace queued already (on
+    its own or in a live batch job) is left alone and its intent's clock too: due again at
+    the next sweep, it is queued as soon as that job is gone without having finished it."""
+    queued = [QueuedTrace(i.trace_id, i.signals, i.kind) for i in intents]
+    created = await intake.create_jobs(queued)
+    ids = [i.id for i, q in zip(intents, queued, strict=True) if q.job_id in created]
+    await asyncio.to_thread(outbox.mark_enqueued, engine, ids)
+    return len(created)
 
 
 async def sweep(
