@@ -497,33 +497,28 @@ class Intake:
     ) -> list[str]:
         if not jobs:
             return []
-        args: list[Any] = [
-            self.queue_name,
-            job_key_prefix,
-            result_key_prefix,
-            JOB_EXPIRES_MS,
-            batch_marker_prefix(self.key_prefix),
-            int(check_batches),
-        ]
+        args = [*self._script_head(), int(check_batches)]
         for queued, at_ms in jobs:
             args.extend((queued.job_id, job_payload(queued, at_ms), at_ms))
         return [i.decode() for i in await self._enqueue_script(args=args)]
 
     async def _create_batches(self, batches: list[list[QueuedTrace]], now_ms: int) -> list[str]:
-        args: list[Any] = [
-            self.queue_name,
-            job_key_prefix,
-            result_key_prefix,
-            JOB_EXPIRES_MS,
-            batch_marker_prefix(self.key_prefix),
-            now_ms,
-            EVALUATE_BATCH_JOB,
-        ]
+        args = [*self._script_head(), now_ms, EVALUATE_BATCH_JOB]
         for members in batches:
             args.extend((batch_job_id(members), len(members)))
             for q in members:
                 args.extend((q.job_id, serialize(q.args())))
         return [i.decode() for i in await self._batch_script(args=args)]
+
+    def _script_head(self) -> list[Any]:
+        """The arguments both enqueue scripts start with (ARGV[1..5])."""
+        return [
+            self.queue_name,
+            job_key_prefix,
+            result_key_prefix,
+            JOB_EXPIRES_MS,
+            batch_marker_prefix(self.key_prefix),
+        ]
 
     async def _count(self, result: DrainResult) -> None:
         pipe = self.redis.pipeline(transaction=False)
