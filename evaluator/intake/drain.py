@@ -179,6 +179,10 @@ class QueuedTrace:
     def job_id(self) -> str:
         return job_id_for(self.trace_id, self.kind)
 
+    def intent(self) -> Intent:
+        """Its durable intent (evaluator.store.outbox), recorded before its job exists."""
+        return Intent(trace_id=self.trace_id, kind=self.kind, signals=self.signals)
+
     def args(self) -> tuple[Any, ...]:
         base = (self.trace_id, self.signals, self.kind)
         return (*base, self.tried) if self.tried else base
@@ -295,7 +299,6 @@ class Intake:
             return result
         result.popped = len(entries)
         jobs: list[QueuedTrace] = []
-        intents: list[Intent] = []
         now = timestamp_ms()
         if self.budget is not None:
             return await self._drain_budgeted(
@@ -330,7 +333,6 @@ class Intake:
             wire_signals = signals.to_wire() if signals else {}
             kind = kind_of(reason)
             jobs.append(QueuedTrace(trace_id, wire_signals, kind))
-            intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
         if not_sampled:
             result.reasons[Reason.NOT_SAMPLED.value] += not_sampled
         if unsignalled and self.engine is not None:
@@ -345,20 +347,19 @@ class Intake:
                 wire_signals = signals.to_wire()
                 kind = kind_of(reason)
                 jobs.append(QueuedTrace(trace_id, wire_signals, kind))
-                intents.append(Intent(trace_id=trace_id, kind=kind, signals=wire_signals))
-        return await self._finish(entries, result, jobs, intents, bad, now)
+        return await self._finish(entries, result, jobs, bad, now)
 
     async def _finish(
         self,
         entries: list[bytes],
         result: DrainResult,
         jobs: list[QueuedTrace],
-        intents: list[Intent],
         bad: list[bytes],
         now: int,
     ) -> DrainResult:
         """Record the intents, create the jobs, quarantine the bad entries, count."""
-        if intents and self.engine is not None:
+        if jobs and self.engine is not None:
+            intents = [q.intent() for q in jobs]
             refused = await asyncio.to_thread(record_tolerantly, self.engine, intents)
             if refused:
                 refused_ids = {i.trace_id for i in refused}
@@ -413,7 +414,6 @@ class Intake:
             ]
         allocation = await self.budget.allocate(candidates, self.sampling.rules, now_s, again=again)
         jobs: list[QueuedTrace] = []
-        intents: list[Intent] = []
         now = timestamp_ms()
         for index, tail, chosen in allocation.admitted:
             c = candidates[index]
@@ -423,12 +423,11 @@ class Intake:
                 wire_signals["escalate"] = uncharged
             kind = "tail" if tail else "rate"
             jobs.append(QueuedTrace(c.trace_id, wire_signals, kind))
-            intents.append(Intent(trace_id=c.trace_id, kind=kind, signals=wire_signals))
         result.sampled = len(jobs)
         result.reasons.update(allocation.reasons)
         result.budget_refused = allocation.refused_evaluations
         await self.budget.defer(allocation.deferred)
-        return await self._finish(entries, result, jobs, intents, bad, now)
+        return await self._finish(entries, result, jobs, bad, now)
 
     async def _stored_tails(self, trace_ids: list[str]) -> dict[str, Signals]:
         """Tail signals of stored traces among `trace_ids` (from the incremental cache)."""

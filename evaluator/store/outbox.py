@@ -49,6 +49,10 @@ class EvalIntent(SQLModel, table=True):
     )
 
 
+def intent_id(kind: str, trace_id: str) -> str:
+    return f"{kind}:{trace_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class Intent:
     trace_id: str
@@ -57,7 +61,7 @@ class Intent:
 
     @property
     def id(self) -> str:
-        return f"{self.kind}:{self.trace_id}"
+        return intent_id(self.kind, self.trace_id)
 
 
 def _insert(engine: Engine):  # type: ignore[no-untyped-def]

@@ -118,9 +118,9 @@ async def _hand_on_unfinished(
     again); the rest go on in jobs of their own, from their first try (which of them the
     earlier run had started is not known here; a member handed on before keeps its job)."""
     runtime = ctx["runtime"]
-    ids = [f"{q.kind}:{q.trace_id}" for q in queued]
+    ids = [outbox.intent_id(q.kind, q.trace_id) for q in queued]
     done = await asyncio.to_thread(outbox.done_among, runtime.store.engine, ids)
-    rest = [q for q in queued if f"{q.kind}:{q.trace_id}" not in done]
+    rest = [q for q, i in zip(queued, ids, strict=True) if i not in done]
     now = timestamp_ms()
     await ctx["intake"].follow_up([(q, now) for q in rest])
     log.info(
@@ -162,7 +162,7 @@ async def _evaluate_one(
     """
     runtime = ctx["runtime"]
     engine = runtime.store.engine
-    intent_id = f"{kind}:{trace_id}"
+    intent_id = outbox.intent_id(kind, trace_id)
     try:
         with log_context(trace_id=trace_id):
             done = await evaluate_trace(
