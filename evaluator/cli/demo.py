@@ -200,7 +200,8 @@ def run_demo(
         print(
             f"Intake: {intake['popped']} IDs, {intake['sampled']} sampled "
             f"({', '.join(f'{k}={v}' for k, v in sorted(intake['reasons'].items()))}); "
-            f"jobs: {result['jobs_complete']} complete, {result['jobs_failed']} failed"
+            f"evaluated {result['traces_evaluated']} traces in {result['jobs_complete']} jobs "
+            f"(up to worker.traces_per_job each), {result['jobs_failed']} jobs failed"
         )
         print(_summary(store, trace_ids, settings))
         store.close()
