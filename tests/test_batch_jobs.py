@@ -345,3 +345,24 @@ async def test_the_sweeper_leaves_a_trace_in_a_live_batch_and_its_clock_alone(
     assert all(after[k] > before[k] for k in before)
     await client.aclose()
     store.close()
+
+
+async def test_hostile_trace_ids_and_signals_survive_the_batch_payload(redis_url: str) -> None:
+    """The batch job's payload is built by string concatenation in Lua from each member's
+    JSON: quotes, backslashes, braces and non-ASCII in IDs, lone surrogates in signal values,
+    come back exactly as they went in, and the payload is one valid job. (An ID with a lone
+    surrogate never gets here: the wire check refuses it and the entry is quarantined.)"""
+    from evaluator.intake.wire import check_trace_id
+
+    assert check_trace_id("lone\udc80x") is not None
+    client = Redis.from_url(redis_url)
+    intake = Intake(client, key_prefix="app", queue_name="q",
+                    sampling=SamplingConfig(1.0, TailRules()), traces_per_job=8)  # fmt: skip
+    ids = ['q"uote', "back\\slash", "br]}ace", "ünï©ødé", "a,b", "x" * 256]
+    assert all(check_trace_id(t) is None for t in ids)
+    traces = [QueuedTrace(t, {"f": t + "\udc80", "n": 1.5}, "rate") for t in ids]
+    assert len(await intake._queue(traces, 1)) == len(ids)
+    (job,) = (await _queued(client, "q")).values()
+    assert job["f"] == EVALUATE_BATCH_JOB
+    assert job["a"][0] == [[t, {"f": t + "\udc80", "n": 1.5}, "rate"] for t in ids]
+    await client.aclose()
