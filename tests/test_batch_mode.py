@@ -177,7 +177,8 @@ async def test_batch_mode_writes_one_record_per_trace_and_rubric_at_half_price(
 async def test_pending_batch_survives_a_worker_restart(
     tmp_path: Path, redis_url: str, server: BatchJudgeServer
 ) -> None:
-    server.behaviour = BatchBehaviour(delay_s=0.6)
+    # The batch stays in progress until the test finishes it (no race with the clock).
+    server.behaviour = BatchBehaviour(delay_s=float("inf"))
     settings = batch_settings(tmp_path, redis_url, server)
     await evaluate(settings, ["a", "b", "c"])
     assert (await cron_run(settings))["submitted"] == 3  # this runtime is then closed
@@ -185,7 +186,8 @@ async def test_pending_batch_survives_a_worker_restart(
     early = await cron_run(settings)  # a new runtime: the batch is still in progress
     assert early == {"collected": 0, "written": 0, "submitted": 0, "rubric_changed": 0}
     assert records(settings) == [] and server.batch_stats.polls == 1
-    await asyncio.sleep(0.7)
+    (batch,) = server.batches.values()
+    batch.behaviour.delay_s = 0.0  # the provider finishes the batch now
     assert (await cron_run(settings))["written"] == 3
     assert sorted(r.trace_id for r in records(settings)) == ["a", "b", "c"]
     assert server.batch_stats.batches_created == 1  # never submitted twice
