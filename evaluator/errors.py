@@ -16,6 +16,11 @@ EvaluatorError
 ├── SourceError                 a trace source (Langfuse) failed
 └── BackfillError               a backfill cannot be planned
 
+`ExitCode` is the one exit-code table: every command and the HTTP API take their codes (and
+the statuses they answer with) from it, and `exit_code_for` maps this tree onto it. Decision
+exits (0, 1, 6: the command ran and this is its answer) never overlap error exits (2-5: the
+command could not answer).
+
 Error records carry an `ErrorKind`: what a failed evaluation means for a retry, not the
 Python class that raised it.
 
@@ -25,7 +30,76 @@ Python class that raised it.
 
 from __future__ import annotations
 
-from enum import StrEnum
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit code a command returns. 0, 1 and 6 are answers; 2-5 say why there is none."""
+
+    OK = 0  # done; `gate`: the candidate is no worse
+    FAIL = 1  # ran, and the answer is "no": unhealthy, rejected lines; `gate`: worse
+    USAGE = 2  # fix the command line, a file it names, an ID, the settings or a rubric
+    UNAVAILABLE = 3  # Redis, the database or the judge cannot be reached
+    SCHEMA = 4  # the database schema is behind this version: run `evaluator db upgrade`
+    BUDGET = 5  # done in part: the judge budget's cap has no room for the rest now
+    UNDECIDED = 6  # ran, and cannot answer yet (`gate`: not enough data either way)
+    INTERRUPTED = 130  # Ctrl-C
+    PIPE = 141  # stdout closed early (`| head`): stop quietly, as a SIGPIPE'd tool would
+
+
+# The gate's decisions, by name (evaluator.analytics.gate takes them from here).
+EXIT_NO_WORSE = ExitCode.OK
+EXIT_WORSE = ExitCode.FAIL
+EXIT_UNDECIDED = ExitCode.UNDECIDED
+
+DECISION_EXITS = frozenset({ExitCode.OK, ExitCode.FAIL, ExitCode.UNDECIDED})
+ERROR_EXITS = frozenset({ExitCode.USAGE, ExitCode.UNAVAILABLE, ExitCode.SCHEMA, ExitCode.BUDGET})
+
+
+@dataclass(frozen=True, slots=True)
+class ExitRow:
+    """One row of the table: the code, what it means, and the HTTP statuses that carry it."""
+
+    code: ExitCode
+    meaning: str
+    http: tuple[int, ...]
+
+
+EXIT_TABLE: tuple[ExitRow, ...] = (
+    ExitRow(ExitCode.OK, "ok; `gate`: the candidate is no worse than the baseline", (200,)),
+    ExitRow(
+        ExitCode.FAIL,
+        "the command ran and found a failure (unhealthy, rejected input, invalid rubrics); "
+        "`gate`: the candidate is worse",
+        (200,),
+    ),
+    ExitRow(
+        ExitCode.USAGE,
+        "usage: a bad flag or value, a missing file, an unknown ID or rubric, "
+        "no database at the URL, invalid settings or rubrics",
+        (400, 404, 422),
+    ),
+    ExitRow(ExitCode.UNAVAILABLE, "unavailable: Redis, the database or the judge", (503,)),
+    ExitRow(
+        ExitCode.SCHEMA,
+        "the database schema is behind this version: run `evaluator db upgrade`",
+        (409,),
+    ),
+    ExitRow(
+        ExitCode.BUDGET,
+        "done in part: the judge budget has no room for the rest now (backfill --no-wait, "
+        "retry); the message says how many wait and until when",
+        (429,),
+    ),
+    ExitRow(
+        ExitCode.UNDECIDED,
+        "`gate`: not enough data to call the candidate worse or no worse yet",
+        (200,),
+    ),
+    ExitRow(ExitCode.INTERRUPTED, "interrupted (Ctrl-C)", ()),
+    ExitRow(ExitCode.PIPE, "the output pipe was closed early (`| head`)", ()),
+)
 
 
 class EvaluatorError(Exception):
@@ -89,12 +163,49 @@ class SchemaError(StoreError):
     """Migrations cannot run, or the database's schema differs from what they expect."""
 
 
+class NoDatabase(StoreError):
+    """A read found no database at the configured URL (reads never create one)."""
+
+
+class NotFound(InputError):
+    """A name or ID the request gives (rubric, trace, alert, version) is not known."""
+
+
 class SourceError(EvaluatorError, RuntimeError):
     """A trace source outside the service (Langfuse) failed."""
 
 
 class BackfillError(EvaluatorError, ValueError):
     """A backfill cannot be planned (bad --since, unknown rubric)."""
+
+
+def exit_code_for(exc: BaseException) -> ExitCode | None:
+    """The table's code for an error of this tree; None for anything else."""
+    if isinstance(exc, SchemaError):
+        return ExitCode.SCHEMA
+    if isinstance(exc, NoDatabase | ConfigError | InputError | BackfillError):
+        return ExitCode.USAGE
+    if isinstance(exc, StoreError | SourceError):
+        return ExitCode.UNAVAILABLE
+    if isinstance(exc, EvaluatorError):
+        return ExitCode.FAIL
+    return None
+
+
+def http_status_for(exc: BaseException) -> int | None:
+    """The HTTP status an API answer carries for an error of this tree (same table).
+
+    >>> http_status_for(NotFound("no rubric 'x'")), http_status_for(SchemaError("behind"))
+    (404, 409)
+    """
+    if isinstance(exc, OtlpError):
+        return exc.status
+    if isinstance(exc, NotFound):
+        return 404
+    code = exit_code_for(exc)
+    if code is None or code == ExitCode.FAIL:
+        return None
+    return next(row.http[0] for row in EXIT_TABLE if row.code == code)
 
 
 class ErrorKind(StrEnum):
