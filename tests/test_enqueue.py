@@ -12,6 +12,8 @@ import redis
 from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer, intake_key
 from evaluator.intake.wire import decode
 
+from .polling import until
+
 
 def _dead_redis_url() -> str:
     # A loopback port nobody listens on: connections are refused at once.
@@ -25,7 +27,8 @@ async def test_async_enqueue_pushes_in_batches(redis_url: str) -> None:
     enq = TraceEnqueuer(redis_url, key_prefix="app", batch_size=100, linger_ms=5)
     for i in range(250):
         assert enq.enqueue(f"trace-{i}", latency_ms=20.0 if i == 0 else None)
-    await asyncio.sleep(0.1)  # the background flusher runs
+    # The background flusher pushes them, without a flush() or close() from the app.
+    await until(lambda: enq.stats.pushed == 250, "the flusher to push 250 IDs")
     await enq.close()
     client = redis.Redis.from_url(redis_url)
     entries = client.lrange(intake_key("app"), 0, -1)
@@ -45,7 +48,7 @@ async def test_redis_down_never_raises_and_keeps_a_bounded_buffer(
     with caplog.at_level(logging.WARNING, logger="evaluator.intake.enqueue"):
         for i in range(80):
             enq.enqueue(f"t{i}")
-        await asyncio.sleep(0.1)
+        await until(lambda: enq.stats.push_failures >= 1, "the flusher's first failed push")
         assert await enq.flush() is False
     assert enq.buffered == 50
     assert enq.stats.dropped == 30
