@@ -19,6 +19,7 @@ from judges.llm.client import JudgeClient
 from judges.llm.limits import AdaptiveConcurrency
 
 from .conftest import JUDGE_URL, chat_completion
+from .polling import until
 
 MESSAGES = [{"role": "user", "content": "grade this"}]
 
@@ -91,16 +92,20 @@ async def test_adaptive_concurrency_halves_and_recovers() -> None:
     assert limit.limit == 4
     in_flight = 0
     peak = 0
+    release = asyncio.Event()  # holders keep their slot until the test lets them go
 
     async def work() -> None:
         nonlocal in_flight, peak
         async with limit:
             in_flight += 1
             peak = max(peak, in_flight)
-            await asyncio.sleep(0.01)
+            await release.wait()
             in_flight -= 1
 
-    await asyncio.gather(*(work() for _ in range(20)))
+    tasks = [asyncio.create_task(work()) for _ in range(20)]
+    await until(lambda: in_flight >= 4, "four calls holding the limit")
+    release.set()
+    await asyncio.gather(*tasks)
     assert peak == 4
 
 
