@@ -48,7 +48,9 @@ from evaluator.analytics.alerts import (
     try_open,
 )
 from evaluator.analytics.queries import (
+    DEFAULT_MAX_LAG,
     VERSION_LABELS,
+    Clock,
     Key,
     aggregates,
     first_seen,
@@ -120,14 +122,24 @@ def grouping(cfg: CheckConfig) -> tuple[str, ...]:
 
 
 def check_rubric(
-    session: Session, rubric: str, cfg: CheckConfig, pass_threshold: float | None, now: datetime
+    session: Session,
+    rubric: str,
+    cfg: CheckConfig,
+    pass_threshold: float | None,
+    now: datetime,
+    max_lag: timedelta = DEFAULT_MAX_LAG,
 ) -> tuple[list[Finding], dict[Key, GroupStats]]:
-    """Findings of both kinds, and every group's window statistics (for recovery)."""
+    """Findings of both kinds, and every group's window statistics (for recovery).
+
+    Every window is read on one clock (`queries.Clock`: trace time clamped into [written −
+    max_lag, written]); a new group starts at its earliest record on that clock, so its
+    stream holds every record it has, the first burst included."""
     p, labels = cfg.policy, grouping(cfg)
+    clock = Clock.of(session, max_lag)
     base_lo, win_lo = window_bounds(now, p)
     base, cur = (
-        aggregates(session, rubric, labels, base_lo, win_lo),
-        aggregates(session, rubric, labels, win_lo, now),
+        aggregates(session, clock, rubric, labels, base_lo, win_lo),
+        aggregates(session, clock, rubric, labels, win_lo, now),
     )
     fixed = adjust_verdicts(
         {k: compare_stats(base.get(k, GroupStats()), s, p) for k, s in cur.items()}, p
@@ -138,7 +150,7 @@ def check_rubric(
         b = base.get(key, GroupStats())
         if b.n >= p.min_samples and stats.n >= p.min_samples:
             state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold)
-            window = scores_in_order(session, rubric, labels, key, win_lo, now)
+            window = scores_in_order(session, clock, rubric, labels, key, win_lo, now)
             state = advance(state, [x for x, _ in window], p, [q for _, q in window])
             seq = sequential_verdict(state, p)
             alarm = _pages(cfg.detector, state.alarm_at is not None, fixed[key].regression)
@@ -146,19 +158,19 @@ def check_rubric(
                 seq if state.alarm_at is not None or cfg.detector == "sequential" else fixed[key]
             )
             findings.append(Finding("drop", names, verdict, alarm, stats, {}, win_lo, fixed[key]))
-        new_at = first_seen(session, rubric, labels, key, now - p.baseline)
+        new_at = first_seen(session, clock, rubric, labels, key, now - p.baseline)
         if new_at is None or not set(VERSION_LABELS) & set(labels):
             continue
-        pred = predecessor(session, rubric, labels, key, new_at)
+        pred = predecessor(session, clock, rubric, labels, key, new_at)
         if pred is None:
             continue
         ref = aggregates(
-            session, rubric, labels, new_at - p.baseline, new_at, match_labels(labels, pred)
+            session, clock, rubric, labels, new_at - p.baseline, new_at, match_labels(labels, pred)
         )
         ref_stats = ref.get(pred, GroupStats())
         if ref_stats.n < p.min_samples:
             continue
-        stream = scores_in_order(session, rubric, labels, key, new_at, now)
+        stream = scores_in_order(session, clock, rubric, labels, key, new_at, now)
         xs, probabilities = [x for x, _ in stream], [q for _, q in stream]
         state = advance(
             start_sequential(ref_stats, p, known_start=True, pass_threshold=pass_threshold),
@@ -227,7 +239,9 @@ def decide(
             log.error("%s", exc)
             continue
         with Session(store.engine) as session:
-            findings, cur = check_rubric(session, rubric.name, cfg, rubric.pass_threshold, now)
+            findings, cur = check_rubric(
+                session, rubric.name, cfg, rubric.pass_threshold, now, alerts.max_lag_delta
+            )
             report.groups += len(cur)
             by_key = {group_key(f.kind, rubric.name, f.labels): f for f in findings}
             current = {tuple(zip(grouping(cfg), k, strict=True)): s for k, s in cur.items()}
@@ -242,7 +256,7 @@ def decide(
                 if in_cool_down(store, key, now, cool):
                     report.suppressed += 1
                     continue
-                alert = _new_alert(session, rubric.name, key, f, cfg, now)
+                alert = _new_alert(session, rubric.name, key, f, cfg, now, alerts.max_lag_delta)
                 if not rubric.needs_judge and rubric.resolved_method != "cascade":
                     mark_advisory(alert)
                 # A version's e-process stays latched after its alarm; do not reopen a
@@ -282,16 +296,23 @@ def replace_status(alert: AlertRecord, why: str, now: datetime) -> AlertRecord:
 
 
 def _new_alert(
-    session: Session, rubric: str, key: str, f: Finding, cfg: CheckConfig, now: datetime
+    session: Session,
+    rubric: str,
+    key: str,
+    f: Finding,
+    cfg: CheckConfig,
+    now: datetime,
+    max_lag: timedelta = DEFAULT_MAX_LAG,
 ) -> AlertRecord:
     labels = list(f.labels)
     k = tuple(f.labels.values())
+    clock = Clock.of(session, max_lag)
     lo = f.window_start or now - cfg.policy.window
-    worst = worst_traces(session, rubric, labels, k, lo, now)
+    worst = worst_traces(session, clock, rubric, labels, k, lo, now)
     changed = f.changed
     if f.kind == "drop":
         base_lo, win_lo = window_bounds(now, cfg.policy)
-        changed = what_changed(session, rubric, labels, k, (base_lo, win_lo), (win_lo, now))
+        changed = what_changed(session, clock, rubric, labels, k, (base_lo, win_lo), (win_lo, now))
     summary = f.verdict.summary(cfg.policy.confidence)
     summary["window_n"] = f.window_stats.n  # every score in the window, beside the test's n
     if f.fixed is not None:

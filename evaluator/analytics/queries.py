@@ -1,5 +1,13 @@
-"""SQL reads behind the regression check: group aggregates, scores in time order, the worst
+"""SQL reads behind the regression check: group aggregates, scores in write order, the worst
 traces of a group, and what changed between a group and the one it replaced.
+
+One clock for every window (`Clock`): a record counts at its trace's time clamped into
+[written − max_lag, written] (`alerts.max_lag`, default 1 h). The trace time puts a burst
+where it happened, so a new group dated by its earliest record's clock holds every one of
+its records from the first; the clamp bounds how far a client's clock (or a trace sent
+again long after) can move a record: a trace older than max_lag counts at its write time
+minus max_lag. A group is dated, filtered and compared on that one clock; the e-processes
+fold its records in write order (the order in which the check could have seen them).
 
 Kept apart from the decisions in `evaluator.analytics.check_job` so that those stay readable and
 these can be tuned (indexes, dialects) on their own.
@@ -8,14 +16,14 @@ these can be tuned (indexes, dialects) on their own.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func
+from sqlalchemy import ColumnElement, DateTime, case, func, literal, type_coerce
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from evaluator.analytics.rollups import bucket_time
 from evaluator.analytics.stats import GroupStats
 from evaluator.analytics.weights import WeightedStats
 from evaluator.store.models import EvalRecord, record_weight
@@ -34,23 +42,62 @@ def match_labels(labels: Sequence[str], key: Key) -> list[ColumnElement[bool]]:
     return [c.is_(None) if v is None else c == v for c, v in zip(_cols(labels), key, strict=True)]
 
 
-def _ok(rubric: str, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
-    """Ok records of `rubric` whose trace happened in [lo, hi), as trends bucket them (a
-    deferred or batch record counts where its trace happened). The trace time is never after
-    the write, so `created_at >= lo` narrows the scan by its index."""
-    at = bucket_time()
+DEFAULT_MAX_LAG = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """When a record counts for the regression check: `at`, its trace time clamped into
+    [created_at − max_lag, created_at] (rows without a trace time: created_at).
+
+    Guarantee: every record counts at exactly one instant t with written − max_lag ≤ t ≤
+    written, so a window [lo, hi) holds only records written in [lo, hi + max_lag), and a
+    client clock off by a year moves a record by at most max_lag. `max_lag` is whole seconds.
+    """
+
+    at: ColumnElement[datetime]
+    max_lag: timedelta
+
+    @classmethod
+    def of(cls, session: Session, max_lag: timedelta = DEFAULT_MAX_LAG) -> Clock:
+        return cls.for_dialect(session.connection().dialect.name, max_lag)
+
+    @classmethod
+    def for_dialect(cls, dialect: str, max_lag: timedelta = DEFAULT_MAX_LAG) -> Clock:
+        written = col(EvalRecord.created_at)
+        happened = func.coalesce(col(EvalRecord.trace_at), written)
+        seconds = int(max_lag.total_seconds())
+        if dialect == "postgresql":
+            floor = written - literal(timedelta(seconds=seconds))
+            at = func.least(func.greatest(happened, floor), written)
+        else:
+            # SQLite keeps these columns as 'YYYY-MM-DD HH:MM:SS.ffffff' text, which sorts as
+            # time: shift the whole seconds, keep the fraction (the text from position 20).
+            shifted = func.strftime("%Y-%m-%d %H:%M:%S", written, f"-{seconds} seconds")
+            floor = shifted.op("||")(func.substr(written, 20))
+            at = func.min(func.max(happened, floor), written)  # scalar min/max of two values
+        return cls(type_coerce(at, DateTime(timezone=True)), timedelta(seconds=seconds))
+
+    def within(self, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
+        """Records counted in [lo, hi); the bounds on created_at only narrow the scan (the
+        created_at index), they select nothing the clock would not."""
+        written = col(EvalRecord.created_at)
+        return [written >= lo, written < hi + self.max_lag, self.at >= lo, self.at < hi]
+
+
+def _ok(clock: Clock, rubric: str, lo: datetime, hi: datetime) -> list[ColumnElement[bool]]:
+    """Ok records of `rubric` counted in [lo, hi) on the window clock."""
     return [
         col(EvalRecord.rubric) == rubric,
         col(EvalRecord.status) == "ok",
         col(EvalRecord.score).is_not(None),
-        col(EvalRecord.created_at) >= lo,
-        at >= lo,
-        at < hi,
+        *clock.within(lo, hi),
     ]
 
 
 def aggregates(
     session: Session,
+    clock: Clock,
     rubric: str,
     labels: Sequence[str],
     lo: datetime,
@@ -77,7 +124,7 @@ def aggregates(
             func.sum(w * w),
             func.sum(case((passed.is_(True), w), else_=0.0)),
         )
-        .where(*_ok(rubric, lo, hi), *where)
+        .where(*_ok(clock, rubric, lo, hi), *where)
         .group_by(*_cols(labels))
     )
     out: dict[Key, GroupStats] = {}
@@ -97,19 +144,28 @@ def aggregates(
 
 
 def scores_in_order(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, lo: datetime, hi: datetime
+    session: Session,
+    clock: Clock,
+    rubric: str,
+    labels: Sequence[str],
+    key: Key,
+    lo: datetime,
+    hi: datetime,
 ) -> list[tuple[float, float | None]]:
-    """(score, inclusion probability) in trace-time order, for the sequential check."""
+    """(score, inclusion probability) of the records counted in [lo, hi), in write order:
+    the e-process folds them as the check could have seen them (a late record never lands
+    before scores an earlier run already folded)."""
     query = sa_select(col(EvalRecord.score), col(EvalRecord.inclusion_probability)).where(
-        *_ok(rubric, lo, hi), *match_labels(labels, key)
+        *_ok(clock, rubric, lo, hi), *match_labels(labels, key)
     )
-    query = query.order_by(bucket_time(), col(EvalRecord.id)).limit(MAX_STREAM)
+    query = query.order_by(col(EvalRecord.created_at), col(EvalRecord.id)).limit(MAX_STREAM)
     rows = session.connection().execute(query).all()
     return [(float(s), p) for s, p in rows if s is not None]
 
 
 def worst_traces(
     session: Session,
+    clock: Clock,
     rubric: str,
     labels: Sequence[str],
     key: Key,
@@ -119,7 +175,7 @@ def worst_traces(
 ) -> list[dict[str, Any]]:
     query = select(
         EvalRecord.trace_id, EvalRecord.span_id, EvalRecord.score, EvalRecord.created_at
-    ).where(*_ok(rubric, lo, hi), *match_labels(labels, key))
+    ).where(*_ok(clock, rubric, lo, hi), *match_labels(labels, key))
     query = query.order_by(col(EvalRecord.score), col(EvalRecord.created_at).desc()).limit(k)
     return [
         {"trace_id": t, "span_id": s, "score": sc, "created_at": as_utc(at).isoformat()}
@@ -128,24 +184,30 @@ def worst_traces(
 
 
 def first_seen(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, since: datetime
+    session: Session, clock: Clock, rubric: str, labels: Sequence[str], key: Key, since: datetime
 ) -> datetime | None:
-    """When the group first scored, if that was after `since` (a new group), else None."""
+    """When the group's first record counts on the window clock (the earliest clamped trace
+    time of its records, not its first write), if that is at or after `since` (a new group),
+    else None. So the new group's stream, read from this instant, holds every record it has."""
     match = match_labels(labels, key)
     older = select(EvalRecord.id).where(
-        EvalRecord.rubric == rubric, *match, col(EvalRecord.created_at) < since
+        EvalRecord.rubric == rubric,
+        *match,
+        col(EvalRecord.created_at) < since + clock.max_lag,  # narrows by index only
+        clock.at < since,
     )
     if session.exec(older.limit(1)).first() is not None:
         return None
-    first = select(func.min(EvalRecord.created_at)).where(EvalRecord.rubric == rubric, *match)
-    value = session.exec(first).one()
+    first = sa_select(func.min(clock.at)).where(col(EvalRecord.rubric) == rubric, *match)
+    value = session.connection().execute(first).scalar_one()
     return None if value is None else as_utc(value)
 
 
 def predecessor(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, before: datetime
+    session: Session, clock: Clock, rubric: str, labels: Sequence[str], key: Key, before: datetime
 ) -> Key | None:
-    """The group that served the same scope (labels other than version/model) last before."""
+    """The group that served the same scope (labels other than version/model) last before
+    `before`, on the window clock."""
     scope = [(n, v) for n, v in zip(labels, key, strict=True) if n not in VERSION_LABELS]
     match = match_labels([n for n, _ in scope], tuple(v for _, v in scope))
     query = (
@@ -154,9 +216,10 @@ def predecessor(
             EvalRecord.rubric == rubric,
             EvalRecord.status == "ok",
             *match,
-            col(EvalRecord.created_at) < before,
+            col(EvalRecord.created_at) < before + clock.max_lag,  # narrows by index only
+            clock.at < before,
         )
-        .order_by(col(EvalRecord.created_at).desc())
+        .order_by(clock.at.desc(), col(EvalRecord.created_at).desc())
         .limit(1)
     )
     row = session.exec(query).first()
@@ -164,14 +227,20 @@ def predecessor(
 
 
 def _label_sets(
-    session: Session, rubric: str, labels: Sequence[str], key: Key, lo: datetime, hi: datetime
+    session: Session,
+    clock: Clock,
+    rubric: str,
+    labels: Sequence[str],
+    key: Key,
+    lo: datetime,
+    hi: datetime,
 ) -> dict[str, set[str | None]]:
     names = [n for n in (*VERSION_LABELS, "rubric_version") if n not in labels]
     out: dict[str, set[str | None]] = {n: set() for n in names}
     if names:
         query = (
             select(*[getattr(EvalRecord, n) for n in names])
-            .where(*_ok(rubric, lo, hi), *match_labels(labels, key))
+            .where(*_ok(clock, rubric, lo, hi), *match_labels(labels, key))
             .distinct()
         )
         for row in session.exec(query).all():
@@ -182,6 +251,7 @@ def _label_sets(
 
 def what_changed(
     session: Session,
+    clock: Clock,
     rubric: str,
     labels: Sequence[str],
     key: Key,
@@ -190,8 +260,8 @@ def what_changed(
 ) -> dict[str, Any]:
     """Labels outside the group (model, prompt or rubric version) that differ between the
     baseline and the window: the first thing to look at after an in-place drop."""
-    before = _label_sets(session, rubric, labels, key, *base)
-    after = _label_sets(session, rubric, labels, key, *cur)
+    before = _label_sets(session, clock, rubric, labels, key, *base)
+    after = _label_sets(session, clock, rubric, labels, key, *cur)
     diffs = {
         n: {"from": sorted(map(str, before[n])), "to": sorted(map(str, after[n]))}
         for n in before

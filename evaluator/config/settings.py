@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import tomllib
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from evaluator.config.policy import parse_policy
+from evaluator.config.policy import parse_duration, parse_policy
 from evaluator.config.urls import UnsafeURL, check_url_static
 from evaluator.errors import SettingsError
 from judges.redact import KINDS
@@ -163,6 +164,9 @@ class WorkerSettingsModel(_Section):
     # A judge outage (refused, 5xx, timeouts) defers evaluations with growing delays; only
     # an intent older than this gets a final `judge_unavailable` error record.
     judge_outage_max_age_s: float = Field(86_400.0, ge=0)
+    # Each worker refreshes its own heartbeat key in Redis this often (TTL 3x): `evaluator
+    # health --require-worker` counts the live ones (evaluator.worker.heartbeat).
+    heartbeat_s: float = Field(10.0, ge=0.05, le=600)
 
 
 class IntakeSettings(_Section):
@@ -227,6 +231,18 @@ class RubricsSettings(_Section):
         return Path(self.dir).expanduser() if self.dir else SHIPPED_RUBRICS_DIR
 
 
+class WebhookSink(_Section):
+    """One generic webhook: signed with the HMAC secret unless `signed = false`."""
+
+    url: str = Field(min_length=1)
+    signed: bool = True
+
+
+# The write-time clamp of a record's trace time (evaluator.store.models.TRACE_AT_MAX_LAG):
+# a longer max_lag could not move a record further back.
+MAX_LAG_LIMIT = timedelta(days=2)
+
+
 class AlertsSettings(_Section):
     """Regression check and alert sinks. URLs are checked here (scheme, allowlist, literal
     internal addresses) and again at send time after resolving the host."""
@@ -239,7 +255,8 @@ class AlertsSettings(_Section):
         "feature",
     )
     cool_down_minutes: float = Field(360, ge=0)
-    webhook_urls: tuple[str, ...] = ()
+    webhook_urls: tuple[str, ...] = ()  # signed webhooks (as `webhooks` with signed = true)
+    webhooks: tuple[WebhookSink, ...] = ()
     slack_webhook_url: str = ""
     hmac_secret_env: str = "EVALUATOR_WEBHOOK_SECRET"
     allowlist: tuple[str, ...] = ("hooks.slack.com",)
@@ -249,6 +266,26 @@ class AlertsSettings(_Section):
     backoff_s: float = Field(1.0, ge=0, le=60)
     # Default regression policy; a rubric's [regression] table overrides any key.
     policy: dict[str, Any] = Field(default_factory=dict)
+    # The regression windows' clock: a record counts at its trace's time clamped into
+    # [written - max_lag, written] (a trace older than that counts at written - max_lag).
+    max_lag: str = "1h"
+
+    @field_validator("max_lag")
+    @classmethod
+    def _lag(cls, v: str) -> str:
+        lag = parse_duration(v)
+        if lag.total_seconds() != int(lag.total_seconds()) or lag > MAX_LAG_LIMIT:
+            raise ValueError("must be whole seconds, at most 2d (e.g. 30m, 1h, 1d)")
+        return v
+
+    @property
+    def max_lag_delta(self) -> timedelta:
+        return parse_duration(self.max_lag)
+
+    @property
+    def webhook_sinks(self) -> tuple[WebhookSink, ...]:
+        """Every generic webhook: `webhook_urls` (signed), then `webhooks`."""
+        return (*(WebhookSink(url=u) for u in self.webhook_urls), *self.webhooks)
 
     @field_validator("interval_minutes")
     @classmethod
@@ -260,7 +297,7 @@ class AlertsSettings(_Section):
     @model_validator(mode="after")
     def _targets(self) -> AlertsSettings:
         slack = [self.slack_webhook_url] if self.slack_webhook_url else []
-        for url in (*self.webhook_urls, *slack):
+        for url in (*(w.url for w in self.webhook_sinks), *slack):
             try:
                 check_url_static(url, self.allowlist, allow_private=self.allow_private)
             except UnsafeURL as exc:
