@@ -16,7 +16,7 @@ contracts:
 	lint-imports
 
 types:
-	mypy evaluator judges
+	mypy evaluator judges evalcore
 
 test:
 	python -m pytest

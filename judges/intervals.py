@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from statistics import NormalDist
 
+from evalcore.exact import betainc
+
 _NORMAL = NormalDist()
 
 
@@ -135,44 +137,11 @@ def wilson_ci(successes: float, n: float, confidence: float = 0.95) -> tuple[flo
             1.0 if successes >= n else min(1.0, centre + half))  # fmt: skip
 
 
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b) by its continued fraction (modified Lentz)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1) / (a + b + 2):  # the fraction converges fast only below the mean
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    log_front = (
-        a * math.log(x)
-        + b * math.log1p(-x)
-        - math.log(a)
-        - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-    )
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    f = d
-    for m in range(1, 500):
-        for num in (
-            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),
-        ):
-            d = 1.0 + num * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + num / c
-            c = c if abs(c) > tiny else tiny
-            f *= c * d
-        if abs(c * d - 1.0) < 1e-14:
-            break
-    return math.exp(log_front) * f
-
-
 def t_cdf(t: float, df: float) -> float:
     """P(T <= t) for Student's t with `df` (possibly fractional) degrees of freedom."""
     if df > 1e6 or math.isinf(t):
         return _NORMAL.cdf(t)
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
+    tail = 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
     return 1.0 - tail if t > 0 else tail
 
 
