@@ -1,4 +1,4 @@
-"""Every docstring example in `evaluator/` and `judges/` runs (they are the pure cores'
+"""Every docstring example in `evaluator/`, `judges/` and `evalcore/` runs (they are the pure cores'
 shortest documentation; an example that no longer holds is a lie)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pkgutil
 
 import pytest
 
+import evalcore
 import evaluator
 import judges
 
@@ -17,7 +18,7 @@ SKIP = ("evaluator.store.migrations", "evaluator.cli.__main__", "judges.scorers.
 
 def _modules() -> list[str]:
     names = []
-    for package in (evaluator, judges):
+    for package in (evaluator, judges, evalcore):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if not info.name.startswith(SKIP):
                 names.append(info.name)
