@@ -75,6 +75,8 @@ async def test_jobs_finishing_a_few_ms_apart_share_a_transaction_and_a_lone_one_
     writer = GroupCommit(store, linger_s=0.05)
 
     async def job(i: int, trace_id: str) -> list[bool]:
+        # Timers fire in deadline order, and every job's (i ms) precedes the linger's (50 ms
+        # after the first job): a stalled loop cannot split them, whatever the machine's speed.
         await asyncio.sleep(0.001 * i)
         return await writer.write(records_of(trace_id), f"rate:{trace_id}")
 
@@ -83,13 +85,15 @@ async def test_jobs_finishing_a_few_ms_apart_share_a_transaction_and_a_lone_one_
     assert await writer.write(records_of(ids[8]), f"rate:{ids[8]}") == [True, True]
     assert writer.transactions == 2
     assert intent_status(store) == dict.fromkeys(ids, outbox.DONE)
-    # Without the linger the same spread-out jobs commit apart.
+    # Without the linger, jobs that arrive turns of the loop apart commit apart: the first
+    # flush takes the first job alone (counted in turns, not ms, so load cannot merge them).
     apart = GroupCommit(store, linger_s=0.0)
     more = [f"u{i}" for i in range(8)]
     outbox.record_intents(store.engine, [outbox.Intent(t, "rate", {}) for t in more])
 
     async def spread(i: int, trace_id: str) -> list[bool]:
-        await asyncio.sleep(0.01 * i)
+        for _ in range(3 * i):
+            await asyncio.sleep(0)  # one turn of the loop
         return await apart.write(records_of(trace_id), f"rate:{trace_id}")
 
     await asyncio.gather(*(spread(i, t) for i, t in enumerate(more)))
