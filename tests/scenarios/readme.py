@@ -1,4 +1,6 @@
-"""The README's code blocks, so that scenario tests run what a user copies, not a paraphrase."""
+"""The code blocks of the README and the documentation pages (docs/), so that scenario tests
+run what a user copies, not a paraphrase. The README comes first: its first block is the
+install command."""
 
 from __future__ import annotations
 
@@ -7,19 +9,30 @@ import re
 from pathlib import Path
 from typing import Any
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROOT = Path(__file__).resolve().parents[2]
+README = ROOT / "README.md"
 _BLOCK = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 
 
+def pages() -> list[Path]:
+    """The README, then every hand-written page of the documentation site, in path order
+    (the reference pages are generated at build time and are not files)."""
+    return [README, *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def tagged_blocks() -> list[tuple[str, str]]:
+    """(tag, body) of every fenced block of every page, in order."""
+    return [found for page in pages() for found in _BLOCK.findall(page.read_text("utf-8"))]
+
+
 def blocks(lang: str | None = None) -> list[str]:
-    """Every fenced block of the README (optionally only those tagged `lang`), in order."""
-    text = README.read_text(encoding="utf-8")
-    return [body for tag, body in _BLOCK.findall(text) if lang is None or tag == lang]
+    """Every fenced block (optionally only those tagged `lang`), README first."""
+    return [body for tag, body in tagged_blocks() if lang is None or tag == lang]
 
 
 def block_containing(needle: str, lang: str | None = None) -> str:
     found = [b for b in blocks(lang) if needle in b]
-    assert found, f"the README has no {lang or ''} block containing {needle!r}"
+    assert found, f"neither the README nor docs/ has a {lang or ''} block containing {needle!r}"
     return found[0]
 
 
@@ -30,7 +43,7 @@ def example_trace() -> dict[str, Any]:
 
 
 def command_lines() -> list[str]:
-    """`evaluator ...` lines from the README's bash blocks, comments stripped."""
+    """`evaluator ...` lines from the bash blocks of the README and docs/, comments stripped."""
     lines = []
     for body in blocks("bash"):
         for line in body.splitlines():
