@@ -161,7 +161,8 @@ def test_read_commands_do_not_migrate_an_old_database(settings_file: Path, tmp_p
         assert "run `evaluator db upgrade`" in r.stderr
     tables = sqlite3.connect(db).execute("SELECT name FROM sqlite_master").fetchall()
     assert tables == []
-    assert main(["--settings", str(settings_file), "ingest", str(tmp_path / "none.jsonl")]) == 1
+    (tmp_path / "none.jsonl").write_text("")
+    assert main(["--settings", str(settings_file), "ingest", str(tmp_path / "none.jsonl")]) == 0
     assert sqlite3.connect(db).execute("SELECT count(*) FROM alembic_version").fetchone() == (1,)
 
 

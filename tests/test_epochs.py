@@ -26,7 +26,7 @@ from judges.provenance import VerdictIdentity, endpoint_of
 from judges.rubric import Rubric
 from judges.scorers.identity import identity_for
 from judges.types import Clients, Score, Status
-from tests.conftest import make_settings
+from tests.conftest import REDIS_URL, make_settings
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
 TEXT = st.text(min_size=1, max_size=12)
@@ -182,7 +182,7 @@ def test_trends_split_by_epoch_and_report_the_boundary(store: Store) -> None:
 def test_epochs_command_lists_epochs_with_first_last_seen_and_counts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(tmp_path, "redis://127.0.0.1:6379/9")
+    settings = make_settings(tmp_path, REDIS_URL)
     store = Store(settings.database.url)
     add(store, "aaaa", range(30, 50), 0.9)
     add(store, "bbbb", range(0, 30), 0.6, judge_model_reported="m-v2")
@@ -200,5 +200,5 @@ def test_epochs_command_lists_epochs_with_first_last_seen_and_counts(
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "bbbb" in out and "reported: m-v2" in out
-    assert main([*args, "--rubric", "nope"]) == 0
-    assert "no eval records" in capsys.readouterr().out
+    assert main([*args, "--rubric", "nope"]) == 2  # a typo, not an empty answer
+    assert "no rubric named 'nope'; known: faith" in capsys.readouterr().err

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import difflib
 import json
 import sys
 from typing import Any
 
-EXIT_OK, EXIT_USAGE = 0, 2
+from evaluator.cli.common import check_rubric, port, reader
+from evaluator.errors import ExitCode
 
-
-def _known_rubric(store: Any, settings: Any, name: str) -> None:
-    """An unknown rubric is a typo, not an empty result: name the ones that exist."""
-    from evaluator.config.rubrics import load_rubrics
-    from evaluator.errors import InputError, RubricError
-
-    known = set(store.rubric_names())
-    with contextlib.suppress(RubricError):  # `rubrics check` reports those
-        known |= {r.name for r in load_rubrics(settings.rubrics.path).rubrics}
-    if name not in known:
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise InputError(
-            f"no rubric named {name!r}; {hint}known: {', '.join(sorted(known)) or 'none'}"
-        )
+EXIT_OK, EXIT_USAGE = ExitCode.OK, ExitCode.USAGE
 
 
 def cmd_cost_per_pass(args: argparse.Namespace) -> int:
@@ -34,11 +19,10 @@ def cmd_cost_per_pass(args: argparse.Namespace) -> int:
     from evaluator.analytics.cost import cost_per_pass, cost_table
     from evaluator.config.policy import parse_duration
     from evaluator.config.settings import load_settings
-    from evaluator.store.store import Store
 
     settings = load_settings(args.settings)
     end = datetime.now(UTC)
-    store = Store(settings.database.url, migrate=False)
+    store = reader(settings)
     try:
         doc = cost_per_pass(
             store, settings.cost_usd, end - parse_duration(args.since), end, args.by
@@ -62,7 +46,6 @@ def cmd_trends(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from evaluator.analytics.trends import TrendQuery, trend, trends_table
     from evaluator.config.settings import load_settings
-    from evaluator.store.store import Store
 
     try:
         query = TrendQuery.parse(args.rubric, args.by, args.since, args.bucket)
@@ -70,9 +53,9 @@ def cmd_trends(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
     settings = load_settings(args.settings)
-    store = Store(settings.database.url, migrate=False)
+    store = reader(settings)
     try:
-        _known_rubric(store, settings, args.rubric)
+        check_rubric(store, settings, args.rubric)
         doc = trend(store, query)
     finally:
         store.close()
@@ -83,13 +66,11 @@ def cmd_trends(args: argparse.Namespace) -> int:
 def cmd_alerts(args: argparse.Namespace) -> int:
     from evaluator.analytics.alerts import alert_to_json, alerts_table, list_alerts
     from evaluator.config.settings import load_settings
-    from evaluator.store.store import Store
 
     settings = load_settings(args.settings)
-    store = Store(settings.database.url, migrate=False)
+    store = reader(settings)
     try:
-        if args.rubric is not None:
-            _known_rubric(store, settings, args.rubric)
+        check_rubric(store, settings, args.rubric)
         rows = list_alerts(store, open_only=args.open, rubric=args.rubric, limit=args.limit)
     finally:
         store.close()
@@ -135,5 +116,5 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("serve", help="HTTP: trends page and JSON API (read-only)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8700)
+    p.add_argument("--port", type=port, default=8700, help="TCP port, 0-65535 (default 8700)")
     p.set_defaults(fn=cmd_serve)

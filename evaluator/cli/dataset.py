@@ -19,19 +19,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evaluator.cli.common import count
+from evaluator.errors import ExitCode, NotFound
+
+GOOD = 20  # --alert exports: passing traces of the alert's group beside its worst
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from evaluator.analytics.datasets import Selection, export_lines, select_trace_ids
+    from evaluator.cli.common import check_rubric, reader
     from evaluator.config.policy import parse_duration
     from evaluator.config.settings import load_settings
-    from evaluator.store.store import Store
 
     if args.alert is not None and (args.rubric is not None or args.labelled):
         print("evaluator dataset export: --alert selects on its own", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     if args.alert is None and args.rubric is None and not args.labelled:
         print("evaluator dataset export: give --alert, --rubric or --labelled", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
+    if args.good is not None and args.alert is None:
+        print("evaluator dataset export: --good applies to --alert exports only (passing "
+              "traces of the alert's group beside its worst ones)", file=sys.stderr)  # fmt: skip
+        return ExitCode.USAGE
+    if args.alert is not None:
+        args.alert = _alert_id(args.alert)
     since = datetime.now(UTC) - parse_duration(args.since) if args.since else None
     sel = Selection(
         kind="alert" if args.alert else "labelled" if args.labelled else "query",
@@ -41,19 +52,31 @@ def cmd_export(args: argparse.Namespace) -> int:
         since=since,
         prompt_version=args.prompt_version,
         limit=args.limit,
-        good=args.good,
+        good=GOOD if args.good is None else args.good,
     )
-    store = Store(load_settings(args.settings).database.url)
+    settings = load_settings(args.settings)
+    store = reader(settings)
     try:
-        chosen = select_trace_ids(store, sel)
+        if sel.kind != "alert":
+            check_rubric(store, settings, args.rubric)
+        try:
+            chosen = select_trace_ids(store, sel)
+        except LookupError:
+            raise NotFound(
+                f"no alert {args.alert}: `evaluator alerts` lists the alert IDs"
+            ) from None
         if sel.kind == "alert":
             sel = _with_alert_rubric(store, sel)
         lines = list(export_lines(store, chosen, sel, redact=not args.no_redact))
-    except (LookupError, ValueError) as exc:
-        print(f"evaluator dataset export: {exc}", file=sys.stderr)
-        return 2
     finally:
         store.close()
+    good = sum(1 for _, why in chosen if why == "good")
+    if sel.kind == "alert" and good < sel.good:
+        print(
+            f"evaluator dataset export: {good} of the {sel.good} passing traces asked for "
+            f"(--good) exist in the alert's group {sel.labels or '(all)'}",
+            file=sys.stderr,
+        )
     args.out.write_text("".join(json.dumps(x, sort_keys=True) + "\n" for x in lines))
     manifest = {
         "file": args.out.name,
@@ -73,7 +96,19 @@ def cmd_export(args: argparse.Namespace) -> int:
     manifest_path = args.out.with_name(args.out.stem + ".manifest.json")
     manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     print(f"{len(lines)} traces -> {args.out} (manifest {manifest_path.name})")
-    return 0
+    return ExitCode.OK
+
+
+def _alert_id(text: str) -> str:
+    """An alert ID as `evaluator alerts` prints it (a UUID); anything else is a usage error."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise NotFound(
+            f"no alert {text!r}: alert IDs are UUIDs, as `evaluator alerts` lists them"
+        ) from None
 
 
 def _with_alert_rubric(store: Any, sel: Any) -> Any:
@@ -102,12 +137,16 @@ def register(sub: Any) -> None:
     )
     e.add_argument("out", type=Path, help="output JSONL file")
     e.add_argument("--alert", help="an alert's worst traces (see `evaluator alerts`)")
-    e.add_argument("--good", type=int, default=20, help="with --alert: N passing traces too")
+    e.add_argument(
+        "--good",
+        type=count,
+        help=f"with --alert: N passing traces of the alert's group too ({GOOD})",
+    )
     e.add_argument("--rubric", help="select by this rubric's records")
     e.add_argument("--failed", action="store_true", help="only traces that failed --rubric")
     e.add_argument("--since", help="only records newer than this (e.g. 7d)")
     e.add_argument("--prompt-version", help="only this prompt version")
-    e.add_argument("--limit", type=int, default=1000, help="at most N traces (1000)")
+    e.add_argument("--limit", type=count, default=1000, help="at most N traces (1000)")
     e.add_argument(
         "--labelled",
         action="store_true",

@@ -9,11 +9,13 @@ from typing import Any
 
 def cmd_epochs(args: argparse.Namespace) -> int:
     from evaluator.analytics.epochs import epochs_table, list_epochs
+    from evaluator.cli.common import check_rubric, reader
     from evaluator.config.settings import load_settings
-    from evaluator.store.store import Store
 
-    store = Store(load_settings(args.settings).database.url)
+    settings = load_settings(args.settings)
+    store = reader(settings)
     try:
+        check_rubric(store, settings, args.rubric)
         rows = list_epochs(store, args.rubric)
     finally:
         store.close()

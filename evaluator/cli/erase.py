@@ -17,32 +17,37 @@ import sys
 from typing import Any
 
 from evaluator.config.settings import Settings, load_settings
+from evaluator.errors import ExitCode, NotFound
 
 
-def _dry_run(settings: Settings, trace_ids: list[str]) -> dict[str, int]:
-    from sqlalchemy import func, select
+def _counts(store: Any, trace_ids: list[str]) -> tuple[dict[str, int], set[str]]:
+    """Rows per table that hold these trace IDs, and which of the IDs have any row."""
+    from sqlalchemy import inspect, select
 
-    from evaluator.store.models import EvalRecord, TraceRecord, table_of
+    from evaluator.store.models import EvalRecord, PendingSpan, TraceRecord, table_of
     from evaluator.store.outbox import EvalIntent
-    from evaluator.store.store import Store
+    from evaluator.store.trust_models import FeedbackRecord
 
-    store = Store(settings.database.url)
-    counts = {}
-    try:
-        with store.engine.connect() as conn:
-            for model, name in ((TraceRecord, "traces"), (EvalRecord, "eval_records"),
-                                (EvalIntent, "eval_intents")):  # fmt: skip
-                t = table_of(model)
-                counts[name] = sum(
-                    conn.scalar(
-                        select(func.count()).where(t.c.trace_id.in_(trace_ids[i : i + 500]))
-                    )
-                    or 0
-                    for i in range(0, len(trace_ids), 500)
-                )
-    finally:
-        store.close()
-    return counts
+    tables: list[tuple[Any, str]] = [(TraceRecord, "traces"), (EvalRecord, "eval_records"),
+              (EvalIntent, "eval_intents"), (FeedbackRecord, "feedback"),
+              (PendingSpan, "otlp_pending_spans")]  # fmt: skip
+    counts: dict[str, int] = {}
+    found: set[str] = set()
+    present = set(inspect(store.engine).get_table_names())
+    with store.engine.connect() as conn:
+        for model, name in tables:
+            t = table_of(model)
+            if t.name not in present:
+                continue
+            counts[name] = 0
+            for i in range(0, len(trace_ids), 500):
+                rows = conn.execute(
+                    select(t.c.trace_id).where(t.c.trace_id.in_(trace_ids[i : i + 500]))
+                ).scalars()
+                for trace_id in rows:
+                    counts[name] += 1
+                    found.add(trace_id)
+    return counts, found
 
 
 async def _drop_judge_cache(settings: Settings) -> int:
@@ -59,26 +64,32 @@ async def _drop_judge_cache(settings: Settings) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    from evaluator.cli.common import reader
     from evaluator.store.erasure import erase_tenant, erase_traces, tenant_trace_ids
-    from evaluator.store.store import Store
 
     if bool(args.trace) == bool(args.tenant):
         print("say which: --trace ID [--trace ID ...] or --tenant T", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     settings = load_settings(args.settings)
-    store = Store(settings.database.url)
+    store = reader(settings)  # nothing to erase in a database that is not there
     try:
-        ids = list(args.trace or []) or tenant_trace_ids(store.engine, args.tenant)
-    finally:
-        store.close()
-    out: dict[str, Any] = {"trace_ids": len(ids), "applied": bool(args.yes)}
-    if not args.yes:
-        out["would_delete"] = _dry_run(settings, ids)
-        print(json.dumps(out, indent=2))
-        print("dry run: add --yes to delete", file=sys.stderr)
-        return 0
-    store = Store(settings.database.url)
-    try:
+        ids = sorted(set(args.trace or [])) or tenant_trace_ids(store.engine, args.tenant)
+        counts, found = _counts(store, ids)
+        if args.tenant and not ids:
+            raise NotFound(f"nothing stored for tenant {args.tenant!r}; nothing erased")
+        unknown = [t for t in ids if t not in found]
+        if unknown:
+            shown = ", ".join(repr(t) for t in unknown[:5]) + (" …" if len(unknown) > 5 else "")
+            raise NotFound(
+                f"{len(unknown)} of {len(ids)} trace IDs have nothing stored ({shown}); "
+                "nothing erased: check the IDs"
+            )
+        out: dict[str, Any] = {"trace_ids": len(ids), "applied": bool(args.yes)}
+        if not args.yes:
+            out["would_delete"] = counts
+            print(json.dumps(out, indent=2))
+            print("dry run: add --yes to delete", file=sys.stderr)
+            return ExitCode.OK
         report = (
             erase_tenant(store.engine, args.tenant)
             if args.tenant
@@ -91,7 +102,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     if args.judge_cache:
         out["judge_cache_keys_dropped"] = asyncio.run(_drop_judge_cache(settings))
     print(json.dumps(out, indent=2))
-    return 0
+    return ExitCode.OK
 
 
 def register(sub: Any) -> None:

@@ -10,26 +10,33 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-OK = 0  # done
-FAIL = 1  # ran, and the answer is "no": unhealthy, rejected lines, invalid rubrics
-USAGE = 2  # fix the command line, a file it names, the settings or a rubric
-UNAVAILABLE = 3  # Redis, the database or the judge cannot be reached
-SCHEMA = 4  # the database schema is behind this version: run `evaluator db upgrade`
-BUDGET = 5  # done in part: the judge budget's cap has no room for the rest now; run it later
-PIPE = 141  # stdout closed early (`| head`): stop quietly, as a SIGPIPE'd tool would
-INTERRUPTED = 130  # Ctrl-C
+from evaluator.errors import EXIT_TABLE, ExitCode
 
-EPILOG = """\
-exit codes:
-  0    ok
-  1    the command ran and found a failure (unhealthy, rejected input, invalid rubrics)
-  2    usage: a bad flag or value, a missing file, invalid settings or rubrics
-  3    unavailable: Redis, the database or the judge cannot be reached
-  4    the database schema is behind this version: run `evaluator db upgrade`
-  5    done in part: the judge budget has no room for the rest now (backfill --no-wait,
-       retry); the message says how many wait and until when
-  130  interrupted (Ctrl-C)
-  141  the output pipe was closed early (`| head`)"""
+# The names commands use; the values come from the one table (evaluator.errors.ExitCode).
+OK = ExitCode.OK  # done
+FAIL = ExitCode.FAIL  # ran, and the answer is "no": unhealthy, rejected lines, invalid rubrics
+USAGE = ExitCode.USAGE  # fix the command line, a file it names, an ID, the settings or a rubric
+UNAVAILABLE = ExitCode.UNAVAILABLE  # Redis, the database or the judge cannot be reached
+SCHEMA = ExitCode.SCHEMA  # the database schema is behind this version: `evaluator db upgrade`
+BUDGET = ExitCode.BUDGET  # done in part: the judge budget's cap has no room for the rest now
+UNDECIDED = ExitCode.UNDECIDED  # ran, and cannot answer yet (`gate`: not enough data)
+PIPE = ExitCode.PIPE  # stdout closed early (`| head`): stop quietly
+INTERRUPTED = ExitCode.INTERRUPTED  # Ctrl-C
+
+
+def _epilog() -> str:
+    """`evaluator --help`'s exit-code section, generated from the table so it cannot drift."""
+    import textwrap
+
+    lines = ["exit codes:"]
+    for row in EXIT_TABLE:
+        text = textwrap.wrap(row.meaning, 84)
+        lines.append(f"  {int(row.code):<5}{text[0]}")
+        lines += [f"       {more}" for more in text[1:]]
+    return "\n".join(lines)
+
+
+EPILOG = _epilog()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,14 +69,9 @@ def describe_failure(
     if isinstance(exc, errors.SettingsError):  # a header, then one indented line per key
         head, *keys = str(exc).splitlines()
         return Failure(USAGE, " ".join([head, "; ".join(k.strip() for k in keys)]).strip())
-    if isinstance(exc, errors.SchemaError):
-        return Failure(SCHEMA, _first_line(exc))
-    if isinstance(exc, errors.ConfigError | errors.InputError | errors.BackfillError):
-        return Failure(USAGE, _first_line(exc))
-    if isinstance(exc, errors.StoreError | errors.SourceError):
-        return Failure(UNAVAILABLE, _first_line(exc))
-    if isinstance(exc, errors.EvaluatorError):
-        return Failure(FAIL, _first_line(exc))
+    code = errors.exit_code_for(exc)
+    if code is not None:
+        return Failure(code, _first_line(exc))
     kind = f"{type(exc).__module__}.{type(exc).__name__}"
     if kind.startswith("redis.") or type(exc).__module__.startswith("redis"):
         return Failure(
@@ -79,6 +81,8 @@ def describe_failure(
         )
     if type(exc).__module__.startswith("sqlalchemy"):
         name = type(exc).__name__
+        if "does not exist" in _first_line(exc) and "database" in _first_line(exc):
+            return Failure(USAGE, f"no database at {db or 'database.url'}: {_first_line(exc)}")
         code = USAGE if name in ("ArgumentError", "NoSuchModuleError") else UNAVAILABLE
         return Failure(
             code,

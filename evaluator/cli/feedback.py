@@ -21,10 +21,26 @@ _NOT_ENQUEUED = {
 
 
 def _store(args: argparse.Namespace) -> Any:
+    """The store `feedback import` writes to (created and migrated as any writer's)."""
     from evaluator.config.settings import load_settings
     from evaluator.store.store import Store
 
     return Store(load_settings(args.settings).database.url)
+
+
+def _reader(args: argparse.Namespace) -> Any:
+    """The store a read command reads, after checking --rubric (an unknown one: exit 2)."""
+    from evaluator.cli.common import check_rubric, reader
+    from evaluator.config.settings import load_settings
+
+    settings = load_settings(args.settings)
+    store = reader(settings)
+    try:
+        check_rubric(store, settings, args.rubric)
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -87,7 +103,7 @@ def _fmt(metric: dict[str, Any]) -> str:
 def cmd_agreement(args: argparse.Namespace) -> int:
     from evaluator.analytics.human_feedback import agreement_by_epoch
 
-    store = _store(args)
+    store = _reader(args)
     try:
         rows = agreement_by_epoch(store, args.rubric)
     finally:
@@ -115,7 +131,7 @@ def cmd_review_next(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.settings)
     thresholds = pass_thresholds(settings.rubrics.path)
-    store = _store(args)
+    store = _reader(args)
     try:
         items = review_queue(store, thresholds, rubric=args.rubric, n=args.n)
     finally:

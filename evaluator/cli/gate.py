@@ -4,18 +4,23 @@ Live canary (default): the production scores of --candidate and --baseline over 
 Replay (--replay DATASET): both prompt templates are re-generated on the dataset's items
 with the configured generator and scored under the current judge, then compared pair by pair.
 
-Exit codes: 0 no worse (non-inferior within --margin), 1 worse, 3 not enough data yet,
-2 usage. `--json` prints the numbers for CI.
+Exit codes (the one table, evaluator.errors.ExitCode): 0 no worse (non-inferior within
+--margin), 1 worse, 6 undecided (not enough data either way yet); errors are 2 usage (an
+unknown rubric or prompt version), 3 unavailable, 4 schema behind. Undecided used to be 3,
+the code of "unavailable" (CHANGELOG, breaking change). `--json` prints the numbers for CI.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from evaluator.errors import ExitCode, NotFound
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
@@ -25,26 +30,26 @@ def cmd_gate(args: argparse.Namespace) -> int:
         print(
             "evaluator gate: --candidate and --baseline are needed (or --replay)", file=sys.stderr
         )
-        return 2
+        return ExitCode.USAGE
     from evaluator.analytics.alerts import policy_for
     from evaluator.analytics.gate import gate
     from evaluator.analytics.gate_data import version_scores
+    from evaluator.analytics.names import unknown_rubric
+    from evaluator.cli.common import reader
     from evaluator.config.policy import parse_duration
     from evaluator.config.rubrics import load_rubrics
     from evaluator.config.settings import load_settings
-    from evaluator.store.store import Store
 
     settings = load_settings(args.settings)
     rubrics = load_rubrics(settings.rubrics.path)
     rubric = rubrics.by_name(args.rubric)
-    if rubric is None:
-        known = ", ".join(r.name for r in rubrics.rubrics)
-        print(f"evaluator gate: no rubric {args.rubric!r} (known: {known})", file=sys.stderr)
-        return 2
+    if rubric is None:  # the gate needs the rubric's policy: a configured one only
+        raise unknown_rubric(args.rubric, [r.name for r in rubrics.rubrics]) or NotFound("")
     policy = policy_for(rubric, settings.alerts).policy
     since = datetime.now(UTC) - parse_duration(args.since)
-    store = Store(settings.database.url)
+    store = reader(settings)
     try:
+        _known_versions(store, rubric.name, (args.baseline, args.candidate))
         base, cand = (
             version_scores(store, rubric.name, version, since,
                            feature=args.feature, tenant=args.tenant)
@@ -72,6 +77,7 @@ def cmd_gate_replay(args: argparse.Namespace) -> int:
 
     from evaluator.analytics.alerts import policy_for
     from evaluator.analytics.gate import paired_gate
+    from evaluator.analytics.names import unknown_rubric
     from evaluator.config.settings import load_settings
     from evaluator.worker.replay import read_dataset, replay
     from evaluator.worker.runtime import build_runtime
@@ -79,7 +85,7 @@ def cmd_gate_replay(args: argparse.Namespace) -> int:
     if not args.baseline_template or not args.candidate_template:
         print("evaluator gate --replay: --baseline-template and --candidate-template are needed",
               file=sys.stderr)  # fmt: skip
-        return 2
+        return ExitCode.USAGE
     settings = load_settings(args.settings)
     templates = (args.baseline_template.read_text(), args.candidate_template.read_text())
     cases = list(read_dataset(args.replay))[: args.limit or None]
@@ -89,7 +95,8 @@ def cmd_gate_replay(args: argparse.Namespace) -> int:
         try:
             rubric = runtime.rubrics.by_name(args.rubric)
             if rubric is None:
-                raise SystemExit(f"evaluator gate: no rubric {args.rubric!r}")
+                names = [r.name for r in runtime.rubrics.rubrics]
+                raise unknown_rubric(args.rubric, names) or NotFound("")
             outcome = await replay(cases, templates, rubric, runtime.clients, model=args.model)
             return rubric, outcome
         finally:
@@ -125,18 +132,51 @@ def cmd_gate_replay(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _known_versions(store: Any, rubric: str, versions: tuple[str, str]) -> None:
+    """A prompt version with no record of the rubric at all is a typo (exit 2), not a
+    version without data yet; one with records outside --since is only undecided."""
+    from sqlalchemy import select
+    from sqlmodel import col
+
+    from evaluator.store.models import EvalRecord
+
+    r = EvalRecord
+    query = select(col(r.prompt_version)).where(col(r.rubric) == rubric).distinct()
+    with store.engine.connect() as conn:
+        known = {v for (v,) in conn.execute(query) if v is not None}
+    for version in versions:
+        if version not in known:
+            names = ", ".join(sorted(known)[:20]) or "none"
+            raise NotFound(
+                f"no {rubric} record of prompt version {version!r}; versions with records: {names}"
+            )
+
+
+def _num(value: Any, spec: str) -> str:
+    """A number for the text report; 'n/a' where there is none (no data, no bound)."""
+    if value is None or not math.isfinite(float(value)):
+        return "n/a"
+    return format(value, spec)
+
+
 def _text(rubric: str, args: argparse.Namespace, d: dict[str, Any]) -> str:
     b, c = d["baseline"], d["candidate"]
+
+    def side(s: dict[str, Any]) -> str:
+        return (
+            f"n={s['n']:<5} mean={_num(s.get('mean'), '.3f')} "
+            f"[{_num(s.get('mean_ci_low'), '.3f')}, {_num(s.get('mean_ci_high'), '.3f')}]"
+        )
+
     return (
         f"{rubric}: {args.candidate} vs {args.baseline} (since {args.since}): "
         f"{d['decision'].replace('_', ' ').upper()}\n"
-        f"  baseline  n={b['n']:<5} mean={b['mean']:.3f} "
-        f"[{b['mean_ci_low']:.3f}, {b['mean_ci_high']:.3f}]\n"
-        f"  candidate n={c['n']:<5} mean={c['mean']:.3f} "
-        f"[{c['mean_ci_low']:.3f}, {c['mean_ci_high']:.3f}]\n"
-        f"  drop {d['drop']:+.3f}, {d['drop_upper_bound_level']:.0%} upper bound "
-        f"{d['drop_upper_bound']:.3f} (margin {d['margin']}); e-value {d['e_value']:.3g}, "
-        f"p {d['p_value']:.3g} ({d['test']})\n"
+        f"  baseline  {side(b)}\n"
+        f"  candidate {side(c)}\n"
+        f"  drop {_num(d.get('drop'), '+.3f')}, {d['drop_upper_bound_level']:.0%} upper bound "
+        f"{_num(d.get('drop_upper_bound'), '.3f')} (margin {d['margin']}); "
+        f"e-value {_num(d.get('e_value'), '.3g')}, p {_num(d.get('p_value'), '.3g')} "
+        f"({d['test']})\n"
         f"  {d['reason']}"
     )
 

@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from evaluator.cli import exit_codes
 from evaluator.cli.analytics import register as register_analytics
+from evaluator.cli.common import positive
 from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
 from evaluator.cli.epochs import register as register_epochs
@@ -43,15 +44,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from evaluator.sources.ingest import ingest_jsonl
     from evaluator.store.store import Store
 
+    missing = [p for p in args.files if not p.is_file()]
+    if missing:  # before anything is stored: the same mistake as a missing file elsewhere
+        raise FileNotFoundError(2, "no such file", str(missing[0]))
     settings = _settings(args)
     store = Store(settings.database.url)
     failed = 0
     summary: list[dict[str, Any]] = []
     for path in args.files:
-        if not path.is_file():
-            print(f"{path}: no such file", file=sys.stderr)
-            failed += 1
-            continue
         report = ingest_jsonl(store, path)
         failed += report.failed
         for line, reason in report.errors:
@@ -193,16 +193,32 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_convert_ragtruth(args: argparse.Namespace) -> int:
+    """Convert line by line into a temporary file beside the output, renamed into place
+    only when every line converted: a bad line leaves no partial output behind."""
+    from evaluator.errors import InputError
     from evaluator.sources.ragtruth import record_to_traces
 
     count = 0
-    with args.source.open() as src, args.output.open("w") as out:
-        for i, line in enumerate(src):
-            if args.limit is not None and i >= args.limit:
-                break
-            for trace in record_to_traces(json.loads(line), prompt_version=args.prompt_version):
-                out.write(json.dumps(trace) + "\n")
-                count += 1
+    partial = args.output.with_name(f".{args.output.name}.{os.getpid()}.partial")
+    try:
+        with args.source.open() as src, partial.open("w") as out:
+            for i, line in enumerate(src):
+                if args.limit is not None and i >= args.limit:
+                    break
+                try:
+                    traces = record_to_traces(json.loads(line), prompt_version=args.prompt_version)
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    why = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+                    raise InputError(
+                        f"{args.source}:{i + 1}: not a RAGTruth QA record ({why}); nothing "
+                        f"written to {args.output}"
+                    ) from None
+                for trace in traces:
+                    out.write(json.dumps(trace) + "\n")
+                    count += 1
+        os.replace(partial, args.output)
+    finally:
+        partial.unlink(missing_ok=True)
     print(f"wrote {count} traces to {args.output}")
     return EXIT_OK
 
@@ -276,15 +292,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="RAGTruth QA JSONL, or trace JSONL with a boolean ragtruth.hallucinated",
     )
     p.add_argument("--rubric", required=True, help="rubric name (see `evaluator rubrics check`)")
-    p.add_argument("--limit", type=int, help="only the first N labelled answers")
-    p.add_argument("--concurrency", type=int, default=16)
+    p.add_argument("--limit", type=positive, help="only the first N labelled answers")
+    p.add_argument("--concurrency", type=positive, default=16)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_calibrate)
 
     p = sub.add_parser("convert-ragtruth", help="turn RAGTruth QA JSONL into trace JSONL")
     p.add_argument("source", type=Path)
     p.add_argument("output", type=Path)
-    p.add_argument("--limit", type=int, help="only the first N questions")
+    p.add_argument("--limit", type=positive, help="only the first N questions")
     p.add_argument("--prompt-version", default="v1")
     p.set_defaults(fn=cmd_convert_ragtruth)
     register_reads(sub)  # scores, stats

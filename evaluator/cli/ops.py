@@ -9,24 +9,28 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from evaluator.cli.common import positive
 from evaluator.cli.health import register as register_health
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import load_settings
-from evaluator.errors import ErrorKind
+from evaluator.errors import ErrorKind, ExitCode
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
 
+    from evaluator.cli.common import check_rubric, reader
     from evaluator.cli.exit_codes import BUDGET
     from evaluator.config.redis_clients import async_redis
     from evaluator.intake.drain import build_intake
     from evaluator.intake.sweeper import Retried, retry_dead, retry_errors
     from evaluator.store import outbox
-    from evaluator.store.store import Store
     from evaluator.worker.runtime import sampling_config
 
+    if not (args.list or args.errors or args.all or args.trace):
+        print("say which: --trace ID, --all, --errors or --list", file=sys.stderr)
+        return ExitCode.USAGE
     settings = load_settings(args.settings)
-    store = Store(settings.database.url)
+    store = reader(settings)  # retry re-runs what is stored: no database, nothing to retry
     try:
         if args.list:
             dead = outbox.list_intents(store.engine, status=outbox.DEAD, limit=args.limit)
@@ -39,12 +43,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
             return 0
         errors = None
         if args.errors:
+            check_rubric(store, settings, args.rubric)
             errors = store.error_trace_ids(
                 rubric=args.rubric, kind=args.kind, since=args.since, until=args.until
             )
-        elif not args.all and not args.trace:
-            print("say which: --trace ID, --all, --errors or --list", file=sys.stderr)
-            return 2
 
         async def run() -> Retried:
             redis = async_redis(settings)
@@ -75,7 +77,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def _when(text: str) -> datetime:
-    value = datetime.fromisoformat(text)
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -84,7 +89,7 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", action="append", help="a trace ID (repeatable)")
     p.add_argument("--all", action="store_true", help="every dead intent")
     p.add_argument("--list", action="store_true", help="list dead intents with their cause")
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=positive, default=100, help="with --list: at most N (100)")
     p.add_argument("--errors", action="store_true", help="re-run traces with error records")
     p.add_argument("--rubric", help="with --errors: only this rubric's error records")
     p.add_argument("--kind", choices=[k.value for k in ErrorKind], help="with --errors: cause")

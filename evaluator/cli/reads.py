@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluator.cli import exit_codes
+from evaluator.cli.common import positive
 from evaluator.config.settings import load_settings
 
 MARKER_SUFFIX = ".demo.json"
@@ -147,7 +148,7 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", help="only this trace ID")
     p.add_argument("--rubric", help="only this rubric")
     p.add_argument("--status", choices=["ok", "error", "skipped"])
-    p.add_argument("--limit", type=_positive, default=50, help="records per page (default 50)")
+    p.add_argument("--limit", type=positive, default=50, help="records per page (default 50)")
     p.add_argument("--all", action="store_true", help="every matching record (no paging)")
     p.add_argument("--after", metavar="CURSOR", help="the next page: the cursor a page printed")
     p.add_argument("--wide", action="store_true", help="do not shorten any column")
@@ -160,13 +161,3 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="JSON for scripts")
     p.set_defaults(fn=cmd_stats)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session, col, create_engine, select
 
-from evaluator.errors import SchemaError
+from evaluator.errors import NoDatabase, SchemaError
 from evaluator.store.models import EvalRecord, TraceRecord, table_of, utcnow
 from evaluator.store.sanitize import clean
 from evaluator.store.schema import check_current, upgrade
@@ -137,8 +137,9 @@ def _refuse_missing_sqlite_file(url: str) -> None:
     path = parsed.database
     on_disk = parsed.get_backend_name() == "sqlite" and path and path != ":memory:"
     if on_disk and not Path(str(path)).exists():
-        raise SchemaError(
-            f"no database at {path}: run a command that writes (`evaluator ingest`, "
+        raise NoDatabase(
+            f"no database at {url}: check database.url (EVALUATOR_DATABASE__URL), or run a "
+            "command that writes (`evaluator ingest`, "
             "`evaluator worker`, `evaluator demo`) or `evaluator db upgrade` first"
         )
 

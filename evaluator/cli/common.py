@@ -1,0 +1,66 @@
+"""What several commands share: opening the database to read, and checking a rubric name.
+
+Read commands open the store with `reader`: it never creates or migrates a database (no
+database: exit 2 "no database at URL"; schema behind: exit 4), so a typo'd database.url
+is an error, not a silent empty answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from evaluator.errors import RubricError
+
+
+def reader(settings: Any) -> Any:
+    """A Store that reads: it refuses a missing database or a schema behind this version."""
+    from evaluator.store.store import Store
+
+    return Store(settings.database.url, migrate=False)
+
+
+def configured_rubrics(settings: Any) -> set[str]:
+    """The rubric names the rubric files define (none when they are invalid: `rubrics
+    check` reports those)."""
+    from evaluator.config.rubrics import load_rubrics
+
+    with contextlib.suppress(RubricError):
+        return {r.name for r in load_rubrics(settings.rubrics.path).rubrics}
+    return set()
+
+
+def check_rubric(store: Any, settings: Any, name: str | None) -> None:
+    """An unknown --rubric is a usage error (exit 2) naming the known ones; None passes."""
+    from evaluator.analytics.names import require_rubric
+
+    if name is not None:
+        require_rubric(store, name, configured_rubrics(settings))
+
+
+def _whole(text: str, low: int, high: int | None = None, what: str = "a whole number") -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+    if value < low or (high is not None and value > high):
+        span = f"{low} to {high}" if high is not None else f"at least {low}"
+        raise argparse.ArgumentTypeError(f"must be {span}, got {value}")
+    return value
+
+
+def positive(text: str) -> int:
+    """argparse type: a whole number of at least 1."""
+    return _whole(text, 1)
+
+
+def count(text: str) -> int:
+    """argparse type: a whole number of at least 0."""
+    return _whole(text, 0)
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    return _whole(text, 0, 65535, "a port number")
