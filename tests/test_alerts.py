@@ -23,7 +23,7 @@ from evaluator.outputs.webhooks import build_sinks
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 from evaluator.worker.runtime import build_runtime
-from tests.conftest import make_settings, write_rubric
+from tests.conftest import REDIS_URL, make_settings, write_rubric
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 RUBRIC = """
@@ -253,7 +253,7 @@ async def test_cron_body_runs_once_per_period_across_workers(
 def test_worker_registers_a_unique_cron_job(tmp_path: Path) -> None:
     from evaluator.worker.app import cron_name, worker_options
 
-    settings = make_settings(tmp_path, "redis://127.0.0.1:6379/9", alerts={"interval_minutes": 15})
+    settings = make_settings(tmp_path, REDIS_URL, alerts={"interval_minutes": 15})
     jobs = {j.name: j for j in worker_options(settings)["cron_jobs"]}
     # Retention is off by default; every other cron job is registered once, unique.
     names = {cron_name(settings, n) for n in ("sweep", "batches", "anchors", "regression_check")}
@@ -264,7 +264,7 @@ def test_worker_registers_a_unique_cron_job(tmp_path: Path) -> None:
 def test_alerts_command_lists_open_alerts_as_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(tmp_path, "redis://127.0.0.1:6379/9")
+    settings = make_settings(tmp_path, REDIS_URL)
     store = Store(settings.database.url)
     stable_baseline(store)
     seed(store, pattern(60, 2), NOW - timedelta(hours=5), NOW, prefix="bad")

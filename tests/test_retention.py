@@ -18,7 +18,7 @@ from evaluator.store.models import AlertRecord, EvalRecord, PendingSpan, TraceRe
 from evaluator.store.retention import apply_retention, regression_horizon
 from evaluator.store.store import Store
 
-from .conftest import make_settings, write_rubric
+from .conftest import REDIS_URL, make_settings, write_rubric
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 RUBRIC = """
@@ -35,7 +35,7 @@ baseline = "20d"
 def _settings(tmp_path: Path, db_url: str, **retention: int) -> Settings:
     write_rubric(tmp_path / "rubrics", "tone", RUBRIC)
     return make_settings(
-        tmp_path, "redis://127.0.0.1:6379/0", database={"url": db_url},
+        tmp_path, REDIS_URL, database={"url": db_url},
         **{"database.retention": {"batch_rows": 7, **retention}},
     )  # fmt: skip
 

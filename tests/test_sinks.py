@@ -22,7 +22,7 @@ from evaluator.outputs.webhooks import (
     build_sinks,
     slack_message,
 )
-from tests.conftest import make_settings
+from tests.conftest import REDIS_URL, make_settings
 
 PUBLIC_IP = "93.184.216.34"
 ALLOW = ("hooks.example.com", ".slack.test")
@@ -98,7 +98,7 @@ def test_settings_refuse_a_bad_webhook_url_naming_the_key(tmp_path: Path) -> Non
     with pytest.raises(SettingsError, match=r"alerts: Value error, webhook URL refused.*169\.254"):
         make_settings(
             tmp_path,
-            "redis://127.0.0.1:6379/9",
+            REDIS_URL,
             alerts={"webhook_urls": ["http://169.254.169.254/x"], "allowlist": ["169.254.169.254"]},
         )
 
@@ -201,7 +201,7 @@ async def test_build_sinks_sends_generic_and_slack_and_refuses_without_secret(
 ) -> None:
     settings = make_settings(
         tmp_path,
-        "redis://127.0.0.1:6379/9",
+        REDIS_URL,
         alerts={
             "webhook_urls": ["https://hooks.example.com/a"],
             "slack_webhook_url": "https://x.slack.test/services/T/B/X",

@@ -19,7 +19,7 @@ from evaluator.analytics.trends import TrendQuery, sparkline, trend, trends_tabl
 from evaluator.cli.main import main
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
-from tests.conftest import make_settings
+from tests.conftest import REDIS_URL, make_settings
 
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
 
@@ -97,7 +97,7 @@ def test_group_by_none_and_bad_arguments() -> None:
 def test_trends_command_prints_table_with_sparklines_and_stable_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(tmp_path, "redis://127.0.0.1:6379/9")
+    settings = make_settings(tmp_path, REDIS_URL)
     store = Store(settings.database.url)
     now = datetime.now(UTC)
     add(
