@@ -137,9 +137,10 @@ async def test_shared_rate_limit_is_enforced_across_clients(redis_url: str) -> N
         await (la if i % 2 else lb).acquire(100)
     # 4 from the burst, 6 more at 2/s: ~3 s. A full-minute bucket would have let all 10 through.
     assert time.monotonic() - started >= 2.5
-    # A 429's Retry-After seen by one process holds the other one too.
-    await la.pause(1.0)
+    # A 429's Retry-After seen by one process holds the other one too. (Timed from before the
+    # pause: a stall after it would otherwise shorten the wait measured.)
     held = time.monotonic()
+    await la.pause(1.0)
     await lb.acquire(100)
     assert time.monotonic() - held >= 0.8
     await a.aclose()
