@@ -2,7 +2,10 @@
 
 Every endpoint only reads (rollups are refreshed by the worker's cron, never by a GET).
 Query parameters are checked before any query runs: an unknown, repeated, over-long or
-malformed one is a `BadRequest` (HTTP 400 with {"error": ...}), never a 500.
+malformed one is a `BadRequest` (HTTP 400 with {"error": ...}), never a 500. Errors take
+their status from the one exit-code table (evaluator.errors): an unknown rubric is 404 as it
+is exit 2 on the command line, a schema behind is 409 (exit 4), an unreachable database 503
+(exit 3).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from typing import Any
 from evaluator.analytics.alerts import alert_to_json, list_alerts
 from evaluator.analytics.cost import PriceFn, cost_per_pass
 from evaluator.analytics.human_feedback import review_queue
+from evaluator.analytics.names import require_rubric
 from evaluator.analytics.overview import overview
 from evaluator.analytics.trends import BY, TrendQuery, rubric_names, trend, worst_traces
 from evaluator.config.policy import parse_duration
+from evaluator.errors import InputError, http_status_for
 from evaluator.store.store import Store, as_utc
 from evaluator.traces.validate import MAX_LABEL_CHARS, text_problem
 
@@ -24,8 +29,21 @@ MAX_WORST = 50
 MAX_REVIEW = 200
 
 
-class BadRequest(ValueError):
-    pass
+class BadRequest(InputError):
+    """A malformed request: HTTP 400 (exit 2 on the command line)."""
+
+
+def error_answer(exc: BaseException) -> tuple[int, str] | None:
+    """(HTTP status, one-line message) for what an endpoint raised, from the one exit-code
+    table (evaluator.errors): usage 400/404, unavailable 503, schema behind 409. None for
+    a bug (500, logged)."""
+    status = http_status_for(exc)
+    if status is not None:
+        return status, str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    module = type(exc).__module__
+    if module.startswith(("sqlalchemy", "redis")) or isinstance(exc, ConnectionError):
+        return 503, "the database or Redis is unavailable; try again later"
+    return None
 
 
 def params(qs: dict[str, list[str]], allowed: tuple[str, ...]) -> dict[str, str]:
@@ -90,6 +108,12 @@ class Api:
         self.price = price  # settings.cost_usd: generator tokens at [pricing]
         self.thresholds = dict(thresholds or {})  # rubric pass thresholds, for the review queue
 
+    def _rubric(self, name: str | None) -> str | None:
+        """An unknown rubric is 404 (a typo), not an empty answer; None passes."""
+        if name:
+            require_rubric(self.store, name, self.thresholds)
+        return name or None
+
     def rubrics(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         params(qs, ())
         return {"rubrics": rubric_names(self.store)}
@@ -105,11 +129,13 @@ class Api:
             )
         except (ValueError, OverflowError) as exc:
             raise BadRequest(str(exc)) from None
+        self._rubric(q.rubric)
         return trend(self.store, q, refresh=False)
 
     def alerts(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         p = params(qs, ("open", "rubric"))
-        rows = list_alerts(self.store, open_only=_flag(p, "open"), rubric=p.get("rubric") or None)
+        open_only = _flag(p, "open")
+        rows = list_alerts(self.store, open_only=open_only, rubric=self._rubric(p.get("rubric")))
         return {"alerts": [alert_to_json(a) for a in rows]}
 
     def worst(self, qs: dict[str, list[str]]) -> dict[str, Any]:
@@ -122,6 +148,7 @@ class Api:
             raise BadRequest("end must be after start")
         k = _count(p, "k", 5, MAX_WORST)
         rubric = _required(p, "rubric")
+        self._rubric(rubric)
         traces = worst_traces(self.store, rubric, by, p.get("key") or None, start, end, k=k)
         return {"traces": traces}
 
@@ -144,7 +171,8 @@ class Api:
         """`evaluator review next --json`: the traces whose human label would teach most."""
         p = params(qs, ("rubric", "n"))
         n = _count(p, "n", 20, MAX_REVIEW)
-        items = review_queue(self.store, self.thresholds, rubric=p.get("rubric") or None, n=n)
+        rubric = self._rubric(p.get("rubric"))
+        items = review_queue(self.store, self.thresholds, rubric=rubric, n=n)
         return {"queue": [i.to_json() for i in items]}
 
     def overview(self, qs: dict[str, list[str]]) -> dict[str, Any]:

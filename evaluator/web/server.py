@@ -60,7 +60,7 @@ from evaluator.sources.otlp.assembly import SpanAssembler, start_sweeper
 from evaluator.sources.otlp.decode import OtlpConfig
 from evaluator.sources.otlp.receive import handle_otlp_traces
 from evaluator.store.store import Store
-from evaluator.web.api import Api, BadRequest
+from evaluator.web.api import Api, error_answer
 from evaluator.web.guards import BoundedServer, HttpError, ServerOptions, host_allowed, is_loopback
 
 log = logging.getLogger("evaluator.web.server")
@@ -224,12 +224,14 @@ def make_handler(
                 return
             try:
                 body = handler(parse_qs(url.query, keep_blank_values=True))
-            except BadRequest as exc:
-                self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-                return
-            except Exception:
-                log.exception("GET %s failed", self.path)
-                self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
+            except Exception as exc:
+                answer = error_answer(exc)  # the one exit-code table's HTTP statuses
+                if answer is None:
+                    log.exception("GET %s failed", self.path)
+                    answer = (HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+                elif answer[0] >= 500:
+                    log.warning("GET %s: %s", url.path, exc)
+                self._json(HTTPStatus(answer[0]), {"error": answer[1]})
                 return
             self._json(HTTPStatus.OK, body)
 
