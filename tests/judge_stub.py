@@ -1,12 +1,13 @@
 """A tiny OpenAI-compatible judge on 127.0.0.1 for tests that run workers as real processes
 (respx cannot reach into another process). Replies to the llm_rubric schema; the first
-`hang_first` requests wait `hang_s` before answering (a judge that stalls mid-call)."""
+`hang_first` requests wait `hang_s` before answering (a judge that stalls mid-call), or until
+the test sets `release` (and at exit), so a test can hold a call exactly as long as it needs.
+`delays` is the judge's latency (it only spreads calls out; no outcome waits on it)."""
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,6 +32,7 @@ class JudgeStub:
         self.hang_s = hang_s
         self.score = score
         self.first_request = threading.Event()
+        self.release = threading.Event()  # ends every hang now and from now on
         self._lock = threading.Lock()
         stub = self
 
@@ -47,9 +49,9 @@ class JudgeStub:
                     stub.max_in_flight = max(stub.max_in_flight, stub.in_flight)
                 stub.first_request.set()
                 if n <= stub.hang_first:
-                    time.sleep(stub.hang_s)
+                    stub.release.wait(stub.hang_s)
                 if stub.delays:
-                    time.sleep(stub.delays[n % len(stub.delays)])
+                    stub.release.wait(stub.delays[n % len(stub.delays)])
                 with stub._lock:
                     stub.in_flight -= 1
                 body = json.dumps(
@@ -74,5 +76,6 @@ class JudgeStub:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ from .conftest import (
     write_rubric,
 )
 from .judge_stub import JudgeStub
+from .polling import wait_until
 
 FAST_JUDGE = {"model": "gpt-4o-mini", "max_retries": 0, "timeout_s": 2.0, "max_wait_s": 0.0}
 
@@ -160,13 +162,33 @@ def test_worker_killed_mid_batch_job_loses_nothing_and_judges_no_trace_twice(
 
 
 def test_sigterm_lets_the_running_job_finish(tmp_path: Path, redis_url: str) -> None:
-    with JudgeStub(hang_first=1, hang_s=1.5) as judge:
-        settings = _settings(tmp_path, redis_url, judge.url)
+    """The judge holds the call until the worker has logged its shutdown on SIGTERM, then
+    answers: the job, in flight all along, still ends with its record (no race between the
+    hold and the client's timeout, which is far longer here)."""
+    with JudgeStub(hang_first=1, hang_s=60) as judge:
+        write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+        settings = make_settings(
+            tmp_path, redis_url, judge={**FAST_JUDGE, "base_url": judge.url, "timeout_s": 60},
+            worker={"job_timeout_s": 150, "max_jobs": 4, "shutdown_grace_s": 120},
+        )  # fmt: skip
         _ingest_and_enqueue(settings, ["inflight"])
         worker = _worker(tmp_path / "settings.toml")
-        assert judge.first_request.wait(20)
+        lines: list[str] = []
+        reader = threading.Thread(
+            target=lambda: lines.extend(raw.decode(errors="replace") for raw in worker.stdout),
+            daemon=True,
+        )
+        reader.start()
+        assert judge.first_request.wait(60), "".join(lines)
         worker.send_signal(signal.SIGTERM)
-        out = worker.communicate(timeout=30)[0].decode()
+        wait_until(lambda: any("shutdown on SIGTERM" in line for line in lines),
+                   "the worker to log its shutdown on SIGTERM", deadline_s=60)  # fmt: skip
+        judge.release.set()
+        worker.wait(timeout=60)
+        reader.join(timeout=10)
+        worker.stdout.close()
+        out = "".join(lines)
+    assert worker.returncode == 0, out
     assert [(r.trace_id, r.status) for r in _records(settings)] == [("inflight", "ok")], out
     assert _intents(settings) == {"rate:inflight": "done"}
 
