@@ -205,6 +205,15 @@ def settings_keys() -> Iterator[Key]:
             if here == ("alerts", "policy"):
                 yield from _policy_keys(here, current, toml_comments)
                 continue
+            inner_args = get_args(annotation)
+            if (
+                get_origin(annotation) in (tuple, list)
+                and inner_args
+                and isinstance(inner_args[0], type)
+                and issubclass(inner_args[0], BaseModel)
+            ):
+                yield from _list_of_models(here, inner_args[0], current, toml_comments)
+                continue
             if get_origin(annotation) is dict:
                 inner = get_args(annotation)[1]
                 if isinstance(inner, type) and issubclass(inner, BaseModel):
@@ -216,6 +225,45 @@ def settings_keys() -> Iterator[Key]:
             yield Key(here, type_, _toml_literal(current), _env_name(here), meaning)
 
     yield from walk(Settings, effective, ())
+
+
+def _list_of_models(
+    path: tuple[str, ...],
+    model: type[BaseModel],
+    current: Any,
+    comments: dict[tuple[str, ...], str],
+) -> Iterator[Key]:
+    """`alerts.webhooks`: a list of tables; one row for the list, one per field of an item."""
+    yield Key(
+        path,
+        "list of tables",
+        _toml_literal([item.model_dump() for item in current]),
+        _env_name(path),
+        comments.get(path, "")
+        or _field_comments(_owner_of(path)).get(path[-1], "")
+        or " ".join((model.__doc__ or "").split())
+        or f"[[{'.'.join(path)}]] tables, one per item.",
+    )
+    item_comments = _field_comments(model)
+    for name, info in model.model_fields.items():
+        bounds = _bounds(list(info.metadata))
+        default = "required" if info.is_required() else _toml_literal(info.default)
+        yield Key(
+            (*path[:-1], f"{path[-1]}[]", name),
+            _type_name(info.annotation) + (f" ({bounds})" if bounds else ""),
+            default,
+            "",  # set through the list's own variable
+            item_comments.get(name, ""),
+        )
+
+
+def _owner_of(path: tuple[str, ...]) -> type:
+    from evaluator.config.settings import Settings
+
+    model: Any = Settings
+    for part in path[:-1]:
+        model = model.model_fields[part].annotation
+    return model  # type: ignore[no-any-return]
 
 
 def _table_of_models(
@@ -298,9 +346,9 @@ def settings_page() -> str:
             out.append(f"\n## `[{top}]`\n\n| key | type | default | environment | meaning |\n")
             out.append("|---|---|---|---|---|\n")
         name = ".".join(key.path)
+        env = f"`{key.env}`" if key.env else "—"
         out.append(
-            f"| `{name}` | {key.type} | `{_cell(key.default)}` | `{key.env}` "
-            f"| {_cell(key.meaning)} |\n"
+            f"| `{name}` | {key.type} | `{_cell(key.default)}` | {env} | {_cell(key.meaning)} |\n"
         )
     return "".join(out)
 
