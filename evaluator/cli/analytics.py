@@ -104,14 +104,14 @@ def register(sub: Any) -> None:
                    choices=["prompt_version", "model", "feature", "tenant", "none"])  # fmt: skip
     p.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d, 30d (default 7d)")
     p.add_argument("--bucket", default="1d", help="bucket size in whole hours, e.g. 1h, 6h, 1d")
-    p.add_argument("--json", action="store_true", help="stable JSON (see README: Trends JSON)")
+    p.add_argument("--json", action="store_true", help="stable JSON (docs/how-to/trends.md)")
     p.set_defaults(fn=cmd_trends)
 
     p = sub.add_parser("alerts", help="regression alerts (newest first)")
     p.add_argument("--open", action="store_true", help="only open alerts")
     p.add_argument("--rubric", help="only this rubric")
     p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true", help="stable JSON (see README: Alerts JSON)")
+    p.add_argument("--json", action="store_true", help="stable JSON (docs/how-to/alerts.md)")
     p.set_defaults(fn=cmd_alerts)
 
     p = sub.add_parser("serve", help="HTTP: trends page and JSON API (read-only)")

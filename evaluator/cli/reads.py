@@ -152,7 +152,7 @@ def register(sub: Any) -> None:
     p.add_argument("--all", action="store_true", help="every matching record (no paging)")
     p.add_argument("--after", metavar="CURSOR", help="the next page: the cursor a page printed")
     p.add_argument("--wide", action="store_true", help="do not shorten any column")
-    p.add_argument("--json", action="store_true", help="stable JSON (see README: JSON output)")
+    p.add_argument("--json", action="store_true", help="stable JSON (docs/concepts/records.md)")
     p.set_defaults(fn=cmd_scores)
 
     p = sub.add_parser("stats", help="intake and sampling counters, queue depth, records by status")

@@ -30,7 +30,7 @@ def _explain(path: Path, errors: list[Any]) -> list[str]:
         key = ".".join(str(p) for p in err["loc"]) or "(file)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key; see the rubric reference in README.md for the allowed keys"
+            msg = "unknown key; the allowed keys: docs/concepts/rubrics.md"
         elif err["type"] == "missing":
             msg = "required key is missing; add it"
         got = err.get("input")
