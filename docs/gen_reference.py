@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import html
 import inspect
 import io
 import re
@@ -183,8 +184,20 @@ def _env_name(path: tuple[str, ...]) -> str:
     return "EVALUATOR_" + "__".join(p.upper() for p in path)
 
 
+_CODE = re.compile(r"`([^`]*)`")
+
+
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text for a table cell. A pipe ends a cell even inside a code span, and an escaped one
+    stays escaped there, so a code span holding one becomes an HTML <code> with an entity."""
+
+    def code(match: re.Match[str]) -> str:
+        inner = match.group(1)
+        if "|" not in inner:
+            return match.group(0)
+        return "<code>" + html.escape(inner).replace("|", "&#124;") + "</code>"
+
+    return _CODE.sub(code, text).replace("|", "\\|").replace("\n", " ")
 
 
 def settings_keys() -> Iterator[Key]:
