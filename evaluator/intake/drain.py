@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
 from evaluator.config.settings import Settings
+from evaluator.intake import backlog
 from evaluator.intake.allocation import BudgetPlan
 from evaluator.intake.budget import BudgetGate, Candidate
 from evaluator.intake.enqueue import intake_key
@@ -45,9 +46,9 @@ from evaluator.intake.parking import (
     recover_abandoned,
 )
 from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
-from evaluator.intake.serialization import serialize
-from evaluator.intake.wire import SEPARATOR, check_trace_id, decode, decode_entry
-from evaluator.store.outbox import Intent
+from evaluator.intake.serialization import deserialize, serialize
+from evaluator.intake.wire import SEPARATOR, bare_id, decode, decode_entry
+from evaluator.store.outbox import Intent, done_among
 from evaluator.store.tail import tail_traces_since
 from judges.llm.backoff import Backoff
 
@@ -66,37 +67,71 @@ TAIL_CACHE_MAX = 500_000
 
 # A trace is queued already when its own job (or result) exists, or when its marker names a
 # batch job that still exists (a finished or failed batch job is gone: its marker is stale).
+# The queue's depth is counted in traces: a batch job's id names its size, an older batch job
+# counts as traces_per_job, any other job as one. A creator asks `opened()` before each job
+# and `added(n)` after it, so a job is created only while the queue holds fewer traces than
+# the bound (it ends at most one batch over); the queue is scanned only when ZCARD cannot tell.
 _QUEUED_FN = """
 local function queued_already(jp, rp, mp, id)
   if redis.call('EXISTS', jp .. id, rp .. id) > 0 then return true end
   local batch = redis.call('GET', mp .. id)
   return batch and redis.call('EXISTS', jp .. batch) == 1
 end
+local function traces_in(q, per_job)
+  local total = 0
+  for _, m in ipairs(redis.call('ZRANGE', q, 0, -1)) do
+    local n = string.match(m, '^evaluate:batch:(%d+):')
+    if n then total = total + tonumber(n)
+    elseif string.sub(m, 1, 15) == 'evaluate:batch:' then total = total + per_job
+    else total = total + 1 end
+  end
+  return total
+end
+local bound, per_job = tonumber(ARGV[6]), tonumber(ARGV[7])
+local jobs = bound > 0 and redis.call('ZCARD', ARGV[1]) or 0
+local depth, exact = jobs * per_job, jobs >= bound
+if exact then depth = jobs end
+local function opened()
+  if bound <= 0 or depth < bound then return true end
+  if exact then return false end
+  depth, exact = traces_in(ARGV[1], per_job), true
+  return depth < bound
+end
+local function added(n) depth = depth + n end
 """
 
 # One job per trace unless it is queued already (like arq's enqueue_job, for many at once).
-# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, check markers (0/1),
-# then (job id, payload, score) per job. A batch job's own follow-ups skip the marker check
-# (their marker names the batch job that is creating them).
+# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, bound in traces (0: none),
+# traces per job, the batch job these replace ('' none), check markers (0/1), then (job id,
+# payload, score) per job. A batch job's own follow-ups skip the marker check (their marker
+# names the batch job that is creating them) and take its place in the queue (it has handed
+# every member on or finished it), so handing on never deepens the queue.
+# Returns {queued ids, ids refused for want of room}.
 _ENQUEUE_LUA = (
     _QUEUED_FN
     + """
-local queued = {}
-for i = 7, #ARGV, 3 do
+local queued, over = {}, {}
+for i = 10, #ARGV, 3 do
   local id = ARGV[i]
   local taken
-  if ARGV[6] == '1' then
+  if ARGV[9] == '1' then
     taken = queued_already(ARGV[2], ARGV[3], ARGV[5], id)
   else
     taken = redis.call('EXISTS', ARGV[2] .. id, ARGV[3] .. id) > 0
   end
   if not taken then
-    redis.call('PSETEX', ARGV[2] .. id, ARGV[4], ARGV[i + 1])
-    redis.call('ZADD', ARGV[1], ARGV[i + 2], id)
-    queued[#queued + 1] = id
+    if opened() then
+      redis.call('PSETEX', ARGV[2] .. id, ARGV[4], ARGV[i + 1])
+      redis.call('ZADD', ARGV[1], ARGV[i + 2], id)
+      queued[#queued + 1] = id
+      added(1)
+    else
+      over[#over + 1] = id
+    end
   end
 end
-return queued
+if ARGV[8] ~= '' then redis.call('ZREM', ARGV[1], ARGV[8]) end
+return {queued, over}
 """
 )
 
@@ -104,14 +139,15 @@ return queued
 # are paid once per batch). The payload is arq's job format built from each member's JSON
 # arguments, leaving out the members queued already; each member queued gets a marker
 # naming its batch, which the single-trace enqueue above (the sweeper's) checks.
-# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, now ms, function name,
-# then per batch: batch job id, n, n x (member job id, member arguments as JSON).
+# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, bound in traces (0: none),
+# traces per job, now ms, function name, then per batch: batch job id, n, n x (member job id,
+# member arguments as JSON). Returns {queued ids, ids refused for want of room}.
 _ENQUEUE_BATCHES_LUA = (
     _QUEUED_FN
     + """
-local jp, rp, ttl, mp, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local queued = {}
-local i = 8
+local jp, rp, ttl, mp, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[8]
+local queued, over = {}, {}
+local i = 10
 while i <= #ARGV do
   local batch_id, n = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
@@ -125,18 +161,31 @@ while i <= #ARGV do
     end
   end
   i = i + 2 * n
-  if #parts > 0 then
-    local payload = '{"t":null,"f":"' .. ARGV[7] .. '","a":[[' .. table.concat(parts, ',')
+  if #parts > 0 and not opened() then
+    for _, id in ipairs(members) do over[#over + 1] = id end
+  elseif #parts > 0 then
+    local payload = '{"t":null,"f":"' .. ARGV[9] .. '","a":[[' .. table.concat(parts, ',')
       .. ']],"k":{},"et":' .. now .. '}'
     redis.call('PSETEX', jp .. batch_id, ttl, payload)
     redis.call('ZADD', ARGV[1], now, batch_id)
+    added(n)
     for _, id in ipairs(members) do
       redis.call('PSETEX', mp .. id, ttl, batch_id)
       queued[#queued + 1] = id
     end
   end
 end
-return queued
+return {queued, over}
+"""
+)
+
+
+# ARGV as the enqueue scripts' first seven. The traces queued (at least the bound when full).
+_DEPTH_LUA = (
+    _QUEUED_FN
+    + """
+if not exact and jobs > 0 then depth = traces_in(ARGV[1], per_job) end
+return depth
 """
 )
 
@@ -190,9 +239,10 @@ class QueuedTrace:
 
 def batch_job_id(members: list[QueuedTrace]) -> str:
     """Derived from the members, so a batch created again (a parked intake batch processed
-    again) is the same job and not a second one."""
+    again) is the same job and not a second one; it names its size, which the queue's depth
+    in traces counts (the back-pressure bound)."""
     digest = hashlib.sha1("\n".join(m.job_id for m in members).encode(), usedforsecurity=False)
-    return f"evaluate:batch:{digest.hexdigest()[:24]}"
+    return f"evaluate:batch:{len(members)}:{digest.hexdigest()[:24]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +322,7 @@ class Intake:
         self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
         self._batch_script = redis.register_script(_ENQUEUE_BATCHES_LUA)
         self._pop_script = redis.register_script(POP_TO_PROCESSING_LUA)
+        self._depth_script = redis.register_script(_DEPTH_LUA)
         # Stored traces that may trip a tail rule, by trace id (oldest evicted first).
         self._tails: OrderedDict[str, Signals] = OrderedDict()
         self._tail_since = datetime.now(UTC) - TAIL_LOOKBACK
@@ -286,6 +337,7 @@ class Intake:
         again = self._unfinished  # the parked batch of a drain that failed comes first
         if self.budget is not None:
             await self.budget.release_due(time.time() if now_s is None else now_s)
+        await self.refill()  # held-back traces first, as far as the queue has room
         if self.engine is None:
             popped = self.redis.lpop(self._key, batch)
             entries = await cast("Awaitable[list[bytes] | None]", popped)
@@ -312,8 +364,8 @@ class Intake:
         for entry in entries:
             # Hot path: a bare ID (no signals) needs only a hash against the rate.
             if _SEPARATOR not in entry:
-                trace_id = entry.decode("utf-8", "replace")
-                if check_trace_id(trace_id) is None and hash_point(trace_id) >= rate:
+                trace_id = bare_id(entry)  # None: not one (decode says why, and it is quarantined)
+                if trace_id is not None and hash_point(trace_id) >= rate:
                     not_sampled += 1
                     unsignalled.append(trace_id)
                     continue
@@ -366,12 +418,9 @@ class Intake:
                 jobs = [j for j, i in zip(jobs, intents, strict=True) if i not in refused]
                 bad.extend(e for e in entries if _trace_id_of(e) in refused_ids)
         if jobs:
-            needed = -(-len(jobs) // self.traces_per_job)  # jobs, each carrying up to that many
-            if await self.room() < needed and self.engine is not None:
-                # Back-pressure: the intents are pending in SQL; the sweeper makes the jobs.
-                result.held_back = len(jobs)
-            else:
-                result.jobs_created = len(await self._queue(jobs, now))
+            # Back-pressure: what the queue has no room for is held (its intent pending).
+            queued, held = await self.place(jobs, now)
+            result.jobs_created, result.held_back = len(queued), len(held)
         if bad:
             result.invalid += len(bad)
             await quarantine(self.redis, self.key_prefix, bad)
@@ -457,27 +506,95 @@ class Intake:
             self._tails.popitem(last=False)
         return {t: self._tails[t] for t in trace_ids if t in self._tails}
 
+    @property
+    def bounded(self) -> bool:
+        """Back-pressure applies: a bound, and durable intents to hold the rest by."""
+        return self.max_queue_depth > 0 and self.engine is not None
+
     async def room(self) -> int:
-        """How many more jobs the queue takes before `max_queue_depth` (0: no bound)."""
+        """How many more traces the queue takes before `max_queue_depth` (0: no bound)."""
         if self.max_queue_depth <= 0:
             return 1 << 62
-        depth = int(await cast("Awaitable[int]", self.redis.zcard(self.queue_name)))
-        return max(0, self.max_queue_depth - depth)
+        depth = await self._depth_script(args=self._script_head(True))
+        return max(0, self.max_queue_depth - int(depth))
+
+    async def place(
+        self, jobs: list[QueuedTrace], now_ms: int | None = None
+    ) -> tuple[list[str], list[str]]:
+        """Queue these traces as far as `max_queue_depth` (in traces) takes them, packed as
+        the intake packs them, and hold the rest for `refill` (evaluator.intake.backlog);
+        while traces are held, new ones wait behind them (first in, first queued). Returns
+        the job ids queued and held (a trace queued already is neither). The queue ends at
+        most one batch over the bound (the scripts create a job while it is under)."""
+        now_ms = timestamp_ms() if now_ms is None else now_ms
+        if not self.bounded:
+            return await self._queue(jobs, now_ms), []
+        queued: list[str] = []
+        over = jobs
+        if not await backlog.waiting(self.redis, self.key_prefix):
+            queued, refused = await self._pack(jobs, now_ms, bounded=True)
+            left = set(refused)
+            over = [q for q in jobs if q.job_id in left]
+        items = [(q.job_id, serialize(q.args())) for q in over]
+        await backlog.hold(self.redis, self.key_prefix, items, now_ms)
+        return queued, [q.job_id for q in over]
+
+    async def refill(self) -> int:
+        """Jobs for held traces, oldest first, as far as the queue has room: a backlog left
+        by back-pressure drains at the worker's rate (each drain calls this), not the
+        sweeper's. A held trace whose intent is done needs no job. Returns traces queued."""
+        if not self.bounded or not await backlog.waiting(self.redis, self.key_prefix):
+            return 0
+        room = min(await self.room(), backlog.REFILL_MAX)
+        held = await backlog.peek(self.redis, self.key_prefix, room)
+        if not held:
+            return 0
+        jobs, broken = [], []
+        for job_id, payload in held:
+            try:
+                jobs.append(QueuedTrace(*deserialize(payload)))
+            except Exception:  # not ours: its intent stays pending for the sweeper
+                broken.append(job_id)
+        assert self.engine is not None
+        ids = [q.intent().id for q in jobs]
+        done = await asyncio.to_thread(done_among, self.engine, ids) if ids else set()
+        todo = [q for q, i in zip(jobs, ids, strict=True) if i not in done]
+        queued, over = await self._pack(todo, timestamp_ms(), bounded=True)
+        left = set(over)
+        gone = [*broken, *(q.job_id for q in jobs if q.job_id not in left)]
+        await backlog.release(self.redis, self.key_prefix, gone)
+        if queued:
+            await cast(
+                "Awaitable[int]", self.redis.hincrby(self._stats_key, "released", len(queued))
+            )
+        return len(queued)
 
     async def create_jobs(self, jobs: list[QueuedTrace]) -> set[str]:
         """Jobs for these traces, packed as the intake packs them, leaving out each trace
-        queued already (on its own or in a live batch job): the sweeper, `evaluator retry`.
-        Returns the job ids (QueuedTrace.job_id) of the traces queued."""
+        queued already (on its own or in a live batch job), whatever the bound: `evaluator
+        retry`, backfill. Returns the job ids (QueuedTrace.job_id) of the traces queued."""
         return set(await self._queue(jobs, timestamp_ms()))
 
-    async def follow_up(self, jobs: list[tuple[QueuedTrace, int]]) -> int:
+    async def follow_up(self, jobs: list[tuple[QueuedTrace, int]], *, replacing: str = "") -> int:
         """Jobs of their own, each at its time (epoch ms), for members a batch job hands on
-        (a retry, or no room to start before its deadline)."""
-        return len(await self._create_single(jobs, check_batches=False))
+        (a retry, or no room to start before its deadline). `replacing`: that batch job's
+        id; it leaves the queue with the same call (it is done with them), so the queue's
+        depth in traces does not grow."""
+        queued, _ = await self._create_single(
+            jobs, check_batches=False, bounded=False, replacing=replacing
+        )
+        return len(queued)
 
     async def _queue(self, jobs: list[QueuedTrace], now_ms: int) -> list[str]:
+        """`_pack` with no bound: the job ids of the traces queued."""
+        return (await self._pack(jobs, now_ms, bounded=False))[0]
+
+    async def _pack(
+        self, jobs: list[QueuedTrace], now_ms: int, *, bounded: bool
+    ) -> tuple[list[str], list[str]]:
         """The intake's jobs: traces in batch jobs of up to `traces_per_job`, a trace listed
-        twice once; returns the job ids of the traces queued (not queued already)."""
+        twice once; returns the job ids of the traces queued (not queued already) and of
+        those refused for want of room (`bounded`)."""
         first: dict[str, QueuedTrace] = {}
         for q in jobs:
             first.setdefault(q.job_id, q)
@@ -486,37 +603,49 @@ class Intake:
         chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
         singles = [(c[0], now_ms) for c in chunks if len(c) == 1]
         batches = [c for c in chunks if len(c) > 1]
-        queued = await self._create_single(singles, check_batches=True) if singles else []
+        queued, over = await self._create_single(singles, check_batches=True, bounded=bounded)
         if batches:
-            queued += await self._create_batches(batches, now_ms)
-        return queued
+            more, refused = await self._create_batches(batches, now_ms, bounded=bounded)
+            queued, over = queued + more, over + refused
+        return queued, over
 
     async def _create_single(
-        self, jobs: list[tuple[QueuedTrace, int]], *, check_batches: bool
-    ) -> list[str]:
-        if not jobs:
-            return []
-        args = [*self._script_head(), int(check_batches)]
+        self,
+        jobs: list[tuple[QueuedTrace, int]],
+        *,
+        check_batches: bool,
+        bounded: bool,
+        replacing: str = "",
+    ) -> tuple[list[str], list[str]]:
+        if not jobs and not replacing:
+            return [], []
+        args = [*self._script_head(bounded), replacing, int(check_batches)]
         for queued, at_ms in jobs:
             args.extend((queued.job_id, job_payload(queued, at_ms), at_ms))
-        return [i.decode() for i in await self._enqueue_script(args=args)]
+        done, over = await self._enqueue_script(args=args)
+        return [i.decode() for i in done], [i.decode() for i in over]
 
-    async def _create_batches(self, batches: list[list[QueuedTrace]], now_ms: int) -> list[str]:
-        args = [*self._script_head(), now_ms, EVALUATE_BATCH_JOB]
+    async def _create_batches(
+        self, batches: list[list[QueuedTrace]], now_ms: int, *, bounded: bool
+    ) -> tuple[list[str], list[str]]:
+        args = [*self._script_head(bounded), now_ms, EVALUATE_BATCH_JOB]
         for members in batches:
             args.extend((batch_job_id(members), len(members)))
             for q in members:
                 args.extend((q.job_id, serialize(q.args())))
-        return [i.decode() for i in await self._batch_script(args=args)]
+        done, over = await self._batch_script(args=args)
+        return [i.decode() for i in done], [i.decode() for i in over]
 
-    def _script_head(self) -> list[Any]:
-        """The arguments both enqueue scripts start with (ARGV[1..5])."""
+    def _script_head(self, bounded: bool) -> list[Any]:
+        """The arguments both enqueue scripts start with (ARGV[1..7])."""
         return [
             self.queue_name,
             job_key_prefix,
             result_key_prefix,
             JOB_EXPIRES_MS,
             batch_marker_prefix(self.key_prefix),
+            self.max_queue_depth if bounded else 0,
+            self.traces_per_job,
         ]
 
     async def _count(self, result: DrainResult) -> None:

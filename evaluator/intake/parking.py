@@ -5,6 +5,12 @@ Each worker parks its batch in `{prefix}:intake:processing:{worker}`. The pop re
 list again while it is non-empty, so a worker whose drain failed (database down) retries its
 own batch before taking new entries, however fresh its heartbeat. A worker that died leaves
 its list behind; the sweeper hands it back to the intake list once the heartbeat expires.
+
+An entry that can never be processed (not UTF-8, a bad ID, signals that are not a JSON
+object, or refused by the database) is kept as it came in `{prefix}:intake:quarantine` and
+counted in the intake stats hash (`evaluator stats`, /metrics): `invalid`, and with the
+other entry points' refusals (evaluator.sources.quarantine) `quarantined` and
+`quarantined:intake:{cause}` (a cause of evaluator.traces.validate.CAUSES).
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
+from evaluator.errors import WireError
 from evaluator.intake.enqueue import intake_key
+from evaluator.intake.wire import MAX_ID_LENGTH, decode_entry
 from evaluator.store.outbox import Intent, record_intents
 
 log = logging.getLogger("evaluator.intake.parking")
@@ -77,12 +85,38 @@ async def recover_abandoned(redis: Redis, key_prefix: str) -> int:
     return returned
 
 
+def cause_of(entry: bytes) -> tuple[str, str]:
+    """(cause, reason) of a quarantined entry; one that decodes was refused by the database."""
+    try:
+        decode_entry(entry)
+    except WireError as exc:
+        reason = str(exc)
+        if "not UTF-8" in reason:
+            return "format", reason
+        trace_id = entry.partition(b"\x1f")[0]
+        if b"\x00" in trace_id:
+            return "nul", reason
+        if len(trace_id.decode("utf-8", "replace")) > MAX_ID_LENGTH:
+            return "oversize", reason
+        return "format", reason
+    except RecursionError:
+        return "depth", "signals nested too deep"
+    except Exception as exc:  # any bytes may be in the list
+        return "format", f"{type(exc).__name__}: {exc}"
+    return "refused", "refused by the database"
+
+
 async def quarantine(redis: Redis, key_prefix: str, entries: Sequence[bytes]) -> None:
-    """Keep entries that cannot be processed for inspection (bounded), out of the intake."""
+    """Keep entries that cannot be processed for inspection (bounded), out of the intake,
+    and count each by cause (the caller counts them as `invalid` with its batch)."""
     key = quarantine_key(key_prefix)
+    stats = f"{key_prefix}:stats"  # evaluator.intake.drain.stats_key
     pipe = redis.pipeline(transaction=False)
     pipe.rpush(key, *entries)
     pipe.ltrim(key, -QUARANTINE_MAX, -1)
+    pipe.hincrby(stats, "quarantined", len(entries))
+    for entry in entries:  # the drain logged each entry with its reason
+        pipe.hincrby(stats, f"quarantined:intake:{cause_of(entry)[0]}", 1)
     await pipe.execute()
 
 

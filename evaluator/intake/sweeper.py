@@ -2,6 +2,12 @@
 
 Runs as an arq cron job (once per minute across all workers) and from `evaluator retry`.
 It also returns intake entries parked by a worker that died mid-batch to the intake list.
+
+Under back-pressure the sweeper is not the pace of recovery: what it finds due goes through
+the intake's `place` (queued as far as `worker.max_queue_depth` in traces takes it, packed in
+batch jobs; the rest held), and every worker's intake loop queues held traces as soon as the
+queue has room (evaluator.intake.backlog). A sweep therefore moves every due intent at once
+(page by page, up to SWEEP_PAGES x PAGE), however small the bound.
 """
 
 from __future__ import annotations
@@ -25,13 +31,16 @@ from evaluator.intake.drain import (
 from evaluator.store import outbox
 
 log = logging.getLogger("evaluator.intake.sweeper")
+PAGE = 5000  # due intents read at once
+SWEEP_PAGES = 20  # at most this many pages a sweep (100,000 intents); the rest next minute
 
 
 @dataclass
 class SweepResult:
     recovered_intake: int = 0
-    reenqueued: int = 0
-    jobs_created: int = 0
+    reenqueued: int = 0  # due intents given a job or held for one (queued + held)
+    jobs_created: int = 0  # traces queued in jobs now
+    held: int = 0  # traces held until the queue has room (the intake loop queues them)
     dead: int = 0
 
 
@@ -51,28 +60,47 @@ async def sweep(
 ) -> SweepResult:
     result = SweepResult()
     result.recovered_intake = await recover_abandoned(intake.redis, intake.key_prefix)
-    due = await asyncio.to_thread(outbox.due, engine, stale_after=stale_after)
-    alive = []
-    for intent in due:
-        if intent.attempts >= dead_after_attempts:
-            cause = (
-                f"gave up after {intent.attempts} attempts; last error: {intent.last_error or '-'}"
-            )
-            await asyncio.to_thread(
-                outbox.finish, engine, intent.id, status=outbox.DEAD, error=cause
-            )
-            log.error("intent %s moved to the dead letter state: %s", intent.id, cause)
-            result.dead += 1
-        else:
-            alive.append(intent)
-    # Back-pressure: no more jobs than the queue's bound takes; the rest wait for later sweeps.
-    alive = alive[: await intake.room()]
-    if alive:
-        result.jobs_created = await requeue(intake, engine, alive)
-        result.reenqueued = len(alive)
+    for _ in range(SWEEP_PAGES):
+        due = await asyncio.to_thread(outbox.due, engine, stale_after=stale_after, limit=PAGE)
+        alive = [i for i in due if not await _dead(engine, i, dead_after_attempts, result)]
+        moved = await _place(intake, engine, alive, result) if alive else 0
+        # A page that moved nothing (all queued already, or the held set full) comes back
+        # unchanged: the next minute's sweep tries it again.
+        if len(due) < PAGE or not moved:
+            break
     if result.reenqueued or result.recovered_intake or result.dead:
         log.warning("sweep: %s", result)
     return result
+
+
+async def _dead(
+    engine: Engine, intent: outbox.EvalIntent, dead_after_attempts: int, result: SweepResult
+) -> bool:
+    """Move an intent that ran out of attempts to the dead letter state."""
+    if intent.attempts < dead_after_attempts:
+        return False
+    cause = f"gave up after {intent.attempts} attempts; last error: {intent.last_error or '-'}"
+    await asyncio.to_thread(outbox.finish, engine, intent.id, status=outbox.DEAD, error=cause)
+    log.error("intent %s moved to the dead letter state: %s", intent.id, cause)
+    result.dead += 1
+    return True
+
+
+async def _place(
+    intake: Intake, engine: Engine, intents: list[outbox.EvalIntent], result: SweepResult
+) -> int:
+    """Jobs for these intents as far as the bound takes them, the rest held; each intent
+    queued or held gets a fresh clock (a trace queued already keeps its own). Returns how
+    many moved."""
+    queued = [QueuedTrace(i.trace_id, i.signals, i.kind) for i in intents]
+    created, held = await intake.place(queued)
+    moved = set(created) | set(held)
+    ids = [i.id for i, q in zip(intents, queued, strict=True) if q.job_id in moved]
+    await asyncio.to_thread(outbox.mark_enqueued, engine, ids)
+    result.jobs_created += len(created)
+    result.held += len(held)
+    result.reenqueued += len(ids)
+    return len(ids)
 
 
 async def sweep_job(ctx: dict[str, Any]) -> dict[str, int]:

@@ -4,6 +4,11 @@ An entry of the intake list is the bare trace ID, or the ID, a unit separator (0
 compact JSON object of signals (error, cost, latency, feedback: "e", "c", "l", "f") for the
 tail rules and stratum labels (feature, tenant, prompt version: "ft", "tn", "pv") for a
 budgeted allocation. Readers ignore keys they do not know, so old and new entries mix freely.
+
+Anything else in the list (bytes that are not UTF-8, an ID that fails `check_trace_id`,
+signals that are not a JSON object) is refused by `decode_entry` with a WireError, and the
+drain quarantines it: bytes are never repaired into an ID (a U+FFFD in place of a bad byte
+would name a trace nobody sent).
 """
 
 from __future__ import annotations
@@ -37,6 +42,24 @@ def encode(trace_id: str, signals: Signals | None = None, labels: Labels | None 
     return trace_id + SEPARATOR + json.dumps(wire, separators=(",", ":"))
 
 
+def bare_id(entry: bytes) -> str | None:
+    """The trace ID when the entry is a bare, valid one (the drain's hot path), else None."""
+    try:
+        trace_id = entry.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return trace_id if check_trace_id(trace_id) is None else None
+
+
+def _text(entry: bytes | str) -> str:
+    if isinstance(entry, str):
+        return entry
+    try:
+        return entry.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WireError(f"entry is not UTF-8 (byte {exc.start}: {exc.reason})") from None
+
+
 def decode(entry: bytes | str) -> tuple[str, Signals | None]:
     trace_id, signals, _ = decode_entry(entry)
     return trace_id, signals
@@ -44,8 +67,7 @@ def decode(entry: bytes | str) -> tuple[str, Signals | None]:
 
 def decode_entry(entry: bytes | str) -> tuple[str, Signals | None, Labels | None]:
     """The trace ID, its signals (None when the entry is the bare ID) and labels (None: none)."""
-    text = entry.decode("utf-8", "replace") if isinstance(entry, bytes) else entry
-    trace_id, sep, tail = text.partition(SEPARATOR)
+    trace_id, sep, tail = _text(entry).partition(SEPARATOR)
     problem = check_trace_id(trace_id)
     if problem:
         raise WireError(problem)

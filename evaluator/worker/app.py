@@ -104,7 +104,7 @@ async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> 
     await asyncio.gather(*(one(m) for m in queued))
     if handed_on:
         try:
-            await ctx["intake"].follow_up(handed_on)
+            await ctx["intake"].follow_up(handed_on, replacing=ctx.get("job_id", ""))
         except Exception as exc:  # Redis: arq runs the job again, which hands them on then
             log.warning("batch job: handing %d traces on failed: %r", len(handed_on), exc)
             raise Retry(defer=backoff_s(job_try, base=1.0, cap=60.0)) from exc
@@ -122,7 +122,7 @@ async def _hand_on_unfinished(
     done = await asyncio.to_thread(outbox.done_among, runtime.store.engine, ids)
     rest = [q for q, i in zip(queued, ids, strict=True) if i not in done]
     now = timestamp_ms()
-    await ctx["intake"].follow_up([(q, now) for q in rest])
+    await ctx["intake"].follow_up([(q, now) for q in rest], replacing=ctx.get("job_id", ""))
     log.info(
         "batch job run again (try %d): %d done, %d handed on", ctx["job_try"], len(done), len(rest)
     )
