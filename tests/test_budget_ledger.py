@@ -1,7 +1,8 @@
 """The judge budget charges an evaluation once per UTC day, however often its batch is
-processed: a drain whose intents cannot be written (PostgreSQL stopped, for real) leaves its
-batch parked, and the drain after recovery admits the same evaluations again without a
-second charge (the admission script's ledger, evaluator.intake.budget)."""
+processed: a drain that meets a dead database (PostgreSQL stopped, for real) charges nothing
+and leaves its batch parked; the drain after recovery admits its tail traces once and offers
+its rate draws to their cap window, whose close admits them (evaluator.intake.windows); the
+admission script's ledger keeps a batch processed again from being charged twice."""
 
 from __future__ import annotations
 
@@ -14,13 +15,13 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from evaluator.intake.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
-from evaluator.intake.budget import SHARED, BudgetGate, Candidate, ledger_key
+from evaluator.intake.budget import SHARED, BudgetGate, Candidate
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Labels, Signals, TailRules
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
-from evaluator.store import outbox
+from evaluator.store import admissions, outbox
 from evaluator.store.store import Store
 from tests.services import PostgresCluster, private_postgres
 
@@ -81,26 +82,26 @@ async def test_failed_drain_then_recovery_charges_each_evaluation_once(
     private_postgres.stop("immediate")
     with pytest.raises(OperationalError):
         await intake.drain_once(1000, now_s=T0 + 5)
-    # The allocation ran and charged the cap before the intents met the dead database.
-    assert await _used_today(client, T0 + 5) == 100
-    charged_first = {
-        k.decode() for k in await client.hkeys(ledger_key("app", T0 + 5))
-    }  # kind, trace, rubric
-    assert len(charged_first) == 100 and await client.zcard("q") == 0
+    # Nothing is charged while the database that holds the admissions is down.
+    assert await _used_today(client, T0 + 5) == 0 and await client.zcard("q") == 0
     private_postgres.start()
-    # A minute later: the parked batch again. What the failed drain admitted is admitted
-    # again for free; the minute's new room (cumulative cap 200) is charged for new ones.
-    later = T0 + 65
-    # The rates are lower now (last minute's 300 arrivals per rubric): drawn afresh, most of
-    # the first drain's rate admissions would not be drawn again and their charge would be
-    # lost; the ledger keeps them.
-    result = await intake.drain_all(1000, now_s=later)
+    # The parked batch again: tail traces are admitted now (all rubrics, charged once),
+    # rate draws are offered to the minute's cap window.
+    result = await intake.drain_all(1000, now_s=T0 + 5)
     assert result.popped == 300 and await client.llen(intake_key("app")) == 0
+    tails = 2 * len(range(0, 300, 25))
+    assert await _used_today(client, T0 + 5) == tails
+    # Once more (as a drain whose intents failed would): the offers and tails are not doubled.
+    await intake.drain_once(1000, now_s=T0 + 6)
+    # The next minute closes the window: the room (cumulative cap 200 less the tails) is
+    # admitted by random key.
+    later = T0 + 65
+    await intake.drain_once(1000, now_s=later)
     jobs = await _jobs(client)
     admitted = {(job.split(":")[1], job.split(":")[2], r) for job, pi in jobs.items() for r in pi}
-    assert await _used_today(client, later) == len(admitted) > 100
-    assert {tuple(f.split("\x1f")) for f in charged_first} <= admitted
-    assert await client.hlen(ledger_key("app", later)) == len(admitted)
+    assert await _used_today(client, later) == len(admitted) == 200
+    assert admissions.counts(store.engine, admissions.day_of(later))["*"] == 200
+    assert admissions.pending_offers(store.engine) == 0
     # Intents and jobs exactly once, one per admitted (trace, kind), carrying the same {rubric: p}.
     table = outbox.EvalIntent.__table__  # type: ignore[attr-defined]
     with store.engine.connect() as conn:

@@ -208,6 +208,9 @@ class BudgetSettings(_Section):
     # New strata's expected evaluations take at most this share of a minute's room (their
     # boost lowered to fit); 0 = the boost rate regardless of room.
     boost_share: float = Field(0.5, ge=0, le=1)
+    # The cap window (s): rate draws wait for its end and the cap admits them by random key
+    # per stratum (never by arrival order); records lag their traces by at most a window.
+    window_s: float = Field(60.0, ge=0.1, le=3600)
 
 
 class RedactionSettings(_Section):

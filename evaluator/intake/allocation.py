@@ -38,7 +38,8 @@ records by its inverse (evaluator.analytics.weights).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from evaluator.intake.sampling import Labels
@@ -106,6 +107,9 @@ class BudgetPlan:
     burst: float = 2.0
     # New strata's expected evaluations take at most this share of a minute's room; 0 = none.
     boost_share: float = 0.5
+    # The cap window (s): rate draws wait for its end and are admitted by random key
+    # (window_quotas below); their jobs start then, so records lag by at most one window.
+    window_s: float = 60.0
 
 
 def stratum_key(rubric: str, labels: Labels | None) -> str:
@@ -265,3 +269,126 @@ def inclusion_probability(rate: RubricRate, *, tail: bool, new_stratum: bool) ->
     if new_stratum:
         return max(rate.base, rate.boost)
     return rate.base
+
+
+# --- The cap's refusals: a random key per stratum and cap window --------------------------
+#
+# A rate-drawn evaluation is not admitted when it arrives: it is offered to its cap window
+# (`window_s`, a minute by default) and the window's evaluations are admitted together when
+# it closes. The room the caps leave then (`room`) is split over the window's strata,
+# max-min fair (`water_fill`: a small stratum is taken whole before a large one gets more),
+# into real shares q_s; systematic rounding with one uniform U turns them into whole counts
+# k_s with E[k_s] = q_s (`systematic_counts`); each stratum admits its k_s evaluations of
+# lowest random key (bottom-k: a simple random sample of its n_s offers). So, given the
+# window's offers, a drawn evaluation of stratum s is admitted with probability exactly
+# q_s / n_s, whatever its arrival order, its score or the other strata — and > 0 whenever
+# the window has room. Its realised inclusion probability is p_draw × q_s / n_s, known
+# when the window closes, which is when its job is created.
+#
+# Guarantee (Horvitz-Thompson): with π_i = p_draw,i × q_s/n_s stored on every record,
+# E[Σ_admitted y_i / π_i] = Σ_all y_i over the traces of windows whose room was > 0, because
+# (1) the draw is Bernoulli(p_draw) given the allocation state, (2) q_s is a function of the
+# window's draws only (not of keys or scores), and (3) given the draws, admission is a simple
+# random sample of k_s with E[k_s] = q_s. The Hájek mean (Σ y/π / Σ 1/π) is then consistent,
+# with O(1/n) bias. Assumptions: keys and U independent of the scores (hashes of the trace
+# ID and window; a caller choosing trace IDs could choose keys); a window whose room is 0
+# (the day's cap spent, or the minute's taken by tail traces, escalations or backfill)
+# admits nothing, and its traces are not represented (counted `not_sampled_budget`).
+
+
+def water_fill(demand: Mapping[str, float], room: float) -> dict[str, float]:
+    """Max-min fair shares of `room` over `demand` (each share ≤ its demand, Σ = min(room,
+    Σ demand)): the level τ with Σ min(d, τ) = room.
+
+        >>> water_fill({"a": 300, "b": 40}, 100)
+        {'a': 60.0, 'b': 40.0}
+    """
+    shares = {k: 0.0 for k in demand}
+    left = max(0.0, room)
+    open_ = sorted((d, k) for k, d in demand.items() if d > 0)
+    while open_ and left > 1e-12:
+        level = left / len(open_)
+        smallest, key = open_[0]
+        if smallest - shares[key] <= level:
+            # The smallest demand is met in full; the rest share what is left.
+            take = smallest - shares[key]
+            for _, k in open_:
+                shares[k] += take
+            left -= take * len(open_)
+            while open_ and demand[open_[0][1]] - shares[open_[0][1]] <= 1e-12:
+                open_.pop(0)
+        else:
+            for _, k in open_:
+                shares[k] += level
+            left = 0.0
+    return {k: float(v) for k, v in shares.items()}
+
+
+def systematic_counts(shares: Sequence[tuple[str, float]], u: float) -> dict[str, int]:
+    """Whole counts with E[count] = share, each within 1 of its share and any consecutive
+    run's total within 1 of the run's (systematic rounding: the points u, u+1, u+2, … over
+    the shares laid end to end; u uniform in [0, 1)).
+
+        >>> systematic_counts([("a", 0.5), ("b", 1.5), ("c", 1.0)], 0.25)
+        {'a': 1, 'b': 1, 'c': 1}
+    """
+    counts: dict[str, int] = {}
+    total = 0.0
+    for key, share in shares:
+        start, total = total, total + share
+        # points j + u in [start, total)
+        counts[key] = max(0, math.ceil(total - u - 1e-12) - math.ceil(start - u - 1e-12))
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class WindowQuota:
+    offered: int  # n_s: the stratum's drawn evaluations in the window
+    share: float  # q_s: its expected admissions
+    admit: int  # k_s: how many of lowest key it admits
+
+    @property
+    def probability(self) -> float:
+        """q_s / n_s: a drawn evaluation's chance of admission, given the window's draws."""
+        return self.share / self.offered if self.offered else 0.0
+
+
+def window_quotas(
+    offered: Mapping[str, Mapping[str, int]],
+    rooms: Mapping[str, int | None],
+    shared_room: int | None,
+    u: float,
+) -> dict[str, dict[str, WindowQuota]]:
+    """Per rubric and stratum, how many of a window's offers to admit. `offered`: rubric →
+    stratum → n_s; `rooms`: each rubric's own cap room (None: no cap); `shared_room`: all
+    rubrics' room together (None: no cap). The shared room is water-filled over the rubrics
+    (each asking min(its offers, its room)), each rubric's share over its strata; counts by
+    one systematic rounding over every stratum, so no cap's room is exceeded (rooms are
+    whole numbers and every run's total is within 1 of its real share).
+
+        >>> q = window_quotas({"r": {"a": 300, "b": 40}}, {"r": None}, 100, 0.5)
+        >>> q["r"]["a"].admit, q["r"]["b"].admit, q["r"]["a"].probability
+        (60, 40, 0.2)
+    """
+    asked = {r: float(_at_most(sum(by.values()), rooms.get(r))) for r, by in offered.items()}
+    given = asked if shared_room is None else water_fill(asked, shared_room)
+    shares: list[tuple[str, float]] = []
+    out: dict[str, dict[str, WindowQuota]] = {}
+    for rubric in sorted(offered):
+        by = offered[rubric]
+        fill = water_fill({s: float(n) for s, n in by.items()}, given[rubric])
+        for stratum in sorted(by):
+            shares.append((f"{rubric}\x1e{stratum}", fill[stratum]))
+        out[rubric] = {s: WindowQuota(by[s], fill[s], 0) for s in by}
+    counts = systematic_counts(shares, u)
+    return {
+        r: {
+            s: WindowQuota(q.offered, q.share, min(q.offered, counts[f"{r}\x1e{s}"]))
+            for s, q in by.items()
+        }
+        for r, by in out.items()
+    }
+
+
+def _at_most(n: int, room: int | None) -> int:
+    return n if room is None else min(n, room)

@@ -26,6 +26,7 @@ script), and counts its runs and escalations in `{prefix}:budget:escalation:{buc
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis.asyncio import Redis
+from sqlalchemy.engine import Engine
 
 from evaluator.intake.allocation import (
     DAY_S,
@@ -48,13 +50,22 @@ from evaluator.intake.allocation import (
     rubric_rates,
     stratum_key,
 )
+from evaluator.intake.budget_source import (
+    STALE,
+    BudgetUnavailable,
+    ledger_field,
+    ledger_key,
+    rebuild,
+)
 from evaluator.intake.sampling import Labels, Signals, TailRules, hash_point, tail_reason
+from evaluator.store.admissions import Admission, OverCap, admit, day_of
 
 SHARED = "*"  # the scope of the settings' [budget]: every rubric's evaluations together
 # Escalating rubrics' runs and escalations are counted in buckets of this many seconds; the
 # allocation reads the current bucket and the two before it (20-30 minutes of runs).
 ESCALATION_BUCKET_S = 600
 ESCALATION_BUCKETS = 3
+REBUILD_TRIES = 3
 
 # ARGV: nscopes, per scope (minute key, minute cap, minute end, day key, day cap, day end,
 # cumulative cap: today's evaluations by the end of this minute, 0 = none; refused until the
@@ -75,7 +86,14 @@ ESCALATION_BUCKETS = 3
 # script, with the counters. Its memory is bounded: it holds only admitted evaluations of a
 # capped scope (the caller passes '' for the others), so at most the day's caps, and it
 # expires after two days.
+#
+# First of all the script compares Redis's run_id (INFO server) with the one the counters
+# were rebuilt under (`{prefix}:budget:source`, written by BudgetGate.rebuild): when they
+# differ (Redis restarted, empty or from an older snapshot) it admits nothing and returns
+# {-2}; the caller rebuilds the counters from SQL and asks again.
 _ADMIT_LUA = """
+local rid = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+if redis.call('GET', KEYS[1]) ~= rid then return {-2} end
 local ns = tonumber(ARGV[1])
 local scopes = {}
 local i = 2
@@ -158,15 +176,6 @@ def deferred_key(prefix: str) -> str:
     return f"{prefix}:budget:deferred"
 
 
-def ledger_key(prefix: str, now_s: float) -> str:
-    """The day's admitted evaluations (see _ADMIT_LUA): field kind, trace id, rubric."""
-    return f"{prefix}:budget:ledger:{int(now_s // DAY_S)}"
-
-
-def ledger_field(kind: str, trace_id: str, rubric: str) -> str:
-    return "\x1f".join((kind, trace_id, rubric))
-
-
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """One decoded intake entry the allocation looks at."""
@@ -188,18 +197,27 @@ class Allocation:
     refused_traces: int = 0  # drawn, but every draw refused by a cap
     refused_evaluations: int = 0  # (trace, rubric) draws refused by a cap
     reasons: Counter[str] = field(default_factory=Counter)
+    # With offers (a database): rate draws waiting for their cap window to close, per trace
+    # its entry's position and {rubric: (stratum, drawn p, escalates)}.
+    offered: list[tuple[int, dict[str, tuple[str, float, bool]]]] = field(default_factory=list)
 
 
 class BudgetGate:
-    def __init__(self, redis: Redis, *, key_prefix: str, plan: BudgetPlan) -> None:
+    def __init__(
+        self, redis: Redis, *, key_prefix: str, plan: BudgetPlan, engine: Engine | None = None
+    ) -> None:
         self.redis = redis
         self.plan = plan
+        # With a database: admissions are durable rows (evaluator.store.admissions), the
+        # counters are rebuilt from them, and rate draws wait for their cap window.
+        self.engine = engine
+        self.source_key = f"{key_prefix}:budget:source"
         self.key_prefix = key_prefix
         self.prefix = f"{key_prefix}:budget"
         self.intake_key = f"{key_prefix}:intake"
         self._admit = redis.register_script(_ADMIT_LUA)
         self._release = redis.register_script(_RELEASE_LUA)
-        self._scope_index = {SHARED: 1} | {r.name: i + 2 for i, r in enumerate(plan.rubrics)}
+        self.scope_index = {SHARED: 1} | {r.name: i + 2 for i, r in enumerate(plan.rubrics)}
         self.escalating = frozenset(r.name for r in plan.rubrics if r.escalates)
 
     async def release_due(self, now_s: float, limit: int = 10_000) -> int:
@@ -214,10 +232,14 @@ class BudgetGate:
         now_s: float,
         *,
         again: bool = False,
+        offer: bool = False,
     ) -> Allocation:
         """Draw and admit one batch. `again`: the batch is one this intake processed before
         (its intents did not commit): what the ledger says was admitted then is kept, with
-        its probability, rather than drawn anew (one more read, only then)."""
+        its probability, rather than drawn anew (one more read, only then). `offer`: rate
+        draws are not admitted here but returned in `offered`, for their cap window to admit
+        by random key when it closes (evaluator.intake.windows); tail traces are admitted
+        now."""
         plan = self.plan
         minute = int(now_s // MINUTE_S)
         # With `again`, the ledger field of every evaluation a candidate could get.
@@ -234,6 +256,7 @@ class BudgetGate:
         boosted: Counter[str] = Counter()  # new-stratum arrivals that no tail rule took
         # (candidate index, tail, {rubric: p}); tail traces are offered to the cap first.
         drawn: list[tuple[int, bool, dict[str, float]]] = []
+        strata_of: dict[tuple[int, str], str] = {}
         result = Allocation()
         for index, c in enumerate(candidates):
             tail = tail_reason(c.signals, rules)
@@ -243,6 +266,7 @@ class BudgetGate:
                 if not applies(rubric, c.labels):
                     continue
                 key = stratum_key(rubric.name, c.labels)
+                strata_of[index, rubric.name] = key
                 count, first = strata.get(key, (0, None))
                 new = is_new(count + seen[key], first, now_s, plan)
                 seen[key] += 1
@@ -269,6 +293,14 @@ class BudgetGate:
         # Offered to the cap tail first, then new strata (the highest probability), then in
         # intake order (a stable sort).
         drawn.sort(key=lambda d: (not d[1], -max(d[2].values())))
+        if offer:
+            for index, _, chosen in (d for d in drawn if not d[1]):
+                result.offered.append(
+                    (index, {r: (strata_of[index, r], p, r in self.escalating)
+                             for r, p in chosen.items()})
+                )  # fmt: skip
+            result.reasons["budget_offered"] += len(result.offered)
+            drawn = [d for d in drawn if d[1]]
         # Escalating rubrics are drawn, not charged: the worker charges their judge calls.
         charged = [
             (i, tail, {r: p for r, p in chosen.items() if r not in self.escalating})
@@ -307,11 +339,11 @@ class BudgetGate:
         run of the judge, never a repeat of an earlier admission."""
         fitting = [i for i, g in enumerate(groups) if self.fits(g)]
         evaluations = [
-            [("", "1", self._scope_index[r]) for r in groups[i] if r in self._scope_index]
+            [("", "1", self.scope_index[r]) for r in groups[i] if r in self.scope_index]
             for i in fitting
         ]
         waits = [-1] * len(groups)
-        admitted = await self._run_admit(evaluations, now_s, honour_ledger=False)
+        admitted = await self.run_admit(evaluations, now_s, honour_ledger=False)
         for i, wait in zip(fitting, admitted, strict=True):
             waits[i] = wait
         return waits
@@ -319,7 +351,7 @@ class BudgetGate:
     def fits(self, group: Sequence[str]) -> bool:
         """Whether a group of evaluations fits every cap's window at all (a trace with more
         rubrics than `calls_per_minute` x `burst` never does)."""
-        need = Counter(r for r in group if r in self._scope_index)
+        need = Counter(r for r in group if r in self.scope_index)
         need[SHARED] = sum(need.values())
         for scope, n in need.items():
             cap = self._cap(scope)
@@ -348,14 +380,14 @@ class BudgetGate:
         for index, tail, chosen in drawn:
             c = candidates[index]
             evaluations = [
-                (self._field(_kind(c, rules), c.trace_id, r), repr(p), self._scope_index[r])
+                (self._field(_kind(c, rules), c.trace_id, r), repr(p), self.scope_index[r])
                 for r, p in chosen.items()
             ]
             if tail:
                 groups.append(evaluations)
             else:
                 groups.extend([e] for e in evaluations)
-        raw = await self._run_admit(groups, now_s, honour_ledger=again)
+        raw = await self.run_admit(groups, now_s, honour_ledger=again)
         waits: list[Any] = []
         at = 0
         for _index, tail, chosen in drawn:
@@ -367,14 +399,14 @@ class BudgetGate:
                 at += len(chosen)
         return waits
 
-    async def _run_admit(
+    async def run_admit(
         self, groups: list[list[tuple[str, str, int]]], now_s: float, *, honour_ledger: bool
     ) -> list[int]:
         """One call of _ADMIT_LUA; a group is [(ledger field or '', p, scope index)]."""
         if not groups:
             return []
-        args: list[Any] = [len(self._scope_index)]
-        for scope in self._scope_index:
+        args: list[Any] = [len(self.scope_index)]
+        for scope in self.scope_index:
             args.extend(self._scope_args(scope, now_s))
         args.append(ledger_key(self.key_prefix, now_s))
         args.append(1 if honour_ledger else 0)
@@ -383,7 +415,48 @@ class BudgetGate:
             args.append(len(group))
             for evaluation in group:
                 args.extend(evaluation)
-        return [int(w) for w in await self._admit(args=args)]
+        for _ in range(REBUILD_TRIES):
+            raw = [int(w) for w in await self._admit(keys=[self.source_key], args=args)]
+            if raw != [STALE]:
+                return raw
+            # Redis is not the one the counters were rebuilt in: rebuild, then ask again.
+            await rebuild(self, now_s)
+        raise BudgetUnavailable("the judge budget's counters could not be rebuilt from SQL")
+
+    @property
+    def day_caps(self) -> dict[str, int]:
+        """Evaluations per UTC day per scope (0 = none): what SQL checks admissions against."""
+        return {SHARED: self.plan.shared.per_day} | {
+            r.name: r.cap.per_day for r in self.plan.rubrics
+        }
+
+    def admissions(
+        self, kind: str, trace_id: str, rubrics: Sequence[str], now_s: float
+    ) -> list[Admission]:
+        """The SQL rows of one trace's admitted evaluations (escalating rubrics excluded:
+        their escalation is charged on its own)."""
+        day = day_of(now_s)
+        return [
+            Admission(day, kind, trace_id, r)
+            for r in rubrics
+            if r in self.scope_index and r not in self.escalating
+        ]
+
+    def room(self, scope: str, used_today: int, used_minute: int, now_s: float) -> int | None:
+        """What `scope`'s caps admit now (None: no cap), by the script's own rules."""
+        cap = self._cap(scope)
+        rooms: list[int] = []
+        if cap.per_minute:
+            if self.plan.carry:
+                rooms.append(cumulative_cap(cap.per_minute, now_s) - used_today)
+                bound = _minute_bound(cap.per_minute, self.plan.burst)
+                if bound:
+                    rooms.append(bound - used_minute)
+            else:
+                rooms.append(cap.per_minute - used_minute)
+        if cap.per_day:
+            rooms.append(cap.per_day - used_today)
+        return max(0, min(rooms)) if rooms else None
 
     def _field(self, kind: str, trace_id: str, rubric: str) -> str:
         """The ledger field, '' for an evaluation no cap applies to (nothing to protect; it
@@ -399,8 +472,18 @@ class BudgetGate:
         ledger, field kind "esc"): a job retried after a judge outage or a 429 on another
         rubric asks again — mostly answered by the reply cache, or not answered at all — and
         must not drain the day's budget with charges for calls that cost nothing."""
-        evaluation = (self._field("esc", trace_id, rubric), "1", self._scope_index[rubric])
-        return (await self._run_admit([[evaluation]], now_s, honour_ledger=True))[0]
+        evaluation = (self._field("esc", trace_id, rubric), "1", self.scope_index[rubric])
+        wait = (await self.run_admit([[evaluation]], now_s, honour_ledger=True))[0]
+        if wait or self.engine is None:
+            return wait
+        # Durable before the judge is asked: the SQL row, checked against the day's caps.
+        row = Admission(day_of(now_s), "esc", trace_id, rubric)
+        try:
+            await asyncio.to_thread(_admit_alone, self.engine, row, self.day_caps)
+        except OverCap:
+            await self.redis.delete(self.source_key)  # Redis was behind: rebuild first
+            return math.ceil((int(now_s // DAY_S) + 1) * DAY_S)
+        return 0
 
     async def count_escalations(
         self, runs: Sequence[str], escalated: Sequence[str], now_s: float
@@ -519,6 +602,11 @@ class BudgetGate:
     async def defer(self, entries: Sequence[tuple[bytes, int]]) -> None:
         if entries:
             await self.redis.zadd(f"{self.prefix}:deferred", {e: w for e, w in entries})
+
+
+def _admit_alone(engine: Engine, row: Admission, caps: dict[str, int]) -> None:
+    with engine.begin() as conn:
+        admit(conn, [row], caps)
 
 
 def _kind(c: Candidate, rules: TailRules) -> str:

@@ -32,7 +32,7 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
 from evaluator.config.settings import Settings
-from evaluator.intake import backlog
+from evaluator.intake import backlog, windows
 from evaluator.intake.allocation import BudgetPlan
 from evaluator.intake.budget import BudgetGate, Candidate
 from evaluator.intake.enqueue import intake_key
@@ -48,6 +48,7 @@ from evaluator.intake.parking import (
 from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
 from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.wire import SEPARATOR, bare_id, decode, decode_entry
+from evaluator.store.admissions import Offer
 from evaluator.store.outbox import Intent, done_among
 from evaluator.store.tail import tail_traces_since
 from judges.llm.backoff import Backoff
@@ -329,14 +330,25 @@ class Intake:
         # A batch popped and not yet finished: the next drain processes it again (parked).
         self._unfinished = False
         plan = sampling.budget
-        self.budget = None if plan is None else BudgetGate(redis, key_prefix=key_prefix, plan=plan)
+        self.budget = (
+            None
+            if plan is None
+            else BudgetGate(redis, key_prefix=key_prefix, plan=plan, engine=engine)
+        )
 
     async def drain_once(self, batch: int, *, now_s: float | None = None) -> DrainResult:
         """One batch. `now_s` (epoch seconds) stands for the clock in budget tests."""
         result = DrainResult()
         again = self._unfinished  # the parked batch of a drain that failed comes first
         if self.budget is not None:
-            await self.budget.release_due(time.time() if now_s is None else now_s)
+            clock = time.time() if now_s is None else now_s
+            await self.budget.release_due(clock)
+            if self.engine is not None:  # rate draws of ended cap windows (intake.windows)
+                closed = await windows.close_due(self.budget, self.engine, clock)
+                if closed:
+                    await self.create_jobs(
+                        [QueuedTrace(i.trace_id, i.signals, i.kind) for i in closed]
+                    )
         await self.refill()  # held-back traces first, as far as the queue has room
         if self.engine is None:
             popped = self.redis.lpop(self._key, batch)
@@ -408,9 +420,12 @@ class Intake:
         jobs: list[QueuedTrace],
         bad: list[bytes],
         now: int,
+        *,
+        recorded: bool = False,
     ) -> DrainResult:
-        """Record the intents, create the jobs, quarantine the bad entries, count."""
-        if jobs and self.engine is not None:
+        """Record the intents (unless `recorded`), create the jobs, quarantine the bad
+        entries, count."""
+        if jobs and self.engine is not None and not recorded:
             intents = [q.intent() for q in jobs]
             refused = await asyncio.to_thread(record_tolerantly, self.engine, intents)
             if refused:
@@ -461,7 +476,10 @@ class Intake:
                 else c
                 for c in candidates
             ]
-        allocation = await self.budget.allocate(candidates, self.sampling.rules, now_s, again=again)
+        offer = self.engine is not None  # rate draws wait for their cap window's close
+        allocation = await self.budget.allocate(
+            candidates, self.sampling.rules, now_s, again=again, offer=offer
+        )
         jobs: list[QueuedTrace] = []
         now = timestamp_ms()
         for index, tail, chosen in allocation.admitted:
@@ -475,8 +493,18 @@ class Intake:
         result.sampled = len(jobs)
         result.reasons.update(allocation.reasons)
         result.budget_refused = allocation.refused_evaluations
+        if offer:
+            assert self.engine is not None
+            await asyncio.to_thread(
+                windows.record_drain, self.engine, self.budget, [q.intent() for q in jobs],
+                [a for q in jobs for a in self.budget.admissions(q.kind, q.trace_id,
+                                                                 list(q.signals["pi"]), now_s)],
+                [Offer(candidates[i].trace_id, "rate", candidates[i].signals.to_wire(), draws)
+                 for i, draws in allocation.offered],
+                now_s,
+            )  # fmt: skip
         await self.budget.defer(allocation.deferred)
-        return await self._finish(entries, result, jobs, bad, now)
+        return await self._finish(entries, result, jobs, bad, now, recorded=offer)
 
     async def _stored_tails(self, trace_ids: list[str]) -> dict[str, Signals]:
         """Tail signals of stored traces among `trace_ids` (from the incremental cache)."""

@@ -72,6 +72,15 @@ def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
     """Insert pending intents; an existing one (pending, done or dead) is left as it is."""
     if not intents:
         return
+    with engine.begin() as conn:
+        insert_intents(conn, intents)
+
+
+def insert_intents(conn: Connection, intents: Sequence[Intent]) -> None:
+    """`record_intents` in the caller's transaction (with what must commit with them, such
+    as the judge budget's admission rows)."""
+    if not intents:
+        return
     now = utcnow()
     rows = [
         {
@@ -90,31 +99,29 @@ def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
     # executemany of one compiled statement: a multi-VALUES literal is recompiled for
     # every batch, which cost more than the insert itself. SQLite (the default, and on the
     # intake hot path) takes the driver's own executemany, skipping per-row processing.
-    with engine.begin() as conn:
-        if engine.dialect.name == "sqlite":
-            stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
-            conn.exec_driver_sql(
-                "INSERT OR IGNORE INTO eval_intents (id, trace_id, kind, signals, status, "
-                "attempts, last_error, created_at, enqueued_at) "
-                "VALUES (?, ?, ?, ?, ?, 0, '', ?, ?)",
-                [
-                    (
-                        r["id"],
-                        r["trace_id"],
-                        r["kind"],
-                        json.dumps(r["signals"]),
-                        PENDING,
-                        stamp,
-                        stamp,
-                    )
-                    for r in rows
-                ],
-            )
-        else:
-            stmt = _insert(engine)(table_of(EvalIntent)).on_conflict_do_nothing(
-                index_elements=["id"]
-            )
-            conn.execute(stmt, rows)
+    if conn.dialect.name == "sqlite":
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")  # SQLAlchemy's SQLite format
+        conn.exec_driver_sql(
+            "INSERT OR IGNORE INTO eval_intents (id, trace_id, kind, signals, status, "
+            "attempts, last_error, created_at, enqueued_at) "
+            "VALUES (?, ?, ?, ?, ?, 0, '', ?, ?)",
+            [
+                (
+                    r["id"],
+                    r["trace_id"],
+                    r["kind"],
+                    json.dumps(r["signals"]),
+                    PENDING,
+                    stamp,
+                    stamp,
+                )
+                for r in rows
+            ],
+        )
+    else:
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = insert(table_of(EvalIntent)).on_conflict_do_nothing(index_elements=["id"])
+        conn.execute(stmt, rows)
 
 
 # Built once, run once per job (a statement built per call cost ~0.2 ms of CPU).

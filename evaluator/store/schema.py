@@ -53,7 +53,7 @@ class UpgradeResult:
 
 def model_metadata() -> MetaData:
     """The metadata of every table the service defines (for autogenerate and drift checks)."""
-    from evaluator.store import batches, models, outbox, trust_models  # noqa: F401  (tables)
+    from evaluator.store import admissions, batches, models, outbox, trust_models  # noqa: F401
 
     return SQLModel.metadata
 

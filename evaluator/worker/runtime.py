@@ -88,6 +88,7 @@ def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
         carry=b.carry,
         burst=b.burst,
         boost_share=b.boost_share,
+        window_s=b.window_s,
     )
 
 
@@ -245,7 +246,12 @@ def build_runtime(settings: Settings) -> Runtime:
     recorder = MetricsRecorder(redis, key_prefix=settings.redis.key_prefix, flush_interval_s=1.0)
     plan = budget_plan(settings, rubrics)
     prefix = settings.redis.key_prefix
-    budget = None if plan is None else BudgetGate(redis, key_prefix=prefix, plan=plan)
+    store = Store(settings.database.url, echo=settings.database.echo)
+    budget = (
+        None
+        if plan is None
+        else BudgetGate(redis, key_prefix=prefix, plan=plan, engine=store.engine)
+    )
     clients = Clients(
         judge=make_judge(settings, redis, recorder),
         generator=make_generator(settings),
@@ -257,7 +263,7 @@ def build_runtime(settings: Settings) -> Runtime:
         identity_for(rubric, clients)
     return Runtime(
         settings=settings,
-        store=Store(settings.database.url, echo=settings.database.echo),
+        store=store,
         rubrics=rubrics,
         clients=clients,
         redis=redis,
