@@ -13,7 +13,12 @@ from sqlmodel import Session, select
 
 from evaluator.analytics.human_feedback import agreement_by_epoch, rank_for_review, review_queue
 from evaluator.cli.main import main
-from evaluator.sources.feedback import handle_feedback, import_feedback, record_feedback
+from evaluator.sources.feedback import (
+    feedback_id,
+    handle_feedback,
+    import_feedback,
+    record_feedback,
+)
 from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
 from evaluator.store.trust_models import FeedbackRecord
@@ -64,7 +69,8 @@ def test_import_is_idempotent_and_visible(store: Store, tmp_path: Path) -> None:
     assert kinds == ["label"] * 6 + ["score", "thumbs"]
     thumbs = next(r for r in rows if r.kind == "thumbs")
     assert (thumbs.trace_id, thumbs.value, thumbs.note) == (ids[0], 0.0, "rude")
-    assert next(r for r in rows if r.id == "c-1").rubric == "tone"
+    scoped = feedback_id(ids[1], "tone", "import:fb.jsonl", "c-1")  # the client's id "c-1"
+    assert next(r for r in rows if r.id == scoped).value == 0.8
     assert store.get_trace(ids[0]) is not None  # the labelled trace was stored too
 
 
@@ -77,7 +83,7 @@ def test_api_handler(store: Store) -> None:
     assert status == 400 and len(out["errors"]) == 2
     assert handle_feedback(store, b"{nope")[0] == 400
     assert handle_feedback(store, b'{"trace_id": "t3", "value": 1, "colour": 1}')[0] == 400
-    assert [r.id for r in feedback_rows(store)] == ["x1"]
+    assert [r.id for r in feedback_rows(store)] == [feedback_id("t1", None, "api", "x1")]
 
 
 def test_cli_import_twice(

@@ -23,7 +23,7 @@ from sqlmodel import Session
 from evaluator.analytics.rollups import refresh_rollups
 from evaluator.analytics.trends import TrendQuery, trend
 from evaluator.config.settings import Settings
-from evaluator.sources.feedback import record_feedback
+from evaluator.sources.feedback import feedback_id, record_feedback
 from evaluator.sources.feedback_tail import FeedbackIntake, feed_tail_rules
 from evaluator.sources.ingest import ingest_traces
 from evaluator.sources.otlp.assembly import SpanAssembler
@@ -195,7 +195,7 @@ def test_a_failed_push_leaves_the_signal_unmarked_and_the_next_thumbs_down_enque
     assert record_feedback(store, intake=FeedbackIntake(dead, "x", True), **item)[1]
     assert _stored_signal(settings, "t-down") is None
     assert record_feedback(store, intake=FeedbackIntake(live, prefix, True), **item) == (
-        "fb-1",
+        feedback_id("t-down", None, "api", "fb-1"),
         False,
     )
     assert _stored_signal(settings, "t-down") == -1.0

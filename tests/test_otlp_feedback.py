@@ -1,7 +1,7 @@
 """Human feedback on OTLP spans: the real SDK exports spans with `evaluator.feedback.*`
 attributes to the running receiver; they become feedback rows through the same rules and
-writer as POST /api/feedback (one id space: a retried span or the same id by POST writes
-once), and a hostile feedback value refuses its span alone with partial_success."""
+writer as POST /api/feedback (one identity: a retried span, or the same trace, rubric, source
+and id by POST, writes once), and a hostile feedback value refuses its span alone with partial_success."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from evaluator.intake.drain import stats_key
+from evaluator.sources.feedback import feedback_id
 from evaluator.sources.otlp.assembly import SpanAssembler
 from evaluator.store.trust_models import FeedbackRecord
 from tests.test_feedback import feedback_rows
@@ -65,19 +66,30 @@ def test_sdk_spans_with_feedback_become_rows(served: tuple[SpanAssembler, str]) 
                                                                "faithfulness")  # fmt: skip
     assert (down.source, len(down.span_id)) == ("otlp", 16)
     assert (label.id, label.kind, label.label, label.value, label.source) == (
-        "fb-42", "label", "hallucinated", 0.0, "support")  # fmt: skip
+        feedback_id(ids[1], None, "support", "fb-42"), "label", "hallucinated", 0.0, "support")  # fmt: skip
     assert (score.kind, score.value) == ("score", 0.75)
     assert (legacy.kind, legacy.value) == ("thumbs", 0.0)
     # the spans are still traces like any others
     assert set(assembler.complete(now=time.time() + LATER)) == set(ids)
 
-    # One id space with POST /api/feedback: the same client id writes nothing new there
-    again = httpx.post(f"{base}/api/feedback", json={"trace_id": ids[1], "label": "fail",
-                                                     "id": "fb-42"})  # fmt: skip
+    # One identity with POST /api/feedback: the same trace, rubric, source and client id is
+    # the same piece of feedback (an identical one writes nothing, a changed one updates)
+    same = {"trace_id": ids[1], "label": "hallucinated", "id": "fb-42", "source": "support",
+            "span_id": label.span_id}  # fmt: skip
+    again = httpx.post(f"{base}/api/feedback", json=same)
     assert again.status_code == 200 and again.json()["duplicates"] == 1
-    # and a re-sent span (the exporter retrying) writes once too
-    _export(base, [{"evaluator.feedback.label": "hallucinated", "evaluator.feedback.id": "fb-42"}])
+    changed = httpx.post(f"{base}/api/feedback", json={**same, "label": "faithful"})
+    assert changed.status_code == 200 and changed.json()["updated"] == 1
     assert len(feedback_rows(assembler.store)) == 4
+    # and a re-sent span (the exporter retrying the same body) writes once too
+    raw = span(7, [{"key": "evaluator.feedback.note", "value": {"stringValue": "late"}},
+                   {"key": "evaluator.feedback.id", "value": {"stringValue": "fb-7"}}])  # fmt: skip
+    for _ in range(2):
+        reply = httpx.post(f"{base}/v1/traces", content=body([raw]),
+                           headers={"Content-Type": "application/json"})  # fmt: skip
+        assert reply.status_code == 200, reply.text
+    notes = [r for r in feedback_rows(assembler.store) if r.note == "late"]
+    assert len(notes) == 1 and len(feedback_rows(assembler.store)) == 5
 
 
 # (name, feedback attributes in OTLP/JSON, cause); NaN/NUL are the span checks' own refusals

@@ -12,9 +12,15 @@ pass `intake=FeedbackIntake(...)` and such a trace is enqueued to be evaluated; 
 only the trace's stored signal turns negative.
 
 Lines / bodies are the labelled-JSONL format ({"trace", "label", "human_score", "rubric",
-"note"}: the trace is stored too) or the compact form {"trace_id", "value" | "label",
-"span_id"?, "rubric"?, "kind"?, "note"?, "id"?}. Writing is idempotent on `id` (the
-client's, else a hash of the content), so a re-import or a retried POST writes once.
+"note"}: the trace is stored too when it is not stored yet) or the compact form
+{"trace_id", "value" | "label", "span_id"?, "rubric"?, "kind"?, "note"?, "id"?}. The free
+text is `note` on every door; `comment` is accepted as its other name (OTLP spans used it).
+
+Identity: a piece of feedback is (trace, rubric, source, the client's `id`), or, without an
+`id`, a hash of its content. An identical re-import or a retried POST writes nothing and
+enqueues nothing; the same identity with a changed value, label or note updates its row,
+and if that turns the trace negative, the trace is enqueued once (evaluator.sources.
+feedback_tail: a trace already negative is never enqueued again).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -96,6 +103,13 @@ def _text(value: Any, name: str, limit: int) -> str:
     return text
 
 
+def feedback_id(trace_id: str, rubric: str | None, source: str, external_id: str) -> str:
+    """The stored id of feedback the client gave an id: unique per trace, rubric and source,
+    so two sources (or two import files) numbering their items 1, 2, 3 never collide."""
+    blob = json.dumps([trace_id, rubric, source, external_id])
+    return "x:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
 def feedback_row(
     *,
     trace_id: str,
@@ -108,12 +122,19 @@ def feedback_row(
     source: str = "api",
     id: str | None = None,
     created_at: datetime | None = None,
+    comment: str | None = None,
 ) -> dict[str, Any]:
     """The feedback table row for one item (pure). ValueError names what is wrong.
 
     Every door (POST, import, OTLP spans, the Python API) builds its rows here, so one
-    set of rules decides what a piece of feedback may be.
+    set of rules decides what a piece of feedback may be. `comment` is another name for
+    `note` (both given must agree). The row's `id` is its identity: the client's `id`
+    scoped by trace, rubric and source ("x:" + hash), else a hash of the content ("h:").
     """
+    if comment is not None:
+        if note and note != comment:
+            raise ValueError("note and comment are one field (the free text): give one")
+        note = comment
     if not isinstance(trace_id, str) or not trace_id or len(trace_id) > 256:
         raise ValueError("trace_id must be a non-empty string of at most 256 characters")
     if kind is not None and kind not in KINDS:
@@ -130,9 +151,11 @@ def feedback_row(
         raise ValueError("feedback needs a value, a label or a note")
     if id is None:
         blob = json.dumps([trace_id, span_id, rubric, kind, number, label_text, note, source])
-        id = "h:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+        key = "h:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+    else:
+        key = feedback_id(trace_id, rubric, source, _text(str(id), "id", 256))
     return {
-        "id": _text(id, "id", 256),
+        "id": key,
         "trace_id": _text(trace_id, "trace_id", 256),
         "span_id": _text(span_id or "", "span_id", 256),
         "rubric": rubric,
@@ -145,45 +168,62 @@ def feedback_row(
     }
 
 
-def write_feedback(store: Store, row: dict[str, Any]) -> bool:
-    """Insert one row from `feedback_row`; False when its id was already stored."""
+# What an update of an identity may change; trace, rubric and source are the identity.
+_CONTENT = ("span_id", "kind", "value", "label", "note")
+INSERTED, UPDATED, SAME = "inserted", "updated", "same"
+
+
+def write_feedback(store: Store, row: dict[str, Any]) -> str:
+    """Write one row from `feedback_row` by its identity (`id`): INSERTED when new, SAME when
+    an identical row is stored (nothing written), UPDATED when its content changed."""
     table = table_of(FeedbackRecord)
     insert = pg_insert if store.engine.dialect.name == "postgresql" else sqlite_insert
     stmt = insert(table).values(row).on_conflict_do_nothing(index_elements=["id"])
     with store.engine.begin() as conn:
-        return conn.execute(stmt.returning(table.c.id)).first() is not None
+        if conn.execute(stmt.returning(table.c.id)).first() is not None:
+            return INSERTED
+        stored = conn.execute(
+            select(*(table.c[name] for name in _CONTENT)).where(table.c.id == row["id"])
+        ).first()
+        if stored is not None and tuple(stored) == tuple(row[n] for n in _CONTENT):
+            return SAME
+        changed = {name: row[name] for name in (*_CONTENT, "created_at")}
+        conn.execute(update(table).where(table.c.id == row["id"]).values(**changed))
+        return UPDATED
 
 
 def record_feedback(
     store: Store, *, intake: FeedbackIntake | None = None, **item: Any
 ) -> tuple[str, bool]:
-    """Store one piece of feedback; returns (id, inserted). ValueError on a bad item.
+    """Store one piece of feedback; returns (id, written: new or changed). ValueError on a
+    bad item.
 
     Keyword arguments are those of `feedback_row` (trace_id, value, label, kind, span_id,
-    rubric, note, source, id, created_at). A new negative row feeds the tail rules
+    rubric, note or comment, source, id, created_at). A negative row feeds the tail rules
     (`feed_tail_rules`; enqueued through `intake` when given).
     """
     row = feedback_row(**item)
-    inserted = write_feedback(store, row)
-    if is_negative(row):  # a re-sent row too: the trace's signal dedupes, and retries a failed push
-        feed_tail_rules(store, [row["trace_id"]], intake)
-    return row["id"], inserted
+    outcome = write_feedback(store, row)
+    if is_negative(row):  # re-sent too: a trace already negative is not enqueued again,
+        feed_tail_rules(store, [row["trace_id"]], intake)  # and a failed push is retried
+    return row["id"], outcome != SAME
 
 
-def _write(store: Store, report: FeedbackReport, **item: Any) -> tuple[str, bool]:
-    """One row written; a negative one (new or re-sent) is noted for
+def _write(store: Store, report: FeedbackReport, **item: Any) -> tuple[str, str]:
+    """One row written; a negative one (new, changed or re-sent) is noted for
     `FeedbackReport.feed_tail_rules`."""
     row = feedback_row(**item)
-    inserted = write_feedback(store, row)
+    outcome = write_feedback(store, row)
     if is_negative(row):  # re-sent too (see record_feedback)
         report.negative.append(row["trace_id"])
-    return row["id"], inserted
+    return row["id"], outcome
 
 
 @dataclass
 class FeedbackReport:
     inserted: int = 0
-    duplicates: int = 0
+    duplicates: int = 0  # identical to a stored row: nothing written
+    updated: int = 0  # the same identity with a changed value, label or note
     traces: int = 0
     ids: list[str] = field(default_factory=list)
     errors: list[tuple[int, str]] = field(default_factory=list)
@@ -198,6 +238,7 @@ class FeedbackReport:
         return {
             "inserted": self.inserted,
             "duplicates": self.duplicates,
+            "updated": self.updated,
             "traces": self.traces,
             "ids": self.ids,
             "errors": [{"item": n, "error": e} for n, e in self.errors],
@@ -211,30 +252,47 @@ def record_item(store: Store, doc: Any, source: str, report: FeedbackReport, num
         if not isinstance(doc, dict):
             raise ValueError("an item must be a JSON object")
         if "trace" in doc:
-            line = parse_item(doc)
+            note = _note(doc)
+            line = parse_item({k: v for k, v in doc.items() if k not in ("note", "comment")})
             trace = line.trace
-            report.traces += store.save_traces([trace]).inserted
+            # The trace is stored once: re-saving it would reset the feedback signal a
+            # previous import set, and the same file imported again would enqueue again.
+            if store.get_trace(trace.trace_id) is None:
+                report.traces += store.save_traces([trace]).inserted
             value = line.human_score
             result = _write(
                 store, report, trace_id=trace.trace_id, label=doc.get("label"), value=value,
-                kind="label", rubric=line.rubric, note=line.note, source=source,
-                id=doc.get("id"),
+                kind="label", rubric=line.rubric, note=note, source=source, id=doc.get("id"),
             )  # fmt: skip
         else:
             allowed = {"trace_id", "value", "label", "kind", "span_id", "rubric", "note", "id"}
-            unknown = set(doc) - allowed - {"source", "created_at"}
+            unknown = set(doc) - allowed - {"source", "created_at", "comment"}
             if unknown:
                 raise ValueError(f"unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
             args = {k: doc[k] for k in allowed if k in doc}
+            args["note"] = _note(doc)
             result = _write(store, report, source=str(doc.get("source") or source), **args)
     except (ValueError, TypeError) as exc:
         report.errors.append((number, str(exc)))
         return
     report.ids.append(result[0])
-    if result[1]:
+    if result[1] == INSERTED:
         report.inserted += 1
+    elif result[1] == UPDATED:
+        report.updated += 1
     else:
         report.duplicates += 1
+
+
+def _note(doc: dict[str, Any]) -> str:
+    """The free text of an item: `note`, or its other name `comment` (both must agree)."""
+    note, comment = doc.get("note"), doc.get("comment")
+    if note is not None and comment is not None and note != comment:
+        raise ValueError("note and comment are one field (the free text): give one")
+    text = note if note is not None else comment
+    if text is not None and not isinstance(text, str):
+        raise ValueError("note must be a string")
+    return text or ""
 
 
 def import_feedback(

@@ -5,7 +5,8 @@ rates (or on a small span of its own in the same trace). Attributes, under our n
 
     evaluator.feedback.value    "up" | "down" | bool | number in [0, 1] (1 = good)
     evaluator.feedback.label    a verdict: pass/fail, faithful/hallucinated, ...
-    evaluator.feedback.comment  free text: the note or correction (<= 10,000 characters)
+    evaluator.feedback.note     free text: a note or correction (<= 10,000 characters);
+                                `evaluator.feedback.comment` is accepted as its other name
     evaluator.feedback.source   who said it (default "otlp")
     evaluator.feedback.rubric   the rubric the verdict is about (optional)
     evaluator.feedback.kind     thumbs | score | label | correction (optional)
@@ -32,7 +33,8 @@ PREFIX = "evaluator.feedback."
 FIELDS = {
     "value": "value",
     "label": "label",
-    "comment": "note",
+    "note": "note",
+    "comment": "comment",  # note's other name: feedback_row takes either (both must agree)
     "source": "source",
     "rubric": "rubric",
     "kind": "kind",
