@@ -93,7 +93,7 @@ def test_cli_import_twice(
     labelled_file(tmp_path / "fb.jsonl")
     args = ["--settings", str(tmp_path / "settings.toml"), "feedback", "import"]
     assert main([*args, str(tmp_path / "fb.jsonl")]) == 0
-    assert "8 new, 0 already there, 0 rejected (6 new traces)" in capsys.readouterr().out
+    assert "8 new, 0 changed, 0 already there, 0 rejected (6 new traces)" in capsys.readouterr().out
     assert main([*args, str(tmp_path / "fb.jsonl"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["duplicates"] == 8
 

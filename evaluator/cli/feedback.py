@@ -73,8 +73,9 @@ def cmd_import(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in report.to_json().items() if k != "ids"}, indent=2))
     else:
         print(
-            f"{args.file}: {report.inserted} new, {report.duplicates} already there, "
-            f"{len(report.errors)} rejected ({report.traces} new traces)"
+            f"{args.file}: {report.inserted} new, {report.updated} changed, "
+            f"{report.duplicates} already there, {len(report.errors)} rejected "
+            f"({report.traces} new traces)"
         )
         tail = report.tail
         if tail.skipped == "redis_error":
