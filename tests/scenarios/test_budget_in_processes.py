@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.store import outbox
+from evaluator.store import admissions, outbox
 from evaluator.store.store import Store
 from tests.conftest import TONE_RUBRIC, make_settings, rag_trace, write_rubric
 from tests.judge_stub import JudgeStub
@@ -61,6 +61,7 @@ def _settled(settings: Path, db_url: str, received: int, deadline_s: float = 90)
             if (
                 _stats(settings).get("received", 0) >= received
                 and outbox.count_intents(store.engine, outbox.PENDING) == 0
+                and admissions.pending_offers(store.engine) == 0  # every cap window closed
             ):
                 return
             time.sleep(0.3)
@@ -81,7 +82,8 @@ def test_two_workers_never_exceed_the_day_cap_and_count_the_rest(
             tmp_path, redis_url,
             judge={"base_url": judge.url, "model": "gpt-4o-mini", "max_retries": 0, "timeout_s": 5},
             # usd_per_evaluation 1: usd_per_day is the day's cap in evaluations.
-            budget={"usd_per_day": float(CAP), "usd_per_evaluation": 1.0},
+            # A one-second cap window: rate draws are admitted (by random key) when it closes.
+            budget={"usd_per_day": float(CAP), "usd_per_evaluation": 1.0, "window_s": 1.0},
         )  # fmt: skip
         settings = tmp_path / "settings.toml"
         traces = tmp_path / "traces.jsonl"
