@@ -1,8 +1,10 @@
 """`evaluator health`: is each dependency usable, and if not, what exactly is wrong.
 
 Checks rubrics, the database (read-only: never migrates; says when the schema is behind),
-Redis (with its persistence: a Redis that keeps nothing on restart loses queued work) and
-the judge endpoint (one cheap GET /models with a short timeout, when a rubric needs it).
+Redis (with its persistence: a Redis that keeps nothing on restart loses queued work, and
+the live workers' heartbeats), the judge endpoint (one cheap GET /models with a short
+timeout, when a rubric needs it) and every alert sink (evaluator.cli.health_sinks: its
+configuration, whether it resolves, its last delivery result).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from typing import Any
 
 from evaluator.cli import exit_codes
+from evaluator.cli.health_sinks import check_sinks, sink_lines
 from evaluator.config.rubrics import RubricError, load_rubrics
 from evaluator.config.settings import Settings, load_settings
 
@@ -86,15 +89,17 @@ async def redis_persistence(redis: Any) -> dict[str, Any]:
 
 async def _check_redis(settings: Settings) -> dict[str, Any]:
     from evaluator.config.redis_clients import async_redis
+    from evaluator.worker.heartbeat import live_workers
 
     redis = async_redis(settings, socket_connect_timeout=2, socket_timeout=2)
     try:
         await redis.ping()
-        # arq writes "<queue>:health-check" from every running worker.
-        beat = await redis.get(f"{settings.redis.queue_name}:health-check")
+        # Each live `evaluator worker` refreshes its own key (evaluator.worker.heartbeat).
+        workers = await live_workers(redis, settings.redis.key_prefix, settings.redis.queue_name)
         return {
             "ok": True,
-            "worker_heartbeat": beat.decode() if beat else None,
+            "workers": len(workers),
+            "worker_heartbeats": workers,
             **(await redis_persistence(redis)),
         }
     except Exception as exc:
@@ -181,17 +186,21 @@ def check_health(settings_path: Any) -> dict[str, Any]:
         return await asyncio.gather(_check_redis(settings), _check_judge(settings, needed_by))
 
     checks["redis"], checks["judge"] = asyncio.run(remote())
+    checks["alerts"] = check_sinks(settings)
     checks["ok"] = all(c["ok"] for c in checks.values() if isinstance(c, dict))
     return checks
 
 
 def health_table(checks: dict[str, Any]) -> str:
     lines = []
-    for name in ("rubrics", "database", "redis", "judge", "judge_hygiene"):
+    for name in ("rubrics", "database", "redis", "judge", "judge_hygiene", "alerts"):
         if name not in checks:
             continue
         c = checks[name]
-        hidden = ("ok", "error", "warning", "warnings")
+        if name == "alerts":
+            lines.extend(sink_lines(c))
+            continue
+        hidden = ("ok", "error", "warning", "warnings", "worker_heartbeats")
         facts = ", ".join(f"{k}={v}" for k, v in c.items() if k not in hidden)
         state = "ok  " if c["ok"] else "FAIL"
         lines.append(f"{state}  {name:<9} {c.get('error') or facts}")
@@ -201,14 +210,34 @@ def health_table(checks: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def require_workers(checks: dict[str, Any], wanted: int, heartbeat_s: float) -> None:
+    """Mark Redis failed when fewer than `wanted` workers have a live heartbeat."""
+    redis = checks["redis"]
+    if wanted <= 0 or not redis.get("ok") or redis.get("workers", 0) >= wanted:
+        return
+    redis.update(
+        ok=False,
+        error=f"{redis.get('workers', 0)} live worker(s), {wanted} required: no heartbeat "
+        f"within {3 * heartbeat_s:g} s (is `evaluator worker` up?)",
+    )
+    checks["ok"] = False
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     checks = check_health(args.settings)
-    redis = checks["redis"]
-    if args.require_worker and redis.get("ok") and not redis.get("worker_heartbeat"):
-        redis.update(ok=False, error="no worker heartbeat in Redis (is `evaluator worker` up?)")
-        checks["ok"] = False
+    require_workers(checks, args.require_worker, load_settings(args.settings).worker.heartbeat_s)
     print(json.dumps(checks, indent=2) if args.json else health_table(checks))
     return exit_codes.OK if checks["ok"] else exit_codes.FAIL
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
 
 
 def register(sub: Any) -> None:
@@ -217,8 +246,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--require-worker",
-        action="store_true",
-        help="also require a running worker's heartbeat (for supervisors)",
+        nargs="?",
+        type=_count,
+        const=1,
+        default=0,
+        metavar="N",
+        help="also require N live workers (default 1): each refreshes its heartbeat every "
+        "worker.heartbeat_s, so a dead one is missed within 3x that (for supervisors)",
     )
     p.add_argument("--json", action="store_true", help="JSON for scripts and supervisors")
     p.set_defaults(fn=cmd_health)

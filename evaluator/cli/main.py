@@ -131,12 +131,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
         result = asyncio.run(run_burst(settings))
         print(json.dumps(result, indent=2))
         return EXIT_OK
+    from evaluator.outputs.webhooks import refuse_unsendable
+
+    refuse_unsendable(settings.alerts, os.environ)  # a sink that can never send: exit 2 now
     asyncio.run(serve(settings))
     return EXIT_OK
 
 
 def cmd_rubrics_check(args: argparse.Namespace) -> int:
     from evaluator.analytics.alerts import regression_problems
+    from evaluator.outputs.webhooks import sink_problems
 
     directory = args.dir or _settings(args).rubrics.path
     try:
@@ -145,7 +149,8 @@ def cmd_rubrics_check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_FAIL
-    problems = regression_problems(found.rubrics, _settings(args).alerts)
+    alerts = _settings(args).alerts
+    problems = [*regression_problems(found.rubrics, alerts), *sink_problems(alerts, os.environ)]
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

@@ -9,11 +9,20 @@ and Host header stay the hostname). Redirects are never followed.
 
     UnsafeURL            the target is refused (configuration or send time)
     DeliveryResult       what one sink did with one event (ok, attempts, status, error)
+    sink_problems        configuration faults that would keep a sink from ever sending
+
+Nothing is silently off: a configuration fault (a signed webhook without its secret, a
+malformed URL, a refused scheme or host) stops `evaluator worker` at start with one line
+(exit 2) and is reported by `rubrics check` and `health`; a sink says `signed = false` to go
+unsigned. A reachability fault (DNS, a refused connection, an HTTP error) never blocks a
+start: it is logged once at start (`probe_sinks`) and at each failed delivery, and `health`
+shows the sink degraded with its last delivery result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -25,7 +34,14 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from evaluator.config.urls import Resolver, UnsafeURL, resolve_safe, system_resolver
+from evaluator.config.urls import (
+    Resolver,
+    UnsafeURL,
+    check_url_static,
+    resolve_safe,
+    system_resolver,
+)
+from evaluator.errors import ConfigError
 from judges.llm.backoff import wait_s
 from judges.llm.completions import retry_after_s
 
@@ -48,6 +64,7 @@ class DeliveryResult:
     attempts: int
     status: int | None = None
     error: str = ""
+    target: str = ""  # which sink (`sink_label`): health shows each one's last result
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +75,103 @@ class WebhookTarget:
     name: str  # "webhook" | "slack"
     url: str
     secret: str | None  # HMAC key ("" = missing: refuse); None = unsigned (Slack)
+
+    @property
+    def label(self) -> str:
+        return sink_label(self.name, self.url)
+
+
+def sink_label(name: str, url: str) -> str:
+    """A sink's name in results and `health`: kind, host and a digest of the URL (a Slack
+    URL's path is its credential, so the URL itself is never shown)."""
+    try:
+        host = urlsplit(url).hostname or "?"
+    except ValueError:
+        host = "?"
+    return f"{name} {host} #{hashlib.sha256(url.encode()).hexdigest()[:8]}"
+
+
+def configured_targets(alerts: AlertsSettings, environ: Mapping[str, str]) -> list[WebhookTarget]:
+    """Every configured sink; a signed webhook carries the secret ("" when missing)."""
+    secret = environ.get(alerts.hmac_secret_env, "")
+    targets = [
+        WebhookTarget("webhook", sink.url, secret if sink.signed else None)
+        for sink in alerts.webhook_sinks
+    ]
+    if alerts.slack_webhook_url:
+        targets.append(WebhookTarget("slack", alerts.slack_webhook_url, None))
+    return targets
+
+
+def sink_problems(alerts: AlertsSettings, environ: Mapping[str, str]) -> list[str]:
+    """One line per sink that cannot send because of configuration (never of the network):
+    a signed webhook without its secret, a URL that is malformed or refused. Alerts disabled:
+    none (nothing would be sent)."""
+    if not alerts.enabled:
+        return []
+    problems = []
+    for target in configured_targets(alerts, environ):
+        where = f"alerts: {target.label}"
+        try:
+            check_url_static(target.url, alerts.allowlist, allow_private=alerts.allow_private)
+            _ = urlsplit(target.url).port  # "host:99999" or "host:x" fail only here
+        except UnsafeURL as exc:
+            problems.append(f"{where}: URL refused: {exc}")
+            continue
+        except ValueError as exc:
+            problems.append(f"{where}: malformed URL: {exc}")
+            continue
+        if target.secret == "":
+            problems.append(
+                f"{where}: signed webhook but ${alerts.hmac_secret_env} is not set: set it, "
+                "or list the sink under [[alerts.webhooks]] with signed = false"
+            )
+    return problems
+
+
+def refuse_unsendable(alerts: AlertsSettings, environ: Mapping[str, str]) -> None:
+    """Raise ConfigError (one line, exit 2) when a configured sink could never send."""
+    problems = sink_problems(alerts, environ)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+async def probe_sinks(
+    alerts: AlertsSettings,
+    environ: Mapping[str, str],
+    resolver: Resolver = system_resolver,
+    timeout_s: float = 3.0,
+) -> dict[str, str]:
+    """Resolve each sink's host as a send would (no request is sent); {label: fault} for
+    those that cannot be reached now. Never raises: reachability never blocks a start."""
+
+    async def one(target: WebhookTarget) -> str | None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                await resolve_safe(
+                    target.url, alerts.allowlist, allow_private=alerts.allow_private,
+                    resolver=resolver,
+                )  # fmt: skip
+        except TimeoutError:
+            return f"{target.label}: no DNS answer within {timeout_s:g} s"
+        except (UnsafeURL, ValueError) as exc:
+            return str(exc)
+        return None
+
+    targets = configured_targets(alerts, environ)
+    found = await asyncio.gather(*(one(t) for t in targets))
+    return {t.label: fault for t, fault in zip(targets, found, strict=True) if fault}
+
+
+async def log_unreachable_sinks(alerts: AlertsSettings, environ: Mapping[str, str]) -> None:
+    """At worker start: one warning per sink that cannot be reached now (never blocks)."""
+    try:
+        faults = await probe_sinks(alerts, environ)
+    except Exception as exc:  # a probe must never take the worker down
+        log.warning("alert sinks: probe failed: %r", exc)
+        return
+    for label, fault in faults.items():
+        log.warning("alert sink %s unreachable now (alerts will retry at send): %s", label, fault)
 
 
 class WebhookSender:
@@ -84,6 +198,12 @@ class WebhookSender:
     close = aclose  # the older name
 
     async def send(
+        self, target: WebhookTarget, payload: dict[str, Any], headers: dict[str, str]
+    ) -> DeliveryResult:
+        result = await self._send(target, payload, headers)
+        return dataclasses.replace(result, target=target.label)
+
+    async def _send(
         self, target: WebhookTarget, payload: dict[str, Any], headers: dict[str, str]
     ) -> DeliveryResult:
         if target.secret == "":
@@ -176,7 +296,7 @@ class AlertSinks:
 
     async def deliver(self, event: str, alert: dict[str, Any]) -> list[DeliveryResult]:
         log.warning("alert %s: %s", event, alert["message"])
-        results = [DeliveryResult("log", True, 1)]
+        results = [DeliveryResult("log", True, 1, target="log")]
         if self.sender is None:
             return results
         headers = {"X-Evaluator-Event": event, "X-Evaluator-Delivery": f"{alert['id']}:{event}"}
@@ -202,10 +322,7 @@ def build_sinks(
     resolver: Resolver = system_resolver,
     client: httpx.AsyncClient | None = None,
 ) -> AlertSinks:
-    targets = [WebhookTarget("webhook", url, environ.get(alerts.hmac_secret_env, ""))
-               for url in alerts.webhook_urls]  # fmt: skip
-    if alerts.slack_webhook_url:
-        targets.append(WebhookTarget("slack", alerts.slack_webhook_url, None))
+    targets = configured_targets(alerts, environ)
     if not targets:
         return AlertSinks(None, ())
     sender = WebhookSender(

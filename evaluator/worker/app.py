@@ -7,9 +7,11 @@ import contextlib
 import dataclasses
 import gc
 import logging
+import os
 import time
 from collections import Counter
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 from arq import Retry, Worker, cron, func
 from arq.utils import timestamp_ms
@@ -22,18 +24,22 @@ from evaluator.config.settings import Settings
 from evaluator.intake.drain import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace, build_intake
 from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.sweeper import sweep_job
+from evaluator.outputs.webhooks import log_unreachable_sinks
 from evaluator.store import outbox
 from evaluator.store.retention import retention_job
 from evaluator.store.store import Store
 from evaluator.worker.anchors import anchors_job
 from evaluator.worker.batch import batch_job
 from evaluator.worker.faults import INFRASTRUCTURE
+from evaluator.worker.heartbeat import Heartbeat
 from evaluator.worker.hygiene import check_judge_hygiene, configured_judge_model
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime, sampling_config
 from judges.llm.backoff import backoff_s
 
 log = logging.getLogger("evaluator.worker.app")
+# The start line goes out at the default level (WARNING): a newcomer can tell running from hung.
+start_log = logging.getLogger("evaluator.worker.start")
 
 
 async def evaluate_trace_job(
@@ -170,6 +176,8 @@ async def _evaluate_one(
             )
         if "tally" in ctx:  # the worker's, shared by its jobs (run_burst reports it)
             ctx["tally"]["evaluated"] += 1
+        if "heartbeat" in ctx:
+            ctx["heartbeat"].job_done()
         return done
     except INFRASTRUCTURE as exc:
         log.warning("trace %s: infrastructure error (try %d): %r", trace_id, job_try, exc)
@@ -213,14 +221,30 @@ def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[An
                 ctx["intake"].run_forever(w.intake_batch, w.intake_idle_sleep_s),
                 name="evaluator-intake",
             )
-        log.info(
-            "worker ready: %d rubrics (%s), judge %s",
-            len(ctx["runtime"].rubrics.rubrics),
-            ", ".join(r.name for r in ctx["runtime"].rubrics.rubrics),
-            settings.judge.base_url or "not configured",
-        )
+        if run_intake:  # a long-running worker: `health --require-worker` counts it
+            beat = Heartbeat(
+                ctx["redis"],
+                settings.redis.key_prefix,
+                settings.redis.queue_name,
+                settings.worker.heartbeat_s,
+            )
+            await beat.start()
+            ctx["heartbeat"] = beat
+            if settings.alerts.enabled:  # reachability: logged once, never blocks the start
+                ctx["sink_probe"] = asyncio.create_task(
+                    log_unreachable_sinks(settings.alerts, os.environ)
+                )
+        if logging.getLogger().getEffectiveLevel() <= logging.WARNING:
+            start_log.setLevel(logging.INFO)  # shown unless the user asked for less
+        start_log.info("%s", start_line(settings, [r.name for r in runtime.rubrics.rubrics]))
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
+        beat = ctx.pop("heartbeat", None)
+        if beat is not None:
+            await beat.stop()
+        probe = ctx.pop("sink_probe", None)
+        if probe is not None:
+            probe.cancel()
         task = ctx.pop("intake_task", None)
         if task is not None:
             task.cancel()
@@ -231,6 +255,34 @@ def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[An
             await runtime.aclose()
 
     return on_startup, on_shutdown
+
+
+def shown_url(url: str) -> str:
+    """The URL for logs: a password becomes ***, a query string (libpq takes
+    `?password=`) becomes `?...`."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparsable URL)"
+    head, query, _ = url.partition("?")
+    if password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        head = head.replace(parts.netloc, f"{parts.username or ''}:***@{host}", 1)
+    return head + ("?..." if query else "")
+
+
+def start_line(settings: Settings, rubrics: list[str]) -> str:
+    """One line: what this worker serves and talks to (no secrets: passwords masked, keys
+    named by their variable only)."""
+    judge = settings.judge
+    judge_text = f"{shown_url(judge.base_url)} ({judge.model})" if judge.configured else "none"
+    return (
+        f"worker ready: queue {settings.redis.queue_name}; {len(rubrics)} rubrics "
+        f"({', '.join(rubrics) or 'none'}) from {settings.rubrics.path}; judge {judge_text}; "
+        f"database {shown_url(settings.database.url)}; "
+        f"Redis {shown_url(settings.redis.url)}"
+    )
 
 
 def cron_name(settings: Settings, job: str) -> str:
