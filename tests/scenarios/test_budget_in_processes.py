@@ -53,13 +53,18 @@ def _stats(settings: Path) -> dict[str, int]:
 
 
 def _settled(settings: Path, db_url: str, received: int, deadline_s: float = 90) -> None:
-    """Until the workers have drained `received` IDs and no intent is pending."""
+    """Until the workers have drained `received` IDs and nothing is left that could still be
+    judged: no ID in the intake, no job queued or running (arq keeps a job in its queue until
+    it finishes), no intent pending."""
     store = Store(db_url)
     try:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
+            full = json.loads(run("stats", "--json", settings=settings).stdout)
             if (
-                _stats(settings).get("received", 0) >= received
+                full["intake"].get("received", 0) >= received
+                and full["intake_pending"] == 0
+                and full["jobs_queued"] == 0
                 and outbox.count_intents(store.engine, outbox.PENDING) == 0
                 and admissions.pending_offers(store.engine) == 0  # every cap window closed
             ):
@@ -99,8 +104,7 @@ def test_two_workers_never_exceed_the_day_cap_and_count_the_rest(
         ]
         try:
             _app(settings, 0, 100)
-            _settled(settings, settings_obj.database.url, 100)
-            time.sleep(1.0)  # anything over the cap would be judged by now
+            _settled(settings, settings_obj.database.url, 100)  # nothing more can be judged
             records = json.loads(run("scores", "--all", "--json", settings=settings).stdout)
             records = records["records"] if isinstance(records, dict) else records
             assert len(records) == CAP and judge.calls == CAP
@@ -115,7 +119,6 @@ def test_two_workers_never_exceed_the_day_cap_and_count_the_rest(
             # The cap is spent: a second wave is counted, nothing judged.
             _app(settings, 100, 20)
             _settled(settings, settings_obj.database.url, 120)
-            time.sleep(1.0)
             stats = _stats(settings)
             assert stats["not_sampled_budget"] == 120 - CAP, stats
             assert judge.calls == CAP
