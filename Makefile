@@ -1,11 +1,12 @@
 # `make check` runs what CI runs after the install (.ci/run): lint, format, the layer
-# contracts, types, the documentation site (strict; needs the docs extra), then the tests.
+# contracts, no fixed sleeps in tests, types, the documentation site (strict; needs the
+# docs extra), then the tests.
 # `make fast` skips the tests.
-.PHONY: check fast lint format types contracts docs test
+.PHONY: check fast lint format types contracts sleeps docs test
 
 check: fast test
 
-fast: lint format contracts types docs
+fast: lint format contracts sleeps types docs
 
 lint:
 	ruff check .
@@ -15,6 +16,9 @@ format:
 
 contracts:
 	lint-imports
+
+sleeps:  # no test waits on a fixed sleep
+	python .ci/no_fixed_sleeps.py
 
 types:
 	mypy evaluator judges evalcore
