@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 import redis
+from sqlalchemy import func, select
 
 from evaluator.cli.exit_codes import BUDGET
 from evaluator.cli.main import main
 from evaluator.config.settings import Settings
-from evaluator.store import outbox
+from evaluator.store import admissions, outbox
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 from evaluator.worker.app import run_burst
@@ -40,6 +41,17 @@ def _charged(settings: Settings) -> int:
         client.close()
 
 
+def _sql_admitted(settings: Settings) -> int:
+    """Admission rows in SQL (the budget's durable source of truth), every day."""
+    store = Store(settings.database.url)
+    try:
+        table = admissions.BudgetAdmission.__table__  # type: ignore[attr-defined]
+        with store.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+    finally:
+        store.close()
+
+
 def _two_rubrics(tmp_path: Path, redis_url: str, **budget: Any) -> tuple[Settings, Path]:
     settings, path = setup(
         tmp_path, redis_url, LOCAL_FAITHFULNESS.format(version="1"), n=5, budget=budget
@@ -58,6 +70,7 @@ def test_backfill_is_charged_and_queues_only_what_the_cap_admits(
     assert "queued 2 traces" in captured.out and "(2 new jobs)" in captured.out
     assert "3 traces wait for the judge budget" in captured.err
     assert queued(settings) == 2 and _charged(settings) == 4  # 2 traces x 2 rubrics
+    assert _sql_admitted(settings) == 4  # written with the intents
     result = asyncio.run(run_burst(settings))
     assert (result["traces_evaluated"], result["jobs_failed"]) == (2, 0)
     written = records(settings)
@@ -123,7 +136,7 @@ def test_retry_is_charged_per_trace_and_leaves_the_rest_dead(
     assert _statuses(settings) == {
         "t0": outbox.PENDING, "t1": outbox.PENDING, "t2": outbox.PENDING, "t3": outbox.DEAD,
     }  # fmt: skip
-    assert queued(settings) == 3 and _charged(settings) == 4
+    assert queued(settings) == 3 and _charged(settings) == _sql_admitted(settings) == 4
     # Nothing left that fits this minute: a second run queues nothing and charges nothing.
     assert main(argv) == BUDGET
     assert queued(settings) == 3 and _charged(settings) == 4

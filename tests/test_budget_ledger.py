@@ -175,7 +175,13 @@ async def test_retry_leaves_escalating_rubrics_to_their_escalation(redis_url: st
         outbox.EvalIntent(id="rate:t1", trace_id="t1", kind="rate", signals=signals),
         outbox.EvalIntent(id="rate:t2", trace_id="t2", kind="rate", signals={"pi": {"faith": 1}}),
     ]
-    admitted, retried = await _charge(intake, intents, ["t1", "t2", "t3"])
+    admitted, retried, rows = await _charge(intake, intents, ["t1", "t2", "t3"])
+    assert sorted((a.trace_id, a.rubric) for a in rows) == [
+        ("t1", "rel"),
+        ("t2", "faith"),
+        ("t3", "faith"),
+        ("t3", "rel"),
+    ]
     assert admitted == ["t1", "t2", "t3"] and retried.waiting == 0
     # t1: rel only (faith is charged if it escalates); t2: faith; t3 (no intent): every rubric.
     assert await _used_today(client, time.time()) == 1 + 1 + 2

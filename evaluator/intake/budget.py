@@ -423,6 +423,11 @@ class BudgetGate:
             await rebuild(self, now_s)
         raise BudgetUnavailable("the judge budget's counters could not be rebuilt from SQL")
 
+    async def resync(self) -> None:
+        """SQL holds more admissions than Redis counted (OverCap): forget the source, so the
+        next admission rebuilds the counters from SQL first."""
+        await self.redis.delete(self.source_key)
+
     @property
     def day_caps(self) -> dict[str, int]:
         """Evaluations per UTC day per scope (0 = none): what SQL checks admissions against."""
@@ -481,7 +486,7 @@ class BudgetGate:
         try:
             await asyncio.to_thread(_admit_alone, self.engine, row, self.day_caps)
         except OverCap:
-            await self.redis.delete(self.source_key)  # Redis was behind: rebuild first
+            await self.resync()  # Redis was behind SQL: rebuilt before the next admission
             return math.ceil((int(now_s // DAY_S) + 1) * DAY_S)
         return 0
 

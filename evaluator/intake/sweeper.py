@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from evaluator.intake.drain import (
     Intake,
@@ -28,7 +30,8 @@ from evaluator.intake.drain import (
     escalating_of,
     recover_abandoned,
 )
-from evaluator.store import outbox
+from evaluator.store import admissions, outbox
+from evaluator.store.admissions import Admission
 
 log = logging.getLogger("evaluator.intake.sweeper")
 PAGE = 5000  # due intents read at once
@@ -128,13 +131,14 @@ class Retried:
 async def retry_dead(intake: Intake, engine: Engine, trace_ids: list[str] | None) -> Retried:
     """`evaluator retry`: dead intents back to pending, with jobs. Under a judge budget
     only the traces whose re-run evaluations the cap admits now; the rest stay dead."""
-    result = Retried()
+    result, rows = Retried(), list[Admission]()
     if intake.budget is not None:
         dead = await asyncio.to_thread(outbox.intents_of, engine, trace_ids, status=outbox.DEAD)
-        trace_ids, result = await _charge(intake, dead, sorted({i.trace_id for i in dead}))
+        trace_ids, result, rows = await _charge(intake, dead, sorted({i.trace_id for i in dead}))
         if not trace_ids:
             return result
-    revived = await asyncio.to_thread(outbox.revive, engine, trace_ids=trace_ids)
+    then = _admitting(intake, rows)
+    revived = await asyncio.to_thread(outbox.revive, engine, trace_ids=trace_ids, then=then)
     if revived:
         await requeue(intake, engine, revived)
     result.queued = len(revived)
@@ -145,11 +149,12 @@ async def retry_errors(intake: Intake, engine: Engine, trace_ids: list[str]) -> 
     """`evaluator retry --errors`: re-run these traces' evaluations (their error records are
     replaced by the new run: records that are not `ok` are overwritten). Under a judge
     budget only the traces the cap admits now."""
-    result = Retried()
+    result, rows = Retried(), list[Admission]()
     if intake.budget is not None and trace_ids:
         known = await asyncio.to_thread(outbox.intents_of, engine, trace_ids)
-        trace_ids, result = await _charge(intake, known, trace_ids)
-    intents = await asyncio.to_thread(outbox.reopen, engine, trace_ids)
+        trace_ids, result, rows = await _charge(intake, known, trace_ids)
+    then = _admitting(intake, rows)
+    intents = await asyncio.to_thread(outbox.reopen, engine, trace_ids, then)
     if intents:
         await requeue(intake, engine, intents)
     result.queued = len(intents)
@@ -158,7 +163,7 @@ async def retry_errors(intake: Intake, engine: Engine, trace_ids: list[str]) -> 
 
 async def _charge(
     intake: Intake, intents: list[outbox.EvalIntent], trace_ids: list[str]
-) -> tuple[list[str], Retried]:
+) -> tuple[list[str], Retried, list[Admission]]:
     """Charge each trace's re-run to the budget, all its evaluations or none: per intent
     (one job each) the rubrics its {rubric: p} names, else (an intent queued without a
     budget: the job chooses from the stored trace) every rubric, conservatively. A trace
@@ -175,7 +180,25 @@ async def _charge(
         named = sorted(allocated) if allocated else every
         wanted[intent.trace_id].extend(r for r in named if r not in later)
     groups = [wanted[t] if t in charged else every for t in trace_ids]
-    waits = await intake.budget.charge(groups, time.time())
+    now_s = time.time()
+    waits = await intake.budget.charge(groups, now_s)
     admitted = [t for t, w in zip(trace_ids, waits, strict=True) if not w]
     until = min((w for w in waits if w > 0), default=0)
-    return admitted, Retried(waiting=len(trace_ids) - len(admitted), until=until)
+    kind = f"rt-{uuid.uuid4().hex[:8]}"  # each retry is a new judge run: rows of its own
+    rows = [
+        a
+        for t, g, w in zip(trace_ids, groups, waits, strict=True)
+        if not w
+        for a in intake.budget.admissions(kind, t, g, now_s)
+    ]
+    return admitted, Retried(waiting=len(trace_ids) - len(admitted), until=until), rows
+
+
+def _admitting(intake: Intake, rows: list[Admission]) -> Callable[[Connection], None] | None:
+    """The retry's admission rows, written in its intents' transaction (OverCap rolls it
+    back: Redis was behind SQL, retry again)."""
+    budget = intake.budget
+    if budget is None or not rows:
+        return None
+    caps = budget.day_caps
+    return lambda conn: admissions.admit(conn, rows, caps)

@@ -103,7 +103,7 @@ async def _close(
         except _Raced:
             continue
         except OverCap:
-            await gate.redis.delete(gate.source_key)  # Redis was behind SQL: rebuild first
+            await gate.resync()  # Redis was behind SQL: rebuilt before the next admission
             continue
         if decided is None:
             return []

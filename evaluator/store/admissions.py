@@ -268,3 +268,15 @@ def window_totals(engine: Engine, windows: Iterable[int] | None = None) -> tuple
 
 def start_of_minute(now_s: float) -> datetime:
     return datetime.fromtimestamp(now_s - now_s % 60, UTC)
+
+
+def record_intents(
+    engine: Engine, intents: Sequence[Any], rows: Sequence[Admission], day_caps: Mapping[str, int]
+) -> None:
+    """Intents (evaluator.store.outbox.Intent) and their admission rows in one transaction
+    (backfill): the day caps checked before it commits (OverCap rolls both back)."""
+    from evaluator.store import outbox
+
+    with engine.begin() as conn:
+        outbox.insert_intents(conn, intents)
+        admit(conn, rows, day_caps)

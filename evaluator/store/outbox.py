@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -278,8 +278,14 @@ def done_among(engine: Engine, intent_ids: Sequence[str]) -> set[str]:
         return set(session.exec(query).all())
 
 
-def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[EvalIntent]:
-    """Dead intents (all, or these traces') back to pending with a fresh attempt budget."""
+def revive(
+    engine: Engine,
+    *,
+    trace_ids: Sequence[str] | None = None,
+    then: Callable[[Connection], None] | None = None,
+) -> list[EvalIntent]:
+    """Dead intents (all, or these traces') back to pending with a fresh attempt budget;
+    `then` runs in the same transaction (the judge budget's admission rows)."""
     table = table_of(EvalIntent)
     cond = [table.c.status == DEAD]
     if trace_ids:
@@ -288,6 +294,8 @@ def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[Ev
         conn.execute(
             update(table).where(*cond).values(status=PENDING, attempts=0, enqueued_at=utcnow())
         )
+        if then is not None:
+            then(conn)
     with Session(engine) as session:
         query = select(EvalIntent).where(EvalIntent.status == PENDING)
         if trace_ids:
@@ -295,9 +303,12 @@ def revive(engine: Engine, *, trace_ids: Sequence[str] | None = None) -> list[Ev
         return list(session.exec(query).all())
 
 
-def reopen(engine: Engine, trace_ids: Sequence[str]) -> list[EvalIntent]:
+def reopen(
+    engine: Engine, trace_ids: Sequence[str], then: Callable[[Connection], None] | None = None
+) -> list[EvalIntent]:
     """Intents of these traces (created when missing) back to pending with a fresh budget,
-    whatever their state: `evaluator retry --errors` re-runs their evaluations."""
+    whatever their state: `evaluator retry --errors` re-runs their evaluations. `then` runs
+    in the transaction that sets them pending (the judge budget's admission rows)."""
     if not trace_ids:
         return []
     record_intents(engine, [Intent(trace_id=t, kind="rate", signals={}) for t in trace_ids])
@@ -309,6 +320,8 @@ def reopen(engine: Engine, trace_ids: Sequence[str]) -> list[EvalIntent]:
             .where(table.c.trace_id.in_(ids))
             .values(status=PENDING, attempts=0, enqueued_at=utcnow())
         )
+        if then is not None:
+            then(conn)
     with Session(engine) as session:
         query = select(EvalIntent).where(col(EvalIntent.trace_id).in_(ids))
         return list(session.exec(query).all())

@@ -15,7 +15,9 @@
    Under a judge budget each trace's evaluations (the rubrics the plan selected for it) are
    charged to the budget's counters first (evaluator.intake.budget, the intake's own
    admission script), all or none per trace: a trace the cap has no room for is not queued
-   and is returned as waiting, with the end of the window that refused it.
+   and is returned as waiting, with the end of the window that refused it. The admission
+   rows (evaluator.store.admissions, kind `bf-…`: each run is a new judge run) are written
+   in the intents' transaction and checked against the day caps in SQL.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from evaluator.errors import BackfillError
 from evaluator.intake.drain import build_intake
 from evaluator.intake.sampling import trace_signals
 from evaluator.intake.sweeper import requeue
-from evaluator.store import outbox
+from evaluator.store import admissions, outbox
+from evaluator.store.admissions import Admission
 from evaluator.store.models import utcnow
 from evaluator.store.store import Store
 from evaluator.traces.cases import CaseBuildError, build_case
@@ -291,9 +294,17 @@ async def enqueue_backfill(
         every = tuple(r.name for r in rubrics.rubrics)
         for start in range(0, len(trace_ids), _BATCH):
             part = trace_ids[start : start + _BATCH]
+            charged: list[Admission] = []
             if intake.budget is not None:
                 groups = [(rubrics_of or {}).get(t, every) for t in part]
-                waits = await intake.budget.charge(groups, time.time())
+                now_s = time.time()
+                waits = await intake.budget.charge(groups, now_s)
+                charged = [
+                    a
+                    for t, g, w in zip(part, groups, waits, strict=True)
+                    if not w
+                    for a in intake.budget.admissions(kind, t, g, now_s)
+                ]
                 result.waiting.extend(t for t, w in zip(part, waits, strict=True) if w)
                 result.too_large += waits.count(-1)
                 refused = [w for w in waits if w > 0]
@@ -305,7 +316,19 @@ async def enqueue_backfill(
             intents = [outbox.Intent(trace_id=t, kind=kind, signals={}) for t in part]
             if not intents:
                 continue
-            await asyncio.to_thread(outbox.record_intents, store.engine, intents)
+            if intake.budget is None:
+                await asyncio.to_thread(outbox.record_intents, store.engine, intents)
+            else:  # the admission rows with the intents, checked against the day caps in SQL
+                caps = intake.budget.day_caps
+                try:
+                    await asyncio.to_thread(
+                        admissions.record_intents, store.engine, intents, charged, caps
+                    )
+                except admissions.OverCap:
+                    # Redis's counters were behind SQL's rows: rebuilt before the next admission.
+                    await intake.budget.resync()
+                    result.waiting.extend(part)
+                    continue
             rows = [
                 outbox.EvalIntent(id=i.id, trace_id=i.trace_id, kind=kind, signals={})
                 for i in intents
