@@ -237,7 +237,10 @@ class RubricsSettings(_Section):
 class WebhookSink(_Section):
     """One generic webhook: signed with the HMAC secret unless `signed = false`."""
 
+    # Checked like webhook_urls (scheme, allowlist, internal addresses) at start and at send.
     url: str = Field(min_length=1)
+    # false: sent without X-Evaluator-Signature (for a receiver that verifies nothing); true
+    # needs the secret named by hmac_secret_env, or the worker refuses to start.
     signed: bool = True
 
 
