@@ -11,10 +11,11 @@ the smallest u whose wealth has reached 1/α: P(ever true mean > bound) ≤ α, 
 optional stopping and continuation (Waudby-Smith & Ramdas 2024, "Estimating means of bounded
 random variables by betting"; Howard et al. 2021 for the quadratic bound below).
 
-Two ways to compute the wealth, both valid for the same guarantee:
+Three ways to compute the wealth, all valid for the same guarantee:
 
 * pass/fail scores with unit weights — exactly, from the counts (n, passes);
-* anything else (continuous scores, Horvitz–Thompson weights) — from five sums, through
+* raw scores (continuous, or Horvitz–Thompson weighted) — exactly, from the scores;
+* sums only (SQL aggregates) — from five sums, through
   Fan's inequality log(1 + z) ≥ c·z/c + ψ(c)·z²/... (per bettor: log(1 + c·z) ≥ c·z +
   (log(1 − c) + c)·z² for z ≥ −1), a lower bound of the exact wealth. Because the exact
   wealth grows with u, every u where the lower bound has reached 1/α is a valid bound; the
@@ -76,6 +77,9 @@ class MeanSample:
     a2x2: Any = 0.0
     exact: bool = True
     clamped: int = 0  # records whose probability was below the floor (counted at the floor)
+    scores: Any = None  # raw scores (…, n): the exact wealth; the sums then go unused
+    scales: Any = None  # their bet scales a, same shape (None: all 1)
+    repeat: float = 1.0  # raw samples: the data counted this many times over (`scaled`)
 
     @classmethod
     def from_counts(cls, passes: Any, n: Any) -> MeanSample:
@@ -103,7 +107,7 @@ class MeanSample:
             binary = bool(np.all((x == 0.0) | (x == 1.0)))
             if binary:
                 return cls.from_counts(passes=float(x.sum()), n=float(x.size))
-            return cls.from_moments(x.size, x.sum(), (x * x).sum())
+            return cls(n=float(x.size), exact=False, scores=x)
         if len(probabilities) != x.size:
             raise ValueError("one inclusion probability per score")
         if max_weight < 1.0:
@@ -111,20 +115,22 @@ class MeanSample:
         w = np.array([1.0 if p is None or p <= 0 else 1.0 / p for p in probabilities], float)
         clamped = int((w > max_weight * (1 + 1e-9)).sum())
         a = np.minimum(w, max_weight) / max_weight
-        a2 = a * a
-        return cls(n=float(x.size), a=float(a.sum()), ax=float((a * x).sum()),
-                   a2=float(a2.sum()), a2x=float((a2 * x).sum()),
-                   a2x2=float((a2 * x * x).sum()), exact=False, clamped=clamped)  # fmt: skip
+        return cls(n=float(x.size), exact=False, clamped=clamped, scores=x, scales=a)
 
     def scaled(self, k: float) -> MeanSample:
         """The same sample k times over (the sums and counts times k): 'more of the same'."""
         return MeanSample(self.n * k, self.passes * k, self.a * k, self.ax * k, self.a2 * k,
-                          self.a2x * k, self.a2x2 * k, self.exact, self.clamped)  # fmt: skip
+                          self.a2x * k, self.a2x2 * k, self.exact, self.clamped, self.scores,
+                          self.scales, self.repeat * k)  # fmt: skip
 
     def flipped(self) -> MeanSample:
         """The sample of 1 − x: a lower bound of the mean is 1 − the flipped upper bound."""
         if self.exact:
             return MeanSample(self.n, self.n - self.passes)
+        if self.scores is not None:
+            return MeanSample(self.n, exact=False, clamped=self.clamped,
+                              scores=1.0 - np.asarray(self.scores), scales=self.scales,
+                              repeat=self.repeat)  # fmt: skip
         return MeanSample(self.n, 0.0, self.a, self.a - self.ax, self.a2, self.a2 - self.a2x,
                           self.a2 - 2 * self.a2x + self.a2x2, False, self.clamped)  # fmt: skip
 
@@ -136,6 +142,11 @@ def log_wealth(sample: MeanSample, u: Any) -> Array:
     if sample.exact:
         n, k = np.asarray(sample.n, float)[..., None], np.asarray(sample.passes, float)[..., None]
         per_bet = k * np.log1p(-_C) + (n - k) * np.log1p(_C * odds)
+    elif sample.scores is not None:  # exact: Σ log(1 + c·a·(u − x)/(1 − u)) over the scores
+        x = np.asarray(sample.scores, float)[..., None]  # (…, n, 1)
+        a = 1.0 if sample.scales is None else np.asarray(sample.scales, float)[..., None]
+        y = (u[..., None] - x) / (1.0 - u[..., None])
+        per_bet = sample.repeat * np.log1p(_C * a * y).sum(axis=-2)
     else:
         a, ax = np.asarray(sample.a)[..., None], np.asarray(sample.ax)[..., None]
         a2, a2x = np.asarray(sample.a2)[..., None], np.asarray(sample.a2x)[..., None]

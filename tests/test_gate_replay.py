@@ -61,14 +61,16 @@ def test_replay_gate_compares_two_templates_pair_by_pair(
     (tmp_path / "candidate.txt").write_text(candidate)
     code = main([
         "--settings", str(tmp_path / "settings.toml"), "gate", "--rubric", "faith",
-        "--replay", str(_dataset(tmp_path / "data.jsonl")),
+        "--replay", str(_dataset(tmp_path / "data.jsonl", 200)),
         "--baseline-template", str(tmp_path / "baseline.txt"),
         "--candidate-template", str(tmp_path / "candidate.txt"), "--json",
     ])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
     assert code == expected, doc
-    assert doc["pairs"] == 30 and doc["skipped"] == []
-    assert doc["generator_calls"] == 60 == Generator.calls
+    # 200 items: identical answers prove "no worse" within 0.05 at alpha 0.01 (30 could not:
+    # zero discordant pairs of 30 still allow a 10 % discordance rate).
+    assert doc["pairs"] == 200 and doc["skipped"] == []
+    assert doc["generator_calls"] == 400 == Generator.calls
     if expected == 1:
         assert doc["candidate"]["mean"] < doc["baseline"]["mean"] - 0.2
 
@@ -96,7 +98,9 @@ def _judge_reply(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json=chat_completion(json.dumps({"claims": claims})))
 
 
-@pytest.mark.parametrize(("candidate", "expected"), [(GOOD, 0), (BAD, 1)], ids=["good", "bad"])
+@pytest.mark.parametrize(
+    ("candidate", "expected"), [(GOOD, 6), (BAD, 1)], ids=["good-undecided-at-24", "bad"]
+)
 def test_replay_gate_with_the_generator_and_a_judge(
     tmp_path: Path, redis_url: str, generator_url: str, capsys: pytest.CaptureFixture[str],
     candidate: str, expected: int,
@@ -116,6 +120,8 @@ def test_replay_gate_with_the_generator_and_a_judge(
             "--candidate-template", str(tmp_path / "candidate.txt"), "--json",
         ])  # fmt: skip
     doc = json.loads(capsys.readouterr().out)
-    assert code == expected, doc
+    assert code == expected, {k: doc[k] for k in ("drop", "drop_lower_bound", "reason")}
     assert route.call_count == 48 == doc["judge_calls"]  # one judge call per generated answer
     assert doc["pairs"] == 24 and doc["generator_calls"] == 48
+    if expected == 6:  # 24 equal pairs cannot bound the drop below 0.05: says how many could
+        assert doc["scores_needed"]["candidate"] > 24 and doc["guarantee"] == "fixed-n"

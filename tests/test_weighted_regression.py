@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import statistics
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -64,7 +65,9 @@ def stats(records: list[Sample], weighted: bool) -> GroupStats:
 def check(base: list[Sample], window: list[Sample], weighted: bool) -> tuple[bool, bool]:
     """(e-detector alarmed, fixed-window test significant)."""
     b = stats(base, weighted)
-    state = start_sequential(b, POLICY, known_start=False, pass_threshold=0.5)
+    # The sampler's floor (0.05, the tightest rate of these days) is known in advance.
+    state = start_sequential(b, POLICY, known_start=False, pass_threshold=0.5,
+                             max_weight=20.0 if weighted else 1.0)  # fmt: skip
     xs = [s for s, _ in window]
     state = advance(state, xs, POLICY, [p for _, p in window] if weighted else None)
     fixed = compare_stats(b, stats(window, weighted), POLICY)
@@ -176,7 +179,8 @@ def test_check_job_weights_records_read_from_sql(
         "win", keep_p)  # fmt: skip
     body = 'name = "faith"\nversion = "1"\nscorer = "faithfulness"\npass_threshold = 0.5\n'
     rubric = parse_rubric(body, source=tmp_path / "faith.toml")
-    cfg = policy_for(rubric, AlertsSettings())
+    floor = 0.05 if keep_p else 1.0  # the sampler's floor, known in advance
+    cfg = replace(policy_for(rubric, AlertsSettings()), max_weight=1 / floor)
     with Session(store.engine) as session:
         findings, cur = check_rubric(session, "faith", cfg, 0.5, NOW)
     (f,) = findings

@@ -30,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -149,7 +150,8 @@ def check_rubric(
         names = dict(zip(labels, key, strict=True))
         b = base.get(key, GroupStats())
         if b.n >= p.min_samples and stats.n >= p.min_samples:
-            state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold)
+            state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold,
+                                     max_weight=cfg.max_weight)  # fmt: skip
             window = scores_in_order(session, clock, rubric, labels, key, win_lo, now)
             state = advance(state, [x for x, _ in window], p, [q for _, q in window])
             seq = sequential_verdict(state, p)
@@ -173,7 +175,13 @@ def check_rubric(
         stream = scores_in_order(session, clock, rubric, labels, key, new_at, now)
         xs, probabilities = [x for x, _ in stream], [q for _, q in stream]
         state = advance(
-            start_sequential(ref_stats, p, known_start=True, pass_threshold=pass_threshold),
+            start_sequential(
+                ref_stats,
+                p,
+                known_start=True,
+                pass_threshold=pass_threshold,
+                max_weight=cfg.max_weight,
+            ),
             xs,
             p,
             probabilities,
@@ -226,14 +234,21 @@ def recovered(alert: AlertRecord, current: GroupStats | None, cfg: CheckConfig) 
 
 
 def decide(
-    store: Store, rubrics: RubricSet, alerts: AlertsSettings, now: datetime
+    store: Store,
+    rubrics: RubricSet,
+    alerts: AlertsSettings,
+    now: datetime,
+    floors: Mapping[str, float] | None = None,
 ) -> tuple[CheckReport, list[tuple[str, AlertRecord]]]:
-    """Run every rubric's checks and write alert transitions; return what to deliver."""
+    """Run every rubric's checks and write alert transitions; return what to deliver.
+    `floors`: each rubric's smallest possible inclusion probability (config.inclusion_floor);
+    absent, records are taken as sampled with p = 1."""
     report, events = CheckReport(), []
     cool = timedelta(minutes=alerts.cool_down_minutes)
     for rubric in rubrics.rubrics:
         try:
             cfg = policy_for(rubric, alerts)
+            cfg = replace(cfg, max_weight=1.0 / (floors or {}).get(rubric.name, 1.0))
         except ValueError as exc:
             report.errors.append(str(exc))
             log.error("%s", exc)
@@ -347,11 +362,12 @@ async def run_check(
     sinks: AlertSinks,
     now: datetime | None = None,
     otel: EvaluationExporter | None = None,
+    floors: Mapping[str, float] | None = None,
 ) -> CheckReport:
     """Decide in a thread (SQL is synchronous), then deliver and record the deliveries.
     With `otel`, the alerts also go out as OpenTelemetry events (with their intervals)."""
     now = now or utcnow()
-    report, events = await asyncio.to_thread(decide, store, rubrics, alerts, now)
+    report, events = await asyncio.to_thread(decide, store, rubrics, alerts, now, floors)
     if otel is not None and events:
         await otel.export_alerts([(e, alert_to_json(a)) for e, a in events])  # never raises
     for event, alert in events:
@@ -383,8 +399,9 @@ async def regression_check_job(ctx: dict[str, Any]) -> dict[str, Any]:
     sinks = build_sinks(settings.alerts, os.environ)
     try:
         report = await run_check(
-            runtime.store, runtime.rubrics, settings.alerts, sinks, now, otel=runtime.otel
-        )
+            runtime.store, runtime.rubrics, settings.alerts, sinks, now, otel=runtime.otel,
+            floors=runtime.inclusion_floors(),
+        )  # fmt: skip
     finally:
         await sinks.aclose()
     return report.to_dict()

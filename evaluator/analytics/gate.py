@@ -1,25 +1,38 @@
 """The deployment gate: is a candidate prompt version worse than its baseline?
 
-The same statistics as the regression check, asked once, for CI or a canary rollout:
+Three answers, each with its error rate stated:
 
-* **worse** — the sequential e-process (from the candidate's first score, as the regression
-  check's `version` kind) crosses 1/alpha with a drop past the effect-size bound;
-* **no worse** — non-inferiority: the one-sided upper confidence bound of the drop
-  (baseline mean − candidate mean, Welch) lies below `margin`. "Not enough evidence of a
-  drop" is *not* read as "no worse": the bound must clear the margin;
-* **not enough data** — fewer than `min_samples` scores on either side, or neither of the
-  above yet.
+* **no worse** — the drop (baseline mean − candidate mean) has an upper confidence bound
+  below `margin`. Wrong "no worse" (the true drop is ≥ margin): probability ≤ alpha.
+* **worse** — the drop's lower confidence bound is above 0 and the observed drop reaches
+  the policy's effect-size bound. Wrong "worse" (no true drop): probability ≤ alpha.
+* **undecided** — neither yet (or fewer than `min_samples` scores on a side); the result says
+  how many scores each side would need at the observed rates.
 
-Pure: it takes scores in time order and returns a `GateResult`; reading them is the
-caller's job. Paired replays (the same items under both versions) use `paired_gate`.
+Guarantees, by mode:
+
+* `gate` (two live streams) is **anytime-valid with both streams growing**: the bounds come
+  from one-sided confidence sequences of each version's mean (evalcore.sequences) at alpha/2
+  each, so the baseline's uncertainty counts and re-running the gate as scores arrive — every
+  ten scores, every hour with `--since 24h` — keeps each wrong-decision probability ≤ alpha
+  over the whole sequence of runs. Assumes each version's scores are independent draws with a
+  common mean over the window (no trend inside it), and, with inclusion probabilities, that
+  none is below the budget's floor `min_probability` (a lower one is counted at the floor and
+  reported as `clamped`).
+* `paired_gate` (a replay: the same items under both versions) bounds the mean per-item
+  difference with the same confidence sequence applied to (1 + candidate − baseline) / 2, so it
+  is exact at any n (fixed-n, and anytime as well): no zero-width bound from zero variance.
+  Assumes the items are independent draws from the traffic the dataset stands for.
+
+Pure: it takes scores in time order and returns a `GateResult`.
 
     >>> policy = RegressionPolicy(min_samples=10)
-    >>> gate([1.0] * 60, [1.0] * 40 + [0.0] * 20, policy, margin=0.05).decision
+    >>> gate([1.0] * 200, [1.0] * 120 + [0.0] * 80, policy, margin=0.05).decision
     'worse'
-    >>> gate([1.0] * 60, [1.0] * 60, policy, margin=0.05).decision
+    >>> gate([1.0] * 10, [1.0] * 10, policy, margin=0.05).decision  # 10/10 is not proof
+    'undecided'
+    >>> gate([1.0] * 2000, [1.0] * 2000, policy, margin=0.05).decision
     'no_worse'
-    >>> gate([1.0] * 5, [1.0] * 5, policy, margin=0.05).decision
-    'not_enough_data'
 """
 
 from __future__ import annotations
@@ -29,12 +42,45 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from evaluator.analytics.regression import advance, sequential_verdict, start_sequential
-from evaluator.analytics.stats import GroupStats, t_quantile
-from evaluator.config.policy import RegressionPolicy
+import numpy as np
 
-Decision = Literal["worse", "no_worse", "not_enough_data"]
-EXIT = {"no_worse": 0, "worse": 1, "not_enough_data": 3}
+from evalcore.sequences import Array, MeanSample, lower_bound, upper_bound
+from evaluator.analytics.stats import GroupStats
+from evaluator.config.policy import RegressionPolicy
+from evaluator.errors import EXIT_NO_WORSE, EXIT_UNDECIDED, EXIT_WORSE
+
+Decision = Literal["worse", "no_worse", "undecided"]
+EXIT: dict[Decision, int] = {
+    "no_worse": int(EXIT_NO_WORSE),
+    "worse": int(EXIT_WORSE),
+    "undecided": int(EXIT_UNDECIDED),
+}
+Guarantee = Literal["anytime", "fixed-n"]
+_MAX_SCALE = 10_000.0  # "needed" is reported only up to this many times the data seen
+
+
+@dataclass(frozen=True)
+class Sides:
+    """The two samples a gate compares and how their drop is bounded."""
+
+    baseline: MeanSample
+    candidate: MeanSample
+    paired: bool  # True: `candidate` holds (1 + c − b) / 2 per item; `baseline` is unused
+
+    def drop_bounds(self, alpha: float) -> tuple[Array, Array]:
+        """(lower, upper) bounds of the drop, each wrong with probability ≤ alpha; arrays
+        when the samples hold many streams (the calibration suite decides 10⁴ at once)."""
+        if self.paired:  # drop = 1 − 2·mean of the paired sample
+            lo = 1.0 - 2.0 * upper_bound(self.candidate, alpha)
+            hi = 1.0 - 2.0 * lower_bound(self.candidate, alpha)
+            return lo, hi
+        half = alpha / 2  # one confidence sequence per stream: a union bound
+        lo = lower_bound(self.baseline, half) - upper_bound(self.candidate, half)
+        hi = upper_bound(self.baseline, half) - lower_bound(self.candidate, half)
+        return lo, hi
+
+    def scaled(self, k: float) -> Sides:
+        return Sides(self.baseline.scaled(k), self.candidate.scaled(k), self.paired)
 
 
 @dataclass(frozen=True)
@@ -42,48 +88,59 @@ class GateResult:
     decision: Decision
     baseline: GroupStats
     candidate: GroupStats
-    drop: float  # baseline mean - candidate mean (positive = candidate worse)
-    drop_upper: float  # one-sided (1 - alpha) upper bound of the drop
+    drop: float  # baseline mean − candidate mean (positive = candidate worse)
+    drop_lower: float  # (1 − alpha) lower confidence bound of the drop
+    drop_upper: float  # (1 − alpha) upper confidence bound of the drop
     margin: float
-    e_value: float
-    p_value: float  # 1 / e-value: anytime-valid from the candidate's first score
     alpha: float
+    guarantee: Guarantee
     test: str
     reason: str
+    p_no_worse: float  # smallest alpha at which "no worse" would be decided now
+    p_worse: float  # smallest alpha at which "worse" would be decided now (effect aside)
+    needed: dict[str, int] | None  # undecided: total scores per side at the observed rates
+    clamped: int = 0  # records whose inclusion probability was below the floor
 
     @property
     def exit_code(self) -> int:
         return EXIT[self.decision]
 
+    @property
+    def p_value(self) -> float:
+        """The p-value of the test that decided (for "undecided", the nearer of the two)."""
+        if self.decision == "worse":
+            return self.p_worse
+        if self.decision == "no_worse":
+            return self.p_no_worse
+        return min(self.p_worse, self.p_no_worse)
+
     def to_dict(self, confidence: float = 0.95) -> dict[str, Any]:
+        statistic = "drop_lower_bound" if self.decision == "worse" else "drop_upper_bound"
         return {
             "decision": self.decision,
             "exit_code": self.exit_code,
             "reason": self.reason,
+            "guarantee": self.guarantee,
             "baseline": self.baseline.summary(confidence),
             "candidate": self.candidate.summary(confidence),
             "drop": self.drop,
+            "drop_lower_bound": self.drop_lower,
             "drop_upper_bound": self.drop_upper,
-            "drop_upper_bound_level": 1 - self.alpha,
+            "drop_bound_level": 1 - self.alpha,
             "margin": self.margin,
-            "e_value": self.e_value,
+            "decided_by": {
+                "statistic": statistic,
+                "value": self.drop_lower if statistic == "drop_lower_bound" else self.drop_upper,
+                "threshold": 0.0 if statistic == "drop_lower_bound" else self.margin,
+            },
             "p_value": self.p_value,
+            "p_worse": self.p_worse,
+            "p_no_worse": self.p_no_worse,
             "alpha": self.alpha,
             "test": self.test,
+            "scores_needed": self.needed,
+            "probabilities_below_floor": self.clamped,
         }
-
-
-def drop_upper_bound(baseline: GroupStats, candidate: GroupStats, alpha: float) -> float:
-    """One-sided (1 - alpha) upper bound of mean(baseline) - mean(candidate), Welch."""
-    if baseline.n < 2 or candidate.n < 2:
-        return math.inf
-    vb, vc = baseline.var / baseline.n, candidate.var / candidate.n
-    drop = baseline.mean - candidate.mean
-    if vb + vc == 0.0:
-        return drop
-    den = vb * vb / (baseline.n - 1) + vc * vc / (candidate.n - 1)
-    df = (vb + vc) ** 2 / den if den > 0 else float(baseline.n + candidate.n - 2)
-    return drop + t_quantile(1 - alpha, df) * math.sqrt(vb + vc)
 
 
 def gate(
@@ -93,15 +150,31 @@ def gate(
     *,
     margin: float,
     pass_threshold: float | None = None,
+    baseline_probabilities: Sequence[float | None] | None = None,
+    candidate_probabilities: Sequence[float | None] | None = None,
+    min_probability: float = 1.0,
 ) -> GateResult:
-    """Decide on two independent score streams (a live canary: same window, both versions)."""
-    base = GroupStats.from_scores(baseline_scores, pass_threshold)
-    cand = GroupStats.from_scores(candidate_scores, pass_threshold)
-    state = start_sequential(base, policy, known_start=True, pass_threshold=pass_threshold)
-    verdict = sequential_verdict(advance(state, candidate_scores, policy), policy)
-    upper = drop_upper_bound(base, cand, policy.alpha)
-    return _decide(base, cand, upper, verdict.regression, verdict.e_value or 1.0,
-                   verdict.test, policy, margin)  # fmt: skip
+    """Decide on two independent score streams (a live canary: same window, both versions).
+
+    Anytime-valid with both streams growing: P(wrong "no worse") ≤ alpha and P(wrong
+    "worse") ≤ alpha however often it is re-run (see the module docstring for assumptions).
+    With inclusion probabilities (a judge budget), bets are Horvitz–Thompson scaled by
+    `min_probability`, the sampler's floor, known in advance.
+    """
+    weighted = baseline_probabilities is not None or candidate_probabilities is not None
+    max_weight = 1.0 / min_probability if weighted else 1.0
+    b = MeanSample.from_scores(baseline_scores, baseline_probabilities, max_weight=max_weight)
+    c = MeanSample.from_scores(candidate_scores, candidate_probabilities, max_weight=max_weight)
+    return decide(
+        Sides(b, c, paired=False),
+        GroupStats.from_scores(baseline_scores, pass_threshold),
+        GroupStats.from_scores(candidate_scores, pass_threshold),
+        policy,
+        margin=margin,
+        guarantee="anytime",
+        test="betting-cs-union",
+        clamped=b.clamped + c.clamped,
+    )
 
 
 def paired_gate(
@@ -109,48 +182,110 @@ def paired_gate(
 ) -> GateResult:
     """Decide on paired scores (baseline, candidate) of the same items (a replay).
 
-    The drop's bound comes from the per-item differences (a paired t bound), which is far
-    tighter than comparing two independent streams; "worse" needs the bound's mirror (the
-    lower bound of the drop) above the effect-size bound and alpha."""
-    base = GroupStats.from_scores([b for b, _ in pairs])
-    cand = GroupStats.from_scores([c for _, c in pairs])
-    diffs = [b - c for b, c in pairs]
-    n = len(diffs)
-    if n < 2:
-        return _decide(base, cand, math.inf, False, 1.0, "paired-t", policy, margin)
-    mean = sum(diffs) / n
-    var = sum((d - mean) ** 2 for d in diffs) / (n - 1)
-    half = t_quantile(1 - policy.alpha, n - 1) * math.sqrt(var / n)
-    worse = n >= policy.min_samples and mean - half > 0 and mean >= policy.min_effect_mean
-    return _decide(base, cand, mean + half, worse, 1.0, "paired-t", policy, margin)
+    Exact at every n: P(wrong "no worse") ≤ alpha and P(wrong "worse") ≤ alpha, for binary
+    and continuous scores (the per-item difference lies in [−1, 1]).
+    """
+    for b, c in pairs:
+        if not (0.0 <= b <= 1.0 and 0.0 <= c <= 1.0):
+            raise ValueError(f"scores must lie in [0, 1], got {(b, c)}")
+    shifted = [(1.0 + c - b) / 2.0 for b, c in pairs]
+    sample = MeanSample.from_scores(shifted)
+    return decide(
+        Sides(MeanSample.from_counts(0, 0), sample, paired=True),
+        GroupStats.from_scores([b for b, _ in pairs]),
+        GroupStats.from_scores([c for _, c in pairs]),
+        policy,
+        margin=margin,
+        guarantee="fixed-n",
+        test="paired-betting-cs",
+    )
 
 
-def _decide(
+def decide(
+    sides: Sides,
     base: GroupStats,
     cand: GroupStats,
-    upper: float,
-    worse: bool,
-    e_value: float,
-    test: str,
     policy: RegressionPolicy,
+    *,
     margin: float,
+    guarantee: Guarantee,
+    test: str,
+    clamped: int = 0,
 ) -> GateResult:
+    """The gate's rule on bounded samples: see the module docstring for what it guarantees."""
+    alpha = policy.alpha
+    lo_a, hi_a = sides.drop_bounds(alpha)
+    lo, hi = float(lo_a), float(hi_a)
     drop = base.mean - cand.mean if base.n and cand.n else 0.0
-    enough = base.n >= policy.min_samples and cand.n >= policy.min_samples
-    if worse:
-        decision: Decision = "worse"
-        reason = f"the candidate scores lower (drop {drop:.3f}, e-value {e_value:.3g})"
-    elif not enough:
-        decision = "not_enough_data"
+    code = int(decision_codes(sides, base.n, cand.n, drop, policy, margin))
+    p_worse = _smallest_alpha(lambda a: float(sides.drop_bounds(a)[0]) > 0.0)
+    p_no_worse = _smallest_alpha(lambda a: float(sides.drop_bounds(a)[1]) < margin)
+    needed: dict[str, int] | None = None
+    decision: Decision = next(d for d, c in EXIT.items() if c == code)
+    if base.n < policy.min_samples or cand.n < policy.min_samples:
         reason = (f"{base.n} baseline and {cand.n} candidate scores; "
                   f"at least {policy.min_samples} each are needed")  # fmt: skip
-    elif upper < margin:
-        decision = "no_worse"
-        reason = f"the drop's {1 - policy.alpha:.0%} upper bound {upper:.3f} < margin {margin}"
+    elif decision == "worse":
+        reason = (f"the candidate scores lower: the drop's {1 - alpha:.0%} lower bound "
+                  f"{lo:.3f} > 0 (drop {drop:.3f})")  # fmt: skip
+    elif decision == "no_worse":
+        reason = f"the drop's {1 - alpha:.0%} upper bound {hi:.3f} < margin {margin}"
     else:
-        decision = "not_enough_data"
-        reason = (f"no significant drop, but the drop's upper bound {upper:.3f} does not clear "
-                  f"the margin {margin}: more scores are needed to call it no worse")  # fmt: skip
-    p = min(1.0, 1.0 / e_value) if e_value > 0 else 1.0
-    return GateResult(decision, base, cand, drop, upper, margin, e_value, p, policy.alpha,
-                      test, reason)  # fmt: skip
+        reason = (f"the drop's {1 - alpha:.0%} bounds [{lo:.3f}, {hi:.3f}] decide neither "
+                  f"'worse' (lower > 0 and drop ≥ {policy.min_effect_mean}) nor 'no worse' "
+                  f"(upper < {margin})")  # fmt: skip
+    if decision == "undecided":
+        needed = _needed(sides, base.n, cand.n, alpha, margin)
+        if needed is not None:
+            reason += (f"; at the observed rates about {needed['baseline']} baseline and "
+                       f"{needed['candidate']} candidate scores would decide")  # fmt: skip
+    return GateResult(decision, base, cand, drop, lo, hi, margin, alpha, guarantee, test,
+                      reason, p_no_worse, p_worse, needed, clamped)  # fmt: skip
+
+
+def decision_codes(
+    sides: Sides, n_base: Any, n_cand: Any, drop: Any, policy: RegressionPolicy, margin: float
+) -> Array:
+    """The gate's rule as exit codes (0 no worse, 1 worse, 6 undecided), vectorised over
+    streams: worse needs the drop's lower bound above 0 and the observed drop at least
+    `min_effect_mean`; no worse needs its upper bound below `margin`; both need
+    `min_samples` scores per side. Each wrong decision has probability ≤ policy.alpha."""
+    lo, hi = sides.drop_bounds(policy.alpha)
+    enough = (np.asarray(n_base) >= policy.min_samples) & (np.asarray(n_cand) >= policy.min_samples)
+    worse = enough & (lo > 0.0) & (np.asarray(drop) >= policy.min_effect_mean)
+    no_worse = enough & ~worse & (hi < margin)
+    out: Array = np.where(worse, EXIT["worse"], np.where(no_worse, EXIT["no_worse"],
+                                                         EXIT["undecided"]))  # fmt: skip
+    return out
+
+
+def _smallest_alpha(decides: Any) -> float:
+    """The smallest level at which `decides(alpha)` holds (bounds widen as alpha shrinks)."""
+    if not decides(0.5):
+        return 1.0
+    lo, hi = -40.0, math.log(0.5)  # log alpha: below e^-40 we report the floor
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if decides(math.exp(mid)) else (mid, hi)
+    return math.exp(hi)
+
+
+def _needed(
+    sides: Sides, n_base: int, n_cand: int, alpha: float, margin: float
+) -> dict[str, int] | None:
+    """Scores per side (in total) at which either decision would be reached if the observed
+    means and spreads held: 'more of the same' (the samples scaled), None if never."""
+    if min(n_base, n_cand) == 0:
+        return None
+
+    def decided(k: float) -> bool:
+        lo, hi = sides.scaled(k).drop_bounds(alpha)
+        return bool(lo > 0.0) or bool(hi < margin)
+
+    if not decided(_MAX_SCALE):
+        return None
+    lo, hi = 1.0, _MAX_SCALE
+    for _ in range(40):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (lo, mid) if decided(mid) else (mid, hi)
+    return {"baseline": math.ceil(n_base * hi), "candidate": math.ceil(n_cand * hi)}

@@ -36,12 +36,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+from evalcore.sequences import MeanSample, lower_bound
 from evaluator.analytics.stats import (
     GroupStats,
     adjust_pvalues,
     fisher_lower_p,
     welch_lower_p,
-    wilson_ci,
 )
 from evaluator.analytics.weights import WeightedStats, weight_of
 from evaluator.config.policy import RegressionPolicy
@@ -196,6 +196,10 @@ class SequentialState:
     # The same records weighted by 1/p (evaluator.analytics.weights); all 1 without a budget.
     seen_w: WeightedStats = field(default_factory=WeightedStats)
     starts_w: tuple[WeightedStats, ...] = ()
+    # 1 / the smallest inclusion probability the sampler can draw, fixed before the stream
+    # (a bet sized by the data's own largest weight would not be predictable).
+    max_weight: float = 1.0
+    clamped: int = 0  # records whose weight exceeded max_weight (counted at max_weight)
 
     @property
     def n(self) -> int:
@@ -227,29 +231,46 @@ def start_sequential(
     known_start: bool,
     n_groups: int = 1,
     pass_threshold: float | None = None,
+    max_weight: float = 1.0,
 ) -> SequentialState:
     """Begin a sequential check of a stream against `baseline`.
 
-    known_start=True: "is v18 worse than v17?" from v18's first score; the false-alert
-    chance per comparison is ≤ alpha / n_groups (Bonferroni over comparisons run together).
-    known_start=False: watch a running group; ≥ policy.arl evaluations per false alert.
+    known_start=True: "is v18 worse than v17?" from v18's first score. Guarantee: false-alert
+    probability ≤ alpha / n_groups per comparison, however often the check is re-run: the
+    reference is the baseline mean's anytime-valid lower bound at half that level
+    (evalcore.sequences; exact for pass/fail scores), the e-process needs 2·n_groups/alpha —
+    a union bound over "the reference is too high" and "the bets won by chance".
+    known_start=False: watch a running group (CUSUM-style e-detector); on average ≥
+    policy.arl evaluations per false alert, given a reference below the baseline mean (which
+    holds with probability ≥ 1 − alpha/2).
+    Assumes each stream's scores are independent draws with a common mean; `max_weight` is
+    1 / the sampler's smallest inclusion probability (1 without sampling weights).
     """
     if pass_threshold is None and baseline.binary:
         pass_threshold = 0.5
     # Bet against a lower confidence bound of the baseline mean, not the estimate, so an
-    # unlucky baseline does not turn into a false alert; a [0, 1] score's variance is at
-    # most m(1 - m), which makes the Wilson bound safe for continuous scores too.
-    lcb = wilson_ci(baseline.total, baseline.n, 1 - 2 * policy.alpha)[0] if baseline.n else 0.0
+    # unlucky baseline does not turn into a false alert.
+    lcb = _reference(baseline, policy.alpha / 2) if baseline.n else 0.0
     top = min(_MAX_BET, 0.9 / (1.0 - lcb))  # 0.9: a perfect score may cost 90 % of wealth
     lambdas = tuple(top / 2**j for j in range(_BETS)) if lcb > 0 else ()  # 0 cannot drop
-    threshold = policy.arl if not known_start else n_groups / policy.alpha
+    threshold = policy.arl if not known_start else 2 * n_groups / policy.alpha
     seen = GroupStats(passes=0 if pass_threshold is not None else None)
     seen_w = WeightedStats(w_passes=0.0 if pass_threshold is not None else None)
     return SequentialState(
         baseline.with_passes(), lcb, lambdas, math.log(threshold), not known_start,
         pass_threshold, (0.0,) * len(lambdas), seen, (seen,) * len(lambdas),
-        seen_w=seen_w, starts_w=(seen_w,) * len(lambdas),
+        seen_w=seen_w, starts_w=(seen_w,) * len(lambdas), max_weight=max(1.0, max_weight),
     )  # fmt: skip
+
+
+def _reference(baseline: GroupStats, alpha: float) -> float:
+    """Anytime-valid lower bound of the baseline mean: exact for 0/1 scores, else from sums."""
+    sample = (
+        MeanSample.from_counts(round(baseline.total), baseline.n)
+        if baseline.binary
+        else MeanSample.from_moments(baseline.n, baseline.total, baseline.total_sq)
+    )
+    return float(lower_bound(sample, alpha))
 
 
 def rebase(
@@ -264,7 +285,7 @@ def rebase(
     if len(fresh.lambdas) != len(state.lambdas):
         return fresh  # the baseline fell to 0: nothing left to bet on
     return replace(state, baseline=fresh.baseline, reference=fresh.reference,
-                   lambdas=fresh.lambdas)  # fmt: skip
+                   lambdas=fresh.lambdas, max_weight=state.max_weight)  # fmt: skip
 
 
 def advance(
@@ -282,12 +303,14 @@ def advance(
     For 0/1 scores each bet is exactly a likelihood ratio (a Bernoulli CUSUM / SPRT).
 
     With `probabilities` (each score's inclusion probability p) the bet on a score is
-    λ·(w/w_max)(reference − score), w = 1/p, w_max the largest weight of this call: the
-    Horvitz–Thompson form of the same bet over every trace, sampled or not (an unsampled
-    trace bets 0), scaled by 1/w_max so that it stays ≥ 0. Its expectation over the draw is
-    λ·p_min·(reference − score) for every trace, so the wealth is a test supermartingale
-    for the mean of *all* traces, not of the evaluated ones: a rate change (a tail rule
-    taking every error, a budget tightening) is not a drop. All p = 1 is the plain bet.
+    λ·(w/W)(reference − score), w = 1/p, W = `state.max_weight` fixed before the stream (1 /
+    the sampler's floor): the Horvitz–Thompson form of the same bet over every trace, sampled
+    or not (an unsampled trace bets 0), scaled by 1/W so that it stays ≥ 0. Its expectation
+    over the draw is λ·(reference − score)/W for every trace, so the wealth is a test
+    supermartingale for the mean of *all* traces, not of the evaluated ones: a rate change (a
+    tail rule taking every error, a budget tightening) is not a drop. A weight above W (a
+    probability below the declared floor) is counted at W and in `state.clamped`.
+    All p = 1 with W = 1 is the plain bet.
     """
     lams, m0, thr, cut = state.lambdas, state.reference, state.log_threshold, state.pass_threshold
     wealth, starts, starts_w = list(state.log_wealth), list(state.starts), list(state.starts_w)
@@ -299,7 +322,8 @@ def advance(
     weights = [1.0] * len(xs) if probabilities is None else [weight_of(p) for p in probabilities]
     if len(weights) != len(xs):
         raise ValueError("one inclusion probability per score")
-    w_max = max(weights, default=1.0)
+    w_max = state.max_weight
+    clamped = state.clamped + sum(w > w_max * (1 + 1e-9) for w in weights)
     for x, w in zip(xs, weights, strict=True):
         if not 0.0 <= x <= 1.0:
             raise ValueError(f"scores must lie in [0, 1], got {x}")
@@ -308,7 +332,7 @@ def advance(
                 if lw <= 0.0:  # no evidence left in this bet: its suspect segment starts here
                     wealth[k], starts[k] = 0.0, GroupStats(n, tot, sq, passes)
                     starts_w[k] = WeightedStats(n, ws, wt, wq, w2, wp)
-        scale = w / w_max
+        scale = min(w, w_max) / w_max
         wealth = [
             lw + math.log1p(lam * scale * (m0 - x)) for lw, lam in zip(wealth, lams, strict=True)
         ]
@@ -330,19 +354,21 @@ def advance(
                    seen=GroupStats(n, tot, sq, passes), alarm_at=alarm[0],
                    alarm_log_e=alarm[1], alarm_segment=alarm[2],
                    seen_w=WeightedStats(n, ws, wt, wq, w2, wp),
-                   starts_w=tuple(starts_w))  # fmt: skip
+                   starts_w=tuple(starts_w), clamped=clamped)  # fmt: skip
 
 
 def sequential_verdict(state: SequentialState, policy: RegressionPolicy) -> Verdict:
     """The verdict at the first alarm if there was one (the numbers that fired), else now.
 
-    p_value is 1/e-value: anytime-valid from a known start; for the detector compare the
-    e-value with the arl threshold (the verdict's alpha is 1/arl)."""
+    From a known start p_value is 2/e-value, anytime-valid for the whole test (the factor 2
+    pays for the reference bound at half the level) and compared with alpha / n_groups; for
+    the detector p_value is 1/e-value, compared with 1/arl."""
     seg = state.alarm_segment if state.alarm_segment is not None else state.segment
     log_e = state.alarm_log_e if state.alarm_log_e is not None else state.log_e
     mean_drop, pass_drop, effect_ok = _drops(state.baseline, seg, policy)
-    p = min(1.0, math.exp(-log_e))
+    share = 1.0 if state.restart else 2.0
+    p = min(1.0, share * math.exp(-log_e))
     test = "e-detector" if state.restart else "e-process"
     return Verdict(state.baseline, seg, mean_drop, pass_drop, p, p,
-                   math.exp(-state.log_threshold), effect_ok, seg.n >= policy.min_samples,
-                   test, math.exp(log_e))  # fmt: skip
+                   share * math.exp(-state.log_threshold), effect_ok,
+                   seg.n >= policy.min_samples, test, math.exp(log_e))  # fmt: skip

@@ -8,6 +8,11 @@ Exit codes (the one table, evaluator.errors.ExitCode): 0 no worse (non-inferior 
 --margin), 1 worse, 6 undecided (not enough data either way yet); errors are 2 usage (an
 unknown rubric or prompt version), 3 unavailable, 4 schema behind. Undecided used to be 3,
 the code of "unavailable" (CHANGELOG, breaking change). `--json` prints the numbers for CI.
+
+Guarantees (evaluator.analytics.gate): the live canary is anytime-valid with both versions'
+scores growing — re-running it as scores arrive keeps P(wrong "no worse") ≤ alpha and
+P(wrong "worse") ≤ alpha; the replay is exact at its n. `--json` says which (`guarantee`),
+the bound that decided (`decided_by`) and, when undecided, the scores still needed.
 """
 
 from __future__ import annotations
@@ -173,10 +178,10 @@ def _text(rubric: str, args: argparse.Namespace, d: dict[str, Any]) -> str:
         f"{d['decision'].replace('_', ' ').upper()}\n"
         f"  baseline  {side(b)}\n"
         f"  candidate {side(c)}\n"
-        f"  drop {_num(d.get('drop'), '+.3f')}, {d['drop_upper_bound_level']:.0%} upper bound "
-        f"{_num(d.get('drop_upper_bound'), '.3f')} (margin {d['margin']}); "
-        f"e-value {_num(d.get('e_value'), '.3g')}, p {_num(d.get('p_value'), '.3g')} "
-        f"({d['test']})\n"
+        f"  drop {_num(d.get('drop'), '+.3f')}, {d['drop_bound_level']:.0%} bounds "
+        f"[{_num(d.get('drop_lower_bound'), '.3f')}, {_num(d.get('drop_upper_bound'), '.3f')}] "
+        f"(margin {d['margin']}); p {_num(d.get('p_value'), '.3g')} "
+        f"({d['test']}, {d['guarantee']})\n"
         f"  {d['reason']}"
     )
 

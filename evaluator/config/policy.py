@@ -78,6 +78,20 @@ class CheckConfig:
     policy: RegressionPolicy
     detector: str = "sequential"
     group_by: tuple[str, ...] = ("prompt_version", "model", "feature")
+    # 1 / the smallest inclusion probability the sampler can give this rubric's records,
+    # known before any record: the e-processes' Horvitz–Thompson bets are scaled by it.
+    max_weight: float = 1.0
+
+
+def inclusion_floor(rate: float, budget_min_rate: float | None) -> float:
+    """The smallest inclusion probability a rubric's records can carry: its sampling rate,
+    or under a judge budget the budget's floor if that is lower (tail rules only raise p).
+
+    >>> inclusion_floor(0.1, None), inclusion_floor(0.1, 0.01), inclusion_floor(0.0, None)
+    (0.1, 0.01, 1.0)
+    """
+    floor = rate if budget_min_rate is None else min(rate, budget_min_rate)
+    return floor if floor > 0 else 1.0  # rate 0: only tail traces, each at p = 1
 
 
 def _number(key: str, value: Any, *, integer: bool = False) -> float:

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from redis.asyncio import Redis
 
 from evaluator.analytics.alerts import regression_problems
+from evaluator.config.policy import inclusion_floor
 from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricError, RubricSet, load_rubrics
 from evaluator.config.settings import Settings, SettingsError
@@ -130,6 +131,15 @@ class Runtime:
 
     def rate(self, rubric_rate: float | None) -> float:
         return self.settings.sampling.default_rate if rubric_rate is None else rubric_rate
+
+    def inclusion_floors(self) -> dict[str, float]:
+        """Each rubric's smallest possible inclusion probability, for the e-processes' bets."""
+        plan = budget_plan(self.settings, self.rubrics)
+        min_rate = self.settings.budget.min_rate if plan is not None else None
+        return {
+            r.name: inclusion_floor(self.rate(r.sampling.rate), min_rate)
+            for r in self.rubrics.rubrics
+        }
 
     @property
     def sampling(self) -> SamplingConfig:
