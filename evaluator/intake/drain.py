@@ -573,8 +573,9 @@ class Intake:
         sweeper's. A held trace whose intent is done needs no job. Returns traces queued."""
         if not self.bounded or not await backlog.waiting(self.redis, self.key_prefix):
             return 0
-        room = min(await self.room(), backlog.REFILL_MAX)
-        held = await backlog.peek(self.redis, self.key_prefix, room)
+        # Whole batches: the last one may take the queue up to one batch over the bound.
+        room = -(-min(await self.room(), backlog.REFILL_MAX) // self.traces_per_job)
+        held = await backlog.peek(self.redis, self.key_prefix, room * self.traces_per_job)
         if not held:
             return 0
         jobs, broken = [], []
