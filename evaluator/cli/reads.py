@@ -90,6 +90,8 @@ def _prefix(args: argparse.Namespace, settings: Any) -> tuple[str, str, str]:
 def cmd_stats(args: argparse.Namespace) -> int:
     import asyncio
 
+    from sqlalchemy.exc import SQLAlchemyError
+
     from evaluator.config.redis_clients import async_redis
     from evaluator.intake.drain import stats_key
     from evaluator.intake.enqueue import intake_key
@@ -114,10 +116,32 @@ def cmd_stats(args: argparse.Namespace) -> int:
     store = Store(settings.database.url, migrate=False)
     try:
         out["records"] = store.status_counts()
+        try:
+            out["budget"] = budget_stats(store.engine)
+        except SQLAlchemyError:  # a database not migrated to 0009 yet: no budget tables
+            out["budget"] = None
     finally:
         store.close()
     print(json.dumps(out, indent=2) if args.json else stats_table(out))
     return exit_codes.OK
+
+
+def budget_stats(engine: Any) -> dict[str, Any]:
+    """The judge budget as the database holds it (its source of truth, whatever Redis
+    says): evaluations admitted today (UTC) per scope, draws waiting for their cap window,
+    and over closed windows the draws offered and admitted."""
+    import time
+
+    from evaluator.store import admissions
+
+    today = admissions.counts(engine, admissions.day_of(time.time()))
+    offered, admitted = admissions.window_totals(engine)
+    return {
+        "admitted_today": today,
+        "offers_waiting": admissions.pending_offers(engine),
+        "windows_offered": offered,
+        "windows_admitted": admitted,
+    }
 
 
 def stats_table(out: dict[str, Any]) -> str:
@@ -140,6 +164,13 @@ def stats_table(out: dict[str, Any]) -> str:
     lines += [f"  {k:<24}{v:>10}" for k, v in sorted(records.items())] or ["  none"]
     if records:
         lines.append(f"  {'total':<24}{sum(records.values()):>10}")
+    budget = out.get("budget") or {}
+    if budget.get("admitted_today", {}).get("*") or budget.get("offers_waiting"):
+        lines += ["", "judge budget (database)"]
+        for scope, n in sorted(budget["admitted_today"].items()):
+            name = "admitted today" if scope == "*" else f"  of which {scope}"
+            lines.append(f"  {name:<24}{n:>10}")
+        lines.append(f"  {'waiting for window':<24}{budget['offers_waiting']:>10}")
     return "\n".join(lines)
 
 
