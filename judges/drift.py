@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from evalcore.exact import sign_flip_tail
 from judges.agreement import auroc, balanced_accuracy, cohen_kappa
 
 Metric = Callable[[list[bool], list[bool], list[float]], float]
@@ -184,6 +185,67 @@ def drift_test(
         p_value=_upper_tail(z) if sd > 0 else 1.0,
         n_before=len(y_before),
         n_after=len(y_after),
+        alpha=alpha,
+        min_drop=min_drop,
+    )
+
+
+def paired_drift_exact(
+    y: Sequence[bool],
+    pred_reference: Sequence[bool],
+    pred_now: Sequence[bool],
+    *,
+    alpha: float = 0.01,
+    min_drop: float = 0.05,
+) -> DriftResult:
+    """One-sided exact test that balanced accuracy fell from a reference run to this run of
+    the same anchor items (`y` the labels, in the same order for both runs).
+
+    Guarantee: when the judge has not changed, the two runs are exchangeable — an item
+    whose verdict differs between them is as likely to have been right in either — and
+    P(p_value ≤ alpha) ≤ alpha exactly, at any number of items (the conditional McNemar
+    null, per class, convolved: evalcore.exact.sign_flip_tail). Against a *fixed* reference
+    (the epoch's first run) the drift to date is measured whole, so a gradual slide is seen
+    as a step of the same total is; over T runs in an epoch the expected number of false
+    alarms is ≤ alpha·T (0.52 a year at weekly runs and alpha 0.01). Assumes the anchor
+    items' verdicts are independent given the judge.
+
+        >>> y = [True] * 50 + [False] * 50
+        >>> ref = [True] * 45 + [False] * 5 + [False] * 45 + [True] * 5
+        >>> now = [True] * 35 + [False] * 15 + [False] * 45 + [True] * 5
+        >>> r = paired_drift_exact(y, ref, now)
+        >>> round(r.drop, 2), r.alarm, r.test
+        (0.1, True, 'paired-exact')
+    """
+    y, ref, now = (
+        [bool(v) for v in y],
+        [bool(v) for v in pred_reference],
+        [bool(v) for v in pred_now],
+    )
+    if not (len(y) == len(ref) == len(now)):
+        raise ValueError("labels and both runs' verdicts must cover the same items")
+    changes = []
+    for cls in (True, False):
+        idx = [i for i, t in enumerate(y) if t is cls]
+        lost = sum(1 for i in idx if ref[i] is cls and now[i] is not cls)
+        gained = sum(1 for i in idx if ref[i] is not cls and now[i] is cls)
+        changes.append((lost, gained, len(idx)))
+    classes = [c for c in changes if c[2]]
+    drop = (
+        sum((lost - gained) / n for lost, gained, n in classes) / len(classes) if classes else 0.0
+    )
+    p = sign_flip_tail(changes, drop) if drop > 0 else 1.0
+    # The normal approximation's z, for display beside the exact p.
+    sd = math.sqrt(sum((lo + ga) / n**2 for lo, ga, n in classes)) / max(len(classes), 1)
+    return DriftResult(
+        test="paired-exact",
+        before=balanced_accuracy(y, ref) if y else 0.0,
+        after=balanced_accuracy(y, now) if y else 0.0,
+        drop=drop,
+        z=drop / sd if sd > 0 else 0.0,
+        p_value=p,
+        n_before=len(y),
+        n_after=len(y),
         alpha=alpha,
         min_drop=min_drop,
     )

@@ -113,7 +113,7 @@ async def test_unchanged_judge_never_alerts_and_a_drop_does(runtime: Runtime) ->
 
     same = await run_anchors(runtime, rubric)
     assert same.alert == "none" and not same.run.drift["alarm"]  # type: ignore[union-attr]
-    assert same.run.drift["test"] == "paired-mcnemar"  # type: ignore[union-attr]
+    assert same.run.drift["test"] == "paired-exact"  # type: ignore[union-attr]
     # the reply cache was bypassed: every anchor item went to the judge each time
     assert route.call_count == 80
     # the second estimate uses the first run's measured tokens per call

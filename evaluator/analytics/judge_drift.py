@@ -1,4 +1,14 @@
-"""Anchor runs in the store, the JUDGE-DRIFT alert they raise, and the run-to-run comparison.
+"""Anchor runs in the store, the JUDGE-DRIFT alert they raise, and the comparison with the
+epoch's reference run.
+
+Each run is compared with a fixed reference — the first run of the same evaluator epoch
+(for an epoch's own first run, the last run before it) — item by item with an exact test
+(judges.drift.paired_drift_exact), not with the run before it: a judge that slides 0.02 a
+week is then caught as surely as one that drops 0.14 at once. Guarantee: with the judge
+unchanged, each run alarms with probability ≤ alpha, so an epoch of T runs expects ≤ alpha·T
+false alarms (alpha 0.01 at weekly runs: ≤ 0.52 a year). When the items differ between the
+runs (a rotating anchor sample) the comparison falls back to an unpaired two-proportion test
+per class (normal approximation: approximate at small n).
 
 An alert is an `alerts` row of kind "judge_drift", one open per rubric (the partial unique
 index on open alerts dedupes racing workers), not reopened within the cool-down after it
@@ -17,7 +27,7 @@ from evaluator.analytics.alerts import group_key, in_cool_down, open_alerts, sav
 from evaluator.store.models import AlertRecord
 from evaluator.store.store import Store, as_utc
 from evaluator.store.trust_models import AnchorRun
-from judges.drift import DriftResult, drift_test
+from judges.drift import DriftResult, drift_test, paired_drift_exact
 
 KIND = "judge_drift"
 # Paired when most of the items were in both runs (the same anchor sample, re-scored).
@@ -35,6 +45,19 @@ def latest_run(store: Store, rubric: str) -> AnchorRun | None:
         if run is not None:
             run.started_at = as_utc(run.started_at)
         return run
+
+
+def reference_run(store: Store, rubric: str, epoch: str) -> AnchorRun | None:
+    """What a new run of `epoch` is compared with: the epoch's first run, or, when the epoch
+    has none yet, the latest run before it (so a worse judge swapped in is still seen)."""
+    query = select(AnchorRun).where(AnchorRun.rubric == rubric)
+    with Session(store.engine) as session:
+        first = session.exec(
+            query.where(AnchorRun.epoch == epoch)
+            .order_by(col(AnchorRun.started_at), col(AnchorRun.id))
+            .limit(1)
+        ).first()
+    return first if first is not None else latest_run(store, rubric)
 
 
 def list_runs(store: Store, rubric: str | None = None, limit: int = 50) -> list[AnchorRun]:
@@ -61,7 +84,8 @@ def save_run(store: Store, run: AnchorRun) -> AnchorRun:
 def compare_runs(
     previous: dict[str, Any], current: dict[str, Any], *, alpha: float, min_drop: float
 ) -> DriftResult | None:
-    """Drift between two runs' outcomes ({key: [positive, predicted, risk]}); None if empty."""
+    """Drift from a reference run's outcomes ({key: [positive, predicted, risk]}) to the
+    current run's; None if either is empty. Paired and exact when most items are shared."""
     if not previous or not current:
         return None
     common = sorted(set(previous) & set(current))
@@ -71,7 +95,7 @@ def compare_runs(
         y = [bool(current[k][0]) for k in common]
         before = [bool(previous[k][1]) for k in common]
         after = [bool(current[k][1]) for k in common]
-        return drift_test(y, before, y, after, paired=True, alpha=alpha, min_drop=min_drop)
+        return paired_drift_exact(y, before, after, alpha=alpha, min_drop=min_drop)
     prev_keys, cur_keys = sorted(previous), sorted(current)
     return drift_test(
         [bool(previous[k][0]) for k in prev_keys],
@@ -86,7 +110,8 @@ def compare_runs(
 
 def _message(rubric: str, drift: DriftResult, epoch: str) -> str:
     return (
-        f"{rubric}: JUDGE DRIFT: anchor-set balanced accuracy {drift.before:.3f} -> "
+        f"{rubric}: JUDGE DRIFT: anchor-set balanced accuracy {drift.before:.3f} (reference "
+        f"run) -> "
         f"{drift.after:.3f} (drop {drift.drop:.3f}, n={drift.n_after}, epoch {epoch}); "
         f"p={drift.p_value:.2g} ({drift.test}, one-sided, alpha {drift.alpha}). The judge "
         "agrees less with the human labels than it did: check the judge model/endpoint and "

@@ -222,8 +222,9 @@ async def run_anchors(
         reps=bootstrap_reps, seed=spec.seed,
     )  # fmt: skip
     metrics["statuses"] = {st.value: sum(s.status is st for s in scores) for st in Status}
+    reference = await asyncio.to_thread(judge_drift.reference_run, store, rubric.name, epoch)
     drift = judge_drift.compare_runs(
-        last.outcomes if last is not None else {},
+        reference.outcomes if reference is not None else {},
         outcomes,
         alpha=spec.alpha,
         min_drop=spec.min_drop,
