@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import hypothesis
 import pytest
 import redis
 import respx.mocks
@@ -43,6 +44,11 @@ JUDGE_URL = "http://judge.test/v1"
 # the scenario tests' loopback judges).
 respx.mocks.DEFAULT_MOCKER = "httpx"
 FIXTURES = Path(__file__).parent / "fixtures"
+
+# Hypothesis fails an example slower than 200 ms by default: a machine's speed, not a
+# property. No deadline (each test's own `@settings` still bounds its examples' count).
+hypothesis.settings.register_profile("evaluator", deadline=None)
+hypothesis.settings.load_profile("evaluator")
 
 
 @pytest.fixture(scope="session")
