@@ -83,3 +83,56 @@ def test_trends_metric_cost_per_pass_by_tenant(
     assert code == 0
     assert [(g["key"], g["passes"]) for g in doc["groups"]] == [("acme", 1), ("zeta", 1)]
     assert doc["groups"][0]["generator_usd"] == pytest.approx(2 * (0.0025 + 0.001))
+
+
+def test_an_unpriced_model_is_unknown_never_zero(
+    store: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A judge model without a [pricing] entry made calls: its group's judge cost and cost
+    per pass are unknown (null, "unknown"), on the command line, the API and the overview."""
+    from evaluator.analytics.overview import overview
+    from evaluator.web.api import Api
+
+    local = _record("c", "local", "v2", "zeta", True)
+    local.judge_model, local.judge_calls, local.judge_cost_usd = "llama-local", 2, 0.0
+    # A self-consistency record: 3 generator re-samples (priced) + 1 judge call (gpt-4o).
+    mixed = _record("a", "consistency", "v1", "acme", True)
+    mixed.judge_model, mixed.judge_calls, mixed.judge_cost_usd = "gpt-4o", 4, 0.007
+    mixed.details = {"generator_calls": 3, "generator_cost_usd": 0.002}
+    mixed.model = "gpt-4o"
+    with Session(store.engine) as session:
+        session.add_all([local, mixed])
+        session.commit()
+    now = datetime.now(UTC)
+    pricing = {"gpt-4o"}
+    doc = cost_per_pass(
+        store, lambda *_: 0.0035, now - timedelta(days=1), now, "prompt_version", pricing=pricing
+    )
+    v1, v2 = doc["groups"]
+    assert v1["judge_usd"] == pytest.approx(0.004 + 0.007) and v1["unpriced_models"] == []
+    assert (v2["judge_usd"], v2["cost_per_pass_usd"], v2["usd_per_day"]) == (None, None, None)
+    assert v2["unpriced_models"] == ["llama-local"]
+    api = Api(store, lambda *_: 0.0035, pricing=pricing)
+    assert api.cost({"since": ["1d"]})["groups"][1]["judge_usd"] is None
+    rows = {r["rubric"]: r for r in overview(store, pricing=pricing)["rubrics"]}
+    assert rows["local"]["judge_cost_usd_per_day"] is None
+    assert rows["local"]["unpriced_models"] == ["llama-local"]
+    assert rows["consistency"]["judge_cost_usd_per_day"] is not None
+    store.close()
+    cfg = tmp_path / "settings.toml"
+    assert (
+        main(["--settings", str(cfg), "trends", "--metric", "cost_per_pass", "--since", "1d"]) == 0
+    )
+    out = capsys.readouterr().out
+    v2_line = next(line for line in out.splitlines() if line.startswith("v2"))
+    assert "unknown" in v2_line and "$0.0000" not in v2_line
+    assert "no [pricing] entry for llama-local" in out
+
+
+def test_split_record_tells_the_generator_from_the_judge() -> None:
+    from evaluator.analytics.cost import split_record
+
+    spend = split_record(4, 0.007, {"generator_calls": 3, "generator_cost_usd": 0.002})
+    assert (spend.judge_calls, spend.generator_calls) == (1, 3)
+    assert (spend.judge_usd, spend.generator_usd) == (pytest.approx(0.005), 0.002)
+    assert split_record(2, 0.001, None).judge_calls == 2

@@ -3,11 +3,14 @@
 Read-only, from eval records of the last `window` (24 h): mean score and pass rate of ok
 records per prompt version, judge cost (all records, errors cost too) scaled to a day,
 open alerts, and when the rubric's first record of the last week was written (the page
-draws hourly buckets while there is less than a day of data).
+draws hourly buckets while there is less than a day of data). Given `pricing` (the models
+[pricing] knows), a judge model that made calls without a price makes the rubric's cost
+null, named in `unpriced_models`: unknown, never $0.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +27,11 @@ HISTORY = timedelta(days=7)
 
 
 def overview(
-    store: Store, now: datetime | None = None, window: timedelta = WINDOW
+    store: Store,
+    now: datetime | None = None,
+    window: timedelta = WINDOW,
+    *,
+    pricing: Collection[str] | None = None,
 ) -> dict[str, Any]:
     now = as_utc(now or utcnow())
     since = now - window
@@ -46,6 +53,11 @@ def overview(
         sa_select(col(r.rubric), func.sum(col(r.judge_cost_usd)))
         .where(col(r.created_at) >= since)
         .group_by(col(r.rubric))
+    )
+    judges = (
+        sa_select(col(r.rubric), col(r.judge_model))
+        .where(col(r.created_at) >= since, col(r.judge_calls) > 0, col(r.judge_model).is_not(None))
+        .distinct()
     )
     first = (
         sa_select(col(r.rubric), func.min(col(r.created_at)))
@@ -69,6 +81,11 @@ def overview(
                 }
             )
         costs = {rubric: float(total or 0.0) for rubric, total in conn.execute(cost)}
+        unpriced: dict[str, set[str]] = {}
+        known = set(pricing or ())
+        for rubric, model in conn.execute(judges) if pricing is not None else ():
+            if model not in known:
+                unpriced.setdefault(rubric, set()).add(str(model))
         firsts = {rubric: as_utc(at) for rubric, at in conn.execute(first)}
         open_alerts = {rubric: n for rubric, n in conn.execute(alerts)}
     per_day = timedelta(days=1) / window
@@ -80,7 +97,10 @@ def overview(
                 key=lambda v: (v["prompt_version"] is None, v["prompt_version"] or ""),
             ),
             "open_alerts": int(open_alerts.get(name, 0)),
-            "judge_cost_usd_per_day": round(costs.get(name, 0.0) * per_day, 6),
+            "judge_cost_usd_per_day": None
+            if name in unpriced
+            else round(costs.get(name, 0.0) * per_day, 6),
+            "unpriced_models": sorted(unpriced.get(name, ())),
             "first_record_at": firsts[name].isoformat() if name in firsts else None,
         }
         for name in rubric_names(store)

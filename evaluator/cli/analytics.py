@@ -25,8 +25,9 @@ def cmd_cost_per_pass(args: argparse.Namespace) -> int:
     store = reader(settings)
     try:
         doc = cost_per_pass(
-            store, settings.cost_usd, end - parse_duration(args.since), end, args.by
-        )
+            store, settings.cost_usd, end - parse_duration(args.since), end, args.by,
+            pricing=settings.pricing,
+        )  # fmt: skip
     finally:
         store.close()
     print(json.dumps(doc, indent=2) if args.json else cost_table(doc))

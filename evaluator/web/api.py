@@ -10,7 +10,7 @@ is exit 2 on the command line, a schema behind is 409 (exit 4), an unreachable d
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -103,9 +103,12 @@ class Api:
         store: Store,
         price: PriceFn = _no_price,
         thresholds: Mapping[str, float] | None = None,
+        pricing: Collection[str] | None = None,
     ) -> None:
         self.store = store
         self.price = price  # settings.cost_usd: generator tokens at [pricing]
+        # The models [pricing] knows: another model's cost is unknown (null), never $0.
+        self.pricing = None if pricing is None else frozenset(pricing)
         self.thresholds = dict(thresholds or {})  # rubric pass thresholds, for the review queue
 
     def _rubric(self, name: str | None) -> str | None:
@@ -165,7 +168,10 @@ class Api:
         except ValueError as exc:
             raise BadRequest(f"since: {exc}") from None
         end = datetime.now(UTC)
-        return cost_per_pass(self.store, self.price, end - window, end, by)  # type: ignore[arg-type]
+        return cost_per_pass(
+            self.store, self.price, end - window, end, by,  # type: ignore[arg-type]
+            pricing=self.pricing,
+        )  # fmt: skip
 
     def review(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         """`evaluator review next --json`: the traces whose human label would teach most."""
@@ -177,4 +183,4 @@ class Api:
 
     def overview(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         params(qs, ())
-        return overview(self.store)
+        return overview(self.store, pricing=self.pricing)

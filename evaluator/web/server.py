@@ -41,7 +41,7 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -271,8 +271,13 @@ def make_server(
     price: PriceFn | None = None,
     thresholds: Mapping[str, float] | None = None,
     feedback_intake: FeedbackIntake | None = None,
+    pricing: Collection[str] | None = None,
 ) -> BoundedServer:
-    api = Api(store, thresholds=thresholds) if price is None else Api(store, price, thresholds)
+    api = (
+        Api(store, thresholds=thresholds, pricing=pricing)
+        if price is None
+        else Api(store, price, thresholds, pricing)
+    )
     handler = make_handler(
         api, assembler, metrics, options, is_loopback(host), feedback_intake=feedback_intake
     )
@@ -327,6 +332,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
     server = make_server(
         store, host, port, assembler=assembler, metrics=metrics, options=options,
         price=settings.cost_usd, thresholds=pass_thresholds(settings.rubrics.path),
+        pricing=settings.pricing,
     )  # fmt: skip
     print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
     try:

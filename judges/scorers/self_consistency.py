@@ -177,6 +177,9 @@ async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
         "samples_source": source,
         "samples": [s[:_SAMPLE_CHARS] for s in samples],
     }
+    if gen_usage.calls:  # the record's usage adds the judge's: say which part re-sampled
+        extra["generator_calls"] = gen_usage.calls
+        extra["generator_cost_usd"] = gen_usage.cost_usd
     if method == "embeddings":
         assert clients.embedder is not None
         embedder = clients.embedder

@@ -88,7 +88,7 @@ function overviewRows(doc) {
     const versions = r.versions.length
       ? r.versions.map((v) => `${v.prompt_version ?? "(none)"}: mean ${v.mean.toFixed(3)}, pass ${pct(v.pass_rate)} (n=${v.count})`).join(" · ")
       : "no scores in the last 24 h";
-    const cells = [r.rubric, versions, String(r.open_alerts), `$${r.judge_cost_usd_per_day.toFixed(4)}/day`];
+    const cells = [r.rubric, versions, String(r.open_alerts), usd(r.judge_cost_usd_per_day, "/day")];
     for (const v of cells) {
       const td = document.createElement("td");
       td.textContent = v;
@@ -98,6 +98,11 @@ function overviewRows(doc) {
   }
 }
 
+function usd(value, suffix = "") {
+  // A model without a [pricing] entry has an unknown price: say so, never show $0.
+  return value === null || value === undefined ? "unknown" : `$${value.toFixed(4)}${suffix}`;
+}
+
 function costRows(doc) {
   // Quality x cost: what each answer that passed all of its rubrics cost (judge + generator).
   const tbody = $("cost").querySelector("tbody");
@@ -105,9 +110,10 @@ function costRows(doc) {
   for (const g of doc.groups) {
     const row = document.createElement("tr");
     row.className = "cost-row";
-    const cpp = g.cost_per_pass_usd === null ? "–" : `$${g.cost_per_pass_usd.toFixed(4)}`;
-    const cells = [g.key, String(g.answers), String(g.passes), `$${g.judge_usd.toFixed(4)}`,
-      `$${g.generator_usd.toFixed(4)}`, cpp];
+    const unpriced = (g.unpriced_models || []).length > 0;
+    const cpp = g.cost_per_pass_usd === null && !unpriced ? "–" : usd(g.cost_per_pass_usd);
+    const cells = [g.key, String(g.answers), String(g.passes), usd(g.judge_usd),
+      usd(g.generator_usd), cpp];
     for (const v of cells) {
       const td = document.createElement("td");
       td.textContent = v;
