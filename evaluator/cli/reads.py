@@ -3,7 +3,8 @@
 Neither migrates the database (Store(migrate=False)): a database that is missing or behind
 is reported with the fix instead. `scores` pages by a cursor and names the total; `stats`
 names the Redis key prefix it reads, which is the last demo's when `evaluator demo` left a
-marker next to the database it used.
+marker next to the database it used: that demo's Redis, or, when the demo ran an embedded
+Redis that stopped with it, the counters the demo saved in the marker at its end.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,24 +35,37 @@ def demo_marker(database_url: str) -> Path | None:
 
 
 def record_demo(
-    database_url: str, *, redis_url: str, key_prefix: str, queue_name: str, embedded: bool
+    database_url: str,
+    *,
+    redis_url: str,
+    key_prefix: str,
+    queue_name: str,
+    embedded: bool,
+    saved: dict[str, Any] | None = None,
 ) -> None:
+    """Note where the demo's counters are: its Redis and key prefix, and (`saved`) the
+    counters themselves, copied before an embedded Redis stops and takes them with it."""
+    from evaluator.cli.exit_codes import hide_password
+
     path = demo_marker(database_url)
     if path is not None:
-        doc = {"redis_url": redis_url, "key_prefix": key_prefix, "queue_name": queue_name,
-               "embedded_redis": embedded}  # fmt: skip
+        # A URL with a password is not written to disk: `stats` then uses the configured one.
+        shown = None if embedded or hide_password(redis_url) != redis_url else redis_url
+        doc = {"redis_url": shown, "key_prefix": key_prefix, "queue_name": queue_name,
+               "embedded_redis": embedded, "saved": saved}  # fmt: skip
         path.write_text(json.dumps(doc) + "\n")
 
 
 def cmd_scores(args: argparse.Namespace) -> int:
+    from evaluator.cli.common import check_rubric, reader
     from evaluator.cli.present import decode_cursor, encode_cursor, record_to_json, records_table
-    from evaluator.store.store import Store
 
     settings = load_settings(args.settings)
     limit = None if args.all else args.limit
     after = decode_cursor(args.after) if args.after else None
-    store = Store(settings.database.url, migrate=False)
+    store = reader(settings)
     try:
+        check_rubric(store, settings, args.rubric)
         rows, total = store.records_page(
             trace_id=args.trace, rubric=args.rubric, status=args.status, limit=limit, after=after
         )
@@ -72,36 +87,54 @@ def cmd_scores(args: argparse.Namespace) -> int:
     return exit_codes.OK
 
 
-def _prefix(args: argparse.Namespace, settings: Any) -> tuple[str, str, str]:
-    """(key prefix, queue name, where that choice came from)."""
+@dataclass(frozen=True)
+class StatsSource:
+    """Where `stats` reads the counters: a key prefix on a Redis, or the copy a demo saved."""
+
+    prefix: str
+    queue: str
+    redis_url: str | None  # None: the configured redis.url
+    saved: dict[str, Any] | None  # the counters an embedded-Redis demo copied at its end
+    note: str
+
+
+def _source(args: argparse.Namespace, settings: Any) -> StatsSource:
     if args.prefix:
-        return args.prefix, settings.redis.queue_name, "--prefix"
+        return StatsSource(args.prefix, settings.redis.queue_name, None, None, "--prefix")
     marker = demo_marker(settings.database.url)
     if marker is not None and marker.is_file():
         doc = json.loads(marker.read_text())
+        prefix = str(doc["key_prefix"])
+        queue = str(doc.get("queue_name", f"{prefix}:queue"))
         note = f"recorded by `evaluator demo` in {marker}"
         if doc.get("embedded_redis"):
-            note += "; its embedded Valkey stopped with the demo, so counters may be gone"
-        prefix = str(doc["key_prefix"])
-        return prefix, str(doc.get("queue_name", f"{prefix}:queue")), note
-    return settings.redis.key_prefix, settings.redis.queue_name, "settings redis.key_prefix"
+            saved = doc.get("saved")
+            note += (
+                "; its embedded Valkey stopped with the demo: counters as the demo saved them"
+                if saved
+                else "; its embedded Valkey stopped with the demo before it saved counters"
+            )
+            return StatsSource(prefix, queue, None, saved or {}, note)
+        return StatsSource(prefix, queue, doc.get("redis_url"), None, note)
+    return StatsSource(
+        settings.redis.key_prefix, settings.redis.queue_name, None, None,
+        "settings redis.key_prefix",
+    )  # fmt: skip
 
 
-def cmd_stats(args: argparse.Namespace) -> int:
+def read_counters(redis_url: str, settings: Any, prefix: str, queue: str) -> dict[str, Any]:
+    """The intake counters, pending intake and queued jobs under `prefix` (one Redis)."""
     import asyncio
-
-    from sqlalchemy.exc import SQLAlchemyError
 
     from evaluator.config.redis_clients import async_redis
     from evaluator.intake.drain import stats_key
     from evaluator.intake.enqueue import intake_key
-    from evaluator.store.store import Store
 
-    settings = load_settings(args.settings)
-    prefix, queue, source = _prefix(args, settings)
+    section = settings.redis.model_copy(update={"url": redis_url})
+    at = settings.model_copy(update={"redis": section})
 
     async def read() -> dict[str, Any]:
-        redis = async_redis(settings, socket_connect_timeout=2, socket_timeout=2)
+        redis = async_redis(at, socket_connect_timeout=2, socket_timeout=2)
         try:
             raw = await redis.hgetall(stats_key(prefix))
             pending = await redis.llen(intake_key(prefix))
@@ -111,37 +144,27 @@ def cmd_stats(args: argparse.Namespace) -> int:
         counters = {k.decode(): int(v) for k, v in sorted(raw.items())}
         return {"intake": counters, "intake_pending": pending, "jobs_queued": queued}
 
-    out: dict[str, Any] = {"key_prefix": prefix, "key_prefix_source": source}
-    out.update(asyncio.run(read()))
-    store = Store(settings.database.url, migrate=False)
+    return asyncio.run(read())
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    from evaluator.cli.common import reader
+
+    settings = load_settings(args.settings)
+    src = _source(args, settings)
+    out: dict[str, Any] = {"key_prefix": src.prefix, "key_prefix_source": src.note}
+    if src.saved is not None:
+        out.update({"intake": {}, "intake_pending": 0, "jobs_queued": 0, **src.saved})
+    else:
+        url = src.redis_url or settings.redis.url
+        out.update(read_counters(url, settings, src.prefix, src.queue))
+    store = reader(settings)
     try:
         out["records"] = store.status_counts()
-        try:
-            out["budget"] = budget_stats(store.engine)
-        except SQLAlchemyError:  # a database not migrated to 0009 yet: no budget tables
-            out["budget"] = None
     finally:
         store.close()
     print(json.dumps(out, indent=2) if args.json else stats_table(out))
     return exit_codes.OK
-
-
-def budget_stats(engine: Any) -> dict[str, Any]:
-    """The judge budget as the database holds it (its source of truth, whatever Redis
-    says): evaluations admitted today (UTC) per scope, draws waiting for their cap window,
-    and over closed windows the draws offered and admitted."""
-    import time
-
-    from evaluator.store import admissions
-
-    today = admissions.counts(engine, admissions.day_of(time.time()))
-    offered, admitted = admissions.window_totals(engine)
-    return {
-        "admitted_today": today,
-        "offers_waiting": admissions.pending_offers(engine),
-        "windows_offered": offered,
-        "windows_admitted": admitted,
-    }
 
 
 def stats_table(out: dict[str, Any]) -> str:
