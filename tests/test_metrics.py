@@ -3,7 +3,6 @@ parsed back with prometheus_client's own text parser."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -23,6 +22,8 @@ from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
 from judges.intervals import GroupStats
 from judges.weights import WeightedStats
+
+from .polling import until
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -206,10 +207,8 @@ async def test_a_batching_recorder_flushes_on_its_own_when_the_worker_goes_idle(
     recorder = MetricsRecorder(client, key_prefix=prefix, flush_interval_s=0.05)
     try:
         await recorder.observe([rec("faithfulness", "error")])  # then no more traffic
-        for _ in range(100):
-            if await client.hget(f"{prefix}:metrics", "evals\x1ffaithfulness\x1ferror"):
-                break
-            await asyncio.sleep(0.02)
+        await until(lambda: client.hget(f"{prefix}:metrics", "evals\x1ffaithfulness\x1ferror"),
+                    "the idle recorder's own flush")  # fmt: skip
         assert await client.hget(f"{prefix}:metrics", "evals\x1ffaithfulness\x1ferror") == b"1"
         await recorder.observe([rec("faithfulness", "error")])
         await recorder.aclose()  # what is left is written at shut-down
