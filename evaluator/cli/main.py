@@ -22,6 +22,7 @@ from evaluator.cli.feedback import register as register_feedback
 from evaluator.cli.gate import register as register_gate
 from evaluator.cli.ops import register as register_ops
 from evaluator.cli.reads import register as register_reads
+from evaluator.cli.retention import register as register_retention
 from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
 from evaluator.config.rubrics import RubricError, load_rubrics
 from evaluator.config.settings import SettingsError, load_settings
@@ -317,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_epochs(sub)  # epochs
     register_feedback(sub)  # feedback import|agreement, review next
     register_erase(sub)  # erase
+    register_retention(sub)  # retention run
     return parser
 
 

@@ -17,6 +17,10 @@ from) follow the records' cutoff; pending and submitted ones are work in progres
 
 Rollups (eval_rollups) hold aggregates per hour and label group, not trace ids: they are
 kept (they are what trends read after raw records are gone).
+
+The worker runs a pass every hour (`retention_job`); `evaluator retention run [--dry-run]`
+runs one now, or counts what it would delete (`dry_run=True`: the same cutoffs and floors,
+read-only).
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ log = logging.getLogger("evaluator.store.retention")
 
 @dataclass
 class RetentionResult:
-    deleted: dict[str, int] = field(default_factory=dict)
+    deleted: dict[str, int] = field(default_factory=dict)  # dry run: what would go
     cutoffs: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    dry_run: bool = False
 
 
 def regression_horizon(settings: Settings) -> timedelta:
@@ -125,6 +130,30 @@ def delete_in_batches(
     return total
 
 
+# What a batch deletes, counted whole (a dry run): the same conditions as _BATCHES.
+_COUNTS = {
+    "eval_records": "SELECT count(*) FROM eval_records WHERE created_at < :cutoff",
+    "traces": (
+        "SELECT count(*) FROM traces t WHERE t.ingested_at < :cutoff AND NOT EXISTS "
+        "(SELECT 1 FROM eval_intents i WHERE i.trace_id = t.trace_id AND i.status = 'pending')"
+    ),
+    "eval_intents": (
+        "SELECT count(*) FROM eval_intents WHERE created_at < :cutoff AND status != 'pending'"
+    ),
+    "otlp_pending_spans": "SELECT count(*) FROM otlp_pending_spans WHERE received_s < :cutoff",
+    "batch_requests": (
+        "SELECT count(*) FROM batch_requests WHERE created_at < :cutoff "
+        "AND status IN ('done', 'error')"
+    ),
+}
+
+
+def count_old(engine: Engine, table: str, cutoff: Any) -> int:
+    """How many rows `delete_in_batches` would delete now (read-only)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text(_COUNTS[table]), {"cutoff": cutoff}).scalar() or 0)
+
+
 def _stamp(engine: Engine, when: datetime) -> Any:
     # SQLite stores SQLAlchemy DateTime as naive UTC text: compare in the same form.
     if engine.dialect.name == "sqlite":
@@ -137,15 +166,27 @@ def _has_table(engine: Engine, name: str) -> bool:
 
 
 def apply_retention(
-    store: Store, settings: Settings, now: datetime, *, budget_s: float | None = None
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    *,
+    budget_s: float | None = None,
+    dry_run: bool = False,
 ) -> RetentionResult:
     """One retention pass as configured; `now` is timezone-aware UTC. With `budget_s`, no
-    batch starts after that many seconds (committed batches stay deleted)."""
+    batch starts after that many seconds (committed batches stay deleted). `dry_run`
+    deletes nothing and counts what the pass would delete."""
     t0 = time.perf_counter()
     deadline = float("inf") if budget_s is None else time.monotonic() + budget_s
     r = settings.database.retention
     engine = store.engine
-    result = RetentionResult()
+    result = RetentionResult(dry_run=dry_run)
+
+    def purge(table: str, cutoff: Any) -> int:
+        if dry_run:
+            return count_old(engine, table, cutoff)
+        return delete_in_batches(engine, table, cutoff, r.batch_rows, deadline)
+
     plan: list[tuple[str, int, timedelta]] = [
         # Rollups re-fold a late record's hour up to ROLLUP_REFOLD_MAX back: keep those.
         ("eval_records", r.records_days, max(regression_horizon(settings), ROLLUP_REFOLD_MAX)),
@@ -158,24 +199,18 @@ def apply_retention(
         keep = max(timedelta(days=days), floor)
         cutoff = now - keep
         result.cutoffs[table] = cutoff.isoformat()
-        result.deleted[table] = delete_in_batches(
-            engine, table, _stamp(engine, cutoff), r.batch_rows, deadline
-        )
+        result.deleted[table] = purge(table, _stamp(engine, cutoff))
         if table == "eval_records" and _has_table(engine, "batch_requests"):
             # A settled batch request goes with the records of its age.
             result.cutoffs["batch_requests"] = cutoff.isoformat()
-            result.deleted["batch_requests"] = delete_in_batches(
-                engine, "batch_requests", _stamp(engine, cutoff), r.batch_rows, deadline
-            )
+            result.deleted["batch_requests"] = purge("batch_requests", _stamp(engine, cutoff))
     # Created on first use by `evaluator serve`; received_s is epoch seconds.
     if r.pending_spans_days > 0 and _has_table(engine, "otlp_pending_spans"):
         cutoff_s = now.timestamp() - r.pending_spans_days * 86400
         result.cutoffs["otlp_pending_spans"] = str(cutoff_s)
-        result.deleted["otlp_pending_spans"] = delete_in_batches(
-            engine, "otlp_pending_spans", cutoff_s, r.batch_rows, deadline
-        )
+        result.deleted["otlp_pending_spans"] = purge("otlp_pending_spans", cutoff_s)
     result.seconds = time.perf_counter() - t0
-    if any(result.deleted.values()):
+    if any(result.deleted.values()) and not dry_run:
         log.info("retention: deleted %s in %.1f s", result.deleted, result.seconds)
     return result
 
