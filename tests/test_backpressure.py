@@ -108,9 +108,9 @@ async def test_the_queue_never_holds_more_than_the_bound_plus_one_batch_and_lose
         assert depth <= limit, f"{depth} traces queued, bound {bound} + batch {per_job}"
         deepest = max(deepest, depth)
         held_most = max(held_most, int(await client.zcard(held_key("bp"))))
-        if pushed == total and not await client.llen(intake_key("bp")) and not depth:
-            if not await client.zcard(held_key("bp")):
-                break
+        drained = pushed == total and not await client.llen(intake_key("bp"))
+        if drained and not depth and not await client.zcard(held_key("bp")):
+            break
     else:
         raise AssertionError("the simulation did not finish")
     assert sorted(evaluated) == [f"t{i:04d}" for i in range(total)]
