@@ -72,7 +72,7 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
         ExitCode.FAIL,
         "the command ran and found a failure (unhealthy, rejected input, invalid rubrics); "
         "`gate`: the candidate is worse",
-        (200,),
+        (),
     ),
     ExitRow(
         ExitCode.USAGE,
@@ -90,12 +90,12 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
         ExitCode.BUDGET,
         "done in part: the judge budget has no room for the rest now (backfill --no-wait, "
         "retry); the message says how many wait and until when",
-        (429,),
+        (),
     ),
     ExitRow(
         ExitCode.UNDECIDED,
         "`gate`: not enough data to call the candidate worse or no worse yet",
-        (200,),
+        (),
     ),
     ExitRow(ExitCode.INTERRUPTED, "interrupted (Ctrl-C)", ()),
     ExitRow(ExitCode.PIPE, "the output pipe was closed early (`| head`)", ()),

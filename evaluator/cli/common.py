@@ -64,3 +64,28 @@ def count(text: str) -> int:
 def port(text: str) -> int:
     """argparse type: a TCP port, 0 (any free one) to 65535."""
     return _whole(text, 0, 65535, "a port number")
+
+
+def duration(text: str) -> str:
+    """argparse type: a duration such as 30m, 6h, 7d (kept as text, checked here)."""
+    import argparse
+
+    from evaluator.config.policy import parse_duration
+
+    try:
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def log_level(text: str) -> str:
+    """argparse type: a logging level name, any case."""
+    import argparse
+
+    if text.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(LOG_LEVELS)}")
+    return text.upper()

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evaluator.cli.common import count
+from evaluator.cli.common import count, duration
 from evaluator.errors import ExitCode, NotFound
 
 GOOD = 20  # --alert exports: passing traces of the alert's group beside its worst
@@ -144,7 +144,7 @@ def register(sub: Any) -> None:
     )
     e.add_argument("--rubric", help="select by this rubric's records")
     e.add_argument("--failed", action="store_true", help="only traces that failed --rubric")
-    e.add_argument("--since", help="only records newer than this (e.g. 7d)")
+    e.add_argument("--since", type=duration, help="only records newer than this (e.g. 7d)")
     e.add_argument("--prompt-version", help="only this prompt version")
     e.add_argument("--limit", type=count, default=1000, help="at most N traces (1000)")
     e.add_argument(

@@ -44,9 +44,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_current(args: argparse.Namespace) -> int:
     from evaluator.store.schema import current_revision, head_revision
-    from evaluator.store.store import make_engine
+    from evaluator.store.store import make_engine, refuse_missing_database
 
     settings = load_settings(args.settings)
+    refuse_missing_database(settings.database.url)  # a read: never create the file
     engine = make_engine(settings.database.url)
     try:
         current = current_revision(engine)
@@ -156,7 +157,7 @@ def _confirm(yes: bool) -> bool | None:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from evaluator.store.store import Store
+    from evaluator.cli.common import reader
     from evaluator.worker import backfill as bf
 
     settings = load_settings(args.settings)
@@ -166,7 +167,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     except bf.BackfillError as exc:
         print(exc, file=sys.stderr)
         return 2
-    store = Store(settings.database.url)
+    store = reader(settings)  # backfill re-evaluates what is stored: no database, no traces
     try:
         try:
             plan = bf.plan_backfill(store, settings, rubrics, since=since, rubric=args.rubric)

@@ -8,6 +8,7 @@ cause and the fix. Anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass
 
 from evaluator.errors import EXIT_TABLE, ExitCode
@@ -95,6 +96,8 @@ def describe_failure(
         return Failure(USAGE, f"{exc.filename or ''}: permission denied".lstrip(": "))
     if isinstance(exc, UnicodeDecodeError):
         return Failure(USAGE, f"input is not UTF-8 text: {exc.reason}")
+    if isinstance(exc, socket.gaierror):  # a host name nothing resolves: fix the name
+        return Failure(USAGE, f"cannot resolve the host name: {exc.strerror or exc}")
     if isinstance(exc, OSError):
         return Failure(UNAVAILABLE, f"{_first_line(exc)}; is the service it names running?")
     return None

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evaluator.cli.common import count, duration
 from evaluator.errors import ExitCode, NotFound
 
 
@@ -205,8 +206,10 @@ def register(sub: Any) -> None:
     p.add_argument("--baseline-template", type=Path, help="replay: the baseline's prompt")
     p.add_argument("--candidate-template", type=Path, help="replay: the candidate's prompt")
     p.add_argument("--model", help="replay: the generator model (default: each trace's model)")
-    p.add_argument("--limit", type=int, default=0, help="replay: at most N items")
-    p.add_argument("--since", default="24h", help="window both versions are read from (24h)")
+    p.add_argument("--limit", type=count, default=0, help="replay: at most N items (0: all)")
+    p.add_argument(
+        "--since", type=duration, default="24h", help="window both versions are read from (24h)"
+    )
     p.add_argument(
         "--margin",
         type=float,

@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from evaluator.cli import exit_codes
 from evaluator.cli.analytics import register as register_analytics
-from evaluator.cli.common import positive
+from evaluator.cli.common import log_level, positive
 from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
 from evaluator.cli.epochs import register as register_epochs
@@ -144,6 +144,8 @@ def cmd_rubrics_check(args: argparse.Namespace) -> int:
     from evaluator.outputs.webhooks import sink_problems
 
     directory = args.dir or _settings(args).rubrics.path
+    if args.dir is not None and not args.dir.is_dir():  # a missing file, not a bad rubric
+        raise FileNotFoundError(2, "no such directory", str(args.dir))
     try:
         found = load_rubrics(directory)
     except RubricError as exc:
@@ -242,8 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--settings", type=Path, help="settings TOML file (only the keys it changes)"
     )
     parser.add_argument(
-        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING (default), ERROR"
-    )
+        "--log-level", type=log_level, default="WARNING",
+        help="DEBUG, INFO, WARNING (default), ERROR",
+    )  # fmt: skip
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],

@@ -131,8 +131,9 @@ def _set_wal(cursor: Any, *, tries: int = 100) -> None:
             time.sleep(0.05)
 
 
-def _refuse_missing_sqlite_file(url: str) -> None:
-    # Connecting would create an empty file: a reader must not leave one behind.
+def refuse_missing_database(url: str) -> None:
+    """Raise NoDatabase for a SQLite URL whose file is not there: connecting would create
+    an empty one, and a reader must not leave one behind."""
     parsed = make_url(url)
     path = parsed.database
     on_disk = parsed.get_backend_name() == "sqlite" and path and path != ":memory:"
@@ -165,7 +166,7 @@ class Store:
         (SchemaError) a database that is missing or behind instead of migrating it."""
         self.url = url
         if not migrate:
-            _refuse_missing_sqlite_file(url)
+            refuse_missing_database(url)
         self.engine = make_engine(url, echo=echo)
         if migrate:
             upgrade(self.engine)  # Alembic migrations; adopts a database made before them
