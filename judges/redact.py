@@ -4,24 +4,30 @@ Each distinct value becomes a typed placeholder such as ``[EMAIL_1]``; the same 
 same placeholder everywhere in one case, so a judge (or the local scorer) still sees that the
 answer repeats the context's e-mail address, without seeing the address.
 
+Matching runs on a normalised view of the text (judges/redact_view.py: NFKC per character,
+zero-width and other default-ignorable characters dropped), so full-width, circled or
+mathematical look-alikes and a zero-width space inside a key do not hide it; what is not
+redacted comes back exactly as it came in.
+
 Redaction runs before every scorer, so a false positive costs accuracy on every case: shapes
-that are cheap to confirm are confirmed (Luhn for cards, mod-97 for IBANs, a country's IBAN
-length), and the ambiguous ones (bare digit runs) need context.
+that are cheap to confirm are confirmed (Luhn, mod-97, a country's IBAN length, randomness of a
+token body), and the ambiguous ones (bare digit runs, bare 40-character keys) need context or
+shape (judges/redact_numbers.py, judges/redact_secrets.py).
 
 Phones vs. timestamps (the hard case): a bare 10-digit run is a phone only if it has the North
-American shape (area code and exchange start with 2-9) or a phone word (phone, tel, call,
-mobile...) is the nearest context word before it, and never when the nearest context word is
-an identifier or time word (order, invoice, id, timestamp, created...). Every Unix time from
-2001-09-09 to 2033-05-18 starts with "1", which no area code does, so a bare timestamp survives
-unless a phone word stands right before it. Formatted numbers need a phone grouping (3-3-4,
-(3) 3-4, a leading 0 trunk prefix, or +country code), so thousands groups ("1 234 567 890"),
-IP addresses and version strings survive. Missed by design: a bare non-North-American number
-with no phone word ("98765 43210"); over-redacted: a bare North-American-shaped 10-digit
-number with no context word (e.g. 2147483647).
+American shape (area code and exchange start with 2-9), a national trunk 0, or a phone word
+(phone, tel, call, text, reach...) is the nearest context word, and never when the nearest
+context word is an identifier, time or quantity word (order, invoice, id, timestamp, max...).
+Every Unix time from 2001-09-09 to 2033-05-18 starts with "1", which no area code does, so a
+bare timestamp survives unless a phone word stands right before it. Formatted numbers need a
+phone grouping (3-3-4, (3) 3-4, a leading 0 trunk prefix, or +country code), so thousands
+groups ("1 234 567 890"), IP addresses and version strings survive. Known limits (README,
+Redaction): a bare non-North-American number with no phone word ("98765 43210"); a bare
+North-American-shaped 10-digit number with no context word is over-redacted.
 
 Kinds split out of an older kind stay on under the old name, so existing configurations
 (which list kinds explicitly) get them: API_KEY brings PRIVATE_KEY, AUTH_TOKEN, URL_PASSWORD
-and PASSWORD; CARD brings IBAN.
+and PASSWORD; CARD brings IBAN; PHONE brings SSN.
 
 Every pattern is bounded or anchored on a literal, so a text costs linear time; 1 MB
 adversarial inputs are measured in tests/test_redact_corpus.py.
@@ -30,12 +36,17 @@ adversarial inputs are measured in tests/test_redact_corpus.py.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+from judges import redact_numbers as numbers
+from judges import redact_secrets as secrets
+from judges.redact_numbers import iban_ok
+from judges.redact_view import MASK, original_span, view
 from judges.types import Context, EvalCase
+
+__all__ = ["KINDS", "PATTERNS", "Redactor", "expand_kinds", "iban_ok", "redact_case"]
 
 # Combining marks are not \w in `re`, but Indic, Thai and accented words need them
 # (अजय@डाटामेल.भारत): the general combining blocks plus the Indic and Thai blocks.
@@ -43,111 +54,246 @@ _MARKS = (
     "\u0300-\u036f\u0483-\u0489\u0591-\u05c7\u0610-\u061a\u064b-\u065f\u0900-\u0dff"
     "\u0e31-\u0e4e\u1ab0-\u1aff\u1dc0-\u1dff\u200c\u200d\u20d0-\u20ff\ufe20-\ufe2f"
 )
-# Values are never allowed to start with "[": a placeholder is never redacted twice.
-_NOT_PLACEHOLDER = r"(?!\[)"
+# Values never start with "[" (a placeholder already in the text) nor with the mask (a value
+# an earlier kind redacted in this pass).
+_NOT_PLACEHOLDER = r"(?![\[\ue000])"  # \ue000 is MASK
+_KV = r"\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"  # key = value / "key": "value" / key: value
+_SEP = _KV + _NOT_PLACEHOLDER
+_QUOTED = r"(?<=\")[^\"\n\\\ue000]{1,512}(?=\\?\")|(?<=')[^'\n\\\ue000]{1,512}(?=\\?')"
+_QUOTED_OR_BARE = r"(?P<v>" + _QUOTED + r"|[^\s\"',;\[\]\ue000]{4,512})"
+# A labelled token may sit in a URL query (&sig=...&se=...): it ends at the next "&".
+_QUOTED_OR_PARAM = r"(?P<v>" + _QUOTED + r"|[^\s\"',;&<>\[\]\ue000]{4,512})"
+Validator = Callable[[str, int, int], "int | None"]
 
-# Order matters: specific token formats before generic ones, numbers last.
-PATTERNS: dict[str, tuple[re.Pattern[str], ...]] = {
-    # Headers only: the body is found by _pem_spans (a lazy "up to END" regex is quadratic
-    # on many BEGINs without an END).
-    "PRIVATE_KEY": (re.compile(r"-----BEGIN (?:[A-Z0-9]{1,12} ){0,3}PRIVATE KEY(?: BLOCK)?-----"),),
-    "JWT": (re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"),),
+
+def _labelled(text: str, start: int, end: int) -> int | None:
+    m = _LABEL_NAME.search(text, max(0, start - 90), start)
+    name = m.group(1) if m else ""
+    if not secrets.secret_name(name):
+        return None
+    strict = not (secrets.name_phrases(name) & _EXPLICIT_NAMES)
+    return end if secrets.plausible_value(text, start, end, strict=strict) else None
+
+
+def _password(text: str, start: int, end: int) -> int | None:
+    return end if secrets.plausible_value(text, start, end, strict=False) else None
+
+
+def _prose_password(text: str, start: int, end: int) -> int | None:
+    value = text[start:end]
+    if not secrets.prose_password(value):
+        return None
+    return start + len(value.rstrip(".,;:!?)"))
+
+
+_LABEL_NAME = re.compile(r"(?<![A-Za-z0-9_.-])([A-Za-z][A-Za-z0-9_.-]{0,60})" + _KV + "$")
+# Names that only ever hold credentials: any value counts, as it always did.
+_EXPLICIT_NAMES = frozenset(
+    ["apikey", "accesstoken", "authtoken", "refreshtoken", "clientsecret", "secretkey"]
+)
+
+# Order matters: specific token formats before generic ones, numbers last. Each kind is a
+# list of (pattern, validator); the value is the group "v" if the pattern has one.
+PATTERNS: dict[str, tuple[tuple[re.Pattern[str], Validator | None], ...]] = {
+    # Headers only: the body is found by redact_secrets.pem_spans.
+    "PRIVATE_KEY": ((secrets.PEM_BEGIN, None),),
+    # Signed (3 parts), unsigned alg "none" (empty signature, RFC 7519 §6), encrypted (5 parts).
+    "JWT": (
+        (
+            re.compile(
+                r"\beyJ[A-Za-z0-9_-]{5,}\.(?:eyJ[A-Za-z0-9_-]{5,}\.(?:[A-Za-z0-9_-]{5,})?"
+                r"|[A-Za-z0-9_-]*\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"
+            ),
+            None,
+        ),
+    ),
     "API_KEY": (
-        re.compile(
-            r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"  # OpenAI / Anthropic style
-            r"|(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"  # AWS access key id
-            r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
-            r"|glpat-[A-Za-z0-9_-]{20,}"  # GitLab
-            r"|xox[abprs]-[A-Za-z0-9-]{10,}"  # Slack
-            r"|AIza[0-9A-Za-z_-]{35}"  # Google
-            r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{20,}"  # Stripe
-            r"|hf_[A-Za-z0-9]{30,})"  # Hugging Face
+        (
+            re.compile(
+                r"(?<![A-Za-z0-9_-])(?:sk-(?:proj-|svcacct-|admin-|None-|ant-[a-z]{2,5}\d\d-)?"
+                r"[A-Za-z0-9_-]{16,}"  # OpenAI / Anthropic
+                r"|(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"  # AWS access key id
+                r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{22,}"  # GitHub
+                r"|gl(?:pat|dt|rt|ptt|soat|oas|cbt|ft|imt|agent|ffct|rrt)-[A-Za-z0-9_-]{20,}"
+                r"|GR1348941[A-Za-z0-9_-]{20,}"  # GitLab
+                r"|(?:xoxe\.)?xox[a-z]-[A-Za-z0-9-]{10,}|xapp-\d-[A-Za-z0-9-]{10,}"  # Slack
+                r"|AIza[0-9A-Za-z_-]{35}|GOCSPX-[A-Za-z0-9_-]{20,}|ya29\.[A-Za-z0-9_-]{20,}"
+                r"|(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,}|whsec_[A-Za-z0-9]{20,}"  # Stripe
+                r"|hf_[A-Za-z0-9]{30,}"  # Hugging Face
+                r"|SG\.[A-Za-z0-9_-]{16,32}\.[A-Za-z0-9_-]{16,64}"  # SendGrid
+                r"|npm_[A-Za-z0-9]{36}|pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}"  # npm, PyPI
+                r"|SK[0-9a-f]{32}"  # Twilio API key
+                r"|shp(?:at|ss|ca|pa)_[A-Fa-f0-9]{32}|do[opr]_v1_[a-f0-9]{64}"  # Shopify, DO
+                r"|dapi[a-f0-9]{32}|key-[a-f0-9]{32}"  # Databricks, Mailgun
+                r"|\d{8,10}:AA[A-Za-z0-9_-]{33})"  # Telegram bot
+                r"(?![A-Za-z0-9_-])"
+            ),
+            None,
+        ),
+        # Twilio's auth token travels right after its account SID.
+        (
+            re.compile(r"\bAC[0-9a-f]{32}\\?[\"']?\s{0,4},\s{0,4}\\?[\"']?(?P<v>[0-9a-f]{32})\b"),
+            None,
+        ),
+        (
+            re.compile(
+                r"hooks\.slack\.com/services/T[A-Z0-9]+/B[A-Z0-9]+/(?P<v>[A-Za-z0-9]{20,})"
+                r"|discord(?:app)?\.com/api/webhooks/\d+/(?P<d>[A-Za-z0-9_-]{40,})"
+            ),
+            None,
+        ),
+        # Any vendor's prefixed random token: prefix_, optional scope_, random body.
+        (
+            re.compile(
+                r"(?<![A-Za-z0-9_.+/=-])(?!sha\d|md5)[A-Za-z][A-Za-z0-9]{1,11}[_-]"
+                r"(?:[A-Za-z0-9]{1,10}[_-]){0,2}[A-Za-z0-9]{20,}(?![A-Za-z0-9_.+/=-])"
+            ),
+            secrets.prefixed_token,
         ),
     ),
     "AWS_SECRET": (
         # aws_secret_access_key = ..., AWS_SECRET_ACCESS_KEY=..., "SecretAccessKey": "..."
-        re.compile(
-            r"(?i)(?:aws_?)?secret_?access_?key\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
-            r"(?P<v>[A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"
+        (
+            re.compile(
+                r"(?i)(?:aws_?)?secret_?access_?key" + _SEP + r"(?P<v>[A-Za-z0-9/+=]{16,40})"
+                r"(?![A-Za-z0-9/+=])"
+            ),
+            None,
         ),
         # STS session tokens travel with the secret key in the same credential documents.
-        re.compile(
-            r"(?i)(?:aws_?)?session_?token\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
-            r"(?P<v>[A-Za-z0-9/+=]{100,})"
+        (
+            re.compile(r"(?i)(?:aws_?)?session_?token" + _SEP + r"(?P<v>[A-Za-z0-9/+=]{100,})"),
+            None,
+        ),
+        # A bare secret access key: 40 random base64 characters.
+        (
+            re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+            secrets.bare_aws_secret,
         ),
     ),
     "AUTH_TOKEN": (
-        re.compile(r"(?i)\bbearer\s{1,8}" + _NOT_PLACEHOLDER + r"(?P<v>[A-Za-z0-9._~+/-]{16,}=*)"),
-        re.compile(
-            r"(?i)\bauthorization\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?basic\s{1,8}"
-            r"(?P<v>[A-Za-z0-9+/]{8,}={0,2})"
+        (
+            re.compile(
+                r"(?i)\bbearer\s{1,8}" + _NOT_PLACEHOLDER + r"(?P<v>[A-Za-z0-9._~+/-]{16,}=*)"
+            ),
+            None,
+        ),
+        (
+            re.compile(
+                r"(?i)\bauthorization" + _SEP + r"(?:basic|token|digest|apikey|api-key|ssws|key)"
+                r"\s{1,8}" + _NOT_PLACEHOLDER + r"(?P<v>[A-Za-z0-9._~+/-]{8,}={0,2})"
+            ),
+            None,
+        ),
+        # TWILIO_AUTH_TOKEN=..., X-API-Key: ..., AccountKey=..., &sig=..., "client_secret": "..."
+        (
+            re.compile(
+                r"(?<![A-Za-z0-9_.-])[A-Za-z][A-Za-z0-9_.-]{0,60}" + _SEP + _QUOTED_OR_PARAM
+            ),
+            _labelled,
         ),
     ),
     "URL_PASSWORD": (
         # scheme://user:password@host; the user part may be empty (redis://:pw@host).
-        re.compile(
-            r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/@\[\]]{0,256}:"
-            + _NOT_PLACEHOLDER
-            + r"(?P<v>[^\s/@\[\]]{1,256})@"
+        (
+            re.compile(
+                r"\b[A-Za-z][A-Za-z0-9+.-]{0,30}://[^\s:/@\[\]\ue000]{0,256}:"
+                + _NOT_PLACEHOLDER
+                + r"(?P<v>[^\s/@\[\]\ue000]{1,256})@"
+            ),
+            None,
         ),
     ),
     "PASSWORD": (
-        # key = value / "key": "value" for names that only ever hold credentials.
-        re.compile(
-            r"(?i)(?<![A-Za-z0-9])(?:password|passwd|pwd|passphrase|client_secret|secret_key"
-            r"|api_?key|access_token|auth_token|refresh_token)\\?[\"']?\s{0,8}[:=]\s{0,8}\\?[\"']?"
-            + _NOT_PLACEHOLDER
-            + r"(?P<v>(?<=\")[^\"\n\\]{1,256}(?=\\?\")|(?<=')[^'\n\\]{1,256}(?=\\?')"
-            r"|[^\s\"',;\[\]]{4,256})"
+        # PGPASSWORD=..., "password": "...", mot de passe : ...
+        (
+            re.compile(
+                r"(?i)(?<![A-Za-z0-9])(?:[A-Za-z0-9_.-]{0,40}?"
+                r"(?:password|passwd|passwort|kennwort|pwd|passphrase|passcode)[A-Za-z0-9_-]{0,20}"
+                r"|mot de passe|contraseña|senha)" + _SEP + _QUOTED_OR_BARE
+            ),
+            _password,
+        ),
+        # "my password is hunter2"
+        (
+            re.compile(
+                r"(?i)\b(?:password|passphrase|passcode|passwort|kennwort)\s{1,4}"
+                r"(?:is|was|ist|est|es|:)\s{1,4}"
+                + _NOT_PLACEHOLDER
+                + r"(?P<v>[^\s\"'<>\[\]\ue000]{4,128})"
+            ),
+            _prose_password,
         ),
     ),
     # Unicode-aware: jürgen@münchen.de, 用户@例子.广告. Bounded parts keep it linear.
     "EMAIL": (
-        re.compile(
-            rf"(?<![\w{_MARKS}.%+-])(?P<v>[\w{_MARKS}.%+-]{{1,64}}@"
-            rf"(?:[\w{_MARKS}-]{{1,63}}\.){{1,8}}(?:[^\W\d_]|[{_MARKS}]){{2,63}})(?![\w{_MARKS}-])"
+        (
+            re.compile(
+                rf"(?<![\w{_MARKS}.%+'-])(?P<v>[\w{_MARKS}.%+'-]{{1,64}}@"
+                rf"(?:[\w{_MARKS}-]{{1,63}}\.){{1,8}}(?:[^\W\d_]|[{_MARKS}]){{2,63}})(?![\w{_MARKS}-])"
+                r"(?<!git@github\.com)(?<!git@gitlab\.com)(?<!git@bitbucket\.org)"  # SSH remotes
+            ),
+            None,
+        ),
+        # Munged: jane [at] example.com, jdoe(at)example(dot)org
+        (
+            re.compile(
+                r"(?<![\w.%+-])(?P<v>[\w.%+-]{1,64} ?[\[(](?:at|AT)[\])] ?"
+                r"(?:[\w-]{1,63}(?: ?[\[(](?:dot|DOT)[\])] ?|\.)){1,8}[^\W\d_]{2,63})(?![\w-])"
+            ),
+            None,
         ),
     ),
-    "IBAN": (re.compile(r"\b(?P<v>[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)\b"),),
-    "CARD": (re.compile(r"\b(?P<v>\d{13,19}|\d{4}(?:[ -]\d{2,6}){2,5})\b"),),
+    "IBAN": (
+        (
+            re.compile(
+                r"(?<![A-Za-z0-9])(?P<v>[A-Za-z]{2}\d{2}(?:[ -]?[A-Za-z0-9]{4}){2,7}"
+                r"(?:[ -]?[A-Za-z0-9]{1,3})?)(?![A-Za-z0-9])"
+            ),
+            numbers.iban,
+        ),
+    ),
+    "CARD": ((re.compile(r"\b(?P<v>\d{13,19}|\d{4}(?:[ .-]\d{2,6}){2,5})\b"), numbers.card),),
+    "SSN": (
+        (re.compile(r"(?<![\d.,/-])(?P<v>\d{3}([ -]?)\d{2}\2\d{4})(?![\d-]|[.,]\d)"), numbers.ssn),
+    ),
     "PHONE": (
-        re.compile(
-            r"(?<![\w+$€£¥.,/#-])"
-            r"(?P<v>(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,12}(?:[ .-]\d{1,12}){0,6})"
-            r"(?![\w%]|[.,]\d)"
+        (
+            re.compile(
+                r"(?<![\w+$€£¥.,/#-])"
+                r"(?P<v>(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,12}(?:[ .-]\d{1,12}){0,6})"
+                r"(?![\w%]|[.,]\d)"
+            ),
+            numbers.phone,
         ),
     ),
 }
 KINDS = tuple(PATTERNS)
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
-
+# A secret wrapped onto the next lines keeps them (redact_secrets.continuation_end).
+_WRAPPABLE = frozenset({"API_KEY", "AWS_SECRET", "AUTH_TOKEN"})
 
 # Kinds split out of an older, broader kind: configurations written before the split (they
 # list the old names) keep covering what the old name meant.
 _FAMILY: dict[str, tuple[str, ...]] = {
     "API_KEY": ("PRIVATE_KEY", "AUTH_TOKEN", "URL_PASSWORD", "PASSWORD"),
     "CARD": ("IBAN",),
+    "PHONE": ("SSN",),
 }
 
 # A literal every match of the kind contains: `in` scans a text far faster than the regex,
-# and most texts hold no secret at all. None = no such literal (run the regex).
+# and most texts hold no secret at all. None = no such literal (run the gate or the regex).
 _MUST_CONTAIN: dict[str, Collection[str] | None] = {
     "PRIVATE_KEY": ("PRIVATE KEY",),
     "JWT": ("eyJ",),
-    "API_KEY": _words(
-        "sk- AKIA ASIA ghp_ gho_ ghu_ ghs_ ghr_ github_pat_ glpat- xox AIza _live_ _test_ whsec_ "
-        "hf_"
-    ),
-    "AWS_SECRET": None,  # matched case-insensitively: _MUST_CONTAIN_ANY_CASE
-    "AUTH_TOKEN": None,
+    "API_KEY": None,
+    "AWS_SECRET": None,
+    "AUTH_TOKEN": None,  # matched case-insensitively: _MUST_CONTAIN_ANY_CASE
     "URL_PASSWORD": ("://",),
     "PASSWORD": None,
-    "EMAIL": ("@",),
+    "EMAIL": ("@", "at]", "at)", "AT]", "AT)"),
     "IBAN": None,
     "CARD": None,
+    "SSN": None,
     "PHONE": None,
 }
 # The same for the case-insensitive kinds, checked on the lower-cased text. `re`'s
@@ -158,17 +304,27 @@ _MUST_CONTAIN: dict[str, Collection[str] | None] = {
 # — most real documents — skips the regex as an ASCII one does.
 _RE_FOLDS = {0x17F: "s", 0x131: "i", 0x130: "i", 0x212A: "k"}
 _MUST_CONTAIN_ANY_CASE: dict[str, Collection[str]] = {
-    "AWS_SECRET": ("secret", "session"),
-    "AUTH_TOKEN": ("bearer", "authorization"),
-    "PASSWORD": ("passw", "passphrase", "pwd", "secret", "apikey", "api_key", "token"),
+    "AUTH_TOKEN": ("bearer", "auth", "token", "secret", "key", "sig", "credential"),
+    "PASSWORD": (
+        "passw",
+        "passphrase",
+        "passcode",
+        "pwd",
+        "kennwort",
+        "mot de passe",
+        "contrase",
+        "senha",
+    ),
 }
-# A cheap regex every match of the kind also matches, for the kinds without a literal:
-# most texts have no digit run long enough for a card or a phone, and no IBAN prefix.
+# A cheap regex every match of the kind also matches, for the kinds without a literal.
 _GATE: dict[str, re.Pattern[str]] = {
-    "IBAN": re.compile(r"[A-Z]{2}\d{2}"),
+    "API_KEY": re.compile(r"[A-Za-z0-9_-]{12}"),
+    "AWS_SECRET": re.compile(r"[A-Za-z0-9/+=]{16}"),
+    "IBAN": re.compile(r"[A-Za-z]{2}\d{2}"),
     "CARD": re.compile(r"\d{4}"),
-    # A phone needs 8 digits (see _phone) with only its separators between the first and last.
-    "PHONE": re.compile(r"\d[\d .()+-]{6,}\d"),
+    "SSN": re.compile(r"\d{3}[ -]?\d{2}[ -]?\d{4}"),
+    # A phone needs 7 digits (see redact_numbers) with only its separators in between.
+    "PHONE": re.compile(r"\d[\d .()+-]{5,}\d"),
 }
 
 
@@ -185,201 +341,32 @@ def _may_contain(kind: str, text: str, lowered: str | None) -> bool:
     return gate is None or gate.search(text) is not None
 
 
-# --- validators: (text, start, end) -> accepted end (<= end) or None ---------------------
-
-Validator = Callable[[str, int, int], "int | None"]
-
-
-def _luhn_ok(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        n = int(ch)
-        if i % 2 == 1:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
-
-
-def _shorter(value: str, seps: str) -> Iterator[int]:
-    """Lengths of `value`, longest first, cut at separators: a greedy match may have taken a
-    following number (a year after a card, a count after a phone)."""
-    yield len(value)
-    for i in range(len(value) - 1, 0, -1):
-        if value[i] in seps:
-            yield i
-
-
-def _card(text: str, start: int, end: int) -> int | None:
-    value = text[start:end]
-    for n in _shorter(value, " -"):
-        digits = re.sub(r"\D", "", value[:n])
-        groups = re.split(r"[ -]", value[:n])
-        # Card numbers start with 2-6 (Mastercard 2/5, Amex/Diners/JCB 3, Visa 4, Discover 6);
-        # a formatted one has at least three groups.
-        plausible = len(groups) != 2 and 13 <= len(digits) <= 19 and digits[0] in "23456"
-        if plausible and _luhn_ok(digits):
-            return start + n
-    return None
-
-
-# IBAN length per country (ISO 13616 registry): the country and its length must both fit.
-_IBAN_LENGTHS = {
-    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
-    "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DK": 18, "DO": 28,
-    "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FO": 18, "FR": 27, "GB": 22, "GE": 22, "GI": 23,
-    "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22, "IL": 23, "IQ": 23, "IS": 26,
-    "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32, "LI": 21, "LT": 20, "LU": 20,
-    "LV": 21, "MC": 27, "MD": 24, "ME": 22, "MK": 19, "MR": 27, "MT": 31, "MU": 30, "NL": 18,
-    "NO": 15, "PK": 24, "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "SA": 24,
-    "SC": 31, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "ST": 25, "SV": 28, "TL": 23, "TN": 24,
-    "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20,
-}  # fmt: skip
-
-
-def iban_ok(value: str) -> bool:
-    compact = value.replace(" ", "")
-    if _IBAN_LENGTHS.get(compact[:2]) != len(compact):
-        return False
-    rearranged = compact[4:] + compact[:4]
-    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
-
-
-def _iban(text: str, start: int, end: int) -> int | None:
-    value = text[start:end]
-    for n in _shorter(value, " "):
-        if iban_ok(value[:n]):
-            return start + n
-    return None
-
-
-_PHONE_WORDS = _words(
-    "phone phones tel telephone mobile cell cellphone call calls calling called callback sms "
-    "whatsapp fax contact dial mob ph telefon telefono teléfono tél handy móvil celular "
-    "电话 手机 電話"
-)
-_NOT_PHONE_WORDS = _words(
-    "order orders invoice id ids ref reference account acct tracking sku ticket case customer "
-    "transaction txn po isbn serial timestamp ts epoch unix time date created updated modified "
-    "expires expiry exp iat nbf seconds secs ms build version rev commit batch job run pid uid "
-    "port row rows count total amount balance price cost zip postcode"
-)
-_PLACEHOLDER = re.compile(r"\[[A-Z_]+_\d+\]")
-_WORD = re.compile(r"[^\W\d_]+")
-_NANP_BARE = re.compile(r"1?[2-9]\d\d[2-9]\d{6}")
-
-
-def _same_cell(window: str, *, before: bool) -> str:
-    # Context ends at a line break or a table cell border: the word "call" on the line above
-    # says nothing about a timestamp on this one.
-    cut = re.split(r"[\n|]", window)
-    return cut[-1] if before else cut[0]
-
-
-def _context(text: str, start: int, end: int) -> str | None:
-    """'phone', 'other' or None: the nearest context word before the number (or after)."""
-    before = _same_cell(_PLACEHOLDER.sub(" ", text[max(0, start - 40) : start]), before=True)
-    for word in reversed(_WORD.findall(before.lower())[-3:]):
-        if word in _PHONE_WORDS:
-            return "phone"
-        if word in _NOT_PHONE_WORDS:
-            return "other"
-    after = _same_cell(_PLACEHOLDER.sub(" ", text[end : end + 24]), before=False).lower()
-    for word in _WORD.findall(after)[:2]:
-        if word in _NOT_PHONE_WORDS:
-            return "other"
-        if word in _PHONE_WORDS:
-            return "phone"
-    return None
-
-
-def _phone_shape_ok(value: str, digits: str, context: Callable[[], str | None]) -> bool:
-    if value.startswith("+"):
-        return 8 <= len(digits) <= 15
-    if not 9 <= len(digits) <= 13:
-        return False
-    groups = re.findall(r"\d+", value)
-    if re.fullmatch(r"\d{1,3}(?:\.\d{1,3}){3}", value) and all(int(g) <= 255 for g in groups):
-        return False  # an IPv4 address
-    sizes = [len(g) for g in groups]
-    # Shapes only phones have: (415) 555-0132, 415-555-0132, 1.415.555.0132, and national
-    # formats with a trunk 0 (020 7946 0958, 01 23 45 67 89, 030 1234567).
-    if "(" in value or sizes in ([3, 3, 4], [1, 3, 3, 4]):
-        return True
-    if len(groups) > 1 and groups[0].startswith("0") and all(s >= 2 for s in sizes[1:]):
-        return True
-    # Bare runs and other groupings (timestamps, thousands, IDs) depend on the nearest word.
-    where = context()
-    if where == "phone":
-        return True
-    return where is None and len(groups) == 1 and bool(_NANP_BARE.fullmatch(digits))
-
-
-def _phone(text: str, start: int, end: int) -> int | None:
-    value = text[start:end]
-    for n in _shorter(value, " .-"):
-        candidate = value[:n].rstrip(" .-")
-        digits = re.sub(r"\D", "", candidate)
-        if len(digits) < 8:
-            return None  # shorter cuts have fewer digits still
-        if _phone_shape_ok(candidate, digits, functools.partial(_context, text, start, start + n)):
-            return start + n
-    return None
-
-
-_VALIDATORS: dict[str, Validator] = {"CARD": _card, "IBAN": _iban, "PHONE": _phone}
-
-# --- PEM private keys ---------------------------------------------------------------------
-
-_NL = r"(?:\r?\n|\\r?\\n)"  # real newlines or JSON-escaped ones (a key inside a JSON string)
-_PEM_BODY = re.compile(
-    r"(?:" + _NL + r"[ \t]{0,16}(?:[A-Za-z0-9+/=]{1,128}|[A-Za-z-]{1,32}: [^\r\n\\]{0,128})"
-    r"(?=[\r\n\\]|$))*"  # whole lines only: a prose line after a truncated key is kept
-)
-_PEM_END = "-----END "
-
-
-def _pem_spans(text: str) -> list[tuple[int, int]]:
-    """BEGIN ... PRIVATE KEY through its END line; a truncated key to the end of its body."""
-    begins = list(PATTERNS["PRIVATE_KEY"][0].finditer(text))
-    spans: list[tuple[int, int]] = []
-    next_end = -2  # cached position of the next END line at or after the cursor
-    pos = 0
-    for i, m in enumerate(begins):
-        if m.start() < pos:
-            continue
-        if next_end != -1 and next_end < m.end():
-            next_end = text.find(_PEM_END, m.end())
-        stop = None
-        limit = begins[i + 1].start() if i + 1 < len(begins) else len(text)
-        if next_end != -1 and next_end < limit:  # an END before the next BEGIN: ours
-            close = text.find("-----", next_end + len(_PEM_END), next_end + 64)
-            if close != -1 and "PRIVATE KEY" in text[next_end:close]:
-                stop = close + 5
-        if stop is None:
-            body = _PEM_BODY.match(text, m.end())
-            stop = body.end() if body else m.end()
-        spans.append((m.start(), stop))
-        pos = stop
-    return spans
-
-
 # --- driver -------------------------------------------------------------------------------
+
+
+def _value_span(m: re.Match[str]) -> tuple[int, int]:
+    for group in ("v", "d"):
+        if group in m.re.groupindex and m.start(group) != -1:
+            return m.span(group)
+    return m.span()
 
 
 def _spans(kind: str, text: str) -> list[tuple[int, int]]:
     if kind == "PRIVATE_KEY":
-        return _pem_spans(text)
-    validate = _VALIDATORS.get(kind)
+        return secrets.pem_spans(text)
     spans: list[tuple[int, int]] = []
-    for pattern in PATTERNS[kind]:
+    for pattern, validate in PATTERNS[kind]:
         for m in pattern.finditer(text):
-            start, end = m.span("v") if "v" in pattern.groupindex else m.span()
+            start, end = _value_span(m)
             if validate is not None:
                 accepted = validate(text, start, end)
                 if accepted is None:
                     continue
                 end = accepted
-            spans.append((start, end))
+            if kind in _WRAPPABLE:
+                end = secrets.continuation_end(text, end)
+            if MASK not in text[start:end]:
+                spans.append((start, end))
     if len(PATTERNS[kind]) > 1:  # two patterns of one kind may overlap: keep the first
         spans.sort()
         kept: list[tuple[int, int]] = []
@@ -401,6 +388,10 @@ def expand_kinds(kinds: Iterable[str]) -> tuple[str, ...]:
     return tuple(k for k in PATTERNS if k in chosen)
 
 
+def _lower(text: str) -> str | None:
+    return text.lower() if text.isascii() else text.translate(_RE_FOLDS).lower()
+
+
 class Redactor:
     """Stateful per case: remembers which placeholder each value got."""
 
@@ -417,23 +408,37 @@ class Redactor:
         return self.placeholders[key]
 
     def text(self, text: str) -> str:
-        lowered = text.lower() if text.isascii() else text.translate(_RE_FOLDS).lower()
+        # Kinds run in order on the normalised view; what a kind matched is overwritten with
+        # MASK (same length, so offsets hold) and the spans are replaced in the original.
+        masked, origin = view(text)
+        lowered = _lower(masked)
+        found: list[tuple[int, int, str]] = []
         for kind in self.kinds:
-            if not _may_contain(kind, text, lowered):
+            if not _may_contain(kind, masked, lowered):
                 continue
-            spans = _spans(kind, text)
+            spans = _spans(kind, masked)
             if not spans:
                 continue
             out: list[str] = []
             pos = 0
             for start, end in spans:
-                out += [text[pos:start], self._placeholder(kind, text[start:end])]
+                found.append((start, end, self._placeholder(kind, masked[start:end])))
+                out += [masked[pos:start], MASK * (end - start)]
                 pos = end
-            out.append(text[pos:])
-            text = "".join(out)
-            if lowered is not None:
-                lowered = text.translate(_RE_FOLDS).lower()
-        return text
+            out.append(masked[pos:])
+            masked = "".join(out)
+            lowered = _lower(masked)
+        if not found:
+            return text
+        found.sort()
+        result: list[str] = []
+        pos = 0
+        for start, end, placeholder in found:
+            o_start, o_end = original_span(origin, start, end)
+            result += [text[pos:o_start], placeholder]
+            pos = o_end
+        result.append(text[pos:])
+        return "".join(result)
 
     def value(self, value: Any) -> Any:
         """Redact strings anywhere inside JSON-like data (messages with parts)."""
