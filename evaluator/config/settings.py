@@ -155,8 +155,10 @@ class WorkerSettingsModel(_Section):
     dead_letter_after: int = Field(10, ge=1, le=1000)
     # On SIGTERM, running jobs get this long to finish before they are cancelled.
     shutdown_grace_s: int = Field(30, ge=0, le=3600)
-    # Back-pressure: intake stops creating jobs while this many are queued (0: no bound);
-    # sampled traces wait as pending intents and the sweeper creates their jobs later.
+    # Back-pressure, in traces (a batch job counts its members): the intake and the sweeper
+    # create a job only while fewer traces than this are queued (so at most one batch over;
+    # 0: no bound); the rest wait in {prefix}:intake:held, each with its pending intent, and
+    # every worker's intake loop queues them, oldest first, as soon as there is room.
     max_queue_depth: int = Field(50_000, ge=0)
     # The intake puts up to this many sampled traces in one arq job (a job's Redis commands
     # and bookkeeping are paid once for them); at most max_jobs traces run at once either way.
