@@ -43,6 +43,7 @@ RUN_BY = {
     "feedback agreement": "test_feedback.py",
     "review next": "test_feedback.py",
     "erase": "test_retention.py",
+    "retention run": "test_retention_command.py",
 }
 NOT_RUNNABLE = {
     "yaml": "a CI provider's workflow file, a Collector config: no GitHub Actions runner or"
@@ -62,7 +63,14 @@ def _invocations() -> list[tuple[str, list[str]]]:
                 continue
             words = words[words.index("evaluator") + 1 :]
             path = [w for w in words[:2] if re.fullmatch(r"[a-z][a-z-]*", w)]
-            grouped = bool(path) and path[0] in {"db", "rubrics", "dataset", "feedback", "review"}
+            grouped = bool(path) and path[0] in {
+                "db",
+                "rubrics",
+                "dataset",
+                "feedback",
+                "review",
+                "retention",
+            }
             path = path[:2] if grouped else path[:1]
             flags = {w.split("=")[0] for w in words if w.startswith("--")}
             out.append((" ".join(path), flags))
