@@ -10,9 +10,11 @@ EvaluatorError
 │   ├── TraceFormatError        a trace document does not match the trace format
 │   ├── CaseBuildError          a trace has no span a rubric can evaluate
 │   ├── WireError               an intake entry cannot be decoded
-│   └── OtlpError               an OTLP/HTTP request cannot be decoded
+│   ├── OtlpError               an OTLP/HTTP request cannot be decoded
+│   └── NotFound                a rubric, trace, alert or version the request names is unknown
 ├── StoreError                  the database is unreachable or its schema is not ours
-│   └── SchemaError             migrations cannot run, or the schema is behind the code
+│   ├── SchemaError             migrations cannot run, or the schema is behind the code
+│   └── NoDatabase              a read found no database at the URL (reads never create one)
 ├── SourceError                 a trace source (Langfuse) failed
 └── BackfillError               a backfill cannot be planned
 
