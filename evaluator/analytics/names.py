@@ -31,9 +31,14 @@ def unknown_rubric(name: str, known: Iterable[str]) -> NotFound | None:
 
 
 def require_rubric(store: Store, name: str, configured: Iterable[str] = ()) -> None:
-    """Raise NotFound unless `name` is configured or has records in `store`."""
+    """Raise NotFound unless `name` is configured or has records in `store`.
+
+    Cheapest first: the rubric files, then the rollups (small), and only for a name in
+    neither (a typo) the distinct rubrics of the records themselves."""
+    from evaluator.analytics.trends import rubric_names
+
     configured = set(configured)
-    if name in configured:
+    if name in configured or name in rubric_names(store):
         return
     error = unknown_rubric(name, configured | set(store.rubric_names()))
     if error is not None:
