@@ -40,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 CAP = 40
 WAVE = 100
+_logs: list[str] = []  # the workers' log files, named in a timeout's message
 
 
 def _settings(tmp_path: Path, redis_url: str, judge_url: str) -> Settings:
@@ -87,7 +88,7 @@ def _poll(what: str, check: Any, deadline_s: float = 120.0, every: Any = None) -
         if every is not None:
             every()
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}\n" + "\n".join(_logs))
 
 
 def test_redis_killed_mid_admission_keeps_the_day_cap(
@@ -105,6 +106,7 @@ def test_redis_killed_mid_admission_keeps_the_day_cap(
         ingest = [rag_trace(t, answer=f"answer of {t}") for t in first + second]
         ingest_traces(store, ingest)
         pool = [workers("w1"), workers("w2")]
+        _logs[:] = [str(w.log) for w in pool]
         client = redis.Redis.from_url(private_redis.url)
         beats = f"{settings.redis.key_prefix}:heartbeat:*"
         _poll("both workers up", lambda: len(client.keys(beats)) >= 2)
