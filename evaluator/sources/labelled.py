@@ -39,8 +39,8 @@ FAIL = frozenset(
     {"fail", "failed", "hallucinated", "unsupported", "bad", "no", "incorrect", "false", "0"}
 )
 LEGACY_KEYS = ("ragtruth.hallucinated", "label.hallucinated")
-_FIELDS = {"trace", "label", "human_score", "rubric", "span_id", "note", "id", "source", "scores",
-           "selected_by", "label_source"}  # fmt: skip
+_FIELDS = {"trace", "label", "human_score", "rubric", "span_id", "note", "comment", "id", "source",
+           "scores", "selected_by", "label_source"}  # fmt: skip  (comment: note's other name)
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def parse_item(doc: Any) -> LabelledItem:
         human_score=score,
         rubric=_optional_str(doc, "rubric"),
         span_id=_optional_str(doc, "span_id"),
-        note=_optional_str(doc, "note") or "",
+        note=_optional_str(doc, "note") or _optional_str(doc, "comment") or "",
         id=_optional_str(doc, "id"),
         source=_optional_str(doc, "source") or "",
     )
