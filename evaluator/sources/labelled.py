@@ -39,8 +39,9 @@ FAIL = frozenset(
     {"fail", "failed", "hallucinated", "unsupported", "bad", "no", "incorrect", "false", "0"}
 )
 LEGACY_KEYS = ("ragtruth.hallucinated", "label.hallucinated")
+# `comment` is note's other name (OTLP spans used it)
 _FIELDS = {"trace", "label", "human_score", "rubric", "span_id", "note", "comment", "id", "source",
-           "scores", "selected_by", "label_source"}  # fmt: skip  (comment: note's other name)
+           "scores", "selected_by", "label_source"}  # fmt: skip
 
 
 @dataclass(frozen=True)
