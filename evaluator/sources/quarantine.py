@@ -7,6 +7,8 @@
                                          {"at", "source", "item", "cause", "reason"}
 
 Counting is best effort: Redis being away must not turn a refusal into a failed request.
+The intake drain counts the entries it quarantines under the same fields (source `intake`,
+evaluator.intake.parking), keeping the raw entries in `{prefix}:intake:quarantine` instead.
 """
 
 from __future__ import annotations
