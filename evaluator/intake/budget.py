@@ -387,7 +387,10 @@ class BudgetGate:
                 groups.append(evaluations)
             else:
                 groups.extend([e] for e in evaluations)
-        raw = await self.run_admit(groups, now_s, honour_ledger=again)
+        # With a database the day's admissions are SQL rows keyed by (day, kind, trace,
+        # rubric): a repeat is the same row, so Redis must not charge it again either.
+        honour = again or self.engine is not None
+        raw = await self.run_admit(groups, now_s, honour_ledger=honour)
         waits: list[Any] = []
         at = 0
         for _index, tail, chosen in drawn:
