@@ -56,7 +56,7 @@ BET_FRACTIONS: tuple[float, ...] = tuple(0.95 * 2.0**-k for k in range(12))
 _C = np.array(BET_FRACTIONS)
 _PSI = np.log1p(-_C) + _C  # Fan's inequality: log(1 + c z) >= c z + psi(c) z^2, z >= -1
 _LOG_K = math.log(len(BET_FRACTIONS))
-_ITERATIONS = 48
+_ITERATIONS = 30  # bisection on [0, 1]: the bound is within 1e-9 above the exact one
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,7 @@ class MeanSample:
     clamped: int = 0  # records whose probability was below the floor (counted at the floor)
     scores: Any = None  # raw scores (…, n): the exact wealth; the sums then go unused
     scales: Any = None  # their bet scales a, same shape (None: all 1)
+    counts: Any = None  # how many records carry each (score, scale), same shape (None: 1 each)
     repeat: float = 1.0  # raw samples: the data counted this many times over (`scaled`)
 
     @classmethod
@@ -121,7 +122,7 @@ class MeanSample:
         """The same sample k times over (the sums and counts times k): 'more of the same'."""
         return MeanSample(self.n * k, self.passes * k, self.a * k, self.ax * k, self.a2 * k,
                           self.a2x * k, self.a2x2 * k, self.exact, self.clamped, self.scores,
-                          self.scales, self.repeat * k)  # fmt: skip
+                          self.scales, self.counts, self.repeat * k)  # fmt: skip
 
     def flipped(self) -> MeanSample:
         """The sample of 1 − x: a lower bound of the mean is 1 − the flipped upper bound."""
@@ -130,7 +131,7 @@ class MeanSample:
         if self.scores is not None:
             return MeanSample(self.n, exact=False, clamped=self.clamped,
                               scores=1.0 - np.asarray(self.scores), scales=self.scales,
-                              repeat=self.repeat)  # fmt: skip
+                              counts=self.counts, repeat=self.repeat)  # fmt: skip
         return MeanSample(self.n, 0.0, self.a, self.a - self.ax, self.a2, self.a2 - self.a2x,
                           self.a2 - 2 * self.a2x + self.a2x2, False, self.clamped)  # fmt: skip
 
@@ -146,7 +147,10 @@ def log_wealth(sample: MeanSample, u: Any) -> Array:
         x = np.asarray(sample.scores, float)[..., None]  # (…, n, 1)
         a = 1.0 if sample.scales is None else np.asarray(sample.scales, float)[..., None]
         y = (u[..., None] - x) / (1.0 - u[..., None])
-        per_bet = sample.repeat * np.log1p(_C * a * y).sum(axis=-2)
+        terms = np.log1p(_C * a * y)
+        if sample.counts is not None:
+            terms = terms * np.asarray(sample.counts, float)[..., None]
+        per_bet = sample.repeat * terms.sum(axis=-2)
     else:
         a, ax = np.asarray(sample.a)[..., None], np.asarray(sample.ax)[..., None]
         a2, a2x = np.asarray(sample.a2)[..., None], np.asarray(sample.a2x)[..., None]
