@@ -209,14 +209,15 @@ def _phone_shape_ok(value: str, digits: str, where: Callable[[], str | None]) ->
         return False  # an IPv4 address
     sizes = [len(g) for g in groups]
     # Shapes only phones have: (415) 555-0132, 415-555-0132, 1.415.555.0132, and national
-    # formats with a trunk 0 (020 7946 0958, 01 23 45 67 89, 030 1234567, 07700900077).
+    # formats with a trunk 0 (020 7946 0958, 01 23 45 67 89, 030 1234567, 07700900077) unless
+    # an identifier word is nearest ("order 015-12-6535").
     if "(" in value or sizes in ([3, 3, 4], [1, 3, 3, 4]):
         return True
     trunk = groups[0].startswith("0") and not groups[0].startswith("00")
-    if trunk and len(groups) > 1 and all(s >= 2 for s in sizes[1:]):
+    near = where()
+    if trunk and len(groups) > 1 and all(s >= 2 for s in sizes[1:]) and near != "other":
         return True
     # Bare runs and other groupings (timestamps, thousands, IDs) depend on the nearest word.
-    near = where()
     if near == "yes":
         return True
     if near is None and len(groups) == 1:
