@@ -54,14 +54,18 @@ def test_corpus_is_deterministic() -> None:
     assert corpus(7) == corpus(7) and corpus(7) != corpus(8)
 
 
-def test_known_limits_are_counted_and_bounded() -> None:
+# Documented limit (README, "Redaction"): a bare North-American-shaped 10-digit number with no
+# context word is taken for a phone. Nothing else may be missed or over-redacted.
+OVER_REDACTED_BY_DESIGN = {"2065550100"}
+
+
+def test_hard_cases_have_no_allowance() -> None:
     missed = [v for _, v, text in HARD_SECRETS if v in Redactor().text(text)]
     over = [v for v, text in HARD_LOOKALIKES if v not in Redactor().text(text)]
     print(f"\nhard cases: {len(missed)}/{len(HARD_SECRETS)} secrets missed {missed}; "
           f"{len(over)}/{len(HARD_LOOKALIKES)} look-alikes redacted {over}")  # fmt: skip
-    # Documented trade-offs (judges/redact.py docstring); a change here is a decision.
-    assert len(missed) <= 5 and len(over) <= 3
-    assert "311" not in over
+    assert missed == []
+    assert set(over) == OVER_REDACTED_BY_DESIGN
 
 
 @pytest.mark.parametrize(
