@@ -4,7 +4,10 @@ Intake draws an escalating rubric (the faithfulness cascade) with its probabilit
 not charge it (evaluator.intake.budget); the job lists it under `"escalate"` in its wire
 signals. When the cascade's local step is unsure and it would ask the judge, the gate bound
 here charges that one call to the same caps, through the same Lua script intake admits with
-(`BudgetGate.charge_escalation`); a confident local pass costs nothing. Every run and every
+(`BudgetGate.charge_escalation`), and writes its SQL admission row (evaluator.store.admissions,
+kind "esc", checked against the day caps) before the judge is asked: an escalation is an
+evaluation of its own, a repeat of it the same day (a retried job) is free. A confident
+local pass costs nothing. Every run and every
 escalation is counted, and the intake fits p₁ to the share that escalates.
 
 When the cap refuses the call:
@@ -17,7 +20,8 @@ When the cap refuses the call:
   `budget_refused_evaluations` per rubric, `not_sampled_budget` when nothing of the trace is
   left to record (as intake counts them).
 
-The record's inclusion probability stays p₁. The cascade's score is a function of the trace
+The record's inclusion probability stays p₁ (escalating rubrics are not subject to a cap
+window's room: their drawn p is their realised one). The cascade's score is a function of the trace
 (the local step, and the judge when the local step is unsure): whether it escalates decides
 how the score is computed, not whether the trace is in the sample, which the draw at intake
 decided with probability p₁; so Horvitz-Thompson with weight 1/p₁ stays unbiased for the
