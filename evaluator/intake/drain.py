@@ -345,10 +345,8 @@ class Intake:
             await self.budget.release_due(clock)
             if self.engine is not None:  # rate draws of ended cap windows (intake.windows)
                 closed = await windows.close_due(self.budget, self.engine, clock)
-                if closed:
-                    await self.create_jobs(
-                        [QueuedTrace(i.trace_id, i.signals, i.kind) for i in closed]
-                    )
+                if closed:  # intake work: behind the bound like the rest (held if full)
+                    await self.place([QueuedTrace(i.trace_id, i.signals, i.kind) for i in closed])
         await self.refill()  # held-back traces first, as far as the queue has room
         if self.engine is None:
             popped = self.redis.lpop(self._key, batch)
