@@ -171,6 +171,7 @@ def test_erase_trace_and_tenant(tmp_path: Path, db_url: str) -> None:
             "otlp_pending_spans": 0,
             "feedback": 1,
             "batch_requests": 1,  # the parked judge request quotes the trace
+            "budget_offers": 0,
         }
         assert [r.trace_id for r in batches.pending(store.engine, 10)] == ["globex-1-0"]
         assert one.alerts_scrubbed == 1

@@ -4,8 +4,9 @@
     evaluator erase --tenant T [--yes]
 
 Without --yes it only counts what would go (a dry run). See evaluator.store.erasure for
-what is found; cached judge replies in Redis are keyed by prompt hash, not by trace, and
-expire after judge.cache_ttl_s: --judge-cache also drops the whole cache namespace.
+what is found in SQL and evaluator.intake.erasure for Redis; cached judge replies in Redis
+are keyed by prompt hash, not by trace, and expire after judge.cache_ttl_s: --judge-cache
+also drops the whole cache namespace.
 """
 
 from __future__ import annotations
@@ -50,6 +51,23 @@ def _counts(store: Any, trace_ids: list[str]) -> tuple[dict[str, int], set[str]]
     return counts, found
 
 
+async def _erase_in_redis(settings: Settings, ids: list[str], tokens: dict[str, str] | None) -> int:
+    """Remove the IDs from Redis (queued work, markers, the budget ledger); with `tokens`
+    None, only check that Redis answers (before anything is deleted from the database)."""
+    from evaluator.config.redis_clients import async_redis
+    from evaluator.intake.erasure import erase_in_redis
+
+    client = async_redis(settings)
+    try:
+        if tokens is None:
+            await client.ping()
+            return 0
+        redis = settings.redis
+        return await erase_in_redis(client, redis.key_prefix, redis.queue_name, ids, tokens)
+    finally:
+        await client.aclose()
+
+
 async def _drop_judge_cache(settings: Settings) -> int:
     from evaluator.config.redis_clients import async_redis
 
@@ -64,6 +82,8 @@ async def _drop_judge_cache(settings: Settings) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
+    from redis.exceptions import RedisError
+
     from evaluator.cli.common import reader
     from evaluator.store.erasure import erase_tenant, erase_traces, tenant_trace_ids
 
@@ -90,6 +110,11 @@ def cmd_erase(args: argparse.Namespace) -> int:
             print(json.dumps(out, indent=2))
             print("dry run: add --yes to delete", file=sys.stderr)
             return ExitCode.OK
+        try:  # Redis holds queued work naming the traces: erase nothing unless it answers
+            asyncio.run(_erase_in_redis(settings, ids, None))
+        except (OSError, RedisError) as exc:
+            print(f"Redis unreachable ({exc}); nothing erased", file=sys.stderr)
+            return ExitCode.UNAVAILABLE
         report = (
             erase_tenant(store.engine, args.tenant)
             if args.tenant
@@ -99,6 +124,17 @@ def cmd_erase(args: argparse.Namespace) -> int:
         store.close()
     out["deleted"] = report.deleted
     out["alerts_scrubbed"] = report.alerts_scrubbed
+    out["budget_admissions_unlinked"] = report.admissions_unlinked
+    try:  # queued work, markers and the budget ledger that name the traces
+        out["redis_keys_changed"] = asyncio.run(_erase_in_redis(settings, ids, report.tokens))
+    except (OSError, RedisError) as exc:
+        print(json.dumps(out, indent=2))
+        print(
+            f"erased in the database, but Redis stopped answering ({exc}): its queued work "
+            "naming these traces was not removed",
+            file=sys.stderr,
+        )
+        return ExitCode.UNAVAILABLE
     if args.judge_cache:
         out["judge_cache_keys_dropped"] = asyncio.run(_drop_judge_cache(settings))
     print(json.dumps(out, indent=2))
