@@ -9,10 +9,15 @@ from __future__ import annotations
 import asyncio
 import signal
 
+import pytest
 from redis.asyncio import Redis
 
 from evaluator.intake.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
 from evaluator.intake.budget import SHARED, BudgetGate
+from evaluator.intake.drain import Intake, SamplingConfig
+from evaluator.intake.enqueue import intake_key
+from evaluator.intake.sampling import Signals, TailRules
+from evaluator.intake.wire import encode
 from evaluator.store import admissions
 from evaluator.store.admissions import Admission
 from evaluator.store.store import Store
@@ -106,5 +111,34 @@ async def test_sql_refuses_what_a_redis_behind_it_would_admit(
     assert await client.get(gate.source_key) is None  # forgotten: rebuilt on the next ask
     assert await _charge(gate, ["x2"]) != [0]
     assert await _used(client) == CAP == admissions.counts(store.engine, DAY)[SHARED]
+    await client.aclose()
+    store.close()
+
+
+async def test_a_drain_that_sql_refuses_is_retried_against_rebuilt_counters(
+    redis_url: str, db_url: str
+) -> None:
+    """Tail traces Redis admits but SQL refuses (its rows hold the cap already): the drain
+    fails and keeps its batch; the retry, after the counters and the ledger are rebuilt
+    from SQL, defers them to the next window instead of admitting them free."""
+    store = Store(db_url)
+    client = Redis.from_url(redis_url)
+    rules = TailRules(on_error=True)
+    intake = Intake(client, key_prefix="app", queue_name="q", engine=store.engine,
+                    sampling=SamplingConfig(1.0, rules, budget=PLAN))  # fmt: skip
+    assert intake.budget is not None
+    await client.rpush(intake_key("app"), encode("t0", Signals(error=True)))
+    await intake.drain_once(100, now_s=NOON)
+    late = [Admission(DAY, "tail", f"late{i}", "faith") for i in range(CAP - 1)]
+    with store.engine.begin() as conn:  # committed after Redis counted: SQL is at the cap
+        admissions.admit(conn, late, intake.budget.day_caps)
+    entries = [encode(f"t{i}", Signals(error=True)) for i in (1, 2)]
+    await client.rpush(intake_key("app"), *entries)
+    with pytest.raises(admissions.OverCap):
+        await intake.drain_once(100, now_s=NOON + 1)
+    result = await intake.drain_once(100, now_s=NOON + 2)  # the parked batch, again
+    assert result.popped == 2 and result.reasons["budget_deferred"] == 2
+    assert await intake.budget.deferred() == 2
+    assert admissions.counts(store.engine, DAY)[SHARED] == CAP == await _used(client)
     await client.aclose()
     store.close()

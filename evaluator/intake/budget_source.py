@@ -89,6 +89,9 @@ async def rebuild(gate: BudgetGate, now_s: float) -> None:
             fields = await asyncio.to_thread(admissions.admitted_ids, engine, day)
             ledger = ledger_key(gate.key_prefix, now_s)
             pipe = redis.pipeline(transaction=False)
+            # The ledger is SQL's rows only: a field whose row was rolled back (OverCap) must
+            # not admit its evaluation free again.
+            pipe.delete(ledger)
             for start in range(0, len(fields), 1000):
                 chunk = fields[start : start + 1000]
                 pipe.hset(ledger, mapping={ledger_field(*f): "1" for f in chunk})

@@ -493,8 +493,8 @@ class Intake:
         result.budget_refused = allocation.refused_evaluations
         if offer:
             assert self.engine is not None
-            await asyncio.to_thread(
-                windows.record_drain, self.engine, self.budget, [q.intent() for q in jobs],
+            await windows.record_drain(
+                self.engine, self.budget, [q.intent() for q in jobs],
                 [a for q in jobs for a in self.budget.admissions(q.kind, q.trace_id,
                                                                  list(q.signals["pi"]), now_s)],
                 [Offer(candidates[i].trace_id, "rate", candidates[i].signals.to_wire(), draws)

@@ -63,7 +63,7 @@ def priority_key(trace_id: str, rubric: str, window: int) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
-def record_drain(
+async def record_drain(
     engine: Engine,
     gate: BudgetGate,
     intents: Sequence[outbox.Intent],
@@ -71,11 +71,22 @@ def record_drain(
     offers: Sequence[Offer],
     now_s: float,
 ) -> None:
-    """The drain's writes in one transaction: tail intents, their admission rows, offers."""
-    with engine.begin() as conn:
-        outbox.insert_intents(conn, intents)
-        admissions.admit(conn, rows, gate.day_caps)
-        admissions.offer(conn, offers, window_of(gate, now_s))
+    """The drain's writes in one transaction: tail intents, their admission rows, offers.
+    Raises (the drain keeps its batch parked) when the database refuses; on OverCap (Redis
+    was behind SQL) after forgetting the counters' source, so the retry is admitted against
+    counters rebuilt from SQL."""
+
+    def write() -> None:
+        with engine.begin() as conn:
+            outbox.insert_intents(conn, intents)
+            admissions.admit(conn, rows, gate.day_caps)
+            admissions.offer(conn, offers, window_of(gate, now_s))
+
+    try:
+        await asyncio.to_thread(write)
+    except OverCap:
+        await gate.resync()
+        raise
 
 
 async def close_due(gate: BudgetGate, engine: Engine, now_s: float) -> list[outbox.Intent]:
