@@ -171,6 +171,8 @@ def _pick(
     picked: dict[tuple[str, str], float] = {}
     for o in offers:
         for rubric, (stratum, p, escalates) in o.draws.items():
+            if rubric not in gate.scope_index:
+                continue  # the rubric left the plan since it was drawn: refused
             if escalates:
                 picked[o.trace_id, rubric] = float(p)
             else:
