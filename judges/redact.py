@@ -21,9 +21,10 @@ context word is an identifier, time or quantity word (order, invoice, id, timest
 Every Unix time from 2001-09-09 to 2033-05-18 starts with "1", which no area code does, so a
 bare timestamp survives unless a phone word stands right before it. Formatted numbers need a
 phone grouping (3-3-4, (3) 3-4, a leading 0 trunk prefix, or +country code), so thousands
-groups ("1 234 567 890"), IP addresses and version strings survive. Known limits (README,
-Redaction): a bare non-North-American number with no phone word ("98765 43210"); a bare
-North-American-shaped 10-digit number with no context word is over-redacted.
+groups ("1 234 567 890"), IP addresses and version strings survive. Known limits
+(docs/operations/security.md, "Redaction limits"): a bare non-North-American number with no
+phone word ("98765 43210") is kept; a bare North-American-shaped 10-digit number with no
+context word is over-redacted.
 
 Kinds split out of an older kind stay on under the old name, so existing configurations
 (which list kinds explicitly) get them: API_KEY brings PRIVATE_KEY, AUTH_TOKEN, URL_PASSWORD

@@ -12,7 +12,8 @@ everything outside the matches is returned byte for byte as it came in.
 Guarantee: NFKC is applied per character (compatibility mappings are per character; canonical
 composition across characters is not needed to match ASCII-shaped secrets). Homoglyphs that
 NFKC does not map (Cyrillic а for Latin a) are not folded: the e-mail pattern is Unicode-aware,
-and token prefixes written with them are a documented limit (README, Redaction).
+and token prefixes written with them are a documented limit (docs/operations/security.md,
+"Redaction limits").
 """
 
 from __future__ import annotations
