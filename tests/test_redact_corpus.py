@@ -54,7 +54,7 @@ def test_corpus_is_deterministic() -> None:
     assert corpus(7) == corpus(7) and corpus(7) != corpus(8)
 
 
-# Documented limit (README, "Redaction"): a bare North-American-shaped 10-digit number with no
+# Documented limit (docs/operations/security.md, "Redaction limits"): a bare North-American-shaped 10-digit number with no
 # context word is taken for a phone. Nothing else may be missed or over-redacted.
 OVER_REDACTED_BY_DESIGN = {"2065550100"}
 

@@ -1,5 +1,5 @@
 """The redactor on the independent corpus: every secret/PII case caught, every benign text
-untouched. No allowance: a case either passes or is listed in LIMITS with the README's reason
+untouched. No allowance: a case either passes or is listed in LIMITS with its reason in docs/operations/security.md
 (and then counts as a miss in bench/redaction.py). Plus seeded checks of the number decisions
 and of the normalised view (what is not redacted comes back byte for byte)."""
 
@@ -18,7 +18,7 @@ from judges.redact_numbers import luhn_ok
 
 from .redaction_independent import Case, caught, false_positive, leaked, load
 
-# Documented limits (README, "Redaction"): case id -> reason. Empty: every case passes.
+# Documented limits (docs/operations/security.md, "Redaction limits"): case id -> reason. Empty: every case passes.
 LIMITS: dict[str, str] = {}
 
 CASES = load()

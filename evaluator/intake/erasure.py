@@ -15,8 +15,8 @@ deleted; in collections, only the members that mention it go:
 
 Guarantee: after `erase_in_redis`, a SCAN of the prefix and of arq's keys finds no ID (a
 mention is the ID not inside a longer ID, as JSON escapes it or raw). Not covered: a job a
-worker is running at that moment may still write its record (README, Erasure: run the
-erasure again once it is done, or with the workers stopped).
+worker is running at that moment may still write its record (docs/scaling.md, Erasure:
+erase with the workers stopped, or again once the queue is idle).
 """
 
 from __future__ import annotations
