@@ -116,6 +116,8 @@ class BudgetGate:
         # counters are rebuilt from them, and rate draws wait for their cap window.
         self.engine = engine
         self.source_key = f"{key_prefix}:budget:source"
+        # (window, clock) of this worker's last look for due windows (intake.windows).
+        self.windows_checked: tuple[int, float] = (-1, 0.0)
         self.key_prefix = key_prefix
         self.prefix = f"{key_prefix}:budget"
         self.intake_key = f"{key_prefix}:intake"
