@@ -48,6 +48,7 @@ from evaluator.analytics.alerts import (
     save,
     try_open,
 )
+from evaluator.analytics.attribution_data import attribution_for
 from evaluator.analytics.queries import (
     DEFAULT_MAX_LAG,
     VERSION_LABELS,
@@ -332,7 +333,11 @@ def _new_alert(
     summary["window_n"] = f.window_stats.n  # every score in the window, beside the test's n
     if f.fixed is not None:
         summary["window_test"] = f.fixed.summary(cfg.policy.confidence)
+    cause = attribution_for(session, clock, rubric, labels, k, f.kind,
+                            (window_bounds(now, cfg.policy)[0], lo, now), cfg.policy)  # fmt: skip
+    summary["attribution"] = cause.to_json()  # system | judge | traffic, with its numbers
     message = describe(f.kind, rubric, f.labels, summary, changed.get("text", ""), worst)
+    message += f"; {cause.sentence}"
     v = f.verdict
     return AlertRecord(
         group_key=key,
