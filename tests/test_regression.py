@@ -78,9 +78,9 @@ def test_continuous_scores_use_welch_and_the_pass_rate_when_a_threshold_applies(
     rng = random.Random(5)
     base = [min(1.0, max(0.0, rng.gauss(0.9, 0.05))) for _ in range(500)]
     cur = [min(1.0, max(0.0, rng.gauss(0.8, 0.05))) for _ in range(50)]
-    assert compare_window(base, cur, POLICY).test == "welch-t"
+    assert compare_window(base, cur, POLICY).test == "bounded-mean"
     both = compare_window(base, cur, POLICY, pass_threshold=0.85)
-    assert both.test == "welch-t+fisher-exact" and both.regression
+    assert both.test == "bounded-mean+fisher-exact" and both.regression
     assert both.pass_rate_drop is not None and both.pass_rate_drop > 0.5
 
 

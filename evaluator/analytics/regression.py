@@ -4,8 +4,12 @@ A group is rubric × prompt version × model × feature. Two checks, one `Verdic
 
 * **fixed window** — `compare_stats` / `compare_window`: the last `policy.window` against
   the `policy.baseline` before it. Pass/fail scores get Fisher's exact test on pass rates,
-  continuous scores Welch's t-test on means (plus Fisher on pass rates when a pass
-  threshold applies). `adjust_verdicts` then corrects for the many groups of one cron run.
+  continuous scores a bounded-mean test on means, valid at every n (`bounded_lower_p`; plus
+  Fisher on pass rates when a pass threshold applies). Each group's p-value is valid at its
+  n (Fisher: exact, conservative); `adjust_verdicts` then corrects for the many groups of one
+  cron run (BH: false discovery rate ≤ alpha; Bonferroni: any false alert ≤ alpha). It is a
+  fixed-n test: checked every few minutes it is not anytime-valid, which is why the
+  sequential detector is what pages by default.
 * **sequential** — `start_sequential` / `advance`: a betting e-process that is checked
   after every score and stays valid however often it is looked at. With
   `known_start=True` it tests a new prompt version or model against the one it replaced
@@ -40,8 +44,8 @@ from evalcore.sequences import MeanSample, lower_bound
 from evaluator.analytics.stats import (
     GroupStats,
     adjust_pvalues,
+    bounded_lower_p,
     fisher_lower_p,
-    welch_lower_p,
 )
 from evaluator.analytics.weights import WeightedStats, weight_of
 from evaluator.config.policy import RegressionPolicy
@@ -74,7 +78,7 @@ class Verdict:
     alpha: float
     effect_ok: bool
     enough_samples: bool
-    test: str  # fisher-exact | welch-t | welch-t+fisher-exact | e-process | e-detector
+    test: str  # fisher-exact | bounded-mean | bounded-mean+fisher-exact | e-process | e-detector
     e_value: float | None = None
 
     @property
@@ -133,11 +137,11 @@ def compare_stats(baseline: GroupStats, current: GroupStats, policy: RegressionP
         # Continuous: the mean is the primary metric; with a pass threshold the pass rate
         # is a second one, so the smaller p of the metrics whose drop is big enough pays
         # a Bonferroni factor of 2.
-        tests = [(welch_lower_p(base, cur), mean_drop >= policy.min_effect_mean)]
+        tests = [(bounded_lower_p(base, cur), mean_drop >= policy.min_effect_mean)]
         if pass_drop is not None:
             tests.append((fisher_lower_p(base, cur), pass_drop >= policy.min_effect_pass_rate))
         relevant = [pv for pv, ok in tests if ok] or [pv for pv, _ in tests]
-        test = "welch-t" if len(tests) == 1 else "welch-t+fisher-exact"
+        test = "bounded-mean" if len(tests) == 1 else "bounded-mean+fisher-exact"
         p = min(1.0, len(tests) * min(relevant))
     enough = base.n >= policy.min_samples and cur.n >= policy.min_samples
     return Verdict(base, cur, mean_drop, pass_drop, p, p, policy.alpha, effect_ok, enough, test)

@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
+from evalcore.sequences import MeanSample, lower_bound, upper_bound
 from evaluator.config.policy import AdjustMethod
 from judges.intervals import GroupStats, t_cdf, t_quantile, wilson_ci
 
 __all__ = [
     "GroupStats",
     "adjust_pvalues",
+    "bounded_drop",
+    "bounded_lower_p",
     "fisher_lower_p",
     "t_cdf",
     "t_quantile",
@@ -43,6 +47,40 @@ def welch_lower_p(baseline: GroupStats, current: GroupStats) -> float:
     # Tiny variances square to 0.0 (underflow): fall back to the pooled degrees of freedom.
     df = (vb + vc) ** 2 / den if den > 0 else float(baseline.n + current.n - 2)
     return t_cdf(diff / math.sqrt(vb + vc), df)
+
+
+def bounded_lower_p(baseline: GroupStats, current: GroupStats) -> float:
+    """One-sided p-value for H1: mean(current) < mean(baseline), for scores in [0, 1].
+
+    Valid at every n, zero variance included (Welch's t is not: two constant groups give it
+    p = 0): the smallest alpha at which the baseline's lower confidence bound exceeds the
+    current group's upper bound, each at alpha/2 (evalcore.sequences, from the sums).
+    Conservative: it pays for holding at every n and for the union of two bounds.
+
+        >>> bounded_lower_p(GroupStats.from_scores([0.9] * 10), GroupStats.from_scores([0.8] * 10))
+        1.0
+    """
+    if baseline.n < 2 or current.n < 2 or baseline.mean <= current.mean:
+        return 1.0
+    b = MeanSample.from_moments(baseline.n, baseline.total, baseline.total_sq)
+    c = MeanSample.from_moments(current.n, current.total, current.total_sq)
+
+    def apart(alpha: float) -> bool:
+        return bool(bounded_drop(b, c, alpha))
+
+    if not apart(1.0):
+        return 1.0
+    lo, hi = -40.0, 0.0  # log alpha
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if apart(math.exp(mid)) else (mid, hi)
+    return math.exp(hi)
+
+
+def bounded_drop(baseline: MeanSample, current: MeanSample, alpha: float) -> Any:
+    """True where the baseline's lower bound exceeds the current upper bound, each at
+    alpha/2: a drop at level alpha (vectorised over streams)."""
+    return lower_bound(baseline, alpha / 2) > upper_bound(current, alpha / 2)
 
 
 def fisher_lower_p(baseline: GroupStats, current: GroupStats) -> float:

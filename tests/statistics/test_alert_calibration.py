@@ -116,3 +116,20 @@ def test_a_drift_of_the_same_total_is_caught_on_either_path(path: str) -> None:
         )  # fmt: skip
         caught += alarm_week is not None and alarm_week <= weeks + 2
     assert caught >= 27, f"{path}: caught {caught} of 30"
+
+
+@pytest.mark.parametrize("mean", [0.6, 0.9])
+def test_the_fixed_window_test_on_continuous_scores_keeps_its_level(mean: float) -> None:
+    """`compare_stats` on continuous scores pages at p ≤ alpha (detector = "window"):
+    the bounded-mean test behind it holds alpha at every n, constant groups included."""
+    from evalcore.sequences import MeanSample
+    from evaluator.analytics.stats import bounded_drop
+    from tests.statistics.calibration import beta_scores
+
+    rng = np.random.default_rng(int(mean * 10))
+    for n in (10, 30, 100):
+        xb, xc = beta_scores(rng, mean, (SEEDS, 2 * n)), beta_scores(rng, mean, (SEEDS, n))
+        b = MeanSample.from_moments(2 * n, xb.sum(1), (xb * xb).sum(1))
+        c = MeanSample.from_moments(n, xc.sum(1), (xc * xc).sum(1))
+        false = int(bounded_drop(b, c, SHIPPED.alpha).sum())
+        assert_within_level(false, SEEDS, SHIPPED.alpha, f"fixed window mean={mean} n={n}")
