@@ -56,7 +56,7 @@ def test_weighted_stream_with_a_rate_change_alerts_at_most_alpha() -> None:
 
 # --- judge drift --------------------------------------------------------------------------------
 
-ITEMS = 100  # 50 positive, 50 negative anchors
+ITEMS = 200  # the shipped [anchors] max_items: 100 positive, 100 negative
 NOISE = 0.03  # a judge at temperature 0 still changes 3 % of its verdicts between runs
 
 
