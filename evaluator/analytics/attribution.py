@@ -34,8 +34,8 @@ description of the alert that opened, not a paging decision):
   anti-conservative from zero-variance strata;
 * share shift: per stratum a two-proportion z-test of its share, Bonferroni over strata;
 * judge: the anchors' paired exact test (judges.drift.paired_drift_exact) between the last
-  anchor run of the epoch before the window and the latest run inside it, significant at the
-  anchors' own alpha.
+  anchor run of the epoch before the window and the latest run inside it, significant below
+  `JUDGE_LEVEL` (0.05): with the judge unchanged it names the judge with probability ≤ 0.05.
 
 Assumptions: scores within a stratum and window are independent draws; the judge's per-class
 error rates on the anchor set carry over to production. With sampling weights the shares are
@@ -59,6 +59,12 @@ from judges.drift import DriftResult, drift_test, paired_drift_exact
 CAUSES = ("system", "judge", "traffic", "undetermined")
 STRATUM_LABELS = ("feature", "tenant")
 PAIRED_MIN_OVERLAP = 0.8  # as judge_drift.compare_runs: mostly the same items → paired
+# The anchors' one-sided level for "the judge changed" in an attribution. Looser than the
+# judge-drift alert's own alpha (0.01 by default, which pages): an attribution only ranks
+# explanations of an alert that already opened, and with the judge unchanged the exact test
+# still names the judge falsely with probability ≤ this level. At 0.01 a 200-item anchor set
+# misses a third of silent swaps that drop production by 0.1 (BENCHMARKS.md).
+JUDGE_LEVEL = 0.05
 _NORMAL = NormalDist()
 
 
@@ -93,10 +99,11 @@ class JudgeShift:
     n_bad: int
     before_run: str = ""
     after_run: str = ""
+    level: float = JUDGE_LEVEL
 
     @property
     def significant(self) -> bool:
-        return self.drift.drop > 0 and self.drift.p_value < self.drift.alpha
+        return self.drift.drop > 0 and self.drift.p_value < self.level
 
     def to_json(self) -> dict[str, Any]:
         d = self.drift
@@ -104,7 +111,8 @@ class JudgeShift:
                 "drop": d.drop, "p_value": d.p_value, "alpha": d.alpha, "test": d.test,
                 "pass_good": list(self.pass_good), "pass_bad": list(self.pass_bad),
                 "n_good": self.n_good, "n_bad": self.n_bad, "before_run": self.before_run,
-                "after_run": self.after_run, "significant": self.significant}  # fmt: skip
+                "after_run": self.after_run, "level": self.level,
+                "significant": self.significant}  # fmt: skip
 
 
 def judge_shift(
@@ -115,6 +123,7 @@ def judge_shift(
     min_drop: float = 0.05,
     before_run: str = "",
     after_run: str = "",
+    level: float = JUDGE_LEVEL,
 ) -> JudgeShift | None:
     """Compare two anchor runs' outcomes ({key: [positive, predicted_fail, risk]}, positive =
     the item is bad). Paired and exact on the shared items when most are shared (the
@@ -146,6 +155,7 @@ def judge_shift(
         sum(y_a),
         before_run,
         after_run,
+        level,
     )
 
 
@@ -210,8 +220,12 @@ def _shares(strata: Mapping[str, Stratum]) -> dict[str, float]:
     return {k: (s.traffic / total if total > 0 else 0.0) for k, s in strata.items()}
 
 
-def _share_shift(base: Mapping[str, Stratum], cur: Mapping[str, Stratum]) -> dict[str, Any]:
-    """The stratum whose share moved most significantly (two-proportion z, Bonferroni)."""
+def _share_shift(
+    base: Mapping[str, Stratum], cur: Mapping[str, Stratum], alpha: float
+) -> dict[str, Any]:
+    """Each stratum's share tested (two-proportion z, two-sided, Bonferroni over strata);
+    named: of the strata that moved significantly, the one that lowers the mean most (a
+    below-average stratum grown or an above-average one shrunk), else the smallest p."""
     sb, sc = _shares(base), _shares(cur)
     nb = sum(s.stats.n for s in base.values())
     nc = sum(s.stats.n for s in cur.values())
@@ -219,16 +233,18 @@ def _share_shift(base: Mapping[str, Stratum], cur: Mapping[str, Stratum]) -> dic
     best: dict[str, Any] = {"stratum": None, "p_value": 1.0, "strata": len(keys)}
     if len(keys) < 2 or not nb or not nc:
         return best
+    average = _mean(base, sb)
+    ranked = []
     for k in keys:
         pb, pc = sb.get(k, 0.0), sc.get(k, 0.0)
         pooled = (pb * nb + pc * nc) / (nb + nc)
         sd = math.sqrt(pooled * (1 - pooled) * (1 / nb + 1 / nc))
-        p = 2 * _upper_p(abs(pc - pb) / sd) if sd > 0 else 1.0
-        p = min(1.0, p * len(keys))
-        if p < best["p_value"] or best["stratum"] is None:
-            best = {"stratum": k, "share_before": pb, "share_now": pc, "p_value": p,
-                    "strata": len(keys)}  # fmt: skip
-    return best
+        p = min(1.0, len(keys) * 2 * _upper_p(abs(pc - pb) / sd)) if sd > 0 else 1.0
+        mean = (cur[k] if k in cur else base[k]).stats.mean
+        lowers = (pc - pb) * (average - mean)  # > 0: this move lowers the mean
+        ranked.append((p > alpha, -lowers if p <= alpha else p, k, pb, pc, p))
+    _, _, k, pb, pc, p = min(ranked)
+    return {"stratum": k, "share_before": pb, "share_now": pc, "p_value": p, "strata": len(keys)}
 
 
 def _judge_accounts_for(
@@ -295,7 +311,7 @@ def attribute(
     total = sum(sb[k] for k in both)
     weights = {k: sb[k] / total for k in both} if total > 0 else {}
     adjusted = _drop(base, cur, weights) if weights else {"drop": 0.0, "sd": 0.0, "p_value": 1.0}
-    shift = _share_shift(base, cur)
+    shift = _share_shift(base, cur, alpha)
     mix_effect = raw["drop"] - adjusted["drop"]
     evidence |= {
         "raw": raw,
