@@ -120,7 +120,10 @@ def test_two_workers_never_exceed_the_day_cap_and_count_the_rest(
             _app(settings, 100, 20)
             _settled(settings, settings_obj.database.url, 120)
             stats = _stats(settings)
-            assert stats["not_sampled_budget"] == 120 - CAP, stats
+            # Counted either as drawn and refused, or as not drawn: once the previous minute
+            # shows the cap spent, the rate is fitted down to budget.min_rate.
+            refused = stats["not_sampled_budget"] + stats.get("not_sampled", 0)
+            assert refused == 120 - CAP, stats
             assert judge.calls == CAP
         finally:
             for w in workers:
