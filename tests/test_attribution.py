@@ -239,3 +239,18 @@ def test_an_attribution_that_fails_never_stops_the_alert(
     assert len(report.opened) == 1
     why = report.opened[0].summary["attribution"]
     assert why["cause"] == "undetermined" and why["error"] == "RuntimeError: boom"
+
+
+def test_a_new_version_is_attributed_against_the_version_it_replaced(
+    store: Store, tmp_path: Path
+) -> None:
+    stable_baseline(store)  # v17 until 6 h ago, 0.95
+    seed(store, pattern(30, 2), NOW - timedelta(hours=2), NOW, prefix="v18", prompt_version="v18")
+    report, _ = decide(store, rubrics(tmp_path), ALERTS, NOW)
+    (alert,) = report.opened
+    why = alert.summary["attribution"]
+    assert alert.kind == "version" and why["cause"] == "system", why["sentence"]
+    # The same baseline the e-process used: v17 in the 7 days before v18's first record.
+    assert why["strata"][""]["mean_before"] == pytest.approx(alert.baseline_mean)
+    assert why["strata"][""]["mean_now"] == pytest.approx(0.5)
+    assert "likely cause: the app" in alert.message
