@@ -100,9 +100,12 @@ def _settings(
 ) -> Settings:
     write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
     judge = {**FAST_JUDGE, "base_url": JUDGE_URL, "timeout_s": judge_timeout_s}
+    # A member starts only while its job has time left for two worst-case judge calls: 60 s
+    # leaves 56 s to find a slot (5 s left 1 s, which a loaded machine overran: members were
+    # handed on to jobs of their own and the job counts changed).
     return make_settings(
         tmp_path, redis_url, judge=judge,
-        worker={"job_timeout_s": 5, "max_jobs": 4, **worker},
+        worker={"job_timeout_s": 60, "max_jobs": 4, **worker},
     )  # fmt: skip
 
 
