@@ -188,8 +188,12 @@ PATTERNS: dict[str, tuple[tuple[re.Pattern[str], Validator | None], ...]] = {
         ),
         # TWILIO_AUTH_TOKEN=..., X-API-Key: ..., AccountKey=..., &sig=..., "client_secret": "..."
         (
+            # Anchored on the word that makes the name a credential's (fast to find); the
+            # whole name is read back and judged by _labelled.
             re.compile(
-                r"(?<![A-Za-z0-9_.-])[A-Za-z][A-Za-z0-9_.-]{0,60}" + _SEP + _QUOTED_OR_PARAM
+                r"(?i)(?:token|secret|key|auth|sig|credential)[A-Za-z0-9_.-]{0,30}"
+                + _SEP
+                + _QUOTED_OR_PARAM
             ),
             _labelled,
         ),
@@ -319,22 +323,56 @@ _MUST_CONTAIN_ANY_CASE: dict[str, Collection[str]] = {
 }
 # A cheap regex every match of the kind also matches, for the kinds without a literal.
 _GATE: dict[str, re.Pattern[str]] = {
-    "API_KEY": re.compile(r"[A-Za-z0-9_-]{12}"),
-    "AWS_SECRET": re.compile(r"[A-Za-z0-9/+=]{16}"),
-    "IBAN": re.compile(r"[A-Za-z]{2}\d{2}"),
-    "CARD": re.compile(r"\d{4}"),
+    # Every API_KEY format has a _ or - then 10+ token characters, or one of _API_LITERALS,
+    # or a Twilio SID (checked only when "SK" or "AC" is in the text: _API_SIDS).
+    "API_KEY": re.compile(r"[_-][A-Za-z0-9_-]{10}"),
+    "AWS_SECRET": re.compile(r"[A-Za-z0-9/+=]{40}"),  # or a label: _AWS_LABELS
+    # Digits first (a text has far fewer digits than letters for the regex to start on): the
+    # check digits and the shortest BBAN (11, Norway); a card's first two groups.
+    "IBAN": re.compile(r"\d\d[ -]?[A-Za-z0-9]{4}[ -]?[A-Za-z0-9]{4}[ -]?[A-Za-z0-9]{3}"),
+    "CARD": re.compile(r"\d{4}[ .-]?\d\d"),
     "SSN": re.compile(r"\d{3}[ -]?\d{2}[ -]?\d{4}"),
     # A phone needs 7 digits (see redact_numbers) with only its separators in between.
     "PHONE": re.compile(r"\d[\d .()+-]{5,}\d"),
 }
 
 
-def _may_contain(kind: str, text: str, lowered: str | None) -> bool:
+# The shortest match of these kinds, in characters without whitespace: a text whose longest
+# word is shorter has none, and `max(map(len, text.split()))` is far cheaper than a regex.
+_MIN_WORD = {"API_KEY": 15, "AWS_SECRET": 16}
+_AWS_LABELS = ("secret", "session")
+_API_LITERALS = (
+    "AKIA", "ASIA", "ABIA", "ACCA", "AIza", "GR1348941", "SG.", "ya29.", ":AA", "dapi",
+    "hooks.slack", "discord",
+)  # fmt: skip
+_API_SIDS = re.compile(r"(?:SK|AC)[0-9a-f]{32}")
+
+
+def _may_contain(kind: str, text: str, lowered: str | None, longest: int | None = None) -> bool:
     """False only when no match of `kind` can be in `text` (`lowered`: its lower-cased form
-    with `re`'s extra folds applied, or None: run the regex)."""
+    with `re`'s extra folds applied, or None: run the regex; `longest`: its longest
+    whitespace-free run, None: unknown)."""
     needles = _MUST_CONTAIN[kind]
     if needles is not None:
         return any(n in text for n in needles)
+    if longest is not None and longest < _MIN_WORD.get(kind, 0):
+        return False
+    if kind == "AWS_SECRET" and (lowered is None or any(n in lowered for n in _AWS_LABELS)):
+        return True  # a labelled form may be there; else only a bare 40-character key
+    if kind == "API_KEY" and (
+        any(n in text for n in _API_LITERALS)
+        or (("SK" in text or "AC" in text) and _API_SIDS.search(text) is not None)
+    ):
+        return True  # else only the separated formats: the gate
+
+    if (
+        kind == "AUTH_TOKEN"
+        and lowered is not None
+        and "bearer" not in lowered
+        and ":" not in text
+        and "=" not in text
+    ):
+        return False  # every other AUTH_TOKEN form has key: value or key=value
     any_case = _MUST_CONTAIN_ANY_CASE.get(kind)
     if any_case is not None:
         return lowered is None or any(n in lowered for n in any_case)
@@ -413,9 +451,11 @@ class Redactor:
         # MASK (same length, so offsets hold) and the spans are replaced in the original.
         masked, origin = view(text)
         lowered = _lower(masked)
+        # Masking never lengthens a word: the longest one is computed once.
+        longest = max(map(len, masked.split()), default=0)
         found: list[tuple[int, int, str]] = []
         for kind in self.kinds:
-            if not _may_contain(kind, masked, lowered):
+            if not _may_contain(kind, masked, lowered, longest):
                 continue
             spans = _spans(kind, masked)
             if not spans:

@@ -102,6 +102,25 @@ _PIECES = st.sampled_from(
         "\n",
         '"',
         "é",
+        # The gates added with the token families, SSNs and the normalised view.
+        "SG.",
+        "xoxb-",
+        ":AA",
+        "AccountKey=",
+        "X-API-Key: ",
+        "Bearer ",
+        "aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5zA7b",
+        "SK0123456789abcdef0123456789abcdef",
+        "536-22-8714",
+        "SSN ",
+        "4111.1111.1111.1112",
+        "ch93 0076 2011 6238 5295 7",
+        "ＡＫＩＡ",
+        "\u200b",
+        "my password is ",
+        "[at]",
+        "_",
+        "-",
     ]
 )
 
