@@ -2,6 +2,7 @@
 
     python -m bench.redaction              # the two corpus tables
     python -m bench.redaction --agreement  # also the shared labelled data (about a minute)
+    python -m bench.redaction --speed [--baseline OLD.py]  # CPU per case on the shared data
 
 1. The independent corpus (tests/fixtures/redaction_independent.jsonl): cases written from
    public format descriptions before the patterns were broadened. Recall = caught / cases per
@@ -126,6 +127,39 @@ def agreement() -> None:
     print(f"\nplaceholders by kind in changed cases: {dict(kinds)}")
 
 
+def speed(baseline: str | None) -> None:
+    """CPU per redact_case on RAGTruth + FRANK, 7 interleaved rounds (a baseline module, e.g.
+    `git show 7e6119e:judges/redact.py > /tmp/redact_old.py`, runs in the same rounds)."""
+    import importlib.util
+    import statistics
+    import time
+
+    from bench.local_data import load_frank, load_ragtruth
+    from judges import redact
+
+    sides = {"current": redact.redact_case}
+    if baseline:
+        spec = importlib.util.spec_from_file_location("redact_baseline", baseline)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sides = {"baseline": module.redact_case, **sides}
+    cases = [it.case for it in load_ragtruth() + load_frank()]
+    chars = statistics.mean(len(c.answer) + sum(len(x.text) for x in c.contexts) for c in cases)
+    rounds: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(7):
+        for name, fn in sides.items():
+            start = time.process_time()
+            for case in cases:
+                fn(case)
+            rounds[name].append((time.process_time() - start) / len(cases) * 1000)
+    print(f"\n### CPU per case ({len(cases)} cases, {chars:.0f} characters on average)\n")
+    for name, ms in rounds.items():
+        print(
+            f"{name}: median {statistics.median(ms):.3f} ms (min {min(ms):.3f}, max {max(ms):.3f})"
+        )
+
+
 def _kinds(text: str) -> list[str]:
     import re
 
@@ -135,11 +169,15 @@ def _kinds(text: str) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agreement", action="store_true", help="also the shared labelled data")
+    parser.add_argument("--speed", action="store_true", help="CPU per case on the shared data")
+    parser.add_argument("--baseline", help="a redact.py to time beside the current one")
     args = parser.parse_args()
     independent()
     generated()
     if args.agreement:
         agreement()
+    if args.speed:
+        speed(args.baseline)
 
 
 if __name__ == "__main__":
