@@ -133,3 +133,25 @@ def test_the_fixed_window_test_on_continuous_scores_keeps_its_level(mean: float)
         c = MeanSample.from_moments(n, xc.sum(1), (xc * xc).sum(1))
         false = int(bounded_drop(b, c, SHIPPED.alpha).sum())
         assert_within_level(false, SEEDS, SHIPPED.alpha, f"fixed window mean={mean} n={n}")
+
+
+@pytest.mark.parametrize("traffic", [50, 200, 1000])
+def test_weighted_trend_intervals_cover_the_population_mean(traffic: int) -> None:
+    """A trend bucket's 95 % interval (Hájek mean, Wilson on the effective sample size) over
+    records sampled at two rates, the low-scoring stratum always: it must cover the mean of
+    *all* traces at least 95 % of the time (failing when the 99 % upper bound of its coverage
+    is below 0.95). An approximation, not exact: this is where it is checked."""
+    from evalcore.exact import clopper_pearson_upper
+    from evaluator.analytics.weights import WeightedStats
+
+    rng = np.random.default_rng(traffic)
+    population = 0.2 * 0.5 + 0.8 * 0.95
+    covered = 0
+    for _ in range(SEEDS):
+        hard = rng.random(traffic) < 0.2
+        p = np.where(hard, 1.0, 0.2)
+        kept = rng.random(traffic) < p
+        x = (rng.random(traffic) < np.where(hard, 0.5, 0.95)).astype(float)
+        lo, hi = WeightedStats.from_scores(list(zip(x[kept], p[kept], strict=True))).mean_ci(0.95)
+        covered += lo <= population <= hi
+    assert clopper_pearson_upper(covered, SEEDS, 0.01) >= 0.95, f"coverage {covered / SEEDS}"
