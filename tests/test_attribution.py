@@ -254,3 +254,38 @@ def test_a_new_version_is_attributed_against_the_version_it_replaced(
     assert why["strata"][""]["mean_before"] == pytest.approx(alert.baseline_mean)
     assert why["strata"][""]["mean_now"] == pytest.approx(0.5)
     assert "likely cause: the app" in alert.message
+
+
+def test_strata_shares_are_traffic_estimates_under_sampling_weights(store: Store) -> None:
+    """A stratum sampled at p = 0.25 holds a quarter of the records but half the traffic:
+    its share is Σ 1/p, not its record count (a budget change is not a mix shift)."""
+    from evaluator.analytics.attribution_data import strata_in
+    from evaluator.analytics.queries import Clock
+    from evaluator.store.models import EvalRecord
+
+    lo = NOW - timedelta(hours=6)
+    rows = [
+        EvalRecord(trace_id=f"w{t}-{i}", rubric="faith", rubric_version="1",
+                   scorer="faithfulness", status="ok", score=1.0, passed=True, epoch="legacy",
+                   created_at=lo + timedelta(minutes=i + 1), tenant=t, inclusion_probability=p,
+                   prompt_version="v17", model="gpt-4o", feature="qa")
+        for t, n, p in (("t1", 100, 1.0), ("t2", 25, 0.25))
+        for i in range(n)
+    ]  # fmt: skip
+    with Session(store.engine) as session:
+        session.add_all(rows)
+        session.commit()
+        labels = ("prompt_version", "model", "feature", "epoch")
+        got = strata_in(session, Clock.of(session), "faith", labels,
+                        ("v17", "gpt-4o", "qa", "legacy"), lo, NOW)  # fmt: skip
+    assert {k: s.stats.n for k, s in got.items()} == {"t1": 100, "t2": 25}
+    assert {k: s.traffic for k, s in got.items()} == pytest.approx({"t1": 100.0, "t2": 100.0})
+
+
+def test_the_bench_runs_and_counts_every_seed() -> None:
+    from bench.attribution import SCENARIOS, render, run
+
+    results = run(seeds=2, window_n=200, baseline_n=1000)
+    assert set(results) == set(SCENARIOS)
+    assert all(sum(r["counts"].values()) == 2 for r in results.values())
+    assert "| traffic | traffic |" in render(results, 200, 1000, JUDGE_LEVEL)
