@@ -289,3 +289,34 @@ def test_the_bench_runs_and_counts_every_seed() -> None:
     assert set(results) == set(SCENARIOS)
     assert all(sum(r["counts"].values()) == 2 for r in results.values())
     assert "| traffic | traffic |" in render(results, 200, 1000, JUDGE_LEVEL)
+
+
+def test_an_open_alert_is_attributed_again_when_an_anchor_run_lands_after_it(
+    store: Store, tmp_path: Path
+) -> None:
+    """Anchors run weekly: at opening the judge was not checked (the alert said so); the
+    next anchor run revises the attribution, keeping the first one."""
+    from evaluator.analytics.attribution_data import revise_open
+
+    stable_baseline(store, tenant="t1")
+    seed(store, pattern(120, 2), NOW - timedelta(hours=5), NOW, prefix="bad", tenant="t1")
+    before, after = runs(good_fail=(5, 55))
+    anchor_run(store, NOW - timedelta(days=3), before)
+    rubric_set = rubrics(tmp_path)
+    report, _ = decide(store, rubric_set, ALERTS, NOW)
+    (opened,) = report.opened
+    first = opened.summary["attribution"]
+    assert first["cause"] == "system" and first["judge"]["checked"] is False
+    assert "the judge was not re-checked (no anchor run since" in opened.message
+    assert revise_open(store, rubric_set.rubrics[0], ALERTS, NOW + timedelta(hours=1)) == 0
+
+    later = NOW + timedelta(days=1)
+    anchor_run(store, later, after)
+    assert revise_open(store, rubric_set.rubrics[0], ALERTS, later) == 1
+    (alert,) = list_alerts(store, open_only=True)
+    assert alert.summary["attribution"]["cause"] == "judge"
+    assert alert.summary["attribution"]["revised_at"] == later.isoformat()
+    assert alert.summary["attribution_at_open"] == first
+    assert "not re-checked" not in alert.message and "likely cause: the judge" in alert.message
+    assert alert.message.endswith("(revised after anchor run 2026-03-11 12:00 UTC)")
+    assert revise_open(store, rubric_set.rubrics[0], ALERTS, later) == 0  # once

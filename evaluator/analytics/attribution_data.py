@@ -4,6 +4,7 @@ For an alerting group: its per-stratum statistics in the baseline and the window
 the traffic labels the group does not fix), read on the regression check's clock with the
 same 1/p weights, and the rubric's anchor runs of the group's evaluator epoch — the last run
 before the window and the latest run inside it. Everything else is the pure function's.
+`revise_open` attributes an open alert again when an anchor run lands after it opened.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from evaluator.analytics.alerts import open_alerts, policy_for, save
 from evaluator.analytics.attribution import (
     Attribution,
     JudgeShift,
@@ -26,10 +29,15 @@ from evaluator.analytics.attribution import (
     stratum_key,
 )
 from evaluator.analytics.queries import Clock, Key, aggregates, match_labels, predecessor
+from evaluator.analytics.regression import window_bounds
 from evaluator.config.policy import RegressionPolicy
 from evaluator.store.models import EvalRecord, record_weight
-from evaluator.store.store import as_utc
+from evaluator.store.store import Store, as_utc
 from evaluator.store.trust_models import AnchorRun
+
+if TYPE_CHECKING:
+    from evaluator.config.settings import AlertsSettings
+    from judges.rubric import Rubric
 
 log = logging.getLogger("evaluator.analytics.alerts")
 
@@ -73,7 +81,8 @@ def strata_in(
 def _judge(
     session: Session, rubric: str, epoch: str | None, since: datetime, now: datetime
 ) -> tuple[JudgeShift | None, str]:
-    """The anchors' shift from the last run before `since` to the latest in [since, now]."""
+    """The anchors' shift from the last run before `since` to the latest in [since, now]
+    (`now`: the alert's opening, or a later anchor run's start when revised)."""
     query = select(AnchorRun.id, AnchorRun.started_at).where(AnchorRun.rubric == rubric)
     if epoch is not None:
         query = query.where(AnchorRun.epoch == epoch)
@@ -110,13 +119,17 @@ def attribution_for(
     kind: str,
     windows: tuple[datetime, datetime, datetime],
     policy: RegressionPolicy,
+    anchors_until: datetime | None = None,
 ) -> Attribution:
     """Attribute a `kind` ("drop" | "version") alert of group `key`; `windows` is (baseline
     start, window start, now). A version is compared with the group it replaced, over the
-    baseline period before the new group's first record. Never raises: an alert must open
+    baseline period before the new group's first record; anchor runs count up to
+    `anchors_until` (default: now). Never raises: an alert must open
     even if its attribution cannot be computed (the error is logged and named)."""
     try:
-        return _attribution(session, clock, rubric, labels, key, kind, windows, policy)
+        return _attribution(
+            session, clock, rubric, labels, key, kind, windows, policy, anchors_until or windows[2]
+        )
     except Exception as exc:  # a page must not be lost to its explanation
         log.exception("attribution of a %s alert on %s failed", kind, rubric)
         return Attribution(
@@ -135,6 +148,7 @@ def _attribution(
     kind: str,
     windows: tuple[datetime, datetime, datetime],
     policy: RegressionPolicy,
+    anchors_until: datetime,
 ) -> Attribution:
     base_lo, win_lo, now = windows
     base_key = key
@@ -144,6 +158,51 @@ def _attribution(
     base = strata_in(session, clock, rubric, labels, base_key, base_lo, win_lo)
     cur = strata_in(session, clock, rubric, labels, key, win_lo, now)
     epoch = dict(zip(labels, key, strict=True)).get("epoch")
-    shift, note = _judge(session, rubric, epoch, win_lo, now)
+    shift, note = _judge(session, rubric, epoch, win_lo, anchors_until)
     return attribute(base, cur, shift, policy, stratum_labels=strata_labels(labels),
                      judge_note=note)  # fmt: skip
+
+
+def revise_open(store: Store, rubric: Rubric, alerts: AlertsSettings, now: datetime) -> int:
+    """After an anchor run at `now`: attribute again each open drop/version alert of
+    `rubric` whose attribution could not check the judge (no anchor run inside its window
+    when it opened; anchors run weekly by default), over the same windows with the anchor
+    runs up to `now`. The first attribution is kept as `attribution_at_open`, the message's
+    sentence is replaced. Returns how many alerts were revised; never raises."""
+    try:
+        policy = policy_for(rubric, alerts).policy
+    except ValueError:
+        return 0
+    revised = 0
+    for alert in open_alerts(store, rubric.name):
+        first = (alert.summary or {}).get("attribution") or {}
+        if alert.kind not in ("drop", "version") or (first.get("judge") or {}).get("checked", True):
+            continue
+        try:
+            opened = as_utc(alert.opened_at)
+            base_lo, win_lo = window_bounds(opened, policy)
+            if alert.kind == "version":
+                win_lo = datetime.fromisoformat(alert.changed["first_seen"])
+            labels, key = tuple(alert.labels), tuple(alert.labels.values())
+            with Session(store.engine) as session:
+                clock = Clock.of(session, alerts.max_lag_delta)
+                new = attribution_for(session, clock, rubric.name, labels, key, alert.kind,
+                                      (base_lo, win_lo, opened), policy, now)  # fmt: skip
+        except Exception:  # one odd alert must not stop the anchor job
+            log.exception("revising the attribution of alert %s failed", alert.id)
+            continue
+        if "error" in new.evidence or new.evidence.get("judge", {}).get("checked") is False:
+            continue
+        old = first.get("sentence", "")
+        revised_json = {**new.to_json(), "revised_at": now.isoformat()}
+        alert.summary = {**alert.summary, "attribution_at_open": first, "attribution": revised_json}
+        base = (
+            alert.message[: -len(old) - 2] if old and alert.message.endswith(old) else alert.message
+        )
+        alert.message = (
+            f"{base}; {new.sentence} (revised after anchor run {now:%Y-%m-%d %H:%M} UTC)"
+        )
+        alert.updated_at = now
+        save(store, alert)
+        revised += 1
+    return revised

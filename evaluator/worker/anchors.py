@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from evaluator.analytics import judge_drift
+from evaluator.analytics.attribution_data import revise_open
 from evaluator.config.policy import parse_duration
 from evaluator.sources.labelled import read_labelled
 from evaluator.store.trust_models import AnchorRun
@@ -252,6 +253,8 @@ async def run_anchors(
     outcome.alert, _ = await asyncio.to_thread(
         judge_drift.raise_or_resolve, store, rubric.name, drift, run, now, ALERT_COOL_DOWN
     )
+    # Open regression alerts that could not check the judge when they opened can now.
+    await asyncio.to_thread(revise_open, store, rubric, runtime.settings.alerts, now)
     return outcome
 
 
