@@ -61,8 +61,9 @@ STRATUM_LABELS = ("feature", "tenant")
 PAIRED_MIN_OVERLAP = 0.8  # as judge_drift.compare_runs: mostly the same items → paired
 # The anchors' one-sided level for "the judge changed" in an attribution. Looser than the
 # judge-drift alert's own alpha (0.01 by default, which pages): an attribution only ranks
-# explanations of an alert that already opened, and with the judge unchanged the exact test
-# still names the judge falsely with probability ≤ this level. At 0.01 a 200-item anchor set
+# explanations of an alert that already opened, and with the judge unchanged the exact paired
+# test still names the judge falsely with probability ≤ this level (the unpaired fallback for
+# a rotating anchor sample is a normal approximation). At 0.01 a 200-item anchor set
 # misses a third of silent swaps that drop production by 0.1 (BENCHMARKS.md).
 JUDGE_LEVEL = 0.05
 _NORMAL = NormalDist()
