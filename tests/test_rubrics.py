@@ -78,7 +78,7 @@ def test_rubrics_check_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(["rubrics", "check", str(bad)]) == 1
     err = capsys.readouterr().err
     assert "tone.toml" in err and "sampling.rate" in err
-    assert main(["rubrics", "check", str(tmp_path / "missing")]) == 1
+    assert main(["rubrics", "check", str(tmp_path / "missing")]) == 2  # a missing file: usage
 
 
 @settings(max_examples=150, deadline=None)
