@@ -97,7 +97,7 @@ def test_relevance_rewards_on_topic_and_penalises_evasion() -> None:
 
 
 def test_embeddings_keep_verdicts_and_report_similarity() -> None:
-    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("sentence_transformers", reason="needs the optional extra [embeddings]")
     from judges.llm.embedder import Embedder
 
     emb = Embedder()

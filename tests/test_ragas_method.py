@@ -327,7 +327,7 @@ async def test_ragas_telemetry_is_turned_off(
 def test_ragas_itself_sees_telemetry_off_in_a_fresh_process() -> None:
     # ragas reads the variable once and caches the answer: only a process in which nothing
     # imported ragas before our scorer did shows whether the setting came early enough.
-    pytest.importorskip("ragas")
+    pytest.importorskip("ragas", reason="needs the optional extra: pip install -e '.[ragas]'")
     env = {k: v for k, v in os.environ.items() if k != "RAGAS_DO_NOT_TRACK"}
     code = (
         "from judges.scorers.ragas_adapters import _import_ragas; _import_ragas(); "

@@ -177,7 +177,7 @@ async def test_context_local_lexical_without_embedder() -> None:
 
 
 async def test_context_local_with_embeddings() -> None:
-    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("sentence_transformers", reason="needs the optional extra [embeddings]")
     from judges.llm.embedder import Embedder
 
     result = await score_contexts(

@@ -214,7 +214,7 @@ async def test_embeddings_without_embedder_names_the_extra() -> None:
 
 
 async def test_embeddings_method_ranks_the_invented_sentence_lowest() -> None:
-    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("sentence_transformers", reason="needs the optional extra [embeddings]")
     from judges.llm.embedder import Embedder
 
     case = EvalCase(**{**_state(CASE), "samples": SAMPLES})
