@@ -114,7 +114,7 @@ def test_kill_9_turns_health_unhealthy_within_the_ttl(workers: Workers) -> None:
           f"(TTL {ttl} s)")  # fmt: skip
 
     second.send_signal(signal.SIGTERM)  # a clean stop deletes its key at once
-    out, err = second.communicate(timeout=60)
+    second.communicate(timeout=60)
     assert workers.beats() == []
     assert workers.health("--require-worker")[0] == 1
 
