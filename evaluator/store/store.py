@@ -154,8 +154,15 @@ def is_input_fault(exc: BaseException) -> bool:
 
 
 def as_utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back naive; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    """The same instant in UTC. SQLite hands timestamps back naive (they were written in UTC);
+    an aware time in another zone (a span's start from the app) is converted, not relabelled —
+    SQLite would store its wall time and lose the offset.
+
+        >>> from datetime import timedelta, timezone
+        >>> as_utc(datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=2)))).hour
+        10
+    """
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class Store:
