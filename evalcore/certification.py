@@ -1,0 +1,308 @@
+"""Certify a cheap stage's pass threshold on labelled data, or say it cannot be certified;
+and withdraw a certification when audited traffic shows the cheap stage drifting.
+
+The question. A cascade lets a cheap stage (the local scorer, or a cheaper judge) pass an
+answer without asking the top judge when its score s is at least a threshold t. The harm is a
+*miss*: an answer the top judge (or a human) would fail, passed by the cheap stage. Its rate
+on a stratum of traffic is m(t) = P(s ≥ t | the top judge fails), nonincreasing in t.
+
+The guarantee of `certify`. Given labelled calibration items of one stratum (score s_i,
+verdict fail_i), it returns the loosest threshold t of a grid fixed in advance such that
+
+    P(m(t) ≤ alpha) ≥ 1 − delta      over the calibration draw,
+
+for traffic exchangeable with the draw (at cluster level when clusters are given); or None
+when no grid threshold can be certified (then the cascade must ask the judge on everything).
+
+How. Fixed-sequence testing (as in Jung et al. 2024, "Trust or Escalate"): the grid is tested
+from the strictest threshold to the loosest, each at level delta, and testing stops at the
+first threshold whose null "m(t) > alpha" is not rejected. No multiplicity correction is due:
+the nulls are nested (m grows as t loosens), so certifying a bad threshold requires rejecting
+the first true null of the sequence, which happens with probability ≤ delta. Each test is
+exact: given the number F of failing labelled items, the misses among them are
+Binomial(F, m(t)) when the items are independent draws, so "m(t) > alpha" is rejected iff
+P(Binomial(F, alpha) ≤ misses) ≤ delta (the one-sided Clopper–Pearson upper bound at delta is
+≤ alpha). As misses(t) only grows as t loosens, the sequence stops exactly at the first grid
+threshold with more than `max_misses(F)` misses; `certify` finds it directly.
+
+Clusters. Answers of one document or session are not independent (one hard document makes
+several misses at once), so a binomial bound over all their items is not exact. With
+`clusters`, one item per cluster is kept, chosen uniformly at random (the `seed`, independent
+of scores and verdicts), and only those enter the test. Why this over a cluster-level betting
+bound on Σ misses / Σ failures: the kept items are independent draws from "a uniformly drawn
+cluster, a uniformly drawn item in it", so the test stays exactly binomial and needs ~45
+failing clusters at alpha 0.05 / delta 0.1, where a betting bound on cluster sums, scaled by
+the largest cluster size, needs several times more clusters. The price: the guarantee is for
+that cluster-uniform traffic (each item weighted 1/its cluster's size), which equals the
+item-level miss rate when clusters have equal sizes or their miss rates do not depend on size;
+and the labels of the other items in a cluster are not used. Draw calibration labels one per
+cluster to pay for no unused labels.
+
+Withdrawal (`Monitor`). Audited traces — ones the cheap stage passed, judged anyway — arrive
+one by one. Under a certification, the fail rate among passed traces is
+r = m · P(fail) / P(s ≥ t) ≤ alpha · P(fail) / P(s ≥ t) =: ceiling. The monitor runs a betting
+e-process (`evalcore.sequences`, mixture of betting martingales) against "r ≤ ceiling" and
+withdraws once its wealth reaches 1/delta: on a stationary stream with r ≤ ceiling,
+P(ever withdrawn) ≤ delta, however often it is checked (Ville's inequality).
+
+    >>> cert = certify([0.95] * 60 + [0.2] * 40 + [0.9] * 100, [False] * 60 + [True] * 40
+    ...                + [False] * 100, alpha=0.1, delta=0.1)
+    >>> cert.threshold, cert.failing, cert.misses, round(cert.decided_share, 2)
+    (0.201, 40, 0, 0.8)
+    >>> certify([0.9] * 10, [True] * 10).threshold is None
+    True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+from evalcore.exact import betainc, clopper_pearson_upper
+from evalcore.sequences import MeanSample, log_wealth
+
+# A fixed grid (never chosen from the data): 1.000, 0.999, …, 0.000, strictest first.
+DEFAULT_GRID: tuple[float, ...] = tuple(round(1.0 - i / 1000, 3) for i in range(1001))
+LABELS_CAP = 10_000_000  # `labels_needed` reports None beyond this
+
+
+def binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(Binomial(n, p) ≤ k), exactly, through the incomplete beta."""
+    if k < 0:
+        return 0.0
+    if k >= n:
+        return 1.0
+    return betainc(n - k, k + 1, 1.0 - p)
+
+
+@lru_cache(maxsize=65536)  # pure; re-certifying as labels accrue asks the same F again
+def max_misses(failing: int, alpha: float, delta: float) -> int:
+    """The most misses among `failing` independent failing items with which "m > alpha" is
+    still rejected at level delta (−1: none, the sample is too small to certify anything).
+
+    >>> max_misses(44, 0.05, 0.1), max_misses(45, 0.05, 0.1), max_misses(200, 0.05, 0.1)
+    (-1, 0, 5)
+    """
+    lo, hi = -1, failing  # invariant: cdf(lo) ≤ delta (cdf(−1) = 0), cdf(hi) > delta or hi = n
+    if binomial_cdf(failing, failing, alpha) <= delta:
+        return failing
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if binomial_cdf(mid, failing, alpha) <= delta else (lo, mid)
+    return lo
+
+
+@dataclass(frozen=True)
+class Certification:
+    """The outcome of `certify` for one stratum (see the module docstring for the guarantee).
+
+    threshold: the certified pass threshold (score ≥ threshold passes without the judge), or
+    None: none can be certified, the judge decides everything.
+    labels / failing / clusters: the labelled items the test used (one per cluster when
+    clusters were given), the failing ones among them, the clusters they came from.
+    misses: failing items at or above the threshold. miss_bound: the Clopper–Pearson upper
+    bound of m at the threshold, level delta (≤ alpha when certified).
+    decided_share: the share of the stratum's items with score ≥ threshold (what the cheap
+    stage decides). fail_given_passed: the labels' share failing among those (a point estimate
+    of P(fail | passed locally)). labels_needed: when not certified, the labels (at this
+    draw's design) needed at the observed rates, see `labels_needed`; needed_for is the
+    threshold that estimate is for.
+    """
+
+    threshold: float | None
+    alpha: float
+    delta: float
+    labels: int
+    failing: int
+    clusters: int | None
+    misses: int
+    miss_bound: float
+    decided_share: float
+    fail_given_passed: float | None
+    labels_needed: int | None = None
+    needed_for: float | None = None
+
+    @property
+    def certified(self) -> bool:
+        return self.threshold is not None
+
+
+def one_per_cluster(
+    clusters: Sequence[object] | npt.NDArray[np.generic], seed: int = 0
+) -> np.ndarray:
+    """Indices of one item per cluster, drawn uniformly within each (independent of the data)."""
+    rng = np.random.default_rng(seed)
+    groups: dict[object, list[int]] = {}
+    for i, c in enumerate(clusters):
+        groups.setdefault(c, []).append(i)
+    return np.array(sorted(int(rng.choice(g)) for g in groups.values()), dtype=int)
+
+
+def labels_needed(
+    failing_share: float, miss_rate: float, alpha: float, delta: float, now: int = 0
+) -> int | None:
+    """Labels needed to certify a threshold whose observed miss rate among failing items is
+    `miss_rate`, when a share `failing_share` of labels fail — assuming both rates stay as
+    observed (a projection, not a promise). None when it cannot be reached (miss rate ≥ alpha,
+    no failing labels) or exceeds LABELS_CAP.
+
+    >>> labels_needed(0.5, 0.0, 0.05, 0.1)
+    90
+    """
+    if failing_share <= 0 or miss_rate >= alpha:
+        return None
+
+    def ok(f: int) -> bool:
+        return max_misses(f, alpha, delta) >= math.floor(miss_rate * f)
+
+    f = 1
+    while not ok(f):  # doubling, then bisection (ok is monotone up to floor() steps)
+        f *= 2
+        if f / failing_share > LABELS_CAP:
+            return None
+    lo, hi = f // 2, f
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return max(math.ceil(hi / failing_share), now)
+
+
+def certify(
+    scores: npt.ArrayLike,
+    fails: npt.ArrayLike,
+    clusters: Sequence[object] | npt.NDArray[np.generic] | None = None,
+    *,
+    alpha: float = 0.05,
+    delta: float = 0.1,
+    grid: Sequence[float] = DEFAULT_GRID,
+    stratum_scores: npt.ArrayLike | None = None,
+    seed: int = 0,
+) -> Certification:
+    """Certify the loosest threshold of `grid` (ordered strictest first, fixed in advance)
+    with P(m ≤ alpha) ≥ 1 − delta over the calibration draw (module docstring: assumptions).
+
+    `scores`/`fails`: the cheap stage's score and the top judge's (or a human's) verdict per
+    labelled item, drawn uniformly from the stratum. `clusters`: a cluster id per item (one
+    item per cluster is then used). `stratum_scores`: scores of all the stratum's traffic for
+    the decided share (default: the labelled items' scores).
+    """
+    if not (0 < alpha < 1 and 0 < delta < 1):
+        raise ValueError("alpha and delta must lie strictly between 0 and 1")
+    s, y = np.asarray(scores, float), np.asarray(fails, bool)
+    if s.shape != y.shape or s.ndim != 1:
+        raise ValueError("one verdict per score")
+    if list(grid) != sorted(grid, reverse=True):
+        raise ValueError("the grid must be ordered strictest (largest) first")
+    n_clusters = None
+    if clusters is not None:
+        if len(clusters) != s.size:
+            raise ValueError("one cluster id per score")
+        keep = one_per_cluster(clusters, seed)
+        s, y, n_clusters = s[keep], y[keep], len(keep)
+    failing = np.sort(s[y])[::-1]  # failing items' scores, highest first
+    f = failing.size
+    k_max = max_misses(f, alpha, delta)
+    g = np.asarray(grid, float)
+    misses = np.searchsorted(-failing, -g, side="right")  # failing scores ≥ each threshold
+    ok = misses <= k_max
+    first_bad = int(np.argmin(ok)) if not ok.all() else len(g)
+    threshold = float(g[first_bad - 1]) if first_bad > 0 else None
+    traffic = s if stratum_scores is None else np.asarray(stratum_scores, float)
+    if threshold is not None:
+        m = int(misses[first_bad - 1])
+        passed = s >= threshold
+        decided = float((traffic >= threshold).mean()) if traffic.size else 0.0
+        fgp = float(y[passed].mean()) if passed.any() else None
+        bound = clopper_pearson_upper(m, f, delta) if f else 1.0
+        return Certification(threshold, alpha, delta, int(s.size), f, n_clusters, m, bound,
+                             decided, fgp)  # fmt: skip
+    # None certifiable: project the labels needed at the fewest observed misses (the need
+    # grows with the miss rate), for the loosest threshold with that many that passes any item.
+    best: tuple[int, float] | None = None
+    eligible = [i for i, t in enumerate(g) if (s >= t).any()]
+    if eligible and f:
+        fewest = min(int(misses[i]) for i in eligible)
+        loosest = max(i for i in eligible if misses[i] == fewest)
+        need = labels_needed(f / s.size, fewest / f, alpha, delta, int(s.size))
+        best = (need, float(g[loosest])) if need is not None else None
+    m0 = int(misses[0]) if g.size else 0
+    return Certification(None, alpha, delta, int(s.size), f, n_clusters, m0,
+                         clopper_pearson_upper(m0, f, delta) if f else 1.0, 0.0, None,
+                         best[0] if best else None, best[1] if best else None)  # fmt: skip
+
+
+def first_withdrawal(failed: npt.ArrayLike, ceiling: float, delta: float = 0.1) -> int | None:
+    """The audited-trace count at which `Monitor` withdraws on this stream, or None: the same
+    e-process, evaluated along the whole stream at once (for simulations and backfills).
+
+    >>> first_withdrawal([False] * 40 + [True] * 10, 0.05), first_withdrawal([False] * 50, 0.05)
+    (48, None)
+    """
+    x = np.asarray(failed, bool)
+    if x.size == 0:
+        return None
+    n = np.arange(1, x.size + 1, dtype=float)
+    sample = MeanSample.from_counts(passes=n - np.cumsum(x), n=n)
+    hits = np.flatnonzero(log_wealth(sample, 1.0 - ceiling) >= -math.log(delta))
+    return int(hits[0]) + 1 if hits.size else None
+
+
+@dataclass(frozen=True)
+class Monitor:
+    """Anytime-valid withdrawal of a certification from audited passes (module docstring).
+
+    `ceiling`: the largest fail rate among passed traces the certification allows,
+    alpha · P(fail) / P(score ≥ t) (`Monitor.for_certification`). Feed each audited trace's
+    judge verdict with `observe`; `withdrawn` turns True (and stays) once the e-process
+    against "fail rate among passed ≤ ceiling" reaches 1/delta: P(ever withdrawn) ≤ delta
+    on a stationary stream within the ceiling.
+
+    >>> mon = Monitor(ceiling=0.05, delta=0.1)
+    >>> for _ in range(40):
+    ...     mon = mon.observe(failed=False)
+    >>> mon.withdrawn
+    False
+    >>> for _ in range(10):
+    ...     mon = mon.observe(failed=True)
+    >>> mon.withdrawn, mon.audited, mon.failed
+    (True, 50, 10)
+    """
+
+    ceiling: float
+    delta: float = 0.1
+    audited: int = 0
+    failed: int = 0
+    withdrawn_at: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (0 < self.ceiling < 1 and 0 < self.delta < 1):
+            raise ValueError("ceiling and delta must lie strictly between 0 and 1")
+
+    @classmethod
+    def for_certification(cls, cert: Certification, fail_share: float) -> Monitor:
+        """The ceiling alpha · fail_share / decided_share; `fail_share` is P(fail) on the
+        stratum (e.g. the calibration labels' failing share). Capped below 1."""
+        if cert.threshold is None or cert.decided_share <= 0:
+            raise ValueError("only a certification that decides traffic can be monitored")
+        return cls(min(cert.alpha * fail_share / cert.decided_share, 0.999), cert.delta)
+
+    @property
+    def withdrawn(self) -> bool:
+        return self.withdrawn_at is not None
+
+    def log_wealth(self) -> float:
+        """log of the e-process against "fail rate among passed ≤ ceiling"."""
+        sample = MeanSample.from_counts(passes=self.audited - self.failed, n=self.audited)
+        return float(log_wealth(sample, 1.0 - self.ceiling))
+
+    def observe(self, failed: bool) -> Monitor:
+        nxt = Monitor(self.ceiling, self.delta, self.audited + 1, self.failed + int(failed),
+                      self.withdrawn_at)  # fmt: skip
+        if nxt.withdrawn_at is None and nxt.log_wealth() >= -math.log(self.delta):
+            nxt = Monitor(nxt.ceiling, nxt.delta, nxt.audited, nxt.failed, nxt.audited)
+        return nxt
