@@ -145,12 +145,14 @@ def run(st: Stratum, flip: float, repeats: int, alpha: float, delta: float, seed
     for k in KS:
         rows = cells[k]
         cert = [r for r in rows if r[0] is not None]
+        dec = [r for r in cert if r[3] > 0]  # certifications that decide some traffic
+        useful = len(dec)
         ok_label = sum(r[1] <= alpha for r in rows) / repeats
         ok_gold = sum(r[2] <= alpha for r in rows) / repeats
-        means = [float(np.mean([r[j] for r in cert])) if cert else float("nan") for j in range(5)]
+        means = [float(np.mean([r[j] for r in dec])) if dec else float("nan") for j in range(5)]
         med_t = f"{np.median([r[0] for r in cert]):.3f}" if cert else "–"
         lines.append(
-            f"| {st.name} | {flip:.0%} | {k} | {len(cert)}/{repeats} | {med_t} "
+            f"| {st.name} | {flip:.0%} | {k} | {len(cert)}/{repeats} ({useful}) | {med_t} "
             f"| {ok_label:.0%} | {means[1]:.3f} | {ok_gold:.0%} | {means[2]:.3f} "
             f"| {np.mean([r[3] for r in rows]):.1%} | {means[4]:.3f} | {first_txt} |"
         )
@@ -176,7 +178,7 @@ def main() -> None:
               f"| {o:.3f} ({st.decided(o):.1%}) | {st.miss(SHIPPED_PASS, st.gold_fail):.1%}, "
               f"{st.decided(SHIPPED_PASS):.1%} |")  # fmt: skip
     print(f"\n{unscored} answers not scored locally (skipped/error) are left out.\n")
-    print("| stratum | flipped | k labels | certified | median t | miss ≤ α (judge) "
+    print("| stratum | flipped | k labels | certified (deciding > 0) | median t | miss ≤ α (judge) "
           "| mean miss (judge) | miss ≤ α (gold) | mean miss (gold) | decided locally "
           "| P(fail∣passed), gold | labels to 1st cert. (median, reached) |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -186,7 +188,8 @@ def main() -> None:
                 print(line)
     print(
         "\nmiss ≤ α: share of repeats (an uncertified repeat passes nothing: miss 0); means "
-        "over certified repeats; decided locally: mean over all repeats (0 when uncertified)."
+        "over certifications that decide some traffic; decided locally: mean over all "
+        "repeats (0 when uncertified)."
     )
 
 
