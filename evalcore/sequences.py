@@ -56,7 +56,7 @@ BET_FRACTIONS: tuple[float, ...] = tuple(0.95 * 2.0**-k for k in range(12))
 _C = np.array(BET_FRACTIONS)
 _PSI = np.log1p(-_C) + _C  # Fan's inequality: log(1 + c z) >= c z + psi(c) z^2, z >= -1
 _LOG_K = math.log(len(BET_FRACTIONS))
-_ITERATIONS = 30  # bisection on [0, 1]: the bound is within 1e-9 above the exact one
+_ITERATIONS = 26  # bisection on [mean, 1]: the bound is within 1.5e-8 above the exact one
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class MeanSample:
 
 def log_wealth(sample: MeanSample, u: Any) -> Array:
     """log of the mixture wealth against "the mean is ≥ u" (shape of `u` × streams)."""
-    u = np.asarray(u, float)[..., None]
+    u = np.minimum(np.asarray(u, float), 1.0 - 1e-15)[..., None]  # u = 1: the trivial bound
     odds = u / (1.0 - u)
     if sample.exact:
         n, k = np.asarray(sample.n, float)[..., None], np.asarray(sample.passes, float)[..., None]
@@ -171,14 +171,39 @@ def upper_bound(sample: MeanSample, alpha: Any) -> Array:
     under the module's assumptions. Vectorised: `sample` fields and `alpha` broadcast.
     """
     threshold = -np.log(np.asarray(alpha, float))
-    shape = np.broadcast(np.asarray(sample.n), threshold).shape
-    lo, hi = np.zeros(shape), np.ones(shape)  # invariant: lo not rejected (u=0 never is), hi is
+    start = _mean(sample)
+    shape = np.broadcast(np.asarray(sample.n), threshold, start).shape
+    # The sample mean is never rejected (by concavity the wealth there is ≤ 1 < 1/alpha), so
+    # the search starts there; hi = 1 is the bound when nothing below it is rejected.
+    lo = np.broadcast_to(start, shape).copy()
+    hi = np.ones(shape)
     for _ in range(_ITERATIONS):
         mid = (lo + hi) / 2
         rejected = log_wealth(sample, mid) >= threshold
         hi = np.where(rejected, mid, hi)
         lo = np.where(rejected, lo, mid)
     return hi
+
+
+def _mean(sample: MeanSample) -> Array:
+    """The (bet-weighted) sample mean, 0 for an empty sample: where the search starts."""
+    if sample.exact:
+        n = np.asarray(sample.n, float)
+        out: Array = np.asarray(sample.passes, float) / np.maximum(n, 1.0)
+        return out
+    if sample.scores is not None:
+        x = np.asarray(sample.scores, float)
+        a = (
+            np.ones_like(x)
+            if sample.scales is None
+            else np.asarray(sample.scales, float) * np.ones_like(x)
+        )
+        if sample.counts is not None:
+            a = a * np.asarray(sample.counts, float)
+        total = a.sum(axis=-1)
+        return np.where(total > 0, (a * x).sum(axis=-1) / np.maximum(total, 1e-300), 0.0)
+    a = np.asarray(sample.a, float)
+    return np.where(a > 0, np.asarray(sample.ax, float) / np.maximum(a, 1e-300), 0.0)
 
 
 def lower_bound(sample: MeanSample, alpha: Any) -> Array:

@@ -13,6 +13,9 @@ from evaluator.analytics.gate import EXIT, Sides, decision_codes, gate, paired_g
 from evaluator.config.policy import RegressionPolicy
 from tests.statistics.calibration import SEEDS, assert_within_level, beta_scores
 
+# Seeded simulations are CPU-bound: on a machine loaded 10x a cell can take minutes, which is
+# not a hang (the suite's 300 s timeout is there to catch hangs).
+pytestmark = pytest.mark.timeout(1200)
 MARGIN = 0.05
 SHIPPED = RegressionPolicy()  # alpha 0.01, min_samples 10: what the gate runs with by default
 NO_WORSE, WORSE = EXIT["no_worse"], EXIT["worse"]
@@ -163,6 +166,6 @@ def test_the_public_functions_decide_as_the_vectorised_rule() -> None:
         sides = Sides(MeanSample.from_scores(b), MeanSample.from_scores(c), False)
         code = decision_codes(sides, 300, 300, one.drop, SHIPPED, MARGIN)
         assert one.exit_code == int(code)
-    pairs = list(zip((rng.random(80) < 0.9).astype(float), (rng.random(80) < 0.6).astype(float),
+    pairs = list(zip((rng.random(80) < 0.95).astype(float), (rng.random(80) < 0.5).astype(float),
                      strict=True))  # fmt: skip
     assert paired_gate(pairs, SHIPPED, margin=MARGIN).decision == "worse"
