@@ -1,35 +1,58 @@
-"""A simulated day: a judge budget equal to 10 % uniform sampling, a regression in one stratum.
+"""Simulated days: a judge budget equal to 10 % uniform sampling, the shipped regression check.
 
-    python -m bench.budget_sim [--seeds 20] [--per-minute 100] [--no-carry] [--boost-share 0.5]
-        [--burst 2] [--cascade-share 0.5]
+    python -m bench.budget_sim [--seeds 20] [--scenarios version,labels,null] [--per-minute 100]
+        [--interval 5] [--null-interval 60] [--no-carry] [--boost-share 0.5] [--burst 2]
+        [--cascade-share 0]
 
-Traffic: `per-minute` traces a minute for 24 h over 4 features (one rubric). At 12:00 the
-feature f0 ships prompt version v2 and its scores drop by 0.15 (the injected regression).
-Two arms see the same traces and the same score draws:
+Traffic: `per-minute` traces a minute over 4 features (one rubric, continuous scores) for two
+UTC days: day 0 is history (the check's baseline), day 1 is the day measured. Scenarios, from
+12:00 of day 1 (the change):
 
-- uniform: every trace sampled with p = 0.10 (no cap; today's fixed rate);
+- `version`: feature f0 ships prompt version v2 and its scores drop by 0.15 (σ 0.15): the
+  regression arrives as a new stratum, which the budget boosts;
+- `labels`: f0's scores drop by 0.15 and its labels stay as they were (a model provider's
+  silent update, a retrieval index going stale): no new stratum, no boost;
+- `null`: f0 ships v2 and its scores do not change (the version e-process and every
+  group's e-detector see no regression); every alert of day 1 is false.
+
+Two arms see the same traces and score draws, at equal judge calls:
+
+- uniform: every trace sampled with p = 0.10 (no budget; the sampler's floor is 0.10);
 - budgeted: the shipped allocation of evaluator.intake.allocation (rubric rate 1, a
   per-minute cap of 10 % of the traffic, a new stratum boosted for its first 200 traces or
-  hour, the base rate fitted to the room the previous minute left), the cap applied as the
-  Redis script of evaluator.intake.budget does (tests/test_budget.py checks the real script
-  under concurrent workers). The defaults are the shipped settings: `carry` (the per-minute
-  cap is cumulative within the UTC day: evaluations so far ≤ cap × minutes so far) and
-  `boost_share` 0.5 (new strata's expected evaluations take at most half a minute's room).
-  `--no-carry` (each minute alone) and `--boost-share 0` (boost p = 1 regardless of room)
-  give the earlier intake (BENCHMARKS.md §15).
+  hour, the base rate fitted to the room the previous minute left) and the shipped cap
+  windows: a minute's draws are offered to its window, which closes at the next minute with
+  the room the caps leave then and admits per stratum by random key
+  (`allocation.window_quotas`); each record stores its realised probability p_draw × q_s/n_s
+  and is written when its window has closed (evaluator.intake.windows). Defaults are the
+  shipped settings (carry, boost_share 0.5, burst 2, budget.min_rate 0.01, so the sampler's
+  floor is 0.01: max_weight 100). `--min-rate` sets budget.min_rate (and so the floor);
+  `--no-carry`, `--boost-share 0` give the earlier intakes.
 
-Reported (median over seeds): detection delay of the regression (minutes from 12:00 until a
-one-sided Welch test of f0@v2 against f0@v1's morning, with the ESS in place of n, gives
-p < 0.01 with ESS >= 10), the absolute error of the day's mean estimate (Hájek for the
-budgeted arm, the plain mean for uniform: equal weights), evaluations used, and the minutes in
-which the budgeted arm exceeded its cap (must be 0). Pure Python; no Redis or database.
+The detector is the one that ships: the records go into a SQLite store as the worker writes
+them (trace time, write time, inclusion probability), and the regression cron's decision
+(`evaluator.analytics.check_job.decide`: the version e-process from a new group's first
+score, the e-detector over the 6 h window, the default [alerts] policy — RegressionPolicy():
+alpha 0.01, min_samples 10, min_effect_mean 0.05, arl 2e6 — with max_weight = 1 / the
+arm's floor) runs every `interval` minutes (alerts.interval_minutes, 5 by default). Delay:
+minutes from 12:00 to the first run that opens an alert on f0 (the cron's granularity
+included); runs go on to the end of day 1. The null scenario runs the check all of day 1
+every `null-interval` minutes (60: a run costs ~1 s of SQL and folding, 288 a day per arm
+and seed would take hours) and counts the alerts opened, as the service opens them (group,
+kind, cool-down). The version e-process latches its first alarm, so its false alerts do not
+depend on the cadence; the e-detector is refolded over its 6 h window at each run, so a
+coarser cadence can miss an alarm only where its evidence segment straddles a window start.
+
+Also reported: the absolute error of day 1's mean estimate (Hájek with the stored p for the
+budgeted arm, the plain mean for uniform), evaluations charged a day, draws the cap refused,
+records whose realised p fell below the floor (their bets count at the floor's weight).
 
 `--cascade-share s`: the rubric is a cascade whose local step passes the highest-scoring
 (1 - s) of traces alone and asks the judge for the rest. A third arm, `escalation`, draws as
 the intake does for an escalating rubric (the rate fitted to the room / the escalation share
-measured over the last 30 minutes, prior 1 until 50 runs) and charges only escalations,
-when they happen; a refused escalation leaves its trace without a verdict. Printed: traces
-with a verdict, evaluations charged, judge calls, refused, delay, error and minutes over cap.
+over the last 30 minutes, prior 1 until 50 runs); its draws are not quota'd but charged
+when they escalate, in arrival order, while the cap has room; a refused escalation leaves
+its trace without a verdict.
 """
 
 from __future__ import annotations
@@ -38,11 +61,21 @@ import argparse
 import math
 import random
 import statistics
+import tempfile
+import time
+import uuid
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
 
-from evaluator.analytics.stats import GroupStats, welch_lower_p
+from evaluator.analytics.check_job import decide
 from evaluator.analytics.weights import WeightedStats
+from evaluator.config.policy import inclusion_floor
+from evaluator.config.rubrics import RubricSet, parse_rubric
+from evaluator.config.settings import AlertsSettings
 from evaluator.intake.allocation import (
     BudgetPlan,
     Cap,
@@ -53,21 +86,45 @@ from evaluator.intake.allocation import (
     inclusion_probability,
     is_new,
     rubric_rates,
+    window_quotas,
 )
+from evaluator.store.models import EvalRecord
+from evaluator.store.store import Store
 
 FEATURES = ("f0", "f1", "f2", "f3")
-CHANGE_MIN = 12 * 60
+DAY_MIN = 24 * 60
+CHANGE_MIN = DAY_MIN + 12 * 60  # 12:00 of day 1
 DROP = 0.15
+UNIFORM_RATE = 0.10
+MIN_RATE = 0.01  # budget.min_rate, the shipped default
+JUDGE_S = 20.0  # a record is written this long after its trace (uniform) or its window's close
+SCENARIOS = ("version", "labels", "null")
+START = datetime(2026, 1, 5, tzinfo=UTC)  # day 0, 00:00 UTC
+RUBRIC = 'name = "faith"\nversion = "1"\nscorer = "faithfulness"\nmethod = "judge"\n'
+ESCALATION_WINDOW = 30  # minutes of runs the escalation share is measured on
+
+
+@dataclass(frozen=True)
+class Kept:
+    feature: str
+    version: str
+    trace_s: float
+    written_s: float
+    score: float
+    p: float
 
 
 @dataclass
 class Arm:
     name: str
-    kept: list[tuple[str, str, int, float, float]]  # feature, version, minute, score, p
-    evaluations: int = 0  # charged to the cap
-    minutes_over_cap: int = 0
-    truncated: int = 0  # drawn in, refused by the cap: their stored p overstates inclusion
-    judge_calls: int = 0  # with a cascade: only escalations call the judge
+    floor: float  # the sampler's smallest inclusion probability: max_weight = 1 / floor
+    kept: list[Kept] = field(default_factory=list)
+    charged: dict[int, int] = field(default_factory=dict)  # evaluations charged per UTC day
+    refused: dict[int, int] = field(default_factory=dict)  # drawn, refused by the cap, per day
+    judge_calls: dict[int, int] = field(default_factory=dict)  # per UTC day
+
+    def count(self, what: dict[int, int], minute: int, n: int = 1) -> None:
+        what[minute // DAY_MIN] = what.get(minute // DAY_MIN, 0) + n
 
 
 @dataclass
@@ -77,205 +134,245 @@ class Budgeted(Arm):
     plan: BudgetPlan = field(default_factory=lambda: BudgetPlan(rubrics=()))
     previous: RubricState = field(default_factory=RubricState)
     strata: dict[tuple[str, str], list[float]] = field(default_factory=dict)
-    # (runs, escalations) of the last minutes, for the escalation share (ESCALATION_WINDOW).
-    runs: deque[tuple[int, int]] = field(default_factory=deque)
+    runs: deque[tuple[int, int]] = field(default_factory=deque)  # (runs, escalations)
 
 
-ESCALATION_WINDOW = 30  # minutes of runs the share is measured on (the intake reads 20-30)
-
-
-def score_of(rng: random.Random, feature: str, version: str) -> float:
+def score_of(rng: random.Random, feature: str, degraded: bool) -> float:
     base = {"f0": 0.80, "f1": 0.75, "f2": 0.85, "f3": 0.70}[feature]
-    mean = base - (DROP if version == "v2" else 0.0)
-    return min(1.0, max(0.0, rng.gauss(mean, 0.15)))
+    return min(1.0, max(0.0, rng.gauss(base - (DROP if degraded else 0.0), 0.15)))
 
 
 def escalation_mark(share: float) -> float:
-    """The score below which a cascade escalates, so that `share` of the day's traces do:
-    the local step passes the confident (high) ones alone and sends the doubtful to the judge
-    (a deterministic function of the trace, as the cascade is)."""
+    """The score below which a cascade escalates, so that `share` of the traces do (the local
+    step passes the confident, high ones alone; a deterministic function of the trace)."""
     if share <= 0:
         return -1.0
     rng = random.Random(12345)
-    scores = sorted(
-        score_of(rng, f, "v2" if f == "f0" and rng.random() < 0.5 else "v1")
-        for f in FEATURES * 5000
-    )
+    scores = sorted(score_of(rng, f, f == "f0" and rng.random() < 0.5) for f in FEATURES * 5000)
     return scores[min(len(scores) - 1, int(share * len(scores)))]
 
 
-def run_day(
+def simulate(
     seed: int,
+    scenario: str,
     per_minute: int,
     *,
     carry: bool = True,
     boost_share: float = 0.5,
     burst: float = 2.0,
     cascade_share: float = 0.0,
-) -> dict[str, float]:
-    """One simulated day; `carry` and `boost_share` as in BudgetPlan (the shipped defaults).
-    The allocation state is what the intake reads from Redis at the start of each minute
-    (one batch a minute): last minute's flow and today's use. With `cascade_share` the rubric
-    is a cascade that calls the judge for that share of traces (the lower scores): the
-    budgeted arm charges every draw at intake, the `escalation` arm only escalations."""
+    min_rate: float = MIN_RATE,
+) -> tuple[list[Arm], float]:
+    """Two days of traffic through every arm; (arms, day 1's true mean score)."""
     rng = random.Random(seed)
-    cap = max(1, round(per_minute * 0.10))
+    keys = random.Random(seed + 1_000_003)  # the cap's random keys and rounding points
+    cap = max(1, round(per_minute * UNIFORM_RATE))
 
     def plan(escalates: bool) -> BudgetPlan:
         return BudgetPlan(
-            rubrics=(RubricPlan("faith", 1.0, escalates=escalates),),
-            shared=Cap(per_minute=cap),
-            boost_rate=1.0,
-            boost_first_traces=200,
-            boost_hours=1.0,
-            min_rate=0.01,
-            carry=carry,
-            boost_share=boost_share,
-            burst=burst,
-        )
+            rubrics=(RubricPlan("faith", 1.0, escalates=escalates),), shared=Cap(per_minute=cap),
+            boost_rate=1.0, boost_first_traces=200, boost_hours=1.0, min_rate=min_rate,
+            carry=carry, boost_share=boost_share, burst=burst,
+        )  # fmt: skip
 
+    floor = inclusion_floor(1.0, min_rate)
     mark = escalation_mark(cascade_share)
-    uniform = Arm("uniform", [])
-    arms = [Budgeted("budgeted", [], plan=plan(False))]
+    uniform = Arm("uniform", inclusion_floor(UNIFORM_RATE, None))
+    arms: list[Budgeted] = [Budgeted("budgeted", floor, plan=plan(False))]
     if cascade_share > 0:
-        arms.append(Budgeted("escalation", [], plan=plan(True)))
-    scores_all: list[float] = []
-    for minute in range(24 * 60):
-        now_s = minute * 60.0  # the epoch's first day: minute of the UTC day = minute
+        arms.append(Budgeted("escalation", floor, plan=plan(True)))
+    day1: list[float] = []
+    for minute in range(2 * DAY_MIN):
+        changed = minute >= CHANGE_MIN
         traffic = []
-        for _ in range(per_minute):
+        for i in range(per_minute):
             feature = rng.choice(FEATURES)
-            version = "v2" if feature == "f0" and minute >= CHANGE_MIN else "v1"
-            score = score_of(rng, feature, version)
-            scores_all.append(score)
+            degraded = changed and feature == "f0" and scenario != "null"
+            shipped = changed and feature == "f0" and scenario != "labels"
+            version = "v2" if shipped else "v1"
+            score = score_of(rng, feature, degraded)
+            if minute >= DAY_MIN:
+                day1.append(score)
             point = rng.random()  # the trace's hash point, shared by every arm
-            if point < 0.10:
-                uniform.kept.append((feature, version, minute, score, 0.10))
-                uniform.evaluations += 1
-                uniform.judge_calls += score < mark if cascade_share > 0 else 1
-            traffic.append((feature, version, score, point, score < mark))
+            trace_s = minute * 60.0 + 60.0 * i / per_minute
+            escalated = score < mark
+            if point < UNIFORM_RATE:
+                uniform.kept.append(
+                    Kept(feature, version, trace_s, trace_s + JUDGE_S, score, UNIFORM_RATE)
+                )
+                uniform.count(uniform.charged, minute)
+                uniform.count(uniform.judge_calls, minute, escalated if cascade_share > 0 else 1)
+            traffic.append((feature, version, trace_s, score, point, escalated))
         for arm in arms:
-            budgeted_minute(
-                arm, minute, now_s, traffic, cap, carry=carry, burst=burst,
-                cascade=cascade_share > 0,
-            )  # fmt: skip
-    truth = statistics.fmean(scores_all)
-    out: dict[str, float] = {"truth": truth}
-    for arm in (uniform, *arms):
-        day = WeightedStats.from_scores((s, p) for _f, _v, _m, s, p in arm.kept)
-        out[f"{arm.name}_error"] = abs(day.mean - truth)
-        out[f"{arm.name}_delay"] = detection_delay(arm)
-        out[f"{arm.name}_evaluations"] = arm.evaluations
-        out[f"{arm.name}_verdicts"] = len(arm.kept)
-        out[f"{arm.name}_judge_calls"] = arm.judge_calls
-        out[f"{arm.name}_over"] = arm.minutes_over_cap
-        out[f"{arm.name}_truncated"] = arm.truncated
-    out["minutes_over_cap"] = arms[0].minutes_over_cap
-    out["truncated"] = arms[0].truncated
-    out["cap_per_day"] = cap * 24 * 60
-    return out
+            budgeted_minute(arm, minute, traffic, cap, keys, carry=carry, burst=burst,
+                            cascade=cascade_share > 0)  # fmt: skip
+    return [uniform, *arms], statistics.fmean(day1)
 
 
 def budgeted_minute(
     arm: Budgeted,
     minute: int,
-    now_s: float,
-    traffic: list[tuple[str, str, float, float, bool]],
+    traffic: list[tuple[str, str, float, float, float, bool]],
     cap: int,
+    keys: random.Random,
     *,
     carry: bool,
     burst: float,
     cascade: bool,
 ) -> None:
-    """One minute of a budgeted arm: the allocation draws, the cap admits in the order the
-    gate offers (highest probability first, then arrival order). An arm whose rubric
-    `escalates` charges only the draws that escalate, when they do (the worker's
-    BudgetGate.charge_escalation); a refused escalation leaves its trace without a verdict."""
-    plan = arm.plan
+    """One cap window of a budgeted arm: the allocation draws at the minute's rates; the
+    window closes at the next minute with the room the caps leave then (the admission
+    script's rules: cumulative within the UTC day with carry, a minute at most `burst` x the
+    cap) and admits per stratum by random key with the realised p. An escalating rubric's
+    draws are all picked and charged when they escalate, while there is room."""
+    plan, now_s = arm.plan, minute * 60.0
     escalates = plan.rubrics[0].escalates
-    runs = sum(r for r, _ in arm.runs)
+    used_today = arm.charged.get(minute // DAY_MIN, 0)
     state = RubricState(
-        arrivals=arm.previous.arrivals,
-        reserved=arm.previous.reserved,
-        new=arm.previous.new,
-        used_today=arm.evaluations,
-        shared_used_today=arm.evaluations,
-        escalation=escalation_share(runs, sum(e for _, e in arm.runs)),
-    )
+        arrivals=arm.previous.arrivals, reserved=arm.previous.reserved, new=arm.previous.new,
+        used_today=used_today, shared_used_today=used_today,
+        escalation=escalation_share(sum(r for r, _ in arm.runs), sum(e for _, e in arm.runs)),
+    )  # fmt: skip
     rate = rubric_rates(plan, {"faith": state}, now_s)["faith"]
-    # The hard cap of this minute, as the Lua script checks it.
-    limit = cumulative_cap(cap, now_s) - arm.evaluations if carry else cap
-    if carry and burst > 0:
-        limit = min(limit, max(cap, math.floor(cap * burst)))
-    arrivals = reserved = used = 0
-    offered: list[tuple[float, str, str, float, bool]] = []
-    for feature, version, score, point, escalated in traffic:
+    reserved = 0
+    offers: dict[str, list[tuple[str, str, float, float, float, bool]]] = {}
+    for feature, version, trace_s, score, point, escalated in traffic:
         count, first = arm.strata.setdefault((feature, version), [0, now_s])
         new = is_new(int(count), first, now_s, plan)
         arm.strata[(feature, version)][0] += 1
         p = inclusion_probability(rate, tail=False, new_stratum=new)
-        arrivals += 1
         reserved += new
         if point < p:
-            offered.append((p, feature, version, score, escalated))
-    offered.sort(key=lambda o: -o[0])
-    ran = asked = 0
-    for p, feature, version, score, escalated in offered:
-        if escalates and not escalated:  # a confident local pass: no judge, no charge
-            ran += 1
-            arm.kept.append((feature, version, minute, score, p))
+            offers.setdefault(f"{feature}\x1f{version}", []).append(
+                (feature, version, trace_s, score, p, escalated)
+            )
+    arm.previous = RubricState(arrivals=len(traffic), reserved=reserved, new=reserved)
+    close_s = now_s + 60.0  # the window closes at the next minute's first drain
+    day = int(close_s // 86_400)
+    room = cumulative_cap(cap, close_s) - arm.charged.get(day, 0) if carry else cap
+    if carry and burst > 0:
+        room = min(room, max(cap, math.floor(cap * burst)))
+    room = max(0, room)
+    admitted: list[tuple[str, str, float, float, float, bool]] = []
+    if escalates:
+        admitted = sorted((o for group in offers.values() for o in group), key=lambda o: o[2])
+    else:
+        counts = {s: len(group) for s, group in offers.items()}
+        quotas = window_quotas({"faith": counts}, {"faith": None}, room, keys.random())["faith"]
+        for stratum, group in sorted(offers.items()):
+            q = quotas[stratum]
+            arm.count(arm.refused, minute, len(group) - q.admit)
+            admitted += [(*o[:4], o[4] * q.probability, o[5]) for o in keys.sample(group, q.admit)]
+    spent = asked = 0
+    for feature, version, trace_s, score, p, escalated in sorted(admitted, key=lambda o: o[2]):
+        charge = escalated if escalates else True
+        if charge and escalates and spent >= room:
+            arm.count(arm.refused, minute)  # a refused escalation: the trace gets no verdict
             continue
-        ran += 1
+        spent += charge
         asked += escalated
-        if used < limit:
-            used += 1
-            arm.judge_calls += escalated if cascade else 1
-            arm.kept.append((feature, version, minute, score, p))
-        else:
-            arm.truncated += 1
-    arm.evaluations += used
-    arm.runs.append((ran, asked))
+        arm.count(arm.judge_calls, minute, escalated if cascade else 1)
+        arm.kept.append(Kept(feature, version, trace_s, close_s + JUDGE_S, score, p))
+    arm.charged[day] = arm.charged.get(day, 0) + spent
+    arm.runs.append((sum(len(g) for g in offers.values()), asked))
     while len(arm.runs) > ESCALATION_WINDOW:
         arm.runs.popleft()
-    # The cap: everything spent so far within what the minutes so far allowed (carry), or a
-    # minute's own.
-    over = arm.evaluations > cumulative_cap(cap, now_s) if carry else used > cap
-    arm.minutes_over_cap += over
-    arm.previous = RubricState(arrivals=arrivals, reserved=reserved, new=reserved)
 
 
-def detection_delay(arm: Arm) -> float:
-    """Minutes after the change until f0@v2 tests worse than f0@v1 (Welch, ESS for n)."""
-    base = [(s, p) for f, v, m, s, p in arm.kept if f == "f0" and v == "v1"]
-    ref = _as_group(WeightedStats.from_scores(base))
-    after = sorted((m, s, p) for f, v, m, s, p in arm.kept if f == "f0" and v == "v2")
-    seen: list[tuple[float, float]] = []
-    for i, (minute, score, p) in enumerate(after):
-        seen.append((score, p))
-        if i + 1 < len(after) and after[i + 1][0] == minute:
-            continue  # test once per minute, on everything evaluated by then
-        cur = WeightedStats.from_scores(seen)
-        if cur.ess >= 10 and welch_lower_p(ref, _as_group(cur)) < 0.01:
-            return float(minute - CHANGE_MIN + 1)
-    return float("inf")
+def shipped_check(arm: Arm, scenario: str, interval_min: int) -> tuple[float, int]:
+    """Run the regression cron's decision on the arm's records as they are written, every
+    `interval_min` minutes: (minutes from the change to the first alert on f0, inf if none by
+    the end of day 1; alerts opened on unchanged groups until then). The null scenario runs
+    all of day 1 and every alert it opens is false: (inf, alerts opened)."""
+    null = scenario == "null"
+    start_min = DAY_MIN if null else CHANGE_MIN
+    rows = sorted(arm.kept, key=lambda k: k.written_s)
+    written = [k.written_s for k in rows]
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(f"sqlite:///{Path(tmp) / 'evals.db'}")
+        rubrics = RubricSet((parse_rubric(RUBRIC, source=Path(tmp) / "faith.toml"),), Path(tmp))
+        settings, floors = AlertsSettings(), {"faith": arm.floor}
+        done, false = 0, 0
+        try:
+            for t_min in range(start_min + interval_min, 2 * DAY_MIN + 1, interval_min):
+                upto = bisect_right(written, t_min * 60.0)
+                _insert(store, rows[done:upto], done)
+                done = upto
+                report, _events = decide(store, rubrics, settings, _at(t_min * 60.0), floors)
+                for alert in report.opened:
+                    if not null and alert.labels.get("feature") == "f0":
+                        return float(t_min - CHANGE_MIN), false
+                    false += 1
+        finally:
+            store.close()
+    return math.inf, false
 
 
-def _as_group(w: WeightedStats) -> GroupStats:
-    """The Welch test on weighted data: ESS in place of n, the weighted moments kept."""
-    n = max(2, round(w.ess))
-    second = w.w_total_sq / w.w_sum
-    return GroupStats(n, w.mean * n, second * n)
+def _clamped(arm: Arm) -> int:
+    return sum(k.p < arm.floor * (1 - 1e-9) for k in arm.kept)
+
+
+def _at(seconds: float) -> datetime:
+    return START + timedelta(seconds=seconds)
+
+
+def _insert(store: Store, rows: list[Kept], first_id: int) -> None:
+    if not rows:
+        return
+    table = cast("Any", EvalRecord).__table__
+    values = [
+        {"id": uuid.UUID(int=first_id + i), "trace_id": f"t{first_id + i}", "span_id": "",
+         "rubric": "faith", "rubric_version": "1", "scorer": "faithfulness", "method": "judge",
+         "status": "ok", "score": k.score, "explanation": "", "details": {}, "judge_calls": 1,
+         "judge_input_tokens": 0, "judge_output_tokens": 0, "judge_cost_usd": 0.0,
+         "latency_ms": 0.0, "prompt_version": k.version, "model": "m", "feature": k.feature,
+         "created_at": _at(k.written_s), "trace_at": _at(k.trace_s), "epoch": "e1",
+         "inclusion_probability": k.p}
+        for i, k in enumerate(rows)
+    ]  # fmt: skip
+    with store.engine.begin() as conn:
+        conn.execute(table.insert(), values)
+
+
+def run_day(seed: int, scenario: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    arms, truth = simulate(seed, scenario, args.per_minute, carry=not args.no_carry,
+                           boost_share=args.boost_share, burst=args.burst,
+                           cascade_share=args.cascade_share, min_rate=args.min_rate)  # fmt: skip
+    out: dict[str, dict[str, float]] = {}
+    for arm in arms:
+        day1 = [(k.score, k.p) for k in arm.kept if k.trace_s >= DAY_MIN * 60.0]
+        interval = args.null_interval if scenario == "null" else args.interval
+        delay, false = shipped_check(arm, scenario, interval)
+        out[arm.name] = {
+            "delay": delay, "alerts": false, "clamped": _clamped(arm),
+            "error": abs(WeightedStats.from_scores(day1).mean - truth),
+            "evaluations": arm.charged.get(1, 0), "verdicts": len(day1),
+            "refused": arm.refused.get(1, 0), "judge_calls": arm.judge_calls.get(1, 0),
+        }  # fmt: skip
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--per-minute", type=int, default=100)
     parser.add_argument(
-        "--no-carry",
-        action="store_true",
-        help="each minute's cap alone (the shipped default carries within the day)",
+        "--interval",
+        type=int,
+        default=5,
+        help="minutes between check runs (alerts.interval_minutes)",
     )
+    parser.add_argument(
+        "--null-interval", type=int, default=60, help="minutes between check runs on the null day"
+    )
+    parser.add_argument(
+        "--min-rate",
+        type=float,
+        default=MIN_RATE,
+        help="budget.min_rate: the base rate's floor, so the e-processes' max_weight is 1/it",
+    )
+    parser.add_argument("--no-carry", action="store_true", help="each minute's cap alone")
     parser.add_argument(
         "--boost-share",
         type=float,
@@ -286,49 +383,43 @@ def main() -> None:
         "--burst",
         type=float,
         default=2.0,
-        help="with carry, the most a minute spends in multiples of its cap; 0 = no bound",
+        help="with carry, a minute spends at most this x its cap; 0 = no bound",
     )
-    parser.add_argument(
-        "--cascade-share",
-        type=float,
-        default=0.0,
-        help="the rubric is a cascade that asks the judge for this share of traces (the lower "
-        "scores); adds the arm charged at escalation; 0 = a judge call per evaluation",
-    )
+    parser.add_argument("--cascade-share", type=float, default=0.0,
+                        help="a cascade asking the judge for this share of traces (the lower "
+                        "scores); adds the arm charged at escalation")  # fmt: skip
     args = parser.parse_args()
-    runs = [run_day(seed, args.per_minute, carry=not args.no_carry, boost_share=args.boost_share,
-                    burst=args.burst, cascade_share=args.cascade_share)
-            for seed in range(args.seeds)]  # fmt: skip
-
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in runs)
-
-    print(f"simulated day: {args.per_minute} traces/min, {args.seeds} seeds, "
-          f"cap {int(runs[0]['cap_per_day'])} evaluations/day (10 % uniform)")  # fmt: skip
-    print(f"{'arm':<10}{'detection delay (min)':>24}{'|daily mean error|':>20}{'evaluations':>13}")
-    for arm in ("uniform", "budgeted"):
-        print(f"{arm:<10}{med(f'{arm}_delay'):>24.1f}{med(f'{arm}_error'):>20.5f}"
-              f"{med(f'{arm}_evaluations'):>13.0f}")  # fmt: skip
-    over = sum(int(r["minutes_over_cap"]) for r in runs)
-    print(
-        f"budgeted: minutes over the cap, all seeds: {over}; "
-        f"max evaluations/day {max(r['budgeted_evaluations'] for r in runs):.0f}"
-    )
-    print(f"budgeted: drawn in but refused by the cap (median/day): {med('truncated'):.0f}")
-    mean_err = {a: statistics.fmean(r[f"{a}_error"] for r in runs) for a in ("uniform", "budgeted")}
-    print(f"mean |error|: uniform {mean_err['uniform']:.5f}, budgeted {mean_err['budgeted']:.5f}")
-    if args.cascade_share > 0:
-        print(f"\ncascade (judge asked for {args.cascade_share:.0%} of traces, the lower scores), "
-              "charged at intake (budgeted) vs at escalation, medians/day:")  # fmt: skip
-        print(f"{'arm':<12}{'verdicts':>10}{'charged':>10}{'judge calls':>13}{'refused':>9}"
-              f"{'delay':>7}{'|error|':>10}{'mean |error|':>14}{'over cap':>10}")  # fmt: skip
-        for arm in ("uniform", "budgeted", "escalation"):
-            mean = statistics.fmean(r[f"{arm}_error"] for r in runs)
-            over = sum(int(r.get(f"{arm}_over", 0)) for r in runs)
-            print(f"{arm:<12}{med(f'{arm}_verdicts'):>10.0f}{med(f'{arm}_evaluations'):>10.0f}"
-                  f"{med(f'{arm}_judge_calls'):>13.0f}{med(f'{arm}_truncated'):>9.0f}"
-                  f"{med(f'{arm}_delay'):>7.0f}{med(f'{arm}_error'):>10.5f}{mean:>14.5f}"
-                  f"{over:>10}")  # fmt: skip
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    if unknown := set(scenarios) - set(SCENARIOS):
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; use {', '.join(SCENARIOS)}")
+    cap = max(1, round(args.per_minute * UNIFORM_RATE))
+    print(f"{args.per_minute} traces/min, {args.seeds} seeds, cap {cap * DAY_MIN} "
+          f"evaluations/day (10 % uniform), check every {args.interval} min")  # fmt: skip
+    head = (f"{'scenario':<9}{'arm':<12}{'delay med':>10}{'[min, max]':>14}{'missed':>7}"
+            f"{'false alerts':>13}{'|error| med/mean':>19}{'evals/day':>10}{'verdicts':>9}"
+            f"{'refused':>8}{'p<floor':>8}")  # fmt: skip
+    print(head)
+    for scenario in scenarios:
+        began = time.perf_counter()
+        runs = [run_day(seed, scenario, args) for seed in range(args.seeds)]
+        for arm in runs[0]:
+            rows = [r[arm] for r in runs]
+            delays = [r["delay"] for r in rows]
+            errors = [r["error"] for r in rows]
+            found = [d for d in delays if d < math.inf]
+            delay = f"{statistics.median(delays):>10.0f}" if scenario != "null" else f"{'-':>10}"
+            spread = f"[{min(found):.0f}, {max(found):.0f}]" if found else "-"
+            alerts = sum(int(r["alerts"]) for r in rows)
+            days_with = sum(r["alerts"] > 0 for r in rows)
+            print(f"{scenario:<9}{arm:<12}{delay}{spread:>14}"
+                  f"{len(delays) - len(found) if scenario != 'null' else '-':>7}"
+                  f"{f'{alerts} ({days_with} d)':>13}"
+                  f"{f'{statistics.median(errors):.5f}/{statistics.fmean(errors):.5f}':>19}"
+                  f"{statistics.median(r['evaluations'] for r in rows):>10.0f}"
+                  f"{statistics.median(r['verdicts'] for r in rows):>9.0f}"
+                  f"{statistics.median(r['refused'] for r in rows):>8.0f}"
+                  f"{statistics.median(r['clamped'] for r in rows):>8.0f}")  # fmt: skip
+        print(f"  ({scenario}: {time.perf_counter() - began:.0f} s)")
 
 
 if __name__ == "__main__":
