@@ -86,6 +86,9 @@ class CheckConfig:
 def inclusion_floor(rate: float, budget_min_rate: float | None) -> float:
     """The smallest inclusion probability a rubric's records can carry: its sampling rate,
     or under a judge budget the budget's floor if that is lower (tail rules only raise p).
+    Under a binding day cap a realised probability can fall below it (the window's
+    admissions over its draws): the e-processes count such a record at this floor
+    (`SequentialState.clamped`), an approximation the guarantees page states.
 
     >>> inclusion_floor(0.1, None), inclusion_floor(0.1, 0.01), inclusion_floor(0.0, None)
     (0.1, 0.01, 1.0)
