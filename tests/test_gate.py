@@ -135,6 +135,15 @@ def test_gate_command_reads_stored_scores_and_exits_for_ci(
     assert code == expected_exit, doc
     assert doc["baseline"]["n"] == 1500 and doc["candidate"]["n"] == 1500
     assert doc["exit_code"] == expected_exit
+    # A fixed start (the rollout) reads the same records; re-runs over it keep the level.
+    start = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code = main(["--settings", str(tmp_path / "settings.toml"), "gate", "--rubric", "faith",
+                 "--candidate", "v19", "--baseline", "v18", "--since", start, "--json"])  # fmt: skip
+    assert code == expected_exit and json.loads(capsys.readouterr().out)["candidate"]["n"] == 1500
+    with pytest.raises(SystemExit) as usage:  # argparse's own exit: 2, one line
+        main(["--settings", str(tmp_path / "settings.toml"), "gate", "--rubric", "faith",
+              "--candidate", "v19", "--baseline", "v18", "--since", "yesterday"])  # fmt: skip
+    assert usage.value.code == 2
 
 
 def _insert(store: Store, rows: list[EvalRecord]) -> None:

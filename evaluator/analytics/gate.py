@@ -13,15 +13,18 @@ Guarantees, by mode:
 
 * `gate` (two live streams) is **anytime-valid with both streams growing**: the bounds come
   from one-sided confidence sequences of each version's mean (evalcore.sequences) at alpha/2
-  each, so the baseline's uncertainty counts and re-running the gate as scores arrive — every
-  ten scores, every hour with `--since 24h` — keeps each wrong-decision probability ≤ alpha
-  over the whole sequence of runs. Assumes each version's scores are independent draws with a
+  each, so the baseline's uncertainty counts and re-running the gate as scores arrive keeps
+  each wrong-decision probability ≤ alpha over the whole sequence of runs — when every run
+  reads the same streams grown, i.e. a window with a fixed start (`--since` an ISO time, the
+  rollout). A rolling window (`--since 24h` re-run hourly) drops old scores: each run is then
+  valid alone, the runs together are not. Assumes each version's scores are independent draws with a
   common mean over the window (no trend inside it), and, with inclusion probabilities, that
   none is below the budget's floor `min_probability` (a lower one is counted at the floor and
   reported as `clamped`).
 * `paired_gate` (a replay: the same items under both versions) bounds the mean per-item
   difference with the same confidence sequence applied to (1 + candidate − baseline) / 2, so it
-  is exact at any n (fixed-n, and anytime as well): no zero-width bound from zero variance.
+  is valid at any n (fixed-n, and anytime as well; conservative, not exact): no zero-width
+  bound from zero variance.
   Assumes the items are independent draws from the traffic the dataset stands for.
 
 Pure: it takes scores in time order and returns a `GateResult`.
@@ -182,8 +185,8 @@ def paired_gate(
 ) -> GateResult:
     """Decide on paired scores (baseline, candidate) of the same items (a replay).
 
-    Exact at every n: P(wrong "no worse") ≤ alpha and P(wrong "worse") ≤ alpha, for binary
-    and continuous scores (the per-item difference lies in [−1, 1]).
+    Valid at every n (conservative): P(wrong "no worse") ≤ alpha and P(wrong "worse") ≤
+    alpha, for binary and continuous scores (the per-item difference lies in [−1, 1]).
     """
     for b, c in pairs:
         if not (0.0 <= b <= 1.0 and 0.0 <= c <= 1.0):
@@ -235,7 +238,7 @@ def decide(
                   f"'worse' (lower > 0 and drop ≥ {policy.min_effect_mean}) nor 'no worse' "
                   f"(upper < {margin})")  # fmt: skip
     if decision == "undecided":
-        needed = _needed(sides, base.n, cand.n, alpha, margin)
+        needed = _needed(sides, base.n, cand.n, drop, policy, margin)
         if needed is not None:
             reason += (f"; at the observed rates about {needed['baseline']} baseline and "
                        f"{needed['candidate']} candidate scores would decide")  # fmt: skip
@@ -271,16 +274,19 @@ def _smallest_alpha(decides: Any) -> float:
 
 
 def _needed(
-    sides: Sides, n_base: int, n_cand: int, alpha: float, margin: float
+    sides: Sides, n_base: int, n_cand: int, drop: float, policy: RegressionPolicy, margin: float
 ) -> dict[str, int] | None:
     """Scores per side (in total) at which either decision would be reached if the observed
-    means and spreads held: 'more of the same' (the samples scaled), None if never."""
+    means and spreads held: 'more of the same' (the samples scaled; the observed drop stays,
+    so "worse" also needs it to reach `min_effect_mean`), at least `min_samples`; None if
+    never."""
     if min(n_base, n_cand) == 0:
         return None
+    effect = drop >= policy.min_effect_mean
 
     def decided(k: float) -> bool:
-        lo, hi = sides.scaled(k).drop_bounds(alpha)
-        return bool(lo > 0.0) or bool(hi < margin)
+        lo, hi = sides.scaled(k).drop_bounds(policy.alpha)
+        return (bool(lo > 0.0) and effect) or bool(hi < margin)
 
     if not decided(_MAX_SCALE):
         return None
@@ -288,4 +294,6 @@ def _needed(
     for _ in range(40):
         mid = math.sqrt(lo * hi)
         lo, hi = (lo, mid) if decided(mid) else (mid, hi)
-    return {"baseline": math.ceil(n_base * hi), "candidate": math.ceil(n_cand * hi)}
+    floor = policy.min_samples
+    return {"baseline": max(floor, math.ceil(n_base * hi)),
+            "candidate": max(floor, math.ceil(n_cand * hi))}  # fmt: skip

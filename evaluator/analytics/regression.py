@@ -254,7 +254,9 @@ def start_sequential(
         pass_threshold = 0.5
     # Bet against a lower confidence bound of the baseline mean, not the estimate, so an
     # unlucky baseline does not turn into a false alert.
-    lcb = _reference(baseline, policy.alpha / 2) if baseline.n else 0.0
+    # Known start: the reference's share of the level is split over the groups as well.
+    share = policy.alpha / (2 * (n_groups if known_start else 1))
+    lcb = _reference(baseline, share) if baseline.n else 0.0
     top = min(_MAX_BET, 0.9 / (1.0 - lcb))  # 0.9: a perfect score may cost 90 % of wealth
     lambdas = tuple(top / 2**j for j in range(_BETS)) if lcb > 0 else ()  # 0 cannot drop
     threshold = policy.arl if not known_start else 2 * n_groups / policy.alpha
@@ -364,9 +366,10 @@ def advance(
 def sequential_verdict(state: SequentialState, policy: RegressionPolicy) -> Verdict:
     """The verdict at the first alarm if there was one (the numbers that fired), else now.
 
-    From a known start p_value is 2/e-value, anytime-valid for the whole test (the factor 2
-    pays for the reference bound at half the level) and compared with alpha / n_groups; for
-    the detector p_value is 1/e-value, compared with 1/arl."""
+    From a known start p_value is 2/e-value and p_value ≤ alpha / n_groups exactly when the
+    e-process has alarmed at its level (the factor 2 pays for the reference bound, fixed at
+    half the level); below that level it measures evidence, it is not a calibrated p-value.
+    For the detector p_value is 1/e-value, compared with 1/arl (an ARL quantity)."""
     seg = state.alarm_segment if state.alarm_segment is not None else state.segment
     log_e = state.alarm_log_e if state.alarm_log_e is not None else state.log_e
     mean_drop, pass_drop, effect_ok = _drops(state.baseline, seg, policy)

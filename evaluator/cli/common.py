@@ -8,6 +8,7 @@ is an error, not a silent empty answer.
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime
 from typing import Any
 
 from evaluator.errors import RubricError
@@ -77,6 +78,31 @@ def duration(text: str) -> str:
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def since_start(text: str) -> str:
+    """argparse type: a duration back from now (24h) or a fixed start, an ISO 8601 time with
+    its zone (2026-12-06T09:00Z): re-runs over a fixed start read the same streams grown."""
+    import argparse
+
+    if since_instant(text) is None:
+        try:
+            return duration(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a duration (30m, 6h, 7d) nor an ISO time with its zone "
+                "(2026-12-06T09:00Z)"
+            ) from None
+    return text
+
+
+def since_instant(text: str) -> datetime | None:
+    """The fixed start `text` names, None when it is a duration."""
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return at if at.tzinfo is not None else None
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

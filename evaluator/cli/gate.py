@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from evaluator.cli.common import count, duration
+from evaluator.cli.common import count, since_instant, since_start
 from evaluator.errors import ExitCode, NotFound
 
 
@@ -52,7 +52,7 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if rubric is None:  # the gate needs the rubric's policy: a configured one only
         raise unknown_rubric(args.rubric, [r.name for r in rubrics.rubrics]) or NotFound("")
     policy = policy_for(rubric, settings.alerts).policy
-    since = datetime.now(UTC) - parse_duration(args.since)
+    since = since_instant(args.since) or datetime.now(UTC) - parse_duration(args.since)
     store = reader(settings)
     try:
         _known_versions(store, rubric.name, (args.baseline, args.candidate))
@@ -208,7 +208,12 @@ def register(sub: Any) -> None:
     p.add_argument("--model", help="replay: the generator model (default: each trace's model)")
     p.add_argument("--limit", type=count, default=0, help="replay: at most N items (0: all)")
     p.add_argument(
-        "--since", type=duration, default="24h", help="window both versions are read from (24h)"
+        "--since",
+        type=since_start,
+        default="24h",
+        help="window both versions are read from: a duration back from now (24h), or a fixed "
+        "start such as the rollout (2026-12-06T09:00Z) — re-runs over a fixed start keep the "
+        "gate's error rates, a rolling window does not",
     )
     p.add_argument(
         "--margin",
