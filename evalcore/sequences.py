@@ -42,7 +42,7 @@ draws are independent of the score given the past.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -204,6 +204,19 @@ def _mean(sample: MeanSample) -> Array:
         return np.where(total > 0, (a * x).sum(axis=-1) / np.maximum(total, 1e-300), 0.0)
     a = np.asarray(sample.a, float)
     return np.where(a > 0, np.asarray(sample.ax, float) / np.maximum(a, 1e-300), 0.0)
+
+
+def smallest_level(decides: Callable[[float], bool], largest: float = 1.0) -> float:
+    """The smallest level alpha ≤ `largest` at which `decides(alpha)` holds — the p-value of a
+    decision made from these bounds (they widen as alpha shrinks, so `decides` is monotone);
+    1.0 when it does not hold at `largest`, e^-40 at the smallest."""
+    if not decides(largest):
+        return 1.0
+    lo, hi = -40.0, math.log(largest)  # log alpha
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if decides(math.exp(mid)) else (mid, hi)
+    return math.exp(hi)
 
 
 def lower_bound(sample: MeanSample, alpha: Any) -> Array:

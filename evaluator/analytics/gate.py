@@ -47,7 +47,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from evalcore.sequences import Array, MeanSample, lower_bound, upper_bound
+from evalcore.sequences import Array, MeanSample, lower_bound, smallest_level, upper_bound
 from evaluator.analytics.stats import GroupStats
 from evaluator.config.policy import RegressionPolicy
 from evaluator.errors import EXIT_NO_WORSE, EXIT_UNDECIDED, EXIT_WORSE
@@ -221,8 +221,10 @@ def decide(
     lo, hi = float(lo_a), float(hi_a)
     drop = base.mean - cand.mean if base.n and cand.n else 0.0
     code = int(decision_codes(sides, base.n, cand.n, drop, policy, margin))
-    p_worse = _smallest_alpha(lambda a: float(sides.drop_bounds(a)[0]) > 0.0)
-    p_no_worse = _smallest_alpha(lambda a: float(sides.drop_bounds(a)[1]) < margin)
+    p_worse = smallest_level(largest=0.5, decides=lambda a: float(sides.drop_bounds(a)[0]) > 0.0)
+    p_no_worse = smallest_level(
+        largest=0.5, decides=lambda a: float(sides.drop_bounds(a)[1]) < margin
+    )
     needed: dict[str, int] | None = None
     decision: Decision = next(d for d, c in EXIT.items() if c == code)
     if base.n < policy.min_samples or cand.n < policy.min_samples:
@@ -260,17 +262,6 @@ def decision_codes(
     out: Array = np.where(worse, EXIT["worse"], np.where(no_worse, EXIT["no_worse"],
                                                          EXIT["undecided"]))  # fmt: skip
     return out
-
-
-def _smallest_alpha(decides: Any) -> float:
-    """The smallest level at which `decides(alpha)` holds (bounds widen as alpha shrinks)."""
-    if not decides(0.5):
-        return 1.0
-    lo, hi = -40.0, math.log(0.5)  # log alpha: below e^-40 we report the floor
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if decides(math.exp(mid)) else (mid, hi)
-    return math.exp(hi)
 
 
 def _needed(

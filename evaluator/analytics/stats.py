@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from evalcore.sequences import MeanSample, lower_bound, upper_bound
+from evalcore.sequences import MeanSample, lower_bound, smallest_level, upper_bound
 from evaluator.config.policy import AdjustMethod
 from judges.intervals import GroupStats, t_cdf, t_quantile, wilson_ci
 
@@ -65,16 +65,7 @@ def bounded_lower_p(baseline: GroupStats, current: GroupStats) -> float:
     b = MeanSample.from_moments(baseline.n, baseline.total, baseline.total_sq)
     c = MeanSample.from_moments(current.n, current.total, current.total_sq)
 
-    def apart(alpha: float) -> bool:
-        return bool(bounded_drop(b, c, alpha))
-
-    if not apart(1.0):
-        return 1.0
-    lo, hi = -40.0, 0.0  # log alpha
-    for _ in range(30):
-        mid = (lo + hi) / 2
-        lo, hi = (lo, mid) if apart(math.exp(mid)) else (mid, hi)
-    return math.exp(hi)
+    return smallest_level(lambda alpha: bool(bounded_drop(b, c, alpha)))
 
 
 def bounded_drop(baseline: MeanSample, current: MeanSample, alpha: float) -> Any:
