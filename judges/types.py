@@ -150,6 +150,35 @@ class Score:
 
 
 @dataclass(frozen=True, slots=True)
+class CertifiedThreshold:
+    """A certification a cascade's cheap stage may act on (`evalcore.certification`): on its
+    stratum, passing answers whose cheap score is >= `threshold` misses a failing answer with
+    probability <= `alpha`, at confidence 1 - `delta`. `id` names it in the verdict's record."""
+
+    id: str
+    threshold: float
+    alpha: float
+    delta: float
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeRoute:
+    """What a cascade's cheap stage may do for one trace, decided by the service.
+
+    `certification`: the one covering this trace's stratum (cheap-stage version, top-judge
+    epoch, prompt version, stratum), or None — then the judge decides. `calibration`: the trace's
+    cluster fell in the calibration draw (hash below `audit_rate`): it is judged whatever the
+    cheap score, its verdict becomes a label, and its judge call is not charged to the budget.
+    `cluster` is the hash key the draw used (session id, else the contexts).
+    """
+
+    certification: CertifiedThreshold | None = None
+    calibration: bool = False
+    audit_rate: float = 0.0
+    cluster: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Clients:
     """What scorers may call. Any of them may be absent; scorers that need one skip."""
 
@@ -161,3 +190,6 @@ class Clients:
     # Asked (trace id, rubric name) before a cascade escalates to the judge: False = a judge
     # budget refused the call, and the scorer raises EscalationRefused. None = always ask.
     escalation_gate: Callable[[str, str], Awaitable[bool]] | None = None
+    # Asked (rubric name, stratum) by a cascade once its cheap stage has scored: what the cheap
+    # stage may decide for this trace. None = no certification source: the judge decides.
+    cascade_route: Callable[[str, str], Awaitable[CascadeRoute]] | None = None
