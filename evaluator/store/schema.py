@@ -53,7 +53,14 @@ class UpgradeResult:
 
 def model_metadata() -> MetaData:
     """The metadata of every table the service defines (for autogenerate and drift checks)."""
-    from evaluator.store import admissions, batches, models, outbox, trust_models  # noqa: F401
+    from evaluator.store import (  # noqa: F401
+        admissions,
+        batches,
+        certifications,
+        models,
+        outbox,
+        trust_models,
+    )
 
     return SQLModel.metadata
 
