@@ -38,6 +38,39 @@ item-level miss rate when clusters have equal sizes or their miss rates do not d
 and the labels of the other items in a cluster are not used. Draw calibration labels one per
 cluster to pay for no unused labels.
 
+P(fail | passed locally). m ≤ alpha bounds the share of failing answers passed, not the
+share of passed answers that fail, q(t) = P(fail | s ≥ t) = π·m / (π·m + (1 − π)·c), with
+π = P(fail) and c = P(s ≥ t | pass). When almost everything fails (FRANK XSum: π ≈ 0.93) a
+certified threshold can pass a little traffic of which most is hallucinated. `certify`
+reports an upper bound q⁺ of q(t) at the certified t: q is increasing in m and π and
+decreasing in c, so q⁺ plugs in m ≤ alpha (the certificate itself), a Clopper–Pearson upper
+bound of π and a lower bound of c, each at level delta_q / 2 (delta_q defaults to delta). The
+lower bound of c is exact although t was chosen from the data: t depends only on which labels
+fail and on the failing labels' scores, and given those the passing labels' scores are
+independent draws from P(s | pass). Hence P(m(t) ≤ alpha and q(t) ≤ q⁺) ≥ 1 − delta − delta_q.
+(The plain Clopper–Pearson bound on the passed labels' fail share at t is not valid: t is the
+loosest threshold whose observed misses stayed small, so the misses at t are optimistic.)
+`max_fail_given_passed` = β (off by default) turns the bound into a second condition: the
+certification stands only when q⁺ ≤ β, else nothing is certified (the judge decides all);
+jointly P(m ≤ alpha and q ≤ β for what is certified) ≥ 1 − delta − delta_q. What it costs:
+the joint confidence drops from 1 − delta to 1 − delta − delta_q; it never searches for a
+stricter threshold meeting β (that needs a bound uniform over thresholds), so a stratum whose
+loosest certified t fails β is not decided at all; and q⁺ ≥ alpha·π⁺/(alpha·π⁺ + 1 − π⁺) even
+at c = 1, so a β below that cannot be met (β = 0.2 at alpha 0.05 needs π⁺ ≤ 0.83).
+
+Re-certification as labels accrue. `certify` is exact at one n fixed in advance; re-run at
+many n on a growing label set, its chance of certifying a bad threshold at some look grows
+with the looks. `certify_at_checkpoints` makes the looks a schedule fixed in advance: the j-th
+checkpoint (j = 0, 1, …) uses the first k_j = first·2^j labels (clusters, with `clusters`) in
+arrival order, at level delta_j = delta / 2^(j+1). Σ delta_j ≤ delta, so by the union bound
+P(any checkpoint ever certifies a threshold with m > alpha) ≤ delta over the whole schedule,
+however often it is called between checkpoints (a call returns the latest checkpoint reached,
+so re-running it changes nothing until the next one; any one checkpoint's certification may be
+used). The price: checkpoint j needs more failing labels than a single test at delta (with no
+misses at alpha 0.05 / delta 0.1: 59 at k_0, 86 at k_2, 113 at k_4, against 45). An anytime
+betting bound (`evalcore.sequences`) on each threshold's misses would allow a look at every
+label but needs 94 failing labels with no miss before its first certification.
+
 Withdrawal (`Monitor`). Audited traces — ones the cheap stage passed, judged anyway — arrive
 one by one. Under a certification, the fail rate among passed traces is
 r = m · P(fail) / P(s ≥ t) ≤ alpha · P(fail) / P(s ≥ t) =: ceiling. The monitor runs a betting
@@ -57,13 +90,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from evalcore.exact import betainc, clopper_pearson_upper
+from evalcore.exact import betainc, clopper_pearson_lower, clopper_pearson_upper
 from evalcore.sequences import MeanSample, log_wealth
 
 # A fixed grid (never chosen from the data): 1.000, 0.999, …, 0.000, strictest first.
@@ -78,6 +112,11 @@ def binomial_cdf(k: int, n: int, p: float) -> float:
     if k >= n:
         return 1.0
     return betainc(n - k, k + 1, 1.0 - p)
+
+
+# Pure and asked again and again with the same counts as labels accrue (and in simulations).
+_cp_upper = lru_cache(maxsize=65536)(clopper_pearson_upper)
+_cp_lower = lru_cache(maxsize=65536)(clopper_pearson_lower)
 
 
 @lru_cache(maxsize=65536)  # pure; re-certifying as labels accrue asks the same F again
@@ -126,6 +165,11 @@ class Certification:
     fail_given_passed: float | None
     labels_needed: int | None = None
     needed_for: float | None = None
+    fail_given_passed_bound: float | None = None
+    fail_given_passed_delta: float | None = None
+    max_fail_given_passed: float | None = None
+    checkpoint: int | None = None
+    family_delta: float | None = None
 
     @property
     def certified(self) -> bool:
@@ -136,11 +180,12 @@ def one_per_cluster(
     clusters: Sequence[object] | npt.NDArray[np.generic], seed: int = 0
 ) -> np.ndarray:
     """Indices of one item per cluster, drawn uniformly within each (independent of the data)."""
-    rng = np.random.default_rng(seed)
     groups: dict[object, list[int]] = {}
     for i, c in enumerate(clusters):
         groups.setdefault(c, []).append(i)
-    return np.array(sorted(int(rng.choice(g)) for g in groups.values()), dtype=int)
+    u = np.random.default_rng(seed).random(len(groups))
+    return np.array(sorted(g[int(x * len(g))] for g, x in zip(groups.values(), u, strict=True)),
+                    dtype=int)  # fmt: skip
 
 
 def labels_needed(
@@ -172,6 +217,23 @@ def labels_needed(
     return max(math.ceil(hi / failing_share), now)
 
 
+def fail_given_passed_bound(
+    labels: int, failing: int, clean_passed: int, alpha: float, level: float
+) -> float:
+    """q⁺: the upper bound of P(fail | s ≥ t) given m(t) ≤ alpha (module docstring), from
+    `labels` labelled items of which `failing` fail and `clean_passed` pass with s ≥ t; the
+    bounds of P(fail) and P(s ≥ t | pass) each at level/2.
+
+    >>> round(fail_given_passed_bound(1000, 100, 400, 0.05, 0.1), 3)
+    0.016
+    """
+    p_fail = _cp_upper(failing, labels, level / 2) if labels else 1.0
+    clean = labels - failing
+    c_low = _cp_lower(clean_passed, clean, level / 2) if clean else 0.0
+    worst = alpha * p_fail
+    return 1.0 if worst + (1 - p_fail) * c_low <= 0 else worst / (worst + (1 - p_fail) * c_low)
+
+
 def certify(
     scores: npt.ArrayLike,
     fails: npt.ArrayLike,
@@ -182,6 +244,8 @@ def certify(
     grid: Sequence[float] = DEFAULT_GRID,
     stratum_scores: npt.ArrayLike | None = None,
     seed: int = 0,
+    max_fail_given_passed: float | None = None,
+    fail_given_passed_delta: float | None = None,
 ) -> Certification:
     """Certify the loosest threshold of `grid` (ordered strictest first, fixed in advance)
     with P(m ≤ alpha) ≥ 1 − delta over the calibration draw (module docstring: assumptions).
@@ -189,7 +253,9 @@ def certify(
     `scores`/`fails`: the cheap stage's score and the top judge's (or a human's) verdict per
     labelled item, drawn uniformly from the stratum. `clusters`: a cluster id per item (one
     item per cluster is then used). `stratum_scores`: scores of all the stratum's traffic for
-    the decided share (default: the labelled items' scores).
+    the decided share (default: the labelled items' scores). `max_fail_given_passed` (β, off
+    by default): certify only when the bound q⁺ of P(fail | passed) is ≤ β, at level
+    `fail_given_passed_delta` (default delta); jointly valid at 1 − delta − that level.
     """
     if not (0 < alpha < 1 and 0 < delta < 1):
         raise ValueError("alpha and delta must lie strictly between 0 and 1")
@@ -198,6 +264,7 @@ def certify(
         raise ValueError("one verdict per score")
     if list(grid) != sorted(grid, reverse=True):
         raise ValueError("the grid must be ordered strictest (largest) first")
+    q_delta = delta if fail_given_passed_delta is None else fail_given_passed_delta
     n_clusters = None
     if clusters is not None:
         if len(clusters) != s.size:
@@ -213,27 +280,123 @@ def certify(
     first_bad = int(np.argmin(ok)) if not ok.all() else len(g)
     threshold = float(g[first_bad - 1]) if first_bad > 0 else None
     traffic = s if stratum_scores is None else np.asarray(stratum_scores, float)
+    common: dict[str, Any] = {
+        "fail_given_passed_delta": q_delta,
+        "max_fail_given_passed": max_fail_given_passed,
+    }
     if threshold is not None:
         m = int(misses[first_bad - 1])
         passed = s >= threshold
         decided = float((traffic >= threshold).mean()) if traffic.size else 0.0
         fgp = float(y[passed].mean()) if passed.any() else None
-        bound = clopper_pearson_upper(m, f, delta) if f else 1.0
-        return Certification(threshold, alpha, delta, int(s.size), f, n_clusters, m, bound,
-                             decided, fgp)  # fmt: skip
+        bound = _cp_upper(m, f, delta) if f else 1.0
+        q_up = fail_given_passed_bound(int(s.size), f, int((passed & ~y).sum()), alpha, q_delta)
+        if max_fail_given_passed is None or q_up <= max_fail_given_passed:
+            return Certification(threshold, alpha, delta, int(s.size), f, n_clusters, m, bound,
+                                 decided, fgp, fail_given_passed_bound=q_up,
+                                 **common)  # fmt: skip
+        return Certification(None, alpha, delta, int(s.size), f, n_clusters, m, bound, 0.0, fgp,
+                             None, threshold, q_up, **common)  # fmt: skip
     # None certifiable: project the labels needed at the fewest observed misses (the need
     # grows with the miss rate), for the loosest threshold with that many that passes any item.
     best: tuple[int, float] | None = None
-    eligible = [i for i, t in enumerate(g) if (s >= t).any()]
-    if eligible and f:
-        fewest = min(int(misses[i]) for i in eligible)
-        loosest = max(i for i in eligible if misses[i] == fewest)
+    eligible = np.flatnonzero(g <= s.max()) if s.size else np.array([], int)
+    if eligible.size and f:
+        fewest = int(misses[eligible].min())
+        loosest = int(eligible[misses[eligible] == fewest].max())
         need = labels_needed(f / s.size, fewest / f, alpha, delta, int(s.size))
         best = (need, float(g[loosest])) if need is not None else None
     m0 = int(misses[0]) if g.size else 0
     return Certification(None, alpha, delta, int(s.size), f, n_clusters, m0,
-                         clopper_pearson_upper(m0, f, delta) if f else 1.0, 0.0, None,
-                         best[0] if best else None, best[1] if best else None)  # fmt: skip
+                         _cp_upper(m0, f, delta) if f else 1.0, 0.0, None,
+                         best[0] if best else None, best[1] if best else None,
+                         **common)  # fmt: skip
+
+
+def checkpoint_schedule(labels: int, delta: float, first: int = 100) -> list[tuple[int, float]]:
+    """(k_j, delta_j) of the checkpoints reached with `labels` labels: k_j = first·2^j labels,
+    delta_j = delta / 2^(j+1) (Σ ≤ delta: the module docstring's re-certification rule).
+
+    >>> checkpoint_schedule(450, 0.1)
+    [(100, 0.05), (200, 0.025), (400, 0.0125)]
+    """
+    out, j = [], 0
+    while first * 2**j <= labels:
+        out.append((first * 2**j, delta / 2 ** (j + 1)))
+        j += 1
+    return out
+
+
+def _first_labels(n_items: int, clusters: Sequence[object] | None, k: int) -> np.ndarray:
+    """Indices of the first k labels in arrival order (all items of the first k clusters)."""
+    if clusters is None:
+        return np.arange(min(k, n_items))
+    order: dict[object, int] = {}
+    for c in clusters:
+        order.setdefault(c, len(order))
+    return np.array([i for i, c in enumerate(clusters) if order[c] < k], dtype=int)
+
+
+def certify_checkpoints(
+    scores: npt.ArrayLike,
+    fails: npt.ArrayLike,
+    clusters: Sequence[object] | None = None,
+    *,
+    alpha: float = 0.05,
+    delta: float = 0.1,
+    first: int = 100,
+    **kwargs: Any,
+) -> list[Certification]:
+    """The certification of every checkpoint reached (module docstring: re-certification),
+    oldest first; labels in arrival order; with `clusters`, k_j counts clusters (each enters
+    with all its labelled items, one of which is then used). Other arguments as `certify`.
+    P(any of them certifies a threshold with m > alpha) ≤ delta."""
+    s, y = np.asarray(scores, float), np.asarray(fails, bool)
+    cl = None if clusters is None else list(clusters)
+    n = s.size if cl is None else len(set(cl))
+    out = []
+    for j, (k, d) in enumerate(checkpoint_schedule(n, delta, first)):
+        idx = _first_labels(s.size, cl, k)
+        sub = None if cl is None else [cl[i] for i in idx]
+        c = certify(s[idx], y[idx], sub, alpha=alpha, delta=d, **kwargs)
+        out.append(replace(c, checkpoint=j, family_delta=delta))
+    return out
+
+
+def certify_at_checkpoints(
+    scores: npt.ArrayLike,
+    fails: npt.ArrayLike,
+    clusters: Sequence[object] | None = None,
+    *,
+    alpha: float = 0.05,
+    delta: float = 0.1,
+    first: int = 100,
+    **kwargs: Any,
+) -> Certification:
+    """The certification in force after the labels so far: the latest checkpoint's (the same
+    answer however often it is called between checkpoints). Valid at level delta over the
+    whole schedule. When it certifies nothing, labels_needed is the first checkpoint k_J at
+    which the observed rates, if they hold, would certify (None: not at these rates)."""
+    s, y = np.asarray(scores, float), np.asarray(fails, bool)
+    runs = certify_checkpoints(s, y, clusters, alpha=alpha, delta=delta, first=first, **kwargs)
+    if runs and runs[-1].certified:
+        return runs[-1]
+    n = s.size if clusters is None else len(set(clusters))
+    j = len(runs)
+    last = runs[-1] if runs else certify(s, y, clusters, alpha=alpha, delta=delta / 2, **kwargs)
+    need = None
+    while first * 2**j <= LABELS_CAP:
+        k, d = first * 2**j, delta / 2 ** (j + 1)
+        trial = certify(s, y, clusters, alpha=alpha, delta=d, **kwargs)
+        est = trial.labels if trial.certified else trial.labels_needed
+        if est is None:
+            break
+        if est <= k and k > n:
+            need = k
+            break
+        j += 1
+    return replace(last, threshold=None, decided_share=0.0, labels_needed=need,
+                   checkpoint=(len(runs) - 1) if runs else None, family_delta=delta)  # fmt: skip
 
 
 def first_withdrawal(failed: npt.ArrayLike, ceiling: float, delta: float = 0.1) -> int | None:
