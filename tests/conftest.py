@@ -267,6 +267,7 @@ def generator_url() -> Iterator[str]:
     from tests.loopback_generator import Generator
 
     Generator.calls = 0
+    Generator.max_tokens = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), Generator)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

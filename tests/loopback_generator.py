@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import re
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import Any, ClassVar
 
 from tests.conftest import chat_completion
 
 
 class Generator(BaseHTTPRequestHandler):
     calls = 0
+    max_tokens: ClassVar[list[object]] = []  # each request's max_tokens (None: not sent)
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -27,6 +28,7 @@ class Generator(BaseHTTPRequestHandler):
         else:
             answer = document
         type(self).calls += 1
+        type(self).max_tokens.append(body.get("max_tokens"))
         reply = json.dumps(chat_completion(answer)).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")

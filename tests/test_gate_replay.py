@@ -125,3 +125,26 @@ def test_replay_gate_with_the_generator_and_a_judge(
     assert doc["pairs"] == 24 and doc["generator_calls"] == 48
     if expected == 6:  # 24 equal pairs cannot bound the drop below 0.05: says how many could
         assert doc["scores_needed"]["candidate"] > 24 and doc["guarantee"] == "fixed-n"
+
+
+def test_replay_sends_the_apps_reply_budget_to_the_generator(
+    tmp_path: Path, redis_url: str, generator_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The trace's gen_ai.request.max_tokens goes with both prompts: without it a server
+    generates until its context is full (a base model at temperature 0 seldom stops)."""
+    data = _dataset(tmp_path / "data.jsonl", 3)
+    lines = [json.loads(line) for line in data.read_text().splitlines()]
+    for doc in lines:
+        doc["trace"]["spans"][1]["attributes"]["gen_ai.request.max_tokens"] = 77
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in lines))
+    write_rubric(tmp_path / "rubrics", "faith", RUBRIC)
+    make_settings(tmp_path, redis_url, generator={"base_url": generator_url})
+    (tmp_path / "baseline.txt").write_text(GOOD)
+    (tmp_path / "candidate.txt").write_text(BAD)
+    main([
+        "--settings", str(tmp_path / "settings.toml"), "gate", "--rubric", "faith",
+        "--replay", str(data), "--baseline-template", str(tmp_path / "baseline.txt"),
+        "--candidate-template", str(tmp_path / "candidate.txt"), "--json",
+    ])  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["generator_calls"] == 6
+    assert Generator.max_tokens == [77] * 6

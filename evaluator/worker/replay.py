@@ -68,7 +68,10 @@ def render(template: str, case: EvalCase) -> str:
 async def _answer(clients: Clients, case: EvalCase, template: str, model: str) -> tuple[str, Any]:
     assert clients.generator is not None
     messages = [{"role": "user", "content": render(template, case)}]
-    texts, usage = await clients.generator.sample(messages, model, 1, temperature=0.0)
+    # The app's own reply budget (gen_ai.request.max_tokens, ...) goes with the prompt: without
+    # it a server generates until its context is full (minutes per item on a CPU server).
+    params = {k: v for k, v in case.generation.items() if k != "temperature"}
+    texts, usage = await clients.generator.sample(messages, model, 1, temperature=0.0, **params)
     return (texts[0] if texts else ""), usage
 
 
