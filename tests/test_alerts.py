@@ -257,7 +257,10 @@ def test_worker_registers_a_unique_cron_job(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, REDIS_URL, alerts={"interval_minutes": 15})
     jobs = {j.name: j for j in worker_options(settings)["cron_jobs"]}
     # Retention is off by default; every other cron job is registered once, unique.
-    names = {cron_name(settings, n) for n in ("sweep", "batches", "anchors", "regression_check")}
+    names = {
+        cron_name(settings, n)
+        for n in ("sweep", "batches", "anchors", "certification", "regression_check")
+    }
     assert set(jobs) == names and all(j.unique for j in jobs.values())
     assert jobs[cron_name(settings, "regression_check")].minute == {0, 15, 30, 45}
 

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from arq import Retry, Worker, cron, func
 from arq.utils import timestamp_ms
 
+from evaluator.analytics.certification_job import CRON_MINUTES, certification_job
 from evaluator.analytics.check_job import regression_check_job
 from evaluator.config.logs import log_context
 from evaluator.config.redis_clients import arq_redis_settings, async_redis
@@ -344,6 +345,19 @@ def cron_jobs(settings: Settings) -> list[Any]:
                 max_tries=1,
             )
         )
+    # Cascade certifications: computed at their checkpoints, withdrawn on drift (whether or
+    # not regression alerts are enabled: the cascade's local passes depend on them).
+    jobs.append(
+        cron(
+            certification_job,
+            name=cron_name(settings, "certification"),
+            minute=set(range(0, 60, CRON_MINUTES)),
+            second=37,
+            unique=True,
+            timeout=settings.worker.job_timeout_s,
+            max_tries=1,
+        )
+    )
     if settings.alerts.enabled:
         jobs.append(
             cron(

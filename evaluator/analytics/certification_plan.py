@@ -1,0 +1,212 @@
+"""What the certification job does for one key, decided from its labels and stored rows alone
+(no I/O: evaluator.analytics.certification_job reads and writes).
+
+A key is (rubric, cheap-stage version, top-judge epoch, prompt version, stratum)
+(evaluator.store.certifications). Its labels are the calibration draw's records: traces whose
+cluster fell below `audit_rate`, judged whatever the cheap score, in arrival order.
+
+Certifying. The labels enter `evalcore.certification.certify_checkpoints`: checkpoint j uses
+the first k_j = 100·2^j clusters at level delta_j = delta/2^(j+1). When the labels reach a
+checkpoint the key has no row for, that checkpoint's outcome becomes a new row (threshold NULL
+when it certifies nothing). Guarantee: P(any checkpoint of the segment certifies a threshold
+whose miss rate exceeds alpha) <= delta (union bound, Σ delta_j <= delta), for traffic
+exchangeable at cluster level with the draw — so the row in force at any time is sound with
+that confidence, however often the job runs. Re-running the job between checkpoints writes
+nothing and spends nothing. The price, against one test at delta: checkpoint j needs more
+failing labels (with no misses at alpha 0.05 / delta 0.1: 59 at k_0, 86 at k_2, against 45).
+
+Segments. A withdrawal ends a key's segment: the next certification uses only labels that
+arrived after it (and, after a judge-drift alert, after the alert resolved), with a fresh
+schedule and a fresh delta. Each segment's guarantee holds for its own traffic; a segment
+starts only after a detected change, so the labels before it are of another population.
+Changing a rubric's alpha or delta makes the next run recompute the latest checkpoint at the
+new values (a new row); that is sound only if the change was not made after seeing outcomes.
+
+Withdrawing. The audited traces after a certification's creation whose cheap score is >= its
+threshold (one per cluster, the cluster's first in arrival order) feed the anytime-valid
+monitor `evalcore.certification.first_withdrawal` with ceiling alpha·P(fail)/P(s >= t)
+(the certification's own labels' failing share and decided share): P(withdrawn on a
+stationary stream within the ceiling) <= delta, however often it is re-run (Ville's
+inequality; the job recomputes it over the whole stream each time, no state to lose). The
+ceiling's two shares are point estimates from the certification's labels, so that level is
+approximate; the miss-rate guarantee itself does not depend on the monitor. Assumption: the
+first audited trace of a cluster is like any other of it (arrival order within a session is
+independent of the verdict). A judge-drift alert on the rubric withdraws its certifications
+at once and blocks new ones while it is open.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from evalcore.certification import Certification, certify_checkpoints, first_withdrawal
+from evaluator.store.certifications import CertificationRecord, Key
+
+FIRST_CHECKPOINT = 100  # clusters at checkpoint 0; checkpoint j has FIRST_CHECKPOINT·2^j
+NO_SCORE = -1.0  # a label the cheap stage may not pass (no score, hard evidence): below the grid
+CEILING_CAP = 0.999
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """One calibration record: when it arrived, its cluster, the cheap score (NO_SCORE when
+    the cheap stage could not pass it) and the top judge's verdict."""
+
+    at: datetime
+    cluster: str
+    score: float
+    failed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    row: CertificationRecord
+    reason: str
+    audited: int = 0
+    failed: int = 0
+    ceiling: float | None = None
+    test: str = "monitor"  # monitor | judge_drift
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    withdraw: Withdrawal | None = None
+    write: CertificationRecord | None = None
+
+
+def segment_start(rows: Sequence[CertificationRecord], after: datetime | None) -> datetime | None:
+    """Labels count from the key's last withdrawal (or `after`, e.g. a resolved judge-drift
+    alert), whichever is later; None: from the start."""
+    marks = [r.withdrawn_at for r in rows if r.withdrawn_at is not None]
+    if after is not None:
+        marks.append(after)
+    return max(marks) if marks else None
+
+
+def in_segment(labels: Sequence[Label], start: datetime | None) -> list[Label]:
+    return list(labels) if start is None else [x for x in labels if x.at > start]
+
+
+def active_row(rows: Sequence[CertificationRecord]) -> CertificationRecord | None:
+    """The key's newest row when it certifies and is not withdrawn (rows oldest first)."""
+    last = rows[-1] if rows else None
+    return last if last and last.threshold is not None and last.withdrawn_at is None else None
+
+
+def ceiling_of(row: CertificationRecord) -> float:
+    """alpha · P(fail) / P(s >= t) from the certification's own labels (capped below 1)."""
+    labels = max(row.labels, 1)
+    decided = max(row.decided_share, 1 / labels)  # certified but passing no label: 1 in n
+    return min(row.alpha * (row.failing / labels) / decided, CEILING_CAP)
+
+
+def audited_passes(row: CertificationRecord, labels: Sequence[Label]) -> list[bool]:
+    """Verdicts (failed?) of the audited traces after `row` was created whose cheap score is
+    >= its threshold, the first of each cluster, in arrival order."""
+    assert row.threshold is not None
+    seen: set[str] = set()
+    out: list[bool] = []
+    for x in labels:
+        if x.at > row.created_at and x.score >= row.threshold and x.cluster not in seen:
+            seen.add(x.cluster)
+            out.append(x.failed)
+    return out
+
+
+def monitor(row: CertificationRecord, labels: Sequence[Label]) -> Withdrawal | None:
+    """The monitor's withdrawal of `row`, or None while the audited passes stay in bounds."""
+    stream = audited_passes(row, labels)
+    ceiling = ceiling_of(row)
+    at = first_withdrawal(stream, ceiling, row.delta)
+    if at is None:
+        return None
+    failed = sum(stream[:at])
+    reason = (
+        f"monitor: {failed} of {at} audited local passes failed the judge, above the "
+        f"{ceiling:.3f} the certification allows (anytime-valid test at delta {row.delta})"
+    )
+    return Withdrawal(row, reason, at, failed, ceiling)
+
+
+def checkpoint_row(
+    key: Key, labels: Sequence[Label], alpha: float, delta: float, now: datetime
+) -> CertificationRecord | None:
+    """The row of the latest checkpoint the labels reached, or None (fewer than the first)."""
+    runs = certify_checkpoints(
+        [x.score for x in labels],
+        [x.failed for x in labels],
+        [x.cluster for x in labels],
+        alpha=alpha,
+        delta=delta,
+        first=FIRST_CHECKPOINT,
+    )
+    if not runs:
+        return None
+    j = len(runs) - 1
+    return to_row(key, runs[-1], FIRST_CHECKPOINT * 2**j, delta, now)
+
+
+def to_row(
+    key: Key, cert: Certification, look: int, delta: float, now: datetime
+) -> CertificationRecord:
+    rubric, stage, epoch, prompt_version, stratum = key
+    return CertificationRecord(
+        id="",
+        rubric=rubric,
+        stage=stage,
+        judge_epoch=epoch,
+        prompt_version=prompt_version,
+        stratum=stratum,
+        alpha=cert.alpha,
+        delta=delta,  # the schedule's delta (the guarantee's), not this checkpoint's share
+        threshold=cert.threshold,
+        labels=cert.labels,
+        clusters=cert.clusters,
+        failing=cert.failing,
+        misses=cert.misses,
+        decided_share=cert.decided_share,
+        fail_given_pass_upper=cert.fail_given_passed_bound,
+        labels_needed=cert.labels_needed,
+        look=look,
+        created_at=now,
+    )
+
+
+def plan_key(
+    key: Key,
+    labels: Sequence[Label],
+    rows: Sequence[CertificationRecord],
+    *,
+    alpha: float,
+    delta: float,
+    now: datetime,
+    drift_open: str | None = None,
+    drift_resolved_at: datetime | None = None,
+) -> KeyPlan:
+    """One run's decision for one key: withdraw its active row (judge drift, or the monitor),
+    else write the latest checkpoint's row when the segment has none for it yet.
+
+    `drift_open`: the description of an open judge-drift alert on the rubric (then nothing new
+    is certified); `drift_resolved_at`: when the rubric's last judge-drift alert resolved."""
+    active = active_row(rows)
+    start = segment_start(rows, drift_resolved_at)
+    seg = in_segment(labels, start)
+    if active is not None:
+        if drift_open is not None:
+            return KeyPlan(Withdrawal(active, f"judge drift: {drift_open}", test="judge_drift"))
+        withdrawal = monitor(active, seg)
+        if withdrawal is not None:
+            return KeyPlan(withdrawal)
+    if drift_open is not None:
+        return KeyPlan()
+    row = checkpoint_row(key, seg, alpha, delta, now)
+    if row is None:
+        return KeyPlan()
+    seg_rows = [r for r in rows if start is None or r.created_at > start]
+    last = seg_rows[-1] if seg_rows else None
+    if last is not None and last.look >= row.look and (last.alpha, last.delta) == (alpha, delta):
+        # This checkpoint is stored already (or a later one, when retention deleted labels).
+        return KeyPlan()
+    return KeyPlan(write=row)
