@@ -222,3 +222,6 @@ class ErrorKind(StrEnum):
     # A batched request whose rubric version is no longer loaded (changed or removed while it
     # waited): re-run with `evaluator retry --errors --kind rubric_changed`.
     RUBRIC_CHANGED = "rubric_changed"
+    # The reply was cut at its token limit, also on the retry with a larger budget: raise
+    # the rubric's [judge] max_output_tokens (or use a faster judge), then retry.
+    JUDGE_TRUNCATED = "judge_truncated"

@@ -6,6 +6,8 @@ EvalError
 ├── JudgeError                 a call to the judge/generator failed
 │   ├── JudgeTransientError    timeouts, 429, 5xx after the client's retries
 │   └── JudgeOutputError       the reply could not be parsed/validated (keeps raw output)
+│       └── JudgeTruncatedError  cut at the token limit (finish_reason "length"), also
+│                                after one retry with a larger budget
 └── ScorerConfigError          a rubric asks a scorer for something it cannot do
 """
 
@@ -57,6 +59,22 @@ class JudgeOutputError(JudgeError):
         self.raw_output = raw_output
 
 
+class JudgeTruncatedError(JudgeOutputError):
+    """The reply was cut at its token limit (`finish_reason == "length"`) on the first try
+    and again on the one retry with a larger budget and a request to be brief.
+
+    Its own kind (`judge_truncated`): the fix is a larger reply budget (the rubric's
+    `[judge] max_output_tokens`) or a faster judge, not a re-ask. `max_tokens` is the budget
+    of the last attempt; `raw_output` the cut reply.
+    """
+
+    def __init__(
+        self, message: str, *, raw_output: str | None, max_tokens: int, usage: Usage | None = None
+    ) -> None:
+        super().__init__(message, raw_output=raw_output, usage=usage)
+        self.max_tokens = max_tokens
+
+
 class JudgeDeferred(EvalError):
     """The endpoint said to retry after longer than a job may wait (`Retry-After`).
 
@@ -95,6 +113,7 @@ class ScorerConfigError(EvalError):
 # means for a retry. judges cannot import the service, so the strings are the contract.
 KIND_JUDGE_UNAVAILABLE = "judge_unavailable"
 KIND_JUDGE_OUTPUT = "judge_output"
+KIND_JUDGE_TRUNCATED = "judge_truncated"
 KIND_CONFIG = "config"
 
 
@@ -103,6 +122,8 @@ def error_kind(exc: EvalError) -> str:
         return KIND_JUDGE_UNAVAILABLE
     if isinstance(exc, ScorerConfigError):
         return KIND_CONFIG
+    if isinstance(exc, JudgeTruncatedError):
+        return KIND_JUDGE_TRUNCATED
     return KIND_JUDGE_OUTPUT
 
 
@@ -125,6 +146,8 @@ def judge_failure(
     raw = getattr(exc, "raw_output", None)
     if raw is not None:
         details["raw_output"] = raw
+    if isinstance(exc, JudgeTruncatedError):
+        details["reply_budget"] = exc.max_tokens
     return Score.error(
         str(exc), method=method, details=details, judge_model=judge_model, usage=usage or exc.usage
     )

@@ -127,6 +127,14 @@ class CallLog:
     hits: int = 0
     misses: int = 0
     reported_models: list[str] = field(default_factory=list)
+    # The rubric's `[judge] max_output_tokens`: replaces the schema's estimated reply budget.
+    max_output_tokens: int | None = None
+    # How the accepted replies were asked for and read (judges.llm.formats): the response
+    # format of each ("json_schema" | "json_object" | "prompt"), how many had to be dug out
+    # of prose or code fences, and how many were retried after being cut at their budget.
+    formats: list[str] = field(default_factory=list)
+    extracted: int = 0
+    truncated_retries: int = 0
 
     def reported(self, model: str | None) -> None:
         if model and model not in self.reported_models:
@@ -144,14 +152,30 @@ class CallLog:
             "judge_cache_misses": self.misses,
         }
 
+    def reply_details(self) -> dict[str, Any]:
+        """`judge_format` (the response format(s) of the judge's replies, in order of first
+        use), `judge_reply_extracted` and `judge_truncated_retries` when not 0; empty when no
+        reply came from the judge."""
+        out: dict[str, Any] = {}
+        if self.formats:
+            out["judge_format"] = ",".join(dict.fromkeys(self.formats))
+        if self.extracted:
+            out["judge_reply_extracted"] = self.extracted
+        if self.truncated_retries:
+            out["judge_truncated_retries"] = self.truncated_retries
+        return out
+
 
 _CURRENT: ContextVar[CallLog | None] = ContextVar("judges_verdict_identity", default=None)
 
 
 @contextmanager
-def attributing(identity: VerdictIdentity) -> Iterator[CallLog]:
-    """Attribute the judge calls made inside the block to `identity`."""
-    log = CallLog(identity)
+def attributing(
+    identity: VerdictIdentity, *, max_output_tokens: int | None = None
+) -> Iterator[CallLog]:
+    """Attribute the judge calls made inside the block to `identity` (and, when given, the
+    rubric's reply budget)."""
+    log = CallLog(identity, max_output_tokens=max_output_tokens)
     token = _CURRENT.set(log)
     try:
         yield log

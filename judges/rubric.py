@@ -117,8 +117,15 @@ class RubricBudget(_Frozen):
 
 
 class JudgeOverride(_Frozen):
+    """The rubric's `[judge]` table: what this rubric's judge calls use instead of the
+    worker's `[judge]` settings."""
+
     model: Label | None = None
     temperature: float | None = Field(None, ge=0, le=2)
+    # The reply budget (max_tokens) of this rubric's judge calls; None = estimated from the
+    # reply schema (judges.llm.budget), capped by judge.max_output_tokens. A reply cut at
+    # its budget is retried once with twice the budget.
+    max_output_tokens: int | None = Field(None, ge=16, le=65_536)
 
 
 class Scale(_Frozen):

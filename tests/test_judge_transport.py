@@ -131,11 +131,12 @@ async def test_a_stalled_reply_is_cut_by_the_timeout_and_retried_a_bounded_numbe
     server, client = judge_for(scripted, transport, [stall], timeout_s=0.3, max_retries=1)
     started = time.monotonic()
     try:
-        with pytest.raises(JudgeTransientError, match="unreachable") as caught:
+        with pytest.raises(JudgeTransientError, match="timed out") as caught:
             await client.complete(MESSAGES, Verdict)
     finally:
         await client.close()
     assert "gave up after 2 attempts" in str(caught.value)
+    assert client.concurrency.decreases["timeout"] >= 1  # a timeout is a capacity signal
     assert len(server.bodies) == 2
     # Neither attempt waited for the stalled reply (it would have come after 60 s and parsed).
     assert time.monotonic() - started < 30

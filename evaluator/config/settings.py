@@ -87,9 +87,18 @@ class JudgeSettings(_Section):
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = Field(30.0, gt=0)
     max_retries: int = Field(2, ge=0, le=10)
+    # Calls in flight per worker process, shared by all its rubrics: adaptive (AIMD,
+    # judges.llm.concurrency) from initial_concurrency up to max_concurrency, halved on
+    # timeouts, 429/503 and latency over twice its baseline.
     max_concurrency: int = Field(32, ge=1, le=1024)
-    response_format: Literal["json_schema", "json_object"] = "json_schema"
+    initial_concurrency: int = Field(2, ge=1, le=1024)
+    # How replies are asked for; an endpoint that ignores or refuses it is asked in the
+    # next one (json_schema -> json_object -> prompt, judges.llm.formats).
+    response_format: Literal["json_schema", "json_object", "prompt"] = "json_schema"
     temperature: float = Field(0.0, ge=0, le=2)
+    # The ceiling of a reply budget: each call's max_tokens is estimated from its reply
+    # schema (judges.llm.budget) up to this, or set by the rubric's [judge]
+    # max_output_tokens; a reply cut at its budget is retried once with twice the budget.
     max_output_tokens: int = Field(1024, ge=16)
     # Shared by all worker processes through Redis; 0 = no limit.
     rpm_limit: int = Field(0, ge=0)

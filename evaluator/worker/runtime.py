@@ -192,6 +192,7 @@ def make_judge(
         response_format=j.response_format,
         temperature=j.temperature,
         max_output_tokens=j.max_output_tokens,
+        initial_concurrency=min(j.initial_concurrency, j.max_concurrency),
         price=settings.cost_usd,
         rate_limiter=limiter,
         cache=cache,

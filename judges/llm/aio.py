@@ -22,7 +22,12 @@ import aiohttp
 
 
 class Unreachable(Exception):
-    """No HTTP response: connection refused or reset, DNS, TLS, or the timeout."""
+    """No HTTP response: connection refused or reset, DNS, TLS, or the timeout
+    (`timed_out`: the per-attempt timeout ran out, a sign the endpoint is saturated)."""
+
+    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
 
 
 def _env_proxy(url: str) -> str | None:
@@ -64,7 +69,9 @@ class AiohttpPoster:
             ) as response:
                 return response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise Unreachable(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            timed_out = isinstance(exc, TimeoutError)
+            message = f"{type(exc).__name__}: {exc}".rstrip(": ")
+            raise Unreachable(message, timed_out=timed_out) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -1,39 +1,63 @@
 """JudgeClient: structured-output calls to any OpenAI-compatible endpoint.
 
 One layer owns HTTP retries: this client (the SDK's own retries are switched off), so it sees
-every 429, honours Retry-After, and shrinks its concurrency while the endpoint is saturated.
-It also validates the JSON-schema reply against a Pydantic model with one re-ask that quotes
-the validation error, accounts tokens and cost for every attempt, waits on a shared rate
-limiter, and serves repeated prompts from a reply cache (re-evaluating costs nothing).
-The cache key is `VerdictIdentity.cache_key` (judges.provenance): endpoint, model, prompt,
-schema, rubric and scorer version, so a reply is never reused where it would not be true.
+every timeout and 429, honours Retry-After, and adapts its concurrency to the endpoint
+(judges.llm.concurrency: AIMD, starting at 2, bounded by `max_concurrency`). Only retryable
+causes are retried (timeouts, connection errors, 408, 429, 5xx), each try with its own
+timeout, with the one back-off policy (judges.llm.backoff).
+
+A reply is validated against a Pydantic model. Its budget (`max_tokens`) is sized from the
+schema (judges.llm.budget) or the rubric's `[judge] max_output_tokens`; an unusable reply
+gets one retry that is never the same request: a reply cut at its budget
+(`finish_reason == "length"`) is asked again with twice the budget and a request to be
+brief, anything else is re-asked quoting what was wrong. Endpoints that ignore or refuse
+`json_schema` are asked in the next format (judges.llm.formats). Tokens and cost are
+accounted for every attempt; a shared rate limiter is waited on; repeated prompts are
+served from a reply cache keyed by `VerdictIdentity.cache_key` (judges.provenance):
+endpoint, model, prompt, schema, rubric and scorer version, so a reply is never reused
+where it would not be true.
+
+Errors (judges.errors): JudgeTransientError (retryable causes, after the retries),
+JudgeTruncatedError (cut at the budget twice), JudgeOutputError (unusable after the re-ask,
+both problems named), JudgeError (a 4xx), JudgeDeferred (a Retry-After beyond max_wait_s).
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import httpx
 import openai
 from openai import AsyncOpenAI
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTransientError
-from judges.llm.aio import AiohttpPoster, Unreachable
-from judges.llm.backoff import backoff_s
-from judges.llm.completions import read_completion, retry_after_s, strip_fences
-from judges.llm.limits import AdaptiveConcurrency, NoRateLimit, RateLimiter, ReplyCache
+from judges.errors import JudgeError, JudgeOutputError, JudgeTruncatedError
+from judges.llm.aio import AiohttpPoster
+from judges.llm.budget import reply_budget, retry_budget
+from judges.llm.concurrency import AdaptiveConcurrency
+from judges.llm.exchange import FormatRefused, JudgeExchange, PriceFn
+from judges.llm.formats import (
+    BREVITY_NOTE,
+    FORMATS,
+    extract_json,
+    looks_like_json,
+    next_format,
+    response_format,
+    with_schema_note,
+)
+from judges.llm.limits import NoRateLimit, RateLimiter, ReplyCache
+from judges.llm.replies import parse_reply, read_entry, read_reply
 from judges.provenance import VerdictIdentity, current, endpoint_of
 from judges.types import Usage
 
+__all__ = ["JudgeClient", "JudgeReply", "PriceFn", "parse_reply", "sdk_http_client"]
+
 T = TypeVar("T", bound=BaseModel)
-PriceFn = Callable[[str, int, int], float]
 
 _REASK = (
     "Your previous reply could not be used: {problem}\n"
@@ -76,7 +100,7 @@ def _no_price(_model: str, _in: int, _out: int) -> float:
     return 0.0
 
 
-class JudgeClient:
+class JudgeClient(JudgeExchange):
     """Ask a model for a reply that validates against `schema`.
 
     >>> client = JudgeClient(base_url="http://localhost:8000/v1", model="judge")  # doctest: +SKIP
@@ -102,18 +126,24 @@ class JudgeClient:
         cache: ReplyCache | None = None,
         max_wait_s: float = 60.0,
         on_event: Callable[[str], Awaitable[None]] | None = None,
+        initial_concurrency: int = 2,
     ) -> None:
+        if response_format not in FORMATS:
+            raise ValueError(f"unknown response format {response_format!r}: one of {FORMATS}")
         self.model = model
-        self.response_format = response_format
+        self.response_format = response_format  # as configured
+        self.format = response_format  # in use: lowered when the endpoint ignores it
         self.temperature = temperature
         self.max_output_tokens = max_output_tokens
         self._price = price
         self.max_retries = max_retries
         self.max_wait_s = max_wait_s
-        self.concurrency = AdaptiveConcurrency(max_concurrency)
+        # Shared by every rubric of the process (the worker builds one client).
+        self.concurrency = AdaptiveConcurrency(max_concurrency, initial=initial_concurrency)
         self._rate = rate_limiter or NoRateLimit()
         self._cache = cache
-        # Told "rate_limited" on each 429 and "retries" before each retry (for metrics).
+        # Told "rate_limited" on each 429, "retries" before each retry, and
+        # "concurrency_increase" / "concurrency_decrease" when the limit moves (for metrics).
         self._on_event = on_event
         self._warned_usage = False
         self._sdk = AsyncOpenAI(
@@ -174,13 +204,14 @@ class JudgeClient:
 
     close = aclose  # the older name
 
-    def _format(self, schema: type[BaseModel]) -> dict[str, Any]:
-        if self.response_format == "json_object":
-            return {"type": "json_object"}
-        return {
-            "type": "json_schema",
-            "json_schema": {"name": schema.__name__, "schema": _schema_of(schema)},
-        }
+    def reply_budget(self, schema: type[BaseModel], override: int | None = None) -> int:
+        """max_tokens of a first attempt: `override` (the rubric's [judge]
+        max_output_tokens, read from the attributed run when not given), else estimated
+        from the schema and capped at `max_output_tokens` (judges.llm.budget)."""
+        if override is None:
+            calls = current()
+            override = calls.max_output_tokens if calls is not None else None
+        return reply_budget(_schema_of(schema), self.max_output_tokens, override)
 
     def request_body(
         self,
@@ -189,15 +220,23 @@ class JudgeClient:
         *,
         model: str | None = None,
         temperature: float | None = None,
+        max_tokens: int | None = None,
+        fmt: str | None = None,
     ) -> dict[str, Any]:
-        """The /chat/completions body of one call: sent online, or as one Batch API line."""
-        return {
+        """The /chat/completions body of one call: sent online, or as one Batch API line.
+        `max_tokens` is this request's budget (default: `reply_budget(schema)`); `fmt` the
+        response format (default: the client's current one, judges.llm.formats)."""
+        fmt = fmt or self.format
+        body: dict[str, Any] = {
             "model": model or self.model,
-            "messages": messages,
-            "response_format": self._format(schema),
+            "messages": with_schema_note(messages, fmt, _schema_of(schema)),
             "temperature": self.temperature if temperature is None else temperature,
-            "max_tokens": self.max_output_tokens,
+            "max_tokens": max_tokens or self.reply_budget(schema),
         }
+        shape = response_format(fmt, schema.__name__, _schema_of(schema))
+        if shape is not None:
+            body["response_format"] = shape
+        return body
 
     async def complete(
         self,
@@ -209,11 +248,17 @@ class JudgeClient:
         identity: VerdictIdentity | None = None,
         use_cache: bool = True,
     ) -> JudgeReply[T]:
-        """One call, plus one re-ask if the reply does not validate. Raises JudgeError.
+        """One call, plus at most one retry when the reply is unusable. Raises JudgeError.
 
-        `identity` (default: the attributed scorer run's, judges.provenance.attributing)
-        keys the reply cache together with the rendered request. `use_cache=False` neither
-        reads nor writes it (anchor runs: the provider may have changed the model)."""
+        The retry is never the same request: a reply cut at its budget is asked again with
+        twice the budget and a request to be brief (JudgeTruncatedError if cut again); any
+        other unusable reply is re-asked quoting what was wrong (JudgeOutputError naming
+        both problems). A reply that holds no JSON at all under `json_schema` means the
+        endpoint ignores the schema: the retry, and later calls, use the next format
+        (judges.llm.formats). `identity` (default: the attributed scorer run's,
+        judges.provenance.attributing) keys the reply cache together with the rendered
+        request. `use_cache=False` neither reads nor writes it (anchor runs: the provider
+        may have changed the model)."""
         cache = self._cache if use_cache else None
         model = model or self.model
         temp = self.temperature if temperature is None else temperature
@@ -223,7 +268,7 @@ class JudgeClient:
         key = ""
         if cache is not None:  # hashing the prompt costs ~0.2 ms: only with a cache
             key = self.cache_key(identity, messages, schema, model, temp)
-            hit = _read_entry(await cache.get(key), schema)
+            hit = read_entry(await cache.get(key), schema)
             if hit is not None:
                 parsed, stored, stored_model = hit
                 if calls is not None:
@@ -241,36 +286,96 @@ class JudgeClient:
             calls.misses += 1
         usage = Usage()
         conversation = list(messages)
-        problem = ""
+        problems: list[str] = []
         raw: str | None = None
+        budget = self.reply_budget(schema)
+        fmt = self.format
         for attempt in range(2):
-            raw, finish, refusal, used, reported = await self._call_with_retries(
-                conversation, schema, model, temp, usage
+            raw, finish, refusal, used, reported, fmt = await self._ask(
+                conversation, schema, model, temp, usage, budget, fmt
             )
             usage = usage + used
             if calls is not None:
                 calls.reported(reported)
-            valid, problem = parse_reply(raw, finish, refusal, schema)
-            if valid is not None:
+            read = read_reply(raw, finish, refusal, schema)
+            if read.parsed is not None:
+                self._settle_format(fmt)
+                if calls is not None:
+                    calls.formats.append(fmt)
+                    calls.extracted += int(read.extracted)
                 if cache is not None:
-                    entry = {"raw": strip_fences(raw or ""), "model": reported}
-                    await cache.set(key, json.dumps(entry, ensure_ascii=False))
+                    text = extract_json(raw or "")[0]
+                    await cache.set(key, json.dumps({"raw": text, "model": reported}))
                 return JudgeReply(
-                    parsed=valid,
+                    parsed=read.parsed,
                     raw=raw or "",
                     model=model,
                     usage=usage,
                     reported_model=reported,
                 )
-            if attempt == 0:
-                conversation = [
-                    *messages,
-                    {"role": "assistant", "content": raw or ""},
-                    {"role": "user", "content": _REASK.format(problem=problem)},
-                ]
+            problems.append(read.problem)
+            if attempt == 1:
+                break
+            if read.truncated:
+                budget = retry_budget(budget)
+                conversation = [*messages, {"role": "user", "content": BREVITY_NOTE}]
+                if calls is not None:
+                    calls.truncated_retries += 1
+                continue
+            if fmt == "json_schema" and not refusal and not looks_like_json(raw):
+                fmt = next_format(fmt) or fmt  # the endpoint ignored the schema
+            conversation = [
+                *messages,
+                {"role": "assistant", "content": raw or ""},
+                {"role": "user", "content": _REASK.format(problem=read.problem)},
+            ]
+        if read.truncated:
+            raise JudgeTruncatedError(
+                f"judge reply cut at its token limit twice ({budget // 2} then {budget} "
+                f"tokens): {'; then '.join(problems)}",
+                raw_output=raw,
+                max_tokens=budget,
+                usage=usage,
+            )
         raise JudgeOutputError(
-            f"judge reply unusable after one re-ask: {problem}", raw_output=raw, usage=usage
+            f"judge reply unusable after one re-ask: {'; then '.join(problems)}",
+            raw_output=raw,
+            usage=usage,
         )
+
+    def _settle_format(self, fmt: str) -> None:
+        if fmt != self.format:
+            logging.getLogger("judges.llm.client").warning(
+                "judge endpoint %s does not honour response format %r: using %r from now on",
+                self._endpoint, self.format, fmt,
+            )  # fmt: skip
+            self.format = fmt
+
+    async def _ask(
+        self,
+        messages: list[dict[str, str]],
+        schema: type[BaseModel],
+        model: str,
+        temperature: float,
+        usage: Usage,
+        budget: int,
+        fmt: str,
+    ) -> tuple[str | None, str | None, str | None, Usage, str | None, str]:
+        """One attempt (with its transient retries) in `fmt`, or in the next format while
+        the endpoint refuses the current one with a 400 that names it."""
+        while True:
+            request = self.request_body(
+                messages, schema, model=model, temperature=temperature, max_tokens=budget, fmt=fmt
+            )
+            try:
+                result = await self._call_with_retries(request, schema.__name__, usage)
+            except FormatRefused as exc:
+                following = next_format(fmt)
+                if following is None:
+                    raise JudgeError(str(exc), usage=usage) from exc
+                fmt = following
+                continue
+            return (*result, fmt)
 
     def cache_key(
         self,
@@ -285,202 +390,13 @@ class JudgeClient:
             endpoint=self._endpoint,
             model=model,
             temperature=temperature,
-            response_format=self.response_format,
+            response_format=self.format,
         )
         # The response format's kind is in the identity; its name and schema are here.
         request = {
             "messages": messages,
             "schema_name": schema.__name__,
             "schema": _schema_of(schema),
-            "max_tokens": self.max_output_tokens,
+            "max_tokens": self.reply_budget(schema),
         }
         return call.cache_key(request)
-
-    async def _call_with_retries(
-        self,
-        messages: list[dict[str, str]],
-        schema: type[BaseModel],
-        model: str,
-        temperature: float,
-        usage_so_far: Usage,
-    ) -> tuple[str | None, str | None, str | None, Usage, str | None]:
-        estimate = sum(len(m.get("content") or "") for m in messages) // 4 + self.max_output_tokens
-        attempt = 0
-        while True:
-            attempt += 1
-            await self._rate.acquire(estimate)
-            try:
-                result = await self._call(messages, schema, model, temperature, usage_so_far)
-            except JudgeTransientError as exc:
-                if exc.rate_limited:
-                    self.concurrency.on_rate_limited()
-                    await self._event("rate_limited")
-                    if exc.retry_after_s:
-                        await self._rate.pause(exc.retry_after_s)
-                wait = exc.retry_after_s if exc.retry_after_s is not None else backoff_s(attempt)
-                if exc.retry_after_s is not None and wait > self.max_wait_s:
-                    # The server named a time beyond what a job should sleep: defer the job.
-                    raise JudgeDeferred(
-                        f"judge asked to retry after {wait:.0f} s (> judge.max_wait_s "
-                        f"{self.max_wait_s:.0f} s): {exc}",
-                        retry_after_s=wait,
-                        usage=exc.usage,
-                    ) from exc
-                if attempt > self.max_retries or wait > self.max_wait_s:
-                    # Out of attempts, or told to wait longer than a job should: hand it back
-                    # (the caller records the cause, or defers the job by retry_after_s).
-                    raise JudgeTransientError(
-                        f"{exc} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})",
-                        retry_after_s=exc.retry_after_s,
-                        rate_limited=exc.rate_limited,
-                        usage=exc.usage,
-                    ) from exc
-                await self._event("retries")
-                await asyncio.sleep(wait)
-                continue
-            self.concurrency.on_success()
-            return result
-
-    async def _event(self, kind: str) -> None:
-        if self._on_event is None:
-            return
-        try:
-            await self._on_event(kind)
-        except Exception:  # metrics must never fail a judge call
-            logging.getLogger("judges.llm.client").debug("on_event(%s) failed", kind, exc_info=True)
-
-    async def _post(self, request: dict[str, Any]) -> tuple[int, Mapping[str, str], bytes]:
-        """POST a chat completion: (status, headers, body); raises Unreachable when no
-        response came back."""
-        if self._aio is not None:
-            return await self._aio.post("/chat/completions", request)
-        try:
-            # The SDK's low-level post: its auth, base URL and timeouts, without the typed
-            # request transform and response model, which cost ~1.5 ms of CPU per call
-            # (bench/http_floor.py) for fields we read by hand.
-            response = await self._sdk.post(
-                "/chat/completions", body=request, cast_to=httpx.Response
-            )
-        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-            raise Unreachable(str(exc)) from exc
-        except openai.APIStatusError as exc:
-            try:
-                content = exc.response.content
-            except Exception:  # the body may be a stream that is already closed
-                content = str(exc).encode()
-            return exc.status_code, exc.response.headers, content
-        return response.status_code, response.headers, response.content
-
-    async def _call(
-        self,
-        messages: list[dict[str, str]],
-        schema: type[BaseModel],
-        model: str,
-        temperature: float,
-        usage_so_far: Usage,
-    ) -> tuple[str | None, str | None, str | None, Usage, str | None]:
-        request = self.request_body(messages, schema, model=model, temperature=temperature)
-        try:
-            async with self.concurrency:
-                status, headers, content = await self._post(request)
-        except Unreachable as exc:
-            raise JudgeTransientError(f"judge unreachable: {exc}", usage=usage_so_far) from exc
-        except openai.OpenAIError as exc:
-            raise JudgeOutputError(
-                f"judge reply unreadable: {exc}", raw_output=None, usage=usage_so_far
-            ) from exc
-        if status == 429:
-            raise JudgeTransientError(
-                f"judge rate limit (HTTP 429): {_text(content)}",
-                retry_after_s=retry_after_s(headers),
-                rate_limited=True,
-                usage=usage_so_far,
-            )
-        if status >= 500:
-            raise JudgeTransientError(
-                f"judge server error (HTTP {status}): {_text(content)}", usage=usage_so_far
-            )
-        if status >= 400:
-            raise JudgeError(
-                f"judge refused the request (HTTP {status}): {_text(content)}",
-                usage=usage_so_far,
-            )
-        try:
-            completion = read_completion(content)
-        except ValueError as exc:
-            # A 200 whose body is not a completion (a proxy's HTML page, a truncated body).
-            raise JudgeOutputError(
-                f"judge reply is not a chat completion: {exc}",
-                raw_output=content.decode("utf-8", "replace")[:2000],
-                usage=usage_so_far,
-            ) from exc
-        if completion.usage_problem and not self._warned_usage:
-            self._warned_usage = True  # once per client: a server that does it, does it always
-            logging.getLogger("judges.llm.client").warning(
-                "judge reply usage unreadable, tokens counted as 0: %s", completion.usage_problem
-            )
-        used = Usage(
-            calls=1,
-            input_tokens=completion.input_tokens,
-            output_tokens=completion.output_tokens,
-            cost_usd=self._price(model, completion.input_tokens, completion.output_tokens),
-        )
-        return (
-            completion.content,
-            completion.finish_reason,
-            completion.refusal,
-            used,
-            completion.model,
-        )
-
-
-def _problem(raw: str | None, finish: str | None, refusal: str | None) -> str:
-    if refusal:
-        return f"the model refused: {refusal[:200]}"
-    if finish == "length":
-        return "it was cut off (finish_reason=length)"
-    if not raw or not raw.strip():
-        return "it was empty"
-    try:
-        json.loads(strip_fences(raw))
-    except json.JSONDecodeError as exc:
-        return f"it was not valid JSON ({exc.msg} at position {exc.pos})"
-    return ""
-
-
-def parse_reply(
-    raw: str | None, finish: str | None, refusal: str | None, schema: type[T]
-) -> tuple[T | None, str]:
-    """(the validated reply, "") or (None, what is wrong with it): online and batch replies
-    are judged by this one function."""
-    problem = _problem(raw, finish, refusal)
-    if problem:
-        return None, problem
-    try:
-        return schema.model_validate_json(strip_fences(raw or "")), ""
-    except ValidationError as exc:
-        return None, f"it did not match the schema: {_first_errors(exc)}"
-
-
-def _read_entry(entry: str | None, schema: type[T]) -> tuple[T, str, str | None] | None:
-    """A cache entry as (parsed, raw, reported model); None when absent or unusable."""
-    if entry is None:
-        return None
-    try:
-        stored = json.loads(entry)
-        raw, reported = str(stored["raw"]), stored.get("model")
-        return schema.model_validate_json(raw), raw, reported if isinstance(reported, str) else None
-    except (ValueError, TypeError, KeyError):  # ValidationError is a ValueError
-        return None  # an entry from an older format or schema: ask again
-
-
-def _first_errors(exc: ValidationError, limit: int = 3) -> str:
-    parts = []
-    for err in exc.errors()[:limit]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
-def _text(content: bytes) -> str:
-    return content[:1200].decode("utf-8", "replace")[:300]

@@ -55,7 +55,14 @@ _MODULES = {
 
 def rubric_hash(rubric: Rubric) -> str:
     """A content hash of the parts of a rubric that shape a verdict."""
-    return digest(rubric.model_dump(mode="json", exclude=_NOT_VERDICT))[:16]
+    data = rubric.model_dump(mode="json", exclude=_NOT_VERDICT)
+    # Keys added after epochs existed, hashed only when set: an unchanged rubric keeps its
+    # epoch. The anchor floor only decides alerts, never a verdict.
+    if data["judge"].get("max_output_tokens") is None:
+        data["judge"].pop("max_output_tokens", None)
+    for key in ("min_agreement", "min_scored"):
+        (data.get("anchors") or {}).pop(key, None)
+    return digest(data)[:16]
 
 
 def _templates(scorer: str, method: str, rubric: Rubric) -> tuple[list[Any], list[type[BaseModel]]]:

@@ -71,6 +71,7 @@ def batch_request(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> dict[st
         verdict_schema(rubric.scale),
         model=rubric.judge.model,
         temperature=rubric.judge.temperature,
+        max_tokens=judge.reply_budget(verdict_schema(rubric.scale), rubric.judge.max_output_tokens),
     )
 
 

@@ -104,11 +104,11 @@ async def run_scorer(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     from judges.scorers.identity import identity_for
 
     identity = identity_for(rubric, clients)
-    with attributing(identity) as calls:
+    with attributing(identity, max_output_tokens=rubric.judge.max_output_tokens) as calls:
         score = precheck(case, rubric, clients) or await SCORERS[rubric.scorer](
             case, rubric, clients
         )
-    cache = calls.cache_details()
+    cache = {**calls.cache_details(), **calls.reply_details()}
     return dataclasses.replace(
         score,
         identity=identity,

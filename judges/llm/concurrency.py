@@ -1,0 +1,173 @@
+"""Adaptive concurrency for judge calls: find the endpoint's capacity instead of assuming it.
+
+A judge endpoint's capacity is unknown and changes: a llama.cpp server with 2 slots queues
+everything beyond 2 until the queued requests time out; a cloud endpoint answers 429 when a
+tenant's share is spent. `AdaptiveConcurrency` is an AIMD limit (additive increase,
+multiplicative decrease — TCP's congestion control, applied to requests in flight):
+
+- it starts low (`initial`, 2 by default) and grows by 1 after each window of `limit`
+  successful calls made while it was full (about one per round trip), up to `maximum`
+  (`judge.max_concurrency`);
+- it halves (`decrease_factor`) on a timeout, a 429, or a reply whose latency is more than
+  `latency_tolerance` times its running baseline — the signal that requests now queue at
+  the server. The baseline is kept per request kind (the reply schema), because a long
+  reply is slow without any queueing; it follows faster replies at once and slower ones
+  slowly (`baseline_rise` of the gap per sample), so a queue does not become the baseline;
+- it reacts at most once per window: only a call that started after the last decrease can
+  cause another, so 32 timeouts of one overloaded burst halve the limit once, not 32 times.
+
+One limiter per JudgeClient, and the worker builds one JudgeClient for all its rubrics, so
+every rubric of a worker process shares it. It does not coordinate across processes (each
+converges on its share); rate limits shared by all processes are `RateLimiter`'s job.
+
+    >>> limiter = AdaptiveConcurrency(32)
+    >>> limiter.limit, limiter.maximum
+    (2, 32)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Outcome = Literal["ok", "timeout", "rate_limited", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ticket:
+    """One admitted call: when it started, in which window, and how many times the limit
+    had been filled when it did (it ran at a full limit if that count moves before it ends)."""
+
+    started: float
+    window: int
+    fills: int
+
+
+class AdaptiveConcurrency:
+    """An AIMD limit on calls in flight (see the module docstring).
+
+    `acquire()` waits for a slot and returns a Ticket; `release(ticket, outcome, kind)`
+    frees it and feeds the outcome back. `async with limiter:` holds a slot without
+    feedback (for callers that cannot tell a timeout from an answer, e.g. ragas's client).
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        initial: int = 2,
+        minimum: int = 1,
+        decrease_factor: float = 0.5,
+        latency_tolerance: float = 2.0,
+        baseline_rise: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if maximum < 1 or not 1 <= minimum <= maximum:
+            raise ValueError(f"need 1 <= minimum ({minimum}) <= maximum ({maximum})")
+        self.maximum = maximum
+        self.minimum = minimum
+        self.limit = max(minimum, min(initial, maximum))
+        self.decrease_factor = decrease_factor
+        self.latency_tolerance = latency_tolerance
+        self.baseline_rise = baseline_rise
+        self._clock = clock
+        self._window = 0
+        self._streak = 0
+        self._in_flight = 0
+        self._waiting = 0
+        self._fills = 0  # how many admissions filled the limit
+        self.peak_in_flight = 0
+        self.increases = 0
+        self.decreases: dict[str, int] = {"timeout": 0, "rate_limited": 0, "latency": 0}
+        self.baselines: dict[str, float] = {}
+        self._changed = asyncio.Condition()
+
+    @property
+    def in_flight(self) -> int:
+        return self._in_flight
+
+    async def acquire(self) -> Ticket:
+        async with self._changed:
+            self._waiting += 1
+            try:
+                await self._changed.wait_for(lambda: self._in_flight < self.limit)
+            finally:
+                self._waiting -= 1
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            fills = self._fills
+            if self._in_flight >= self.limit:
+                self._fills += 1
+                fills -= 1  # this call itself filled it
+            return Ticket(self._clock(), self._window, fills)
+
+    async def release(self, ticket: Ticket, outcome: Outcome, kind: str = "") -> str | None:
+        """Free the slot and adapt; returns "increase", "decrease:<reason>" or None."""
+        change = self._adapt(ticket, outcome, kind)
+        async with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
+        return change
+
+    def _adapt(self, ticket: Ticket, outcome: Outcome, kind: str) -> str | None:
+        if outcome in ("timeout", "rate_limited"):
+            return self._decrease(ticket, outcome)
+        if outcome != "ok":
+            return None  # a 4xx or an unusable reply says nothing about capacity
+        latency = self._clock() - ticket.started
+        base = self.baselines.get(kind)
+        if base is None or latency < base:
+            self.baselines[kind] = latency
+        else:
+            self.baselines[kind] = base + self.baseline_rise * (latency - base)
+        if base is not None and base > 0 and latency > self.latency_tolerance * base:
+            return self._decrease(ticket, "latency")
+        if ticket.fills == self._fills:
+            return None  # the limit was never full during this call: no evidence it can grow
+        self._streak += 1
+        if self._streak >= self.limit and self.limit < self.maximum:
+            self.limit += 1
+            self._streak = 0
+            self.increases += 1
+            return "increase"
+        return None
+
+    def _decrease(self, ticket: Ticket, reason: str) -> str | None:
+        if ticket.window != self._window:
+            return None  # this window already halved the limit
+        self._window += 1
+        self._streak = 0
+        self.limit = max(self.minimum, int(self.limit * self.decrease_factor))
+        self.decreases[reason] += 1
+        return f"decrease:{reason}"
+
+    # The old interface (hold a slot; tell successes and 429s apart by hand).
+    async def __aenter__(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self._in_flight < self.limit)
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+
+    async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()
+
+    def on_rate_limited(self) -> None:
+        """A 429 seen outside `release` (e.g. through ragas's own client)."""
+        self._decrease(Ticket(self._clock(), self._window, self._fills), "rate_limited")
+
+    def stats(self) -> dict[str, Any]:
+        """For the worker's heartbeat and `evaluator health`: where the limit stands."""
+        return {
+            "limit": self.limit,
+            "maximum": self.maximum,
+            "in_flight": self._in_flight,
+            "waiting": self._waiting,
+            "peak_in_flight": self.peak_in_flight,
+            "increases": self.increases,
+            "decreases": dict(self.decreases),
+        }
