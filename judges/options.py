@@ -33,9 +33,14 @@ class NoOptions(_Options):
 class FaithfulnessOptions(_Options):
     # None: the local method's own documented pass mark (scorers/faithfulness.py).
     local_threshold: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    cascade_margin: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
     no_claims: Literal["pass", "skip"] = "pass"
     local_embeddings: bool = False
+    # cascade: the guarantee a certification must give before the local step passes anything
+    # (miss rate <= alpha with confidence 1 - delta, evalcore.certification), and the share
+    # of clusters judged whatever the local score, for labels (the calibration draw).
+    alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
+    delta: float = Field(0.1, gt=0, lt=1, allow_inf_nan=False)
+    audit_rate: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
 
 
 class AnswerRelevanceOptions(_Options):
@@ -68,10 +73,22 @@ MODELS: dict[str, type[_Options]] = {
 # Keys read only by some methods; a key not listed here is read by every method.
 ONLY_FOR: dict[tuple[str, str], tuple[str, ...]] = {
     ("faithfulness", "local_threshold"): ("local", "cascade"),
-    ("faithfulness", "cascade_margin"): ("cascade",),
+    ("faithfulness", "alpha"): ("cascade",),
+    ("faithfulness", "delta"): ("cascade",),
+    ("faithfulness", "audit_rate"): ("cascade",),
     ("faithfulness", "local_embeddings"): ("local", "cascade"),
     ("answer_relevance", "strictness"): ("ragas",),
     ("context_relevance", "relevance_threshold"): ("local",),
+}
+
+
+# Keys that existed and were removed: named with their replacement, not as a misspelling.
+REMOVED: dict[tuple[str, str], str] = {
+    ("faithfulness", "cascade_margin"): (
+        "removed: the cascade no longer passes answers on an uncertified margin; a local pass "
+        "now needs a certification of the trace's stratum (options alpha, delta, audit_rate; "
+        "`evaluator certify`); delete the key"
+    ),
 }
 
 
@@ -91,24 +108,29 @@ def _describe(model: type[_Options], key: str, err: Mapping[str, Any]) -> str:
         msg = f"must be one of {expected}"
     low = next((m.ge for m in field.metadata if hasattr(m, "ge")), None)
     high = next((m.le for m in field.metadata if hasattr(m, "le")), None)
+    above = next((m.gt for m in field.metadata if hasattr(m, "gt")), None)
+    below = next((m.lt for m in field.metadata if hasattr(m, "lt")), None)
+    kind = "an integer" if field.annotation is int else "a number"
     if low is not None and high is not None and not expected:
-        kind = "an integer" if field.annotation is int else "a number"
         msg = f"must be {kind} from {low} to {high}"
+    elif above is not None and below is not None and not expected:
+        msg = f"must be {kind} strictly between {above} and {below}"
     return f"{msg}; got {err.get('input')!r}"
 
 
 def options_problems(scorer: str, method: str, options: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Every problem of one rubric's [options] table, as (key, message); [] when valid."""
     model = MODELS[scorer]
-    problems: list[tuple[str, str]] = []
+    problems = [(k, REMOVED[scorer, k]) for k in options if (scorer, k) in REMOVED]
+    rest = {k: v for k, v in options.items() if (scorer, k) not in REMOVED}
     try:
-        model.model_validate(dict(options))
+        model.model_validate(rest)
     except ValidationError as exc:
         for err in exc.errors():
             key = str(err["loc"][0]) if err["loc"] else ""
             problems.append((key, _describe(model, key, err)))
     bad = {k for k, _ in problems}
-    for key in options:
+    for key in rest:
         methods = ONLY_FOR.get((scorer, key))
         if key not in bad and methods and method not in methods:
             problems.append(

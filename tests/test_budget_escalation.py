@@ -34,6 +34,8 @@ from evaluator.sources.ingest import ingest_traces
 from evaluator.store.store import Store
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import Runtime, build_runtime
+from judges.types import Context, EvalCase
+from tests.cascade_support import certify, stratum_for
 from tests.conftest import (
     FIXTURES,
     JUDGE_URL,
@@ -65,18 +67,30 @@ pass_threshold = 0.8
 [sampling]
 rate = 1.0
 [options]
-cascade_margin = 0.05
+audit_rate = {audit_rate}
 """
 JUDGE = {"base_url": JUDGE_URL, "model": "judge-model", "max_retries": 0, "timeout_s": 2.0}
 
 
-def settings_with(tmp_path: Path, redis_url: str, per_day: int) -> Settings:
+def settings_with(
+    tmp_path: Path, redis_url: str, per_day: int, audit_rate: float = 0.0
+) -> Settings:
+    """No calibration draw by default: which traces escalate is then the certification's."""
     rubrics = tmp_path / "rubrics"
     rubrics.mkdir(parents=True, exist_ok=True)
-    (rubrics / "faithfulness.toml").write_text(CASCADE)
+    (rubrics / "faithfulness.toml").write_text(CASCADE.format(audit_rate=audit_rate))
     # usd_per_evaluation 1: usd_per_day is the day's cap in evaluations.
     budget = {"usd_per_day": float(per_day), "usd_per_evaluation": 1.0}
     return make_settings(tmp_path, redis_url, judge=JUDGE, budget=budget)
+
+
+def certify_grounded(runtime: Runtime) -> str:
+    """Certify the stratum GROUNDED falls in at 0.5: its local score passes it."""
+    case = EvalCase(
+        "g0", "s", f"{FIXTURE['question']} (g0)", GROUNDED,
+        tuple(Context(str(i), d) for i, d in enumerate(DOCS)),
+    )  # fmt: skip
+    return certify(runtime, stratum_for(case), 0.5, prompt_version="v1")  # rag_trace's
 
 
 def trace(trace_id: str, answer: str) -> dict[str, Any]:
@@ -141,6 +155,7 @@ async def test_only_escalated_evaluations_are_charged(
     ingest_traces(store, docs)
     store.close()
     runtime = build_runtime(settings)
+    cert = certify_grounded(runtime)
     client = redis.Redis.from_url(redis_url)
     jobs = await drawn_jobs(runtime, settings, [d["trace_id"] for d in docs])
     # Drawn with p = 1 (rate 1, room to spare), and not charged at intake.
@@ -156,7 +171,8 @@ async def test_only_escalated_evaluations_are_charged(
     assert used_today(client, settings) == used_today(client, settings, "faithfulness") == 3
     for i in range(3):
         local, judged = rows[f"g{i}"], rows[f"x{i}"]
-        assert local.details["cascade"]["decided_by"] == "local" and local.judge_calls == 0
+        assert local.details["cascade"]["decided_by"] == "local_certified"
+        assert local.details["cascade"]["certification"] == cert and local.judge_calls == 0
         assert judged.details["cascade"]["decided_by"] == "judge" and judged.judge_calls == 1
         assert local.inclusion_probability == judged.inclusion_probability == 1.0
     # Every run and every escalation counted, for the rate fitting.
@@ -174,6 +190,7 @@ async def test_a_refused_escalation_of_a_rate_trace_writes_no_record_and_is_coun
     ingest_traces(store, docs)
     store.close()
     runtime = build_runtime(settings)
+    certify_grounded(runtime)
     client = redis.Redis.from_url(redis_url)
     jobs = await drawn_jobs(runtime, settings, [d["trace_id"] for d in docs])
     assert len(jobs) == 11  # all drawn: intake charged none of them against the cap of 4
@@ -183,7 +200,7 @@ async def test_a_refused_escalation_of_a_rate_trace_writes_no_record_and_is_coun
     assert judge_api.call_count == 4 == used_today(client, settings)  # the cap, not one more
     judged = {t for t, r in rows.items() if r.details["cascade"]["decided_by"] == "judge"}
     assert len(judged) == 4 and set(rows) == judged | {"g0"}  # the refused: no record at all
-    assert rows["g0"].judge_calls == 0  # a confident local pass still costs nothing
+    assert rows["g0"].judge_calls == 0  # a certified local pass still costs nothing
     counted = stats(client, settings)
     assert counted["budget_refused_evaluations"] == 6
     assert counted["not_sampled_budget"] == 6
@@ -258,6 +275,36 @@ async def test_a_refused_tail_escalation_out_of_tries_waits_for_the_window_howev
     assert abs((due_at - day_end).total_seconds()) < 5
     assert "budget" in intent.last_error
     store.close()
+    await runtime.close()
+
+
+async def test_a_calibration_draw_is_judged_without_being_charged(
+    tmp_path: Path, redis_url: str, judge_api: respx.Route
+) -> None:
+    """Every cluster in the draw (audit_rate 1): judged whatever the local score, even a
+    certified pass, and not charged to the cap (a cap of 1 would refuse the second)."""
+    settings = settings_with(tmp_path, redis_url, per_day=1, audit_rate=1.0)
+    store = Store(settings.database.url)
+    docs = [trace("g0", GROUNDED)] + [trace(f"x{i}", INVENTED) for i in range(3)]
+    ingest_traces(store, docs)
+    store.close()
+    runtime = build_runtime(settings)
+    cert = certify_grounded(runtime)
+    client = redis.Redis.from_url(redis_url)
+    jobs = await drawn_jobs(runtime, settings, [d["trace_id"] for d in docs])
+    for trace_id, wire in jobs.items():
+        await evaluate_trace(runtime, trace_id, wire, job_try=1)
+    rows = records(settings)
+    assert set(rows) == {"g0", "x0", "x1", "x2"} and judge_api.call_count == 4
+    assert used_today(client, settings) == 0
+    for row in rows.values():
+        trail = row.details["cascade"]
+        assert trail["decided_by"] == "judge" and trail["calibration"] is True
+        assert trail["audit_rate"] == 1.0 and row.judge_calls == 1
+    # The certified stratum's draw is an audit: the certification it would have used is named.
+    assert rows["g0"].details["cascade"]["certification"] == cert
+    assert counters(client, settings) == {"r:faithfulness": 4}  # runs, no charged escalation
+    client.close()
     await runtime.close()
 
 

@@ -17,7 +17,7 @@ from judges.prompts import DATA_RULES
 from judges.rubric import Rubric
 from judges.scorers.faithfulness import faithfulness_value, score
 from judges.scorers.registry import run_scorer
-from judges.types import Clients, Context, EvalCase, Status
+from judges.types import CascadeRoute, CertifiedThreshold, Clients, Context, EvalCase, Status
 from tests.conftest import FIXTURES, JUDGE_URL, chat_completion
 
 FIXTURE = json.loads((FIXTURES / "faithfulness_case.json").read_text())
@@ -244,15 +244,25 @@ async def test_local_needs_no_judge() -> None:
     assert result.status is Status.OK and result.value is not None
 
 
-async def test_cascade_keeps_a_confident_local_score_without_calling_the_judge(
+async def test_cascade_keeps_a_certified_local_pass_without_calling_the_judge(
     judge: JudgeClient, api: respx.MockRouter
 ) -> None:
     pytest.importorskip("judges.scorers.local")
     route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
-    result = await score(GROUNDED, rubric("cascade", cascade_margin=0.05), Clients(judge=judge))
+    cert = CertifiedThreshold("cert-1", 0.5, 0.05, 0.1)
+
+    async def certified(rubric_name: str, stratum: str) -> CascadeRoute:
+        return CascadeRoute(certification=cert, audit_rate=0.1, cluster="c")
+
+    clients = Clients(judge=judge, cascade_route=certified)
+    result = await score(GROUNDED, rubric("cascade"), clients)
     assert route.call_count == 0
-    assert result.method == "cascade" and result.status is Status.OK
-    assert result.details["cascade"]["decided_by"] == "local"
+    assert result.method == "cascade" and result.status is Status.OK and result.passed is True
+    trail = result.details["cascade"]
+    assert trail["decided_by"] == "local_certified" and trail["certification"] == "cert-1"
+    # Without a certification the same answer goes to the judge (cold start).
+    cold = await score(GROUNDED, rubric("cascade"), Clients(judge=judge))
+    assert route.call_count == 1 and cold.details["cascade"]["decided_by"] == "judge"
 
 
 async def test_cascade_escalates_a_low_local_score_to_the_judge(
@@ -291,6 +301,9 @@ async def test_shipped_rubric_fails_the_readme_example_without_a_judge() -> None
     result = await score(README_CASE, shipped_faithfulness(), Clients())
     assert result.status is Status.OK and result.passed is False
     assert result.details["hard_evidence"] is True
+    # Without a judge the local verdict is advisory, never presented as certified.
+    assert result.details["cascade"]["decided_by"] == "local_advisory"
+    assert result.explanation.startswith("advisory")
 
 
 async def test_cascade_asks_the_judge_when_a_sentence_carries_a_contradicted_value(

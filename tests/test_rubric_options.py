@@ -32,17 +32,14 @@ def check(tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str) -> tupl
 def test_every_bad_option_of_a_file_is_named(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    body = (
-        FAITH
-        + '[options]\ncascade_margin = 5\nlocal_treshold = 0.4\nmystery = 1\nno_claims = "x"\n'
-    )
+    body = FAITH + '[options]\naudit_rate = 5\nlocal_treshold = 0.4\nmystery = 1\nno_claims = "x"\n'
     code, err = check(tmp_path, capsys, body)
     assert code == 1
     lines = err.strip().splitlines()
     assert len(lines) == 4, err
-    assert "faith.toml: key 'options.cascade_margin': must be a number from 0 to 1; got 5" in err
+    assert "faith.toml: key 'options.audit_rate': must be a number from 0 to 1; got 5" in err
     assert "key 'options.local_treshold': unknown key; did you mean 'local_threshold'?" in err
-    assert "key 'options.mystery': unknown key; allowed: local_threshold, cascade_margin" in err
+    assert "key 'options.mystery': unknown key; allowed: local_threshold, no_claims" in err
     assert "key 'options.no_claims': must be one of 'pass' or 'skip'; got 'x'" in err
 
 
@@ -55,12 +52,40 @@ def test_self_consistency_samples_must_be_an_integer() -> None:
 
 
 def test_an_option_the_method_does_not_read_is_refused() -> None:
-    (problem,) = options_problems("faithfulness", "judge", {"cascade_margin": 0.2})
-    assert problem[0] == "cascade_margin" and "only by method cascade" in problem[1]
+    (problem,) = options_problems("faithfulness", "judge", {"audit_rate": 0.2})
+    assert problem[0] == "audit_rate" and "only by method cascade" in problem[1]
+
+
+def test_the_removed_cascade_margin_is_refused_naming_its_replacement() -> None:
+    """0.1.0 passes nothing locally on an uncertified margin: the old key is an error that
+    says what replaced it, not a silently ignored or misspelt-looking key."""
+    (problem,) = options_problems("faithfulness", "cascade", {"cascade_margin": 0.25})
+    assert problem[0] == "cascade_margin" and problem[1].startswith("removed")
+    assert "certification" in problem[1] and "alpha, delta, audit_rate" in problem[1]
+    with pytest.raises(ValidationError, match="cascade_margin: removed"):
+        Rubric.model_validate(
+            {"name": "f", "version": "1", "scorer": "faithfulness", "method": "cascade",
+             "options": {"cascade_margin": 0.25}}
+        )  # fmt: skip
+
+
+def test_the_cascade_guarantee_options_are_bounded() -> None:
+    assert options_problems("faithfulness", "cascade", {"alpha": 0}) == [
+        ("alpha", "must be a number strictly between 0 and 1; got 0")
+    ]
+    assert options_problems("faithfulness", "cascade", {"delta": 1.0}) == [
+        ("delta", "must be a number strictly between 0 and 1; got 1.0")
+    ]
+    assert options_problems("faithfulness", "cascade", {"audit_rate": -0.1}) == [
+        ("audit_rate", "must be a number from 0 to 1; got -0.1")
+    ]
+    assert options_problems("faithfulness", "cascade", {"audit_rate": "10%"})
+    ok = {"alpha": 0.01, "delta": 0.05, "audit_rate": 0.0}
+    assert options_problems("faithfulness", "cascade", ok) == []
 
 
 def test_typed_options_feed_the_scorer_accessors() -> None:
-    from judges.scorers.faithfulness import cascade_margin, local_threshold
+    from judges.scorers.faithfulness import local_threshold
     from judges.scorers.faithfulness_prompts import no_claims_policy
 
     r = Rubric.model_validate(
@@ -72,7 +97,12 @@ def test_typed_options_feed_the_scorer_accessors() -> None:
             "options": {"local_threshold": 0.4, "no_claims": "skip"},
         }
     )
-    assert (local_threshold(r), cascade_margin(r), no_claims_policy(r)) == (0.4, 0.1, "skip")
+    assert (local_threshold(r), no_claims_policy(r)) == (0.4, "skip")
+    assert (r.typed_options.alpha, r.typed_options.delta, r.typed_options.audit_rate) == (
+        0.05,
+        0.1,
+        0.1,
+    )
     default = Rubric.model_validate({"name": "f", "version": "1", "scorer": "faithfulness"})
     assert local_threshold(default) == 0.5
 

@@ -140,7 +140,8 @@ def review_priority(
             reasons.append(f"uncertain: score {record.score:.2f} vs threshold {threshold:.2f}")
     cascade = (record.details or {}).get("cascade") or {}
     local = cascade.get("local_value")
-    if local is not None and cascade.get("decided_by") != "local" and record.passed is not None:
+    # Only the judge's verdict can disagree with the local score (a local decision is its own).
+    if local is not None and cascade.get("decided_by") == "judge" and record.passed is not None:
         local_passes = local >= cascade.get("local_threshold", threshold)
         if local_passes != record.passed:
             priority += 1.0

@@ -178,6 +178,9 @@ class WorkerSettingsModel(_Section):
     # Each worker refreshes its own heartbeat key in Redis this often (TTL 3x): `evaluator
     # health --require-worker` counts the live ones (evaluator.worker.heartbeat).
     heartbeat_s: float = Field(10.0, ge=0.05, le=600)
+    # A cascade's certifications in force are read again this often per process: a withdrawn
+    # one stops deciding traces within this many seconds (evaluator.worker.cascade_routing).
+    certifications_ttl_s: float = Field(30.0, ge=0, le=3600)
 
 
 class IntakeSettings(_Section):

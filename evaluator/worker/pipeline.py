@@ -327,6 +327,9 @@ async def evaluate_trace(
     clients = runtime.clients
     if escalations is not None:
         clients = dataclasses.replace(clients, escalation_gate=escalations.ask)
+    if runtime.cascade_router is not None:  # what a cascade's cheap stage may decide
+        route = runtime.cascade_router.for_trace(case, trace.label("session.id"))
+        clients = dataclasses.replace(clients, cascade_route=route)
     scored = await asyncio.gather(*(_score(runtime, clients, case, r) for r, _ in selected))
     selected, results = await settle(runtime, escalations, selected, scored)
     deferred = [s for s, _ in results if _unavailable(s)]

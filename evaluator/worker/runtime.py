@@ -24,6 +24,7 @@ from evaluator.outputs.otel import EvaluationExporter
 from evaluator.sources.langfuse import LangfuseScoreSink, LangfuseTraceSource
 from evaluator.store.store import Store
 from evaluator.traces.model import Trace
+from evaluator.worker.cascade_routing import CascadeRouter
 from evaluator.worker.group_commit import GroupCommit, GroupRead
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.llm.client import JudgeClient, sdk_http_client
@@ -112,6 +113,8 @@ class Runtime:
     # With a judge budget: charges the judge calls of escalating rubrics (a cascade that
     # escalates) when they happen (evaluator.worker.escalation).
     budget: BudgetGate | None = None
+    # Cascades ask it what their cheap stage may decide (certification, calibration draw).
+    cascade_router: CascadeRouter | None = None
 
     @functools.cached_property
     def group_commit(self) -> GroupCommit:
@@ -189,10 +192,10 @@ def make_judge(
         timeout_s=j.timeout_s,
         max_retries=j.max_retries,
         max_concurrency=j.max_concurrency,
+        initial_concurrency=min(j.initial_concurrency, j.max_concurrency),
         response_format=j.response_format,
         temperature=j.temperature,
         max_output_tokens=j.max_output_tokens,
-        initial_concurrency=min(j.initial_concurrency, j.max_concurrency),
         price=settings.cost_usd,
         rate_limiter=limiter,
         cache=cache,
@@ -280,7 +283,24 @@ def build_runtime(settings: Settings) -> Runtime:
         redis=redis,
         recorder=recorder,
         budget=budget,
+        cascade_router=cascade_router(settings, store, rubrics, clients),
         **_integrations(settings),
+    )
+
+
+def cascade_router(
+    settings: Settings, store: Store, rubrics: RubricSet, clients: Clients
+) -> CascadeRouter | None:
+    """The certification source for cascades (None when no rubric is one)."""
+    if not any(r.escalates for r in rubrics.rubrics):
+        return None
+    from evaluator.store.certifications import active_certifications
+
+    return CascadeRouter(
+        source=lambda: active_certifications(store),
+        rubric_of=rubrics.by_name,
+        clients=clients,
+        ttl_s=settings.worker.certifications_ttl_s,
     )
 
 

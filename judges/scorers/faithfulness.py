@@ -7,12 +7,12 @@ Methods (rubric.method):
 - ``two_step``: call 1 extracts claims, call 2 verifies all of them at once (closer to the
   ragas recipe; costs a second call, helps small judges that mix the two tasks up).
 - ``local``: no LLM, delegated to ``judges.scorers.local``.
-- ``cascade``: local first; the judge is asked when the local score is below its pass mark
-  (``options.local_threshold``, default 0.5) or within ``options.cascade_margin`` (default
-  0.1) above it, when a sentence asserts a value or name the contexts contradict or lack
-  (``details.hard_evidence``), or when the local method refused the input (too large). With
-  ``Clients.escalation_gate`` (a judge budget) the gate is asked first; if it refuses,
-  ``EscalationRefused`` is raised.
+- ``cascade``: local first; it passes an answer without the judge only under a certification
+  of the trace's stratum (``Clients.cascade_route``; see ``decide`` for the rules and the
+  guarantee). Everything else goes to the judge: cold start (no certification) judges every
+  sampled trace. With ``Clients.escalation_gate`` (a judge budget) the gate is asked first;
+  if it refuses, ``EscalationRefused`` is raised. Without a judge the local verdict is
+  recorded as advisory, never as certified.
 
 score = supported / total claims. An answer with no factual claim (a refusal, a greeting) is
 reported explicitly, never as NaN: by default ok with value 1.0 and label ``no_claims``
@@ -49,7 +49,7 @@ from judges.scorers.faithfulness_prompts import (
     render_verify,
     verification_schema,
 )
-from judges.types import Clients, Context, EvalCase, Score, Status, Usage
+from judges.types import CascadeRoute, Clients, Context, EvalCase, Score, Status, Usage
 
 # Bump when a change here or in faithfulness_prompts can change a verdict (a new epoch).
 IMPLEMENTATION_VERSION = "1"
@@ -139,25 +139,62 @@ def local_threshold(rubric: Rubric) -> float:
     return LOCAL_PASS_MARK if value is None else float(value)
 
 
-def cascade_margin(rubric: Rubric) -> float:
-    return float(rubric.typed_options.cascade_margin)
+def cheap_stage() -> str:
+    """The cascade's cheap stage as certifications name it: the local method's version."""
+    from judges.scorers.local_model import LOCAL_METHOD_VERSION
+
+    return f"local:{LOCAL_METHOD_VERSION}"
 
 
-def escalation(local: Score, threshold: float, margin: float) -> str | None:
-    """Why the cascade must ask the judge, or None when the local score can stand.
+def stratum_of(local: Score) -> str:
+    """The stratum a certification covers: the local step's detected task, else "unknown"."""
+    task = local.details.get("task")
+    return task if isinstance(task, str) and task else "unknown"
 
-    The local method decides only what it can defend: a clear pass with no sentence that
-    asserts a value or name the contexts contradict or lack. Everything else goes to the judge.
+
+def cheap_score(local: Score) -> float | None:
+    """The score a certification compares with its threshold, or None when the local step may
+    not pass this trace whatever the certification: it gave no score, or a sentence asserts
+    a value or name the contexts contradict or lack (``details.hard_evidence``)."""
+    if local.status is not Status.OK or local.value is None or local.details.get("hard_evidence"):
+        return None
+    return local.value
+
+
+def decide(local: Score, route: CascadeRoute, judge_configured: bool) -> tuple[str, str]:
+    """Who decides this trace, ``judge`` | ``local_certified`` | ``local_advisory``, and why.
+
+    Rules, in order: no judge configured → the local verdict, recorded as advisory (never as
+    certified: no audit could ever check it); the trace's cluster is in the calibration draw
+    → the judge, whatever the local score (its verdict is a label); the local step may not
+    pass it (``cheap_score`` is None) → the judge; a certification covers the stratum and
+    the cheap score is ≥ its threshold → a local pass; otherwise → the judge.
+
+    Guarantee: a local pass happens only under a certification, so on a certified stratum
+    P(an answer the top judge fails is passed locally) ≤ alpha with probability ≥ 1 − delta
+    over the calibration draw (evalcore.certification), for traffic exchangeable at cluster
+    level with that draw — the same cheap stage, top-judge epoch, prompt version and stratum
+    (the service keys certifications by them). Nothing is passed locally without one.
     """
-    if local.status is not Status.OK or local.value is None:
-        return f"local scorer gave no score ({local.status.value}: {local.explanation})"
-    if local.details.get("hard_evidence"):
-        return f"hard evidence: {local.explanation}"
-    if local.value < threshold:
-        return f"local score {local.value:.3f} is below the pass threshold {threshold}"
-    if local.value < threshold + margin:
-        return f"local score {local.value:.3f} is within {margin} of the pass threshold {threshold}"
-    return None
+    if not judge_configured:
+        return "local_advisory", "no judge configured: the local verdict is advisory"
+    if route.calibration:
+        return "judge", f"calibration draw (audit_rate {route.audit_rate}): judged as a label"
+    value = cheap_score(local)
+    if value is None:
+        if local.status is not Status.OK or local.value is None:
+            why = f"{local.status.value}: {local.explanation}"
+            return "judge", f"local scorer gave no score ({why})"
+        return "judge", f"hard evidence: {local.explanation}"
+    cert = route.certification
+    if cert is None:
+        return "judge", "no certification for this stratum: the judge decides"
+    if value >= cert.threshold:
+        return "local_certified", (
+            f"local score {value:.3f} >= certified threshold {cert.threshold} "
+            f"(certification {cert.id}: miss rate <= {cert.alpha} at confidence {1 - cert.delta:g})"
+        )
+    return "judge", f"local score {value:.3f} is below the certified threshold {cert.threshold}"
 
 
 # --- calls -----------------------------------------------------------------------------
@@ -261,36 +298,54 @@ async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
 
 
 async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    margin = cascade_margin(rubric)
     local = await _local(case, rubric, clients)
-    reason = escalation(local, local_threshold(rubric), margin)
+    stratum = stratum_of(local)
+    has_judge = clients.judge is not None
+    ask = clients.cascade_route
+    route = await ask(rubric.name, stratum) if has_judge and ask is not None else CascadeRoute()
+    decided_by, reason = decide(local, route, has_judge)
+    cert = route.certification
     trail: dict[str, Any] = {
         "local_value": local.value,
         "local_status": local.status.value,
-        "local_threshold": local_threshold(rubric),
-        "margin": margin,
+        "local_threshold": local_threshold(rubric),  # the local verdict's own pass mark
+        "cheap_score": cheap_score(local),
+        "stage": cheap_stage(),
+        "stratum": stratum,
+        "cluster": route.cluster,
+        "calibration": route.calibration,
+        "audit_rate": route.audit_rate,
+        # The certification covering the stratum (decided_by says whether it decided).
+        "certification": cert.id if cert else None,
+        "certified_threshold": cert.threshold if cert else None,
+        "decided_by": decided_by,
+        "reason": reason,
     }
-    if reason is None:
-        trail |= {
-            "decided_by": "local",
-            "reason": f"local score {local.value:.3f} clears the threshold by ≥ {margin}",
-        }
-        return dataclasses.replace(
-            local, method="cascade", details={**local.details, "cascade": trail}
-        )
-    if clients.judge is None:
-        # The local verdict is a real, computed score; say that it was not confirmed.
-        trail |= {"decided_by": "local", "reason": f"{reason}; no judge configured to escalate to"}
+    judge = clients.judge
+    if decided_by == "local_advisory" or judge is None:
         if local.status is not Status.OK:
             return local
         return dataclasses.replace(
-            local, method="cascade", details={**local.details, "cascade": trail}
+            local,
+            method="cascade",
+            explanation=f"advisory, not confirmed by a judge: {local.explanation}",
+            details={**local.details, "cascade": trail},
+        )
+    if decided_by == "local_certified":
+        return dataclasses.replace(
+            local,
+            method="cascade",
+            label="grounded",
+            passed=True,
+            explanation=f"passed locally under certification {trail['certification']}: "
+            f"{local.explanation}",
+            details={**local.details, "cascade": trail},
         )
     gate = clients.escalation_gate
-    if gate is not None and not await gate(case.trace_id, rubric.name):
+    # A calibration draw is not charged to the budget (up to audit_rate of the draws).
+    if not route.calibration and gate is not None and not await gate(case.trace_id, rubric.name):
         raise EscalationRefused(f"the judge budget refused the escalation ({reason})")
-    trail |= {"decided_by": "judge", "reason": reason}
-    judged = await _judge(case, rubric, clients.judge, method="cascade")
+    judged = await _judge(case, rubric, judge, method="cascade")
     trail["local_details"] = local.details
     return dataclasses.replace(
         judged, details={**judged.details, "cascade": trail}, usage=local.usage + judged.usage

@@ -28,7 +28,7 @@ method = "cascade"
 pass_threshold = 0.8
 [options]
 local_threshold = 0.5
-cascade_margin = 0.2
+audit_rate = 0.2
 [regression]
 window = "6h"
 """
@@ -45,6 +45,7 @@ def test_a_broken_custom_rubric_is_explained_then_accepted(tmp_path: Path) -> No
     assert "grounded.toml" in out
     assert "did you mean 'local_threshold'" in out  # a near miss, named
     assert "cascade_margin" in out and "no_claims" in out  # every problem, not the first
+    assert "removed" in out and "audit_rate" in out  # a key of 0.0.x: what replaced it
     assert "windw" in out and "did you mean 'window'" in out
     (rubrics / "grounded.toml").write_text(FIXED)
     fixed = run("rubrics", "check", str(rubrics))
