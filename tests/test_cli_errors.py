@@ -142,6 +142,7 @@ MATRIX: dict[str, dict[str, Any]] = {
     "dataset export": {"base": ["{tmp}/m.jsonl", "--rubric", "tone"], **READ,
                        "unknown_rubric": ["{tmp}/m.jsonl", "--rubric", "nosuch"]},
     "epochs": {"base": [], **READ, "unknown_rubric": ["--rubric", "nosuch"]},
+    "certify": {"base": ["--rubric", "tone"], **READ, "unknown_rubric": ["--rubric", "nosuch"]},
     "feedback import": {"base": ["{tmp}/fb.jsonl"]},
     "feedback agreement": {"base": ["--rubric", "tone"], **READ,
                            "unknown_rubric": ["--rubric", "nosuch"]},

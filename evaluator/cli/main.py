@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 
 from evaluator.cli import exit_codes
 from evaluator.cli.analytics import register as register_analytics
+from evaluator.cli.certify import register as register_certify
 from evaluator.cli.common import log_level, positive
 from evaluator.cli.dataset import register as register_dataset
 from evaluator.cli.db import register as register_db
@@ -319,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_gate(sub)  # gate
     register_dataset(sub)  # dataset export
     register_epochs(sub)  # epochs
+    register_certify(sub)  # certify
     register_feedback(sub)  # feedback import|agreement, review next
     register_erase(sub)  # erase
     register_retention(sub)  # retention run

@@ -1,0 +1,213 @@
+"""What `evaluator certify` and the web page show of a rubric's certifications: every stored
+one with its status, guarantee, share decided, P(fail | passed) bound and saved judge calls;
+and, on demand, what the stored labels certify now (`compute_now`, read only: the worker's
+certification job is what stores a certification, at its checkpoint).
+
+    certifications_data(store, "faithfulness")      # the JSON the page and --json show
+    compute_now(store, rubric)                      # per key: certified now, or labels needed
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from evalcore.certification import certify_at_checkpoints
+from evaluator.analytics.certification_job import (
+    guarantee_of,
+    judge_drift_state,
+    read_labels,
+)
+from evaluator.analytics.certification_plan import (
+    FIRST_CHECKPOINT,
+    in_segment,
+    segment_start,
+)
+from evaluator.store import certifications as certs
+from evaluator.store.certifications import CertificationRecord, Key
+from evaluator.store.store import Store
+from judges.rubric import Rubric
+
+GUARANTEE = (
+    "P(miss) <= alpha with confidence 1 - delta on traffic exchangeable at cluster level with "
+    "the calibration draw (miss: an answer the top judge fails, passed by the cheap stage)"
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def status_of(row: CertificationRecord, latest: dict[Key, CertificationRecord]) -> str:
+    """active | withdrawn | superseded (a newer row of its key) | not_certified."""
+    if row.withdrawn_at is not None:
+        return "withdrawn"
+    if latest.get(row.key) is not row:
+        return "superseded"
+    return "not_certified" if row.threshold is None else "active"
+
+
+def row_json(row: CertificationRecord, status: str) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "status": status,
+        "rubric": row.rubric,
+        "stratum": row.stratum,
+        "prompt_version": row.prompt_version or None,
+        "stage": row.stage,
+        "judge_epoch": row.judge_epoch,
+        "threshold": row.threshold,
+        "alpha": row.alpha,
+        "delta": row.delta,
+        "guarantee": (
+            f"P(miss) <= {row.alpha} with confidence {1 - row.delta:g}"
+            if row.threshold is not None
+            else None
+        ),
+        "labels": row.labels,
+        "clusters": row.clusters,
+        "failing": row.failing,
+        "misses": row.misses,
+        "checkpoint_labels": row.look,
+        "decided_share": row.decided_share,
+        "fail_given_pass_upper": row.fail_given_pass_upper,
+        "labels_needed": row.labels_needed,
+        "saved_judge_calls": row.saved_judge_calls,
+        "created_at": _iso(row.created_at),
+        "withdrawn_at": _iso(row.withdrawn_at),
+        "withdrawn_reason": row.withdrawn_reason,
+    }
+
+
+def certifications_data(store: Store, rubric: str | None = None) -> dict[str, Any]:
+    """Every stored certification of `rubric` (all rubrics: None), newest first, with its
+    status; `summary` counts the active ones and the judge calls all of them saved."""
+    rows = certs.list_certifications(store.engine, rubric)
+    latest = certs.latest_per_key(rows)
+    out = [row_json(r, status_of(r, latest)) for r in reversed(rows)]
+    return {
+        "rubric": rubric,
+        "guarantee": GUARANTEE,
+        "certifications": out,
+        "summary": {
+            "active": sum(1 for r in out if r["status"] == "active"),
+            "withdrawn": sum(1 for r in out if r["status"] == "withdrawn"),
+            "saved_judge_calls": sum(r["saved_judge_calls"] for r in out),
+        },
+    }
+
+
+def compute_now(store: Store, rubric: Rubric) -> list[dict[str, Any]]:
+    """Per key with labels: what the labels of its current segment certify at the latest
+    checkpoint reached (the same rule as the job), or the checkpoint (in clusters) at which the
+    observed rates would certify — a projection, None when they never would."""
+    alpha, delta = guarantee_of(rubric)
+    labels = read_labels(store.engine, rubric.name)
+    rows: dict[Key, list[CertificationRecord]] = defaultdict(list)
+    for r in certs.list_certifications(store.engine, rubric.name):
+        rows[r.key].append(r)
+    drift_open, drift_resolved = judge_drift_state(store, rubric.name)
+    out = []
+    for key in sorted(labels):
+        seg = in_segment(labels[key], segment_start(rows.get(key, []), drift_resolved))
+        clusters = len({x.cluster for x in seg})
+        entry: dict[str, Any] = {
+            "stratum": key[4],
+            "prompt_version": key[3] or None,
+            "stage": key[1],
+            "judge_epoch": key[2],
+            "alpha": alpha,
+            "delta": delta,
+            "labelled_traces": len(seg),
+            "clusters": clusters,
+            "judge_drift_open": drift_open,
+        }
+        if not seg:
+            out.append({**entry, "certified": False, "threshold": None,
+                        "checkpoint_labels": None, "labels_needed": None,
+                        "more_needed": None})  # fmt: skip
+            continue
+        cert = certify_at_checkpoints(
+            [x.score for x in seg],
+            [x.failed for x in seg],
+            [x.cluster for x in seg],
+            alpha=alpha,
+            delta=delta,
+            first=FIRST_CHECKPOINT,
+        )
+        reached = None if cert.checkpoint is None else FIRST_CHECKPOINT * 2**cert.checkpoint
+        need = None if cert.certified else cert.labels_needed
+        out.append(
+            {
+                **entry,
+                "certified": cert.certified and drift_open is None,
+                "threshold": cert.threshold,
+                "checkpoint_labels": reached,
+                "failing": cert.failing,
+                "misses": cert.misses,
+                "decided_share": cert.decided_share,
+                "fail_given_pass_upper": cert.fail_given_passed_bound,
+                "labels_needed": need,
+                "more_needed": None if need is None else max(need - clusters, 0),
+            }
+        )
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def certifications_table(data: dict[str, Any]) -> str:
+    lines = [f"guarantee: {data['guarantee']}"]
+    rows = data["certifications"]
+    if not rows:
+        lines.append("no certifications stored (the judge decides every sampled trace)")
+    else:
+        lines.append(
+            f"{'status':<14}{'stratum':<12}{'prompt':<10}{'threshold':>9} {'alpha/delta':>11}"
+            f"{'labels':>7}{'fail':>6}{'miss':>5}{'decided':>9}{'P(f|p)<=':>9}{'saved':>7}"
+            "  created (UTC)     id"
+        )
+    for r in rows:
+        t = "-" if r["threshold"] is None else f"{r['threshold']:.3f}"
+        lines.append(
+            f"{r['status']:<14}{r['stratum'][:11]:<12}{(r['prompt_version'] or '-')[:9]:<10}"
+            f"{t:>9} {r['alpha']:>5g}/{r['delta']:<5g}{r['labels']:>7}{r['failing']:>6}"
+            f"{r['misses']:>5}{_pct(r['decided_share']):>9}"
+            f"{_pct(r['fail_given_pass_upper']):>9}{r['saved_judge_calls']:>7}  "
+            f"{r['created_at'][:16].replace('T', ' ')}  {r['id']}"
+        )
+        if r["withdrawn_reason"]:
+            lines.append(f"{'':<14}withdrawn {r['withdrawn_at'][:16]}: {r['withdrawn_reason']}")
+        elif r["status"] == "not_certified" and r["labels_needed"]:
+            lines.append(f"{'':<14}needs {r['labels_needed']} labelled clusters at these rates")
+    return "\n".join(lines)
+
+
+def computed_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "computed now: no calibration labels yet (the judge decides every sampled trace)"
+    lines = ["computed now from the stored labels:"]
+    for r in rows:
+        where = f"{r['stratum']} (prompt {r['prompt_version'] or '-'}, stage {r['stage']})"
+        head = f"  {where}: {r['clusters']} labelled clusters"
+        if not r["clusters"]:
+            lines.append(f"  {where}: no labels since the key's last withdrawal")
+        elif r["judge_drift_open"]:
+            lines.append(f"{head}; a judge-drift alert is open: nothing is certified")
+        elif r["certified"]:
+            lines.append(
+                f"{head}; certified at checkpoint {r['checkpoint_labels']}: threshold "
+                f"{r['threshold']:.3f}, decides {_pct(r['decided_share'])}, "
+                f"P(fail | passed) <= {_pct(r['fail_given_pass_upper'])}"
+            )
+        elif r["labels_needed"] is not None:
+            lines.append(
+                f"{head}; not certifiable yet: needs {r['labels_needed']} "
+                f"({r['more_needed']} more) at the observed rates"
+            )
+        else:
+            lines.append(f"{head}; not certifiable at the observed rates (too many misses)")
+    return "\n".join(lines)
