@@ -1,0 +1,183 @@
+"""What the certified cascade costs per trace against judging everything (issue 28, 4b), and
+how many traces it passes locally after a shift it was not told about.
+
+    python -m bench.cascade_cost                      # 50 repeats, 50,000 traces each
+    python -m bench.cascade_cost --repeats 20 --traces 20000
+
+The pipeline simulated is the shipped rule in `evalcore.certification`: cold start = the judge
+on every sampled trace; a calibration draw of rate r (`audit_rate`) judges a trace whatever its
+cheap score, and only those draws are labels; `certify_at_checkpoints` re-certifies at
+k_j = 100·2^j labels (level delta/2^(j+1), delta over the schedule), the latest checkpoint
+in force; under a certification a trace scoring ≥ t is passed without the judge unless drawn;
+the drawn traces the cheap stage would pass feed `Monitor.for_certification` (level delta),
+which withdraws the certification (judge everything) until the next checkpoint.
+Judge-everything makes 1,000 calls per 1,000 sampled traces and misses nothing the judge
+would fail; the cascade is held to m ≤ alpha at 1 − delta, as certified.
+
+Traffic per stratum (never pooled; as bench/cascade_cert.py): each trace is a uniform document
+then a uniform answer of it, with replacement, each trace its own cluster (a fresh session),
+drawn independently with probability r. Judge = gold with 0/10/20 % of verdicts flipped, 5×
+likelier near the gold-optimal threshold, fixed per answer within a repeat.
+
+Reported per (stratum, flip share, r): judge calls per 1,000 traces in windows of the run
+(medians over repeats); break-even = traces until a certification that passes traffic is
+first in force (from then on it saves; it never costs more calls than judging everything,
+as the draw is a subset of what that judges); steady-state saving = 1 − calls/1,000 over the
+last window; realised miss rates over the whole run, pooled over repeats: the share of the
+judge's fails passed locally and of gold fails passed locally; P(fail | passed locally),
+gold; repeats in which every certification in force had population m ≤ alpha (judge, gold).
+
+Shift: traffic of stratum A for `--traces` traces, then stratum B under the same key (judge =
+gold, r = 0.1): traces of B passed locally before no certification is in force any more
+(withdrawn by the monitor or by a checkpoint that certifies nothing), how many of them are
+hallucinated, and in how many repeats that happened within `--traces` traces of B.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.cascade_cert import Stratum, judge_verdicts, label_stream, load_strata, oracle_threshold
+from evalcore.certification import Monitor, certify_checkpoints, first_withdrawal
+
+RATES = (0.05, 0.1, 0.2)
+FLIPS = (0.0, 0.1, 0.2)
+WINDOWS = (0, 1_000, 2_000, 5_000, 10_000, 20_000, 35_000, 50_000)
+
+
+@dataclass
+class Run:
+    local: np.ndarray  # per trace: passed without the judge
+    threshold: np.ndarray  # per trace: the threshold in force (inf: none)
+    certs: list[tuple[int, float]]  # (first trace in force, threshold) of each certification
+    withdrawn_by_monitor: list[int]  # trace indices where the monitor withdrew
+
+
+def simulate(scores: np.ndarray, judge: np.ndarray, draw: np.ndarray, alpha: float,
+             delta: float) -> Run:  # fmt: skip
+    """The pipeline over one stream (module docstring); labels = the drawn traces."""
+    labelled = np.flatnonzero(draw)
+    runs = certify_checkpoints(scores[labelled], judge[labelled], alpha=alpha, delta=delta)
+    starts = [int(labelled[c.labels - 1]) + 1 for c in runs] + [scores.size]
+    threshold = np.full(scores.size, np.inf)
+    certs, by_monitor = [], []
+    for c, start, end in zip(runs, starts, starts[1:], strict=False):
+        if c.threshold is None or start >= end:
+            continue
+        t = c.threshold
+        if c.decided_share > 0:
+            seg = np.arange(start, end)
+            audited = seg[draw[seg] & (scores[seg] >= t)]
+            ceiling = Monitor.for_certification(c, c.failing / c.labels).ceiling
+            at = first_withdrawal(judge[audited], ceiling, delta)
+            if at is not None:
+                end = int(audited[at - 1]) + 1
+                by_monitor.append(end)
+        threshold[start:end] = t
+        certs.append((start, t))
+    local = (scores >= threshold) & ~draw
+    return Run(local, threshold, certs, by_monitor)
+
+
+def cost_rows(st: Stratum, flip: float, r: float, args: argparse.Namespace, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    a, d, n = args.alpha, args.delta, args.traces
+    centre = oracle_threshold(st, a)
+    windows = [w for w in WINDOWS if w <= n] + ([n] if n not in WINDOWS else [])
+    per_window, breakeven, total_saving = [], [], []
+    counts = np.zeros(5)  # judge fails, of them local; gold fails, of them local; all local
+    ok_judge = ok_gold = 0
+    for _ in range(args.repeats):
+        judge = judge_verdicts(st, flip, centre, rng)
+        idx = label_stream(st, n, rng)
+        draw = rng.random(n) < r
+        run = simulate(st.scores[idx], judge[idx], draw, a, d)
+        calls = ~run.local
+        per_window.append([calls[lo:hi].mean() * 1000 for lo, hi in itertools.pairwise(windows)])
+        deciding = [s for s, t in run.certs if st.decided(t) > 0]
+        breakeven.append(deciding[0] if deciding else np.inf)
+        total_saving.append(run.local.mean())
+        jf, gf = judge[idx], st.gold_fail[idx]
+        counts += [jf.sum(), (jf & run.local).sum(), gf.sum(), (gf & run.local).sum(),
+                   run.local.sum()]  # fmt: skip
+        ok_judge += all(st.miss(t, judge) <= a for _, t in run.certs)
+        ok_gold += all(st.miss(t, st.gold_fail) <= a for _, t in run.certs)
+    w = np.median(np.array(per_window), axis=0)
+    be = np.median(breakeven)
+    be_txt = "never" if not np.isfinite(be) else f"{be:,.0f}"
+    steady = 1 - w[-1] / 1000
+    return (
+        f"| {st.name} | {flip:.0%} | {r:.2f} | " + " | ".join(f"{x:.0f}" for x in w)
+        + f" | {be_txt} | {np.mean(total_saving):.1%} | {steady:.1%} "
+        f"| {counts[1] / counts[0]:.3f} | {counts[3] / counts[2]:.3f} "
+        f"| {counts[3] / max(counts[4], 1):.3f} | {ok_judge}/{args.repeats} "
+        f"| {ok_gold}/{args.repeats} |"
+    )  # fmt: skip
+
+
+def shift_row(pre: Stratum, post: Stratum, args: argparse.Namespace, seed: int) -> str:
+    rng = np.random.default_rng(seed)
+    n, r = args.traces, 0.1
+    passed, bad, never, delays, by_monitor = [], [], 0, [], 0
+    for _ in range(args.repeats):
+        i_pre, i_post = label_stream(pre, n, rng), label_stream(post, n, rng)
+        scores = np.concatenate([pre.scores[i_pre], post.scores[i_post]])
+        judge = np.concatenate([pre.gold_fail[i_pre], post.gold_fail[i_post]])
+        run = simulate(scores, judge, rng.random(2 * n) < r, args.alpha, args.delta)
+        after = np.arange(n, 2 * n)
+        off = after[~np.isfinite(run.threshold[after])]
+        end = int(off[0]) if off.size else 2 * n
+        never += not off.size
+        if off.size:
+            delays.append(end - n)
+            by_monitor += end in run.withdrawn_by_monitor
+        window = run.local[n:end]
+        passed.append(int(window.sum()))
+        bad.append(int((window & judge[n:end]).sum()))
+    delay_txt = f"{np.median(delays):,.0f}" if delays else "–"
+    return (
+        f"| {pre.name} → {post.name} | {np.median(passed):,.0f} (max {max(passed):,}) "
+        f"| {np.median(bad):,.0f} (max {max(bad):,}) | {delay_txt} "
+        f"| {args.repeats - never}/{args.repeats} ({by_monitor} by the monitor) |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--delta", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--traces", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=284)
+    args = parser.parse_args()
+    started = time.monotonic()
+    strata, _ = load_strata()
+    print(f"## Certified cascade cost: alpha {args.alpha}, delta {args.delta}, {args.repeats} "
+          f"repeats of {args.traces:,} traces\n")  # fmt: skip
+    windows = [w for w in WINDOWS if w <= args.traces]
+    heads = " | ".join(f"{lo // 1000}k–{hi // 1000}k" for lo, hi in itertools.pairwise(windows))
+    print(f"| stratum | flipped | r | judge calls per 1,000 traces: {heads} | break-even "
+          "(traces) | saved, whole run | saved, steady state | miss (judge) | miss (gold) "
+          "| P(fail∣local), gold | m ≤ α (judge) | m ≤ α (gold) |")  # fmt: skip
+    print("|---|---|---|" + "---|" * (len(windows) - 1) + "---|---|---|---|---|---|---|---|")
+    for i, st in enumerate(strata):
+        for j, flip in enumerate(FLIPS):
+            for k, r in enumerate(RATES):
+                print(cost_rows(st, flip, r, args, args.seed + 100 * i + 10 * j + k))
+    print("\n| shift (same key, r = 0.1) | passed locally after it (median) | of them "
+          "hallucinated | traces to withdrawal (median) | withdrawn within the run |")  # fmt: skip
+    print("|---|---|---|---|---|")
+    for i, pre in enumerate(strata):
+        for j, post in enumerate(strata):
+            if i != j:
+                print(shift_row(pre, post, args, args.seed + 1000 + 10 * i + j))
+    print(f"\nwall {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
