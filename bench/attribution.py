@@ -31,6 +31,7 @@ import random
 from dataclasses import dataclass, replace
 from typing import Any
 
+from evalcore.intervals import GroupStats
 from evaluator.analytics.attribution import (
     CAUSES,
     JUDGE_LEVEL,
@@ -44,7 +45,6 @@ from evaluator.analytics.regression import (
     sequential_verdict,
     start_sequential,
 )
-from evaluator.analytics.stats import GroupStats
 from evaluator.config.policy import RegressionPolicy
 
 TENANTS = ("a", "b", "c")

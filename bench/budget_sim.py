@@ -71,8 +71,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from evalcore.weights import WeightedStats
 from evaluator.analytics.check_job import decide
-from evaluator.analytics.weights import WeightedStats
 from evaluator.config.policy import inclusion_floor
 from evaluator.config.rubrics import RubricSet, parse_rubric
 from evaluator.config.settings import AlertsSettings

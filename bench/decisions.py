@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
+from evalcore.intervals import GroupStats, t_quantile
 from evalcore.sequences import MeanSample
 from evaluator.analytics.gate import EXIT, Sides, decision_codes
 from evaluator.analytics.regression import advance, start_sequential
-from evaluator.analytics.stats import GroupStats, t_quantile
 from evaluator.config.policy import RegressionPolicy
 from judges.drift import paired_drift_exact
 

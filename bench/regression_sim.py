@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from evalcore.intervals import GroupStats
 from evaluator.analytics.regression import (
     RegressionPolicy,
     SequentialState,
@@ -49,7 +50,6 @@ from evaluator.analytics.regression import (
     rebase,
     start_sequential,
 )
-from evaluator.analytics.stats import GroupStats
 
 DATA = Path("/work/shared/data/ragtruth_qa/ragtruth_qa.jsonl")
 PER_HOUR = 200

@@ -41,6 +41,7 @@ import re
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
+from evalcore.redaction_kinds import KINDS
 from judges import redact_numbers as numbers
 from judges import redact_secrets as secrets
 from judges.redact_numbers import iban_ok
@@ -273,7 +274,8 @@ PATTERNS: dict[str, tuple[tuple[re.Pattern[str], Validator | None], ...]] = {
         ),
     ),
 }
-KINDS = tuple(PATTERNS)
+if tuple(PATTERNS) != KINDS:  # one list of names: evalcore.redaction_kinds
+    raise RuntimeError(f"redaction patterns {tuple(PATTERNS)} differ from KINDS {KINDS}")
 # A secret wrapped onto the next lines keeps them (redact_secrets.continuation_end).
 _WRAPPABLE = frozenset({"API_KEY", "AWS_SECRET", "AUTH_TOKEN"})
 

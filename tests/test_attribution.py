@@ -13,6 +13,7 @@ import pytest
 from sqlmodel import Session
 
 from evalcore.exact import clopper_pearson_lower
+from evalcore.intervals import GroupStats
 from evaluator.analytics.alerts import list_alerts
 from evaluator.analytics.attribution import (
     JUDGE_LEVEL,
@@ -22,7 +23,6 @@ from evaluator.analytics.attribution import (
     strata_labels,
 )
 from evaluator.analytics.check_job import decide
-from evaluator.analytics.stats import GroupStats
 from evaluator.config.policy import RegressionPolicy
 from evaluator.store.store import Store
 from evaluator.store.trust_models import AnchorRun

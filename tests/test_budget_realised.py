@@ -17,6 +17,7 @@ import httpx
 import pytest
 import respx
 
+from evalcore.weights import WeightedStats
 from evaluator.intake.allocation import DAY_S
 from evaluator.intake.drain import build_intake
 from evaluator.intake.enqueue import intake_key
@@ -27,7 +28,6 @@ from evaluator.store import admissions
 from evaluator.store.store import Store
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime
-from judges.weights import WeightedStats
 from tests.conftest import (
     JUDGE_URL,
     TONE_RUBRIC,

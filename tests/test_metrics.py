@@ -13,6 +13,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
+from evalcore.intervals import GroupStats
+from evalcore.weights import WeightedStats
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Signals, TailRules
@@ -20,8 +22,6 @@ from evaluator.intake.wire import encode
 from evaluator.outputs.metrics import MetricsRecorder, render_metrics
 from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
-from judges.intervals import GroupStats
-from judges.weights import WeightedStats
 
 from .polling import until
 
@@ -146,7 +146,7 @@ async def test_metrics_from_two_workers_redis_and_sql(redis_url: str, tmp_path: 
     assert abs(m[("evaluator_score", new)] - 0.4) < 1e-9
     assert m[("evaluator_score_samples", new)] == 3
     assert m[("evaluator_score_ess", new)] == 3  # no inclusion probabilities: ESS = n
-    # The interval from SQL sums equals the one from the raw scores (judges.intervals).
+    # The interval from SQL sums equals the one from the raw scores (evalcore.intervals).
     for labels, scores in ((v18, [0.9, 0.7]), (new, [0.3, 0.5, 0.4])):
         lo, hi = GroupStats.from_scores(scores).mean_ci(0.95)
         assert abs(m[("evaluator_score_ci_lower", labels)] - lo) < 1e-9

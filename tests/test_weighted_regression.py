@@ -19,6 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlmodel import Session
 
+from evalcore.intervals import GroupStats
+from evalcore.weights import WeightedStats
 from evaluator.analytics.alerts import policy_for
 from evaluator.analytics.check_job import check_rubric
 from evaluator.analytics.regression import (
@@ -28,8 +30,6 @@ from evaluator.analytics.regression import (
     sequential_verdict,
     start_sequential,
 )
-from evaluator.analytics.stats import GroupStats
-from evaluator.analytics.weights import WeightedStats
 from evaluator.config.rubrics import parse_rubric
 from evaluator.config.settings import AlertsSettings
 from evaluator.store.models import EvalRecord

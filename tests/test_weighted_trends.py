@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session
 
+from evalcore.weights import WeightedStats
 from evaluator.analytics.rollups import refresh_rollups
 from evaluator.analytics.trends import TrendQuery, trend
-from evaluator.analytics.weights import WeightedStats
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import Any
 
-from evaluator.analytics.stats import GroupStats
+from evalcore.intervals import GroupStats
 from evaluator.config.policy import RegressionPolicy
 from judges.drift import DriftResult, drift_test, paired_drift_exact
 

@@ -20,7 +20,7 @@ first scores; a new prompt version is compared with its predecessor within the s
 Statistics come from SQL aggregates (COUNT, SUM, SUM of squares, SUM(passed), and the same
 sums weighted by 1/inclusion probability); raw scores are read only for the window of groups
 that have enough samples, in the order their traces happened. Records are weighted by 1/p
-(evaluator.analytics.weights): the tests see the Hájek mean and pass rate with ⌊ESS⌋ in
+(evalcore.weights): the tests see the Hájek mean and pass rate with ⌊ESS⌋ in
 place of n, the e-detector bets Horvitz–Thompson style (`regression.advance`); with every
 p = 1 all of it is the unweighted check.
 """
@@ -37,6 +37,8 @@ from typing import Any
 
 from sqlmodel import Session
 
+from evalcore.intervals import GroupStats
+from evalcore.weights import WeightedStats
 from evaluator.analytics.alerts import (
     CheckConfig,
     alert_to_json,
@@ -71,8 +73,6 @@ from evaluator.analytics.regression import (
     start_sequential,
     window_bounds,
 )
-from evaluator.analytics.stats import GroupStats
-from evaluator.analytics.weights import WeightedStats
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import AlertsSettings
 from evaluator.outputs.otel import EvaluationExporter

@@ -47,8 +47,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from evalcore.intervals import GroupStats
 from evalcore.sequences import Array, MeanSample, lower_bound, smallest_level, upper_bound
-from evaluator.analytics.stats import GroupStats
 from evaluator.config.policy import RegressionPolicy
 from evaluator.errors import EXIT_NO_WORSE, EXIT_UNDECIDED, EXIT_WORSE
 

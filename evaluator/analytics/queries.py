@@ -24,8 +24,8 @@ from sqlalchemy import ColumnElement, DateTime, case, func, literal, type_coerce
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from evaluator.analytics.stats import GroupStats
-from evaluator.analytics.weights import WeightedStats
+from evalcore.intervals import GroupStats
+from evalcore.weights import WeightedStats
 from evaluator.store.models import EvalRecord, record_weight
 from evaluator.store.store import as_utc
 

@@ -40,14 +40,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
+from evalcore.intervals import GroupStats
 from evalcore.sequences import MeanSample, lower_bound
-from evaluator.analytics.stats import (
-    GroupStats,
-    adjust_pvalues,
-    bounded_lower_p,
-    fisher_lower_p,
-)
-from evaluator.analytics.weights import WeightedStats, weight_of
+from evalcore.weights import WeightedStats, weight_of
+from evaluator.analytics.stats import adjust_pvalues, bounded_lower_p, fisher_lower_p
 from evaluator.config.policy import RegressionPolicy
 
 K = TypeVar("K")
@@ -197,7 +193,7 @@ class SequentialState:
     alarm_at: int | None = None  # scores seen at the first alarm; latched until a new start
     alarm_log_e: float | None = None
     alarm_segment: GroupStats | None = None
-    # The same records weighted by 1/p (evaluator.analytics.weights); all 1 without a budget.
+    # The same records weighted by 1/p (evalcore.weights); all 1 without a budget.
     seen_w: WeightedStats = field(default_factory=WeightedStats)
     starts_w: tuple[WeightedStats, ...] = ()
     # 1 / the smallest inclusion probability the sampler can draw, fixed before the stream

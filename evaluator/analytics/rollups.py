@@ -27,8 +27,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, func, select
 
-from evaluator.analytics.stats import GroupStats, t_quantile
-from evaluator.analytics.weights import WeightedStats, weight_of
+from evalcore.intervals import GroupStats, t_quantile
+from evalcore.weights import WeightedStats, weight_of
 from evaluator.store.models import ROLLUP_REFOLD_MAX, EvalRecord, EvalRollup, utcnow
 from evaluator.store.store import Store, as_utc
 
@@ -58,7 +58,7 @@ class Acc:
     passes: int = 0
     pass_known: int = 0
     hist: Counter[int] = field(default_factory=Counter)
-    # Inverse-probability weights (evaluator.analytics.weights); None = every weight 1.
+    # Inverse-probability weights (evalcore.weights); None = every weight 1.
     w_sum: float | None = None
     w_total: float = 0.0
     w_total_sq: float = 0.0
@@ -171,7 +171,7 @@ class Acc:
         }
 
     def _weighted_json(self, confidence: float) -> dict[str, Any]:
-        """Hájek mean and intervals with the ESS (evaluator.analytics.weights); the
+        """Hájek mean and intervals with the ESS (evalcore.weights); the
         percentiles stay those of the evaluated records (the histogram is unweighted)."""
         w = self.weighted()
         lo, hi = w.mean_ci(confidence)

@@ -1,7 +1,7 @@
 """Pure statistics for score streams: one-sided tests and p-value adjustment.
 
 The sufficient statistics and intervals (`GroupStats`, `wilson_ci`, `t_quantile`) live in
-judges.intervals, below every layer that shows a number; they are re-exported here.
+evalcore.intervals, below every layer that shows a number.
 No I/O and no third-party imports, so the regression check runs wherever the worker runs.
 Every test here is one-sided: "is the current group *worse* than the baseline?" — a score
 that improves never pages anyone.
@@ -18,35 +18,16 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from evalcore.intervals import GroupStats
 from evalcore.sequences import MeanSample, lower_bound, smallest_level, upper_bound
 from evaluator.config.policy import AdjustMethod
-from judges.intervals import GroupStats, t_cdf, t_quantile, wilson_ci
 
 __all__ = [
-    "GroupStats",
     "adjust_pvalues",
     "bounded_drop",
     "bounded_lower_p",
     "fisher_lower_p",
-    "t_cdf",
-    "t_quantile",
-    "welch_lower_p",
-    "wilson_ci",
 ]
-
-
-def welch_lower_p(baseline: GroupStats, current: GroupStats) -> float:
-    """One-sided Welch t-test p-value for H1: mean(current) < mean(baseline)."""
-    if baseline.n < 2 or current.n < 2:
-        return 1.0
-    vb, vc = baseline.var / baseline.n, current.var / current.n
-    diff = current.mean - baseline.mean
-    if vb + vc == 0.0:  # both constant: a drop is certain, no drop is no evidence
-        return 0.0 if diff < 0 else 1.0
-    den = vb * vb / (baseline.n - 1) + vc * vc / (current.n - 1)
-    # Tiny variances square to 0.0 (underflow): fall back to the pooled degrees of freedom.
-    df = (vb + vc) ** 2 / den if den > 0 else float(baseline.n + current.n - 2)
-    return t_cdf(diff / math.sqrt(vb + vc), df)
 
 
 def bounded_lower_p(baseline: GroupStats, current: GroupStats) -> float:

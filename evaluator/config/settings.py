@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from evalcore.redaction_kinds import KINDS
 from evaluator.config.policy import parse_duration, parse_policy
 from evaluator.config.urls import UnsafeURL, check_url_static
 from evaluator.errors import SettingsError
-from judges.redact import KINDS
 
 ENV_PREFIX = "EVALUATOR_"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent

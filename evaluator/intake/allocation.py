@@ -26,7 +26,7 @@ later (the room adds a tenth of what earlier minutes left, to spread it, not bur
 
 The decision compares the trace's hash point with the probability, so it is the same for a
 given trace and allocation state. The probability is stored with every record; trends weight
-records by its inverse (evaluator.analytics.weights).
+records by its inverse (evalcore.weights).
 
     >>> base_probability(0.5, room=100, arrivals=1020, reserved=20, floor=0.01)
     0.08

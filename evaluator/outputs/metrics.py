@@ -35,7 +35,7 @@ change), and only epochs with ok records inside the window are exported.
                                                      how many records that mean is over
     evaluator_score_ci_lower{rubric,prompt_version,epoch}
     evaluator_score_ci_upper{rubric,prompt_version,epoch}
-                                                     its 95 % interval (judges.intervals:
+                                                     its 95 % interval (evalcore.intervals:
                                                      Wilson for 0/1 scores, Student t else)
     evaluator_records{status}                        stored eval records
     evaluator_alerts_open{rubric}                    open regression alerts
@@ -64,14 +64,14 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from evalcore.intervals import GroupStats
+from evalcore.weights import WeightedStats
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Reason
 from evaluator.store import outbox
 from evaluator.store.models import AlertRecord, EvalRecord, record_weight, utcnow
 from evaluator.store.store import Store
-from judges.intervals import GroupStats
-from judges.weights import WeightedStats
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SCORE_CI_LEVEL = 0.95  # the level trends and the page use too
@@ -278,7 +278,7 @@ ScoreSums = tuple[str, str | None, str, int, float | None, float | None, float |
 
 def _score_families(rows: Iterable[ScoreSums], window: timedelta) -> Iterator[Metric]:
     """Mean, count, interval and ESS per (rubric, prompt version, epoch) from SQL sums
-    (pure). Records weigh 1/p as in trends and the regression check (judges.weights): the
+    (pure). Records weigh 1/p as in trends and the regression check (evalcore.weights): the
     Hájek mean, its interval with the ESS for n; every p = 1 gives the plain numbers."""
     labels = ["rubric", "prompt_version", "epoch"]
     where = f"ok records in the last {window}, per evaluator epoch (never pooled across judges)"

@@ -204,7 +204,7 @@ class AlertRecord(SQLModel, table=True):
 
 
 def record_weight() -> Any:
-    """1 / inclusion probability in SQL (judges.weights.weight_of): NULL (a record older than
+    """1 / inclusion probability in SQL (evalcore.weights.weight_of): NULL (a record older than
     0007) and a non-positive value count as 1."""
     p = col(EvalRecord.inclusion_probability)
     return case((p > 0, 1.0 / p), else_=1.0)

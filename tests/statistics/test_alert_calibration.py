@@ -10,8 +10,8 @@ import random
 import numpy as np
 import pytest
 
+from evalcore.intervals import GroupStats
 from evaluator.analytics.regression import advance, start_sequential
-from evaluator.analytics.stats import GroupStats
 from evaluator.config.policy import RegressionPolicy
 from judges.drift import paired_drift_exact
 from tests.statistics.calibration import SEEDS, assert_within_level
@@ -142,7 +142,7 @@ def test_weighted_trend_intervals_cover_the_population_mean(traffic: int) -> Non
     *all* traces at least 95 % of the time (failing when the 99 % upper bound of its coverage
     is below 0.95). An approximation, not exact: this is where it is checked."""
     from evalcore.exact import clopper_pearson_upper
-    from evaluator.analytics.weights import WeightedStats
+    from evalcore.weights import WeightedStats
 
     rng = np.random.default_rng(traffic)
     population = 0.2 * 0.5 + 0.8 * 0.95

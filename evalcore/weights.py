@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from judges.intervals import GroupStats, t_quantile, wilson_ci
+from evalcore.intervals import GroupStats, t_quantile, wilson_ci
 
 
 def weight_of(probability: float | None) -> float:
