@@ -111,7 +111,7 @@ def calls_per_item(scorer: str, method: str, samples: int = 1) -> float:
     if method in ("local", "embeddings"):
         return 0.0
     if method == "cascade":
-        return 0.5  # escalates only the uncertain share; a guess until a run measures it
+        return 1.0  # no certification outside the worker's router: every item is judged
     if method == "two_step" or scorer in ("answer_relevance", "context_relevance"):
         return 2.0
     if scorer == "self_consistency":

@@ -1,0 +1,132 @@
+"""The certified cascade through the worker's pipeline: real Redis, real SQLite (the
+certifications table the router reads), the real local scorer; the judge is respx.
+
+Cold start judges every sampled trace; once a certification of the stratum is stored, local
+passes begin (the calibration draw's sessions still go to the judge); once it is withdrawn,
+the judge decides again."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import respx
+
+from evaluator.sources.ingest import ingest_traces
+from evaluator.store import certifications as certs
+from evaluator.store.store import Store
+from evaluator.worker.cascade_routing import calibration_point, cluster_key
+from evaluator.worker.pipeline import evaluate_trace
+from evaluator.worker.runtime import build_runtime
+from judges.types import Context, EvalCase
+from tests.cascade_support import certify, stratum_for
+from tests.conftest import FIXTURES, JUDGE_URL, chat_completion, make_settings, rag_trace
+
+pytest.importorskip("judges.scorers.local")
+
+FIXTURE = json.loads((FIXTURES / "faithfulness_case.json").read_text())
+DOCS = [c["text"] for c in FIXTURE["contexts"]]
+GROUNDED = (
+    "The Pro plan costs $20 per user per month, billed annually. "
+    "Pro includes unlimited projects, 100 GB of storage and priority email support."
+)
+INVENTED = (
+    "The Pro plan costs $45 per month through Stripe Billing. "
+    "It ships with a dedicated Oracle database cluster in Frankfurt."
+)
+CASCADE = """
+name = "faithfulness"
+version = "1"
+scorer = "faithfulness"
+method = "cascade"
+pass_threshold = 0.8
+[sampling]
+rate = 1.0
+[options]
+audit_rate = 0.1
+"""
+JUDGE = {"base_url": JUDGE_URL, "model": "judge-model", "max_retries": 0, "timeout_s": 2.0}
+
+
+def drawn(session: str) -> bool:
+    case = EvalCase("t", "s", "q", "a")  # the session decides the cluster, not the case
+    return calibration_point(cluster_key(session, case), "faithfulness") < 0.1
+
+
+# Sessions on both sides of the draw (it is a hash: found, not chosen by score).
+SESSIONS = [f"sess-{i}" for i in range(200)]
+IN_DRAW = [s for s in SESSIONS if drawn(s)][:2]
+OUT_OF_DRAW = [s for s in SESSIONS if not drawn(s)][:6]
+
+
+@pytest.fixture
+def judge_api() -> Any:
+    body = json.dumps(FIXTURE["judge_reply"])
+    with respx.mock(base_url=JUDGE_URL, assert_all_called=False) as router:
+        yield router.post("/chat/completions").mock(
+            return_value=httpx.Response(200, json=chat_completion(body))
+        )
+
+
+def trace(trace_id: str, answer: str, session: str) -> dict[str, Any]:
+    question = f"{FIXTURE['question']} ({trace_id})"  # no two judge prompts alike
+    return rag_trace(trace_id, answer=answer, question=question, documents=DOCS,
+                     **{"session.id": session})  # fmt: skip
+
+
+async def test_cold_start_then_certified_local_passes_then_withdrawal(
+    tmp_path: Path, redis_url: str, judge_api: respx.Route
+) -> None:
+    (tmp_path / "rubrics").mkdir()
+    (tmp_path / "rubrics" / "faithfulness.toml").write_text(CASCADE)
+    settings = make_settings(tmp_path, redis_url, judge=JUDGE, worker={"certifications_ttl_s": 0})
+    store = Store(settings.database.url)
+    runtime = build_runtime(settings)
+
+    async def run(phase: str) -> dict[str, Any]:
+        docs = [trace(f"{phase}-g-{s}", GROUNDED, s) for s in IN_DRAW + OUT_OF_DRAW]
+        docs.append(trace(f"{phase}-x", INVENTED, OUT_OF_DRAW[0]))
+        ingest_traces(store, docs)
+        for d in docs:
+            await evaluate_trace(runtime, d["trace_id"], {}, job_try=1)
+        got = {r.trace_id: r for r in store.records(limit=1000)}
+        return {d["trace_id"]: got[d["trace_id"]] for d in docs}
+
+    # Cold start: no certification, every sampled trace is judged, confident or not.
+    cold = await run("cold")
+    assert judge_api.call_count == len(cold) == 9
+    for row in cold.values():
+        trail = row.details["cascade"]
+        assert trail["decided_by"] == "judge" and trail["certification"] is None
+        session = row.trace_id.split("-g-")[1] if "-g-" in row.trace_id else OUT_OF_DRAW[0]
+        assert trail["calibration"] == drawn(session)
+    assert sum(r.details["cascade"]["calibration"] for r in cold.values()) == len(IN_DRAW)
+
+    # A certification of the stratum: local passes begin, except for the draw's sessions.
+    case = EvalCase("c", "s", f"{FIXTURE['question']} (c)", GROUNDED,
+                    tuple(Context(str(i), d) for i, d in enumerate(DOCS)))  # fmt: skip
+    cert = certify(runtime, stratum_for(case), 0.5, prompt_version="v1")
+    calls = judge_api.call_count
+    warm = await run("warm")
+    by = {t: r.details["cascade"]["decided_by"] for t, r in warm.items()}
+    for s in OUT_OF_DRAW:
+        assert by[f"warm-g-{s}"] == "local_certified" and warm[f"warm-g-{s}"].judge_calls == 0
+        assert warm[f"warm-g-{s}"].details["cascade"]["certification"] == cert
+    for s in IN_DRAW:  # audits: judged, naming the certification they check
+        row = warm[f"warm-g-{s}"]
+        assert by[row.trace_id] == "judge" and row.details["cascade"]["calibration"] is True
+        assert row.details["cascade"]["certification"] == cert
+    assert by["warm-x"] == "judge"  # hard evidence: the judge, certified stratum or not
+    assert judge_api.call_count - calls == len(IN_DRAW) + 1
+
+    # Withdrawn: the judge decides everything again (ttl 0: at the next trace).
+    assert certs.withdraw(store.engine, cert, "monitor: audited passes fail too often")
+    calls = judge_api.call_count
+    after = await run("after")
+    assert judge_api.call_count - calls == len(after)
+    assert all(r.details["cascade"]["decided_by"] == "judge" for r in after.values())
+    store.close()
+    await runtime.close()
