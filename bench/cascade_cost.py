@@ -55,33 +55,49 @@ class Run:
     local: np.ndarray  # per trace: passed without the judge
     threshold: np.ndarray  # per trace: the threshold in force (inf: none)
     certs: list[tuple[int, float]]  # (first trace in force, threshold) of each certification
-    withdrawn_by_monitor: list[int]  # trace indices where the monitor withdrew
+    monitored: int  # certifications a monitor watched
+    withdrawals: list[int]  # trace indices where a monitor withdrew
+
+
+def _withdrawal(stream: np.ndarray, positions: np.ndarray, ceiling: float,
+                delta: float) -> int | None:  # fmt: skip
+    at = first_withdrawal(stream, ceiling, delta)
+    return None if at is None else int(positions[at - 1]) + 1
 
 
 def simulate(scores: np.ndarray, judge: np.ndarray, draw: np.ndarray, alpha: float,
-             delta: float) -> Run:  # fmt: skip
-    """The pipeline over one stream (module docstring); labels = the drawn traces."""
+             delta: float, monitor: str = "passes") -> Run:  # fmt: skip
+    """The pipeline over one stream (module docstring); labels = the drawn traces. `monitor`:
+    "passes" (`Monitor.for_certification`: drawn traces it would pass, fail rate against the
+    ceiling) or "misses" (`Monitor.for_misses`: drawn traces the judge fails, miss rate
+    against alpha)."""
     labelled = np.flatnonzero(draw)
     runs = certify_checkpoints(scores[labelled], judge[labelled], alpha=alpha, delta=delta)
     starts = [int(labelled[c.labels - 1]) + 1 for c in runs] + [scores.size]
     threshold = np.full(scores.size, np.inf)
-    certs, by_monitor = [], []
+    certs, withdrawals, monitored = [], [], 0
     for c, start, end in zip(runs, starts, starts[1:], strict=False):
         if c.threshold is None or start >= end:
             continue
-        t = c.threshold
-        if c.decided_share > 0:
-            seg = np.arange(start, end)
+        t, seg = c.threshold, np.arange(start, end)
+        stop = None
+        if monitor == "misses":
+            monitored += 1
+            failing = seg[draw[seg] & judge[seg]]
+            mon = Monitor.for_misses(c, delta)
+            stop = _withdrawal(scores[failing] >= t, failing, mon.ceiling, delta)
+        elif c.decided_share > 0:
+            monitored += 1
             audited = seg[draw[seg] & (scores[seg] >= t)]
-            ceiling = Monitor.for_certification(c, c.failing / c.labels).ceiling
-            at = first_withdrawal(judge[audited], ceiling, delta)
-            if at is not None:
-                end = int(audited[at - 1]) + 1
-                by_monitor.append(end)
+            mon = Monitor.for_certification(c, c.failing / c.labels)
+            stop = _withdrawal(judge[audited], audited, mon.ceiling, delta)
+        if stop is not None:
+            end = stop
+            withdrawals.append(stop)
         threshold[start:end] = t
         certs.append((start, t))
     local = (scores >= threshold) & ~draw
-    return Run(local, threshold, certs, by_monitor)
+    return Run(local, threshold, certs, monitored, withdrawals)
 
 
 def cost_rows(st: Stratum, flip: float, r: float, args: argparse.Namespace, seed: int) -> str:
@@ -92,11 +108,16 @@ def cost_rows(st: Stratum, flip: float, r: float, args: argparse.Namespace, seed
     per_window, breakeven, total_saving = [], [], []
     counts = np.zeros(5)  # judge fails, of them local; gold fails, of them local; all local
     ok_judge = ok_gold = 0
+    false_stops = {"passes": [0, 0], "misses": [0, 0]}  # withdrawals, monitored certifications
     for _ in range(args.repeats):
         judge = judge_verdicts(st, flip, centre, rng)
         idx = label_stream(st, n, rng)
         draw = rng.random(n) < r
         run = simulate(st.scores[idx], judge[idx], draw, a, d)
+        other = simulate(st.scores[idx], judge[idx], draw, a, d, monitor="misses")
+        for kind, sim in (("passes", run), ("misses", other)):
+            false_stops[kind][0] += len(sim.withdrawals)  # stationary traffic: all are false
+            false_stops[kind][1] += sim.monitored
         calls = ~run.local
         per_window.append([calls[lo:hi].mean() * 1000 for lo, hi in itertools.pairwise(windows)])
         deciding = [s for s, t in run.certs if st.decided(t) > 0]
@@ -116,35 +137,40 @@ def cost_rows(st: Stratum, flip: float, r: float, args: argparse.Namespace, seed
         + f" | {be_txt} | {np.mean(total_saving):.1%} | {steady:.1%} "
         f"| {counts[1] / counts[0]:.3f} | {counts[3] / counts[2]:.3f} "
         f"| {counts[3] / max(counts[4], 1):.3f} | {ok_judge}/{args.repeats} "
-        f"| {ok_gold}/{args.repeats} |"
+        f"| {ok_gold}/{args.repeats} | {'/'.join(map(str, false_stops['passes']))}; "
+        f"{'/'.join(map(str, false_stops['misses']))} |"
     )  # fmt: skip
 
 
 def shift_row(pre: Stratum, post: Stratum, args: argparse.Namespace, seed: int) -> str:
     rng = np.random.default_rng(seed)
     n, r = args.traces, 0.1
-    passed, bad, never, delays, by_monitor = [], [], 0, [], 0
+    cells = []
+    streams = []
     for _ in range(args.repeats):
         i_pre, i_post = label_stream(pre, n, rng), label_stream(post, n, rng)
         scores = np.concatenate([pre.scores[i_pre], post.scores[i_post]])
         judge = np.concatenate([pre.gold_fail[i_pre], post.gold_fail[i_post]])
-        run = simulate(scores, judge, rng.random(2 * n) < r, args.alpha, args.delta)
-        after = np.arange(n, 2 * n)
-        off = after[~np.isfinite(run.threshold[after])]
-        end = int(off[0]) if off.size else 2 * n
-        never += not off.size
-        if off.size:
-            delays.append(end - n)
-            by_monitor += end in run.withdrawn_by_monitor
-        window = run.local[n:end]
-        passed.append(int(window.sum()))
-        bad.append(int((window & judge[n:end]).sum()))
-    delay_txt = f"{np.median(delays):,.0f}" if delays else "–"
-    return (
-        f"| {pre.name} → {post.name} | {np.median(passed):,.0f} (max {max(passed):,}) "
-        f"| {np.median(bad):,.0f} (max {max(bad):,}) | {delay_txt} "
-        f"| {args.repeats - never}/{args.repeats} ({by_monitor} by the monitor) |"
-    )
+        streams.append((scores, judge, rng.random(2 * n) < r))
+    for monitor in ("passes", "misses"):
+        passed, bad, never, delays, by_monitor = [], [], 0, [], 0
+        for scores, judge, draw in streams:
+            run = simulate(scores, judge, draw, args.alpha, args.delta, monitor)
+            after = np.arange(n, 2 * n)
+            off = after[~np.isfinite(run.threshold[after])]
+            end = int(off[0]) if off.size else 2 * n
+            never += not off.size
+            if off.size:
+                delays.append(end - n)
+                by_monitor += end in run.withdrawals
+            window = run.local[n:end]
+            passed.append(int(window.sum()))
+            bad.append(int((window & judge[n:end]).sum()))
+        delay_txt = f"{np.median(delays):,.0f}" if delays else "–"
+        cells.append(f"{np.median(passed):,.0f} (max {max(passed):,}) | {np.median(bad):,.0f} "
+                     f"(max {max(bad):,}) | {delay_txt} | {args.repeats - never}/{args.repeats} "
+                     f"({by_monitor}) ")  # fmt: skip
+    return f"| {pre.name} → {post.name} | " + "| ".join(cells) + "|"
 
 
 def main() -> None:
@@ -163,15 +189,18 @@ def main() -> None:
     heads = " | ".join(f"{lo // 1000}k–{hi // 1000}k" for lo, hi in itertools.pairwise(windows))
     print(f"| stratum | flipped | r | judge calls per 1,000 traces: {heads} | break-even "
           "(traces) | saved, whole run | saved, steady state | miss (judge) | miss (gold) "
-          "| P(fail∣local), gold | m ≤ α (judge) | m ≤ α (gold) |")  # fmt: skip
-    print("|---|---|---|" + "---|" * (len(windows) - 1) + "---|---|---|---|---|---|---|---|")
+          "| P(fail∣local), gold | m ≤ α (judge) | m ≤ α (gold) | false withdrawals / "
+          "certifications watched: pass monitor; miss monitor |")  # fmt: skip
+    print("|---|---|---|" + "---|" * (len(windows) - 1) + "---|---|---|---|---|---|---|---|---|")
     for i, st in enumerate(strata):
         for j, flip in enumerate(FLIPS):
             for k, r in enumerate(RATES):
                 print(cost_rows(st, flip, r, args, args.seed + 100 * i + 10 * j + k))
-    print("\n| shift (same key, r = 0.1) | passed locally after it (median) | of them "
-          "hallucinated | traces to withdrawal (median) | withdrawn within the run |")  # fmt: skip
-    print("|---|---|---|---|---|")
+    print("\n| shift (same key, r = 0.1) | pass monitor: passed locally after the shift "
+          "(median) | of them hallucinated | traces to withdrawal (median) | withdrawn (by the "
+          "monitor) | miss monitor: passed locally | hallucinated | traces to withdrawal "
+          "| withdrawn (by the monitor) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
     for i, pre in enumerate(strata):
         for j, post in enumerate(strata):
             if i != j:

@@ -77,7 +77,14 @@ one by one. Under a certification, the fail rate among passed traces is
 r = m · P(fail) / P(s ≥ t) ≤ alpha · P(fail) / P(s ≥ t) =: ceiling. The monitor runs a betting
 e-process (`evalcore.sequences`, mixture of betting martingales) against "r ≤ ceiling" and
 withdraws once its wealth reaches 1/delta: on a stationary stream with r ≤ ceiling,
-P(ever withdrawn) ≤ delta, however often it is checked (Ville's inequality).
+P(ever withdrawn) ≤ delta, however often it is checked (Ville's inequality). Its limits: the
+ceiling is computed from estimates of P(fail) and P(s ≥ t), so the level is approximate; and
+where almost everything fails the ceiling is near 1 (XSum: ≈ 0.9) and nothing is withdrawn.
+`Monitor.for_misses` watches the guarantee itself instead: fed, for each calibration-draw
+trace the top judge fails (drawn whatever its score), whether the cheap stage would have
+passed it, it tests "m ≤ alpha" with the same e-process — exact, no estimated ceiling; on a
+stationary stream with m ≤ alpha, P(ever withdrawn) ≤ delta. It sees r·P(fail) traces per
+trace where the pass monitor sees r·P(s ≥ t): faster on high-fail strata, slower on clean ones.
 
     >>> cert = certify([0.95] * 60 + [0.2] * 40 + [0.9] * 100, [False] * 60 + [True] * 40
     ...                + [False] * 100, alpha=0.1, delta=0.1)
@@ -455,6 +462,16 @@ class Monitor:
         if cert.threshold is None or cert.decided_share <= 0:
             raise ValueError("only a certification that decides traffic can be monitored")
         return cls(min(cert.alpha * fail_share / cert.decided_share, 0.999), cert.delta)
+
+    @classmethod
+    def for_misses(cls, cert: Certification, delta: float | None = None) -> Monitor:
+        """The exact monitor of the guarantee (module docstring): `observe(failed=...)` takes,
+        for each calibration-draw trace the top judge fails, whether its cheap score was ≥ the
+        threshold (a miss); withdraws once "m ≤ alpha" is rejected at `delta` (default the
+        certification's)."""
+        if cert.threshold is None:
+            raise ValueError("only a certification can be monitored")
+        return cls(cert.alpha, cert.delta if delta is None else delta)
 
     @property
     def withdrawn(self) -> bool:

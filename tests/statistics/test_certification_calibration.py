@@ -259,7 +259,10 @@ CEILING, STREAM, SHIFT_AT = 0.05, 2000, 300
 
 
 def test_monitor_withdraws_a_stationary_stream_at_most_delta() -> None:
-    """The worst stationary case: the fail rate among passed traces sits at the ceiling."""
+    """The worst stationary case: the fail rate among passed traces sits at the ceiling. The
+    same cell covers `Monitor.for_misses` (ceiling = alpha = 0.05: the miss rate among drawn
+    failing traces sits at alpha)."""
+    assert CEILING == ALPHA
     rng = np.random.default_rng(11)
     withdrawn = sum(first_withdrawal(rng.random(STREAM) < CEILING, CEILING, DELTA) is not None
                     for _ in range(SEEDS))  # fmt: skip
@@ -299,3 +302,8 @@ def test_monitor_object_agrees_with_the_stream_function() -> None:
         assert mon.withdrawn_at == first_withdrawal(stream, CEILING, DELTA)
     with pytest.raises(ValueError, match="ceiling and delta"):
         Monitor(0.0)
+    scores, fails = independent_stratum(rng, 400, 0.3)
+    cert = certify(scores, fails, alpha=ALPHA, delta=DELTA)
+    assert Monitor.for_misses(cert) == Monitor(ALPHA, DELTA)
+    with pytest.raises(ValueError, match="only a certification"):
+        Monitor.for_misses(certify(scores[:10], fails[:10]))
