@@ -10,7 +10,8 @@ EvaluatorError
 │   ├── TraceFormatError        a trace document does not match the trace format
 │   ├── CaseBuildError          a trace has no span a rubric can evaluate
 │   ├── WireError               an intake entry cannot be decoded
-│   ├── OtlpError               an OTLP/HTTP request cannot be decoded
+│   ├── RequestError            an HTTP request refused with its own status (framing, OTLP)
+│   │   └── OtlpError           an OTLP/HTTP request cannot be decoded
 │   └── NotFound                a rubric, trace, alert or version the request names is unknown
 ├── StoreError                  the database is unreachable or its schema is not ours
 │   ├── SchemaError             migrations cannot run, or the schema is behind the code
@@ -149,12 +150,17 @@ class WireError(InputError):
     """An intake entry cannot be decoded."""
 
 
-class OtlpError(InputError):
-    """A request the receiver refuses; `status` is the HTTP status to answer with."""
+class RequestError(InputError):
+    """An HTTP request refused with a status of its own (a malformed length or chunk, a body
+    over the limit): `status` is the HTTP status to answer with."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
+
+
+class OtlpError(RequestError):
+    """A request the OTLP receiver refuses; `status` is the HTTP status to answer with."""
 
 
 class StoreError(EvaluatorError):
@@ -200,7 +206,7 @@ def http_status_for(exc: BaseException) -> int | None:
     >>> http_status_for(NotFound("no rubric 'x'")), http_status_for(SchemaError("behind"))
     (404, 409)
     """
-    if isinstance(exc, OtlpError):
+    if isinstance(exc, RequestError):
         return exc.status
     if isinstance(exc, NotFound):
         return 404

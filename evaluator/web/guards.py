@@ -1,20 +1,22 @@
-"""The guards `evaluator serve` puts in front of its handlers (see evaluator.web.server)."""
+"""The guards `evaluator serve` puts in front of its routes: who may ask (a token), under
+which name (Host), and the server's limits (evaluator.web.framing enforces them).
+
+- auth: with a token configured, /v1/traces, /api/* and /metrics need it (401), compared in
+  constant time; the page itself carries no data;
+- Host: only configured names, or localhost names when bound to loopback (403), so a
+  DNS-rebinding page cannot read the API through the user's browser.
+"""
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
-import json
-import threading
 from dataclasses import dataclass
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 from evaluator.config.settings import ServerSettings
 from evaluator.sources.otlp.decode import MAX_BODY_BYTES
 
 LOCAL_NAMES = ("localhost", "127.0.0.1", "::1")
-_BUSY = json.dumps({"error": "too many connections; retry"}).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +40,6 @@ class ServerOptions:
         )
 
 
-class HttpError(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -64,38 +60,13 @@ def host_allowed(header: str | None, allowed: tuple[str, ...], bound_loopback: b
     return value in names or name in names
 
 
-class BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most `max_connections` of them."""
+def needs_token(path: str) -> bool:
+    """Paths that carry data (the page and its script do not)."""
+    return path in ("/v1/traces", "/metrics") or path.startswith("/api/")
 
-    daemon_threads = True
 
-    def __init__(
-        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int
-    ) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            head = (
-                "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(_BUSY)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
-            )
-            try:
-                request.settimeout(1.0)
-                request.sendall(head.encode() + _BUSY)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+def token_matches(authorization: str | None, token: str) -> bool:
+    """A `Bearer` Authorization header with this token, compared in constant time."""
+    scheme, _, given = (authorization or "").partition(" ")
+    given_bytes = given.strip().encode()
+    return scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, token.encode())
