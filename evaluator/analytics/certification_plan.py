@@ -41,7 +41,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from evalcore.certification import Certification, certify_checkpoints, first_withdrawal
+from evalcore.certification import (
+    Certification,
+    certify,
+    checkpoint_schedule,
+    first_withdrawal,
+)
 from evaluator.store.certifications import CertificationRecord, Key
 
 FIRST_CHECKPOINT = 100  # clusters at checkpoint 0; checkpoint j has FIRST_CHECKPOINT·2^j
@@ -130,22 +135,30 @@ def monitor(row: CertificationRecord, labels: Sequence[Label]) -> Withdrawal | N
     return Withdrawal(row, reason, at, failed, ceiling)
 
 
+def latest_checkpoint(labels: Sequence[Label], delta: float) -> tuple[int, float] | None:
+    """(k_j, delta_j) of the latest checkpoint the labels' clusters reached, or None."""
+    reached = checkpoint_schedule(len({x.cluster for x in labels}), delta, FIRST_CHECKPOINT)
+    return reached[-1] if reached else None
+
+
 def checkpoint_row(
     key: Key, labels: Sequence[Label], alpha: float, delta: float, now: datetime
 ) -> CertificationRecord | None:
-    """The row of the latest checkpoint the labels reached, or None (fewer than the first)."""
-    runs = certify_checkpoints(
-        [x.score for x in labels],
-        [x.failed for x in labels],
-        [x.cluster for x in labels],
-        alpha=alpha,
-        delta=delta,
-        first=FIRST_CHECKPOINT,
-    )
-    if not runs:
+    """The row of the latest checkpoint the labels reached, or None (fewer than the first):
+    `certify` at delta_j on every label of the first k_j clusters in arrival order (one per
+    cluster is then used) — what `evalcore.certification.certify_checkpoints` does for that
+    checkpoint, without recomputing the earlier ones."""
+    latest = latest_checkpoint(labels, delta)
+    if latest is None:
         return None
-    j = len(runs) - 1
-    return to_row(key, runs[-1], FIRST_CHECKPOINT * 2**j, delta, now)
+    k, d = latest
+    first: dict[str, int] = {}
+    for x in labels:
+        first.setdefault(x.cluster, len(first))
+    kept = [x for x in labels if first[x.cluster] < k]
+    cert = certify([x.score for x in kept], [x.failed for x in kept], [x.cluster for x in kept],
+                   alpha=alpha, delta=d)  # fmt: skip
+    return to_row(key, cert, k, delta, now)
 
 
 def to_row(
@@ -201,12 +214,12 @@ def plan_key(
             return KeyPlan(withdrawal)
     if drift_open is not None:
         return KeyPlan()
-    row = checkpoint_row(key, seg, alpha, delta, now)
-    if row is None:
+    latest = latest_checkpoint(seg, delta)
+    if latest is None:
         return KeyPlan()
     seg_rows = [r for r in rows if start is None or r.created_at > start]
     last = seg_rows[-1] if seg_rows else None
-    if last is not None and last.look >= row.look and (last.alpha, last.delta) == (alpha, delta):
+    if last is not None and last.look >= latest[0] and (last.alpha, last.delta) == (alpha, delta):
         # This checkpoint is stored already (or a later one, when retention deleted labels).
         return KeyPlan()
-    return KeyPlan(write=row)
+    return KeyPlan(write=checkpoint_row(key, seg, alpha, delta, now))
