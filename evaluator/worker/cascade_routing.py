@@ -132,11 +132,14 @@ class CascadeRouter:
         return CascadeRoute(cert, calibration, audit_rate, cluster)
 
     def for_trace(self, case: EvalCase, session_id: str | None) -> RouteFn:
-        """`Clients.cascade_route` for one trace."""
-        cluster = cluster_key(session_id, case)
+        """`Clients.cascade_route` for one trace (the cluster key is hashed on first ask:
+        traces no cascade scores cost nothing)."""
         prompt_version = case.labels.get("prompt_version")
+        cluster: list[str] = []
 
         async def ask(rubric_name: str, stratum: str) -> CascadeRoute:
-            return await self.route(rubric_name, stratum, cluster, prompt_version)
+            if not cluster:
+                cluster.append(cluster_key(session_id, case))
+            return await self.route(rubric_name, stratum, cluster[0], prompt_version)
 
         return ask
