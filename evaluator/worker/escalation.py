@@ -20,6 +20,13 @@ When the cap refuses the call:
   `budget_refused_evaluations` per rubric, `not_sampled_budget` when nothing of the trace is
   left to record (as intake counts them).
 
+A trace whose session is in the cascade's calibration draw (evaluator.worker.cascade_routing)
+is judged without asking this gate: its verdict is a certification's label, and the draw is
+exempt from the cap. It is counted as a run, not as an escalation, so p₁ is fitted to the
+charged share only; the judge's spend beyond the cap is the draw's, audit_rate of the drawn
+sessions in expectation. It is not capped per session: one session with many traces in the
+draw is judged whole (all or none per cluster), uncharged.
+
 The record's inclusion probability stays p₁ (escalating rubrics are not subject to a cap
 window's room: their drawn p is their realised one). The cascade's score is a function of the trace
 (the local step, and the judge when the local step is unsure): whether it escalates decides
