@@ -206,8 +206,24 @@ def health_table(checks: dict[str, Any]) -> str:
         lines.append(f"{state}  {name:<9} {c.get('error') or facts}")
         if c.get("warning"):
             lines.append(f"      {'':<9} warning: {c['warning']}")
+        lines.extend(concurrency_lines(c.get("worker_heartbeats") or []))
     lines.append("healthy" if checks["ok"] else "unhealthy: see FAIL lines")
     return "\n".join(lines)
+
+
+def concurrency_lines(workers: list[dict[str, Any]]) -> list[str]:
+    """One line per live worker: where its adaptive judge concurrency limit stands."""
+    out = []
+    for w in workers:
+        c = w.get("judge_concurrency")
+        if isinstance(c, dict):
+            cuts = ", ".join(f"{k} {v}" for k, v in (c.get("decreases") or {}).items() if v)
+            out.append(
+                f"      {'':<9} worker {w.get('id')}: judge concurrency {c.get('limit')}"
+                f"/{c.get('maximum')} (in flight {c.get('in_flight')}, waiting "
+                f"{c.get('waiting')}, cuts: {cuts or 'none'})"
+            )
+    return out
 
 
 def require_workers(checks: dict[str, Any], wanted: int, heartbeat_s: float) -> None:

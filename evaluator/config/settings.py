@@ -89,7 +89,7 @@ class JudgeSettings(_Section):
     max_retries: int = Field(2, ge=0, le=10)
     # Calls in flight per worker process, shared by all its rubrics: adaptive (AIMD,
     # judges.llm.concurrency) from initial_concurrency up to max_concurrency, halved on
-    # timeouts, 429/503 and latency over twice its baseline.
+    # timeouts, 429/503 and latency over 1.5 times its baseline.
     max_concurrency: int = Field(32, ge=1, le=1024)
     initial_concurrency: int = Field(2, ge=1, le=1024)
     # How replies are asked for; an endpoint that ignores or refuses it is asked in the

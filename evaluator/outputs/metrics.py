@@ -30,6 +30,10 @@ change), and only epochs with ok records inside the window are exported.
                                                      (hit) or asked of the judge (miss)
     evaluator_judge_rate_limited_total               HTTP 429 answers from the judge
     evaluator_judge_retries_total                    retried judge calls
+    evaluator_judge_concurrency_increase_total       the adaptive judge concurrency limit grew
+    evaluator_judge_concurrency_decrease_total       ... or was cut (timeouts, 429/503, latency);
+                                                     each worker's current limit is in its
+                                                     heartbeat (`evaluator health`)
     evaluator_score{rubric,prompt_version,epoch}     mean score of ok records, last window
     evaluator_score_samples{rubric,prompt_version,epoch}
                                                      how many records that mean is over
@@ -164,7 +168,8 @@ class MetricsRecorder:
         await self.flush()
 
     async def judge_event(self, kind: str, n: int = 1) -> None:
-        """`rate_limited` (an HTTP 429) or `retries` (a retried call): written at once."""
+        """`rate_limited` (an HTTP 429), `retries` (a retried call) or
+        `concurrency_increase` / `concurrency_decrease`: written at once."""
         await self._redis.hincrby(self._key, f"judge{SEP}{kind}", n)  # type: ignore[misc]
 
     async def flush(self) -> None:
@@ -267,6 +272,8 @@ def _redis_families(
     for kind, doc in (
         ("rate_limited", "Judge answers with HTTP 429."),
         ("retries", "Judge calls retried."),
+        ("concurrency_increase", "Adaptive judge concurrency limit raised by one."),
+        ("concurrency_decrease", "Adaptive judge concurrency limit cut (timeout, 429, latency)."),
     ):
         value = counters.get(f"judge{SEP}{kind}", 0)
         yield CounterMetricFamily(f"evaluator_judge_{kind}", doc, value=value)

@@ -23,6 +23,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("evaluator.worker.heartbeat")
@@ -41,8 +42,17 @@ def worker_key(key_prefix: str, queue_name: str, worker_id: str) -> str:
 class Heartbeat:
     """Beats for one worker process until stopped; `job_done()` records the last job time."""
 
-    def __init__(self, redis: Any, key_prefix: str, queue_name: str, period_s: float) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        key_prefix: str,
+        queue_name: str,
+        period_s: float,
+        extra: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
         self.redis, self.period_s = redis, period_s
+        # More state to publish with each beat (the judge's adaptive concurrency limit).
+        self.extra = extra
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:6]}"
         self.key = worker_key(key_prefix, queue_name, self.id)
@@ -58,6 +68,7 @@ class Heartbeat:
         return json.dumps({
             "id": self.id, "host": self.host, "pid": self.pid, "started_at": self.started_at,
             "last_job_at": self.last_job_at, "beat_at": time.time(),
+            **(self.extra() if self.extra is not None else {}),
         })  # fmt: skip
 
     async def beat(self) -> None:

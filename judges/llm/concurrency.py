@@ -9,7 +9,7 @@ multiplicative decrease — TCP's congestion control, applied to requests in fli
   successful calls made while it was full (about one per round trip), up to `maximum`
   (`judge.max_concurrency`);
 - it halves (`decrease_factor`) on a timeout, a 429, or a reply whose latency is more than
-  `latency_tolerance` times its running baseline — the signal that requests now queue at
+  `latency_tolerance` (1.5) times its running baseline — the signal that requests now queue at
   the server. The baseline is kept per request kind (the reply schema), because a long
   reply is slow without any queueing; it follows faster replies at once and slower ones
   slowly (`baseline_rise` of the gap per sample), so a queue does not become the baseline;
@@ -61,7 +61,7 @@ class AdaptiveConcurrency:
         initial: int = 2,
         minimum: int = 1,
         decrease_factor: float = 0.5,
-        latency_tolerance: float = 2.0,
+        latency_tolerance: float = 1.5,
         baseline_rise: float = 0.05,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -80,6 +80,7 @@ class AdaptiveConcurrency:
         self._waiting = 0
         self._fills = 0  # how many admissions filled the limit
         self.peak_in_flight = 0
+        self.released = 0  # calls that ended, whatever their outcome
         self.increases = 0
         self.decreases: dict[str, int] = {"timeout": 0, "rate_limited": 0, "latency": 0}
         self.baselines: dict[str, float] = {}
@@ -109,6 +110,7 @@ class AdaptiveConcurrency:
         change = self._adapt(ticket, outcome, kind)
         async with self._changed:
             self._in_flight -= 1
+            self.released += 1
             self._changed.notify_all()
         return change
 
@@ -168,6 +170,7 @@ class AdaptiveConcurrency:
             "in_flight": self._in_flight,
             "waiting": self._waiting,
             "peak_in_flight": self.peak_in_flight,
+            "released": self.released,
             "increases": self.increases,
             "decreases": dict(self.decreases),
         }
