@@ -1,5 +1,6 @@
-"""Certified cascade thresholds on real labelled data (issue 28 groundwork, not wired into the
-worker): does the certified local-pass threshold keep its promise, and what does it decide?
+"""Certified cascade thresholds on real labelled data (issue 28, 4a): does the certified
+local-pass threshold keep its promise, and what does it decide? (Cost per trace:
+bench/cascade_cost.py.)
 
     python -m bench.cascade_cert                     # alpha 0.05, delta 0.1, 50 repeats
     python -m bench.cascade_cert --repeats 200 --alpha 0.1
@@ -25,6 +26,10 @@ and against gold (not guaranteed when the judge errs); the share of traffic deci
 P(fail | passed locally) against gold. Labels to first certification: the smallest k (steps of
 10) at which the stream certifies a threshold that decides some traffic (a threshold above every
 score is certified early and decides nothing); repeated looks: a measurement, not a decision.
+Beside the single test at k: q⁺, the certification's bound of P(fail | passed) (jointly with
+m ≤ alpha at 1 − 2 delta); and the certification in force after k labels under the schedule
+the worker runs (`certify_at_checkpoints`: checkpoints 100·2^j at delta/2^(j+1)), with its
+labels to the first certification that decides traffic.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ from judges.types import Status
 KS = (100, 200, 500, 1000, 2000)
 FLIPS = (0.0, 0.1, 0.2)
 STEP = 10
-SHIPPED_PASS = 0.75  # the shipped rule: local_threshold 0.5 + cascade_margin 0.25
+OLD_PASS = 0.75  # the old uncertified rule: local_threshold 0.5 + cascade_margin 0.25
 
 
 @dataclass
@@ -204,13 +209,13 @@ def main() -> None:
     a, d = args.alpha, args.delta
     print(f"## Cascade certification: alpha {a}, delta {d}, {args.repeats} repeats\n")
     print("| stratum | answers | documents | hallucinated | gold-optimal t (decides) "
-          "| shipped rule t=0.75: gold miss, decides |")  # fmt: skip
+          "| old rule t=0.75: gold miss, decides |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for st in strata:
         o = oracle_threshold(st, a)
         print(f"| {st.name} | {st.scores.size} | {st.doc.max() + 1} | {st.gold_fail.mean():.1%} "
-              f"| {o:.3f} ({st.decided(o):.1%}) | {st.miss(SHIPPED_PASS, st.gold_fail):.1%}, "
-              f"{st.decided(SHIPPED_PASS):.1%} |")  # fmt: skip
+              f"| {o:.3f} ({st.decided(o):.1%}) | {st.miss(OLD_PASS, st.gold_fail):.1%}, "
+              f"{st.decided(OLD_PASS):.1%} |")  # fmt: skip
     print(f"\n{unscored} answers not scored locally (skipped/error) are left out.\n")
     print("| stratum | flipped | k labels | certified (deciding > 0) | median t | miss ≤ α (judge) "
           "| mean miss (judge) | miss ≤ α (gold) | mean miss (gold) | decided locally "
