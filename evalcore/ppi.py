@@ -336,3 +336,56 @@ def uncertainty_rates(
         m = np.clip(mid[..., None] * u, floor, 1.0).mean(-1)
         lo, hi = np.where(m < mean_rate, mid, lo), np.where(m < mean_rate, hi, mid)
     return np.clip(hi[..., None] * u, floor, 1.0)
+
+
+_SUMS = ("v", "vf", "v2", "v2f", "v2f2",  # first stage: v = 1/p1
+         "w", "wf", "wy", "wy2", "u", "uf", "uf2", "uy", "ufy",  # judged: w = v/π, u = w·v
+         "w2", "w2f", "w2f2", "w2y", "w2fy", "w2y2")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PPISums:
+    """The additive statistics PPI++ needs (power sums), so a rollup can store a bucket's
+    cell and merge cells: `estimate()` equals `ppi_core` on the records they came from, up to
+    rounding. Not stored by the rollups yet (that needs a migration)."""
+
+    n_judged: int
+    sums: tuple[float, ...]
+
+    @classmethod
+    def from_records(cls, y: Any, judged: Any, f: Any, p2: Any, p1: Any = None) -> PPISums:
+        xi = np.asarray(judged, bool)
+        f = np.asarray(f, float)
+        v = np.ones(f.shape) if p1 is None else 1.0 / np.asarray(p1, float)
+        y = np.where(xi, np.nan_to_num(np.asarray(y, float)), 0.0)
+        w = np.where(xi, v / np.where(xi, np.asarray(p2, float), 1.0), 0.0)
+        u = w * v
+        parts = (v, v * f, v * v, v * v * f, v * v * f * f, w, w * f, w * y, w * y * y, u,
+                 u * f, u * f * f, u * y, u * f * y, w * w, w * w * f, w * w * f * f,
+                 w * w * y, w * w * f * y, w * w * y * y)  # fmt: skip
+        return cls(int(xi.sum()), tuple(float(p.sum()) for p in parts))
+
+    def __add__(self, other: PPISums) -> PPISums:
+        both = zip(self.sums, other.sums, strict=True)
+        return PPISums(self.n_judged + other.n_judged, tuple(a + b for a, b in both))
+
+    def estimate(self, lam: float | None = None) -> dict[str, float]:
+        """`ppi_core`'s mean, λ and ESS⁺, from the sums (expanded about the means)."""
+        s = dict(zip(_SUMS, self.sums, strict=True))
+        V, W = s["v"], s["w"] or 1.0
+        F, Fs, Ys = s["vf"] / V, s["wf"] / W, s["wy"] / W
+        a1 = (s["v2f2"] - 2 * F * s["v2f"] + F * F * s["v2"]) / (V * V)
+        a2 = (s["uf2"] - (F + Fs) * s["uf"] + F * Fs * s["u"]) / (V * W)
+        a3 = (s["w2f2"] - 2 * Fs * s["w2f"] + Fs * Fs * s["w2"]) / (W * W)
+        b1 = (s["ufy"] - Ys * s["uf"] - F * s["uy"] + F * Ys * s["u"]) / (V * W)
+        b2 = (s["w2fy"] - Ys * s["w2f"] - Fs * s["w2y"] + Fs * Ys * s["w2"]) / (W * W)
+        c = max(0.0, (s["w2y2"] - 2 * Ys * s["w2y"] + Ys * Ys * s["w2"]) / (W * W))
+        a = a1 - 2 * a2 + a3
+        if lam is None:
+            lam = min(1.0, max(0.0, (b2 - b1) / a)) if a > 1e-15 else 0.0
+        var = max(0.0, a * lam * lam + 2 * (b1 - b2) * lam + c)
+        ess = W * W / s["w2"] if s["w2"] > 0 else 0.0
+        k = ess / (ess - 1) if ess > 1 else math.inf
+        s2 = max(0.0, s["wy2"] / W - Ys * Ys) * k
+        plus = s2 / (k * var) if c > 0 and var > 0 else ess
+        return {"mean": lam * F + Ys - lam * Fs, "lam": lam, "ess": plus}

@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from evalcore.ppi import (
+    PPISums,
     hajek_core,
     intervals,
     ppi_core,
     ppi_mean,
     pseudo_outcomes,
     pseudo_range,
+    shows_ppi,
     t_ppf,
     uncertainty_rates,
 )
@@ -83,6 +85,15 @@ def test_small_judged_n_shows_the_judge_only_estimate() -> None:
     assert big.shown().estimator == "ppi++"
 
 
+def test_unequal_weights_show_ppi_only_from_judged_n_100() -> None:
+    assert list(shows_ppi([29, 30, 60, 60, 100], [29, 30, 60, 45.0, 70.0])) == [
+        False, True, True, False, True,
+    ]  # fmt: skip
+    y, judged, f, p2, p1 = bucket(np.random.default_rng(12), 200, binary=True, unequal=True)
+    r = ppi_mean(y, judged, f, p2, p1)
+    assert 30 <= r.judge_only.n_judged < 100 and r.shown().estimator == "hajek"
+
+
 def test_vectorised_forms_match_the_scalar_ones() -> None:
     rng = np.random.default_rng(7)
     rows = [bucket(rng, 300, binary=b, unequal=True) for b in (True, False, True, False)]
@@ -147,3 +158,18 @@ def test_matches_ppi_python_where_the_designs_agree() -> None:
     ref_lo, ref_hi = ppi_py.ppi_mean_ci(y[judged], f[judged], f, alpha=0.1)
     ref_se = (float(ref_hi[0]) - float(ref_lo[0])) / (2 * 1.6448536269514722)
     assert r.ppi.se == pytest.approx(ref_se, rel=0.01)
+
+
+def test_sums_merge_and_give_the_same_estimate() -> None:
+    y, judged, f, p2, p1 = bucket(np.random.default_rng(13), 900, binary=False, unequal=True)
+    halves = [slice(0, 400), slice(400, 900)]
+    merged = sum(
+        (PPISums.from_records(y[h], judged[h], f[h], p2[h], p1[h]) for h in halves[1:]),
+        PPISums.from_records(y[halves[0]], judged[halves[0]], f[halves[0]], p2[halves[0]],
+                             p1[halves[0]]),
+    )  # fmt: skip
+    whole = ppi_core(y, judged, f, p2, p1)
+    got = merged.estimate()
+    assert merged.n_judged == int(judged.sum())
+    for key in ("mean", "lam", "ess"):
+        assert got[key] == pytest.approx(float(whole[key]), rel=1e-8)
