@@ -1,0 +1,56 @@
+"""`evaluator calibrate` on 20 labelled answers (the demo's RAGTruth traces, each with the
+human `ragtruth.hallucinated` label) with faithfulness judged by the real model server.
+
+The judge is a base model, so agreement is whatever it is; what must hold is the report's
+honesty: every item is counted under its status, the agreement metrics are computed over
+the scored items only (an error is never a prediction), and the run ends.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from evaluator.cli.demo import SAMPLE_TRACES
+from tests.conftest import make_settings, write_rubric
+from tests.real_model.scenario import judge_section
+from tests.real_model.server import RealServer
+from tests.scenarios.cli import run
+
+ITEMS = 20
+# One call per item, plus at most one more when a reply is cut at its limit or malformed.
+MAX_CALLS = 2 * ITEMS
+FAITH = """
+name = "faith"
+version = "1"
+scorer = "faithfulness"
+method = "judge"
+pass_threshold = 0.8
+"""
+
+
+@pytest.mark.timeout(900)
+def test_calibrate_on_twenty_labelled_items_with_the_real_judge(
+    real_server: RealServer, redis_url: str, tmp_path: Path
+) -> None:
+    write_rubric(tmp_path / "rubrics", "faith", FAITH)
+    make_settings(tmp_path, redis_url, judge=judge_section(real_server))
+    before = real_server.completions()
+    proc = run(
+        "calibrate", "--data", str(SAMPLE_TRACES), "--rubric", "faith",
+        "--limit", str(ITEMS), "--json",
+        settings=tmp_path / "settings.toml", timeout=840,
+    )  # fmt: skip
+    calls = real_server.completions() - before
+    doc = json.loads(proc.stdout)
+    assert doc["n"] == ITEMS and sum(doc["statuses"].values()) == ITEMS, doc
+    assert doc["scored"] == doc["statuses"].get("ok", 0), doc
+    metrics = doc["metrics"]
+    if doc["scored"] == 0:
+        assert "error" in metrics and "auroc" not in metrics, metrics
+    elif "confusion" in metrics:  # computed over the scored items, never the errors
+        assert sum(metrics["confusion"].values()) == doc["scored"], metrics
+    assert ITEMS <= calls <= MAX_CALLS, (calls, doc["statuses"])
+    print(f"calibrate on the real server: {calls} calls, statuses {doc['statuses']}")
