@@ -79,12 +79,13 @@ e-process (`evalcore.sequences`, mixture of betting martingales) against "r ≤ 
 withdraws once its wealth reaches 1/delta: on a stationary stream with r ≤ ceiling,
 P(ever withdrawn) ≤ delta, however often it is checked (Ville's inequality). Its limits: the
 ceiling is computed from estimates of P(fail) and P(s ≥ t), so the level is approximate; and
-where almost everything fails the ceiling is near 1 (XSum: ≈ 0.9) and nothing is withdrawn.
+where almost everything fails the ceiling is near 1 (XSum: ≈ 1) and nothing is withdrawn.
 `Monitor.for_misses` watches the guarantee itself instead: fed, for each calibration-draw
 trace the top judge fails (drawn whatever its score), whether the cheap stage would have
 passed it, it tests "m ≤ alpha" with the same e-process — exact, no estimated ceiling; on a
-stationary stream with m ≤ alpha, P(ever withdrawn) ≤ delta. It sees r·P(fail) traces per
-trace where the pass monitor sees r·P(s ≥ t): faster on high-fail strata, slower on clean ones.
+stationary stream with m ≤ alpha, P(ever withdrawn) ≤ delta. Per sampled trace it sees
+audit_rate·P(fail) traces where the pass monitor sees audit_rate·P(s ≥ t): faster on
+high-fail strata, slower on clean ones (bench/cascade_cost.py measures both).
 
     >>> cert = certify([0.95] * 60 + [0.2] * 40 + [0.9] * 100, [False] * 60 + [True] * 40
     ...                + [False] * 100, alpha=0.1, delta=0.1)
