@@ -115,12 +115,15 @@ def saved_calls(engine: Engine, rubric: str) -> dict[str, int]:
 
 def judge_drift_state(store: Store, rubric: str) -> tuple[str | None, datetime | None]:
     """(an open judge-drift alert's message, when the latest one resolved)."""
-    from evaluator.analytics.alerts import list_alerts
-
-    drift = [a for a in list_alerts(store, rubric=rubric, limit=1000) if a.kind == JUDGE_DRIFT]
-    current = next((a for a in drift if a.status == "open"), None)
-    resolved = [as_utc(a.resolved_at) for a in drift if a.resolved_at is not None]
-    return (current.message[:300] if current else None), (max(resolved) if resolved else None)
+    a = table_of(AlertRecord)
+    query = select(a.c.status, a.c.message, a.c.resolved_at).where(
+        a.c.rubric == rubric, a.c.kind == JUDGE_DRIFT
+    )
+    with store.engine.connect() as conn:
+        drift = conn.execute(query).all()
+    current = next((m for status, m, _ in drift if status == "open"), None)
+    resolved = [as_utc(at) for _, _, at in drift if at is not None]
+    return (current[:300] if current else None), (max(resolved) if resolved else None)
 
 
 # --- decisions and writes -------------------------------------------------------------------
