@@ -14,6 +14,12 @@ An alert is an `alerts` row of kind "judge_drift", one open per rubric (the part
 index on open alerts dedupes racing workers), not reopened within the cool-down after it
 opened or resolved. It resolves when a later run's balanced accuracy is back within
 `min_drop` of the accuracy the alert was raised against.
+
+A rubric with `[anchors] min_agreement` also gets a "judge_floor" alert (`floor_alert`):
+opened by any run — the first one included — whose balanced accuracy's exact lower bound is
+below the floor (judges.anchors.check_floor states the guarantee), resolved by a run whose
+bound clears it. Comparison with earlier runs cannot catch a judge that was bad from day one;
+the floor does.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from evaluator.analytics.alerts import group_key, in_cool_down, open_alerts, sav
 from evaluator.store.models import AlertRecord
 from evaluator.store.store import Store, as_utc
 from evaluator.store.trust_models import AnchorRun
+from judges.anchors import FloorCheck
 from judges.drift import DriftResult, drift_test, paired_drift_exact
 
 KIND = "judge_drift"
+FLOOR_KIND = "judge_floor"
 # Paired when most of the items were in both runs (the same anchor sample, re-scored).
 PAIRED_MIN_OVERLAP = 0.8
 
@@ -170,3 +178,63 @@ def raise_or_resolve(
 
 def drift_min_drop(alert: AlertRecord) -> float:
     return float(((alert.summary or {}).get("drift") or {}).get("min_drop", 0.05))
+
+
+def _floor_message(rubric: str, floor: FloorCheck, run: AnchorRun) -> str:
+    scored = floor.n_pos + floor.n_neg - floor.unscored
+    return (
+        f"{rubric}: JUDGE BELOW FLOOR: anchor-set balanced accuracy {floor.balanced_accuracy:.3f}"
+        f", lower bound {floor.lower:.3f} < min_agreement {floor.floor} (exact, level "
+        f"{floor.alpha}; {scored}/{floor.n_pos + floor.n_neg} items scored, unscored ones "
+        f"count as disagreements; epoch {run.epoch}). The judge is not shown to agree with "
+        "the human labels well enough: do not trust its verdicts until a run clears the floor."
+        + ("" if floor.clearable else
+           f" Even a perfect judge could not clear it on {floor.n_pos}+{floor.n_neg} items: "
+           "add anchor items or lower min_agreement.")
+    )  # fmt: skip
+
+
+def floor_alert(
+    store: Store,
+    rubric: str,
+    floor: FloorCheck,
+    run: AnchorRun,
+    now: datetime,
+    cool_down: timedelta,
+) -> tuple[str, AlertRecord | None]:
+    """Open a judge-floor alert for a run below the floor; resolve an open one when a run
+    clears it. Returns ("opened" | "resolved" | "suppressed" | "already_open" | "none",
+    alert)."""
+    key = group_key(FLOOR_KIND, rubric, {})
+    current = next((a for a in open_alerts(store, rubric) if a.group_key == key), None)
+    if current is not None:
+        if not floor.below:
+            current.status, current.resolved_at, current.updated_at = "resolved", now, now
+            current.resolution = (
+                f"cleared: anchor run {run.id} lower bound {floor.lower:.3f} >= "
+                f"min_agreement {floor.floor}"
+            )
+            save(store, current)
+            return "resolved", current
+        return "already_open", current
+    if not floor.below:
+        return "none", None
+    if in_cool_down(store, key, now, cool_down):
+        return "suppressed", None
+    alert = AlertRecord(
+        group_key=key,
+        kind=FLOOR_KIND,
+        rubric=rubric,
+        labels={},
+        test="clopper-pearson-floor",
+        baseline_mean=floor.floor,
+        current_mean=floor.balanced_accuracy,
+        baseline_n=0,
+        current_n=floor.n_pos + floor.n_neg,
+        summary={"floor": floor.to_json(), "anchor_run": run.id, "epoch": run.epoch},
+        changed={"epoch": run.epoch},
+        message=_floor_message(rubric, floor, run),
+        opened_at=now,
+        updated_at=now,
+    )
+    return ("opened", alert) if try_open(store, alert) else ("already_open", None)

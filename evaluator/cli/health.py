@@ -3,8 +3,9 @@
 Checks rubrics, the database (read-only: never migrates; says when the schema is behind),
 Redis (with its persistence: a Redis that keeps nothing on restart loses queued work, and
 the live workers' heartbeats), the judge endpoint (one cheap GET /models with a short
-timeout, when a rubric needs it) and every alert sink (evaluator.cli.health_sinks: its
-configuration, whether it resolves, its last delivery result).
+timeout, when a rubric needs it), every alert sink (evaluator.cli.health_sinks: its
+configuration, whether it resolves, its last delivery result) and each rubric's judge
+against its anchor floor (evaluator.cli.health_anchors: a warning while below it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 from typing import Any
 
 from evaluator.cli import exit_codes
+from evaluator.cli.health_anchors import check_anchors
 from evaluator.cli.health_sinks import check_sinks, sink_lines
 from evaluator.config.rubrics import RubricError, load_rubrics
 from evaluator.config.settings import Settings, load_settings
@@ -181,6 +183,7 @@ def check_health(settings_path: Any) -> dict[str, Any]:
     checks["database"] = _check_database(settings)
     if checks["rubrics"]["ok"]:
         checks["judge_hygiene"] = _check_hygiene(settings, rubrics)
+        checks["judge_anchors"] = check_anchors(settings, rubrics)
 
     async def remote() -> tuple[dict[str, Any], dict[str, Any]]:
         return await asyncio.gather(_check_redis(settings), _check_judge(settings, needed_by))
@@ -193,14 +196,15 @@ def check_health(settings_path: Any) -> dict[str, Any]:
 
 def health_table(checks: dict[str, Any]) -> str:
     lines = []
-    for name in ("rubrics", "database", "redis", "judge", "judge_hygiene", "alerts"):
+    for name in ("rubrics", "database", "redis", "judge", "judge_hygiene", "judge_anchors",
+                 "alerts"):  # fmt: skip
         if name not in checks:
             continue
         c = checks[name]
         if name == "alerts":
             lines.extend(sink_lines(c))
             continue
-        hidden = ("ok", "error", "warning", "warnings", "worker_heartbeats")
+        hidden = ("ok", "error", "warning", "warnings", "worker_heartbeats", "floors")
         facts = ", ".join(f"{k}={v}" for k, v in c.items() if k not in hidden)
         state = "ok  " if c["ok"] else "FAIL"
         lines.append(f"{state}  {name:<9} {c.get('error') or facts}")

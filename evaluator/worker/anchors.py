@@ -4,8 +4,11 @@
 before it starts, scores every item with the reply cache bypassed (a cached verdict would
 hide the very drift we look for), stores the agreement with bootstrap intervals in
 `anchor_runs` and compares it with the rubric's previous run (judges.drift), opening a
-JUDGE-DRIFT alert on a significant drop. `anchors_job(ctx)` is the cron body: it runs every
-rubric whose epoch changed or whose `every` elapsed.
+JUDGE-DRIFT alert on a significant drop. With `[anchors] min_agreement` set, every run —
+the first one too — is also held against that absolute floor (judges.anchors.check_floor:
+the exact lower bound of the balanced accuracy, errors counted as disagreements), opening a
+JUDGE-FLOOR alert while the bound is below it. `anchors_job(ctx)` is the cron body: it runs
+every rubric whose epoch changed or whose `every` elapsed.
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from evaluator.traces.cases import build_case
 from evaluator.worker.runtime import Runtime
 from judges.anchors import (
     AnchorSpec,
+    FloorCheck,
     PriceEstimate,
     calls_per_item,
+    check_floor,
     estimate_price,
     rotating_seed,
     stratified_sample,
@@ -76,6 +81,7 @@ class AnchorOutcome:
     run: AnchorRun | None = None
     skipped: str = ""
     alert: str = "none"
+    floor_alert: str = "none"  # the min_agreement alert: opened / resolved / ... / none
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -83,6 +89,7 @@ class AnchorOutcome:
             "epoch": self.epoch,
             "estimate": self.estimate.to_json(),
             "alert": self.alert,
+            "floor_alert": self.floor_alert,
         }
         if self.skipped:
             out["skipped"] = self.skipped
@@ -179,6 +186,25 @@ def outcomes_of(
     return out
 
 
+def floor_of(
+    spec: AnchorSpec, items: Sequence[AnchorItem], scores: Sequence[Score], threshold: float
+) -> FloorCheck | None:
+    """The run against `min_agreement` (None without one); an item without a verdict counts
+    as a disagreement."""
+    if spec.min_agreement is None:
+        return None
+    agreed: list[bool | None] = []
+    for item, score in zip(items, scores, strict=True):
+        if score.status is not Status.OK or score.value is None:
+            agreed.append(None)
+            continue
+        fails = (not score.passed) if score.passed is not None else float(score.value) < threshold
+        agreed.append(fails == item.positive)
+    return check_floor(
+        [i.positive for i in items], agreed, floor=spec.min_agreement, alpha=spec.floor_alpha
+    )
+
+
 async def run_anchors(
     runtime: Runtime,
     rubric: Rubric,
@@ -223,6 +249,9 @@ async def run_anchors(
         reps=bootstrap_reps, seed=spec.seed,
     )  # fmt: skip
     metrics["statuses"] = {st.value: sum(s.status is st for s in scores) for st in Status}
+    floor = floor_of(spec, items, scores, rubric.pass_threshold)
+    if floor is not None:
+        metrics["floor"] = floor.to_json()
     reference = await asyncio.to_thread(judge_drift.reference_run, store, rubric.name, epoch)
     drift = judge_drift.compare_runs(
         reference.outcomes if reference is not None else {},
@@ -253,6 +282,10 @@ async def run_anchors(
     outcome.alert, _ = await asyncio.to_thread(
         judge_drift.raise_or_resolve, store, rubric.name, drift, run, now, ALERT_COOL_DOWN
     )
+    if floor is not None:
+        outcome.floor_alert, _ = await asyncio.to_thread(
+            judge_drift.floor_alert, store, rubric.name, floor, run, now, ALERT_COOL_DOWN
+        )
     # Open regression alerts that could not check the judge when they opened can now.
     await asyncio.to_thread(revise_open, store, rubric, runtime.settings.alerts, now)
     return outcome

@@ -60,7 +60,7 @@ def rubric_hash(rubric: Rubric) -> str:
     # epoch. The anchor floor only decides alerts, never a verdict.
     if data["judge"].get("max_output_tokens") is None:
         data["judge"].pop("max_output_tokens", None)
-    for key in ("min_agreement", "min_scored"):
+    for key in ("min_agreement", "floor_alpha"):
         (data.get("anchors") or {}).pop(key, None)
     return digest(data)[:16]
 
