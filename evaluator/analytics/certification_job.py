@@ -166,7 +166,7 @@ def withdrawal_alert(w: Withdrawal, now: datetime) -> AlertRecord:
         rubric=row.rubric,
         labels=labels,
         test=w.test,
-        p_value=row.delta if w.test == "monitor" else 1.0,
+        p_value=row.delta / 2 if w.test.endswith("monitor") else 1.0,
         current_mean=(w.failed / w.audited) if w.audited else 0.0,
         baseline_mean=w.ceiling or 0.0,
         current_n=w.audited,

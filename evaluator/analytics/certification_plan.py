@@ -22,16 +22,18 @@ starts only after a detected change, so the labels before it are of another popu
 Changing a rubric's alpha or delta makes the next run recompute the latest checkpoint at the
 new values (a new row); that is sound only if the change was not made after seeing outcomes.
 
-Withdrawing. The audited traces after a certification's creation whose cheap score is >= its
-threshold (one per cluster, the cluster's first in arrival order) feed the anytime-valid
-monitor `evalcore.certification.first_withdrawal` with ceiling alpha·P(fail)/P(s >= t)
-(the certification's own labels' failing share and decided share): P(withdrawn on a
-stationary stream within the ceiling) <= delta, however often it is re-run (Ville's
-inequality; the job recomputes it over the whole stream each time, no state to lose). The
-ceiling's two shares are point estimates from the certification's labels, so that level is
-approximate; the miss-rate guarantee itself does not depend on the monitor. Assumption: the
-first audited trace of a cluster is like any other of it (arrival order within a session is
-independent of the verdict). A judge-drift alert on the rubric withdraws its certifications
+Withdrawing. The calibration records that arrive after a certification's creation (one per
+cluster, the cluster's first in arrival order) are audits: judged whatever the cheap score.
+Two anytime-valid monitors (`evalcore.certification`, betting e-processes) watch them, each
+at delta/2, and the first to fire withdraws: the miss monitor, on the audits the judge
+failed, tests "m <= alpha" exactly (the guarantee itself); the pass monitor, on the audits
+whose cheap score is >= the threshold, tests "P(fail | passed) <= alpha·P(fail)/P(s >= t)"
+with that ceiling estimated from the certification's labels (so its level is approximate).
+P(withdrawn on stationary traffic within the certificate) <= delta (union over the two,
+Ville's inequality for each), however often the job re-runs them (it recomputes them over
+the whole stream each time: no state to lose). Assumption: the first audit of a cluster is
+like any other of it (arrival order within a session is independent of score and verdict).
+A judge-drift alert on the rubric withdraws its certifications
 at once and blocks new ones while it is open.
 """
 
@@ -72,7 +74,7 @@ class Withdrawal:
     audited: int = 0
     failed: int = 0
     ceiling: float | None = None
-    test: str = "monitor"  # monitor | judge_drift
+    test: str = "pass_monitor"  # pass_monitor | miss_monitor | judge_drift
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,32 +109,58 @@ def ceiling_of(row: CertificationRecord) -> float:
     return min(row.alpha * (row.failing / labels) / decided, CEILING_CAP)
 
 
-def audited_passes(row: CertificationRecord, labels: Sequence[Label]) -> list[bool]:
-    """Verdicts (failed?) of the audited traces after `row` was created whose cheap score is
-    >= its threshold, the first of each cluster, in arrival order."""
-    assert row.threshold is not None
+def audits_after(row: CertificationRecord, labels: Sequence[Label]) -> list[Label]:
+    """The calibration labels that arrived after `row` was created, the first of each cluster
+    (a choice that reads neither score nor verdict), in arrival order."""
     seen: set[str] = set()
-    out: list[bool] = []
+    out: list[Label] = []
     for x in labels:
-        if x.at > row.created_at and x.score >= row.threshold and x.cluster not in seen:
+        if x.at > row.created_at and x.cluster not in seen:
             seen.add(x.cluster)
-            out.append(x.failed)
+            out.append(x)
     return out
 
 
+def _fired(stream: Sequence[Label], hits: Sequence[bool], ceiling: float, delta: float
+           ) -> tuple[Label, int, int] | None:  # fmt: skip
+    """(the label at which the e-process against "rate <= ceiling" fires, n, hits so far)."""
+    at = first_withdrawal(hits, ceiling, delta)
+    return None if at is None else (stream[at - 1], at, sum(hits[:at]))
+
+
 def monitor(row: CertificationRecord, labels: Sequence[Label]) -> Withdrawal | None:
-    """The monitor's withdrawal of `row`, or None while the audited passes stay in bounds."""
-    stream = audited_passes(row, labels)
-    ceiling = ceiling_of(row)
-    at = first_withdrawal(stream, ceiling, row.delta)
-    if at is None:
-        return None
-    failed = sum(stream[:at])
-    reason = (
-        f"monitor: {failed} of {at} audited local passes failed the judge, above the "
-        f"{ceiling:.3f} the certification allows (anytime-valid test at delta {row.delta})"
-    )
-    return Withdrawal(row, reason, at, failed, ceiling)
+    """Withdrawal of `row` by the first of its two monitors to fire (each at delta/2, so
+    P(withdrawn on stationary traffic within the certificate) <= delta), or None.
+
+    - miss monitor (exact): the audits the top judge failed; a hit is a cheap score >= the
+      threshold (a miss); tests "m <= alpha" — the guarantee itself;
+    - pass monitor (approximate: its ceiling is estimated): the audits with a cheap score >=
+      the threshold; a hit is a judge fail; tests "P(fail | passed) <= ceiling_of(row)".
+    The miss monitor sees audit_rate·P(fail) of the traffic, the pass monitor audit_rate·P(s
+    >= t): the first is faster where most answers fail, the second where few do."""
+    t = row.threshold
+    assert t is not None
+    audits = audits_after(row, labels)
+    failing = [x for x in audits if x.failed]
+    passing = [x for x in audits if x.score >= t]
+    half, ceiling = row.delta / 2, ceiling_of(row)
+    miss = _fired(failing, [x.score >= t for x in failing], row.alpha, half)
+    fail = _fired(passing, [x.failed for x in passing], ceiling, half)
+    if miss is not None and (fail is None or miss[0].at <= fail[0].at):
+        _, n, k = miss
+        reason = (
+            f"miss monitor: {k} of {n} audited answers the judge failed had a cheap score >= "
+            f"{t}, a miss rate above alpha {row.alpha} (anytime-valid test at {half:g})"
+        )
+        return Withdrawal(row, reason, n, k, row.alpha, "miss_monitor")
+    if fail is not None:
+        _, n, k = fail
+        reason = (
+            f"pass monitor: {k} of {n} audited local passes failed the judge, above the "
+            f"{ceiling:.3f} the certification allows (anytime-valid test at {half:g})"
+        )
+        return Withdrawal(row, reason, n, k, ceiling, "pass_monitor")
+    return None
 
 
 def latest_checkpoint(labels: Sequence[Label], delta: float) -> tuple[int, float] | None:

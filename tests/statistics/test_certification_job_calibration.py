@@ -3,8 +3,9 @@ on seeded synthetic strata whose true miss rate m(t) is known in closed form
 (tests/statistics/test_certification_calibration.py): labels arrive one by one, the job runs
 every RUN_EVERY labels, rows are written and withdrawn as the job says.
 
-- stationary traffic: a row in force (certifying, not withdrawn, after some run) with
-  m > alpha in at most delta of the seeds; false withdrawals counted and held to delta;
+- stationary traffic (fail rate 0.3, and 0.9 where the pass monitor's ceiling is near 1): a
+  row in force (certifying, not withdrawn, after some run) with m > alpha in at most delta
+  of the seeds; withdrawals (false, all of them) held to delta;
 - drift after the first certification (the cheap stage starts scoring failing answers high):
   the certification stops being in force in >= 95 % of the seeds (withdrawn, or replaced by
   a checkpoint sound under the drift), its delay in labels printed;
@@ -16,6 +17,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from evalcore.certification import certify_checkpoints
 from evalcore.exact import clopper_pearson_upper
@@ -35,6 +37,7 @@ from tests.statistics.test_certification_calibration import (
 KEY = ("faith", "local:2.1", "e1", "v1", "qa")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LABELS, RUN_EVERY, FAIL_RATE = 800, 50, 0.3
+HIGH_FAIL_RATE = 0.9  # where the pass monitor's ceiling is near 1 (XSum-like): the miss monitor
 
 
 def labels_of(scores: np.ndarray, fails: np.ndarray) -> list[Label]:
@@ -42,37 +45,40 @@ def labels_of(scores: np.ndarray, fails: np.ndarray) -> list[Label]:
             for i, (s, f) in enumerate(zip(scores, fails, strict=True))]  # fmt: skip
 
 
-def live(labels: list[Label]) -> tuple[list[CertificationRecord], list[int]]:
-    """Run the job every RUN_EVERY labels; the rows it leaves, and the label counts at which
-    a withdrawal happened."""
+def live(labels: list[Label]) -> tuple[list[CertificationRecord], list[tuple[int, str]]]:
+    """Run the job every RUN_EVERY labels; the rows it leaves, and (label count, monitor) of
+    each withdrawal."""
     rows: list[CertificationRecord] = []
-    withdrawals: list[int] = []
+    withdrawals: list[tuple[int, str]] = []
     for n in range(RUN_EVERY, len(labels) + 1, RUN_EVERY):
         now = labels[n - 1].at + timedelta(seconds=30)
         plan = plan_key(KEY, labels[:n], rows, alpha=ALPHA, delta=DELTA, now=now)
         if plan.withdraw is not None:
             plan.withdraw.row.withdrawn_at = now
-            withdrawals.append(n)
+            withdrawals.append((n, plan.withdraw.test))
         if plan.write is not None:
             rows.append(plan.write)
     return rows, withdrawals
 
 
-def test_rows_in_force_miss_more_than_alpha_at_most_delta_over_a_keys_life() -> None:
+@pytest.mark.parametrize("fail_rate", [FAIL_RATE, HIGH_FAIL_RATE])
+def test_rows_in_force_miss_more_than_alpha_at_most_delta_over_a_keys_life(
+    fail_rate: float,
+) -> None:
     rng = np.random.default_rng(70)
     bad = ever = withdrawn = 0
     for _ in range(SEEDS):
-        scores, fails = independent_stratum(rng, LABELS, FAIL_RATE)
+        scores, fails = independent_stratum(rng, LABELS, fail_rate)
         rows, withdrawals = live(labels_of(scores, fails))
         certified = [r for r in rows if r.threshold is not None]
         ever += bool(certified)
         bad += any(true_miss(r.threshold, 1.0) > ALPHA for r in certified)  # type: ignore[arg-type]
         withdrawn += bool(withdrawals)
-    print(f"key's life, stationary: {ever} certified, {bad} with a bad row in force, "
+    print(f"key's life, stationary, fail rate {fail_rate}: {ever} certified, {bad} with a bad row in force, "
           f"{withdrawn} withdrawn of {SEEDS}")  # fmt: skip
     assert ever > SEEDS // 2, f"only {ever}/{SEEDS} keys ever certified"
-    assert_within_level(bad, SEEDS, DELTA, "job: a row in force with m > alpha")
-    assert_within_level(withdrawn, SEEDS, DELTA, "job: a withdrawal on stationary traffic")
+    assert_within_level(bad, SEEDS, DELTA, f"job: a row in force with m > alpha ({fail_rate})")
+    assert_within_level(withdrawn, SEEDS, DELTA, f"job: a withdrawal, stationary ({fail_rate})")
 
 
 def in_force(rows: list[CertificationRecord], at: datetime) -> CertificationRecord | None:
@@ -85,7 +91,8 @@ def in_force(rows: list[CertificationRecord], at: datetime) -> CertificationReco
     return None if last.withdrawn_at is not None and last.withdrawn_at <= at else last
 
 
-def test_a_drifted_cheap_stage_stops_passing_locally() -> None:
+@pytest.mark.parametrize("fail_rate", [FAIL_RATE, HIGH_FAIL_RATE])
+def test_a_drifted_cheap_stage_stops_passing_locally(fail_rate: float) -> None:
     """From label SHIFT on, failing answers score like passing ones (m(t) = P(s >= t | pass),
     far above alpha at any threshold that decides traffic). The certification in force at the
     shift stops being in force (withdrawn by the monitor, or replaced by a checkpoint that
@@ -96,10 +103,11 @@ def test_a_drifted_cheap_stage_stops_passing_locally() -> None:
     sound for the mixture (m after the drift 0.05-0.08 where alpha is 0.05)."""
     shift = 400
     rng = np.random.default_rng(71)
-    had = caught = withdrawn = 0
-    delays = []
+    had = caught = 0
+    delays: list[int] = []
+    by: dict[str, int] = {}
     for _ in range(SEEDS // 4):  # a detection-power cell: 500 replicates
-        scores, fails = independent_stratum(rng, LABELS, FAIL_RATE)
+        scores, fails = independent_stratum(rng, LABELS, fail_rate)
         late = np.arange(LABELS) >= shift
         scores = np.where(late & fails, sigmoid(PASS_MEAN + rng.standard_normal(LABELS)), scores)
         labels = labels_of(scores, fails)
@@ -107,7 +115,8 @@ def test_a_drifted_cheap_stage_stops_passing_locally() -> None:
         if in_force(rows, labels[shift].at) is None:
             continue
         had += 1
-        withdrawn += any(n > shift for n in withdrawals)
+        for test in [t for n, t in withdrawals if n > shift][:1]:
+            by[test] = by.get(test, 0) + 1
         for n in range(shift + RUN_EVERY, LABELS + 1, RUN_EVERY):
             row = in_force(rows, labels[n - 1].at + timedelta(seconds=31))
             if row is None or above_drifted(row.threshold) <= ALPHA:  # type: ignore[arg-type]
@@ -115,8 +124,8 @@ def test_a_drifted_cheap_stage_stops_passing_locally() -> None:
                 delays.append(n - shift)
                 break
     missed = had - caught
-    print(f"drift at label {shift}: {caught}/{had} stopped passing locally ({withdrawn} by "
-          f"the monitor); delay median {np.median(delays):.0f}, 90th pct "
+    print(f"drift at label {shift}, fail rate {fail_rate}: {caught}/{had} stopped passing "
+          f"locally (withdrawn: {by}); delay median {np.median(delays):.0f}, 90th pct "
           f"{np.percentile(delays, 90):.0f} labels (job every {RUN_EVERY})")  # fmt: skip
     assert had > SEEDS // 8
     assert clopper_pearson_upper(missed, had, 0.01) <= 0.05, f"{missed}/{had} never stopped"
