@@ -192,13 +192,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     async def run():  # type: ignore[no-untyped-def]
         try:
-            return await calibrate(runtime, rubric, cases, concurrency=args.concurrency)
+            return await calibrate(
+                runtime, rubric, cases, concurrency=args.concurrency, min_scored=args.min_scored
+            )
         finally:
             await runtime.aclose()
 
     report = asyncio.run(run())
     print(json.dumps(report.to_json(), indent=2) if args.json else render(report))
-    return EXIT_OK
+    # Too few scored cases to say how well the judge agrees: ran, and cannot answer yet.
+    return exit_codes.UNDECIDED if report.refused else EXIT_OK
 
 
 def cmd_convert_ragtruth(args: argparse.Namespace) -> int:
@@ -304,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rubric", required=True, help="rubric name (see `evaluator rubrics check`)")
     p.add_argument("--limit", type=positive, help="only the first N labelled answers")
     p.add_argument("--concurrency", type=positive, default=16)
+    p.add_argument(
+        "--min-scored",
+        type=positive,
+        default=20,
+        help="fewest scored cases for agreement metrics (below it they are withheld, exit 6)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_calibrate)
 

@@ -3,6 +3,12 @@
 Reads labelled JSONL (docs/labelled-jsonl.md, via evaluator.sources.labelled): labelled
 traces, RAGTruth-style records (QA, summary and data-to-text sources) or traces carrying the
 boolean `ragtruth.hallucinated`. Positive class = the human says the answer fails the rubric.
+
+A bad judge is reported as bad, not as a number: the report leads with the share of cases
+that ended in errors (by `error_kind`); agreement metrics are refused below `min_scored`
+scored cases or `MIN_PER_CLASS` of either class among them (the report says how many more it
+needs) — an AUROC of 0.0 from 3 cases says nothing; constant or near-constant scores are
+warned about (a judge that gives one verdict whatever the answer is not judging).
 """
 
 from __future__ import annotations
@@ -31,20 +37,44 @@ class LabelledCase:
     positive: bool  # hallucinated
 
 
+# Fewer scored cases than this and agreement metrics are noise: refused, with what is missing.
+MIN_SCORED = 20
+MIN_PER_CLASS = 5  # of each class among them; a quarter of min_scored when that is smaller
+# The most common score holding this share of the scored cases or more: near-constant.
+NEAR_CONSTANT = 0.9
+
+
 @dataclass
 class CalibrationReport:
     rubric: str
     n: int
     scored: int
     statuses: Counter[str] = field(default_factory=Counter)
+    error_kinds: Counter[str] = field(default_factory=Counter)
     metrics: dict[str, Any] = field(default_factory=dict)
     per_model: dict[str, dict[str, Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # judge hygiene (judges/hygiene.py)
+
+    @property
+    def errors(self) -> int:
+        return self.statuses.get(Status.ERROR.value, 0)
+
+    @property
+    def error_share(self) -> float:
+        return self.errors / self.n if self.n else 0.0
+
+    @property
+    def refused(self) -> bool:
+        """Agreement metrics withheld: too few scored cases (see `metrics["refused"]`)."""
+        return "refused" in self.metrics or "error" in self.metrics
 
     def to_json(self) -> dict[str, Any]:
         return {
             "rubric": self.rubric,
             "n": self.n,
+            "errors": self.errors,
+            "error_share": round(self.error_share, 6),
+            "error_kinds": dict(self.error_kinds),
             "scored": self.scored,
             "statuses": dict(self.statuses),
             "metrics": self.metrics,
@@ -67,12 +97,46 @@ def load_labelled(path: Path, limit: int | None = None) -> list[LabelledCase]:
     return out
 
 
-def agreement(labels: list[bool], scores: list[Score], threshold: float) -> dict[str, Any]:
-    """Metrics over the cases that were scored; the score is 'goodness', so risk = 1 - score."""
+def per_class_minimum(min_scored: int) -> int:
+    return max(1, min(MIN_PER_CLASS, min_scored // 4))
+
+
+def shortfall(labels: list[bool], min_scored: int = MIN_SCORED) -> str:
+    """Why agreement metrics cannot be given on these scored cases' labels ("" if they can):
+    how many more scored cases, or cases of the smaller class, are needed."""
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    per_class = per_class_minimum(min_scored)
+    missing = []
+    if len(labels) < min_scored:
+        missing.append(f"{min_scored - len(labels)} more scored cases (minimum {min_scored})")
+    for name, count in (("hallucinated", positives), ("faithful", negatives)):
+        if count < per_class:
+            missing.append(f"{per_class - count} more scored {name} cases (minimum {per_class})")
+    if not missing:
+        return ""
+    return (
+        f"agreement metrics withheld: {len(labels)} scored cases ({positives} hallucinated, "
+        f"{negatives} faithful); needs {' and '.join(missing)}"
+    )
+
+
+def agreement(
+    labels: list[bool], scores: list[Score], threshold: float, min_scored: int = MIN_SCORED
+) -> dict[str, Any]:
+    """Metrics over the cases that were scored; the score is 'goodness', so risk = 1 - score.
+    Refused ({"refused": why, "needed": n}) below `min_scored` scored cases or
+    `per_class_minimum(min_scored)` of a class."""
     ok = [(y, s) for y, s in zip(labels, scores, strict=True) if s.status is Status.OK]
     if not ok:
-        return {"error": "no case was scored"}
+        return {"error": "no case was scored", "refused": "no case was scored"}
     y = [p[0] for p in ok]
+    why = shortfall(y, min_scored)
+    if why:
+        pos = sum(y)
+        per_class = per_class_minimum(min_scored)
+        needed = max(min_scored - len(y), per_class - pos, per_class - (len(y) - pos), 0)
+        return {"refused": why, "needed": needed, "scored": len(y), "positives": pos}
     risk = [1.0 - float(s.value) for _, s in ok]  # type: ignore[arg-type]
     # The scorer's own verdict (a local score passes at local_threshold, not at the rubric's
     # pass_threshold); the threshold only for a score that carries no verdict.
@@ -97,8 +161,41 @@ def agreement(labels: list[bool], scores: list[Score], threshold: float) -> dict
     return out
 
 
+def constant_warnings(values: list[float]) -> list[str]:
+    """A warning when the scores are constant or nearly so (NEAR_CONSTANT of them one value)."""
+    if len(values) < 2:
+        return []
+    value, count = Counter(round(v, 6) for v in values).most_common(1)[0]
+    if count == len(values):
+        return [
+            f"constant scores: all {count} scored cases got {value:g}; the judge gives one "
+            "verdict whatever the answer (a base model, a prompt it ignores, or a broken "
+            "rubric): its agreement is not evidence it judges"
+        ]
+    if count / len(values) >= NEAR_CONSTANT:
+        return [
+            f"near-constant scores: {count} of {len(values)} scored cases got {value:g}; "
+            "check the judge gives different verdicts to different answers"
+        ]
+    return []
+
+
+def error_warnings(report: CalibrationReport) -> list[str]:
+    if not report.errors:
+        return []
+    kinds = ", ".join(f"{k} {v}" for k, v in report.error_kinds.most_common())
+    return [
+        f"{report.errors} of {report.n} cases ({report.error_share:.0%}) ended in errors "
+        f"({kinds}): agreement describes only the {report.scored} that were scored"
+    ]
+
+
 async def calibrate(
-    runtime: Runtime, rubric: Rubric, cases: list[LabelledCase], concurrency: int = 16
+    runtime: Runtime,
+    rubric: Rubric,
+    cases: list[LabelledCase],
+    concurrency: int = 16,
+    min_scored: int = MIN_SCORED,
 ) -> CalibrationReport:
     limit = asyncio.Semaphore(concurrency)
 
@@ -115,14 +212,18 @@ async def calibrate(
         rubric=rubric.name, n=len(cases), scored=sum(s.status is Status.OK for s in scores)
     )
     report.statuses.update(s.status.value for s in scores)
-    report.metrics = agreement(labels, list(scores), rubric.pass_threshold)
+    report.error_kinds.update(
+        str(s.details.get("error_kind") or "input") for s in scores if s.status is Status.ERROR
+    )
+    report.metrics = agreement(labels, list(scores), rubric.pass_threshold, min_scored)
     ok = [(c.case, s) for c, s in zip(cases, scores, strict=True) if s.value is not None]
     judge = runtime.clients.judge
     judge_model = rubric.judge.model or (judge.model if judge is not None else None)
     lengths = [len(case.answer) for case, _ in ok]
     values = [float(s.value) for _, s in ok if s.value is not None]
     report.metrics["length_spearman"] = spearman(lengths, values)
-    report.warnings = hygiene_warnings(
+    report.warnings = [*error_warnings(report), *constant_warnings(values)]
+    report.warnings += hygiene_warnings(
         judge_model if rubric.needs_judge or rubric.resolved_method == "cascade" else None,
         [c.case.model for c in cases if c.case.model], lengths, values,
     )  # fmt: skip
@@ -131,19 +232,31 @@ async def calibrate(
         idx = [i for i, c in enumerate(cases) if (c.case.model or "?") == model]
         report.per_model[model] = {
             "n": len(idx),
-            **agreement([labels[i] for i in idx], [scores[i] for i in idx], rubric.pass_threshold),
+            **agreement(
+                [labels[i] for i in idx],
+                [scores[i] for i in idx],
+                rubric.pass_threshold,
+                min_scored,
+            ),
         }
     return report
 
 
 def render(report: CalibrationReport) -> str:
+    """The text report: the error share first, then agreement (or why it is withheld), then
+    per model, then warnings."""
     m = report.metrics
+    kinds = ", ".join(f"{k} {v}" for k, v in report.error_kinds.most_common())
     lines = [
+        f"errors: {report.errors}/{report.n} ({report.error_share:.0%})"
+        + (f" — {kinds}" if kinds else ""),
         f"rubric {report.rubric}: {report.scored}/{report.n} scored "
-        f"({', '.join(f'{k}={v}' for k, v in sorted(report.statuses.items()))})"
+        f"({', '.join(f'{k}={v}' for k, v in sorted(report.statuses.items()))})",
     ]
-    if "error" in m:
-        return "\n".join([*lines, m["error"]])
+    if report.refused:
+        lines.append(m.get("refused") or m.get("error", ""))
+        lines += [f"warning: {w}" for w in report.warnings]
+        return "\n".join(lines)
     cm = m["confusion"]
     auc = "n/a" if m["auroc"] is None else f"{m['auroc']:.3f}"
     lines += [
@@ -158,8 +271,10 @@ def render(report: CalibrationReport) -> str:
         f"  {'model':<24} {'n':>4} {'pos':>4} {'AUROC':>6} {'BalAcc':>6} {'F1':>6}",
     ]
     for model, pm in report.per_model.items():
-        if "error" in pm:
-            lines.append(f"  {model:<24} {pm['n']:>4}  {pm['error']}")
+        if "refused" in pm or "error" in pm:
+            why = "too few scored cases" if "needed" in pm else pm.get("error", "")
+            needed = f" (needs {pm['needed']} more)" if "needed" in pm else ""
+            lines.append(f"  {model:<24} {pm['n']:>4}  {why}{needed}")
             continue
         pauc = "  n/a" if pm["auroc"] is None else f"{pm['auroc']:.3f}"
         lines.append(
