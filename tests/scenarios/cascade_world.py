@@ -103,9 +103,11 @@ def drawn(session: str, audit_rate: float) -> bool:
     return calibration_point(cluster_key(session, case), RUBRIC) < audit_rate
 
 
-def make_trace(n: int, kind: str, audit_rate: float) -> tuple[dict[str, Any], Sent]:
-    """Trace number `n`, alone in its session, with a grounded ("G"), hallucinated ("H") or
-    fluent hallucinated ("F") answer."""
+def make_trace(
+    n: int, kind: str, audit_rate: float, session_of: int | None = None
+) -> tuple[dict[str, Any], Sent]:
+    """Trace number `n` in session number `session_of` (default: its own) with a grounded
+    ("G"), hallucinated ("H") or fluent hallucinated ("F") answer."""
     plan, price, storage = PLANS[n % len(PLANS)], 12 + (n * 7) % 60, 50 * (1 + n % 9)
     docs = [
         f"The {plan} plan costs ${price} per user per month, billed annually. Monthly billing "
@@ -119,11 +121,28 @@ def make_trace(n: int, kind: str, audit_rate: float) -> tuple[dict[str, Any], Se
     mark = "G" if kind == "G" else "H"
     # The ticket makes every judge prompt distinct (no reply-cache hit) and carries the truth.
     question = f"What does the {plan} plan cost and what does it include? (ticket {n:05d}{mark})"
-    session = f"session-{n:05d}"
+    session = f"session-{n if session_of is None else session_of:05d}"
     trace = rag_trace(f"t{n:05d}", answer=answer, question=question, documents=docs,
                       **{"session.id": session})  # fmt: skip
     sent = Sent(trace["trace_id"], f"{n:05d}", session, mark == "H", drawn(session, audit_rate))
     return trace, sent
+
+
+FOLLOW_UP = 90_000  # the follow-up question of session n is trace FOLLOW_UP + n
+
+
+def burst(
+    numbers: range, kind: Callable[[int], str], audit_rate: float
+) -> list[tuple[dict[str, Any], Sent]]:
+    """Traces `numbers`, each opening its session; every tenth session (n % 10 == 3) asks a
+    follow-up of the same verdict, so whichever trace of the cluster a certification keeps
+    (one per cluster, drawn at random), its label is the same."""
+    out = []
+    for n in numbers:
+        out.append(make_trace(n, kind(n), audit_rate))
+        if n % 10 == 3:
+            out.append(make_trace(FOLLOW_UP + n, kind(n), audit_rate, session_of=n))
+    return out
 
 
 def mixed_kind(n: int) -> str:

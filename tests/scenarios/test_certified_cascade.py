@@ -42,8 +42,8 @@ from tests.scenarios.cascade_world import (
     LoopbackJudge,
     Sent,
     SignedWebhook,
+    burst,
     drawn,
-    make_trace,
     mixed_kind,
     serve,
 )
@@ -54,7 +54,7 @@ pytest.importorskip("judges.scorers.local")
 AUDIT_RATE = 0.5
 FIRST_CHECKPOINT = 100  # labelled clusters at the schedule's first checkpoint
 PHASE_DEADLINE_S = 180.0  # generous: a loaded machine is slower, never wrong
-WARM, DRIFT, AFTER = 60, 20, 30  # traces per burst after the cold start
+WARM, DRIFT, AFTER = 60, 20, 30  # sessions per burst after the cold start
 
 APP = """
 import json, sys
@@ -117,7 +117,7 @@ class Scenario:
     def send(self, numbers: range, kind: Callable[[int], str]) -> list[Sent]:
         """The app stores and enqueues these traces and exits; returns once each has its
         record (the worker writes one per trace and rubric)."""
-        made = [make_trace(n, kind(n), AUDIT_RATE) for n in numbers]
+        made = burst(numbers, kind, AUDIT_RATE)
         file = self.tmp / f"burst-{numbers.start}.jsonl"
         file.write_text("".join(json.dumps(t) + "\n" for t, _ in made))
         app = subprocess.run(
@@ -216,14 +216,14 @@ def test_cold_start_certifies_passes_locally_and_withdraws_on_drift(
     s = Scenario(path, tmp_path, worker)
     seen = LoopbackJudge.seen
     try:
-        # 1. Cold start: sessions until the draw holds the first checkpoint's clusters; no
-        # certification exists, so the judge decides every trace.
+        # 1. Cold start: sessions until the draw holds the first checkpoint's clusters (some
+        # sessions have two traces); no certification exists: the judge decides every trace.
         n_cold, in_draw = 0, 0
         while in_draw < FIRST_CHECKPOINT:
             in_draw += drawn(f"session-{n_cold:05d}", AUDIT_RATE)
             n_cold += 1
         cold = s.send(range(n_cold), mixed_kind)
-        s.lap(f"cold start ({n_cold} traces)")
+        s.lap(f"cold start ({len(cold)} traces)")
         records = s.records(cold)
         assert {r["status"] for r in records.values()} == {"ok"}
         assert decided(records, "judge") == set(records), "decided without the judge"
@@ -232,7 +232,7 @@ def test_cold_start_certifies_passes_locally_and_withdraws_on_drift(
         assert all(r["cascade"]["certification"] is None for r in records.values())
         labels = [x for x in cold if records[x.trace_id]["cascade"]["calibration"]]
         assert [x.trace_id for x in labels] == [x.trace_id for x in cold if x.drawn]
-        assert len(labels) == FIRST_CHECKPOINT
+        assert len({x.session for x in labels}) == FIRST_CHECKPOINT < len(labels)
         assert s.sql("SELECT count(*) FROM certifications") == [(0,)]
 
         # 2. The job certifies the stratum at its first checkpoint, on the draw's labels.
@@ -245,17 +245,20 @@ def test_cold_start_certifies_passes_locally_and_withdraws_on_drift(
         assert (cert["alpha"], cert["delta"]) == (0.05, 0.1)
         assert cert["guarantee"] == "P(miss) <= 0.05 with confidence 0.9"
         assert cert["checkpoint_labels"] == cert["labels"] == cert["clusters"] == FIRST_CHECKPOINT
-        assert cert["failing"] == sum(x.failing for x in labels) and cert["misses"] == 0, cert
+        # One label per cluster; a session's traces share their verdict (cascade_world.burst).
+        failing_clusters = len({x.session for x in labels if x.failing})
+        assert cert["failing"] == failing_clusters and cert["misses"] == 0, cert
         score = {x.trace_id: records[x.trace_id]["cascade"]["cheap_score"] for x in labels}
         worst_failing = max(v for t, v in score.items() if s.sent[t].failing and v is not None)
         grounded = [v for t, v in score.items() if not s.sent[t].failing]
         assert worst_failing < cert["threshold"] <= min(grounded), (cert, worst_failing)
-        assert cert["decided_share"] == pytest.approx(len(grounded) / FIRST_CHECKPOINT)
+        grounded_clusters = FIRST_CHECKPOINT - failing_clusters
+        assert cert["decided_share"] == pytest.approx(grounded_clusters / FIRST_CHECKPOINT)
 
         # 3. Local passes begin: traces passed under the certification never reach the judge.
         calls = len(seen)
         warm = s.send(range(n_cold, n_cold + WARM), mixed_kind)
-        s.lap(f"certified burst ({WARM})")
+        s.lap(f"certified burst ({len(warm)})")
         records = s.records(warm)
         check_routing(records, s.sent, cert)
         local = decided(records, "local_certified")
@@ -273,17 +276,17 @@ def test_cold_start_certifies_passes_locally_and_withdraws_on_drift(
         while not s.withdrawn():
             assert bursts < 5, f"the certification survived {bursts * DRIFT} drifted traces"
             calls = len(seen)
-            burst = s.send(range(first + bursts * DRIFT, first + (bursts + 1) * DRIFT),
+            drift = s.send(range(first + bursts * DRIFT, first + (bursts + 1) * DRIFT),
                            lambda n: "F")  # fmt: skip
             bursts += 1
-            records = s.records(burst)
+            records = s.records(drift)
             check_routing(records, s.sent, cert)
-            assert decided(records, "judge") == {x.trace_id for x in burst if x.drawn}
+            assert decided(records, "judge") == {x.trace_id for x in drift if x.drawn}
             assert all(r["passed"] == 0 for t, r in records.items() if s.sent[t].drawn)
             assert len(seen) - calls == len(decided(records, "judge"))
             saved += len(decided(records, "local_certified"))
             cron.run(s.until)
-            s.lap(f"drift burst ({DRIFT}) + job")
+            s.lap(f"drift burst ({len(drift)}) + job")
         events = [SignedWebhook.got.get(timeout=30)]
         while not SignedWebhook.got.empty():
             events.append(SignedWebhook.got.get_nowait())
@@ -303,7 +306,7 @@ def test_cold_start_certifies_passes_locally_and_withdraws_on_drift(
         calls = len(seen)
         after = s.send(range(first + bursts * DRIFT, first + bursts * DRIFT + AFTER),
                        lambda n: "FGH"[n % 3])  # fmt: skip
-        s.lap(f"burst after withdrawal ({AFTER})")
+        s.lap(f"burst after withdrawal ({len(after)})")
         records = s.records(after)
         assert decided(records, "judge") == {x.trace_id for x in after}
         assert all(r["cascade"]["certification"] is None for r in records.values())
@@ -316,9 +319,10 @@ def test_cold_start_certifies_passes_locally_and_withdraws_on_drift(
     out = (tmp_path / "worker.log").read_text()
     assert worker.returncode == 0, out[-3000:]
     print(
-        f"\ncold start: {n_cold} traces judged, {FIRST_CHECKPOINT} labelled clusters; "
+        f"\ncold start: {len(cold)} traces in {n_cold} sessions judged, {len(labels)} labels in "
+        f"{FIRST_CHECKPOINT} clusters; "
         f"certified threshold {cert['threshold']} on {cert['failing']} failing labels; "
         f"local passes {saved} (drift misses {saved - len(local)} in {bursts} burst(s) of "
-        f"{DRIFT} before withdrawal); wall {time.monotonic() - started:.1f} s "
+        f"{DRIFT} sessions before withdrawal); wall {time.monotonic() - started:.1f} s "
         f"({'; '.join(s.clock)})"
     )
