@@ -58,3 +58,11 @@ def test_round_trip_and_active_set(store: Store) -> None:
     certs.set_saved_calls(engine, {qa_new.id: 17})
     saved = certs.get(engine, qa_new.id)
     assert saved is not None and saved.saved_judge_calls == 17
+
+
+def test_a_checkpoint_written_twice_is_one_row(store: Store) -> None:
+    first = _row("qa", T0, 0.9, id="cafe0000cafe0000")
+    again = _row("qa", T0 + timedelta(seconds=3), 0.9, id="cafe0000cafe0000")
+    assert certs.write_once(store.engine, first)
+    assert not certs.write_once(store.engine, again)  # a racing second run: nothing written
+    assert [r.created_at for r in certs.list_certifications(store.engine)] == [T0]

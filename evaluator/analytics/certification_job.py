@@ -194,8 +194,8 @@ def _apply(store: Store, key: Key, plan: KeyPlan, now: datetime, report: JobRepo
             alert = withdrawal_alert(w, now)
             if try_open(store, alert):
                 report.events.append(("alert.opened", alert))
-    if plan.write is not None:
-        row = certs.write(store.engine, plan.write)
+    if plan.write is not None and certs.write_once(store.engine, plan.write):
+        row = plan.write
         report.written.append(row)
         if row.threshold is not None:  # re-certified: a withdrawal alert of the key resolves
             gk = group_key(KIND, key[0], _alert_labels(key))

@@ -49,7 +49,7 @@ from evalcore.certification import (
     checkpoint_schedule,
     first_withdrawal,
 )
-from evaluator.store.certifications import CertificationRecord, Key
+from evaluator.store.certifications import CertificationRecord, Key, stable_id
 
 FIRST_CHECKPOINT = 100  # clusters at checkpoint 0; checkpoint j has FIRST_CHECKPOINT·2^j
 NO_SCORE = -1.0  # a label the cheap stage may not pass (no score, hard evidence): below the grid
@@ -250,4 +250,8 @@ def plan_key(
     if last is not None and last.look >= latest[0] and (last.alpha, last.delta) == (alpha, delta):
         # This checkpoint is stored already (or a later one, when retention deleted labels).
         return KeyPlan()
-    return KeyPlan(write=checkpoint_row(key, seg, alpha, delta, now))
+    row = checkpoint_row(key, seg, alpha, delta, now)
+    if row is not None:  # one id per checkpoint of a segment: a racing second run writes none
+        since = "" if start is None else start.isoformat()
+        row.id = stable_id(key, f"look={row.look}", f"a={alpha}", f"d={delta}", f"from={since}")
+    return KeyPlan(write=row)

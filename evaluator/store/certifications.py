@@ -30,6 +30,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Index, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
@@ -115,8 +117,13 @@ class ActiveCertification:
 
 def certification_id(key: Key, created_at: datetime) -> str:
     """Stable id: 16 hex digits of a hash of the key and the creation time."""
-    text = "\x1f".join((*key, as_utc(created_at).isoformat()))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return stable_id(key, as_utc(created_at).isoformat())
+
+
+def stable_id(key: Key, *parts: str) -> str:
+    """16 hex digits of a hash of the key and `parts` (e.g. a checkpoint and its segment:
+    two workers computing the same checkpoint write one row)."""
+    return hashlib.sha256("\x1f".join((*key, *parts)).encode()).hexdigest()[:16]
 
 
 def _fresh(row: CertificationRecord) -> CertificationRecord:
@@ -134,12 +141,21 @@ def _rows(engine: Engine, *where: Any) -> list[CertificationRecord]:
 
 def write(engine: Engine, rec: CertificationRecord) -> CertificationRecord:
     """Insert `rec` (its id derived from key and created_at when empty); returns it."""
+    write_once(engine, rec)
+    return rec
+
+
+def write_once(engine: Engine, rec: CertificationRecord) -> bool:
+    """Insert `rec` (its id derived from key and created_at when empty); False when a row
+    with its id exists already (another run wrote the same checkpoint): nothing written."""
     if not rec.id:
         rec.id = certification_id(rec.key, rec.created_at)
     values = {c.name: getattr(rec, c.name) for c in _TABLE.columns}
     with engine.begin() as conn:
-        conn.execute(_TABLE.insert().values(**values))
-    return rec
+        insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        # RETURNING, not rowcount: drivers disagree on rowcount for a skipped insert.
+        stmt = insert(_TABLE).values(**values).on_conflict_do_nothing().returning(_TABLE.c.id)
+        return conn.execute(stmt).first() is not None
 
 
 def list_certifications(engine: Engine, rubric: str | None = None) -> list[CertificationRecord]:
