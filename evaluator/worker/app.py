@@ -223,17 +223,17 @@ def _hooks(settings: Settings, *, run_intake: bool, freeze_gc: bool) -> tuple[An
                 name="evaluator-intake",
             )
         if run_intake:  # a long-running worker: `health --require-worker` counts it
-            beat = Heartbeat(
             judge = ctx["runtime"].clients.judge
+            beat = Heartbeat(
                 ctx["redis"],
                 settings.redis.key_prefix,
                 settings.redis.queue_name,
                 settings.worker.heartbeat_s,
-            )
                 # `evaluator health` shows where each worker's judge concurrency stands.
                 extra=(lambda: {"judge_concurrency": judge.concurrency.stats()})
                 if judge is not None
                 else None,
+            )
             await beat.start()
             ctx["heartbeat"] = beat
             if settings.alerts.enabled:  # reachability: logged once, never blocks the start
