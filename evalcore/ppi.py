@@ -208,7 +208,13 @@ def ppi_core(
     y: Any, judged: Any, f: Any, p2: Any, p1: Any = None, *, lam: float | None = None
 ) -> dict[str, Array]:
     """PPI++ for many buckets at once along the last axis: the point estimate, the λ used,
-    ESS⁺ (the effective sample size of its interval), and the judged count."""
+    ESS⁺ (the effective sample size of its interval), and the judged count. A bucket with
+    fewer than two judged records gets NaN or inf (no estimate), without a warning."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _ppi_core(y, judged, f, p2, p1, lam)
+
+
+def _ppi_core(y: Any, judged: Any, f: Any, p2: Any, p1: Any, lam: float | None) -> dict[str, Array]:
     xi = np.asarray(judged, bool)
     f = np.asarray(f, float)
     pi = np.asarray(p2, float)

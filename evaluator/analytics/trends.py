@@ -19,6 +19,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
+from evaluator.analytics.ppi_trends import add_ppi, has_cheap_stage, ppi_cells
 from evaluator.analytics.rollups import (
     EPOCH,
     HOUR,
@@ -137,7 +138,7 @@ def trend(
         for acc in cells.values():
             total += acc
     order = {ep: i for i, ep in enumerate(sorted(seen, key=lambda e: (seen[e][0], e)))}
-    return {
+    doc = {
         "rubric": q.rubric,
         "by": q.by,
         "since": start.isoformat(),
@@ -172,6 +173,14 @@ def trend(
             for label, ep in sorted(groups, key=lambda k: (k[0], order[k[1]]))
         ],
     }
+    # A rubric with a cheap stage: each bucket names its estimator, PPI++ where it stands
+    # (evaluator.analytics.ppi_trends); any other rubric's document is unchanged.
+    if has_cheap_stage(store, q.rubric, start):
+        end = now + timedelta(microseconds=1)
+        first_stage = ppi_cells(store, q.rubric, pick, start, end, q.bucket)
+        if first_stage is not None:
+            add_ppi(doc, first_stage)
+    return doc
 
 
 def _saw(seen: dict[str, list[Any]], epoch: str, hour: datetime, n: int) -> None:
@@ -244,6 +253,11 @@ def _fmt_duration(d: timedelta) -> str:
 # --- terminal ---------------------------------------------------------------------------------
 
 
+def _estimator_tag(total: dict[str, Any]) -> str:
+    """A rubric with a cheap stage says which estimator gave the mean (ppi++ or hajek)."""
+    return f" ({total['estimator']})" if "estimator" in total else ""
+
+
 def _epoch_tag(group: dict[str, Any], epochs: list[dict[str, Any]]) -> str:
     return f" @{group['epoch']}" if len(epochs) > 1 and group.get("epoch") else ""
 
@@ -294,7 +308,7 @@ def trends_table(doc: dict[str, Any]) -> str:
         lines += [
             "",
             f"{g['key'] or '(none)'}{_epoch_tag(g, epochs)}  n={t['count']}  mean {t['mean']:.3f} "
-            f"[{t['ci_low']:.3f}, {t['ci_high']:.3f}]  pass {pr}  {spark}",
+            f"[{t['ci_low']:.3f}, {t['ci_high']:.3f}]{_estimator_tag(t)}  pass {pr}  {spark}",
             f"  {'bucket':<17}{'n':>7} {'mean':>6} {'95% CI':>16} {'pass':>7} "
             f"{'p10':>5} {'p50':>5} {'p90':>5}",
         ]
