@@ -124,9 +124,14 @@ async def test_malformed_reply_is_reasked_once_then_recorded_as_error(
     )
     await evaluate(tone_settings, [rag_trace("bad")])
     assert route.call_count == 2
-    reask = json.loads(route.calls[1].request.content)["messages"]
-    assert reask[-2] == {"role": "assistant", "content": "I think it's a 4"}
-    assert "not valid JSON" in reask[-1]["content"]
+    again = json.loads(route.calls[1].request.content)
+    reask = again["messages"]
+    assert reask[-3] == {"role": "assistant", "content": "I think it's a 4"}
+    assert "not valid JSON" in reask[-2]["content"]
+    # Prose with no JSON at all: the endpoint ignored the schema, so the re-ask is asked in
+    # json_object mode with the schema in the prompt (judges.llm.formats).
+    assert again["response_format"] == {"type": "json_object"}
+    assert "JSON schema" in reask[-1]["content"]
     (row,) = records(tone_settings)
     assert row.status == "error" and row.score is None and row.passed is None
     assert "score" in row.explanation and "less than or equal to 5" in row.explanation
@@ -154,7 +159,7 @@ async def test_reask_that_succeeds_gives_a_score(
     ("reply", "cause", "kind"),
     [
         (httpx.Response(500, json={"error": {"message": "boom"}}), "HTTP 500", "judge_unavailable"),
-        (httpx.ReadTimeout("slow judge"), "unreachable", "judge_unavailable"),
+        (httpx.ReadTimeout("slow judge"), "timed out", "judge_unavailable"),
         (httpx.Response(200, json=chat_completion(None, refusal="I can't grade that")), "refused",
          "judge_output"),
         (httpx.Response(200, text="<html>gateway</html>"), "not a chat completion", "judge_output"),
