@@ -136,12 +136,13 @@ async def test_an_endpoint_that_ignores_the_schema_is_asked_in_json_object_mode_
         result = await client.complete(MESSAGES, Verdict)
     assert result.parsed.score == 4
     retry = sent(route, 1)
-    assert retry["response_format"] == {"type": "json_object"}
-    assert '"score"' in retry["messages"][-1]["content"]  # the schema is in the prompt
-    assert calls.reply_details() == {"judge_format": "json_object"}
+    schema = Verdict.model_json_schema()
+    assert retry["response_format"] == {"type": "json_object", "schema": schema}
+    assert '"score"' in retry["messages"][-1]["content"]  # the schema is in the prompt too
+    assert calls.reply_details() == {"judge_format": "json_object_schema"}
     await client.complete([{"role": "user", "content": "another"}], Verdict)
-    assert sent(route, 2)["response_format"] == {"type": "json_object"}  # remembered
-    assert client.format == "json_object" and client.response_format == "json_schema"
+    assert sent(route, 2)["response_format"]["type"] == "json_object"  # remembered
+    assert client.format == "json_object_schema" and client.response_format == "json_schema"
     await client.aclose()
 
 
@@ -149,15 +150,22 @@ async def test_an_endpoint_that_ignores_the_schema_is_asked_in_json_object_mode_
 async def test_a_400_for_the_response_format_falls_back_to_the_schema_in_the_prompt(
     respx_mock: respx.MockRouter,
 ) -> None:
+    # llama-cpp-python's server answers 422 to json_schema (a FastAPI validation error).
+    unprocessable = httpx.Response(
+        422, json={"detail": [{"loc": ["body", "response_format", "type"], "msg": "bad"}]}
+    )
     refused = httpx.Response(400, json={"error": {"message": "response_format not supported"}})
-    route = respx_mock.post("/chat/completions").mock(side_effect=[refused, refused, reply(GOOD)])
+    route = respx_mock.post("/chat/completions").mock(
+        side_effect=[unprocessable, refused, refused, reply(GOOD)]
+    )
     client = judge()
     with attributing(VerdictIdentity()) as calls:
         result = await client.complete(MESSAGES, Verdict)
     assert result.parsed.score == 4
-    assert sent(route, 1)["response_format"] == {"type": "json_object"}
-    assert "response_format" not in sent(route, 2)  # "prompt": the schema in the prompt only
-    assert "JSON schema" in sent(route, 2)["messages"][-1]["content"]
+    assert sent(route, 1)["response_format"]["schema"] == Verdict.model_json_schema()
+    assert sent(route, 2)["response_format"] == {"type": "json_object"}
+    assert "response_format" not in sent(route, 3)  # "prompt": the schema in the prompt only
+    assert "JSON schema" in sent(route, 3)["messages"][-1]["content"]
     assert calls.reply_details() == {"judge_format": "prompt"}
     await client.aclose()
 

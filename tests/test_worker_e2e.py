@@ -129,8 +129,8 @@ async def test_malformed_reply_is_reasked_once_then_recorded_as_error(
     assert reask[-3] == {"role": "assistant", "content": "I think it's a 4"}
     assert "not valid JSON" in reask[-2]["content"]
     # Prose with no JSON at all: the endpoint ignored the schema, so the re-ask is asked in
-    # json_object mode with the schema in the prompt (judges.llm.formats).
-    assert again["response_format"] == {"type": "json_object"}
+    # json_object mode with the schema in it and in the prompt (judges.llm.formats).
+    assert again["response_format"]["type"] == "json_object"
     assert "JSON schema" in reask[-1]["content"]
     (row,) = records(tone_settings)
     assert row.status == "error" and row.score is None and row.passed is None

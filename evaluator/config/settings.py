@@ -93,8 +93,11 @@ class JudgeSettings(_Section):
     max_concurrency: int = Field(32, ge=1, le=1024)
     initial_concurrency: int = Field(2, ge=1, le=1024)
     # How replies are asked for; an endpoint that ignores or refuses it is asked in the
-    # next one (json_schema -> json_object -> prompt, judges.llm.formats).
-    response_format: Literal["json_schema", "json_object", "prompt"] = "json_schema"
+    # next one (json_schema -> json_object_schema -> json_object -> prompt,
+    # judges.llm.formats).
+    response_format: Literal["json_schema", "json_object_schema", "json_object", "prompt"] = (
+        "json_schema"
+    )
     temperature: float = Field(0.0, ge=0, le=2)
     # The ceiling of a reply budget: each call's max_tokens is estimated from its reply
     # schema (judges.llm.budget) up to this, or set by the rubric's [judge]

@@ -6,8 +6,12 @@ either, and some accept the field and ignore it, replying in prose or in a ```js
 The client walks down `FORMATS` when an endpoint shows it does not honour the current one:
 
 1. `json_schema` — the schema in `response_format` (the server constrains the reply);
-2. `json_object` — `{"type": "json_object"}` plus the schema in the prompt;
-3. `prompt` — no `response_format` at all, the schema in the prompt only.
+2. `json_object_schema` — `{"type": "json_object", "schema": ...}`, which llama-cpp-python's
+   server (it refuses `json_schema` with 422) turns into a grammar: still constrained;
+3. `json_object` — `{"type": "json_object"}` plus the schema in the prompt;
+4. `prompt` — no `response_format` at all, the schema in the prompt only.
+
+Formats 2-4 also carry the schema in the prompt (a last system message).
 
 Whatever the format, a reply is read tolerantly (`extract_json`): a code fence is
 stripped, and prose around one JSON object is cut away. The path taken is recorded with
@@ -17,8 +21,8 @@ each record (`details.judge_format`, `details.judge_reply_extracted`).
     ('{"score": 3}', True)
     >>> extract_json('{"score": 3}')
     ('{"score": 3}', False)
-    >>> next_format("json_schema"), next_format("prompt")
-    ('json_object', None)
+    >>> next_format("json_schema"), next_format("json_object"), next_format("prompt")
+    ('json_object_schema', 'prompt', None)
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-FORMATS = ("json_schema", "json_object", "prompt")
+FORMATS = ("json_schema", "json_object_schema", "json_object", "prompt")
 
 SCHEMA_NOTE = (
     "Reply with only one JSON object that matches this JSON schema, with no prose and no "
@@ -51,6 +55,8 @@ def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, A
     """The request's `response_format` field for `kind`; None = leave it out."""
     if kind == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+    if kind == "json_object_schema":
+        return {"type": "json_object", "schema": schema}
     if kind == "json_object":
         return {"type": "json_object"}
     return None
