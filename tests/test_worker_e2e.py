@@ -126,8 +126,8 @@ async def test_malformed_reply_is_reasked_once_then_recorded_as_error(
     assert route.call_count == 2
     again = json.loads(route.calls[1].request.content)
     reask = again["messages"]
-    assert reask[-3] == {"role": "assistant", "content": "I think it's a 4"}
-    assert "not valid JSON" in reask[-2]["content"]
+    assert reask[-2] == {"role": "assistant", "content": "I think it's a 4"}
+    assert "not valid JSON" in reask[-1]["content"]
     # Prose with no JSON at all: the endpoint ignored the schema, so the re-ask is asked in
     # json_object mode with the schema in it and in the prompt (judges.llm.formats).
     assert again["response_format"]["type"] == "json_object"

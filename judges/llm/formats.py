@@ -11,7 +11,8 @@ The client walks down `FORMATS` when an endpoint shows it does not honour the cu
 3. `json_object` — `{"type": "json_object"}` plus the schema in the prompt;
 4. `prompt` — no `response_format` at all, the schema in the prompt only.
 
-Formats 2-4 also carry the schema in the prompt (a last system message).
+Formats 2-4 also carry the schema in the prompt, at the end of the last user message (not a
+system message: some chat templates drop system messages or refuse one after the first).
 
 Whatever the format, a reply is read tolerantly (`extract_json`): a code fence is
 stripped, and prose around one JSON object is cut away. The path taken is recorded with
@@ -65,12 +66,16 @@ def response_format(kind: str, name: str, schema: dict[str, Any]) -> dict[str, A
 def with_schema_note(
     messages: list[dict[str, str]], kind: str, schema: dict[str, Any]
 ) -> list[dict[str, str]]:
-    """The messages of a `kind` request: formats the server does not constrain carry the
-    schema in the prompt (a last system message, so the stable prefix stays cacheable)."""
+    """The messages of a `kind` request: formats other than `json_schema` carry the schema
+    in the prompt, appended to the last user message (after the stable prefix, which stays
+    cacheable), or as a user message of its own when the last one is not the user's."""
     if kind == "json_schema":
         return messages
     note = SCHEMA_NOTE.format(schema=json.dumps(schema, separators=(",", ":")))
-    return [*messages, {"role": "system", "content": note}]
+    last = messages[-1] if messages else None
+    if last is not None and last.get("role") == "user":
+        return [*messages[:-1], {**last, "content": f"{last.get('content') or ''}\n\n{note}"}]
+    return [*messages, {"role": "user", "content": note}]
 
 
 def refuses_format(status: int, body: str) -> bool:
