@@ -17,7 +17,10 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import pytest
 import redis as sync_redis
+import respx
 from aiohttp import web
 from pydantic import BaseModel
 from redis.asyncio import Redis
@@ -30,7 +33,7 @@ from judges.errors import JudgeTransientError
 from judges.llm.client import JudgeClient
 from judges.llm.concurrency import AdaptiveConcurrency
 
-from .conftest import chat_completion
+from .conftest import JUDGE_URL, chat_completion
 from .polling import until
 
 SLOTS = 2
@@ -216,3 +219,26 @@ async def test_where_the_limit_stands_is_in_the_heartbeat_health_and_metrics(
         assert "evaluator_judge_concurrency_decrease_total 1.0" in text
     finally:
         await redis.aclose()
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_a_generator_on_the_judges_endpoint_takes_slots_of_the_same_limit(
+    respx_mock: respx.MockRouter,
+) -> None:
+    from judges.llm.generator import Generator
+
+    judge = JudgeClient(base_url=JUDGE_URL, model="m")
+    generator = Generator(base_url=JUDGE_URL, max_retries=0, concurrency=judge.concurrency)
+    respx_mock.post("/chat/completions").mock(
+        side_effect=[
+            httpx.Response(200, json=chat_completion("An answer.")),
+            httpx.Response(503, json={"error": {"message": "busy"}}),
+        ]
+    )
+    texts, _ = await generator.sample([{"role": "user", "content": "q"}], "m", 1)
+    assert texts == ["An answer."] and judge.concurrency.released == 1
+    with pytest.raises(JudgeTransientError):
+        await generator.sample([{"role": "user", "content": "q"}], "m", 1)
+    assert judge.concurrency.decreases["rate_limited"] == 1  # the judge's limit backed off
+    await generator.aclose()
+    await judge.aclose()

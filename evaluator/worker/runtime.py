@@ -205,13 +205,17 @@ def make_judge(
     )
 
 
-def make_generator(settings: Settings):  # type: ignore[no-untyped-def]
+def make_generator(settings: Settings, judge: JudgeClient | None = None):  # type: ignore[no-untyped-def]
     g = settings.generator
     base_url = g.base_url or settings.judge.base_url
     if not base_url:
         return None
     from judges.llm.generator import Generator
 
+    from judges.provenance import endpoint_of
+
+    # One endpoint, one capacity: the generator takes slots of the judge's adaptive limit.
+    shared = judge.concurrency if judge and endpoint_of(base_url) == judge.endpoint else None
     return Generator(
         base_url=base_url,
         api_key=g.api_key() if g.base_url else settings.judge.api_key(),
@@ -221,6 +225,7 @@ def make_generator(settings: Settings):  # type: ignore[no-untyped-def]
         price=settings.cost_usd,
         http_client=sdk_http_client(g.http_transport),
     )
+        concurrency=shared,
 
 
 def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
@@ -267,8 +272,9 @@ def build_runtime(settings: Settings) -> Runtime:
         else BudgetGate(redis, key_prefix=prefix, plan=plan, engine=store.engine)
     )
     clients = Clients(
-        judge=make_judge(settings, redis, recorder),
-        generator=make_generator(settings),
+    judge = make_judge(settings, redis, recorder)
+        judge=judge,
+        generator=make_generator(settings, judge),
         embedder=make_embedder(rubrics),
     )
     for rubric in rubrics.rubrics:

@@ -5,6 +5,10 @@ owns HTTP retries), but free text instead of a schema, and several answers per p
 request with ``n=N`` is cheapest (the prompt is paid once); servers that ignore ``n`` (Ollama,
 llama.cpp) or reject it get the missing samples as single requests in parallel.
 
+On the judge's own endpoint (`concurrency=` the judge's AdaptiveConcurrency) its requests
+take slots of the judge's adaptive limit and feed it their outcomes, so re-sampling and
+judging together never send a small server more than the capacity the limit has found.
+
     >>> gen = Generator(base_url="http://localhost:8000/v1")  # doctest: +SKIP
     >>> texts, usage = await gen.sample(messages, "gpt-4o-mini", 3)  # doctest: +SKIP
 """
@@ -21,6 +25,7 @@ from openai import AsyncOpenAI
 
 from judges.errors import JudgeError, JudgeTransientError
 from judges.llm.completions import retry_after_s
+from judges.llm.concurrency import AdaptiveConcurrency, Outcome
 from judges.types import Usage
 
 PriceFn = Callable[[str, int, int], float]
@@ -87,10 +92,12 @@ class Generator:
         price: PriceFn = _no_price,
         max_concurrency: int = 8,
         http_client: httpx.AsyncClient | None = None,
+        concurrency: AdaptiveConcurrency | None = None,
     ) -> None:
         self.temperature = temperature
         self._price = price
         self._limit = asyncio.Semaphore(max_concurrency)
+        self._shared = concurrency  # the judge's limit, when both use one endpoint
         self._sdk = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key,
@@ -158,7 +165,10 @@ class Generator:
             request["n"] = n
         try:
             async with self._limit:
-                response = await self._sdk.chat.completions.create(**request)
+                if self._shared is None:
+                    response = await self._sdk.chat.completions.create(**request)
+                else:
+                    response = await self._in_shared_slot(request)
         except openai.OpenAIError as exc:
             raise translate(exc, spent) from exc
         tokens_in = response.usage.prompt_tokens if response.usage else 0
@@ -175,6 +185,23 @@ class Generator:
             if c.message and c.message.content and c.message.content.strip()
         ]
         return texts, used
+
+    async def _in_shared_slot(self, request: dict[str, Any]) -> Any:
+        assert self._shared is not None
+        ticket = await self._shared.acquire()
+        outcome: Outcome = "error"
+        try:
+            response = await self._sdk.chat.completions.create(**request)
+            outcome = "ok"
+            return response
+        except openai.APITimeoutError:
+            outcome = "timeout"
+            raise
+        except openai.APIStatusError as exc:
+            outcome = "rate_limited" if exc.status_code in (429, 503) else "error"
+            raise
+        finally:
+            await self._shared.release(ticket, outcome, "generator")
 
 
 def translate(exc: openai.OpenAIError, usage: Usage) -> JudgeError:
