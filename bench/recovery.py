@@ -40,8 +40,9 @@ from typing import Any
 import redis
 
 from evaluator.intake.backlog import held_key
-from evaluator.intake.drain import EVALUATE_BATCH_JOB, EVALUATE_JOB, stats_key
+from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import SyncTraceEnqueuer
+from evaluator.intake.jobs import EVALUATE_BATCH_JOB, EVALUATE_JOB
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/13"
 

@@ -279,7 +279,7 @@ def generator_url() -> Iterator[str]:
 async def queued_members(client: Any, queue: str) -> list[list[Any]]:
     """The traces in a queue's arq jobs, whether a job carries one or a batch: each
     [trace_id, signals, kind, ...] as the job function receives it."""
-    from evaluator.intake.drain import EVALUATE_BATCH_JOB
+    from evaluator.intake.jobs import EVALUATE_BATCH_JOB
     from evaluator.intake.serialization import deserialize
 
     out: list[list[Any]] = []

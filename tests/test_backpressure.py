@@ -20,14 +20,9 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 
 from evaluator.intake.backlog import held_key
-from evaluator.intake.drain import (
-    EVALUATE_BATCH_JOB,
-    EVALUATE_JOB,
-    Intake,
-    QueuedTrace,
-    SamplingConfig,
-)
+from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
+from evaluator.intake.jobs import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace
 from evaluator.intake.sampling import TailRules
 from evaluator.intake.sweeper import sweep
 from evaluator.store import outbox

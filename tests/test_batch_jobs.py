@@ -14,15 +14,9 @@ import respx
 from redis.asyncio import Redis
 
 from evaluator.config.settings import Settings
-from evaluator.intake.drain import (
-    EVALUATE_BATCH_JOB,
-    EVALUATE_JOB,
-    Intake,
-    QueuedTrace,
-    SamplingConfig,
-    batch_marker_prefix,
-)
+from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import SyncTraceEnqueuer
+from evaluator.intake.jobs import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace, batch_marker_prefix
 from evaluator.intake.sampling import TailRules
 from evaluator.intake.serialization import deserialize
 from evaluator.sources.ingest import ingest_traces

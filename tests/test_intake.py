@@ -5,8 +5,9 @@ from __future__ import annotations
 import redis
 from redis.asyncio import Redis
 
-from evaluator.intake.drain import EVALUATE_JOB, Intake, SamplingConfig, job_id_for, stats_key
+from evaluator.intake.drain import Intake, SamplingConfig, stats_key
 from evaluator.intake.enqueue import intake_key
+from evaluator.intake.jobs import EVALUATE_JOB, job_id_for
 from evaluator.intake.sampling import Reason, Signals, TailRules, hash_point
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
@@ -71,7 +72,7 @@ async def test_empty_intake_is_cheap_and_safe(redis_url: str) -> None:
 
 
 async def test_batch_parked_by_a_dead_worker_returns_to_the_intake(redis_url: str) -> None:
-    from evaluator.intake.drain import alive_prefix, processing_prefix, recover_abandoned
+    from evaluator.intake.parking import alive_prefix, processing_prefix, recover_abandoned
 
     client = Redis.from_url(redis_url)
     await client.rpush(processing_prefix("app") + "dead1", "a", "b", "c")
@@ -84,7 +85,7 @@ async def test_batch_parked_by_a_dead_worker_returns_to_the_intake(redis_url: st
 
 
 async def test_durable_drain_parks_nothing_after_it_commits(redis_url: str, tmp_path) -> None:
-    from evaluator.intake.drain import processing_prefix
+    from evaluator.intake.parking import processing_prefix
     from evaluator.store.outbox import list_intents
     from evaluator.store.store import Store
 

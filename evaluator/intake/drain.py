@@ -1,9 +1,8 @@
 """Worker side of intake: drain trace IDs in batches, decide sampling, enqueue arq jobs.
 
 The hot path is one LPOP of up to `batch` entries, a hash per ID, and, for the sampled few,
-one Lua call that creates arq-compatible jobs in bulk (arq's own `enqueue_job` costs a
-WATCH/MULTI round trip per job), up to `worker.traces_per_job` traces per job (arq's per-job
-Redis commands on the worker are then paid once per batch). Every decision is counted in a
+one Lua call that creates their jobs in bulk, up to `worker.traces_per_job` traces per job
+(the job contract and its writer: evaluator.intake.jobs). Every decision is counted in a
 Redis hash.
 
 A popped batch is parked in the worker's processing list and deleted only after its intents
@@ -15,18 +14,14 @@ decoded or stored is moved to `{prefix}:intake:quarantine` (counted), never its 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
@@ -36,6 +31,7 @@ from evaluator.intake import backlog, windows
 from evaluator.intake.allocation import BudgetPlan
 from evaluator.intake.budget import BudgetGate, Candidate
 from evaluator.intake.enqueue import intake_key
+from evaluator.intake.jobs import JobQueue, QueuedTrace, kind_of
 from evaluator.intake.parking import (
     POP_TO_PROCESSING_LUA,
     PROCESSING_TTL_S,
@@ -43,152 +39,16 @@ from evaluator.intake.parking import (
     processing_prefix,
     quarantine,
     record_tolerantly,
-    recover_abandoned,
 )
 from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
 from evaluator.intake.serialization import deserialize, serialize
+from evaluator.intake.stored_tails import StoredTails
 from evaluator.intake.wire import SEPARATOR, bare_id, decode, decode_entry
 from evaluator.store.admissions import Offer
-from evaluator.store.outbox import Intent, done_among
-from evaluator.store.tail import tail_traces_since
+from evaluator.store.outbox import done_among
 from judges.llm.backoff import Backoff
 
 log = logging.getLogger("evaluator.intake.drain")
-
-__all__ = ["alive_prefix", "processing_prefix", "recover_abandoned"]  # moved to parking
-
-EVALUATE_JOB = "evaluate_trace"  # the registered job name: a contract with every enqueuer
-EVALUATE_BATCH_JOB = "evaluate_traces"  # several traces in one job (the intake's batches)
-JOB_EXPIRES_MS = 86_400_000
-# Tail rules on stored traces: a worker remembers tail-worthy traces ingested in the last
-# TAIL_LOOKBACK (read when it starts, then incrementally), at most TAIL_CACHE_MAX of them.
-TAIL_LOOKBACK = timedelta(days=1)
-TAIL_OVERLAP = timedelta(minutes=1)
-TAIL_CACHE_MAX = 500_000
-
-# A trace is queued already when its own job (or result) exists, or when its marker names a
-# batch job that still exists (a finished or failed batch job is gone: its marker is stale).
-# The queue's depth is counted in traces: a batch job's id names its size, an older batch job
-# counts as traces_per_job, any other job as one. A creator asks `opened()` before each job
-# and `added(n)` after it, so a job is created only while the queue holds fewer traces than
-# the bound (it ends at most one batch over); the queue is scanned only when ZCARD cannot tell.
-_QUEUED_FN = """
-local function queued_already(jp, rp, mp, id)
-  if redis.call('EXISTS', jp .. id, rp .. id) > 0 then return true end
-  local batch = redis.call('GET', mp .. id)
-  return batch and redis.call('EXISTS', jp .. batch) == 1
-end
-local function traces_in(q, per_job)
-  local total = 0
-  for _, m in ipairs(redis.call('ZRANGE', q, 0, -1)) do
-    local n = string.match(m, '^evaluate:batch:(%d+):')
-    if n then total = total + tonumber(n)
-    elseif string.sub(m, 1, 15) == 'evaluate:batch:' then total = total + per_job
-    else total = total + 1 end
-  end
-  return total
-end
-local bound, per_job = tonumber(ARGV[6]), tonumber(ARGV[7])
-local jobs = bound > 0 and redis.call('ZCARD', ARGV[1]) or 0
-local depth, exact = jobs * per_job, jobs >= bound
-if exact then depth = jobs end
-local function opened()
-  if bound <= 0 or depth < bound then return true end
-  if exact then return false end
-  depth, exact = traces_in(ARGV[1], per_job), true
-  return depth < bound
-end
-local function added(n) depth = depth + n end
-"""
-
-# One job per trace unless it is queued already (like arq's enqueue_job, for many at once).
-# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, bound in traces (0: none),
-# traces per job, the batch job these replace ('' none), check markers (0/1), then (job id,
-# payload, score) per job. A batch job's own follow-ups skip the marker check (their marker
-# names the batch job that is creating them) and take its place in the queue (it has handed
-# every member on or finished it), so handing on never deepens the queue.
-# Returns {queued ids, ids refused for want of room}.
-_ENQUEUE_LUA = (
-    _QUEUED_FN
-    + """
-local queued, over = {}, {}
-for i = 10, #ARGV, 3 do
-  local id = ARGV[i]
-  local taken
-  if ARGV[9] == '1' then
-    taken = queued_already(ARGV[2], ARGV[3], ARGV[5], id)
-  else
-    taken = redis.call('EXISTS', ARGV[2] .. id, ARGV[3] .. id) > 0
-  end
-  if not taken then
-    if opened() then
-      redis.call('PSETEX', ARGV[2] .. id, ARGV[4], ARGV[i + 1])
-      redis.call('ZADD', ARGV[1], ARGV[i + 2], id)
-      queued[#queued + 1] = id
-      added(1)
-    else
-      over[#over + 1] = id
-    end
-  end
-end
-if ARGV[8] ~= '' then redis.call('ZREM', ARGV[1], ARGV[8]) end
-return {queued, over}
-"""
-)
-
-# Batch jobs: one arq job carrying several traces (arq's per-job Redis commands and Python
-# are paid once per batch). The payload is arq's job format built from each member's JSON
-# arguments, leaving out the members queued already; each member queued gets a marker
-# naming its batch, which the single-trace enqueue above (the sweeper's) checks.
-# ARGV: queue, job prefix, result prefix, expiry ms, marker prefix, bound in traces (0: none),
-# traces per job, now ms, function name, then per batch: batch job id, n, n x (member job id,
-# member arguments as JSON). Returns {queued ids, ids refused for want of room}.
-_ENQUEUE_BATCHES_LUA = (
-    _QUEUED_FN
-    + """
-local jp, rp, ttl, mp, now = ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[8]
-local queued, over = {}, {}
-local i = 10
-while i <= #ARGV do
-  local batch_id, n = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
-  local parts, members = {}, {}
-  if redis.call('EXISTS', jp .. batch_id, rp .. batch_id) == 0 then
-    for j = i, i + 2 * n - 1, 2 do
-      if not queued_already(jp, rp, mp, ARGV[j]) then
-        members[#members + 1] = ARGV[j]
-        parts[#parts + 1] = ARGV[j + 1]
-      end
-    end
-  end
-  i = i + 2 * n
-  if #parts > 0 and not opened() then
-    for _, id in ipairs(members) do over[#over + 1] = id end
-  elseif #parts > 0 then
-    local payload = '{"t":null,"f":"' .. ARGV[9] .. '","a":[[' .. table.concat(parts, ',')
-      .. ']],"k":{},"et":' .. now .. '}'
-    redis.call('PSETEX', jp .. batch_id, ttl, payload)
-    redis.call('ZADD', ARGV[1], now, batch_id)
-    added(n)
-    for _, id in ipairs(members) do
-      redis.call('PSETEX', mp .. id, ttl, batch_id)
-      queued[#queued + 1] = id
-    end
-  end
-end
-return {queued, over}
-"""
-)
-
-
-# ARGV as the enqueue scripts' first seven. The traces queued (at least the bound when full).
-_DEPTH_LUA = (
-    _QUEUED_FN
-    + """
-if not exact and jobs > 0 then depth = traces_in(ARGV[1], per_job) end
-return depth
-"""
-)
 
 
 def stats_key(prefix: str) -> str:
@@ -196,54 +56,6 @@ def stats_key(prefix: str) -> str:
 
 
 _SEPARATOR = SEPARATOR.encode()
-
-
-def kind_of(reason: Reason) -> str:
-    # Rate-sampled and tail-sampled runs are distinct: a later negative-feedback enqueue
-    # must still evaluate a trace whose first, rate-only run did not cover every rubric.
-    return "rate" if reason is Reason.RATE else "tail"
-
-
-def job_id_for(trace_id: str, reason: Reason | str) -> str:
-    # Reason is a str enum: test it first (a tail reason's job is the "tail" kind's).
-    kind = kind_of(reason) if isinstance(reason, Reason) else reason
-    return f"evaluate:{kind}:{trace_id}"
-
-
-def batch_marker_prefix(key_prefix: str) -> str:
-    """`{prefix}:in-batch:{job id}` -> the batch job that carries that trace."""
-    return f"{key_prefix}:in-batch:"
-
-
-@dataclass(frozen=True, slots=True)
-class QueuedTrace:
-    """A trace for an evaluation job: the arguments the job function receives for it."""
-
-    trace_id: str
-    signals: dict[str, Any]
-    kind: str
-    # Tries a batch job spent on it before handing it to a job of its own.
-    tried: int = 0
-
-    @property
-    def job_id(self) -> str:
-        return job_id_for(self.trace_id, self.kind)
-
-    def intent(self) -> Intent:
-        """Its durable intent (evaluator.store.outbox), recorded before its job exists."""
-        return Intent(trace_id=self.trace_id, kind=self.kind, signals=self.signals)
-
-    def args(self) -> tuple[Any, ...]:
-        base = (self.trace_id, self.signals, self.kind)
-        return (*base, self.tried) if self.tried else base
-
-
-def batch_job_id(members: list[QueuedTrace]) -> str:
-    """Derived from the members, so a batch created again (a parked intake batch processed
-    again) is the same job and not a second one; it names its size, which the queue's depth
-    in traces counts (the back-pressure bound)."""
-    digest = hashlib.sha1("\n".join(m.job_id for m in members).encode(), usedforsecurity=False)
-    return f"evaluate:batch:{len(members)}:{digest.hexdigest()[:24]}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,10 +100,6 @@ def escalating_of(wire_signals: dict[str, Any]) -> frozenset[str]:
     return frozenset(str(r) for r in raw) if isinstance(raw, list) else frozenset()
 
 
-def job_payload(queued: QueuedTrace, now_ms: int) -> bytes:
-    return serialize_job(EVALUATE_JOB, queued.args(), {}, None, now_ms, serializer=serialize)
-
-
 class Intake:
     """Drains one intake list. With an `engine`, sampled traces are recorded as durable
     intents (evaluator.store.outbox) before their jobs exist, and a popped batch is parked in this
@@ -311,7 +119,13 @@ class Intake:
         self.redis = redis
         self.traces_per_job = traces_per_job
         self.max_queue_depth = max_queue_depth
-        self.queue_name = queue_name
+        self.jobs = JobQueue(
+            redis,
+            key_prefix=key_prefix,
+            queue_name=queue_name,
+            max_queue_depth=max_queue_depth,
+            traces_per_job=traces_per_job,
+        )
         self.sampling = sampling
         self.engine = engine
         self.key_prefix = key_prefix
@@ -320,13 +134,8 @@ class Intake:
         self._processing = f"{processing_prefix(key_prefix)}{self.worker_id}"
         self._alive = f"{alive_prefix(key_prefix)}{self.worker_id}"
         self._stats_key = stats_key(key_prefix)
-        self._enqueue_script = redis.register_script(_ENQUEUE_LUA)
-        self._batch_script = redis.register_script(_ENQUEUE_BATCHES_LUA)
         self._pop_script = redis.register_script(POP_TO_PROCESSING_LUA)
-        self._depth_script = redis.register_script(_DEPTH_LUA)
-        # Stored traces that may trip a tail rule, by trace id (oldest evicted first).
-        self._tails: OrderedDict[str, Signals] = OrderedDict()
-        self._tail_since = datetime.now(UTC) - TAIL_LOOKBACK
+        self._stored = StoredTails(sampling.rules)  # tail rules on stored traces
         # A batch popped and not yet finished: the next drain processes it again (parked).
         self._unfinished = False
         plan = sampling.budget
@@ -399,7 +208,7 @@ class Intake:
             result.reasons[Reason.NOT_SAMPLED.value] += not_sampled
         if unsignalled and self.engine is not None:
             # Tail rules see the stored trace too, however the ID arrived (README, Sampling).
-            for trace_id, signals in (await self._stored_tails(unsignalled)).items():
+            for trace_id, signals in (await self._stored.among(self.engine, unsignalled)).items():
                 reason = decide(hash_point(trace_id), rate, signals, self.sampling.rules)
                 if reason is Reason.NOT_SAMPLED:
                     continue
@@ -467,7 +276,7 @@ class Intake:
         if self.engine is not None:
             # Tail rules see the stored trace too, however the ID arrived (README, Sampling).
             bare = [c.trace_id for c in candidates if c.signals == Signals()]
-            stored = await self._stored_tails(bare) if bare else {}
+            stored = await self._stored.among(self.engine, bare) if bare else {}
             candidates = [
                 Candidate(c.entry, c.trace_id, stored[c.trace_id], c.labels)
                 if c.trace_id in stored
@@ -504,34 +313,6 @@ class Intake:
         await self.budget.defer(allocation.deferred)
         return await self._finish(entries, result, jobs, bad, now, recorded=offer)
 
-    async def _stored_tails(self, trace_ids: list[str]) -> dict[str, Signals]:
-        """Tail signals of stored traces among `trace_ids` (from the incremental cache)."""
-        assert self.engine is not None
-        rules = self.sampling.rules
-        # Re-read a margin before the high-water mark: a transaction may commit an older
-        # ingested_at after a newer one was read.
-        since = self._tail_since - TAIL_OVERLAP
-        rows = await asyncio.to_thread(
-            tail_traces_since,
-            self.engine,
-            since,
-            on_error=rules.on_error,
-            on_negative_feedback=rules.on_negative_feedback,
-            cost_above_usd=rules.cost_above_usd,
-            latency_above_ms=rules.latency_above_ms,
-        )
-        for row in rows:
-            signals, _ = Signals.checked(
-                error=row.error, cost_usd=row.cost_usd, latency_ms=row.latency_ms,
-                feedback=row.feedback,
-            )  # fmt: skip
-            self._tails[row.trace_id] = signals
-            self._tails.move_to_end(row.trace_id)
-            self._tail_since = max(self._tail_since, row.ingested_at)
-        while len(self._tails) > TAIL_CACHE_MAX:
-            self._tails.popitem(last=False)
-        return {t: self._tails[t] for t in trace_ids if t in self._tails}
-
     @property
     def bounded(self) -> bool:
         """Back-pressure applies: a bound, and durable intents to hold the rest by."""
@@ -541,8 +322,7 @@ class Intake:
         """How many more traces the queue takes before `max_queue_depth` (0: no bound)."""
         if self.max_queue_depth <= 0:
             return 1 << 62
-        depth = await self._depth_script(args=self._script_head(True))
-        return max(0, self.max_queue_depth - int(depth))
+        return max(0, self.max_queue_depth - await self.jobs.depth())
 
     async def place(
         self, jobs: list[QueuedTrace], now_ms: int | None = None
@@ -558,7 +338,7 @@ class Intake:
         queued: list[str] = []
         over = jobs
         if not await backlog.waiting(self.redis, self.key_prefix):
-            queued, refused = await self._pack(jobs, now_ms, bounded=True)
+            queued, refused = await self.jobs.pack(jobs, now_ms, bounded=True)
             left = set(refused)
             over = [q for q in jobs if q.job_id in left]
         items = [(q.job_id, serialize(q.args())) for q in over]
@@ -586,7 +366,7 @@ class Intake:
         ids = [q.intent().id for q in jobs]
         done = await asyncio.to_thread(done_among, self.engine, ids) if ids else set()
         todo = [q for q, i in zip(jobs, ids, strict=True) if i not in done]
-        queued, over = await self._pack(todo, timestamp_ms(), bounded=True)
+        queued, over = await self.jobs.pack(todo, timestamp_ms(), bounded=True)
         left = set(over)
         gone = [*broken, *(q.job_id for q in jobs if q.job_id not in left)]
         await backlog.release(self.redis, self.key_prefix, gone)
@@ -607,73 +387,14 @@ class Intake:
         (a retry, or no room to start before its deadline). `replacing`: that batch job's
         id; it leaves the queue with the same call (it is done with them), so the queue's
         depth in traces does not grow."""
-        queued, _ = await self._create_single(
+        queued, _ = await self.jobs.create_single(
             jobs, check_batches=False, bounded=False, replacing=replacing
         )
         return len(queued)
 
     async def _queue(self, jobs: list[QueuedTrace], now_ms: int) -> list[str]:
-        """`_pack` with no bound: the job ids of the traces queued."""
-        return (await self._pack(jobs, now_ms, bounded=False))[0]
-
-    async def _pack(
-        self, jobs: list[QueuedTrace], now_ms: int, *, bounded: bool
-    ) -> tuple[list[str], list[str]]:
-        """The intake's jobs: traces in batch jobs of up to `traces_per_job`, a trace listed
-        twice once; returns the job ids of the traces queued (not queued already) and of
-        those refused for want of room (`bounded`)."""
-        first: dict[str, QueuedTrace] = {}
-        for q in jobs:
-            first.setdefault(q.job_id, q)
-        unique = list(first.values())
-        size = self.traces_per_job
-        chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
-        singles = [(c[0], now_ms) for c in chunks if len(c) == 1]
-        batches = [c for c in chunks if len(c) > 1]
-        queued, over = await self._create_single(singles, check_batches=True, bounded=bounded)
-        if batches:
-            more, refused = await self._create_batches(batches, now_ms, bounded=bounded)
-            queued, over = queued + more, over + refused
-        return queued, over
-
-    async def _create_single(
-        self,
-        jobs: list[tuple[QueuedTrace, int]],
-        *,
-        check_batches: bool,
-        bounded: bool,
-        replacing: str = "",
-    ) -> tuple[list[str], list[str]]:
-        if not jobs and not replacing:
-            return [], []
-        args = [*self._script_head(bounded), replacing, int(check_batches)]
-        for queued, at_ms in jobs:
-            args.extend((queued.job_id, job_payload(queued, at_ms), at_ms))
-        done, over = await self._enqueue_script(args=args)
-        return [i.decode() for i in done], [i.decode() for i in over]
-
-    async def _create_batches(
-        self, batches: list[list[QueuedTrace]], now_ms: int, *, bounded: bool
-    ) -> tuple[list[str], list[str]]:
-        args = [*self._script_head(bounded), now_ms, EVALUATE_BATCH_JOB]
-        for members in batches:
-            args.extend((batch_job_id(members), len(members)))
-            for q in members:
-                args.extend((q.job_id, serialize(q.args())))
-        done, over = await self._batch_script(args=args)
-        return [i.decode() for i in done], [i.decode() for i in over]
-
-    def _script_head(self, bounded: bool) -> list[Any]:
-        """The arguments both enqueue scripts start with (ARGV[1..7])."""
-        return [
-            self.queue_name,
-            job_key_prefix,
-            result_key_prefix,
-            JOB_EXPIRES_MS,
-            batch_marker_prefix(self.key_prefix),
-            self.max_queue_depth if bounded else 0,
-            self.traces_per_job,
-        ]
+        """`JobQueue.pack` with no bound: the job ids of the traces queued."""
+        return (await self.jobs.pack(jobs, now_ms, bounded=False))[0]
 
     async def _count(self, result: DrainResult) -> None:
         pipe = self.redis.pipeline(transaction=False)

@@ -23,13 +23,9 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from evaluator.intake.drain import (
-    Intake,
-    QueuedTrace,
-    allocated_of,
-    escalating_of,
-    recover_abandoned,
-)
+from evaluator.intake.drain import Intake, allocated_of, escalating_of
+from evaluator.intake.jobs import QueuedTrace
+from evaluator.intake.parking import recover_abandoned
 from evaluator.store import admissions, outbox
 from evaluator.store.admissions import Admission
 

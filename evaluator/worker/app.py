@@ -22,7 +22,8 @@ from evaluator.config.logs import log_context
 from evaluator.config.redis_clients import arq_redis_settings, async_redis
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
-from evaluator.intake.drain import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace, build_intake
+from evaluator.intake.drain import build_intake
+from evaluator.intake.jobs import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace
 from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.sweeper import sweep_job
 from evaluator.outputs.webhooks import log_unreachable_sinks
