@@ -105,7 +105,7 @@ async def one_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
             for trace_id in ids:
                 enq.enqueue(trace_id)
             await enq.flush()
-            await enq.close()
+            await enq.aclose()
             await run_burst(settings)
             if mode == "batch":
                 runtime = await asyncio.to_thread(build_runtime, settings)

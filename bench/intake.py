@@ -114,7 +114,7 @@ async def app_async(url: str, ids: list[str], *, with_signals: bool) -> dict[str
         await enq.flush()
         await asyncio.sleep(0)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    await enq.close()
+    await enq.aclose()
     return {"wall_us": wall / len(ids) * 1e6, "cpu_us": cpu / len(ids) * 1e6}
 
 

@@ -403,7 +403,7 @@ class WorkerRun:
         enq = TraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix)
         for doc in self.traces:
             enq.enqueue(doc["trace_id"])
-        await enq.close()
+        await enq.aclose()
 
     def _wait_done(self) -> bool:
         import psycopg

@@ -301,7 +301,7 @@ async def ours_round(
         enq = TraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix)
         for doc in traces:
             enq.enqueue(doc["trace_id"])
-        await enq.close()  # close() pushes everything (flush() alone may leave a batch in flight)
+        await enq.aclose()  # aclose() pushes everything (flush() alone may leave a batch in flight)
         judge_stats(judge_url, reset=True)
         wall0, cpu0 = time.perf_counter(), time.process_time()
         result = await run_burst(settings)

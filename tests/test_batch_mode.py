@@ -74,7 +74,7 @@ async def evaluate(settings: Settings, trace_ids: list[str], *, ingest: bool = T
     for trace_id in trace_ids:
         enq.enqueue(trace_id)
     assert await enq.flush()
-    await enq.close()
+    await enq.aclose()
     return await run_burst(settings)
 
 

@@ -29,7 +29,7 @@ async def test_async_enqueue_pushes_in_batches(redis_url: str) -> None:
         assert enq.enqueue(f"trace-{i}", latency_ms=20.0 if i == 0 else None)
     # The background flusher pushes them, without a flush() or close() from the app.
     await until(lambda: enq.stats.pushed == 250, "the flusher to push 250 IDs")
-    await enq.close()
+    await enq.aclose()
     client = redis.Redis.from_url(redis_url)
     entries = client.lrange(intake_key("app"), 0, -1)
     assert len(entries) == 250
@@ -54,7 +54,7 @@ async def test_redis_down_never_raises_and_keeps_a_bounded_buffer(
     assert enq.stats.dropped == 30
     assert enq.stats.push_failures >= 1
     assert "intake unavailable" in caplog.text
-    await enq.close()
+    await enq.aclose()
 
 
 async def test_buffered_ids_are_delivered_once_redis_is_back(redis_url: str) -> None:
@@ -68,7 +68,7 @@ async def test_buffered_ids_are_delivered_once_redis_is_back(redis_url: str) -> 
     assert await enq.flush() is True
     entries = redis.Redis.from_url(redis_url).lrange(intake_key("app"), 0, -1)
     assert [decode(e)[0] for e in entries] == [f"t{i}" for i in range(20)]
-    await enq.close()
+    await enq.aclose()
 
 
 async def test_invalid_ids_are_counted_not_raised(redis_url: str) -> None:
@@ -79,7 +79,7 @@ async def test_invalid_ids_are_counted_not_raised(redis_url: str) -> None:
     assert enq.enqueue(12345) is False  # type: ignore[arg-type]
     assert enq.enqueue("fine") is True
     assert enq.stats.rejected == 4
-    await enq.close()
+    await enq.aclose()
 
 
 def test_sync_enqueuer_flushes_from_a_thread(redis_url: str) -> None:
@@ -111,7 +111,7 @@ async def test_flush_waits_for_the_batch_the_flusher_has_in_flight(redis_url: st
     assert await enq.flush() is True
     assert enq.stats.pushed == 20_000
     assert redis.Redis.from_url(redis_url).llen(intake_key("app")) == 20_000
-    await enq.close()
+    await enq.aclose()
 
 
 async def test_labels_travel_on_the_wire_with_both_enqueuers(redis_url: str) -> None:
@@ -121,7 +121,7 @@ async def test_labels_travel_on_the_wire_with_both_enqueuers(redis_url: str) -> 
     enq = TraceEnqueuer(redis_url, key_prefix="app", linger_ms=5)
     assert enq.enqueue("a1", feature="search", tenant="acme", prompt_version="v7")
     assert enq.enqueue("a2", prompt_version="x" * 300, error=True)  # label refused, ID kept
-    await enq.close()
+    await enq.aclose()
     sync = SyncTraceEnqueuer(redis_url, key_prefix="app", linger_ms=5)
     assert sync.enqueue("s1", tenant="beta")
     sync.close()

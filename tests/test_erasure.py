@@ -112,7 +112,7 @@ async def _judge_then_alert(settings: Settings, hook: str, tmp_path: Path) -> No
     for trace_id in (ERASED, KEPT):
         enq.enqueue(trace_id)
     assert await enq.flush()
-    await enq.close()
+    await enq.aclose()
     verdict = json.dumps({"reasoning": "Direct and polite.", "score": 4})
     with respx.mock(base_url=JUDGE_URL) as mock:
         mock.post("/chat/completions").mock(
@@ -140,7 +140,7 @@ async def _judge_then_alert(settings: Settings, hook: str, tmp_path: Path) -> No
     enq = TraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix)
     enq.enqueue(ERASED)
     assert await enq.flush()
-    await enq.close()
+    await enq.aclose()
 
 
 def sql_locations(url: str, needle: str) -> list[str]:

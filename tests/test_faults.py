@@ -141,7 +141,7 @@ def test_malformed_corpus_through_ingest_enqueue_and_worker(tmp_path: Path, redi
         for doc in [*good, *odd]:
             enq.enqueue(doc["trace_id"])
         enq.enqueue("never-ingested")
-        await enq.close()
+        await enq.aclose()
         return await run_burst(settings)
 
     import asyncio
@@ -196,7 +196,7 @@ async def test_soak_against_a_failing_malformed_and_hanging_judge(
     enq = TraceEnqueuer(settings.redis.url, key_prefix=settings.redis.key_prefix, buffer_max=SOAK)
     for doc in docs:
         enq.enqueue(doc["trace_id"])
-    await enq.close()
+    await enq.aclose()
     result = await run_burst(settings)
     rows = store.records(limit=SOAK * 2)
     statuses = {s: sum(r.status == s for r in rows) for s in ("ok", "error", "skipped")}

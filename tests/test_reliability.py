@@ -326,7 +326,7 @@ async def test_hundred_concurrent_enqueues_of_one_trace_evaluate_once(
 
     await asyncio.gather(*(hammer(e) for e in enqueuers))
     for enq in enqueuers:
-        await enq.close()
+        await enq.aclose()
     result = await run_burst(settings)
     assert result["intake"]["popped"] == 100 and result["intake"]["jobs_created"] == 1
     assert route.call_count == 1 and len(_records(settings)) == 1

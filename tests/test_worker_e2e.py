@@ -50,7 +50,7 @@ async def evaluate(
     for trace_id in ids if ids is not None else [d["trace_id"] for d in docs]:
         enq.enqueue(trace_id, **signals)
     assert await enq.flush()
-    await enq.close()
+    await enq.aclose()
     return await run_burst(settings)
 
 

@@ -278,9 +278,7 @@ class TraceEnqueuer(_Enqueuer):
         return await self._push_once()
 
     async def aclose(self) -> None:
-        await self.close()
-
-    async def close(self) -> None:
+        """Stop the flusher, push what is buffered, close the connection."""
         if self._task is not None:
             # Cancel only between pushes, so no batch is both sent and put back (a duplicate).
             async with self._push_lock:
