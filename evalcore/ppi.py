@@ -141,7 +141,7 @@ def hajek(y: Array, p: Array, confidence: float = 0.95) -> Estimate:
 
 def ppi_mean(
     y: Array,
-    judged: Array,
+    judged: Any,
     f: Array | None,
     p2: Array,
     p1: Array | None = None,

@@ -123,3 +123,11 @@ def test_a_bucket_without_a_judged_record_keeps_todays_numbers(store: Store) -> 
     assert b["estimator"] == "all-records" and b["mean"] == pytest.approx(0.9)
     assert b["judge_only"]["n_judged"] == 0 and b["judge_only"]["mean"] is None
     assert "(all-records)" in trends_table(doc)
+
+
+def test_past_the_raw_read_cap_the_trend_keeps_todays_numbers(store, monkeypatch) -> None:
+    monkeypatch.setattr("evaluator.analytics.ppi_trends.MAX_RECORDS", 100)
+    cascade_day(store, datetime(2026, 3, 9, tzinfo=UTC), 150, seed=4)
+    doc = trend(store, TrendQuery.parse("casc", by="none", since="3d", bucket="1d"), now=NOW)
+    assert doc["ppi_skipped"] == "over 100 cascade records in the window"
+    assert "estimator" not in doc["groups"][0]["buckets"][0]

@@ -25,63 +25,73 @@ treats them as independent (too narrow when sessions are large and alike); refus
 leave no record (evaluator.worker.escalation) and are not represented, as in today's trend;
 local-advisory records (no judge configured) are left out, having no chance of a verdict.
 Cost: the rubric's raw records of the window are read (no rollup holds these sums yet:
-`evalcore.ppi.PPISums` is what one would store).
+`evalcore.ppi.PPISums` is what one would store): ~30 µs a record on SQLite; above
+`MAX_RECORDS` in the window the trend keeps today's numbers, with `ppi_skipped` saying why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
 from evalcore.ppi import Estimate, PPIResult, ppi_mean
 from evaluator.analytics.rollups import bucket_time, floor_time
-from evaluator.store.models import EvalRecord
+from evaluator.store.models import EvalRecord, table_of
 from evaluator.store.store import Store, as_utc
+
+Array = npt.NDArray[np.float64]
+_R = table_of(EvalRecord)
+# The raw read costs ~30 µs a record on SQLite (bench/ppi_trends_cost.py: 3.4 s for 100,000,
+# against 0.12 s from the rollups); past this many the trend keeps today's numbers and says so.
+MAX_RECORDS = 100_000
+
+
+class TooManyRecords(Exception):
+    """More cascade records in the window than a trend reads raw."""
 
 
 @dataclass
 class Cell:
-    """One group × epoch × bucket's first stage: cheap score, judge score (judged only), p1,
-    p2|1, judged flag."""
+    """One group × epoch × bucket's first stage: cheap score, judge score (NaN where not
+    judged), p1, p2|1, judged flag (arrays, one entry per record)."""
 
-    f: list[float] = field(default_factory=list)
-    y: list[float] = field(default_factory=list)
-    p1: list[float] = field(default_factory=list)
-    p2: list[float] = field(default_factory=list)
-    judged: list[bool] = field(default_factory=list)
+    f: Array
+    y: Array
+    p1: Array
+    p2: Array
+    judged: npt.NDArray[np.bool_]
 
-    def extend(self, other: Cell) -> None:
-        for name in ("f", "y", "p1", "p2", "judged"):
-            getattr(self, name).extend(getattr(other, name))
+    def __add__(self, other: Cell) -> Cell:
+        return Cell(*(np.concatenate((getattr(self, k), getattr(other, k))) for k in _FIELDS))
 
     def result(self) -> PPIResult:
-        judged = np.array(self.judged, bool)
-        return ppi_mean(np.array(self.y), judged, np.array(self.f), np.array(self.p2),
-                        np.array(self.p1))  # fmt: skip
+        return ppi_mean(self.y, self.judged, self.f, self.p2, self.p1)
 
 
-def stage_of(cascade: dict[str, Any], score: float) -> tuple[float, float, bool, float] | None:
-    """(f, p2|1, judged, y) of one record's cascade trail; None for a local-advisory one."""
-    decided = cascade.get("decided_by")
-    if decided not in ("judge", "local_certified"):
-        return None
-    value = cascade.get("cheap_score")
-    f = value if value is not None else cascade.get("local_value")
-    f = 0.0 if f is None else float(f)
-    audit = float(cascade.get("audit_rate") or 0.0)
-    cut, cheap = cascade.get("certified_threshold"), cascade.get("cheap_score")
-    in_pass_region = cut is not None and cheap is not None and float(cheap) >= float(cut)
-    if decided == "local_certified":
-        return (f, audit, False, float("nan")) if audit > 0 else None
-    if cascade.get("calibration") and in_pass_region:
-        return (f, audit, True, score) if audit > 0 else None
-    return (f, 1.0, True, score)
+_FIELDS = ("f", "y", "p1", "p2", "judged")
+
+
+def stages(score: Array, cheap: Array, local: Array, decided: list[str | None],
+           calibration: Array, audit: Array, cut: Array) -> dict[str, Any]:  # fmt: skip
+    """Per record (arrays; NaN for a missing number): f, p2|1, judged, y and which records
+    count (local-advisory ones, or an audit rate of 0 where one is needed, do not)."""
+    judge = np.array([d == "judge" for d in decided])
+    local_pass = np.array([d == "local_certified" for d in decided])
+    f = np.where(np.isnan(cheap), np.nan_to_num(local), cheap)
+    audit = np.nan_to_num(audit)
+    in_pass = ~np.isnan(cut) & ~np.isnan(cheap) & (np.nan_to_num(cheap) >= np.nan_to_num(cut))
+    sampled = local_pass | (judge & calibration & in_pass)  # judged with p2|1 = audit_rate
+    p2 = np.where(sampled, audit, 1.0)
+    keep = (judge | local_pass) & ~(sampled & (audit <= 0))
+    return {"f": f, "p2": p2, "judged": judge, "y": np.where(judge, score, np.nan),
+            "keep": keep}  # fmt: skip
 
 
 def has_cheap_stage(store: Store, rubric: str, start: datetime) -> bool:
@@ -98,6 +108,12 @@ def has_cheap_stage(store: Store, rubric: str, start: datetime) -> bool:
         return conn.execute(query).scalar() == "cascade"
 
 
+def _trail(name: str) -> Any:
+    """details.cascade.<name> in SQL (a JSON path on SQLite and PostgreSQL): no row's JSON
+    is decoded in Python."""
+    return _R.c.details[("cascade", name)]
+
+
 def ppi_cells(
     store: Store,
     rubric: str,
@@ -106,35 +122,48 @@ def ppi_cells(
     end: datetime,
     bucket: timedelta,
 ) -> dict[tuple[str, str, datetime], Cell] | None:
-    """The rubric's cells in [start, end), or None when no record has a cascade trail."""
-    r = EvalRecord
+    """The rubric's cells in [start, end), or None when no record in it is a cascade's;
+    `TooManyRecords` past MAX_RECORDS (the trend then keeps today's numbers)."""
     at = bucket_time()
     query = sa_select(
-        col(r.prompt_version), col(r.model), col(r.feature), col(r.epoch), at, col(r.score),
-        col(r.inclusion_probability), col(r.details),
+        _R.c.prompt_version, _R.c.model, _R.c.feature, _R.c.epoch, at, _R.c.score,
+        _R.c.inclusion_probability, _trail("cheap_score").as_float(),
+        _trail("local_value").as_float(), _trail("decided_by").as_string(),
+        _trail("calibration").as_boolean(), _trail("audit_rate").as_float(),
+        _trail("certified_threshold").as_float(),
     ).where(
-        col(r.rubric) == rubric, col(r.status) == "ok", col(r.score).is_not(None),
-        col(r.method) == "cascade", col(r.created_at) >= start, at >= start, at < end,
+        _R.c.rubric == rubric, _R.c.status == "ok", _R.c.score.is_not(None),
+        _R.c.method == "cascade", _R.c.created_at >= start, at >= start, at < end,
     )  # fmt: skip
-    cells: dict[tuple[str, str, datetime], Cell] = {}
-    seen = False
     with store.engine.connect() as conn:
-        for pv, m, f, ep, when, score, p, details in conn.execute(query):
-            cascade = (details or {}).get("cascade")
-            if not isinstance(cascade, dict):
-                continue
-            seen = True
-            stage = stage_of(cascade, float(score))
-            if stage is None:
-                continue
-            key = (pick(pv, m, f), ep, floor_time(as_utc(when), bucket))
-            cell = cells.setdefault(key, Cell())
-            cell.f.append(stage[0])
-            cell.p2.append(stage[1])
-            cell.judged.append(stage[2])
-            cell.y.append(stage[3])
-            cell.p1.append(1.0 if p is None or p <= 0 else float(p))
-    return cells if seen else None
+        rows = conn.execute(query.limit(MAX_RECORDS + 1)).all()
+    if len(rows) > MAX_RECORDS:
+        raise TooManyRecords(f"over {MAX_RECORDS} cascade records in the window")
+    if not rows:
+        return None
+    pv, m, feat, ep, when, score, p, cheap, local, decided, calib, audit, cut = zip(
+        *rows, strict=True
+    )
+
+    def num(values: tuple[Any, ...]) -> Array:
+        return np.array([np.nan if v is None else float(v) for v in values])
+
+    st = stages(num(score), num(cheap), num(local), list(decided),
+                np.array([bool(c) for c in calib]), num(audit), num(cut))  # fmt: skip
+    p1 = num(p)
+    p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
+    index: dict[tuple[str, str, datetime], list[int]] = {}
+    floors: dict[datetime, datetime] = {}
+    for i in np.flatnonzero(st["keep"]):
+        t = when[i]
+        b = floors.get(t)
+        if b is None:
+            b = floors[t] = floor_time(as_utc(t), bucket)
+        index.setdefault((pick(pv[i], m[i], feat[i]), ep[i], b), []).append(int(i))
+    return {
+        key: Cell(st["f"][ix], st["y"][ix], p1[ix], st["p2"][ix], st["judged"][ix])
+        for key, ix in index.items()
+    }
 
 
 def _shown(result: PPIResult) -> dict[str, Any]:
@@ -159,7 +188,8 @@ def add_ppi(doc: dict[str, Any], cells: dict[tuple[str, str, datetime], Cell]) -
     """Name each bucket's and total's estimator in the trends document, PPI++ where shown."""
     totals: dict[tuple[str, str], Cell] = {}
     for (label, ep, _b), cell in cells.items():
-        totals.setdefault((label, ep), Cell()).extend(cell)
+        got = totals.get((label, ep))
+        totals[(label, ep)] = cell if got is None else got + cell
     for group in doc["groups"]:
         label, ep = group["key"] or "", group["epoch"]
         if (label, ep) in totals:

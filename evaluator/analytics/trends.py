@@ -10,7 +10,7 @@ it only reads: rollups are the cron's job, and a GET must write nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import col
 
-from evaluator.analytics.ppi_trends import add_ppi, has_cheap_stage, ppi_cells
+from evaluator.analytics.ppi_trends import TooManyRecords, add_ppi, has_cheap_stage, ppi_cells
 from evaluator.analytics.rollups import (
     EPOCH,
     HOUR,
@@ -70,7 +70,7 @@ def trend(
         refresh_rollups(store, now, only_if_stale=True)
     start, hour_now = floor_time(now - q.since, q.bucket), floor_time(now, HOUR)
     rolled_until = min(hour_now, rolled_through(store))
-    pick = (
+    pick: Callable[[Any, Any, Any], str] = (
         (lambda pv, m, f: "")
         if q.by == "none"
         else (lambda pv, m, f: {"prompt_version": pv, "model": m, "feature": f}[q.by] or "")
@@ -177,9 +177,13 @@ def trend(
     # (evaluator.analytics.ppi_trends); any other rubric's document is unchanged.
     if has_cheap_stage(store, q.rubric, start):
         end = now + timedelta(microseconds=1)
-        first_stage = ppi_cells(store, q.rubric, pick, start, end, q.bucket)
-        if first_stage is not None:
-            add_ppi(doc, first_stage)
+        try:
+            first_stage = ppi_cells(store, q.rubric, pick, start, end, q.bucket)
+        except TooManyRecords as exc:
+            doc["ppi_skipped"] = str(exc)
+        else:
+            if first_stage is not None:
+                add_ppi(doc, first_stage)
     return doc
 
 
