@@ -40,7 +40,6 @@ from sqlmodel import Session
 from evalcore.intervals import GroupStats
 from evalcore.weights import WeightedStats
 from evaluator.analytics.alerts import (
-    CheckConfig,
     alert_to_json,
     describe,
     group_key,
@@ -73,6 +72,7 @@ from evaluator.analytics.regression import (
     start_sequential,
     window_bounds,
 )
+from evaluator.config.policy import CheckConfig
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import AlertsSettings
 from evaluator.outputs.otel import EvaluationExporter

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import load_settings
+from evaluator.errors import BackfillError, SchemaError
 
 if TYPE_CHECKING:  # the store and the worker load only when a command runs
     from evaluator.store.store import Store
@@ -20,7 +21,7 @@ STALL_HINT_S = 60.0
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from evaluator.store.schema import SchemaError, upgrade
+    from evaluator.store.schema import upgrade
     from evaluator.store.store import make_engine
 
     settings = load_settings(args.settings)
@@ -164,14 +165,14 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     rubrics = load_rubrics(settings.rubrics.path)
     try:
         since = bf.parse_since(args.since)
-    except bf.BackfillError as exc:
+    except BackfillError as exc:
         print(exc, file=sys.stderr)
         return 2
     store = reader(settings)  # backfill re-evaluates what is stored: no database, no traces
     try:
         try:
             plan = bf.plan_backfill(store, settings, rubrics, since=since, rubric=args.rubric)
-        except bf.BackfillError as exc:
+        except BackfillError as exc:
             print(exc, file=sys.stderr)
             return 2
         print(render_plan(plan, args.since))
@@ -195,10 +196,11 @@ def _at(epoch_s: int) -> str:
 
 def _run(settings: Any, store: Store, rubrics: Any, plan: bf.Plan, *, wait: bool) -> int:
     from evaluator.cli.exit_codes import BUDGET
+    from evaluator.store.models import utcnow
     from evaluator.worker import backfill as bf
 
     kind = bf.new_kind()
-    started = bf.utcnow()
+    started = utcnow()
     pending, created, queued = plan.trace_ids, 0, 0
     # Under a judge budget: queue what the cap admits; waiting, queue the rest as windows
     # open (a trace larger than a window never fits and is left out, with the reason).

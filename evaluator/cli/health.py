@@ -18,8 +18,9 @@ from typing import Any
 from evaluator.cli import exit_codes
 from evaluator.cli.health_anchors import check_anchors
 from evaluator.cli.health_sinks import check_sinks, sink_lines
-from evaluator.config.rubrics import RubricError, load_rubrics
+from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings, load_settings
+from evaluator.errors import RubricError
 
 JUDGE_TIMEOUT_S = 3.0
 

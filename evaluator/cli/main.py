@@ -25,8 +25,9 @@ from evaluator.cli.ops import register as register_ops
 from evaluator.cli.reads import register as register_reads
 from evaluator.cli.retention import register as register_retention
 from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
-from evaluator.config.rubrics import RubricError, load_rubrics
-from evaluator.config.settings import SettingsError, load_settings
+from evaluator.config.rubrics import load_rubrics
+from evaluator.config.settings import load_settings
+from evaluator.errors import RubricError, SettingsError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = exit_codes.OK, exit_codes.FAIL, exit_codes.USAGE
 

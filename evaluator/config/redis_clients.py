@@ -58,7 +58,7 @@ def _sentinel_password(section: RedisSettings) -> str | None:
 
 def _node_kwargs(url: str) -> dict[str, Any]:
     """What the data nodes need from `url` when their address comes from the sentinels."""
-    kwargs = redis.connection.parse_url(url)
+    kwargs: dict[str, Any] = redis.connection.parse_url(url)
     ssl = kwargs.pop("connection_class", None) is redis.connection.SSLConnection
     for key in ("host", "port", "path"):
         kwargs.pop(key, None)
@@ -107,7 +107,9 @@ def sync_redis(source: Source, **kwargs: Any) -> redis.Redis:
     sentinel = SyncSentinel(
         sentinel_hosts(section), sentinel_kwargs=_sentinel_kwargs(section, kwargs), **node
     )
-    client = sentinel.master_for(section.sentinel_master, redis_class=_SyncSentinelRedis)
+    client: _SyncSentinelRedis = sentinel.master_for(
+        section.sentinel_master, redis_class=_SyncSentinelRedis
+    )
     client.sentinel_manager = sentinel
     return client
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalcore.redaction_kinds import KINDS
 from evaluator.config.policy import parse_duration, parse_policy
-from evaluator.config.urls import UnsafeURL, check_url_static
-from evaluator.errors import SettingsError
+from evaluator.config.urls import check_url_static
+from evaluator.errors import SettingsError, UnsafeURL
 
 ENV_PREFIX = "EVALUATOR_"
 PACKAGE_DIR = Path(__file__).resolve().parent.parent

@@ -36,12 +36,11 @@ import httpx
 
 from evaluator.config.urls import (
     Resolver,
-    UnsafeURL,
     check_url_static,
     resolve_safe,
     system_resolver,
 )
-from evaluator.errors import ConfigError
+from evaluator.errors import ConfigError, UnsafeURL
 from judges.llm.backoff import wait_s
 from judges.llm.completions import retry_after_s
 

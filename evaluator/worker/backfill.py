@@ -38,7 +38,7 @@ from sqlmodel import SQLModel
 from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import Settings
-from evaluator.errors import BackfillError
+from evaluator.errors import BackfillError, CaseBuildError
 from evaluator.intake.drain import build_intake
 from evaluator.intake.sampling import trace_signals
 from evaluator.intake.sweeper import requeue
@@ -46,7 +46,7 @@ from evaluator.store import admissions, outbox
 from evaluator.store.admissions import Admission
 from evaluator.store.models import utcnow
 from evaluator.store.store import Store
-from evaluator.traces.cases import CaseBuildError, build_case
+from evaluator.traces.cases import build_case
 from evaluator.traces.model import Trace
 from evaluator.worker.pipeline import select_rubrics
 from evaluator.worker.runtime import Runtime, sampling_config
@@ -175,7 +175,7 @@ def _ok_records(engine: Engine, trace_ids: list[str]) -> set[tuple[str, str, str
         table.c.trace_id.in_(trace_ids), table.c.status == "ok"
     )
     with engine.connect() as conn:
-        return {tuple(row) for row in conn.execute(query)}  # type: ignore[misc]
+        return {tuple(row) for row in conn.execute(query)}
 
 
 def _windowed_batches(engine: Engine, since: datetime) -> Iterator[list[tuple[str, Any]]]:

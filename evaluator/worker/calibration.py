@@ -23,8 +23,8 @@ from evaluator.errors import InputError
 from evaluator.sources.labelled import read_labelled
 from evaluator.traces.cases import build_case
 from evaluator.worker.runtime import Runtime
-from judges.agreement import auroc, balanced_accuracy, cohen_kappa, confusion, f1
-from judges.hygiene import hygiene_warnings, spearman
+from judges.agreement import auroc, balanced_accuracy, cohen_kappa, confusion, f1, spearman
+from judges.hygiene import hygiene_warnings
 from judges.redact import redact_case
 from judges.rubric import Rubric
 from judges.scorers.registry import run_scorer

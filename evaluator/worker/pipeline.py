@@ -14,7 +14,7 @@ from typing import Any
 from arq import Retry
 from sqlalchemy.engine import Connection
 
-from evaluator.errors import ErrorKind
+from evaluator.errors import CaseBuildError, ErrorKind
 from evaluator.intake.drain import allocated_of
 from evaluator.intake.sampling import (
     Reason,
@@ -27,7 +27,7 @@ from evaluator.intake.sampling import (
 from evaluator.store import batches, outbox
 from evaluator.store.models import TRACE_AT_MAX_LAG, EvalRecord
 from evaluator.store.store import as_utc
-from evaluator.traces.cases import CaseBuildError, build_case
+from evaluator.traces.cases import build_case
 from evaluator.traces.model import Trace
 from evaluator.worker.batch_requests import parked_requests, waits_for_batch
 from evaluator.worker.escalation import Outcome, escalations_for, settle

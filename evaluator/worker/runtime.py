@@ -13,8 +13,9 @@ from redis.asyncio import Redis
 from evaluator.analytics.alerts import regression_problems
 from evaluator.config.policy import inclusion_floor
 from evaluator.config.redis_clients import async_redis
-from evaluator.config.rubrics import RubricError, RubricSet, load_rubrics
-from evaluator.config.settings import Settings, SettingsError
+from evaluator.config.rubrics import RubricSet, load_rubrics
+from evaluator.config.settings import Settings
+from evaluator.errors import RubricError, SettingsError
 from evaluator.intake.allocation import BudgetPlan, RubricPlan, cap_from
 from evaluator.intake.budget import BudgetGate
 from evaluator.intake.drain import SamplingConfig
@@ -211,11 +212,11 @@ def make_generator(settings: Settings, judge: JudgeClient | None = None):  # typ
     if not base_url:
         return None
     from judges.llm.generator import Generator
-
     from judges.provenance import endpoint_of
 
     # One endpoint, one capacity: the generator takes slots of the judge's adaptive limit.
     shared = judge.concurrency if judge and endpoint_of(base_url) == judge.endpoint else None
+
     return Generator(
         base_url=base_url,
         api_key=g.api_key() if g.base_url else settings.judge.api_key(),
@@ -224,8 +225,8 @@ def make_generator(settings: Settings, judge: JudgeClient | None = None):  # typ
         temperature=g.temperature,
         price=settings.cost_usd,
         http_client=sdk_http_client(g.http_transport),
-    )
         concurrency=shared,
+    )
 
 
 def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
@@ -271,8 +272,8 @@ def build_runtime(settings: Settings) -> Runtime:
         if plan is None
         else BudgetGate(redis, key_prefix=prefix, plan=plan, engine=store.engine)
     )
-    clients = Clients(
     judge = make_judge(settings, redis, recorder)
+    clients = Clients(
         judge=judge,
         generator=make_generator(settings, judge),
         embedder=make_embedder(rubrics),

@@ -154,7 +154,7 @@ async def score_tool_selection(case: EvalCase, rubric: Rubric, clients: Clients)
         )  # fmt: skip
     except JudgeError as exc:
         return judge_failure(exc, method="judge", judge_model=rubric.judge.model or judge.model)
-    verdicts: dict[int, CallVerdict] = {v.call: v for v in reply.parsed.calls}  # type: ignore[attr-defined]
+    verdicts: dict[int, CallVerdict] = {v.call: v for v in reply.parsed.calls}
     n = len(case.tool_calls)
     missing = [i for i in range(1, n + 1) if i not in verdicts]
     if missing:  # a verdict we did not get is not a verdict we may invent

@@ -65,7 +65,8 @@ class CombinedReply(_DocumentVerdicts):
     @classmethod
     def model_json_schema(cls, *args: Any, **kwargs: Any) -> dict[str, Any]:
         # Titles only restate property names: ~100 billed prompt tokens per call for nothing.
-        return untitled(super().model_json_schema(*args, **kwargs))
+        schema: dict[str, Any] = untitled(super().model_json_schema(*args, **kwargs))
+        return schema
 
 
 def untitled(schema: Any, *, in_properties: bool = False) -> Any:
