@@ -168,6 +168,9 @@ async def test_a_400_for_the_response_format_falls_back_to_the_schema_in_the_pro
     assert "JSON schema" in sent(route, 3)["messages"][-1]["content"]
     # appended to the user's message: some chat templates drop or refuse a late system one
     assert [m["role"] for m in sent(route, 3)["messages"]] == ["user"]
+    route.side_effect = [reply(GOOD)]
+    await client.complete([{"role": "user", "content": "another"}], Verdict)
+    assert route.call_count == 5 and "response_format" not in sent(route, 4)  # remembered
     assert calls.reply_details() == {"judge_format": "prompt"}
     await client.aclose()
 

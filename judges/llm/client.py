@@ -344,7 +344,9 @@ class JudgeClient(JudgeExchange):
         )
 
     def _settle_format(self, fmt: str) -> None:
-        if fmt != self.format:
+        """Use `fmt` from now on when it is lower than the current format (only ever down:
+        a call that started before another lowered it must not raise it back)."""
+        if FORMATS.index(fmt) > FORMATS.index(self.format):
             logging.getLogger("judges.llm.client").warning(
                 "judge endpoint %s does not honour response format %r: using %r from now on",
                 self._endpoint, self.format, fmt,
@@ -374,6 +376,7 @@ class JudgeClient(JudgeExchange):
                 if following is None:
                     raise JudgeError(str(exc), usage=usage) from exc
                 fmt = following
+                self._settle_format(fmt)  # a refusal of the format itself is definitive
                 continue
             return (*result, fmt)
 
