@@ -202,3 +202,13 @@ def test_reply_budgets_follow_the_schema_within_the_ceiling() -> None:
     assert long == 1024  # a list of claims: up to the ceiling
     assert reply_budget(FaithfulnessReply.model_json_schema(), 512) == 512
     assert reply_budget(AnswerRelevanceReply.model_json_schema(), 1024, override=40) == 40
+
+
+def test_a_batch_reply_cut_at_its_budget_is_a_truncation_too() -> None:
+    from judges.llm.batch import BatchResult, reply_of
+
+    body = chat_completion(CUT, finish_reason="length", completion_tokens=150)
+    with pytest.raises(JudgeTruncatedError) as caught:
+        reply_of(BatchResult("c1", body), Verdict, model="m", price=lambda *_: 0.0)
+    assert error_kind(caught.value) == "judge_truncated"
+    assert caught.value.raw_output == CUT and caught.value.max_tokens == 150

@@ -9,7 +9,7 @@ The flow (https://platform.openai.com/docs/guides/batch):
     GET  /v1/files/{id}/content   the output file (and the error file): one line per request
 
 Each request body is `JudgeClient.request_body` (the very body an online call sends) and each
-answered line is judged by `judges.llm.client.parse_reply` (the online parser), so a rubric's
+answered line is judged by `judges.llm.replies.read_reply` (the online parser), so a rubric's
 verdict does not depend on the mode. What batch mode cannot do is the online re-ask: an unusable
 reply is an error with the raw output.
 
@@ -29,9 +29,15 @@ import openai
 from openai import AsyncOpenAI
 from pydantic import BaseModel
 
-from judges.errors import JudgeError, JudgeOutputError, JudgeTransientError
-from judges.llm.client import JudgeClient, JudgeReply, PriceFn, parse_reply
+from judges.errors import (
+    JudgeError,
+    JudgeOutputError,
+    JudgeTransientError,
+    JudgeTruncatedError,
+)
+from judges.llm.client import JudgeClient, JudgeReply, PriceFn
 from judges.llm.completions import completion_of
+from judges.llm.replies import read_reply
 from judges.types import Usage
 
 T = TypeVar("T", bound=BaseModel)
@@ -175,9 +181,16 @@ def reply_of(result: BatchResult, schema: type[T], *, model: str, price: PriceFn
         output_tokens=completion.output_tokens,
         cost_usd=price(model, completion.input_tokens, completion.output_tokens) * PRICE_FACTOR,
     )
-    parsed, problem = parse_reply(
-        completion.content, completion.finish_reason, completion.refusal, schema
-    )
+    read = read_reply(completion.content, completion.finish_reason, completion.refusal, schema)
+    parsed, problem = read.parsed, read.problem
+    if parsed is None and read.truncated:
+        # Cut at its budget: its own kind, as online (no retry: that waits another window).
+        raise JudgeTruncatedError(
+            f"judge reply cut at its token limit (batch, no retry): {problem}",
+            raw_output=completion.content,
+            max_tokens=completion.output_tokens,
+            usage=usage,
+        )
     if parsed is None:
         # No re-ask in a batch: the next attempt would wait another window.
         raise JudgeOutputError(
