@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from evaluator.analytics.alerts import alert_to_json, list_alerts
+from evaluator.analytics.certification_view import certifications_data
 from evaluator.analytics.cost import PriceFn, cost_per_pass
 from evaluator.analytics.human_feedback import review_queue
 from evaluator.analytics.names import require_rubric
@@ -184,3 +185,9 @@ class Api:
     def overview(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         params(qs, ())
         return overview(self.store, pricing=self.pricing)
+
+    def certifications(self, qs: dict[str, list[str]]) -> dict[str, Any]:
+        """`evaluator certify --json`: the stored certifications of a cascade rubric (all
+        rubrics without one), each with its status and guarantee."""
+        p = params(qs, ("rubric",))
+        return certifications_data(self.store, self._rubric(p.get("rubric")))

@@ -10,6 +10,7 @@ small function from a `Request` to a `Response` (evaluator.web.http).
     GET /api/alerts        ?open=1&rubric=     {"alerts": [...]}, as `evaluator alerts --json`
     GET /api/worst         ?rubric=&by=&key=&start=&end=&k=  lowest scores of a trend cell
     GET /api/review        ?rubric=&n=   the review queue, as `evaluator review next --json`
+    GET /api/certifications  ?rubric=  a cascade's certifications, as `evaluator certify --json`
     GET /metrics           Prometheus exposition (when the server has a metrics source)
     POST /v1/traces        OTLP/HTTP trace export (evaluator.sources.otlp.receive), with an
                            assembler
@@ -25,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -50,55 +52,38 @@ log = logging.getLogger("evaluator.web.server")
 STATIC = Path(__file__).with_name("static")
 
 
-def static_file(name: str, content_type: str) -> Route:
-    def route(_request: Request) -> Response:
-        return Response(200, (STATIC / name).read_bytes(), content_type)
-
-    return route
+def static_file(name: str, content_type: str, _request: Request) -> Response:
+    return Response(200, (STATIC / name).read_bytes(), content_type)
 
 
-def api_read(read: Callable[[dict[str, list[str]]], dict[str, Any]]) -> Route:
+def api_read(read: Callable[[dict[str, list[str]]], dict[str, Any]], request: Request) -> Response:
     """A read-only JSON endpoint: query string in, document out (evaluator.web.api)."""
-
-    def route(request: Request) -> Response:
-        return json_response(200, read(request.query))
-
-    return route
+    return json_response(200, read(request.query))
 
 
-def metrics_route(metrics: Callable[[], bytes]) -> Route:
-    def route(_request: Request) -> Response:
-        try:
-            return Response(200, metrics(), METRICS_CONTENT_TYPE)
-        except Exception:
-            log.exception("GET /metrics failed")
-            return error_response(503, "metrics unavailable")
-
-    return route
+def metrics_text(metrics: Callable[[], bytes], _request: Request) -> Response:
+    try:
+        return Response(200, metrics(), METRICS_CONTENT_TYPE)
+    except Exception:
+        log.exception("GET /metrics failed")
+        return error_response(503, "metrics unavailable")
 
 
-def otlp_route(assembler: SpanAssembler) -> Route:
-    def route(request: Request) -> Response:
-        status, data, content_type = handle_otlp_traces(
-            request.read_body(),
-            request.headers.get("Content-Type", ""),
-            request.headers.get("Content-Encoding"),
-            assembler=assembler,
-        )
-        return Response(status, data, content_type)
-
-    return route
+def otlp_traces(assembler: SpanAssembler, request: Request) -> Response:
+    status, data, content_type = handle_otlp_traces(
+        request.read_body(),
+        request.headers.get("Content-Type", ""),
+        request.headers.get("Content-Encoding"),
+        assembler=assembler,
+    )
+    return Response(status, data, content_type)
 
 
-def feedback_route(store: Store, intake: FeedbackIntake | None) -> Route:
+def feedback(store: Store, intake: FeedbackIntake | None, request: Request) -> Response:
     """Human labels, scores and thumbs (evaluator.sources.feedback); late negative feedback
     enqueues its trace through `intake` (evaluator.sources.feedback_tail)."""
-
-    def route(request: Request) -> Response:
-        status, doc = handle_feedback(store, request.read_body(), intake)
-        return json_response(status, doc)
-
-    return route
+    status, doc = handle_feedback(store, request.read_body(), intake)
+    return json_response(status, doc)
 
 
 def route_table(
@@ -113,21 +98,22 @@ def route_table(
     if feedback_intake is None and assembler is not None:
         feedback_intake = assembler.feedback_intake
     table: dict[tuple[str, str], Route] = {
-        ("GET", "/"): static_file("index.html", "text/html; charset=utf-8"),
-        ("GET", "/app.js"): static_file("app.js", "text/javascript; charset=utf-8"),
-        ("GET", "/api/rubrics"): api_read(api.rubrics),
-        ("GET", "/api/overview"): api_read(api.overview),
-        ("GET", "/api/cost"): api_read(api.cost),
-        ("GET", "/api/trends"): api_read(api.trends),
-        ("GET", "/api/alerts"): api_read(api.alerts),
-        ("GET", "/api/worst"): api_read(api.worst),
-        ("GET", "/api/review"): api_read(api.review),
-        ("POST", "/api/feedback"): feedback_route(api.store, feedback_intake),
+        ("GET", "/"): partial(static_file, "index.html", "text/html; charset=utf-8"),
+        ("GET", "/app.js"): partial(static_file, "app.js", "text/javascript; charset=utf-8"),
+        ("GET", "/api/rubrics"): partial(api_read, api.rubrics),
+        ("GET", "/api/overview"): partial(api_read, api.overview),
+        ("GET", "/api/cost"): partial(api_read, api.cost),
+        ("GET", "/api/trends"): partial(api_read, api.trends),
+        ("GET", "/api/alerts"): partial(api_read, api.alerts),
+        ("GET", "/api/worst"): partial(api_read, api.worst),
+        ("GET", "/api/review"): partial(api_read, api.review),
+        ("GET", "/api/certifications"): partial(api_read, api.certifications),
+        ("POST", "/api/feedback"): partial(feedback, api.store, feedback_intake),
     }
     if metrics is not None:
-        table["GET", "/metrics"] = metrics_route(metrics)
+        table["GET", "/metrics"] = partial(metrics_text, metrics)
     if assembler is not None:
-        table["POST", "/v1/traces"] = otlp_route(assembler)
+        table["POST", "/v1/traces"] = partial(otlp_traces, assembler)
     return table
 
 

@@ -50,6 +50,7 @@ async function load() {
     ]);
     draw(doc, alerts.alerts);
     await reviewRows(p.rubric);
+    await certRows(p.rubric);
     document.body.dataset.ready = "1";
   } catch (err) {
     $("status").textContent = "error: " + err.message;
@@ -236,6 +237,33 @@ async function reviewRows(rubric) {
     for (const v of [item.trace_id, item.rubric, score, item.priority.toFixed(2), item.reasons.join("; ")]) {
       const td = document.createElement("td");
       td.textContent = v;
+      row.appendChild(td);
+    }
+    tbody.appendChild(row);
+  }
+}
+
+// A cascade rubric's certifications (GET api/certifications, as `evaluator certify --json`).
+async function certRows(rubric) {
+  const tbody = $("certs").querySelector("tbody");
+  let rows, note = "none: this rubric passes nothing without the judge";
+  try {
+    rows = (await getJSON("api/certifications", { rubric })).certifications;
+  } catch (err) {
+    rows = [];
+    note = "unavailable: " + err.message;
+  }
+  tbody.replaceChildren();
+  const cells = rows.length ? rows.map((c) => [c.stratum, c.prompt_version || "any", c.status,
+    c.threshold === null ? "–" : c.threshold.toFixed(3), c.guarantee || "–", pct(c.decided_share),
+    String(c.saved_judge_calls)]) : [[note]];
+  for (const values of cells) {
+    const row = document.createElement("tr");
+    row.className = rows.length ? "cert-row" : "muted";
+    for (const v of values) {
+      const td = document.createElement("td");
+      td.textContent = v;
+      if (values.length === 1) td.colSpan = 7;
       row.appendChild(td);
     }
     tbody.appendChild(row);
