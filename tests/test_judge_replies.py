@@ -212,3 +212,17 @@ def test_a_batch_reply_cut_at_its_budget_is_a_truncation_too() -> None:
         reply_of(BatchResult("c1", body), Verdict, model="m", price=lambda *_: 0.0)
     assert error_kind(caught.value) == "judge_truncated"
     assert caught.value.raw_output == CUT and caught.value.max_tokens == 150
+
+
+def test_llama_cpp_pythons_500_for_json_schema_is_a_format_refusal() -> None:
+    from judges.llm.formats import refuses_format
+
+    # The body llama-cpp-python's server sends for response_format json_schema (measured).
+    body = (
+        "{\"error\":{\"message\":\"1 validation error:\\n  {'type': 'literal_error', 'loc': "
+        "('body', 'response_format', 'type'), 'msg': \\\"Input should be 'text' or "
+        '\'json_object\'\\"}","type":"internal_server_error"}}'
+    )
+    assert refuses_format(500, body)
+    assert not refuses_format(500, '{"error": {"message": "CUDA out of memory"}}')
+    assert not refuses_format(400, '{"error": {"message": "context length exceeded"}}')

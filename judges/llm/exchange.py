@@ -157,12 +157,12 @@ class JudgeExchange:
                 rate_limited=True,
                 usage=usage_so_far,
             )
+        if refuses_format(status, _text(content)) and "response_format" in request:
+            raise FormatRefused(f"judge refused the request (HTTP {status}): {_text(content)}")
         if status >= 500 or status == 408:
             raise JudgeTransientError(
                 f"judge server error (HTTP {status}): {_text(content)}", usage=usage_so_far
             )
-        if refuses_format(status, _text(content)) and "response_format" in request:
-            raise FormatRefused(f"judge refused the request (HTTP {status}): {_text(content)}")
         if status >= 400:
             raise JudgeError(
                 f"judge refused the request (HTTP {status}): {_text(content)}",

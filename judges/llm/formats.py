@@ -79,9 +79,17 @@ def with_schema_note(
 
 
 def refuses_format(status: int, body: str) -> bool:
-    """A 400/422 that names the response format: the endpoint does not support it."""
+    """A 400/422 that names the response format: the endpoint does not support it. Also a
+    500 whose body is a validation error on `response_format` (llama-cpp-python's server
+    answers `json_schema` so: a literal_error at body.response_format.type)."""
     text = body.lower()
-    return status in (400, 422) and any(word in text for word in _FORMAT_WORDS)
+    if status in (400, 422):
+        return any(word in text for word in _FORMAT_WORDS)
+    return (
+        status == 500
+        and "response_format" in text
+        and any(word in text for word in ("validation", "literal_error", "not supported"))
+    )
 
 
 def extract_json(text: str) -> tuple[str, bool]:
