@@ -314,6 +314,63 @@ async def test_the_router_finds_the_certification_of_its_key_only(judge: JudgeCl
     assert (await ask("unknown-rubric", "qa")).certification is None
 
 
+SHIPPED = FIXTURES.parents[1] / "rubrics" / "faithfulness.toml"
+
+
+@pytest.mark.parametrize(
+    ("option", "before", "after"),
+    [
+        ("audit_rate", "0.1", "0.2"),
+        ("alpha", "0.05", "0.02"),
+        ("delta", "0.1", "0.05"),
+        ("local_threshold", "0.5", "0.7"),
+    ],
+)
+def test_an_option_that_shapes_no_judge_verdict_keeps_the_certification_key(
+    option: str, before: str, after: str
+) -> None:
+    """Regression (issue 28 review): raising the shipped rubric's audit_rate ("higher
+    certifies sooner") gave it a new epoch, so every certification and label of the rubric
+    stopped applying. The draw rate, alpha, delta and (with a judge) the local pass mark
+    decide no judge verdict: the key stays; alpha and delta reach the certification rows."""
+    from evaluator.config.rubrics import parse_rubric
+
+    text = SHIPPED.read_text()
+    assert f"{option} = {before}\n" in text
+    old = parse_rubric(text, source=SHIPPED)
+    new = parse_rubric(text.replace(f"{option} = {before}\n", f"{option} = {after}\n"),
+                       source=SHIPPED)  # fmt: skip
+    assert new.options[option] == float(after)
+    clients = Clients(judge=JudgeClient(base_url=JUDGE_URL, model="m"))
+    assert key_of(new, clients, "v1", "qa") == key_of(old, clients, "v1", "qa")
+    # Without a judge the local pass mark decides the (advisory) verdicts: a new epoch.
+    changed = key_of(new, Clients(), "v1", "qa") != key_of(old, Clients(), "v1", "qa")
+    assert changed == (option == "local_threshold")
+    # What does shape the judge's verdict still starts a new epoch.
+    stricter = old.model_copy(update={"pass_threshold": 0.9})
+    assert key_of(stricter, clients, "v1", "qa") != key_of(old, clients, "v1", "qa")
+
+
+async def test_a_tightened_alpha_or_delta_leaves_a_looser_certification_unused(
+    judge: JudgeClient,
+) -> None:
+    """The key survives an alpha/delta change, so the router itself refuses a certification
+    looser than the rubric (the job then writes one at the new values) and keeps a tighter."""
+    clients = Clients(judge=judge)
+    _, stage, epoch, _, _ = key_of(cascade(audit_rate=0.0), clients, None, "qa")
+    source = Source([Cert("c1", "faithfulness", stage, epoch, "", "qa", 0.7, 0.05, 0.1)])
+    for options, used in [
+        ({}, True),
+        ({"alpha": 0.1, "delta": 0.2}, True),
+        ({"alpha": 0.02}, False),
+        ({"delta": 0.05}, False),
+    ]:
+        rubric = cascade(audit_rate=0.0, **options)
+        assert key_of(rubric, clients, None, "qa")[2] == epoch, options
+        route = await router(source, rubric, clients).for_trace(GROUNDED, "s")("faithfulness", "qa")
+        assert (route.certification is not None) == used, options
+
+
 async def test_certifications_are_read_again_after_the_ttl(judge: JudgeClient) -> None:
     rubric = cascade()
     clients = Clients(judge=judge)

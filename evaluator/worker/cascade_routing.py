@@ -14,10 +14,12 @@ Per trace and rubric the router answers two questions, both before any judge cal
   prompt version, stratum): the cheap stage is the local method's version
   (`judges.scorers.faithfulness.cheap_stage`), the judge epoch is the rubric's evaluator
   epoch (`judges.scorers.identity`, what the records carry: it covers the judge endpoint and
-  model, the prompts and the rubric's content), the prompt version is the app's (``""`` when
-  none). A certification whose alpha or delta is looser than the rubric's is not used. A
-  change of any key element finds no certification: the judge decides again until one is
-  computed for the new key.
+  model, the prompts and the rubric's verdict-shaping content — not ``audit_rate``,
+  ``alpha``, ``delta``, nor ``local_threshold`` with a judge, which decide no judge verdict),
+  the prompt version is the app's (``""`` when none). Changing alpha or delta keeps the key:
+  a certification whose alpha or delta is looser than the rubric's is then not used, and the
+  job writes one at the new values. A change of any key element finds no certification: the
+  judge decides again until one is computed for the new key.
 
 The certifications in force are read from their source at most once per ``ttl_s`` per
 process (a withdrawal takes effect within ``ttl_s``); a failing read raises (the job is

@@ -29,6 +29,15 @@ _PROBE = EvalCase(
 # changing them must not start a new epoch.
 # "mode" (online or batch) sends the same request: the same verdict.
 _NOT_VERDICT = {"description", "applies_to", "sampling", "regression", "mode"}
+# Cascade options that decide which traces the judge labels and which certification applies,
+# never the judge's verdict: changing them must keep the certifications and labels of the
+# epoch (evaluator.worker.cascade_routing keys certifications by the epoch). alpha and delta
+# reach a certification through its own row (evaluator.analytics.certification_plan).
+_NOT_VERDICT_OPTIONS = {"audit_rate", "alpha", "delta"}
+# local_threshold is the local score's own pass mark: with a judge, a cascade's verdicts are
+# the judge's or a certified pass (its threshold is the certification's), never that mark; it
+# shapes only the advisory verdicts recorded when no judge is configured.
+_LOCAL_MARK = "local_threshold"
 # Methods that ask the judge (cascade only when its local step is unsure).
 _JUDGED = {
     ("llm_rubric", "judge"),
@@ -53,9 +62,13 @@ _MODULES = {
 }
 
 
-def rubric_hash(rubric: Rubric) -> str:
-    """A content hash of the parts of a rubric that shape a verdict."""
+def rubric_hash(rubric: Rubric, judged: bool = True) -> str:
+    """A content hash of the parts of a rubric that shape a verdict (`judged`: a judge
+    decides the rubric's verdicts in this run, so a cascade's local pass mark does not)."""
     data = rubric.model_dump(mode="json", exclude=_NOT_VERDICT)
+    if rubric.resolved_method == "cascade":
+        skip = _NOT_VERDICT_OPTIONS | ({_LOCAL_MARK} if judged else set())
+        data["options"] = {k: v for k, v in data["options"].items() if k not in skip}
     # Keys added after epochs existed, hashed only when set: an unchanged rubric keeps its
     # epoch. The anchor floor only decides alerts, never a verdict.
     if data["judge"].get("max_output_tokens") is None:
@@ -139,7 +152,7 @@ def _identity(
         method=method,
         rubric=rubric.name,
         rubric_version=rubric.version,
-        rubric_hash=rubric_hash(rubric),
+        rubric_hash=rubric_hash(rubric, judged),
         implementation=implementation_version(scorer, method),
         endpoint=endpoint,
         model=model,
