@@ -7,7 +7,7 @@ The client walks down `FORMATS` when an endpoint shows it does not honour the cu
 
 1. `json_schema` — the schema in `response_format` (the server constrains the reply);
 2. `json_object_schema` — `{"type": "json_object", "schema": ...}`, which llama-cpp-python's
-   server (it refuses `json_schema` with 422) turns into a grammar: still constrained;
+   server (it refuses `json_schema`: HTTP 500, a validation error) turns into a grammar;
 3. `json_object` — `{"type": "json_object"}` plus the schema in the prompt;
 4. `prompt` — no `response_format` at all, the schema in the prompt only.
 
