@@ -342,7 +342,8 @@ def uncertainty_rates(
         mid = (lo + hi) / 2
         m = np.clip(mid[..., None] * u, floor, 1.0).mean(-1)
         lo, hi = np.where(m < mean_rate, mid, lo), np.where(m < mean_rate, hi, mid)
-    return np.clip(hi[..., None] * u, floor, 1.0)
+    probs: Array = np.clip(hi[..., None] * u, floor, 1.0)
+    return probs
 
 
 _SUMS = ("v", "vf", "v2", "v2f", "v2f2",  # first stage: v = 1/p1

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, func, select
 
 from evalcore.intervals import GroupStats, t_quantile
 from evalcore.weights import WeightedStats, weight_of
-from evaluator.store.models import ROLLUP_REFOLD_MAX, EvalRecord, EvalRollup, utcnow
+from evaluator.store.models import ROLLUP_REFOLD_MAX, EvalRecord, EvalRollup, table_of, utcnow
 from evaluator.store.store import Store, as_utc
 
 HOUR = timedelta(hours=1)
@@ -302,7 +302,7 @@ def _weight_columns(a: Acc) -> dict[str, float | None]:
 def _upsert(store: Store, cells: dict[tuple[Any, ...], Acc]) -> None:
     if not cells:
         return
-    table = EvalRollup.__table__  # type: ignore[attr-defined]
+    table = table_of(EvalRollup)
     rows = [
         dict(
             zip(_ROLLUP_KEY, key, strict=True),

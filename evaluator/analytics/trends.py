@@ -31,7 +31,7 @@ from evaluator.analytics.rollups import (
     refresh_rollups,
 )
 from evaluator.config.policy import parse_duration
-from evaluator.store.models import EvalRecord, EvalRollup, utcnow
+from evaluator.store.models import EvalRecord, EvalRollup, table_of, utcnow
 from evaluator.store.store import Store, as_utc
 
 BY = ("prompt_version", "model", "feature", "none")
@@ -83,7 +83,7 @@ def trend(
     parts: dict[tuple[str, str, datetime], list[Any]] = {}
     floors: dict[datetime, datetime] = {}
     seen: dict[str, list[Any]] = {}  # epoch -> [first hour, last hour, count]
-    r = EvalRollup.__table__  # type: ignore[attr-defined]
+    r = table_of(EvalRollup)
     rolled = sa_select(
         r.c.bucket,
         r.c.prompt_version,

@@ -48,7 +48,8 @@ def _start_valkey(stack: ExitStack) -> str:
     server = ValkeyServer()
     server.start()
     stack.callback(server.stop)
-    return server.connection_url
+    url: str = server.connection_url
+    return url
 
 
 def _with(settings: Settings, **sections: dict[str, Any]) -> Settings:

@@ -26,7 +26,7 @@ from evaluator.cli.reads import register as register_reads
 from evaluator.cli.retention import register as register_retention
 from evaluator.config.logs import LogFormatError, configure_logging, resolve_format
 from evaluator.config.rubrics import load_rubrics
-from evaluator.config.settings import load_settings
+from evaluator.config.settings import Settings, load_settings
 from evaluator.errors import RubricError, SettingsError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = exit_codes.OK, exit_codes.FAIL, exit_codes.USAGE
@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(exit_codes.USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.settings)
 
 
@@ -173,7 +173,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from evaluator.worker.calibration import calibrate, load_labelled, render
+    from evaluator.worker.calibration import CalibrationReport, calibrate, load_labelled, render
     from evaluator.worker.runtime import build_runtime
 
     settings = _settings(args)
@@ -191,7 +191,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     runtime = build_runtime(settings)  # only now: it opens clients that must be closed
 
-    async def run():  # type: ignore[no-untyped-def]
+    async def run() -> CalibrationReport:
         try:
             return await calibrate(
                 runtime, rubric, cases, concurrency=args.concurrency, min_scored=args.min_scored

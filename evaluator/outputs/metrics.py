@@ -405,5 +405,5 @@ def render_metrics(
     )
     families += _sql_families(store, score_window)
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families))  # type: ignore[arg-type]
+    registry.register(_Snapshot(families))
     return generate_latest(registry)

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from evaluator.errors import TraceFormatError
 from evaluator.store.store import Store, is_input_fault
 from evaluator.traces.model import (
     MAX_TRACE_BYTES,
     Trace,
-    TraceFormatError,
     parse_trace,
     parse_trace_json,
 )

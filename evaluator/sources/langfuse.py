@@ -28,9 +28,9 @@ from urllib.parse import quote
 
 import httpx
 
-from evaluator.errors import SourceError
+from evaluator.errors import SourceError, TraceFormatError
 from evaluator.store.models import EvalRecord
-from evaluator.traces.model import Trace, TraceFormatError, parse_trace
+from evaluator.traces.model import Trace, parse_trace
 
 _DOC_KEYS = ("page_content", "pageContent", "content", "text")
 _DOC_LISTS = ("documents", "docs", "contexts", "context", "results")
@@ -93,8 +93,9 @@ def _query(value: Any) -> str | None:
         return value
     if isinstance(value, dict):
         for key in ("query", "question", "input"):
-            if isinstance(value.get(key), str):
-                return value[key]
+            found = value.get(key)
+            if isinstance(found, str):
+                return found
     return None
 
 

@@ -22,13 +22,15 @@ an offer is never written to a window already closed: it goes to the next open o
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, delete, func, select, text, update
+from sqlalchemy import Column, DateTime, Index, Table, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import Insert as PgInsert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import JSON, Field, SQLModel
@@ -112,7 +114,7 @@ _OFFERS = table_of(BudgetOffer)
 _WINDOWS = table_of(BudgetWindow)
 
 
-def _insert(conn: Connection):  # type: ignore[no-untyped-def]
+def _insert(conn: Connection) -> Callable[[Table], PgInsert | SqliteInsert]:
     return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 

@@ -137,7 +137,7 @@ class EvalRecord(SQLModel, table=True):
         if not manager.mapper.configured:
             # __init__ configures the mappers on first use; new_instance does not.
             configure_mappers()
-        record = cast("EvalRecord", manager.new_instance())
+        record = manager.new_instance()
         record.__dict__.update(
             {
                 name: values[name] if name in values else f.get_default(call_default_factory=True)

@@ -64,10 +64,6 @@ class Intent:
         return intent_id(self.kind, self.trace_id)
 
 
-def _insert(engine: Engine):  # type: ignore[no-untyped-def]
-    return pg_insert if engine.dialect.name == "postgresql" else sqlite_insert
-
-
 def record_intents(engine: Engine, intents: Sequence[Intent]) -> None:
     """Insert pending intents; an existing one (pending, done or dead) is left as it is."""
     if not intents:
@@ -210,7 +206,7 @@ def age_s(engine: Engine, intent_id: str) -> float:
     """Seconds since the intent was first recorded (0 when unknown)."""
     table = table_of(EvalIntent)
     with engine.connect() as conn:
-        created = conn.execute(
+        created: datetime | None = conn.execute(
             sa_select(table.c.created_at).where(table.c.id == intent_id)
         ).scalar()
     if created is None:

@@ -376,9 +376,9 @@ class Store:
         if rubric is not None:
             query = query.where(EvalRecord.rubric == rubric)
         if since is not None:
-            query = query.where(EvalRecord.created_at >= since)  # type: ignore[operator]
+            query = query.where(EvalRecord.created_at >= since)
         if until is not None:
-            query = query.where(EvalRecord.created_at < until)  # type: ignore[operator]
+            query = query.where(EvalRecord.created_at < until)
         with Session(self.engine) as session:
             rows = session.exec(query).all()
             return sorted(

@@ -145,7 +145,7 @@ async def _hand_on_unfinished(
 def _start_within_s(ctx: dict[str, Any]) -> float:
     """How long a trace may wait for a slot and still finish before its job's timeout: the
     settings check that a job fits two worst-case judge calls, so that much must be left."""
-    s = ctx["runtime"].settings
+    s: Settings = ctx["runtime"].settings
     return max(0.0, s.worker.job_timeout_s - 2 * s.judge.worst_case_call_s())
 
 

@@ -6,7 +6,7 @@ import functools
 import importlib.util
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.asyncio import Redis
 
@@ -31,6 +31,10 @@ from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.llm.client import JudgeClient, sdk_http_client
 from judges.scorers.identity import identity_for
 from judges.types import Clients
+
+if TYPE_CHECKING:  # loaded only when configured (make_generator, make_embedder)
+    from judges.llm.embedder import Embedder
+    from judges.llm.generator import Generator
 
 log = logging.getLogger("evaluator.worker.runtime")
 
@@ -206,7 +210,7 @@ def make_judge(
     )
 
 
-def make_generator(settings: Settings, judge: JudgeClient | None = None):  # type: ignore[no-untyped-def]
+def make_generator(settings: Settings, judge: JudgeClient | None = None) -> Generator | None:
     g = settings.generator
     base_url = g.base_url or settings.judge.base_url
     if not base_url:
@@ -229,7 +233,7 @@ def make_generator(settings: Settings, judge: JudgeClient | None = None):  # typ
     )
 
 
-def make_embedder(rubrics: RubricSet):  # type: ignore[no-untyped-def]
+def make_embedder(rubrics: RubricSet) -> Embedder | None:
     """An embedder only when a rubric can use one and the optional extra is installed."""
     wants = any(
         r.resolved_method == "embeddings"

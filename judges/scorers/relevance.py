@@ -72,7 +72,7 @@ class _DocumentVerdicts(BaseModel):
 
 
 @functools.lru_cache(maxsize=64)
-def documents_schema(n_documents: int) -> type[BaseModel]:
+def documents_schema(n_documents: int) -> type[_DocumentVerdicts]:
     """One verdict per document, no more, no fewer (a short list is re-asked).
 
     Cached: a new class per call would miss the client's schema cache every time (and grow it).
@@ -222,7 +222,7 @@ async def score_contexts(case: EvalCase, rubric: Rubric, clients: Clients) -> Sc
         )
     except JudgeError as exc:
         return _error(exc, method, rubric.judge.model or judge.model)
-    verdicts: list[DocumentVerdict] = reply.parsed.documents  # type: ignore[attr-defined]
+    verdicts: list[DocumentVerdict] = reply.parsed.documents
     return judged_contexts_score(
         verdicts, case, rubric, method, judge_model=reply.model, usage=reply.usage
     )

@@ -57,7 +57,7 @@ class _Verdicts(BaseModel):
         return sorted(items, key=lambda v: v.id)
 
 
-def verdicts_schema(n_sentences: int) -> type[BaseModel]:
+def verdicts_schema(n_sentences: int) -> type[_Verdicts]:
     return create_model(
         "SentenceVerdicts",
         __base__=_Verdicts,
@@ -260,7 +260,7 @@ async def _judge(
             usage = usage + getattr(result, "usage", Usage())
         else:
             usage = usage + result.usage
-            per_sample.append([v.supported for v in result.parsed.verdicts])  # type: ignore[attr-defined]
+            per_sample.append([v.supported for v in result.parsed.verdicts])
     judge_model = rubric.judge.model or judge.model
     if failures:
         first = failures[0]

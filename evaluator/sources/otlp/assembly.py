@@ -36,6 +36,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from evaluator.errors import TraceFormatError
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import trace_labels, trace_signals
 from evaluator.intake.wire import encode
@@ -48,9 +49,9 @@ from evaluator.sources.otlp.mapping import (
     trace_document,
 )
 from evaluator.sources.quarantine import Refusal, record_refusals
-from evaluator.store.models import PendingSpan
+from evaluator.store.models import PendingSpan, table_of
 from evaluator.store.store import Store, is_input_fault
-from evaluator.traces.model import Trace, TraceFormatError, parse_trace
+from evaluator.traces.model import Trace, parse_trace
 
 log = logging.getLogger("evaluator.sources.otlp.decode")
 PUSH_MARK_S = 3600
@@ -101,7 +102,7 @@ class SpanAssembler:
             if redis_client is None
             else FeedbackIntake(redis_client, key_prefix, on_negative_feedback)
         )
-        PendingSpan.__table__.create(store.engine, checkfirst=True)  # type: ignore[attr-defined]
+        table_of(PendingSpan).create(store.engine, checkfirst=True)
 
     def add(self, spans: list[OtlpSpan], *, now: float | None = None) -> list[Refusal]:
         """Buffer the spans that pass `screen_spans` (a re-sent span replaces its earlier
@@ -123,7 +124,7 @@ class SpanAssembler:
             }
             for s, payload in accepted
         ]
-        table = PendingSpan.__table__  # type: ignore[attr-defined]
+        table = table_of(PendingSpan)
         insert = pg_insert if self.store.engine.dialect.name == "postgresql" else sqlite_insert
         stmt = insert(table)
         stmt = stmt.on_conflict_do_update(
@@ -168,13 +169,13 @@ class SpanAssembler:
             feed_tail_rules(self.store, negative, self.feedback_intake)
 
     def pending_traces(self) -> int:
-        table = PendingSpan.__table__  # type: ignore[attr-defined]
+        table = table_of(PendingSpan)
         with self.store.engine.connect() as conn:
             query = sa_select(func.count(func.distinct(table.c.trace_id)))
             return int(conn.execute(query).scalar_one())
 
     def _due(self, now: float, limit: int) -> list[str]:
-        t = PendingSpan.__table__  # type: ignore[attr-defined]
+        t = table_of(PendingSpan)
         root_at = func.max(case((t.c.is_root, t.c.received_s), else_=None))
         last_at = func.max(t.c.received_s)
         query = (
@@ -196,7 +197,7 @@ class SpanAssembler:
 
         Raises when Redis or SQL fails; the buffered rows then stay for the next call.
         """
-        t = PendingSpan.__table__  # type: ignore[attr-defined]
+        t = table_of(PendingSpan)
         trace_ids = self._due(time.time() if now is None else now, limit)
         if not trace_ids:
             return []

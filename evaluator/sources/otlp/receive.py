@@ -17,8 +17,9 @@ import logging
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from evaluator.errors import OtlpError
 from evaluator.sources.otlp.assembly import SpanAssembler
-from evaluator.sources.otlp.decode import JSON_TYPE, OtlpError, decode_request
+from evaluator.sources.otlp.decode import JSON_TYPE, decode_request
 from evaluator.sources.quarantine import Refusal, record_refusals
 
 log = logging.getLogger("evaluator.sources.otlp.receive")

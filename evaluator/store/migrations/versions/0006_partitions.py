@@ -32,7 +32,7 @@ Create Date: 2026-11-30
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic import op
@@ -66,7 +66,7 @@ def _q(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _rows(bind: Connection, sql: str, **params: object) -> list[sa.Row]:
+def _rows(bind: Connection, sql: str, **params: object) -> list[sa.Row[*tuple[Any, ...]]]:
     return list(bind.execute(sa.text(sql), params).all())
 
 
