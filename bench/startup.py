@@ -31,10 +31,15 @@ COMMANDS = {
 }
 
 
-def run_once(cmd: list[str]) -> tuple[float, float]:
+def run_once(
+    cmd: list[str], *, cwd: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+) -> tuple[float, float]:
+    """Wall and CPU seconds of one fresh process (bench/paired.py runs it in a worktree)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(cmd, stdout=subprocess.DEVNULL, check=True, env=os.environ.copy())
+    subprocess.run(
+        cmd, stdout=subprocess.DEVNULL, check=True, cwd=cwd, env=env or os.environ.copy()
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
