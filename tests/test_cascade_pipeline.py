@@ -8,6 +8,7 @@ the judge decides again."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -128,5 +129,31 @@ async def test_cold_start_then_certified_local_passes_then_withdrawal(
     after = await run("after")
     assert judge_api.call_count - calls == len(after)
     assert all(r.details["cascade"]["decided_by"] == "judge" for r in after.values())
+    store.close()
+    await runtime.close()
+
+
+async def test_without_a_judge_the_worker_warns_and_records_advisory_verdicts(
+    tmp_path: Path, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No judge configured: the start-up log says the cascade's verdicts are advisory and
+    nothing can be certified (once, not per record); each record says local_advisory."""
+    (tmp_path / "rubrics").mkdir()
+    (tmp_path / "rubrics" / "faithfulness.toml").write_text(CASCADE)
+    settings = make_settings(tmp_path, redis_url)
+    assert not settings.judge.configured
+    store = Store(settings.database.url)
+    with caplog.at_level(logging.WARNING, logger="evaluator.worker.runtime"):
+        runtime = build_runtime(settings)
+    warned = [r.getMessage() for r in caplog.records if r.name == "evaluator.worker.runtime"]
+    assert any(
+        "faithfulness have no judge configured" in w and "nothing can be certified" in w
+        for w in warned
+    ), warned
+    doc = trace("advisory-1", GROUNDED, IN_DRAW[0])  # even a calibration session
+    ingest_traces(store, [doc])
+    await evaluate_trace(runtime, doc["trace_id"], {}, job_try=1)
+    (row,) = store.records(limit=10)
+    assert row.details["cascade"]["decided_by"] == "local_advisory" and row.judge_calls == 0
     store.close()
     await runtime.close()

@@ -114,17 +114,28 @@ async def _check_redis(settings: Settings) -> dict[str, Any]:
         await redis.aclose()
 
 
-async def _check_judge(settings: Settings, needed_by: list[str]) -> dict[str, Any]:
+async def _check_judge(
+    settings: Settings, needed_by: list[str], cascades: list[str] | None = None
+) -> dict[str, Any]:
+    """The judge: FAIL when a rubric needs it and none is configured; a warning (still ok)
+    when only cascade rubrics would use it (their verdicts are then advisory); else probed."""
     import httpx
 
+    from judges.scorers.faithfulness import advisory_note
+
     judge = settings.judge
-    if not needed_by:
+    cascades = cascades or []
+    advisory = {"warning": advisory_note(cascades), "advisory_rubrics": cascades}
+    if not needed_by and not cascades:
         return {"ok": True, "needed": False}
     if not judge.configured:
+        if not needed_by:
+            return {"ok": True, "needed": False, **advisory}
         return {
             "ok": False,
             "error": f"rubrics {', '.join(needed_by)} need a judge; set judge.base_url "
             "(EVALUATOR_JUDGE__BASE_URL)",
+            **(advisory if cascades else {}),
         }
     url = judge.base_url.rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {judge.api_key()}"}
@@ -175,10 +186,12 @@ def check_health(settings_path: Any) -> dict[str, Any]:
     settings = load_settings(settings_path)
     checks: dict[str, Any] = {}
     needed_by: list[str] = []
+    cascades: list[str] = []
     try:
         rubrics = load_rubrics(settings.rubrics.path)
         checks["rubrics"] = {"ok": True, "count": len(rubrics.rubrics)}
         needed_by = [r.name for r in rubrics.rubrics if r.needs_judge]
+        cascades = [r.name for r in rubrics.rubrics if r.resolved_method == "cascade"]
     except RubricError as exc:
         checks["rubrics"] = {"ok": False, "error": "; ".join(exc.problems)}
     checks["database"] = _check_database(settings)
@@ -187,12 +200,18 @@ def check_health(settings_path: Any) -> dict[str, Any]:
         checks["judge_anchors"] = check_anchors(settings, rubrics)
 
     async def remote() -> tuple[dict[str, Any], dict[str, Any]]:
-        return await asyncio.gather(_check_redis(settings), _check_judge(settings, needed_by))
+        return await asyncio.gather(
+            _check_redis(settings), _check_judge(settings, needed_by, cascades)
+        )
 
     checks["redis"], checks["judge"] = asyncio.run(remote())
     checks["alerts"] = check_sinks(settings)
     checks["ok"] = all(c["ok"] for c in checks.values() if isinstance(c, dict))
     return checks
+
+
+# Keys a check states on lines of their own (or not at all) in the table.
+_HIDDEN = {"ok", "error", "warning", "warnings", "worker_heartbeats", "floors", "advisory_rubrics"}
 
 
 def health_table(checks: dict[str, Any]) -> str:
@@ -205,8 +224,7 @@ def health_table(checks: dict[str, Any]) -> str:
         if name == "alerts":
             lines.extend(sink_lines(c))
             continue
-        hidden = ("ok", "error", "warning", "warnings", "worker_heartbeats", "floors")
-        facts = ", ".join(f"{k}={v}" for k, v in c.items() if k not in hidden)
+        facts = ", ".join(f"{k}={v}" for k, v in c.items() if k not in _HIDDEN)
         state = "ok  " if c["ok"] else "FAIL"
         lines.append(f"{state}  {name:<9} {c.get('error') or facts}")
         if c.get("warning"):

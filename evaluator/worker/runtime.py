@@ -29,6 +29,7 @@ from evaluator.worker.cascade_routing import CascadeRouter
 from evaluator.worker.group_commit import GroupCommit, GroupRead
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.llm.client import JudgeClient, sdk_http_client
+from judges.scorers.faithfulness import advisory_note
 from judges.scorers.identity import identity_for
 from judges.types import Clients
 
@@ -264,6 +265,9 @@ def build_runtime(settings: Settings) -> Runtime:
                     rubric.name,
                     rubric.resolved_method,
                 )
+        cascades = [r.name for r in rubrics.rubrics if r.resolved_method == "cascade"]
+        if cascades:  # no certification can ever be computed: say so once, not per record
+            log.warning(advisory_note(cascades))
     redis = async_redis(settings)
     # Counts reach Redis once a second per process, not once per job (Prometheus scrapes
     # every 15 s or so); close() writes the rest.

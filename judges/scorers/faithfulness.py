@@ -161,6 +161,17 @@ def cheap_score(local: Score) -> float | None:
     return local.value
 
 
+def advisory_note(rubrics: Sequence[str]) -> str:
+    """What cascade `rubrics` record when no judge is configured (said by `evaluator health`,
+    the worker at start-up and `evaluator certify`)."""
+    return (
+        f"cascade rubric(s) {', '.join(rubrics)} have no judge configured: their verdicts are "
+        "the local step's, recorded as advisory (decided_by local_advisory), never certified, "
+        "and no calibration label accrues, so nothing can be certified; set judge.base_url "
+        "(EVALUATOR_JUDGE__BASE_URL)"
+    )
+
+
 def decide(local: Score, route: CascadeRoute, judge_configured: bool) -> tuple[str, str]:
     """Who decides this trace, ``judge`` | ``local_certified`` | ``local_advisory``, and why.
 
