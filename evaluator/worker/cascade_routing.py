@@ -30,10 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from evaluator.analytics.certification_view import RubricNow
 from judges.rubric import Rubric
 from judges.scorers.faithfulness import cheap_stage
 from judges.scorers.identity import identity_for
@@ -92,6 +93,29 @@ def calibration_point(cluster: str, rubric: str) -> float:
 def key_of(rubric: Rubric, clients: Clients, prompt_version: str | None, stratum: str) -> Key:
     epoch = identity_for(rubric, clients).epoch()
     return (rubric.name, cheap_stage(), epoch, prompt_version or "", stratum)
+
+
+def rubrics_now(rubrics: Iterable[Rubric], clients: Clients) -> dict[str, RubricNow | None]:
+    """Per rubric, what a router with `clients` uses for it today (None: no cheap stage):
+    what `evaluator certify` and the page compare stored certifications with."""
+    from judges.scorers.faithfulness import advisory_note
+
+    out: dict[str, RubricNow | None] = {}
+    for rubric in rubrics:
+        if rubric.resolved_method != "cascade":
+            out[rubric.name] = None
+            continue
+        opts = rubric.typed_options
+        judged = clients.judge is not None
+        out[rubric.name] = RubricNow(
+            cheap_stage(),
+            key_of(rubric, clients, None, "")[2],
+            float(opts.alpha),
+            float(opts.delta),
+            judged,
+            None if judged else advisory_note([rubric.name]),
+        )
+    return out
 
 
 @dataclass
