@@ -356,5 +356,6 @@ async def test_a_burst_worker_runs_no_cron_jobs_but_a_long_running_one_does(
     assert make_worker(settings, burst=True).cron_jobs == []
     names = {job.name for job in make_worker(settings).cron_jobs}
     assert names == {
-        cron_name(settings, n) for n in ("sweep", "batches", "anchors", "regression_check")
+        cron_name(settings, n)
+        for n in ("sweep", "batches", "anchors", "regression_check", "certification")
     }
