@@ -46,12 +46,12 @@ import httpx
 
 from evaluator.config.rubrics import load_rubrics
 from judges.llm.client import JudgeClient
-from judges.rubric import Rubric
+from judges.rubric import METHODS, Rubric
 from judges.scorers.registry import run_scorer
 from judges.types import Clients, Status
 from tests.real_model.server import MODEL_ALIAS, RealServer, missing, start
 
-from .prefix_share import load_cases, measured
+from .prefix_share import load_cases
 from .report import command_line, fmt, machine, table
 
 REPO = Path(__file__).resolve().parent.parent
@@ -116,6 +116,14 @@ def client(server: RealServer, recorder: Recorder, **overrides: Any) -> JudgeCli
         base_url=server.base_url, model=MODEL_ALIAS, http_transport="httpx",
         http_client=httpx.AsyncClient(transport=recorder, timeout=None), **options,
     )  # fmt: skip
+
+
+def measured(rubric: Rubric) -> Rubric:
+    """The rubric with a judged method (a cascade measured by its judge call; the cascade's
+    own options dropped, as a judge-method rubric would not have them)."""
+    if rubric.needs_judge or "judge" not in METHODS[rubric.scorer]:
+        return rubric
+    return rubric.model_copy(update={"method": "judge", "options": {}})
 
 
 def pct(values: list[float], q: float) -> float:

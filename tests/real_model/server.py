@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -87,22 +86,29 @@ class RealServer:
         """Chat completions the server has answered (or refused) so far: its access log's
         request lines, so a scenario can check its bound of real calls."""
         try:
-            return self.log.read_text(errors="replace").count("POST /v1/chat/completions")
+            text = self.log.read_text(errors="replace")
         except OSError:
             return 0
+        return text.count('"POST /v1/chat/completions HTTP/1.1"')  # uvicorn's access line
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.terminate()  # uvicorn waits for a request in progress: not long
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=20)
 
 
 def start(
-    log: Path, *, n_ctx: int = N_CTX, threads: int | None = None, verbose: bool = False
+    log: Path,
+    *,
+    n_ctx: int = N_CTX,
+    threads: int = 1,
+    verbose: bool = False,
+    logprobs: bool = False,
+    chat_format: str | None = "gemma",
 ) -> RealServer:
     """Start the server on a free loopback port; return once /v1/models answers.
 
@@ -113,9 +119,9 @@ def start(
         sys.executable, "-m", "llama_cpp.server",
         "--model", str(model_path()), "--model_alias", MODEL_ALIAS,
         "--host", "127.0.0.1", "--port", str(port),
-        "--n_ctx", str(n_ctx), "--chat_format", "gemma",
-        "--n_threads", str(threads or min(os.cpu_count() or 1, 2)),
-        "--verbose", str(verbose).lower(),
+        "--n_ctx", str(n_ctx), *(["--chat_format", chat_format] if chat_format else []),
+        "--n_threads", str(threads), "--n_threads_batch", str(threads),
+        "--logits_all", str(logprobs).lower(), "--verbose", str(verbose).lower(),
     ]  # fmt: skip
     handle = log.open("wb")
     process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)

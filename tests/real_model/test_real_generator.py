@@ -3,8 +3,9 @@
 
 The app's reply budget travels with the trace (gen_ai.request.max_tokens = 96) and is what
 the generator is asked for. Records satisfy the invariant (tests/real_model/honesty.py); the
-gate ends with a decision it can stand by: two pairs decide nothing at alpha 0.01, so
+gate ends with a decision it can stand by: one pair decides nothing at alpha 0.01, so
 "undecided" (exit 6) with the scores it would need, and every item left out says why.
+Short traces (one small document) keep each prompt near 200 tokens.
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import pytest
 
 from tests.conftest import make_settings, write_rubric
 from tests.real_model.honesty import check_records
-from tests.real_model.scenario import intents_by_status, judge_section, records_of, sample_traces
+from tests.real_model.scenario import (
+    intents_by_status,
+    judge_section,
+    records_of,
+    short_trace,
+    write_traces,
+)
 from tests.real_model.server import RealServer
 from tests.scenarios.cli import run
 
@@ -44,19 +51,6 @@ BASELINE = "Answer from the documents only.\n\nDocuments:\n{contexts}\n\nQuestio
 CANDIDATE = "Answer briefly.\n\nDocuments:\n{contexts}\n\nQuestion: {question}"
 
 
-def _with_reply_budget(path: Path) -> Path:
-    """The traces at `path` with gen_ai.request.max_tokens on their generation span."""
-    lines = []
-    for line in path.read_text().splitlines():
-        trace = json.loads(line)
-        for span in trace["spans"]:
-            if span["attributes"].get("gen_ai.operation.name") == "chat":
-                span["attributes"]["gen_ai.request.max_tokens"] = REPLY_BUDGET
-        lines.append(json.dumps(trace))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.mark.timeout(600)
 def test_self_consistency_resamples_the_real_server(
     real_server: RealServer, redis_url: str, tmp_path: Path
@@ -64,9 +58,9 @@ def test_self_consistency_resamples_the_real_server(
     write_rubric(tmp_path / "rubrics", "consistent", SELF_CONSISTENCY)
     make_settings(tmp_path, redis_url, judge=judge_section(real_server))  # generator: the same
     settings = tmp_path / "settings.toml"
-    traces = _with_reply_budget(sample_traces(tmp_path / "t.jsonl", "ragtruth-14390-3"))
-    run("ingest", str(traces), settings=settings)
-    run("enqueue", "ragtruth-14390-3", settings=settings)
+    trace = short_trace("short-rag", max_tokens=REPLY_BUDGET)
+    run("ingest", str(write_traces(tmp_path / "t.jsonl", [trace])), settings=settings)
+    run("enqueue", "short-rag", settings=settings)
     before = real_server.completions()
     run("worker", "--burst", settings=settings, timeout=540)
     calls = real_server.completions() - before
@@ -88,8 +82,8 @@ def test_gate_replay_with_the_real_server_as_generator(
 ) -> None:
     write_rubric(tmp_path / "rubrics", "faith", FAITH)
     make_settings(tmp_path, redis_url, judge=judge_section(real_server))
-    items = ("ragtruth-14390-3", "ragtruth-14366-3")
-    data = _with_reply_budget(sample_traces(tmp_path / "data.jsonl", *items))
+    items = [short_trace("item-1", max_tokens=REPLY_BUDGET)]
+    data = write_traces(tmp_path / "data.jsonl", items)
     (tmp_path / "baseline.txt").write_text(BASELINE)
     (tmp_path / "candidate.txt").write_text(CANDIDATE)
     before = real_server.completions()
@@ -100,7 +94,7 @@ def test_gate_replay_with_the_real_server_as_generator(
         settings=tmp_path / "settings.toml", timeout=540, check=False,
     )  # fmt: skip
     calls = real_server.completions() - before
-    assert proc.returncode == 6, proc.stdout + proc.stderr  # undecided: 2 pairs prove nothing
+    assert proc.returncode == 6, proc.stdout + proc.stderr  # undecided: 1 pair proves nothing
     doc = json.loads(proc.stdout)
     assert doc["decision"] == "undecided", doc
     assert doc["pairs"] + len(doc["skipped"]) == len(items), doc

@@ -15,7 +15,14 @@ import pytest
 
 from tests.conftest import make_settings, write_rubric
 from tests.real_model.honesty import check_records
-from tests.real_model.scenario import intents_by_status, judge_section, records_of, sample_traces
+from tests.real_model.scenario import (
+    intents_by_status,
+    judge_section,
+    records_of,
+    sample_traces,
+    short_trace,
+    write_traces,
+)
 from tests.real_model.server import RealServer
 from tests.scenarios.cli import run
 
@@ -35,35 +42,41 @@ steps = ["Identify what the user asked.", "Check the answer against it.", "Assig
 inputs = ["question", "answer"]""",
     "tools": 'scorer = "tool_selection"\npass_threshold = 0.8',
 }
-# Which rubric applies to which trace (the others are skipped with the reason): the RAG
-# trace gets all but tools; the agent run has no documents, so no faithfulness.
-TRACES = ("ragtruth-14375-3", "agent-00")
+RAG = ("faith_judge", "faith_combined", "relevance_combined", "relevance", "helpful")
 MAX_CALLS = 20
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize(
+    ("trace_id", "rubrics"), [("short-rag", RAG), ("agent-00", ("tools",))], ids=["rag", "agent"]
+)
 def test_each_judged_rubric_kind_on_the_real_server(
-    real_server: RealServer, redis_url: str, tmp_path: Path
+    real_server: RealServer, redis_url: str, tmp_path: Path, trace_id: str, rubrics: tuple[str, ...]
 ) -> None:
-    for name, body in RUBRICS.items():
+    """A RAG answer with one short document under the RAG rubrics; the demo's agent run
+    under tool_selection. One trace per run keeps a worker job within job_timeout_s."""
+    for name in rubrics:
+        body = RUBRICS[name]
         write_rubric(tmp_path / "rubrics", name,
                      f'name = "{name}"\nversion = "1"\n{body}\n[sampling]\nrate = 1.0\n')  # fmt: skip
     make_settings(tmp_path, redis_url, judge=judge_section(real_server))
     settings = tmp_path / "settings.toml"
-    traces = sample_traces(tmp_path / "traces.jsonl", *TRACES)
+    if trace_id == "short-rag":
+        traces = write_traces(tmp_path / "traces.jsonl", [short_trace(trace_id)])
+    else:
+        traces = sample_traces(tmp_path / "traces.jsonl", trace_id)
     run("ingest", str(traces), settings=settings)
-    run("enqueue", *TRACES, settings=settings)
+    run("enqueue", trace_id, settings=settings)
     before = real_server.completions()
     run("worker", "--burst", settings=settings, timeout=540)
     calls = real_server.completions() - before
 
     records = records_of(tmp_path / "evals.db")
     outcomes = check_records(records)
-    assert intents_by_status(tmp_path / "evals.db") == {"done": len(TRACES)}, outcomes
-    by_pair = {(r.trace_id, r.rubric): r for r in records}
-    # One record per rubric and trace: judged ones carry a verdict or an error, never nothing.
-    assert set(by_pair) == {(t, n) for t in TRACES for n in RUBRICS}, sorted(by_pair)
-    judged = [r for r in records if r.status != "skipped"]
-    assert {r.rubric for r in judged} == set(RUBRICS), outcomes  # every kind reached the judge
+    assert intents_by_status(tmp_path / "evals.db") == {"done": 1}, outcomes
+    # One record per rubric, each judged (a verdict with real usage, or an error with its
+    # cause): every kind reached the judge.
+    assert sorted(r.rubric for r in records) == sorted(rubrics), outcomes
+    assert all(r.status != "skipped" for r in records), outcomes
     assert 0 < calls <= MAX_CALLS, (calls, outcomes)
     print(f"rubrics on the real server: {calls} calls, outcomes {dict(outcomes)}")
