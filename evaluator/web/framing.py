@@ -76,7 +76,7 @@ class Framing(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         url = urlsplit(self.path)
-        query = parse_qs(url.query, keep_blank_values=True)
+        query = parse_qs(url.query, keep_blank_values=True) if url.query else {}
         request = Request(self.command, self.path, url.path, query, self.headers, self._body)
         response = self.server.app(request)
         if response is None:
@@ -85,8 +85,9 @@ class Framing(BaseHTTPRequestHandler):
         self.send_response(response.status)
         self.send_header("Content-Type", response.content_type)
         self.send_header("Content-Length", str(len(response.data)))
-        for name, value in (SECURITY_HEADERS | dict(response.headers)).items():
-            self.send_header(name, value)
+        for headers in (SECURITY_HEADERS, response.headers):
+            for name, value in headers.items():
+                self.send_header(name, value)
         self.end_headers()
         self.wfile.write(response.data)
 
