@@ -13,7 +13,7 @@ import uuid
 from collections import Counter, defaultdict
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import redis
 
@@ -31,6 +31,15 @@ AGENT_TRACES = DATA / "agent_sample.jsonl"  # synthetic agent runs for the tool 
 # The demo's judge replies live apart from any service's: a demo run never serves (or is
 # served) a deployment's verdicts. Within it, a repeated run's verdicts are marked cached.
 DEMO_CACHE_NAMESPACE = f"{DEMO_PREFIX}:judge-cache"
+
+
+class _Where(TypedDict):
+    """Where a demo run's counters live (the keywords of `reads.record_demo`)."""
+
+    redis_url: str
+    key_prefix: str
+    queue_name: str
+    embedded: bool
 
 
 def _redis_answers(url: str) -> bool:
@@ -202,9 +211,9 @@ def run_demo(
         embedded = url != load_settings(settings_path).redis.url
         store = Store(settings.database.url)
         # `evaluator stats` on this database reads the counters under this run's prefix.
-        where = {"redis_url": url, "key_prefix": prefix, "queue_name": queue,
+        where: _Where = {"redis_url": url, "key_prefix": prefix, "queue_name": queue,
                  "embedded": embedded}  # fmt: skip
-        record_demo(settings.database.url, **where)  # type: ignore[arg-type]
+        record_demo(settings.database.url, **where)
         trace_ids: list[str] = []
         for path in [traces] if traces is not None else [SAMPLE_TRACES, AGENT_TRACES]:
             report = ingest_jsonl(store, path)
@@ -238,5 +247,5 @@ def run_demo(
         store.close()
         if embedded:  # the counters go with the embedded Redis: keep a copy for `stats`
             saved = read_counters(url, settings, prefix, queue)
-            record_demo(settings.database.url, **where, saved=saved)  # type: ignore[arg-type]
+            record_demo(settings.database.url, **where, saved=saved)
     return 0

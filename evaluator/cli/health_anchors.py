@@ -38,13 +38,14 @@ def check_anchors(settings: Settings, rubrics: Any) -> dict[str, Any]:
         if not floor:
             states[rubric.name] = "no anchor run with a floor yet"
             continue
+        assert run is not None  # a floor comes from a run
         states[rubric.name] = floor
         if floor.get("below"):
             warnings.append(
                 f"{rubric.name}: judge agreement lower bound {floor['lower']:.3f} < "
                 f"min_agreement {floor['min_agreement']} (balanced accuracy "
                 f"{floor['balanced_accuracy']:.3f}, {floor['unscored']} of "
-                f"{floor['n_pos'] + floor['n_neg']} anchor items unscored, run {run.id}): "  # type: ignore[union-attr]
+                f"{floor['n_pos'] + floor['n_neg']} anchor items unscored, run {run.id}): "
                 "its verdicts are not shown to agree with the labels"
             )
     out: dict[str, Any] = {

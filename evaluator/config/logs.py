@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, TextIO, cast
 
 from evaluator.errors import ConfigError
 
@@ -127,7 +127,7 @@ def resolve_format(
     if value not in FORMATS:
         source = "--log-format" if cli_value else ENV_FORMAT
         raise LogFormatError(f"{source}: unknown log format {value!r}; use text or json")
-    return value  # type: ignore[return-value]
+    return cast(LogFormat, value)  # checked against FORMATS above
 
 
 def configure_logging(

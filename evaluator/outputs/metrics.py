@@ -170,6 +170,7 @@ class MetricsRecorder:
     async def judge_event(self, kind: str, n: int = 1) -> None:
         """`rate_limited` (an HTTP 429), `retries` (a retried call) or
         `concurrency_increase` / `concurrency_decrease`: written at once."""
+        # redis-py types hincrby as sync-or-async (Awaitable | int); this client is async.
         await self._redis.hincrby(self._key, f"judge{SEP}{kind}", n)  # type: ignore[misc]
 
     async def flush(self) -> None:

@@ -50,7 +50,13 @@ from typing import Any
 import httpx
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
+from opentelemetry.proto.logs.v1.logs_pb2 import (
+    SEVERITY_NUMBER_INFO,
+    SEVERITY_NUMBER_WARN,
+    LogRecord,
+    ResourceLogs,
+    ScopeLogs,
+)
 
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import as_utc
@@ -63,7 +69,7 @@ EVENT_NAME = "gen_ai.evaluation.result"
 ALERT_EVENT_NAME = "evaluator.regression.alert"
 _HEX = frozenset("0123456789abcdef")
 _RETRY_STATUS = frozenset({429, 502, 503, 504})  # the OTLP spec's retryable codes
-SEVERITY_INFO, SEVERITY_WARN = 9, 13
+SEVERITY_INFO, SEVERITY_WARN = SEVERITY_NUMBER_INFO, SEVERITY_NUMBER_WARN  # 9, 13
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -165,7 +171,7 @@ def build_request(
             LogRecord(
                 time_unix_nano=nanos,
                 observed_time_unix_nano=nanos,
-                severity_number=SEVERITY_WARN if record.status == "error" else SEVERITY_INFO,  # type: ignore[arg-type]
+                severity_number=SEVERITY_WARN if record.status == "error" else SEVERITY_INFO,
                 severity_text="WARN" if record.status == "error" else "INFO",
                 event_name=EVENT_NAME,
                 trace_id=tid,
@@ -216,7 +222,7 @@ def build_alert_request(
         LogRecord(
             time_unix_nano=nanos,
             observed_time_unix_nano=nanos,
-            severity_number=SEVERITY_WARN if event.endswith("opened") else SEVERITY_INFO,  # type: ignore[arg-type]
+            severity_number=SEVERITY_WARN if event.endswith("opened") else SEVERITY_INFO,
             severity_text="WARN" if event.endswith("opened") else "INFO",
             event_name=ALERT_EVENT_NAME,
             attributes=_attrs(alert_attributes(event, alert)),

@@ -272,4 +272,4 @@ class PendingSpan(SQLModel, table=True):
 
 def table_of(model: type[SQLModel]) -> Table:
     """The Core table of a table model (SQLModel does not declare `__table__` for mypy)."""
-    return cast(Table, model.__table__)  # type: ignore[attr-defined]
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]  # set by SQLModel, undeclared

@@ -111,7 +111,8 @@ def _baseline_tables() -> MetaData:
         raise SchemaError(
             f"baseline revision {BASELINE} is missing from evaluator/store/migrations"
         )
-    return script.module.METADATA  # type: ignore[no-any-return]
+    metadata: MetaData = script.module.METADATA
+    return metadata
 
 
 def _check_adoptable(conn: Connection, baseline: MetaData, present: set[str]) -> None:

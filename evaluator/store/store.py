@@ -246,7 +246,7 @@ class Store:
         """The distinct generator models of the `limit` most recently ingested traces (one
         bounded query on the ingested_at index: cheap at worker start whatever the size)."""
         recent = (
-            sa_select(TraceRecord.model)  # type: ignore[call-overload]
+            sa_select(col(TraceRecord.model))
             .order_by(col(TraceRecord.ingested_at).desc())
             .limit(limit)
             .subquery()
@@ -350,7 +350,7 @@ class Store:
         status: str | None = None,
         limit: int = 100,
     ) -> Sequence[EvalRecord]:
-        query = select(EvalRecord).order_by(EvalRecord.created_at.desc(), EvalRecord.rubric)  # type: ignore[attr-defined]
+        query = select(EvalRecord).order_by(col(EvalRecord.created_at).desc(), EvalRecord.rubric)
         if trace_id is not None:
             query = query.where(EvalRecord.trace_id == trace_id)
         if rubric is not None:

@@ -137,6 +137,7 @@ def agreement(
         per_class = per_class_minimum(min_scored)
         needed = max(min_scored - len(y), per_class - pos, per_class - (len(y) - pos), 0)
         return {"refused": why, "needed": needed, "scored": len(y), "positives": pos}
+    # An OK score carries a value; Score types it Optional for the other statuses.
     risk = [1.0 - float(s.value) for _, s in ok]  # type: ignore[arg-type]
     # The scorer's own verdict (a local score passes at local_threshold, not at the rubric's
     # pass_threshold); the threshold only for a score that carries no verdict.

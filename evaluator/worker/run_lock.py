@@ -41,6 +41,7 @@ async def held(redis: Redis, key: str, *, ttl_s: float) -> AsyncIterator[bool]:
     finally:
         if mine:
             try:
+                # redis-py types eval as sync-or-async (Awaitable | Any); this client is async.
                 await redis.eval(_RELEASE, 1, key, token)  # type: ignore[misc]
             except RedisError:
                 # The run's outcome stands; the lock lapses with its TTL.

@@ -286,7 +286,7 @@ async def _two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score
         )
     checks = [
         ClaimCheck(claim=claim, context_ids=c.context_ids, reason=c.reason, verdict=c.verdict)
-        for claim, c in zip(claims, verified.parsed.checks, strict=True)  # type: ignore[attr-defined]
+        for claim, c in zip(claims, verified.parsed.checks, strict=True)
     ]
     return build_score(
         checks,

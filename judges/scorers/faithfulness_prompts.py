@@ -66,11 +66,18 @@ class _Check(BaseModel):
     verdict: Verdict
 
 
+class _Checks(BaseModel):
+    """The type of every `verification_schema` (which adds the length bounds)."""
+
+    checks: list[_Check]
+
+
 @functools.lru_cache(maxsize=64)  # one class per length, so the client's schema cache hits
-def verification_schema(n_claims: int) -> type[BaseModel]:
+def verification_schema(n_claims: int) -> type[_Checks]:
     """Step-2 reply: exactly one check per claim, in order (a short list is re-asked)."""
     return create_model(
         "ClaimVerdicts",
+        __base__=_Checks,
         checks=(list[_Check], Field(min_length=n_claims, max_length=n_claims)),
     )
 

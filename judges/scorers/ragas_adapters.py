@@ -135,6 +135,7 @@ def adapter_classes() -> tuple[Any, Any]:
     from ragas.embeddings.base import BaseRagasEmbedding
     from ragas.llms.base import InstructorBaseRagasLLM
 
+    # ragas has no type information (an Any base): mypy --strict refuses subclassing Any.
     class RecordingLLM(InstructorBaseRagasLLM):  # type: ignore[misc]
         """ragas's instructor LLM behind the judge's rate limit and concurrency, recorded."""
 
@@ -151,7 +152,7 @@ def adapter_classes() -> tuple[Any, Any]:
         def generate(self, prompt: str, response_model: type) -> Any:
             raise NotImplementedError("the ragas method runs ragas asynchronously only")
 
-    class LocalEmbeddings(BaseRagasEmbedding):  # type: ignore[misc]
+    class LocalEmbeddings(BaseRagasEmbedding):  # type: ignore[misc]  # an Any base, as above
         """Our offline Embedder behind ragas's embedding interface (encoding off the loop)."""
 
         def __init__(self, embedder: Embedder, run: RagasRun) -> None:
@@ -236,8 +237,8 @@ def error_score(exc: BaseException, metric: str, run: RagasRun, **details: Any) 
 
 def _raw_output(exc: BaseException) -> str | None:
     """The judge's text when instructor could not parse it (InstructorRetryException)."""
-    completion = getattr(exc, "last_completion", None)
+    completion: Any = getattr(exc, "last_completion", None)
     try:
-        return str(completion.choices[0].message.content)[:2000]  # type: ignore[union-attr]
+        return str(completion.choices[0].message.content)[:2000]
     except (AttributeError, IndexError, TypeError):
         return None
