@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from evaluator.analytics.alerts import alert_to_json, list_alerts
 from evaluator.analytics.certification_view import certifications_data
-from evaluator.analytics.cost import PriceFn, cost_per_pass
+from evaluator.analytics.cost import By, PriceFn, cost_per_pass
 from evaluator.analytics.human_feedback import review_queue
 from evaluator.analytics.names import require_rubric
 from evaluator.analytics.overview import overview
@@ -170,7 +170,7 @@ class Api:
             raise BadRequest(f"since: {exc}") from None
         end = datetime.now(UTC)
         return cost_per_pass(
-            self.store, self.price, end - window, end, by,  # type: ignore[arg-type]
+            self.store, self.price, end - window, end, cast(By, by),  # checked above
             pricing=self.pricing,
         )  # fmt: skip
 
