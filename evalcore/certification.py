@@ -38,6 +38,19 @@ item-level miss rate when clusters have equal sizes or their miss rates do not d
 and the labels of the other items in a cluster are not used. Draw calibration labels one per
 cluster to pay for no unused labels.
 
+Labels the judge could not give. A calibration item whose judge call failed (an error record)
+has no verdict, and dropping it biases the miss rate low whenever the judge errs more on the
+answers it would fail. `unknown` marks such items; each is counted, at every threshold t, in
+the way that makes certifying t hardest: as a failing item and a miss when its cheap score is
+≥ t, as passing (out of the test) when below — imputing "fail" below t would add a failing
+label with no miss, making t easier to certify. The test at t is then the least favourable over
+every verdict the errored items could have had, so the guarantee holds whatever their true
+verdicts (fixed-sequence testing needs only that each test is valid; misses and the failing
+count now grow together as t loosens, so each threshold is checked against its own bound).
+For P(fail | passed) the errored items count as failing in P(fail)'s bound and, below t, as
+clean answers not passed in c's: both directions raise q⁺. The price: each errored item with a
+high cheap score costs a miss.
+
 P(fail | passed locally). m ≤ alpha bounds the share of failing answers passed, not the
 share of passed answers that fail, q(t) = P(fail | s ≥ t) = π·m / (π·m + (1 − π)·c), with
 π = P(fail) and c = P(s ≥ t | pass). When almost everything fails (FRANK XSum: π ≈ 0.93) a
@@ -179,6 +192,7 @@ class Certification:
     max_fail_given_passed: float | None = None
     checkpoint: int | None = None
     family_delta: float | None = None
+    errored: int = 0  # labels with no verdict (`unknown`), counted least favourably
 
     @property
     def certified(self) -> bool:
@@ -232,17 +246,23 @@ def labels_needed(
 
 
 def fail_given_passed_bound(
-    labels: int, failing: int, clean_passed: int, alpha: float, level: float
+    labels: int,
+    failing: int,
+    clean_passed: int,
+    alpha: float,
+    level: float,
+    clean: int | None = None,
 ) -> float:
     """q⁺: the upper bound of P(fail | s ≥ t) given m(t) ≤ alpha (module docstring), from
-    `labels` labelled items of which `failing` fail and `clean_passed` pass with s ≥ t; the
-    bounds of P(fail) and P(s ≥ t | pass) each at level/2.
+    `labels` labelled items of which `failing` fail and `clean_passed` pass with s ≥ t (out of
+    `clean` passing items, default labels − failing); the bounds of P(fail) and
+    P(s ≥ t | pass) each at level/2.
 
     >>> round(fail_given_passed_bound(1000, 100, 400, 0.05, 0.1), 3)
     0.016
     """
     p_fail = _cp_upper(failing, labels, level / 2) if labels else 1.0
-    clean = labels - failing
+    clean = labels - failing if clean is None else clean
     c_low = _cp_lower(clean_passed, clean, level / 2) if clean else 0.0
     worst = alpha * p_fail
     return 1.0 if worst + (1 - p_fail) * c_low <= 0 else worst / (worst + (1 - p_fail) * c_low)
@@ -260,6 +280,7 @@ def certify(
     seed: int = 0,
     max_fail_given_passed: float | None = None,
     fail_given_passed_delta: float | None = None,
+    unknown: npt.ArrayLike | None = None,
 ) -> Certification:
     """Certify the loosest threshold of `grid` (ordered strictest first, fixed in advance)
     with P(m ≤ alpha) ≥ 1 − delta over the calibration draw (module docstring: assumptions).
@@ -270,12 +291,19 @@ def certify(
     the decided share (default: the labelled items' scores). `max_fail_given_passed` (β, off
     by default): certify only when the bound q⁺ of P(fail | passed) is ≤ β, at level
     `fail_given_passed_delta` (default delta); jointly valid at 1 − delta − that level.
+    `unknown`: items with no verdict (the judge erred; their `fails` is ignored), counted at
+    each threshold as failing and a miss when their score is ≥ it, else as passing (module
+    docstring: the least favourable imputation, so the guarantee holds whatever they were).
     """
     if not (0 < alpha < 1 and 0 < delta < 1):
         raise ValueError("alpha and delta must lie strictly between 0 and 1")
     s, y = np.asarray(scores, float), np.asarray(fails, bool)
     if s.shape != y.shape or s.ndim != 1:
         raise ValueError("one verdict per score")
+    u = np.zeros(s.shape, bool) if unknown is None else np.asarray(unknown, bool)
+    if u.shape != s.shape:
+        raise ValueError("one unknown flag per score")
+    y = y & ~u  # known fails only
     if list(grid) != sorted(grid, reverse=True):
         raise ValueError("the grid must be ordered strictest (largest) first")
     q_delta = delta if fail_given_passed_delta is None else fail_given_passed_delta
@@ -284,12 +312,16 @@ def certify(
         if len(clusters) != s.size:
             raise ValueError("one cluster id per score")
         keep = one_per_cluster(clusters, seed)
-        s, y, n_clusters = s[keep], y[keep], len(keep)
+        s, y, u, n_clusters = s[keep], y[keep], u[keep], len(keep)
     failing = np.sort(s[y])[::-1]  # failing items' scores, highest first
-    f = failing.size
-    k_max = max_misses(f, alpha, delta)
+    errored = np.sort(s[u])[::-1]
     g = np.asarray(grid, float)
-    misses = np.searchsorted(-failing, -g, side="right")  # failing scores ≥ each threshold
+    above = np.searchsorted(-errored, -g, side="right")  # errored items ≥ each threshold
+    # Per threshold: failing items (known fails + errored above it) and misses among them.
+    fail_at = failing.size + above
+    misses = np.searchsorted(-failing, -g, side="right") + above
+    sizes, where = np.unique(fail_at, return_inverse=True)
+    k_max = np.array([max_misses(int(n), alpha, delta) for n in sizes])[where]
     ok = misses <= k_max
     first_bad = int(np.argmin(ok)) if not ok.all() else len(g)
     threshold = float(g[first_bad - 1]) if first_bad > 0 else None
@@ -298,13 +330,17 @@ def certify(
         "fail_given_passed_delta": q_delta,
         "max_fail_given_passed": max_fail_given_passed,
     }
+    common["errored"] = int(u.sum())
     if threshold is not None:
-        m = int(misses[first_bad - 1])
+        m, f = int(misses[first_bad - 1]), int(fail_at[first_bad - 1])
         passed = s >= threshold
         decided = float((traffic >= threshold).mean()) if traffic.size else 0.0
-        fgp = float(y[passed].mean()) if passed.any() else None
+        fgp = float((y | u)[passed].mean()) if passed.any() else None
         bound = _cp_upper(m, f, delta) if f else 1.0
-        q_up = fail_given_passed_bound(int(s.size), f, int((passed & ~y).sum()), alpha, q_delta)
+        # Errored items raise both bounds: failing in P(fail)'s, clean and not passed in c's.
+        q_up = fail_given_passed_bound(int(s.size), failing.size + int(u.sum()),
+                                       int((passed & ~y & ~u).sum()), alpha, q_delta,
+                                       clean=int(s.size) - f)  # fmt: skip
         if max_fail_given_passed is None or q_up <= max_fail_given_passed:
             return Certification(threshold, alpha, delta, int(s.size), f, n_clusters, m, bound,
                                  decided, fgp, fail_given_passed_bound=q_up,
@@ -315,14 +351,16 @@ def certify(
     # grows with the miss rate), for the loosest threshold with that many that passes any item.
     best: tuple[int, float] | None = None
     eligible = np.flatnonzero(g <= s.max()) if s.size else np.array([], int)
-    if eligible.size and f:
+    if eligible.size and fail_at[eligible].max():
         fewest = int(misses[eligible].min())
         loosest = int(eligible[misses[eligible] == fewest].max())
-        need = labels_needed(f / s.size, fewest / f, alpha, delta, int(s.size))
+        f = int(fail_at[loosest])
+        need = labels_needed(f / s.size, fewest / f, alpha, delta, int(s.size)) if f else None
         best = (need, float(g[loosest])) if need is not None else None
     m0 = int(misses[0]) if g.size else 0
-    return Certification(None, alpha, delta, int(s.size), f, n_clusters, m0,
-                         _cp_upper(m0, f, delta) if f else 1.0, 0.0, None,
+    f0 = int(fail_at[0]) if g.size else failing.size
+    return Certification(None, alpha, delta, int(s.size), f0, n_clusters, m0,
+                         _cp_upper(m0, f0, delta) if f0 else 1.0, 0.0, None,
                          best[0] if best else None, best[1] if best else None,
                          **common)  # fmt: skip
 
@@ -362,13 +400,15 @@ def certify_checkpoints(
     with all its labelled items, one of which is then used). Other arguments as `certify`.
     P(any of them certifies a threshold with m > alpha) ≤ delta."""
     s, y = np.asarray(scores, float), np.asarray(fails, bool)
+    unknown = kwargs.pop("unknown", None)
+    u = np.zeros(s.shape, bool) if unknown is None else np.asarray(unknown, bool)
     rank = np.arange(s.size) if clusters is None else _arrival_rank(_plain(clusters))
     n = int(rank.max()) + 1 if rank.size else 0
     out = []
     for j, (k, d) in enumerate(checkpoint_schedule(n, delta, first)):
         idx = np.flatnonzero(rank < k)
         sub = None if clusters is None else rank[idx]  # the rank identifies the cluster
-        c = certify(s[idx], y[idx], sub, alpha=alpha, delta=d, **kwargs)
+        c = certify(s[idx], y[idx], sub, alpha=alpha, delta=d, unknown=u[idx], **kwargs)
         out.append(replace(c, checkpoint=j, family_delta=delta))
     return out
 

@@ -182,6 +182,51 @@ async def test_certifies_at_a_checkpoint_then_the_monitor_withdraws_and_pages(
     assert decide(store, [r], later + timedelta(hours=4)).written == []
 
 
+def errored(n: int, start: datetime, cheap: float, prefix: str) -> list[EvalRecord]:
+    """n calibration records whose judge call failed (error records: no verdict)."""
+    out = records(n, start, rng=np.random.default_rng(0), prefix=prefix)
+    for r in out:
+        r.status, r.score, r.passed = "error", None, None
+        r.details = {"error_kind": "judge_unavailable",
+                     "cascade": {**r.details["cascade"], "cheap_score": cheap,
+                                 "local_value": cheap}}  # fmt: skip
+    return out
+
+
+def test_judge_errors_on_calibration_draws_count_against_the_cheap_stage(
+    store: Store, tmp_path: Path
+) -> None:
+    """Regression (issue 28 review): error records of the calibration draw were dropped, so a
+    judge that errs on fluent hallucinations hid the misses. Each is now a failing label and a
+    miss at every threshold at or below its cheap score; below it, not counted at all."""
+    rng = np.random.default_rng(7)
+    clean = records(220, T0, rng=rng, prefix="a")
+    add(store, clean)
+    r, now = rubric(tmp_path), T0 + timedelta(days=1)
+    (base,) = decide(store, [r], now).written
+    assert base.threshold is not None and base.threshold < 0.7 and base.misses == 0
+    certs.withdraw(store.engine, base.id, "test: start again", now)
+
+    # The same labels again after the withdrawal, with 4 errored clusters among the first 200
+    # whose cheap score is 0.97: they are misses wherever the threshold is <= 0.97.
+    later = now + timedelta(hours=1)
+    again = records(220, later, rng=np.random.default_rng(7), prefix="b")
+    errs = errored(4, later + timedelta(seconds=30), 0.97, "e")
+    add(store, again + errs)
+    labels = read_labels(store.engine, "faith")[KEY]
+    assert sum(x.errored and x.failed for x in labels) == 4
+    (row,) = decide(store, [r], later + timedelta(days=1)).written
+    assert row.look == 200 and row.clusters == 200
+    assert row.threshold is None or row.threshold > 0.97, row
+    # Errored labels below every passing score leave the certification as it was.
+    certs.withdraw(store.engine, row.id, "test: start again", later + timedelta(days=1))
+    last = later + timedelta(days=2)
+    add(store, records(220, last, rng=np.random.default_rng(7), prefix="c")
+        + errored(4, last + timedelta(seconds=30), 0.05, "f"))  # fmt: skip
+    (low,) = decide(store, [r], last + timedelta(days=1)).written
+    assert low.threshold is not None and low.threshold <= base.threshold + 0.01
+
+
 def test_judge_drift_withdraws_at_once_and_blocks_new_certifications(
     store: Store, tmp_path: Path
 ) -> None:

@@ -3,9 +3,13 @@ new certifications at their checkpoints, withdraw drifting ones, and raise an al
 withdrawal (kind "cert_withdrawn", delivered like every alert: log, webhooks, OpenTelemetry).
 
 What it decides, and with which guarantee, is evaluator.analytics.certification_plan (pure);
-this module is the I/O around it. Records read: a rubric's ok records whose
+this module is the I/O around it. Records read: a rubric's ok and error records whose
 `details.cascade.calibration` is true (the cascade writes it, judges.scorers.faithfulness);
-a record's verdict is its `passed` (the judge's verdict against the rubric's pass_threshold).
+an ok record's verdict is its `passed` (the judge's verdict against the rubric's
+pass_threshold); an error record (the judge call failed: no verdict) is a label counted
+against the cheap stage — failing, and a miss at every threshold at or below its cheap score
+(certification_plan.Label.errored) — never dropped: dropping would bias the miss rate low
+when the judge errs more on the answers it would fail. Skipped records are not labels.
 The key of a record is (rubric, details.cascade.stage, epoch, prompt_version or '',
 details.cascade.stratum). Saved judge calls: a certification's records with
 `details.cascade.decided_by = "local_certified"` naming it.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Engine
 
 from evaluator.analytics.alerts import alert_to_json, group_key, open_alerts, save, try_open
@@ -79,25 +83,26 @@ def read_labels(engine: Engine, rubric: str) -> dict[Key, list[Label]]:
             _R.c.epoch,
             _R.c.prompt_version,
             _R.c.passed,
+            _R.c.status,
             _R.c.trace_id,
             _R.c.details,
         )
         .where(
             _R.c.rubric == rubric,
-            _R.c.status == "ok",
-            _R.c.passed.is_not(None),
+            or_(and_(_R.c.status == "ok", _R.c.passed.is_not(None)), _R.c.status == "error"),
             _cascade("calibration").as_boolean().is_(True),
         )
         .order_by(_R.c.created_at, _R.c.trace_id)
     )
     out: dict[Key, list[Label]] = defaultdict(list)
     with engine.connect() as conn:
-        for at, epoch, pv, passed, trace_id, details in conn.execute(query):
+        for at, epoch, pv, passed, status, trace_id, details in conn.execute(query):
             c = (details or {}).get("cascade") or {}
             key = (rubric, str(c.get("stage") or ""), str(epoch), pv or "",
                    str(c.get("stratum") or "unknown"))  # fmt: skip
             cluster = str(c.get("cluster") or f"trace:{trace_id}")
-            out[key].append(Label(as_utc(at), cluster, _score(c), not passed))
+            errored = status == "error"
+            out[key].append(Label(as_utc(at), cluster, _score(c), errored or not passed, errored))
     return dict(out)
 
 

@@ -59,12 +59,18 @@ CEILING_CAP = 0.999
 @dataclass(frozen=True, slots=True)
 class Label:
     """One calibration record: when it arrived, its cluster, the cheap score (NO_SCORE when
-    the cheap stage could not pass it) and the top judge's verdict."""
+    the cheap stage could not pass it) and the top judge's verdict. `errored`: the judge call
+    failed (an error record): no verdict, so counted against the cheap stage — `failed` is
+    True, and at each threshold it is a miss when its score is >= it, out of the test below
+    (evalcore.certification's `unknown`: the least favourable verdict, so the guarantee
+    holds whatever the judge would have said; dropping such labels biases the miss rate low
+    when the judge errs more on the answers it would fail)."""
 
     at: datetime
     cluster: str
     score: float
     failed: bool
+    errored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,11 +143,14 @@ def monitor(row: CertificationRecord, labels: Sequence[Label]) -> Withdrawal | N
     - pass monitor (approximate: its ceiling is estimated): the audits with a cheap score >=
       the threshold; a hit is a judge fail; tests "P(fail | passed) <= ceiling_of(row)".
     The miss monitor sees audit_rate·P(fail) of the traffic, the pass monitor audit_rate·P(s
-    >= t): the first is faster where most answers fail, the second where few do."""
+    >= t): the first is faster where most answers fail, the second where few do.
+    An errored audit (no verdict) counts against the certification: a miss and a fail when
+    its score is >= the threshold, left out below; so with judge errors a monitor may
+    withdraw more often than delta (the conservative side: the judge decides again)."""
     t = row.threshold
     assert t is not None
     audits = audits_after(row, labels)
-    failing = [x for x in audits if x.failed]
+    failing = [x for x in audits if x.failed and not (x.errored and x.score < t)]
     passing = [x for x in audits if x.score >= t]
     half, ceiling = row.delta / 2, ceiling_of(row)
     miss = _fired(failing, [x.score >= t for x in failing], row.alpha, half)
@@ -185,7 +194,7 @@ def checkpoint_row(
         first.setdefault(x.cluster, len(first))
     kept = [x for x in labels if first[x.cluster] < k]
     cert = certify([x.score for x in kept], [x.failed for x in kept], [x.cluster for x in kept],
-                   alpha=alpha, delta=d)  # fmt: skip
+                   alpha=alpha, delta=d, unknown=[x.errored for x in kept])  # fmt: skip
     return to_row(key, cert, k, delta, now)
 
 

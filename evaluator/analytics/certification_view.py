@@ -213,6 +213,7 @@ def compute_now(
             alpha=alpha,
             delta=delta,
             first=FIRST_CHECKPOINT,
+            unknown=[x.errored for x in seg],
         )
         reached = None if cert.checkpoint is None else FIRST_CHECKPOINT * 2**cert.checkpoint
         need = None if cert.certified else cert.labels_needed

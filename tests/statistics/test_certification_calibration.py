@@ -132,6 +132,46 @@ def test_clustered_certification_misses_more_than_alpha_at_most_delta() -> None:
     assert item_level_bad / SEEDS > DELTA, f"clusters ignored: {item_level_bad}/{SEEDS} bad"
 
 
+def test_judge_errors_on_labels_count_against_the_certification() -> None:
+    """The judge errs on most fluent hallucinations (failing answers with a high cheap score)
+    and rarely elsewhere: dropping the errored labels hides exactly the misses, and the level
+    breaks; counting each as failing and a miss at thresholds at or below its score
+    (`unknown`) holds it, whatever the errored answers' verdicts were."""
+    rng = np.random.default_rng(29)
+    bad = dropped_bad = certified = 0
+    for _ in range(SEEDS):
+        scores, fails = independent_stratum(rng, 300, 0.3)
+        hidden = np.where(fails & (scores >= 0.5), 0.5, 0.02)
+        errored = rng.random(scores.size) < hidden
+        cert = certify(scores, fails, alpha=ALPHA, delta=DELTA, unknown=errored)
+        if cert.threshold is not None:
+            certified += 1
+            bad += true_miss(cert.threshold, 1.0) > ALPHA
+            assert cert.errored == int(errored.sum())
+        kept = ~errored
+        dropped = certify(scores[kept], fails[kept], alpha=ALPHA, delta=DELTA)
+        dropped_bad += dropped.threshold is not None and (true_miss(dropped.threshold, 1.0) > ALPHA)
+    assert certified > SEEDS // 2, f"only {certified}/{SEEDS} strata certified: too weak a test"
+    print(f"judge errors: {certified} certified, {bad} bad; errored labels dropped {dropped_bad}")
+    assert_within_level(bad, SEEDS, DELTA, "certify with errored labels counted against it")
+    assert dropped_bad / SEEDS > 2 * DELTA, f"dropped errors: only {dropped_bad}/{SEEDS} bad"
+
+
+def test_an_errored_label_is_a_miss_above_its_score_and_out_of_the_test_below() -> None:
+    """Least favourable per threshold: 45 failing labels with no miss certify; one errored
+    label scoring 0.9 is then a miss at every threshold <= 0.9 (none certifiable there), and
+    one scoring 0.1 changes nothing above 0.1 (it is not counted as a failing label there)."""
+    fail_scores, pass_scores = [0.2] * 45, [0.95] * 200
+    base = certify(fail_scores + pass_scores, [True] * 45 + [False] * 200)
+    assert base.threshold == 0.201 and base.failing == 45 and base.misses == 0
+    high = certify([*fail_scores, *pass_scores, 0.9], [True] * 45 + [False] * 201,
+                   unknown=[False] * 245 + [True])  # fmt: skip
+    assert high.threshold == 0.901 and high.errored == 1
+    low = certify([*fail_scores, *pass_scores, 0.1], [True] * 45 + [False] * 201,
+                  unknown=[False] * 245 + [True])  # fmt: skip
+    assert low.threshold == base.threshold and low.failing == 45
+
+
 # --- P(fail | passed locally) --------------------------------------------------------------
 
 
