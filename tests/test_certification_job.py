@@ -248,6 +248,37 @@ def test_judge_drift_withdraws_at_once_and_blocks_new_certifications(
     assert certs.active_rows(store.engine) == []
 
 
+def test_a_drift_alert_opened_and_resolved_between_runs_still_withdraws(
+    store: Store, tmp_path: Path
+) -> None:
+    """Regression (issue 28 review): the job saw only open drift alerts, so one that opened and
+    resolved between two runs left the certification in force. An active row created before
+    the latest drift alert opened is withdrawn; the next segment starts after it resolved."""
+    rng = np.random.default_rng(3)
+    add(store, records(220, T0, rng=rng, prefix="a"))
+    r, now = rubric(tmp_path), T0 + timedelta(days=1)
+    (row,) = decide(store, [r], now).written
+    assert row.threshold is not None
+    opened, resolved = now + timedelta(minutes=1), now + timedelta(minutes=3)
+    drift = AlertRecord(group_key="judge_drift|faith", kind="judge_drift", rubric="faith",
+                        message="faith: JUDGE DRIFT", status="resolved", opened_at=opened,
+                        updated_at=resolved, resolved_at=resolved)  # fmt: skip
+    with Session(store.engine) as session:
+        session.add(drift)
+        session.commit()
+    report = decide(store, [r], now + timedelta(minutes=5))
+    (w,) = report.withdrawn
+    assert w.row.id == row.id and w.test == "judge_drift" and "opened at" in w.reason
+    assert certs.active_rows(store.engine) == []
+    # Labels after the resolution certify anew, and that row is not withdrawn again.
+    add(store, records(220, resolved + timedelta(minutes=10), rng=rng, prefix="b"))
+    later = resolved + timedelta(days=1)
+    (fresh,) = decide(store, [r], later).written
+    assert fresh.threshold is not None and fresh.clusters == 200
+    assert decide(store, [r], later + timedelta(minutes=5)).withdrawn == []
+    assert [a.id for a in certs.active_rows(store.engine)] == [fresh.id]
+
+
 async def test_cron_body_runs_once_per_period_and_skips_without_a_cascade(
     tmp_path: Path, redis_url: str
 ) -> None:

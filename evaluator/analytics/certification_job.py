@@ -118,17 +118,28 @@ def saved_calls(engine: Engine, rubric: str) -> dict[str, int]:
         return {str(c): int(n) for c, n in conn.execute(query) if c}
 
 
-def judge_drift_state(store: Store, rubric: str) -> tuple[str | None, datetime | None]:
-    """(an open judge-drift alert's message, when the latest one resolved)."""
+@dataclass(frozen=True, slots=True)
+class DriftState:
+    """The rubric's judge-drift alerts: an open one's message, when the latest resolved, and
+    when the latest opened (an alert opened and resolved between two runs shows only here)."""
+
+    open: str | None = None
+    resolved_at: datetime | None = None
+    opened_at: datetime | None = None
+
+
+def judge_drift_state(store: Store, rubric: str) -> DriftState:
     a = table_of(AlertRecord)
-    query = select(a.c.status, a.c.message, a.c.resolved_at).where(
+    query = select(a.c.status, a.c.message, a.c.resolved_at, a.c.opened_at).where(
         a.c.rubric == rubric, a.c.kind == JUDGE_DRIFT
     )
     with store.engine.connect() as conn:
         drift = conn.execute(query).all()
-    current = next((m for status, m, _ in drift if status == "open"), None)
-    resolved = [as_utc(at) for _, _, at in drift if at is not None]
-    return (current[:300] if current else None), (max(resolved) if resolved else None)
+    current = next((m for status, m, _, _ in drift if status == "open"), None)
+    resolved = [as_utc(at) for _, _, at, _ in drift if at is not None]
+    opened = [as_utc(at) for _, _, _, at in drift if at is not None]
+    return DriftState(current[:300] if current else None, max(resolved) if resolved else None,
+                      max(opened) if opened else None)  # fmt: skip
 
 
 # --- decisions and writes -------------------------------------------------------------------
@@ -222,11 +233,12 @@ def decide(store: Store, rubrics: Iterable[Rubric], now: datetime) -> JobReport:
             rows: dict[Key, list[CertificationRecord]] = defaultdict(list)
             for r in certs.list_certifications(store.engine, rubric.name):
                 rows[r.key].append(r)
-            drift_open, drift_resolved = judge_drift_state(store, rubric.name)
+            drift = judge_drift_state(store, rubric.name)
             for key in sorted(set(labels) | set(rows)):
                 plan = plan_key(key, labels.get(key, []), rows.get(key, []), alpha=alpha,
-                                delta=delta, now=now, drift_open=drift_open,
-                                drift_resolved_at=drift_resolved)  # fmt: skip
+                                delta=delta, now=now, drift_open=drift.open,
+                                drift_resolved_at=drift.resolved_at,
+                                drift_opened_at=drift.opened_at)  # fmt: skip
                 _apply(store, key, plan, now, report)
             certs.set_saved_calls(store.engine, saved_calls(store.engine, rubric.name))
         except Exception as exc:  # one rubric's failure must not stop the others

@@ -34,7 +34,9 @@ Ville's inequality for each), however often the job re-runs them (it recomputes 
 the whole stream each time: no state to lose). Assumption: the first audit of a cluster is
 like any other of it (arrival order within a session is independent of score and verdict).
 A judge-drift alert on the rubric withdraws its certifications
-at once and blocks new ones while it is open.
+at the job's next run (every 5 minutes; the routers see it within worker.certifications_ttl_s)
+and blocks new ones while it is open; one opened and resolved between two runs still withdraws
+every certification created before it opened.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ class Withdrawal:
 class KeyPlan:
     withdraw: Withdrawal | None = None
     write: CertificationRecord | None = None
+
+
+def _iso(at: datetime | None) -> str:
+    return "-" if at is None else at.isoformat()
 
 
 def segment_start(rows: Sequence[CertificationRecord], after: datetime | None) -> datetime | None:
@@ -234,18 +240,28 @@ def plan_key(
     now: datetime,
     drift_open: str | None = None,
     drift_resolved_at: datetime | None = None,
+    drift_opened_at: datetime | None = None,
 ) -> KeyPlan:
     """One run's decision for one key: withdraw its active row (judge drift, or the monitor),
     else write the latest checkpoint's row when the segment has none for it yet.
 
     `drift_open`: the description of an open judge-drift alert on the rubric (then nothing new
-    is certified); `drift_resolved_at`: when the rubric's last judge-drift alert resolved."""
+    is certified); `drift_resolved_at`: when the rubric's last judge-drift alert resolved;
+    `drift_opened_at`: when the latest one opened — an active row created before it is
+    withdrawn even when the alert resolved before this run (opened and resolved between two
+    runs: the judge that labelled the row's data drifted since)."""
     active = active_row(rows)
     start = segment_start(rows, drift_resolved_at)
     seg = in_segment(labels, start)
     if active is not None:
         if drift_open is not None:
             return KeyPlan(Withdrawal(active, f"judge drift: {drift_open}", test="judge_drift"))
+        if drift_opened_at is not None and active.created_at < drift_opened_at:
+            reason = (
+                f"judge drift: an alert opened at {drift_opened_at.isoformat()} after this "
+                f"certification was created (resolved at {_iso(drift_resolved_at)})"
+            )
+            return KeyPlan(Withdrawal(active, reason, test="judge_drift"))
         withdrawal = monitor(active, seg)
         if withdrawal is not None:
             return KeyPlan(withdrawal)

@@ -183,7 +183,8 @@ def compute_now(
     rows: dict[Key, list[CertificationRecord]] = defaultdict(list)
     for r in certs.list_certifications(store.engine, rubric.name):
         rows[r.key].append(r)
-    drift_open, drift_resolved = judge_drift_state(store, rubric.name)
+    drift = judge_drift_state(store, rubric.name)
+    drift_open, drift_resolved = drift.open, drift.resolved_at
     out = []
     for key in sorted(labels):
         seg = in_segment(labels[key], segment_start(rows.get(key, []), drift_resolved))
