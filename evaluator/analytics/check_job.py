@@ -50,6 +50,8 @@ from evaluator.analytics.alerts import (
     try_open,
 )
 from evaluator.analytics.attribution_data import attribution_for
+from evaluator.analytics.ppi_regression import describe_estimator, ppi_sequential, ppi_verdict
+from evaluator.analytics.ppi_trends import cascade_stream
 from evaluator.analytics.queries import (
     DEFAULT_MAX_LAG,
     VERSION_LABELS,
@@ -79,6 +81,7 @@ from evaluator.outputs.otel import EvaluationExporter
 from evaluator.outputs.webhooks import AlertSinks, build_sinks
 from evaluator.store.models import AlertRecord, utcnow
 from evaluator.store.store import Store
+from judges.rubric import Rubric
 
 log = logging.getLogger("evaluator.analytics.alerts")
 
@@ -95,6 +98,7 @@ class Finding:
     changed: dict[str, Any] = field(default_factory=dict)
     window_start: datetime | None = None
     fixed: Verdict | None = None
+    estimator: dict[str, Any] | None = None  # cascade rubrics: which estimator (`_named`)
 
 
 @dataclass
@@ -130,12 +134,14 @@ def check_rubric(
     pass_threshold: float | None,
     now: datetime,
     max_lag: timedelta = DEFAULT_MAX_LAG,
+    pi_floor: float | None = None,
 ) -> tuple[list[Finding], dict[Key, GroupStats]]:
     """Findings of both kinds, and every group's window statistics (for recovery).
 
     Every window is read on one clock (`queries.Clock`: trace time clamped into [written −
     max_lag, written]); a new group starts at its earliest record on that clock, so its
-    stream holds every record it has, the first burst included."""
+    stream holds every record it has, the first burst included. `pi_floor` (a cascade
+    rubric's audit rate): the sequential checks bet on PPI pseudo-outcomes (`_ppi`)."""
     p, labels = cfg.policy, grouping(cfg)
     clock = Clock.of(session, max_lag)
     base_lo, win_lo = window_bounds(now, p)
@@ -151,16 +157,20 @@ def check_rubric(
         names = dict(zip(labels, key, strict=True))
         b = base.get(key, GroupStats())
         if b.n >= p.min_samples and stats.n >= p.min_samples:
-            state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold,
-                                     max_weight=cfg.max_weight)  # fmt: skip
-            window = scores_in_order(session, clock, rubric, labels, key, win_lo, now)
-            state = advance(state, [x for x, _ in window], p, [q for _, q in window])
-            seq = sequential_verdict(state, p)
-            alarm = _pages(cfg.detector, state.alarm_at is not None, fixed[key].regression)
-            verdict = (
-                seq if state.alarm_at is not None or cfg.detector == "sequential" else fixed[key]
-            )
-            findings.append(Finding("drop", names, verdict, alarm, stats, {}, win_lo, fixed[key]))
+            spans = ((base_lo, win_lo), (win_lo, now))
+            got = _ppi(session, clock, rubric, labels, (key, key), spans, cfg, False, pi_floor)
+            if got is None:
+                state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold,
+                                         max_weight=cfg.max_weight)  # fmt: skip
+                window = scores_in_order(session, clock, rubric, labels, key, win_lo, now)
+                state = advance(state, [x for x, _ in window], p, [q for _, q in window])
+                got = (state.alarm_at is not None, sequential_verdict(state, p), None)
+            seq_alarm, seq, estimator = got
+            alarm = _pages(cfg.detector, seq_alarm, fixed[key].regression)
+            use_seq = seq_alarm or cfg.detector == "sequential"
+            findings.append(Finding("drop", names, seq if use_seq else fixed[key], alarm, stats,
+                                    {}, win_lo, fixed[key],
+                                    _named(estimator, use_seq, pi_floor)))  # fmt: skip
         new_at = first_seen(session, clock, rubric, labels, key, now - p.baseline)
         if new_at is None or not set(VERSION_LABELS) & set(labels):
             continue
@@ -175,24 +185,21 @@ def check_rubric(
             continue
         stream = scores_in_order(session, clock, rubric, labels, key, new_at, now)
         xs, probabilities = [x for x, _ in stream], [q for _, q in stream]
-        state = advance(
-            start_sequential(
-                ref_stats,
-                p,
-                known_start=True,
-                pass_threshold=pass_threshold,
-                max_weight=cfg.max_weight,
-            ),
-            xs,
-            p,
-            probabilities,
-        )
+        spans = ((new_at - p.baseline, new_at), (new_at, now))
+        got = _ppi(session, clock, rubric, labels, (pred, key), spans, cfg, True, pi_floor)
+        if got is None:
+            state = advance(
+                start_sequential(ref_stats, p, known_start=True, pass_threshold=pass_threshold,
+                                 max_weight=cfg.max_weight),
+                xs, p, probabilities,
+            )  # fmt: skip
+            got = (state.alarm_at is not None, sequential_verdict(state, p), None)
+        seq_alarm, seq, estimator = got
         everything = WeightedStats.from_scores(stream, pass_threshold).effective(
             GroupStats.from_scores(xs, pass_threshold)
         )
         fixed_v = compare_stats(ref_stats, everything, p)
-        seq = sequential_verdict(state, p)
-        alarm = _pages(cfg.detector, state.alarm_at is not None, fixed_v.regression)
+        alarm = _pages(cfg.detector, seq_alarm, fixed_v.regression)
         changes = {
             n: {"from": [str(a)], "to": [str(b)]}
             for n, a, b in zip(labels, pred, key, strict=True)
@@ -209,9 +216,55 @@ def check_rubric(
                 {"labels": changes, "text": text, "first_seen": new_at.isoformat()},
                 new_at,
                 fixed_v,
+                _named(estimator, cfg.detector != "window", pi_floor),
             )
         )
     return findings, cur
+
+
+def _ppi(
+    session: Session,
+    clock: Clock,
+    rubric: str,
+    labels: tuple[str, ...],
+    keys: tuple[Key, Key],
+    spans: tuple[tuple[datetime, datetime], tuple[datetime, datetime]],
+    cfg: CheckConfig,
+    known_start: bool,
+    pi_floor: float | None,
+) -> tuple[bool, Verdict, dict[str, Any] | None] | None:
+    """A cascade rubric's sequential check on PPI pseudo-outcomes (`ppi_regression`): the
+    reference group's records in the first span, the checked group's in the second. None
+    (today's check stands) without a floor or with too few cascade records."""
+    if pi_floor is None:
+        return None
+    conn = session.connection()
+    ref = cascade_stream(conn, clock, rubric, labels, keys[0], *spans[0])
+    cur = cascade_stream(conn, clock, rubric, labels, keys[1], *spans[1])
+    if ref is None or cur is None or min(len(ref), len(cur)) < cfg.policy.min_samples:
+        return None
+    state, unit, scale = ppi_sequential(ref, cur, cfg.policy, known_start=known_start,
+                                        pi_floor=pi_floor, max_weight=cfg.max_weight)  # fmt: skip
+    named = describe_estimator(scale, pi_floor, state.clamped)
+    return state.alarm_at is not None, ppi_verdict(state, unit, scale), named
+
+
+def _named(ppi: dict[str, Any] | None, sequential: bool, pi_floor: float | None) -> Any:
+    """The estimator an alert names: PPI++'s when its verdict came from the pseudo-outcomes;
+    for a cascade rubric otherwise today's Horvitz–Thompson/Hájek one; other rubrics none."""
+    if pi_floor is None:
+        return None
+    return ppi if ppi is not None and sequential else {"estimator": "hajek"}
+
+
+def ppi_floor(rubric: Rubric) -> float | None:
+    """A cascade rubric's judge-probability floor (its audit rate; the escalation region is
+    judged at 1), or None: no cheap stage, or an audit rate of 0 (certified passes never
+    judged, so the top judge's mean is not estimable there)."""
+    if rubric.resolved_method != "cascade":
+        return None
+    rate = float(getattr(rubric.typed_options, "audit_rate", 0.0) or 0.0)
+    return min(rate, 1.0) if rate > 0 else None
 
 
 def _pages(detector: str, sequential: bool, window: bool) -> bool:
@@ -255,9 +308,8 @@ def decide(
             log.error("%s", exc)
             continue
         with Session(store.engine) as session:
-            findings, cur = check_rubric(
-                session, rubric.name, cfg, rubric.pass_threshold, now, alerts.max_lag_delta
-            )
+            findings, cur = check_rubric(session, rubric.name, cfg, rubric.pass_threshold, now,
+                                         alerts.max_lag_delta, ppi_floor(rubric))  # fmt: skip
             report.groups += len(cur)
             by_key = {group_key(f.kind, rubric.name, f.labels): f for f in findings}
             current = {tuple(zip(grouping(cfg), k, strict=True)): s for k, s in cur.items()}
@@ -331,6 +383,8 @@ def _new_alert(
         changed = what_changed(session, clock, rubric, labels, k, (base_lo, win_lo), (win_lo, now))
     summary = f.verdict.summary(cfg.policy.confidence)
     summary["window_n"] = f.window_stats.n  # every score in the window, beside the test's n
+    if f.estimator is not None:
+        summary["estimator"] = f.estimator
     if f.fixed is not None:
         summary["window_test"] = f.fixed.summary(cfg.policy.confidence)
     cause = attribution_for(session, clock, rubric, labels, k, f.kind,

@@ -42,6 +42,8 @@ from sqlalchemy import select as sa_select
 from sqlmodel import col
 
 from evalcore.ppi import Estimate, PPIResult, ppi_mean
+from evaluator.analytics.ppi_regression import Stream
+from evaluator.analytics.queries import MAX_STREAM, Clock, Key, _ok, match_labels
 from evaluator.analytics.rollups import bucket_time, floor_time
 from evaluator.store.models import EvalRecord, table_of
 from evaluator.store.store import Store, as_utc
@@ -164,6 +166,39 @@ def ppi_cells(
         key: Cell(st["f"][ix], st["y"][ix], p1[ix], st["p2"][ix], st["judged"][ix])
         for key, ix in index.items()
     }
+
+
+def cascade_stream(
+    conn: Any, clock: Clock, rubric: str, labels: Any, key: Key, lo: datetime, hi: datetime
+) -> Stream | None:
+    """One group's cascade records counted in [lo, hi) on the check's clock, in write order
+    (as `queries.scores_in_order`), as the regression check's PPI stream
+    (`evaluator.analytics.ppi_regression`); None when it has none."""
+    query = (
+        sa_select(
+            _R.c.score, _R.c.inclusion_probability, _trail("cheap_score").as_float(),
+            _trail("local_value").as_float(), _trail("decided_by").as_string(),
+            _trail("calibration").as_boolean(), _trail("audit_rate").as_float(),
+            _trail("certified_threshold").as_float(),
+        )
+        .where(*_ok(clock, rubric, lo, hi), *match_labels(labels, key), _R.c.method == "cascade")
+        .order_by(_R.c.created_at, _R.c.id)
+        .limit(MAX_STREAM)
+    )  # fmt: skip
+    rows = conn.execute(query).all()
+    if not rows:
+        return None
+    score, p, cheap, local, decided, calib, audit, cut = zip(*rows, strict=True)
+
+    def num(values: tuple[Any, ...]) -> Array:
+        return np.array([np.nan if v is None else float(v) for v in values])
+
+    st = stages(num(score), num(cheap), num(local), list(decided),
+                np.array([bool(c) for c in calib]), num(audit), num(cut))  # fmt: skip
+    p1 = num(p)
+    p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
+    k = st["keep"]
+    return Stream(st["f"][k], st["y"][k], st["judged"][k], st["p2"][k], p1[k])
 
 
 def _shown(result: PPIResult) -> dict[str, Any]:
