@@ -82,7 +82,9 @@ async def test_server_errors_are_retried_a_bounded_number_of_times(
     await judge.close()
 
 
-async def test_adaptive_concurrency_starts_low_grows_on_success_and_halves_once_per_window() -> None:
+async def test_adaptive_concurrency_starts_low_grows_on_success_and_halves_once_per_window() -> (
+    None
+):
     clock = [0.0]
     limit = AdaptiveConcurrency(8, clock=lambda: clock[0])
     assert limit.limit == 2  # starts low, whatever the maximum
