@@ -201,6 +201,26 @@ def cascade_stream(
     return Stream(st["f"][k], st["y"][k], st["judged"][k], st["p2"][k], p1[k])
 
 
+def window_estimates(
+    store: Store, rubric: str, start: datetime, end: datetime
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """What a trend's group total shows (`estimator`, `mean`, `ci_low`, `ci_high`, `ess`) per
+    (prompt version, epoch) of a cascade rubric over [start, end), for `/metrics`; empty
+    when the rubric has no cheap stage there or the window holds over MAX_RECORDS records
+    (its numbers then stay today's)."""
+    if not has_cheap_stage(store, rubric, start):
+        return {}
+    try:
+        cells = ppi_cells(store, rubric, lambda pv, _m, _f: pv or "", start, end, end - start)
+    except TooManyRecords:
+        return {}
+    totals: dict[tuple[str, str], Cell] = {}
+    for (label, ep, _b), cell in (cells or {}).items():  # ≤ 2 buckets of the window's length
+        got = totals.get((label, ep))
+        totals[(label, ep)] = cell if got is None else got + cell
+    return {key: _shown(cell.result()) for key, cell in totals.items()}
+
+
 def _shown(result: PPIResult) -> dict[str, Any]:
     if result.judge_only.n_judged == 0:  # every trace passed locally: nothing to estimate from
         return {"estimator": "all-records", "judge_only": _json(result.judge_only)}

@@ -52,8 +52,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
-from datetime import timedelta
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timedelta
+from typing import Any
 
 import redis
 from prometheus_client import CollectorRegistry, generate_latest
@@ -70,6 +71,7 @@ from sqlmodel import Session, col, select
 
 from evalcore.intervals import GroupStats
 from evalcore.weights import WeightedStats
+from evaluator.analytics.ppi_trends import window_estimates
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Reason
@@ -284,10 +286,17 @@ ScoreSums = tuple[str, str | None, str, int, float | None, float | None, float |
                   float | None, float | None, float | None]  # fmt: skip
 
 
-def _score_families(rows: Iterable[ScoreSums], window: timedelta) -> Iterator[Metric]:
+def _score_families(
+    rows: Iterable[ScoreSums],
+    window: timedelta,
+    estimates: Mapping[tuple[str, str, str], Mapping[str, Any]] | None = None,
+) -> Iterator[Metric]:
     """Mean, count, interval and ESS per (rubric, prompt version, epoch) from SQL sums
     (pure). Records weigh 1/p as in trends and the regression check (evalcore.weights): the
-    Hájek mean, its interval with the ESS for n; every p = 1 gives the plain numbers."""
+    Hájek mean, its interval with the ESS for n; every p = 1 gives the plain numbers.
+    `estimates` (a cascade rubric's, `ppi_trends.window_estimates`): that series' mean,
+    interval and ESS are the trend total's instead, with an `estimator` label (ppi++, hajek
+    over the judged records, or all-records); other series keep their labels."""
     labels = ["rubric", "prompt_version", "epoch"]
     where = f"ok records in the last {window}, per evaluator epoch (never pooled across judges)"
     level = f"{SCORE_CI_LEVEL:.0%}"
@@ -319,8 +328,15 @@ def _score_families(rows: Iterable[ScoreSums], window: timedelta) -> Iterator[Me
                           float(w_total_sq or 0.0), float(w_sq or 0.0))  # fmt: skip
         stats: GroupStats | WeightedStats = plain if w.unit else w
         values = [rubric, version or "", epoch]
-        score.add_metric(values, stats.mean if n else 0.0)
         samples.add_metric(values, n)
+        got = (estimates or {}).get((rubric, version or "", epoch))
+        if got is not None and got.get("mean") is not None:
+            named = {**dict(zip(labels, values, strict=True)), "estimator": got["estimator"]}
+            for family, key in ((score, "mean"), (lower, "ci_low"), (upper, "ci_high"),
+                                (ess, "ess")):  # fmt: skip
+                family.add_sample(family.name, named, float(got.get(key) or 0.0))
+            continue
+        score.add_metric(values, stats.mean if n else 0.0)
         ess.add_metric(values, float(n) if w.unit else w.ess)
         lo, hi = stats.mean_ci(SCORE_CI_LEVEL)
         lower.add_metric(values, lo)
@@ -353,7 +369,7 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
     )
     with Session(store.engine) as session:
         rows = session.connection().execute(sums).all()
-        families = list(_score_families(rows, window))
+        families = list(_score_families(rows, window, _cascade_estimates(store, rows, since)))
         for status, n in session.exec(
             select(EvalRecord.status, func.count()).group_by(EvalRecord.status)
         ).all():
@@ -370,6 +386,19 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
         value=outbox.count_intents(store.engine, outbox.PENDING),
     )
     yield from (*families, records, alerts, pending)
+
+
+def _cascade_estimates(
+    store: Store, rows: Iterable[ScoreSums], since: datetime
+) -> dict[tuple[str, str, str], Mapping[str, Any]]:
+    """The trend totals of cascade rubrics (PPI++ where it stands), keyed like the score
+    rows; one indexed look for any other rubric (`ppi_trends.has_cheap_stage`). The cells
+    count a record by its trace time, the score rows by when it was written."""
+    out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
+    for rubric in sorted({row[0] for row in rows}):
+        for (version, epoch), shown in window_estimates(store, rubric, since, utcnow()).items():
+            out[(rubric, version, epoch)] = shown
+    return out
 
 
 class _Snapshot:

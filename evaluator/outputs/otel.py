@@ -203,6 +203,9 @@ def alert_attributes(event: str, alert: Mapping[str, Any]) -> dict[str, Any]:
             f"{prefix}.ci.upper": stats.get("mean_ci_high"),
             f"{prefix}.ci.level": stats.get("ci_level", level),
         }
+    estimator = summary.get("estimator")  # a cascade rubric's alert: which estimator decided
+    if isinstance(estimator, Mapping) and estimator.get("estimator"):
+        out["evaluator.score.estimator"] = estimator["estimator"]
     for key, value in (alert.get("labels") or {}).items():
         out[f"evaluator.label.{key}"] = None if value is None else str(value)
     return out
