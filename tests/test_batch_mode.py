@@ -19,8 +19,9 @@ import respx
 from bench.batch_server import BatchBehaviour, BatchJudgeServer
 from bench.judge_server import ServerConfig
 from evaluator.cli.health import _check_database
-from evaluator.config.rubrics import RubricError, parse_rubric
+from evaluator.config.rubrics import parse_rubric
 from evaluator.config.settings import Settings
+from evaluator.errors import RubricError
 from evaluator.intake.enqueue import TraceEnqueuer
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store.store import Store

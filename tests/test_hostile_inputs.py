@@ -16,6 +16,7 @@ import redis
 from sqlalchemy import insert
 
 from evaluator.cli.main import main
+from evaluator.errors import TraceFormatError
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.sources.ingest import ingest_jsonl, ingest_traces
@@ -23,7 +24,7 @@ from evaluator.sources.otlp.assembly import SpanAssembler
 from evaluator.sources.quarantine import quarantine_key
 from evaluator.store.models import PendingSpan, TraceRecord, table_of
 from evaluator.store.store import Store
-from evaluator.traces.model import TraceFormatError, parse_trace
+from evaluator.traces.model import parse_trace
 from evaluator.traces.validate import MAX_DEPTH, MAX_LABEL_CHARS, json_problem
 
 from .conftest import rag_trace

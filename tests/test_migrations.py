@@ -17,11 +17,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from evaluator.cli.db import register
+from evaluator.errors import SchemaError
 from evaluator.store import outbox
 from evaluator.store.models import AlertRecord, EvalRecord, PendingSpan, TraceRecord
 from evaluator.store.schema import (
     BASELINE,
-    SchemaError,
     alembic_config,
     current_revision,
     head_revision,

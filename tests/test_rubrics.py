@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evaluator.cli.main import main
-from evaluator.config.rubrics import RubricError, load_rubrics, parse_rubric
+from evaluator.config.rubrics import load_rubrics, parse_rubric
 from evaluator.config.settings import SHIPPED_RUBRICS_DIR
+from evaluator.errors import RubricError
 
 from .conftest import TONE_RUBRIC, write_rubric
 

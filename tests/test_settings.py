@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluator.config.settings import SettingsError, env_overrides, load_settings
+from evaluator.config.settings import env_overrides, load_settings
+from evaluator.errors import SettingsError
 
 
 def test_defaults_load_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 import respx
 
-from evaluator.config.settings import SettingsError
-from evaluator.config.urls import UnsafeURL, check_url_static, resolve_safe
+from evaluator.config.urls import check_url_static, resolve_safe
+from evaluator.errors import SettingsError, UnsafeURL
 from evaluator.outputs.webhooks import (
     SIGNATURE_HEADER,
     WebhookSender,

@@ -13,13 +13,13 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from evaluator.config.urls import (
-    UnsafeURL,
     check_address,
     check_url_static,
     embedded_ipv4,
     parse_inet_aton,
     resolve_safe,
 )
+from evaluator.errors import UnsafeURL
 
 
 def _host(url: str) -> str:

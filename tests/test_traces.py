@@ -8,11 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from evaluator.errors import CaseBuildError, TraceFormatError
 from evaluator.sources.ingest import ingest_jsonl, ingest_traces
 from evaluator.sources.ragtruth import record_to_traces, split_passages
 from evaluator.store.store import Store
-from evaluator.traces.cases import CaseBuildError, build_case
-from evaluator.traces.model import TraceFormatError, parse_trace, parse_trace_json
+from evaluator.traces.cases import build_case
+from evaluator.traces.model import parse_trace, parse_trace_json
 
 from .conftest import rag_trace
 
