@@ -21,7 +21,7 @@ sleeps:  # no test waits on a fixed sleep
 	python .ci/no_fixed_sleeps.py
 
 types:
-	mypy evaluator judges evalcore
+	mypy evaluator judges evalcore  # --strict: pyproject.toml [tool.mypy]
 
 docs:
 	mkdocs build --strict --site-dir "$$(mktemp -d)"
