@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from evaluator.analytics.ppi_trends import window_estimates
+from evaluator.analytics.ppi_trends import score_estimates, window_estimates
 from evaluator.outputs.metrics import _Snapshot, _sql_families
 from evaluator.outputs.otel import alert_attributes
 from evaluator.store.models import utcnow
@@ -19,9 +19,10 @@ from tests.test_ppi_regression_check import cascade
 from tests.test_ppi_trends import plain_day
 
 
-def exposition(store: Store) -> dict[str, list[tuple[dict[str, str], float]]]:
+def exposition(store: Store, hook: bool = True) -> dict[str, list[tuple[dict[str, str], float]]]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(list(_sql_families(store, timedelta(hours=24)))))
+    got = _sql_families(store, timedelta(hours=24), score_estimates if hook else None)
+    registry.register(_Snapshot(list(got)))
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         for s in family.samples:
@@ -49,6 +50,9 @@ def test_a_cascade_rubrics_score_series_names_its_estimator(store: Store) -> Non
     assert "estimator" not in plain[0] and plain[1] == pytest.approx(0.8)
     (count,) = [(lab, v) for lab, v in m["evaluator_score_samples"] if lab["rubric"] == "casc"]
     assert "estimator" not in count[0] and count[1] == 1500
+    # Without the hook (an entry point that does not hand it in) every series is today's.
+    bare = exposition(store, hook=False)
+    assert all("estimator" not in lab for lab, _ in bare["evaluator_score"])
 
 
 def test_an_alert_event_names_the_estimator_only_when_the_alert_does() -> None:

@@ -221,6 +221,20 @@ def window_estimates(
     return {key: _shown(cell.result()) for key, cell in totals.items()}
 
 
+def score_estimates(
+    store: Store, rubrics: list[str], start: datetime, end: datetime
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """`window_estimates` of each rubric, keyed (rubric, prompt version, epoch) like the
+    `/metrics` score rows (`evaluator.outputs.metrics.ScoreEstimates`): one indexed look for a
+    rubric without a cheap stage. These cells count a record by its trace time, the score rows
+    by when it was written."""
+    return {
+        (rubric, version, epoch): shown
+        for rubric in rubrics
+        for (version, epoch), shown in window_estimates(store, rubric, start, end).items()
+    }
+
+
 def _shown(result: PPIResult) -> dict[str, Any]:
     if result.judge_only.n_judged == 0:  # every trace passed locally: nothing to estimate from
         return {"estimator": "all-records", "judge_only": _json(result.judge_only)}

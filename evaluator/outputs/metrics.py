@@ -52,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,7 +71,6 @@ from sqlmodel import Session, col, select
 
 from evalcore.intervals import GroupStats
 from evalcore.weights import WeightedStats
-from evaluator.analytics.ppi_trends import window_estimates
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.sampling import Reason
@@ -284,6 +283,12 @@ def _redis_families(
 
 ScoreSums = tuple[str, str | None, str, int, float | None, float | None, float | None,
                   float | None, float | None, float | None]  # fmt: skip
+# (store, rubrics, since, until) -> {(rubric, prompt version, epoch): a trend total's shown
+# numbers}: `evaluator.analytics.ppi_trends.score_estimates`, handed in by the entry point
+# (outputs sit below analytics in the layers).
+ScoreEstimates = Callable[
+    [Store, list[str], datetime, datetime], Mapping[tuple[str, str, str], Mapping[str, Any]]
+]
 
 
 def _score_families(
@@ -344,7 +349,9 @@ def _score_families(
     yield from (score, samples, lower, upper, ess)
 
 
-def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
+def _sql_families(
+    store: Store, window: timedelta, score_estimates: ScoreEstimates | None = None
+) -> Iterator[Metric]:
     since = utcnow() - window
     records = GaugeMetricFamily("evaluator_records", "Stored eval records.", labels=["status"])
     alerts = GaugeMetricFamily("evaluator_alerts_open", "Open alerts.", labels=["rubric"])
@@ -369,7 +376,9 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
     )
     with Session(store.engine) as session:
         rows = session.connection().execute(sums).all()
-        families = list(_score_families(rows, window, _cascade_estimates(store, rows, since)))
+        rubrics = sorted({row[0] for row in rows})
+        named = score_estimates(store, rubrics, since, utcnow()) if score_estimates else None
+        families = list(_score_families(rows, window, named))
         for status, n in session.exec(
             select(EvalRecord.status, func.count()).group_by(EvalRecord.status)
         ).all():
@@ -386,19 +395,6 @@ def _sql_families(store: Store, window: timedelta) -> Iterator[Metric]:
         value=outbox.count_intents(store.engine, outbox.PENDING),
     )
     yield from (*families, records, alerts, pending)
-
-
-def _cascade_estimates(
-    store: Store, rows: Iterable[ScoreSums], since: datetime
-) -> dict[tuple[str, str, str], Mapping[str, Any]]:
-    """The trend totals of cascade rubrics (PPI++ where it stands), keyed like the score
-    rows; one indexed look for any other rubric (`ppi_trends.has_cheap_stage`). The cells
-    count a record by its trace time, the score rows by when it was written."""
-    out: dict[tuple[str, str, str], Mapping[str, Any]] = {}
-    for rubric in sorted({row[0] for row in rows}):
-        for (version, epoch), shown in window_estimates(store, rubric, since, utcnow()).items():
-            out[(rubric, version, epoch)] = shown
-    return out
 
 
 class _Snapshot:
@@ -422,8 +418,11 @@ def render_metrics(
     key_prefix: str,
     queue_name: str,
     score_window: timedelta = timedelta(hours=24),
+    score_estimates: ScoreEstimates | None = None,
 ) -> bytes:
-    """The exposition text for one scrape; serve it with `CONTENT_TYPE`."""
+    """The exposition text for one scrape; serve it with `CONTENT_TYPE`. `score_estimates`
+    (`evaluator.analytics.ppi_trends.score_estimates`): cascade rubrics' score series carry
+    the trend's estimator (PPI++ where it stands); without it every series is today's."""
     pipe = redis_client.pipeline(transaction=False)
     pipe.hgetall(metrics_key(key_prefix))
     pipe.hgetall(stats_key(key_prefix))
@@ -433,7 +432,7 @@ def render_metrics(
     families = list(
         _redis_families(_numbers(counters), _numbers(intake), int(pending), int(queued))
     )
-    families += _sql_families(store, score_window)
+    families += _sql_families(store, score_window, score_estimates)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(families))
     return generate_latest(registry)
