@@ -306,8 +306,7 @@ def attribute(
     sb, sc = _shares(base), _shares(cur)
     evidence: dict[str, Any] = {"strata_by": list(stratum_labels), "alpha": alpha}
     if not base or not cur:
-        return Attribution("undetermined", "cause undetermined: a window has no scores",
-                           evidence)  # fmt: skip
+        return Attribution("undetermined", "cause undetermined: a window has no scores", evidence)
     raw = _raw_drop(base, cur, sb, sc)
     total = sum(sb[k] for k in both)
     weights = {k: sb[k] / total for k in both} if total > 0 else {}

@@ -92,8 +92,7 @@ def stages(score: Array, cheap: Array, local: Array, decided: list[str | None],
     sampled = local_pass | (judge & calibration & in_pass)  # judged with p2|1 = audit_rate
     p2 = np.where(sampled, audit, 1.0)
     keep = (judge | local_pass) & ~(sampled & (audit <= 0))
-    return {"f": f, "p2": p2, "judged": judge, "y": np.where(judge, score, np.nan),
-            "keep": keep}  # fmt: skip
+    return {"f": f, "p2": p2, "judged": judge, "y": np.where(judge, score, np.nan), "keep": keep}
 
 
 def has_cheap_stage(store: Store, rubric: str, start: datetime) -> bool:

@@ -212,7 +212,7 @@ def run_demo(
         store = Store(settings.database.url)
         # `evaluator stats` on this database reads the counters under this run's prefix.
         where: _Where = {"redis_url": url, "key_prefix": prefix, "queue_name": queue,
-                 "embedded": embedded}  # fmt: skip
+                         "embedded": embedded}  # fmt: skip
         record_demo(settings.database.url, **where)
         trace_ids: list[str] = []
         for path in [traces] if traces is not None else [SAMPLE_TRACES, AGENT_TRACES]:

@@ -50,7 +50,7 @@ CALIBRATION: dict[str, tuple[float, float]] = {
     "summary": (1.32, 4.621),
     "extreme_summary": (0.289, 0.407),
     "pooled": (0.317, 0.353),
-}  # fmt: skip
+}
 
 
 def is_dialogue(text: str) -> bool:
