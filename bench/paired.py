@@ -1,10 +1,12 @@
 """Paired before/after benchmarks of two commits (issue 27's done-when).
 
     python -m bench.paired [--before 36cfb00] [--after HEAD] [--pairs 10] [--json out.json]
+    python -m bench.paired --benches worker --after-env EVALUATOR_JUDGE__INITIAL_CONCURRENCY=32
 
-Checks both commits out as detached git worktrees (/tmp/pair-before, /tmp/pair-after; removed
-at the end) and runs three benches, each side from its own worktree (cwd and PYTHONPATH of
-that tree, so the code measured is the commit's, not this work tree's edits):
+Checks both commits out as detached git worktrees (`--worktrees PREFIX`: PREFIX-before,
+PREFIX-after, default /tmp/pair-*; removed at the end) and runs three benches (`--benches`),
+each side from its own worktree (cwd and PYTHONPATH of that tree, so the code measured is the
+commit's, not this work tree's edits):
 
 - app import: `python -c "from evaluator import enqueue_trace"` and `evaluator --help`
   (bench/startup.py's `run_once`): CPU (user+sys) of a fresh process, median of `--procs`;
@@ -25,7 +27,8 @@ median: [r_(k), r_(n+1-k)] with the largest k whose coverage 1 - 2 P(Bin(n, 1/2)
 >= 95 % (n = 10: k = 2, 97.9 %). Assumption: the pairs' ratios are independent draws of one
 continuous distribution (no symmetry or normality needed). A regression is an interval whose
 lower end is above 1.05 (the whole interval above: the after tree is slower by more than 5 %
-at that level); an interval straddling 1.05 is "not shown".
+at that level); an interval straddling 1.05 is "not shown". `--after-env` sets environment
+for the after side only: an attribution run, not the shipped configuration.
 """
 
 from __future__ import annotations
@@ -45,8 +48,6 @@ from .report import command_line, machine
 from .startup import run_once
 
 REPO = Path(__file__).resolve().parent.parent
-BEFORE_DIR = Path("/tmp/pair-before")
-AFTER_DIR = Path("/tmp/pair-after")
 THRESHOLD = 1.05
 
 # Runs inside a tree (cwd = PYTHONPATH = the tree): that tree's bench.intake functions.
@@ -87,7 +88,8 @@ with pg_database(pg_url, tag="bench_pair") as db_url:
 expected = n * len(RUBRICS)
 if r.records != {"ok": expected} or r.record_rows != expected:
     sys.exit(f"expected {expected} ok records, got {r.records} ({r.record_rows} rows)")
-print(json.dumps({"worker CPU ms/trace": r.worker_cpu_s / n * 1000}))
+print(json.dumps({"worker CPU ms/trace": r.worker_cpu_s / n * 1000,
+                  "worker wall ms/trace": r.elapsed_s / n * 1000}))
 """
 
 
@@ -104,8 +106,13 @@ def add_worktree(path: Path, rev: str) -> str:
     return git("-C", str(path), "rev-parse", "--short", "HEAD")
 
 
+# Extra environment for the after side only (--after-env), e.g. to attribute a difference.
+AFTER_ENV: dict[str, str] = {}
+
+
 def tree_env(tree: Path) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(tree)}
+    extra = AFTER_ENV if tree.name.endswith("-after") else {}
+    return {**os.environ, **extra, "PYTHONPATH": str(tree)}
 
 
 def run_json(cmd: list[str], tree: Path) -> dict[str, float]:
@@ -181,6 +188,8 @@ def median_interval(ratios: list[float], level: float = 0.95) -> tuple[float, fl
 
 
 def verdict(low: float, high: float) -> str:
+    if math.isnan(low):
+        return "too few pairs for a 95 % interval (n >= 6)"
     if low > THRESHOLD:
         return "**regression**"
     if high <= THRESHOLD:
@@ -201,23 +210,39 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/test")
     p.add_argument("--json", type=Path, help="write every pair's numbers here")
     p.add_argument("--keep", action="store_true", help="keep the worktrees")
+    p.add_argument("--worktrees", default="/tmp/pair", help="PREFIX: PREFIX-before, PREFIX-after")
+    p.add_argument("--benches", default="import,intake,worker", help="a comma-separated subset")
+    p.add_argument(
+        "--after-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the after side only (attribution runs; not the shipped config)",
+    )
     args = p.parse_args(argv)
+    AFTER_ENV.update(kv.split("=", 1) for kv in args.after_env)
+    BEFORE_DIR, AFTER_DIR = Path(f"{args.worktrees}-before"), Path(f"{args.worktrees}-after")
 
     before_sha = add_worktree(BEFORE_DIR, args.before)
     after_sha = add_worktree(AFTER_DIR, args.after)
     print(f"$ {command_line()}")
     print(f"machine: {machine()}")
     print(f"before {before_sha} ({BEFORE_DIR}), after {after_sha} ({AFTER_DIR})")
+    if AFTER_ENV:
+        print(f"after side's extra environment: {AFTER_ENV}")
     print(f"uptime at start: {uptime()}")
     judge: subprocess.Popen[str] | None = None
     pairs: list[dict[str, dict[str, float]]] = []  # per pair: side -> metric -> value
     try:
         judge, judge_url = start_judge(AFTER_DIR)
-        benches = {
-            "import": import_bench(args.procs),
-            "intake": intake_bench(args.redis_url, args.intake_ids),
-            "worker": worker_bench(args.cases, judge_url, args.worker_redis_url, args.pg_url),
+        every = {
+            "import": lambda: import_bench(args.procs),
+            "intake": lambda: intake_bench(args.redis_url, args.intake_ids),
+            "worker": lambda: worker_bench(
+                args.cases, judge_url, args.worker_redis_url, args.pg_url
+            ),
         }
+        benches = {name: every[name]() for name in args.benches.split(",")}
         for i in range(args.pairs):
             sides = ("before", "after") if i % 2 == 0 else ("after", "before")
             pair: dict[str, dict[str, float]] = {"before": {}, "after": {}}
