@@ -215,7 +215,7 @@ async def logprob_probe(server: RealServer, n: int) -> dict[str, Any]:
         "Is every statement of the answer supported by the passages? Reply yes or no."
     )
     points: list[tuple[float, bool]] = []  # (confidence, verdict correct)
-    missing_lp = 0
+    missing_lp = failed = 0
     async with httpx.AsyncClient(timeout=120) as http:
         for q, p, a, hallucinated in probe_items(n):
             text = prompt.format(p=p[:4000], q=q, a=a)
@@ -223,8 +223,12 @@ async def logprob_probe(server: RealServer, n: int) -> dict[str, Any]:
                 "model": MODEL_ALIAS, "max_tokens": 1, "temperature": 0.0, "logprobs": True,
                 "top_logprobs": 10, "messages": [{"role": "user", "content": text}],
             }  # fmt: skip
-            doc = (await http.post(f"{server.base_url}/chat/completions", json=body)).json()
-            top = (((doc["choices"][0].get("logprobs") or {}).get("content") or [{}])[0]
+            reply = await http.post(f"{server.base_url}/chat/completions", json=body)
+            if reply.status_code != 200:
+                failed += 1
+                continue
+            choice = reply.json()["choices"][0]
+            top = (((choice.get("logprobs") or {}).get("content") or [{}])[0]
                    .get("top_logprobs") or [])  # fmt: skip
             yes = sum(math.exp(t["logprob"]) for t in top if t["token"].strip().lower() == "yes")
             no = sum(math.exp(t["logprob"]) for t in top if t["token"].strip().lower() == "no")
@@ -239,7 +243,7 @@ async def logprob_probe(server: RealServer, n: int) -> dict[str, Any]:
         bins.append({"confidence": f"[{low:.1f}, {min(high, 1.0):.1f}{']' if high > 1 else ')'}",
                      "n": len(inside),
                      "accuracy": sum(inside) / len(inside) if inside else None})  # fmt: skip
-    return {"n": n, "with_logprobs": len(points), "without_yes_no": missing_lp,
+    return {"n": n, "with_logprobs": len(points), "without_yes_no": missing_lp, "failed": failed,
             "accuracy": sum(ok for _, ok in points) / len(points) if points else None,
             "bins": bins}  # fmt: skip
 
@@ -283,22 +287,39 @@ def rubric_rows(rows: list[dict[str, Any]], reuse: list[tuple[int, int]]) -> lis
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The three parts in turn, the raw results written after each (a long run on a loaded
+    machine keeps what it measured). The probe gets its own server: log-probabilities need
+    llama.cpp's logits for every token (`--logits_all`), which slows every request ~40 %."""
     reason = missing()
     if reason:
         raise SystemExit(f"bench.real_judge {reason}")
-    log = Path(tempfile.mkdtemp(prefix="real-judge-")) / "server.log"
-    server = start(log, verbose=True)
+    logs = Path(tempfile.mkdtemp(prefix="real-judge-"))
     started = time.perf_counter()
+    doc: dict[str, Any] = {"machine": machine(), "command": command_line(), "rubrics": [],
+                           "reuse": [], "throughput": [], "probe": None}  # fmt: skip
+
+    def save() -> None:
+        doc["wall_s"] = time.perf_counter() - started
+        if args.json:
+            args.json.write_text(json.dumps(doc, indent=1))
+
+    server = start(logs / "server.log", verbose=True)
     try:
-        rubrics = await per_rubric(server, args.cases)
-        reuse = server_reuse(server.log.read_text(errors="replace"))
-        levels = await throughput(server, args.requests)
-        probe = await logprob_probe(server, args.probe) if args.probe else None
+        doc["rubrics"] = await per_rubric(server, args.cases)
+        doc["reuse"] = server_reuse(server.log.read_text(errors="replace"))
+        save()
+        doc["throughput"] = await throughput(server, args.requests)
+        save()
     finally:
         server.stop()
-    return {"machine": machine(), "command": command_line(), "rubrics": rubrics,
-            "reuse": reuse, "throughput": levels, "probe": probe,
-            "wall_s": time.perf_counter() - started}  # fmt: skip
+    if args.probe:
+        server = start(logs / "probe.log", logprobs=True)
+        try:
+            doc["probe"] = await logprob_probe(server, args.probe)
+        finally:
+            server.stop()
+    save()
+    return doc
 
 
 def render(doc: dict[str, Any]) -> str:
@@ -334,10 +355,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--probe", type=int, default=40, help="answers in the logprob probe")
     parser.add_argument("--json", type=Path, help="write the raw results here")
     args = parser.parse_args(argv)
-    doc = asyncio.run(run(args))
-    if args.json:
-        args.json.write_text(json.dumps(doc, indent=1))
-    print(render(doc))
+    print(render(asyncio.run(run(args))))
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ faithfulness: its prompt is the question and the answer (~200 tokens), not the ~
 tokens of the passages.
 
 The judge is a base model, so agreement is whatever it is; what must hold is the report's
-honesty: every item is counted under its status, the agreement metrics are computed over
-the scored items only (an error is never a prediction), and the run ends.
+honesty: every item is counted under its status, errors first with their kinds, and no
+agreement metric below the minimum of scored cases (it says how many more it needs; exit 6,
+"ran, cannot answer yet"), and the run ends.
 """
 
 from __future__ import annotations
@@ -46,16 +47,24 @@ def test_calibrate_on_labelled_items_with_the_real_judge(
     proc = run(
         "calibrate", "--data", str(SAMPLE_TRACES), "--rubric", "relevance",
         "--limit", str(ITEMS), "--json",
-        settings=tmp_path / "settings.toml", timeout=840,
+        settings=tmp_path / "settings.toml", timeout=840, check=False,
     )  # fmt: skip
     calls = real_server.completions() - before
+    # Ten items are fewer than the 20 scored cases agreement needs: the command ran but
+    # cannot answer (exit 6), whatever the judge said, and says how many more it needs.
+    assert proc.returncode == 6, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["n"] == ITEMS and sum(doc["statuses"].values()) == ITEMS, doc
     assert doc["scored"] == doc["statuses"].get("ok", 0), doc
+    assert doc["errors"] == ITEMS - doc["scored"] - doc["statuses"].get("skipped", 0), doc
+    assert doc["error_share"] == round(doc["errors"] / ITEMS, 6), doc
+    assert sum(doc["error_kinds"].values()) == doc["errors"], doc  # every error has its kind
     metrics = doc["metrics"]
-    if doc["scored"] == 0:
-        assert "error" in metrics and "auroc" not in metrics, metrics
-    elif "confusion" in metrics:  # computed over the scored items, never the errors
-        assert sum(metrics["confusion"].values()) == doc["scored"], metrics
+    assert "refused" in metrics and "auroc" not in metrics, metrics  # no number it cannot back
+    if doc["scored"]:
+        assert metrics["scored"] == doc["scored"] and metrics["needed"] >= 20 - doc["scored"]
     assert ITEMS <= calls <= MAX_CALLS, (calls, doc["statuses"])
-    print(f"calibrate on the real server: {calls} calls, statuses {doc['statuses']}")
+    print(
+        f"calibrate on the real server: {calls} calls, statuses {doc['statuses']}, "
+        f"{metrics['refused']}"
+    )
