@@ -84,10 +84,15 @@ class Recorder(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         sent = json.loads(request.content or b"{}")
         start_t = time.perf_counter()
-        response = await self.inner.handle_async_request(request)
-        body = await response.aread()
+        fmt_sent = (sent.get("response_format") or {}).get("type", "none")
+        try:
+            response = await self.inner.handle_async_request(request)
+            body = await response.aread()
+        except httpx.TransportError:  # a timeout or a dropped connection: status 0
+            self.calls.append(Call(self.tag, time.perf_counter() - start_t, 0, format=fmt_sent))
+            raise
         call = Call(self.tag, time.perf_counter() - start_t, response.status_code)
-        call.format = (sent.get("response_format") or {}).get("type", "none")
+        call.format = fmt_sent
         if response.status_code == 200:
             doc = json.loads(body)
             usage, choice = doc.get("usage") or {}, doc["choices"][0]
