@@ -44,6 +44,7 @@ RUN_BY = {
     "review next": "test_feedback.py",
     "erase": "test_retention.py",
     "retention run": "test_retention_command.py",
+    "certify": "test_certify_cli.py, scenarios/test_certified_cascade.py",
 }
 NOT_RUNNABLE = {
     "yaml": "a CI provider's workflow file, a Collector config: no GitHub Actions runner or"
