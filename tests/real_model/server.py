@@ -15,7 +15,11 @@ What this server is and is not (measured, docs/development.md):
   format drops the system message, so the judge's instructions in it never reach the model;
 - `response_format` accepts only "text" and "json_object" (optionally with a "schema" that
   becomes a grammar); "json_schema" is refused with HTTP 422;
-- `n` is ignored (one choice per request); usage tokens are real; no cached-prefix count.
+- `n` is ignored (one choice per request); usage tokens are real; the verbose log says how
+  many prompt tokens each request reused from the previous one's cache.
+Started with `--n_threads 1`: llama.cpp's OpenMP threads on a loaded 2-core machine decode at
+~1 token/s (barriers under oversubscription), one thread at ~15-20; and `--logits_all
+false` unless log-probabilities are asked for (full-vocabulary logits cost ~40 % per token).
 """
 
 from __future__ import annotations
