@@ -46,7 +46,7 @@ class ExitCode(IntEnum):
     UNAVAILABLE = 3  # Redis, the database or the judge cannot be reached
     SCHEMA = 4  # the database schema is behind this version: run `evaluator db upgrade`
     BUDGET = 5  # done in part: the judge budget's cap has no room for the rest now
-    UNDECIDED = 6  # ran, and cannot answer yet (`gate`: not enough data either way)
+    UNDECIDED = 6  # ran, and cannot answer yet (`gate`: not enough data either way; `certify`)
     INTERRUPTED = 130  # Ctrl-C
     PIPE = 141  # stdout closed early (`| head`): stop quietly, as a SIGPIPE'd tool would
 
@@ -97,7 +97,8 @@ EXIT_TABLE: tuple[ExitRow, ...] = (
     ),
     ExitRow(
         ExitCode.UNDECIDED,
-        "`gate`: not enough data to call the candidate worse or no worse yet",
+        "`gate`: not enough data to call the candidate worse or no worse yet; `certify "
+        "--compute`: nothing can be certified from the stored labels yet",
         (),
     ),
     ExitRow(ExitCode.INTERRUPTED, "interrupted (Ctrl-C)", ()),
