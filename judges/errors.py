@@ -96,6 +96,9 @@ class JudgeDeferred(EvalError):
         # A judge budget's window, not the endpoint: it ends (a UTC day at most), so the
         # wait is not an outage and never turns into an error record.
         self.budget = budget
+        # What the scorer knew before the call (a cascade's trail), kept on the error record
+        # written when the job runs out of tries: a calibration draw's error is still a label.
+        self.details: dict[str, Any] = {}
 
 
 class EscalationRefused(EvalError):

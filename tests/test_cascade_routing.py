@@ -206,6 +206,32 @@ async def test_a_calibration_draw_is_judged_without_asking_the_budget(
     assert gate_asked == ["t-x"] and judge_api.call_count == 1
 
 
+async def test_a_deferred_calibration_draw_keeps_its_trail_on_the_error_record(
+    judge: JudgeClient,
+) -> None:
+    """A judge that says "retry in an hour" on a calibration draw: the job is deferred, and if
+    it runs out of tries its error record still carries the cascade trail (calibration,
+    cheap score, cluster), so the certification job counts it as a label against the cheap
+    stage instead of losing it."""
+    from evaluator.worker.pipeline import _settle
+    from judges.errors import JudgeDeferred
+
+    drawn = CascadeRoute(None, calibration=True, audit_rate=0.1, cluster="c7")
+    clients = Clients(judge=judge, cascade_route=fixed(drawn))
+    with respx.mock(base_url=JUDGE_URL) as router:
+        router.post("/chat/completions").mock(
+            return_value=httpx.Response(429, headers={"Retry-After": "3600"}, json={})
+        )
+        with pytest.raises(JudgeDeferred) as raised:
+            await score(GROUNDED, cascade(), clients)
+    trail = raised.value.details["cascade"]
+    assert trail["calibration"] is True and trail["cluster"] == "c7"
+    assert trail["cheap_score"] is not None and trail["decided_by"] == "judge"
+    record = _settle(raised.value, job_try=5)
+    assert record.status is Status.ERROR and record.details["cascade"] == trail
+    assert record.details["error_kind"] == "judge_unavailable"
+
+
 async def test_without_a_judge_the_local_verdict_is_advisory() -> None:
     asked: list[tuple[str, str]] = []
     result = await score(GROUNDED, cascade(), Clients(cascade_route=fixed(

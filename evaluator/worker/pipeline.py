@@ -213,7 +213,7 @@ def _settle(score: Score | JudgeDeferred, job_try: int) -> Score:
         return Score.error(
             f"{score}; still deferred after {job_try} tries",
             usage=score.usage,
-            details={"error_kind": ErrorKind.JUDGE_UNAVAILABLE.value},
+            details={**score.details, "error_kind": ErrorKind.JUDGE_UNAVAILABLE.value},
         )
     return score
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from judges.errors import (
     EscalationRefused,
+    JudgeDeferred,
     JudgeError,
     ScorerConfigError,
     config_failure,
@@ -358,7 +359,11 @@ async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     # A calibration draw is not charged to the budget (up to audit_rate of the draws).
     if not route.calibration and gate is not None and not await gate(case.trace_id, rubric.name):
         raise EscalationRefused(f"the judge budget refused the escalation ({reason})")
-    judged = await _judge(case, rubric, judge, method="cascade")
+    try:
+        judged = await _judge(case, rubric, judge, method="cascade")
+    except JudgeDeferred as exc:  # the job may record it as an error: keep the trail on it
+        exc.details = {**exc.details, "cascade": trail}
+        raise
     trail["local_details"] = local.details
     return dataclasses.replace(
         judged, details={**judged.details, "cascade": trail}, usage=local.usage + judged.usage
