@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable, Collection, Mapping
 
 from evaluator.analytics.cost import PriceFn
+from evaluator.analytics.ppi_trends import score_estimates
 from evaluator.config.redis_clients import sync_redis
 from evaluator.config.rubrics import pass_thresholds
 from evaluator.config.settings import Settings
@@ -93,8 +94,13 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
     _thread, stop = start_sweeper(assembler, o.sweep_interval_s)
 
     def metrics() -> bytes:
+        # Cascade rubrics' score series name their estimator (PPI++ where it stands).
         return render_metrics(
-            rsync, store, key_prefix=settings.redis.key_prefix, queue_name=settings.redis.queue_name
+            rsync,
+            store,
+            key_prefix=settings.redis.key_prefix,
+            queue_name=settings.redis.queue_name,
+            score_estimates=score_estimates,
         )
 
     options = ServerOptions.from_settings(settings.server, max_body_bytes=o.max_body_mib << 20)
