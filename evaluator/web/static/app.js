@@ -170,7 +170,9 @@ function draw(doc, alerts) {
     const item = document.createElement("span");
     item.style.setProperty("--c", c);
     // ESS: the effective sample size of the 1/p-weighted mean (= n when every p is 1).
-    item.textContent = `${label} — mean ${g.total.mean.toFixed(3)} (n=${g.total.count}, ESS=${g.total.ess.toFixed(1)})`;
+    // A cascade rubric's numbers name their estimator (ppi++, hajek or all-records).
+    const est = (v) => (v && v.estimator ? `, ${v.estimator}` : "");
+    item.textContent = `${label} — mean ${g.total.mean.toFixed(3)} (n=${g.total.count}, ESS=${g.total.ess.toFixed(1)}${est(g.total)})`;
     $("legend").appendChild(item);
     const bs = g.buckets.map((b) => ({ ...b, t: Date.parse(b.start) }));
     // One bucket is drawn across its width, so a lone hour still reads as a line and band.
@@ -183,7 +185,7 @@ function draw(doc, alerts) {
     el("path", { d: `M${line}`, fill: "none", stroke: c, "stroke-width": 2, class: "line", "data-points": pts.length }, svg);
     for (const b of bs) {
       const dot = el("circle", { cx: x(b.t), cy: y(b.mean), r: 5, fill: c, class: "point", style: "cursor:pointer" }, svg);
-      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}] (${Math.round((b.ci_level ?? 0.95) * 100)}% CI), n=${b.count}, ESS=${b.ess.toFixed(1)}`;
+      el("title", {}, dot).textContent = `${label} ${b.start}: mean ${b.mean.toFixed(3)} [${b.ci_low.toFixed(3)}, ${b.ci_high.toFixed(3)}] (${Math.round((b.ci_level ?? 0.95) * 100)}% CI), n=${b.count}, ESS=${b.ess.toFixed(1)}${est(b)}`;
       dot.addEventListener("click", () => worst(doc, g.key, b.t, step));
     }
   });
