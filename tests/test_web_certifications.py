@@ -15,14 +15,18 @@ import httpx
 import pytest
 from sqlmodel import Session
 
+from evaluator.config.rubrics import load_rubrics
 from evaluator.store import certifications as certs
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 from evaluator.web.server import start_in_thread
+from evaluator.worker.cascade_routing import rubrics_now
+from judges.types import Clients
 
 from .test_server import _chrome_args
 
 T0 = datetime(2026, 12, 1, 12, tzinfo=UTC)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _row(stratum: str, at: datetime, threshold: float | None) -> certs.CertificationRecord:
@@ -84,6 +88,31 @@ def test_the_page_lists_them(base: str, tmp_path: Path) -> None:
     cells = [re.findall(r"<td>([^<]*)</td>", row) for row in rows]
     assert sorted((c[0], c[2], c[3]) for c in cells) == [
         ("qa", "active", "0.900"),
-        ("summary", "withdrawn", "0.800"),
+        ("summary", "withdrawn: monitor: misses over alpha", "0.800"),
     ], cells
-    assert all(c[5] == "31%" and c[6] == "7" for c in cells), cells
+    # Share decided locally, the bound on P(fail | passed locally), judge calls saved.
+    assert all(c[5] == "31%" and c[6].startswith("4%") and c[7] == "7" for c in cells), cells
+
+
+def test_a_cascade_without_a_judge_is_shown_as_advisory(tmp_path: Path) -> None:
+    rubric = load_rubrics(ROOT / "rubrics").by_name("faithfulness")
+    assert rubric is not None and rubric.resolved_method == "cascade"
+    store = Store(f"sqlite:///{tmp_path / 'empty.db'}")
+    with Session(store.engine) as session:  # the rubric has a record, so it is known
+        session.add(EvalRecord(trace_id="t0", rubric="faithfulness", rubric_version="1",
+                               scorer="faithfulness", status="ok", score=0.9, passed=True))  # fmt: skip
+        session.commit()
+    now = rubrics_now([rubric], Clients(judge=None))
+    server = start_in_thread(store, thresholds={"faithfulness": 0.8}, certification_now=now)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        doc = httpx.get(f"{base}/api/certifications", params={"rubric": "faithfulness"}).json()
+        args = [*_chrome_args(tmp_path / "profile"), "--dump-dom", f"{base}/?rubric=faithfulness"]
+        html = subprocess.run(args, capture_output=True, text=True, timeout=90).stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+        store.close()
+    assert doc["certifications"] == [] and doc["advisory"] and "advisory" in doc["advisory"]
+    assert 'data-ready="1"' in html, html[-2000:]
+    assert "advisory: " in html

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from evaluator.analytics.alerts import alert_to_json, list_alerts
-from evaluator.analytics.certification_view import certifications_data
+from evaluator.analytics.certification_view import Now, certifications_data
 from evaluator.analytics.cost import By, PriceFn, cost_per_pass
 from evaluator.analytics.human_feedback import review_queue
 from evaluator.analytics.names import require_rubric
@@ -105,8 +105,12 @@ class Api:
         price: PriceFn = _no_price,
         thresholds: Mapping[str, float] | None = None,
         pricing: Collection[str] | None = None,
+        certification_now: Now | None = None,
     ) -> None:
         self.store = store
+        # What the worker's routers use today per rubric (stage, epoch, alpha, delta, judge):
+        # certifications are shown against it, and a cascade without a judge as advisory.
+        self.certification_now = certification_now
         self.price = price  # settings.cost_usd: generator tokens at [pricing]
         # The models [pricing] knows: another model's cost is unknown (null), never $0.
         self.pricing = None if pricing is None else frozenset(pricing)
@@ -190,4 +194,6 @@ class Api:
         """`evaluator certify --json`: the stored certifications of a cascade rubric (all
         rubrics without one), each with its status and guarantee."""
         p = params(qs, ("rubric",))
-        return certifications_data(self.store, self._rubric(p.get("rubric")))
+        return certifications_data(
+            self.store, self._rubric(p.get("rubric")), now=self.certification_now
+        )

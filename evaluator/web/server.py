@@ -11,10 +11,11 @@ import dataclasses
 import threading
 from collections.abc import Callable, Collection, Mapping
 
+from evaluator.analytics.certification_view import Now
 from evaluator.analytics.cost import PriceFn
 from evaluator.analytics.ppi_trends import score_estimates
 from evaluator.config.redis_clients import sync_redis
-from evaluator.config.rubrics import pass_thresholds
+from evaluator.config.rubrics import load_rubrics, pass_thresholds
 from evaluator.config.settings import Settings
 from evaluator.outputs.metrics import render_metrics
 from evaluator.sources.feedback_tail import FeedbackIntake
@@ -25,6 +26,9 @@ from evaluator.web.api import Api
 from evaluator.web.framing import BoundedServer
 from evaluator.web.guards import ServerOptions, is_loopback
 from evaluator.web.routes import App, route_table
+from evaluator.worker.cascade_routing import rubrics_now
+from evaluator.worker.runtime import make_judge
+from judges.types import Clients
 
 DEFAULT_OPTIONS = ServerOptions()
 
@@ -41,11 +45,12 @@ def make_server(
     thresholds: Mapping[str, float] | None = None,
     feedback_intake: FeedbackIntake | None = None,
     pricing: Collection[str] | None = None,
+    certification_now: Now | None = None,
 ) -> BoundedServer:
     api = (
-        Api(store, thresholds=thresholds, pricing=pricing)
+        Api(store, thresholds=thresholds, pricing=pricing, certification_now=certification_now)
         if price is None
-        else Api(store, price, thresholds, pricing)
+        else Api(store, price, thresholds, pricing, certification_now)
     )
     routes = route_table(api, assembler=assembler, metrics=metrics, feedback_intake=feedback_intake)
     if assembler is not None:  # on the wire; decoding limits the decompressed size
@@ -64,14 +69,23 @@ def start_in_thread(
     options: ServerOptions = DEFAULT_OPTIONS,
     thresholds: Mapping[str, float] | None = None,
     feedback_intake: FeedbackIntake | None = None,
+    certification_now: Now | None = None,
 ) -> BoundedServer:
     """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
     server = make_server(
         store, host, port, assembler=assembler, metrics=metrics, options=options,
         thresholds=thresholds, feedback_intake=feedback_intake,
+        certification_now=certification_now,
     )  # fmt: skip
     threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
     return server
+
+
+def _certification_now(settings: Settings) -> Now:
+    """Each rubric's cheap stage, judge epoch and guarantee as the worker's routers see them
+    (the same settings), so the page marks other-epoch rows and advisory cascades."""
+    clients = Clients(judge=make_judge(settings))
+    return rubrics_now(load_rubrics(settings.rubrics.path).rubrics, clients)
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> None:
@@ -107,7 +121,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
     server = make_server(
         store, host, port, assembler=assembler, metrics=metrics, options=options,
         price=settings.cost_usd, thresholds=pass_thresholds(settings.rubrics.path),
-        pricing=settings.pricing,
+        pricing=settings.pricing, certification_now=_certification_now(settings),
     )  # fmt: skip
     print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
     try:

@@ -248,24 +248,31 @@ async function reviewRows(rubric) {
 // A cascade rubric's certifications (GET api/certifications, as `evaluator certify --json`).
 async function certRows(rubric) {
   const tbody = $("certs").querySelector("tbody");
-  let rows, note = "none: this rubric passes nothing without the judge";
+  let rows, note = "none: the judge decides every sampled trace";
   try {
-    rows = (await getJSON("api/certifications", { rubric })).certifications;
+    const data = await getJSON("api/certifications", { rubric });
+    rows = data.certifications;
+    // No judge: a cascade's verdicts are advisory and nothing can be certified.
+    note = data.advisory ? "advisory: " + data.advisory : (data.uncertified || note);
   } catch (err) {
     rows = [];
     note = "unavailable: " + err.message;
   }
   tbody.replaceChildren();
-  const cells = rows.length ? rows.map((c) => [c.stratum, c.prompt_version || "any", c.status,
+  // P(fail | passed locally): an upper bound, at its stated confidence (joint with the miss bound).
+  const failBound = (c) => c.fail_given_pass_upper === null || c.fail_given_pass_upper === undefined
+    ? "–" : `${pct(c.fail_given_pass_upper)}` + (c.fail_given_pass_confidence ? ` (${pct(c.fail_given_pass_confidence)})` : "");
+  const cells = rows.length ? rows.map((c) => [c.stratum, c.prompt_version || "any",
+    c.status + (c.withdrawn_reason ? `: ${c.withdrawn_reason}` : ""),
     c.threshold === null ? "–" : c.threshold.toFixed(3), c.guarantee || "–", pct(c.decided_share),
-    String(c.saved_judge_calls)]) : [[note]];
+    failBound(c), String(c.saved_judge_calls)]) : [[note]];
   for (const values of cells) {
     const row = document.createElement("tr");
     row.className = rows.length ? "cert-row" : "muted";
     for (const v of values) {
       const td = document.createElement("td");
       td.textContent = v;
-      if (values.length === 1) td.colSpan = 7;
+      if (values.length === 1) td.colSpan = 8;
       row.appendChild(td);
     }
     tbody.appendChild(row);
