@@ -31,7 +31,7 @@ from evaluator.store.store import Store
 from evaluator.worker.heartbeat import Heartbeat, live_workers
 from judges.errors import JudgeTransientError
 from judges.llm.client import JudgeClient
-from judges.llm.concurrency import AdaptiveConcurrency
+from judges.llm.concurrency import AdaptiveConcurrency, SlotTimeout
 
 from .conftest import JUDGE_URL, chat_completion
 from .polling import until
@@ -242,3 +242,17 @@ async def test_a_generator_on_the_judges_endpoint_takes_slots_of_the_same_limit(
     assert judge.concurrency.decreases["rate_limited"] == 1  # the judge's limit backed off
     await generator.aclose()
     await judge.aclose()
+
+
+async def test_a_call_waiting_for_a_slot_gives_up_after_its_timeout() -> None:
+    # Behind a hanging endpoint the limit is at its minimum: a call queued for a slot fails
+    # as the endpoint's own timeouts do, instead of waiting until a job timeout kills the job.
+    limiter = AdaptiveConcurrency(4, initial=1)
+    held = await limiter.acquire()
+    with pytest.raises(SlotTimeout, match=r"no judge call slot within 0\.05 s"):
+        await limiter.acquire(timeout_s=0.05)
+    assert limiter.in_flight == 1  # the refused call took no slot
+    await limiter.release(held, "ok")
+    again = await limiter.acquire(timeout_s=0.05)  # a free slot is taken at once
+    assert limiter.in_flight == 1
+    await limiter.release(again, "ok")

@@ -138,6 +138,7 @@ class JudgeClient(JudgeExchange):
         self._price = price
         self.max_retries = max_retries
         self.max_wait_s = max_wait_s
+        self.timeout_s = timeout_s
         # Shared by every rubric of the process (the worker builds one client).
         self.concurrency = AdaptiveConcurrency(max_concurrency, initial=initial_concurrency)
         self._rate = rate_limiter or NoRateLimit()

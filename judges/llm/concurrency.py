@@ -36,6 +36,10 @@ from typing import Any, Literal
 Outcome = Literal["ok", "timeout", "rate_limited", "error"]
 
 
+class SlotTimeout(Exception):
+    """No slot freed up within the wait the caller allowed (`acquire(timeout_s)`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ticket:
     """One admitted call: when it started, in which window, and how many times the limit
@@ -90,11 +94,23 @@ class AdaptiveConcurrency:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def acquire(self) -> Ticket:
+    async def acquire(self, timeout_s: float | None = None) -> Ticket:
+        """A slot, waiting at most `timeout_s` (None: as long as it takes) — else
+        `SlotTimeout`. Callers bound the wait by their per-attempt timeout: behind a hanging
+        endpoint the limit is down to its minimum, and calls queued for a slot must fail as
+        that endpoint's timeouts do (and their job defer), not wait until a job timeout
+        kills the whole job with nothing recorded."""
         async with self._changed:
             self._waiting += 1
             try:
-                await self._changed.wait_for(lambda: self._in_flight < self.limit)
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._in_flight < self.limit), timeout_s
+                )
+            except TimeoutError as exc:
+                raise SlotTimeout(
+                    f"no judge call slot within {timeout_s:g} s ({self._in_flight} in flight, "
+                    f"limit {self.limit}): the endpoint is saturated"
+                ) from exc
             finally:
                 self._waiting -= 1
             self._in_flight += 1

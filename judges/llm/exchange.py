@@ -26,7 +26,7 @@ from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTran
 from judges.llm.aio import AiohttpPoster, Unreachable
 from judges.llm.backoff import backoff_s
 from judges.llm.completions import read_completion, retry_after_s
-from judges.llm.concurrency import AdaptiveConcurrency, Outcome
+from judges.llm.concurrency import AdaptiveConcurrency, Outcome, SlotTimeout
 from judges.llm.formats import refuses_format
 from judges.llm.limits import RateLimiter
 from judges.types import Usage
@@ -43,6 +43,7 @@ class JudgeExchange:
     _rate: RateLimiter
     max_retries: int
     max_wait_s: float
+    timeout_s: float  # per attempt; also the longest wait for a concurrency slot
     _price: PriceFn
     _on_event: Callable[[str], Awaitable[None]] | None
     _warned_usage: bool
@@ -123,7 +124,10 @@ class JudgeExchange:
         self, request: dict[str, Any], kind: str
     ) -> tuple[int, Mapping[str, str], bytes]:
         """The POST inside one concurrency slot, its outcome fed back to the limiter."""
-        ticket = await self.concurrency.acquire()
+        try:
+            ticket = await self.concurrency.acquire(self.timeout_s)
+        except SlotTimeout as exc:  # saturated: the same outcome as this attempt timing out
+            raise Unreachable(str(exc), timed_out=True) from exc
         outcome: Outcome = "error"
         try:
             status, headers, content = await self._post(request)
