@@ -256,3 +256,20 @@ async def test_a_call_waiting_for_a_slot_gives_up_after_its_timeout() -> None:
     again = await limiter.acquire(timeout_s=0.05)  # a free slot is taken at once
     assert limiter.in_flight == 1
     await limiter.release(again, "ok")
+
+
+async def test_a_freed_slot_goes_to_the_oldest_waiter_and_survives_its_cancellation() -> None:
+    limiter = AdaptiveConcurrency(4, initial=1)
+    held = await limiter.acquire()
+    first = asyncio.create_task(limiter.acquire())
+    second = asyncio.create_task(limiter.acquire())
+    while limiter.stats()["waiting"] < 2:
+        await asyncio.sleep(0)  # a turn of the loop: both are queued, oldest first
+    await limiter.release(held, "ok")  # handed to `first`, which has not run yet
+    first.cancel()  # it gives up before taking it: the slot must reach `second`
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    ticket = await second
+    assert limiter.in_flight == 1 and limiter.stats()["waiting"] == 0
+    await limiter.release(ticket, "ok")
+    assert limiter.in_flight == 0

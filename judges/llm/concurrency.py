@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -88,7 +89,7 @@ class AdaptiveConcurrency:
         self.increases = 0
         self.decreases: dict[str, int] = {"timeout": 0, "rate_limited": 0, "latency": 0}
         self.baselines: dict[str, float] = {}
-        self._changed = asyncio.Condition()
+        self._queue: deque[asyncio.Future[None]] = deque()  # calls waiting, oldest first
 
     @property
     def in_flight(self) -> int:
@@ -100,34 +101,56 @@ class AdaptiveConcurrency:
         endpoint the limit is down to its minimum, and calls queued for a slot must fail as
         that endpoint's timeouts do (and their job defer), not wait until a job timeout
         kills the whole job with nothing recorded."""
-        async with self._changed:
-            self._waiting += 1
-            try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._in_flight < self.limit), timeout_s
-                )
-            except TimeoutError as exc:
+        await self._take(timeout_s)
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        fills = self._fills
+        if self._in_flight >= self.limit:
+            self._fills += 1
+            fills -= 1  # this call itself filled it
+        return Ticket(self._clock(), self._window, fills)
+
+    async def _take(self, timeout_s: float | None) -> None:
+        """Count one more call in flight, first come first served. A freed slot is handed
+        to the oldest waiter (its future resolved, the slot counted for it), so a release
+        wakes one waiter, not all of them: with dozens queued, waking all cost more CPU
+        than the calls (bench/paired.py)."""
+        if not self._queue and self._in_flight < self.limit:
+            self._in_flight += 1
+            return
+        slot: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append(slot)
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(slot, timeout_s)
+        except BaseException as exc:
+            if slot.done() and not slot.cancelled():  # handed a slot, then gave up: pass it on
+                self._in_flight -= 1
+                self._hand_on()
+            if isinstance(exc, TimeoutError):
                 raise SlotTimeout(
                     f"no judge call slot within {timeout_s:g} s ({self._in_flight} in flight, "
                     f"limit {self.limit}): the endpoint is saturated"
                 ) from exc
-            finally:
-                self._waiting -= 1
-            self._in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
-            fills = self._fills
-            if self._in_flight >= self.limit:
-                self._fills += 1
-                fills -= 1  # this call itself filled it
-            return Ticket(self._clock(), self._window, fills)
+            raise
+        finally:
+            self._waiting -= 1
+            if slot in self._queue:
+                self._queue.remove(slot)
+
+    def _hand_on(self) -> None:
+        """Give free slots (under the current limit) to the oldest live waiters."""
+        while self._queue and self._in_flight < self.limit:
+            slot = self._queue.popleft()
+            if not slot.done():
+                slot.set_result(None)
+                self._in_flight += 1
 
     async def release(self, ticket: Ticket, outcome: Outcome, kind: str = "") -> str | None:
         """Free the slot and adapt; returns "increase", "decrease:<reason>" or None."""
         change = self._adapt(ticket, outcome, kind)
-        async with self._changed:
-            self._in_flight -= 1
-            self.released += 1
-            self._changed.notify_all()
+        self._in_flight -= 1
+        self.released += 1
+        self._hand_on()
         return change
 
     def _adapt(self, ticket: Ticket, outcome: Outcome, kind: str) -> str | None:
@@ -164,15 +187,12 @@ class AdaptiveConcurrency:
 
     # The old interface (hold a slot; tell successes and 429s apart by hand).
     async def __aenter__(self) -> None:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._in_flight < self.limit)
-            self._in_flight += 1
-            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        await self._take(None)
+        self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._changed:
-            self._in_flight -= 1
-            self._changed.notify_all()
+        self._in_flight -= 1
+        self._hand_on()
 
     def on_rate_limited(self) -> None:
         """A 429 seen outside `release` (e.g. through ragas's own client)."""
