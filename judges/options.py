@@ -41,6 +41,12 @@ class FaithfulnessOptions(_Options):
     alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
     delta: float = Field(0.1, gt=0, lt=1, allow_inf_nan=False)
     audit_rate: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
+    # The regression check on PPI++ pseudo-outcomes (evaluator.analytics.ppi_regression):
+    # opt-in. Its bets are scaled by the range 1/audit_rate fixed in advance, so at small n it
+    # is far less powerful than the check on judged scores: a new version's first burst of
+    # 55 judged traces did not alert within three checks (tests/scenarios/
+    # test_first_burst_alerts.py); it gains at large n with a useful cheap score.
+    ppi_regression: bool = False
 
 
 class AnswerRelevanceOptions(_Options):
@@ -76,6 +82,7 @@ ONLY_FOR: dict[tuple[str, str], tuple[str, ...]] = {
     ("faithfulness", "alpha"): ("cascade",),
     ("faithfulness", "delta"): ("cascade",),
     ("faithfulness", "audit_rate"): ("cascade",),
+    ("faithfulness", "ppi_regression"): ("cascade",),
     ("faithfulness", "local_embeddings"): ("local", "cascade"),
     ("answer_relevance", "strictness"): ("ragas",),
     ("context_relevance", "relevance_threshold"): ("local",),

@@ -29,6 +29,7 @@ method = "cascade"
 pass_threshold = 0.5
 [options]
 audit_rate = {AUDIT}
+ppi_regression = true
 """
 
 
@@ -105,7 +106,9 @@ def test_without_an_audit_rate_or_a_cascade_todays_check_stands(
     write(store, window_drop=0.3)
     no_audit = rubric(tmp_path, CASCADE.replace(f"audit_rate = {AUDIT}", "audit_rate = 0"))
     plain = rubric(tmp_path, CASCADE.split('method = "cascade"')[0] + "pass_threshold = 0.5\n")
+    not_opted = rubric(tmp_path, CASCADE.replace("ppi_regression = true", ""))
     assert ppi_floor(no_audit) is None and ppi_floor(plain) is None
+    assert ppi_floor(not_opted) is None  # opt-in: today's check by default
     cfg = policy_for(plain, AlertsSettings())
     with Session(store.engine) as session:
         findings, _ = check_rubric(session, "casc", cfg, 0.5, NOW)

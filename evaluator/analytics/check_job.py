@@ -259,9 +259,12 @@ def _named(ppi: dict[str, Any] | None, sequential: bool, pi_floor: float | None)
 
 def ppi_floor(rubric: Rubric) -> float | None:
     """A cascade rubric's judge-probability floor (its audit rate; the escalation region is
-    judged at 1), or None: no cheap stage, or an audit rate of 0 (certified passes never
-    judged, so the top judge's mean is not estimable there)."""
-    if rubric.resolved_method != "cascade":
+    judged at 1) when it opts in to the check on PPI++ pseudo-outcomes (`options.ppi_regression`),
+    or None: today's check on judged scores — no cheap stage, no opt-in, or an audit rate of 0
+    (certified passes never judged, so the top judge's mean is not estimable there). Opt-in
+    because the pseudo-outcomes' range, 1/audit_rate fixed in advance, costs power at small n
+    (a new version's first burst did not alert)."""
+    if rubric.resolved_method != "cascade" or not rubric.typed_options.ppi_regression:
         return None
     rate = float(getattr(rubric.typed_options, "audit_rate", 0.0) or 0.0)
     return min(rate, 1.0) if rate > 0 else None
