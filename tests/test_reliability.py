@@ -139,7 +139,10 @@ def test_worker_killed_mid_batch_job_loses_nothing_and_judges_no_trace_twice(
     # races the machine's speed.
     with JudgeStub(hang_first=2, hang_s=600) as judge:
         write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
-        judge_settings = {**FAST_JUDGE, "base_url": judge.url, "cache_ttl_s": 0, "timeout_s": 30}
+        # All 8 calls in flight at once (the adaptive limit starts at 2: the 6 quick calls
+        # would wait behind the 2 hung ones until these time out and are handed on).
+        judge_settings = {**FAST_JUDGE, "base_url": judge.url, "cache_ttl_s": 0, "timeout_s": 30,
+                          "initial_concurrency": 8}  # fmt: skip
         settings = make_settings(
             tmp_path, redis_url, judge=judge_settings,
             worker={"job_timeout_s": 120, "max_jobs": 4, "traces_per_job": 8},
