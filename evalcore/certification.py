@@ -212,8 +212,9 @@ def one_per_cluster(
     for i, c in enumerate(_plain(clusters)):
         groups.setdefault(c, []).append(i)
     u = np.random.default_rng(seed).random(len(groups))
-    return np.array(sorted(g[int(x * len(g))] for g, x in zip(groups.values(), u, strict=True)),
-                    dtype=int)  # fmt: skip
+    return np.array(
+        sorted(g[int(x * len(g))] for g, x in zip(groups.values(), u, strict=True)), dtype=int
+    )
 
 
 def labels_needed(
@@ -338,15 +339,45 @@ def certify(
         fgp = float((y | u)[passed].mean()) if passed.any() else None
         bound = _cp_upper(m, f, delta) if f else 1.0
         # Errored items raise both bounds: failing in P(fail)'s, clean and not passed in c's.
-        q_up = fail_given_passed_bound(int(s.size), failing.size + int(u.sum()),
-                                       int((passed & ~y & ~u).sum()), alpha, q_delta,
-                                       clean=int(s.size) - f)  # fmt: skip
+        q_up = fail_given_passed_bound(
+            int(s.size),
+            failing.size + int(u.sum()),
+            int((passed & ~y & ~u).sum()),
+            alpha,
+            q_delta,
+            clean=int(s.size) - f,
+        )
         if max_fail_given_passed is None or q_up <= max_fail_given_passed:
-            return Certification(threshold, alpha, delta, int(s.size), f, n_clusters, m, bound,
-                                 decided, fgp, fail_given_passed_bound=q_up,
-                                 **common)  # fmt: skip
-        return Certification(None, alpha, delta, int(s.size), f, n_clusters, m, bound, 0.0, fgp,
-                             None, threshold, q_up, **common)  # fmt: skip
+            return Certification(
+                threshold,
+                alpha,
+                delta,
+                int(s.size),
+                f,
+                n_clusters,
+                m,
+                bound,
+                decided,
+                fgp,
+                fail_given_passed_bound=q_up,
+                **common,
+            )
+        return Certification(
+            None,
+            alpha,
+            delta,
+            int(s.size),
+            f,
+            n_clusters,
+            m,
+            bound,
+            0.0,
+            fgp,
+            None,
+            threshold,
+            q_up,
+            **common,
+        )
     # None certifiable: project the labels needed at the fewest observed misses (the need
     # grows with the miss rate), for the loosest threshold with that many that passes any item.
     best: tuple[int, float] | None = None
@@ -359,10 +390,21 @@ def certify(
         best = (need, float(g[loosest])) if need is not None else None
     m0 = int(misses[0]) if g.size else 0
     f0 = int(fail_at[0]) if g.size else failing.size
-    return Certification(None, alpha, delta, int(s.size), f0, n_clusters, m0,
-                         _cp_upper(m0, f0, delta) if f0 else 1.0, 0.0, None,
-                         best[0] if best else None, best[1] if best else None,
-                         **common)  # fmt: skip
+    return Certification(
+        None,
+        alpha,
+        delta,
+        int(s.size),
+        f0,
+        n_clusters,
+        m0,
+        _cp_upper(m0, f0, delta) if f0 else 1.0,
+        0.0,
+        None,
+        best[0] if best else None,
+        best[1] if best else None,
+        **common,
+    )
 
 
 def checkpoint_schedule(labels: int, delta: float, first: int = 100) -> list[tuple[int, float]]:
@@ -445,8 +487,14 @@ def certify_at_checkpoints(
             need = k
             break
         j += 1
-    return replace(last, threshold=None, decided_share=0.0, labels_needed=need,
-                   checkpoint=(len(runs) - 1) if runs else None, family_delta=delta)  # fmt: skip
+    return replace(
+        last,
+        threshold=None,
+        decided_share=0.0,
+        labels_needed=need,
+        checkpoint=(len(runs) - 1) if runs else None,
+        family_delta=delta,
+    )
 
 
 def first_withdrawal(failed: npt.ArrayLike, ceiling: float, delta: float = 0.1) -> int | None:
@@ -524,8 +572,9 @@ class Monitor:
         return float(log_wealth(sample, 1.0 - self.ceiling))
 
     def observe(self, failed: bool) -> Monitor:
-        nxt = Monitor(self.ceiling, self.delta, self.audited + 1, self.failed + int(failed),
-                      self.withdrawn_at)  # fmt: skip
+        nxt = Monitor(
+            self.ceiling, self.delta, self.audited + 1, self.failed + int(failed), self.withdrawn_at
+        )
         if nxt.withdrawn_at is None and nxt.log_wealth() >= -math.log(self.delta):
             nxt = Monitor(nxt.ceiling, nxt.delta, nxt.audited, nxt.failed, nxt.audited)
         return nxt

@@ -75,8 +75,10 @@ def clopper_pearson_upper(k: int, n: int, alpha: float) -> float:
 
 
 def _half_binomial(m: int) -> list[float]:
-    return [math.exp(math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1)
-                     - m * math.log(2)) for i in range(m + 1)]  # fmt: skip
+    return [
+        math.exp(math.lgamma(m + 1) - math.lgamma(i + 1) - math.lgamma(m - i + 1) - m * math.log(2))
+        for i in range(m + 1)
+    ]
 
 
 def sign_flip_tail(changes: list[tuple[int, int, int]], observed: float) -> float:

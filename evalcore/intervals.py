@@ -68,8 +68,9 @@ class GroupStats:
         """The scores added since `earlier`, a prefix of the same stream."""
         both = self.passes is not None and earlier.passes is not None
         passes = (self.passes or 0) - (earlier.passes or 0) if both else None
-        return GroupStats(self.n - earlier.n, self.total - earlier.total,
-                          self.total_sq - earlier.total_sq, passes)  # fmt: skip
+        return GroupStats(
+            self.n - earlier.n, self.total - earlier.total, self.total_sq - earlier.total_sq, passes
+        )
 
     @property
     def binary(self) -> bool:
@@ -133,8 +134,10 @@ def wilson_ci(successes: float, n: float, confidence: float = 0.95) -> tuple[flo
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (0.0 if successes <= 0 else max(0.0, centre - half),
-            1.0 if successes >= n else min(1.0, centre + half))  # fmt: skip
+    return (
+        0.0 if successes <= 0 else max(0.0, centre - half),
+        1.0 if successes >= n else min(1.0, centre + half),
+    )
 
 
 def t_cdf(t: float, df: float) -> float:

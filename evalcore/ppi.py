@@ -269,9 +269,13 @@ def hajek_core(y: Any, judged: Any, p: Any) -> dict[str, Array]:
 
 
 def intervals(
-    mean: Any, stats: dict[str, Array], ess: Any, *, t_ppf: Callable[[Any, Any], Any],
+    mean: Any,
+    stats: dict[str, Array],
+    ess: Any,
+    *,
+    t_ppf: Callable[[Any, Any], Any],
     confidence: float = 0.95,
-) -> tuple[Array, Array]:  # fmt: skip
+) -> tuple[Array, Array]:
     """`WeightedStats.mean_ci` vectorised, centred on `mean` with `ess` for the width (the
     judge-only ESS for today's interval, `ppi_core`'s ESS⁺ for PPI++); degrees of freedom
     stay the judge's ESS − 1. `t_ppf(q, df)`: a vectorised Student quantile."""
@@ -346,9 +350,28 @@ def uncertainty_rates(
     return probs
 
 
-_SUMS = ("v", "vf", "v2", "v2f", "v2f2",  # first stage: v = 1/p1
-         "w", "wf", "wy", "wy2", "u", "uf", "uf2", "uy", "ufy",  # judged: w = v/π, u = w·v
-         "w2", "w2f", "w2f2", "w2y", "w2fy", "w2y2")  # fmt: skip
+_SUMS = (
+    "v",
+    "vf",
+    "v2",
+    "v2f",
+    "v2f2",  # first stage: v = 1/p1
+    "w",
+    "wf",
+    "wy",
+    "wy2",
+    "u",
+    "uf",
+    "uf2",
+    "uy",
+    "ufy",  # judged: w = v/π, u = w·v
+    "w2",
+    "w2f",
+    "w2f2",
+    "w2y",
+    "w2fy",
+    "w2y2",
+)
 
 
 @dataclass(frozen=True)
@@ -368,9 +391,28 @@ class PPISums:
         y = np.where(xi, np.nan_to_num(np.asarray(y, float)), 0.0)
         w = np.where(xi, v / np.where(xi, np.asarray(p2, float), 1.0), 0.0)
         u = w * v
-        parts = (v, v * f, v * v, v * v * f, v * v * f * f, w, w * f, w * y, w * y * y, u,
-                 u * f, u * f * f, u * y, u * f * y, w * w, w * w * f, w * w * f * f,
-                 w * w * y, w * w * f * y, w * w * y * y)  # fmt: skip
+        parts = (
+            v,
+            v * f,
+            v * v,
+            v * v * f,
+            v * v * f * f,
+            w,
+            w * f,
+            w * y,
+            w * y * y,
+            u,
+            u * f,
+            u * f * f,
+            u * y,
+            u * f * y,
+            w * w,
+            w * w * f,
+            w * w * f * f,
+            w * w * y,
+            w * w * f * y,
+            w * w * y * y,
+        )
         return cls(int(xi.sum()), tuple(float(p.sum()) for p in parts))
 
     def __add__(self, other: PPISums) -> PPISums:

@@ -120,20 +120,47 @@ class MeanSample:
 
     def scaled(self, k: float) -> MeanSample:
         """The same sample k times over (the sums and counts times k): 'more of the same'."""
-        return MeanSample(self.n * k, self.passes * k, self.a * k, self.ax * k, self.a2 * k,
-                          self.a2x * k, self.a2x2 * k, self.exact, self.clamped, self.scores,
-                          self.scales, self.counts, self.repeat * k)  # fmt: skip
+        return MeanSample(
+            self.n * k,
+            self.passes * k,
+            self.a * k,
+            self.ax * k,
+            self.a2 * k,
+            self.a2x * k,
+            self.a2x2 * k,
+            self.exact,
+            self.clamped,
+            self.scores,
+            self.scales,
+            self.counts,
+            self.repeat * k,
+        )
 
     def flipped(self) -> MeanSample:
         """The sample of 1 − x: a lower bound of the mean is 1 − the flipped upper bound."""
         if self.exact:
             return MeanSample(self.n, self.n - self.passes)
         if self.scores is not None:
-            return MeanSample(self.n, exact=False, clamped=self.clamped,
-                              scores=1.0 - np.asarray(self.scores), scales=self.scales,
-                              counts=self.counts, repeat=self.repeat)  # fmt: skip
-        return MeanSample(self.n, 0.0, self.a, self.a - self.ax, self.a2, self.a2 - self.a2x,
-                          self.a2 - 2 * self.a2x + self.a2x2, False, self.clamped)  # fmt: skip
+            return MeanSample(
+                self.n,
+                exact=False,
+                clamped=self.clamped,
+                scores=1.0 - np.asarray(self.scores),
+                scales=self.scales,
+                counts=self.counts,
+                repeat=self.repeat,
+            )
+        return MeanSample(
+            self.n,
+            0.0,
+            self.a,
+            self.a - self.ax,
+            self.a2,
+            self.a2 - self.a2x,
+            self.a2 - 2 * self.a2x + self.a2x2,
+            False,
+            self.clamped,
+        )
 
 
 def log_wealth(sample: MeanSample, u: Any) -> Array:

@@ -53,19 +53,32 @@ class WeightedStats:
 
     def __add__(self, other: WeightedStats) -> WeightedStats:
         sides = [s for s in (self, other) if s.n]  # an empty side must not erase passes
-        passes = None if any(s.w_passes is None for s in sides) else sum(
-            s.w_passes or 0.0 for s in sides)  # fmt: skip
-        return WeightedStats(self.n + other.n, self.w_sum + other.w_sum,
-                             self.w_total + other.w_total, self.w_total_sq + other.w_total_sq,
-                             self.w_sq_sum + other.w_sq_sum, passes)  # fmt: skip
+        passes = (
+            None
+            if any(s.w_passes is None for s in sides)
+            else sum(s.w_passes or 0.0 for s in sides)
+        )
+        return WeightedStats(
+            self.n + other.n,
+            self.w_sum + other.w_sum,
+            self.w_total + other.w_total,
+            self.w_total_sq + other.w_total_sq,
+            self.w_sq_sum + other.w_sq_sum,
+            passes,
+        )
 
     def __sub__(self, earlier: WeightedStats) -> WeightedStats:
         """The records added since `earlier`, a prefix of the same stream."""
         both = self.w_passes is not None and earlier.w_passes is not None
         passes = (self.w_passes or 0.0) - (earlier.w_passes or 0.0) if both else None
-        return WeightedStats(self.n - earlier.n, self.w_sum - earlier.w_sum,
-                             self.w_total - earlier.w_total, self.w_total_sq - earlier.w_total_sq,
-                             self.w_sq_sum - earlier.w_sq_sum, passes)  # fmt: skip
+        return WeightedStats(
+            self.n - earlier.n,
+            self.w_sum - earlier.w_sum,
+            self.w_total - earlier.w_total,
+            self.w_total_sq - earlier.w_total_sq,
+            self.w_sq_sum - earlier.w_sq_sum,
+            passes,
+        )
 
     @property
     def unit(self) -> bool:

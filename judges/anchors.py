@@ -155,12 +155,19 @@ class FloorCheck:
 
     def to_json(self) -> dict[str, float | int | bool]:
         return {
-            "min_agreement": self.floor, "alpha": self.alpha, "n_pos": self.n_pos,
-            "n_neg": self.n_neg, "hits_pos": self.hits_pos, "hits_neg": self.hits_neg,
-            "unscored": self.unscored, "balanced_accuracy": round(self.balanced_accuracy, 6),
-            "lower": round(self.lower, 6), "best_lower": round(self.best_lower, 6),
-            "below": self.below, "clearable": self.clearable,
-        }  # fmt: skip
+            "min_agreement": self.floor,
+            "alpha": self.alpha,
+            "n_pos": self.n_pos,
+            "n_neg": self.n_neg,
+            "hits_pos": self.hits_pos,
+            "hits_neg": self.hits_neg,
+            "unscored": self.unscored,
+            "balanced_accuracy": round(self.balanced_accuracy, 6),
+            "lower": round(self.lower, 6),
+            "best_lower": round(self.best_lower, 6),
+            "below": self.below,
+            "clearable": self.clearable,
+        }
 
 
 def _ba_lower(hits_pos: int, n_pos: int, hits_neg: int, n_neg: int, alpha: float) -> float:
@@ -214,10 +221,17 @@ def check_floor(
         best = _ba_lower(n_pos, n_pos, n_neg, n_neg, alpha)
         ba = (hits_pos / n_pos + hits_neg / n_neg) / 2
     return FloorCheck(
-        floor=floor, alpha=alpha, n_pos=n_pos, n_neg=n_neg, hits_pos=hits_pos,
-        hits_neg=hits_neg, unscored=sum(a is None for a in agreed), balanced_accuracy=ba,
-        lower=lower, best_lower=best,
-    )  # fmt: skip
+        floor=floor,
+        alpha=alpha,
+        n_pos=n_pos,
+        n_neg=n_neg,
+        hits_pos=hits_pos,
+        hits_neg=hits_neg,
+        unscored=sum(a is None for a in agreed),
+        balanced_accuracy=ba,
+        lower=lower,
+        best_lower=best,
+    )
 
 
 def alert_probability(

@@ -44,8 +44,16 @@ _WORDS = _words(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
     "fifteen sixteen seventeen eighteen nineteen twenty"
 )
-_TENS = {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-         "ninety": 90, "hundred": 100}  # fmt: skip
+_TENS = {
+    "thirty": 30,
+    "forty": 40,
+    "fifty": 50,
+    "sixty": 60,
+    "seventy": 70,
+    "eighty": 80,
+    "ninety": 90,
+    "hundred": 100,
+}
 _DETERMINERS = (["the"], ["these"], ["those"], ["both"], ["all"], ["of"])
 _ORDINALS = {
     w: i + 1
@@ -56,11 +64,33 @@ _ORDINALS = {
 _NUMBER_WORDS = {w: i for i, w in enumerate(_WORDS)} | _TENS
 # "one" and "zero" are too often not numbers ("one of them"): they only ever support.
 _CLAIM_WORDS = {w: v for w, v in _NUMBER_WORDS.items() if v >= 2}
-_SCALES = {"k": 1e3, "thousand": 1e3, "m": 1e6, "mn": 1e6, "million": 1e6, "b": 1e9,
-           "bn": 1e9, "billion": 1e9, "trillion": 1e12}  # fmt: skip
-_CURRENCY = {"$": "usd", "us$": "usd", "€": "eur", "£": "gbp", "¥": "jpy", "dollar": "usd",
-             "dollars": "usd", "usd": "usd", "euro": "eur", "euros": "eur", "eur": "eur",
-             "pound": "gbp", "pounds": "gbp", "gbp": "gbp"}  # fmt: skip
+_SCALES = {
+    "k": 1e3,
+    "thousand": 1e3,
+    "m": 1e6,
+    "mn": 1e6,
+    "million": 1e6,
+    "b": 1e9,
+    "bn": 1e9,
+    "billion": 1e9,
+    "trillion": 1e12,
+}
+_CURRENCY = {
+    "$": "usd",
+    "us$": "usd",
+    "€": "eur",
+    "£": "gbp",
+    "¥": "jpy",
+    "dollar": "usd",
+    "dollars": "usd",
+    "usd": "usd",
+    "euro": "eur",
+    "euros": "eur",
+    "eur": "eur",
+    "pound": "gbp",
+    "pounds": "gbp",
+    "gbp": "gbp",
+}
 _WORD_NUM = "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True))
 
 _DATE_MDY = re.compile(
@@ -198,12 +228,19 @@ def _amounts(text: str, liberal: bool) -> list[Value]:
             out.append(Value("money", m[0].strip(), amount, _step(digits, scale), unit))
         else:
             u = _UNIT_RE.match(text, m.end())
-            family = "" if u is None else ("temp", "length", "mass")[[*u.groups()].index(
-                next(g for g in u.groups() if g))]  # fmt: skip
+            family = (
+                ""
+                if u is None
+                else ("temp", "length", "mass")[
+                    [*u.groups()].index(next(g for g in u.groups() if g))
+                ]
+            )
             out.append(Value("number", m[0].strip(), amount, _step(digits, scale), family))
     if liberal:
-        out += [Value("number", m[0], float(_ORDINALS[m[0].lower()])) for m in
-                _ORDINAL_RE.finditer(text)]  # fmt: skip
+        out += [
+            Value("number", m[0], float(_ORDINALS[m[0].lower()]))
+            for m in _ORDINAL_RE.finditer(text)
+        ]
     return out
 
 
@@ -255,8 +292,13 @@ def extract_values(text: str, liberal: bool = False) -> list[Value]:
     dates, rest = _dates(text)
     values = dates + _amounts(rest, liberal)
     if liberal:  # a date's year and day also support a bare number ("in 1977")
-        values += [Value("number", v.text, float(p)) for v in dates if v.date for p in
-                   (v.date[0], v.date[2]) if p is not None]  # fmt: skip
+        values += [
+            Value("number", v.text, float(p))
+            for v in dates
+            if v.date
+            for p in (v.date[0], v.date[2])
+            if p is not None
+        ]
     return values if liberal else values + _entities(text)
 
 

@@ -70,9 +70,11 @@ def self_preference_warnings(judge_model: str | None, generator_models: Sequence
 
 
 def hygiene_warnings(
-    judge_model: str | None, generator_models: Sequence[str], lengths: Sequence[int],
+    judge_model: str | None,
+    generator_models: Sequence[str],
+    lengths: Sequence[int],
     scores: Sequence[float],
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Plain-language warnings for `evaluator calibrate` (worker start-up uses the first
     half, `self_preference_warnings`: it has no labelled scores to correlate)."""
     out = self_preference_warnings(judge_model, generator_models)

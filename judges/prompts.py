@@ -84,7 +84,9 @@ def chat(system: str, user: str) -> list[dict[str, str]]:
 
 def render_tool_calls(calls: Sequence[ToolCall], cut: int = 2000) -> str:
     """An agent run's tool calls, numbered, as `name(arguments) -> [ERROR ]result`."""
-    return numbered([
-        f"{c.name}({c.arguments[:cut]}) -> " + ("ERROR " if c.error else "") + c.result[:cut]
-        for c in calls
-    ])  # fmt: skip
+    return numbered(
+        [
+            f"{c.name}({c.arguments[:cut]}) -> " + ("ERROR " if c.error else "") + c.result[:cut]
+            for c in calls
+        ]
+    )

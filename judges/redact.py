@@ -344,9 +344,19 @@ _GATE: dict[str, re.Pattern[str]] = {
 _MIN_WORD = {"API_KEY": 15, "AWS_SECRET": 16}
 _AWS_LABELS = ("secret", "session")
 _API_LITERALS = (
-    "AKIA", "ASIA", "ABIA", "ACCA", "AIza", "GR1348941", "SG.", "ya29.", ":AA", "dapi",
-    "hooks.slack", "discord",
-)  # fmt: skip
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "AIza",
+    "GR1348941",
+    "SG.",
+    "ya29.",
+    ":AA",
+    "dapi",
+    "hooks.slack",
+    "discord",
+)
 _API_SIDS = re.compile(r"(?:SK|AC)[0-9a-f]{32}")
 
 

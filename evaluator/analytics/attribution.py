@@ -108,12 +108,22 @@ class JudgeShift:
 
     def to_json(self) -> dict[str, Any]:
         d = self.drift
-        return {"balanced_accuracy_before": d.before, "balanced_accuracy_after": d.after,
-                "drop": d.drop, "p_value": d.p_value, "alpha": d.alpha, "test": d.test,
-                "pass_good": list(self.pass_good), "pass_bad": list(self.pass_bad),
-                "n_good": self.n_good, "n_bad": self.n_bad, "before_run": self.before_run,
-                "after_run": self.after_run, "level": self.level,
-                "significant": self.significant}  # fmt: skip
+        return {
+            "balanced_accuracy_before": d.before,
+            "balanced_accuracy_after": d.after,
+            "drop": d.drop,
+            "p_value": d.p_value,
+            "alpha": d.alpha,
+            "test": d.test,
+            "pass_good": list(self.pass_good),
+            "pass_bad": list(self.pass_bad),
+            "n_good": self.n_good,
+            "n_bad": self.n_bad,
+            "before_run": self.before_run,
+            "after_run": self.after_run,
+            "level": self.level,
+            "significant": self.significant,
+        }
 
 
 def judge_shift(
@@ -271,9 +281,15 @@ def _judge_accounts_for(
     var = v(r1, n1) + pi**2 * v(g1, ng) + (1 - pi) ** 2 * v(b1, nb) + (g1 - b1) ** 2 * var_pi
     remainder = expected - r1
     sd = math.sqrt(var)
-    return {"good_share": pi, "judge_only_pass_rate": expected, "judge_drop": r0 - expected,
-            "remainder": remainder, "remainder_p_value":
-            _upper_p(remainder / sd) if sd > 0 else (0.0 if remainder > 0 else 1.0)}  # fmt: skip
+    return {
+        "good_share": pi,
+        "judge_only_pass_rate": expected,
+        "judge_drop": r0 - expected,
+        "remainder": remainder,
+        "remainder_p_value": _upper_p(remainder / sd)
+        if sd > 0
+        else (0.0 if remainder > 0 else 1.0),
+    }
 
 
 # --- the decision -------------------------------------------------------------------------
@@ -318,11 +334,16 @@ def attribute(
         "reweighted": {**adjusted, "strata_compared": len(both)},
         "mix_effect": mix_effect,
         "share_shift": shift,
-        "strata": {k: {"share_before": sb.get(k, 0.0), "share_now": sc.get(k, 0.0),
-                       "mean_before": base[k].stats.mean if k in base else None,
-                       "mean_now": cur[k].stats.mean if k in cur else None}
-                   for k in sorted(set(base) | set(cur))},
-    }  # fmt: skip
+        "strata": {
+            k: {
+                "share_before": sb.get(k, 0.0),
+                "share_now": sc.get(k, 0.0),
+                "mean_before": base[k].stats.mean if k in base else None,
+                "mean_now": cur[k].stats.mean if k in cur else None,
+            }
+            for k in sorted(set(base) | set(cur))
+        },
+    }
     evidence["judge"] = (
         judge.to_json() if judge is not None else {"checked": False, "note": judge_note}
     )

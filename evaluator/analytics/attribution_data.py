@@ -159,8 +159,9 @@ def _attribution(
     cur = strata_in(session, clock, rubric, labels, key, win_lo, now)
     epoch = dict(zip(labels, key, strict=True)).get("epoch")
     shift, note = _judge(session, rubric, epoch, win_lo, anchors_until)
-    return attribute(base, cur, shift, policy, stratum_labels=strata_labels(labels),
-                     judge_note=note)  # fmt: skip
+    return attribute(
+        base, cur, shift, policy, stratum_labels=strata_labels(labels), judge_note=note
+    )
 
 
 def revise_open(store: Store, rubric: Rubric, alerts: AlertsSettings, now: datetime) -> int:
@@ -186,8 +187,17 @@ def revise_open(store: Store, rubric: Rubric, alerts: AlertsSettings, now: datet
             labels, key = tuple(alert.labels), tuple(alert.labels.values())
             with Session(store.engine) as session:
                 clock = Clock.of(session, alerts.max_lag_delta)
-                new = attribution_for(session, clock, rubric.name, labels, key, alert.kind,
-                                      (base_lo, win_lo, opened), policy, now)  # fmt: skip
+                new = attribution_for(
+                    session,
+                    clock,
+                    rubric.name,
+                    labels,
+                    key,
+                    alert.kind,
+                    (base_lo, win_lo, opened),
+                    policy,
+                    now,
+                )
         except Exception:  # one odd alert must not stop the anchor job
             log.exception("revising the attribution of alert %s failed", alert.id)
             continue

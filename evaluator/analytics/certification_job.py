@@ -98,8 +98,13 @@ def read_labels(engine: Engine, rubric: str) -> dict[Key, list[Label]]:
     with engine.connect() as conn:
         for at, epoch, pv, passed, status, trace_id, details in conn.execute(query):
             c = (details or {}).get("cascade") or {}
-            key = (rubric, str(c.get("stage") or ""), str(epoch), pv or "",
-                   str(c.get("stratum") or "unknown"))  # fmt: skip
+            key = (
+                rubric,
+                str(c.get("stage") or ""),
+                str(epoch),
+                pv or "",
+                str(c.get("stratum") or "unknown"),
+            )
             cluster = str(c.get("cluster") or f"trace:{trace_id}")
             errored = status == "error"
             out[key].append(Label(as_utc(at), cluster, _score(c), errored or not passed, errored))
@@ -138,8 +143,11 @@ def judge_drift_state(store: Store, rubric: str) -> DriftState:
     current = next((m for status, m, _, _ in drift if status == "open"), None)
     resolved = [as_utc(at) for _, _, at, _ in drift if at is not None]
     opened = [as_utc(at) for _, _, _, at in drift if at is not None]
-    return DriftState(current[:300] if current else None, max(resolved) if resolved else None,
-                      max(opened) if opened else None)  # fmt: skip
+    return DriftState(
+        current[:300] if current else None,
+        max(resolved) if resolved else None,
+        max(opened) if opened else None,
+    )
 
 
 # --- decisions and writes -------------------------------------------------------------------
@@ -164,8 +172,12 @@ class JobReport:
 
 def _alert_labels(key: Key) -> dict[str, str | None]:
     _, stage, epoch, prompt_version, stratum = key
-    return {"stratum": stratum, "prompt_version": prompt_version or None, "stage": stage,
-            "judge_epoch": epoch}  # fmt: skip
+    return {
+        "stratum": stratum,
+        "prompt_version": prompt_version or None,
+        "stage": stage,
+        "judge_epoch": epoch,
+    }
 
 
 def withdrawal_alert(w: Withdrawal, now: datetime) -> AlertRecord:
@@ -235,10 +247,17 @@ def decide(store: Store, rubrics: Iterable[Rubric], now: datetime) -> JobReport:
                 rows[r.key].append(r)
             drift = judge_drift_state(store, rubric.name)
             for key in sorted(set(labels) | set(rows)):
-                plan = plan_key(key, labels.get(key, []), rows.get(key, []), alpha=alpha,
-                                delta=delta, now=now, drift_open=drift.open,
-                                drift_resolved_at=drift.resolved_at,
-                                drift_opened_at=drift.opened_at)  # fmt: skip
+                plan = plan_key(
+                    key,
+                    labels.get(key, []),
+                    rows.get(key, []),
+                    alpha=alpha,
+                    delta=delta,
+                    now=now,
+                    drift_open=drift.open,
+                    drift_resolved_at=drift.resolved_at,
+                    drift_opened_at=drift.opened_at,
+                )
                 _apply(store, key, plan, now, report)
             certs.set_saved_calls(store.engine, saved_calls(store.engine, rubric.name))
         except Exception as exc:  # one rubric's failure must not stop the others

@@ -133,8 +133,9 @@ def audits_after(row: CertificationRecord, labels: Sequence[Label]) -> list[Labe
     return out
 
 
-def _fired(stream: Sequence[Label], hits: Sequence[bool], ceiling: float, delta: float
-           ) -> tuple[Label, int, int] | None:  # fmt: skip
+def _fired(
+    stream: Sequence[Label], hits: Sequence[bool], ceiling: float, delta: float
+) -> tuple[Label, int, int] | None:
     """(the label at which the e-process against "rate <= ceiling" fires, n, hits so far)."""
     at = first_withdrawal(hits, ceiling, delta)
     return None if at is None else (stream[at - 1], at, sum(hits[:at]))
@@ -199,8 +200,14 @@ def checkpoint_row(
     for x in labels:
         first.setdefault(x.cluster, len(first))
     kept = [x for x in labels if first[x.cluster] < k]
-    cert = certify([x.score for x in kept], [x.failed for x in kept], [x.cluster for x in kept],
-                   alpha=alpha, delta=d, unknown=[x.errored for x in kept])  # fmt: skip
+    cert = certify(
+        [x.score for x in kept],
+        [x.failed for x in kept],
+        [x.cluster for x in kept],
+        alpha=alpha,
+        delta=d,
+        unknown=[x.errored for x in kept],
+    )
     return to_row(key, cert, k, delta, now)
 
 

@@ -203,9 +203,16 @@ def compute_now(
             and (key[1], key[2]) != (current.stage, current.judge_epoch),
         }
         if not seg:
-            out.append({**entry, "certified": False, "threshold": None,
-                        "checkpoint_labels": None, "labels_needed": None,
-                        "more_needed": None})  # fmt: skip
+            out.append(
+                {
+                    **entry,
+                    "certified": False,
+                    "threshold": None,
+                    "checkpoint_labels": None,
+                    "labels_needed": None,
+                    "more_needed": None,
+                }
+            )
             continue
         cert = certify_at_checkpoints(
             [x.score for x in seg],

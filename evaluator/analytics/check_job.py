@@ -160,17 +160,32 @@ def check_rubric(
             spans = ((base_lo, win_lo), (win_lo, now))
             got = _ppi(session, clock, rubric, labels, (key, key), spans, cfg, False, pi_floor)
             if got is None:
-                state = start_sequential(b, p, known_start=False, pass_threshold=pass_threshold,
-                                         max_weight=cfg.max_weight)  # fmt: skip
+                state = start_sequential(
+                    b,
+                    p,
+                    known_start=False,
+                    pass_threshold=pass_threshold,
+                    max_weight=cfg.max_weight,
+                )
                 window = scores_in_order(session, clock, rubric, labels, key, win_lo, now)
                 state = advance(state, [x for x, _ in window], p, [q for _, q in window])
                 got = (state.alarm_at is not None, sequential_verdict(state, p), None)
             seq_alarm, seq, estimator = got
             alarm = _pages(cfg.detector, seq_alarm, fixed[key].regression)
             use_seq = seq_alarm or cfg.detector == "sequential"
-            findings.append(Finding("drop", names, seq if use_seq else fixed[key], alarm, stats,
-                                    {}, win_lo, fixed[key],
-                                    _named(estimator, use_seq, pi_floor)))  # fmt: skip
+            findings.append(
+                Finding(
+                    "drop",
+                    names,
+                    seq if use_seq else fixed[key],
+                    alarm,
+                    stats,
+                    {},
+                    win_lo,
+                    fixed[key],
+                    _named(estimator, use_seq, pi_floor),
+                )
+            )
         new_at = first_seen(session, clock, rubric, labels, key, now - p.baseline)
         if new_at is None or not set(VERSION_LABELS) & set(labels):
             continue
@@ -189,10 +204,17 @@ def check_rubric(
         got = _ppi(session, clock, rubric, labels, (pred, key), spans, cfg, True, pi_floor)
         if got is None:
             state = advance(
-                start_sequential(ref_stats, p, known_start=True, pass_threshold=pass_threshold,
-                                 max_weight=cfg.max_weight),
-                xs, p, probabilities,
-            )  # fmt: skip
+                start_sequential(
+                    ref_stats,
+                    p,
+                    known_start=True,
+                    pass_threshold=pass_threshold,
+                    max_weight=cfg.max_weight,
+                ),
+                xs,
+                p,
+                probabilities,
+            )
             got = (state.alarm_at is not None, sequential_verdict(state, p), None)
         seq_alarm, seq, estimator = got
         everything = WeightedStats.from_scores(stream, pass_threshold).effective(
@@ -243,8 +265,9 @@ def _ppi(
     cur = cascade_stream(conn, clock, rubric, labels, keys[1], *spans[1])
     if ref is None or cur is None or min(len(ref), len(cur)) < cfg.policy.min_samples:
         return None
-    state, unit, scale = ppi_sequential(ref, cur, cfg.policy, known_start=known_start,
-                                        pi_floor=pi_floor, max_weight=cfg.max_weight)  # fmt: skip
+    state, unit, scale = ppi_sequential(
+        ref, cur, cfg.policy, known_start=known_start, pi_floor=pi_floor, max_weight=cfg.max_weight
+    )
     named = describe_estimator(scale, pi_floor, state.clamped)
     return state.alarm_at is not None, ppi_verdict(state, unit, scale), named
 
@@ -311,8 +334,15 @@ def decide(
             log.error("%s", exc)
             continue
         with Session(store.engine) as session:
-            findings, cur = check_rubric(session, rubric.name, cfg, rubric.pass_threshold, now,
-                                         alerts.max_lag_delta, ppi_floor(rubric))  # fmt: skip
+            findings, cur = check_rubric(
+                session,
+                rubric.name,
+                cfg,
+                rubric.pass_threshold,
+                now,
+                alerts.max_lag_delta,
+                ppi_floor(rubric),
+            )
             report.groups += len(cur)
             by_key = {group_key(f.kind, rubric.name, f.labels): f for f in findings}
             current = {tuple(zip(grouping(cfg), k, strict=True)): s for k, s in cur.items()}
@@ -390,8 +420,16 @@ def _new_alert(
         summary["estimator"] = f.estimator
     if f.fixed is not None:
         summary["window_test"] = f.fixed.summary(cfg.policy.confidence)
-    cause = attribution_for(session, clock, rubric, labels, k, f.kind,
-                            (window_bounds(now, cfg.policy)[0], lo, now), cfg.policy)  # fmt: skip
+    cause = attribution_for(
+        session,
+        clock,
+        rubric,
+        labels,
+        k,
+        f.kind,
+        (window_bounds(now, cfg.policy)[0], lo, now),
+        cfg.policy,
+    )
     summary["attribution"] = cause.to_json()  # system | judge | traffic, with its numbers
     message = describe(f.kind, rubric, f.labels, summary, changed.get("text", ""), worst)
     message += f"; {cause.sentence}"
@@ -461,9 +499,14 @@ async def regression_check_job(ctx: dict[str, Any]) -> dict[str, Any]:
     sinks = build_sinks(settings.alerts, os.environ)
     try:
         report = await run_check(
-            runtime.store, runtime.rubrics, settings.alerts, sinks, now, otel=runtime.otel,
+            runtime.store,
+            runtime.rubrics,
+            settings.alerts,
+            sinks,
+            now,
+            otel=runtime.otel,
             floors=runtime.inclusion_floors(),
-        )  # fmt: skip
+        )
     finally:
         await sinks.aclose()
     return report.to_dict()

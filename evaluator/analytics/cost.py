@@ -147,10 +147,18 @@ def cost_per_pass(
     group's cost unknown (null), never $0. None: every model counts as priced."""
     r = EvalRecord
     query = select(
-        col(r.trace_id), col(r.status), col(r.passed), col(r.judge_cost_usd),
-        col(r.prompt_version), col(r.model), col(r.feature), col(r.tenant),
-        col(r.judge_model), col(r.judge_calls), col(r.details),
-    ).where(col(r.created_at) >= start, col(r.created_at) < end)  # fmt: skip
+        col(r.trace_id),
+        col(r.status),
+        col(r.passed),
+        col(r.judge_cost_usd),
+        col(r.prompt_version),
+        col(r.model),
+        col(r.feature),
+        col(r.tenant),
+        col(r.judge_model),
+        col(r.judge_calls),
+        col(r.details),
+    ).where(col(r.created_at) >= start, col(r.created_at) < end)
     per_trace: dict[str, dict[str, Any]] = {}
     with store.engine.connect() as conn:
         for row in conn.execute(query):
@@ -164,8 +172,12 @@ def cost_per_pass(
                 t["unpriced"].add(model or "(no model name)")
             if status == "ok":
                 t["ok"].append(bool(passed))
-            t["labels"] = {"prompt_version": pv, "model": model, "feature": feature,
-                           "tenant": tenant}  # fmt: skip
+            t["labels"] = {
+                "prompt_version": pv,
+                "model": model,
+                "feature": feature,
+                "tenant": tenant,
+            }
         generator = _generator_costs(conn, list(per_trace), price, pricing)
     groups: dict[str, Acc] = {}
     for tid, t in per_trace.items():
@@ -173,8 +185,13 @@ def cost_per_pass(
         passed = all(t["ok"]) if t["ok"] else None
         gen = generator.get(tid, 0.0)
         acc = groups.setdefault(key, Acc())
-        acc.add(judge=t["judge"], generator=gen or 0.0, passed=passed,
-                judge_known=not t["unpriced"], generator_known=gen is not None)  # fmt: skip
+        acc.add(
+            judge=t["judge"],
+            generator=gen or 0.0,
+            passed=passed,
+            judge_known=not t["unpriced"],
+            generator_known=gen is not None,
+        )
         acc.unpriced |= t["unpriced"]
         if gen is None:
             acc.unpriced.add(str(t["labels"].get("model") or "(no model name)"))

@@ -101,15 +101,23 @@ def _scores(store: Store, trace_ids: Sequence[str]) -> dict[str, dict[str, Any]]
     out: dict[str, dict[str, Any]] = {}
     r = EvalRecord
     query = select(
-        col(r.trace_id), col(r.rubric), col(r.rubric_version), col(r.status),
-        col(r.score), col(r.passed), col(r.epoch),
-    ).where(col(r.trace_id).in_(list(trace_ids)))  # fmt: skip
+        col(r.trace_id),
+        col(r.rubric),
+        col(r.rubric_version),
+        col(r.status),
+        col(r.score),
+        col(r.passed),
+        col(r.epoch),
+    ).where(col(r.trace_id).in_(list(trace_ids)))
     with store.engine.connect() as conn:
         for trace_id, rubric, version, status, score, passed, epoch in conn.execute(query):
             out.setdefault(trace_id, {})[rubric] = {
-                "rubric_version": version, "status": status, "score": score, "passed": passed,
+                "rubric_version": version,
+                "status": status,
+                "score": score,
+                "passed": passed,
                 "epoch": epoch,
-            }  # fmt: skip
+            }
     return out
 
 
@@ -159,9 +167,13 @@ def export_lines(
         line: dict[str, Any] = {
             "trace": doc,
             "scores": scores.get(trace_id, {}),
-            "selected_by": {"kind": sel.kind, "why": why[trace_id], "rubric": sel.rubric,
-                            **({"alert_id": sel.alert_id} if sel.alert_id else {})},
-        }  # fmt: skip
+            "selected_by": {
+                "kind": sel.kind,
+                "why": why[trace_id],
+                "rubric": sel.rubric,
+                **({"alert_id": sel.alert_id} if sel.alert_id else {}),
+            },
+        }
         # Labels are human judgements only (feedback, review); the service's own verdicts
         # travel in "scores" so a replay can never mistake them for ground truth.
         line.update(human.get(trace_id, {}))

@@ -228,24 +228,47 @@ def decide(
     needed: dict[str, int] | None = None
     decision: Decision = next(d for d, c in EXIT.items() if c == code)
     if base.n < policy.min_samples or cand.n < policy.min_samples:
-        reason = (f"{base.n} baseline and {cand.n} candidate scores; "
-                  f"at least {policy.min_samples} each are needed")  # fmt: skip
+        reason = (
+            f"{base.n} baseline and {cand.n} candidate scores; "
+            f"at least {policy.min_samples} each are needed"
+        )
     elif decision == "worse":
-        reason = (f"the candidate scores lower: the drop's {1 - alpha:.0%} lower bound "
-                  f"{lo:.3f} > 0 (drop {drop:.3f})")  # fmt: skip
+        reason = (
+            f"the candidate scores lower: the drop's {1 - alpha:.0%} lower bound "
+            f"{lo:.3f} > 0 (drop {drop:.3f})"
+        )
     elif decision == "no_worse":
         reason = f"the drop's {1 - alpha:.0%} upper bound {hi:.3f} < margin {margin}"
     else:
-        reason = (f"the drop's {1 - alpha:.0%} bounds [{lo:.3f}, {hi:.3f}] decide neither "
-                  f"'worse' (lower > 0 and drop ≥ {policy.min_effect_mean}) nor 'no worse' "
-                  f"(upper < {margin})")  # fmt: skip
+        reason = (
+            f"the drop's {1 - alpha:.0%} bounds [{lo:.3f}, {hi:.3f}] decide neither "
+            f"'worse' (lower > 0 and drop ≥ {policy.min_effect_mean}) nor 'no worse' "
+            f"(upper < {margin})"
+        )
     if decision == "undecided":
         needed = _needed(sides, base.n, cand.n, drop, policy, margin)
         if needed is not None:
-            reason += (f"; at the observed rates about {needed['baseline']} baseline and "
-                       f"{needed['candidate']} candidate scores would decide")  # fmt: skip
-    return GateResult(decision, base, cand, drop, lo, hi, margin, alpha, guarantee, test,
-                      reason, p_no_worse, p_worse, needed, clamped)  # fmt: skip
+            reason += (
+                f"; at the observed rates about {needed['baseline']} baseline and "
+                f"{needed['candidate']} candidate scores would decide"
+            )
+    return GateResult(
+        decision,
+        base,
+        cand,
+        drop,
+        lo,
+        hi,
+        margin,
+        alpha,
+        guarantee,
+        test,
+        reason,
+        p_no_worse,
+        p_worse,
+        needed,
+        clamped,
+    )
 
 
 def decision_codes(
@@ -259,8 +282,9 @@ def decision_codes(
     enough = (np.asarray(n_base) >= policy.min_samples) & (np.asarray(n_cand) >= policy.min_samples)
     worse = enough & (lo > 0.0) & (np.asarray(drop) >= policy.min_effect_mean)
     no_worse = enough & ~worse & (hi < margin)
-    out: Array = np.where(worse, EXIT["worse"], np.where(no_worse, EXIT["no_worse"],
-                                                         EXIT["undecided"]))  # fmt: skip
+    out: Array = np.where(
+        worse, EXIT["worse"], np.where(no_worse, EXIT["no_worse"], EXIT["undecided"])
+    )
     return out
 
 
@@ -286,5 +310,7 @@ def _needed(
         mid = math.sqrt(lo * hi)
         lo, hi = (lo, mid) if decided(mid) else (mid, hi)
     floor = policy.min_samples
-    return {"baseline": max(floor, math.ceil(n_base * hi)),
-            "candidate": max(floor, math.ceil(n_cand * hi))}  # fmt: skip
+    return {
+        "baseline": max(floor, math.ceil(n_base * hi)),
+        "candidate": max(floor, math.ceil(n_cand * hi)),
+    }

@@ -188,10 +188,13 @@ def _floor_message(rubric: str, floor: FloorCheck, run: AnchorRun) -> str:
         f"{floor.alpha}; {scored}/{floor.n_pos + floor.n_neg} items scored, unscored ones "
         f"count as disagreements; epoch {run.epoch}). The judge is not shown to agree with "
         "the human labels well enough: do not trust its verdicts until a run clears the floor."
-        + ("" if floor.clearable else
-           f" Even a perfect judge could not clear it on {floor.n_pos}+{floor.n_neg} items: "
-           "add anchor items or lower min_agreement.")
-    )  # fmt: skip
+        + (
+            ""
+            if floor.clearable
+            else f" Even a perfect judge could not clear it on {floor.n_pos}+{floor.n_neg} items: "
+            "add anchor items or lower min_agreement."
+        )
+    )
 
 
 def floor_alert(

@@ -138,8 +138,10 @@ def unit_scores(
 ) -> tuple[Array, Array, int]:
     """z of the baseline and of the stream, λ fitted on every earlier record (the baseline's
     first, then the stream's own), and how many judge probabilities were below the floor."""
-    both = [np.concatenate([np.asarray(getattr(s, k)) for s in (baseline, stream)])
-            for k in ("y", "judged", "f", "p2")]  # fmt: skip
+    both = [
+        np.concatenate([np.asarray(getattr(s, k)) for s in (baseline, stream)])
+        for k in ("y", "judged", "f", "p2")
+    ]
     y, judged, f, p2 = both
     judged, f = judged.astype(bool), np.clip(f, 0.0, 1.0)
     clamped = int((judged & (p2 < pi_floor * (1 - 1e-9))).sum())
@@ -166,8 +168,14 @@ def ppi_sequential(
     p = replace(policy, min_effect_mean=policy.min_effect_mean / scale.width)
     base = GroupStats.from_scores(zb.tolist())
     cut = 0.5 if base.binary else None  # z is 0/1 only when everything is judged (z = y)
-    state = start_sequential(base, p, known_start=known_start, n_groups=n_groups,
-                             pass_threshold=cut, max_weight=max_weight)  # fmt: skip
+    state = start_sequential(
+        base,
+        p,
+        known_start=known_start,
+        n_groups=n_groups,
+        pass_threshold=cut,
+        max_weight=max_weight,
+    )
     p1 = None if stream.p1 is None else np.asarray(stream.p1, float).tolist()
     state = advance(state, zs.tolist(), p, p1)
     return replace(state, clamped=state.clamped + clamped), p, scale
@@ -189,5 +197,9 @@ def ppi_verdict(
 
 def describe_estimator(scale: PseudoScale, pi_floor: float, clamped: int) -> dict[str, Any]:
     """What an alert's summary says about where its numbers came from."""
-    return {"estimator": ESTIMATOR, "pi_floor": pi_floor, "pseudo_range": [scale.lo,
-            scale.lo + scale.width], "clamped": clamped}  # fmt: skip
+    return {
+        "estimator": ESTIMATOR,
+        "pi_floor": pi_floor,
+        "pseudo_range": [scale.lo, scale.lo + scale.width],
+        "clamped": clamped,
+    }

@@ -80,8 +80,15 @@ class Cell:
 _FIELDS = ("f", "y", "p1", "p2", "judged")
 
 
-def stages(score: Array, cheap: Array, local: Array, decided: list[str | None],
-           calibration: Array, audit: Array, cut: Array) -> dict[str, Any]:  # fmt: skip
+def stages(
+    score: Array,
+    cheap: Array,
+    local: Array,
+    decided: list[str | None],
+    calibration: Array,
+    audit: Array,
+    cut: Array,
+) -> dict[str, Any]:
     """Per record (arrays; NaN for a missing number): f, p2|1, judged, y and which records
     count (local-advisory ones, or an audit rate of 0 where one is needed, do not)."""
     judge = np.array([d == "judge" for d in decided])
@@ -127,15 +134,28 @@ def ppi_cells(
     `TooManyRecords` past MAX_RECORDS (the trend then keeps today's numbers)."""
     at = bucket_time()
     query = sa_select(
-        _R.c.prompt_version, _R.c.model, _R.c.feature, _R.c.epoch, at, _R.c.score,
-        _R.c.inclusion_probability, _trail("cheap_score").as_float(),
-        _trail("local_value").as_float(), _trail("decided_by").as_string(),
-        _trail("calibration").as_boolean(), _trail("audit_rate").as_float(),
+        _R.c.prompt_version,
+        _R.c.model,
+        _R.c.feature,
+        _R.c.epoch,
+        at,
+        _R.c.score,
+        _R.c.inclusion_probability,
+        _trail("cheap_score").as_float(),
+        _trail("local_value").as_float(),
+        _trail("decided_by").as_string(),
+        _trail("calibration").as_boolean(),
+        _trail("audit_rate").as_float(),
         _trail("certified_threshold").as_float(),
     ).where(
-        _R.c.rubric == rubric, _R.c.status == "ok", _R.c.score.is_not(None),
-        _R.c.method == "cascade", _R.c.created_at >= start, at >= start, at < end,
-    )  # fmt: skip
+        _R.c.rubric == rubric,
+        _R.c.status == "ok",
+        _R.c.score.is_not(None),
+        _R.c.method == "cascade",
+        _R.c.created_at >= start,
+        at >= start,
+        at < end,
+    )
     with store.engine.connect() as conn:
         rows = conn.execute(query.limit(MAX_RECORDS + 1)).all()
     if len(rows) > MAX_RECORDS:
@@ -149,8 +169,15 @@ def ppi_cells(
     def num(values: tuple[Any, ...]) -> Array:
         return np.array([np.nan if v is None else float(v) for v in values])
 
-    st = stages(num(score), num(cheap), num(local), list(decided),
-                np.array([bool(c) for c in calib]), num(audit), num(cut))  # fmt: skip
+    st = stages(
+        num(score),
+        num(cheap),
+        num(local),
+        list(decided),
+        np.array([bool(c) for c in calib]),
+        num(audit),
+        num(cut),
+    )
     p1 = num(p)
     p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
     index: dict[tuple[str, str, datetime], list[int]] = {}
@@ -175,15 +202,19 @@ def cascade_stream(
     (`evaluator.analytics.ppi_regression`); None when it has none."""
     query = (
         sa_select(
-            _R.c.score, _R.c.inclusion_probability, _trail("cheap_score").as_float(),
-            _trail("local_value").as_float(), _trail("decided_by").as_string(),
-            _trail("calibration").as_boolean(), _trail("audit_rate").as_float(),
+            _R.c.score,
+            _R.c.inclusion_probability,
+            _trail("cheap_score").as_float(),
+            _trail("local_value").as_float(),
+            _trail("decided_by").as_string(),
+            _trail("calibration").as_boolean(),
+            _trail("audit_rate").as_float(),
             _trail("certified_threshold").as_float(),
         )
         .where(*_ok(clock, rubric, lo, hi), *match_labels(labels, key), _R.c.method == "cascade")
         .order_by(_R.c.created_at, _R.c.id)
         .limit(MAX_STREAM)
-    )  # fmt: skip
+    )
     rows = conn.execute(query).all()
     if not rows:
         return None
@@ -192,8 +223,15 @@ def cascade_stream(
     def num(values: tuple[Any, ...]) -> Array:
         return np.array([np.nan if v is None else float(v) for v in values])
 
-    st = stages(num(score), num(cheap), num(local), list(decided),
-                np.array([bool(c) for c in calib]), num(audit), num(cut))  # fmt: skip
+    st = stages(
+        num(score),
+        num(cheap),
+        num(local),
+        list(decided),
+        np.array([bool(c) for c in calib]),
+        num(audit),
+        num(cut),
+    )
     p1 = num(p)
     p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
     k = st["keep"]

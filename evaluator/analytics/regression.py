@@ -259,10 +259,19 @@ def start_sequential(
     seen = GroupStats(passes=0 if pass_threshold is not None else None)
     seen_w = WeightedStats(w_passes=0.0 if pass_threshold is not None else None)
     return SequentialState(
-        baseline.with_passes(), lcb, lambdas, math.log(threshold), not known_start,
-        pass_threshold, (0.0,) * len(lambdas), seen, (seen,) * len(lambdas),
-        seen_w=seen_w, starts_w=(seen_w,) * len(lambdas), max_weight=max(1.0, max_weight),
-    )  # fmt: skip
+        baseline.with_passes(),
+        lcb,
+        lambdas,
+        math.log(threshold),
+        not known_start,
+        pass_threshold,
+        (0.0,) * len(lambdas),
+        seen,
+        (seen,) * len(lambdas),
+        seen_w=seen_w,
+        starts_w=(seen_w,) * len(lambdas),
+        max_weight=max(1.0, max_weight),
+    )
 
 
 def _reference(baseline: GroupStats, alpha: float) -> float:
@@ -282,12 +291,18 @@ def rebase(
 
     Valid because a bet only needs its reference fixed before the score it is applied to.
     """
-    fresh = start_sequential(baseline, policy, known_start=not state.restart,
-                             pass_threshold=state.pass_threshold)  # fmt: skip
+    fresh = start_sequential(
+        baseline, policy, known_start=not state.restart, pass_threshold=state.pass_threshold
+    )
     if len(fresh.lambdas) != len(state.lambdas):
         return fresh  # the baseline fell to 0: nothing left to bet on
-    return replace(state, baseline=fresh.baseline, reference=fresh.reference,
-                   lambdas=fresh.lambdas, max_weight=state.max_weight)  # fmt: skip
+    return replace(
+        state,
+        baseline=fresh.baseline,
+        reference=fresh.reference,
+        lambdas=fresh.lambdas,
+        max_weight=state.max_weight,
+    )
 
 
 def advance(
@@ -344,19 +359,30 @@ def advance(
             passes += x >= cut
             wp = None if wp is None else wp + w * (x >= cut)
         if alarm[0] is None and wealth and max(wealth) >= thr:  # mean ≤ max: cheap pre-check
-            now = replace(state, log_wealth=tuple(wealth), starts=tuple(starts),
-                          seen=GroupStats(n, tot, sq, passes),
-                          seen_w=WeightedStats(n, ws, wt, wq, w2, wp),
-                          starts_w=tuple(starts_w))  # fmt: skip
+            now = replace(
+                state,
+                log_wealth=tuple(wealth),
+                starts=tuple(starts),
+                seen=GroupStats(n, tot, sq, passes),
+                seen_w=WeightedStats(n, ws, wt, wq, w2, wp),
+                starts_w=tuple(starts_w),
+            )
             seg = now.segment
             effect_ok = seg.n >= policy.min_samples and _drops(state.baseline, seg, policy)[2]
             if effect_ok and now.log_e >= thr:
                 alarm = (n, now.log_e, seg)
-    return replace(state, log_wealth=tuple(wealth), starts=tuple(starts),
-                   seen=GroupStats(n, tot, sq, passes), alarm_at=alarm[0],
-                   alarm_log_e=alarm[1], alarm_segment=alarm[2],
-                   seen_w=WeightedStats(n, ws, wt, wq, w2, wp),
-                   starts_w=tuple(starts_w), clamped=clamped)  # fmt: skip
+    return replace(
+        state,
+        log_wealth=tuple(wealth),
+        starts=tuple(starts),
+        seen=GroupStats(n, tot, sq, passes),
+        alarm_at=alarm[0],
+        alarm_log_e=alarm[1],
+        alarm_segment=alarm[2],
+        seen_w=WeightedStats(n, ws, wt, wq, w2, wp),
+        starts_w=tuple(starts_w),
+        clamped=clamped,
+    )
 
 
 def sequential_verdict(state: SequentialState, policy: RegressionPolicy) -> Verdict:
@@ -372,6 +398,16 @@ def sequential_verdict(state: SequentialState, policy: RegressionPolicy) -> Verd
     share = 1.0 if state.restart else 2.0
     p = min(1.0, share * math.exp(-log_e))
     test = "e-detector" if state.restart else "e-process"
-    return Verdict(state.baseline, seg, mean_drop, pass_drop, p, p,
-                   share * math.exp(-state.log_threshold), effect_ok,
-                   seg.n >= policy.min_samples, test, math.exp(log_e))  # fmt: skip
+    return Verdict(
+        state.baseline,
+        seg,
+        mean_drop,
+        pass_drop,
+        p,
+        p,
+        share * math.exp(-state.log_threshold),
+        effect_ok,
+        seg.n >= policy.min_samples,
+        test,
+        math.exp(log_e),
+    )

@@ -88,9 +88,19 @@ class Acc:
             self.w_sum, self.w_total, self.w_total_sq = float(self.n), self.total, self.total_sq
             self.w_sq_sum, self.w_passes = float(self.n), float(self.passes)
 
-    def add_weights(self, w_sum: float | None, w_total: float | None, w_total_sq: float | None,
-                    w_sq_sum: float | None, w_passes: float | None, *, n: int, total: float,
-                    total_sq: float, passes: int) -> None:  # fmt: skip
+    def add_weights(
+        self,
+        w_sum: float | None,
+        w_total: float | None,
+        w_total_sq: float | None,
+        w_sq_sum: float | None,
+        w_passes: float | None,
+        *,
+        n: int,
+        total: float,
+        total_sq: float,
+        passes: int,
+    ) -> None:
         """Fold a stored cell's weighted sums (NULL: that cell's weights are all 1)."""
         self._unit_weights()
         if w_sum is None:
@@ -109,9 +119,13 @@ class Acc:
     def weighted(self) -> WeightedStats:
         self._unit_weights()
         return WeightedStats(
-            self.n, self.w_sum or 0.0, self.w_total, self.w_total_sq, self.w_sq_sum,
+            self.n,
+            self.w_sum or 0.0,
+            self.w_total,
+            self.w_total_sq,
+            self.w_sq_sum,
             self.w_passes if self.pass_known == self.n and self.n else None,
-        )  # fmt: skip
+        )
 
     def merge(
         self, n: int, total: float, total_sq: float, passes: int, known: int, flat: Sequence[int]
@@ -125,9 +139,16 @@ class Acc:
     def __iadd__(self, other: Acc) -> Acc:
         if self.w_sum is not None or other.w_sum is not None:
             self.add_weights(
-                other.w_sum, other.w_total, other.w_total_sq, other.w_sq_sum, other.w_passes,
-                n=other.n, total=other.total, total_sq=other.total_sq, passes=other.passes,
-            )  # fmt: skip
+                other.w_sum,
+                other.w_total,
+                other.w_total_sq,
+                other.w_sq_sum,
+                other.w_passes,
+                n=other.n,
+                total=other.total,
+                total_sq=other.total_sq,
+                passes=other.passes,
+            )
         flat = [x for item in other.hist.items() for x in item]
         self.merge(other.n, other.total, other.total_sq, other.passes, other.pass_known, flat)
         return self
@@ -295,8 +316,13 @@ def _weight_columns(a: Acc) -> dict[str, float | None]:
     # A cell whose weights are all 1 keeps NULLs: readers take NULL as "all weights 1".
     if a.unit_weights:
         return dict.fromkeys(WEIGHTS)
-    return {"w_sum": a.w_sum, "w_total": a.w_total, "w_total_sq": a.w_total_sq,
-            "w_sq_sum": a.w_sq_sum, "w_passes": a.w_passes}  # fmt: skip
+    return {
+        "w_sum": a.w_sum,
+        "w_total": a.w_total,
+        "w_total_sq": a.w_total_sq,
+        "w_sq_sum": a.w_sq_sum,
+        "w_passes": a.w_passes,
+    }
 
 
 def _upsert(store: Store, cells: dict[tuple[Any, ...], Acc]) -> None:

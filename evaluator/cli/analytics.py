@@ -25,9 +25,13 @@ def cmd_cost_per_pass(args: argparse.Namespace) -> int:
     store = reader(settings)
     try:
         doc = cost_per_pass(
-            store, settings.cost_usd, end - parse_duration(args.since), end, args.by,
+            store,
+            settings.cost_usd,
+            end - parse_duration(args.since),
+            end,
+            args.by,
             pricing=settings.pricing,
-        )  # fmt: skip
+        )
     finally:
         store.close()
     print(json.dumps(doc, indent=2) if args.json else cost_table(doc))
@@ -41,9 +45,11 @@ def cmd_trends(args: argparse.Namespace) -> int:
         print("evaluator trends: --rubric is needed for --metric score", file=sys.stderr)
         return EXIT_USAGE
     if args.by == "tenant":
-        print("evaluator trends: --by tenant is available for --metric cost_per_pass; score "
-              "trends read hourly rollups kept per prompt version, model and feature",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "evaluator trends: --by tenant is available for --metric cost_per_pass; score "
+            "trends read hourly rollups kept per prompt version, model and feature",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     from evaluator.analytics.trends import TrendQuery, trend, trends_table
     from evaluator.config.settings import load_settings
@@ -101,8 +107,11 @@ def register(sub: Any) -> None:
         help="score (default) or cost_per_pass: judge + generator USD per answer that "
         "passed all of its rubrics",
     )
-    p.add_argument("--by", default="prompt_version",
-                   choices=["prompt_version", "model", "feature", "tenant", "none"])  # fmt: skip
+    p.add_argument(
+        "--by",
+        default="prompt_version",
+        choices=["prompt_version", "model", "feature", "tenant", "none"],
+    )
     p.add_argument("--since", default="7d", help="how far back, e.g. 24h, 7d, 30d (default 7d)")
     p.add_argument("--bucket", default="1d", help="bucket size in whole hours, e.g. 1h, 6h, 1d")
     p.add_argument("--json", action="store_true", help="stable JSON (docs/how-to/trends.md)")

@@ -38,8 +38,11 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("evaluator dataset export: give --alert, --rubric or --labelled", file=sys.stderr)
         return ExitCode.USAGE
     if args.good is not None and args.alert is None:
-        print("evaluator dataset export: --good applies to --alert exports only (passing "
-              "traces of the alert's group beside its worst ones)", file=sys.stderr)  # fmt: skip
+        print(
+            "evaluator dataset export: --good applies to --alert exports only (passing "
+            "traces of the alert's group beside its worst ones)",
+            file=sys.stderr,
+        )
         return ExitCode.USAGE
     if args.alert is not None:
         args.alert = _alert_id(args.alert)

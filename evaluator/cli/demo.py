@@ -211,8 +211,12 @@ def run_demo(
         embedded = url != load_settings(settings_path).redis.url
         store = Store(settings.database.url)
         # `evaluator stats` on this database reads the counters under this run's prefix.
-        where: _Where = {"redis_url": url, "key_prefix": prefix, "queue_name": queue,
-                         "embedded": embedded}  # fmt: skip
+        where: _Where = {
+            "redis_url": url,
+            "key_prefix": prefix,
+            "queue_name": queue,
+            "embedded": embedded,
+        }
         record_demo(settings.database.url, **where)
         trace_ids: list[str] = []
         for path in [traces] if traces is not None else [SAMPLE_TRACES, AGENT_TRACES]:

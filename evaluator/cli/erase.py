@@ -29,9 +29,13 @@ def _counts(store: Any, trace_ids: list[str]) -> tuple[dict[str, int], set[str]]
     from evaluator.store.outbox import EvalIntent
     from evaluator.store.trust_models import FeedbackRecord
 
-    tables: list[tuple[Any, str]] = [(TraceRecord, "traces"), (EvalRecord, "eval_records"),
-              (EvalIntent, "eval_intents"), (FeedbackRecord, "feedback"),
-              (PendingSpan, "otlp_pending_spans")]  # fmt: skip
+    tables: list[tuple[Any, str]] = [
+        (TraceRecord, "traces"),
+        (EvalRecord, "eval_records"),
+        (EvalIntent, "eval_intents"),
+        (FeedbackRecord, "feedback"),
+        (PendingSpan, "otlp_pending_spans"),
+    ]
     counts: dict[str, int] = {}
     found: set[str] = set()
     present = set(inspect(store.engine).get_table_names())

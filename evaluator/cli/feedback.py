@@ -56,11 +56,18 @@ def cmd_import(args: argparse.Namespace) -> int:
     store = _store(args)
     # Negative feedback on a stored trace enqueues it for the tail rules; with --no-enqueue
     # only the trace's stored signal turns negative; Redis unreachable changes nothing (retry).
-    rclient = None if args.no_enqueue else sync_redis(settings, socket_connect_timeout=2.0,
-                                                      socket_timeout=2.0)  # fmt: skip
-    intake = None if rclient is None else FeedbackIntake(
-        rclient, settings.redis.key_prefix, settings.sampling.always_on_negative_feedback
-    )  # fmt: skip
+    rclient = (
+        None
+        if args.no_enqueue
+        else sync_redis(settings, socket_connect_timeout=2.0, socket_timeout=2.0)
+    )
+    intake = (
+        None
+        if rclient is None
+        else FeedbackIntake(
+            rclient, settings.redis.key_prefix, settings.sampling.always_on_negative_feedback
+        )
+    )
     try:
         report = import_feedback(store, args.file, source=args.source, intake=intake)
     finally:

@@ -57,10 +57,11 @@ def cmd_gate(args: argparse.Namespace) -> int:
     try:
         _known_versions(store, rubric.name, (args.baseline, args.candidate))
         base, cand = (
-            version_scores(store, rubric.name, version, since,
-                           feature=args.feature, tenant=args.tenant)
+            version_scores(
+                store, rubric.name, version, since, feature=args.feature, tenant=args.tenant
+            )
             for version in (args.baseline, args.candidate)
-        )  # fmt: skip
+        )
     finally:
         store.close()
     result = gate(base, cand, policy, margin=args.margin, pass_threshold=rubric.pass_threshold)
@@ -89,8 +90,10 @@ def cmd_gate_replay(args: argparse.Namespace) -> int:
     from evaluator.worker.runtime import build_runtime
 
     if not args.baseline_template or not args.candidate_template:
-        print("evaluator gate --replay: --baseline-template and --candidate-template are needed",
-              file=sys.stderr)  # fmt: skip
+        print(
+            "evaluator gate --replay: --baseline-template and --candidate-template are needed",
+            file=sys.stderr,
+        )
         return ExitCode.USAGE
     settings = load_settings(args.settings)
     templates = (args.baseline_template.read_text(), args.candidate_template.read_text())

@@ -216,8 +216,15 @@ _HIDDEN = {"ok", "error", "warning", "warnings", "worker_heartbeats", "floors", 
 
 def health_table(checks: dict[str, Any]) -> str:
     lines = []
-    for name in ("rubrics", "database", "redis", "judge", "judge_hygiene", "judge_anchors",
-                 "alerts"):  # fmt: skip
+    for name in (
+        "rubrics",
+        "database",
+        "redis",
+        "judge",
+        "judge_hygiene",
+        "judge_anchors",
+        "alerts",
+    ):
         if name not in checks:
             continue
         c = checks[name]

@@ -249,9 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--settings", type=Path, help="settings TOML file (only the keys it changes)"
     )
     parser.add_argument(
-        "--log-level", type=log_level, default="WARNING",
+        "--log-level",
+        type=log_level,
+        default="WARNING",
         help="DEBUG, INFO, WARNING (default), ERROR",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--log-format",
         choices=["text", "json"],

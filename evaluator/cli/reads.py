@@ -51,8 +51,13 @@ def record_demo(
     if path is not None:
         # A URL with a password is not written to disk: `stats` then uses the configured one.
         shown = None if embedded or hide_password(redis_url) != redis_url else redis_url
-        doc = {"redis_url": shown, "key_prefix": key_prefix, "queue_name": queue_name,
-               "embedded_redis": embedded, "saved": saved}  # fmt: skip
+        doc = {
+            "redis_url": shown,
+            "key_prefix": key_prefix,
+            "queue_name": queue_name,
+            "embedded_redis": embedded,
+            "saved": saved,
+        }
         path.write_text(json.dumps(doc) + "\n")
 
 
@@ -117,9 +122,12 @@ def _source(args: argparse.Namespace, settings: Any) -> StatsSource:
             return StatsSource(prefix, queue, None, saved or {}, note)
         return StatsSource(prefix, queue, doc.get("redis_url"), None, note)
     return StatsSource(
-        settings.redis.key_prefix, settings.redis.queue_name, None, None,
+        settings.redis.key_prefix,
+        settings.redis.queue_name,
+        None,
+        None,
         "settings redis.key_prefix",
-    )  # fmt: skip
+    )
 
 
 def read_counters(redis_url: str, settings: Any, prefix: str, queue: str) -> dict[str, Any]:

@@ -123,8 +123,11 @@ def stratum_key(rubric: str, labels: Labels | None) -> str:
 def applies(plan: RubricPlan, labels: Labels | None) -> bool:
     if labels is None:
         return True
-    known = {"feature": labels.feature, "tenant": labels.tenant,
-             "prompt_version": labels.prompt_version}  # fmt: skip
+    known = {
+        "feature": labels.feature,
+        "tenant": labels.tenant,
+        "prompt_version": labels.prompt_version,
+    }
     return all(known.get(k) is None or known[k] in allowed for k, allowed in plan.applies)
 
 
@@ -233,11 +236,24 @@ def rubric_rates(
     for rubric in plan.rubrics:
         state = states.get(rubric.name, RubricState())
         rooms = [
-            minute_room(rubric.cap, state.used_today, now_s, carry=plan.carry,
-                        used_this_minute=state.used_this_minute),
-            _divided(minute_room(plan.shared, state.shared_used_today, now_s, carry=plan.carry,
-                                 used_this_minute=state.shared_used_this_minute), share),
-        ]  # fmt: skip
+            minute_room(
+                rubric.cap,
+                state.used_today,
+                now_s,
+                carry=plan.carry,
+                used_this_minute=state.used_this_minute,
+            ),
+            _divided(
+                minute_room(
+                    plan.shared,
+                    state.shared_used_today,
+                    now_s,
+                    carry=plan.carry,
+                    used_this_minute=state.shared_used_this_minute,
+                ),
+                share,
+            ),
+        ]
         known = [r for r in rooms if r is not None]
         room = min(known) if known else None
         if room is not None and rubric.escalates:
@@ -249,9 +265,12 @@ def rubric_rates(
         # Tail traces take p = 1, new strata the boost: what is left is the others'. (A new
         # trace the boost does not draw counts among the others: its p is at least the base.)
         base = base_probability(
-            rubric.rate, room=room, arrivals=state.arrivals,
-            reserved=state.reserved - state.new + boost * state.new, floor=plan.min_rate,
-        )  # fmt: skip
+            rubric.rate,
+            room=room,
+            arrivals=state.arrivals,
+            reserved=state.reserved - state.new + boost * state.new,
+            floor=plan.min_rate,
+        )
         rates[rubric.name] = RubricRate(base=base, boost=boost)
     return rates
 

@@ -202,9 +202,14 @@ class BudgetGate:
         if offer:
             for index, _, chosen in (d for d in drawn if not d[1]):
                 result.offered.append(
-                    (index, {r: (strata_of[index, r], p, r in self.escalating)
-                             for r, p in chosen.items()})
-                )  # fmt: skip
+                    (
+                        index,
+                        {
+                            r: (strata_of[index, r], p, r in self.escalating)
+                            for r, p in chosen.items()
+                        },
+                    )
+                )
             result.reasons["budget_offered"] += len(result.offered)
             drawn = [d for d in drawn if d[1]]
         # Escalating rubrics are drawn, not charged: the worker charges their judge calls.

@@ -303,13 +303,22 @@ class Intake:
         if offer:
             assert self.engine is not None
             await windows.record_drain(
-                self.engine, self.budget, [q.intent() for q in jobs],
-                [a for q in jobs for a in self.budget.admissions(q.kind, q.trace_id,
-                                                                 list(q.signals["pi"]), now_s)],
-                [Offer(candidates[i].trace_id, "rate", candidates[i].signals.to_wire(), draws)
-                 for i, draws in allocation.offered],
+                self.engine,
+                self.budget,
+                [q.intent() for q in jobs],
+                [
+                    a
+                    for q in jobs
+                    for a in self.budget.admissions(
+                        q.kind, q.trace_id, list(q.signals["pi"]), now_s
+                    )
+                ],
+                [
+                    Offer(candidates[i].trace_id, "rate", candidates[i].signals.to_wire(), draws)
+                    for i, draws in allocation.offered
+                ],
                 now_s,
-            )  # fmt: skip
+            )
         await self.budget.defer(allocation.deferred)
         return await self._finish(entries, result, jobs, bad, now, recorded=offer)
 

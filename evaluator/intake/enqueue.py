@@ -366,9 +366,17 @@ def _close_at_exit(ref: weakref.ReferenceType[SyncTraceEnqueuer]) -> None:
 
 
 _MOVED = frozenset(
-    {"configure", "enqueue_trace", "enqueue_trace_sync", "enqueue_traces", "enqueue_traces_sync",
-     "flush", "flush_sync", "close_sync"}
-)  # fmt: skip
+    {
+        "configure",
+        "enqueue_trace",
+        "enqueue_trace_sync",
+        "enqueue_traces",
+        "enqueue_traces_sync",
+        "flush",
+        "flush_sync",
+        "close_sync",
+    }
+)
 
 
 def __getattr__(name: str) -> Any:

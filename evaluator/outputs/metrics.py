@@ -281,8 +281,18 @@ def _redis_families(
         yield CounterMetricFamily(f"evaluator_judge_{kind}", doc, value=value)
 
 
-ScoreSums = tuple[str, str | None, str, int, float | None, float | None, float | None,
-                  float | None, float | None, float | None]  # fmt: skip
+ScoreSums = tuple[
+    str,
+    str | None,
+    str,
+    int,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+    float | None,
+]
 # (store, rubrics, since, until) -> {(rubric, prompt version, epoch): a trend total's shown
 # numbers}: `evaluator.analytics.ppi_trends.score_estimates`, handed in by the entry point
 # (outputs sit below analytics in the layers).
@@ -310,8 +320,9 @@ def _score_families(
         f"Mean normalised score of {where}, each record weighted by 1/inclusion probability.",
         labels=labels,
     )
-    samples = GaugeMetricFamily("evaluator_score_samples", "Records behind evaluator_score.",
-                                labels=labels)  # fmt: skip
+    samples = GaugeMetricFamily(
+        "evaluator_score_samples", "Records behind evaluator_score.", labels=labels
+    )
     ess = GaugeMetricFamily(
         "evaluator_score_ess",
         "Effective sample size (sum w)^2 / sum w^2 behind evaluator_score (= samples when "
@@ -329,16 +340,25 @@ def _score_families(
     )
     for rubric, version, epoch, n, total, total_sq, w_sum, w_total, w_total_sq, w_sq in rows:
         plain = GroupStats(int(n), float(total or 0.0), float(total_sq or 0.0))
-        w = WeightedStats(int(n), float(w_sum or 0.0), float(w_total or 0.0),
-                          float(w_total_sq or 0.0), float(w_sq or 0.0))  # fmt: skip
+        w = WeightedStats(
+            int(n),
+            float(w_sum or 0.0),
+            float(w_total or 0.0),
+            float(w_total_sq or 0.0),
+            float(w_sq or 0.0),
+        )
         stats: GroupStats | WeightedStats = plain if w.unit else w
         values = [rubric, version or "", epoch]
         samples.add_metric(values, n)
         got = (estimates or {}).get((rubric, version or "", epoch))
         if got is not None and got.get("mean") is not None:
             named = {**dict(zip(labels, values, strict=True)), "estimator": got["estimator"]}
-            for family, key in ((score, "mean"), (lower, "ci_low"), (upper, "ci_high"),
-                                (ess, "ess")):  # fmt: skip
+            for family, key in (
+                (score, "mean"),
+                (lower, "ci_low"),
+                (upper, "ci_high"),
+                (ess, "ess"),
+            ):
                 family.add_sample(family.name, named, float(got.get(key) or 0.0))
             continue
         score.add_metric(values, stats.mean if n else 0.0)

@@ -148,9 +148,11 @@ async def probe_sinks(
         try:
             async with asyncio.timeout(timeout_s):
                 await resolve_safe(
-                    target.url, alerts.allowlist, allow_private=alerts.allow_private,
+                    target.url,
+                    alerts.allowlist,
+                    allow_private=alerts.allow_private,
                     resolver=resolver,
-                )  # fmt: skip
+                )
         except TimeoutError:
             return f"{target.label}: no DNS answer within {timeout_s:g} s"
         except (UnsafeURL, ValueError) as exc:
@@ -216,18 +218,22 @@ class WebhookSender:
         for attempt in range(1, self.max_attempts + 1):
             try:  # resolve and check on every attempt: the answer may change between them
                 pinned, host = await resolve_safe(
-                    target.url, self.allowlist, allow_private=self.allow_private,
+                    target.url,
+                    self.allowlist,
+                    allow_private=self.allow_private,
                     resolver=self.resolver,
-                )  # fmt: skip
+                )
             except UnsafeURL as exc:
                 log.error("alert %s refused: %s", target.name, exc)
                 return DeliveryResult(target.name, False, attempt, None, f"refused: {exc}")
             retry_after: float | None = None
             try:
                 resp = await self._client.post(
-                    pinned, content=body, headers={**head, "Host": _host_header(target.url)},
+                    pinned,
+                    content=body,
+                    headers={**head, "Host": _host_header(target.url)},
                     extensions={"sni_hostname": host},
-                )  # fmt: skip
+                )
                 status = resp.status_code
                 if 200 <= status < 300:
                     return DeliveryResult(target.name, True, attempt, status)
@@ -325,8 +331,12 @@ def build_sinks(
     if not targets:
         return AlertSinks(None, ())
     sender = WebhookSender(
-        allowlist=alerts.allowlist, allow_private=alerts.allow_private,
-        timeout_s=alerts.timeout_s, max_attempts=alerts.max_attempts,
-        backoff_s=alerts.backoff_s, resolver=resolver, client=client,
-    )  # fmt: skip
+        allowlist=alerts.allowlist,
+        allow_private=alerts.allow_private,
+        timeout_s=alerts.timeout_s,
+        max_attempts=alerts.max_attempts,
+        backoff_s=alerts.backoff_s,
+        resolver=resolver,
+        client=client,
+    )
     return AlertSinks(sender, targets)

@@ -261,9 +261,17 @@ def record_item(store: Store, doc: Any, source: str, report: FeedbackReport, num
                 report.traces += store.save_traces([trace]).inserted
             value = line.human_score
             result = _write(
-                store, report, trace_id=trace.trace_id, label=doc.get("label"), value=value,
-                kind="label", rubric=line.rubric, note=note, source=source, id=doc.get("id"),
-            )  # fmt: skip
+                store,
+                report,
+                trace_id=trace.trace_id,
+                label=doc.get("label"),
+                value=value,
+                kind="label",
+                rubric=line.rubric,
+                note=note,
+                source=source,
+                id=doc.get("id"),
+            )
         else:
             allowed = {"trace_id", "value", "label", "kind", "span_id", "rubric", "note", "id"}
             unknown = set(doc) - allowed - {"source", "created_at", "comment"}

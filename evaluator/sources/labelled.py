@@ -40,8 +40,20 @@ FAIL = frozenset(
 )
 LEGACY_KEYS = ("ragtruth.hallucinated", "label.hallucinated")
 # `comment` is note's other name (OTLP spans used it)
-_FIELDS = {"trace", "label", "human_score", "rubric", "span_id", "note", "comment", "id", "source",
-           "scores", "selected_by", "label_source"}  # fmt: skip
+_FIELDS = {
+    "trace",
+    "label",
+    "human_score",
+    "rubric",
+    "span_id",
+    "note",
+    "comment",
+    "id",
+    "source",
+    "scores",
+    "selected_by",
+    "label_source",
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +77,10 @@ def parse_label(value: Any) -> bool:
         return True
     if text in FAIL:
         return False
-    raise ValueError(f"label {value!r} is not one of pass/fail (or {', '.join(sorted(PASS))} / "
-                     f"{', '.join(sorted(FAIL))})")  # fmt: skip
+    raise ValueError(
+        f"label {value!r} is not one of pass/fail (or {', '.join(sorted(PASS))} / "
+        f"{', '.join(sorted(FAIL))})"
+    )
 
 
 def _score(value: Any) -> float:

@@ -259,8 +259,10 @@ def pending_offers(engine: Engine) -> int:
 
 def window_totals(engine: Engine, windows: Iterable[int] | None = None) -> tuple[int, int]:
     """(offered, admitted) over closed windows (all, or those given)."""
-    query = select(func.coalesce(func.sum(_WINDOWS.c.offered), 0),
-                   func.coalesce(func.sum(_WINDOWS.c.admitted), 0))  # fmt: skip
+    query = select(
+        func.coalesce(func.sum(_WINDOWS.c.offered), 0),
+        func.coalesce(func.sum(_WINDOWS.c.admitted), 0),
+    )
     if windows is not None:
         query = query.where(_WINDOWS.c.window.in_(list(windows)))
     with engine.connect() as conn:

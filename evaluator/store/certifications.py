@@ -183,9 +183,17 @@ def active_rows(engine: Engine, rubric: str | None = None) -> list[Certification
 def as_active(row: CertificationRecord) -> ActiveCertification:
     if row.threshold is None:
         raise ValueError(f"certification {row.id} certifies no threshold")
-    return ActiveCertification(row.id, row.rubric, row.stage, row.judge_epoch,
-                               row.prompt_version, row.stratum, row.threshold, row.alpha,
-                               row.delta)  # fmt: skip
+    return ActiveCertification(
+        row.id,
+        row.rubric,
+        row.stage,
+        row.judge_epoch,
+        row.prompt_version,
+        row.stratum,
+        row.threshold,
+        row.alpha,
+        row.delta,
+    )
 
 
 def active_certifications_sync(engine: Engine) -> list[ActiveCertification]:

@@ -160,7 +160,8 @@ def span_times_problem(start_ns: int, end_ns: int, where: str = "span") -> Probl
             return Problem(f"{where}.{name}", f"{ns} is not a time", "timestamp")
     if start_ns and end_ns and end_ns < start_ns:
         return Problem(
-            f"{where}.end_time_unix_nano", f"ends {start_ns - end_ns} ns before it starts",
+            f"{where}.end_time_unix_nano",
+            f"ends {start_ns - end_ns} ns before it starts",
             "timestamp",
-        )  # fmt: skip
+        )
     return None

@@ -174,9 +174,13 @@ class Api:
             raise BadRequest(f"since: {exc}") from None
         end = datetime.now(UTC)
         return cost_per_pass(
-            self.store, self.price, end - window, end, cast(By, by),  # checked above
+            self.store,
+            self.price,
+            end - window,
+            end,
+            cast(By, by),  # checked above
             pricing=self.pricing,
-        )  # fmt: skip
+        )
 
     def review(self, qs: dict[str, list[str]]) -> dict[str, Any]:
         """`evaluator review next --json`: the traces whose human label would teach most."""

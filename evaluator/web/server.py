@@ -73,10 +73,16 @@ def start_in_thread(
 ) -> BoundedServer:
     """For tests and embedding: serve in a daemon thread; `server.shutdown()` stops it."""
     server = make_server(
-        store, host, port, assembler=assembler, metrics=metrics, options=options,
-        thresholds=thresholds, feedback_intake=feedback_intake,
+        store,
+        host,
+        port,
+        assembler=assembler,
+        metrics=metrics,
+        options=options,
+        thresholds=thresholds,
+        feedback_intake=feedback_intake,
         certification_now=certification_now,
-    )  # fmt: skip
+    )
     threading.Thread(target=server.serve_forever, name="evaluator-http", daemon=True).start()
     return server
 
@@ -119,10 +125,17 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8700) -> N
 
     options = ServerOptions.from_settings(settings.server, max_body_bytes=o.max_body_mib << 20)
     server = make_server(
-        store, host, port, assembler=assembler, metrics=metrics, options=options,
-        price=settings.cost_usd, thresholds=pass_thresholds(settings.rubrics.path),
-        pricing=settings.pricing, certification_now=_certification_now(settings),
-    )  # fmt: skip
+        store,
+        host,
+        port,
+        assembler=assembler,
+        metrics=metrics,
+        options=options,
+        price=settings.cost_usd,
+        thresholds=pass_thresholds(settings.rubrics.path),
+        pricing=settings.pricing,
+        certification_now=_certification_now(settings),
+    )
     print(f"serving http://{host}:{server.server_address[1]}/  (Ctrl-C to stop)")
     try:
         server.serve_forever()

@@ -238,16 +238,24 @@ async def run_anchors(
         outcome.skipped = f"estimated ${estimate.usd:.4f} exceeds anchors.max_usd ${spec.max_usd}"
         log.warning("anchors %s: %s", rubric.name, outcome.skipped)
         return outcome
-    log.info("anchors %s: %d items, estimated %d calls, $%.4f", rubric.name, len(items),
-             estimate.calls, estimate.usd)  # fmt: skip
+    log.info(
+        "anchors %s: %d items, estimated %d calls, $%.4f",
+        rubric.name,
+        len(items),
+        estimate.calls,
+        estimate.usd,
+    )
     scores = await _score_all(runtime, rubric, items, concurrency)
     usage = sum((s.usage for s in scores), Usage())
     outcomes = outcomes_of(items, scores, rubric.pass_threshold)
     values = list(outcomes.values())
     metrics = agreement_with_intervals(
-        [v[0] for v in values], [v[1] for v in values], [v[2] for v in values],
-        reps=bootstrap_reps, seed=spec.seed,
-    )  # fmt: skip
+        [v[0] for v in values],
+        [v[1] for v in values],
+        [v[2] for v in values],
+        reps=bootstrap_reps,
+        seed=spec.seed,
+    )
     metrics["statuses"] = {st.value: sum(s.status is st for s in scores) for st in Status}
     floor = floor_of(spec, items, scores, rubric.pass_threshold)
     if floor is not None:

@@ -226,8 +226,10 @@ async def calibrate(
     report.warnings = [*error_warnings(report), *constant_warnings(values)]
     report.warnings += hygiene_warnings(
         judge_model if rubric.needs_judge or rubric.resolved_method == "cascade" else None,
-        [c.case.model for c in cases if c.case.model], lengths, values,
-    )  # fmt: skip
+        [c.case.model for c in cases if c.case.model],
+        lengths,
+        values,
+    )
     models = sorted({c.case.model or "?" for c in cases})
     for model in models:
         idx = [i for i, c in enumerate(cases) if (c.case.model or "?") == model]

@@ -65,11 +65,17 @@ class Heartbeat:
         self.last_job_at = time.time()
 
     def value(self) -> str:
-        return json.dumps({
-            "id": self.id, "host": self.host, "pid": self.pid, "started_at": self.started_at,
-            "last_job_at": self.last_job_at, "beat_at": time.time(),
-            **(self.extra() if self.extra is not None else {}),
-        })  # fmt: skip
+        return json.dumps(
+            {
+                "id": self.id,
+                "host": self.host,
+                "pid": self.pid,
+                "started_at": self.started_at,
+                "last_job_at": self.last_job_at,
+                "beat_at": time.time(),
+                **(self.extra() if self.extra is not None else {}),
+            }
+        )
 
     async def beat(self) -> None:
         ttl_ms = max(1, round(TTL_PERIODS * self.period_s * 1000))

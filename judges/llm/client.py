@@ -350,8 +350,10 @@ class JudgeClient(JudgeExchange):
         if FORMATS.index(fmt) > FORMATS.index(self.format):
             logging.getLogger("judges.llm.client").warning(
                 "judge endpoint %s does not honour response format %r: using %r from now on",
-                self._endpoint, self.format, fmt,
-            )  # fmt: skip
+                self._endpoint,
+                self.format,
+                fmt,
+            )
             self.format = fmt
 
     async def _ask(

@@ -133,14 +133,20 @@ def render_selection(case: EvalCase) -> list[dict[str, str]]:
         'with JSON: {"calls": [{"call": <number>, "needed": true|false, '
         '"right_tool": true|false, "reason": "..."}]} with one entry per call.'
     )
-    tools = numbered([f"{d.get('name', '?')}: {d.get('description', '')}"
-                      for d in case.tool_definitions]) or "(not recorded)"  # fmt: skip
-    user = "\n\n".join([
-        "User request:\n" + fence("question", case.question),
-        "Tools offered:\n" + fence("tools", tools),
-        "Tool calls, in order:\n" + fence("tool_calls", render_tool_calls(case.tool_calls)),
-        "Final answer:\n" + fence("answer", case.answer),
-    ])  # fmt: skip
+    tools = (
+        numbered(
+            [f"{d.get('name', '?')}: {d.get('description', '')}" for d in case.tool_definitions]
+        )
+        or "(not recorded)"
+    )
+    user = "\n\n".join(
+        [
+            "User request:\n" + fence("question", case.question),
+            "Tools offered:\n" + fence("tools", tools),
+            "Tool calls, in order:\n" + fence("tool_calls", render_tool_calls(case.tool_calls)),
+            "Final answer:\n" + fence("answer", case.answer),
+        ]
+    )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -149,9 +155,11 @@ async def score_tool_selection(case: EvalCase, rubric: Rubric, clients: Clients)
     assert judge is not None  # checked by the registry
     try:
         reply = await judge.complete(
-            render_selection(case), SelectionReply,
-            model=rubric.judge.model, temperature=rubric.judge.temperature,
-        )  # fmt: skip
+            render_selection(case),
+            SelectionReply,
+            model=rubric.judge.model,
+            temperature=rubric.judge.temperature,
+        )
     except JudgeError as exc:
         return judge_failure(exc, method="judge", judge_model=rubric.judge.model or judge.model)
     verdicts: dict[int, CallVerdict] = {v.call: v for v in reply.parsed.calls}
@@ -160,9 +168,11 @@ async def score_tool_selection(case: EvalCase, rubric: Rubric, clients: Clients)
     if missing:  # a verdict we did not get is not a verdict we may invent
         return Score.error(
             f"the judge returned no verdict for tool call(s) {missing} of {n}",
-            method="judge", details={"raw": reply.raw[:2000]},
-            judge_model=reply.model, usage=reply.usage,
-        )  # fmt: skip
+            method="judge",
+            details={"raw": reply.raw[:2000]},
+            judge_model=reply.model,
+            usage=reply.usage,
+        )
     good = sum(verdicts[i].needed and verdicts[i].right_tool for i in range(1, n + 1))
     value = good / n
     passed = value >= rubric.pass_threshold

@@ -226,8 +226,13 @@ def score_faithfulness_local(
         )
     evidence = collect_evidence(case, embedder)
     if not evidence:
-        details = {**version, "sentences": [], "claims": 0, "note": "no factual claims",
-                   "hard_evidence": False}  # fmt: skip
+        details = {
+            **version,
+            "sentences": [],
+            "claims": 0,
+            "note": "no factual claims",
+            "hard_evidence": False,
+        }
         passed = threshold <= 1.0
         return Score(
             Status.OK, 1.0, "grounded", passed, "no factual claims to check", details, METHOD

@@ -47,10 +47,18 @@ FEATURES = (
 # over RAGTruth + FRANK valid because these weights rank FRANK valid better (a set they never
 # saw: CNN/DM 0.79 vs 0.75 AUROC); FRANK valid only fits the per-task calibration.
 WEIGHTS_LEXICAL: dict[str, float] = {
-    "bias": -0.916, "recall": -0.58, "best_min": -0.83, "best_mean": -0.385, "pair_min": -1.053,
-    "novel_max": 1.826, "novel_mean": 1.35, "tri_max": 1.212, "values": 2.946, "names": 2.098,
+    "bias": -0.916,
+    "recall": -0.58,
+    "best_min": -0.83,
+    "best_mean": -0.385,
+    "pair_min": -1.053,
+    "novel_max": 1.826,
+    "novel_mean": 1.35,
+    "tri_max": 1.212,
+    "values": 2.946,
+    "names": 2.098,
     "align_min": -0.665,
-}  # fmt: skip
+}
 # Not refitted with the similarity feature yet: same as lexical (similarity weight 0).
 WEIGHTS_EMBEDDING: dict[str, float] = dict(WEIGHTS_LEXICAL)
 
