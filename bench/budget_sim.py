@@ -18,13 +18,13 @@ UTC days: day 0 is history (the check's baseline), day 1 is the day measured. Sc
 Two arms see the same traces and score draws, at equal judge calls:
 
 - uniform: every trace sampled with p = 0.10 (no budget; the sampler's floor is 0.10);
-- budgeted: the shipped allocation of evaluator.intake.allocation (rubric rate 1, a
+- budgeted: the shipped allocation of evaluator.budget.allocation (rubric rate 1, a
   per-minute cap of 10 % of the traffic, a new stratum boosted for its first 200 traces or
   hour, the base rate fitted to the room the previous minute left) and the shipped cap
   windows: a minute's draws are offered to its window, which closes at the next minute with
   the room the caps leave then and admits per stratum by random key
   (`allocation.window_quotas`); each record stores its realised probability p_draw × q_s/n_s
-  and is written when its window has closed (evaluator.intake.windows). Defaults are the
+  and is written when its window has closed (evaluator.budget.windows). Defaults are the
   shipped settings (carry, boost_share 0.5, burst 2, budget.min_rate 0.01, so the sampler's
   floor is 0.01: max_weight 100). `--min-rate` sets budget.min_rate (and so the floor);
   `--no-carry`, `--boost-share 0` give the earlier intakes.
@@ -73,10 +73,7 @@ from typing import Any, cast
 
 from evalcore.weights import WeightedStats
 from evaluator.analytics.check_job import decide
-from evaluator.config.policy import inclusion_floor
-from evaluator.config.rubrics import RubricSet, parse_rubric
-from evaluator.config.settings import AlertsSettings
-from evaluator.intake.allocation import (
+from evaluator.budget.allocation import (
     BudgetPlan,
     Cap,
     RubricPlan,
@@ -88,6 +85,9 @@ from evaluator.intake.allocation import (
     rubric_rates,
     window_quotas,
 )
+from evaluator.config.policy import inclusion_floor
+from evaluator.config.rubrics import RubricSet, parse_rubric
+from evaluator.config.settings import AlertsSettings
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 

@@ -39,7 +39,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer, intake_key
-from evaluator.intake.sampling import TailRules
+from evaluator.sampling import TailRules
 from evaluator.store.store import Store
 
 from .report import Summary, command_line, fmt, machine, table

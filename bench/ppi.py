@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from evalcore.ppi import hajek, ppi_mean, uncertainty_rates
-from evaluator.intake.allocation import base_probability, window_quotas
+from evaluator.budget.allocation import base_probability, window_quotas
 
 CACHE = Path(__file__).parent / "results" / "ppi_local_scores.json"
 TASKS = ("RAGTruth QA", "FRANK CNN/DM test", "FRANK XSum test")

@@ -23,8 +23,8 @@ from evaluator.intake.backlog import held_key
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.jobs import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace
-from evaluator.intake.sampling import TailRules
 from evaluator.intake.sweeper import sweep
+from evaluator.sampling import TailRules
 from evaluator.store import outbox
 from evaluator.store.store import Store
 

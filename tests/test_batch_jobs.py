@@ -17,8 +17,8 @@ from evaluator.config.settings import Settings
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import SyncTraceEnqueuer
 from evaluator.intake.jobs import EVALUATE_BATCH_JOB, EVALUATE_JOB, QueuedTrace, batch_marker_prefix
-from evaluator.intake.sampling import TailRules
 from evaluator.intake.serialization import deserialize
+from evaluator.sampling import TailRules
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store import outbox
 from evaluator.store.store import Store

@@ -10,7 +10,8 @@ import asyncio
 import redis
 from redis.asyncio import Redis
 
-from evaluator.intake.allocation import (
+from evaluator.budget.admission import SHARED, deferred_key
+from evaluator.budget.allocation import (
     DAY_S,
     BudgetPlan,
     Cap,
@@ -19,12 +20,11 @@ from evaluator.intake.allocation import (
     cumulative_cap,
     rubric_rates,
 )
-from evaluator.intake.budget import SHARED, deferred_key
 from evaluator.intake.drain import Intake, SamplingConfig, stats_key
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Labels, Reason, Signals, TailRules, hash_point
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
+from evaluator.sampling import Labels, Reason, Signals, TailRules, hash_point
 
 RULES = TailRules(on_error=True, on_negative_feedback=True)
 # The start of a UTC day: with carry (the default) minute m's cumulative cap is cap × (m + 1).

@@ -15,8 +15,8 @@ import redis
 import respx
 from arq import Retry
 
-from evaluator.config.settings import Settings
-from evaluator.intake.allocation import (
+from evaluator.budget.admission import ESCALATION_BUCKET_S, SHARED
+from evaluator.budget.allocation import (
     DAY_S,
     BudgetPlan,
     Cap,
@@ -25,11 +25,11 @@ from evaluator.intake.allocation import (
     escalation_share,
     rubric_rates,
 )
-from evaluator.intake.budget import ESCALATION_BUCKET_S, SHARED
+from evaluator.config.settings import Settings
 from evaluator.intake.drain import build_intake, stats_key
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Signals
 from evaluator.intake.wire import encode
+from evaluator.sampling import Signals
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store.store import Store
 from evaluator.worker.pipeline import evaluate_trace

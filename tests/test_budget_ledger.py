@@ -1,7 +1,7 @@
 """The judge budget charges an evaluation once per UTC day, however often its batch is
 processed: a drain that meets a dead database (PostgreSQL stopped, for real) charges nothing
 and leaves its batch parked; the drain after recovery admits its tail traces once and offers
-its rate draws to their cap window, whose close admits them (evaluator.intake.windows); the
+its rate draws to their cap window, whose close admits them (evaluator.budget.windows); the
 admission script's ledger keeps a batch processed again from being charged twice."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from evaluator.intake.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
-from evaluator.intake.budget import SHARED, BudgetGate, Candidate
+from evaluator.budget.admission import SHARED, BudgetGate, Candidate
+from evaluator.budget.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Labels, Signals, TailRules
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
+from evaluator.sampling import Labels, Signals, TailRules
 from evaluator.store import admissions, outbox
 from evaluator.store.store import Store
 from tests.services import PostgresCluster, private_postgres

@@ -18,11 +18,11 @@ import pytest
 import respx
 
 from evalcore.weights import WeightedStats
-from evaluator.intake.allocation import DAY_S
+from evaluator.budget.allocation import DAY_S
 from evaluator.intake.drain import build_intake
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Labels
 from evaluator.intake.wire import encode
+from evaluator.sampling import Labels
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store import admissions
 from evaluator.store.store import Store

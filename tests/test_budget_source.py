@@ -12,12 +12,12 @@ import signal
 import pytest
 from redis.asyncio import Redis
 
-from evaluator.intake.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
-from evaluator.intake.budget import SHARED, BudgetGate
+from evaluator.budget.admission import SHARED, BudgetGate
+from evaluator.budget.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Signals, TailRules
 from evaluator.intake.wire import encode
+from evaluator.sampling import Signals, TailRules
 from evaluator.store import admissions
 from evaluator.store.admissions import Admission
 from evaluator.store.store import Store

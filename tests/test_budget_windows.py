@@ -1,4 +1,4 @@
-"""The cap window's refusal by random key (evaluator.intake.allocation.window_quotas), checked
+"""The cap window's refusal by random key (evaluator.budget.allocation.window_quotas), checked
 by seeded simulation: no cap's room is exceeded, every stratum of a window with room has
 p > 0, and Horvitz-Thompson with the realised probability p_draw x q_s / n_s is unbiased
 for the population total when the cap binds — while the drawn p alone is not."""
@@ -10,7 +10,7 @@ import statistics
 
 import pytest
 
-from evaluator.intake.allocation import systematic_counts, water_fill, window_quotas
+from evaluator.budget.allocation import systematic_counts, water_fill, window_quotas
 
 
 def test_water_fill_is_max_min_fair_and_spends_the_room() -> None:

@@ -115,8 +115,8 @@ async def test_flush_waits_for_the_batch_the_flusher_has_in_flight(redis_url: st
 
 
 async def test_labels_travel_on_the_wire_with_both_enqueuers(redis_url: str) -> None:
-    from evaluator.intake.sampling import Labels
     from evaluator.intake.wire import decode_entry
+    from evaluator.sampling import Labels
 
     enq = TraceEnqueuer(redis_url, key_prefix="app", linger_ms=5)
     assert enq.enqueue("a1", feature="search", tenant="acme", prompt_version="v7")

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from evaluator.analytics.trends import TrendQuery, trend, trends_table
 from evaluator.cli.main import main
-from evaluator.intake.sampling import Reason
+from evaluator.sampling import Reason
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 from evaluator.worker.pipeline import to_record

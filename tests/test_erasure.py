@@ -258,12 +258,12 @@ async def test_erasure_unlinks_budget_admissions_and_keeps_the_day_count(
     ledger, renamed to one token), its offers and queued jobs go, nothing names it."""
     from redis.asyncio import Redis
 
-    from evaluator.intake.budget_source import ledger_key
+    from evaluator.budget.source import ledger_key
     from evaluator.intake.drain import Intake, SamplingConfig
     from evaluator.intake.enqueue import intake_key
     from evaluator.intake.erasure import erase_in_redis
-    from evaluator.intake.sampling import Labels, Signals
     from evaluator.intake.wire import encode
+    from evaluator.sampling import Labels, Signals
     from evaluator.store import admissions
     from evaluator.store.erasure import erase_traces
 

@@ -8,9 +8,9 @@ from redis.asyncio import Redis
 from evaluator.intake.drain import Intake, SamplingConfig, stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.jobs import EVALUATE_JOB, job_id_for
-from evaluator.intake.sampling import Reason, Signals, TailRules, hash_point
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
+from evaluator.sampling import Reason, Signals, TailRules, hash_point
 
 RULES = TailRules(on_error=True, on_negative_feedback=True, cost_above_usd=0.05, latency_above_ms=0)
 

@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.parking import quarantine_key
-from evaluator.intake.sampling import TailRules
+from evaluator.sampling import TailRules
 from evaluator.sources.ingest import ingest_traces
 from evaluator.store import outbox
 from evaluator.store.store import Store

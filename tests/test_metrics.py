@@ -17,9 +17,9 @@ from evalcore.intervals import GroupStats
 from evalcore.weights import WeightedStats
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Signals, TailRules
 from evaluator.intake.wire import encode
 from evaluator.outputs.metrics import MetricsRecorder, render_metrics
+from evaluator.sampling import Signals, TailRules
 from evaluator.store.models import AlertRecord, EvalRecord, utcnow
 from evaluator.store.store import Store
 

@@ -24,7 +24,7 @@ from evaluator.cli.health import redis_persistence
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.parking import processing_prefix
-from evaluator.intake.sampling import Signals, TailRules
+from evaluator.sampling import Signals, TailRules
 from evaluator.store import outbox
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store

@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evaluator.intake.sampling import (
+from evaluator.sampling import (
     SIGNAL_RANGES,
     Reason,
     Signals,

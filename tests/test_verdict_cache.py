@@ -13,8 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
-from evaluator.intake.sampling import Reason
 from evaluator.outputs.metrics import MetricsRecorder, render_metrics
+from evaluator.sampling import Reason
 from evaluator.store.store import Store
 from evaluator.worker.judge_limits import RedisReplyCache
 from evaluator.worker.pipeline import to_record

@@ -26,10 +26,11 @@ from arq.utils import timestamp_ms
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
+from evaluator.budget import windows
+from evaluator.budget.admission import BudgetGate, Candidate
+from evaluator.budget.allocation import BudgetPlan
 from evaluator.config.settings import Settings
-from evaluator.intake import backlog, windows
-from evaluator.intake.allocation import BudgetPlan
-from evaluator.intake.budget import BudgetGate, Candidate
+from evaluator.intake import backlog
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.jobs import JobQueue, QueuedTrace, kind_of
 from evaluator.intake.parking import (
@@ -40,10 +41,10 @@ from evaluator.intake.parking import (
     quarantine,
     record_tolerantly,
 )
-from evaluator.intake.sampling import Reason, Signals, TailRules, decide, hash_point
 from evaluator.intake.serialization import deserialize, serialize
 from evaluator.intake.stored_tails import StoredTails
 from evaluator.intake.wire import SEPARATOR, bare_id, decode, decode_entry
+from evaluator.sampling import Reason, Signals, TailRules, decide, hash_point
 from evaluator.store.admissions import Offer
 from evaluator.store.outbox import done_among
 from judges.llm.backoff import Backoff
@@ -64,7 +65,7 @@ class SamplingConfig:
 
     max_rate: float
     rules: TailRules
-    # With a judge budget the intake allocates per rubric (evaluator.intake.allocation).
+    # With a judge budget the intake allocates per rubric (evaluator.budget.allocation).
     budget: BudgetPlan | None = None
 
 
@@ -152,7 +153,7 @@ class Intake:
         if self.budget is not None:
             clock = time.time() if now_s is None else now_s
             await self.budget.release_due(clock)
-            if self.engine is not None:  # rate draws of ended cap windows (intake.windows)
+            if self.engine is not None:  # rate draws of ended cap windows (budget.windows)
                 closed = await windows.close_due(self.budget, self.engine, clock)
                 if closed:  # intake work: behind the bound like the rest (held if full)
                     await self.place([QueuedTrace(i.trace_id, i.signals, i.kind) for i in closed])

@@ -37,8 +37,8 @@ from typing_extensions import Unpack
 
 from evaluator.config.redis_clients import async_redis, sync_redis
 from evaluator.config.settings import RedisSettings
-from evaluator.intake.sampling import Labels, Signals
 from evaluator.intake.wire import check_trace_id, encode
+from evaluator.sampling import Labels, Signals
 from judges.llm.backoff import Backoff
 
 log = logging.getLogger("evaluator.intake.enqueue")

@@ -26,7 +26,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from evaluator.intake.budget_source import ledger_field
+from evaluator.budget.source import ledger_field
 
 _LEDGER = ":budget:ledger:"
 

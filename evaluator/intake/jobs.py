@@ -28,8 +28,8 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_job
 from redis.asyncio import Redis
 
-from evaluator.intake.sampling import Reason
 from evaluator.intake.serialization import serialize
+from evaluator.sampling import Reason
 from evaluator.store.outbox import Intent
 
 EVALUATE_JOB = "evaluate_trace"  # the registered job name: a contract with every enqueuer

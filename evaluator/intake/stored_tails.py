@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
-from evaluator.intake.sampling import Signals, TailRules
+from evaluator.sampling import Signals, TailRules
 from evaluator.store.tail import tail_traces_since
 
 TAIL_LOOKBACK = timedelta(days=1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 
 from evaluator.errors import WireError
-from evaluator.intake.sampling import Labels, Signals
+from evaluator.sampling import Labels, Signals
 
 SEPARATOR = "\x1f"
 MAX_ID_LENGTH = 256

@@ -52,7 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,7 +73,7 @@ from evalcore.intervals import GroupStats
 from evalcore.weights import WeightedStats
 from evaluator.intake.drain import stats_key
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Reason
+from evaluator.sampling import Reason
 from evaluator.store import outbox
 from evaluator.store.models import AlertRecord, EvalRecord, record_weight, utcnow
 from evaluator.store.store import Store
@@ -149,6 +149,16 @@ class MetricsRecorder:
         elif self._timer is None:
             self._timer = asyncio.get_running_loop().create_task(
                 self._flush_every(), name="evaluator-metrics-flush"
+            )
+
+    async def take(self, records: Sequence[EvalRecord], new: Sequence[EvalRecord]) -> None:
+        """As a record sink: counts every record a job wrote, new or not (work done)."""
+        try:
+            await self.observe(records)
+        except Exception:
+            log.warning(
+                "metrics: flush to Redis failed; the counts are kept for the next one",
+                exc_info=True,
             )
 
     async def _flush_every(self) -> None:

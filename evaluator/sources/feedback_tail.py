@@ -35,8 +35,8 @@ from typing import Any
 import redis
 
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import Signals
 from evaluator.intake.wire import encode
+from evaluator.sampling import Signals
 from evaluator.store.store import Store
 from evaluator.store.tail import mark_negative_feedback
 

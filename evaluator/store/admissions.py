@@ -1,7 +1,7 @@
 """The judge budget's durable side: admitted evaluations, offers waiting for their window,
 and closed windows, in SQL.
 
-Redis holds the budget's counters (evaluator.intake.budget): fast, shared, but gone when a
+Redis holds the budget's counters (evaluator.budget.admission): fast, shared, but gone when a
 Redis without persistence restarts. SQL holds what they count:
 
 - `budget_admissions`: one row per admitted evaluation (UTC day, kind, trace, rubric),
@@ -12,7 +12,7 @@ Redis without persistence restarts. SQL holds what they count:
   `admit` checks the day caps against them before the transaction commits, so the rows of
   a day never exceed its caps, whatever Redis said (OverCap rolls the transaction back).
 - `budget_offers`: drawn evaluations of traces waiting for their cap window to close (the
-  cap refuses by random key, not arrival order: evaluator.intake.allocation.window_quotas).
+  cap refuses by random key, not arrival order: evaluator.budget.allocation.window_quotas).
 - `budget_windows`: one row per closed window; a window is closed once, by one worker.
 
 Writers of offers and the closer of a window are serialised (PostgreSQL: an advisory lock,
@@ -39,7 +39,7 @@ from evaluator.store.models import table_of, utcnow
 from evaluator.store.sanitize import clean, clean_text
 
 DAY_S = 86_400
-SHARED = "*"  # the scope of all rubrics together (evaluator.intake.budget.SHARED)
+SHARED = "*"  # the scope of all rubrics together (evaluator.budget.admission.SHARED)
 # pg_advisory_xact_lock key of the budget's window lock (any constant; "budgetwn").
 _WINDOW_LOCK = 0x6275646765747776
 

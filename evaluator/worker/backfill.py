@@ -13,7 +13,7 @@
    the sweeper does, under a kind of its own (`bf-…`), so an earlier intent for the same trace
    (done long ago) does not swallow it. `wait_for` polls the intents until done or dead.
    Under a judge budget each trace's evaluations (the rubrics the plan selected for it) are
-   charged to the budget's counters first (evaluator.intake.budget, the intake's own
+   charged to the budget's counters first (evaluator.budget.admission, the intake's own
    admission script), all or none per trace: a trace the cap has no room for is not queued
    and is returned as waiting, with the end of the window that refused it. The admission
    rows (evaluator.store.admissions, kind `bf-…`: each run is a new judge run) are written
@@ -40,8 +40,8 @@ from evaluator.config.rubrics import RubricSet
 from evaluator.config.settings import Settings
 from evaluator.errors import BackfillError, CaseBuildError
 from evaluator.intake.drain import build_intake
-from evaluator.intake.sampling import trace_signals
 from evaluator.intake.sweeper import requeue
+from evaluator.sampling import trace_signals
 from evaluator.store import admissions, outbox
 from evaluator.store.admissions import Admission
 from evaluator.store.models import utcnow

@@ -44,7 +44,7 @@ from typing import Any
 from sqlalchemy.engine import Connection
 
 from evaluator.errors import ErrorKind
-from evaluator.intake.sampling import Reason
+from evaluator.sampling import Reason
 from evaluator.store import batches
 from evaluator.store.batches import BatchRequest
 from evaluator.store.models import EvalRecord, utcnow

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from evaluator.intake.sampling import Reason
+from evaluator.sampling import Reason
 from evaluator.worker.runtime import Runtime
 from judges.rubric import Rubric
 from judges.scorers import llm_rubric

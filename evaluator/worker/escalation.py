@@ -1,7 +1,7 @@
 """A judge budget's second stage: a cascade's judge call is charged when it escalates.
 
 Intake draws an escalating rubric (the faithfulness cascade) with its probability p₁ but does
-not charge it (evaluator.intake.budget); the job lists it under `"escalate"` in its wire
+not charge it (evaluator.budget.admission); the job lists it under `"escalate"` in its wire
 signals. When the cascade's local step is unsure and it would ask the judge, the gate bound
 here charges that one call to the same caps, through the same Lua script intake admits with
 (`BudgetGate.charge_escalation`), and writes its SQL admission row (evaluator.store.admissions,
@@ -44,9 +44,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from evaluator.intake.budget import BudgetGate
+from evaluator.budget.admission import BudgetGate
 from evaluator.intake.drain import escalating_of, stats_key
-from evaluator.intake.sampling import Reason
+from evaluator.sampling import Reason
 from evaluator.worker.runtime import Runtime
 from judges.errors import EscalationRefused, JudgeDeferred
 from judges.rubric import Rubric

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from evaluator.errors import CaseBuildError, ErrorKind
 from evaluator.intake.drain import allocated_of
-from evaluator.intake.sampling import (
+from evaluator.sampling import (
     Reason,
     Signals,
     decide,

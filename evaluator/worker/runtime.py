@@ -11,17 +11,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 from redis.asyncio import Redis
 
 from evaluator.analytics.alerts import regression_problems
+from evaluator.budget.admission import BudgetGate
+from evaluator.budget.allocation import BudgetPlan, RubricPlan, cap_from
 from evaluator.config.policy import inclusion_floor
 from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricSet, load_rubrics
 from evaluator.config.settings import Settings
 from evaluator.errors import RubricError, SettingsError
-from evaluator.intake.allocation import BudgetPlan, RubricPlan, cap_from
-from evaluator.intake.budget import BudgetGate
 from evaluator.intake.drain import SamplingConfig
-from evaluator.intake.sampling import TailRules
 from evaluator.outputs.metrics import MetricsRecorder
 from evaluator.outputs.otel import EvaluationExporter
+from evaluator.sampling import TailRules
 from evaluator.sources.langfuse import LangfuseScoreSink, LangfuseTraceSource
 from evaluator.store.store import Store
 from evaluator.traces.model import Trace

@@ -38,8 +38,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from evaluator.errors import TraceFormatError
 from evaluator.intake.enqueue import intake_key
-from evaluator.intake.sampling import trace_labels, trace_signals
 from evaluator.intake.wire import encode
+from evaluator.sampling import trace_labels, trace_signals
 from evaluator.sources.feedback import write_feedback
 from evaluator.sources.feedback_tail import FeedbackIntake, feed_tail_rules, is_negative
 from evaluator.sources.otlp.decode import OtlpConfig, OtlpSpan

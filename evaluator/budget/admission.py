@@ -16,13 +16,13 @@ outside the intake (`evaluator backfill`, `evaluator retry`) through the same sc
 Tail-rule traces the cap refuses wait in `{prefix}:budget:deferred` (a sorted set scored by
 the end of the window that refused them) and go back on the intake list when it ends;
 `release_due` runs before every drain. Nothing here decides probabilities:
-evaluator.intake.allocation does, purely.
+evaluator.budget.allocation does, purely.
 
 With a database (`engine`, every worker): rate draws are not admitted here but offered to
-their cap window (`allocate(offer=True)`), which evaluator.intake.windows closes by random
+their cap window (`allocate(offer=True)`), which evaluator.budget.windows closes by random
 key; every admission is also a row in SQL (evaluator.store.admissions), the budget's source
 of truth: the script checks Redis's run_id first and the counters are rebuilt from the rows
-after a change (evaluator.intake.budget_source). The guarantee: a UTC day's rows never
+after a change (evaluator.budget.source). The guarantee: a UTC day's rows never
 exceed its caps, and the stored probability is the realised one.
 
 An escalating rubric (the faithfulness cascade) is drawn at intake but not charged there: the
@@ -43,7 +43,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from sqlalchemy.engine import Engine
 
-from evaluator.intake.allocation import (
+from evaluator.budget.allocation import (
     DAY_S,
     MINUTE_S,
     BudgetPlan,
@@ -57,15 +57,15 @@ from evaluator.intake.allocation import (
     rubric_rates,
     stratum_key,
 )
-from evaluator.intake.budget_scripts import ADMIT_LUA, RELEASE_LUA
-from evaluator.intake.budget_source import (
+from evaluator.budget.scripts import ADMIT_LUA, RELEASE_LUA
+from evaluator.budget.source import (
     STALE,
     BudgetUnavailable,
     ledger_field,
     ledger_key,
     rebuild,
 )
-from evaluator.intake.sampling import Labels, Signals, TailRules, hash_point, tail_reason
+from evaluator.sampling import Labels, Signals, TailRules, hash_point, tail_reason
 from evaluator.store.admissions import Admission, OverCap, admit, day_of
 
 SHARED = "*"  # the scope of the settings' [budget]: every rubric's evaluations together
@@ -116,7 +116,7 @@ class BudgetGate:
         # counters are rebuilt from them, and rate draws wait for their cap window.
         self.engine = engine
         self.source_key = f"{key_prefix}:budget:source"
-        # (window, clock) of this worker's last look for due windows (intake.windows).
+        # (window, clock) of this worker's last look for due windows (budget.windows).
         self.windows_checked: tuple[int, float] = (-1, 0.0)
         self.key_prefix = key_prefix
         self.prefix = f"{key_prefix}:budget"
@@ -144,7 +144,7 @@ class BudgetGate:
         (its intents did not commit): what the ledger says was admitted then is kept, with
         its probability, rather than drawn anew (one more read, only then). `offer`: rate
         draws are not admitted here but returned in `offered`, for their cap window to admit
-        by random key when it closes (evaluator.intake.windows); tail traces are admitted
+        by random key when it closes (evaluator.budget.windows); tail traces are admitted
         now."""
         plan = self.plan
         minute = int(now_s // MINUTE_S)

@@ -8,7 +8,7 @@ the next drain of any worker closes it (`close_due`), once, in one transaction:
 1. claim the window and read its offers;
 2. the room the caps leave now (the admission script's own rules, BudgetGate.room);
 3. split it over the window's strata and pick, per stratum, the offers of lowest random key
-   (evaluator.intake.allocation.window_quotas: the guarantee is stated there);
+   (evaluator.budget.allocation.window_quotas: the guarantee is stated there);
 4. charge the admitted evaluations through the admission script, all or none (a concurrent
    tail admission that took room in between: the transaction is rolled back and the close
    tried again with the new room);
@@ -36,14 +36,14 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from evaluator.intake.allocation import window_quotas
-from evaluator.intake.budget import SHARED, BudgetGate
-from evaluator.intake.budget_source import ledger_field, rebuild
-from evaluator.intake.sampling import hash_point
+from evaluator.budget.admission import SHARED, BudgetGate
+from evaluator.budget.allocation import window_quotas
+from evaluator.budget.source import ledger_field, rebuild
+from evaluator.sampling import hash_point
 from evaluator.store import admissions, outbox
 from evaluator.store.admissions import Admission, Offer, OverCap
 
-log = logging.getLogger("evaluator.intake.windows")
+log = logging.getLogger("evaluator.budget.windows")
 
 CLOSE_TRIES = 3
 CHECK_EVERY_S = 1.0  # how often a worker asks SQL whether a window is due, within a window

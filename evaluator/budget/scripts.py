@@ -1,4 +1,4 @@
-"""The judge budget's Redis scripts (evaluator.intake.budget runs them): admission against
+"""The judge budget's Redis scripts (evaluator.budget.admission runs them): admission against
 every cap at once, with the day's ledger and the run_id check, and the release of deferred
 tail traces whose window has ended."""
 

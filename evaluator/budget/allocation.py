@@ -3,7 +3,7 @@
 With a judge budget, sampling is an allocation of evaluations:
 
 - tail rules first: a trace that trips one is in with probability 1 (if the window's hard cap
-  is spent it waits for the next window, see evaluator.intake.budget);
+  is spent it waits for the next window, see evaluator.budget.admission);
 - a *new* stratum (rubric × feature × tenant × prompt version) is boosted to `boost_rate`
   for its first `boost_first_traces` traces or its first `boost_hours` hours, whichever lasts
   longer: a new prompt version or model is where a regression is most likely. With
@@ -42,7 +42,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from evaluator.intake.sampling import Labels
+from evaluator.sampling import Labels
 
 DAY_S = 86_400.0
 MINUTE_S = 60.0

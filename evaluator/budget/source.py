@@ -1,6 +1,6 @@
 """The judge budget's counters after Redis lost them: rebuilt from SQL, then admissions resume.
 
-Every admission (evaluator.intake.budget_scripts, ADMIT_LUA) first compares Redis's `run_id` with
+Every admission (evaluator.budget.scripts, ADMIT_LUA) first compares Redis's `run_id` with
 the one under which the counters were last rebuilt (`{prefix}:budget:source`). A Redis that
 restarted — empty, or from a snapshot older than the last admissions — has another run_id
 (and, empty, no source key), so the script admits nothing and answers STALE; the caller
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from evaluator.store import admissions
 
 if TYPE_CHECKING:
-    from evaluator.intake.budget import BudgetGate
+    from evaluator.budget.admission import BudgetGate
 
 STALE = -2  # the admission script's answer when the counters must be rebuilt first
 REBUILD_LOCK_MS = 30_000
@@ -54,7 +54,7 @@ class BudgetUnavailable(RuntimeError):
 
 
 def ledger_key(prefix: str, now_s: float) -> str:
-    """The day's admitted evaluations (budget_scripts.ADMIT_LUA): field kind, trace, rubric."""
+    """The day's admitted evaluations (scripts.ADMIT_LUA): field kind, trace, rubric."""
     return f"{prefix}:budget:ledger:{int(now_s // admissions.DAY_S)}"
 
 
