@@ -10,7 +10,7 @@ group from paging again right after it resolved. Policies are parsed in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -173,6 +173,50 @@ def save(store: Store, alert: AlertRecord) -> None:
     with Session(store.engine) as session:
         session.merge(alert)
         session.commit()
+
+
+def open_alert_of(store: Store, rubric: str, key: str) -> AlertRecord | None:
+    """The open alert of `rubric` for group `key`, if any (the partial unique index keeps
+    it to one)."""
+    return next((a for a in open_alerts(store, rubric) if a.group_key == key), None)
+
+
+def resolve(store: Store, alert: AlertRecord, resolution: str, now: datetime) -> AlertRecord:
+    """Mark an open alert resolved at `now`, saying why, and save it."""
+    alert.status, alert.resolved_at, alert.updated_at = "resolved", now, now
+    alert.resolution = resolution
+    save(store, alert)
+    return alert
+
+
+def open_or_resolve(
+    store: Store,
+    rubric: str,
+    key: str,
+    now: datetime,
+    cool_down: timedelta,
+    *,
+    resolution: Callable[[AlertRecord], str | None],
+    build: Callable[[], AlertRecord] | None,
+) -> tuple[str, AlertRecord | None]:
+    """One check's effect on group `key`'s alert: an open one resolves when `resolution`
+    returns why (else it stays open); with none open, `build` (None: no alarm) opens one
+    unless the group is in its cool-down.
+
+    Returns ("opened" | "resolved" | "suppressed" | "already_open" | "none", alert).
+    """
+    current = open_alert_of(store, rubric, key)
+    if current is not None:
+        why = resolution(current)
+        if why is None:
+            return "already_open", current
+        return "resolved", resolve(store, current, why, now)
+    if build is None:
+        return "none", None
+    if in_cool_down(store, key, now, cool_down):
+        return "suppressed", None
+    alert = build()
+    return ("opened", alert) if try_open(store, alert) else ("already_open", None)
 
 
 def list_alerts(

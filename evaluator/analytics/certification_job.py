@@ -33,7 +33,14 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Engine
 
-from evaluator.analytics.alerts import alert_to_json, group_key, open_alerts, save, try_open
+from evaluator.analytics.alerts import (
+    alert_to_json,
+    group_key,
+    open_alert_of,
+    resolve,
+    save,
+    try_open,
+)
 from evaluator.analytics.certification_plan import NO_SCORE, KeyPlan, Label, Withdrawal, plan_key
 from evaluator.analytics.judge_drift import KIND as JUDGE_DRIFT
 from evaluator.config.rubrics import RubricSet
@@ -226,13 +233,10 @@ def _apply(store: Store, key: Key, plan: KeyPlan, now: datetime, report: JobRepo
         row = plan.write
         report.written.append(row)
         if row.threshold is not None:  # re-certified: a withdrawal alert of the key resolves
-            gk = group_key(KIND, key[0], _alert_labels(key))
-            for alert in open_alerts(store, key[0]):
-                if alert.group_key == gk:
-                    alert.status, alert.resolved_at, alert.updated_at = "resolved", now, now
-                    alert.resolution = f"re-certified: {row.id} (threshold {row.threshold})"
-                    save(store, alert)
-                    report.events.append(("alert.resolved", alert))
+            open_alert = open_alert_of(store, key[0], group_key(KIND, key[0], _alert_labels(key)))
+            if open_alert is not None:
+                why = f"re-certified: {row.id} (threshold {row.threshold})"
+                report.events.append(("alert.resolved", resolve(store, open_alert, why, now)))
 
 
 def decide(store: Store, rubrics: Iterable[Rubric], now: datetime) -> JobReport:

@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from evaluator.analytics.alerts import group_key, in_cool_down, open_alerts, save, try_open
+from evaluator.analytics.alerts import group_key, open_or_resolve
 from evaluator.store.models import AlertRecord
 from evaluator.store.store import Store, as_utc
 from evaluator.store.trust_models import AnchorRun
@@ -139,41 +139,46 @@ def raise_or_resolve(
 
     Returns ("opened" | "resolved" | "suppressed" | "already_open" | "none", alert).
     """
-    key = group_key(KIND, rubric, {})
-    current = next((a for a in open_alerts(store, rubric) if a.group_key == key), None)
     ba = ((run.metrics or {}).get("balanced_accuracy") or {}).get("value")
-    if current is not None:
+
+    def recovered(current: AlertRecord) -> str | None:
         if ba is not None and current.baseline_mean - ba < drift_min_drop(current):
-            current.status, current.resolved_at, current.updated_at = "resolved", now, now
-            current.resolution = (
+            return (
                 f"recovered: anchor run {run.id} balanced accuracy {ba:.3f} "
                 f"vs {current.baseline_mean:.3f} before the drift"
             )
-            save(store, current)
-            return "resolved", current
-        return "already_open", current
-    if drift is None or not drift.alarm:
-        return "none", None
-    if in_cool_down(store, key, now, cool_down):
-        return "suppressed", None
-    alert = AlertRecord(
-        group_key=key,
-        kind=KIND,
-        rubric=rubric,
-        labels={},
-        test=drift.test,
-        p_value=drift.p_value,
-        baseline_mean=drift.before,
-        current_mean=drift.after,
-        baseline_n=drift.n_before,
-        current_n=drift.n_after,
-        summary={"drift": drift.to_json(), "anchor_run": run.id, "epoch": run.epoch},
-        changed={"epoch": run.epoch},
-        message=_message(rubric, drift, run.epoch),
-        opened_at=now,
-        updated_at=now,
+        return None
+
+    def build(drift: DriftResult) -> AlertRecord:
+        return AlertRecord(
+            group_key=key,
+            kind=KIND,
+            rubric=rubric,
+            labels={},
+            test=drift.test,
+            p_value=drift.p_value,
+            baseline_mean=drift.before,
+            current_mean=drift.after,
+            baseline_n=drift.n_before,
+            current_n=drift.n_after,
+            summary={"drift": drift.to_json(), "anchor_run": run.id, "epoch": run.epoch},
+            changed={"epoch": run.epoch},
+            message=_message(rubric, drift, run.epoch),
+            opened_at=now,
+            updated_at=now,
+        )
+
+    key = group_key(KIND, rubric, {})
+    alarm = drift if drift is not None and drift.alarm else None
+    return open_or_resolve(
+        store,
+        rubric,
+        key,
+        now,
+        cool_down,
+        resolution=recovered,
+        build=None if alarm is None else lambda: build(alarm),
     )
-    return ("opened", alert) if try_open(store, alert) else ("already_open", None)
 
 
 def drift_min_drop(alert: AlertRecord) -> float:
@@ -208,36 +213,40 @@ def floor_alert(
     """Open a judge-floor alert for a run below the floor; resolve an open one when a run
     clears it. Returns ("opened" | "resolved" | "suppressed" | "already_open" | "none",
     alert)."""
+
+    def cleared(_: AlertRecord) -> str | None:
+        if floor.below:
+            return None
+        return (
+            f"cleared: anchor run {run.id} lower bound {floor.lower:.3f} >= "
+            f"min_agreement {floor.floor}"
+        )
+
+    def build() -> AlertRecord:
+        return AlertRecord(
+            group_key=key,
+            kind=FLOOR_KIND,
+            rubric=rubric,
+            labels={},
+            test="clopper-pearson-floor",
+            baseline_mean=floor.floor,
+            current_mean=floor.balanced_accuracy,
+            baseline_n=0,
+            current_n=floor.n_pos + floor.n_neg,
+            summary={"floor": floor.to_json(), "anchor_run": run.id, "epoch": run.epoch},
+            changed={"epoch": run.epoch},
+            message=_floor_message(rubric, floor, run),
+            opened_at=now,
+            updated_at=now,
+        )
+
     key = group_key(FLOOR_KIND, rubric, {})
-    current = next((a for a in open_alerts(store, rubric) if a.group_key == key), None)
-    if current is not None:
-        if not floor.below:
-            current.status, current.resolved_at, current.updated_at = "resolved", now, now
-            current.resolution = (
-                f"cleared: anchor run {run.id} lower bound {floor.lower:.3f} >= "
-                f"min_agreement {floor.floor}"
-            )
-            save(store, current)
-            return "resolved", current
-        return "already_open", current
-    if not floor.below:
-        return "none", None
-    if in_cool_down(store, key, now, cool_down):
-        return "suppressed", None
-    alert = AlertRecord(
-        group_key=key,
-        kind=FLOOR_KIND,
-        rubric=rubric,
-        labels={},
-        test="clopper-pearson-floor",
-        baseline_mean=floor.floor,
-        current_mean=floor.balanced_accuracy,
-        baseline_n=0,
-        current_n=floor.n_pos + floor.n_neg,
-        summary={"floor": floor.to_json(), "anchor_run": run.id, "epoch": run.epoch},
-        changed={"epoch": run.epoch},
-        message=_floor_message(rubric, floor, run),
-        opened_at=now,
-        updated_at=now,
+    return open_or_resolve(
+        store,
+        rubric,
+        key,
+        now,
+        cool_down,
+        resolution=cleared,
+        build=build if floor.below else None,
     )
-    return ("opened", alert) if try_open(store, alert) else ("already_open", None)
