@@ -1,18 +1,26 @@
-"""`evaluator certify` in a real process: the stored certifications with their status against
-today's judge epoch, guarantee, share decided, P(fail | passed) bound (with its joint
-confidence) and saved calls; --compute from the stored labels, with the labels still needed
-and exit 6 when nothing can be certified; a cascade without a judge is said to be advisory;
-a rubric with no cheap stage says so; unknown rubrics exit 2."""
+"""`evaluator certify`: the stored certifications with their status against today's judge
+epoch, guarantee, share decided, P(fail | passed) bound (with its joint confidence) and saved
+calls; --compute from the stored labels, with the labels still needed and exit 6 when nothing
+can be certified; a cascade without a judge is said to be advisory; a rubric with no cheap
+stage says so; unknown rubrics exit 2.
+
+Each test's first command runs in a real process (the console script, its exit code and
+output as a user sees them); the later ones call the same `main` in this process, which
+checks the same output without paying an interpreter start-up each (~4 s on a loaded
+machine)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from evaluator.analytics.certification_job import decide
+from evaluator.cli.main import main
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import load_settings
 from evaluator.store.models import EvalRecord
@@ -35,6 +43,22 @@ def _settings(tmp_path: Path, judge: dict[str, str] | None = JUDGE) -> Path:
     return tmp_path / "settings.toml"
 
 
+def cli(
+    capsys: pytest.CaptureFixture[str], *args: str, settings: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`evaluator --settings SETTINGS ARGS` in this process, as `run` returns it."""
+    capsys.readouterr()  # what earlier code printed is not this command's output
+    try:
+        code = main(["--settings", str(settings), *args])
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    proc = subprocess.CompletedProcess(list(args), code, out.out, out.err)
+    if check and code != 0:
+        raise AssertionError(f"`evaluator {' '.join(args)}` exited {code}:\n{out.out}\n{out.err}")
+    return proc
+
+
 def _keyed(rows: list[EvalRecord], settings: Path, epoch: str | None = None) -> list[EvalRecord]:
     """The records under today's cheap stage and judge epoch (as the worker writes them), or
     under another `epoch`."""
@@ -48,7 +72,7 @@ def _keyed(rows: list[EvalRecord], settings: Path, epoch: str | None = None) -> 
     return rows
 
 
-def test_certify_lists_and_computes(tmp_path: Path) -> None:
+def test_certify_lists_and_computes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = _settings(tmp_path)
     store = Store(f"sqlite:///{tmp_path / 'evals.db'}")
     rng = np.random.default_rng(11)
@@ -65,7 +89,9 @@ def test_certify_lists_and_computes(tmp_path: Path) -> None:
     (now,) = out["computed"]
     assert now["clusters"] == 60 and not now["certified"] and not now["other_epoch"]
     assert now["labels_needed"] in (200, 400) and now["more_needed"] == now["labels_needed"] - 60
-    text = run("certify", "--rubric", "faith", "--compute", settings=settings, check=False).stdout
+    text = cli(
+        capsys, "certify", "--rubric", "faith", "--compute", settings=settings, check=False
+    ).stdout
     assert f"needs {now['labels_needed']} ({now['more_needed']} more)" in text
     assert "faith now: alpha 0.05, delta 0.1" in text  # no rows: the rubric's level is shown
 
@@ -83,7 +109,7 @@ def test_certify_lists_and_computes(tmp_path: Path) -> None:
     decide(store, rubrics, T0 + timedelta(days=1, minutes=5))
     store.close()
 
-    out = json.loads(run("certify", "--rubric", "faith", "--json", "--compute",
+    out = json.loads(cli(capsys, "certify", "--rubric", "faith", "--json", "--compute",
                          settings=settings).stdout)  # fmt: skip
     by_id = {c["id"]: c for c in out["certifications"]}
     cert = by_id[row.id]
@@ -98,23 +124,27 @@ def test_certify_lists_and_computes(tmp_path: Path) -> None:
     computed = {c["judge_epoch"]: c for c in out["computed"]}
     assert computed[row.judge_epoch]["certified"] and computed["e0"]["other_epoch"]
     assert computed[row.judge_epoch]["checkpoint_labels"] == 200
-    text = run("certify", "--rubric", "faith", settings=settings).stdout
+    text = cli(capsys, "certify", "--rubric", "faith", settings=settings).stdout
     assert "active" in text and row.id in text and "exchangeable" in text
     assert "other_epoch" in text and "jointly with the miss bound" in text
 
-    bad = run("certify", "--rubric", "nope", settings=settings, check=False)
+    bad = cli(capsys, "certify", "--rubric", "nope", settings=settings, check=False)
     assert bad.returncode == 2 and "nope" in bad.stderr
 
 
-def test_a_rubric_without_a_cheap_stage_says_so(tmp_path: Path) -> None:
+def test_a_rubric_without_a_cheap_stage_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = _settings(tmp_path)
     text = run("certify", "--rubric", "tone", settings=settings).stdout
     assert "tone: no cheap stage (not a cascade): nothing to certify" in text
-    bad = run("certify", "--rubric", "tone", "--compute", settings=settings, check=False)
+    bad = cli(capsys, "certify", "--rubric", "tone", "--compute", settings=settings, check=False)
     assert bad.returncode == 2 and "has no cheap stage" in bad.stderr
 
 
-def test_without_a_judge_certify_says_verdicts_are_advisory(tmp_path: Path) -> None:
+def test_without_a_judge_certify_says_verdicts_are_advisory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     settings = _settings(tmp_path, judge=None)
     proc = run("certify", "--rubric", "faith", "--json", "--compute", settings=settings,
                check=False)  # fmt: skip
@@ -123,13 +153,14 @@ def test_without_a_judge_certify_says_verdicts_are_advisory(tmp_path: Path) -> N
     assert "advisory" in out["advisory"] and "nothing can be certified" in out["advisory"]
     assert out["uncertified"] == out["advisory"]
     assert out["rubrics"]["faith"]["judge_configured"] is False
-    text = run("certify", "--rubric", "faith", settings=settings).stdout
+    text = cli(capsys, "certify", "--rubric", "faith", settings=settings).stdout
     assert "WARNING: cascade rubric(s) faith have no judge configured" in text
     assert "the judge decides" not in text
     # `evaluator health` says the same (still healthy: nothing needs the judge).
     (tmp_path / "rubrics" / "tone.toml").unlink()
-    judge = json.loads(run("health", "--json", settings=settings, check=False).stdout)["judge"]
+    health = cli(capsys, "health", "--json", settings=settings, check=False)
+    judge = json.loads(health.stdout)["judge"]
     assert judge["ok"] and judge["advisory_rubrics"] == ["faith"]
     assert "recorded as advisory" in judge["warning"]
-    text = run("health", settings=settings, check=False).stdout
+    text = cli(capsys, "health", settings=settings, check=False).stdout
     assert "warning: cascade rubric(s) faith have no judge configured" in text
