@@ -10,7 +10,7 @@ import asyncio
 import redis
 from redis.asyncio import Redis
 
-from evaluator.budget.admission import SHARED, deferred_key
+from evaluator.budget.admission import deferred_key
 from evaluator.budget.allocation import (
     DAY_S,
     BudgetPlan,
@@ -25,6 +25,7 @@ from evaluator.intake.enqueue import intake_key
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
 from evaluator.sampling import Labels, Reason, Signals, TailRules, hash_point
+from evaluator.store.admissions import SHARED
 
 RULES = TailRules(on_error=True, on_negative_feedback=True)
 # The start of a UTC day: with carry (the default) minute m's cumulative cap is cap × (m + 1).

@@ -15,7 +15,6 @@ import redis
 import respx
 from arq import Retry
 
-from evaluator.budget.admission import ESCALATION_BUCKET_S, SHARED
 from evaluator.budget.allocation import (
     DAY_S,
     BudgetPlan,
@@ -25,12 +24,14 @@ from evaluator.budget.allocation import (
     escalation_share,
     rubric_rates,
 )
+from evaluator.budget.state import ESCALATION_BUCKET_S
 from evaluator.config.settings import Settings
 from evaluator.intake.drain import build_intake, stats_key
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.wire import encode
 from evaluator.sampling import Signals
 from evaluator.sources.ingest import ingest_traces
+from evaluator.store.admissions import SHARED
 from evaluator.store.store import Store
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import Runtime, build_runtime

@@ -14,14 +14,16 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from evaluator.budget.admission import SHARED, BudgetGate, Candidate
+from evaluator.budget.admission import BudgetGate, Candidate
 from evaluator.budget.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
+from evaluator.budget.escalation import charge_escalation
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.serialization import deserialize
 from evaluator.intake.wire import encode
 from evaluator.sampling import Labels, Signals, TailRules
 from evaluator.store import admissions, outbox
+from evaluator.store.admissions import SHARED
 from evaluator.store.store import Store
 from tests.services import PostgresCluster, private_postgres
 
@@ -150,14 +152,14 @@ async def test_an_escalation_is_charged_once_per_trace_and_rubric_a_day(redis_ur
     is charged, and the next UTC day starts a new ledger."""
     client = Redis.from_url(redis_url)
     gate = BudgetGate(client, key_prefix="app", plan=PLAN)
-    assert await gate.charge_escalation("t1", "faith", T0 + 5) == 0
-    assert await gate.charge_escalation("t1", "faith", T0 + 50) == 0  # the retry
+    assert await charge_escalation(gate, "t1", "faith", T0 + 5) == 0
+    assert await charge_escalation(gate, "t1", "faith", T0 + 50) == 0  # the retry
     assert await _used_today(client, T0 + 50) == 1
-    assert await gate.charge_escalation("t2", "faith", T0 + 50) == 0
-    assert await gate.charge_escalation("t1", "rel", T0 + 50) == 0
+    assert await charge_escalation(gate, "t2", "faith", T0 + 50) == 0
+    assert await charge_escalation(gate, "t1", "rel", T0 + 50) == 0
     assert await _used_today(client, T0 + 50) == 3
     tomorrow = T0 + DAY_S + 5
-    assert await gate.charge_escalation("t1", "faith", tomorrow) == 0
+    assert await charge_escalation(gate, "t1", "faith", tomorrow) == 0
     assert await _used_today(client, tomorrow) == 1
     await client.aclose()
 

@@ -12,14 +12,15 @@ import signal
 import pytest
 from redis.asyncio import Redis
 
-from evaluator.budget.admission import SHARED, BudgetGate
+from evaluator.budget.admission import BudgetGate
 from evaluator.budget.allocation import DAY_S, BudgetPlan, Cap, RubricPlan
+from evaluator.budget.escalation import charge_escalation
 from evaluator.intake.drain import Intake, SamplingConfig
 from evaluator.intake.enqueue import intake_key
 from evaluator.intake.wire import encode
 from evaluator.sampling import Signals, TailRules
 from evaluator.store import admissions
-from evaluator.store.admissions import Admission
+from evaluator.store.admissions import SHARED, Admission
 from evaluator.store.store import Store
 from tests.services import RedisServer, private_redis
 
@@ -36,7 +37,7 @@ async def _used(client: Redis) -> int:
 
 
 async def _charge(gate: BudgetGate, traces: list[str]) -> list[int]:
-    return [await gate.charge_escalation(t, "faith", NOON) for t in traces]
+    return [await charge_escalation(gate, t, "faith", NOON) for t in traces]
 
 
 async def test_counters_are_rebuilt_from_sql_after_redis_restarts_empty(

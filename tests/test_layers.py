@@ -87,3 +87,27 @@ def test_no_import_cycle_among_module_level_imports() -> None:
 )
 def test_no_import_cycle_even_through_imports_inside_functions() -> None:
     assert cycles(edges(ROOT, function_level=True)) == []
+
+
+ABOVE_THE_BUDGET = ("intake", "sources", "outputs", "analytics", "worker", "web", "cli")
+
+
+def test_the_budget_sits_between_intake_and_store() -> None:
+    """evaluator.budget is read by intake (the drain) and worker (the escalation charge) and
+    reads store and sampling: no module of it imports a floor above it, even inside a
+    function, where the layers contract would catch only what it is told about."""
+    graph = edges(ROOT, function_level=True)
+    budget = {m for m in graph if m.startswith("evaluator.budget")}
+    above = tuple(f"evaluator.{floor}" for floor in ABOVE_THE_BUDGET)
+    upward = sorted(f"{m} -> {t}" for m in budget for t in graph[m] if t.startswith(above))
+    assert upward == []
+    readers = {m.split(".")[1] for m in graph if m not in budget and graph[m] & budget}
+    assert {"intake", "worker"} <= readers
+    assert {t.split(".")[1] for m in budget for t in graph[m] if t.startswith("evaluator.")} <= {
+        "budget",
+        "sampling",
+        "store",
+        "traces",
+        "config",
+        "errors",
+    }

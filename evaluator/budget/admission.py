@@ -1,13 +1,14 @@
 """The judge budget's Redis side: allocation state, the hard cap, and deferred tail traces.
 
 One batch of the intake costs three round trips: a pipelined read of the allocation state
-(last minute's arrivals per rubric, today's use, the strata's counts and first sighting), one
-Lua call that admits evaluations against every cap at once, and a pipelined write of this
-minute's flow. The Lua call is atomic, so the caps hold across any number of workers: a
-request that does not fit is refused whole, never admitted in part. With carry (the default)
-a per-minute cap is checked as "today's evaluations ≤ cap × minutes elapsed today" against
-the day's counter, so budget a quiet minute left is spent later and the total never exceeds
-what the minutes so far allowed; one minute still spends at most `burst` x its cap.
+(evaluator.budget.state: last minute's arrivals per rubric, today's use, the strata's counts
+and first sighting), one Lua call that admits evaluations against every cap at once
+(evaluator.budget.scripts), and a pipelined write of this minute's flow. The Lua call is
+atomic, so the caps hold across any number of workers: a request that does not fit is
+refused whole, never admitted in part. With carry (the default) a per-minute cap is checked
+as "today's evaluations ≤ cap × minutes elapsed today" against the day's counter, so budget
+a quiet minute left is spent later and the total never exceeds what the minutes so far
+allowed; one minute still spends at most `burst` x its cap.
 
 The script keeps a ledger of the day's admitted evaluations, so a batch processed again (a
 drain whose intents did not commit) is not charged twice; `charge` puts evaluations queued
@@ -26,14 +27,12 @@ after a change (evaluator.budget.source). The guarantee: a UTC day's rows never
 exceed its caps, and the stored probability is the realised one.
 
 An escalating rubric (the faithfulness cascade) is drawn at intake but not charged there: the
-worker charges its judge call when the cascade escalates (`charge_escalation`, the same
-script), and counts its runs and escalations in `{prefix}:budget:escalation:{bucket}`
-(10-minute hashes; the last three give the escalation share the allocation fits the rate to).
+worker charges its judge call when the cascade escalates, through the same script
+(evaluator.budget.escalation).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import Counter
 from collections.abc import Awaitable, Sequence
@@ -48,10 +47,8 @@ from evaluator.budget.allocation import (
     MINUTE_S,
     BudgetPlan,
     Cap,
-    RubricState,
     applies,
     cumulative_cap,
-    escalation_share,
     inclusion_probability,
     is_new,
     rubric_rates,
@@ -65,14 +62,10 @@ from evaluator.budget.source import (
     ledger_key,
     rebuild,
 )
+from evaluator.budget.state import read_state, write_flow
 from evaluator.sampling import Labels, Signals, TailRules, hash_point, tail_reason
-from evaluator.store.admissions import Admission, OverCap, admit, day_of
+from evaluator.store.admissions import SHARED, Admission, day_of
 
-SHARED = "*"  # the scope of the settings' [budget]: every rubric's evaluations together
-# Escalating rubrics' runs and escalations are counted in buckets of this many seconds; the
-# allocation reads the current bucket and the two before it (20-30 minutes of runs).
-ESCALATION_BUCKET_S = 600
-ESCALATION_BUCKETS = 3
 REBUILD_TRIES = 3
 
 
@@ -150,11 +143,17 @@ class BudgetGate:
         minute = int(now_s // MINUTE_S)
         # With `again`, the ledger field of every evaluation a candidate could get.
         fields = [
-            {r.name: self._field(_kind(c, rules), c.trace_id, r.name) for r in plan.rubrics}
+            {
+                r.name: self.ledger_field_for(_kind(c, rules), c.trace_id, r.name)
+                for r in plan.rubrics
+            }
             for c in candidates
             if again
         ]
-        states, strata, admitted_before = await self._read_state(candidates, fields, minute, now_s)
+        labels = [c.labels for c in candidates]
+        states, strata, admitted_before = await read_state(
+            self.redis, self.key_prefix, plan, labels, fields, minute, now_s
+        )
         rates = rubric_rates(plan, states, now_s)
         seen: Counter[str] = Counter()  # strata seen earlier in this batch
         arrivals: Counter[str] = Counter()
@@ -238,7 +237,9 @@ class BudgetGate:
                 result.refused_traces += 1
                 result.reasons["not_sampled_budget"] += 1
         result.reasons["not_sampled"] += result.not_sampled
-        await self._write_flow(minute, arrivals, reserved, boosted, seen, now_s)
+        await write_flow(
+            self.redis, self.key_prefix, minute, arrivals, reserved, boosted, seen, now_s
+        )
         return result
 
     async def charge(self, groups: Sequence[Sequence[str]], now_s: float) -> list[int]:
@@ -291,7 +292,11 @@ class BudgetGate:
         for index, tail, chosen in drawn:
             c = candidates[index]
             evaluations = [
-                (self._field(_kind(c, rules), c.trace_id, r), repr(p), self.scope_index[r])
+                (
+                    self.ledger_field_for(_kind(c, rules), c.trace_id, r),
+                    repr(p),
+                    self.scope_index[r],
+                )
                 for r, p in chosen.items()
             ]
             if tail:
@@ -377,47 +382,11 @@ class BudgetGate:
             rooms.append(cap.per_day - used_today)
         return max(0, min(rooms)) if rooms else None
 
-    def _field(self, kind: str, trace_id: str, rubric: str) -> str:
+    def ledger_field_for(self, kind: str, trace_id: str, rubric: str) -> str:
         """The ledger field, '' for an evaluation no cap applies to (nothing to protect; it
         keeps the ledger as small as the caps)."""
         capped = self.plan.shared.any or self._cap(rubric).any
         return ledger_field(kind, trace_id, rubric) if capped else ""
-
-    async def charge_escalation(self, trace_id: str, rubric: str, now_s: float) -> int:
-        """Charge the judge call of an escalating rubric's run (the worker, when the cascade
-        asks its judge): one evaluation against the rubric's and the shared caps, through
-        the script intake admits with. Returns 0 (charged: ask the judge) or the end of the
-        window that refused it (epoch seconds). Once per trace and rubric per UTC day (the
-        ledger, field kind "esc"): a job retried after a judge outage or a 429 on another
-        rubric asks again — mostly answered by the reply cache, or not answered at all — and
-        must not drain the day's budget with charges for calls that cost nothing."""
-        evaluation = (self._field("esc", trace_id, rubric), "1", self.scope_index[rubric])
-        wait = (await self.run_admit([[evaluation]], now_s, honour_ledger=True))[0]
-        if wait or self.engine is None:
-            return wait
-        # Durable before the judge is asked: the SQL row, checked against the day's caps.
-        row = Admission(day_of(now_s), "esc", trace_id, rubric)
-        try:
-            await asyncio.to_thread(_admit_alone, self.engine, row, self.day_caps)
-        except OverCap:
-            await self.resync()  # Redis was behind SQL: rebuilt before the next admission
-            return math.ceil((int(now_s // DAY_S) + 1) * DAY_S)
-        return 0
-
-    async def count_escalations(
-        self, runs: Sequence[str], escalated: Sequence[str], now_s: float
-    ) -> None:
-        """Count one job's runs of escalating rubrics and which of them asked the judge."""
-        if not runs:
-            return
-        key = f"{self.prefix}:escalation:{int(now_s // ESCALATION_BUCKET_S)}"
-        pipe = self.redis.pipeline(transaction=False)
-        for name in runs:
-            pipe.hincrby(key, f"r:{name}", 1)
-        for name in escalated:
-            pipe.hincrby(key, f"e:{name}", 1)
-        pipe.expire(key, ESCALATION_BUCKET_S * (ESCALATION_BUCKETS + 1))
-        await pipe.execute()
 
     def _cap(self, scope: str) -> Cap:
         if scope == SHARED:
@@ -439,81 +408,6 @@ class BudgetGate:
             cumulative_cap(cap.per_minute, now_s) if carry else 0,
         ]
 
-    async def _read_state(
-        self,
-        candidates: Sequence[Candidate],
-        fields: list[dict[str, str]],
-        minute: int,
-        now_s: float,
-    ) -> tuple[dict[str, RubricState], dict[str, tuple[int, float | None]], dict[str, float]]:
-        keys = sorted(
-            {stratum_key(r.name, c.labels) for c in candidates for r in self.plan.rubrics}
-        )
-        day = int(now_s // DAY_S)
-        pipe = self.redis.pipeline(transaction=False)
-        names = [r.name for r in self.plan.rubrics]
-        flow = f"{self.prefix}:flow:{minute - 1}"
-        pipe.hmget(flow, [f"{kind}:{n}" for kind in ("a", "r", "n") for n in names])
-        pipe.mget([f"{self.prefix}:used:{s}:d:{day}" for s in (SHARED, *names)])
-        pipe.mget([f"{self.prefix}:used:{s}:m:{minute}" for s in (SHARED, *names)])
-        pipe.hmget(f"{self.prefix}:strata", keys or ["-"])
-        pipe.hmget(f"{self.prefix}:strata:first", keys or ["-"])
-        bucket = int(now_s // ESCALATION_BUCKET_S)
-        for b in range(bucket - ESCALATION_BUCKETS + 1, bucket + 1):
-            pipe.hmget(
-                f"{self.prefix}:escalation:{b}", [f"{kind}:{n}" for kind in "re" for n in names]
-            )
-        wanted = sorted({f for per in fields for f in per.values() if f})
-        if wanted:
-            pipe.hmget(ledger_key(self.key_prefix, now_s), wanted)
-        flows, used, used_minute, counts, firsts, *rest = await pipe.execute()
-        escalations, ledger = rest[:ESCALATION_BUCKETS], rest[ESCALATION_BUCKETS:]
-        k = len(names)
-        counted = [sum(int(e[i] or 0) for e in escalations) for i in range(2 * k)]
-        states = {
-            n: RubricState(
-                arrivals=int(flows[i] or 0),
-                reserved=int(flows[k + i] or 0),
-                new=int(flows[2 * k + i] or 0),
-                used_today=int(used[i + 1] or 0),
-                shared_used_today=int(used[0] or 0),
-                used_this_minute=int(used_minute[i + 1] or 0),
-                shared_used_this_minute=int(used_minute[0] or 0),
-                escalation=escalation_share(counted[i], counted[k + i]),
-            )
-            for i, n in enumerate(names)
-        }
-        strata = {
-            k: (int(cnt or 0), None if first is None else float(first))
-            for k, cnt, first in zip(keys, counts, firsts, strict=False)
-        }
-        values = ledger[0] if ledger else []
-        before = {f: float(v) for f, v in zip(wanted, values, strict=True) if v is not None}
-        return states, strata, before
-
-    async def _write_flow(
-        self,
-        minute: int,
-        arrivals: Counter[str],
-        reserved: Counter[str],
-        boosted: Counter[str],
-        seen: Counter[str],
-        now_s: float,
-    ) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        flow = f"{self.prefix}:flow:{minute}"
-        for name, n in arrivals.items():
-            pipe.hincrby(flow, f"a:{name}", n)
-        for name, n in reserved.items():
-            pipe.hincrby(flow, f"r:{name}", n)
-        for name, n in boosted.items():
-            pipe.hincrby(flow, f"n:{name}", n)
-        pipe.expire(flow, 180)
-        for key, n in seen.items():
-            pipe.hincrby(f"{self.prefix}:strata", key, n)
-            pipe.hsetnx(f"{self.prefix}:strata:first", key, repr(now_s))
-        await pipe.execute()
-
     async def deferred(self) -> int:
         """How many tail traces wait for the next window."""
         return int(await cast("Awaitable[int]", self.redis.zcard(f"{self.prefix}:deferred")))
@@ -521,11 +415,6 @@ class BudgetGate:
     async def defer(self, entries: Sequence[tuple[bytes, int]]) -> None:
         if entries:
             await self.redis.zadd(f"{self.prefix}:deferred", {e: w for e, w in entries})
-
-
-def _admit_alone(engine: Engine, row: Admission, caps: dict[str, int]) -> None:
-    with engine.begin() as conn:
-        admit(conn, [row], caps)
 
 
 def _kind(c: Candidate, rules: TailRules) -> str:

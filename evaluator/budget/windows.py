@@ -36,12 +36,12 @@ from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
 
-from evaluator.budget.admission import SHARED, BudgetGate
+from evaluator.budget.admission import BudgetGate
 from evaluator.budget.allocation import window_quotas
 from evaluator.budget.source import ledger_field, rebuild
 from evaluator.sampling import hash_point
 from evaluator.store import admissions, outbox
-from evaluator.store.admissions import Admission, Offer, OverCap
+from evaluator.store.admissions import SHARED, Admission, Offer, OverCap
 
 log = logging.getLogger("evaluator.budget.windows")
 

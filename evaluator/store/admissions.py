@@ -39,7 +39,7 @@ from evaluator.store.models import table_of, utcnow
 from evaluator.store.sanitize import clean, clean_text
 
 DAY_S = 86_400
-SHARED = "*"  # the scope of all rubrics together (evaluator.budget.admission.SHARED)
+SHARED = "*"  # the scope of the settings' [budget]: every rubric's evaluations together
 # pg_advisory_xact_lock key of the budget's window lock (any constant; "budgetwn").
 _WINDOW_LOCK = 0x6275646765747776
 
