@@ -124,10 +124,11 @@ def ceiling_of(row: CertificationRecord) -> float:
 def audits_after(row: CertificationRecord, labels: Sequence[Label]) -> list[Label]:
     """The calibration labels that arrived after `row` was created, the first of each cluster
     (a choice that reads neither score nor verdict), in arrival order."""
+    created = row.created_at  # read once: an ORM attribute costs ~1 µs a read
     seen: set[str] = set()
     out: list[Label] = []
     for x in labels:
-        if x.at > row.created_at and x.cluster not in seen:
+        if x.at > created and x.cluster not in seen:
             seen.add(x.cluster)
             out.append(x)
     return out

@@ -40,9 +40,12 @@ LABELS, RUN_EVERY, FAIL_RATE = 800, 50, 0.3
 HIGH_FAIL_RATE = 0.9  # where the pass monitor's ceiling is near 1 (XSum-like): the miss monitor
 
 
+AT = [T0 + timedelta(minutes=i) for i in range(LABELS)]  # label i arrives at minute i
+CLUSTERS = [f"c{i}" for i in range(LABELS)]
+
+
 def labels_of(scores: np.ndarray, fails: np.ndarray) -> list[Label]:
-    return [Label(T0 + timedelta(minutes=i), f"c{i}", float(s), bool(f))
-            for i, (s, f) in enumerate(zip(scores, fails, strict=True))]  # fmt: skip
+    return [Label(*x) for x in zip(AT, CLUSTERS, scores.tolist(), fails.tolist(), strict=True)]
 
 
 def live(labels: list[Label]) -> tuple[list[CertificationRecord], list[tuple[int, str]]]:
