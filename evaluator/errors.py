@@ -17,6 +17,7 @@ EvaluatorError
 │   ├── SchemaError             migrations cannot run, or the schema is behind the code
 │   └── NoDatabase              a read found no database at the URL (reads never create one)
 ├── SourceError                 a trace source (Langfuse) failed
+│   └── LangfuseError           the Langfuse API refused or failed a call (trace or score)
 └── BackfillError               a backfill cannot be planned
 
 `ExitCode` is the one exit-code table: every command and the HTTP API take their codes (and
@@ -182,6 +183,10 @@ class NotFound(InputError):
 
 class SourceError(EvaluatorError, RuntimeError):
     """A trace source outside the service (Langfuse) failed."""
+
+
+class LangfuseError(SourceError):
+    """The Langfuse API refused or failed a call; the message says which and why."""
 
 
 class BackfillError(EvaluatorError, ValueError):

@@ -1,23 +1,28 @@
-"""Langfuse trace source and score sink against the documented public API shapes (respx)."""
+"""Langfuse trace source (evaluator.sources) and score sink (evaluator.outputs) against the
+documented public API shapes (respx)."""
 
 from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 import respx
 
-from evaluator.sources.langfuse import (
-    LangfuseError,
-    LangfuseScoreSink,
-    LangfuseTraceSource,
-    score_id,
-)
+from evaluator.errors import LangfuseError, SettingsError
+from evaluator.outputs.langfuse import LangfuseScoreSink, score_id
+from evaluator.outputs.metrics import SEP, metrics_key
+from evaluator.sources.langfuse import LangfuseTraceSource
+from evaluator.store import outbox
 from evaluator.store.models import EvalRecord
 from evaluator.traces.cases import build_case
+from evaluator.worker.pipeline import evaluate_trace
+from evaluator.worker.runtime import build_runtime, trace_source
+from tests.conftest import JUDGE_URL, TONE_RUBRIC, chat_completion, make_settings, write_rubric
 
 BASE = "https://langfuse.test"
 AUTH = "Basic " + base64.b64encode(b"pk-lf-1:sk-lf-1").decode()
@@ -214,3 +219,59 @@ async def test_score_sink_raises_with_the_api_reason() -> None:
     with pytest.raises(LangfuseError, match=r"HTTP 400.*value must be a number"):
         await sink.send([record()])
     await sink.aclose()
+
+
+@respx.mock
+async def test_worker_reads_from_langfuse_and_hands_new_records_to_every_sink(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipeline end to end with Langfuse as source and sink and an OTLP export: a re-run
+    writes nothing new, so nothing is sent twice, while metrics count both runs; a sink that
+    fails (Langfuse answers 500) costs its copy, never the job."""
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", "pk-lf-1")
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-1")
+    write_rubric(tmp_path / "rubrics", "tone", TONE_RUBRIC)
+    settings = make_settings(
+        tmp_path,
+        redis_url,
+        judge={"base_url": JUDGE_URL, "model": "gpt-4o-mini", "max_retries": 0},
+        langfuse={"base_url": BASE, "trace_source": True, "write_scores": True},
+        otel_export={"endpoint": "http://otel.test:4318"},
+    )
+    source = respx.get(f"{BASE}/api/public/traces/tr-1").respond(200, json=langfuse_trace())
+    judge = respx.post(f"{JUDGE_URL}/chat/completions").respond(
+        200, json=chat_completion(json.dumps({"reasoning": "Polite.", "score": 4}))
+    )
+    scores = respx.post(f"{BASE}/api/public/scores").mock(
+        side_effect=[httpx.Response(500, text="down"), httpx.Response(200, json={"id": "x"})]
+    )
+    otlp = respx.post("http://otel.test:4318/v1/logs").respond(200)
+    runtime = build_runtime(settings)
+    outbox.record_intents(runtime.store.engine, [outbox.Intent("tr-1", "rate", {})])
+
+    first = await evaluate_trace(runtime, "tr-1", {}, job_try=1, intent_id="rate:tr-1")
+    again = await evaluate_trace(runtime, "tr-1", {}, job_try=1)
+    [record] = runtime.store.records(trace_id="tr-1")
+    [intent] = outbox.list_intents(runtime.store.engine)
+    await runtime.aclose()
+
+    assert first == {"trace_id": "tr-1", "written": 1, "statuses": {"ok": 1}}
+    assert again == {"trace_id": "tr-1", "written": 0, "statuses": {"ok": 1}}
+    assert (record.span_id, record.prompt_version) == ("obs-gen", "support-answer@18")
+    assert source.call_count == 2 and judge.call_count >= 1
+    assert scores.call_count == 1  # the new record's score (refused); the re-run sent none
+    assert json.loads(scores.calls[0].request.content)["id"] == score_id(record)
+    assert otlp.call_count == 1
+    counts = redis.Redis.from_url(redis_url).hgetall(metrics_key(settings.redis.key_prefix))
+    assert counts[f"evals{SEP}tone{SEP}ok".encode()] == b"2"  # work done: both runs
+    assert intent.status == outbox.DONE
+
+
+def test_langfuse_without_both_keys_is_refused_at_start(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LANGFUSE_PUBLIC_KEY", raising=False)
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-1")
+    settings = make_settings(tmp_path, redis_url, langfuse={"base_url": BASE, "trace_source": True})
+    with pytest.raises(SettingsError, match="LANGFUSE_PUBLIC_KEY / LANGFUSE_SECRET_KEY"):
+        trace_source(settings)

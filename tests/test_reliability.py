@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from evaluator.config.rubrics import load_rubrics
 from evaluator.config.settings import Settings
+from evaluator.errors import TraceFormatError
 from evaluator.intake.drain import DrainResult, Intake, build_intake
 from evaluator.intake.enqueue import SyncTraceEnqueuer, TraceEnqueuer
 from evaluator.intake.sweeper import sweep
@@ -297,7 +298,9 @@ async def test_a_stored_trace_that_no_longer_loads_still_counts_its_attempts(
         conn.exec_driver_sql("UPDATE traces SET payload = '{\"spans\": 7}'")
     runtime = build_runtime(settings)
     for attempt in (1, 2, 3):
-        with pytest.raises(ValueError, match="trace_id"):
+        with pytest.raises(
+            TraceFormatError, match=r"(?s)stored trace 't' no longer loads.*trace_id"
+        ):
             await evaluate_trace(runtime, "t", {}, job_try=attempt, intent_id="rate:t")
     await runtime.close()
     with store.engine.connect() as conn:

@@ -43,7 +43,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -279,6 +279,11 @@ class EvaluationExporter:
     async def export(self, records: Iterable[EvalRecord]) -> int:
         """Send the records' events; returns how many were accepted (0 on failure)."""
         return await self._send(build_request(records, service_name=self.service_name))
+
+    async def take(self, records: Sequence[EvalRecord], new: Sequence[EvalRecord]) -> None:
+        """As a record sink: exports the new records only (a re-run sends no event twice)."""
+        if new:
+            await self.export(new)
 
     async def export_alerts(self, events: Iterable[tuple[str, Mapping[str, Any]]]) -> int:
         """Send alert events ((event, alert JSON) pairs); the same retries and silence."""

@@ -1,9 +1,7 @@
-"""Langfuse as a trace source and a score sink (its public REST API, basic auth).
+"""Langfuse as a trace source (its public REST API, basic auth).
 
     source = LangfuseTraceSource("https://cloud.langfuse.com", public_key, secret_key)
     trace = source.get_trace(trace_id)          # same contract as Store.get_trace
-    sink = LangfuseScoreSink("https://cloud.langfuse.com", public_key, secret_key)
-    await sink.send(records)                     # POST /api/public/scores per record
 
 Reading: `GET /api/public/traces/{id}` returns the trace with its observations. Mapping
 (`trace_from_langfuse`, pure): GENERATION → a `chat` span (model, usage, parameters,
@@ -13,39 +11,27 @@ Level ERROR marks a span `error`. Labels: `prompt.version` from trace metadata, 
 generation's linked Langfuse prompt (`name@version`), else the trace's `version`;
 `feature`/`tenant` from metadata; `session.id`, `user.id`, `cost_usd` from the trace.
 
-Writing: one NUMERIC score per ok record, linked to the trace and (when the record has a
-span) the observation, with the explanation as comment. The score `id` is derived from the
-record's identity (trace, span, rubric, version) and Langfuse upserts on it, so sending
-twice writes once.
+Writing records back as Langfuse scores is a sink: evaluator.outputs.langfuse.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from evaluator.errors import SourceError, TraceFormatError
-from evaluator.store.models import EvalRecord
+from evaluator.errors import LangfuseError, TraceFormatError
 from evaluator.traces.model import Trace, parse_trace
 
 _DOC_KEYS = ("page_content", "pageContent", "content", "text")
 _DOC_LISTS = ("documents", "docs", "contexts", "context", "results")
 _PARAMS = {"temperature": "temperature", "top_p": "top_p", "max_tokens": "max_tokens"}
 _KIND = {"TOOL": "execute_tool", "AGENT": "invoke_agent", "EMBEDDING": "embeddings"}
-_SCORE_NS = uuid.UUID("6f1c1f3e-8d0a-4b5e-9a51-2f2f7c1e0b11")
-MAX_COMMENT = 4000
 
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
-
-
-class LangfuseError(SourceError):
-    """The Langfuse API refused or failed a call; the message says which and why."""
 
 
 # --- mapping (pure) -----------------------------------------------------------------------
@@ -210,39 +196,11 @@ def trace_from_langfuse(data: dict[str, Any]) -> Trace:
     )
 
 
-def score_id(record: EvalRecord) -> str:
-    """Stable per record identity, so Langfuse's upsert-on-id makes re-sends harmless."""
-    key = "\x1f".join((record.trace_id, record.span_id, record.rubric, record.rubric_version))
-    return str(uuid.uuid5(_SCORE_NS, key))
-
-
-def score_body(record: EvalRecord) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": score_id(record),
-        "traceId": record.trace_id,
-        "name": record.rubric,
-        "value": record.score,
-        "dataType": "NUMERIC",
-        "comment": (record.explanation or "")[:MAX_COMMENT] or None,
-        "metadata": {
-            "rubric_version": record.rubric_version,
-            "scorer": record.scorer,
-            "method": record.method,
-            "label": record.label,
-            "passed": record.passed,
-            "judge_model": record.judge_model,
-            "evaluator_record_id": str(record.id),
-        },
-    }
-    if record.span_id:
-        body["observationId"] = record.span_id
-    return {k: v for k, v in body.items() if v is not None}
-
-
 # --- I/O --------------------------------------------------------------------------------------
 
 
-def _raise_for(reply: httpx.Response, what: str) -> None:
+def raise_for_reply(reply: httpx.Response, what: str) -> None:
+    """LangfuseError unless the reply succeeded (401/403: a hint about the key pair)."""
     if reply.is_success:
         return
     hint = " (check the public/secret key pair)" if reply.status_code in (401, 403) else ""
@@ -274,7 +232,7 @@ class LangfuseTraceSource:
             raise LangfuseError(f"GET trace {trace_id}: {type(exc).__name__}: {exc}") from exc
         if reply.status_code == 404:
             return None
-        _raise_for(reply, f"GET trace {trace_id}")
+        raise_for_reply(reply, f"GET trace {trace_id}")
         try:
             return trace_from_langfuse(reply.json())
         except (ValueError, TraceFormatError) as exc:
@@ -282,37 +240,3 @@ class LangfuseTraceSource:
 
     def close(self) -> None:
         self._client.close()
-
-
-class LangfuseScoreSink:
-    """Writes ok records as scores; error and skipped records are not scores and stay home."""
-
-    def __init__(
-        self,
-        base_url: str,
-        public_key: str,
-        secret_key: str,
-        *,
-        timeout_s: float = 15.0,
-        client: httpx.AsyncClient | None = None,
-    ) -> None:
-        self._client = client or httpx.AsyncClient(timeout=timeout_s)
-        self._url = f"{base_url.rstrip('/')}/api/public/scores"
-        self._auth = httpx.BasicAuth(public_key, secret_key)
-
-    async def send(self, records: Iterable[EvalRecord]) -> int:
-        """POST one score per ok record; returns how many were written. Raises LangfuseError."""
-        sent = 0
-        for record in records:
-            if record.status != "ok" or record.score is None:
-                continue
-            try:
-                reply = await self._client.post(self._url, json=score_body(record), auth=self._auth)
-            except httpx.HTTPError as exc:
-                raise LangfuseError(f"POST score: {type(exc).__name__}: {exc}") from exc
-            _raise_for(reply, f"POST score {record.rubric} for trace {record.trace_id}")
-            sent += 1
-        return sent
-
-    async def aclose(self) -> None:
-        await self._client.aclose()

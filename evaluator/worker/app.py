@@ -180,7 +180,7 @@ async def _evaluate_one(
             ctx["tally"]["evaluated"] += 1
         if "heartbeat" in ctx:
             ctx["heartbeat"].job_done()
-        return done
+        return dict(done)
     except INFRASTRUCTURE as exc:
         log.warning("trace %s: infrastructure error (try %d): %r", trace_id, job_try, exc)
         with contextlib.suppress(Exception):

@@ -1,4 +1,16 @@
-"""Evaluate one trace: load it, select rubrics, build the case, score, write records."""
+"""Evaluate one trace, the body of the arq job, in five steps:
+
+    load     the trace, after counting the attempt on its intent (`load_trace`)
+    select   the rubrics that evaluate it (`select_rubrics`: applies_to, rate, tail rules,
+             the budget's allocation); batch-mode rubrics park their judge call
+    score    each rubric, concurrently (`score_rubrics`)
+    write    the records, the intent's "done" and parked calls in one transaction
+    emit     the committed records to the record sinks (`write_records`, evaluator.outputs)
+
+Every exit returns a `TraceResult`: a trace not found after its tries, or one with no span a
+rubric can use, writes one error record per selected rubric. `TraceJob` carries the job's
+trace ID, signals and try through every step.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +19,14 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 from arq import Retry
 from sqlalchemy.engine import Connection
 
-from evaluator.errors import CaseBuildError, ErrorKind
+from evaluator.errors import CaseBuildError, ErrorKind, TraceFormatError
 from evaluator.intake.drain import allocated_of
 from evaluator.sampling import (
     Reason,
@@ -43,10 +55,121 @@ from judges.errors import EscalationRefused, JudgeDeferred
 from judges.provenance import VerdictIdentity, provenance_json
 from judges.redact import redact_case
 from judges.rubric import Rubric
+from judges.scorers.identity import identity_for
 from judges.scorers.registry import run_scorer
 from judges.types import Clients, EvalCase, Score
 
 log = logging.getLogger("evaluator.worker.pipeline")
+
+Selected = list[tuple[Rubric, Reason]]
+Results = list[tuple[Score | JudgeDeferred, float]]  # each rubric's outcome and latency (ms)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TraceJob:
+    """What the job was asked, carried through every step: the trace ID (the records' and
+    the result's, whatever the source returns), the intake's signals, the try and intent."""
+
+    trace_id: str
+    wire: dict[str, Any]  # the signals as enqueued (the budget's escalation grant is there)
+    signals: Signals
+    allocated: dict[str, float] | None  # {rubric: p} from a budgeted intake
+    job_try: int
+    intent_id: str | None
+
+
+class TraceResult(TypedDict):
+    """What one evaluation did, from every exit: the arq job's result."""
+
+    trace_id: str
+    written: int
+    statuses: dict[str, int]  # records by status, and "batched" / "postponed" rubrics
+
+
+async def evaluate_trace(
+    runtime: Runtime,
+    trace_id: str,
+    wire_signals: dict[str, Any],
+    *,
+    job_try: int,
+    intent_id: str | None = None,
+) -> TraceResult:
+    """The body of the arq job. Raises arq.Retry while the trace is not ingested yet, and
+    while the judge is unavailable and the job has tries left.
+
+    With `intent_id`, the durable intent (evaluator.store.outbox) counts this attempt before any
+    work and is marked done in the transaction that writes the records.
+    """
+    wire = wire_signals or {}
+    job = TraceJob(trace_id, wire, Signals.from_wire(wire), allocated_of(wire), job_try, intent_id)
+    trace = await load_trace(runtime, job)
+    if trace is None:
+        return await _write_unusable(runtime, job, _not_found(runtime, job), None)
+    job = dataclasses.replace(job, signals=job.signals.merged(trace_signals(trace)))
+    try:
+        case = build_case(trace)
+    except CaseBuildError as exc:
+        return await _write_unusable(runtime, job, str(exc), _trace_labels(trace))
+    if runtime.settings.redaction.enabled:
+        case = redact_case(case, runtime.settings.redaction.kinds)
+    chosen = select_rubrics(runtime, job.trace_id, job.signals, case.labels, job.allocated)
+    probability = _probabilities(runtime, chosen, job)
+    happened, claimed = trace_time(trace)
+    # Batch-mode rubrics park their judge call for the Batch API (written with the records).
+    waiting = [c for c in chosen if waits_for_batch(runtime, case, c[0])]
+    parked = parked_requests(runtime, case, waiting, probability, happened)
+    selected = [c for c in chosen if c not in waiting]
+    selected, results = await score_rubrics(runtime, job, trace, case, selected)
+    held = await _held_back(runtime, job, results)
+    records = [
+        to_record(
+            job.trace_id,
+            case.span_id,
+            rubric,
+            _settle(score, job.job_try),
+            case.labels,
+            reason=reason,
+            latency_ms=latency,
+            inclusion_probability=probability[rubric.name],
+            trace_at=happened,
+            trace_at_claimed=claimed,
+        )
+        for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
+        if not (held and _unavailable(score))
+    ]
+    written = await write_records(
+        runtime,
+        records,
+        settle=None if held else job.intent_id,
+        then=(lambda conn: batches.park(conn, parked)) if parked else None,
+    )
+    if held and job.job_try < runtime.settings.worker.max_tries:
+        # What finished is stored (final records are not redone); the rest comes back later,
+        # its finished judge calls served from the reply cache.
+        raise Retry(defer=max(_retry_after(d, job.job_try) for d in held))
+    return _result(job, records, written, batched=len(parked), postponed=len(held))
+
+
+async def load_trace(runtime: Runtime, job: TraceJob) -> Trace | None:
+    """The trace, or None while it is not ingested. The attempt is counted on the intent
+    first, committed on its own: a trace that fails to load must still count towards the dead
+    letter, or the sweeper would re-run it forever. A stored trace that no longer validates
+    raises TraceFormatError naming it; infrastructure errors pass (the job is retried)."""
+    try:
+        if runtime.source is None:  # with other jobs' reads (evaluator.worker.group_commit)
+            return await runtime.group_read.begin(job.trace_id, job.intent_id)
+        return await asyncio.to_thread(_read_from_source, runtime, job)
+    except Exception as exc:
+        if is_infrastructure(exc):
+            raise
+        raise TraceFormatError(f"stored trace {job.trace_id!r} no longer loads: {exc}") from exc
+
+
+def _read_from_source(runtime: Runtime, job: TraceJob) -> Trace | None:
+    assert runtime.source is not None
+    if job.intent_id is not None:
+        outbox.start_attempt(runtime.store.engine, job.intent_id)
+    return runtime.source.get_trace(job.trace_id)
 
 
 def select_rubrics(
@@ -156,9 +279,24 @@ def to_record(
     )
 
 
-async def _score(
-    runtime: Runtime, clients: Clients, case: EvalCase, rubric: Rubric
-) -> tuple[Outcome, float]:
+async def score_rubrics(
+    runtime: Runtime, job: TraceJob, trace: Trace, case: EvalCase, selected: Selected
+) -> tuple[Selected, Results]:
+    """Each rubric's outcome, scored concurrently, once refused escalations are settled
+    (evaluator.worker.escalation). A cascade asks the budget before it escalates to the
+    judge, and the router what its cheap stage may decide for this trace."""
+    escalations = escalations_for(runtime, job.wire)
+    clients = runtime.clients
+    if escalations is not None:
+        clients = dataclasses.replace(clients, escalation_gate=escalations.ask)
+    if runtime.cascade_router is not None:
+        route = runtime.cascade_router.for_trace(case, trace.label("session.id"))
+        clients = dataclasses.replace(clients, cascade_route=route)
+    scored = await asyncio.gather(*(_score(clients, case, rubric) for rubric, _ in selected))
+    return await settle(runtime, escalations, selected, scored)
+
+
+async def _score(clients: Clients, case: EvalCase, rubric: Rubric) -> tuple[Outcome, float]:
     started = time.perf_counter()
     try:
         score: Outcome = await run_scorer(case, rubric, clients)
@@ -184,28 +322,90 @@ async def write_records(
     then: Callable[[Connection], None] | None = None,
 ) -> int:
     """Upsert the records (and settle the intent `settle`, and run `then`, in the same
-    transaction), then tell metrics (all of them: work done) and the export sinks (only
-    those written: a re-run must not send an event or a score twice)."""
-
+    transaction), then hand them to the record sinks: all of them, and which are new (a
+    re-run must not send an event or a score twice). Returns how many were new."""
     # With other jobs' writes in one transaction (evaluator.worker.group_commit).
     inserted = await runtime.group_commit.write(records, settle, then)
-    written = [r for r, new in zip(records, inserted, strict=True) if new]
-    if runtime.recorder is not None:
-        try:
-            await runtime.recorder.observe(records)
-        except Exception:
-            log.warning(
-                "metrics: flush to Redis failed; the counts are kept for the next one",
-                exc_info=True,
-            )
-    if written and runtime.otel is not None:
-        await runtime.otel.export(written)  # logs and swallows its own failures
-    if written and runtime.langfuse is not None:
-        try:
-            await runtime.langfuse.send(written)
-        except Exception as exc:  # the record is stored; the copy in Langfuse is best effort
-            log.warning("langfuse: could not send %d scores: %s", len(written), exc)
-    return len(written)
+    new = [r for r, fresh in zip(records, inserted, strict=True) if fresh]
+    for sink in runtime.sinks:
+        await sink.take(records, new)  # each logs and swallows its own failures
+    return len(new)
+
+
+def _result(
+    job: TraceJob, records: Sequence[EvalRecord], written: int, *, batched: int, postponed: int
+) -> TraceResult:
+    statuses = Counter(r.status for r in records)
+    if batched:
+        statuses["batched"] = batched
+    if postponed:
+        statuses["postponed"] = postponed
+    return {"trace_id": job.trace_id, "written": written, "statuses": dict(statuses)}
+
+
+async def _write_unusable(
+    runtime: Runtime, job: TraceJob, cause: str, labels: dict[str, str] | None
+) -> TraceResult:
+    """One error record per selected rubric for a trace that cannot be evaluated (`labels`
+    None: not found, so applies_to cannot be checked)."""
+    selected = select_rubrics(runtime, job.trace_id, job.signals, labels, job.allocated)
+    probability = _probabilities(runtime, selected, job)
+    score = Score.error(cause, details={"error_kind": ErrorKind.INPUT.value})
+    records = [
+        to_record(
+            job.trace_id,
+            "",
+            rubric,
+            score,
+            labels or {},
+            reason=reason,
+            latency_ms=0.0,
+            identity=identity_for(rubric, runtime.clients),
+            inclusion_probability=probability[rubric.name],
+        )
+        for rubric, reason in selected
+    ]
+    written = await write_records(runtime, records, settle=job.intent_id)
+    return _result(job, records, written, batched=0, postponed=0)
+
+
+def _not_found(runtime: Runtime, job: TraceJob) -> str:
+    """The cause recorded once the job is out of tries; Retry (arq) before that."""
+    tries = runtime.settings.worker.trace_not_found_tries
+    if job.job_try < tries:
+        raise Retry(defer=runtime.settings.worker.trace_not_found_delay_s * job.job_try)
+    return f"trace {job.trace_id!r} not found in the store after {tries} tries (was it ingested?)"
+
+
+def _trace_labels(trace: Trace) -> dict[str, str]:
+    """A record's labels for a trace with no case (build_case's, without the model)."""
+    found = {
+        "prompt_version": trace.prompt_version,
+        "feature": trace.feature,
+        "tenant": trace.tenant,
+    }
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def _probabilities(runtime: Runtime, selected: Selected, job: TraceJob) -> dict[str, float]:
+    return {
+        rubric.name: inclusion_probability(runtime, rubric, job.signals, job.allocated)
+        for rubric, _ in selected
+    }
+
+
+async def _held_back(
+    runtime: Runtime, job: TraceJob, results: Results
+) -> list[Score | JudgeDeferred]:
+    """The judge-unavailable outcomes this run does not record: all of them while the job
+    has tries left, or when its intent goes to the sweeper (`_postpone`); none on the last
+    try otherwise (they are recorded as errors)."""
+    deferred = [outcome for outcome, _ in results if _unavailable(outcome)]
+    if not deferred or job.job_try < runtime.settings.worker.max_tries:
+        return deferred
+    if job.intent_id is not None and await _postpone(runtime, job.intent_id, deferred):
+        return deferred
+    return []
 
 
 def _settle(score: Score | JudgeDeferred, job_try: int) -> Score:
@@ -222,169 +422,6 @@ def _unavailable(score: Score | JudgeDeferred) -> bool:
     return isinstance(score, JudgeDeferred) or judge_unavailable(score)
 
 
-def _errors_for(
-    runtime: Runtime,
-    trace_id: str,
-    selected: list[tuple[Rubric, Reason]],
-    cause: str,
-    labels: dict[str, str],
-    probability: dict[str, float],
-) -> list[EvalRecord]:
-    from judges.scorers.identity import identity_for
-
-    score = Score.error(cause, details={"error_kind": ErrorKind.INPUT.value})
-    return [
-        to_record(
-            trace_id,
-            "",
-            rubric,
-            score,
-            labels,
-            reason=reason,
-            latency_ms=0.0,
-            identity=identity_for(rubric, runtime.clients),
-            inclusion_probability=probability.get(rubric.name),
-        )
-        for rubric, reason in selected
-    ]
-
-
-async def evaluate_trace(
-    runtime: Runtime,
-    trace_id: str,
-    wire_signals: dict[str, Any],
-    *,
-    job_try: int,
-    intent_id: str | None = None,
-) -> dict[str, Any]:
-    """The body of the arq job. Raises arq.Retry while the trace is not ingested yet.
-
-    With `intent_id`, the durable intent (evaluator.store.outbox) counts this attempt before any
-    work and is marked done in the transaction that writes the records.
-    """
-    signals = Signals.from_wire(wire_signals or {})
-    allocated = allocated_of(wire_signals or {})
-
-    def begin() -> Trace | None:
-        if intent_id is not None:
-            # Committed on its own, before the read: a trace that fails to load must still
-            # count towards the dead letter, or the sweeper would re-run it forever.
-            outbox.start_attempt(runtime.store.engine, intent_id)
-        return runtime.traces.get_trace(trace_id)
-
-    if runtime.source is None:
-        # The attempt count and the read with other jobs' (evaluator.worker.group_commit).
-        trace = await runtime.group_read.begin(trace_id, intent_id)
-    else:
-        trace = await asyncio.to_thread(begin)
-    if trace is None:
-        tries = runtime.settings.worker.trace_not_found_tries
-        if job_try < tries:
-            raise Retry(defer=runtime.settings.worker.trace_not_found_delay_s * job_try)
-        selected = select_rubrics(runtime, trace_id, signals, None, allocated)
-        cause = f"trace {trace_id!r} not found in the store after {tries} tries (was it ingested?)"
-        probability = _probabilities(runtime, selected, signals, allocated)
-        errors = _errors_for(runtime, trace_id, selected, cause, {}, probability)
-        written = await write_records(runtime, errors, settle=intent_id)
-        return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
-
-    signals = signals.merged(trace_signals(trace))
-    try:
-        case = build_case(trace)
-    except CaseBuildError as exc:
-        labels = {
-            k: v
-            for k, v in {
-                "prompt_version": trace.prompt_version,
-                "feature": trace.feature,
-                "tenant": trace.tenant,
-            }.items()
-            if v is not None
-        }
-        selected = select_rubrics(runtime, trace_id, signals, labels, allocated)
-        probability = _probabilities(runtime, selected, signals, allocated)
-        errors = _errors_for(runtime, trace_id, selected, str(exc), labels, probability)
-        written = await write_records(runtime, errors, settle=intent_id)
-        return {"trace_id": trace_id, "written": written, "statuses": {"error": len(selected)}}
-
-    if runtime.settings.redaction.enabled:
-        case = redact_case(case, runtime.settings.redaction.kinds)
-    chosen = select_rubrics(runtime, trace_id, signals, case.labels, allocated)
-    probability = _probabilities(runtime, chosen, signals, allocated)
-    happened, claimed = trace_time(trace)
-    # Batch-mode rubrics park their judge call for the Batch API (written with the records).
-    parked = parked_requests(
-        runtime,
-        case,
-        [c for c in chosen if waits_for_batch(runtime, case, c[0])],
-        probability,
-        happened,
-    )
-    waiting = {row["rubric"] for row in parked}
-    selected = [c for c in chosen if c[0].name not in waiting]
-    # With a judge budget, a cascade's judge call is charged when it escalates.
-    escalations = escalations_for(runtime, wire_signals or {})
-    clients = runtime.clients
-    if escalations is not None:
-        clients = dataclasses.replace(clients, escalation_gate=escalations.ask)
-    if runtime.cascade_router is not None:  # what a cascade's cheap stage may decide
-        route = runtime.cascade_router.for_trace(case, trace.label("session.id"))
-        clients = dataclasses.replace(clients, cascade_route=route)
-    scored = await asyncio.gather(*(_score(runtime, clients, case, r) for r, _ in selected))
-    selected, results = await settle(runtime, escalations, selected, scored)
-    deferred = [s for s, _ in results if _unavailable(s)]
-    last_try = job_try >= runtime.settings.worker.max_tries
-    if deferred and last_try and intent_id is not None:
-        # Out of this job's tries while the judge is down: hand the intent to the sweeper
-        # with a growing delay, until the outage is older than judge_outage_max_age_s.
-        last_try = not await _postpone(runtime, intent_id, deferred)
-    records = [
-        to_record(
-            trace_id,
-            case.span_id,
-            rubric,
-            _settle(score, job_try),
-            case.labels,
-            reason=reason,
-            latency_ms=latency,
-            inclusion_probability=probability[rubric.name],
-            trace_at=happened,
-            trace_at_claimed=claimed,
-        )
-        for (rubric, reason), (score, latency) in zip(selected, results, strict=True)
-        if last_try or not _unavailable(score)
-    ]
-    retry = bool(deferred) and not last_try
-    written = await write_records(
-        runtime,
-        records,
-        settle=None if retry else intent_id,
-        then=(lambda conn: batches.park(conn, parked)) if parked else None,
-    )
-    if retry and job_try < runtime.settings.worker.max_tries:
-        # What finished is stored (final records are not redone); the rest comes back later,
-        # its finished judge calls served from the reply cache.
-        raise Retry(defer=max(_retry_after(d, job_try) for d in deferred))
-    statuses = Counter(r.status for r in records)
-    if parked:
-        statuses["batched"] = len(parked)
-    if retry:
-        statuses["postponed"] = len(deferred)
-    return {"trace_id": trace_id, "written": written, "statuses": dict(statuses)}
-
-
-def _probabilities(
-    runtime: Runtime,
-    selected: list[tuple[Rubric, Reason]],
-    signals: Signals,
-    allocated: dict[str, float] | None,
-) -> dict[str, float]:
-    return {
-        rubric.name: inclusion_probability(runtime, rubric, signals, allocated)
-        for rubric, _ in selected
-    }
-
-
 def _cause(deferred: Score | JudgeDeferred) -> str:
     return deferred.explanation or "" if isinstance(deferred, Score) else str(deferred)
 
@@ -398,9 +435,10 @@ def _retry_after(deferred: Score | JudgeDeferred, job_try: int) -> float:
 async def _postpone(
     runtime: Runtime, intent_id: str, deferred: list[Score | JudgeDeferred]
 ) -> bool:
-    """Postpone the intent unless the outage has lasted too long; True when postponed. A
-    trace that waits only for a judge budget's window is postponed to its end, however old:
-    the window ends, an outage may not."""
+    """Out of the job's tries while the judge is down: hand the intent to the sweeper with
+    a growing delay unless the outage is older than judge_outage_max_age_s; True when
+    postponed. A trace that waits only for a judge budget's window is postponed to its end,
+    however old: the window ends, an outage may not."""
     engine = runtime.store.engine
     cause = _cause(deferred[0])
     if all(isinstance(d, JudgeDeferred) and d.budget for d in deferred):

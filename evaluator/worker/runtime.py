@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from redis.asyncio import Redis
 
@@ -19,10 +20,12 @@ from evaluator.config.rubrics import RubricSet, load_rubrics
 from evaluator.config.settings import Settings
 from evaluator.errors import RubricError, SettingsError
 from evaluator.intake.drain import SamplingConfig
+from evaluator.outputs.langfuse import LangfuseScoreSink
 from evaluator.outputs.metrics import MetricsRecorder
 from evaluator.outputs.otel import EvaluationExporter
 from evaluator.sampling import TailRules
-from evaluator.sources.langfuse import LangfuseScoreSink, LangfuseTraceSource
+from evaluator.sources.langfuse import LangfuseTraceSource
+from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store
 from evaluator.traces.model import Trace
 from evaluator.worker.cascade_routing import CascadeRouter
@@ -101,7 +104,21 @@ def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
 
 
 class TraceSource(Protocol):
+    """Where traces are read from when not the service's own table (e.g. Langfuse)."""
+
     def get_trace(self, trace_id: str) -> Trace | None: ...
+
+    def close(self) -> None: ...
+
+
+class RecordSink(Protocol):
+    """Where a job's records go once committed (evaluator.outputs): `records` all it wrote
+    (work done), `new` those not stored before (what an export sends). Never raises: a sink
+    logs and swallows its own failures, so a record is never lost to a sink."""
+
+    async def take(self, records: Sequence[EvalRecord], new: Sequence[EvalRecord]) -> None: ...
+
+    async def aclose(self) -> None: ...
 
 
 @dataclass
@@ -111,11 +128,10 @@ class Runtime:
     rubrics: RubricSet
     clients: Clients
     redis: Redis | None = None
-    # Where traces are read from: the service's own table, or e.g. a Langfuse project.
+    # Where traces are read from: None for the service's own table, or e.g. Langfuse.
     source: TraceSource | None = None
-    recorder: MetricsRecorder | None = None
-    otel: EvaluationExporter | None = None
-    langfuse: LangfuseScoreSink | None = None
+    # Metrics, OTLP export, Langfuse scores: in that order (`record_sinks`).
+    sinks: list[RecordSink] = field(default_factory=list)
     # With a judge budget: charges the judge calls of escalating rubrics (a cascade that
     # escalates) when they happen (evaluator.worker.escalation).
     budget: BudgetGate | None = None
@@ -131,8 +147,9 @@ class Runtime:
         return GroupRead(self.store)
 
     @property
-    def traces(self) -> TraceSource:
-        return self.source or self.store
+    def otel(self) -> EvaluationExporter | None:
+        """The OTLP exporter among the sinks: the alert jobs send their events through it."""
+        return next((s for s in self.sinks if isinstance(s, EvaluationExporter)), None)
 
     @property
     def tail_rules(self) -> TailRules:
@@ -155,20 +172,16 @@ class Runtime:
         return sampling_config(self.settings, self.rubrics)
 
     async def aclose(self) -> None:
-        if self.recorder is not None:
+        for sink in self.sinks:
             try:
-                await self.recorder.aclose()
-            except Exception:  # Redis gone at shut-down: the counts are lost, nothing else
-                log.warning("metrics: could not write the last counts", exc_info=True)
+                await sink.aclose()
+            except Exception:  # e.g. Redis gone at shut-down: the last counts are lost
+                log.warning("%s: could not close", type(sink).__name__, exc_info=True)
         if self.clients.judge is not None:
             await self.clients.judge.aclose()
         if self.clients.generator is not None:
             await self.clients.generator.aclose()
-        if self.otel is not None:
-            await self.otel.aclose()
-        if self.langfuse is not None:
-            await self.langfuse.aclose()
-        if self.source is not None and hasattr(self.source, "close"):
+        if self.source is not None:
             self.source.close()
         self.store.close()
         if self.redis is not None:
@@ -296,10 +309,10 @@ def build_runtime(settings: Settings) -> Runtime:
         rubrics=rubrics,
         clients=clients,
         redis=redis,
-        recorder=recorder,
+        source=trace_source(settings),
+        sinks=record_sinks(settings, recorder),
         budget=budget,
         cascade_router=cascade_router(settings, store, rubrics, clients),
-        **_integrations(settings),
     )
 
 
@@ -319,22 +332,32 @@ def cascade_router(
     )
 
 
-def _integrations(settings: Settings) -> dict[str, Any]:
-    """Optional third-party ends: OTLP export of records, Langfuse as source and sink."""
-    out: dict[str, Any] = {}
-    e = settings.otel_export
+def record_sinks(settings: Settings, recorder: MetricsRecorder) -> list[RecordSink]:
+    """Where committed records go: metrics, then the OTLP export and Langfuse scores when
+    configured."""
+    sinks: list[RecordSink] = [recorder]
+    e, lf = settings.otel_export, settings.langfuse
     if e.endpoint:
-        out["otel"] = EvaluationExporter(e.endpoint, headers=e.headers, timeout_s=e.timeout_s)
+        sinks.append(EvaluationExporter(e.endpoint, headers=e.headers, timeout_s=e.timeout_s))
+    if lf.base_url and lf.write_scores:
+        sinks.append(LangfuseScoreSink(lf.base_url, *_langfuse_keys(settings)))
+    return sinks
+
+
+def trace_source(settings: Settings) -> TraceSource | None:
+    """Langfuse when it is configured as the trace source; None: the service's own table."""
     lf = settings.langfuse
-    if lf.base_url:
-        public, secret = lf.keys()
-        if not public or not secret:
-            raise SettingsError(
-                f"langfuse.base_url is set but {lf.public_key_env} / {lf.secret_key_env} "
-                "are not both in the environment"
-            )
-        if lf.trace_source:
-            out["source"] = LangfuseTraceSource(lf.base_url, public, secret)
-        if lf.write_scores:
-            out["langfuse"] = LangfuseScoreSink(lf.base_url, public, secret)
-    return out
+    if not (lf.base_url and lf.trace_source):
+        return None
+    return LangfuseTraceSource(lf.base_url, *_langfuse_keys(settings))
+
+
+def _langfuse_keys(settings: Settings) -> tuple[str, str]:
+    lf = settings.langfuse
+    public, secret = lf.keys()
+    if not public or not secret:
+        raise SettingsError(
+            f"langfuse.base_url is set but {lf.public_key_env} / {lf.secret_key_env} "
+            "are not both in the environment"
+        )
+    return public, secret
