@@ -4,12 +4,11 @@ escalates to the judge. Real Redis, real SQLite, the real local scorer; the judg
 from __future__ import annotations
 
 import asyncio
-import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import redis
 import respx
@@ -35,42 +34,20 @@ from evaluator.store.admissions import SHARED
 from evaluator.store.store import Store
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import Runtime, build_runtime
-from judges.types import Context, EvalCase
-from tests.cascade_support import certify, stratum_for
-from tests.conftest import (
-    FIXTURES,
-    JUDGE_URL,
-    chat_completion,
-    make_settings,
-    queued_members,
-    rag_trace,
+from tests.cascade_support import (
+    GROUNDED,
+    INVENTED,
+    JUDGE,
+    cascade_rubric,
+    certify,
+    grounded_case,
+    mock_judge,
+    stratum_for,
+    trace,
 )
+from tests.conftest import make_settings, queued_members
 
 pytest.importorskip("judges.scorers.local")
-
-FIXTURE = json.loads((FIXTURES / "faithfulness_case.json").read_text())
-DOCS = [c["text"] for c in FIXTURE["contexts"]]
-# The local step passes this one confidently (no judge); it escalates the invented one.
-GROUNDED = (
-    "The Pro plan costs $20 per user per month, billed annually. "
-    "Pro includes unlimited projects, 100 GB of storage and priority email support."
-)
-INVENTED = (
-    "The Pro plan costs $45 per month through Stripe Billing. "
-    "It ships with a dedicated Oracle database cluster in Frankfurt."
-)
-CASCADE = """
-name = "faithfulness"
-version = "1"
-scorer = "faithfulness"
-method = "cascade"
-pass_threshold = 0.8
-[sampling]
-rate = 1.0
-[options]
-audit_rate = {audit_rate}
-"""
-JUDGE = {"base_url": JUDGE_URL, "model": "judge-model", "max_retries": 0, "timeout_s": 2.0}
 
 
 def settings_with(
@@ -79,7 +56,7 @@ def settings_with(
     """No calibration draw by default: which traces escalate is then the certification's."""
     rubrics = tmp_path / "rubrics"
     rubrics.mkdir(parents=True, exist_ok=True)
-    (rubrics / "faithfulness.toml").write_text(CASCADE.format(audit_rate=audit_rate))
+    (rubrics / "faithfulness.toml").write_text(cascade_rubric(audit_rate))
     # usd_per_evaluation 1: usd_per_day is the day's cap in evaluations.
     budget = {"usd_per_day": float(per_day), "usd_per_evaluation": 1.0}
     return make_settings(tmp_path, redis_url, judge=JUDGE, budget=budget)
@@ -87,17 +64,8 @@ def settings_with(
 
 def certify_grounded(runtime: Runtime) -> str:
     """Certify the stratum GROUNDED falls in at 0.5: its local score passes it."""
-    case = EvalCase(
-        "g0", "s", f"{FIXTURE['question']} (g0)", GROUNDED,
-        tuple(Context(str(i), d) for i, d in enumerate(DOCS)),
-    )  # fmt: skip
-    return certify(runtime, stratum_for(case), 0.5, prompt_version="v1")  # rag_trace's
-
-
-def trace(trace_id: str, answer: str) -> dict[str, Any]:
-    # The trace id in the question: no two judge prompts alike, none served by the reply cache.
-    question = f"{FIXTURE['question']} ({trace_id})"
-    return rag_trace(trace_id, answer=answer, question=question, documents=DOCS)
+    stratum = stratum_for(grounded_case("g0"))
+    return certify(runtime, stratum, 0.5, prompt_version="v1")  # rag_trace's prompt version
 
 
 async def drawn_jobs(
@@ -136,13 +104,8 @@ def records(settings: Settings) -> dict[str, Any]:
 
 
 @pytest.fixture
-def judge_api() -> Any:
-    with respx.mock(base_url=JUDGE_URL, assert_all_called=False) as router:
-        yield router.post("/chat/completions").mock(
-            return_value=httpx.Response(
-                200, json=chat_completion(json.dumps(FIXTURE["judge_reply"]))
-            )
-        )
+def judge_api() -> Iterator[respx.Route]:
+    yield from mock_judge()
 
 
 async def test_only_escalated_evaluations_are_charged(

@@ -7,12 +7,11 @@ the judge decides again."""
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import respx
 
@@ -22,34 +21,23 @@ from evaluator.store.store import Store
 from evaluator.worker.cascade_routing import calibration_point, cluster_key
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime
-from judges.types import Context, EvalCase
-from tests.cascade_support import certify, stratum_for
-from tests.conftest import FIXTURES, JUDGE_URL, chat_completion, make_settings, rag_trace
+from judges.types import EvalCase
+from tests.cascade_support import (
+    GROUNDED,
+    INVENTED,
+    JUDGE,
+    cascade_rubric,
+    certify,
+    grounded_case,
+    mock_judge,
+    stratum_for,
+    trace,
+)
+from tests.conftest import make_settings
 
 pytest.importorskip("judges.scorers.local")
 
-FIXTURE = json.loads((FIXTURES / "faithfulness_case.json").read_text())
-DOCS = [c["text"] for c in FIXTURE["contexts"]]
-GROUNDED = (
-    "The Pro plan costs $20 per user per month, billed annually. "
-    "Pro includes unlimited projects, 100 GB of storage and priority email support."
-)
-INVENTED = (
-    "The Pro plan costs $45 per month through Stripe Billing. "
-    "It ships with a dedicated Oracle database cluster in Frankfurt."
-)
-CASCADE = """
-name = "faithfulness"
-version = "1"
-scorer = "faithfulness"
-method = "cascade"
-pass_threshold = 0.8
-[sampling]
-rate = 1.0
-[options]
-audit_rate = 0.1
-"""
-JUDGE = {"base_url": JUDGE_URL, "model": "judge-model", "max_retries": 0, "timeout_s": 2.0}
+CASCADE = cascade_rubric(audit_rate=0.1)
 
 
 def drawn(session: str) -> bool:
@@ -64,18 +52,8 @@ OUT_OF_DRAW = [s for s in SESSIONS if not drawn(s)][:6]
 
 
 @pytest.fixture
-def judge_api() -> Any:
-    body = json.dumps(FIXTURE["judge_reply"])
-    with respx.mock(base_url=JUDGE_URL, assert_all_called=False) as router:
-        yield router.post("/chat/completions").mock(
-            return_value=httpx.Response(200, json=chat_completion(body))
-        )
-
-
-def trace(trace_id: str, answer: str, session: str) -> dict[str, Any]:
-    question = f"{FIXTURE['question']} ({trace_id})"  # no two judge prompts alike
-    return rag_trace(trace_id, answer=answer, question=question, documents=DOCS,
-                     **{"session.id": session})  # fmt: skip
+def judge_api() -> Iterator[respx.Route]:
+    yield from mock_judge()
 
 
 async def test_cold_start_then_certified_local_passes_then_withdrawal(
@@ -107,9 +85,7 @@ async def test_cold_start_then_certified_local_passes_then_withdrawal(
     assert sum(r.details["cascade"]["calibration"] for r in cold.values()) == len(IN_DRAW)
 
     # A certification of the stratum: local passes begin, except for the draw's sessions.
-    case = EvalCase("c", "s", f"{FIXTURE['question']} (c)", GROUNDED,
-                    tuple(Context(str(i), d) for i, d in enumerate(DOCS)))  # fmt: skip
-    cert = certify(runtime, stratum_for(case), 0.5, prompt_version="v1")
+    cert = certify(runtime, stratum_for(grounded_case("c")), 0.5, prompt_version="v1")
     calls = judge_api.call_count
     warm = await run("warm")
     by = {t: r.details["cascade"]["decided_by"] for t, r in warm.items()}
