@@ -13,6 +13,9 @@ import httpx
 import pytest
 import respx
 
+from evaluator.analytics.certification_job import KIND as CERT_WITHDRAWN
+from evaluator.analytics.judge_drift import FLOOR_KIND as JUDGE_FLOOR
+from evaluator.analytics.judge_drift import KIND as JUDGE_DRIFT
 from evaluator.config.urls import check_url_static, resolve_safe
 from evaluator.errors import SettingsError, UnsafeURL
 from evaluator.outputs.webhooks import (
@@ -190,10 +193,29 @@ def _alert(status: str = "open") -> dict[str, Any]:
 
 def test_slack_message_has_fallback_text_and_blocks_naming_the_next_step() -> None:
     msg = slack_message(_alert())
-    assert msg["text"].startswith("Regression: faithfulness prompt_version=v18")
+    assert msg["text"].startswith("Version regression: faithfulness prompt_version=v18")
     text = json.dumps(msg["blocks"])
     assert "prompt_version v17 -> v18" in text and "t-9" in text and "e-process" in text
     assert msg["blocks"][0]["type"] == "header"
+
+
+@pytest.mark.parametrize(
+    ("kind", "opened", "resolved"),
+    [
+        ("drop", "Regression", "Resolved (regression)"),
+        ("version", "Version regression", "Resolved (version regression)"),
+        (JUDGE_DRIFT, "Judge drift", "Resolved (judge drift)"),
+        (JUDGE_FLOOR, "Judge below floor", "Resolved (judge below floor)"),
+        (CERT_WITHDRAWN, "Certification withdrawn", "Resolved (certification withdrawn)"),
+        ("new_kind", "new_kind", "Resolved (new_kind)"),
+    ],
+)
+def test_slack_message_is_titled_by_the_alert_kind(kind: str, opened: str, resolved: str) -> None:
+    """Every kind the analytics jobs open says what it is (it used to say "Regression")."""
+    for status, title in (("open", opened), ("resolved", resolved)):
+        msg = slack_message(_alert(status) | {"kind": kind, "labels": {}})
+        assert msg["blocks"][0]["text"]["text"] == f"{title}: faithfulness"
+        assert msg["text"] == f"{title}: faithfulness: faithfulness dropped"
 
 
 async def test_build_sinks_sends_generic_and_slack_and_refuses_without_secret(

@@ -258,12 +258,25 @@ def _host_header(url: str) -> str:
     return parts.netloc.rsplit("@", 1)[-1]
 
 
+# A title per alert kind (`AlertRecord.kind`, evaluator.analytics): a page must say what
+# happened before anyone opens it. An unknown kind shows as itself.
+TITLES = {
+    "drop": "Regression",
+    "version": "Version regression",
+    "judge_drift": "Judge drift",
+    "judge_floor": "Judge below floor",
+    "cert_withdrawn": "Certification withdrawn",
+}
+
+
 def slack_message(alert: dict[str, Any]) -> dict[str, Any]:
-    """A Slack incoming-webhook body (`text` fallback + Block Kit blocks)."""
+    """A Slack incoming-webhook body (`text` fallback + Block Kit blocks), titled by kind:
+    "Regression: faithfulness prompt_version=v18", "Resolved (judge drift): tone"."""
     opened = alert["status"] == "open"
-    title = f"{'Regression' if opened else 'Resolved'}: {alert['rubric']} " + ", ".join(
-        f"{k}={v}" for k, v in alert["labels"].items()
-    )
+    kind = TITLES.get(alert["kind"], alert["kind"])
+    head = kind if opened else f"Resolved ({kind.lower()})"
+    labels = ", ".join(f"{k}={v}" for k, v in alert["labels"].items())
+    title = f"{head}: {alert['rubric']} {labels}".rstrip()
     fields = [
         f"*Baseline*\n{_side(alert['summary'].get('baseline', {}))}",
         f"*Current*\n{_side(alert['summary'].get('current', {}))}",
