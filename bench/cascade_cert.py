@@ -41,12 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.local_data import load_frank, load_ragtruth
-from evalcore.certification import (
-    DEFAULT_GRID,
-    certify,
-    certify_at_checkpoints,
-    certify_checkpoints,
-)
+from evalcore.certification import DEFAULT_GRID, certify
+from evalcore.recertification import certify_at_checkpoints, certify_checkpoints
 from judges.scorers import local as lg
 from judges.types import Status
 

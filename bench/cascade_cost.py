@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.cascade_cert import Stratum, judge_verdicts, label_stream, load_strata, oracle_threshold
-from evalcore.certification import Monitor, certify_checkpoints, first_withdrawal
+from evalcore.recertification import Monitor, certify_checkpoints, first_withdrawal
 
 RATES = (0.05, 0.1, 0.2)
 FLIPS = (0.0, 0.1, 0.2)

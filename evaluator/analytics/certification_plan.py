@@ -5,7 +5,7 @@ A key is (rubric, cheap-stage version, top-judge epoch, prompt version, stratum)
 (evaluator.store.certifications). Its labels are the calibration draw's records: traces whose
 cluster fell below `audit_rate`, judged whatever the cheap score, in arrival order.
 
-Certifying. The labels enter `evalcore.certification.certify_checkpoints`: checkpoint j uses
+Certifying. The labels enter `evalcore.recertification.certify_checkpoints`: checkpoint j uses
 the first k_j = 100·2^j clusters at level delta_j = delta/2^(j+1). When the labels reach a
 checkpoint the key has no row for, that checkpoint's outcome becomes a new row (threshold NULL
 when it certifies nothing). Guarantee: P(any checkpoint of the segment certifies a threshold
@@ -45,12 +45,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from evalcore.certification import (
-    Certification,
-    certify,
-    checkpoint_schedule,
-    first_withdrawal,
-)
+from evalcore.certification import Certification, certify
+from evalcore.recertification import checkpoint_schedule, first_withdrawal
 from evaluator.store.certifications import CertificationRecord, Key, stable_id
 
 FIRST_CHECKPOINT = 100  # clusters at checkpoint 0; checkpoint j has FIRST_CHECKPOINT·2^j
@@ -191,7 +187,7 @@ def checkpoint_row(
 ) -> CertificationRecord | None:
     """The row of the latest checkpoint the labels reached, or None (fewer than the first):
     `certify` at delta_j on every label of the first k_j clusters in arrival order (one per
-    cluster is then used) — what `evalcore.certification.certify_checkpoints` does for that
+    cluster is then used) — what `evalcore.recertification.certify_checkpoints` does for that
     checkpoint, without recomputing the earlier ones."""
     latest = latest_checkpoint(labels, delta)
     if latest is None:

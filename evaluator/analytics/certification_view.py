@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from evalcore.certification import certify_at_checkpoints
+from evalcore.recertification import certify_at_checkpoints
 from evaluator.analytics.certification_job import (
     guarantee_of,
     judge_drift_state,

@@ -21,16 +21,14 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from evalcore.certification import (
-    DEFAULT_GRID,
+from evalcore.certification import DEFAULT_GRID, certify, max_misses
+from evalcore.exact import clopper_pearson_upper
+from evalcore.recertification import (
     Monitor,
-    certify,
     certify_at_checkpoints,
     certify_checkpoints,
     first_withdrawal,
-    max_misses,
 )
-from evalcore.exact import clopper_pearson_upper
 from tests.statistics.calibration import SEEDS, assert_within_level
 
 ALPHA, DELTA = 0.05, 0.1

@@ -19,8 +19,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from evalcore.certification import certify_checkpoints
 from evalcore.exact import clopper_pearson_upper
+from evalcore.recertification import certify_checkpoints
 from evaluator.analytics.certification_plan import Label, checkpoint_row, plan_key
 from evaluator.store.certifications import CertificationRecord
 from tests.statistics.calibration import SEEDS, assert_within_level
