@@ -31,7 +31,7 @@ from evaluator.store.store import Store
 from evaluator.worker.heartbeat import Heartbeat, live_workers
 from judges.errors import JudgeTransientError
 from judges.llm.client import JudgeClient
-from judges.llm.concurrency import AdaptiveConcurrency, SlotTimeout
+from judges.llm.concurrency import AdaptiveConcurrency, SlotTimeout, slots_until
 
 from .conftest import JUDGE_URL, chat_completion
 from .polling import until
@@ -244,18 +244,72 @@ async def test_a_generator_on_the_judges_endpoint_takes_slots_of_the_same_limit(
     await judge.aclose()
 
 
-async def test_a_call_waiting_for_a_slot_gives_up_after_its_timeout() -> None:
+@dataclass
+class ManualClock:
+    """The limiter's clock, moved by the test: every give-up decision reads it, so the
+    outcome is the same however slowly the machine wakes the waiters."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_call_waiting_for_a_slot_gives_up_when_the_endpoint_answers_nothing() -> None:
     # Behind a hanging endpoint the limit is at its minimum: a call queued for a slot fails
     # as the endpoint's own timeouts do, instead of waiting until a job timeout kills the job.
-    limiter = AdaptiveConcurrency(4, initial=1)
+    clock = ManualClock()
+    limiter = AdaptiveConcurrency(4, initial=1, clock=clock)
     held = await limiter.acquire()
-    with pytest.raises(SlotTimeout, match=r"no judge call slot within 0\.05 s"):
-        await limiter.acquire(timeout_s=0.05)
+    waiter = asyncio.create_task(limiter.acquire(timeout_s=0.05))
+    await until(lambda: limiter.stats()["waiting"] == 1, "the call to queue")
+    clock.now += 0.06  # no answer for longer than its timeout
+    with pytest.raises(SlotTimeout, match=r"the endpoint answered nothing for 0\.05 s"):
+        await waiter
     assert limiter.in_flight == 1  # the refused call took no slot
     await limiter.release(held, "ok")
     again = await limiter.acquire(timeout_s=0.05)  # a free slot is taken at once
     assert limiter.in_flight == 1
     await limiter.release(again, "ok")
+
+
+async def test_a_call_keeps_its_place_while_a_slow_endpoint_answers() -> None:
+    # A CPU server answers one request every 10-30 s: the queue behind its one slot drains
+    # at that pace, each call in turn, however long the wait adds up to (issue 29's demo).
+    clock = ManualClock()
+    limiter = AdaptiveConcurrency(4, initial=1, minimum=1, clock=clock)
+    holder = await limiter.acquire()
+    ahead = [asyncio.create_task(limiter.acquire()) for _ in range(3)]
+    last = asyncio.create_task(limiter.acquire(timeout_s=0.05))
+    await until(lambda: limiter.stats()["waiting"] == 4, "four calls to queue")
+    for task in ahead:  # each answer comes 0.04 after the previous: within the timeout
+        clock.now += 0.04
+        await limiter.release(holder, "ok")
+        holder = await task
+    assert not last.done()  # waited 0.12 in all, 3 answers meanwhile: still in line
+    clock.now += 0.04
+    await limiter.release(holder, "ok")
+    ticket = await last
+    await limiter.release(ticket, "ok")
+    assert limiter.in_flight == 0
+
+
+async def test_a_call_past_its_jobs_deadline_starts_no_attempt() -> None:
+    clock = ManualClock()
+    limiter = AdaptiveConcurrency(4, initial=1, clock=clock)
+    with slots_until(clock.now + 1.0):
+        held = await limiter.acquire()  # before the deadline: a free slot at once
+        waiter = asyncio.create_task(limiter.acquire(timeout_s=60.0))
+        await until(lambda: limiter.stats()["waiting"] == 1, "the call to queue")
+        clock.now += 1.0  # the endpoint is fine, but the job has no time left for a call
+        with pytest.raises(SlotTimeout, match="deadline"):
+            await waiter
+        await limiter.release(held, "ok")
+        with pytest.raises(SlotTimeout, match="deadline"):
+            await limiter.acquire(timeout_s=60.0)  # even with a free slot
+    again = await limiter.acquire()  # outside the job's context: no deadline
+    await limiter.release(again, "ok")
+    assert limiter.in_flight == 0
 
 
 async def test_a_freed_slot_goes_to_the_oldest_waiter_and_survives_its_cancellation() -> None:

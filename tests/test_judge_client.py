@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.errors import JudgeDeferred, JudgeOutputError, JudgeTransientError
 from judges.llm.client import JudgeClient
+from judges.llm.concurrency import slots_until
 from judges.llm.limits import AdaptiveConcurrency
 
 from .conftest import JUDGE_URL, chat_completion
@@ -214,3 +215,45 @@ async def test_unreadable_usage_keeps_the_verdict_and_counts_no_tokens(
     caplog.clear()
     await judge.complete(MESSAGES, Verdict)
     assert "usage" not in caplog.text  # said once per client
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_system_role_user_sends_the_instructions_in_the_first_user_message(
+    respx_mock: respx.MockRouter,
+) -> None:
+    # Gemma's chat template has no system turn: llama-cpp-python's `gemma` format drops a
+    # system message, and with it the rubric's instructions (issue 29).
+    route = respx_mock.post("/chat/completions").mock(return_value=ok())
+    messages = [
+        {"role": "system", "content": "You grade answers 1-5."},
+        {"role": "user", "content": "grade this"},
+    ]
+    for role in ("system", "user"):
+        judge = client(system_role=role, response_format="json_object", cache=None)
+        await judge.complete(messages, Verdict)
+        await judge.close()
+    kept, folded = (json.loads(call.request.content)["messages"] for call in route.calls)
+    assert [m["role"] for m in kept] == ["system", "user"]
+    assert [m["role"] for m in folded] == ["user"]
+    assert folded[0]["content"].startswith("You grade answers 1-5.\n\ngrade this")
+    assert "JSON schema" in folded[0]["content"]  # the schema note still ends the prompt
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_a_retry_that_would_start_past_the_jobs_deadline_is_not_waited_for(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(429, headers={"retry-after": "20"}, json={"error": {}})
+    )
+    judge = client(max_retries=5, max_wait_s=30)
+    started = time.monotonic()
+    # The server asks for 20 s, the job has 10 s left for calls: not slept, handed back.
+    with (
+        slots_until(started + 10),
+        pytest.raises(JudgeTransientError, match=r"HTTP 429.*gave up after 1 attempt"),
+    ):
+        await judge.complete(MESSAGES, Verdict)
+    assert route.call_count == 1
+    assert time.monotonic() - started < 10
+    await judge.close()

@@ -98,6 +98,9 @@ class JudgeSettings(_Section):
     response_format: Literal["json_schema", "json_object_schema", "json_object", "prompt"] = (
         "json_schema"
     )
+    # "user": system messages are sent at the front of the first user message, for chat
+    # templates without a system turn that drop it (Gemma's; judges.llm.formats).
+    system_role: Literal["system", "user"] = "system"
     temperature: float = Field(0.0, ge=0, le=2)
     # The ceiling of a reply budget: each call's max_tokens is estimated from its reply
     # schema (judges.llm.budget) up to this, or set by the rubric's [judge]

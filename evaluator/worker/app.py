@@ -38,6 +38,7 @@ from evaluator.worker.hygiene import check_judge_hygiene, configured_judge_model
 from evaluator.worker.pipeline import evaluate_trace
 from evaluator.worker.runtime import build_runtime, sampling_config
 from judges.llm.backoff import backoff_s
+from judges.llm.concurrency import slots_until
 
 log = logging.getLogger("evaluator.worker.app")
 # The start line goes out at the default level (WARNING): a newcomer can tell running from hung.
@@ -54,6 +55,7 @@ async def evaluate_trace_job(
     """A job of one trace (a retry, a batch member handed on: `tried` = the tries its batch
     job spent on it). With no trace slot free in time to finish before the job's timeout, it
     goes back to the queue (arq counts that as a try) instead of being cancelled mid-call."""
+    calls_until = _judge_deadline(ctx)
     slots = _trace_slots(ctx)
     try:
         async with asyncio.timeout(_start_within_s(ctx)):
@@ -61,7 +63,8 @@ async def evaluate_trace_job(
     except TimeoutError:
         raise Retry(defer=1.0) from None
     try:
-        return await _evaluate_one(ctx, trace_id, signals, kind, ctx["job_try"] + tried)
+        with slots_until(calls_until):
+            return await _evaluate_one(ctx, trace_id, signals, kind, ctx["job_try"] + tried)
     finally:
         slots.release()
 
@@ -84,6 +87,7 @@ async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> 
             log.error("batch job: malformed member %r skipped", member)
     if job_try > 1:
         return await _hand_on_unfinished(ctx, queued, failed)
+    calls_until = _judge_deadline(ctx)
     slots = _trace_slots(ctx)
     start_by = time.monotonic() + _start_within_s(ctx)
     handed_on: list[tuple[QueuedTrace, int]] = []
@@ -97,7 +101,8 @@ async def evaluate_traces_job(ctx: dict[str, Any], members: list[list[Any]]) -> 
             handed_on.append((member, timestamp_ms()))
             return
         try:
-            await _evaluate_one(ctx, member.trace_id, member.signals, member.kind, job_try)
+            with slots_until(calls_until):
+                await _evaluate_one(ctx, member.trace_id, member.signals, member.kind, job_try)
         except Retry as retry:
             at = timestamp_ms() + (retry.defer_score or 0)
             handed_on.append((dataclasses.replace(member, tried=job_try), at))
@@ -147,6 +152,16 @@ def _start_within_s(ctx: dict[str, Any]) -> float:
     settings check that a job fits two worst-case judge calls, so that much must be left."""
     s: Settings = ctx["runtime"].settings
     return max(0.0, s.worker.job_timeout_s - 2 * s.judge.worst_case_call_s())
+
+
+def _judge_deadline(ctx: dict[str, Any]) -> float:
+    """The time.monotonic() after which this job's judge calls start no attempt (a call
+    still queued for a slot then fails as a timeout and its trace is deferred): the job's
+    timeout less one call's worst case, what an attempt in flight and its back-offs may
+    still take. Called as the job starts, so queued calls wait their turn behind a slow
+    judge for as long as the job has room, and never past its timeout (nothing recorded)."""
+    s: Settings = ctx["runtime"].settings
+    return time.monotonic() + max(0.0, s.worker.job_timeout_s - s.judge.worst_case_call_s())
 
 
 def _trace_slots(ctx: dict[str, Any]) -> asyncio.Semaphore:

@@ -213,6 +213,7 @@ def make_judge(
         max_concurrency=j.max_concurrency,
         initial_concurrency=min(j.initial_concurrency, j.max_concurrency),
         response_format=j.response_format,
+        system_role=j.system_role,
         temperature=j.temperature,
         max_output_tokens=j.max_output_tokens,
         price=settings.cost_usd,

@@ -48,6 +48,7 @@ from judges.llm.formats import (
     looks_like_json,
     next_format,
     response_format,
+    system_as_user,
     with_schema_note,
 )
 from judges.llm.limits import NoRateLimit, RateLimiter, ReplyCache
@@ -127,10 +128,15 @@ class JudgeClient(JudgeExchange):
         max_wait_s: float = 60.0,
         on_event: Callable[[str], Awaitable[None]] | None = None,
         initial_concurrency: int = 2,
+        system_role: str = "system",
     ) -> None:
         if response_format not in FORMATS:
             raise ValueError(f"unknown response format {response_format!r}: one of {FORMATS}")
+        if system_role not in ("system", "user"):
+            raise ValueError(f"unknown system role {system_role!r}: 'system' or 'user'")
         self.model = model
+        # "user": system messages go into the first user message (judges.llm.formats).
+        self.system_role = system_role
         self.response_format = response_format  # as configured
         self.format = response_format  # in use: lowered when the endpoint ignores it
         self.temperature = temperature
@@ -228,6 +234,8 @@ class JudgeClient(JudgeExchange):
         `max_tokens` is this request's budget (default: `reply_budget(schema)`); `fmt` the
         response format (default: the client's current one, judges.llm.formats)."""
         fmt = fmt or self.format
+        if self.system_role == "user":
+            messages = system_as_user(messages)
         body: dict[str, Any] = {
             "model": model or self.model,
             "messages": with_schema_note(messages, fmt, _schema_of(schema)),
@@ -405,4 +413,6 @@ class JudgeClient(JudgeExchange):
             "schema": _schema_of(schema),
             "max_tokens": self.reply_budget(schema),
         }
+        if self.system_role != "system":  # another prompt reaches the model
+            request["system_role"] = self.system_role
         return call.cache_key(request)

@@ -17,6 +17,13 @@ multiplicative decrease — TCP's congestion control, applied to requests in fli
 - it reacts at most once per window: only a call that started after the last decrease can
   cause another, so 32 timeouts of one overloaded burst halve the limit once, not 32 times.
 
+A call waits for a slot first come first served, for as long as the endpoint keeps
+answering: a slow endpoint at its real capacity (a CPU server answers one request every
+10-30 s) drains a long queue, one slot at a time. A waiter gives up (`SlotTimeout`) when the
+endpoint answered nothing for its `timeout_s` (behind a hanging endpoint the queue fails as
+fast as the calls in flight time out), or at the caller's deadline (`slots_until`: a worker
+job's, so that no call starts an attempt it has no time left to finish).
+
 One limiter per JudgeClient, and the worker builds one JudgeClient for all its rubrics, so
 every rubric of a worker process shares it. It does not coordinate across processes (each
 converges on its share); rate limits shared by all processes are `RateLimiter`'s job.
@@ -31,7 +38,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,7 +48,33 @@ Outcome = Literal["ok", "timeout", "rate_limited", "error"]
 
 
 class SlotTimeout(Exception):
-    """No slot freed up within the wait the caller allowed (`acquire(timeout_s)`)."""
+    """No slot within the wait the caller allowed (`acquire(timeout_s, deadline)`)."""
+
+
+# The latest time.monotonic() at which a judge call in this context may start an attempt.
+_DEADLINE: ContextVar[float | None] = ContextVar("judge_slot_deadline", default=None)
+
+
+@contextmanager
+def slots_until(deadline: float | None) -> Iterator[None]:
+    """Judge calls made in this context start no attempt after `deadline` (a
+    `time.monotonic()` value; None: no deadline): a call still waiting for a slot then, or
+    retrying after it, fails as a timeout at once. A worker job sets its own: past it, at
+    most one attempt in flight and its back-offs remain, which the job's timeout covers.
+
+    >>> with slots_until(time.monotonic() + 60):
+    ...     pass
+    """
+    token = _DEADLINE.set(deadline)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def slot_deadline() -> float | None:
+    """The deadline `slots_until` set for this context, if any."""
+    return _DEADLINE.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +122,7 @@ class AdaptiveConcurrency:
         self._in_flight = 0
         self._waiting = 0
         self._fills = 0  # how many admissions filled the limit
+        self._answered_at = 0.0  # when the endpoint last answered (`clock`)
         self.peak_in_flight = 0
         self.released = 0  # calls that ended, whatever their outcome
         self.increases = 0
@@ -98,13 +134,17 @@ class AdaptiveConcurrency:
     def in_flight(self) -> int:
         return self._in_flight
 
-    async def acquire(self, timeout_s: float | None = None) -> Ticket:
-        """A slot, waiting at most `timeout_s` (None: as long as it takes) — else
-        `SlotTimeout`. Callers bound the wait by their per-attempt timeout: behind a hanging
-        endpoint the limit is down to its minimum, and calls queued for a slot must fail as
-        that endpoint's timeouts do (and their job defer), not wait until a job timeout
-        kills the whole job with nothing recorded."""
-        await self._take(timeout_s)
+    async def acquire(
+        self, timeout_s: float | None = None, deadline: float | None = None
+    ) -> Ticket:
+        """A slot, else `SlotTimeout` once the endpoint has answered nothing for `timeout_s`
+        while this call waited (None: no such bound), or at `deadline` (time.monotonic();
+        default: `slot_deadline()`). Callers pass their per-attempt timeout: behind a
+        hanging endpoint calls queued for a slot fail as that endpoint's timeouts do (and
+        their job defers), while behind a slow one that answers they wait their turn."""
+        if deadline is None:
+            deadline = slot_deadline()
+        await self._take(timeout_s, deadline)
         self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         fills = self._fills
         if self._in_flight >= self.limit:
@@ -112,11 +152,14 @@ class AdaptiveConcurrency:
             fills -= 1  # this call itself filled it
         return Ticket(self._clock(), self._window, fills)
 
-    async def _take(self, timeout_s: float | None) -> None:
+    async def _take(self, timeout_s: float | None, deadline: float | None) -> None:
         """Count one more call in flight, first come first served. A freed slot is handed
         to the oldest waiter (its future resolved, the slot counted for it), so a release
         wakes one waiter, not all of them: with dozens queued, waking all cost more CPU
         than the calls (bench/paired.py)."""
+        started = self._clock()
+        if deadline is not None and started >= deadline:
+            raise SlotTimeout(self._refusal("the caller's deadline for judge calls has passed"))
         if not self._queue and self._in_flight < self.limit:
             self._in_flight += 1
             return
@@ -124,21 +167,52 @@ class AdaptiveConcurrency:
         self._queue.append(slot)
         self._waiting += 1
         try:
-            await asyncio.wait_for(slot, timeout_s)
-        except BaseException as exc:
+            await self._wait_for_slot(slot, started, timeout_s, deadline)
+        except BaseException:
             if slot.done() and not slot.cancelled():  # handed a slot, then gave up: pass it on
                 self._in_flight -= 1
                 self._hand_on()
-            if isinstance(exc, TimeoutError):
-                raise SlotTimeout(
-                    f"no judge call slot within {timeout_s:g} s ({self._in_flight} in flight, "
-                    f"limit {self.limit}): the endpoint is saturated"
-                ) from exc
             raise
         finally:
             self._waiting -= 1
             if slot in self._queue:
                 self._queue.remove(slot)
+
+    async def _wait_for_slot(
+        self,
+        slot: asyncio.Future[None],
+        started: float,
+        timeout_s: float | None,
+        deadline: float | None,
+    ) -> None:
+        """Wait while the endpoint keeps answering (an answer within the last `timeout_s`)
+        and the deadline is ahead; a wait cut short is re-armed from the last answer. Times
+        are the limiter's `clock` (time.monotonic, or a test's), read again at each wake-up."""
+        while True:
+            now = self._clock()
+            until = deadline if deadline is not None else float("inf")
+            if timeout_s is not None:
+                until = min(until, max(started, self._answered_at) + timeout_s)
+            if until <= now:
+                if deadline is not None and now >= deadline:
+                    raise SlotTimeout(self._refusal("the caller's deadline for judge calls came"))
+                raise SlotTimeout(
+                    self._refusal(f"the endpoint answered nothing for {timeout_s:g} s")
+                )
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(slot), None if until == float("inf") else until - now
+                )
+                return
+            except TimeoutError:
+                if slot.done() and not slot.cancelled():
+                    return  # handed a slot just as the wait ran out: take it
+
+    def _refusal(self, why: str) -> str:
+        return (
+            f"no judge call slot: {why} ({self._in_flight} in flight, {self._waiting} waiting, "
+            f"limit {self.limit})"
+        )
 
     def _hand_on(self) -> None:
         """Give free slots (under the current limit) to the oldest live waiters."""
@@ -151,6 +225,8 @@ class AdaptiveConcurrency:
     async def release(self, ticket: Ticket, outcome: Outcome, kind: str = "") -> str | None:
         """Free the slot and adapt; returns "increase", "decrease:<reason>" or None."""
         change = self._adapt(ticket, outcome, kind)
+        if outcome != "timeout":  # the endpoint answered (even a refusal): it is alive
+            self._answered_at = self._clock()
         self._in_flight -= 1
         self.released += 1
         self._hand_on()
@@ -194,7 +270,7 @@ class AdaptiveConcurrency:
 
     # The old interface (hold a slot; tell successes and 429s apart by hand).
     async def __aenter__(self) -> None:
-        await self._take(None)
+        await self._take(None, None)
         self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
 
     async def __aexit__(self, *exc: object) -> None:

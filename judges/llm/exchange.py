@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -26,12 +27,13 @@ from judges.errors import JudgeDeferred, JudgeError, JudgeOutputError, JudgeTran
 from judges.llm.aio import AiohttpPoster, Unreachable
 from judges.llm.backoff import backoff_s
 from judges.llm.completions import read_completion, retry_after_s
-from judges.llm.concurrency import AdaptiveConcurrency, Outcome, SlotTimeout
+from judges.llm.concurrency import AdaptiveConcurrency, Outcome, SlotTimeout, slot_deadline
 from judges.llm.formats import refuses_format
 from judges.llm.limits import RateLimiter
 from judges.types import Usage
 
 PriceFn = Callable[[str, int, int], float]
+_log = logging.getLogger("judges.llm.concurrency")
 
 
 class JudgeExchange:
@@ -43,7 +45,7 @@ class JudgeExchange:
     _rate: RateLimiter
     max_retries: int
     max_wait_s: float
-    timeout_s: float  # per attempt; also the longest wait for a concurrency slot
+    timeout_s: float  # per attempt; also how long a slot is awaited with no answer at all
     _price: PriceFn
     _on_event: Callable[[str], Awaitable[None]] | None
     _warned_usage: bool
@@ -76,9 +78,12 @@ class JudgeExchange:
                         retry_after_s=wait,
                         usage=exc.usage,
                     ) from exc
-                if attempt > self.max_retries or wait > self.max_wait_s:
-                    # Out of attempts, or told to wait longer than a job should: hand it back
-                    # (the caller records the cause, or defers the job by retry_after_s).
+                deadline = slot_deadline()
+                late = deadline is not None and time.monotonic() + wait >= deadline
+                if attempt > self.max_retries or wait > self.max_wait_s or late:
+                    # Out of attempts, told to wait longer than a job should, or a retry
+                    # would start past the job's deadline (refused then): hand it back (the
+                    # caller records the cause, or defers the job by retry_after_s).
                     raise JudgeTransientError(
                         f"{exc} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})",
                         retry_after_s=exc.retry_after_s,
@@ -124,9 +129,9 @@ class JudgeExchange:
         self, request: dict[str, Any], kind: str
     ) -> tuple[int, Mapping[str, str], bytes]:
         """The POST inside one concurrency slot, its outcome fed back to the limiter."""
-        try:
+        try:  # waits its turn while the endpoint answers; the job's deadline (slots_until)
             ticket = await self.concurrency.acquire(self.timeout_s)
-        except SlotTimeout as exc:  # saturated: the same outcome as this attempt timing out
+        except SlotTimeout as exc:  # stalled or out of time: as if this attempt timed out
             raise Unreachable(str(exc), timed_out=True) from exc
         outcome: Outcome = "error"
         try:
@@ -139,6 +144,14 @@ class JudgeExchange:
         finally:
             change = await self.concurrency.release(ticket, outcome, kind)
             if change is not None:
+                limiter = self.concurrency  # where it went, for a run's log (bench/real_demo.py)
+                _log.info(
+                    "judge concurrency %s: limit %d, %d in flight, %d waiting",
+                    change,
+                    limiter.limit,
+                    limiter.in_flight,
+                    limiter.stats()["waiting"],
+                )
                 await self._event(f"concurrency_{change.partition(':')[0]}")
 
     async def _call(

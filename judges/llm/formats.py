@@ -78,6 +78,26 @@ def with_schema_note(
     return [*messages, {"role": "user", "content": note}]
 
 
+def system_as_user(messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The messages with every system message moved to the front of the first user message
+    (`judge.system_role = "user"`): for chat templates without a system turn, which drop it
+    (llama-cpp-python's `gemma` format does, silently) and with it the judge's instructions.
+
+    >>> system_as_user([{"role": "system", "content": "Grade."}, {"role": "user", "content": "A"}])
+    [{'role': 'user', 'content': 'Grade.\\n\\nA'}]
+    """
+    system = [m.get("content") or "" for m in messages if m.get("role") == "system"]
+    rest = [m for m in messages if m.get("role") != "system"]
+    if not system:
+        return messages
+    prefix = "\n\n".join(system)
+    for i, message in enumerate(rest):
+        if message.get("role") == "user":
+            folded = {**message, "content": f"{prefix}\n\n{message.get('content') or ''}"}
+            return [*rest[:i], folded, *rest[i + 1 :]]
+    return [{"role": "user", "content": prefix}, *rest]
+
+
 def refuses_format(status: int, body: str) -> bool:
     """A 400/422 that names the response format: the endpoint does not support it. Also a
     500 whose body is a validation error on `response_format` (llama-cpp-python's server
