@@ -257,3 +257,20 @@ async def test_a_retry_that_would_start_past_the_jobs_deadline_is_not_waited_for
     assert route.call_count == 1
     assert time.monotonic() - started < 10
     await judge.close()
+
+
+@respx.mock(base_url=JUDGE_URL)
+async def test_a_sample_gets_the_generators_budget_unless_the_app_named_one(
+    respx_mock: respx.MockRouter,
+) -> None:
+    from judges.llm.generator import Generator
+
+    route = respx_mock.post("/chat/completions").mock(
+        return_value=httpx.Response(200, json=chat_completion("an answer"))
+    )
+    generator = Generator(base_url=JUDGE_URL, max_output_tokens=256)
+    await generator.sample(MESSAGES, "m", 1)
+    await generator.sample(MESSAGES, "m", 1, max_tokens=77)  # the trace's own budget
+    await generator.aclose()
+    sent = [json.loads(call.request.content).get("max_tokens") for call in route.calls]
+    assert sent == [256, 77]

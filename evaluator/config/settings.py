@@ -150,6 +150,9 @@ class GeneratorSettings(_Section):
     timeout_s: float = Field(60.0, gt=0)
     temperature: float = Field(1.0, ge=0, le=2)
     samples: int = Field(3, ge=1, le=20)
+    # A sample's max_tokens when the trace names none (gen_ai.request.max_tokens): without
+    # one a server may write until its context is full (minutes on a CPU server).
+    max_output_tokens: int = Field(1024, ge=16)
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"  # as judge.http_transport
 
     def api_key(self) -> str:

@@ -242,6 +242,7 @@ def make_generator(settings: Settings, judge: JudgeClient | None = None) -> Gene
         timeout_s=g.timeout_s,
         max_retries=settings.judge.max_retries,
         temperature=g.temperature,
+        max_output_tokens=g.max_output_tokens,
         price=settings.cost_usd,
         http_client=sdk_http_client(g.http_transport),
         concurrency=shared,

@@ -93,8 +93,13 @@ class Generator:
         max_concurrency: int = 8,
         http_client: httpx.AsyncClient | None = None,
         concurrency: AdaptiveConcurrency | None = None,
+        max_output_tokens: int | None = None,
     ) -> None:
         self.temperature = temperature
+        # A sample's budget when the app's call named none: without one a server may write
+        # until its context is full (a base model on llama.cpp: thousands of tokens, minutes
+        # of a CPU server that every other call then waits behind).
+        self.max_output_tokens = max_output_tokens
         self._price = price
         self._limit = asyncio.Semaphore(max_concurrency)
         self._shared = concurrency  # the judge's limit, when both use one endpoint
@@ -128,6 +133,8 @@ class Generator:
         chat = chat_messages(messages)
         params = request_params(generation)
         params["temperature"] = self.temperature if temperature is None else temperature
+        if self.max_output_tokens and not {"max_tokens", "max_completion_tokens"} & set(params):
+            params["max_tokens"] = self.max_output_tokens
         try:
             texts, usage = await self._create(chat, model, n, params, Usage())
         except JudgeError as exc:

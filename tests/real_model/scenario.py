@@ -16,7 +16,10 @@ from tests.real_model.server import MODEL_ALIAS, RealServer
 # cap), no reply cache (each scenario's verdicts are the server's, never a previous run's).
 # Everything else keeps the shipped defaults: the client must find out by itself that the
 # server refuses json_schema (it falls back) and that it has one slot (adaptive limit).
+# Except the system role: the server's gemma chat format drops system messages, so the
+# judge's instructions go at the front of the first user message (judge.system_role).
 MAX_OUTPUT_TOKENS = 384
+SYSTEM_ROLE = "user"
 
 
 def judge_section(server: RealServer, **overrides: Any) -> dict[str, Any]:
@@ -25,6 +28,7 @@ def judge_section(server: RealServer, **overrides: Any) -> dict[str, Any]:
         "model": MODEL_ALIAS,
         "cache_ttl_s": 0,
         "max_output_tokens": MAX_OUTPUT_TOKENS,
+        "system_role": SYSTEM_ROLE,
         **overrides,
     }
 

@@ -12,7 +12,8 @@ What this server is and is not (measured, docs/development.md):
 - one request at a time: llama-cpp-python's server holds a lock per model (no parallel
   slots), so concurrent requests queue inside the server;
 - `--chat_format gemma`: Gemma's turn markers (the GGUF's own template is not used); this
-  format drops the system message, so the judge's instructions in it never reach the model;
+  format drops system messages (Gemma has no system turn), so the scenarios send the
+  judge's instructions in the first user message (`judge.system_role = "user"`);
 - `response_format` accepts only "text" and "json_object" (optionally with a "schema" that
   becomes a grammar); "json_schema" is refused with HTTP 422;
 - `n` is ignored (one choice per request); usage tokens are real; the verbose log says how

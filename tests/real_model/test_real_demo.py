@@ -22,6 +22,7 @@ import pytest
 from tests.real_model.honesty import check_records
 from tests.real_model.scenario import (
     MAX_OUTPUT_TOKENS,
+    SYSTEM_ROLE,
     intents_by_status,
     records_of,
     sample_traces,
@@ -46,6 +47,7 @@ def test_the_demo_with_a_real_judge_records_every_sampled_trace(
             "EVALUATOR_JUDGE__BASE_URL": real_server.base_url,
             "EVALUATOR_JUDGE__MODEL": MODEL_ALIAS,
             "EVALUATOR_JUDGE__MAX_OUTPUT_TOKENS": str(MAX_OUTPUT_TOKENS),
+            "EVALUATOR_JUDGE__SYSTEM_ROLE": SYSTEM_ROLE,
             "EVALUATOR_REDIS__URL": redis_url,
         },
         cwd=tmp_path, timeout=540, check=False,
