@@ -28,7 +28,7 @@ from evaluator.traces.model import parse_trace
 from judges.errors import JudgeError
 from judges.llm.client import JudgeClient
 from judges.rubric import METHODS, Rubric
-from judges.scorers.registry import run_scorer
+from judges.scorers.registry import needs_judge, run_scorer
 from judges.types import Clients, EvalCase
 
 from .report import command_line, machine, table
@@ -70,7 +70,7 @@ def common_prefix(texts: list[str]) -> str:
 
 
 def measured(rubric: Rubric) -> Rubric:
-    if rubric.needs_judge:
+    if needs_judge(rubric):
         return rubric
     if "judge" in METHODS[rubric.scorer]:
         return rubric.model_copy(update={"method": "judge"})

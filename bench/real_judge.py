@@ -47,7 +47,7 @@ import httpx
 from evaluator.config.rubrics import load_rubrics
 from judges.llm.client import JudgeClient
 from judges.rubric import METHODS, Rubric
-from judges.scorers.registry import run_scorer
+from judges.scorers.registry import needs_judge, run_scorer
 from judges.types import Clients, Status
 from tests.real_model.server import MODEL_ALIAS, RealServer, missing, start
 
@@ -126,7 +126,7 @@ def client(server: RealServer, recorder: Recorder, **overrides: Any) -> JudgeCli
 def measured(rubric: Rubric) -> Rubric:
     """The rubric with a judged method (a cascade measured by its judge call; the cascade's
     own options dropped, as a judge-method rubric would not have them)."""
-    if rubric.needs_judge or "judge" not in METHODS[rubric.scorer]:
+    if needs_judge(rubric) or "judge" not in METHODS[rubric.scorer]:
         return rubric
     return rubric.model_copy(update={"method": "judge", "options": {}})
 
@@ -143,7 +143,7 @@ def rubric_set() -> list[tuple[str, Rubric, str]]:
         load_rubrics(REPO / "evaluator" / "rubrics").rubrics, key=lambda r: r.name
     ):
         r = measured(rubric)
-        if not r.needs_judge or r.scorer == "self_consistency":  # needs a generator: tests
+        if not needs_judge(r) or r.scorer == "self_consistency":  # needs a generator: tests
             continue
         agentic = r.scorer in _AGENT or bool(r.llm_rubric and "tool_calls" in r.llm_rubric.inputs)
         out.append((f"{r.name} ({r.resolved_method})", r, "agent" if agentic else "rag"))

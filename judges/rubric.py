@@ -35,7 +35,8 @@ ScorerKind = Literal[
     "tool_selection",
 ]
 
-# Which methods each scorer supports; the first one is the default.
+# Which methods each scorer supports; the first one is the default. What each method needs
+# and runs is its row in judges/scorers/registry.py (which checks it has one for each).
 METHODS: dict[str, tuple[str, ...]] = {
     "llm_rubric": ("judge",),
     "faithfulness": ("judge", "local", "cascade", "two_step", "ragas", "combined"),
@@ -48,12 +49,6 @@ METHODS: dict[str, tuple[str, ...]] = {
 
 # Scorers whose verdict is one judge call, so it can wait in a Batch API file.
 BATCHABLE = frozenset({"llm_rubric"})
-
-# cascade runs its local step without a judge and records that it could not escalate.
-NEEDS_JUDGE = frozenset({"judge", "two_step", "ragas", "combined"})
-# Methods that ask the judge only when their local step is unsure (a judge budget charges
-# them when they escalate, not when they are drawn).
-ESCALATING = frozenset({"cascade"})
 
 
 def _storable(limit: int) -> Callable[[str], str]:
@@ -207,11 +202,3 @@ class Rubric(_Frozen):
     @property
     def resolved_method(self) -> str:
         return self.method or METHODS[self.scorer][0]
-
-    @property
-    def needs_judge(self) -> bool:
-        return self.resolved_method in NEEDS_JUDGE
-
-    @property
-    def escalates(self) -> bool:
-        return self.resolved_method in ESCALATING

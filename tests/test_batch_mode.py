@@ -32,8 +32,8 @@ from judges.errors import JudgeOutputError
 from judges.llm.batch import jsonl, read_results, reply_of
 from judges.llm.client import JudgeClient
 from judges.scorers import llm_rubric
-from judges.scorers.identity import identity_for
 from judges.scorers.llm_rubric import score_llm_rubric
+from judges.scorers.registry import identity_for
 from judges.types import EvalCase
 
 from .conftest import (

@@ -23,7 +23,8 @@ from evaluator.worker.cascade_routing import (
 from judges.errors import EscalationRefused
 from judges.llm.client import JudgeClient
 from judges.rubric import Rubric
-from judges.scorers.faithfulness import cheap_stage, decide, score
+from judges.scorers.faithfulness import cheap_stage, decide
+from judges.scorers.registry import run_scorer
 from judges.types import (
     CascadeRoute,
     CertifiedThreshold,
@@ -121,7 +122,7 @@ async def test_cold_start_sends_a_confident_answer_to_the_judge(
     judge: JudgeClient, judge_api: respx.Route
 ) -> None:
     asked: list[tuple[str, str]] = []
-    result = await score(GROUNDED, cascade(), Clients(judge=judge, cascade_route=fixed(
+    result = await run_scorer(GROUNDED, cascade(), Clients(judge=judge, cascade_route=fixed(
         CascadeRoute(audit_rate=0.1, cluster="c1"), asked)))  # fmt: skip
     assert judge_api.call_count == 1 and asked == [("faithfulness", "qa")]
     trail = result.details["cascade"]
@@ -134,7 +135,7 @@ async def test_cold_start_sends_a_confident_answer_to_the_judge(
 async def test_a_certified_pass_is_local_and_names_its_certification(
     judge: JudgeClient, judge_api: respx.Route
 ) -> None:
-    result = await score(GROUNDED, cascade(), Clients(judge=judge, cascade_route=fixed(
+    result = await run_scorer(GROUNDED, cascade(), Clients(judge=judge, cascade_route=fixed(
         CascadeRoute(CERT, audit_rate=0.1, cluster="c1"))))  # fmt: skip
     assert judge_api.call_count == 0 and result.usage.calls == 0
     assert result.passed is True and result.method == "cascade"
@@ -150,7 +151,7 @@ async def test_a_certified_threshold_below_the_local_pass_mark_still_passes(
     """The certification decides the pass, not the local verdict's own mark."""
     low = CertifiedThreshold("cert-low", 0.2, 0.05, 0.1)
     rubric = cascade(local_threshold=0.999)  # the local verdict alone would fail it
-    result = await score(GROUNDED, rubric, Clients(judge=judge, cascade_route=fixed(
+    result = await run_scorer(GROUNDED, rubric, Clients(judge=judge, cascade_route=fixed(
         CascadeRoute(low))))  # fmt: skip
     assert judge_api.call_count == 0 and result.passed is True
 
@@ -159,7 +160,7 @@ async def test_below_the_certified_threshold_the_judge_decides(
     judge: JudgeClient, judge_api: respx.Route
 ) -> None:
     strict = CertifiedThreshold("cert-strict", 1.0, 0.05, 0.1)
-    result = await score(GROUNDED, cascade(), Clients(judge=judge, cascade_route=fixed(
+    result = await run_scorer(GROUNDED, cascade(), Clients(judge=judge, cascade_route=fixed(
         CascadeRoute(strict))))  # fmt: skip
     assert judge_api.call_count == 1
     trail = result.details["cascade"]
@@ -173,11 +174,11 @@ async def test_hard_evidence_and_no_score_go_to_the_judge_under_any_certificatio
 
     anything = CertifiedThreshold("cert-all", 0.0, 0.05, 0.1)
     clients = Clients(judge=judge, cascade_route=fixed(CascadeRoute(anything)))
-    hard = await score(INVENTED, cascade(), clients)
+    hard = await run_scorer(INVENTED, cascade(), clients)
     assert hard.details["cascade"]["reason"].startswith("hard evidence")
     assert hard.details["cascade"]["cheap_score"] is None
     big = dataclasses.replace(GROUNDED, answer=GROUNDED.answer * (MAX_ANSWER_CHARS // 100))
-    refused = await score(big, cascade(), clients)
+    refused = await run_scorer(big, cascade(), clients)
     assert "too large" in refused.details["cascade"]["reason"]
     assert refused.details["cascade"]["stratum"] == "unknown"
     assert judge_api.call_count == 2
@@ -194,14 +195,14 @@ async def test_a_calibration_draw_is_judged_without_asking_the_budget(
 
     drawn = CascadeRoute(CERT, calibration=True, audit_rate=0.1, cluster="c9")
     clients = Clients(judge=judge, escalation_gate=refusing_gate, cascade_route=fixed(drawn))
-    result = await score(GROUNDED, cascade(), clients)  # a certified pass, judged anyway
+    result = await run_scorer(GROUNDED, cascade(), clients)  # a certified pass, judged anyway
     assert judge_api.call_count == 1 and gate_asked == []
     trail = result.details["cascade"]
     assert trail["calibration"] is True and trail["decided_by"] == "judge"
     assert trail["audit_rate"] == 0.1 and trail["certification"] == "cert-qa"
     # Not drawn: the same refusing gate stops the escalation (the budget path is unchanged).
     with pytest.raises(EscalationRefused):
-        await score(INVENTED, cascade(), dataclasses.replace(
+        await run_scorer(INVENTED, cascade(), dataclasses.replace(
             clients, cascade_route=fixed(CascadeRoute(CERT))))  # fmt: skip
     assert gate_asked == ["t-x"] and judge_api.call_count == 1
 
@@ -223,7 +224,7 @@ async def test_a_deferred_calibration_draw_keeps_its_trail_on_the_error_record(
             return_value=httpx.Response(429, headers={"Retry-After": "3600"}, json={})
         )
         with pytest.raises(JudgeDeferred) as raised:
-            await score(GROUNDED, cascade(), clients)
+            await run_scorer(GROUNDED, cascade(), clients)
     trail = raised.value.details["cascade"]
     assert trail["calibration"] is True and trail["cluster"] == "c7"
     assert trail["cheap_score"] is not None and trail["decided_by"] == "judge"
@@ -234,7 +235,7 @@ async def test_a_deferred_calibration_draw_keeps_its_trail_on_the_error_record(
 
 async def test_without_a_judge_the_local_verdict_is_advisory() -> None:
     asked: list[tuple[str, str]] = []
-    result = await score(GROUNDED, cascade(), Clients(cascade_route=fixed(
+    result = await run_scorer(GROUNDED, cascade(), Clients(cascade_route=fixed(
         CascadeRoute(CERT), asked)))  # fmt: skip
     assert asked == []  # no judge: no certification can be acted on or audited
     assert result.status is Status.OK and result.explanation.startswith("advisory")

@@ -24,7 +24,7 @@ from evaluator.worker.pipeline import to_record
 from judges.llm.client import JudgeClient
 from judges.provenance import VerdictIdentity, endpoint_of
 from judges.rubric import Rubric
-from judges.scorers.identity import identity_for
+from judges.scorers.registry import identity_for
 from judges.types import Clients, Score, Status
 from tests.conftest import REDIS_URL, make_settings
 

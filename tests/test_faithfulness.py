@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from judges.llm.client import JudgeClient
 from judges.prompts import DATA_RULES
 from judges.rubric import Rubric
-from judges.scorers.faithfulness import faithfulness_value, score
+from judges.scorers.faithfulness import faithfulness_value
 from judges.scorers.registry import run_scorer
 from judges.types import CascadeRoute, CertifiedThreshold, Clients, Context, EvalCase, Status
 from tests.conftest import FIXTURES, JUDGE_URL, chat_completion
@@ -99,7 +99,7 @@ async def test_answer_without_claims_scores_one_with_label(
     api.post("/chat/completions").mock(
         return_value=reply({"claims": [], "no_factual_claims": True})
     )
-    result = await score(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert result.status is Status.OK
     assert (result.value, result.label, result.passed) == (1.0, "no_claims", True)
 
@@ -110,7 +110,7 @@ async def test_answer_without_claims_can_be_skipped(
     api.post("/chat/completions").mock(
         return_value=reply({"claims": [], "no_factual_claims": True})
     )
-    result = await score(CASE, rubric(no_claims="skip"), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(no_claims="skip"), Clients(judge=judge))
     assert result.status is Status.SKIPPED and result.value is None
     assert result.usage.calls == 1
 
@@ -121,7 +121,7 @@ async def test_empty_claims_without_flag_is_reasked(
     route = api.post("/chat/completions").mock(
         side_effect=[reply({"claims": []}), reply(FIXTURE["judge_reply"])]
     )
-    result = await score(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert route.call_count == 2
     assert result.status is Status.OK and result.value == pytest.approx(0.6)
     reask = sent(route, 1)["messages"]
@@ -144,7 +144,7 @@ async def test_malformed_output_is_reasked_once_then_an_error_with_raw_output(
     judge: JudgeClient, api: respx.MockRouter, first: str | None, kwargs: dict[str, Any]
 ) -> None:
     route = api.post("/chat/completions").mock(return_value=reply(first, **kwargs))
-    result = await score(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert route.call_count == 2
     assert result.status is Status.ERROR and result.value is None and result.passed is None
     assert result.details.get("raw_output") == first
@@ -155,7 +155,7 @@ async def test_judge_server_error_is_an_error_score(
     judge: JudgeClient, api: respx.MockRouter
 ) -> None:
     api.post("/chat/completions").mock(return_value=httpx.Response(503, json={"error": "down"}))
-    result = await score(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert result.status is Status.ERROR and "503" in result.explanation
 
 
@@ -174,7 +174,7 @@ async def test_two_step_extracts_then_verifies_all_claims_in_one_call(
             reply({"checks": checks}),
         ]
     )
-    result = await score(CASE, rubric("two_step"), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric("two_step"), Clients(judge=judge))
     assert route.call_count == 3
     assert result.status is Status.OK and result.value == 0.5 and result.method == "two_step"
     assert result.usage.calls == 3
@@ -198,7 +198,7 @@ async def test_two_step_error_in_verify_keeps_both_steps_usage(
     api.post("/chat/completions").mock(
         side_effect=[reply({"claims": ["a"]}), reply("nope"), reply("still nope")]
     )
-    result = await score(CASE, rubric("two_step"), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric("two_step"), Clients(judge=judge))
     assert result.status is Status.ERROR
     assert result.details["step"] == "verify" and result.details["raw_output"] == "still nope"
     assert result.usage.calls == 3
@@ -240,7 +240,7 @@ INVENTED = EvalCase(
 
 async def test_local_needs_no_judge() -> None:
     pytest.importorskip("judges.scorers.local")
-    result = await score(GROUNDED, rubric("local"), Clients())
+    result = await run_scorer(GROUNDED, rubric("local"), Clients())
     assert result.status is Status.OK and result.value is not None
 
 
@@ -255,13 +255,13 @@ async def test_cascade_keeps_a_certified_local_pass_without_calling_the_judge(
         return CascadeRoute(certification=cert, audit_rate=0.1, cluster="c")
 
     clients = Clients(judge=judge, cascade_route=certified)
-    result = await score(GROUNDED, rubric("cascade"), clients)
+    result = await run_scorer(GROUNDED, rubric("cascade"), clients)
     assert route.call_count == 0
     assert result.method == "cascade" and result.status is Status.OK and result.passed is True
     trail = result.details["cascade"]
     assert trail["decided_by"] == "local_certified" and trail["certification"] == "cert-1"
     # Without a certification the same answer goes to the judge (cold start).
-    cold = await score(GROUNDED, rubric("cascade"), Clients(judge=judge))
+    cold = await run_scorer(GROUNDED, rubric("cascade"), Clients(judge=judge))
     assert route.call_count == 1 and cold.details["cascade"]["decided_by"] == "judge"
 
 
@@ -270,7 +270,7 @@ async def test_cascade_escalates_a_low_local_score_to_the_judge(
 ) -> None:
     pytest.importorskip("judges.scorers.local")
     route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
-    result = await score(INVENTED, rubric("cascade"), Clients(judge=judge))
+    result = await run_scorer(INVENTED, rubric("cascade"), Clients(judge=judge))
     assert route.call_count == 1
     assert result.method == "cascade" and result.value == pytest.approx(0.6)
     trail = result.details["cascade"]
@@ -298,7 +298,7 @@ def shipped_faithfulness() -> Rubric:
 
 async def test_shipped_rubric_fails_the_readme_example_without_a_judge() -> None:
     pytest.importorskip("judges.scorers.local")
-    result = await score(README_CASE, shipped_faithfulness(), Clients())
+    result = await run_scorer(README_CASE, shipped_faithfulness(), Clients())
     assert result.status is Status.OK and result.passed is False
     assert result.details["hard_evidence"] is True
     # Without a judge the local verdict is advisory, never presented as certified.
@@ -319,7 +319,7 @@ async def test_cascade_asks_the_judge_when_a_sentence_carries_a_contradicted_val
             answer="The Team plan is $149 per month and comes with a free iPad.",
         ),
     ):
-        result = await score(case, shipped_faithfulness(), Clients(judge=judge))
+        result = await run_scorer(case, shipped_faithfulness(), Clients(judge=judge))
         trail = result.details["cascade"]
         assert trail["decided_by"] == "judge" and trail["reason"].startswith("hard evidence")
     assert route.call_count == 2
@@ -333,6 +333,6 @@ async def test_cascade_escalates_an_input_the_local_method_refuses(
 
     route = api.post("/chat/completions").mock(return_value=reply(FIXTURE["judge_reply"]))
     big = dataclasses.replace(GROUNDED, answer=GROUNDED.answer * (MAX_ANSWER_CHARS // 100))
-    result = await score(big, shipped_faithfulness(), Clients(judge=judge))
+    result = await run_scorer(big, shipped_faithfulness(), Clients(judge=judge))
     assert route.call_count == 1
     assert "too large" in result.details["cascade"]["reason"]

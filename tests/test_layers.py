@@ -78,13 +78,6 @@ def test_no_import_cycle_among_module_level_imports() -> None:
     assert cycles(edges(ROOT, function_level=False)) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="two function-level cycles remain (issue 27 §2, open): the faithfulness and "
-    "relevance scorers import judges.scorers.combined lazily to dispatch the combined method "
-    "(fix: the (scorer, method) registry dispatches); evaluator.store.schema imports the "
-    "table modules lazily to register them with the metadata (fix: a tables module)",
-)
 def test_no_import_cycle_even_through_imports_inside_functions() -> None:
     assert cycles(edges(ROOT, function_level=True)) == []
 

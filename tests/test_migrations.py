@@ -26,10 +26,10 @@ from evaluator.store.schema import (
     current_revision,
     head_revision,
     include_name,
-    model_metadata,
     upgrade,
 )
 from evaluator.store.store import make_engine
+from evaluator.store.tables import model_metadata
 
 from .conftest import make_settings
 

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from judges.llm.client import JudgeClient
 from judges.rubric import Rubric
-from judges.scorers.ragas_method import score_answer_relevance_ragas, score_faithfulness_ragas
+from judges.scorers.registry import run_scorer
 from judges.types import Clients, Context, EvalCase, Status
 from tests.conftest import JUDGE_URL, chat_completion
 
@@ -108,11 +108,8 @@ async def test_without_ragas_installed_it_is_skipped_with_the_install_command(
     judge: JudgeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "ragas", None)  # what a missing package looks like
-    for scorer, fn in (
-        ("faithfulness", score_faithfulness_ragas),
-        ("answer_relevance", score_answer_relevance_ragas),
-    ):
-        result = await fn(CASE, rubric(scorer), Clients(judge=judge, embedder=object()))  # type: ignore[arg-type]
+    for scorer in ("faithfulness", "answer_relevance"):
+        result = await run_scorer(CASE, rubric(scorer), Clients(judge=judge, embedder=object()))  # type: ignore[arg-type]
         assert result.status is Status.SKIPPED and result.value is None
         assert "pip install -e '.[ragas]'" in result.explanation
         assert result.method == "ragas"
@@ -130,7 +127,7 @@ async def test_faithfulness_is_ragas_value_with_statements_usage_and_cost(
             reply(VERDICTS, prompt_tokens=500, completion_tokens=90),
         ]
     )
-    result = await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
 
     assert result.status is Status.OK and result.method == "ragas"
     assert (result.value, result.label, result.passed) == (0.5, "fail", False)
@@ -172,12 +169,12 @@ async def test_answer_without_statements_follows_the_no_claims_policy(
     judge: JudgeClient, api: respx.MockRouter
 ) -> None:
     chat = api.post("/chat/completions").mock(return_value=reply({"statements": []}))
-    passed = await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    passed = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert chat.call_count == 1  # ragas stops before the NLI step
     assert (passed.status, passed.value, passed.label) == (Status.OK, 1.0, "no_claims")
     assert passed.details["ragas_value"] == "nan"
 
-    skipped = await score_faithfulness_ragas(CASE, rubric(no_claims="skip"), Clients(judge=judge))
+    skipped = await run_scorer(CASE, rubric(no_claims="skip"), Clients(judge=judge))
     assert skipped.status is Status.SKIPPED and skipped.value is None
     assert skipped.usage.calls == 1
 
@@ -186,7 +183,7 @@ async def test_nli_without_verdicts_is_an_error_not_nan(
     judge: JudgeClient, api: respx.MockRouter
 ) -> None:
     api.post("/chat/completions").mock(side_effect=[reply(STATEMENTS), reply({"statements": []})])
-    result = await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert result.status is Status.ERROR and result.value is None
     assert "NaN" in result.explanation and "0 verdicts for 2 statements" in result.explanation
     assert result.usage.calls == 2
@@ -203,7 +200,7 @@ async def test_unusable_reply_is_reasked_once_then_an_error_with_raw_output(
     chat = api.post("/chat/completions").mock(
         side_effect=[reply(STATEMENTS), reply(body), reply(body)]
     )
-    result = await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert chat.call_count == 3  # statements, verdicts, one re-ask of the verdicts
     reask = sent(chat, 2)["messages"]
     assert any(m["role"] == "assistant" and m["content"] == body for m in reask)
@@ -219,7 +216,7 @@ async def test_a_reask_that_parses_gives_the_score(
     chat = api.post("/chat/completions").mock(
         side_effect=[reply(STATEMENTS), reply("not json {"), reply(VERDICTS)]
     )
-    result = await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert chat.call_count == 3
     assert result.status is Status.OK and result.value == 0.5
     assert result.usage.calls == 3
@@ -231,7 +228,7 @@ async def test_judge_http_error_is_an_error_score_with_the_cause(
     chat = api.post("/chat/completions").mock(
         return_value=httpx.Response(503, json={"error": "overloaded"})
     )
-    result = await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert chat.call_count == 1  # judge.max_retries = 0, and instructor never retries HTTP errors
     assert result.status is Status.ERROR and result.value is None
     assert "503" in result.explanation and "overloaded" in result.explanation
@@ -245,7 +242,7 @@ async def test_rate_limit_is_retried_by_the_one_retry_layer(api: respx.MockRoute
     chat = api.post("/chat/completions").mock(
         side_effect=[limited, reply(STATEMENTS), limited, limited]
     )
-    result = await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric(), Clients(judge=judge))
     await judge.close()
     # One retry per call (judge.max_retries = 1), then the 429 is the recorded cause.
     assert chat.call_count == 4
@@ -254,7 +251,7 @@ async def test_rate_limit_is_retried_by_the_one_retry_layer(api: respx.MockRoute
 
 
 async def test_without_a_judge_it_is_skipped() -> None:
-    result = await score_faithfulness_ragas(CASE, rubric(), Clients())
+    result = await run_scorer(CASE, rubric(), Clients())
     assert result.status is Status.SKIPPED and "needs a judge" in result.explanation
 
 
@@ -272,7 +269,7 @@ async def test_answer_relevancy_uses_local_embeddings_and_records_questions(
         ]
     )
     embeddings = api.post("/embeddings")
-    result = await score_answer_relevance_ragas(
+    result = await run_scorer(
         CASE, rubric("answer_relevance", strictness=3), Clients(judge=judge, embedder=embedder)
     )
     assert result.status is Status.OK and result.method == "ragas"
@@ -295,7 +292,7 @@ async def test_noncommittal_answer_scores_zero(
     chat = api.post("/chat/completions").mock(
         return_value=reply({"question": CASE.question, "noncommittal": 1})
     )
-    result = await score_answer_relevance_ragas(
+    result = await run_scorer(
         CASE, rubric("answer_relevance", strictness=2), Clients(judge=judge, embedder=embedder)
     )
     assert chat.call_count == 2
@@ -304,9 +301,7 @@ async def test_noncommittal_answer_scores_zero(
 
 
 async def test_answer_relevancy_without_an_embedder_is_skipped(judge: JudgeClient) -> None:
-    result = await score_answer_relevance_ragas(
-        CASE, rubric("answer_relevance"), Clients(judge=judge)
-    )
+    result = await run_scorer(CASE, rubric("answer_relevance"), Clients(judge=judge))
     assert result.status is Status.SKIPPED and "embedder" in result.explanation
 
 
@@ -320,7 +315,7 @@ async def test_ragas_telemetry_is_turned_off(
 ) -> None:
     monkeypatch.delenv("RAGAS_DO_NOT_TRACK", raising=False)
     api.post("/chat/completions").mock(return_value=httpx.Response(503))
-    await score_faithfulness_ragas(CASE, rubric(), Clients(judge=judge))
+    await run_scorer(CASE, rubric(), Clients(judge=judge))
     assert os.environ["RAGAS_DO_NOT_TRACK"] == "true"  # ragas's analytics never leave
 
 

@@ -14,7 +14,7 @@ from judges.llm.client import JudgeClient
 from judges.prompts import DATA_RULES
 from judges.rubric import Rubric
 from judges.scorers.registry import run_scorer
-from judges.scorers.relevance import lexical_overlap, score_answer, score_contexts
+from judges.scorers.relevance import lexical_overlap
 from judges.types import Clients, Context, EvalCase, Status
 from tests.conftest import JUDGE_URL, chat_completion
 
@@ -98,7 +98,7 @@ async def test_verdicts_map_to_values(
     judge: JudgeClient, api: respx.MockRouter, verdict: str, value: float
 ) -> None:
     api.post("/chat/completions").mock(return_value=reply({"reason": "r", "verdict": verdict}))
-    result = await score_answer(CASE, rubric("answer_relevance"), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric("answer_relevance"), Clients(judge=judge))
     assert result.value == value and result.label == verdict
 
 
@@ -107,7 +107,7 @@ async def test_unknown_verdict_is_reasked_then_an_error(
 ) -> None:
     bad = json.dumps({"reason": "fine", "verdict": "yes"})
     route = api.post("/chat/completions").mock(return_value=reply(bad))
-    result = await score_answer(CASE, rubric("answer_relevance"), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric("answer_relevance"), Clients(judge=judge))
     assert route.call_count == 2
     assert result.status is Status.ERROR and result.value is None
     assert result.details["raw_output"] == bad and result.usage.calls == 2
@@ -115,7 +115,7 @@ async def test_unknown_verdict_is_reasked_then_an_error(
 
 async def test_answer_local_delegates_to_local_grounding() -> None:
     pytest.importorskip("judges.scorers.local")
-    result = await score_answer(CASE, rubric("answer_relevance", "local"), Clients())
+    result = await run_scorer(CASE, rubric("answer_relevance", "local"), Clients())
     assert result.status in (Status.OK, Status.SKIPPED)
 
 
@@ -162,14 +162,14 @@ async def test_missing_document_verdict_is_reasked(
     }
     full = {"documents": [{"id": i, "relevant": True} for i in (1, 2, 3)]}
     route = api.post("/chat/completions").mock(side_effect=[reply(partial), reply(full)])
-    result = await score_contexts(CASE, rubric("context_relevance"), Clients(judge=judge))
+    result = await run_scorer(CASE, rubric("context_relevance"), Clients(judge=judge))
     assert route.call_count == 2
     assert "exactly one entry" in sent(route, 1)["messages"][-1]["content"]
     assert result.value == 1.0
 
 
 async def test_context_local_lexical_without_embedder() -> None:
-    result = await score_contexts(CASE, rubric("context_relevance", "local"), Clients())
+    result = await run_scorer(CASE, rubric("context_relevance", "local"), Clients())
     assert result.status is Status.OK and result.method == "local"
     assert result.details["basis"] == "lexical"
     relevant = [d["relevant"] for d in result.details["documents"]]
@@ -180,7 +180,7 @@ async def test_context_local_with_embeddings() -> None:
     pytest.importorskip("sentence_transformers", reason="needs the optional extra [embeddings]")
     from judges.llm.embedder import Embedder
 
-    result = await score_contexts(
+    result = await run_scorer(
         CASE, rubric("context_relevance", "local"), Clients(embedder=Embedder())
     )
     assert result.details["basis"] == "embeddings"

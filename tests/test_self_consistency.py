@@ -14,7 +14,7 @@ from judges.llm.client import JudgeClient
 from judges.llm.generator import Generator, chat_messages
 from judges.rubric import Rubric
 from judges.scorers.registry import run_scorer
-from judges.scorers.self_consistency import judge_support, score
+from judges.scorers.self_consistency import judge_support
 from judges.types import Clients, EvalCase, Status
 from tests.conftest import JUDGE_URL, chat_completion
 
@@ -125,7 +125,7 @@ async def test_draws_samples_in_one_request_when_the_trace_has_none(
 ) -> None:
     gen = generator_api.post("/chat/completions").mock(return_value=samples_reply(list(SAMPLES)))
     judge = judge_api.post("/chat/completions").mock(return_value=judge_reply([True, True, False]))
-    result = await score(CASE, rubric("judge"), clients)
+    result = await run_scorer(CASE, rubric("judge"), clients)
 
     assert gen.call_count == 1 and judge.call_count == 3
     body = json.loads(gen.calls[0].request.content)
@@ -152,7 +152,7 @@ async def test_server_ignoring_n_gets_the_rest_as_single_requests(
     )
     judge_api.post("/chat/completions").mock(return_value=judge_reply([True, True, True]))
     case = EvalCase(**{**_state(CASE), "samples": (SAMPLES[0],)})
-    result = await score(case, rubric("judge", samples=4), clients)
+    result = await run_scorer(case, rubric("judge", samples=4), clients)
     # 1 sample from the trace, 3 to draw: one n=3 request that yields 1, then 2 singles.
     assert gen.call_count == 3
     assert json.loads(gen.calls[0].request.content)["n"] == 3
@@ -191,7 +191,7 @@ async def test_malformed_judge_reply_is_an_error_with_raw_output_and_all_usage(
         ]
     )
     case = EvalCase(**{**_state(CASE), "samples": SAMPLES})
-    result = await score(case, rubric("judge"), clients)
+    result = await run_scorer(case, rubric("judge"), clients)
     assert route.call_count == 4  # 3 samples + one re-ask
     assert result.status is Status.ERROR and result.value is None
     assert "1 of 3 sample checks failed" in result.explanation
@@ -200,7 +200,7 @@ async def test_malformed_judge_reply_is_an_error_with_raw_output_and_all_usage(
 
 
 async def test_skips_without_samples_or_generator() -> None:
-    result = await score(
+    result = await run_scorer(
         CASE,
         rubric("judge"),
         Clients(judge=JudgeClient(base_url=JUDGE_URL, model="m", max_retries=0)),
@@ -209,7 +209,7 @@ async def test_skips_without_samples_or_generator() -> None:
 
 
 async def test_embeddings_without_embedder_names_the_extra() -> None:
-    result = await score(CASE, rubric("embeddings"), Clients())
+    result = await run_scorer(CASE, rubric("embeddings"), Clients())
     assert result.status is Status.SKIPPED and "[embeddings]" in result.explanation
 
 
@@ -218,7 +218,7 @@ async def test_embeddings_method_ranks_the_invented_sentence_lowest() -> None:
     from judges.llm.embedder import Embedder
 
     case = EvalCase(**{**_state(CASE), "samples": SAMPLES})
-    result = await score(case, rubric("embeddings"), Clients(embedder=Embedder()))
+    result = await run_scorer(case, rubric("embeddings"), Clients(embedder=Embedder()))
     assert result.status is Status.OK and result.usage.calls == 0
     support = {s["sentence"]: s["support"] for s in result.details["sentences"]}
     assert min(support, key=support.__getitem__) == "She liked jazz."

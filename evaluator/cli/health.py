@@ -183,6 +183,8 @@ def _refused(exc: BaseException) -> bool:
 
 
 def check_health(settings_path: Any) -> dict[str, Any]:
+    from judges.scorers.registry import escalates, needs_judge
+
     settings = load_settings(settings_path)
     checks: dict[str, Any] = {}
     needed_by: list[str] = []
@@ -190,8 +192,8 @@ def check_health(settings_path: Any) -> dict[str, Any]:
     try:
         rubrics = load_rubrics(settings.rubrics.path)
         checks["rubrics"] = {"ok": True, "count": len(rubrics.rubrics)}
-        needed_by = [r.name for r in rubrics.rubrics if r.needs_judge]
-        cascades = [r.name for r in rubrics.rubrics if r.resolved_method == "cascade"]
+        needed_by = [r.name for r in rubrics.rubrics if needs_judge(r)]
+        cascades = [r.name for r in rubrics.rubrics if escalates(r)]
     except RubricError as exc:
         checks["rubrics"] = {"ok": False, "error": "; ".join(exc.problems)}
     checks["database"] = _check_database(settings)

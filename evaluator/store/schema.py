@@ -30,7 +30,6 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData, inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
 
 from evaluator.errors import SchemaError
 
@@ -49,20 +48,6 @@ class UpgradeResult:
     before: str | None  # revision found (None: empty or pre-migration database)
     after: str | None
     adopted: bool  # a pre-migration (create_all) database was stamped at the baseline
-
-
-def model_metadata() -> MetaData:
-    """The metadata of every table the service defines (for autogenerate and drift checks)."""
-    from evaluator.store import (  # noqa: F401
-        admissions,
-        batches,
-        certifications,
-        models,
-        outbox,
-        trust_models,
-    )
-
-    return SQLModel.metadata
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

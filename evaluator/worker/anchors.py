@@ -43,7 +43,7 @@ from judges.drift import agreement_with_intervals
 from judges.llm.client import JudgeClient
 from judges.redact import redact_case
 from judges.rubric import Rubric
-from judges.scorers.registry import run_scorer
+from judges.scorers.registry import identity_for, run_scorer
 from judges.types import EvalCase, Score, Status, Usage
 
 log = logging.getLogger("evaluator.worker.anchors")
@@ -103,8 +103,6 @@ class AnchorOutcome:
 def anchor_epoch(runtime: Runtime, rubric: Rubric) -> str:
     """The rubric's evaluator epoch: the same definition eval records and the reply cache use
     (judges.provenance.VerdictIdentity), so anchor runs and records line up by epoch."""
-    from judges.scorers.identity import identity_for
-
     return identity_for(rubric, runtime.clients).epoch()
 
 

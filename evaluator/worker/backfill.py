@@ -51,6 +51,7 @@ from evaluator.traces.model import Trace
 from evaluator.worker.pipeline import select_rubrics
 from evaluator.worker.runtime import Runtime, sampling_config
 from judges.rubric import Rubric
+from judges.scorers.registry import needs_judge
 from judges.types import Clients
 
 # Used for a rubric with no recent records that called the judge: a rubric prompt with a few
@@ -158,7 +159,7 @@ def typical_usage(engine: Engine, rubric: Rubric, *, judge_configured: bool) -> 
         n, calls, tokens_in, tokens_out = conn.execute(query).one()
     if n and calls:
         return Usage(calls / n, tokens_in / n, tokens_out / n, f"history ({n} records)")
-    if not rubric.needs_judge:
+    if not needs_judge(rubric):
         return Usage(0.0, 0.0, 0.0, "no judge calls" if n else "no judge")
     per_eval = DEFAULT_CALLS.get(rubric.resolved_method, 1.0)
     return Usage(

@@ -66,7 +66,7 @@ from judges.llm.batch import (
 )
 from judges.rubric import Rubric
 from judges.scorers import llm_rubric
-from judges.scorers.identity import identity_for
+from judges.scorers.registry import identity_for
 from judges.types import Score, Status
 
 log = logging.getLogger("evaluator.worker.batch")

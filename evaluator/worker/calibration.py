@@ -27,7 +27,7 @@ from judges.agreement import auroc, balanced_accuracy, cohen_kappa, confusion, f
 from judges.hygiene import hygiene_warnings
 from judges.redact import redact_case
 from judges.rubric import Rubric
-from judges.scorers.registry import run_scorer
+from judges.scorers.registry import calls_judge, run_scorer
 from judges.types import EvalCase, Score, Status
 
 
@@ -225,7 +225,7 @@ async def calibrate(
     report.metrics["length_spearman"] = spearman(lengths, values)
     report.warnings = [*error_warnings(report), *constant_warnings(values)]
     report.warnings += hygiene_warnings(
-        judge_model if rubric.needs_judge or rubric.resolved_method == "cascade" else None,
+        judge_model if calls_judge(rubric) else None,
         [c.case.model for c in cases if c.case.model],
         lengths,
         values,

@@ -37,7 +37,7 @@ from typing import Protocol
 from evaluator.analytics.certification_view import RubricNow
 from judges.rubric import Rubric
 from judges.scorers.faithfulness import cheap_stage
-from judges.scorers.identity import identity_for
+from judges.scorers.registry import identity_for
 from judges.types import CascadeRoute, CertifiedThreshold, Clients, EvalCase
 
 Key = tuple[str, str, str, str, str]  # rubric, stage, judge_epoch, prompt_version, stratum

@@ -22,6 +22,7 @@ from evaluator.config.settings import Settings
 from evaluator.store.store import Store
 from judges.hygiene import self_preference_warnings
 from judges.rubric import Rubric
+from judges.scorers.registry import calls_judge
 
 log = logging.getLogger("evaluator.worker.hygiene")
 RECENT_TRACES = 1000  # how far back "the generator's models" looks
@@ -30,7 +31,7 @@ RECENT_TRACES = 1000  # how far back "the generator's models" looks
 def judge_model_of(rubric: Rubric, default_model: str | None) -> str | None:
     """The model a rubric's judge calls, or None for a rubric that calls no judge
     (`default_model` None: no judge endpoint is configured, so no rubric calls one)."""
-    if default_model is None or not (rubric.needs_judge or rubric.resolved_method == "cascade"):
+    if default_model is None or not calls_judge(rubric):
         return None
     return rubric.judge.model or default_model
 

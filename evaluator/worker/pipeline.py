@@ -55,8 +55,7 @@ from judges.errors import EscalationRefused, JudgeDeferred
 from judges.provenance import VerdictIdentity, provenance_json
 from judges.redact import redact_case
 from judges.rubric import Rubric
-from judges.scorers.identity import identity_for
-from judges.scorers.registry import run_scorer
+from judges.scorers.registry import identity_for, run_scorer
 from judges.types import Clients, EvalCase, Score
 
 log = logging.getLogger("evaluator.worker.pipeline")

@@ -33,7 +33,7 @@ from evaluator.worker.group_commit import GroupCommit, GroupRead
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
 from judges.llm.client import JudgeClient, sdk_http_client
 from judges.scorers.faithfulness import advisory_note
-from judges.scorers.identity import identity_for
+from judges.scorers.registry import escalates, identity_for, needs_judge, wants_embeddings
 from judges.types import Clients
 
 if TYPE_CHECKING:  # loaded only when configured (make_generator, make_embedder)
@@ -83,7 +83,7 @@ def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
                 )
                 if allowed
             ),
-            escalates=r.escalates,
+            escalates=escalates(r),
         )
         for r in rubrics.rubrics
     )
@@ -251,14 +251,8 @@ def make_generator(settings: Settings, judge: JudgeClient | None = None) -> Gene
 
 def make_embedder(rubrics: RubricSet) -> Embedder | None:
     """An embedder only when a rubric can use one and the optional extra is installed."""
-    wants = any(
-        r.resolved_method == "embeddings"
-        or (r.resolved_method in {"local", "cascade"} and r.options.get("local_embeddings") is True)
-        or (r.scorer in {"answer_relevance", "context_relevance"} and r.resolved_method == "local")
-        or (r.scorer == "answer_relevance" and r.resolved_method == "ragas")
-        for r in rubrics.rubrics
-    )
-    if not wants or importlib.util.find_spec("sentence_transformers") is None:
+    wanted = any(wants_embeddings(r) for r in rubrics.rubrics)
+    if not wanted or importlib.util.find_spec("sentence_transformers") is None:
         return None
     from judges.llm.embedder import Embedder
 
@@ -272,7 +266,7 @@ def build_runtime(settings: Settings) -> Runtime:
         raise RubricError(problems)
     if not settings.judge.configured:
         for rubric in rubrics.rubrics:
-            if rubric.needs_judge:  # say it once at start, not only in every skipped record
+            if needs_judge(rubric):  # say it once at start, not only in every skipped record
                 log.warning(
                     "rubric %s uses method %r, which needs a judge, and none is configured: "
                     "every trace it samples will be recorded as skipped "
@@ -280,7 +274,7 @@ def build_runtime(settings: Settings) -> Runtime:
                     rubric.name,
                     rubric.resolved_method,
                 )
-        cascades = [r.name for r in rubrics.rubrics if r.resolved_method == "cascade"]
+        cascades = [r.name for r in rubrics.rubrics if escalates(r)]
         if cascades:  # no certification can ever be computed: say so once, not per record
             log.warning(advisory_note(cascades))
     redis = async_redis(settings)
@@ -322,7 +316,7 @@ def cascade_router(
     settings: Settings, store: Store, rubrics: RubricSet, clients: Clients
 ) -> CascadeRouter | None:
     """The certification source for cascades (None when no rubric is one)."""
-    if not any(r.escalates for r in rubrics.rubrics):
+    if not any(escalates(r) for r in rubrics.rubrics):
         return None
     from evaluator.store.certifications import active_certifications
 

@@ -26,6 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from judges.errors import JudgeError, judge_failure
+from judges.llm.client import JudgeClient
 from judges.prompts import DATA_RULES, fence, numbered, render_tool_calls
 from judges.rubric import Rubric
 from judges.text import content_words
@@ -150,9 +151,7 @@ def render_selection(case: EvalCase) -> list[dict[str, str]]:
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
-async def score_tool_selection(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    judge = clients.judge
-    assert judge is not None  # checked by the registry
+async def score_tool_selection(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
     try:
         reply = await judge.complete(
             render_selection(case),

@@ -32,7 +32,7 @@ from judges.scorers.combined_prompts import (
     render_combined,
 )
 from judges.scorers.faithfulness import build_score
-from judges.scorers.relevance import answer_score, judged_contexts_score, score_answer
+from judges.scorers.relevance import answer_score, judged_contexts_score, score_answer_judge
 from judges.types import Clients, EvalCase, Score, Usage
 
 METHOD = "combined"
@@ -67,10 +67,9 @@ def shared_key(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Hashable:
     )
 
 
-async def _shared_reply(case: EvalCase, rubric: Rubric, clients: Clients) -> Shared:
-    judge = clients.judge
-    assert judge is not None  # the callers check
-
+async def _shared_reply(
+    case: EvalCase, rubric: Rubric, clients: Clients, judge: JudgeClient
+) -> Shared:
     async def call() -> JudgeReply[Any] | JudgeError:
         try:
             return await judge.complete(
@@ -100,15 +99,13 @@ Build = Callable[[CombinedReply, Usage, str], Score]
 
 
 async def _score(case: EvalCase, rubric: Rubric, clients: Clients, build: Build) -> Score:
-    if clients.judge is None:
-        return Score.skipped(
-            "method 'combined' needs a judge and none is configured", method=METHOD
-        )
-    shared = await _shared_reply(case, rubric, clients)
+    judge = clients.judge
+    assert judge is not None  # the registry's precheck: combined needs a judge
+    shared = await _shared_reply(case, rubric, clients, judge)
     outcome = shared.value
     if isinstance(outcome, JudgeError):
         usage, trail = _cost(shared, outcome.usage)
-        model = rubric.judge.model or clients.judge.model
+        model = rubric.judge.model or judge.model
         return judge_failure(
             outcome, method=METHOD, judge_model=model, details={"combined": trail}, usage=usage
         )
@@ -129,7 +126,9 @@ async def score_faithfulness_combined(case: EvalCase, rubric: Rubric, clients: C
 async def score_answer_combined(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     if not case.contexts:
         # Nothing to share with (the other two parts skip without documents): ask alone.
-        alone = await score_answer(case, rubric.model_copy(update={"method": "judge"}), clients)
+        judge = clients.judge
+        assert judge is not None  # the registry's precheck: combined needs a judge
+        alone = await score_answer_judge(case, rubric.model_copy(update={"method": "judge"}), judge)
         return dataclasses.replace(
             alone, details={**alone.details, "combined": {"call": "alone: no documents"}}
         )

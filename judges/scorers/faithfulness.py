@@ -7,6 +7,7 @@ Methods (rubric.method):
 - ``two_step``: call 1 extracts claims, call 2 verifies all of them at once (closer to the
   ragas recipe; costs a second call, helps small judges that mix the two tasks up).
 - ``local``: no LLM, delegated to ``judges.scorers.local``.
+- ``ragas`` and ``combined``: in ``judges.scorers.ragas_method`` and ``judges.scorers.combined``.
 - ``cascade``: local first; it passes an answer without the judge only under a certification
   of the trace's stratum (``Clients.cascade_route``; see ``decide`` for the rules and the
   guarantee). Everything else goes to the judge: cold start (no certification) judges every
@@ -19,7 +20,9 @@ reported explicitly, never as NaN: by default ok with value 1.0 and label ``no_c
 (nothing it said is unsupported; whether it *answered* is answer relevance's job), or
 ``skipped`` with ``options.no_claims = "skip"`` for teams that do not want it in the mean.
 
-The prompts and reply schemas are in ``judges.scorers.faithfulness_prompts``.
+The prompts and reply schemas are in ``judges.scorers.faithfulness_prompts``; which method
+runs (and what it needs: a judge, the retrieved documents) is the registry's
+(``judges.scorers.registry``).
 """
 
 from __future__ import annotations
@@ -34,8 +37,6 @@ from judges.errors import (
     EscalationRefused,
     JudgeDeferred,
     JudgeError,
-    ScorerConfigError,
-    config_failure,
     judge_failure,
 )
 from judges.llm.client import JudgeClient, JudgeReply
@@ -50,6 +51,8 @@ from judges.scorers.faithfulness_prompts import (
     render_verify,
     verification_schema,
 )
+from judges.scorers.local import score_faithfulness_local
+from judges.scorers.local_model import LOCAL_METHOD_VERSION
 from judges.types import CascadeRoute, Clients, Context, EvalCase, Score, Status, Usage
 
 # Bump when a change here or in faithfulness_prompts can change a verdict (a new epoch).
@@ -142,8 +145,6 @@ def local_threshold(rubric: Rubric) -> float:
 
 def cheap_stage() -> str:
     """The cascade's cheap stage as certifications name it: the local method's version."""
-    from judges.scorers.local_model import LOCAL_METHOD_VERSION
-
     return f"local:{LOCAL_METHOD_VERSION}"
 
 
@@ -214,37 +215,7 @@ def decide(local: Score, route: CascadeRoute, judge_configured: bool) -> tuple[s
 # --- calls -----------------------------------------------------------------------------
 
 
-async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    """Score `case` with the method the rubric asks for. Never raises for judge failures."""
-    method = rubric.resolved_method
-    try:
-        no_claims_policy(rubric)
-        if method == "local":
-            return await _local(case, rubric, clients)
-        if method == "cascade":
-            return await _cascade(case, rubric, clients)
-        if clients.judge is None:
-            return Score.skipped(
-                f"method {method!r} needs a judge and none is configured", method=method
-            )
-        if method == "ragas":
-            from judges.scorers.ragas_method import score_faithfulness_ragas
-
-            return await score_faithfulness_ragas(case, rubric, clients)
-        if method == "two_step":
-            return await _two_step(case, rubric, clients.judge)
-        if method == "judge":
-            return await _judge(case, rubric, clients.judge)
-        if method == "combined":
-            from judges.scorers.combined import score_faithfulness_combined
-
-            return await score_faithfulness_combined(case, rubric, clients)
-    except ScorerConfigError as exc:
-        return config_failure(exc, method=method)
-    return Score.error(f"faithfulness has no method {method!r}", method=method)
-
-
-async def _judge(
+async def score_judge(
     case: EvalCase, rubric: Rubric, judge: JudgeClient, method: str = "judge"
 ) -> Score:
     try:
@@ -261,7 +232,7 @@ async def _judge(
     )
 
 
-async def _two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
+async def score_two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
     model, temperature = rubric.judge.model, rubric.judge.temperature
     try:
         extracted: JudgeReply[ClaimList] = await judge.complete(
@@ -299,9 +270,7 @@ async def _two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score
     )
 
 
-async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers.local import score_faithfulness_local
-
+async def score_local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     # Embeddings are opt-in (options.local_embeddings = true): v1 measured no gain on RAGTruth
     # QA at 30-100x the CPU, and v2's similarity weight is not fitted yet (local_model.py).
     embedder = clients.embedder if rubric.options.get("local_embeddings") is True else None
@@ -311,8 +280,8 @@ async def _local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     )
 
 
-async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    local = await _local(case, rubric, clients)
+async def score_cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    local = await score_local(case, rubric, clients)
     stratum = stratum_of(local)
     has_judge = clients.judge is not None
     ask = clients.cascade_route
@@ -360,7 +329,7 @@ async def _cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     if not route.calibration and gate is not None and not await gate(case.trace_id, rubric.name):
         raise EscalationRefused(f"the judge budget refused the escalation ({reason})")
     try:
-        judged = await _judge(case, rubric, judge, method="cascade")
+        judged = await score_judge(case, rubric, judge, method="cascade")
     except JudgeDeferred as exc:  # the job may record it as an error: keep the trail on it
         exc.details = {**exc.details, "cascade": trail}
         raise

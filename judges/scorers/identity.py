@@ -3,22 +3,28 @@
 Prompt templates are hashed by rendering each prompt a method sends on one fixed probe case:
 the hash then covers exactly the text a template contributes (instructions, data rules,
 reply format) and nothing of any real trace, and it changes whenever a template does,
-without a list of template constants to keep in sync by hand.
+without a list of template constants to keep in sync by hand. Which prompts a method sends
+and which code version it runs are declared in its row of the (scorer, method) registry
+(judges.scorers.registry), whose `identity_for` calls `verdict_identity`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.metadata
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
 
+from judges.llm.client import JudgeClient
 from judges.provenance import VerdictIdentity, digest, endpoint_of
 from judges.rubric import Rubric
-from judges.types import Clients, Context, EvalCase, ToolCall
+from judges.types import Context, EvalCase
 
-_PROBE = EvalCase(
+# The prompts and reply schemas a method sends a judge, rendered for a case.
+Templates = tuple[list[Any], list[type[BaseModel]]]
+TemplatesOf = Callable[[EvalCase, Rubric], Templates]
+
+PROBE = EvalCase(
     trace_id="probe",
     span_id="probe",
     question="probe question",
@@ -38,28 +44,6 @@ _NOT_VERDICT_OPTIONS = {"audit_rate", "alpha", "delta", "ppi_regression"}
 # the judge's or a certified pass (its threshold is the certification's), never that mark; it
 # shapes only the advisory verdicts recorded when no judge is configured.
 _LOCAL_MARK = "local_threshold"
-# Methods that ask the judge (cascade only when its local step is unsure).
-_JUDGED = {
-    ("llm_rubric", "judge"),
-    ("faithfulness", "judge"),
-    ("faithfulness", "two_step"),
-    ("faithfulness", "cascade"),
-    ("faithfulness", "ragas"),
-    ("answer_relevance", "judge"),
-    ("answer_relevance", "ragas"),
-    ("context_relevance", "judge"),
-    ("self_consistency", "judge"),
-    ("tool_selection", "judge"),
-}
-_MODULES = {
-    "llm_rubric": "llm_rubric",
-    "faithfulness": "faithfulness",
-    "answer_relevance": "relevance",
-    "context_relevance": "relevance",
-    "self_consistency": "self_consistency",
-    "tool_use": "agent",
-    "tool_selection": "agent",
-}
 
 
 def rubric_hash(rubric: Rubric, judged: bool = True) -> str:
@@ -78,61 +62,6 @@ def rubric_hash(rubric: Rubric, judged: bool = True) -> str:
     return digest(data)[:16]
 
 
-def _templates(scorer: str, method: str, rubric: Rubric) -> tuple[list[Any], list[type[BaseModel]]]:
-    """The probe-rendered prompts and reply schemas one method sends to a judge."""
-    if method == "ragas":
-        return [], []  # ragas owns its prompts: its version stands in for them
-    if scorer == "llm_rubric":
-        from judges.scorers import llm_rubric
-
-        return [llm_rubric.render(_PROBE, rubric)], [llm_rubric.verdict_schema(rubric.scale)]
-    if scorer == "faithfulness":
-        from judges.scorers import faithfulness_prompts as fp
-
-        if method == "two_step":
-            return (
-                [fp.render_extract(_PROBE), fp.render_verify(_PROBE, ["probe claim"])],
-                [fp.ClaimList, fp.verification_schema(1)],
-            )
-        return [fp.render_judge(_PROBE)], [fp.FaithfulnessReply]
-    if scorer in ("answer_relevance", "context_relevance"):
-        from judges.scorers import relevance
-
-        if scorer == "answer_relevance":
-            return [relevance.render_answer(_PROBE)], [relevance.AnswerRelevanceReply]
-        return [relevance.render_contexts_check(_PROBE)], [relevance.documents_schema(1)]
-    if scorer == "tool_selection":
-        from judges.scorers import agent
-
-        probe = dataclasses.replace(_PROBE, tool_calls=(ToolCall("probe_tool", "{}", "probe"),))
-        return [agent.render_selection(probe)], [agent.SelectionReply]
-    from judges.scorers import self_consistency
-
-    return (
-        [self_consistency.render_check(["Probe sentence."], "probe sample")],
-        [self_consistency.verdicts_schema(1)],
-    )
-
-
-def implementation_version(scorer: str, method: str) -> str:
-    """ "<module>:<IMPLEMENTATION_VERSION>", plus the local method's or ragas's version."""
-    module = _MODULES[scorer]
-    impl = importlib.import_module(f"judges.scorers.{module}")
-    if method == "ragas":
-        impl = importlib.import_module("judges.scorers.ragas_method")
-    parts = [f"{module}:{impl.IMPLEMENTATION_VERSION}"]
-    if method in ("local", "cascade"):
-        from judges.scorers.local_model import LOCAL_METHOD_VERSION
-
-        parts.append(f"local:{LOCAL_METHOD_VERSION}")
-    if method == "ragas":
-        try:
-            parts.append(f"ragas:{importlib.metadata.version('ragas')}")
-        except importlib.metadata.PackageNotFoundError:
-            parts.append("ragas:absent")
-    return "+".join(parts)
-
-
 _CACHE: dict[tuple[Any, ...], VerdictIdentity] = {}
 _CACHE_MAX = 256  # rubrics x judge settings one process sees; cleared when exceeded
 
@@ -143,17 +72,18 @@ def _identity(
     model: str | None,
     temperature: float | None,
     response_format: str | None,
+    implementation: str,
+    templates: TemplatesOf,
 ) -> VerdictIdentity:
-    scorer, method = rubric.scorer, rubric.resolved_method
     judged = endpoint is not None
-    prompts, schemas = _templates(scorer, method, rubric) if judged else ([], [])
+    prompts, schemas = templates(PROBE, rubric) if judged else ([], [])
     return VerdictIdentity(
-        scorer=scorer,
-        method=method,
+        scorer=rubric.scorer,
+        method=rubric.resolved_method,
         rubric=rubric.name,
         rubric_version=rubric.version,
         rubric_hash=rubric_hash(rubric, judged),
-        implementation=implementation_version(scorer, method),
+        implementation=implementation,
         endpoint=endpoint,
         model=model,
         temperature=temperature,
@@ -163,9 +93,12 @@ def _identity(
     )
 
 
-def identity_for(rubric: Rubric, clients: Clients) -> VerdictIdentity:
-    """The identity of `rubric` run with `clients`; judge fields only when a judge decides."""
-    judge = clients.judge if (rubric.scorer, rubric.resolved_method) in _JUDGED else None
+def verdict_identity(
+    rubric: Rubric, judge: JudgeClient | None, *, implementation: str, templates: TemplatesOf
+) -> VerdictIdentity:
+    """The identity of `rubric` run by the code `implementation` names, decided by `judge`
+    (None: no judge decides it, so no judge field is set) with the prompts `templates`
+    renders."""
     if judge is None:
         args: tuple[str | None, str | None, float | None, str | None] = (None, None, None, None)
     else:
@@ -177,11 +110,12 @@ def identity_for(rubric: Rubric, clients: Clients) -> VerdictIdentity:
             judge.response_format,
         )
     # Keyed by the rubric's JSON: a Rubric with an options dict is not hashable. Rendering
-    # the probe prompts costs ~1 ms, dumping the rubric ~20 us.
+    # the probe prompts costs ~1 ms, dumping the rubric ~20 us. The scorer and method (in the
+    # JSON) fix `implementation` and `templates`.
     key = (rubric.model_dump_json(), *args)
     found = _CACHE.get(key)
     if found is None:
         if len(_CACHE) >= _CACHE_MAX:
             _CACHE.clear()
-        found = _CACHE[key] = _identity(rubric, *args)
+        found = _CACHE[key] = _identity(rubric, *args, implementation, templates)
     return found

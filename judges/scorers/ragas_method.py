@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from judges.errors import ScorerConfigError, config_failure
+from judges.llm.client import JudgeClient
+from judges.llm.embedder import EmbedderUnavailable
 from judges.rubric import Rubric
 from judges.scorers.faithfulness_prompts import no_claims_policy
 from judges.scorers.ragas_adapters import (
@@ -54,20 +55,14 @@ DEFAULT_STRICTNESS = 3  # ragas's default number of generated questions
 # --- faithfulness ----------------------------------------------------------------------
 
 
-async def score_faithfulness_ragas(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+async def score_faithfulness_ragas(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
     """ragas Faithfulness: share of the answer's statements that the contexts support."""
-    if clients.judge is None:
-        return Score.skipped("method 'ragas' needs a judge and none is configured", method=METHOD)
-    try:
-        no_claims_policy(rubric)
-    except ScorerConfigError as exc:
-        return config_failure(exc, method=METHOD)
     version = await ragas_version()
     if isinstance(version, Score):
         return version
     from ragas.metrics.collections import Faithfulness
 
-    endpoint = endpoint_of(clients.judge, rubric)
+    endpoint = endpoint_of(judge, rubric)
     run = RagasRun(model=endpoint.model, price=endpoint.price)
     llm, sdk = ragas_llm(endpoint, run)
     try:
@@ -146,31 +141,20 @@ def faithfulness_score(value: float, run: RagasRun, rubric: Rubric, *, ragas_ver
 
 async def score_answer_relevance_ragas(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     """ragas AnswerRelevancy: similarity of questions generated from the answer to the question."""
-    if clients.judge is None:
-        return Score.skipped("method 'ragas' needs a judge and none is configured", method=METHOD)
-    if clients.embedder is None:
-        return Score.skipped(
-            "ragas AnswerRelevancy needs embeddings and no local embedder is configured "
-            "(install the extra: pip install -e '.[embeddings]')",
-            method=METHOD,
-        )
-    try:
-        strictness = _strictness(rubric)
-    except ScorerConfigError as exc:
-        return config_failure(exc, method=METHOD)
+    judge, embedder = clients.judge, clients.embedder
+    assert judge is not None and embedder is not None  # the registry's precheck: both needed
+    strictness = _strictness(rubric)
     version = await ragas_version()
     if isinstance(version, Score):
         return version
     from ragas.metrics.collections import AnswerRelevancy
 
-    from judges.llm.embedder import EmbedderUnavailable
-
-    endpoint = endpoint_of(clients.judge, rubric)
+    endpoint = endpoint_of(judge, rubric)
     run = RagasRun(model=endpoint.model, price=endpoint.price)
     llm, sdk = ragas_llm(endpoint, run)
     _, local_embeddings = adapter_classes()
     metric = AnswerRelevancy(
-        llm=llm, embeddings=local_embeddings(clients.embedder, run), strictness=strictness
+        llm=llm, embeddings=local_embeddings(embedder, run), strictness=strictness
     )
     try:
         result = await metric.ascore(user_input=case.question, response=case.answer)

@@ -1,113 +1,337 @@
-"""Dispatch a rubric to its scorer: (scorer kind, method) → coroutine returning a Score.
+"""The (scorer, method) registry: for each, the coroutine that scores a case and what it needs.
 
-Checks what every scorer needs up front (an answer, contexts, a judge) so that a case that
-cannot be scored becomes a `skipped`/`error` Score with the reason, not an exception.
+One row per (scorer kind, method) in `REGISTRY`. Dispatch (`run_scorer`), the case check
+(`precheck`), the verdict identity (`identity_for`) and every "does this rubric need a
+judge / embeddings / ..." question the service asks (`needs`, `missing_needs`, `calls_judge`,
+`escalates`) read it, so adding a method is one row here plus its name in `METHODS`
+(judges/rubric.py), and no other place decides what it needs.
+
+    >>> needs(Rubric.model_validate({"name": "f", "version": "1", "scorer": "faithfulness"}))
+    frozenset({'contexts', 'judge'})
+
+A need is what the method cannot score without (the case is skipped, saying which); a use is
+what it takes when it is there and does without otherwise: a cascade asks the judge only when
+its local step is unsure (without one its verdicts are advisory), the local methods use an
+embedder when one is loaded, self-consistency asks the generator only for missing samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import importlib.metadata
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Literal
 
-from judges.provenance import attributing
-from judges.rubric import Rubric
-from judges.types import Clients, EvalCase, Score
+from judges.errors import ScorerConfigError, config_failure
+from judges.llm.client import JudgeClient
+from judges.provenance import VerdictIdentity, attributing
+from judges.rubric import METHODS, Rubric
+from judges.scorers import (
+    agent,
+    combined,
+    combined_prompts,
+    faithfulness,
+    llm_rubric,
+    ragas_method,
+    relevance,
+    self_consistency,
+)
+from judges.scorers import faithfulness_prompts as fp
+from judges.scorers.identity import Templates, TemplatesOf, verdict_identity
+from judges.scorers.local_model import LOCAL_METHOD_VERSION
+from judges.types import Clients, EvalCase, Score, ToolCall
 
 ScorerFn = Callable[[EvalCase, Rubric, Clients], Awaitable[Score]]
-_NEEDS_CONTEXTS = frozenset({"faithfulness", "context_relevance"})
-_NEEDS_TOOL_CALLS = frozenset({"tool_use", "tool_selection"})
+JudgedFn = Callable[[EvalCase, Rubric, JudgeClient], Awaitable[Score]]
+Need = Literal["judge", "embeddings", "generator", "contexts", "tool_calls"]
+# Needs that a client provides (the rest are what a case must carry).
+CLIENT_NEEDS: tuple[Need, ...] = ("judge", "embeddings", "generator")
 
 
-async def _faithfulness(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers import faithfulness
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One (scorer, method): how it scores and what it needs.
 
-    return await faithfulness.score(case, rubric, clients)
+    `templates` renders the prompts and reply schemas it sends a judge (hashed into the
+    verdict identity). Two needs depend on the rubric (`needs`, `uses`): an llm_rubric whose
+    inputs list tool_calls needs them, and the local faithfulness step uses embeddings only
+    with options.local_embeddings = true.
+    """
 
+    scorer: str
+    method: str
+    score: ScorerFn
+    templates: TemplatesOf
+    needs: tuple[Need, ...] = ()
+    uses: tuple[Need, ...] = ()
+    # The combined rows' identity has never named their judge or prompt; naming them now
+    # would start a new epoch for every combined rubric (CHANGELOG, issue 27).
+    identity_names_judge: bool = True
 
-async def _answer_relevance(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers import relevance
-
-    return await relevance.score_answer(case, rubric, clients)
-
-
-async def _context_relevance(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers import relevance
-
-    return await relevance.score_contexts(case, rubric, clients)
-
-
-async def _self_consistency(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers import self_consistency
-
-    return await self_consistency.score(case, rubric, clients)
-
-
-async def _llm_rubric(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers.llm_rubric import score_llm_rubric
-
-    assert clients.judge is not None  # checked in run_scorer
-    return await score_llm_rubric(case, rubric, clients.judge)
-
-
-async def _tool_use(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers.agent import score_tool_use
-
-    return await score_tool_use(case, rubric, clients)
+    @property
+    def implementation(self) -> str:
+        """What the verdict identity names as the code: "<module>:<IMPLEMENTATION_VERSION>"
+        (ragas_method's for ragas), plus the local method's version or ragas's release."""
+        module = _IDENTITY_MODULES[self.scorer]
+        code = ragas_method if self.method == "ragas" else module
+        parts = [f"{module.__name__.rpartition('.')[2]}:{code.IMPLEMENTATION_VERSION}"]
+        if self.method in ("local", "cascade"):
+            parts.append(f"local:{LOCAL_METHOD_VERSION}")
+        if self.method == "ragas":
+            parts.append(f"ragas:{_ragas_release()}")
+        return "+".join(parts)
 
 
-async def _tool_selection(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    from judges.scorers.agent import score_tool_selection
+@functools.cache
+def _ragas_release() -> str:
+    try:
+        return importlib.metadata.version("ragas")
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
 
-    return await score_tool_selection(case, rubric, clients)
+
+def _judged(scorer: str, method: str, fn: JudgedFn, templates: TemplatesOf, *needs: Need) -> Method:
+    """A row whose coroutine takes the judge itself (`precheck` makes sure there is one)."""
+
+    async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+        assert clients.judge is not None  # "judge" is in the row's needs
+        return await fn(case, rubric, clients.judge)
+
+    return Method(scorer, method, score, templates, ("judge", *needs))
 
 
-SCORERS: dict[str, ScorerFn] = {
-    "llm_rubric": _llm_rubric,
-    "faithfulness": _faithfulness,
-    "answer_relevance": _answer_relevance,
-    "context_relevance": _context_relevance,
-    "self_consistency": _self_consistency,
-    "tool_use": _tool_use,
-    "tool_selection": _tool_selection,
+# --- what each method sends a judge (probe-rendered into the verdict identity) ------------
+
+
+def _none(case: EvalCase, rubric: Rubric) -> Templates:
+    return [], []  # ragas owns its prompts (its release stands in); local methods send none
+
+
+def _llm_rubric(case: EvalCase, rubric: Rubric) -> Templates:
+    return [llm_rubric.render(case, rubric)], [llm_rubric.verdict_schema(rubric.scale)]
+
+
+def _faithfulness(case: EvalCase, rubric: Rubric) -> Templates:
+    return [fp.render_judge(case)], [fp.FaithfulnessReply]
+
+
+def _two_step(case: EvalCase, rubric: Rubric) -> Templates:
+    prompts = [fp.render_extract(case), fp.render_verify(case, ["probe claim"])]
+    return prompts, [fp.ClaimList, fp.verification_schema(1)]
+
+
+def _answer(case: EvalCase, rubric: Rubric) -> Templates:
+    return [relevance.render_answer(case)], [relevance.AnswerRelevanceReply]
+
+
+def _contexts(case: EvalCase, rubric: Rubric) -> Templates:
+    return [relevance.render_contexts_check(case)], [relevance.documents_schema(1)]
+
+
+def _combined(case: EvalCase, rubric: Rubric) -> Templates:
+    prompt = combined_prompts.render_combined(case)
+    return [prompt], [combined_prompts.combined_schema(len(case.contexts))]
+
+
+def _self_consistency(case: EvalCase, rubric: Rubric) -> Templates:
+    check = self_consistency.render_check(["Probe sentence."], "probe sample")
+    return [check], [self_consistency.verdicts_schema(1)]
+
+
+def _tool_selection(case: EvalCase, rubric: Rubric) -> Templates:
+    probe = dataclasses.replace(case, tool_calls=(ToolCall("probe_tool", "{}", "probe"),))
+    return [agent.render_selection(probe)], [agent.SelectionReply]
+
+
+# --- the registry ----------------------------------------------------------------------
+
+# The module a scorer's verdict identity names (its IMPLEMENTATION_VERSION).
+_IDENTITY_MODULES: dict[str, ModuleType] = {
+    "llm_rubric": llm_rubric,
+    "faithfulness": faithfulness,
+    "answer_relevance": relevance,
+    "context_relevance": relevance,
+    "self_consistency": self_consistency,
+    "tool_use": agent,
+    "tool_selection": agent,
 }
+_ROWS = (
+    _judged("llm_rubric", "judge", llm_rubric.score_llm_rubric, _llm_rubric),
+    _judged("faithfulness", "judge", faithfulness.score_judge, _faithfulness, "contexts"),
+    _judged("faithfulness", "two_step", faithfulness.score_two_step, _two_step, "contexts"),
+    _judged("faithfulness", "ragas", ragas_method.score_faithfulness_ragas, _none, "contexts"),
+    Method(
+        "faithfulness", "local", faithfulness.score_local, _none, ("contexts",), ("embeddings",)
+    ),
+    Method(
+        "faithfulness",
+        "cascade",
+        faithfulness.score_cascade,
+        _faithfulness,
+        ("contexts",),
+        ("judge", "embeddings"),
+    ),
+    Method(
+        "faithfulness",
+        "combined",
+        combined.score_faithfulness_combined,
+        _combined,
+        ("judge", "contexts"),
+        identity_names_judge=False,
+    ),
+    _judged("answer_relevance", "judge", relevance.score_answer_judge, _answer),
+    Method("answer_relevance", "local", relevance.score_answer_local, _none, (), ("embeddings",)),
+    Method(
+        "answer_relevance",
+        "ragas",
+        ragas_method.score_answer_relevance_ragas,
+        _none,
+        ("judge", "embeddings"),
+    ),
+    Method(
+        "answer_relevance",
+        "combined",
+        combined.score_answer_combined,
+        _combined,
+        ("judge",),
+        identity_names_judge=False,
+    ),
+    _judged("context_relevance", "judge", relevance.score_contexts_judge, _contexts, "contexts"),
+    Method(
+        "context_relevance",
+        "local",
+        relevance.score_contexts_local,
+        _none,
+        ("contexts",),
+        ("embeddings",),
+    ),
+    Method(
+        "context_relevance",
+        "combined",
+        combined.score_contexts_combined,
+        _combined,
+        ("judge", "contexts"),
+        identity_names_judge=False,
+    ),
+    Method(
+        "self_consistency",
+        "embeddings",
+        self_consistency.score_embeddings,
+        _none,
+        ("embeddings",),
+        ("generator",),
+    ),
+    Method(
+        "self_consistency",
+        "judge",
+        self_consistency.score_judge,
+        _self_consistency,
+        ("judge",),
+        ("generator",),
+    ),
+    Method("tool_use", "local", agent.score_tool_use, _none, ("tool_calls",)),
+    _judged("tool_selection", "judge", agent.score_tool_selection, _tool_selection, "tool_calls"),
+)
+REGISTRY: dict[tuple[str, str], Method] = {(m.scorer, m.method): m for m in _ROWS}
+if set(REGISTRY) != {(s, m) for s, methods in METHODS.items() for m in methods}:
+    raise RuntimeError("judges.rubric.METHODS and the scorer registry list different methods")
 
 
-def _needs_tool_calls(rubric: Rubric) -> bool:
+# --- what a rubric needs (the one place that says) ---------------------------------------
+
+
+def method_of(rubric: Rubric) -> Method:
+    return REGISTRY[(rubric.scorer, rubric.resolved_method)]
+
+
+def needs(rubric: Rubric) -> frozenset[Need]:
+    """What `rubric`'s method cannot score without."""
     spec = rubric.llm_rubric
-    return rubric.scorer in _NEEDS_TOOL_CALLS or (spec is not None and "tool_calls" in spec.inputs)
+    inputs: tuple[Need, ...] = ("tool_calls",) if spec and "tool_calls" in spec.inputs else ()
+    return frozenset((*method_of(rubric).needs, *inputs))
+
+
+def uses(rubric: Rubric) -> frozenset[Need]:
+    """What `rubric`'s method takes when it is there and does without otherwise."""
+    found = frozenset(method_of(rubric).uses)
+    if rubric.scorer == "faithfulness" and rubric.options.get("local_embeddings") is not True:
+        return found - {"embeddings"}  # opt-in: judges/scorers/faithfulness.py says why
+    return found
+
+
+def needs_judge(rubric: Rubric) -> bool:
+    return "judge" in needs(rubric)
+
+
+def calls_judge(rubric: Rubric) -> bool:
+    """Whether `rubric` may ask a judge at all (a cascade when its local step is unsure)."""
+    return "judge" in needs(rubric) | uses(rubric)
+
+
+def escalates(rubric: Rubric) -> bool:
+    """Asks the judge only when its local step is unsure (a cascade): a judge budget charges
+    it when it escalates, and without a judge its verdicts are advisory."""
+    return "judge" in uses(rubric)
+
+
+def wants_embeddings(rubric: Rubric) -> bool:
+    return "embeddings" in needs(rubric) | uses(rubric)
+
+
+def missing_needs(rubric: Rubric, clients: Clients) -> list[Need]:
+    """The clients `rubric` needs that `clients` lacks, in `CLIENT_NEEDS` order."""
+    have = {"judge": clients.judge, "embeddings": clients.embedder, "generator": clients.generator}
+    wanted = needs(rubric)
+    return [n for n in CLIENT_NEEDS if n in wanted and have[n] is None]
+
+
+_MISSING: dict[Need, str] = {
+    "judge": "method {method!r} needs a judge and none is configured "
+    "(set EVALUATOR_JUDGE__BASE_URL)",
+    "embeddings": "method {method!r} needs embeddings and no local embedder is loaded: "
+    "install the [embeddings] extra (pip install -e '.[embeddings]')",
+    "generator": "method {method!r} needs a generator and none is configured ([generator])",
+}
 
 
 def precheck(case: EvalCase, rubric: Rubric, clients: Clients) -> Score | None:
     """A Score explaining why the case cannot be scored by this rubric, or None."""
     method = rubric.resolved_method
+    wanted = needs(rubric)
     if not case.answer.strip():
         return Score.error("the evaluated span's answer is empty", method=method)
-    if rubric.scorer in _NEEDS_CONTEXTS and not case.contexts:
+    if "contexts" in wanted and not case.contexts:
         return Score.skipped(
             "trace has no retrieval documents (gen_ai.retrieval.documents) to check against",
             method=method,
         )
-    if _needs_tool_calls(rubric) and not case.tool_calls:
+    if "tool_calls" in wanted and not case.tool_calls:
         return Score.skipped("trace has no tool calls (execute_tool spans) to judge", method=method)
-    if rubric.needs_judge and clients.judge is None:
-        return Score.skipped(
-            f"method {method!r} needs a judge and none is configured "
-            "(set EVALUATOR_JUDGE__BASE_URL)",
-            method=method,
-        )
+    missing = missing_needs(rubric, clients)
+    if missing:
+        return Score.skipped(_MISSING[missing[0]].format(method=method), method=method)
     return None
+
+
+def identity_for(rubric: Rubric, clients: Clients) -> VerdictIdentity:
+    """The identity of `rubric` run with `clients`; judge fields only when a judge decides."""
+    row = method_of(rubric)
+    judged = row.identity_names_judge and calls_judge(rubric)
+    judge = clients.judge if judged else None
+    return verdict_identity(
+        rubric, judge, implementation=row.implementation, templates=row.templates
+    )
 
 
 async def run_scorer(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     """Score `case`; the Score carries its identity (the epoch's input) and, when a judge was
     asked, whether its replies came from the reply cache (`details.judge_cache`)."""
-    from judges.scorers.identity import identity_for
-
     identity = identity_for(rubric, clients)
     with attributing(identity, max_output_tokens=rubric.judge.max_output_tokens) as calls:
-        score = precheck(case, rubric, clients) or await SCORERS[rubric.scorer](
-            case, rubric, clients
-        )
+        score = precheck(case, rubric, clients) or await _score(case, rubric, clients)
     cache = {**calls.cache_details(), **calls.reply_details()}
     return dataclasses.replace(
         score,
@@ -115,3 +339,10 @@ async def run_scorer(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
         judge_model_reported=", ".join(calls.reported_models) or None,
         details={**score.details, **cache} if cache else score.details,
     )
+
+
+async def _score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    try:
+        return await method_of(rubric).score(case, rubric, clients)
+    except ScorerConfigError as exc:  # e.g. an embedder that cannot load
+        return config_failure(exc, method=rubric.resolved_method)

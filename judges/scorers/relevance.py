@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, create_model, field_validator
 
-from judges.errors import JudgeError, ScorerConfigError, config_failure, judge_failure
-from judges.llm.client import JudgeReply
+from judges.errors import JudgeError, judge_failure
+from judges.llm.client import JudgeClient, JudgeReply
 from judges.prompts import DATA_RULES, case_blocks, chat
 from judges.rubric import Rubric
+from judges.scorers.local import score_answer_relevance_local
 from judges.text import content_words, split_sentences
 from judges.types import Clients, EvalCase, Score, Status
 
@@ -141,28 +142,8 @@ def _passed(value: float, rubric: Rubric) -> tuple[bool, str]:
 # --- answer relevance ------------------------------------------------------------------
 
 
-async def score_answer(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    """Does the answer address the question? One judge call, or the local scorer."""
-    method = rubric.resolved_method
-    if method == "local":
-        from judges.scorers.local import score_answer_relevance_local
-
-        return await asyncio.to_thread(
-            score_answer_relevance_local, case, clients.embedder, threshold=rubric.pass_threshold
-        )
-    if method == "ragas":
-        from judges.scorers.ragas_method import score_answer_relevance_ragas
-
-        return await score_answer_relevance_ragas(case, rubric, clients)
-    if method == "combined":
-        from judges.scorers.combined import score_answer_combined
-
-        return await score_answer_combined(case, rubric, clients)
-    if method != "judge":
-        return Score.error(f"answer relevance has no method {method!r}", method=method)
-    judge = clients.judge
-    if judge is None:
-        return Score.skipped("method 'judge' needs a judge and none is configured", method=method)
+async def score_answer_judge(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
+    """Does the answer address the question? One judge call."""
     try:
         reply: JudgeReply[AnswerRelevanceReply] = await judge.complete(
             render_answer(case),
@@ -171,8 +152,15 @@ async def score_answer(case: EvalCase, rubric: Rubric, clients: Clients) -> Scor
             temperature=rubric.judge.temperature,
         )
     except JudgeError as exc:
-        return _error(exc, method, rubric.judge.model or judge.model)
-    return answer_score(reply.parsed, rubric, method, judge_model=reply.model, usage=reply.usage)
+        return _error(exc, "judge", rubric.judge.model or judge.model)
+    return answer_score(reply.parsed, rubric, "judge", judge_model=reply.model, usage=reply.usage)
+
+
+async def score_answer_local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    """Answer relevance without a judge (judges.scorers.local), off the event loop."""
+    return await asyncio.to_thread(
+        score_answer_relevance_local, case, clients.embedder, threshold=rubric.pass_threshold
+    )
 
 
 def answer_score(parsed: AnswerRelevanceReply, rubric: Rubric, method: str, **extra: Any) -> Score:
@@ -194,25 +182,8 @@ def answer_score(parsed: AnswerRelevanceReply, rubric: Rubric, method: str, **ex
 # --- context relevance -----------------------------------------------------------------
 
 
-async def score_contexts(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+async def score_contexts_judge(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> Score:
     """Share of retrieved documents that help answer the question (one call for all)."""
-    method = rubric.resolved_method
-    if not case.contexts:
-        return Score.skipped("trace has no retrieval documents", method=method)
-    if method == "local":
-        try:
-            return await asyncio.to_thread(_contexts_local, case, rubric, clients.embedder)
-        except ScorerConfigError as exc:
-            return config_failure(exc, method=method)
-    if method == "combined":
-        from judges.scorers.combined import score_contexts_combined
-
-        return await score_contexts_combined(case, rubric, clients)
-    if method != "judge":
-        return Score.error(f"context relevance has no method {method!r}", method=method)
-    judge = clients.judge
-    if judge is None:
-        return Score.skipped("method 'judge' needs a judge and none is configured", method=method)
     try:
         reply = await judge.complete(
             render_contexts_check(case),
@@ -221,11 +192,16 @@ async def score_contexts(case: EvalCase, rubric: Rubric, clients: Clients) -> Sc
             temperature=rubric.judge.temperature,
         )
     except JudgeError as exc:
-        return _error(exc, method, rubric.judge.model or judge.model)
+        return _error(exc, "judge", rubric.judge.model or judge.model)
     verdicts: list[DocumentVerdict] = reply.parsed.documents
     return judged_contexts_score(
-        verdicts, case, rubric, method, judge_model=reply.model, usage=reply.usage
+        verdicts, case, rubric, "judge", judge_model=reply.model, usage=reply.usage
     )
+
+
+async def score_contexts_local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    """The same share by embeddings or word overlap, off the event loop."""
+    return await asyncio.to_thread(_contexts_local, case, rubric, clients.embedder)
 
 
 def judged_contexts_score(

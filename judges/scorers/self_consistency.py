@@ -149,30 +149,47 @@ def build_score(
 # --- calls -----------------------------------------------------------------------------
 
 
-async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    """Score how consistently fresh samples back up the answer's sentences."""
+async def score_embeddings(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    """Support by sentence similarity to the samples (the [embeddings] extra)."""
+    embedder = clients.embedder
+    assert embedder is not None  # the registry's precheck: this method needs embeddings
+    drawn = await _draw(case, rubric, clients)
+    if isinstance(drawn, Score):
+        return drawn
+    sentences, samples, extra, gen_usage = drawn
+    # Encoding is CPU-bound: run it off the event loop.
+    support = await asyncio.to_thread(_embed_support, embedder, sentences, samples)
+    extra["embedder"] = "all-MiniLM-L6-v2"
+    return build_score(
+        sentences, support, rubric, method="embeddings", extra=extra, usage=gen_usage
+    )
+
+
+async def score_judge(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    """Support as the share of samples the judge says back each sentence up."""
+    judge = clients.judge
+    assert judge is not None  # the registry's precheck: this method needs a judge
+    drawn = await _draw(case, rubric, clients)
+    if isinstance(drawn, Score):
+        return drawn
+    sentences, samples, extra, gen_usage = drawn
+    return await _judge(case, sentences, samples, rubric, judge, extra, gen_usage)
+
+
+async def _draw(
+    case: EvalCase, rubric: Rubric, clients: Clients
+) -> tuple[list[str], list[str], dict[str, Any], Usage] | Score:
+    """The answer's sentences, the samples and what to record of them, or why there are none."""
     method = rubric.resolved_method
     try:
         n = sample_count(rubric)
     except ValueError as exc:
         return Score.error(str(exc), method=method)
-    if method == "embeddings" and clients.embedder is None:
-        return Score.skipped(
-            "method 'embeddings' needs sentence-transformers: "
-            "install the [embeddings] extra (pip install -e '.[embeddings]')",
-            method=method,
-        )
-    if method == "judge" and clients.judge is None:
-        return Score.skipped("method 'judge' needs a judge and none is configured", method=method)
-    if method not in ("embeddings", "judge"):
-        return Score.error(f"self_consistency has no method {method!r}", method=method)
-
     drawn = await _samples(case, n, clients, method)
     if isinstance(drawn, Score):
         return drawn
     samples, source, gen_usage = drawn
-    sentences = answer_sentences(case.answer)
-    extra = {
+    extra: dict[str, Any] = {
         "n_samples": len(samples),
         "samples_source": source,
         "samples": [s[:_SAMPLE_CHARS] for s in samples],
@@ -180,15 +197,7 @@ async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
     if gen_usage.calls:  # the record's usage adds the judge's: say which part re-sampled
         extra["generator_calls"] = gen_usage.calls
         extra["generator_cost_usd"] = gen_usage.cost_usd
-    if method == "embeddings":
-        assert clients.embedder is not None
-        embedder = clients.embedder
-        # Encoding is CPU-bound: run it off the event loop.
-        support = await asyncio.to_thread(_embed_support, embedder, sentences, samples)
-        extra["embedder"] = "all-MiniLM-L6-v2"
-        return build_score(sentences, support, rubric, method=method, extra=extra, usage=gen_usage)
-    assert clients.judge is not None
-    return await _judge(case, sentences, samples, rubric, clients.judge, extra, gen_usage)
+    return answer_sentences(case.answer), samples, extra, gen_usage
 
 
 async def _samples(

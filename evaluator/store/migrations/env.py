@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from alembic import context
 
-from evaluator.store.schema import include_name, model_metadata
+from evaluator.store.schema import include_name
+from evaluator.store.tables import model_metadata
 
 config = context.config
 target_metadata = model_metadata()
