@@ -41,12 +41,11 @@ class FaithfulnessOptions(_Options):
     alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
     delta: float = Field(0.1, gt=0, lt=1, allow_inf_nan=False)
     audit_rate: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
-    # The regression check on PPI++ pseudo-outcomes (evaluator.analytics.ppi_regression):
-    # opt-in. Its bets are scaled by the range 1/audit_rate fixed in advance, so at small n it
-    # is far less powerful than the check on judged scores: a new version's first burst of
-    # 55 judged traces did not alert within three checks (tests/scenarios/
-    # test_first_burst_alerts.py); it gains at large n with a useful cheap score.
-    ppi_regression: bool = False
+    # The regression check and the gate of a cascade with an audit rate run two tests at
+    # alpha/2 each — on the judged scores, and on PPI++ pseudo-outcomes (evaluator.analytics.
+    # ppi_regression) — and decide when either does. false turns the PPI++ arm off: the
+    # judged-score test alone at the full alpha. Not part of the verdict's identity.
+    ppi_regression: bool = True
 
 
 class AnswerRelevanceOptions(_Options):

@@ -22,7 +22,7 @@ from sqlmodel import Session
 from evalcore.intervals import GroupStats
 from evalcore.weights import WeightedStats
 from evaluator.analytics.alerts import policy_for
-from evaluator.analytics.check_job import check_rubric
+from evaluator.analytics.findings import check_rubric
 from evaluator.analytics.regression import (
     RegressionPolicy,
     advance,

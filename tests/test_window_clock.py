@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import Session
 
 from evaluator.analytics.alerts import policy_for
-from evaluator.analytics.check_job import check_rubric
+from evaluator.analytics.findings import check_rubric
 from evaluator.analytics.queries import Clock, first_seen, scores_in_order
 from evaluator.config.rubrics import parse_rubric
 from evaluator.config.settings import AlertsSettings, load_settings

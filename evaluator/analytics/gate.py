@@ -27,6 +27,21 @@ Guarantees, by mode:
   bound from zero variance.
   Assumes the items are independent draws from the traffic the dataset stands for.
 
+* `cascade_gate` (a rubric with a cheap stage: a cascade with an audit rate) decides on two
+  tests of the same drop at alpha/2 each (`Combined`): the judge-only one — the judged
+  records' verdicts, Horvitz–Thompson scaled by a judge-probability floor that adapts (1
+  while every record was judged at probability 1, the audit rate after), for the top
+  judge's mean — and the PPI++ one, on each version's
+  prediction-powered pseudo-outcomes (`ppi_regression.predictable_pseudo_outcomes`, λ fitted
+  on the version's earlier records only, mapped onto [0, 1] by the range 1/π_floor fixed in
+  advance). The drop's bounds are the intersection of the two arms' (max of the lower
+  bounds, min of the upper ones): by a union bound each wrong decision still has
+  probability ≤ alpha, anytime-valid as `gate`. The result names the arm(s) that decided
+  (`estimator`, `arms`). Assumes, beside `gate`'s, that the judge draw is independent of the
+  verdict given the cheap score, with the recorded π ≥ π_floor (a lower one is counted at
+  the floor, `clamped`); first-stage inclusion probabilities are not weighted (as `gate`
+  reads records as sampled).
+
 Pure: it takes scores in time order and returns a `GateResult`.
 
     >>> policy = RegressionPolicy(min_samples=10)
@@ -43,12 +58,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from evalcore.intervals import GroupStats
 from evalcore.sequences import Array, MeanSample, lower_bound, smallest_level, upper_bound
+from evalcore.weights import WeightedStats
+from evaluator.analytics.ppi_regression import (
+    ESTIMATOR,
+    JUDGE_ONLY,
+    PseudoScale,
+    Stream,
+    bet_floors,
+    predictable_pseudo_outcomes,
+)
 from evaluator.config.policy import RegressionPolicy
 from evaluator.errors import EXIT_NO_WORSE, EXIT_UNDECIDED, EXIT_WORSE
 
@@ -86,6 +110,40 @@ class Sides:
         return Sides(self.baseline.scaled(k), self.candidate.scaled(k), self.paired)
 
 
+class Bounds(Protocol):
+    """What the gate's rule needs of its samples: the drop's bounds, and 'more of the same'."""
+
+    def drop_bounds(self, alpha: float) -> tuple[Array, Array]: ...
+
+    def scaled(self, k: float) -> Bounds: ...
+
+
+@dataclass(frozen=True)
+class Combined:
+    """Two tests of one drop, each at alpha/2: the judge-only samples and the PPI++ ones (on
+    [0, 1]; `width` maps their drop back to the judge's units, the offset cancels)."""
+
+    judge: Sides
+    ppi: Sides
+    width: float
+
+    def arm_bounds(self, alpha: float) -> dict[str, tuple[Array, Array]]:
+        """Each arm's (lower, upper) bounds of the drop at alpha/2."""
+        lo, hi = self.ppi.drop_bounds(alpha / 2)
+        return {
+            JUDGE_ONLY: self.judge.drop_bounds(alpha / 2),
+            ESTIMATOR: (lo * self.width, hi * self.width),
+        }
+
+    def drop_bounds(self, alpha: float) -> tuple[Array, Array]:
+        """The intersection of the arms' bounds: each side wrong with probability ≤ alpha."""
+        (lj, hj), (lp, hp) = self.arm_bounds(alpha).values()
+        return np.maximum(lj, lp), np.minimum(hj, hp)
+
+    def scaled(self, k: float) -> Combined:
+        return Combined(self.judge.scaled(k), self.ppi.scaled(k), self.width)
+
+
 @dataclass(frozen=True)
 class GateResult:
     decision: Decision
@@ -103,6 +161,10 @@ class GateResult:
     p_worse: float  # smallest alpha at which "worse" would be decided now (effect aside)
     needed: dict[str, int] | None  # undecided: total scores per side at the observed rates
     clamped: int = 0  # records whose inclusion probability was below the floor
+    # A cheap stage (`cascade_gate`): the arm(s) whose bound decided ("hajek", "ppi++" or
+    # both, joined by "+"; None when undecided), and each arm's bounds at alpha/2.
+    estimator: str | None = None
+    arms: dict[str, Any] | None = None
 
     @property
     def exit_code(self) -> int:
@@ -143,6 +205,7 @@ class GateResult:
             "test": self.test,
             "scores_needed": self.needed,
             "probabilities_below_floor": self.clamped,
+            **({} if self.arms is None else {"estimator": self.estimator, "arms": self.arms}),
         }
 
 
@@ -204,8 +267,69 @@ def paired_gate(
     )
 
 
+def cascade_gate(
+    baseline: Stream,
+    candidate: Stream,
+    policy: RegressionPolicy,
+    *,
+    margin: float,
+    pi_floor: float,
+    pass_threshold: float | None = None,
+) -> GateResult:
+    """Decide on two versions' first-stage records of a rubric with a cheap stage: the
+    judge-only and the PPI++ test at alpha/2 each (module docstring). Anytime-valid with both
+    streams growing: P(wrong "no worse") ≤ alpha and P(wrong "worse") ≤ alpha. The sides'
+    statistics shown are the judged records' Hájek ones (⌊ESS⌋ for n)."""
+    sides, clamped = cascade_sides(baseline, candidate, pi_floor)
+    stats = []
+    for s in (baseline, candidate):
+        xi = np.asarray(s.judged, bool)
+        y = np.asarray(s.y, float)[xi].tolist()
+        p = np.maximum(np.asarray(s.p2, float), pi_floor)[xi].tolist()
+        w = WeightedStats.from_scores(zip(y, p, strict=True), pass_threshold)
+        stats.append(w.effective(GroupStats.from_scores(y, pass_threshold)))
+    return decide(
+        sides,
+        stats[0],
+        stats[1],
+        policy,
+        margin=margin,
+        guarantee="anytime",
+        test="betting-cs-union+ppi++",
+        clamped=clamped,
+    )
+
+
+def cascade_sides(baseline: Stream, candidate: Stream, pi_floor: float) -> tuple[Combined, int]:
+    """The two arms' samples of a `cascade_gate`, and how many judge probabilities were below
+    the floor. Vectorised: the streams' fields may carry leading axes (many streams at once,
+    as the calibration suite decides them), records on the last.
+
+    Judge-only: every first-stage record bets with scale ξ·φ/π on its verdict (an unjudged
+    one bets 0), the Horvitz–Thompson form of a bet on every trace's verdict, φ the floor
+    that adapts (`ppi_regression.bet_floors`: 1 until the version's first judge probability
+    below 1, which is counted at 1 in `clamped`, then π_floor). PPI++:
+    each version's pseudo-outcomes, λ fitted on that version's earlier records, on [0, 1]."""
+    scale = PseudoScale.for_floor(pi_floor)
+    judge, ppi, clamped = [], [], 0
+    for s in (baseline, candidate):
+        xi = np.asarray(s.judged, bool)
+        p2 = np.asarray(s.p2, float)
+        raw = bet_floors(p2, pi_floor) / np.maximum(p2, pi_floor)
+        clamped += int((xi & (raw > 1 + 1e-9)).sum())
+        p2 = np.maximum(p2, pi_floor)
+        y = np.where(xi, np.nan_to_num(np.asarray(s.y, float)), 0.0)
+        n = float(xi.shape[-1])
+        a = np.where(xi, np.minimum(raw, 1.0), 0.0)
+        judge.append(MeanSample(n, exact=False, scores=y, scales=a))
+        phi = predictable_pseudo_outcomes(y, xi, np.clip(s.f, 0.0, 1.0), p2)
+        ppi.append(MeanSample(n, exact=False, scores=scale.to_unit(phi)))
+    sides = Combined(Sides(judge[0], judge[1], False), Sides(ppi[0], ppi[1], False), scale.width)
+    return sides, clamped
+
+
 def decide(
-    sides: Sides,
+    sides: Bounds,
     base: GroupStats,
     cand: GroupStats,
     policy: RegressionPolicy,
@@ -252,6 +376,9 @@ def decide(
                 f"; at the observed rates about {needed['baseline']} baseline and "
                 f"{needed['candidate']} candidate scores would decide"
             )
+    estimator, arms = _arms(sides, decision, alpha, margin)
+    if estimator is not None:
+        reason += f" (decided by the {estimator} test at alpha/2)"
     return GateResult(
         decision,
         base,
@@ -268,11 +395,32 @@ def decide(
         p_worse,
         needed,
         clamped,
+        estimator,
+        arms,
     )
 
 
+def _arms(
+    sides: Bounds, decision: Decision, alpha: float, margin: float
+) -> tuple[str | None, dict[str, Any] | None]:
+    """For a `Combined` gate: which arm's bound decided, and each arm's bounds."""
+    if not isinstance(sides, Combined):
+        return None, None
+    bounds = {k: (float(lo), float(hi)) for k, (lo, hi) in sides.arm_bounds(alpha).items()}
+    arms = {
+        k: {"drop_lower_bound": lo, "drop_upper_bound": hi, "alpha": alpha / 2}
+        for k, (lo, hi) in bounds.items()
+    }
+    won = {
+        "worse": [k for k, (lo, _) in bounds.items() if lo > 0.0],
+        "no_worse": [k for k, (_, hi) in bounds.items() if hi < margin],
+        "undecided": [],
+    }[decision]
+    return ("+".join(won) or None), arms
+
+
 def decision_codes(
-    sides: Sides, n_base: Any, n_cand: Any, drop: Any, policy: RegressionPolicy, margin: float
+    sides: Bounds, n_base: Any, n_cand: Any, drop: Any, policy: RegressionPolicy, margin: float
 ) -> Array:
     """The gate's rule as exit codes (0 no worse, 1 worse, 6 undecided), vectorised over
     streams: worse needs the drop's lower bound above 0 and the observed drop at least
@@ -289,7 +437,7 @@ def decision_codes(
 
 
 def _needed(
-    sides: Sides, n_base: int, n_cand: int, drop: float, policy: RegressionPolicy, margin: float
+    sides: Bounds, n_base: int, n_cand: int, drop: float, policy: RegressionPolicy, margin: float
 ) -> dict[str, int] | None:
     """Scores per side (in total) at which either decision would be reached if the observed
     means and spreads held: 'more of the same' (the samples scaled; the observed drop stays,

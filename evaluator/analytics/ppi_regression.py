@@ -1,5 +1,5 @@
 """The regression e-process on prediction-powered pseudo-outcomes (issue 30), for a rubric
-with a cheap stage.
+with a cheap stage, and the combined check that uses it by default (`combine`).
 
 Why. A cascade rubric's judge sees only some traces (every one outside the certified-pass
 region, an `audit_rate` draw inside it); the cheap score is on all of them. Betting on the
@@ -33,6 +33,30 @@ null cells (useful, useless, anti-correlated, drifting cheap score; cascade-shap
 seeds against 20 from the judged records alone; with a useless one 42 against 47 (the wider
 range costs a little). With π_floor = 1 (everything judged) z = y: today's check exactly.
 
+The combined check (`combined_sequential`, what a cascade rubric runs by default). The
+pseudo-outcome bet alone is slow at small n: its range 1/π_floor is fixed in advance (19 at
+audit_rate 0.1), so a new version's first burst (30-60 judged records, all failing) moves z
+by 1/19 of what it moves y and did not alert within three checks. So two tests run side by
+side on the same records, each at half the level (`arm_policy`):
+
+* the judge-only arm (`judge_sequential`): the shipped bet (`regression.advance`) on the
+  judged records' verdicts alone, Horvitz–Thompson weighted by 1/(p1·π) and scaled by a floor
+  that adapts (`bet_floors`: 1 while every judge probability so far was 1, as in a cascade
+  before its first certification; the audit rate after) — the shipped check's power on a
+  new version's first burst, blind to the cheap score, so a drift of the cheap score alone
+  (which moves π and the local passes' recorded scores) is not a drop;
+* the PPI++ arm (`ppi_sequential`): the power of the cheap score on a long stream.
+
+The check alerts when either crosses. Union bound: P(any false alert) ≤ alpha/2 + alpha/2 =
+alpha per comparison from a known start, however often it is re-run (each arm is
+anytime-valid at alpha/2 for the top judge's mean). For the detector (unknown change time)
+each arm runs at 2·arl: an alarm of either means the mean of the two arms' Shiryaev–Roberts
+statistics (each ≥ its CUSUM) reached arl, and that mean is itself an e-detector, so ≥ arl
+evaluations per false alarm on average. The alert names the arm that fired (`combine`:
+`estimator`, and each arm's e-value and level in `arms`). Checked by
+`tests/statistics/test_combined_alert_calibration.py` (small n, re-runs, weights, useless /
+anti-correlated / drifting cheap score) and the first-burst scenario.
+
     >>> scale = PseudoScale.for_floor(0.25)
     >>> scale.lo, scale.width, scale.to_unit(np.array([scale.lo, 4.0])).tolist()
     (-3.0, 7.0, [0.0, 1.0])
@@ -48,6 +72,7 @@ import numpy.typing as npt
 
 from evalcore.intervals import GroupStats
 from evalcore.ppi import MIN_JUDGED, pseudo_range
+from evalcore.weights import WeightedStats
 from evaluator.analytics.regression import (
     SequentialState,
     Verdict,
@@ -59,6 +84,8 @@ from evaluator.config.policy import RegressionPolicy
 
 Array = npt.NDArray[np.float64]
 ESTIMATOR = "ppi++"  # what an alert built from these pseudo-outcomes names as its estimator
+JUDGE_ONLY = "hajek"  # the judge-only arm: Horvitz–Thompson bets, Hájek means in reports
+DESIGN = "either of two e-processes at alpha/2 (union bound)"
 
 
 @dataclass(frozen=True)
@@ -203,3 +230,141 @@ def describe_estimator(scale: PseudoScale, pi_floor: float, clamped: int) -> dic
         "pseudo_range": [scale.lo, scale.lo + scale.width],
         "clamped": clamped,
     }
+
+
+def arm_policy(policy: RegressionPolicy) -> RegressionPolicy:
+    """One arm's share of the combined check: half the level from a known start, twice the
+    average run length for the detector (module docstring: the two together keep alpha and
+    arl)."""
+    return replace(policy, alpha=policy.alpha / 2, arl=policy.arl * 2)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm's outcome: which estimator, whether it alarmed, its verdict (in the judge's
+    units) and what it says about itself (`describe_estimator`, or why it did not run)."""
+
+    estimator: str
+    alarm: bool
+    verdict: Verdict | None
+    detail: dict[str, Any]
+
+
+def combine(judge: Arm, ppi: Arm) -> tuple[bool, Verdict, dict[str, Any]]:
+    """The combined check's outcome: (alarm, the verdict shown, the estimator document).
+
+    Alarm when either arm alarmed, each having run at `arm_policy` (guarantee in the module
+    docstring). The verdict shown is the arm's that alarmed — the stronger one (smaller
+    p-value) when both did — else the judge-only one; `estimator` names it, `arms` gives both
+    arms' alarm, e-value and p-value."""
+    assert judge.verdict is not None
+    fired = [a for a in (judge, ppi) if a.alarm and a.verdict is not None]
+    shown = min(fired, key=lambda a: a.verdict.p_value if a.verdict else 1.0) if fired else judge
+    assert shown.verdict is not None
+    arms = {}
+    for a in (judge, ppi):
+        doc: dict[str, Any] = {"alarm": a.alarm, **a.detail}
+        if a.verdict is not None:
+            doc |= {"e_value": a.verdict.e_value, "p_value": a.verdict.p_value}
+            doc["alpha"] = a.verdict.alpha
+        arms[a.estimator] = doc
+    named = {"estimator": shown.estimator, "design": DESIGN, "arms": arms}
+    return bool(fired), shown.verdict, named
+
+
+def bet_floors(p2: Any, pi_floor: float) -> Array:
+    """Each record's judge-probability floor for the judge-only arm's bet scale, fixed before
+    its draw: 1 until a judge probability below 1 has appeared among the earlier records (a
+    cascade judges every sampled trace until its first certification), then `pi_floor`."""
+    low = np.asarray(p2, float) < 1.0 - 1e-12
+    seen: Array = np.cumsum(low, axis=-1) - low  # low probabilities among earlier records
+    out: Array = np.where(seen > 0, pi_floor, 1.0)
+    return out
+
+
+def judge_sequential(
+    baseline: Stream,
+    stream: Stream,
+    policy: RegressionPolicy,
+    *,
+    known_start: bool,
+    pi_floor: float,
+    max_weight: float = 1.0,
+    n_groups: int = 1,
+    pass_threshold: float | None = None,
+) -> SequentialState:
+    """The judge-only arm: `regression.start_sequential` / `advance` on the judged records'
+    verdicts, each weighted by 1/(p1·π) (the reference: the baseline's judged Hájek mean's
+    lower bound, ⌊ESS⌋ for n). Each bet is Horvitz–Thompson scaled by W_i = max_weight/φ_i,
+    φ_i the floor that adapts (`bet_floors`, over the baseline's records then the stream's):
+    W_i is fixed before record i's draw and depends on no record's verdict, so the bet is
+    unbiased for every trace's verdict — while nothing is drawn below 1 it is the shipped
+    check on the judged scores, at full power (the first burst of a new version). The one
+    record whose probability first falls below 1 is bet at scale 1 (`clamped`), as `advance`
+    counts any probability below its floor; π below `pi_floor` likewise. Guarantee as
+    `regression.start_sequential`, for the top judge's mean of all traces."""
+    both = [
+        np.concatenate([np.asarray(getattr(s, k), float) for s in (baseline, stream)])
+        for k in ("y", "judged", "p2")
+    ]
+    y, xi, p2 = both[0], both[1].astype(bool), both[2]
+    p1 = np.concatenate(
+        [np.ones(len(s)) if s.p1 is None else np.asarray(s.p1, float) for s in (baseline, stream)]
+    )
+    w = 1.0 / (p1 * np.maximum(p2, pi_floor))
+    raw = w * bet_floors(p2, pi_floor) / max(1.0, max_weight)
+    clamped = int((xi & (raw > 1 + 1e-9)).sum())
+    scale = np.minimum(raw, 1.0)
+    k = len(baseline)
+    yb, pb = y[:k][xi[:k]].tolist(), (1.0 / w[:k])[xi[:k]].tolist()
+    ref = WeightedStats.from_scores(zip(yb, pb, strict=True), pass_threshold)
+    state = start_sequential(
+        ref.effective(GroupStats.from_scores(yb, pass_threshold)),
+        policy,
+        known_start=known_start,
+        n_groups=n_groups,
+        pass_threshold=pass_threshold,
+        max_weight=max_weight,
+    )
+    cur = xi[k:]
+    state = advance(
+        state,
+        y[k:][cur].tolist(),
+        policy,
+        (1.0 / w[k:])[cur].tolist(),
+        scale[k:][cur].tolist(),
+    )
+    return replace(state, clamped=clamped)
+
+
+def combined_sequential(
+    baseline: Stream,
+    stream: Stream,
+    policy: RegressionPolicy,
+    *,
+    known_start: bool,
+    pi_floor: float,
+    max_weight: float = 1.0,
+    n_groups: int = 1,
+    pass_threshold: float | None = None,
+) -> tuple[bool, Verdict, dict[str, Any]]:
+    """The combined check of `stream` against `baseline` (module docstring: either arm at
+    `arm_policy`, P(false alert) ≤ policy.alpha / n_groups from a known start, ≥ policy.arl
+    evaluations per false alarm as a detector): (alarm, the verdict shown, what produced it).
+    The PPI++ arm runs only with ≥ min_samples records on each side (below, it cannot have
+    alarmed anyway: its segment needs that many)."""
+    p = arm_policy(policy)
+    kw: dict[str, Any] = {"known_start": known_start, "pi_floor": pi_floor}
+    kw |= {"max_weight": max_weight, "n_groups": n_groups}
+    state = judge_sequential(baseline, stream, p, pass_threshold=pass_threshold, **kw)
+    judge = Arm(JUDGE_ONLY, state.alarm_at is not None, sequential_verdict(state, p), {})
+    if state.clamped:
+        judge.detail["clamped"] = state.clamped
+    if min(len(baseline), len(stream)) < p.min_samples:
+        why = f"fewer than {p.min_samples} first-stage records on a side"
+        return combine(judge, Arm(ESTIMATOR, False, None, {"skipped": why}))
+    pstate, unit, scale = ppi_sequential(baseline, stream, p, **kw)
+    named = describe_estimator(scale, pi_floor, pstate.clamped)
+    named.pop("estimator")
+    ppi = Arm(ESTIMATOR, pstate.alarm_at is not None, ppi_verdict(pstate, unit, scale), named)
+    return combine(judge, ppi)

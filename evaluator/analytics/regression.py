@@ -310,6 +310,7 @@ def advance(
     scores: Iterable[float],
     policy: RegressionPolicy,
     probabilities: Sequence[float | None] | None = None,
+    scales: Sequence[float] | None = None,
 ) -> SequentialState:
     """Feed scores in time order; returns the new state (the old one is untouched).
 
@@ -327,7 +328,9 @@ def advance(
     supermartingale for the mean of *all* traces, not of the evaluated ones: a rate change (a
     tail rule taking every error, a budget tightening) is not a drop. A weight above W (a
     probability below the declared floor) is counted at W and in `state.clamped`.
-    All p = 1 with W = 1 is the plain bet.
+    All p = 1 with W = 1 is the plain bet. `scales` (each in [0, 1], fixed before its score:
+    `ppi_regression.judge_sequential`'s floor that adapts) replace min(w, W)/W for the bets;
+    the weights still make the Hájek statistics.
     """
     lams, m0, thr, cut = state.lambdas, state.reference, state.log_threshold, state.pass_threshold
     wealth, starts, starts_w = list(state.log_wealth), list(state.starts), list(state.starts_w)
@@ -341,7 +344,13 @@ def advance(
         raise ValueError("one inclusion probability per score")
     w_max = state.max_weight
     clamped = state.clamped + sum(w > w_max * (1 + 1e-9) for w in weights)
-    for x, w in zip(xs, weights, strict=True):
+    if scales is None:
+        bet_scales = [min(w, w_max) / w_max for w in weights]
+    elif len(scales) == len(xs) and all(0.0 <= a <= 1.0 for a in scales):
+        bet_scales, clamped = list(scales), state.clamped
+    else:
+        raise ValueError("one bet scale in [0, 1] per score")
+    for x, w, scale in zip(xs, weights, bet_scales, strict=True):
         if not 0.0 <= x <= 1.0:
             raise ValueError(f"scores must lie in [0, 1], got {x}")
         if state.restart:
@@ -349,7 +358,6 @@ def advance(
                 if lw <= 0.0:  # no evidence left in this bet: its suspect segment starts here
                     wealth[k], starts[k] = 0.0, GroupStats(n, tot, sq, passes)
                     starts_w[k] = WeightedStats(n, ws, wt, wq, w2, wp)
-        scale = min(w, w_max) / w_max
         wealth = [
             lw + math.log1p(lam * scale * (m0 - x)) for lw, lam in zip(wealth, lams, strict=True)
         ]

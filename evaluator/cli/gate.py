@@ -11,7 +11,10 @@ the code of "unavailable" (CHANGELOG, breaking change). `--json` prints the numb
 
 Guarantees (evaluator.analytics.gate): the live canary is anytime-valid with both versions'
 scores growing — re-running it as scores arrive keeps P(wrong "no worse") ≤ alpha and
-P(wrong "worse") ≤ alpha; the replay is exact at its n. `--json` says which (`guarantee`),
+P(wrong "worse") ≤ alpha; the replay is exact at its n. A rubric with a cheap stage (a
+cascade with an audit rate; `options.ppi_regression = false` turns this off) decides on two
+tests at alpha/2 each, the judged verdicts and the PPI++ pseudo-outcomes, and says which
+decided (`estimator`, `arms`). `--json` says which (`guarantee`),
 the bound that decided (`decided_by`) and, when undecided, the scores still needed.
 """
 
@@ -38,8 +41,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
         )
         return ExitCode.USAGE
     from evaluator.analytics.alerts import policy_for
-    from evaluator.analytics.gate import gate
-    from evaluator.analytics.gate_data import version_scores
+    from evaluator.analytics.findings import ppi_floor
+    from evaluator.analytics.gate import cascade_gate, gate
+    from evaluator.analytics.gate_data import version_scores, version_stream
     from evaluator.analytics.names import unknown_rubric
     from evaluator.cli.common import reader
     from evaluator.config.policy import parse_duration
@@ -53,18 +57,38 @@ def cmd_gate(args: argparse.Namespace) -> int:
         raise unknown_rubric(args.rubric, [r.name for r in rubrics.rubrics]) or NotFound("")
     policy = policy_for(rubric, settings.alerts).policy
     since = since_instant(args.since) or datetime.now(UTC) - parse_duration(args.since)
+    floor = ppi_floor(rubric)  # a cheap stage: the judge-only and PPI++ tests at alpha/2
+    where = {"feature": args.feature, "tenant": args.tenant}
     store = reader(settings)
     try:
         _known_versions(store, rubric.name, (args.baseline, args.candidate))
         base, cand = (
-            version_scores(
-                store, rubric.name, version, since, feature=args.feature, tenant=args.tenant
-            )
+            version_scores(store, rubric.name, version, since, **where)
             for version in (args.baseline, args.candidate)
+        )
+        streams = (
+            None
+            if floor is None
+            else [
+                version_stream(store, rubric.name, version, since, **where)
+                for version in (args.baseline, args.candidate)
+            ]
         )
     finally:
         store.close()
-    result = gate(base, cand, policy, margin=args.margin, pass_threshold=rubric.pass_threshold)
+    if floor is not None and streams is not None and None not in streams:
+        b_s, c_s = streams
+        assert b_s is not None and c_s is not None
+        result = cascade_gate(
+            b_s,
+            c_s,
+            policy,
+            margin=args.margin,
+            pi_floor=floor,
+            pass_threshold=rubric.pass_threshold,
+        )
+    else:
+        result = gate(base, cand, policy, margin=args.margin, pass_threshold=rubric.pass_threshold)
     if args.json:
         doc = {
             "rubric": rubric.name,
@@ -186,8 +210,17 @@ def _text(rubric: str, args: argparse.Namespace, d: dict[str, Any]) -> str:
         f"[{_num(d.get('drop_lower_bound'), '.3f')}, {_num(d.get('drop_upper_bound'), '.3f')}] "
         f"(margin {d['margin']}); p {_num(d.get('p_value'), '.3g')} "
         f"({d['test']}, {d['guarantee']})\n"
-        f"  {d['reason']}"
+        f"  {d['reason']}" + ("" if "arms" not in d else f"\n  {_arms(d)}")
     )
+
+
+def _arms(d: dict[str, Any]) -> str:
+    """A cheap stage's two tests, each at alpha/2, and which decided."""
+    each = "; ".join(
+        f"{k} [{_num(a['drop_lower_bound'], '.3f')}, {_num(a['drop_upper_bound'], '.3f')}]"
+        for k, a in d["arms"].items()
+    )
+    return f"estimator: {d['estimator'] or 'neither decided'} ({each}, each at alpha/2)"
 
 
 def register(sub: Any) -> None:
