@@ -44,6 +44,7 @@ from evaluator.outputs.otel import EvaluationExporter
 from evaluator.outputs.webhooks import AlertSinks, build_sinks
 from evaluator.store.models import AlertRecord, utcnow
 from evaluator.store.store import Store
+from judges.scorers.registry import calls_judge
 
 log = logging.getLogger("evaluator.analytics.alerts")
 
@@ -127,7 +128,7 @@ def decide(
                     report.suppressed += 1
                     continue
                 alert = _new_alert(session, rubric.name, key, f, cfg, now, alerts.max_lag_delta)
-                if not rubric.needs_judge and rubric.resolved_method != "cascade":
+                if not calls_judge(rubric):
                     mark_advisory(alert)
                 # A version's e-process stays latched after its alarm; do not reopen a
                 # version that has since recovered. (A drop's whole-window mean can still
