@@ -174,3 +174,73 @@ def test_gate_with_too_few_scores_is_undecided_and_an_unknown_version_is_a_usage
     capsys.readouterr()
     assert main(argv) == 6
     assert "UNDECIDED" in capsys.readouterr().out
+
+
+CASCADE = RUBRIC.replace('method = "local"', 'method = "cascade"') + "[options]\naudit_rate = 0.1\n"
+
+
+@pytest.mark.parametrize("ppi", [True, False], ids=["two-tests", "ppi-off"])
+def test_a_cascade_is_gated_on_the_judges_verdicts_and_names_the_test(
+    tmp_path: Path, redis_url: str, capsys: pytest.CaptureFixture[str], ppi: bool
+) -> None:
+    """A cascade before its first certification (every record judged): the candidate's
+    judge fails half its traces. With the cheap stage's two tests (the default) the JSON
+    and the text name the test that decided and both tests' bounds at alpha/2; with
+    `ppi_regression = false` the gate reads the records' scores as before."""
+    body = CASCADE if ppi else CASCADE + "ppi_regression = false\n"
+    write_rubric(tmp_path / "rubrics", "faith", body)
+    settings = make_settings(tmp_path, redis_url)
+    store = Store(settings.database.url)
+    rng = random.Random(2)
+    now = datetime.now(UTC)
+    rows = []
+    for version, p in (("v18", 0.97), ("v19", 0.5)):
+        for i in range(300):
+            cheap = rng.random()
+            score = 1.0 if rng.random() < p else 0.0
+            trail = {
+                "cheap_score": cheap,
+                "decided_by": "judge",
+                "calibration": False,
+                "audit_rate": 0.1,
+            }
+            rows.append(
+                EvalRecord(
+                    trace_id=f"{version}-{i}",
+                    rubric="faith",
+                    rubric_version="1",
+                    status="ok",
+                    scorer="faithfulness",
+                    method="cascade",
+                    score=score,
+                    passed=score >= 0.5,
+                    prompt_version=version,
+                    details={"cascade": trail},
+                    created_at=now - timedelta(seconds=600 - i),
+                )
+            )
+    _insert(store, rows)
+    store.close()
+    args = [
+        "--settings",
+        str(tmp_path / "settings.toml"),
+        "gate",
+        "--rubric",
+        "faith",
+        "--candidate",
+        "v19",
+        "--baseline",
+        "v18",
+    ]
+    code = main([*args, "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["decision"] == "worse", doc
+    if not ppi:
+        assert "arms" not in doc and "estimator" not in doc
+        return
+    assert doc["test"] == "betting-cs-union+ppi++"
+    assert "hajek" in doc["estimator"].split("+")
+    assert set(doc["arms"]) == {"hajek", "ppi++"}
+    assert doc["arms"]["hajek"]["drop_lower_bound"] > 0 and doc["arms"]["hajek"]["alpha"] == 0.005
+    assert main(args) == 1
+    assert "estimator: hajek" in capsys.readouterr().out
