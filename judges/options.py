@@ -41,6 +41,9 @@ class FaithfulnessOptions(_Options):
     alpha: float = Field(0.05, gt=0, lt=1, allow_inf_nan=False)
     delta: float = Field(0.1, gt=0, lt=1, allow_inf_nan=False)
     audit_rate: float = Field(0.1, ge=0, le=1, allow_inf_nan=False)
+    # Stage 2 (evaluator.worker.two_stage): the mean share of the certified-pass region the
+    # judge sees, drawn more where the cheap score is uncertain; None = audit_rate alone.
+    judge_rate: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
     # The regression check and the gate of a cascade with an audit rate run two tests at
     # alpha/2 each — on the judged scores, and on PPI++ pseudo-outcomes (evaluator.analytics.
     # ppi_regression) — and decide when either does. false turns the PPI++ arm off: the
@@ -81,6 +84,7 @@ ONLY_FOR: dict[tuple[str, str], tuple[str, ...]] = {
     ("faithfulness", "alpha"): ("cascade",),
     ("faithfulness", "delta"): ("cascade",),
     ("faithfulness", "audit_rate"): ("cascade",),
+    ("faithfulness", "judge_rate"): ("cascade",),
     ("faithfulness", "ppi_regression"): ("cascade",),
     ("faithfulness", "local_embeddings"): ("local", "cascade"),
     ("answer_relevance", "strictness"): ("ragas",),

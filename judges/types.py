@@ -176,6 +176,21 @@ class CascadeRoute:
     calibration: bool = False
     audit_rate: float = 0.0
     cluster: str = ""
+    # Stage 2 in the certified-pass region (evaluator.worker.two_stage): given the cheap
+    # score, (p2|1, judged) — the judge's probability, fixed before the draw, and the draw.
+    # None: p2|1 = audit_rate, judged = calibration (the calibration draw alone).
+    sample: Callable[[float], tuple[float, bool]] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StageOne:
+    """Stage 1 of a cascade: whether its cheap stage scores this trace, drawn with the known
+    probability `p1` its CPU budget allows (evaluator.worker.two_stage); `spend` is told the
+    CPU seconds the cheap stage took."""
+
+    p1: float = 1.0
+    admitted: bool = True
+    spend: Callable[[float], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,3 +208,5 @@ class Clients:
     # Asked (rubric name, stratum) by a cascade once its cheap stage has scored: what the cheap
     # stage may decide for this trace. None = no certification source: the judge decides.
     cascade_route: Callable[[str, str], Awaitable[CascadeRoute]] | None = None
+    # Asked (rubric name) by a cascade before its cheap stage: None = always run it (p1 = 1).
+    stage_one: Callable[[str], StageOne] | None = None

@@ -7,7 +7,10 @@ score, `decided_by`, `calibration`, `certified_threshold`, `audit_rate`). Per gr
 bucket, `evalcore.ppi.ppi_mean` then estimates the top judge's mean from the cheap score on
 every record (f = `cheap_score`, else `local_value`, else 0: any value fixed before the judge
 draw keeps the estimate consistent) and the judge's score on the judged ones, weighted by
-1/(p1·p2|1), p1 the record's inclusion probability.
+1/(p1·p2|1), p1 the record's inclusion probability (the intake's × the cheap stage's CPU-budget
+draw) and p2|1 the one the record states (`details.cascade.p2`, written by the worker's two
+stages, evaluator.worker.two_stage); a record without it (written before) has the p2|1 its
+trail implies: `audit_rate` in the certified-pass region, 1 elsewhere.
 
 What `trend` shows for such a rubric, per bucket and group total: `estimator` ("ppi++" where
 `evalcore.ppi.shows_ppi`, else "hajek") names the source of `mean`, `ci_low`, `ci_high` and
@@ -88,6 +91,7 @@ def stages(
     calibration: Array,
     audit: Array,
     cut: Array,
+    stated: Array | None = None,
 ) -> dict[str, Any]:
     """Per record (arrays; NaN for a missing number): f, p2|1, judged, y and which records
     count (local-advisory ones, or an audit rate of 0 where one is needed, do not)."""
@@ -98,7 +102,9 @@ def stages(
     in_pass = ~np.isnan(cut) & ~np.isnan(cheap) & (np.nan_to_num(cheap) >= np.nan_to_num(cut))
     sampled = local_pass | (judge & calibration & in_pass)  # judged with p2|1 = audit_rate
     p2 = np.where(sampled, audit, 1.0)
-    keep = (judge | local_pass) & ~(sampled & (audit <= 0))
+    if stated is not None:  # the p2|1 the worker recorded, where it did
+        p2 = np.where(np.isnan(stated), p2, stated)
+    keep = (judge | local_pass) & ~(p2 <= 0)
     return {"f": f, "p2": p2, "judged": judge, "y": np.where(judge, score, np.nan), "keep": keep}
 
 
@@ -147,6 +153,7 @@ def ppi_cells(
         _trail("calibration").as_boolean(),
         _trail("audit_rate").as_float(),
         _trail("certified_threshold").as_float(),
+        _trail("p2").as_float(),
     ).where(
         _R.c.rubric == rubric,
         _R.c.status == "ok",
@@ -162,7 +169,7 @@ def ppi_cells(
         raise TooManyRecords(f"over {MAX_RECORDS} cascade records in the window")
     if not rows:
         return None
-    pv, m, feat, ep, when, score, p, cheap, local, decided, calib, audit, cut = zip(
+    pv, m, feat, ep, when, score, p, cheap, local, decided, calib, audit, cut, p2 = zip(
         *rows, strict=True
     )
 
@@ -177,6 +184,7 @@ def ppi_cells(
         np.array([bool(c) for c in calib]),
         num(audit),
         num(cut),
+        num(p2),
     )
     p1 = num(p)
     p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
@@ -210,6 +218,7 @@ def cascade_stream(
             _trail("calibration").as_boolean(),
             _trail("audit_rate").as_float(),
             _trail("certified_threshold").as_float(),
+            _trail("p2").as_float(),
         )
         .where(*_ok(clock, rubric, lo, hi), *match_labels(labels, key), _R.c.method == "cascade")
         .order_by(_R.c.created_at, _R.c.id)
@@ -218,7 +227,7 @@ def cascade_stream(
     rows = conn.execute(query).all()
     if not rows:
         return None
-    score, p, cheap, local, decided, calib, audit, cut = zip(*rows, strict=True)
+    score, p, cheap, local, decided, calib, audit, cut, p2 = zip(*rows, strict=True)
 
     def num(values: tuple[Any, ...]) -> Array:
         return np.array([np.nan if v is None else float(v) for v in values])
@@ -231,6 +240,7 @@ def cascade_stream(
         np.array([bool(c) for c in calib]),
         num(audit),
         num(cut),
+        num(p2),
     )
     p1 = num(p)
     p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)

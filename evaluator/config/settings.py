@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from evalcore.redaction_kinds import KINDS
 from evaluator.config.policy import parse_duration, parse_policy
+from evaluator.config.two_stage import TwoStageSettings
 from evaluator.config.urls import check_url_static
 from evaluator.errors import SettingsError, UnsafeURL
 
@@ -407,6 +408,7 @@ class Settings(_Section):
     intake: IntakeSettings = IntakeSettings()
     sampling: SamplingSettings = SamplingSettings()
     budget: BudgetSettings = BudgetSettings()
+    two_stage: TwoStageSettings = TwoStageSettings()
     rubrics: RubricsSettings = RubricsSettings()
     redaction: RedactionSettings = RedactionSettings()
     alerts: AlertsSettings = AlertsSettings()

@@ -21,6 +21,11 @@ Per trace and rubric the router answers two questions, both before any judge cal
   job writes one at the new values. A change of any key element finds no certification: the
   judge decides again until one is computed for the new key.
 
+With a `TwoStage` (evaluator.worker.two_stage), the route also carries stage 2's draw for
+the certified-pass region (`CascadeRoute.sample`: the same point compared with p2|1 ≥
+audit_rate, so the calibration draw is a subset of the judged clusters) and `bind` gives the
+scorer stage 1's CPU-budget admission (`Clients.stage_one`).
+
 The certifications in force are read from their source at most once per ``ttl_s`` per
 process (a withdrawal takes effect within ``ttl_s``); a failing read raises (the job is
 retried, evaluator.worker.faults) rather than guessing.
@@ -28,13 +33,16 @@ retried, evaluator.worker.faults) rather than guessing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from evalcore.routing import draw_point
 from evaluator.analytics.certification_view import RubricNow
+from evaluator.worker.two_stage import TwoStage
 from judges.rubric import Rubric
 from judges.scorers.faithfulness import cheap_stage
 from judges.scorers.registry import identity_for
@@ -87,7 +95,7 @@ def cluster_key(session_id: str | None, case: EvalCase) -> str:
 def calibration_point(cluster: str, rubric: str) -> float:
     """A stable point in [0, 1) for (cluster, rubric); the cluster is drawn when it is below
     the rubric's audit_rate (keyed by the rubric too: two rubrics draw independently)."""
-    return int.from_bytes(_hash(f"{rubric}\x1f{cluster}"), "big") / 2**64
+    return draw_point(rubric, cluster)
 
 
 def key_of(rubric: Rubric, clients: Clients, prompt_version: str | None, stratum: str) -> Key:
@@ -127,6 +135,7 @@ class CascadeRouter:
     clients: Clients  # the runtime's: the judge named in the epoch
     ttl_s: float = 30.0
     clock: Callable[[], float] = time.monotonic
+    two_stage: TwoStage | None = None  # None: p1 = 1 and the calibration draw alone
     _active: dict[Key, Certified] = field(default_factory=dict, init=False)
     _read_at: float | None = field(default=None, init=False)
 
@@ -150,12 +159,17 @@ class CascadeRouter:
         opts = rubric.typed_options  # a cascade's (judges/options.py); others use no route
         audit_rate = float(getattr(opts, "audit_rate", 0.0))
         alpha, delta = getattr(opts, "alpha", 0.0), getattr(opts, "delta", 0.0)
-        calibration = calibration_point(cluster, rubric_name) < audit_rate
+        point = calibration_point(cluster, rubric_name)
+        calibration = point < audit_rate
+        sample = None
+        if self.two_stage is not None:
+            plan = self.two_stage.plan(rubric_name, getattr(opts, "judge_rate", None), audit_rate)
+            sample = lambda f: plan.sample(f, point)  # noqa: E731 - bound to this trace's point
         found = (await self.active()).get(key_of(rubric, self.clients, prompt_version, stratum))
         cert = None
         if found is not None and found.alpha <= alpha and found.delta <= delta:
             cert = CertifiedThreshold(found.id, found.threshold, found.alpha, found.delta)
-        return CascadeRoute(cert, calibration, audit_rate, cluster)
+        return CascadeRoute(cert, calibration, audit_rate, cluster, sample)
 
     def for_trace(self, case: EvalCase, session_id: str | None) -> RouteFn:
         """`Clients.cascade_route` for one trace (the cluster key is hashed on first ask:
@@ -169,3 +183,11 @@ class CascadeRouter:
             return await self.route(rubric_name, stratum, cluster[0], prompt_version)
 
         return ask
+
+    def bind(self, clients: Clients, case: EvalCase, session_id: str | None) -> Clients:
+        """`clients` with this trace's route (and stage 1's admission, with a TwoStage)."""
+        route = self.for_trace(case, session_id)
+        if self.two_stage is None:
+            return dataclasses.replace(clients, cascade_route=route)
+        one = self.two_stage.stage_one(case.trace_id)
+        return dataclasses.replace(clients, cascade_route=route, stage_one=one)

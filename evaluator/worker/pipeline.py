@@ -51,6 +51,7 @@ from evaluator.worker.faults import (
     postpone_delay_s,
 )
 from evaluator.worker.runtime import Runtime
+from evaluator.worker.two_stage import p1_of
 from judges.errors import EscalationRefused, JudgeDeferred
 from judges.provenance import VerdictIdentity, provenance_json
 from judges.redact import redact_case
@@ -242,6 +243,8 @@ def to_record(
     the trace's own time when trace_time clamped it (kept in details, for the record)."""
     details = dict(score.details)
     details["sampled_by"] = reason.value
+    if inclusion_probability is not None:  # a cascade's cheap stage ran with p1 (two_stage)
+        inclusion_probability *= p1_of(score)
     if trace_at_claimed is not None:
         details["trace_at_claimed"] = trace_at_claimed.isoformat()
     ident = score.identity or identity
@@ -289,8 +292,7 @@ async def score_rubrics(
     if escalations is not None:
         clients = dataclasses.replace(clients, escalation_gate=escalations.ask)
     if runtime.cascade_router is not None:
-        route = runtime.cascade_router.for_trace(case, trace.label("session.id"))
-        clients = dataclasses.replace(clients, cascade_route=route)
+        clients = runtime.cascade_router.bind(clients, case, trace.label("session.id"))
     scored = await asyncio.gather(*(_score(clients, case, rubric) for rubric, _ in selected))
     return await settle(runtime, escalations, selected, scored)
 

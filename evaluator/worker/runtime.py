@@ -31,6 +31,7 @@ from evaluator.traces.model import Trace
 from evaluator.worker.cascade_routing import CascadeRouter
 from evaluator.worker.group_commit import GroupCommit, GroupRead
 from evaluator.worker.judge_limits import RedisRateLimiter, RedisReplyCache
+from evaluator.worker.two_stage import TwoStage
 from judges.llm.client import JudgeClient, sdk_http_client
 from judges.scorers.faithfulness import advisory_note
 from judges.scorers.registry import escalates, identity_for, needs_judge, wants_embeddings
@@ -325,6 +326,7 @@ def cascade_router(
         rubric_of=rubrics.by_name,
         clients=clients,
         ttl_s=settings.worker.certifications_ttl_s,
+        two_stage=TwoStage(settings.two_stage),
     )
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -53,7 +54,16 @@ from judges.scorers.faithfulness_prompts import (
 )
 from judges.scorers.local import score_faithfulness_local
 from judges.scorers.local_model import LOCAL_METHOD_VERSION
-from judges.types import CascadeRoute, Clients, Context, EvalCase, Score, Status, Usage
+from judges.types import (
+    CascadeRoute,
+    Clients,
+    Context,
+    EvalCase,
+    Score,
+    StageOne,
+    Status,
+    Usage,
+)
 
 # Bump when a change here or in faithfulness_prompts can change a verdict (a new epoch).
 IMPLEMENTATION_VERSION = "1"
@@ -174,14 +184,29 @@ def advisory_note(rubrics: Sequence[str]) -> str:
     )
 
 
-def decide(local: Score, route: CascadeRoute, judge_configured: bool) -> tuple[str, str]:
+def stage_two(local: Score, route: CascadeRoute) -> tuple[float, bool]:
+    """p2|1 and the draw (evalcore.routing): (1, True) outside the certified-pass region (no
+    certification, no cheap score, or below the certified threshold); inside it, the route's
+    `sample` — else the calibration draw alone, (audit_rate, calibration). Call once a trace."""
+    value, cert = cheap_score(local), route.certification
+    if value is None or cert is None or value < cert.threshold:
+        return 1.0, True
+    if route.sample is None:
+        return route.audit_rate, route.calibration
+    return route.sample(value)
+
+
+def decide(
+    local: Score, route: CascadeRoute, judge_configured: bool, sampled: bool = False
+) -> tuple[str, str]:
     """Who decides this trace, ``judge`` | ``local_certified`` | ``local_advisory``, and why.
 
     Rules, in order: no judge configured → the local verdict, recorded as advisory (never as
     certified: no audit could ever check it); the trace's cluster is in the calibration draw
     → the judge, whatever the local score (its verdict is a label); the local step may not
     pass it (``cheap_score`` is None) → the judge; a certification covers the stratum and
-    the cheap score is ≥ its threshold → a local pass; otherwise → the judge.
+    the cheap score is ≥ its threshold → a local pass, unless stage 2 drew it (`sampled`,
+    from `stage_two`: then the judge, for the estimate); otherwise → the judge.
 
     Guarantee: a local pass happens only under a certification, so on a certified stratum
     P(an answer the top judge fails is passed locally) ≤ alpha with probability ≥ 1 − delta
@@ -204,6 +229,8 @@ def decide(local: Score, route: CascadeRoute, judge_configured: bool) -> tuple[s
     cert = route.certification
     if cert is None:
         return "judge", "no certification for this stratum: the judge decides"
+    if value >= cert.threshold and sampled:
+        return "judge", f"local score {value:.3f} passes, drawn for the judge (stage 2)"
     if value >= cert.threshold:
         return "local_certified", (
             f"local score {value:.3f} >= certified threshold {cert.threshold} "
@@ -271,22 +298,43 @@ async def score_two_step(case: EvalCase, rubric: Rubric, judge: JudgeClient) -> 
 
 
 async def score_local(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
+    return (await _local_timed(case, rubric, clients))[0]
+
+
+async def _local_timed(case: EvalCase, rubric: Rubric, clients: Clients) -> tuple[Score, float]:
+    """The local score and the CPU seconds it took (its thread's: other jobs not counted)."""
     # Embeddings are opt-in (options.local_embeddings = true): v1 measured no gain on RAGTruth
     # QA at 30-100x the CPU, and v2's similarity weight is not fitted yet (local_model.py).
     embedder = clients.embedder if rubric.options.get("local_embeddings") is True else None
+
+    def timed() -> tuple[Score, float]:
+        started = time.thread_time()
+        got = score_faithfulness_local(case, embedder, threshold=local_threshold(rubric))
+        return got, time.thread_time() - started
+
     # CPU-bound: keep it off the event loop that serves other jobs.
-    return await asyncio.to_thread(
-        score_faithfulness_local, case, embedder, threshold=local_threshold(rubric)
-    )
+    return await asyncio.to_thread(timed)
 
 
 async def score_cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
-    local = await score_local(case, rubric, clients)
+    one = clients.stage_one(rubric.name) if clients.stage_one is not None else StageOne()
+    if not one.admitted:  # over the cheap stage's CPU budget: recorded, never silent
+        out = {"stage": cheap_stage(), "p1": one.p1, "decided_by": "none"}
+        return Score(
+            Status.SKIPPED,
+            explanation=f"cheap stage over its CPU budget (drawn out with p1 = {one.p1:.3g})",
+            method="cascade",
+            details={"cascade": out},
+        )
+    local, cpu_s = await _local_timed(case, rubric, clients)
+    if one.spend is not None:
+        one.spend(cpu_s)
     stratum = stratum_of(local)
     has_judge = clients.judge is not None
     ask = clients.cascade_route
     route = await ask(rubric.name, stratum) if has_judge and ask is not None else CascadeRoute()
-    decided_by, reason = decide(local, route, has_judge)
+    p2, sampled = stage_two(local, route) if has_judge else (0.0, False)
+    decided_by, reason = decide(local, route, has_judge, sampled)
     cert = route.certification
     trail: dict[str, Any] = {
         "local_value": local.value,
@@ -303,6 +351,11 @@ async def score_cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Sco
         "certified_threshold": cert.threshold if cert else None,
         "decided_by": decided_by,
         "reason": reason,
+        # The two stages' realised probabilities (the record's inclusion probability is the
+        # intake's times p1): the judge was asked with probability p2 given the cheap score.
+        "p1": one.p1,
+        "p2": p2,
+        "cpu_ms": round(cpu_s * 1000, 3),
     }
     judge = clients.judge
     if decided_by == "local_advisory" or judge is None:
@@ -325,8 +378,15 @@ async def score_cascade(case: EvalCase, rubric: Rubric, clients: Clients) -> Sco
             details={**local.details, "cascade": trail},
         )
     gate = clients.escalation_gate
-    # A calibration draw is not charged to the budget (up to audit_rate of the draws).
-    if not route.calibration and gate is not None and not await gate(case.trace_id, rubric.name):
+    # Only an escalation (p2 = 1) asks the budget: a calibration draw is not charged (up to
+    # audit_rate of the draws) and a stage-2 draw was planned within its allowance in advance
+    # (a refusal in arrival order would make its p2 a lie).
+    if (
+        p2 >= 1
+        and not route.calibration
+        and gate is not None
+        and not await gate(case.trace_id, rubric.name)
+    ):
         raise EscalationRefused(f"the judge budget refused the escalation ({reason})")
     try:
         judged = await score_judge(case, rubric, judge, method="cascade")

@@ -39,7 +39,7 @@ _NOT_VERDICT = {"description", "applies_to", "sampling", "regression", "mode"}
 # never the judge's verdict: changing them must keep the certifications and labels of the
 # epoch (evaluator.worker.cascade_routing keys certifications by the epoch). alpha and delta
 # reach a certification through its own row (evaluator.analytics.certification_plan).
-_NOT_VERDICT_OPTIONS = {"audit_rate", "alpha", "delta", "ppi_regression"}
+_NOT_VERDICT_OPTIONS = {"audit_rate", "alpha", "delta", "ppi_regression", "judge_rate"}
 # local_threshold is the local score's own pass mark: with a judge, a cascade's verdicts are
 # the judge's or a certified pass (its threshold is the certification's), never that mark; it
 # shapes only the advisory verdicts recorded when no judge is configured.
