@@ -33,12 +33,11 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Engine
 
+from evaluator.analytics.alert_delivery import deliver_alerts
 from evaluator.analytics.alerts import (
-    alert_to_json,
     group_key,
     open_alert_of,
     resolve,
-    save,
     try_open,
 )
 from evaluator.analytics.certification_plan import NO_SCORE, KeyPlan, Label, Withdrawal, plan_key
@@ -280,15 +279,7 @@ async def run_certification(
     """Decide in a thread, then deliver the alerts and record their deliveries."""
     now = now or utcnow()
     report = await asyncio.to_thread(decide, store, rubrics, now)
-    if otel is not None and report.events:
-        await otel.export_alerts([(e, alert_to_json(a)) for e, a in report.events])
-    for event, alert in report.events:
-        results = await sinks.deliver(event, alert_to_json(alert))
-        alert.deliveries = [
-            *alert.deliveries,
-            *({"event": event, "at": utcnow().isoformat(), **r.to_dict()} for r in results),
-        ]
-        await asyncio.to_thread(save, store, alert)
+    await deliver_alerts(store, sinks, report.events, otel)
     return report
 
 

@@ -23,8 +23,8 @@ from typing import Any
 from sqlmodel import Session
 
 from evalcore.intervals import GroupStats
+from evaluator.analytics.alert_delivery import deliver_alerts
 from evaluator.analytics.alerts import (
-    alert_to_json,
     describe,
     group_key,
     in_cool_down,
@@ -249,15 +249,7 @@ async def run_check(
     With `otel`, the alerts also go out as OpenTelemetry events (with their intervals)."""
     now = now or utcnow()
     report, events = await asyncio.to_thread(decide, store, rubrics, alerts, now, floors)
-    if otel is not None and events:
-        await otel.export_alerts([(e, alert_to_json(a)) for e, a in events])  # never raises
-    for event, alert in events:
-        results = await sinks.deliver(event, alert_to_json(alert))
-        alert.deliveries = [
-            *alert.deliveries,
-            *({"event": event, "at": utcnow().isoformat(), **r.to_dict()} for r in results),
-        ]
-        await asyncio.to_thread(save, store, alert)
+    await deliver_alerts(store, sinks, events, otel)
     return report
 
 

@@ -7,8 +7,9 @@ hide the very drift we look for), stores the agreement with bootstrap intervals 
 JUDGE-DRIFT alert on a significant drop. With `[anchors] min_agreement` set, every run —
 the first one too — is also held against that absolute floor (judges.anchors.check_floor:
 the exact lower bound of the balanced accuracy, errors counted as disagreements), opening a
-JUDGE-FLOOR alert while the bound is below it. `anchors_job(ctx)` is the cron body: it runs
-every rubric whose epoch changed or whose `every` elapsed.
+JUDGE-FLOOR alert while the bound is below it. Both alerts, opened or resolved, go to the
+alert sinks like every other kind (evaluator.analytics.alert_delivery). `anchors_job(ctx)` is
+the cron body: it runs every rubric whose epoch changed or whose `every` elapsed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,8 +25,10 @@ from pathlib import Path
 from typing import Any, cast
 
 from evaluator.analytics import judge_drift
+from evaluator.analytics.alert_delivery import AlertEvent, deliver_alerts, transition
 from evaluator.analytics.attribution_data import revise_open
 from evaluator.config.policy import parse_duration
+from evaluator.outputs.webhooks import AlertSinks, build_sinks
 from evaluator.sources.labelled import read_labelled
 from evaluator.store.trust_models import AnchorRun
 from evaluator.traces.cases import build_case
@@ -211,8 +215,10 @@ async def run_anchors(
     now: datetime | None = None,
     concurrency: int = 16,
     bootstrap_reps: int = 1000,
+    sinks: AlertSinks | None = None,
 ) -> AnchorOutcome:
-    """Re-score the rubric's anchor set once; store the run; raise or resolve drift alerts."""
+    """Re-score the rubric's anchor set once; store the run; raise or resolve drift alerts
+    and deliver them to `sinks` (None: the ones `[alerts]` configures)."""
     spec = rubric.anchors
     if spec is None:
         raise ValueError(f"rubric {rubric.name!r} has no [anchors] table")
@@ -285,16 +291,31 @@ async def run_anchors(
     )
     run = await asyncio.to_thread(judge_drift.save_run, store, run)
     outcome.run = run
-    outcome.alert, _ = await asyncio.to_thread(
+    outcome.alert, alert = await asyncio.to_thread(
         judge_drift.raise_or_resolve, store, rubric.name, drift, run, now, ALERT_COOL_DOWN
     )
+    events: list[AlertEvent] = transition(outcome.alert, alert)
     if floor is not None:
-        outcome.floor_alert, _ = await asyncio.to_thread(
+        outcome.floor_alert, alert = await asyncio.to_thread(
             judge_drift.floor_alert, store, rubric.name, floor, run, now, ALERT_COOL_DOWN
         )
+        events += transition(outcome.floor_alert, alert)
+    if events:
+        await _deliver(runtime, events, sinks)
     # Open regression alerts that could not check the judge when they opened can now.
     await asyncio.to_thread(revise_open, store, rubric, runtime.settings.alerts, now)
     return outcome
+
+
+async def _deliver(runtime: Runtime, events: list[AlertEvent], sinks: AlertSinks | None) -> None:
+    if sinks is not None:
+        await deliver_alerts(runtime.store, sinks, events, runtime.otel)
+        return
+    own = build_sinks(runtime.settings.alerts, os.environ)
+    try:
+        await deliver_alerts(runtime.store, own, events, runtime.otel)
+    finally:
+        await own.aclose()
 
 
 async def anchors_job(ctx: dict[str, Any]) -> dict[str, Any]:
