@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -166,3 +167,83 @@ def test_a_burst_within_the_bucket_is_scored_whole() -> None:
         assert one.admitted and one.p1 == 1.0
         assert one.spend is not None
         one.spend(0.005)
+
+
+def test_the_trend_reads_the_stated_p2_and_old_records_keep_todays_weights() -> None:
+    """`ppi_trends.stages`: records without a stated p2|1 (written before the two stages) get
+    today's inferred one; stated values that equal it change nothing; a stage-2 draw above
+    the audit rate (judged, not calibration, in the pass region) is weighted by its own p2|1
+    instead of being read as an escalation (p2|1 = 1)."""
+    from evaluator.analytics.ppi_trends import stages
+
+    nan = float("nan")
+    score = np.array([0.9, 1.0, 0.2, 1.0])
+    cheap = np.array([0.95, 0.9, 0.3, 0.97])
+    decided = ["local_certified", "judge", "judge", "judge"]  # pass, audit, escalation, stage 2
+    calibration = np.array([False, True, False, False])
+    audit, cut = np.full(4, 0.1), np.full(4, 0.5)
+    args = (score, cheap, cheap, decided, calibration, audit, cut)
+    old = stages(*args)
+    assert old["p2"].tolist() == [0.1, 0.1, 1.0, 1.0]  # the last one misread as escalated
+    same = stages(*args, np.array([0.1, 0.1, 1.0, nan]))
+    assert same["p2"][:3].tolist() == old["p2"][:3].tolist()
+    stated = stages(*args, np.array([0.35, 0.1, 1.0, 0.42]))
+    assert stated["p2"].tolist() == [0.35, 0.1, 1.0, 0.42]
+    assert stated["keep"].all() and stated["judged"].tolist() == [False, True, True, True]
+
+
+async def test_a_stage_two_draw_is_judged_without_asking_the_budget_gate() -> None:
+    """In the certified-pass region the scorer takes the route's (p2|1, judged): drawn, it is
+    judged and the escalation gate is not asked (the draw was planned within its allowance:
+    a refusal in arrival order would make p2|1 a lie); not drawn, a local pass that states
+    its p2|1. The stage-1 admission's p1 and the cheap stage's CPU are on the trail."""
+    from judges.llm.client import JudgeClient
+    from judges.rubric import Rubric
+    from judges.scorers.registry import run_scorer
+    from judges.types import CascadeRoute, CertifiedThreshold, Clients, StageOne
+    from tests.cascade_support import grounded_case, mock_judge
+    from tests.conftest import JUDGE_URL
+
+    rubric = Rubric.model_validate(
+        {"name": "faithfulness", "version": "1", "scorer": "faithfulness", "method": "cascade"}
+    )
+    cert = CertifiedThreshold("cert-qa", 0.5, 0.05, 0.1)
+    asked: list[str] = []
+    spent: list[float] = []
+
+    async def refusing_gate(trace_id: str, rubric_name: str) -> bool:
+        asked.append(trace_id)
+        return False
+
+    def route(sampled: tuple[float, bool]) -> Any:
+        async def ask(rubric_name: str, stratum: str) -> CascadeRoute:
+            return CascadeRoute(cert, False, 0.1, "c1", lambda f: sampled)
+
+        return ask
+
+    def admit(rubric_name: str) -> StageOne:
+        return StageOne(0.8, True, spent.append)
+
+    judge = JudgeClient(base_url=JUDGE_URL, model="judge-model", max_retries=0)
+    try:
+        for api in mock_judge():
+            clients = Clients(
+                judge=judge,
+                escalation_gate=refusing_gate,
+                cascade_route=route((0.4, True)),
+                stage_one=admit,
+            )
+            drawn = await run_scorer(grounded_case("t1"), rubric, clients)
+            trail = drawn.details["cascade"]
+            assert api.call_count == 1 and asked == []
+            assert trail["decided_by"] == "judge" and trail["p2"] == 0.4
+            assert trail["p1"] == 0.8 and trail["calibration"] is False
+            assert len(spent) == 1 and spent[0] > 0 and trail["cpu_ms"] > 0
+            clients = Clients(
+                judge=judge, escalation_gate=refusing_gate, cascade_route=route((0.4, False))
+            )
+            passed = await run_scorer(grounded_case("t2"), rubric, clients)
+            assert passed.details["cascade"]["decided_by"] == "local_certified"
+            assert passed.details["cascade"]["p2"] == 0.4 and api.call_count == 1
+    finally:
+        await judge.aclose()
