@@ -7,21 +7,12 @@ module imports them all, so `model_metadata()` is complete. A new table module g
 
 from __future__ import annotations
 
-from types import ModuleType
-
 from sqlalchemy import MetaData
 from sqlmodel import SQLModel
 
 from evaluator.store import admissions, batches, certifications, models, outbox, trust_models
 
-TABLE_MODULES: tuple[ModuleType, ...] = (
-    models,
-    outbox,
-    admissions,
-    batches,
-    certifications,
-    trust_models,
-)
+TABLE_MODULES = (models, outbox, admissions, batches, certifications, trust_models)
 
 
 def model_metadata() -> MetaData:

@@ -66,18 +66,31 @@ _CACHE: dict[tuple[Any, ...], VerdictIdentity] = {}
 _CACHE_MAX = 256  # rubrics x judge settings one process sees; cleared when exceeded
 
 
-def _identity(
-    rubric: Rubric,
-    endpoint: str | None,
-    model: str | None,
-    temperature: float | None,
-    response_format: str | None,
-    implementation: str,
-    templates: TemplatesOf,
+def verdict_identity(
+    rubric: Rubric, judge: JudgeClient | None, *, implementation: str, templates: TemplatesOf
 ) -> VerdictIdentity:
+    """The identity of `rubric` run by the code `implementation` names, decided by `judge`
+    (None: no judge decides it, so no judge field is set) with the prompts `templates`
+    renders."""
+    if judge is None:
+        endpoint, model, temperature, response_format = None, None, None, None
+    else:
+        temp = rubric.judge.temperature
+        endpoint, model = endpoint_of(judge.endpoint), rubric.judge.model or judge.model
+        temperature = judge.temperature if temp is None else temp
+        response_format = judge.response_format
+    # Keyed by the rubric's JSON: a Rubric with an options dict is not hashable. Rendering
+    # the probe prompts costs ~1 ms, dumping the rubric ~20 us. The scorer and method (in the
+    # JSON) fix `implementation` and `templates`.
+    key = (rubric.model_dump_json(), endpoint, model, temperature, response_format)
+    found = _CACHE.get(key)
+    if found is not None:
+        return found
+    if len(_CACHE) >= _CACHE_MAX:
+        _CACHE.clear()
     judged = endpoint is not None
     prompts, schemas = templates(PROBE, rubric) if judged else ([], [])
-    return VerdictIdentity(
+    found = _CACHE[key] = VerdictIdentity(
         scorer=rubric.scorer,
         method=rubric.resolved_method,
         rubric=rubric.name,
@@ -91,31 +104,4 @@ def _identity(
         prompt_hash=digest(prompts)[:16] if judged else None,
         schema_hash=digest([s.model_json_schema() for s in schemas])[:16] if judged else None,
     )
-
-
-def verdict_identity(
-    rubric: Rubric, judge: JudgeClient | None, *, implementation: str, templates: TemplatesOf
-) -> VerdictIdentity:
-    """The identity of `rubric` run by the code `implementation` names, decided by `judge`
-    (None: no judge decides it, so no judge field is set) with the prompts `templates`
-    renders."""
-    if judge is None:
-        args: tuple[str | None, str | None, float | None, str | None] = (None, None, None, None)
-    else:
-        temp = rubric.judge.temperature
-        args = (
-            endpoint_of(judge.endpoint),
-            rubric.judge.model or judge.model,
-            judge.temperature if temp is None else temp,
-            judge.response_format,
-        )
-    # Keyed by the rubric's JSON: a Rubric with an options dict is not hashable. Rendering
-    # the probe prompts costs ~1 ms, dumping the rubric ~20 us. The scorer and method (in the
-    # JSON) fix `implementation` and `templates`.
-    key = (rubric.model_dump_json(), *args)
-    found = _CACHE.get(key)
-    if found is None:
-        if len(_CACHE) >= _CACHE_MAX:
-            _CACHE.clear()
-        found = _CACHE[key] = _identity(rubric, *args, implementation, templates)
     return found

@@ -61,28 +61,23 @@ class Method:
     with options.local_embeddings = true.
     """
 
-    scorer: str
-    method: str
     score: ScorerFn
     templates: TemplatesOf
     needs: tuple[Need, ...] = ()
     uses: tuple[Need, ...] = ()
-    # The combined rows' identity has never named their judge or prompt; naming them now
-    # would start a new epoch for every combined rubric (CHANGELOG, issue 27).
-    identity_names_judge: bool = True
 
-    @property
-    def implementation(self) -> str:
-        """What the verdict identity names as the code: "<module>:<IMPLEMENTATION_VERSION>"
-        (ragas_method's for ragas), plus the local method's version or ragas's release."""
-        module = _IDENTITY_MODULES[self.scorer]
-        code = ragas_method if self.method == "ragas" else module
-        parts = [f"{module.__name__.rpartition('.')[2]}:{code.IMPLEMENTATION_VERSION}"]
-        if self.method in ("local", "cascade"):
-            parts.append(f"local:{LOCAL_METHOD_VERSION}")
-        if self.method == "ragas":
-            parts.append(f"ragas:{_ragas_release()}")
-        return "+".join(parts)
+
+def implementation(scorer: str, method: str) -> str:
+    """What the verdict identity names as the code: "<module>:<IMPLEMENTATION_VERSION>"
+    (ragas_method's for ragas), plus the local method's version or ragas's release."""
+    module = _IDENTITY_MODULES[scorer]
+    code = ragas_method if method == "ragas" else module
+    parts = [f"{module.__name__.rpartition('.')[2]}:{code.IMPLEMENTATION_VERSION}"]
+    if method in ("local", "cascade"):
+        parts.append(f"local:{LOCAL_METHOD_VERSION}")
+    if method == "ragas":
+        parts.append(f"ragas:{_ragas_release()}")
+    return "+".join(parts)
 
 
 @functools.cache
@@ -93,14 +88,14 @@ def _ragas_release() -> str:
         return "absent"
 
 
-def _judged(scorer: str, method: str, fn: JudgedFn, templates: TemplatesOf, *needs: Need) -> Method:
-    """A row whose coroutine takes the judge itself (`precheck` makes sure there is one)."""
+def _judged(fn: JudgedFn) -> ScorerFn:
+    """A coroutine that takes the judge itself: `precheck` has made sure there is one."""
 
     async def score(case: EvalCase, rubric: Rubric, clients: Clients) -> Score:
         assert clients.judge is not None  # "judge" is in the row's needs
         return await fn(case, rubric, clients.judge)
 
-    return Method(scorer, method, score, templates, ("judge", *needs))
+    return score
 
 
 # --- what each method sends a judge (probe-rendered into the verdict identity) ------------
@@ -158,84 +153,59 @@ _IDENTITY_MODULES: dict[str, ModuleType] = {
     "tool_use": agent,
     "tool_selection": agent,
 }
-_ROWS = (
-    _judged("llm_rubric", "judge", llm_rubric.score_llm_rubric, _llm_rubric),
-    _judged("faithfulness", "judge", faithfulness.score_judge, _faithfulness, "contexts"),
-    _judged("faithfulness", "two_step", faithfulness.score_two_step, _two_step, "contexts"),
-    _judged("faithfulness", "ragas", ragas_method.score_faithfulness_ragas, _none, "contexts"),
-    Method(
-        "faithfulness", "local", faithfulness.score_local, _none, ("contexts",), ("embeddings",)
+JUDGE: tuple[Need, ...] = ("judge",)
+EMBEDDINGS: tuple[Need, ...] = ("embeddings",)
+GENERATOR: tuple[Need, ...] = ("generator",)
+CONTEXTS: tuple[Need, ...] = ("contexts",)
+TOOL_CALLS: tuple[Need, ...] = ("tool_calls",)
+# (scorer, method): Method(coroutine, templates, needs, uses)
+REGISTRY: dict[tuple[str, str], Method] = {
+    ("llm_rubric", "judge"): Method(_judged(llm_rubric.score_llm_rubric), _llm_rubric, JUDGE),
+    ("faithfulness", "judge"): Method(
+        _judged(faithfulness.score_judge), _faithfulness, JUDGE + CONTEXTS
     ),
-    Method(
-        "faithfulness",
-        "cascade",
-        faithfulness.score_cascade,
-        _faithfulness,
-        ("contexts",),
-        ("judge", "embeddings"),
+    ("faithfulness", "local"): Method(faithfulness.score_local, _none, CONTEXTS, EMBEDDINGS),
+    ("faithfulness", "cascade"): Method(
+        faithfulness.score_cascade, _faithfulness, CONTEXTS, JUDGE + EMBEDDINGS
     ),
-    Method(
-        "faithfulness",
-        "combined",
-        combined.score_faithfulness_combined,
-        _combined,
-        ("judge", "contexts"),
-        identity_names_judge=False,
+    ("faithfulness", "two_step"): Method(
+        _judged(faithfulness.score_two_step), _two_step, JUDGE + CONTEXTS
     ),
-    _judged("answer_relevance", "judge", relevance.score_answer_judge, _answer),
-    Method("answer_relevance", "local", relevance.score_answer_local, _none, (), ("embeddings",)),
-    Method(
-        "answer_relevance",
-        "ragas",
-        ragas_method.score_answer_relevance_ragas,
-        _none,
-        ("judge", "embeddings"),
+    ("faithfulness", "ragas"): Method(
+        _judged(ragas_method.score_faithfulness_ragas), _none, JUDGE + CONTEXTS
     ),
-    Method(
-        "answer_relevance",
-        "combined",
-        combined.score_answer_combined,
-        _combined,
-        ("judge",),
-        identity_names_judge=False,
+    ("faithfulness", "combined"): Method(
+        combined.score_faithfulness_combined, _combined, JUDGE + CONTEXTS
     ),
-    _judged("context_relevance", "judge", relevance.score_contexts_judge, _contexts, "contexts"),
-    Method(
-        "context_relevance",
-        "local",
-        relevance.score_contexts_local,
-        _none,
-        ("contexts",),
-        ("embeddings",),
+    ("answer_relevance", "judge"): Method(_judged(relevance.score_answer_judge), _answer, JUDGE),
+    ("answer_relevance", "local"): Method(relevance.score_answer_local, _none, (), EMBEDDINGS),
+    ("answer_relevance", "ragas"): Method(
+        ragas_method.score_answer_relevance_ragas, _none, JUDGE + EMBEDDINGS
     ),
-    Method(
-        "context_relevance",
-        "combined",
-        combined.score_contexts_combined,
-        _combined,
-        ("judge", "contexts"),
-        identity_names_judge=False,
+    ("answer_relevance", "combined"): Method(combined.score_answer_combined, _combined, JUDGE),
+    ("context_relevance", "judge"): Method(
+        _judged(relevance.score_contexts_judge), _contexts, JUDGE + CONTEXTS
     ),
-    Method(
-        "self_consistency",
-        "embeddings",
-        self_consistency.score_embeddings,
-        _none,
-        ("embeddings",),
-        ("generator",),
+    ("context_relevance", "local"): Method(
+        relevance.score_contexts_local, _none, CONTEXTS, EMBEDDINGS
     ),
-    Method(
-        "self_consistency",
-        "judge",
-        self_consistency.score_judge,
-        _self_consistency,
-        ("judge",),
-        ("generator",),
+    ("context_relevance", "combined"): Method(
+        combined.score_contexts_combined, _combined, JUDGE + CONTEXTS
     ),
-    Method("tool_use", "local", agent.score_tool_use, _none, ("tool_calls",)),
-    _judged("tool_selection", "judge", agent.score_tool_selection, _tool_selection, "tool_calls"),
-)
-REGISTRY: dict[tuple[str, str], Method] = {(m.scorer, m.method): m for m in _ROWS}
+    ("self_consistency", "embeddings"): Method(
+        self_consistency.score_embeddings, _none, EMBEDDINGS, GENERATOR
+    ),
+    ("self_consistency", "judge"): Method(
+        self_consistency.score_judge, _self_consistency, JUDGE, GENERATOR
+    ),
+    ("tool_use", "local"): Method(agent.score_tool_use, _none, TOOL_CALLS),
+    ("tool_selection", "judge"): Method(
+        _judged(agent.score_tool_selection), _tool_selection, JUDGE + TOOL_CALLS
+    ),
+}
+# The combined methods' identity has never named their judge or prompt: naming them now
+# would start a new epoch for every combined rubric (CHANGELOG, issue 27).
+_IDENTITY_WITHOUT_JUDGE = {(s, "combined") for s in METHODS if "combined" in METHODS[s]}
 if set(REGISTRY) != {(s, m) for s, methods in METHODS.items() for m in methods}:
     raise RuntimeError("judges.rubric.METHODS and the scorer registry list different methods")
 
@@ -318,11 +288,13 @@ def precheck(case: EvalCase, rubric: Rubric, clients: Clients) -> Score | None:
 
 def identity_for(rubric: Rubric, clients: Clients) -> VerdictIdentity:
     """The identity of `rubric` run with `clients`; judge fields only when a judge decides."""
-    row = method_of(rubric)
-    judged = row.identity_names_judge and calls_judge(rubric)
-    judge = clients.judge if judged else None
+    key = (rubric.scorer, rubric.resolved_method)
+    judged = key not in _IDENTITY_WITHOUT_JUDGE and calls_judge(rubric)
     return verdict_identity(
-        rubric, judge, implementation=row.implementation, templates=row.templates
+        rubric,
+        clients.judge if judged else None,
+        implementation=implementation(*key),
+        templates=REGISTRY[key].templates,
     )
 
 
