@@ -97,7 +97,7 @@ async def one_seed(args: argparse.Namespace, labels: dict[str, bool], seed: int)
                 policy.set_accuracy(second)
                 later = await run_anchors(rt, rubric, bootstrap_reps=args.reps)
             finally:
-                await rt.close()
+                await rt.aclose()
         await server.close()
         assert first.run is not None and later.run is not None
         out[scenario] = {

@@ -78,7 +78,7 @@ async def run_set(
     cpu0 = time.process_time()
     out = await asyncio.gather(*(one(c) for c in cases))
     cpu_ms = (time.process_time() - cpu0) * 1000 / len(cases)
-    await judge.close()
+    await judge.aclose()
     assert len(clients.shared) <= len(cases)
     return out, judge_stats(url), cpu_ms
 

@@ -192,9 +192,9 @@ async def measure(url: str, n: int, reps: int, concurrency: int) -> dict[str, li
     await raw.aclose()
     await raw_aio.aclose()
     await session.close()
-    await judge.close()
-    await judge_sdk_aio.close()
-    await judge_httpx.close()
+    await judge.aclose()
+    await judge_sdk_aio.aclose()
+    await judge_httpx.aclose()
     while not sockets.empty():
         sockets.get_nowait()[1].close()
     return results

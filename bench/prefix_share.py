@@ -85,7 +85,7 @@ async def capture(rubric: Rubric, cases: list[EvalCase]) -> list[tuple[list[dict
         before = len(sink.requests)
         await run_scorer(case, rubric, Clients(judge=judge))
         del sink.requests[before + 1 :]
-    await judge.close()
+    await judge.aclose()
     return sink.requests
 
 

@@ -83,7 +83,7 @@ async def test_tool_use_scores_locally_and_skips_runs_without_tools() -> None:
 async def judge() -> AsyncIterator[JudgeClient]:
     client = JudgeClient(base_url=JUDGE_URL, model="judge-model", max_retries=0)
     yield client
-    await client.close()
+    await client.aclose()
 
 
 async def test_tool_selection_asks_the_judge_once_per_run(judge: JudgeClient) -> None:

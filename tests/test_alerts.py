@@ -222,7 +222,7 @@ async def test_opened_alert_goes_to_the_webhook_and_the_delivery_is_recorded(
         route = respx.post("https://93.184.216.34/a").mock(return_value=httpx.Response(200))
         sinks = build_sinks(settings, {"EVALUATOR_WEBHOOK_SECRET": "k"}, resolver=resolve)
         report = await run_check(store, rubrics(tmp_path), settings, sinks, NOW)
-        await sinks.close()
+        await sinks.aclose()
     assert len(report.opened) == 1 and route.call_count == 1
     body = json.loads(route.calls[0].request.content)
     assert body["event"] == "alert.opened" and len(body["alert"]["worst_traces"]) == 5
@@ -246,7 +246,7 @@ async def test_cron_body_runs_once_per_period_across_workers(
         second = await regression_check_job({"runtime": runtime, "redis": redis})
     finally:
         await redis.aclose()
-        await runtime.close()
+        await runtime.aclose()
     assert first["errors"] == [] and first["opened"] == 0
     assert second == {"skipped": "already run for this period"}
 
@@ -308,7 +308,7 @@ async def test_opened_alert_is_exported_to_otel_with_its_intervals(
     try:
         sinks = build_sinks(AlertsSettings(), {})
         report = await run_check(store, rubrics(tmp_path), ALERTS, sinks, NOW, otel=exporter)
-        await sinks.close()
+        await sinks.aclose()
     finally:
         await exporter.aclose()
         receiver.close()

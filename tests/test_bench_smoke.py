@@ -40,7 +40,7 @@ async def test_judge_server_replies_validate_against_our_schemas(schema: type) -
     try:
         reply = await client.complete([{"role": "user", "content": "q " * 100}], schema)
     finally:
-        await client.close()
+        await client.aclose()
         await server.close()
     assert reply.usage.calls == 1 and reply.usage.input_tokens > 0
     assert server.stats.chat_calls == 1

@@ -142,7 +142,7 @@ async def test_only_escalated_evaluations_are_charged(
     # Every run and every escalation counted, for the rate fitting.
     assert counters(client, settings) == {"r:faithfulness": 6, "e:faithfulness": 3}
     client.close()
-    await runtime.close()
+    await runtime.aclose()
 
 
 async def test_a_refused_escalation_of_a_rate_trace_writes_no_record_and_is_counted(
@@ -169,7 +169,7 @@ async def test_a_refused_escalation_of_a_rate_trace_writes_no_record_and_is_coun
     assert counted["budget_refused_evaluations"] == 6
     assert counted["not_sampled_budget"] == 6
     client.close()
-    await runtime.close()
+    await runtime.aclose()
 
 
 async def test_a_refused_escalation_of_a_tail_trace_waits_for_the_next_window(
@@ -197,7 +197,7 @@ async def test_a_refused_escalation_of_a_tail_trace_waits_for_the_next_window(
     assert row.status == "error" and row.score is None and "budget" in row.explanation
     assert "not_sampled_budget" not in stats(client, settings)
     client.close()
-    await runtime.close()
+    await runtime.aclose()
 
 
 async def test_a_refused_tail_escalation_out_of_tries_waits_for_the_window_however_old(
@@ -239,7 +239,7 @@ async def test_a_refused_tail_escalation_out_of_tries_waits_for_the_window_howev
     assert abs((due_at - day_end).total_seconds()) < 5
     assert "budget" in intent.last_error
     store.close()
-    await runtime.close()
+    await runtime.aclose()
 
 
 async def test_a_calibration_draw_is_judged_without_being_charged(
@@ -269,7 +269,7 @@ async def test_a_calibration_draw_is_judged_without_being_charged(
     assert rows["g0"].details["cascade"]["certification"] == cert
     assert counters(client, settings) == {"r:faithfulness": 4}  # runs, no charged escalation
     client.close()
-    await runtime.close()
+    await runtime.aclose()
 
 
 def test_the_rate_fitting_divides_the_room_by_the_escalation_share() -> None:

@@ -129,4 +129,4 @@ async def test_weighted_mean_of_records_covers_the_population_mean_with_a_bindin
     assert low <= truth <= high, report
     assert not low <= drawn.mean <= high, report  # the old estimator falls outside
     store.close()
-    await runtime.close()
+    await runtime.aclose()

@@ -106,7 +106,7 @@ async def test_cold_start_then_certified_local_passes_then_withdrawal(
     assert judge_api.call_count - calls == len(after)
     assert all(r.details["cascade"]["decided_by"] == "judge" for r in after.values())
     store.close()
-    await runtime.close()
+    await runtime.aclose()
 
 
 async def test_without_a_judge_the_worker_warns_and_records_advisory_verdicts(
@@ -132,4 +132,4 @@ async def test_without_a_judge_the_worker_warns_and_records_advisory_verdicts(
     (row,) = store.records(limit=10)
     assert row.details["cascade"]["decided_by"] == "local_advisory" and row.judge_calls == 0
     store.close()
-    await runtime.close()
+    await runtime.aclose()

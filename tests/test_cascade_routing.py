@@ -72,7 +72,7 @@ def fixed(route: CascadeRoute, asked: list[tuple[str, str]] | None = None) -> An
 async def judge() -> AsyncIterator[JudgeClient]:
     client = JudgeClient(base_url=JUDGE_URL, model="judge-model", max_retries=0)
     yield client
-    await client.close()
+    await client.aclose()
 
 
 @pytest.fixture

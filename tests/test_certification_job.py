@@ -298,7 +298,7 @@ async def test_cron_body_runs_once_per_period_and_skips_without_a_cascade(
         second = await certification_job({"runtime": runtime, "redis": redis})
     finally:
         await redis.aclose()
-        await runtime.close()
+        await runtime.aclose()
     assert first["errors"] == [] and len(first["written"]) == 1  # checkpoint 100 reached
     assert second == {"skipped": "already run for this period"}
 
@@ -309,4 +309,4 @@ async def test_cron_body_runs_once_per_period_and_skips_without_a_cascade(
             "skipped": "no cascade rubric"
         }
     finally:
-        await runtime.close()
+        await runtime.aclose()

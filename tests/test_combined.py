@@ -63,7 +63,7 @@ async def score_all(case: EvalCase, clients: Clients, *, concurrent: bool = True
 async def clients() -> AsyncIterator[Clients]:
     judge = JudgeClient(base_url=JUDGE_URL, model="judge-model", max_retries=0)
     yield Clients(judge=judge)
-    await judge.close()
+    await judge.aclose()
 
 
 @pytest.fixture

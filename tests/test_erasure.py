@@ -129,7 +129,7 @@ async def _judge_then_alert(settings: Settings, hook: str, tmp_path: Path) -> No
     )
     sinks = build_sinks(alerts, {"EVALUATOR_WEBHOOK_SECRET": "k"})
     report = await run_check(store, rubrics, alerts, sinks, NOW)
-    await sinks.close()
+    await sinks.aclose()
     assert len(report.opened) == 1
     with Session(store.engine) as s:
         alert = s.exec(select(AlertRecord)).one()[0]  # type: ignore[call-overload]
@@ -228,7 +228,7 @@ async def test_an_erased_trace_id_is_nowhere(
         sinks = build_sinks(alerts, {"EVALUATOR_WEBHOOK_SECRET": "k"})
         delivered.clear()
         await run_check(store, rubrics, alerts, sinks, NOW + timedelta(days=2))
-        await sinks.close()
+        await sinks.aclose()
         store.close()
         # The queued work for it is gone: a worker run writes nothing about it.
         with respx.mock(base_url=JUDGE_URL, assert_all_called=False) as mock:

@@ -54,7 +54,7 @@ def sent(route: respx.Route, index: int = 0) -> dict[str, Any]:
 async def judge() -> AsyncIterator[JudgeClient]:
     client = JudgeClient(base_url=JUDGE_URL, model="judge-model", max_retries=0)
     yield client
-    await client.close()
+    await client.aclose()
 
 
 @pytest.fixture

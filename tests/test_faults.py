@@ -60,7 +60,7 @@ async def test_database_outage_mid_job_is_retried_and_ends_with_one_row(
     await evaluate_trace_job({"runtime": runtime, "job_try": 3}, "t", {}, "rate")
     assert len(store.records(trace_id="t")) == 1
     assert {i.id: i.status for i in outbox.list_intents(store.engine)} == {"rate:t": "done"}
-    await runtime.close()
+    await runtime.aclose()
     store.close()
 
 

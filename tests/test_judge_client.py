@@ -51,7 +51,7 @@ async def test_429_with_retry_after_is_waited_out_then_succeeds(
     assert route.call_count == 2
     assert time.monotonic() - started >= 0.3  # the server's wait was honoured
     assert judge.concurrency.limit == 2  # halved on the 429
-    await judge.close()
+    await judge.aclose()
 
 
 @respx.mock(base_url=JUDGE_URL)
@@ -66,7 +66,7 @@ async def test_retry_after_longer_than_a_job_may_wait_is_handed_back(
         await judge.complete(MESSAGES, Verdict)
     assert route.call_count == 1  # not spun
     assert err.value.retry_after_s == 120
-    await judge.close()
+    await judge.aclose()
 
 
 @respx.mock(base_url=JUDGE_URL)
@@ -80,7 +80,7 @@ async def test_server_errors_are_retried_a_bounded_number_of_times(
     with pytest.raises(JudgeTransientError, match=r"HTTP 503.*gave up after 3 attempts"):
         await judge.complete(MESSAGES, Verdict)
     assert route.call_count == 3
-    await judge.close()
+    await judge.aclose()
 
 
 async def test_adaptive_concurrency_starts_low_grows_on_success_and_halves_once_per_window() -> (
@@ -135,7 +135,7 @@ async def test_reply_cache_makes_re_evaluation_free(
     assert route.call_count == 2
     assert (first.cached, second.cached, other.cached) == (False, True, False)
     assert second.usage.calls == 0 and second.parsed == first.parsed
-    await judge.close()
+    await judge.aclose()
     await redis.aclose()
 
 
@@ -231,7 +231,7 @@ async def test_system_role_user_sends_the_instructions_in_the_first_user_message
     for role in ("system", "user"):
         judge = client(system_role=role, response_format="json_object", cache=None)
         await judge.complete(messages, Verdict)
-        await judge.close()
+        await judge.aclose()
     kept, folded = (json.loads(call.request.content)["messages"] for call in route.calls)
     assert [m["role"] for m in kept] == ["system", "user"]
     assert [m["role"] for m in folded] == ["user"]
@@ -256,7 +256,7 @@ async def test_a_retry_that_would_start_past_the_jobs_deadline_is_not_waited_for
         await judge.complete(MESSAGES, Verdict)
     assert route.call_count == 1
     assert time.monotonic() - started < 10
-    await judge.close()
+    await judge.aclose()
 
 
 @respx.mock(base_url=JUDGE_URL)

@@ -119,7 +119,7 @@ async def test_a_reply_is_parsed_with_its_usage(transport: str, scripted: list) 
     try:
         reply = await client.complete(MESSAGES, Verdict)
     finally:
-        await client.close()
+        await client.aclose()
     assert reply.parsed.score == 5 and reply.usage.input_tokens == 21
     assert server.bodies[0]["messages"] == MESSAGES
 
@@ -134,7 +134,7 @@ async def test_a_stalled_reply_is_cut_by_the_timeout_and_retried_a_bounded_numbe
         with pytest.raises(JudgeTransientError, match="timed out") as caught:
             await client.complete(MESSAGES, Verdict)
     finally:
-        await client.close()
+        await client.aclose()
     assert "gave up after 2 attempts" in str(caught.value)
     assert client.concurrency.decreases["timeout"] >= 1  # a timeout is a capacity signal
     assert len(server.bodies) == 2
@@ -151,7 +151,7 @@ async def test_a_429_retry_after_is_honoured_then_the_call_succeeds(
     try:
         reply = await client.complete(MESSAGES, Verdict)
     finally:
-        await client.close()
+        await client.aclose()
     assert reply.parsed.score == 5 and len(server.bodies) == 2
     assert time.monotonic() - started >= 0.4
 
@@ -162,7 +162,7 @@ async def test_a_500_is_retried(transport: str, scripted: list) -> None:
     try:
         reply = await client.complete(MESSAGES, Verdict)
     finally:
-        await client.close()
+        await client.aclose()
     assert reply.parsed.score == 5 and len(server.bodies) == 2
 
 
@@ -173,7 +173,7 @@ async def test_an_html_page_with_200_is_an_output_error(transport: str, scripted
         with pytest.raises(JudgeOutputError, match="not a chat completion") as caught:
             await client.complete(MESSAGES, Verdict)
     finally:
-        await client.close()
+        await client.aclose()
     assert caught.value.raw_output == "<html>proxy login</html>"
     assert len(server.bodies) == 1
 
@@ -190,7 +190,7 @@ async def test_http_proxy_from_the_environment_is_used(
     try:
         reply = await client.complete(MESSAGES, Verdict)
     finally:
-        await client.close()
+        await client.aclose()
     assert reply.parsed.score == 5
     assert proxy.paths == ["http://judge.invalid/v1/chat/completions"]
 
@@ -221,7 +221,7 @@ async def test_the_key_and_errors_go_through_the_bare_session(scripted: list) ->
         with pytest.raises(JudgeError, match=r"HTTP 400.*unknown model m"):
             await client.complete(MESSAGES, Verdict)
     finally:
-        await client.close()
+        await client.aclose()
     assert seen == ["Bearer sk-test"] and len(server.bodies) == 1
     dead = JudgeClient(
         base_url="http://127.0.0.1:9/v1", model="m", http_transport="aiohttp", max_retries=1
@@ -230,4 +230,4 @@ async def test_the_key_and_errors_go_through_the_bare_session(scripted: list) ->
         with pytest.raises(JudgeTransientError, match="unreachable"):
             await dead.complete(MESSAGES, Verdict)
     finally:
-        await dead.close()
+        await dead.aclose()

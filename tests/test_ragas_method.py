@@ -89,7 +89,7 @@ async def judge() -> AsyncIterator[JudgeClient]:
         base_url=JUDGE_URL, model="judge-model", api_key="sk-test", max_retries=0, price=price
     )
     yield client
-    await client.close()
+    await client.aclose()
 
 
 @pytest.fixture(scope="module")
@@ -243,7 +243,7 @@ async def test_rate_limit_is_retried_by_the_one_retry_layer(api: respx.MockRoute
         side_effect=[limited, reply(STATEMENTS), limited, limited]
     )
     result = await run_scorer(CASE, rubric(), Clients(judge=judge))
-    await judge.close()
+    await judge.aclose()
     # One retry per call (judge.max_retries = 1), then the 429 is the recorded cause.
     assert chat.call_count == 4
     assert result.status is Status.ERROR and "429" in result.explanation

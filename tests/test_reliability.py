@@ -241,7 +241,7 @@ async def test_rerun_after_commit_writes_nothing_new(
     # The job's work commits, then the process "dies" before arq or the outbox hear of it.
     runtime = build_runtime(settings)
     first = await evaluate_trace(runtime, "t", {}, job_try=1)
-    await runtime.close()
+    await runtime.aclose()
     assert first["written"] == 1 and _intents(settings) == {"rate:t": "pending"}
     await client.flushdb()
     await sweep(intake, store.engine, stale_after=timedelta(0), dead_after_attempts=10)
@@ -282,7 +282,7 @@ async def test_records_and_intent_done_commit_together_or_not_at_all(
     with store.engine.begin() as conn:
         conn.exec_driver_sql("DROP TRIGGER refuse_done")
     result = await evaluate_trace(runtime, "t", {}, job_try=2, intent_id="rate:t")
-    await runtime.close()
+    await runtime.aclose()
     assert result["written"] == 1 and len(_records(settings)) == 1
     assert _intents(settings) == {"rate:t": "done"}
     await client.aclose()
@@ -302,7 +302,7 @@ async def test_a_stored_trace_that_no_longer_loads_still_counts_its_attempts(
             TraceFormatError, match=r"(?s)stored trace 't' no longer loads.*trace_id"
         ):
             await evaluate_trace(runtime, "t", {}, job_try=attempt, intent_id="rate:t")
-    await runtime.close()
+    await runtime.aclose()
     with store.engine.connect() as conn:
         attempts = conn.exec_driver_sql("SELECT attempts FROM eval_intents").scalar_one()
     assert attempts == 3  # so the sweeper dead-letters it instead of re-running it forever

@@ -70,8 +70,8 @@ async def clients() -> AsyncIterator[Clients]:
     judge = JudgeClient(base_url=JUDGE_URL, model="judge-model", max_retries=0)
     generator = Generator(base_url=GENERATOR_URL, max_retries=0, temperature=1.0)
     yield Clients(judge=judge, generator=generator)
-    await judge.close()
-    await generator.close()
+    await judge.aclose()
+    await generator.aclose()
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ async def test_server_rejecting_n_falls_back_to_single_requests() -> None:
             ]
         )
         texts, usage = await generator.sample(CASE.messages, "app-model", 2)
-    await generator.close()
+    await generator.aclose()
     assert route.call_count == 3 and sorted(texts) == ["a", "b"] and usage.calls == 2
 
 

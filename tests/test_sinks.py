@@ -122,7 +122,7 @@ async def test_a_host_that_resolves_to_any_internal_address_is_refused_at_send_t
         )
         assert not route.called
     assert not result.ok and "metadata" in result.error
-    await sender.close()
+    await sender.aclose()
 
 
 async def test_webhook_is_signed_pinned_to_the_checked_address_and_retried() -> None:
@@ -141,7 +141,7 @@ async def test_webhook_is_signed_pinned_to_the_checked_address_and_retried() -> 
     expected = hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert req.headers[SIGNATURE_HEADER] == f"sha256={expected}"
     assert req.headers["Host"] == "hooks.example.com" and req.headers["X-A"] == "b"
-    await sender.close()
+    await sender.aclose()
 
 
 async def test_client_errors_are_not_retried_and_redirects_are_not_followed() -> None:
@@ -159,7 +159,7 @@ async def test_client_errors_are_not_retried_and_redirects_are_not_followed() ->
         )
     assert (r1.ok, r1.attempts, bad.call_count) == (False, 1, 1)
     assert (r2.ok, r2.error, moved.call_count) == (False, "redirect refused", 1)
-    await sender.close()
+    await sender.aclose()
 
 
 async def test_retries_stop_after_max_attempts() -> None:
@@ -170,7 +170,7 @@ async def test_retries_stop_after_max_attempts() -> None:
         route = respx.post(f"https://{PUBLIC_IP}/h").mock(return_value=httpx.Response(500))
         r = await sender.send(WebhookTarget("webhook", "https://hooks.example.com/h", "s"), {}, {})
     assert (r.ok, r.attempts, route.call_count, r.error) == (False, 3, 3, "HTTP 500")
-    await sender.close()
+    await sender.aclose()
 
 
 def _alert(status: str = "open") -> dict[str, Any]:
@@ -238,10 +238,10 @@ async def test_build_sinks_sends_generic_and_slack_and_refuses_without_secret(
         )
         sinks = build_sinks(settings.alerts, {"EVALUATOR_WEBHOOK_SECRET": "k"}, resolver=PUBLIC)
         results = await sinks.deliver("alert.opened", _alert())
-        await sinks.close()
+        await sinks.aclose()
         unsigned = build_sinks(settings.alerts, {}, resolver=PUBLIC)
         refused = await unsigned.deliver("alert.opened", _alert())
-        await unsigned.close()
+        await unsigned.aclose()
     assert [r.sink for r in results] == ["log", "webhook", "slack"] and all(r.ok for r in results)
     body = json.loads(generic.calls[0].request.content)
     assert body["event"] == "alert.opened" and body["alert"]["labels"]["prompt_version"] == "v18"

@@ -99,7 +99,7 @@ async def test_stage_two_draws_with_the_stated_p2_and_records_carry_it(
     stated = sorted(r.details["cascade"]["p2"] for r in rows)
     assert np.allclose(sorted(cell.p2), stated) and cell.judged.sum() == judge_api.call_count
     store.close()
-    await runtime.close()
+    await runtime.aclose()
 
 
 async def test_over_the_cpu_budget_the_cheap_stage_is_skipped_with_its_p1_recorded(
@@ -133,4 +133,4 @@ async def test_over_the_cpu_budget_the_cheap_stage_is_skipped_with_its_p1_record
     assert row.inclusion_probability == pytest.approx(0.01)
     assert row.details["cascade"]["cpu_ms"] > 0
     store.close()
-    await runtime.close()
+    await runtime.aclose()

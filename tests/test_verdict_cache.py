@@ -68,7 +68,7 @@ async def test_two_endpoints_with_the_same_model_do_not_share_verdicts(redis_url
     await _score(on_a, RUBRIC.model_copy(update={"version": "2"}))
     assert a.call_count == 2
     for c in (on_a, on_b):
-        await c.close()
+        await c.aclose()
     await redis.aclose()
 
 
@@ -106,7 +106,7 @@ async def test_a_cached_verdict_is_marked_on_the_record_and_counted(
     assert samples == {"hit": 1.0, "miss": 1.0}
     sync.close()
     store.close()
-    await judge.close()
+    await judge.aclose()
     await redis.aclose()
 
 
@@ -117,4 +117,4 @@ async def test_without_a_cache_every_verdict_is_a_miss(redis_url: str) -> None:
     scores = [await _score(judge) for _ in range(2)]
     assert route.call_count == 2
     assert [s.details["judge_cache"] for s in scores] == ["miss", "miss"]
-    await judge.close()
+    await judge.aclose()

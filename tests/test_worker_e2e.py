@@ -232,7 +232,7 @@ async def test_evaluating_twice_writes_once(
     runtime = build_runtime(tone_settings)
     first = await evaluate_trace(runtime, "t", {}, job_try=1)
     second = await evaluate_trace(runtime, "t", {}, job_try=1)
-    await runtime.close()
+    await runtime.aclose()
     assert (first["written"], second["written"]) == (1, 0)
     assert len(records(tone_settings)) == 1
 
@@ -339,7 +339,7 @@ async def test_long_retry_after_defers_the_job_instead_of_spinning(
     await evaluate_trace(runtime, "busy", {}, job_try=3)
     (row,) = records(settings)
     assert row.status == "error" and "retry after 90 s" in row.explanation
-    await runtime.close()
+    await runtime.aclose()
     store.close()
 
 

@@ -133,7 +133,7 @@ def cmd_gate_replay(args: argparse.Namespace) -> int:
             outcome = await replay(cases, templates, rubric, runtime.clients, model=args.model)
             return rubric, outcome
         finally:
-            await runtime.close()
+            await runtime.aclose()
 
     rubric, outcome = asyncio.run(run())
     policy = policy_for(rubric, settings.alerts).policy

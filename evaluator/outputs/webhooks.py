@@ -196,8 +196,6 @@ class WebhookSender:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    close = aclose  # the older name
-
     async def send(
         self, target: WebhookTarget, payload: dict[str, Any], headers: dict[str, str]
     ) -> DeliveryResult:
@@ -329,8 +327,6 @@ class AlertSinks:
     async def aclose(self) -> None:
         if self.sender is not None:
             await self.sender.aclose()
-
-    close = aclose  # the older name
 
 
 def build_sinks(

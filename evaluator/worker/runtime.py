@@ -188,8 +188,6 @@ class Runtime:
         if self.redis is not None:
             await self.redis.aclose()
 
-    close = aclose  # the older name
-
 
 def make_judge(
     settings: Settings, redis: Redis | None = None, recorder: MetricsRecorder | None = None

@@ -209,8 +209,6 @@ class JudgeClient(JudgeExchange):
         if self._aio is not None:
             await self._aio.aclose()
 
-    close = aclose  # the older name
-
     def reply_budget(self, schema: type[BaseModel], override: int | None = None) -> int:
         """max_tokens of a first attempt: `override` (the rubric's [judge]
         max_output_tokens, read from the attributed run when not given), else estimated

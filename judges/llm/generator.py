@@ -114,8 +114,6 @@ class Generator:
     async def aclose(self) -> None:
         await self._sdk.close()
 
-    close = aclose  # the older name
-
     async def sample(
         self,
         messages: Sequence[Mapping[str, Any]],
