@@ -166,13 +166,20 @@ def test_a_real_drop_on_a_long_stream_is_caught_more_often_than_on_judged_record
     policy = RegressionPolicy(min_effect_mean=0.0, min_effect_pass_rate=0.0)
     rng = np.random.default_rng(5)
     combined = ppi = judged = 0
+    named_ppi = []  # alerts the PPI++ arm alone fired: named so
     for _ in range(60):
         base = draw(rng, "useful", 2000, binary=True)
         new = draw(rng, "useful", 1000, binary=True, shift=0.2)
-        combined += _check(base, new, policy, p1=False)
+        alarm, verdict, named = combined_sequential(
+            base, new, policy, known_start=True, pi_floor=AUDIT
+        )
+        combined += alarm
+        if alarm and not named["arms"]["hajek"]["alarm"]:
+            named_ppi.append(named["estimator"] == "ppi++" and verdict.e_value is not None)
         state, _, _ = ppi_sequential(base, new, policy, known_start=True, pi_floor=AUDIT)
         ppi += state.alarm_at is not None
         js = judge_sequential(base, new, policy, known_start=True, pi_floor=AUDIT)
         judged += js.alarm_at is not None
     print(f"combined {combined}/60, ppi++ alone {ppi}/60, judged alone {judged}/60")
     assert judged < combined < ppi, (combined, ppi, judged)
+    assert named_ppi and all(named_ppi), named_ppi
