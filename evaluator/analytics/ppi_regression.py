@@ -313,9 +313,9 @@ def judge_sequential(
     )
     w = 1.0 / (p1 * np.maximum(p2, pi_floor))
     raw = w * bet_floors(p2, pi_floor) / max(1.0, max_weight)
-    clamped = int((xi & (raw > 1 + 1e-9)).sum())
     scale = np.minimum(raw, 1.0)
     k = len(baseline)
+    clamped = int((xi[k:] & (raw[k:] > 1 + 1e-9)).sum())  # only the stream's records bet
     yb, pb = y[:k][xi[:k]].tolist(), (1.0 / w[:k])[xi[:k]].tolist()
     ref = WeightedStats.from_scores(zip(yb, pb, strict=True), pass_threshold)
     state = start_sequential(
