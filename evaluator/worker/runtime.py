@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from evaluator.analytics.alerts import regression_problems
 from evaluator.budget.admission import BudgetGate
-from evaluator.budget.allocation import BudgetPlan, RubricPlan, cap_from
+from evaluator.budget.plan import budget_plan
 from evaluator.config.policy import inclusion_floor
 from evaluator.config.redis_clients import async_redis
 from evaluator.config.rubrics import RubricSet, load_rubrics
@@ -63,44 +63,6 @@ def sampling_config(settings: Settings, rubrics: RubricSet) -> SamplingConfig:
         max_rate=max(rates, default=0.0),
         rules=tail_rules(settings),
         budget=budget_plan(settings, rubrics),
-    )
-
-
-def budget_plan(settings: Settings, rubrics: RubricSet) -> BudgetPlan | None:
-    """The allocation's configuration; None when no cap is set anywhere (no budget)."""
-    b = settings.budget
-    shared = cap_from(b.calls_per_minute, b.usd_per_day, b.usd_per_evaluation)
-    plans = tuple(
-        RubricPlan(
-            name=r.name,
-            rate=settings.sampling.default_rate if r.sampling.rate is None else r.sampling.rate,
-            cap=cap_from(r.budget.calls_per_minute, r.budget.usd_per_day, b.usd_per_evaluation),
-            applies=tuple(
-                (label, allowed)
-                for label, allowed in (
-                    ("feature", r.applies_to.features),
-                    ("tenant", r.applies_to.tenants),
-                    ("prompt_version", r.applies_to.prompt_versions),
-                )
-                if allowed
-            ),
-            escalates=escalates(r),
-        )
-        for r in rubrics.rubrics
-    )
-    if not shared.any and not any(p.cap.any for p in plans):
-        return None
-    return BudgetPlan(
-        rubrics=plans,
-        shared=shared,
-        boost_rate=b.boost_rate,
-        boost_first_traces=b.boost_first_traces,
-        boost_hours=b.boost_hours,
-        min_rate=b.min_rate,
-        carry=b.carry,
-        burst=b.burst,
-        boost_share=b.boost_share,
-        window_s=b.window_s,
     )
 
 
