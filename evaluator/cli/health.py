@@ -115,17 +115,14 @@ async def _check_redis(settings: Settings) -> dict[str, Any]:
 
 
 async def _check_judge(
-    settings: Settings, needed_by: list[str], cascades: list[str] | None = None
+    settings: Settings, needed_by: list[str], cascades: list[str], advisory_note: str
 ) -> dict[str, Any]:
     """The judge: FAIL when a rubric needs it and none is configured; a warning (still ok)
     when only cascade rubrics would use it (their verdicts are then advisory); else probed."""
     import httpx
 
-    from judges.scorers.faithfulness import advisory_note
-
     judge = settings.judge
-    cascades = cascades or []
-    advisory = {"warning": advisory_note(cascades), "advisory_rubrics": cascades}
+    advisory = {"warning": advisory_note, "advisory_rubrics": cascades}
     if not needed_by and not cascades:
         return {"ok": True, "needed": False}
     if not judge.configured:
@@ -183,6 +180,10 @@ def _refused(exc: BaseException) -> bool:
 
 
 def check_health(settings_path: Any) -> dict[str, Any]:
+    # Imported here, before the probes: they share one event loop and short timeouts, and an
+    # import inside them blocks it (the judge probe's, openai's, took over Redis's 2 s connect
+    # timeout under a CPU hog: "Timeout connecting to server" with Redis up).
+    from judges.scorers.faithfulness import advisory_note
     from judges.scorers.registry import escalates, needs_judge
 
     settings = load_settings(settings_path)
@@ -203,7 +204,8 @@ def check_health(settings_path: Any) -> dict[str, Any]:
 
     async def remote() -> tuple[dict[str, Any], dict[str, Any]]:
         return await asyncio.gather(
-            _check_redis(settings), _check_judge(settings, needed_by, cascades)
+            _check_redis(settings),
+            _check_judge(settings, needed_by, cascades, advisory_note(cascades)),
         )
 
     checks["redis"], checks["judge"] = asyncio.run(remote())
