@@ -16,6 +16,7 @@ import respx
 from evaluator.analytics.certification_job import KIND as CERT_WITHDRAWN
 from evaluator.analytics.judge_drift import FLOOR_KIND as JUDGE_FLOOR
 from evaluator.analytics.judge_drift import KIND as JUDGE_DRIFT
+from evaluator.config.settings import AlertsSettings
 from evaluator.config.urls import check_url_static, resolve_safe
 from evaluator.errors import SettingsError, UnsafeURL
 from evaluator.outputs.webhooks import (
@@ -249,3 +250,19 @@ async def test_build_sinks_sends_generic_and_slack_and_refuses_without_secret(
     assert "blocks" in json.loads(slack.calls[0].request.content)
     assert SIGNATURE_HEADER not in slack.calls[0].request.headers
     assert refused[1].ok is False and "secret" in refused[1].error and generic.call_count == 1
+
+
+def test_alerts_disabled_sends_nothing_whatever_the_sinks() -> None:
+    """alerts.enabled = false: every job builds an empty sink set (anchors and certification
+    alerts included), as health's sink check says."""
+    alerts = AlertsSettings(
+        enabled=False,
+        webhook_urls=("https://hooks.example.com/x",),
+        allowlist=("hooks.example.com",),
+    )
+    sinks = build_sinks(alerts, {"EVALUATOR_WEBHOOK_SECRET": "k"})
+    assert sinks.targets == ()
+    enabled = build_sinks(
+        alerts.model_copy(update={"enabled": True}), {"EVALUATOR_WEBHOOK_SECRET": "k"}
+    )
+    assert [t.label for t in enabled.targets] != []

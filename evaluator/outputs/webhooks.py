@@ -336,7 +336,8 @@ def build_sinks(
     resolver: Resolver = system_resolver,
     client: httpx.AsyncClient | None = None,
 ) -> AlertSinks:
-    targets = configured_targets(alerts, environ)
+    # alerts.enabled = false: alerts are still stored and shown, never sent (as sink_problems says).
+    targets = configured_targets(alerts, environ) if alerts.enabled else []
     if not targets:
         return AlertSinks(None, ())
     sender = WebhookSender(
