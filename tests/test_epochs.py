@@ -104,6 +104,19 @@ def test_the_epoch_stays_when_nothing_that_decides_a_verdict_changed(
     assert identity_for(rubric(**rubric_update), clients) == identity_for(rubric(), judge()), what
 
 
+@pytest.mark.parametrize("scorer", ["faithfulness", "answer_relevance", "context_relevance"])
+def test_a_combined_rubric_starts_a_new_epoch_with_a_new_judge(scorer: str) -> None:
+    """A combined method's verdict is the judge's reply: another model or endpoint is another
+    epoch (it named no judge before, so a judge swap mixed two judges' verdicts in one trend)."""
+    combined = Rubric.model_validate(
+        {"name": "c", "version": "1", "scorer": scorer, "method": "combined"}
+    )
+    first = identity_for(combined, judge())
+    assert first.model == "m" and first.prompt_hash is not None
+    assert identity_for(combined, judge(model="other")).epoch() != first.epoch()
+    assert identity_for(combined, judge("http://elsewhere.test/v1")).epoch() != first.epoch()
+
+
 def test_local_methods_name_their_implementation_and_no_judge() -> None:
     faith = Rubric.model_validate(
         {"name": "faith", "version": "1", "scorer": "faithfulness", "method": "local"}

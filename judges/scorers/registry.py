@@ -203,9 +203,6 @@ REGISTRY: dict[tuple[str, str], Method] = {
         _judged(agent.score_tool_selection), _tool_selection, JUDGE + TOOL_CALLS
     ),
 }
-# The combined methods' identity has never named their judge or prompt: naming them now
-# would start a new epoch for every combined rubric (CHANGELOG, issue 27).
-_IDENTITY_WITHOUT_JUDGE = {(s, "combined") for s in METHODS if "combined" in METHODS[s]}
 if set(REGISTRY) != {(s, m) for s, methods in METHODS.items() for m in methods}:
     raise RuntimeError("judges.rubric.METHODS and the scorer registry list different methods")
 
@@ -289,10 +286,9 @@ def precheck(case: EvalCase, rubric: Rubric, clients: Clients) -> Score | None:
 def identity_for(rubric: Rubric, clients: Clients) -> VerdictIdentity:
     """The identity of `rubric` run with `clients`; judge fields only when a judge decides."""
     key = (rubric.scorer, rubric.resolved_method)
-    judged = key not in _IDENTITY_WITHOUT_JUDGE and calls_judge(rubric)
     return verdict_identity(
         rubric,
-        clients.judge if judged else None,
+        clients.judge if calls_judge(rubric) else None,
         implementation=implementation(*key),
         templates=REGISTRY[key].templates,
     )
