@@ -171,7 +171,7 @@ class AlertRecord(SQLModel, table=True):
 
     id: uuid.UUID = Field(default_factory=uuid.uuid4, primary_key=True)
     group_key: str = Field(max_length=1024)
-    kind: str = Field(max_length=16)  # drop | version
+    kind: str = Field(max_length=16)  # the KIND of the analytics job that opened it
     rubric: str = Field(max_length=128)
     labels: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     status: str = Field(default="open", max_length=16)  # open | resolved
