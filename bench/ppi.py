@@ -22,7 +22,12 @@ that seed:
 - (d) PPI++ uncertainty-driven: π ∝ the cheap score's uncertainty √(g(1 − g)), g = P(pass |
   score decile) from a pilot of 300 labels (earlier traffic, not charged here), floor
   max(0.1 × r, audit share 0.1 × r), mean r (`evalcore.ppi.uncertainty_rates`); PPI++ shown
-  from judged n 100 (unequal weights), else the judge-only interval.
+  from judged n 100 (unequal weights), else the judge-only interval;
+- (e) PPI++ through the worker's shipped routing (`evaluator.worker.two_stage.JudgePlan`, the
+  function a cascade's certified-pass region runs): π = clip(c · u(f), floor, 1) on the raw
+  local score, u(f) = √(f(1 − f)) + 0.1, c refitted on the last 256 scores, mean r
+  (options.judge_rate), floor max(0.1 × r, audit share 0.1 × r), no pilot; drawn by hash
+  point as in the worker (here a uniform draw per trace).
 
 Per arm: coverage of the truth by the shown 95 % interval, mean width, the empirical variance
 of the point estimate across seeds and ESS gain = Var(a) / Var(arm). Synthetic streams (cheap
@@ -41,6 +46,7 @@ import numpy as np
 
 from evalcore.ppi import hajek, ppi_mean, uncertainty_rates
 from evaluator.budget.allocation import base_probability, window_quotas
+from evaluator.worker.two_stage import JudgePlan
 
 CACHE = Path(__file__).parent / "results" / "ppi_local_scores.json"
 TASKS = ("RAGTruth QA", "FRANK CNN/DM test", "FRANK XSum test")
@@ -111,7 +117,8 @@ def uncertainty(f: np.ndarray, pilot_f: np.ndarray, pilot_y: np.ndarray) -> np.n
     return np.sqrt(g[fb] * (1 - g[fb]))
 
 
-def one_seed(f_all, y_all, n_traces: int, cap: int, rng: np.random.Generator) -> dict:
+def one_seed(f_all, y_all, n_traces: int, cap: int, rng: np.random.Generator,
+             rng_e: np.random.Generator) -> dict:  # fmt: skip
     idx = rng.integers(0, f_all.size, n_traces)
     f, y = f_all[idx], y_all[idx]
     intensity = np.exp(rng.normal(0.0, 0.5, MINUTES))
@@ -129,19 +136,26 @@ def one_seed(f_all, y_all, n_traces: int, cap: int, rng: np.random.Generator) ->
     pd = uncertainty_rates(uncertainty(f, f_all[pilot], y_all[pilot]) + 1e-3, r, floor)
     jd = rng.random(n_traces) < pd
     out["d"] = ppi_mean(np.where(jd, y, np.nan), jd, f, pd).shown()
+    plan = JudgePlan(target=r, audit_rate=AUDIT_SHARE * r)
+    points = rng_e.random(n_traces)  # its own stream: (a)-(d) draw what they drew before (e)
+    drawn = [plan.sample(float(x), float(u)) for x, u in zip(f, points, strict=True)]
+    pe = np.array([p for p, _ in drawn])
+    je = np.array([j for _, j in drawn])
+    out["e"] = ppi_mean(np.where(je, y, np.nan), je, f, pe).shown()
     out["calls"] = {"a": int(ja.sum()), "b": int(jb.sum()), "c": int(ja.sum()),
-                    "d": int(jd.sum())}  # fmt: skip
+                    "d": int(jd.sum()), "e": int(je.sum())}  # fmt: skip
     return out
 
 
 def run_rows(name, f_all, y_all, truth, args, seed) -> list[str]:
     rows = []
     for cap in args.caps:
-        rng = np.random.default_rng([seed, cap])
-        got = [one_seed(f_all, y_all, args.traces, cap, rng) for _ in range(args.seeds)]
+        rng, rng_e = np.random.default_rng([seed, cap]), np.random.default_rng([seed, cap, 5])
+        got = [one_seed(f_all, y_all, args.traces, cap, rng, rng_e) for _ in range(args.seeds)]
         var_a = np.var([g["a"].mean for g in got])
         for arm, label in (("a", "(a) judge-only uniform"), ("b", "(b) budgeted (today)"),
-                           ("c", "(c) PPI++ uniform"), ("d", "(d) PPI++ uncertainty")):  # fmt: skip
+                           ("c", "(c) PPI++ uniform"), ("d", "(d) PPI++ uncertainty"),
+                           ("e", "(e) PPI++ shipped routing")):  # fmt: skip
             est = [g[arm] for g in got]
             means = np.array([e.mean for e in est])
             cover = np.mean([e.ci_low <= truth <= e.ci_high for e in est])
