@@ -189,6 +189,11 @@ class LangfuseError(SourceError):
     """The Langfuse API refused or failed a call; the message says which and why."""
 
 
+class BudgetUnavailable(EvaluatorError, RuntimeError):
+    """The judge budget's counters could not be rebuilt from SQL now (after Redis lost them,
+    another worker's rebuild did not finish): nothing is admitted until they are."""
+
+
 class BackfillError(EvaluatorError, ValueError):
     """A backfill cannot be planned (bad --since, unknown rubric)."""
 
@@ -199,7 +204,7 @@ def exit_code_for(exc: BaseException) -> ExitCode | None:
         return ExitCode.SCHEMA
     if isinstance(exc, NoDatabase | ConfigError | InputError | BackfillError):
         return ExitCode.USAGE
-    if isinstance(exc, StoreError | SourceError):
+    if isinstance(exc, StoreError | SourceError | BudgetUnavailable):
         return ExitCode.UNAVAILABLE
     if isinstance(exc, EvaluatorError):
         return ExitCode.FAIL

@@ -30,7 +30,15 @@ from sqlmodel import Session
 
 from evaluator.cli import exit_codes
 from evaluator.cli.main import build_parser, main
-from evaluator.errors import ERROR_EXITS, EXIT_TABLE, ExitCode, SchemaError
+from evaluator.errors import (
+    ERROR_EXITS,
+    EXIT_TABLE,
+    BudgetUnavailable,
+    ExitCode,
+    SchemaError,
+    exit_code_for,
+    http_status_for,
+)
 from evaluator.store.models import EvalRecord
 from evaluator.store.store import Store, make_engine
 from evaluator.web.api import error_answer
@@ -298,6 +306,14 @@ def test_the_http_api_answers_the_same_mistakes_from_the_same_rows(
     # the table's (exit 4 on the command line).
     assert error_answer(SchemaError("behind")) == (409, "behind")
     assert 409 in rows[ExitCode.SCHEMA].http
+
+
+def test_a_budget_that_cannot_be_rebuilt_is_unavailable_not_a_traceback() -> None:
+    """backfill and retry admit through the budget: counters that cannot be rebuilt from SQL
+    (another worker's rebuild after a Redis restart did not finish) exit 3 / answer 503."""
+    exc = BudgetUnavailable("another worker's rebuild of the budget counters did not finish")
+    assert exit_code_for(exc) == ExitCode.UNAVAILABLE
+    assert http_status_for(exc) == 503
 
 
 def test_decision_exits_never_overlap_error_exits() -> None:

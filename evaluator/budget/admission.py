@@ -57,12 +57,12 @@ from evaluator.budget.allocation import (
 from evaluator.budget.scripts import ADMIT_LUA, RELEASE_LUA
 from evaluator.budget.source import (
     STALE,
-    BudgetUnavailable,
     ledger_field,
     ledger_key,
     rebuild,
 )
 from evaluator.budget.state import read_state, write_flow
+from evaluator.errors import BudgetUnavailable
 from evaluator.sampling import Labels, Signals, TailRules, hash_point, tail_reason
 from evaluator.store.admissions import SHARED, Admission, day_of
 

@@ -25,6 +25,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
+from evaluator.errors import BudgetUnavailable
 from evaluator.store import admissions
 
 if TYPE_CHECKING:
@@ -47,10 +48,6 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 return 1
 """
-
-
-class BudgetUnavailable(RuntimeError):
-    """The counters could not be rebuilt now (another worker's rebuild did not finish)."""
 
 
 def ledger_key(prefix: str, now_s: float) -> str:
