@@ -308,7 +308,8 @@ def cascade_sides(baseline: Stream, candidate: Stream, pi_floor: float) -> tuple
     Judge-only: every first-stage record bets with scale ξ·φ/π on its verdict (an unjudged
     one bets 0), the Horvitz–Thompson form of a bet on every trace's verdict, φ the floor
     that adapts (`ppi_regression.bet_floors`: 1 until the version's first judge probability
-    below 1, which is counted at 1 in `clamped`, then π_floor). PPI++:
+    below 1, which is counted at 1 in `clamped` — not a Horvitz–Thompson bet, see
+    `ppi_regression.judge_sequential` — then π_floor; π below it is also in `clamped`). PPI++:
     each version's pseudo-outcomes, λ fitted on that version's earlier records, on [0, 1]."""
     scale = PseudoScale.for_floor(pi_floor)
     judge, ppi, clamped = [], [], 0
@@ -316,7 +317,7 @@ def cascade_sides(baseline: Stream, candidate: Stream, pi_floor: float) -> tuple
         xi = np.asarray(s.judged, bool)
         p2 = np.asarray(s.p2, float)
         raw = bet_floors(p2, pi_floor) / np.maximum(p2, pi_floor)
-        clamped += int((xi & (raw > 1 + 1e-9)).sum())
+        clamped += int((xi & ((raw > 1 + 1e-9) | (p2 < pi_floor * (1 - 1e-9)))).sum())
         p2 = np.maximum(p2, pi_floor)
         y = np.where(xi, np.nan_to_num(np.asarray(s.y, float)), 0.0)
         n = float(xi.shape[-1])

@@ -300,9 +300,13 @@ def judge_sequential(
     W_i is fixed before record i's draw and depends on no record's verdict, so the bet is
     unbiased for every trace's verdict — while nothing is drawn below 1 it is the shipped
     check on the judged scores, at full power (the first burst of a new version). The one
-    record whose probability first falls below 1 is bet at scale 1 (`clamped`), as `advance`
-    counts any probability below its floor; π below `pi_floor` likewise. Guarantee as
-    `regression.start_sequential`, for the top judge's mean of all traces."""
+    record whose probability first falls below 1 is bet at scale 1 (`clamped`): its π (a
+    function of its cheap score) is not known before it, so that one bet under-counts the
+    certified region's passes and its expected e-value can exceed 1 under the null (exactly
+    1.11-1.19 in tests/statistics/test_judge_arm_switch.py; ≤ 1 + 0.9·(1 − pi_floor) for
+    the largest bet). π below `pi_floor` is counted at the floor, also in `clamped`.
+    Guarantee as `regression.start_sequential`, for the top judge's mean of all traces, up
+    to that one step (the arm's e-process half of its level times ≤ 1.9 in the worst case)."""
     both = [
         np.concatenate([np.asarray(getattr(s, k), float) for s in (baseline, stream)])
         for k in ("y", "judged", "p2")
@@ -315,7 +319,9 @@ def judge_sequential(
     raw = w * bet_floors(p2, pi_floor) / max(1.0, max_weight)
     scale = np.minimum(raw, 1.0)
     k = len(baseline)
-    clamped = int((xi[k:] & (raw[k:] > 1 + 1e-9)).sum())  # only the stream's records bet
+    # Only the stream's records bet; π below the floor is bet at the floor (weight 1/floor).
+    low = (raw[k:] > 1 + 1e-9) | (p2[k:] < pi_floor * (1 - 1e-9))
+    clamped = int((xi[k:] & low).sum())
     yb, pb = y[:k][xi[:k]].tolist(), (1.0 / w[:k])[xi[:k]].tolist()
     ref = WeightedStats.from_scores(zip(yb, pb, strict=True), pass_threshold)
     state = start_sequential(
