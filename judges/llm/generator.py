@@ -16,6 +16,7 @@ judging together never send a small server more than the capacity the limit has 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -206,7 +207,14 @@ class Generator:
             outcome = "rate_limited" if exc.status_code in (429, 503) else "error"
             raise
         finally:
-            await self._shared.release(ticket, outcome, "generator")
+            change = await self._shared.release(ticket, outcome, "generator")
+            if change is not None:  # as the judge's calls log it (judges.llm.exchange)
+                logging.getLogger("judges.llm.concurrency").info(
+                    "judge concurrency %s: limit %d (a generator call), %d in flight",
+                    change,
+                    self._shared.limit,
+                    self._shared.in_flight,
+                )
 
 
 def translate(exc: openai.OpenAIError, usage: Usage) -> JudgeError:

@@ -9,7 +9,9 @@ judge is a base model (noise), so nothing here checks what the verdicts say.
 Two of the demo's 50 traces keep the run to a few real calls (a CPU server takes 10-40 s
 per call on these ~1,200-token prompts): their sampling points put the RAG answer in
 faithfulness (the cascade judges everything at cold start) and answer relevance, and the
-agent run in answer relevance and the local tool_use.
+agent run in answer relevance and the local tool_use. The whole demo (27 sampled traces,
+~190 requests, ~27 min here) is `python -m bench.real_demo`, too long for CI (BENCHMARKS.md
+§22).
 """
 
 from __future__ import annotations
