@@ -56,15 +56,17 @@ def stage_one_probability(
     horizon_s: float,
     arrivals_per_s: float,
     cpu_per_trace_s: float,
+    reserve_s: float = 0.0,
 ) -> float:
     """p1: the share of arriving traces the cheap stage can score within its CPU budget —
     the refill (`cpu_per_s`) plus the bucket's level spread over `horizon_s`, over the
-    expected demand (arrivals × CPU a trace); 1 when it fits or `cpu_per_s` is 0 (no bound),
-    never below P1_FLOOR. A bucket in debt (level < 0) lowers it until the debt is paid; at a
-    debt of cpu_per_s × horizon_s (the bucket's depth, with the worker's horizon) it is the
-    floor. So the CPU spent stays below cpu_per_s × t + 2 × depth while the demand is under
-    cpu_per_s / P1_FLOOR (100 × the budget)."""
-    if cpu_per_s <= 0:
+    expected demand (arrivals × CPU a trace); 1 when it fits, while the level is above
+    `reserve_s` (a burst the bucket holds is scored whole) or when `cpu_per_s` is 0 (no
+    bound); never below P1_FLOOR. A bucket in debt (level < 0) lowers it until the debt is
+    paid; at a debt of cpu_per_s × horizon_s (the bucket's depth, with the worker's horizon)
+    it is the floor. So the CPU spent stays below cpu_per_s × t + 2 × depth while the
+    demand is under cpu_per_s / P1_FLOOR (100 × the budget)."""
+    if cpu_per_s <= 0 or (reserve_s > 0 and level_s >= reserve_s):
         return 1.0
     supply = cpu_per_s + level_s / max(horizon_s, 1e-9)
     demand = arrivals_per_s * cpu_per_trace_s

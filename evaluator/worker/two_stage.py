@@ -6,8 +6,9 @@ Design (the rule itself is pure: `evalcore.routing`):
 - **Stage 1** (`CpuBudget`, one per process, shared by its cascade rubrics): a bucket of CPU
   seconds refilled at `[two_stage] cheap_cpu_per_s`, `cheap_cpu_burst_s` deep, charged with
   the cheap stage's measured thread CPU. Before a trace's cheap stage, p1 is set from what is
-  known then — the refill plus the level spread over the refill horizon, over the expected
-  demand (arrival rate × CPU a trace, both decayed averages) — and the trace is drawn with
+  known then — 1 while the bucket is over half full, else the refill plus the level spread
+  over the refill horizon, over the expected demand (arrival rate × CPU a trace, both
+  decayed averages) — and the trace is drawn with
   hash("stage1", rubric, trace) < p1. Out of the draw: a skipped record saying so (never a
   silent drop); in: the record's inclusion probability is the intake's × p1. p1 is lowered
   in advance, not by refusing in arrival order once the bucket is empty.
@@ -107,6 +108,9 @@ class CpuBudget:
             horizon_s=self.burst_s / self.cpu_per_s if self.cpu_per_s > 0 else 1.0,
             arrivals_per_s=self.arrivals.per_s(now),
             cpu_per_trace_s=self.cpu_per_trace,
+            # A burst is scored whole while the bucket is over half full (a burst of 227
+            # traces at once read as a sustained rate drew some out with a full bucket).
+            reserve_s=self.burst_s / 2,
         )
 
     def admit(self, rubric: str, trace_id: str) -> StageOne:
