@@ -6,8 +6,9 @@ judge / embeddings / ..." question the service asks (`needs`, `missing_needs`, `
 `escalates`) read it, so adding a method is one row here plus its name in `METHODS`
 (judges/rubric.py), and no other place decides what it needs.
 
-    >>> needs(Rubric.model_validate({"name": "f", "version": "1", "scorer": "faithfulness"}))
-    frozenset({'contexts', 'judge'})
+    >>> faithful = Rubric.model_validate({"name": "f", "version": "1", "scorer": "faithfulness"})
+    >>> sorted(needs(faithful))
+    ['contexts', 'judge']
 
 A need is what the method cannot score without (the case is skipped, saying which); a use is
 what it takes when it is there and does without otherwise: a cascade asks the judge only when
