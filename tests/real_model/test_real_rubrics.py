@@ -40,8 +40,16 @@ max = 5
 criteria = "The answer addresses the user's question and is specific."
 steps = ["Identify what the user asked.", "Check the answer against it.", "Assign the score."]
 inputs = ["question", "answer"]""",
-    "tools": 'scorer = "tool_selection"\npass_threshold = 0.8',
+    # A verdict per tool call with reasons: with the instructions in the prompt the base
+    # model writes hundreds of tokens (cut at 384, then 768, in bench/real_demo.py), minutes
+    # on a loaded CPU server; a smaller budget keeps the call, and its one retry, bounded.
+    "tools": 'scorer = "tool_selection"\npass_threshold = 0.8\n[judge]\nmax_output_tokens = 256',
 }
+# tool_selection's settings for a CPU server: a 256-token reply (512 on its retry) takes up
+# to ~100 s at this machine's load, past the shipped 30 s per attempt; one retry, and a job
+# timeout that fits the judge's worst case (2 x (120 x 2 + 20) s).
+CPU_JUDGE = {"timeout_s": 120, "max_retries": 1}
+CPU_WORKER = {"job_timeout_s": 600}
 RAG = ("faith_judge", "faith_combined", "relevance_combined", "relevance", "helpful")
 MAX_CALLS = 20
 
@@ -59,7 +67,12 @@ def test_each_judged_rubric_kind_on_the_real_server(
         body = RUBRICS[name]
         write_rubric(tmp_path / "rubrics", name,
                      f'name = "{name}"\nversion = "1"\n{body}\n[sampling]\nrate = 1.0\n')  # fmt: skip
-    make_settings(tmp_path, redis_url, judge=judge_section(real_server))
+    if trace_id == "short-rag":
+        make_settings(tmp_path, redis_url, judge=judge_section(real_server))
+    else:
+        make_settings(
+            tmp_path, redis_url, judge=judge_section(real_server, **CPU_JUDGE), worker=CPU_WORKER
+        )
     settings = tmp_path / "settings.toml"
     if trace_id == "short-rag":
         traces = write_traces(tmp_path / "traces.jsonl", [short_trace(trace_id)])
