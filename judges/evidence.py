@@ -23,7 +23,7 @@ import bisect
 import re
 from dataclasses import dataclass
 
-from judges.text import STOPWORDS, extract_entities, split_sentences, stem, tokenize
+from judges.text import SCALES, STOPWORDS, extract_entities, split_sentences, stem, tokenize
 
 
 def _words(text: str) -> list[str]:
@@ -64,17 +64,6 @@ _ORDINALS = {
 _NUMBER_WORDS = {w: i for i, w in enumerate(_WORDS)} | _TENS
 # "one" and "zero" are too often not numbers ("one of them"): they only ever support.
 _CLAIM_WORDS = {w: v for w, v in _NUMBER_WORDS.items() if v >= 2}
-_SCALES = {
-    "k": 1e3,
-    "thousand": 1e3,
-    "m": 1e6,
-    "mn": 1e6,
-    "million": 1e6,
-    "b": 1e9,
-    "bn": 1e9,
-    "billion": 1e9,
-    "trillion": 1e12,
-}
 _CURRENCY = {
     "$": "usd",
     "us$": "usd",
@@ -213,7 +202,7 @@ def _amounts(text: str, liberal: bool) -> list[Value]:
         else:
             digits = raw.replace(",", "")
             base = float(digits)
-        scale = _SCALES[scale_word.lower()] if scale_word else 1.0
+        scale = SCALES[scale_word.lower()] if scale_word else 1.0
         if scale_word and scale_word.lower() in ("m", "b") and not cur and not suffix:
             # "5m" may be 5 metres or 5 million: a claim asserts neither, a context offers both.
             if liberal:

@@ -63,7 +63,7 @@ _MONTHS = {
 _MONTHS.update({m[:3]: i for m, i in list(_MONTHS.items())})
 _MONTHS["sept"] = 9
 
-_SCALES = {
+SCALES = {  # scale words after a number (also judges.evidence)
     "k": 1e3,
     "thousand": 1e3,
     "m": 1e6,
@@ -215,7 +215,7 @@ def parse_number(raw: str, scale: str | None = None) -> float | None:
     except ValueError:
         return None
     if scale:
-        value *= _SCALES[scale.lower()]
+        value *= SCALES[scale.lower()]
     return value
 
 

@@ -27,6 +27,7 @@ from evaluator.worker.runtime import build_runtime
 from tests.cascade_support import (
     GROUNDED,
     JUDGE,
+    cascade_rubric,
     certify,
     grounded_case,
     mock_judge,
@@ -37,18 +38,7 @@ from tests.conftest import make_settings
 
 pytest.importorskip("judges.scorers.local")
 
-RUBRIC = """
-name = "faithfulness"
-version = "1"
-scorer = "faithfulness"
-method = "cascade"
-pass_threshold = 0.8
-[sampling]
-rate = 1.0
-[options]
-audit_rate = 0.1
-judge_rate = 0.5
-"""
+RUBRIC = cascade_rubric(0.1) + "judge_rate = 0.5\n"
 
 
 @pytest.fixture

@@ -108,6 +108,36 @@ def stages(
     return {"f": f, "p2": p2, "judged": judge, "y": np.where(judge, score, np.nan), "keep": keep}
 
 
+def _num(values: tuple[Any, ...]) -> Array:
+    return np.array([np.nan if v is None else float(v) for v in values])
+
+
+def _stages_of_rows(
+    score: tuple[Any, ...],
+    p: tuple[Any, ...],
+    cheap: tuple[Any, ...],
+    local: tuple[Any, ...],
+    decided: tuple[Any, ...],
+    calib: tuple[Any, ...],
+    audit: tuple[Any, ...],
+    cut: tuple[Any, ...],
+    p2: tuple[Any, ...],
+) -> tuple[dict[str, Any], Array]:
+    """`stages` of the stored columns, and p1 (a missing or non-positive one read as 1)."""
+    st = stages(
+        _num(score),
+        _num(cheap),
+        _num(local),
+        list(decided),
+        np.array([bool(c) for c in calib]),
+        _num(audit),
+        _num(cut),
+        _num(p2),
+    )
+    p1 = _num(p)
+    return st, np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
+
+
 def has_cheap_stage(store: Store, rubric: str, start: datetime) -> bool:
     """Whether an ok record of the rubric in the window (the first the index yields) came
     from a cascade: one indexed look, so a trend of any other rubric pays next to nothing.
@@ -173,21 +203,7 @@ def ppi_cells(
         *rows, strict=True
     )
 
-    def num(values: tuple[Any, ...]) -> Array:
-        return np.array([np.nan if v is None else float(v) for v in values])
-
-    st = stages(
-        num(score),
-        num(cheap),
-        num(local),
-        list(decided),
-        np.array([bool(c) for c in calib]),
-        num(audit),
-        num(cut),
-        num(p2),
-    )
-    p1 = num(p)
-    p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
+    st, p1 = _stages_of_rows(score, p, cheap, local, decided, calib, audit, cut, p2)
     index: dict[tuple[str, str, datetime], list[int]] = {}
     floors: dict[datetime, datetime] = {}
     for i in np.flatnonzero(st["keep"]):
@@ -229,21 +245,7 @@ def cascade_stream(
         return None
     score, p, cheap, local, decided, calib, audit, cut, p2 = zip(*rows, strict=True)
 
-    def num(values: tuple[Any, ...]) -> Array:
-        return np.array([np.nan if v is None else float(v) for v in values])
-
-    st = stages(
-        num(score),
-        num(cheap),
-        num(local),
-        list(decided),
-        np.array([bool(c) for c in calib]),
-        num(audit),
-        num(cut),
-        num(p2),
-    )
-    p1 = num(p)
-    p1 = np.where(np.isnan(p1) | (p1 <= 0), 1.0, p1)
+    st, p1 = _stages_of_rows(score, p, cheap, local, decided, calib, audit, cut, p2)
     k = st["keep"]
     return Stream(st["f"][k], st["y"][k], st["judged"][k], st["p2"][k], p1[k])
 
